@@ -1,0 +1,1 @@
+"""Code both Engine Jobs processes share: the wire contract, logging and HTTP plumbing."""

@@ -1,0 +1,180 @@
+"""The wire contract that engine_hub and admin_gateway speak.
+
+Status names, the allowed transitions, error codes and the JSON shapes of a
+job, a job result and an engine log line all live here, so that neither
+process can drift from the other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from typing import Any
+
+import attrs
+
+
+class JobStatus(enum.StrEnum):
+    """The four states a job can be in."""
+
+    READY = "READY"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+#: The only transitions that exist: READY->RUNNING and RUNNING->DONE|FAILED.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.READY: frozenset({JobStatus.RUNNING}),
+    JobStatus.RUNNING: frozenset({JobStatus.DONE, JobStatus.FAILED}),
+    JobStatus.DONE: frozenset(),
+    JobStatus.FAILED: frozenset(),
+}
+
+
+class ErrorCode(enum.StrEnum):
+    """Machine-readable error codes carried in ``{"error": ..., "code": ...}``."""
+
+    BAD_REQUEST = "bad_request"
+    INVALID_JSON = "invalid_json"
+    INVALID_FIELD = "invalid_field"
+    UNKNOWN_FIELD = "unknown_field"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_PARAM = "invalid_param"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    ALREADY_RUNNING = "already_running"
+    TYPE_BUSY = "type_busy"
+    NOT_READY = "not_ready"
+    NOT_RUNNING = "not_running"
+    JOURNAL_UNAVAILABLE = "journal_unavailable"
+    CSRF = "csrf"
+    SAFE_MODE = "safe_mode"
+    THROTTLED = "throttled"
+    ENGINE_UNAVAILABLE = "engine_unavailable"
+    ENGINE_TIMEOUT = "engine_timeout"
+    ENGINE_ERROR = "engine_error"
+    INTERNAL = "internal"
+
+
+def utcnow() -> dt.datetime:
+    """Return the current time as an aware UTC datetime."""
+    return dt.datetime.now(dt.UTC)
+
+
+def format_time(value: dt.datetime | None) -> str | None:
+    """Format an aware datetime as RFC 3339 in UTC (``...Z``); ``None`` stays ``None``."""
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    """Parse an RFC 3339 timestamp into an aware UTC datetime.
+
+    Raises ``ValueError`` for anything that is not a timezone-qualified time.
+    """
+    if value is None:
+        return None
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp has no timezone")
+    return parsed.astimezone(dt.UTC)
+
+
+def new_job_id() -> str:
+    """Return a fresh job id (a random uuid4 in canonical form)."""
+    return str(uuid.uuid4())
+
+
+@attrs.frozen(kw_only=True)
+class HistoryEntry:
+    """One status change of a job: what it became, when, by whom and why."""
+
+    status: JobStatus
+    at: dt.datetime
+    by: str
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the wire shape ``{status, at, by, reason}``."""
+        return {"status": str(self.status), "at": format_time(self.at), "by": self.by, "reason": self.reason}
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """A job as the engine stores it and as both processes see it.
+
+    Instances are immutable; the engine store is the only place that derives
+    a new version (with ``attrs.evolve``) and only along ``TRANSITIONS``.
+    """
+
+    id: str
+    type: str
+    name: str
+    params: dict[str, Any] = attrs.field(factory=dict)
+    status: JobStatus = JobStatus.READY
+    created_at: dt.datetime
+    created_by: str
+    started_at: dt.datetime | None = None
+    run_by: str | None = None
+    run_reason: str | None = None
+    ended_at: dt.datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    history: tuple[HistoryEntry, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the camelCase wire shape; absent values are ``null``."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "engine": self.type,
+            "name": self.name,
+            "params": self.params,
+            "status": str(self.status),
+            "createdAt": format_time(self.created_at),
+            "createdBy": self.created_by,
+            "startedAt": format_time(self.started_at),
+            "runBy": self.run_by,
+            "runReason": self.run_reason,
+            "endedAt": format_time(self.ended_at),
+            "exitCode": self.exit_code,
+            "error": self.error,
+            "history": [h.to_json() for h in self.history],
+        }
+
+
+#: Names of every field in a job's wire shape, in order.
+JOB_FIELDS: tuple[str, ...] = (
+    "id", "type", "engine", "name", "params", "status", "createdAt", "createdBy",
+    "startedAt", "runBy", "runReason", "endedAt", "exitCode", "error", "history",
+)
+
+
+def job_result_json(*, job_id: str, engine: str, name: str, output: str, created_at: dt.datetime) -> dict[str, Any]:
+    """Return the legacy JobResult shape ``{jobId, engine, name, output, createdAt}``."""
+    return {"jobId": job_id, "engine": engine, "name": name, "output": output, "createdAt": format_time(created_at)}
+
+
+class LogLevel(enum.StrEnum):
+    """Levels of the legacy EngineLog shape."""
+
+    INFO = "INFO"
+    WARN = "WARN"
+    ERROR = "ERROR"
+
+
+def engine_log_json(*, level: LogLevel, message: str, job_id: str | None, timestamp: dt.datetime) -> dict[str, Any]:
+    """Return the legacy EngineLog shape ``{level, message, jobId, timestamp}``."""
+    return {"level": str(level), "message": message, "jobId": job_id, "timestamp": format_time(timestamp)}
+
+
+def error_body(message: str, code: ErrorCode | str) -> dict[str, str]:
+    """Return the one error shape used everywhere: ``{"error": message, "code": code}``."""
+    return {"error": message, "code": str(code)}

@@ -1,0 +1,140 @@
+"""structlog set-up shared by both processes.
+
+Output is JSON lines when the stream is not a TTY and readable console output
+when it is. The JSON path is kept cheap on purpose: the per-request summary
+line is the hottest log call in the system, and structlog's default chain
+(plus a flush per line) costs more than the request itself. Lines are written
+to a buffered stream and flushed at most every ``FLUSH_INTERVAL`` seconds, at
+once for warnings and errors, and at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import json
+import logging
+import sys
+import threading
+import time
+from typing import IO, Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+FLUSH_INTERVAL = 0.25
+_URGENT = frozenset({"warning", "error", "critical", "exception"})
+
+
+def _timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # time.time() plus a cached per-second prefix is several times cheaper than TimeStamper.
+    event_dict["ts"] = _fast_iso(time.time())
+    return event_dict
+
+
+_cached_second = -1
+_cached_prefix = ""
+
+
+def _fast_iso(now: float) -> str:
+    global _cached_second, _cached_prefix
+    sec = int(now)
+    if sec != _cached_second:
+        _cached_prefix = dt.datetime.fromtimestamp(sec, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _cached_second = sec
+    return f"{_cached_prefix}.{int((now - sec) * 1000):03d}Z"
+
+
+class BufferedLineLogger:
+    """A structlog logger writing whole lines to a stream, flushing lazily.
+
+    Thread-safe. Urgent levels flush at once so that an operator tailing the
+    log never waits for an error.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+
+    def _emit(self, message: str, urgent: bool) -> None:
+        with self._lock:
+            self._stream.write(message + "\n")
+            now = time.monotonic()
+            if urgent or now - self._last_flush >= FLUSH_INTERVAL:
+                self._stream.flush()
+                self._last_flush = now
+
+    def flush(self) -> None:
+        """Flush whatever is buffered."""
+        with self._lock:
+            try:
+                self._stream.flush()
+            except ValueError:  # stream already closed at interpreter exit
+                pass
+            self._last_flush = time.monotonic()
+
+    def msg(self, message: str) -> None:
+        """Write one line."""
+        self._emit(message, False)
+
+    def err(self, message: str) -> None:
+        """Write one line and flush at once."""
+        self._emit(message, True)
+
+    info = debug = msg
+    warning = error = critical = exception = fatal = err
+    log = msg
+
+
+_logger: BufferedLineLogger | None = None
+
+
+def flush_logs() -> None:
+    """Flush buffered log lines (called periodically by each app and at exit)."""
+    if _logger is not None:
+        _logger.flush()
+
+
+def configure_logging(*, json_output: bool | None = None, level: str = "info", stream: TextIO | None = None) -> None:
+    """Configure structlog for a process.
+
+    ``json_output=None`` picks JSON when ``stream`` is not a TTY. ``level`` is
+    a stdlib level name. Safe to call more than once (the last call wins).
+    """
+    global _logger
+    out = stream if stream is not None else sys.stdout
+    if json_output is None:
+        json_output = not out.isatty()
+    min_level = logging.getLevelNamesMapping()[level.upper()]
+    if json_output:
+        _logger = BufferedLineLogger(out)
+        processors: list[Any] = [
+            structlog.processors.add_log_level,
+            _timestamp,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=_dumps),
+        ]
+        logger_factory: Any = lambda *_: _logger  # noqa: E731
+    else:
+        _logger = None
+        processors = [
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(),
+        ]
+        logger_factory = structlog.PrintLoggerFactory(out)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(min_level),
+        logger_factory=logger_factory,
+        cache_logger_on_first_use=False,
+    )
+
+
+def _dumps(obj: Any, **kw: Any) -> str:
+    # default=str so that an odd value (a Path, an exception) never kills a log call.
+    return json.dumps(obj, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+atexit.register(flush_logs)

@@ -1,0 +1,176 @@
+"""HTTP plumbing shared by both processes: errors, the request middleware, JSON bodies.
+
+Each process derives its own exception base class from :class:`ApiError`,
+and :func:`api_middleware` is the one place that turns exceptions into
+responses and writes the per-request summary line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from shared.contract import ErrorCode, error_body
+from shared.log import FLUSH_INTERVAL, flush_logs
+
+MAX_BODY = 64 * 1024
+
+log = structlog.get_logger("http")
+
+#: Per-request id, set by :func:`api_middleware`.
+REQUEST_ID = web.RequestKey("request_id", str)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """An error with an HTTP status and an error code, rendered as ``{"error", "code"}``."""
+
+    status: int = 400
+    code: ErrorCode = ErrorCode.BAD_REQUEST
+
+    def __init__(self, message: str, *, status: int | None = None, code: ErrorCode | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+
+def json_error(status: int, message: str, code: ErrorCode | str, headers: dict[str, str] | None = None) -> web.Response:
+    """Return a JSON error response in the shared shape."""
+    return web.json_response(error_body(message, code), status=status, headers=headers)
+
+
+_HTTP_CODES: dict[int, ErrorCode] = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+}
+
+
+def api_middleware(
+    base_error: type[ApiError],
+    *,
+    on_done: Callable[[web.Request, int, float], None] | None = None,
+    decorate: Callable[[web.Request, web.StreamResponse], None] | None = None,
+) -> Any:
+    """Build the one middleware of a process.
+
+    It assigns a request id, turns ``base_error`` and aiohttp's HTTP
+    exceptions into JSON errors, turns anything else into a logged 500
+    without leaking details, writes one ``request`` summary line, and calls
+    ``on_done(request, status, seconds)`` (metrics) and ``decorate(request,
+    response)`` (headers) for every response, errors included.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        rid = request.headers.get("X-Request-Id", "")
+        if not (0 < len(rid) <= 64 and rid.isascii() and rid.replace("-", "").isalnum()):
+            rid = os.urandom(8).hex()
+        request[REQUEST_ID] = rid
+        response: web.StreamResponse
+        try:
+            response = await handler(request)
+        except base_error as exc:
+            response = json_error(exc.status, exc.message, exc.code, exc.headers)
+        except web.HTTPException as exc:
+            if exc.status < 400 and exc.status >= 300:
+                response = exc
+            else:
+                code = _HTTP_CODES.get(exc.status, ErrorCode.BAD_REQUEST)
+                message = exc.reason if exc.status != 404 else "route not found"
+                headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+                response = json_error(exc.status, message, code, headers)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:
+            log.exception("unhandled_error", request_id=rid, method=request.method, path=request.path)
+            response = json_error(500, "internal error", ErrorCode.INTERNAL)
+        if decorate is not None:
+            decorate(request, response)
+        response.headers["X-Request-Id"] = rid
+        elapsed = time.perf_counter() - start
+        if on_done is not None:
+            on_done(request, response.status, elapsed)
+        log.info("request", request_id=rid, method=request.method, path=request.path,
+                 status=response.status, ms=round(elapsed * 1000, 2))
+        return response
+
+    return middleware
+
+
+async def read_json_object(request: web.Request, *, allowed: Iterable[str] | None = None,
+                           required: bool = False, error: type[ApiError] = ApiError) -> dict[str, Any]:
+    """Read a request body as a JSON object of at most ``MAX_BODY`` bytes.
+
+    An empty body reads as ``{}`` unless ``required``. Raises ``error`` (400
+    ``invalid_json``, 413 ``payload_too_large``, 400 ``unknown_field``) for
+    anything else, so that bad input never reaches a handler.
+    """
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise error(f"body is larger than {MAX_BODY} bytes", status=413, code=ErrorCode.PAYLOAD_TOO_LARGE)
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise error(f"body is larger than {MAX_BODY} bytes", status=413, code=ErrorCode.PAYLOAD_TOO_LARGE)
+    if not raw.strip():
+        if required:
+            raise error("a JSON object body is required", code=ErrorCode.INVALID_JSON)
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise error("body is not valid JSON", code=ErrorCode.INVALID_JSON) from None
+    if not isinstance(body, dict):
+        raise error("body must be a JSON object", code=ErrorCode.INVALID_JSON)
+    if allowed is not None:
+        unknown = sorted(set(body) - set(allowed))
+        if unknown:
+            raise error(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+                        code=ErrorCode.UNKNOWN_FIELD)
+    return body
+
+
+def parse_int_query(request: web.Request, name: str, *, default: int, low: int, high: int,
+                    error: type[ApiError] = ApiError) -> int:
+    """Read an integer query parameter within ``[low, high]``; anything else is a 400."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise error(f"{name} must be an integer between {low} and {high}", code=ErrorCode.INVALID_FIELD) from None
+    if not low <= value <= high:
+        raise error(f"{name} must be an integer between {low} and {high}", code=ErrorCode.INVALID_FIELD)
+    return value
+
+
+async def log_flusher(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: flush buffered log lines periodically while the app runs."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            flush_logs()
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    flush_logs()
