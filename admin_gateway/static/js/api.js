@@ -1,0 +1,73 @@
+// Calls to the gateway's JSON API. Never throws: every outcome, network failures included,
+// comes back as {ok, status, data, code, message} so that a page can always show something.
+
+const TIMEOUT_MS = 15000;
+
+function csrfToken() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta ? meta.getAttribute('content') || '' : '';
+}
+
+function describe(status, data) {
+  if (status === 401) {
+    return 'Your session has ended. Sign in again to continue.';
+  }
+  if (data && typeof data.error === 'string' && data.error) {
+    return data.error;
+  }
+  if (status === 0) {
+    return 'The gateway could not be reached.';
+  }
+  return `The gateway answered with HTTP ${status}.`;
+}
+
+/**
+ * Send one request to the admin API.
+ * GET sends no body; any other method sends `body` as JSON with the X-CSRF-Token header.
+ */
+export async function api(method, path, body) {
+  const headers = { Accept: 'application/json' };
+  const init = { method, headers, credentials: 'same-origin', cache: 'no-store' };
+  if (method !== 'GET') {
+    headers['Content-Type'] = 'application/json';
+    headers['X-CSRF-Token'] = csrfToken();
+    init.body = JSON.stringify(body === undefined ? {} : body);
+  }
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+  init.signal = controller.signal;
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    clearTimeout(timer);
+    const timedOut = err && err.name === 'AbortError';
+    return {
+      ok: false, status: 0, data: null, code: timedOut ? 'timeout' : 'network',
+      message: timedOut ? 'The gateway did not answer in time.' : 'The gateway could not be reached. Check that it is running and try again.',
+    };
+  }
+  let data = null;
+  try {
+    data = await response.json();
+  } catch (err) {
+    data = null;
+  } finally {
+    clearTimeout(timer);
+  }
+  if (response.ok && response.redirected && data === null) {
+    // Followed a redirect to an HTML page (the login form): the session is gone.
+    return { ok: false, status: 401, data: null, code: 'unauthorized', message: describe(401, null) };
+  }
+  if (response.ok) {
+    return { ok: true, status: response.status, data, code: null, message: '' };
+  }
+  const code = data && typeof data.code === 'string' ? data.code : `http_${response.status}`;
+  return { ok: false, status: response.status, data, code, message: describe(response.status, data) };
+}
+
+/** True when a failed result means "the engine is down or hung" rather than a refusal. */
+export function isEngineOutage(result) {
+  return !result.ok && (result.code === 'engine_unavailable' || result.code === 'engine_timeout'
+    || result.status === 502 || result.status === 504);
+}

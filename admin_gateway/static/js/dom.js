@@ -1,0 +1,204 @@
+// DOM helpers shared by every page. Data from the API only ever reaches the page through
+// textContent and attributes, never innerHTML, so job names and log lines cannot inject markup.
+// jobRow() and statusBadge() mirror templates/_macros.html: keep the two in step.
+
+export const STATUSES = ['READY', 'RUNNING', 'DONE', 'FAILED'];
+
+export function $(selector, root = document) {
+  return root.querySelector(selector);
+}
+
+/** Create an element; `attrs` values go through setAttribute, children are nodes or text. */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    node.setAttribute(name, value === true ? '' : String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+/** The page-wide state the server rendered into <body data-*>. */
+export function pageState() {
+  const data = document.body.dataset;
+  const interval = Number.parseFloat(data.refreshInterval || '30');
+  return {
+    safeMode: data.safeMode !== 'off',
+    superAdmin: data.superAdmin === 'true',
+    refreshInterval: Number.isFinite(interval) && interval > 0 ? interval : 30,
+  };
+}
+
+/** RUN only for a super_admin, with SAFE_MODE off, on a READY job (the server enforces it too). */
+export function canRun(job, state) {
+  return state.superAdmin && !state.safeMode && job.status === 'READY';
+}
+
+/** Cancel on RUNNING jobs for a super_admin; SAFE_MODE never blocks stopping work. */
+export function canCancel(job, state) {
+  return state.superAdmin && job.status === 'RUNNING';
+}
+
+export function statusBadge(status) {
+  const text = String(status || 'UNKNOWN');
+  const known = STATUSES.includes(text);
+  return el('span', {
+    class: `badge badge-${known ? text.toLowerCase() : 'unknown'}`,
+    'data-testid': 'status-badge',
+    'data-status': text,
+  }, text);
+}
+
+/** Format an RFC 3339 value in the viewer's local time; the raw value on failure. */
+export function formatLocal(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return String(iso);
+  return date.toLocaleString(undefined, {
+    year: 'numeric', month: 'short', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
+  });
+}
+
+export function timeEl(iso) {
+  if (!iso) return el('span', { class: 'muted' }, '—');
+  return el('time', { datetime: iso, title: `${iso} (UTC)`, 'data-local-time': true }, formatLocal(iso));
+}
+
+/** Rewrite every server-rendered <time data-local-time> into the viewer's local time. */
+export function localizeTimes(root = document) {
+  for (const node of root.querySelectorAll('time[data-local-time]')) {
+    const iso = node.getAttribute('datetime');
+    if (iso) {
+      node.textContent = formatLocal(iso);
+      node.setAttribute('title', `${iso} (UTC)`);
+    }
+  }
+}
+
+export function jobUrl(id) {
+  return `/admin/engine/jobs/${encodeURIComponent(id)}`;
+}
+
+/** Copy what the RUN/Cancel dialogs need onto an element (mirrors the job_data macro). */
+export function setJobData(node, job) {
+  node.setAttribute('data-job-id', String(job.id));
+  node.setAttribute('data-status', String(job.status));
+  node.setAttribute('data-job-type', String(job.type ?? ''));
+  node.setAttribute('data-job-name', String(job.name ?? ''));
+  node.setAttribute('data-job-params', JSON.stringify(job.params ?? {}));
+}
+
+export function jobActions(job, state, small = true) {
+  const size = small ? ' btn-small' : '';
+  const nodes = [];
+  if (canRun(job, state)) {
+    nodes.push(el('button', {
+      type: 'button', class: `btn btn-primary btn-run${size}`, 'data-action': 'run',
+      'data-testid': 'run-button', 'aria-label': `Run job ${job.id}`,
+    }, 'RUN'));
+  }
+  if (canCancel(job, state)) {
+    nodes.push(el('button', {
+      type: 'button', class: `btn btn-danger${size}`, 'data-action': 'cancel',
+      'data-testid': 'cancel-button', 'aria-label': `Cancel job ${job.id}`,
+    }, 'Cancel'));
+  }
+  return nodes;
+}
+
+export function jobRow(job, state) {
+  const row = el('tr', { 'data-testid': 'job-row' });
+  setJobData(row, job);
+  const idCell = el('td', {}, el('a', { class: 'job-id', href: jobUrl(job.id), 'data-testid': 'job-link' }, job.id));
+  if (job.name) idCell.append(el('span', { class: 'job-name', title: job.name }, job.name));
+  const actions = jobActions(job, state);
+  const actionBox = el('div', { class: 'row-actions' });
+  if (actions.length) {
+    actionBox.append(...actions);
+  } else {
+    actionBox.append(el('span', { class: 'muted' }, '—', el('span', { class: 'visually-hidden' }, 'no action available')));
+  }
+  row.append(
+    idCell,
+    el('td', { class: 'mono' }, job.type ?? ''),
+    el('td', {}, statusBadge(job.status)),
+    el('td', {}, timeEl(job.createdAt)),
+    el('td', { class: 'col-action' }, actionBox),
+  );
+  return row;
+}
+
+// ---------- banners ----------
+
+export function showError(message) {
+  const banner = $('#error-banner');
+  if (!banner) return;
+  const text = $('#error-banner-text');
+  text.replaceChildren(document.createTextNode(message));
+  if (/session has ended/i.test(message)) {
+    text.append(' ', el('a', { href: '/login' }, 'Sign in'));
+  }
+  banner.hidden = false;
+}
+
+export function clearError() {
+  const banner = $('#error-banner');
+  if (banner) banner.hidden = true;
+}
+
+/** Show a short success message; `link` ({href, text}) is appended when given. */
+export function flash(message, link) {
+  const box = $('#flash');
+  if (!box) return;
+  const text = $('#flash-text');
+  text.replaceChildren(document.createTextNode(message));
+  if (link) text.append(' ', el('a', { href: link.href }, link.text));
+  box.hidden = false;
+}
+
+export function setSafeMode(on) {
+  document.body.dataset.safeMode = on ? 'on' : 'off';
+  const pill = $('#safe-mode-pill');
+  if (pill) {
+    pill.textContent = `SAFE_MODE: ${on ? 'ON' : 'OFF'}`;
+    pill.dataset.safeMode = on ? 'on' : 'off';
+    pill.classList.toggle('pill-safe-on', on);
+    pill.classList.toggle('pill-safe-off', !on);
+    pill.title = on ? 'SAFE_MODE is on: no job can be started' : 'SAFE_MODE is off: super admins can start READY jobs';
+  }
+  const banner = $('#safe-mode-banner');
+  if (banner) banner.hidden = !on;
+}
+
+export function setEngineDown(down, warning) {
+  const banner = $('#engine-down-banner');
+  if (!banner) return;
+  banner.hidden = !down;
+  if (down && warning) {
+    $('#engine-down-detail').textContent = `${warning} Job data is unavailable; this is not the same as having no jobs.`;
+  }
+}
+
+/** Show `node` as busy (spinning refresh icon, aria-busy) while `promise` runs. */
+export function setBusy(nodes, busy) {
+  for (const node of nodes) {
+    if (!node) continue;
+    if (busy) node.setAttribute('aria-busy', 'true');
+    else node.removeAttribute('aria-busy');
+  }
+}
+
+/**
+ * Run an async handler so that a bug never turns into a silent, blank failure: the error banner
+ * says something went wrong, and the error still reaches the console for whoever debugs it.
+ */
+export function guard(promiseOrFn) {
+  const promise = typeof promiseOrFn === 'function' ? Promise.resolve().then(promiseOrFn) : Promise.resolve(promiseOrFn);
+  return promise.catch((err) => {
+    showError(`Something went wrong in the page: ${err && err.message ? err.message : err}. Reload to continue.`);
+    console.error(err);
+  });
+}
