@@ -1,0 +1,5 @@
+"""``python -m admin_gateway``: same as the ``admin-gateway`` command."""
+
+from admin_gateway.cli import main
+
+main()

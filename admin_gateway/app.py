@@ -1,0 +1,96 @@
+"""``create_app(settings)``: the admin gateway as an aiohttp application.
+
+No side effects until the app starts: the engine client, the session
+pruner and the log flusher live in ``cleanup_ctx``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp_session
+from aiohttp import web
+
+from shared.web import MAX_BODY, api_middleware, log_flusher
+
+from .audit import AUDIT, SESSION_EXPIRED, Audit
+from .auth import SESSION_USER, USER_STORE
+from .engine_client import engine_client_ctx
+from .errors import GatewayError
+from .hardening import security_headers
+from .peer import TRUSTED_PROXIES, parse_networks
+from .routes_api import setup_api
+from .routes_auth import setup_auth
+from .sessions import SESSION_STORAGE, ServerSideStorage, make_backend, session_pruner
+from .settings import SETTINGS, Settings, SettingsError
+from .throttle import LOGIN_THROTTLE, LoginThrottle
+from .users import UserStore
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+async def _warm_users(app: web.Application) -> AsyncIterator[None]:
+    # The dummy hash for unknown users is computed before the first login, off the loop.
+    await asyncio.to_thread(app[USER_STORE].warm)
+    yield
+
+
+async def favicon(request: web.Request) -> web.StreamResponse:
+    """``GET /favicon.ico``: browsers ask for it on their own; a 404 would be a console error."""
+    path = STATIC_DIR / "favicon.ico"
+    if not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path, headers={"Content-Type": "image/x-icon"})
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the gateway for ``settings``; raises ``SettingsError`` for unusable settings."""
+    try:
+        trusted = parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SettingsError(f"bad trusted proxy: {exc}") from None
+    app = web.Application(middlewares=[api_middleware(GatewayError, decorate=security_headers)],
+                          client_max_size=MAX_BODY)
+    app[SETTINGS] = settings
+    app[TRUSTED_PROXIES] = trusted
+    audit = Audit(trusted)
+    app[AUDIT] = audit
+    app[USER_STORE] = UserStore(settings.data_dir)
+    app[LOGIN_THROTTLE] = LoginThrottle(clock=settings.clock, per_account=settings.login_limit_per_hour,
+                                        per_address=settings.login_limit_per_address_per_hour)
+
+    async def on_expired(request: web.Request, data: dict[str, object], reason: str) -> None:
+        user = data.get(SESSION_USER)
+        await audit.record(SESSION_EXPIRED, request=request, actor=user if isinstance(user, str) else None,
+                           reason=reason)
+
+    storage = ServerSideStorage(make_backend(settings), clock=settings.clock, idle_timeout=settings.idle_timeout,
+                                absolute_timeout=settings.absolute_timeout, trusted_proxies=trusted,
+                                on_expired=on_expired)
+    app[SESSION_STORAGE] = storage
+    aiohttp_session.setup(app, storage)
+
+    app.cleanup_ctx.extend([log_flusher, engine_client_ctx, session_pruner, _warm_users])
+    setup_auth(app)
+    setup_api(app)
+    if not _setup_panel(app):
+        # Without the panel the gateway still serves its assets (the panel serves them itself).
+        app.router.add_get("/favicon.ico", favicon)
+        if STATIC_DIR.is_dir():
+            app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+    return app
+
+
+def _setup_panel(app: web.Application) -> bool:
+    """Add the panel (pages, ``/static/``, ``/favicon.ico``); ``False`` if it is not installed."""
+    try:
+        from .routes_panel import setup_panel
+    except ModuleNotFoundError as exc:
+        # Only a missing panel module is tolerated; any other import failure is a bug.
+        if exc.name != f"{__package__}.routes_panel":
+            raise
+        return False
+    setup_panel(app)
+    return True

@@ -1,0 +1,84 @@
+"""Who is asking: the signed-in user of a request, and the guards that demand one.
+
+A session names its user and the user's credential generation; the user
+store is consulted on every request, so removing a user, changing their
+role or their password takes effect at once, not at the next login.
+"""
+
+from __future__ import annotations
+
+import attrs
+from aiohttp import web
+from aiohttp_session import get_session
+
+from shared.contract import ErrorCode
+
+from .audit import ACCESS_DENIED, AUDIT
+from .errors import Unauthorized
+from .users import ROLE_ADMIN, ROLE_SUPER_ADMIN, UserStore
+
+__all__ = ["ROLE_ADMIN", "ROLE_SUPER_ADMIN", "USER_STORE", "User", "current_user", "require_super_admin",
+           "require_user"]
+
+#: Session keys.
+SESSION_USER = "user"
+SESSION_GENERATION = "gen"
+
+#: The app's user store.
+USER_STORE = web.AppKey("user_store", UserStore)
+
+
+@attrs.frozen(kw_only=True)
+class User:
+    """The signed-in user of a request: name and role (as stored now, not as at login)."""
+
+    name: str
+    role: str
+
+    @property
+    def is_super_admin(self) -> bool:
+        """Whether this user may use the engine panel and API."""
+        return self.role == ROLE_SUPER_ADMIN
+
+
+_CURRENT_USER: web.RequestKey[User | None] = web.RequestKey("current_user")
+
+
+async def current_user(request: web.Request) -> User | None:
+    """Return the user of the request's valid, unexpired session, or ``None``.
+
+    A session whose user no longer exists, or whose password changed since
+    the session was opened, is invalidated here.
+    """
+    if _CURRENT_USER in request:
+        return request[_CURRENT_USER]
+    session = await get_session(request)
+    user: User | None = None
+    name = session.get(SESSION_USER)
+    if isinstance(name, str):
+        record = request.app[USER_STORE].get(name)
+        if record is not None and record.generation == session.get(SESSION_GENERATION):
+            user = User(name=record.name, role=record.role)
+        else:
+            session.invalidate()
+    request[_CURRENT_USER] = user
+    return user
+
+
+async def require_user(request: web.Request) -> User:
+    """Return the signed-in user or raise 401 ``unauthorized`` (and record the denial)."""
+    user = await current_user(request)
+    if user is None:
+        await request.app[AUDIT].record(ACCESS_DENIED, request=request, status=401, reason="no_session")
+        raise Unauthorized("sign in first")
+    return user
+
+
+async def require_super_admin(request: web.Request) -> User:
+    """Return the signed-in super_admin or raise 401 (no session, or another role)."""
+    user = await require_user(request)
+    if not user.is_super_admin:
+        await request.app[AUDIT].record(ACCESS_DENIED, request=request, actor=user.name, status=401,
+                                        reason="role", role=user.role)
+        raise Unauthorized("this needs the super_admin role", code=ErrorCode.FORBIDDEN)
+    return user

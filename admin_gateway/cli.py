@@ -1,0 +1,210 @@
+"""``admin-gateway``: run the gateway (``serve``) and manage its users (``users …``).
+
+Every error is one line on stderr and a non-zero exit status, never a
+traceback. ``SAFE_MODE`` comes from ``--safe-mode`` or the environment and
+is on unless explicitly turned off; a value that is neither on nor off
+stops the gateway before it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import ipaddress
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import structlog
+
+from shared.log import configure_logging
+
+from .engine_client import read_token_file, resolve_token
+from .settings import Settings, SettingsError, parse_safe_mode
+from .users import ROLES, UserError, UserFileCorrupt, UserStore, validate_password
+
+PROG = "admin-gateway"
+DEFAULT_DATA_DIR = Path("var/gateway")
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def _fail(message: str, status: int = 1) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Engine Jobs admin gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
+    serve.add_argument("--engine-url", default=os.environ.get("ENGINE_HUB_URL", "http://127.0.0.1:8090"))
+    serve.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    serve.add_argument("--engine-token-file", help="file holding the engine admin token "
+                                                   "(default: $ENGINE_HUB_TOKEN)")
+    serve.add_argument("--safe-mode", metavar="ON|OFF",
+                       help="true/1/yes/on (default) or false/0/no/off; overrides $SAFE_MODE")
+    serve.add_argument("--connect-timeout", type=float, default=1.0, help="seconds (default 1)")
+    serve.add_argument("--total-timeout", type=float, default=5.0, help="seconds (default 5)")
+    serve.add_argument("--idle-timeout", type=float, default=1800.0, help="session idle seconds (default 1800)")
+    serve.add_argument("--absolute-timeout", type=float, default=43200.0,
+                       help="session lifetime seconds (default 43200)")
+    serve.add_argument("--session-backend", choices=("embedded", "redis"), default="embedded")
+    serve.add_argument("--redis-url", default=os.environ.get("GATEWAY_REDIS_URL"))
+    serve.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR[/BITS]",
+                       help="a proxy whose X-Forwarded-For/-Proto are believed (repeatable)")
+    serve.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
+                       help="extra origin accepted on POST, e.g. https://admin.example.com (repeatable)")
+    serve.add_argument("--log-level", default="info")
+
+    users = sub.add_parser("users", help="manage users")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+
+    def with_data_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+        return p
+
+    add = with_data_dir(users_sub.add_parser("add", help="create a user"))
+    add.add_argument("name")
+    add.add_argument("--role", choices=ROLES, required=True)
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    lst = with_data_dir(users_sub.add_parser("list", help="list users"))
+    lst.add_argument("--json", action="store_true")
+    rm = with_data_dir(users_sub.add_parser("remove", help="delete a user (ends their sessions)"))
+    rm.add_argument("name")
+    pw = with_data_dir(users_sub.add_parser("set-password", help="change a password (ends their sessions)"))
+    pw.add_argument("name")
+    pw.add_argument("--password-stdin", action="store_true")
+    ensure = with_data_dir(users_sub.add_parser(
+        "ensure-admin", help="if there is no user, create a super_admin with a random password and print it"))
+    ensure.add_argument("--name", default="admin")
+    return parser
+
+
+def read_password(from_stdin: bool) -> str:
+    """Read a new password from stdin (one line) or by prompting twice; validate it."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        password = line.removesuffix("\n").removesuffix("\r")
+    else:
+        if not sys.stdin.isatty():
+            raise CliError("no terminal to prompt for a password; use --password-stdin")
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise CliError("passwords do not match")
+    validate_password(password)
+    return password
+
+
+def _users(args: argparse.Namespace) -> None:
+    store = UserStore(args.data_dir)
+    cmd = args.users_command
+    if cmd == "add":
+        password = read_password(args.password_stdin)
+        store.add(args.name, args.role, password)
+        print(f"created user {args.name} ({args.role})")
+    elif cmd == "list":
+        users = store.list_users()
+        if args.json:
+            print(json.dumps([{"name": u.name, "role": u.role, "createdAt": u.created_at,
+                               "passwordChangedAt": u.password_changed_at} for u in users]))
+        elif not users:
+            print("no users")
+        else:
+            width = max(len(u.name) for u in users)
+            for u in users:
+                print(f"{u.name:<{width}}  {u.role}")
+    elif cmd == "remove":
+        store.remove(args.name)
+        print(f"removed user {args.name}")
+    elif cmd == "set-password":
+        if store.get(args.name) is None:
+            raise CliError(f"no user {args.name!r}")
+        store.set_password(args.name, read_password(args.password_stdin))
+        print(f"password changed for {args.name}; their sessions have ended")
+    elif cmd == "ensure-admin":
+        generated = store.ensure_admin(args.name)
+        if generated is None:
+            print("users exist; nothing to do")
+        else:
+            print(f"created user {args.name} (super_admin) with password: {generated}")
+            print("This password is shown only once. Change it with: "
+                  f"{PROG} users set-password {args.name} --data-dir {args.data_dir}")
+
+
+def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]) -> Settings:
+    """Build the serve settings from parsed arguments and the environment; raises ``SettingsError``."""
+    if args.safe_mode is not None:
+        safe_mode = parse_safe_mode(args.safe_mode, source="--safe-mode")
+    elif "SAFE_MODE" in environ:
+        safe_mode = parse_safe_mode(environ["SAFE_MODE"])
+    else:
+        safe_mode = True
+    token: str | None
+    if args.engine_token_file:
+        token = read_token_file(args.engine_token_file)
+    else:
+        token = resolve_token(environ.get("ENGINE_HUB_TOKEN"))
+    if token is None:
+        raise SettingsError("no engine token: set ENGINE_HUB_TOKEN or pass --engine-token-file")
+    if not 0 < args.port < 65536:
+        raise SettingsError(f"--port must be 1-65535, got {args.port}")
+    return Settings(
+        host=args.host, port=args.port, engine_url=args.engine_url, data_dir=args.data_dir, engine_token=token,
+        safe_mode=safe_mode, connect_timeout=args.connect_timeout, total_timeout=args.total_timeout,
+        idle_timeout=args.idle_timeout, absolute_timeout=args.absolute_timeout,
+        session_backend=args.session_backend, redis_url=args.redis_url,
+        trusted_proxies=tuple(args.trusted_proxy), allowed_origins=tuple(args.allowed_origin),
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from .app import create_app
+
+    settings = settings_from_args(args, os.environ)
+    configure_logging(level=args.log_level)
+    log = structlog.get_logger("gateway")
+    app = create_app(settings)
+    if not _is_loopback(settings.host) and not settings.trusted_proxies:
+        log.warning("plain_http_on_network", host=settings.host,
+                    hint="serve it behind a TLS proxy (--trusted-proxy) so session cookies are Secure")
+    log.info("gateway_starting", url=f"http://{settings.host}:{settings.port}/", engine_url=settings.engine_url,
+             safe_mode=settings.safe_mode, data_dir=str(settings.data_dir), session_backend=settings.session_backend)
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``admin-gateway`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            _serve(args)
+        else:
+            _users(args)
+    except (CliError, UserError, SettingsError) as exc:
+        _fail(str(exc))
+    except UserFileCorrupt as exc:
+        _fail(f"users file is unreadable: {exc}")
+    except OSError as exc:
+        _fail(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}")
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

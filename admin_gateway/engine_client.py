@@ -1,0 +1,168 @@
+"""The gateway's one HTTP client to the engine.
+
+One ``aiohttp.ClientSession`` per app (opened and closed in ``cleanup_ctx``)
+with explicit timeouts, no cookie jar, and the engine's admin token.
+Outgoing headers are built from scratch from an allow-list; nothing of the
+incoming request (``Authorization``, ``Cookie``, ``X-Engine-Actor``,
+``X-Forwarded-*``…) is ever copied. The acting user is the *session* user,
+sent as ``X-Engine-Actor``.
+
+Failures become gateway errors: unreachable (refused, reset, connect
+timeout) → :class:`EngineUnavailable`; no answer within the total timeout →
+:class:`EngineTimeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import attrs
+import structlog
+from aiohttp import web
+from yarl import URL
+
+from shared.web import REQUEST_ID
+
+from .errors import EngineTimeout, EngineUnavailable
+from .settings import SETTINGS, SettingsError
+
+#: The most the gateway reads of one engine answer (a 1000-job page is well below this).
+MAX_ENGINE_BODY = 32 * 1024 * 1024
+
+log = structlog.get_logger("engine_client")
+
+
+@attrs.frozen(kw_only=True)
+class EngineResponse:
+    """What the engine answered: status, raw body, content type and the next-page cursor."""
+
+    status: int
+    body: bytes = attrs.field(repr=False)
+    content_type: str
+    next_url: URL | None = None
+
+    @property
+    def is_json(self) -> bool:
+        """Whether the engine said the body is JSON."""
+        return self.content_type == "application/json"
+
+
+def resolve_token(explicit: str | None) -> str | None:
+    """Return the engine admin token: the explicit one, else ``ENGINE_HUB_TOKEN``, else ``None``."""
+    token = explicit if explicit is not None else os.environ.get("ENGINE_HUB_TOKEN")
+    token = token.strip() if token else None
+    return token or None
+
+
+def read_token_file(path: str) -> str:
+    """Read a token file (first line, stripped); raises :class:`SettingsError` with one clear line."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.readline().strip()
+    except OSError as exc:
+        raise SettingsError(f"cannot read engine token file {path}: {exc.strerror}") from None
+    if not token:
+        raise SettingsError(f"engine token file {path} is empty")
+    return token
+
+
+class EngineClient:
+    """Talks to the engine for the gateway; one instance per app."""
+
+    def __init__(self, base_url: str, *, token: str | None, connect_timeout: float, total_timeout: float) -> None:
+        url = URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise SettingsError(f"engine URL must be http(s)://host[:port], got {base_url!r}")
+        self.base_url = url.with_path("/")
+        self._auth = f"Bearer {token}" if token else None
+        self._timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the client session (call from within the running loop)."""
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"User-Agent": "admin-gateway"},
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        """Close the client session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _headers(self, actor: str, request_id: str | None, has_body: bool) -> dict[str, str]:
+        # Built from scratch: nothing the browser sent is copied.
+        headers = {"Accept": "application/json", "X-Engine-Actor": actor}
+        if self._auth is not None:
+            headers["Authorization"] = self._auth
+        if request_id:
+            headers["X-Request-Id"] = request_id
+        if has_body:
+            headers["Content-Type"] = "application/json"
+        return headers
+
+    async def call(self, method: str, path: str, *, actor: str, query: Mapping[str, str] | None = None,
+                   json_body: Any = None, request_id: str | None = None) -> EngineResponse:
+        """Send one request to the engine and return its answer, whatever its status.
+
+        ``path`` is relative to the engine URL (segments already quoted).
+        Raises :class:`EngineUnavailable` or :class:`EngineTimeout`.
+        """
+        assert self._session is not None, "EngineClient.start() was not called"
+        url = self.base_url.join(URL(path.lstrip("/"), encoded=True))
+        if query:
+            url = url.with_query(dict(query))
+        has_body = json_body is not None
+        try:
+            async with self._session.request(
+                method, url, headers=self._headers(actor, request_id, has_body),
+                json=json_body if has_body else None, allow_redirects=False,
+            ) as resp:
+                body = await resp.content.read(MAX_ENGINE_BODY)
+                next_link = resp.links.get("next")
+                next_url = next_link.get("url") if next_link else None
+                return EngineResponse(status=resp.status, body=body, content_type=resp.content_type,
+                                      next_url=next_url if isinstance(next_url, URL) else None)
+        except aiohttp.ConnectionTimeoutError:
+            # Not even a connection within the connect timeout: as unreachable as a refusal.
+            log.warning("engine_unreachable", method=method, path=path, error="connect timeout")
+            raise EngineUnavailable("the engine is unreachable (connect timeout)") from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError) as exc:
+            log.warning("engine_disconnected", method=method, path=path, error=type(exc).__name__)
+            raise EngineUnavailable("the engine closed the connection before answering; "
+                                    "check the job's status before retrying") from None
+        except asyncio.TimeoutError:
+            log.warning("engine_timeout", method=method, path=path)
+            raise EngineTimeout("the engine did not answer in time; check the job's status before retrying") from None
+        except aiohttp.ClientError as exc:
+            log.warning("engine_unreachable", method=method, path=path, error=type(exc).__name__)
+            raise EngineUnavailable("the engine is unreachable") from None
+
+
+#: The app's engine client.
+ENGINE_CLIENT = web.AppKey("engine_client", EngineClient)
+
+
+def request_id_of(request: web.Request) -> str | None:
+    """Return the request id to propagate to the engine."""
+    return request.get(REQUEST_ID)
+
+
+async def engine_client_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: open the app's :class:`EngineClient`, close it at shutdown."""
+    settings = app[SETTINGS]
+    client = EngineClient(settings.engine_url, token=resolve_token(settings.engine_token),
+                          connect_timeout=settings.connect_timeout, total_timeout=settings.total_timeout)
+    await client.start()
+    app[ENGINE_CLIENT] = client
+    try:
+        yield
+    finally:
+        await client.close()

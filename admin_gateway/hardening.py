@@ -1,0 +1,34 @@
+"""Security headers put on every response the gateway sends: pages, API, errors, redirects, static files."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .peer import TRUSTED_PROXIES, is_https
+
+CSP = "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+
+_ALWAYS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+_STATIC_PREFIXES = ("/static/", "/favicon.ico")
+
+
+def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Add the hardening headers to ``response`` (the ``decorate`` hook of ``api_middleware``).
+
+    Everything is ``Cache-Control: no-store`` (API answers and pages carry
+    user data) except static assets, which may be cached but are revalidated.
+    """
+    response.headers.update(_ALWAYS)
+    if request.path.startswith(_STATIC_PREFIXES) and response.status < 400:
+        response.headers["Cache-Control"] = "no-cache"
+    else:
+        response.headers["Cache-Control"] = "no-store"
+    if is_https(request, request.app[TRUSTED_PROXIES]):
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"

@@ -1,0 +1,179 @@
+"""Signing in and out: ``GET/POST /login`` and ``POST /logout``.
+
+A wrong user name and a wrong password get the same answer (same status,
+same text, about the same time: see ``UserStore.verify``). Failed attempts
+are throttled per account and per address (429 with ``Retry-After``). A
+successful login rotates the session (``new_session``: a fresh id, the old
+one deleted on the server) and issues a fresh CSRF token.
+
+Browsers get HTML (the login page re-rendered with the error); clients that
+ask for JSON only (``Accept: application/json``) get the JSON API's errors.
+The page itself is rendered by the panel when it registers a
+:data:`LOGIN_RENDERER`, else by a small self-contained fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import math
+from collections.abc import Awaitable, Callable
+
+import attrs
+from aiohttp import web
+from aiohttp_session import get_session, new_session
+
+from .audit import AUDIT, LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT
+from .auth import SESSION_GENERATION, SESSION_USER, USER_STORE, current_user
+from .csrf import SESSION_CSRF, check_csrf, csrf_token, new_csrf_token
+from .errors import CsrfRefused, Throttled, Unauthorized
+from .peer import TRUSTED_PROXIES, client_address
+from .throttle import LOGIN_THROTTLE
+from .users import MAX_PASSWORD_LENGTH, UserError, validate_name
+
+#: Where a successful login lands.
+AFTER_LOGIN = "/admin/engine/jobs"
+_MAX_USERNAME_FIELD = 256
+
+
+@attrs.frozen(kw_only=True)
+class LoginPage:
+    """What a login page shows: the form's CSRF token, an error (or ``None``), the name typed so far."""
+
+    csrf_token: str
+    error: str | None = None
+    username: str = ""
+
+
+#: Renders the login page; the status and extra headers are set by :func:`render_login` afterwards.
+LoginRenderer = Callable[[web.Request, LoginPage], Awaitable[web.Response]]
+LOGIN_RENDERER: web.AppKey[LoginRenderer] = web.AppKey("login_renderer")
+
+
+def wants_json(request: web.Request) -> bool:
+    """Whether the client asked for JSON rather than a page."""
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+async def render_login(request: web.Request, error: str | None = None, *, username: str = "",
+                       status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """Return the login page (with ``error`` shown, if any) with ``status``."""
+    page = LoginPage(csrf_token=await csrf_token(request), error=error, username=username)
+    renderer = request.app.get(LOGIN_RENDERER)
+    response = await renderer(request, page) if renderer is not None else _fallback_page(page)
+    response.set_status(status)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def _fallback_page(page: LoginPage) -> web.Response:
+    esc = html.escape
+    error = f'<p role="alert" id="login-error">{esc(page.error)}</p>' if page.error else ""
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>Sign in · Engine Jobs</title></head><body><main><h1>Sign in</h1>"
+        f"{error}"
+        '<form method="post" action="/login">'
+        f'<input type="hidden" name="csrf_token" value="{esc(page.csrf_token)}">'
+        '<p><label for="username">Username</label> '
+        f'<input id="username" name="username" autocomplete="username" required value="{esc(page.username)}"></p>'
+        '<p><label for="password">Password</label> '
+        '<input id="password" name="password" type="password" autocomplete="current-password" required></p>'
+        '<p><button type="submit">Sign in</button></p></form></main></body></html>'
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
+def _loggable_name(username: str) -> str | None:
+    """The attempted name for the audit trail, only if it is a possible user name.
+
+    Anything else is more likely a password typed into the wrong field.
+    """
+    try:
+        return validate_name(username)
+    except UserError:
+        return None
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    """``GET /login``: the form, or straight to the panel when already signed in."""
+    if await current_user(request) is not None:
+        raise web.HTTPSeeOther(AFTER_LOGIN)
+    return await render_login(request)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """``POST /login`` (``username``, ``password``, ``csrf_token``): 303 to the panel, or the form again."""
+    json_mode = wants_json(request)
+    try:
+        await check_csrf(request)
+    except CsrfRefused:
+        if json_mode:
+            raise
+        return await render_login(request, "This sign-in form has expired. Please sign in again.", status=403)
+    form = await request.post()
+    raw_name, raw_password = form.get("username"), form.get("password")
+    username = raw_name[:_MAX_USERNAME_FIELD] if isinstance(raw_name, str) else ""
+    password = raw_password if isinstance(raw_password, str) else ""
+    audit = request.app[AUDIT]
+    throttle = request.app[LOGIN_THROTTLE]
+    address = client_address(request, request.app[TRUSTED_PROXIES])
+    attempted = _loggable_name(username)
+
+    wait = throttle.retry_after(username, address)
+    if wait is not None:
+        await audit.record(LOGIN_FAILED, request=request, actor=attempted, reason="throttled", retry_after=wait)
+        message = (f"Too many failed sign-in attempts. Try again in {math.ceil(wait / 60)} minute(s).")
+        headers = {"Retry-After": str(wait)}
+        if json_mode:
+            raise Throttled(message, headers=headers)
+        return await render_login(request, message, username=username, status=429, headers=headers)
+
+    store = request.app[USER_STORE]
+    record = await asyncio.to_thread(store.verify, username, password[:MAX_PASSWORD_LENGTH + 1])
+    if record is None:
+        throttle.record_failure(username, address)
+        await audit.record(LOGIN_FAILED, request=request, actor=attempted, reason="bad_credentials")
+        message = "Invalid username or password."
+        if json_mode:
+            raise Unauthorized(message)
+        return await render_login(request, message, username=username, status=401)
+
+    session = await new_session(request)
+    session[SESSION_USER] = record.name
+    session[SESSION_GENERATION] = record.generation
+    session[SESSION_CSRF] = new_csrf_token()
+    await audit.record(LOGIN_SUCCEEDED, request=request, actor=record.name, role=record.role)
+    if json_mode:
+        return web.json_response({"user": record.name, "role": record.role, "csrfToken": session[SESSION_CSRF]})
+    raise web.HTTPSeeOther(AFTER_LOGIN)
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """``POST /logout``: end the session on the server, then 303 to ``/login``.
+
+    With a signed-in session the CSRF check applies (a forged logout is
+    refused); without one there is nothing to end.
+    """
+    user = await current_user(request)
+    if user is not None:
+        await check_csrf(request)
+        await request.app[AUDIT].record(LOGOUT, request=request, actor=user.name)
+    session = await get_session(request)
+    session.invalidate()
+    if wants_json(request):
+        return web.Response(status=204)
+    raise web.HTTPSeeOther("/login")
+
+
+def setup_auth(app: web.Application) -> None:
+    """Register ``/login`` and ``/logout``."""
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+
+
+__all__ = ["LOGIN_RENDERER", "LoginPage", "LoginRenderer", "render_login", "setup_auth", "wants_json"]

@@ -1,0 +1,297 @@
+"""Server-side sessions for aiohttp-session: the cookie holds an opaque random id, nothing else.
+
+Because the session lives on the server, ``POST /logout`` really ends it: a
+copied cookie is dead afterwards. :class:`ServerSideStorage` owns the policy
+(ids, cookie attributes, idle and absolute expiry measured with the injected
+clock, rotation at login); a :class:`SessionBackend` only stores records:
+
+- :class:`MemorySessionBackend` (``session_backend="embedded"``): in the
+  gateway's memory, bounded, least recently used evicted first. Sessions do
+  not survive a restart; everyone signs in again.
+- :class:`RedisSessionBackend` (``session_backend="redis"``, extra
+  ``engine-jobs[redis]``): shared by several gateways. It is not
+  aiohttp-session's ``RedisStorage`` because that storage keys Redis by the
+  raw cookie value, uses one fixed cookie name (no ``__Host-`` when, and only
+  when, the request is HTTPS) and leaves the pre-login session alive at
+  rotation; the policy here is the same for both backends.
+
+Backends are keyed by the SHA-256 of the session id, so a dump of the store
+holds no usable cookie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import secrets
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+import attrs
+from aiohttp import web
+from aiohttp_session import AbstractStorage, Session
+
+from .peer import Network, is_https
+from .settings import Settings, SettingsError
+
+COOKIE_NAME = "gw_session"
+#: Over HTTPS: the browser then only accepts it Secure, Path=/, host-only.
+SECURE_COOKIE_NAME = "__Host-gw_session"
+_MAX_ID_LENGTH = 128
+_REDIS_PREFIX = "admin_gateway:session:"
+
+#: Set on the request when its session cookie named an expired session ("idle" or "absolute").
+SESSION_EXPIRED_REASON = web.RequestKey("session_expired_reason", str)
+
+
+@attrs.frozen(kw_only=True)
+class SessionRecord:
+    """What the server keeps per session: creation and last-use times and the data."""
+
+    created: float
+    seen: float
+    data: dict[str, Any]
+
+    def to_json(self) -> str:
+        """Return the serialised record (for stores that hold strings)."""
+        return json.dumps({"created": self.created, "seen": self.seen, "data": self.data})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> SessionRecord | None:
+        """Parse a serialised record; ``None`` if it is not one (treated as no session)."""
+        try:
+            obj = json.loads(raw)
+            rec = cls(created=float(obj["created"]), seen=float(obj["seen"]), data=dict(obj["data"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+        return rec
+
+
+class SessionBackend(Protocol):
+    """Where session records live, keyed by the hash of the session id."""
+
+    async def get(self, key: str) -> SessionRecord | None:
+        """Return the record under ``key``, or ``None``."""
+
+    async def put(self, key: str, record: SessionRecord, ttl: float) -> None:
+        """Store ``record``; it may be forgotten after ``ttl`` seconds of real time."""
+
+    async def delete(self, key: str) -> None:
+        """Forget ``key`` (no error if absent)."""
+
+    async def prune(self, is_dead: Callable[[SessionRecord], bool]) -> int:
+        """Drop records for which ``is_dead`` holds; return how many."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class MemorySessionBackend:
+    """Sessions in this process's memory, at most ``max_entries`` (least recently used go first)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._records: OrderedDict[str, SessionRecord] = OrderedDict()
+        self._max = max_entries
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    async def get(self, key: str) -> SessionRecord | None:
+        """Return the record under ``key``, or ``None``."""
+        return self._records.get(key)
+
+    async def put(self, key: str, record: SessionRecord, ttl: float) -> None:
+        """Store ``record`` as the most recently used; evict the least recently used past the cap."""
+        self._records[key] = record
+        self._records.move_to_end(key)
+        while len(self._records) > self._max:
+            self._records.popitem(last=False)
+
+    async def delete(self, key: str) -> None:
+        """Forget ``key``."""
+        self._records.pop(key, None)
+
+    async def prune(self, is_dead: Callable[[SessionRecord], bool]) -> int:
+        """Drop every dead record."""
+        dead = [k for k, rec in self._records.items() if is_dead(rec)]
+        for k in dead:
+            del self._records[k]
+        return len(dead)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class RedisSessionBackend:
+    """Sessions in Redis, shared by every gateway pointed at the same server."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            from redis import asyncio as aioredis
+        except ImportError:
+            raise SettingsError("session_backend 'redis' needs the redis package: "
+                                "pip install 'engine-jobs[redis]'") from None
+        self._redis = aioredis.Redis.from_url(url)
+
+    async def get(self, key: str) -> SessionRecord | None:
+        """Return the record under ``key``, or ``None``."""
+        raw = await self._redis.get(_REDIS_PREFIX + key)
+        return None if raw is None else SessionRecord.from_json(raw)
+
+    async def put(self, key: str, record: SessionRecord, ttl: float) -> None:
+        """Store ``record`` with a Redis TTL, so abandoned sessions vanish by themselves."""
+        await self._redis.set(_REDIS_PREFIX + key, record.to_json(), ex=max(1, math.ceil(ttl)))
+
+    async def delete(self, key: str) -> None:
+        """Forget ``key``."""
+        await self._redis.delete(_REDIS_PREFIX + key)
+
+    async def prune(self, is_dead: Callable[[SessionRecord], bool]) -> int:
+        """Nothing to do: Redis expires keys by their TTL."""
+        return 0
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()
+
+
+def _key(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+OnExpired = Callable[[web.Request, dict[str, Any], str], Awaitable[None]]
+
+
+class ServerSideStorage(AbstractStorage):
+    """aiohttp-session storage keeping sessions on the server and only an id in the cookie.
+
+    Idle and absolute lifetimes are checked on every load with ``clock``; an
+    expired session is deleted and ``on_expired(request, data, reason)`` is
+    awaited. A session saved without an identity (after ``new_session``)
+    gets a fresh id and the id the request came with is deleted: that is
+    the rotation at login. An emptied (invalidated) session is deleted and
+    its cookie cleared.
+    """
+
+    def __init__(self, backend: SessionBackend, *, clock: Callable[[], float], idle_timeout: float,
+                 absolute_timeout: float, trusted_proxies: tuple[Network, ...] = (),
+                 on_expired: OnExpired | None = None) -> None:
+        super().__init__(cookie_name=COOKIE_NAME, httponly=True, samesite="Strict", path="/")
+        self.backend = backend
+        self._clock = clock
+        self._idle = idle_timeout
+        self._absolute = absolute_timeout
+        self._trusted = trusted_proxies
+        self._on_expired = on_expired
+        # Refresh "last seen" at most this often: a write per request buys nothing.
+        self._touch_every = min(60.0, idle_timeout / 30)
+
+    def cookie_name_for(self, request: web.Request) -> str:
+        """Return the cookie name for this request: ``__Host-`` prefixed over HTTPS."""
+        return SECURE_COOKIE_NAME if is_https(request, self._trusted) else COOKIE_NAME
+
+    def load_cookie(self, request: web.Request) -> str | None:
+        """Return the session id the request carries, if it looks like one of ours."""
+        value = request.cookies.get(self.cookie_name_for(request))
+        if not value or len(value) > _MAX_ID_LENGTH:
+            return None
+        return value
+
+    def expiry_reason(self, record: SessionRecord, now: float) -> str | None:
+        """Return ``"absolute"`` or ``"idle"`` if ``record`` has expired at ``now``, else ``None``."""
+        if now - record.created >= self._absolute:
+            return "absolute"
+        if now - record.seen >= self._idle:
+            return "idle"
+        return None
+
+    def _ttl(self, record: SessionRecord, now: float) -> float:
+        return min(self._idle, self._absolute - (now - record.created)) + 60
+
+    async def load_session(self, request: web.Request) -> Session:
+        """Return the live session named by the cookie, or a new empty one."""
+        sid = self.load_cookie(request)
+        if sid is None:
+            return Session(None, data=None, new=True)
+        key = _key(sid)
+        record = await self.backend.get(key)
+        if record is None:
+            return Session(None, data=None, new=True)
+        now = self._clock()
+        reason = self.expiry_reason(record, now)
+        if reason is not None:
+            await self.backend.delete(key)
+            request[SESSION_EXPIRED_REASON] = reason
+            if self._on_expired is not None:
+                await self._on_expired(request, record.data, reason)
+            return Session(None, data=None, new=True)
+        if now - record.seen >= self._touch_every:
+            record = attrs.evolve(record, seen=now)
+            await self.backend.put(key, record, self._ttl(record, now))
+        return Session(sid, data={"created": int(record.created), "session": dict(record.data)}, new=False)
+
+    async def save_session(self, request: web.Request, response: web.StreamResponse, session: Session) -> None:
+        """Persist a changed session (see the class docstring for rotation and invalidation)."""
+        now = self._clock()
+        name = self.cookie_name_for(request)
+        secure = name == SECURE_COOKIE_NAME
+        incoming = self.load_cookie(request)
+        if session.empty:
+            for sid in {session.identity, incoming} - {None}:
+                await self.backend.delete(_key(str(sid)))
+            if incoming is not None:
+                response.del_cookie(name, path="/", secure=secure or None, httponly=True, samesite="Strict")
+            return
+        data = dict(session)
+        if session.identity is None:
+            sid = secrets.token_urlsafe(32)
+            record = SessionRecord(created=now, seen=now, data=data)
+            await self.backend.put(_key(sid), record, self._ttl(record, now))
+            if incoming is not None:
+                await self.backend.delete(_key(incoming))
+            response.set_cookie(name, sid, path="/", secure=secure or None, httponly=True, samesite="Strict")
+            return
+        key = _key(str(session.identity))
+        old = await self.backend.get(key)
+        if old is None:  # deleted meanwhile (logout elsewhere, expiry): do not resurrect it
+            return
+        record = SessionRecord(created=old.created, seen=now, data=data)
+        await self.backend.put(key, record, self._ttl(record, now))
+
+    async def prune(self) -> int:
+        """Drop expired sessions (the memory backend; Redis expires keys itself)."""
+        now = self._clock()
+        return await self.backend.prune(lambda rec: self.expiry_reason(rec, now) is not None)
+
+
+def make_backend(settings: Settings) -> SessionBackend:
+    """Return the backend named by ``settings.session_backend``."""
+    if settings.session_backend == "redis":
+        assert settings.redis_url is not None  # enforced by Settings
+        return RedisSessionBackend(settings.redis_url)
+    return MemorySessionBackend(settings.max_sessions)
+
+
+#: The app's session storage.
+SESSION_STORAGE = web.AppKey("session_storage", ServerSideStorage)
+
+
+async def session_pruner(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: prune expired sessions every minute; close the backend at shutdown."""
+    storage = app[SESSION_STORAGE]
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(60)
+            await storage.prune()
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await storage.backend.close()

@@ -1,0 +1,102 @@
+"""The gateway's settings: one frozen value built by the CLI (or a test) and handed to ``create_app``.
+
+Nothing here reads the environment at import time; :func:`parse_safe_mode`
+is the one place that turns a user-supplied SAFE_MODE string into a bool,
+so the CLI and any config loader agree on what counts as "off".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import attrs
+from aiohttp import web
+
+SessionBackend = Literal["embedded", "redis"]
+
+#: The only spellings that turn SAFE_MODE off (case-insensitive, surrounding blanks ignored).
+SAFE_MODE_OFF = frozenset({"false", "0", "no", "off"})
+#: Spellings that explicitly keep it on.
+SAFE_MODE_ON = frozenset({"true", "1", "yes", "on"})
+
+
+class SettingsError(ValueError):
+    """A setting has a value the gateway refuses to start with (message is one clear line)."""
+
+
+def parse_safe_mode(raw: str, *, source: str = "SAFE_MODE") -> bool:
+    """Return the SAFE_MODE state named by ``raw``: ``True`` (on) or ``False`` (off).
+
+    Only ``false``/``0``/``no``/``off`` turn it off and ``true``/``1``/``yes``/``on``
+    keep it on. Anything else, the empty string included, raises
+    :class:`SettingsError`: a typo must never silently decide whether jobs may run.
+    """
+    value = raw.strip().lower()
+    if value in SAFE_MODE_OFF:
+        return False
+    if value in SAFE_MODE_ON:
+        return True
+    raise SettingsError(
+        f"{source}={raw!r} is not recognised; use one of: true, 1, yes, on (safe) or false, 0, no, off"
+    )
+
+
+def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise SettingsError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise SettingsError(f"{attribute.name} must be >= 1, got {value!r}")
+
+
+def _backend(instance: Settings, _: attrs.Attribute[str], value: str) -> None:
+    if value not in ("embedded", "redis"):
+        raise SettingsError(f"session_backend must be 'embedded' or 'redis', got {value!r}")
+    if value == "redis" and not instance.redis_url:
+        raise SettingsError("session_backend 'redis' needs redis_url")
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything the gateway needs to run; immutable.
+
+    ``engine_token`` is the engine's admin token; ``None`` means "take it from
+    ``ENGINE_HUB_TOKEN`` when the app is created". ``clock`` returns epoch
+    seconds and drives every session and throttling decision, so tests can
+    move time without sleeping. ``trusted_proxies`` are peer addresses whose
+    ``X-Forwarded-Proto``/``X-Forwarded-For`` are believed; nobody else's are.
+    ``allowed_origins`` are extra origins (``https://admin.example.com``) accepted
+    on POST besides the gateway's own.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    engine_url: str = "http://127.0.0.1:8090"
+    data_dir: Path = attrs.field(default=Path("var/gateway"), converter=Path)
+    engine_token: str | None = attrs.field(default=None, repr=False)
+    safe_mode: bool = True
+    connect_timeout: float = attrs.field(default=1.0, validator=_positive)
+    total_timeout: float = attrs.field(default=5.0, validator=_positive)
+    idle_timeout: float = attrs.field(default=1800.0, validator=_positive)
+    absolute_timeout: float = attrs.field(default=43200.0, validator=_positive)
+    refresh_interval: float = attrs.field(default=30.0, validator=_positive)
+    session_backend: SessionBackend = attrs.field(default="embedded", validator=_backend)
+    redis_url: str | None = None
+    clock: Callable[[], float] = time.time
+    login_limit_per_hour: int = attrs.field(default=100, validator=_positive_int)
+    #: Failed logins per client address per hour. Three accounts' worth: one office behind a
+    #: NAT is not locked out by a single clumsy user, while a password sprayer on one address
+    #: gets a few hundred guesses an hour across all accounts instead of 100 per account.
+    login_limit_per_address_per_hour: int = attrs.field(default=300, validator=_positive_int)
+    max_sessions: int = attrs.field(default=100_000, validator=_positive_int)
+    trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+#: The app's settings.
+SETTINGS = web.AppKey("settings", Settings)
