@@ -178,7 +178,8 @@ export function setEngineDown(down, warning) {
   if (!banner) return;
   banner.hidden = !down;
   if (down && warning) {
-    $('#engine-down-detail').textContent = `${warning} Job data is unavailable; this is not the same as having no jobs.`;
+    // The API's warning already says that this is an outage, not an empty list.
+    $('#engine-down-detail').textContent = warning;
   }
 }
 

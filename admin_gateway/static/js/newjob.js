@@ -21,6 +21,8 @@ export function normalizeCatalog(data) {
       name: t.name,
       description: typeof t.description === 'string' ? t.description : '',
       params: normalizeParams(t.params),
+      timeout: typeof t.timeout === 'number' ? t.timeout : null,
+      exclusive: Boolean(t.exclusive),
     }));
 }
 
@@ -41,6 +43,7 @@ function normalizeParams(params) {
     choices: Array.isArray(p.choices) && p.choices.length ? p.choices : null,
     min: typeof p.min === 'number' ? p.min : null,
     max: typeof p.max === 'number' ? p.max : null,
+    maxLength: typeof p.maxLength === 'number' ? p.maxLength : null,
     description: typeof p.description === 'string' ? p.description : '',
   }));
 }
@@ -89,6 +92,7 @@ function paramField(param) {
       'data-param-type': param.type, required: param.required, 'aria-describedby': `${id}-hint`,
       step: param.type === 'int' ? '1' : param.type === 'float' ? 'any' : null,
       min: numeric ? param.min : null, max: numeric ? param.max : null,
+      maxlength: numeric ? null : param.maxLength,
       autocomplete: 'off',
     });
     if (param.default !== null) input.value = String(param.default);
@@ -140,7 +144,11 @@ export function setupNewJob(onCreated) {
 
   function showType(name) {
     const type = (catalog || []).find((t) => t.name === name);
-    $('#new-job-type-description').textContent = type ? type.description : '';
+    const facts = [];
+    if (type && type.description) facts.push(type.description);
+    if (type && type.timeout !== null) facts.push(`Timeout ${type.timeout} s.`);
+    if (type && type.exclusive) facts.push('Exclusive: at most one job of this type runs at a time.');
+    $('#new-job-type-description').textContent = facts.join(' ');
     const fields = type ? type.params.map(paramField) : [];
     paramsBox.replaceChildren(el('legend', { class: 'visually-hidden' }, 'Parameters'), ...fields);
     paramsBox.hidden = fields.length === 0;

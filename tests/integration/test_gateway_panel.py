@@ -1,0 +1,626 @@
+"""The admin panel's pages, served by the real gateway app on an ephemeral port.
+
+Pages are checked as HTML (parsed, not grepped) for what must hold before any
+JavaScript runs: who may see them, the RUN/Cancel rendering rules, the
+SAFE_MODE and engine-outage banners, escaping, and the absence of anything
+inline that the CSP (``default-src 'self'``) would block. Job data comes from
+the real engine app, also on an ephemeral port, running real demo jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from admin_gateway.app import create_app
+from admin_gateway.settings import Settings
+from admin_gateway.users import UserStore
+
+PASSWORD = "correct horse battery staple"
+ENGINE_TOKEN = "panel-test-engine-token-0123456789"
+XSS_NAME = "<img src=x onerror=alert(1)>"
+COLUMNS = ["Job ID", "Type", "Status", "CreatedAt", "Action"]
+PAGES = ("/admin/engine/jobs", "/admin/engine/jobs/00000000-0000-4000-8000-000000000000", "/admin/engine/logs")
+
+
+# -- a small HTML tree, enough to query by attribute -------------------------------------
+
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+                   "track", "wbr"})
+
+
+class Node:
+    """One element of a parsed page: tag, attributes, children and text."""
+
+    def __init__(self, tag: str, attrs: dict[str, str | None], parent: Node | None) -> None:
+        self.tag = tag
+        self.attrs = attrs
+        self.parent = parent
+        self.children: list[Node] = []
+        self.parts: list[str | Node] = []
+
+    def text(self) -> str:
+        """The element's text content, whitespace collapsed."""
+        out: list[str] = []
+        for part in self.parts:
+            out.append(part if isinstance(part, str) else part.text())
+        return " ".join(" ".join(out).split())
+
+    def iter(self) -> list[Node]:
+        """This element and every descendant, in document order."""
+        found = [self]
+        for child in self.children:
+            found.extend(child.iter())
+        return found
+
+    def find_all(self, tag: str | None = None, **attrs: str) -> list[Node]:
+        """Descendants with ``tag`` whose attributes equal ``attrs`` (``data_testid`` → ``data-testid``)."""
+        wanted = {k.replace("_", "-"): v for k, v in attrs.items()}
+        return [n for n in self.iter()[1:] if (tag is None or n.tag == tag)
+                and all(n.attrs.get(k) == v for k, v in wanted.items())]
+
+    def one(self, tag: str | None = None, **attrs: str) -> Node:
+        """The single descendant matching; fails the test when there is not exactly one."""
+        found = self.find_all(tag, **attrs)
+        assert len(found) == 1, f"expected one {tag or '*'} {attrs}, found {len(found)}"
+        return found[0]
+
+    @property
+    def hidden(self) -> bool:
+        """Whether the element or an ancestor carries the ``hidden`` attribute."""
+        node: Node | None = self
+        while node is not None:
+            if "hidden" in node.attrs:
+                return True
+            node = node.parent
+        return False
+
+
+class _TreeBuilder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#document", {}, None)
+        self.current = self.root
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        node = Node(tag, dict(attrs), self.current)
+        self.current.children.append(node)
+        self.current.parts.append(node)
+        if tag not in _VOID:
+            self.current = node
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        node = Node(tag, dict(attrs), self.current)
+        self.current.children.append(node)
+        self.current.parts.append(node)
+
+    def handle_endtag(self, tag: str) -> None:
+        node: Node | None = self.current
+        while node is not None and node.tag != tag:
+            node = node.parent
+        if node is not None and node.parent is not None:
+            self.current = node.parent
+
+    def handle_data(self, data: str) -> None:
+        self.current.parts.append(data)
+
+
+def parse(html: str) -> Node:
+    """Parse a page into a :class:`Node` tree."""
+    builder = _TreeBuilder()
+    builder.feed(html)
+    builder.close()
+    return builder.root
+
+
+# -- harness ----------------------------------------------------------------------------
+
+class Harness:
+    """A gateway (and maybe an engine) plus signed-in clients."""
+
+    def __init__(self, client: TestClient[Any, Any], engine: TestClient[Any, Any] | None) -> None:
+        self.client = client
+        self.engine = engine
+
+    async def login(self, user: str = "root") -> None:
+        """Sign in through the real form, CSRF token included."""
+        page = parse(await (await self.client.get("/login")).text())
+        token = page.one("input", name="csrf_token").attrs["value"]
+        resp = await self.client.post("/login", data={"username": user, "password": PASSWORD, "csrf_token": token},
+                                      allow_redirects=False)
+        assert resp.status == 303, await resp.text()
+
+    async def page(self, path: str, status: int = 200) -> Node:
+        """GET a page, check its status and HTML type, return it parsed."""
+        resp = await self.client.get(path, allow_redirects=False)
+        body = await resp.text()
+        assert resp.status == status, body[:500]
+        assert resp.content_type == "text/html"
+        return parse(body)
+
+    async def engine_call(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
+        """Call the engine directly with its admin token (setting up data, not under test)."""
+        assert self.engine is not None
+        resp = await self.engine.request(method, path, json=body,
+                                         headers={"Authorization": f"Bearer {ENGINE_TOKEN}"})
+        assert resp.status == expect, await resp.text()
+        return await resp.json()
+
+    async def create(self, job_type: str = "demo.echo", name: str = "nightly", **params: Any) -> dict[str, Any]:
+        """Create a READY job on the engine."""
+        job: dict[str, Any] = await self.engine_call("POST", "/api/jobs", {"type": job_type, "name": name,
+                                                                          "params": params}, expect=201)
+        return job
+
+    async def run(self, job_id: str) -> None:
+        """Start a job on the engine directly."""
+        await self.engine_call("POST", f"/api/jobs/{job_id}/run", {"reason": "test"}, expect=202)
+
+    async def wait_status(self, job_id: str, status: str, timeout: float = 15.0) -> dict[str, Any]:
+        """Poll the engine until the job reaches ``status``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job: dict[str, Any] = await self.engine_call("GET", f"/api/jobs/{job_id}")
+            if job["status"] == status:
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} stuck in {job['status']}, wanted {status}"
+            await asyncio.sleep(0.05)
+
+
+MakeHarness = Callable[..., Awaitable[Harness]]
+
+
+def _engine_factory() -> Callable[[Path], web.Application] | None:
+    """The real engine's app factory, or ``None`` while engine_hub is not on this branch."""
+    try:
+        from engine_hub.app import create_app as create_engine_app
+        from engine_hub.settings import Settings as EngineSettings
+    except ImportError:
+        return None
+
+    def make(data_dir: Path) -> web.Application:
+        return create_engine_app(EngineSettings(data_dir=data_dir, ephemeral=True, token=ENGINE_TOKEN,
+                                                kill_grace=0.5))
+
+    return make
+
+
+@pytest.fixture
+async def make_harness(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[MakeHarness]:
+    """Build a gateway with users ``root`` (super_admin) and ``ops`` (admin); optionally a real engine."""
+    users = UserStore(tmp_path / "gateway")
+    users.add("root", "super_admin", PASSWORD)
+    users.add("ops", "admin", PASSWORD)
+    harnesses: list[Harness] = []
+
+    async def make(*, safe_mode: bool = False, with_engine: bool = True, refresh_interval: float = 30.0) -> Harness:
+        engine: TestClient[Any, Any] | None = None
+        engine_url = "http://127.0.0.1:9"  # discard port: connection refused, the engine is "down"
+        if with_engine:
+            factory = _engine_factory()
+            if factory is None:
+                pytest.skip("engine_hub is not on this branch yet: the real engine is needed for job data")
+            engine = await aiohttp_client(factory(tmp_path / "engine"))
+            engine_url = str(engine.make_url("/"))
+        settings = Settings(data_dir=tmp_path / "gateway", engine_url=engine_url, engine_token=ENGINE_TOKEN,
+                            safe_mode=safe_mode, refresh_interval=refresh_interval, connect_timeout=0.5,
+                            total_timeout=5.0)
+        client = await aiohttp_client(create_app(settings))
+        harness = Harness(client, engine)
+        harnesses.append(harness)
+        return harness
+
+    yield make
+    # Leave no demo job running past the test.
+    for harness in harnesses:
+        if harness.engine is None:
+            continue
+        jobs = await harness.engine_call("GET", "/api/jobs")
+        for job in jobs:
+            if job["status"] == "RUNNING":
+                await harness.engine.post(f"/api/jobs/{job['id']}/cancel",
+                                          headers={"Authorization": f"Bearer {ENGINE_TOKEN}"})
+
+
+def _rows(page: Node) -> list[Node]:
+    return page.one("table", data_testid="jobs-table").find_all("tr", data_testid="job-row")
+
+
+# -- tests ------------------------------------------------------------------------------
+
+class TestAccess:
+    """Who may see the panel's pages."""
+
+    @pytest.mark.parametrize("path", PAGES)
+    async def test_anonymous_is_sent_to_login(self, make_harness: MakeHarness, path: str) -> None:
+        """Without a session every panel page redirects to /login and shows nothing."""
+        h = await make_harness(with_engine=False)
+        resp = await h.client.get(path, allow_redirects=False)
+        assert resp.status == 303
+        assert resp.headers["Location"] == "/login"
+        assert "jobs-table" not in await resp.text()
+
+    async def test_root_redirects_to_jobs(self, make_harness: MakeHarness) -> None:
+        """``/`` leads to the jobs list."""
+        h = await make_harness(with_engine=False)
+        await h.login()
+        resp = await h.client.get("/", allow_redirects=False)
+        assert resp.status == 303
+        assert resp.headers["Location"] == "/admin/engine/jobs"
+
+    @pytest.mark.parametrize("path", PAGES)
+    async def test_admin_role_gets_no_access_page(self, make_harness: MakeHarness, path: str) -> None:
+        """An ``admin`` (not super_admin) gets a 403 "no access" page, with no job data or actions."""
+        h = await make_harness(with_engine=False)
+        await h.login("ops")
+        page = await h.page(path, status=403)
+        assert "No access" in page.one(data_testid="no-access").text()
+        assert not page.find_all(data_testid="jobs-table")
+        assert not page.find_all(data_testid="run-button")
+        # They can still sign out.
+        assert page.one("button", data_testid="logout-button")
+
+    async def test_super_admin_gets_the_table_with_its_columns(self, make_harness: MakeHarness) -> None:
+        """A super_admin sees the jobs table with exactly the columns Job ID, Type, Status, CreatedAt, Action."""
+        h = await make_harness(with_engine=False)
+        await h.login()
+        page = await h.page("/admin/engine/jobs")
+        table = page.one("table", data_testid="jobs-table")
+        assert [th.text() for th in table.one("thead").find_all("th")] == COLUMNS
+        assert page.one(data_testid="current-user").text().startswith("Signed in as root")
+
+    async def test_logout_form_posts_with_csrf_token(self, make_harness: MakeHarness) -> None:
+        """The logout button is a POST form to /logout carrying the session's CSRF token, and it works."""
+        h = await make_harness(with_engine=False)
+        await h.login()
+        page = await h.page("/admin/engine/jobs")
+        button = page.one("button", data_testid="logout-button")
+        form = button.parent
+        assert form is not None and form.tag == "form"
+        assert (form.attrs["method"], form.attrs["action"]) == ("post", "/logout")
+        token = form.one("input", name="csrf_token").attrs["value"]
+        assert token == page.one("meta", name="csrf-token").attrs["content"]
+        resp = await h.client.post("/logout", data={"csrf_token": token}, allow_redirects=False)
+        assert resp.status == 303
+        resp = await h.client.get("/admin/engine/jobs", allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"] == "/login"
+
+
+class TestBanners:
+    """SAFE_MODE and engine-outage states are visible and distinct from an empty list."""
+
+    async def test_engine_down_is_not_no_jobs(self, make_harness: MakeHarness) -> None:
+        """With the engine unreachable the page is 200 with the outage banner, not the "No jobs yet" state."""
+        h = await make_harness(with_engine=False)
+        await h.login()
+        page = await h.page("/admin/engine/jobs")
+        assert not page.one(data_testid="engine-down-banner").hidden
+        assert "Engine unreachable" in page.one(data_testid="engine-down-banner").text()
+        assert not page.one(data_testid="jobs-unavailable").hidden
+        assert page.one(data_testid="empty-state").hidden
+        assert not _rows(page)
+
+    async def test_engine_down_on_job_and_log_pages(self, make_harness: MakeHarness) -> None:
+        """The job and engine-log pages also answer with the outage banner instead of failing."""
+        h = await make_harness(with_engine=False)
+        await h.login()
+        job = await h.page(PAGES[1])
+        assert not job.one(data_testid="engine-down-banner").hidden
+        assert job.one(data_testid="job-unavailable")
+        logs = await h.page("/admin/engine/logs")
+        assert not logs.one(data_testid="engine-down-banner").hidden
+        assert logs.one(data_testid="logs-unavailable")
+
+    async def test_empty_engine_shows_no_jobs_yet(self, make_harness: MakeHarness) -> None:
+        """A reachable engine with no jobs shows "No jobs yet" and no outage banner."""
+        h = await make_harness()
+        await h.login()
+        page = await h.page("/admin/engine/jobs")
+        assert page.one(data_testid="engine-down-banner").hidden
+        assert not page.one(data_testid="empty-state").hidden
+        assert "No jobs yet" in page.one(data_testid="empty-state").text()
+        assert page.one(data_testid="jobs-unavailable").hidden
+
+    @pytest.mark.parametrize("safe_mode", [True, False])
+    async def test_safe_mode_state_always_shown(self, make_harness: MakeHarness, safe_mode: bool) -> None:
+        """The header pill names the SAFE_MODE state on every page; the banner appears only when it is on."""
+        h = await make_harness(safe_mode=safe_mode, with_engine=False)
+        await h.login()
+        for path in PAGES:
+            page = await h.page(path, status=200)
+            pill = page.one(data_testid="safe-mode-pill")
+            assert pill.text() == ("SAFE_MODE: ON" if safe_mode else "SAFE_MODE: OFF")
+            assert page.one(data_testid="safe-mode-banner").hidden is not safe_mode
+            assert page.one("body").attrs["data-safe-mode"] == ("on" if safe_mode else "off")
+
+    async def test_refresh_interval_reaches_the_page(self, make_harness: MakeHarness) -> None:
+        """The configured auto-refresh interval is handed to the script through a data attribute."""
+        h = await make_harness(with_engine=False, refresh_interval=0.5)
+        await h.login()
+        page = await h.page("/admin/engine/jobs")
+        assert page.one("body").attrs["data-refresh-interval"] == "0.5"
+        assert page.one(data_testid="refresh-button").tag == "button"
+
+
+class TestRunButtonRules:
+    """RUN only for a super_admin, SAFE_MODE off, on READY jobs; Cancel on RUNNING jobs."""
+
+    async def _jobs_in_every_status(self, h: Harness) -> dict[str, str]:
+        ready = await h.create(name="ready one")
+        done = await h.create(name="done one")
+        failed = await h.create("demo.fail", name="failed one")
+        running = await h.create("demo.sleep", name="running one", seconds=60)
+        for job in (done, failed, running):
+            await h.run(job["id"])
+        await h.wait_status(done["id"], "DONE")
+        await h.wait_status(failed["id"], "FAILED")
+        await h.wait_status(running["id"], "RUNNING")
+        return {"READY": ready["id"], "DONE": done["id"], "FAILED": failed["id"], "RUNNING": running["id"]}
+
+    async def test_safe_mode_off_run_only_on_ready(self, make_harness: MakeHarness) -> None:
+        """With SAFE_MODE off: RUN on the READY row only, Cancel on the RUNNING row only, none on DONE/FAILED."""
+        h = await make_harness(safe_mode=False)
+        ids = await self._jobs_in_every_status(h)
+        await h.login()
+        page = await h.page("/admin/engine/jobs")
+        rows = {row.attrs["data-job-id"]: row for row in _rows(page)}
+        assert set(rows) == set(ids.values())
+        for status, job_id in ids.items():
+            row = rows[job_id]
+            assert row.attrs["data-status"] == status
+            assert row.one(data_testid="status-badge").attrs["class"] == f"badge badge-{status.lower()}"
+            runs = row.find_all("button", data_testid="run-button")
+            cancels = row.find_all("button", data_testid="cancel-button")
+            assert len(runs) == (1 if status == "READY" else 0), status
+            assert len(cancels) == (1 if status == "RUNNING" else 0), status
+            # Every row links to its job page.
+            assert row.one("a", data_testid="job-link").attrs["href"] == f"/admin/engine/jobs/{job_id}"
+        run = rows[ids["READY"]].one("button", data_testid="run-button")
+        assert run.attrs["type"] == "button"
+        assert run.attrs["aria-label"] == f"Run job {ids['READY']}"
+
+    async def test_safe_mode_on_renders_no_run_anywhere(self, make_harness: MakeHarness) -> None:
+        """With SAFE_MODE on no page renders a RUN button, while Cancel stays available on RUNNING jobs."""
+        h = await make_harness(safe_mode=True)
+        ids = await self._jobs_in_every_status(h)
+        await h.login()
+        pages = [await h.page("/admin/engine/jobs")] + [await h.page(f"/admin/engine/jobs/{i}") for i in ids.values()]
+        for page in pages:
+            assert not page.find_all(data_testid="run-button")
+            assert not page.one(data_testid="safe-mode-banner").hidden
+        assert len(pages[0].find_all("button", data_testid="cancel-button")) == 1
+        running_page = await h.page(f"/admin/engine/jobs/{ids['RUNNING']}")
+        assert len(running_page.find_all("button", data_testid="cancel-button")) == 1
+
+    async def test_job_page_run_button_on_ready_job(self, make_harness: MakeHarness) -> None:
+        """The job page of a READY job offers RUN with the job's data for the confirmation dialog."""
+        h = await make_harness(safe_mode=False)
+        job = await h.create("demo.sleep", name="nightly backup", seconds=2)
+        await h.login()
+        page = await h.page(f"/admin/engine/jobs/{job['id']}")
+        detail = page.one(data_testid="job-detail")
+        assert detail.attrs["data-job-id"] == job["id"]
+        assert detail.attrs["data-status"] == "READY"
+        assert detail.attrs["data-job-params"] == '{"seconds": 2}'
+        assert len(page.find_all("button", data_testid="run-button")) == 1
+        dialog = page.one("dialog", data_testid="run-dialog")
+        assert dialog.one("textarea", data_testid="run-reason")
+        assert dialog.one("button", data_testid="run-confirm").attrs["type"] == "submit"
+
+
+class TestJobPage:
+    """One job's page: fields, status history with who/when/why, and the log hook."""
+
+    async def test_history_shows_who_and_why(self, make_harness: MakeHarness) -> None:
+        """After a run through the gateway API with a reason, the page shows it in the fields and history."""
+        h = await make_harness(safe_mode=False)
+        job = await h.create("demo.echo", name="say hi", message="hi")
+        await h.login()
+        page = await h.page(f"/admin/engine/jobs/{job['id']}")
+        token = page.one("meta", name="csrf-token").attrs["content"]
+        resp = await h.client.post(f"/api/admin/engine/jobs/{job['id']}/run", json={"reason": "ticket OPS-42"},
+                                   headers={"X-CSRF-Token": token or ""})
+        assert resp.status == 202, await resp.text()
+        await h.wait_status(job["id"], "DONE")
+        page = await h.page(f"/admin/engine/jobs/{job['id']}")
+        assert page.one(data_testid="job-field-runBy").text() == "root"
+        assert page.one(data_testid="job-field-runReason").text() == "ticket OPS-42"
+        assert page.one(data_testid="job-field-exitCode").text() == "0"
+        history = page.one(data_testid="job-history").find_all("tr", data_testid="history-row")
+        assert [row.attrs["data-status"] for row in history] == ["READY", "RUNNING", "DONE"]
+        running = history[1].find_all("td")
+        assert running[2].text() == "root"
+        assert running[3].text() == "ticket OPS-42"
+        when = running[1].one("time")
+        assert (when.attrs["datetime"] or "").endswith("Z")  # UTC kept for the script to localise
+        assert page.one(data_testid="job-log").attrs["id"] == "job-log"
+        assert not page.find_all(data_testid="run-button")
+
+    async def test_unknown_job_is_404_page(self, make_harness: MakeHarness) -> None:
+        """An id the engine does not know gives a 404 page saying so, not an outage banner."""
+        h = await make_harness()
+        await h.login()
+        page = await h.page(PAGES[1], status=404)
+        assert page.one(data_testid="job-not-found")
+        assert page.one(data_testid="engine-down-banner").hidden
+
+    async def test_malformed_id_is_404_without_engine_call(self, make_harness: MakeHarness) -> None:
+        """An id with characters no job id has is a 404 page."""
+        h = await make_harness()
+        await h.login()
+        page = await h.page("/admin/engine/jobs/..%2F..%2Fapi%2Fjobs", status=404)
+        assert page.one(data_testid="job-not-found")
+
+
+class TestEscaping:
+    """Strings from users and the engine are escaped, never markup."""
+
+    async def test_job_name_is_escaped(self, make_harness: MakeHarness) -> None:
+        """A job named like an XSS payload appears as text on the list and the job page."""
+        h = await make_harness()
+        job = await h.create("demo.echo", name=XSS_NAME, message="<script>alert(2)</script>")
+        await h.login()
+        for path in ("/admin/engine/jobs", f"/admin/engine/jobs/{job['id']}"):
+            resp = await h.client.get(path)
+            html = await resp.text()
+            assert XSS_NAME not in html
+            assert "<script>alert(2)</script>" not in html
+            assert "&lt;img src=x onerror=alert(1)&gt;" in html
+            page = parse(html)
+            assert not page.find_all("img", src="x")
+            names = [n for n in page.iter() if n.attrs.get("data-job-name") == XSS_NAME]
+            assert names, "the raw name survives in data-job-name for the dialog (as an attribute value)"
+
+    async def test_filter_values_are_escaped(self, make_harness: MakeHarness) -> None:
+        """Query parameters echoed into the filter form are escaped."""
+        h = await make_harness(with_engine=False)
+        await h.login()
+        resp = await h.client.get("/admin/engine/jobs", params={"type": '"><script>alert(3)</script>'})
+        html = await resp.text()
+        assert "<script>alert(3)" not in html
+        assert parse(html).one("input", name="type").attrs["value"] == '"><script>alert(3)</script>'
+
+
+class TestPagination:
+    """The "Older" link follows the engine's cursor."""
+
+    async def test_older_link_uses_before_cursor(self, make_harness: MakeHarness) -> None:
+        """With more jobs than fit a page, "Older" leads to the next page via ``before`` and ends there."""
+        h = await make_harness()
+        created = [await h.create(name=f"job {i}") for i in range(3)]
+        await h.login()
+        first = await h.page("/admin/engine/jobs?limit=2")
+        first_ids = [row.attrs["data-job-id"] for row in _rows(first)]
+        assert first_ids == [created[2]["id"], created[1]["id"]]  # newest first
+        older = first.one("a", data_testid="older-button")
+        assert not older.hidden
+        assert older.attrs["href"] == f"/admin/engine/jobs?limit=2&before={created[1]['id']}"
+        second = await h.page(older.attrs["href"] or "")
+        assert [row.attrs["data-job-id"] for row in _rows(second)] == [created[0]["id"]]
+        assert second.one("a", data_testid="older-button").hidden
+        assert not second.one("a", data_testid="newest-link").hidden
+
+
+class TestEngineLogPage:
+    """The engine's own log."""
+
+    async def test_log_entries_link_to_jobs(self, make_harness: MakeHarness) -> None:
+        """After a run, the engine log page lists entries with links to the job."""
+        h = await make_harness()
+        job = await h.create("demo.fail", name="will fail")
+        await h.run(job["id"])
+        await h.wait_status(job["id"], "FAILED")
+        await h.login()
+        page = await h.page("/admin/engine/logs")
+        rows = page.one(data_testid="engine-logs-table").find_all("tr", data_testid="engine-log-row")
+        assert rows
+        links = [a.attrs["href"] for row in rows for a in row.find_all("a")]
+        assert f"/admin/engine/jobs/{job['id']}" in links
+
+
+class TestCsp:
+    """Nothing inline, nothing external: the CSP ``default-src 'self'`` holds on every page."""
+
+    async def _all_pages(self, h: Harness) -> dict[str, str]:
+        pages: dict[str, str] = {}
+        pages["login"] = await (await h.client.get("/login")).text()
+        await h.login()
+        for path in PAGES:
+            pages[path] = await (await h.client.get(path)).text()
+        return pages
+
+    async def test_no_inline_script_style_or_handlers(self, make_harness: MakeHarness) -> None:
+        """No <script> without src, no <style>, no style= or on*= attributes on any page."""
+        h = await make_harness(with_engine=False)
+        pages = await self._all_pages(h)
+        h2 = await make_harness(with_engine=False)
+        await h2.login("ops")
+        pages["no access"] = await (await h2.client.get("/admin/engine/jobs")).text()
+        for name, html in pages.items():
+            for node in parse(html).iter():
+                assert node.tag != "style", name
+                if node.tag == "script":
+                    assert node.attrs.get("src"), f"inline script on {name}"
+                    assert node.text() == "", name
+                for attr in node.attrs:
+                    assert attr != "style", f"style= on <{node.tag}> of {name}"
+                    assert not attr.startswith("on"), f"{attr}= on <{node.tag}> of {name}"
+                for attr in ("href", "src", "action"):
+                    value = node.attrs.get(attr) or ""
+                    assert not value.lower().startswith(("javascript:", "data:", "http:", "https:", "//")), \
+                        f"{attr}={value!r} on {name}"
+
+    async def test_every_referenced_asset_is_served(self, make_harness: MakeHarness) -> None:
+        """Every stylesheet, script, module import, icon and CSS url() the pages use answers 200."""
+        h = await make_harness(with_engine=False)
+        pages = await self._all_pages(h)
+        todo: set[str] = set()
+        for html in pages.values():
+            for node in parse(html).iter():
+                for attr in ("href", "src"):
+                    value = node.attrs.get(attr) or ""
+                    if value.startswith("/static/") or value == "/favicon.ico":
+                        todo.add(value)
+        seen: set[str] = set()
+        while todo:
+            path = todo.pop()
+            seen.add(path)
+            resp = await h.client.get(path)
+            assert resp.status == 200, path
+            base = path.rsplit("/", 1)[0]
+            if path.endswith(".js"):
+                refs = re.findall(r"""^import\b[^'"]*['"](\.[^'"]+)['"]""", await resp.text(), re.M)
+            elif path.endswith(".css"):
+                refs = re.findall(r"""url\(["']?([^"')]+)["']?\)""", await resp.text())
+            else:
+                refs = []
+            for ref in refs:
+                assert not ref.startswith(("http:", "https:", "//", "data:")), f"{ref} in {path}"
+                target = str(Path(base, ref)).replace("/./", "/")
+                if target not in seen:
+                    todo.add(target)
+        assert "/static/js/jobs.js" in seen and "/static/icons/spinner.svg" in seen
+
+
+class TestStatic:
+    """Static assets: right content types, the favicon, and nothing outside the static folder."""
+
+    @pytest.mark.parametrize(("path", "content_type"), [
+        ("/static/js/main.js", ("application/javascript", "text/javascript")),
+        ("/static/panel.css", ("text/css",)),
+        ("/static/icons/clock.svg", ("image/svg+xml",)),
+        ("/static/favicon.svg", ("image/svg+xml",)),
+        ("/favicon.ico", ("image/x-icon", "image/vnd.microsoft.icon")),
+    ])
+    async def test_content_types(self, make_harness: MakeHarness, path: str, content_type: tuple[str, ...]) -> None:
+        """Assets are served (no session needed) with a content type that nosniff browsers accept."""
+        h = await make_harness(with_engine=False)
+        resp = await h.client.get(path)
+        assert resp.status == 200
+        assert resp.content_type in content_type
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+
+    async def test_favicon_is_an_icon(self, make_harness: MakeHarness) -> None:
+        """/favicon.ico is a real ICO file (a 404 there is a console error in Chromium)."""
+        h = await make_harness(with_engine=False)
+        body = await (await h.client.get("/favicon.ico")).read()
+        assert body[:4] == b"\x00\x00\x01\x00"
+
+    @pytest.mark.parametrize("path", ["/static/../routes_panel.py", "/static/%2e%2e/routes_panel.py",
+                                      "/static/../templates/base.html", "/static/nope.js"])
+    async def test_nothing_outside_static(self, make_harness: MakeHarness, path: str) -> None:
+        """Traversal out of the static folder and unknown files are 404, never source code."""
+        h = await make_harness(with_engine=False)
+        resp = await h.client.get(path)
+        assert resp.status in (403, 404)
+        assert "import" not in await resp.text()
