@@ -45,6 +45,11 @@ async def favicon(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": "image/x-icon"})
 
 
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz`` (no session): the gateway process answers. Says nothing about the engine."""
+    return web.json_response({"status": "ok"})
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the gateway for ``settings``; raises ``SettingsError`` for unusable settings."""
     try:
@@ -73,6 +78,7 @@ def create_app(settings: Settings) -> web.Application:
     aiohttp_session.setup(app, storage)
 
     app.cleanup_ctx.extend([log_flusher, engine_client_ctx, session_pruner, _warm_users])
+    app.router.add_get("/healthz", healthz)
     setup_auth(app)
     setup_api(app)
     if not _setup_panel(app):

@@ -92,7 +92,11 @@ def api_middleware(
             response = json_error(exc.status, exc.message, exc.code, exc.headers)
         except web.HTTPException as exc:
             if exc.status < 400 and exc.status >= 300:
-                response = exc
+                # A redirect: answer it as a plain response (aiohttp deprecates returning the
+                # exception object), keeping its Location and any cookie set on it (sessions).
+                response = web.Response(status=exc.status, headers=exc.headers)
+                for morsel in exc.cookies.values():
+                    response.cookies[morsel.key] = morsel
             else:
                 code = _HTTP_CODES.get(exc.status, ErrorCode.BAD_REQUEST)
                 message = exc.reason if exc.status != 404 else "route not found"
