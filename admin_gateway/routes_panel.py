@@ -356,7 +356,7 @@ _LOG_LIMIT = 200
 
 @panel_page
 async def logs_page(request: web.Request, user: User) -> web.StreamResponse:
-    """``GET /admin/engine/logs``: the engine's own log (its latest entries, as the engine orders them)."""
+    """``GET /admin/engine/logs``: the engine's latest log entries, newest first."""
     read = await _engine_read(request, user, "api/engines/logs", {"limit": str(_LOG_LIMIT)})
     raw = read.data if isinstance(read.data, list) else []
     logs = [
@@ -365,6 +365,9 @@ async def logs_page(request: web.Request, user: User) -> web.StreamResponse:
          "timestamp": e.get("timestamp") if isinstance(e.get("timestamp"), str) else None}
         for e in raw if isinstance(e, dict)
     ]
+    # At 3 a.m. the newest entry belongs at the top, whatever order the engine answers in
+    # (RFC 3339 UTC strings sort as times; ties keep the newest first).
+    logs = sorted(reversed(logs), key=lambda e: e["timestamp"] or "", reverse=True)
     return await render_template(request, "logs.html", {
         **read.banners("the log request"),
         "active_nav": "logs",

@@ -412,6 +412,8 @@ class TestRunButtonRules:
         assert detail.attrs["data-status"] == "READY"
         assert detail.attrs["data-job-params"] == '{"seconds": 2}'
         assert len(page.find_all("button", data_testid="run-button")) == 1
+        # The script finds the job's data on the button's nearest [data-job-id] holder.
+        assert len(detail.find_all("button", data_testid="run-button")) == 1
         dialog = page.one("dialog", data_testid="run-dialog")
         assert dialog.one("textarea", data_testid="run-reason")
         assert dialog.one("button", data_testid="run-confirm").attrs["type"] == "submit"
@@ -514,7 +516,7 @@ class TestEngineLogPage:
     """The engine's own log."""
 
     async def test_log_entries_link_to_jobs(self, make_harness: MakeHarness) -> None:
-        """After a run, the engine log page lists entries with links to the job."""
+        """After a run, the engine log page lists entries newest first, with links to the job."""
         h = await make_harness()
         job = await h.create("demo.fail", name="will fail")
         await h.run(job["id"])
@@ -525,6 +527,9 @@ class TestEngineLogPage:
         assert rows
         links = [a.attrs["href"] for row in rows for a in row.find_all("a")]
         assert f"/admin/engine/jobs/{job['id']}" in links
+        stamps = [row.one("time").attrs["datetime"] or "" for row in rows]
+        assert stamps == sorted(stamps, reverse=True)  # newest first
+        assert rows[0].attrs["data-level"] == "ERROR"  # the failure is the latest entry
 
 
 class TestCsp:

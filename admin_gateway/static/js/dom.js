@@ -178,8 +178,10 @@ export function setEngineDown(down, warning) {
   if (!banner) return;
   banner.hidden = !down;
   if (down && warning) {
-    // The API's warning already says that this is an outage, not an empty list.
-    $('#engine-down-detail').textContent = warning;
+    // The API's warning already says that this is an outage, not an empty list; the banner's
+    // heading says "Engine unreachable", so a repeated prefix is dropped.
+    const detail = warning.replace(/^engine unreachable:\s*/i, '');
+    $('#engine-down-detail').textContent = detail.charAt(0).toUpperCase() + detail.slice(1);
   }
 }
 

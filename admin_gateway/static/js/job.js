@@ -141,21 +141,25 @@ export function initJob() {
     return true;
   }
 
-  function schedule() {
+  function schedule(healthy) {
     clearTimeout(timer);
-    timer = status === 'RUNNING' ? setTimeout(() => { guard(refresh); }, followMs) : null;
+    // While the engine fails, poll at the list's pace instead of hammering it every second.
+    const delay = healthy ? followMs : state.refreshInterval * 1000;
+    timer = status === 'RUNNING' ? setTimeout(() => { guard(refresh); }, delay) : null;
   }
 
   async function tick(withJob) {
     setBusy([refreshButton], true);
+    let healthy = false;
     try {
       const jobOk = withJob ? await loadJob() : true;
       // Logs after the job: when it has just ended, this read gets the last lines too.
       const logsOk = await loadLogs();
-      if (jobOk && logsOk && status !== 'RUNNING') setLogState(describeLogState());
+      healthy = jobOk && logsOk;
+      if (healthy && status !== 'RUNNING') setLogState(describeLogState());
     } finally {
       setBusy([refreshButton], false);
-      schedule();
+      schedule(healthy);
     }
   }
 

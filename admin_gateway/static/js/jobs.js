@@ -3,7 +3,7 @@
 
 import { api } from './api.js';
 import {
-  $, clearError, flash, guard, jobRow, jobUrl, pageState, setBusy, setEngineDown, setSafeMode, showError,
+  $, clearError, flash, guard, jobRow, jobUrl, pageState, setBusy, setEngineDown, setSafeMode, showError, timeEl,
 } from './dom.js';
 import { setupJobActions } from './actions.js';
 import { setupNewJob } from './newjob.js';
@@ -72,7 +72,7 @@ export function initJobs() {
     $('#empty-state').hidden = down || jobs.length > 0;
     $('#jobs-unavailable').hidden = !down;
     $('#jobs-loading').hidden = true;
-    $('#last-updated').replaceChildren(`Updated ${new Date().toLocaleTimeString()}`);
+    $('#last-updated').replaceChildren('Updated ', timeEl(new Date().toISOString()));
 
     const next = typeof data.next === 'string' && data.next ? data.next : null;
     const older = $('#older-link');

@@ -183,7 +183,7 @@ export function setupNewJob(onCreated) {
     if (!catalog && !loading) {
       loading = guard(loadCatalog()).finally(() => { loading = null; });
     }
-    (catalog ? typeSelect : $('#new-job-dismiss')).focus();
+    (catalog ? typeSelect : dialog.querySelector('[data-close]')).focus();
   });
 
   typeSelect.addEventListener('change', () => showType(typeSelect.value));
