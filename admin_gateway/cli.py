@@ -14,7 +14,7 @@ import ipaddress
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -22,8 +22,8 @@ import structlog
 
 from shared.log import configure_logging
 
-from .engine_client import read_token_file, resolve_token
-from .settings import Settings, SettingsError, parse_safe_mode
+from .config import resolve_settings
+from .settings import Settings, SettingsError
 from .users import ROLES, UserError, UserFileCorrupt, UserStore, validate_password
 
 PROG = "admin-gateway"
@@ -43,25 +43,27 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Engine Jobs admin gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
-    serve.add_argument("--engine-url", default=os.environ.get("ENGINE_HUB_URL", "http://127.0.0.1:8090"))
-    serve.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    serve = sub.add_parser("serve", help="run the gateway",
+                           description="Flags win over the environment, which wins over --config.")
+    serve.add_argument("--config", type=Path, help="TOML file with gateway settings")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080, or $GATEWAY_PORT)")
+    serve.add_argument("--engine-url", help="the engine (default http://127.0.0.1:8090, or $ENGINE_HUB_URL)")
+    serve.add_argument("--data-dir", type=Path, help="users file lives here (default ./var/gateway)")
     serve.add_argument("--engine-token-file", help="file holding the engine admin token "
                                                    "(default: $ENGINE_HUB_TOKEN)")
     serve.add_argument("--safe-mode", metavar="ON|OFF",
-                       help="true/1/yes/on (default) or false/0/no/off; overrides $SAFE_MODE")
-    serve.add_argument("--connect-timeout", type=float, default=1.0, help="seconds (default 1)")
-    serve.add_argument("--total-timeout", type=float, default=5.0, help="seconds (default 5)")
-    serve.add_argument("--idle-timeout", type=float, default=1800.0, help="session idle seconds (default 1800)")
-    serve.add_argument("--absolute-timeout", type=float, default=43200.0,
-                       help="session lifetime seconds (default 43200)")
-    serve.add_argument("--session-backend", choices=("embedded", "redis"), default="embedded")
-    serve.add_argument("--redis-url", default=os.environ.get("GATEWAY_REDIS_URL"))
-    serve.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR[/BITS]",
-                       help="a proxy whose X-Forwarded-For/-Proto are believed (repeatable)")
-    serve.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
+                       help="true/1/yes/on (the default) or false/0/no/off; overrides $SAFE_MODE")
+    serve.add_argument("--connect-timeout", type=float, help="engine connect timeout, seconds (default 1)")
+    serve.add_argument("--total-timeout", type=float, help="engine answer timeout, seconds (default 5)")
+    serve.add_argument("--idle-timeout", type=float, help="session idle timeout, seconds (default 1800)")
+    serve.add_argument("--absolute-timeout", type=float, help="session lifetime, seconds (default 43200)")
+    serve.add_argument("--refresh-interval", type=float, help="panel auto-refresh, seconds (default 30)")
+    serve.add_argument("--session-backend", choices=("embedded", "redis"))
+    serve.add_argument("--redis-url", help="for --session-backend redis (or $GATEWAY_REDIS_URL)")
+    serve.add_argument("--trusted-proxy", dest="trusted_proxies", action="append", default=[],
+                       metavar="ADDR[/BITS]", help="a proxy whose X-Forwarded-For/-Proto are believed (repeatable)")
+    serve.add_argument("--allowed-origin", dest="allowed_origins", action="append", default=[], metavar="ORIGIN",
                        help="extra origin accepted on POST, e.g. https://admin.example.com (repeatable)")
     serve.add_argument("--log-level", default="info")
 
@@ -140,30 +142,10 @@ def _users(args: argparse.Namespace) -> None:
                   f"{PROG} users set-password {args.name} --data-dir {args.data_dir}")
 
 
-def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]) -> Settings:
-    """Build the serve settings from parsed arguments and the environment; raises ``SettingsError``."""
-    if args.safe_mode is not None:
-        safe_mode = parse_safe_mode(args.safe_mode, source="--safe-mode")
-    elif "SAFE_MODE" in environ:
-        safe_mode = parse_safe_mode(environ["SAFE_MODE"])
-    else:
-        safe_mode = True
-    token: str | None
-    if args.engine_token_file:
-        token = read_token_file(args.engine_token_file)
-    else:
-        token = resolve_token(environ.get("ENGINE_HUB_TOKEN"))
-    if token is None:
-        raise SettingsError("no engine token: set ENGINE_HUB_TOKEN or pass --engine-token-file")
-    if not 0 < args.port < 65536:
-        raise SettingsError(f"--port must be 1-65535, got {args.port}")
-    return Settings(
-        host=args.host, port=args.port, engine_url=args.engine_url, data_dir=args.data_dir, engine_token=token,
-        safe_mode=safe_mode, connect_timeout=args.connect_timeout, total_timeout=args.total_timeout,
-        idle_timeout=args.idle_timeout, absolute_timeout=args.absolute_timeout,
-        session_backend=args.session_backend, redis_url=args.redis_url,
-        trusted_proxies=tuple(args.trusted_proxy), allowed_origins=tuple(args.allowed_origin),
-    )
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Build the serve settings from parsed arguments, the environment and ``--config``."""
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "log_level")}
+    return resolve_settings(flags, environ)
 
 
 def _is_loopback(host: str) -> bool:

@@ -25,7 +25,7 @@ from shared.web import read_json_object
 
 from .audit import AUDIT, JOB_CANCEL, JOB_CREATE, JOB_RUN, SAFE_MODE_REFUSED
 from .auth import User, require_super_admin, require_user
-from .csrf import check_csrf, csrf_token
+from .csrf import FORM_FIELD, check_csrf, csrf_token
 from .engine_client import ENGINE_CLIENT, EngineResponse, request_id_of
 from .errors import EngineFailed, GatewayError, SafeModeRefused
 from .settings import SETTINGS
@@ -239,6 +239,29 @@ async def _mutate(request: web.Request, user: User, event: str, path: str, body:
     return _json_bytes(success, resp.body)
 
 
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def read_body(request: web.Request, allowed: tuple[str, ...], *, required: bool = False) -> dict[str, Any]:
+    """Read a mutation's body: a JSON object, or form fields (a page without JavaScript posts a form).
+
+    The form's ``csrf_token`` field was consumed by the CSRF check and is not a body field.
+    """
+    if request.content_type not in _FORM_TYPES:
+        return await read_json_object(request, allowed=allowed, required=required, error=GatewayError)
+    form = await request.post()
+    body = {k: v for k, v in form.items() if k != FORM_FIELD}
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise GatewayError(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+                           code=ErrorCode.UNKNOWN_FIELD)
+    if any(not isinstance(v, str) for v in body.values()):
+        raise GatewayError("file uploads are not accepted", code=ErrorCode.INVALID_FIELD)
+    if required and not body:
+        raise GatewayError("a body is required", code=ErrorCode.INVALID_JSON)
+    return body
+
+
 def _optional_str(body: dict[str, Any], name: str, limit: int) -> str | None:
     value = body.get(name)
     if value is None:
@@ -254,7 +277,7 @@ async def create_job(request: web.Request) -> web.Response:
     """``POST /api/admin/engine/jobs`` ``{type, name?, params?}``: 201 with a READY job (allowed in SAFE_MODE)."""
     user = await require_super_admin(request)
     await check_csrf(request)
-    raw = await read_json_object(request, allowed=("type", "name", "params"), required=True, error=GatewayError)
+    raw = await read_body(request, ("type", "name", "params"), required=True)
     job_type = raw.get("type")
     if not isinstance(job_type, str) or not job_type:
         raise GatewayError("type is required and must be a string", code=ErrorCode.INVALID_FIELD)
@@ -279,7 +302,7 @@ async def run_job(request: web.Request) -> web.Response:
                                         job_id=request.match_info["id"][:64], status=403)
         raise SafeModeRefused("SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs.")
     path = _job_path(request, "/run")
-    raw = await read_json_object(request, allowed=("reason",), error=GatewayError)
+    raw = await read_body(request, ("reason",))
     reason = _optional_str(raw, "reason", MAX_REASON)
     body = {"reason": reason} if reason else {}
     return await _mutate(request, user, JOB_RUN, path, body, job_id=request.match_info["id"], success=202)
@@ -290,7 +313,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     user = await require_super_admin(request)
     await check_csrf(request)
     path = _job_path(request, "/cancel")
-    raw = await read_json_object(request, allowed=("reason",), error=GatewayError)
+    raw = await read_body(request, ("reason",))
     reason = _optional_str(raw, "reason", MAX_REASON)
     body = {"reason": reason} if reason else {}
     return await _mutate(request, user, JOB_CANCEL, path, body, job_id=request.match_info["id"], success=202)

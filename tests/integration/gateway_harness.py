@@ -1,0 +1,312 @@
+"""Test harness for the gateway: a real engine app and a real gateway app, each on an ephemeral port.
+
+Test modules import the fixtures they use from here. The engine is
+``engine_hub.app.create_app`` with the demo job types; every request it
+answers is counted by an ``on_response_prepare`` signal (no middleware, no
+change to its behaviour), so a test can prove the gateway did *not* call it.
+Users are written once per test run (argon2 is slow on purpose) and copied
+into each gateway's data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from aiohttp import CookieJar, web
+from aiohttp.test_utils import TestClient, TestServer
+
+from admin_gateway.app import create_app
+from admin_gateway.settings import Settings
+from admin_gateway.users import USERS_FILE, UserStore
+from engine_hub.app import create_app as create_engine_app
+from engine_hub.catalog import Catalog, demo_types
+from engine_hub.settings import Settings as EngineSettings
+
+ENGINE_TOKEN = "gateway-tests-engine-token-0123456789abcdef"
+PASSWORD = "correct horse battery staple"
+SUPER = "alice"
+ADMIN = "bob"
+#: A start time far from the real clock: nothing may depend on ``time.time()``.
+EPOCH = 2_000_000_000.0
+
+
+class FakeClock:
+    """An injectable clock that moves only when told to."""
+
+    def __init__(self, now: float = EPOCH) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += seconds
+
+
+@functools.cache
+def _users_file_text() -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = UserStore(Path(tmp))
+        store.add(SUPER, "super_admin", PASSWORD)
+        store.add(ADMIN, "admin", PASSWORD)
+        return (Path(tmp) / USERS_FILE).read_text()
+
+
+def seed_users(data_dir: Path) -> None:
+    """Write the standard users (alice: super_admin, bob: admin; both with :data:`PASSWORD`)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / USERS_FILE
+    path.write_text(_users_file_text())
+    path.chmod(0o600)
+
+
+@attrs.define
+class Engine:
+    """A running real engine and the requests it has answered (method, path, headers)."""
+
+    server: TestServer
+    client: TestClient
+    calls: list[tuple[str, str, dict[str, str]]]
+
+    @property
+    def url(self) -> str:
+        """Base URL of the engine."""
+        return str(self.server.make_url("/"))
+
+    def count(self, method: str, pattern: str) -> int:
+        """How many requests with ``method`` and a path matching ``pattern`` (regex) it answered."""
+        rx = re.compile(pattern)
+        return sum(1 for m, p, _ in self.calls if m == method and rx.search(p))
+
+    async def create(self, job_type: str = "demo.echo", params: dict[str, Any] | None = None) -> str:
+        """Create a job directly at the engine (as ``setup``) and return its id."""
+        resp = await self.client.post("/api/jobs", json={"type": job_type, "params": params or {}},
+                                      headers=_engine_auth())
+        assert resp.status == 201, await resp.text()
+        job_id: str = (await resp.json())["id"]
+        return job_id
+
+    async def run(self, job_id: str) -> None:
+        """Run a job directly at the engine (as ``setup``)."""
+        resp = await self.client.post(f"/api/jobs/{job_id}/run", json={}, headers=_engine_auth())
+        assert resp.status == 202, await resp.text()
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """Read a job directly from the engine."""
+        resp = await self.client.get(f"/api/jobs/{job_id}", headers=_engine_auth())
+        assert resp.status == 200, await resp.text()
+        job: dict[str, Any] = await resp.json()
+        return job
+
+    async def status(self, job_id: str) -> str:
+        """The job's status, read directly from the engine."""
+        return str((await self.job(job_id))["status"])
+
+
+def _engine_auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ENGINE_TOKEN}", "X-Engine-Actor": "setup"}
+
+
+async def start_engine(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> Engine:
+    """Start the real engine (demo job types, in-memory journal) on an ephemeral port."""
+    app = create_engine_app(
+        EngineSettings(token=ENGINE_TOKEN, data_dir=tmp_path / "engine", ephemeral=True, kill_grace=0.5),
+        catalog=Catalog(types={t.name: t for t in demo_types()}, clients=()), environ={},
+    )
+    calls: list[tuple[str, str, dict[str, str]]] = []
+
+    async def count(request: web.Request, response: web.StreamResponse) -> None:
+        calls.append((request.method, request.path, dict(request.headers)))
+
+    app.on_response_prepare.append(count)
+    server = await aiohttp_server(app)
+    return Engine(server=server, client=await aiohttp_client(server), calls=calls)
+
+
+@attrs.define
+class Gateway:
+    """A running gateway app; :meth:`client` opens a browser-like client with its own cookies."""
+
+    server: TestServer
+    settings: Settings
+    clock: FakeClock
+    make_client: Callable[..., Awaitable[TestClient]]
+
+    @property
+    def app(self) -> web.Application:
+        """The gateway application."""
+        return self.server.app
+
+    @property
+    def origin(self) -> str:
+        """The gateway's own origin, as a browser would send it."""
+        return str(self.server.make_url("")).rstrip("/")
+
+    async def client(self) -> TestClient:
+        """A new client (own cookie jar, cookies for IP hosts allowed)."""
+        return await self.make_client(self.server, cookie_jar=CookieJar(unsafe=True))
+
+    async def login(self, user: str = SUPER, password: str = PASSWORD) -> User:
+        """A new client signed in as ``user`` through the real login form."""
+        client = await self.client()
+        csrf = await login(client, user, password)
+        return User(client=client, csrf=csrf, name=user)
+
+
+@attrs.define
+class User:
+    """A signed-in client and its CSRF token."""
+
+    client: TestClient
+    csrf: str
+    name: str
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        """Headers for a fetch-style POST: the CSRF token (plus ``extra``)."""
+        return {"X-CSRF-Token": self.csrf, **extra}
+
+    async def post(self, path: str, body: Any = None, **extra: str) -> Any:
+        """POST JSON with the CSRF header; returns the response."""
+        return await self.client.post(path, json=body if body is not None else {}, headers=self.headers(**extra))
+
+    async def create(self, job_type: str = "demo.echo", params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Create a job through the gateway (expecting 201) and return it."""
+        body: dict[str, Any] = {"type": job_type}
+        if params is not None:
+            body["params"] = params
+        resp = await self.post("/api/admin/engine/jobs", body)
+        assert resp.status == 201, await resp.text()
+        job: dict[str, Any] = await resp.json()
+        return job
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """Read a job through the gateway (expecting 200)."""
+        resp = await self.client.get(f"/api/admin/engine/jobs/{job_id}")
+        assert resp.status == 200, await resp.text()
+        job: dict[str, Any] = await resp.json()
+        return job
+
+
+_CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+async def login_form_token(client: TestClient) -> str:
+    """GET /login and return the CSRF token of its form."""
+    resp = await client.get("/login")
+    assert resp.status == 200, await resp.text()
+    match = _CSRF_FIELD.search(await resp.text())
+    assert match, "login form has no csrf_token field"
+    return match.group(1)
+
+
+async def login(client: TestClient, user: str, password: str) -> str:
+    """Sign in through the form (expecting 303 to the panel) and return the session's CSRF token."""
+    token = await login_form_token(client)
+    resp = await client.post("/login", data={"username": user, "password": password, "csrf_token": token},
+                             allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+    assert resp.headers["Location"] == "/admin/engine/jobs"
+    config = await client.get("/api/admin/config")
+    assert config.status == 200, await config.text()
+    csrf: str = (await config.json())["csrfToken"]
+    return csrf
+
+
+def session_cookie(client: TestClient) -> str | None:
+    """The value of the client's gateway session cookie, if any."""
+    for cookie in client.session.cookie_jar:
+        if cookie.key == "gw_session":
+            return cookie.value
+    return None
+
+
+async def wait_for_status(user: User, job_id: str, statuses: set[str], timeout: float = 20.0) -> dict[str, Any]:
+    """Poll a job through the gateway until its status is in ``statuses``."""
+    deadline = time.monotonic() + timeout
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = await user.job(job_id)
+        if job["status"] in statuses:
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {job_id} not in {statuses} after {timeout}s: {job}")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The gateway's injected clock."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def engine(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path) -> Engine:
+    """A real engine on an ephemeral port."""
+    return await start_engine(aiohttp_server, aiohttp_client, tmp_path)
+
+
+MakeGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+def make_gateway(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> MakeGateway:
+    """Return ``async make(engine_url, **settings) -> Gateway`` (users seeded, SAFE_MODE off unless given)."""
+    counter = iter(range(1000))
+
+    async def make(engine_url: str, **overrides: Any) -> Gateway:
+        data_dir = tmp_path / f"gateway{next(counter)}"
+        seed_users(data_dir)
+        overrides.setdefault("safe_mode", False)
+        overrides.setdefault("engine_token", ENGINE_TOKEN)
+        settings = Settings(data_dir=data_dir, engine_url=engine_url, clock=clock, **overrides)
+        server = await aiohttp_server(create_app(settings))
+        return Gateway(server=server, settings=settings, clock=clock, make_client=aiohttp_client)
+
+    return make
+
+
+@pytest.fixture
+async def gateway(engine: Engine, make_gateway: MakeGateway) -> Gateway:
+    """A gateway (SAFE_MODE off) in front of the real :func:`engine`."""
+    return await make_gateway(engine.url)
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections: bound (so nobody else takes it), never listening."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+@pytest.fixture
+async def hung_port() -> AsyncIterator[int]:
+    """A port whose server accepts connections and reads requests but never answers (an engine that hangs)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        while await reader.read(65536):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -1,0 +1,294 @@
+"""Login, sessions (rotation, logout, idle and absolute expiry), throttling and the audit events they leave."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import structlog
+from aiohttp.test_utils import TestClient
+
+from admin_gateway.auth import USER_STORE
+from admin_gateway.sessions import SECURE_COOKIE_NAME
+from gateway_harness import (  # noqa: F401  (fixtures)
+    ADMIN,
+    PASSWORD,
+    SUPER,
+    Engine,
+    Gateway,
+    MakeGateway,
+    clock,
+    engine,
+    gateway,
+    login_form_token,
+    make_gateway,
+    session_cookie,
+)
+
+
+async def _post_login(client: TestClient, username: str, password: str, **headers: str) -> Any:
+    token = await login_form_token(client)
+    return await client.post("/login", data={"username": username, "password": password, "csrf_token": token},
+                             allow_redirects=False, headers=headers)
+
+
+async def _signed_in(client: TestClient) -> bool:
+    resp = await client.get("/api/admin/config")
+    assert resp.status in (200, 401), await resp.text()
+    return resp.status == 200
+
+
+def _with_cookie(client: TestClient, value: str) -> None:
+    client.session.cookie_jar.update_cookies({"gw_session": value}, client.make_url("/"))
+
+
+class TestLogin:
+    async def test_login_redirects_to_the_panel(self, gateway: Gateway) -> None:
+        """A correct login answers 303 to /admin/engine/jobs and opens a session."""
+        client = await gateway.client()
+        resp = await _post_login(client, SUPER, PASSWORD)
+        assert resp.status == 303
+        assert resp.headers["Location"] == "/admin/engine/jobs"
+        assert await _signed_in(client)
+
+    async def test_wrong_user_and_wrong_password_look_the_same(self, gateway: Gateway) -> None:
+        """An unknown user and a wrong password get the same status and the same page."""
+        pages = []
+        for username, password in (("nobody", PASSWORD), (SUPER, "wrong password!!")):
+            client = await gateway.client()
+            resp = await _post_login(client, username, password)
+            assert resp.status == 401
+            # Only the per-session CSRF token and the name typed back may differ.
+            text = re.sub(r'(value|content)="[^"]*"', r'\1=""', await resp.text())
+            pages.append(text)
+            assert not await _signed_in(client)
+        assert pages[0] == pages[1]
+        assert "Invalid username or password." in pages[0]
+
+    async def test_login_page_escapes_the_typed_name(self, gateway: Gateway) -> None:
+        """The name typed into a failed login is shown back escaped, never as markup."""
+        client = await gateway.client()
+        resp = await _post_login(client, '"><script>alert(1)</script>', PASSWORD)
+        text = await resp.text()
+        assert "<script>alert(1)</script>" not in text
+        assert "&lt;script&gt;" in text
+
+    async def test_json_login(self, gateway: Gateway) -> None:
+        """A client that accepts only JSON gets JSON answers: 200 with the CSRF token, or 401."""
+        client = await gateway.client()
+        bad = await _post_login(client, SUPER, "wrong password!!", Accept="application/json")
+        assert bad.status == 401
+        assert (await bad.json())["code"] == "unauthorized"
+        good = await _post_login(client, SUPER, PASSWORD, Accept="application/json")
+        assert good.status == 200
+        body = await good.json()
+        assert body["user"] == SUPER and body["role"] == "super_admin" and body["csrfToken"]
+
+    async def test_signed_in_user_skips_the_form(self, gateway: Gateway) -> None:
+        """GET /login with a live session goes straight to the panel."""
+        user = await gateway.login()
+        resp = await user.client.get("/login", allow_redirects=False)
+        assert resp.status == 303
+        assert resp.headers["Location"] == "/admin/engine/jobs"
+
+    async def test_rehash_on_login_with_outdated_parameters(self, gateway: Gateway) -> None:
+        """A password stored with weaker argon2 parameters is rehashed with the current ones at login."""
+        from argon2 import PasswordHasher
+
+        store = gateway.app[USER_STORE]
+        weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+        from admin_gateway.users import UserStore
+
+        UserStore(store.data_dir, hasher=weak).add("carol", "super_admin", PASSWORD)
+        assert "m=8192" in store.get("carol").password_hash  # type: ignore[union-attr]
+        await gateway.login("carol")
+        rehashed = store.get("carol")
+        assert rehashed is not None and "m=65536" in rehashed.password_hash
+        await gateway.login("carol")  # the new hash verifies too
+
+
+class TestSessionLifecycle:
+    async def test_session_id_changes_at_login(self, gateway: Gateway) -> None:
+        """The anonymous session of the login form is replaced by a new id, and the old id is dead."""
+        client = await gateway.client()
+        token = await login_form_token(client)
+        before = session_cookie(client)
+        assert before
+        resp = await client.post("/login", data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
+                                 allow_redirects=False)
+        assert resp.status == 303
+        after = session_cookie(client)
+        assert after and after != before
+        other = await gateway.client()
+        _with_cookie(other, before)
+        assert not await _signed_in(other)
+
+    async def test_cookie_attributes(self, gateway: Gateway) -> None:
+        """The session cookie is HttpOnly, SameSite=Strict, Path=/ (plain HTTP: no Secure, no __Host-)."""
+        client = await gateway.client()
+        resp = await client.get("/login")
+        cookie = resp.headers["Set-Cookie"]
+        assert cookie.startswith("gw_session=")
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+        assert "Secure" not in cookie and "Max-Age" not in cookie and "Domain" not in cookie
+
+    async def test_https_behind_a_trusted_proxy_uses_host_prefix(self, engine: Engine,
+                                                                  make_gateway: MakeGateway) -> None:
+        """Over HTTPS (a trusted proxy says so) the cookie is ``__Host-``, Secure; an untrusted peer can't say so."""
+        trusting = await make_gateway(engine.url, trusted_proxies=("127.0.0.1",))
+        client = await trusting.client()
+        resp = await client.get("/login", headers={"X-Forwarded-Proto": "https"})
+        cookie = resp.headers["Set-Cookie"]
+        assert cookie.startswith(SECURE_COOKIE_NAME + "=")
+        assert "Secure" in cookie and "Path=/" in cookie and "Domain" not in cookie
+        assert resp.headers["Strict-Transport-Security"]
+        untrusting = await make_gateway(engine.url)
+        client = await untrusting.client()
+        resp = await client.get("/login", headers={"X-Forwarded-Proto": "https"})
+        assert resp.headers["Set-Cookie"].startswith("gw_session=")
+
+    async def test_logout_kills_a_copied_cookie(self, gateway: Gateway) -> None:
+        """After POST /logout the same cookie, replayed from another client, is refused."""
+        user = await gateway.login()
+        stolen = session_cookie(user.client)
+        assert stolen
+        thief = await gateway.client()
+        _with_cookie(thief, stolen)
+        assert await _signed_in(thief)
+        resp = await user.client.post("/logout", data={"csrf_token": user.csrf}, allow_redirects=False)
+        assert resp.status == 303
+        assert resp.headers["Location"] == "/login"
+        assert not await _signed_in(thief)
+        assert not await _signed_in(user.client)
+
+    async def test_idle_timeout(self, gateway: Gateway) -> None:
+        """A session unused for the idle timeout (30 min) is dead; activity keeps it alive until then."""
+        user = await gateway.login()
+        gateway.clock.advance(1700)
+        assert await _signed_in(user.client)
+        gateway.clock.advance(1700)  # 1700 s since the last use: still alive
+        assert await _signed_in(user.client)
+        gateway.clock.advance(1800)
+        assert not await _signed_in(user.client)
+
+    async def test_absolute_timeout(self, gateway: Gateway) -> None:
+        """A session in constant use still ends 12 hours after login."""
+        user = await gateway.login()
+        for _ in range(int(43200 / 1500) - 1):
+            gateway.clock.advance(1500)
+            assert await _signed_in(user.client)
+        gateway.clock.advance(43200 - 1500 * (int(43200 / 1500) - 1))
+        assert not await _signed_in(user.client)
+
+    async def test_configured_timeouts(self, engine: Engine, make_gateway: MakeGateway) -> None:
+        """Idle and absolute lifetimes come from the settings."""
+        gw = await make_gateway(engine.url, idle_timeout=60.0, absolute_timeout=150.0)
+        user = await gw.login()
+        gw.clock.advance(59)
+        assert await _signed_in(user.client)
+        gw.clock.advance(59)
+        assert await _signed_in(user.client)
+        gw.clock.advance(59)  # 177 s after login: past the absolute lifetime
+        assert not await _signed_in(user.client)
+
+    async def test_password_change_and_removal_end_sessions(self, gateway: Gateway) -> None:
+        """Changing a user's password or removing the user ends their open sessions at once."""
+        store = gateway.app[USER_STORE]
+        alice = await gateway.login(SUPER)
+        bob = await gateway.login(ADMIN)
+        store.set_password(SUPER, "another long password")
+        assert not await _signed_in(alice.client)
+        store.remove(ADMIN)
+        assert not await _signed_in(bob.client)
+        await gateway.login(SUPER, "another long password")
+
+
+class TestThrottling:
+    async def test_account_is_throttled_after_too_many_failures(self, engine: Engine,
+                                                                 make_gateway: MakeGateway) -> None:
+        """After the per-account limit, even the right password gets 429 with Retry-After, until the hour passes."""
+        gw = await make_gateway(engine.url, login_limit_per_hour=3)
+        for _ in range(3):
+            resp = await _post_login(await gw.client(), SUPER, "wrong password!!")
+            assert resp.status == 401
+        client = await gw.client()
+        resp = await _post_login(client, SUPER, PASSWORD)
+        assert resp.status == 429
+        assert 3500 <= int(resp.headers["Retry-After"]) <= 3600
+        assert not await _signed_in(client)
+        json_resp = await _post_login(client, SUPER.upper(), PASSWORD, Accept="application/json")
+        assert json_resp.status == 429
+        assert (await json_resp.json())["code"] == "throttled"
+        other = await _post_login(await gw.client(), ADMIN, PASSWORD)
+        assert other.status == 303  # another account is not affected
+        gw.clock.advance(3601)
+        assert (await _post_login(client, SUPER, PASSWORD)).status == 303
+
+    async def test_address_is_throttled_across_accounts(self, engine: Engine, make_gateway: MakeGateway) -> None:
+        """Failures on many account names from one address hit the per-address limit."""
+        gw = await make_gateway(engine.url, login_limit_per_address_per_hour=4)
+        for name in ("u1", "u2", "u3", "u4"):
+            assert (await _post_login(await gw.client(), name, "wrong password!!")).status == 401
+        resp = await _post_login(await gw.client(), SUPER, PASSWORD)
+        assert resp.status == 429
+        assert int(resp.headers["Retry-After"]) > 0
+
+    async def test_default_limit_is_100_per_account(self, gateway: Gateway) -> None:
+        """The default per-account limit is 100 failures an hour."""
+        assert gateway.settings.login_limit_per_hour == 100
+
+
+class TestAuditEvents:
+    async def test_security_events_are_recorded_without_secrets(self, engine: Engine,
+                                                                 make_gateway: MakeGateway) -> None:
+        """Login failure/success, SAFE_MODE refusal, denial and logout are events with actor and client; no secrets."""
+        gw = await make_gateway(engine.url, safe_mode=True)
+        job_id = await engine.create()
+        with structlog.testing.capture_logs() as events:
+            client = await gw.client()
+            assert (await _post_login(client, SUPER, "wrong password!!")).status == 401
+            user = await gw.login()
+            await user.post(f"/api/admin/engine/jobs/{job_id}/run", {"reason": "try"})
+            anon = await gw.client()
+            await anon.get("/api/admin/engine/jobs")
+            await user.client.post("/logout", data={"csrf_token": user.csrf}, allow_redirects=False)
+        by_name: dict[str, list[dict[str, Any]]] = {}
+        for event in events:
+            by_name.setdefault(event["event"], []).append(event)
+        failed = by_name["login_failed"][0]
+        assert failed["actor"] == SUPER and failed["reason"] == "bad_credentials" and failed["client"] == "127.0.0.1"
+        assert by_name["login_succeeded"][0]["actor"] == SUPER
+        refused = by_name["safe_mode_refused"][0]
+        assert refused["actor"] == SUPER and refused["job_id"] == job_id and refused["user_agent"]
+        assert by_name["access_denied"][0]["reason"] == "no_session"
+        assert by_name["logout"][0]["actor"] == SUPER
+        text = repr(events)
+        assert PASSWORD not in text and "wrong password!!" not in text and user.csrf not in text
+        assert session_cookie(user.client) is None or str(session_cookie(user.client)) not in text
+
+    async def test_job_mutations_record_actor_and_outcome(self, gateway: Gateway) -> None:
+        """Create, run and cancel each leave one event with actor, client, job id and outcome."""
+        user = await gateway.login()
+        with structlog.testing.capture_logs() as events:
+            job = await user.create("demo.echo")
+            await user.post(f"/api/admin/engine/jobs/{job['id']}/run")
+            await user.post(f"/api/admin/engine/jobs/{job['id']}/run")  # second run: refused by the engine
+            await user.post(f"/api/admin/engine/jobs/{job['id']}/cancel")
+        mutations = [(e["event"], e["outcome"]) for e in events if e["event"].startswith("job_")
+                     and "outcome" in e]
+        assert mutations[0] == ("job_create", "ok")
+        assert mutations[1] == ("job_run", "ok")
+        assert mutations[2][0] == "job_run" and mutations[2][1] in ("already_running", "not_ready")
+        assert mutations[3][0] == "job_cancel"
+        for e in events:
+            if e["event"] in ("job_create", "job_run", "job_cancel"):
+                assert e["actor"] == SUPER and e["client"] == "127.0.0.1" and e["job_id"] == job["id"]
+
+    async def test_expired_session_is_recorded(self, gateway: Gateway) -> None:
+        """A session found expired is a ``session_expired`` event naming the user and the reason."""
+        user = await gateway.login()
+        gateway.clock.advance(1801)
+        with structlog.testing.capture_logs() as events:
+            assert not await _signed_in(user.client)
+        expired = [e for e in events if e["event"] == "session_expired"]
+        assert expired and expired[0]["actor"] == SUPER and expired[0]["reason"] == "idle"
