@@ -1,0 +1,98 @@
+"""Sessions in Redis: shared by several gateways, and still dead after logout or expiry.
+
+Needs ``redis-server`` (Debian package) and the ``redis`` Python package;
+``.ci/run`` installs the server, so CI always runs these.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway_harness import (  # noqa: F401  (fixtures)
+    SUPER,
+    Engine,
+    MakeGateway,
+    clock,
+    engine,
+    login,
+    make_gateway,
+    session_cookie,
+)
+
+
+def _redis_server() -> str:
+    path = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/sbin")
+    if path is None:
+        if os.environ.get("REQUIRE_DEPLOY_TOOLS") == "1":
+            pytest.fail("redis-server is required here (REQUIRE_DEPLOY_TOOLS=1) but not installed")
+        pytest.skip("redis-server is not installed; .ci/run installs it so CI always runs this")
+    pytest.importorskip("redis", reason="the redis package (extra engine-jobs[redis]) is not installed")
+    return path
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A private redis-server on a free loopback port (no persistence), stopped afterwards."""
+    binary = _redis_server()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class TestRedisSessions:
+    async def test_two_gateways_share_sessions(self, engine: Engine, make_gateway: MakeGateway,
+                                               redis_url: str) -> None:
+        """A session opened on one gateway works on another; logging out on either ends it for both."""
+        one = await make_gateway(engine.url, session_backend="redis", redis_url=redis_url)
+        two = await make_gateway(engine.url, session_backend="redis", redis_url=redis_url)
+        user = await one.login()
+        cookie = session_cookie(user.client)
+        assert cookie
+        other = await two.client()
+        other.session.cookie_jar.update_cookies({"gw_session": cookie}, other.make_url("/"))
+        resp = await other.get("/api/admin/config")
+        assert resp.status == 200
+        assert (await resp.json())["user"] == SUPER
+        out = await other.post("/logout", data={"csrf_token": user.csrf}, allow_redirects=False)
+        assert out.status == 303
+        assert (await user.client.get("/api/admin/config")).status == 401
+
+    async def test_rotation_and_idle_expiry(self, engine: Engine, make_gateway: MakeGateway, redis_url: str) -> None:
+        """The pre-login id dies at login, and an idle session expires by the injected clock."""
+        gw = await make_gateway(engine.url, session_backend="redis", redis_url=redis_url)
+        client = await gw.client()
+        await client.get("/login")
+        anonymous = session_cookie(client)
+        await login(client, SUPER, "correct horse battery staple")
+        assert session_cookie(client) != anonymous
+        replay = await gw.client()
+        replay.session.cookie_jar.update_cookies({"gw_session": str(anonymous)}, replay.make_url("/"))
+        assert (await replay.get("/api/admin/config")).status == 401
+        gw.clock.advance(1801)
+        assert (await client.get("/api/admin/config")).status == 401
