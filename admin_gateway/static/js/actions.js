@@ -6,6 +6,10 @@ import { $, el, guard } from './dom.js';
 
 let lastTrigger = null;
 
+// Refusals that another click cannot fix (and, for a timeout, one where the job may have
+// started after all): the confirm button stays disabled so nobody retries blindly.
+const FINAL_CODES = new Set(['not_ready', 'already_running', 'not_running', 'safe_mode', 'not_found', 'engine_timeout']);
+
 function jobFrom(node) {
   let params = {};
   try {
@@ -111,7 +115,7 @@ export function setupJobActions(root, onChanged) {
     const path = `/api/admin/engine/jobs/${encodeURIComponent(job.id)}/${kind}`;
     const result = await api('POST', path, body);
     confirm.textContent = label;
-    confirm.disabled = false;
+    confirm.disabled = !result.ok && FINAL_CODES.has(result.code);
     if (result.ok) {
       dialog.close();
       const updated = result.data && typeof result.data === 'object' && result.data.job ? result.data.job : null;
