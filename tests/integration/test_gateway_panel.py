@@ -9,24 +9,29 @@ the real engine app, also on an ephemeral port, running real demo jobs.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from admin_gateway.app import create_app
-from admin_gateway.settings import Settings
-from admin_gateway.users import UserStore
+from gateway_harness import (  # noqa: F401  (fixtures)
+    ADMIN,
+    SUPER,
+    Engine,
+    Gateway,
+    MakeGateway,
+    User,
+    clock,
+    closed_port,
+    engine,
+    make_gateway,
+    wait_for_status,
+)
 
-PASSWORD = "correct horse battery staple"
-ENGINE_TOKEN = "panel-test-engine-token-0123456789"
 XSS_NAME = "<img src=x onerror=alert(1)>"
 COLUMNS = ["Job ID", "Type", "Status", "CreatedAt", "Action"]
 PAGES = ("/admin/engine/jobs", "/admin/engine/jobs/00000000-0000-4000-8000-000000000000", "/admin/engine/logs")
@@ -124,111 +129,35 @@ def parse(html: str) -> Node:
 
 # -- harness ----------------------------------------------------------------------------
 
-class Harness:
-    """A gateway (and maybe an engine) plus signed-in clients."""
-
-    def __init__(self, client: TestClient[Any, Any], engine: TestClient[Any, Any] | None) -> None:
-        self.client = client
-        self.engine = engine
-
-    async def login(self, user: str = "root") -> None:
-        """Sign in through the real form, CSRF token included."""
-        page = parse(await (await self.client.get("/login")).text())
-        token = page.one("input", name="csrf_token").attrs["value"]
-        resp = await self.client.post("/login", data={"username": user, "password": PASSWORD, "csrf_token": token},
-                                      allow_redirects=False)
-        assert resp.status == 303, await resp.text()
-
-    async def page(self, path: str, status: int = 200) -> Node:
-        """GET a page, check its status and HTML type, return it parsed."""
-        resp = await self.client.get(path, allow_redirects=False)
-        body = await resp.text()
-        assert resp.status == status, body[:500]
-        assert resp.content_type == "text/html"
-        return parse(body)
-
-    async def engine_call(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
-        """Call the engine directly with its admin token (setting up data, not under test)."""
-        assert self.engine is not None
-        resp = await self.engine.request(method, path, json=body,
-                                         headers={"Authorization": f"Bearer {ENGINE_TOKEN}"})
-        assert resp.status == expect, await resp.text()
-        return await resp.json()
-
-    async def create(self, job_type: str = "demo.echo", name: str = "nightly", **params: Any) -> dict[str, Any]:
-        """Create a READY job on the engine."""
-        job: dict[str, Any] = await self.engine_call("POST", "/api/jobs", {"type": job_type, "name": name,
-                                                                          "params": params}, expect=201)
-        return job
-
-    async def run(self, job_id: str) -> None:
-        """Start a job on the engine directly."""
-        await self.engine_call("POST", f"/api/jobs/{job_id}/run", {"reason": "test"}, expect=202)
-
-    async def wait_status(self, job_id: str, status: str, timeout: float = 15.0) -> dict[str, Any]:
-        """Poll the engine until the job reaches ``status``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            job: dict[str, Any] = await self.engine_call("GET", f"/api/jobs/{job_id}")
-            if job["status"] == status:
-                return job
-            assert time.monotonic() < deadline, f"job {job_id} stuck in {job['status']}, wanted {status}"
-            await asyncio.sleep(0.05)
+async def get_page(user: User | TestClient[Any, Any], path: str, status: int = 200) -> Node:
+    """GET a page, check its status and HTML type, return it parsed."""
+    client = user.client if isinstance(user, User) else user
+    resp = await client.get(path, allow_redirects=False)
+    body = await resp.text()
+    assert resp.status == status, body[:500]
+    assert resp.content_type == "text/html"
+    return parse(body)
 
 
-MakeHarness = Callable[..., Awaitable[Harness]]
+async def create(user: User, job_type: str = "demo.echo", name: str = "nightly", **params: Any) -> str:
+    """Create a READY job through the gateway's API (as the panel's form does); return its id."""
+    resp = await user.post("/api/admin/engine/jobs", {"type": job_type, "name": name, "params": params})
+    assert resp.status == 201, await resp.text()
+    job_id: str = (await resp.json())["id"]
+    return job_id
 
 
-def _engine_factory() -> Callable[[Path], web.Application] | None:
-    """The real engine's app factory, or ``None`` while engine_hub is not on this branch."""
-    try:
-        from engine_hub.app import create_app as create_engine_app
-        from engine_hub.settings import Settings as EngineSettings
-    except ImportError:
-        return None
+@pytest.fixture
+def down(make_gateway: MakeGateway, closed_port: int) -> Callable[..., Awaitable[Gateway]]:
+    """Return ``async make(**settings)``: a gateway whose engine refuses connections."""
 
-    def make(data_dir: Path) -> web.Application:
-        return create_engine_app(EngineSettings(data_dir=data_dir, ephemeral=True, token=ENGINE_TOKEN,
-                                                kill_grace=0.5))
+    async def make(**overrides: Any) -> Gateway:
+        return await make_gateway(f"http://127.0.0.1:{closed_port}", **overrides)
 
     return make
 
 
-@pytest.fixture
-async def make_harness(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[MakeHarness]:
-    """Build a gateway with users ``root`` (super_admin) and ``ops`` (admin); optionally a real engine."""
-    users = UserStore(tmp_path / "gateway")
-    users.add("root", "super_admin", PASSWORD)
-    users.add("ops", "admin", PASSWORD)
-    harnesses: list[Harness] = []
-
-    async def make(*, safe_mode: bool = False, with_engine: bool = True, refresh_interval: float = 30.0) -> Harness:
-        engine: TestClient[Any, Any] | None = None
-        engine_url = "http://127.0.0.1:9"  # discard port: connection refused, the engine is "down"
-        if with_engine:
-            factory = _engine_factory()
-            if factory is None:
-                pytest.skip("engine_hub is not on this branch yet: the real engine is needed for job data")
-            engine = await aiohttp_client(factory(tmp_path / "engine"))
-            engine_url = str(engine.make_url("/"))
-        settings = Settings(data_dir=tmp_path / "gateway", engine_url=engine_url, engine_token=ENGINE_TOKEN,
-                            safe_mode=safe_mode, refresh_interval=refresh_interval, connect_timeout=0.5,
-                            total_timeout=5.0)
-        client = await aiohttp_client(create_app(settings))
-        harness = Harness(client, engine)
-        harnesses.append(harness)
-        return harness
-
-    yield make
-    # Leave no demo job running past the test.
-    for harness in harnesses:
-        if harness.engine is None:
-            continue
-        jobs = await harness.engine_call("GET", "/api/jobs")
-        for job in jobs:
-            if job["status"] == "RUNNING":
-                await harness.engine.post(f"/api/jobs/{job['id']}/cancel",
-                                          headers={"Authorization": f"Bearer {ENGINE_TOKEN}"})
+MakeDown = Callable[..., Awaitable[Gateway]]
 
 
 def _rows(page: Node) -> list[Node]:
@@ -241,112 +170,104 @@ class TestAccess:
     """Who may see the panel's pages."""
 
     @pytest.mark.parametrize("path", PAGES)
-    async def test_anonymous_is_sent_to_login(self, make_harness: MakeHarness, path: str) -> None:
+    async def test_anonymous_is_sent_to_login(self, down: MakeDown, path: str) -> None:
         """Without a session every panel page redirects to /login and shows nothing."""
-        h = await make_harness(with_engine=False)
-        resp = await h.client.get(path, allow_redirects=False)
+        gw = await down()
+        client = await gw.client()
+        resp = await client.get(path, allow_redirects=False)
         assert resp.status == 303
         assert resp.headers["Location"] == "/login"
         assert "jobs-table" not in await resp.text()
 
-    async def test_root_redirects_to_jobs(self, make_harness: MakeHarness) -> None:
+    async def test_root_redirects_to_jobs(self, down: MakeDown) -> None:
         """``/`` leads to the jobs list."""
-        h = await make_harness(with_engine=False)
-        await h.login()
-        resp = await h.client.get("/", allow_redirects=False)
+        user = await (await down()).login()
+        resp = await user.client.get("/", allow_redirects=False)
         assert resp.status == 303
         assert resp.headers["Location"] == "/admin/engine/jobs"
 
     @pytest.mark.parametrize("path", PAGES)
-    async def test_admin_role_gets_no_access_page(self, make_harness: MakeHarness, path: str) -> None:
+    async def test_admin_role_gets_no_access_page(self, down: MakeDown, path: str) -> None:
         """An ``admin`` (not super_admin) gets a 403 "no access" page, with no job data or actions."""
-        h = await make_harness(with_engine=False)
-        await h.login("ops")
-        page = await h.page(path, status=403)
+        user = await (await down()).login(ADMIN)
+        page = await get_page(user, path, status=403)
         assert "No access" in page.one(data_testid="no-access").text()
         assert not page.find_all(data_testid="jobs-table")
         assert not page.find_all(data_testid="run-button")
         # They can still sign out.
         assert page.one("button", data_testid="logout-button")
 
-    async def test_super_admin_gets_the_table_with_its_columns(self, make_harness: MakeHarness) -> None:
+    async def test_super_admin_gets_the_table_with_its_columns(self, down: MakeDown) -> None:
         """A super_admin sees the jobs table with exactly the columns Job ID, Type, Status, CreatedAt, Action."""
-        h = await make_harness(with_engine=False)
-        await h.login()
-        page = await h.page("/admin/engine/jobs")
+        user = await (await down()).login()
+        page = await get_page(user, "/admin/engine/jobs")
         table = page.one("table", data_testid="jobs-table")
         assert [th.text() for th in table.one("thead").find_all("th")] == COLUMNS
-        assert page.one(data_testid="current-user").text().startswith("Signed in as root")
+        assert page.one(data_testid="current-user").text().startswith(f"Signed in as {SUPER}")
 
-    async def test_logout_form_posts_with_csrf_token(self, make_harness: MakeHarness) -> None:
+    async def test_logout_form_posts_with_csrf_token(self, down: MakeDown) -> None:
         """The logout button is a POST form to /logout carrying the session's CSRF token, and it works."""
-        h = await make_harness(with_engine=False)
-        await h.login()
-        page = await h.page("/admin/engine/jobs")
+        user = await (await down()).login()
+        page = await get_page(user, "/admin/engine/jobs")
         button = page.one("button", data_testid="logout-button")
         form = button.parent
         assert form is not None and form.tag == "form"
         assert (form.attrs["method"], form.attrs["action"]) == ("post", "/logout")
         token = form.one("input", name="csrf_token").attrs["value"]
-        assert token == page.one("meta", name="csrf-token").attrs["content"]
-        resp = await h.client.post("/logout", data={"csrf_token": token}, allow_redirects=False)
+        assert token == page.one("meta", name="csrf-token").attrs["content"] == user.csrf
+        resp = await user.client.post("/logout", data={"csrf_token": token}, allow_redirects=False)
         assert resp.status == 303
-        resp = await h.client.get("/admin/engine/jobs", allow_redirects=False)
+        resp = await user.client.get("/admin/engine/jobs", allow_redirects=False)
         assert resp.status == 303 and resp.headers["Location"] == "/login"
 
 
 class TestBanners:
     """SAFE_MODE and engine-outage states are visible and distinct from an empty list."""
 
-    async def test_engine_down_is_not_no_jobs(self, make_harness: MakeHarness) -> None:
+    async def test_engine_down_is_not_no_jobs(self, down: MakeDown) -> None:
         """With the engine unreachable the page is 200 with the outage banner, not the "No jobs yet" state."""
-        h = await make_harness(with_engine=False)
-        await h.login()
-        page = await h.page("/admin/engine/jobs")
+        user = await (await down()).login()
+        page = await get_page(user, "/admin/engine/jobs")
         assert not page.one(data_testid="engine-down-banner").hidden
         assert "Engine unreachable" in page.one(data_testid="engine-down-banner").text()
         assert not page.one(data_testid="jobs-unavailable").hidden
         assert page.one(data_testid="empty-state").hidden
         assert not _rows(page)
 
-    async def test_engine_down_on_job_and_log_pages(self, make_harness: MakeHarness) -> None:
+    async def test_engine_down_on_job_and_log_pages(self, down: MakeDown) -> None:
         """The job and engine-log pages also answer with the outage banner instead of failing."""
-        h = await make_harness(with_engine=False)
-        await h.login()
-        job = await h.page(PAGES[1])
+        user = await (await down()).login()
+        job = await get_page(user, PAGES[1])
         assert not job.one(data_testid="engine-down-banner").hidden
         assert job.one(data_testid="job-unavailable")
-        logs = await h.page("/admin/engine/logs")
+        logs = await get_page(user, "/admin/engine/logs")
         assert not logs.one(data_testid="engine-down-banner").hidden
         assert logs.one(data_testid="logs-unavailable")
 
-    async def test_empty_engine_shows_no_jobs_yet(self, make_harness: MakeHarness) -> None:
+    async def test_empty_engine_shows_no_jobs_yet(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """A reachable engine with no jobs shows "No jobs yet" and no outage banner."""
-        h = await make_harness()
-        await h.login()
-        page = await h.page("/admin/engine/jobs")
+        user = await (await make_gateway(engine.url)).login()
+        page = await get_page(user, "/admin/engine/jobs")
         assert page.one(data_testid="engine-down-banner").hidden
         assert not page.one(data_testid="empty-state").hidden
         assert "No jobs yet" in page.one(data_testid="empty-state").text()
         assert page.one(data_testid="jobs-unavailable").hidden
 
     @pytest.mark.parametrize("safe_mode", [True, False])
-    async def test_safe_mode_state_always_shown(self, make_harness: MakeHarness, safe_mode: bool) -> None:
+    async def test_safe_mode_state_always_shown(self, down: MakeDown, safe_mode: bool) -> None:
         """The header pill names the SAFE_MODE state on every page; the banner appears only when it is on."""
-        h = await make_harness(safe_mode=safe_mode, with_engine=False)
-        await h.login()
+        user = await (await down(safe_mode=safe_mode)).login()
         for path in PAGES:
-            page = await h.page(path, status=200)
+            page = await get_page(user, path)
             pill = page.one(data_testid="safe-mode-pill")
             assert pill.text() == ("SAFE_MODE: ON" if safe_mode else "SAFE_MODE: OFF")
             assert page.one(data_testid="safe-mode-banner").hidden is not safe_mode
             assert page.one("body").attrs["data-safe-mode"] == ("on" if safe_mode else "off")
 
-    async def test_refresh_interval_reaches_the_page(self, make_harness: MakeHarness) -> None:
+    async def test_refresh_interval_reaches_the_page(self, down: MakeDown) -> None:
         """The configured auto-refresh interval is handed to the script through a data attribute."""
-        h = await make_harness(with_engine=False, refresh_interval=0.5)
-        await h.login()
-        page = await h.page("/admin/engine/jobs")
+        user = await (await down(refresh_interval=0.5)).login()
+        page = await get_page(user, "/admin/engine/jobs")
         assert page.one("body").attrs["data-refresh-interval"] == "0.5"
         assert page.one(data_testid="refresh-button").tag == "button"
 
@@ -354,24 +275,23 @@ class TestBanners:
 class TestRunButtonRules:
     """RUN only for a super_admin, SAFE_MODE off, on READY jobs; Cancel on RUNNING jobs."""
 
-    async def _jobs_in_every_status(self, h: Harness) -> dict[str, str]:
-        ready = await h.create(name="ready one")
-        done = await h.create(name="done one")
-        failed = await h.create("demo.fail", name="failed one")
-        running = await h.create("demo.sleep", name="running one", seconds=60)
-        for job in (done, failed, running):
-            await h.run(job["id"])
-        await h.wait_status(done["id"], "DONE")
-        await h.wait_status(failed["id"], "FAILED")
-        await h.wait_status(running["id"], "RUNNING")
-        return {"READY": ready["id"], "DONE": done["id"], "FAILED": failed["id"], "RUNNING": running["id"]}
+    async def _jobs_in_every_status(self, engine: Engine, user: User) -> dict[str, str]:
+        ready = await create(user, name="ready one")
+        done = await create(user, name="done one")
+        failed = await create(user, "demo.fail", name="failed one")
+        running = await create(user, "demo.sleep", name="running one", seconds=60)
+        for job_id in (done, failed, running):
+            await engine.run(job_id)
+        await wait_for_status(user, done, {"DONE"})
+        await wait_for_status(user, failed, {"FAILED"})
+        await wait_for_status(user, running, {"RUNNING"})
+        return {"READY": ready, "DONE": done, "FAILED": failed, "RUNNING": running}
 
-    async def test_safe_mode_off_run_only_on_ready(self, make_harness: MakeHarness) -> None:
+    async def test_safe_mode_off_run_only_on_ready(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """With SAFE_MODE off: RUN on the READY row only, Cancel on the RUNNING row only, none on DONE/FAILED."""
-        h = await make_harness(safe_mode=False)
-        ids = await self._jobs_in_every_status(h)
-        await h.login()
-        page = await h.page("/admin/engine/jobs")
+        user = await (await make_gateway(engine.url, safe_mode=False)).login()
+        ids = await self._jobs_in_every_status(engine, user)
+        page = await get_page(user, "/admin/engine/jobs")
         rows = {row.attrs["data-job-id"]: row for row in _rows(page)}
         assert set(rows) == set(ids.values())
         for status, job_id in ids.items():
@@ -387,28 +307,31 @@ class TestRunButtonRules:
         run = rows[ids["READY"]].one("button", data_testid="run-button")
         assert run.attrs["type"] == "button"
         assert run.attrs["aria-label"] == f"Run job {ids['READY']}"
+        resp = await user.post(f"/api/admin/engine/jobs/{ids['RUNNING']}/cancel")  # don't leave it sleeping
+        assert resp.status == 202
 
-    async def test_safe_mode_on_renders_no_run_anywhere(self, make_harness: MakeHarness) -> None:
+    async def test_safe_mode_on_renders_no_run_anywhere(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """With SAFE_MODE on no page renders a RUN button, while Cancel stays available on RUNNING jobs."""
-        h = await make_harness(safe_mode=True)
-        ids = await self._jobs_in_every_status(h)
-        await h.login()
-        pages = [await h.page("/admin/engine/jobs")] + [await h.page(f"/admin/engine/jobs/{i}") for i in ids.values()]
+        user = await (await make_gateway(engine.url, safe_mode=True)).login()
+        ids = await self._jobs_in_every_status(engine, user)
+        pages = [await get_page(user, "/admin/engine/jobs")]
+        pages += [await get_page(user, f"/admin/engine/jobs/{job_id}") for job_id in ids.values()]
         for page in pages:
             assert not page.find_all(data_testid="run-button")
             assert not page.one(data_testid="safe-mode-banner").hidden
         assert len(pages[0].find_all("button", data_testid="cancel-button")) == 1
-        running_page = await h.page(f"/admin/engine/jobs/{ids['RUNNING']}")
+        running_page = await get_page(user, f"/admin/engine/jobs/{ids['RUNNING']}")
         assert len(running_page.find_all("button", data_testid="cancel-button")) == 1
+        resp = await user.post(f"/api/admin/engine/jobs/{ids['RUNNING']}/cancel")
+        assert resp.status == 202
 
-    async def test_job_page_run_button_on_ready_job(self, make_harness: MakeHarness) -> None:
+    async def test_job_page_run_button_on_ready_job(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """The job page of a READY job offers RUN with the job's data for the confirmation dialog."""
-        h = await make_harness(safe_mode=False)
-        job = await h.create("demo.sleep", name="nightly backup", seconds=2)
-        await h.login()
-        page = await h.page(f"/admin/engine/jobs/{job['id']}")
+        user = await (await make_gateway(engine.url, safe_mode=False)).login()
+        job_id = await create(user, "demo.sleep", name="nightly backup", seconds=2)
+        page = await get_page(user, f"/admin/engine/jobs/{job_id}")
         detail = page.one(data_testid="job-detail")
-        assert detail.attrs["data-job-id"] == job["id"]
+        assert detail.attrs["data-job-id"] == job_id
         assert detail.attrs["data-status"] == "READY"
         assert detail.attrs["data-job-params"] == '{"seconds": 2}'
         assert len(page.find_all("button", data_testid="run-button")) == 1
@@ -422,71 +345,66 @@ class TestRunButtonRules:
 class TestJobPage:
     """One job's page: fields, status history with who/when/why, and the log hook."""
 
-    async def test_history_shows_who_and_why(self, make_harness: MakeHarness) -> None:
+    async def test_history_shows_who_and_why(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """After a run through the gateway API with a reason, the page shows it in the fields and history."""
-        h = await make_harness(safe_mode=False)
-        job = await h.create("demo.echo", name="say hi", message="hi")
-        await h.login()
-        page = await h.page(f"/admin/engine/jobs/{job['id']}")
-        token = page.one("meta", name="csrf-token").attrs["content"]
-        resp = await h.client.post(f"/api/admin/engine/jobs/{job['id']}/run", json={"reason": "ticket OPS-42"},
-                                   headers={"X-CSRF-Token": token or ""})
+        user = await (await make_gateway(engine.url, safe_mode=False)).login()
+        job_id = await create(user, "demo.echo", name="say hi", message="hi")
+        page = await get_page(user, f"/admin/engine/jobs/{job_id}")
+        token = page.one("meta", name="csrf-token").attrs["content"] or ""
+        resp = await user.client.post(f"/api/admin/engine/jobs/{job_id}/run", json={"reason": "ticket OPS-42"},
+                                      headers={"X-CSRF-Token": token})
         assert resp.status == 202, await resp.text()
-        await h.wait_status(job["id"], "DONE")
-        page = await h.page(f"/admin/engine/jobs/{job['id']}")
-        assert page.one(data_testid="job-field-runBy").text() == "root"
+        await wait_for_status(user, job_id, {"DONE"})
+        page = await get_page(user, f"/admin/engine/jobs/{job_id}")
+        assert page.one(data_testid="job-field-runBy").text() == SUPER
         assert page.one(data_testid="job-field-runReason").text() == "ticket OPS-42"
         assert page.one(data_testid="job-field-exitCode").text() == "0"
         history = page.one(data_testid="job-history").find_all("tr", data_testid="history-row")
         assert [row.attrs["data-status"] for row in history] == ["READY", "RUNNING", "DONE"]
         running = history[1].find_all("td")
-        assert running[2].text() == "root"
+        assert running[2].text() == SUPER
         assert running[3].text() == "ticket OPS-42"
         when = running[1].one("time")
         assert (when.attrs["datetime"] or "").endswith("Z")  # UTC kept for the script to localise
         assert page.one(data_testid="job-log").attrs["id"] == "job-log"
         assert not page.find_all(data_testid="run-button")
 
-    async def test_unknown_job_is_404_page(self, make_harness: MakeHarness) -> None:
+    async def test_unknown_job_is_404_page(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """An id the engine does not know gives a 404 page saying so, not an outage banner."""
-        h = await make_harness()
-        await h.login()
-        page = await h.page(PAGES[1], status=404)
+        user = await (await make_gateway(engine.url)).login()
+        page = await get_page(user, PAGES[1], status=404)
         assert page.one(data_testid="job-not-found")
         assert page.one(data_testid="engine-down-banner").hidden
 
-    async def test_malformed_id_is_404_without_engine_call(self, make_harness: MakeHarness) -> None:
-        """An id with characters no job id has is a 404 page."""
-        h = await make_harness()
-        await h.login()
-        page = await h.page("/admin/engine/jobs/..%2F..%2Fapi%2Fjobs", status=404)
+    async def test_malformed_id_is_404_without_engine_call(self, engine: Engine, make_gateway: MakeGateway) -> None:
+        """An id with characters no job id has is a 404 page, and the engine is not asked."""
+        user = await (await make_gateway(engine.url)).login()
+        page = await get_page(user, "/admin/engine/jobs/..%2F..%2Fapi%2Fjobs", status=404)
         assert page.one(data_testid="job-not-found")
+        assert engine.count("GET", r"^/api/jobs/") == 0
 
 
 class TestEscaping:
     """Strings from users and the engine are escaped, never markup."""
 
-    async def test_job_name_is_escaped(self, make_harness: MakeHarness) -> None:
+    async def test_job_name_is_escaped(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """A job named like an XSS payload appears as text on the list and the job page."""
-        h = await make_harness()
-        job = await h.create("demo.echo", name=XSS_NAME, message="<script>alert(2)</script>")
-        await h.login()
-        for path in ("/admin/engine/jobs", f"/admin/engine/jobs/{job['id']}"):
-            resp = await h.client.get(path)
-            html = await resp.text()
+        user = await (await make_gateway(engine.url)).login()
+        job_id = await create(user, "demo.echo", name=XSS_NAME, message="<script>alert(2)</script>")
+        for path in ("/admin/engine/jobs", f"/admin/engine/jobs/{job_id}"):
+            html = await (await user.client.get(path)).text()
             assert XSS_NAME not in html
             assert "<script>alert(2)</script>" not in html
             assert "&lt;img src=x onerror=alert(1)&gt;" in html
             page = parse(html)
             assert not page.find_all("img", src="x")
-            names = [n for n in page.iter() if n.attrs.get("data-job-name") == XSS_NAME]
-            assert names, "the raw name survives in data-job-name for the dialog (as an attribute value)"
+            # The raw name survives only as an attribute value, for the RUN dialog's textContent.
+            assert [n for n in page.iter() if n.attrs.get("data-job-name") == XSS_NAME]
 
-    async def test_filter_values_are_escaped(self, make_harness: MakeHarness) -> None:
+    async def test_filter_values_are_escaped(self, down: MakeDown) -> None:
         """Query parameters echoed into the filter form are escaped."""
-        h = await make_harness(with_engine=False)
-        await h.login()
-        resp = await h.client.get("/admin/engine/jobs", params={"type": '"><script>alert(3)</script>'})
+        user = await (await down()).login()
+        resp = await user.client.get("/admin/engine/jobs", params={"type": '"><script>alert(3)</script>'})
         html = await resp.text()
         assert "<script>alert(3)" not in html
         assert parse(html).one("input", name="type").attrs["value"] == '"><script>alert(3)</script>'
@@ -495,19 +413,17 @@ class TestEscaping:
 class TestPagination:
     """The "Older" link follows the engine's cursor."""
 
-    async def test_older_link_uses_before_cursor(self, make_harness: MakeHarness) -> None:
+    async def test_older_link_uses_before_cursor(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """With more jobs than fit a page, "Older" leads to the next page via ``before`` and ends there."""
-        h = await make_harness()
-        created = [await h.create(name=f"job {i}") for i in range(3)]
-        await h.login()
-        first = await h.page("/admin/engine/jobs?limit=2")
-        first_ids = [row.attrs["data-job-id"] for row in _rows(first)]
-        assert first_ids == [created[2]["id"], created[1]["id"]]  # newest first
+        user = await (await make_gateway(engine.url)).login()
+        created = [await create(user, name=f"job {i}") for i in range(3)]
+        first = await get_page(user, "/admin/engine/jobs?limit=2")
+        assert [row.attrs["data-job-id"] for row in _rows(first)] == [created[2], created[1]]  # newest first
         older = first.one("a", data_testid="older-button")
         assert not older.hidden
-        assert older.attrs["href"] == f"/admin/engine/jobs?limit=2&before={created[1]['id']}"
-        second = await h.page(older.attrs["href"] or "")
-        assert [row.attrs["data-job-id"] for row in _rows(second)] == [created[0]["id"]]
+        assert older.attrs["href"] == f"/admin/engine/jobs?limit=2&before={created[1]}"
+        second = await get_page(user, older.attrs["href"] or "")
+        assert [row.attrs["data-job-id"] for row in _rows(second)] == [created[0]]
         assert second.one("a", data_testid="older-button").hidden
         assert not second.one("a", data_testid="newest-link").hidden
 
@@ -515,18 +431,17 @@ class TestPagination:
 class TestEngineLogPage:
     """The engine's own log."""
 
-    async def test_log_entries_link_to_jobs(self, make_harness: MakeHarness) -> None:
+    async def test_log_entries_link_to_jobs(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """After a run, the engine log page lists entries newest first, with links to the job."""
-        h = await make_harness()
-        job = await h.create("demo.fail", name="will fail")
-        await h.run(job["id"])
-        await h.wait_status(job["id"], "FAILED")
-        await h.login()
-        page = await h.page("/admin/engine/logs")
+        user = await (await make_gateway(engine.url)).login()
+        job_id = await create(user, "demo.fail", name="will fail")
+        await engine.run(job_id)
+        await wait_for_status(user, job_id, {"FAILED"})
+        page = await get_page(user, "/admin/engine/logs")
         rows = page.one(data_testid="engine-logs-table").find_all("tr", data_testid="engine-log-row")
         assert rows
         links = [a.attrs["href"] for row in rows for a in row.find_all("a")]
-        assert f"/admin/engine/jobs/{job['id']}" in links
+        assert f"/admin/engine/jobs/{job_id}" in links
         stamps = [row.one("time").attrs["datetime"] or "" for row in rows]
         assert stamps == sorted(stamps, reverse=True)  # newest first
         assert rows[0].attrs["data-level"] == "ERROR"  # the failure is the latest entry
@@ -535,21 +450,19 @@ class TestEngineLogPage:
 class TestCsp:
     """Nothing inline, nothing external: the CSP ``default-src 'self'`` holds on every page."""
 
-    async def _all_pages(self, h: Harness) -> dict[str, str]:
-        pages: dict[str, str] = {}
-        pages["login"] = await (await h.client.get("/login")).text()
-        await h.login()
+    async def _all_pages(self, gw: Gateway) -> dict[str, str]:
+        anonymous = await gw.client()
+        pages = {"login": await (await anonymous.get("/login")).text()}
+        user = await gw.login()
         for path in PAGES:
-            pages[path] = await (await h.client.get(path)).text()
+            pages[path] = await (await user.client.get(path)).text()
+        admin = await gw.login(ADMIN)
+        pages["no access"] = await (await admin.client.get("/admin/engine/jobs")).text()
         return pages
 
-    async def test_no_inline_script_style_or_handlers(self, make_harness: MakeHarness) -> None:
-        """No <script> without src, no <style>, no style= or on*= attributes on any page."""
-        h = await make_harness(with_engine=False)
-        pages = await self._all_pages(h)
-        h2 = await make_harness(with_engine=False)
-        await h2.login("ops")
-        pages["no access"] = await (await h2.client.get("/admin/engine/jobs")).text()
+    async def test_no_inline_script_style_or_handlers(self, down: MakeDown) -> None:
+        """No <script> without src, no <style>, no style= or on*= attributes, no external URLs on any page."""
+        pages = await self._all_pages(await down())
         for name, html in pages.items():
             for node in parse(html).iter():
                 assert node.tag != "style", name
@@ -564,10 +477,11 @@ class TestCsp:
                     assert not value.lower().startswith(("javascript:", "data:", "http:", "https:", "//")), \
                         f"{attr}={value!r} on {name}"
 
-    async def test_every_referenced_asset_is_served(self, make_harness: MakeHarness) -> None:
+    async def test_every_referenced_asset_is_served(self, down: MakeDown) -> None:
         """Every stylesheet, script, module import, icon and CSS url() the pages use answers 200."""
-        h = await make_harness(with_engine=False)
-        pages = await self._all_pages(h)
+        gw = await down()
+        pages = await self._all_pages(gw)
+        client = await gw.client()
         todo: set[str] = set()
         for html in pages.values():
             for node in parse(html).iter():
@@ -579,7 +493,7 @@ class TestCsp:
         while todo:
             path = todo.pop()
             seen.add(path)
-            resp = await h.client.get(path)
+            resp = await client.get(path)
             assert resp.status == 200, path
             base = path.rsplit("/", 1)[0]
             if path.endswith(".js"):
@@ -593,7 +507,7 @@ class TestCsp:
                 target = str(Path(base, ref)).replace("/./", "/")
                 if target not in seen:
                     todo.add(target)
-        assert "/static/js/jobs.js" in seen and "/static/icons/spinner.svg" in seen
+        assert {"/static/js/jobs.js", "/static/icons/spinner.svg", "/favicon.ico"} <= seen
 
 
 class TestStatic:
@@ -606,26 +520,26 @@ class TestStatic:
         ("/static/favicon.svg", ("image/svg+xml",)),
         ("/favicon.ico", ("image/x-icon", "image/vnd.microsoft.icon")),
     ])
-    async def test_content_types(self, make_harness: MakeHarness, path: str, content_type: tuple[str, ...]) -> None:
+    async def test_content_types(self, down: MakeDown, path: str, content_type: tuple[str, ...]) -> None:
         """Assets are served (no session needed) with a content type that nosniff browsers accept."""
-        h = await make_harness(with_engine=False)
-        resp = await h.client.get(path)
+        client = await (await down()).client()
+        resp = await client.get(path)
         assert resp.status == 200
         assert resp.content_type in content_type
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
         assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
 
-    async def test_favicon_is_an_icon(self, make_harness: MakeHarness) -> None:
+    async def test_favicon_is_an_icon(self, down: MakeDown) -> None:
         """/favicon.ico is a real ICO file (a 404 there is a console error in Chromium)."""
-        h = await make_harness(with_engine=False)
-        body = await (await h.client.get("/favicon.ico")).read()
+        client = await (await down()).client()
+        body = await (await client.get("/favicon.ico")).read()
         assert body[:4] == b"\x00\x00\x01\x00"
 
     @pytest.mark.parametrize("path", ["/static/../routes_panel.py", "/static/%2e%2e/routes_panel.py",
                                       "/static/../templates/base.html", "/static/nope.js"])
-    async def test_nothing_outside_static(self, make_harness: MakeHarness, path: str) -> None:
+    async def test_nothing_outside_static(self, down: MakeDown, path: str) -> None:
         """Traversal out of the static folder and unknown files are 404, never source code."""
-        h = await make_harness(with_engine=False)
-        resp = await h.client.get(path)
+        client = await (await down()).client()
+        resp = await client.get(path)
         assert resp.status in (403, 404)
         assert "import" not in await resp.text()
