@@ -101,25 +101,25 @@ def _error_fields(resp: EngineResponse) -> tuple[str | None, str | None]:
 
 
 def _is_json_array(resp: EngineResponse) -> bool:
-    body = resp.body.strip()
-    return resp.is_json and body[:1] == b"[" and body[-1:] == b"]"
+    return resp.is_json and _delimited(resp.body, b"[", b"]")
 
 
 def _is_json_object(resp: EngineResponse) -> bool:
-    body = resp.body.strip()
-    return resp.is_json and body[:1] == b"{" and body[-1:] == b"}"
+    return resp.is_json and _delimited(resp.body, b"{", b"}")
+
+
+def _delimited(body: bytes, first: bytes, last: bytes) -> bool:
+    # The engine writes no surrounding blanks; only if it ever does, pay for a stripped copy.
+    if body.startswith(first) and body.endswith(last):
+        return True
+    body = body.strip()
+    return body.startswith(first) and body.endswith(last)
 
 
 async def _call(request: web.Request, user: User, method: str, path: str, *,
                 query: dict[str, str] | None = None, body: Any = None) -> EngineResponse:
     return await request.app[ENGINE_CLIENT].call(method, path, actor=user.name, query=query, json_body=body,
                                                  request_id=request_id_of(request))
-
-
-def _next_cursor(resp: EngineResponse) -> str | None:
-    if resp.next_url is None:
-        return None
-    return resp.next_url.query.get("before")
 
 
 # -- reads ------------------------------------------------------------------
@@ -154,8 +154,10 @@ async def list_jobs(request: web.Request) -> web.Response:
     # The engine's array is spliced in as bytes: re-encoding 50 jobs per request would cost
     # more than everything else the gateway does. It is our own engine's JSON (checked above
     # to be an array); the gateway's own fields come after it and win.
-    tail = json.dumps({"engine": "up", "safeMode": safe_mode, "next": _next_cursor(resp)}).encode()
-    return _json_bytes(200, b'{"jobs":' + resp.body.strip() + b"," + tail[1:])
+    cursor = resp.next_cursor
+    tail = b'"engine":"up","safeMode":' + (b"true" if safe_mode else b"false") + b',"next":' + \
+        (json.dumps(cursor).encode() if cursor is not None else b"null") + b"}"
+    return _json_bytes(200, b"".join((b'{"jobs":', resp.body.strip(), b",", tail)))
 
 
 def _jobs_down(safe_mode: bool, reason: str) -> web.Response:
@@ -201,7 +203,7 @@ async def get_engine_logs(request: web.Request) -> web.Response:
         raise engine_error(resp)
     if resp.status != 200 or not _is_json_array(resp):
         return _logs_down(engine_error(resp).message if resp.status != 200 else "unexpected answer")
-    return _json_bytes(200, b'{"logs":' + resp.body.strip() + b"}")
+    return _json_bytes(200, b"".join((b'{"logs":', resp.body.strip(), b"}")))
 
 
 def _logs_down(reason: str) -> web.Response:

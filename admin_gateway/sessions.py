@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import math
+import re
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,6 +43,7 @@ COOKIE_NAME = "gw_session"
 #: Over HTTPS: the browser then only accepts it Secure, Path=/, host-only.
 SECURE_COOKIE_NAME = "__Host-gw_session"
 _MAX_ID_LENGTH = 128
+_ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 _REDIS_PREFIX = "admin_gateway:session:"
 
 #: Set on the request when its session cookie named an expired session ("idle" or "absolute").
@@ -195,11 +197,24 @@ class ServerSideStorage(AbstractStorage):
         return SECURE_COOKIE_NAME if is_https(request, self._trusted) else COOKIE_NAME
 
     def load_cookie(self, request: web.Request) -> str | None:
-        """Return the session id the request carries, if it looks like one of ours."""
-        value = request.cookies.get(self.cookie_name_for(request))
-        if not value or len(value) > _MAX_ID_LENGTH:
+        """Return the session id the request carries, if it looks like one of ours.
+
+        Our ids are URL-safe base64, so the ``Cookie`` header is scanned for
+        the one name directly: parsing every cookie on every request costs
+        more than the rest of the session handling.
+        """
+        header = request.headers.get("Cookie")
+        if not header:
             return None
-        return value
+        prefix = self.cookie_name_for(request) + "="
+        for part in header.split(";"):
+            part = part.strip()
+            if part.startswith(prefix):
+                value = part[len(prefix):]
+                if 0 < len(value) <= _MAX_ID_LENGTH and _ID_RE.fullmatch(value):
+                    return value
+                return None
+        return None
 
     def expiry_reason(self, record: SessionRecord, now: float) -> str | None:
         """Return ``"absolute"`` or ``"idle"`` if ``record`` has expired at ``now``, else ``None``."""

@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -118,13 +119,25 @@ class UserStore:
         self.path = self.data_dir / USERS_FILE
         self.hasher = hasher or PasswordHasher()
         self._cache_key: tuple[int, int, int] | None = None
+        self._checked_at = 0.0
+        #: Seconds between checks of the file for changes by another process.
+        self.recheck = 1.0
         self._cache: dict[str, UserRecord] = {}
         self._dummy_hash: str | None = None
 
     # -- reading -----------------------------------------------------------
 
     def load(self) -> dict[str, UserRecord]:
-        """Return all users by name, re-reading the file only when it changed."""
+        """Return all users by name, re-reading the file only when it changed.
+
+        The file is checked at most every :attr:`recheck` seconds (every
+        request asks, and a ``stat`` each time is measurable); writes through
+        this store are seen at once, another process's within that delay.
+        """
+        now = time.monotonic()
+        if self._cache_key is not None and now - self._checked_at < self.recheck:
+            return self._cache
+        self._checked_at = now
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -182,6 +195,7 @@ class UserStore:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
+            self._cache_key = None  # our own write: re-read at the next look
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

@@ -1,0 +1,327 @@
+"""Benchmark: ``GET /api/admin/engine/jobs?limit=50`` through the gateway against a bare aiohttp proxy.
+
+In one run it starts, as separate processes:
+
+- the real engine app (``engine_hub.app.create_app``) holding 1,000 jobs;
+- the real gateway app (``admin_gateway.app.create_app``: session, role
+  check, the shared middleware with its JSON request line, hardening
+  headers) in front of it, with a signed-in super_admin session;
+- a bare aiohttp proxy: one shared ``ClientSession`` forwarding the same
+  engine request and returning the engine's bytes, with no session, guards
+  or logging;
+
+loads each with ``wrk`` (``-t1 -c16 --latency``), alternating the order over
+several rounds and keeping the median, and then measures unloaded latency
+(one request at a time) of the gateway, the bare proxy and the engine
+itself. It reports:
+
+- gateway throughput relative to the bare proxy (target >= 0.75x);
+- the p50 and p99 the gateway adds over a direct engine call.
+
+Usage: ``python -m bench.gateway_list [--duration 5] [--rounds 3]``. Needs
+``wrk`` on PATH. The figures go to ``docs/performance.md`` with the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.cookiejar
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+TOKEN = "bench-engine-token-0123456789abcdef"
+USER, PASSWORD = "alice", "bench password long enough"
+ENGINE_PATH = "/api/jobs?limit=50"
+GATEWAY_PATH = "/api/admin/engine/jobs?limit=50"
+JOBS = 1_000
+
+
+# -- server processes ----------------------------------------------------------------
+
+
+async def _listen(runner: Any) -> None:
+    from aiohttp import web
+
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(f"LISTENING {runner.addresses[0][1]}", flush=True)
+    await asyncio.Event().wait()
+
+
+async def _serve_engine(log_path: Path) -> None:
+    from aiohttp import web
+
+    from engine_hub.app import create_app
+    from engine_hub.settings import Settings
+    from shared.log import configure_logging
+
+    with log_path.open("a") as log_file:
+        configure_logging(json_output=True, stream=log_file)
+        settings = Settings(token=TOKEN, ephemeral=True, port=0, data_dir=log_path.parent / "engine")
+        runner = web.AppRunner(create_app(settings, environ={}), access_log=None)
+        await runner.setup()
+        await _listen(runner)
+
+
+async def _serve_gateway(engine_url: str, data_dir: Path, log_path: Path) -> None:
+    from aiohttp import web
+
+    from admin_gateway.app import create_app
+    from admin_gateway.settings import Settings
+    from shared.log import configure_logging
+
+    with log_path.open("a") as log_file:
+        configure_logging(json_output=True, stream=log_file)
+        settings = Settings(engine_url=engine_url, engine_token=TOKEN, data_dir=data_dir, safe_mode=False)
+        runner = web.AppRunner(create_app(settings), access_log=None)
+        await runner.setup()
+        await _listen(runner)
+
+
+async def _serve_bare_proxy(engine_url: str) -> None:
+    """One shared ClientSession forwarding the request to the engine and its bytes back; nothing else."""
+    import aiohttp
+    from aiohttp import web
+
+    session: aiohttp.ClientSession | None = None
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def handler(request: web.Request) -> web.Response:
+        assert session is not None
+        async with session.get(engine_url.rstrip("/") + "/api/jobs", params=request.query,
+                               headers=headers) as resp:
+            body = await resp.read()
+            return web.Response(body=body, status=resp.status, content_type="application/json")
+
+    async def client_ctx(app: web.Application) -> Any:
+        nonlocal session
+        session = aiohttp.ClientSession()
+        yield
+        await session.close()
+
+    app = web.Application()
+    app.cleanup_ctx.append(client_ctx)
+    app.router.add_get("/api/admin/engine/jobs", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await _listen(runner)
+
+
+class Server:
+    """A benchmark server subprocess (this module, started with a ``--serve-*`` option)."""
+
+    def __init__(self, name: str, args: list[str], path: str) -> None:
+        self.name = name
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.gateway_list", *args],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("LISTENING "):
+            self.proc.kill()
+            raise RuntimeError(f"{name} did not start: {line!r}")
+        self.base = f"http://127.0.0.1:{int(line.split()[1])}"
+        self.url = self.base + path
+
+    def stop(self) -> None:
+        """Stop the server process."""
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+# -- setup over HTTP -----------------------------------------------------------------------
+
+
+def _engine_request(engine: Server, method: str, path: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(engine.base + path, data=data, method=method,
+                                 headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _login(gateway: Server) -> str:
+    """Sign in through the real login form; return the session cookie header value."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(gateway.base + "/login", timeout=30) as resp:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', resp.read().decode())
+    assert token is not None
+    form = urllib.parse.urlencode({"username": USER, "password": PASSWORD, "csrf_token": token.group(1)}).encode()
+    with opener.open(urllib.request.Request(gateway.base + "/login", data=form, method="POST"), timeout=30) as resp:
+        assert resp.status == 200  # followed the 303 to the panel
+    cookies = [f"{c.name}={c.value}" for c in jar]
+    assert cookies, "no session cookie after login"
+    return "; ".join(cookies)
+
+
+# -- load ---------------------------------------------------------------------------------
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(url: str, headers: dict[str, str], *, duration: float, connections: int) -> dict[str, float]:
+    """Run wrk against ``url``; return requests/s, p50 and p99 (seconds), and the non-2xx count."""
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _seconds(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _seconds(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": float(bad.group(1)) if bad else 0.0}
+
+
+async def _sequential(targets: dict[str, tuple[str, dict[str, str]]], count: int) -> dict[str, list[float]]:
+    """Time ``count`` one-at-a-time requests per target, interleaved so drift hits all alike."""
+    import aiohttp
+
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        for _ in range(50):  # warm-up: connections, caches
+            for url, headers in targets.values():
+                async with session.get(url, headers=headers) as resp:
+                    await resp.read()
+        for _ in range(count):
+            for name, (url, headers) in targets.items():
+                started = time.perf_counter()
+                async with session.get(url, headers=headers) as resp:
+                    await resp.read()
+                    assert resp.status == 200, name
+                times[name].append(time.perf_counter() - started)
+    return times
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(*, duration: float, rounds: int, connections: int, sequential: int) -> dict[str, Any]:
+    """Start the servers, load them in alternating rounds, then time unloaded requests."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-list-"))
+    servers: list[Server] = []
+    try:
+        from admin_gateway.users import UserStore
+
+        UserStore(tmp / "gateway").add(USER, "super_admin", PASSWORD)
+        engine = Server("engine", ["--serve-engine", "--log", str(tmp / "engine.log")], ENGINE_PATH)
+        servers.append(engine)
+        for i in range(JOBS):
+            _engine_request(engine, "POST", "/api/jobs", {"type": "demo.echo", "name": f"nightly report {i}"})
+        gateway = Server("gateway", ["--serve-gateway", engine.base, "--data-dir", str(tmp / "gateway"),
+                                     "--log", str(tmp / "gateway.log")], GATEWAY_PATH)
+        servers.append(gateway)
+        bare = Server("bare proxy", ["--serve-bare-proxy", engine.base], GATEWAY_PATH)
+        servers.append(bare)
+        cookie = _login(gateway)
+        targets = {
+            "bare proxy": (bare.url, {}),
+            "gateway": (gateway.url, {"Cookie": cookie}),
+            "engine direct": (engine.url, {"Authorization": f"Bearer {TOKEN}"}),
+        }
+        page = json.loads(urllib.request.urlopen(urllib.request.Request(gateway.url, headers={"Cookie": cookie}),
+                                                 timeout=30).read())
+        assert len(page["jobs"]) == 50 and page["engine"] == "up", page.get("warning")
+        for url, headers in targets.values():  # warm up
+            wrk(url, headers, duration=1, connections=connections)
+        samples: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        order = list(targets)
+        for i in range(rounds):
+            for name in order if i % 2 == 0 else order[::-1]:
+                url, headers = targets[name]
+                result = wrk(url, headers, duration=duration, connections=connections)
+                if result["non2xx"]:
+                    raise RuntimeError(f"{name}: {result['non2xx']:.0f} non-2xx answers")
+                samples[name].append(result)
+                print(f"round {i + 1} {name}: {result['rps']:,.0f} req/s p50 {result['p50'] * 1e3:.2f} ms "
+                      f"p99 {result['p99'] * 1e3:.2f} ms", file=sys.stderr)
+        loaded = {name: {k: statistics.median(s[k] for s in runs) for k in ("rps", "p50", "p99")}
+                  for name, runs in samples.items()}
+        times = asyncio.run(_sequential(targets, sequential))
+        unloaded = {name: {"p50": _pct(t, 0.50), "p99": _pct(t, 0.99)} for name, t in times.items()}
+        log_lines = sum(1 for _ in (tmp / "gateway.log").open())
+        print(f"gateway wrote {log_lines:,} JSON log lines", file=sys.stderr)
+        return {"loaded": loaded, "unloaded": unloaded}
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(figures: dict[str, Any], *, duration: float, rounds: int, connections: int, sequential: int) -> str:
+    """Return the results as Markdown: the loaded table, the unloaded table and the target check."""
+    loaded, unloaded = figures["loaded"], figures["unloaded"]
+    lines = [f"`wrk -t1 -c{connections} -d{duration:g}s --latency`, median of {rounds} rounds, "
+             f"`GET {GATEWAY_PATH}` (engine: `GET {ENGINE_PATH}`), {JOBS:,} jobs in the engine:", "",
+             "| server | req/s | p50 | p99 |", "|---|---|---|---|"]
+    for name in ("bare proxy", "gateway", "engine direct"):
+        f = loaded[name]
+        lines.append(f"| {name} | {f['rps']:,.0f} | {f['p50'] * 1e3:.2f} ms | {f['p99'] * 1e3:.2f} ms |")
+    ratio = loaded["gateway"]["rps"] / loaded["bare proxy"]["rps"]
+    lines += ["", f"Gateway / bare proxy throughput: **{ratio:.2f}x** (target >= 0.75x: "
+                  f"{'met' if ratio >= 0.75 else 'NOT met'}).", "",
+              f"Unloaded, {sequential:,} sequential requests each (interleaved):", "",
+              "| target | p50 | p99 |", "|---|---|---|"]
+    for name in ("engine direct", "bare proxy", "gateway"):
+        f = unloaded[name]
+        lines.append(f"| {name} | {f['p50'] * 1e3:.3f} ms | {f['p99'] * 1e3:.3f} ms |")
+    added50 = (unloaded["gateway"]["p50"] - unloaded["engine direct"]["p50"]) * 1e3
+    added99 = (unloaded["gateway"]["p99"] - unloaded["engine direct"]["p99"]) * 1e3
+    proxy50 = (unloaded["bare proxy"]["p50"] - unloaded["engine direct"]["p50"]) * 1e3
+    lines += ["", f"The gateway adds **{added50:.3f} ms at p50** and **{added99:.3f} ms at p99** over a direct "
+                  f"engine call (the bare proxy adds {proxy50:.3f} ms at p50)."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Command line: run the benchmark, or serve one of its servers (internal)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--sequential", type=int, default=2000)
+    parser.add_argument("--json", action="store_true", help="print raw figures as JSON too")
+    parser.add_argument("--serve-engine", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-gateway", metavar="ENGINE_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare-proxy", metavar="ENGINE_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_engine:
+        asyncio.run(_serve_engine(args.log))
+    elif args.serve_gateway:
+        asyncio.run(_serve_gateway(args.serve_gateway, args.data_dir, args.log))
+    elif args.serve_bare_proxy:
+        asyncio.run(_serve_bare_proxy(args.serve_bare_proxy))
+    else:
+        figures = run(duration=args.duration, rounds=args.rounds, connections=args.connections,
+                      sequential=args.sequential)
+        if args.json:
+            print(json.dumps(figures, indent=2))
+        print(report(figures, duration=args.duration, rounds=args.rounds, connections=args.connections,
+                     sequential=args.sequential))
+
+
+if __name__ == "__main__":
+    main()
