@@ -65,6 +65,16 @@ class TestJobList:
         assert [j["id"] for j in by_status["jobs"]] == [running]
         assert all("foo" not in path for _, path, _ in engine.calls)
 
+    async def test_a_large_page_arrives_whole(self, engine: Engine, gateway: Gateway) -> None:
+        """A page far larger than one network read (400 jobs) reaches the client complete and valid."""
+        for _ in range(400):
+            await engine.create("demo.echo", {"message": "x" * 200})
+        user = await gateway.login()
+        resp = await user.client.get("/api/admin/engine/jobs", params={"limit": "400"})
+        assert resp.status == 200
+        body = await resp.json()
+        assert len(body["jobs"]) == 400 and body["engine"] == "up"
+
     async def test_bad_query_is_the_engines_400(self, gateway: Gateway) -> None:
         """A bad ``limit`` is a 400 with the engine's message and code, not an "engine down"."""
         user = await gateway.login()
