@@ -21,8 +21,8 @@ import attrs
 from shared.contract import format_time
 from shared.journal import GENESIS, AuditQuery, JournalCorrupt, Record, canonical_json
 from shared.journal_format import (PRUNE_FILE, BadRecord, ChainBroken, ChainWalker, LineError, SegmentInfo,
-                                   iter_lines_reversed, list_segments, parse_line, read_prune_marks,
-                                   segment_index_for)
+                                   find_record_line, iter_lines_reversed, list_segments, parse_line,
+                                   read_prune_marks, segment_index_for)
 from shared.journal_snapshot import (SnapshotHeader, SnapshotInvalid, read_snapshot_header, snapshot_files,
                                      sync_dir, valid_snapshots)
 
@@ -281,11 +281,7 @@ def _last_record(seg: SegmentInfo) -> Record | None:
 
 def _snapshot_in_journal(segments: list[SegmentInfo], seq: int, head_hash: str) -> bool:
     index = segment_index_for(segments, seq)
-    if index is None:
-        return False
-    data = segments[index].path.read_bytes()
-    pos = data.find(b'{"hash":"' + head_hash.encode() + b'"')
-    return pos == 0 or (pos > 0 and data[pos - 1] == 0x0A)
+    return index is not None and find_record_line(segments[index].path, head_hash) is not None
 
 
 def prune_segments(directory: Path, *, retention: dt.timedelta, now: dt.datetime,

@@ -43,8 +43,8 @@ from shared.audit_tools import newest_first_from_files, prune_segments
 from shared.contract import format_time, utcnow
 from shared.journal import (GENESIS, AuditQuery, JournalCorrupt, JournalLocked, JournalUnavailable, Record,
                             Snapshot, canonical_json, make_record_line, query_newest_first)
-from shared.journal_format import (LOCK_FILE, ChainBroken, ChainWalker, SegmentInfo, list_segments,
-                                   parse_line, segment_index_for, LineError)
+from shared.journal_format import (LOCK_FILE, ChainBroken, ChainWalker, LineError, SegmentInfo, list_segments,
+                                   find_record_line, parse_line, segment_index_for)
 from shared.journal_snapshot import sync_dir, valid_snapshots, write_snapshot_file
 from shared.journal_writer import OsFiles, SegmentWriter
 
@@ -205,20 +205,13 @@ class FileJournal:
             return ChainWalker(segments, start_index=later[0], expected_seq=snap.seq + 1,
                                expected_prev=snap.head)
         seg = segments[index]
-        data = seg.path.read_bytes()
-        # The record a snapshot covers is found by its hash: each line starts with it.
-        needle = b'{"hash":"' + snap.head.encode() + b'"'
-        pos = data.find(needle)
-        while pos > 0 and data[pos - 1] != 0x0A:
-            pos = data.find(needle, pos + 1)
-        end = data.find(b"\n", pos) + 1 if pos >= 0 else 0
-        lineno = data.count(b"\n", 0, pos) + 1 if pos >= 0 else data.count(b"\n") + 1
-        if pos < 0 or end == 0:
-            raise self._corrupt(seg.name, lineno, snap.seq,
+        found = find_record_line(seg.path, snap.head)
+        if found is None:
+            raise self._corrupt(seg.name, 0, snap.seq,
                                 f"the snapshot covers seq {snap.seq} with head {snap.head[:16]}…, "
                                 "but that record is not in the journal: the journal was truncated or "
                                 "rewritten after the snapshot")
-        line = data[pos:end - 1]
+        line, end, lineno = found
         try:
             parse_line(line, expected_seq=snap.seq, expected_prev=None, strict=False)
         except LineError as exc:
@@ -288,6 +281,10 @@ class FileJournal:
                 try:
                     await asyncio.to_thread(writer.write_batch, batch[0].record.seq, payload)
                 except asyncio.CancelledError:
+                    # The loop is shutting down mid-write. The worker thread may still
+                    # finish the write, so the in-memory head can no longer be trusted:
+                    # refuse further appends (a restart replays whatever reached the disk).
+                    self._closed = True
                     self._fail(batch, JournalUnavailable("the journal is closing"), log_it=False)
                     raise
                 except Exception as exc:
