@@ -8,7 +8,8 @@
    snapshot of a job-status map taken 1,000 records before the end.
 2. Times ``FileJournal.open`` + full ``replay`` (records applied to a dict
    of jobs) with the snapshot (target < 2 s) and without it (target < 15 s).
-3. Times appends from 64 concurrent appenders with fsync (group commit),
+3. Times ``audit verify`` over the whole journal.
+4. Times appends from 64 concurrent appenders with fsync (group commit),
    without fsync, and to a MemoryJournal, and reports fsyncs per append.
 
 Prints a Markdown table for ``docs/performance.md``.
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shared.audit_tools import verify
 from shared.journal import GENESIS, MemoryJournal, Record, canonical_json, make_record_line
 from shared.journal_file import DEFAULT_SEGMENT_BYTES, FileJournal
 from shared.journal_format import segment_name
@@ -150,6 +152,10 @@ def main() -> None:
         snap_file.rename(stashed)
         os.sync()
         without = timed_open(directory)
+        start = time.perf_counter()
+        checked = verify(directory)
+        verify_time = time.perf_counter() - start
+        assert checked.ok and checked.count == args.records, checked
         rate_rows = asyncio.run(appends(work, args.appends, args.writers))
         print(f"journal: {args.records:,} records, {size / 2**20:.0f} MiB in "
               f"{len(list(directory.glob('segment-*')))} segments, generated in {gen:.1f} s; "
@@ -159,6 +165,7 @@ def main() -> None:
         print(f"| open + replay, snapshot at seq {with_snap[2]:,} ({with_snap[1]:,} records replayed) "
               f"| {with_snap[0]:.2f} s | < 2 s |")
         print(f"| open + replay, no snapshot ({without[1]:,} records) | {without[0]:.2f} s | < 15 s |")
+        print(f"| `audit verify` (strict: hashes, links and canonical form) | {verify_time:.2f} s | - |")
         for label, rate, detail in rate_rows:
             who = "1 appender" if "ONE" in label else f"{args.writers} concurrent appenders"
             print(f"| append, {who}, {label.replace(', ONE appender', '')} | {rate:,.0f} /s | {detail} |")

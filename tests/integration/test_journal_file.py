@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from shared.audit_tools import verify
 from shared.journal import GENESIS, AuditQuery, JournalCorrupt, JournalLocked, Record
 from shared.journal_file import FileJournal
 from shared.journal_format import list_segments, segment_name
@@ -346,6 +347,8 @@ class TestPrune:
         journal, tail = opened(tmp_path / "j")
         assert journal.snapshot is not None and [r.seq for r in tail] == [21, 22, 23]
         await journal.close()
+        result = verify(tmp_path / "j")  # the logged prune explains the missing start
+        assert result.ok and result.first_seq > 1 and result.last_seq == 23
 
 
 class TestQuery:
