@@ -34,14 +34,11 @@ from aiohttp import web
 
 from engine_hub.catalog import ADMIN_NAME, Catalog
 from engine_hub.errors import ConfigError, Forbidden, InvalidField, Unauthorized
-from engine_hub.settings import Settings
+from engine_hub.settings import ACTOR_HEADER, TOKEN_ENV, TOKEN_FILE, Settings
 from shared.web import Handler
 
 log = structlog.get_logger("engine.auth")
 
-TOKEN_ENV: Final = "ENGINE_HUB_TOKEN"
-TOKEN_FILE: Final = "token"
-ACTOR_HEADER: Final = "X-Engine-Actor"
 MIN_TOKEN_CHARS: Final = 16
 MAX_TOKEN_CHARS: Final = 512
 MAX_ACTOR_CHARS: Final = 128

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
-from engine_hub.auth import ACTOR_HEADER, TOKEN_ENV, TOKEN_FILE
+from engine_hub.settings import ACTOR_HEADER, TOKEN_ENV, TOKEN_FILE
 
 URL_ENV: Final = "ENGINE_HUB_URL"
 DEFAULT_URL: Final = "http://127.0.0.1:8090"

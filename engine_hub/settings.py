@@ -10,6 +10,13 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8090
 DEFAULT_DATA_DIR = Path("var/engine")
 
+#: Environment variable holding the admin token (engine) or the caller's token (CLI).
+TOKEN_ENV = "ENGINE_HUB_TOKEN"
+#: Name of the generated admin token file inside the data directory.
+TOKEN_FILE = "token"
+#: Header by which the admin token names the acting user.
+ACTOR_HEADER = "X-Engine-Actor"
+
 
 @attrs.frozen(kw_only=True)
 class Settings:
