@@ -250,6 +250,9 @@ class Runner:
         # process that escaped every kill could hold them open for ever. With
         # our own pipes, the end of the run is the supervisor's status pipe
         # closing, and the output is drained for a bounded time after that.
+        # The supervisor is spawned from the event loop's thread, which lives as
+        # long as the engine: PR_SET_PDEATHSIG fires when the spawning *thread*
+        # exits, so spawning from a short-lived worker thread would be wrong.
         status_r, status_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()

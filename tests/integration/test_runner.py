@@ -412,6 +412,21 @@ class TestCancel:
         await runner.run(job_id="done", job_type=py_type("pass"), params={}, on_line=Lines())
         assert runner.cancel("done", by="alice") is False
 
+    async def test_cancel_races_exit(self, runner: Runner) -> None:
+        """Cancelling jobs just as they exit never breaks a run: each ends DONE or cancelled."""
+        job_type = py_type("pass")
+        for i in range(8):
+            job_id = f"race-{i}"
+
+            def cancel_now(pid: int, job_id: str = job_id) -> None:
+                runner.cancel(job_id, by="alice")
+
+            outcome = await runner.run(job_id=job_id, job_type=job_type, params={}, on_line=Lines(),
+                                       on_started=cancel_now)
+            assert outcome in (Outcome(status=JobStatus.DONE, exit_code=0, error=None),
+                               Outcome(status=JobStatus.FAILED, exit_code=0, error="cancelled by alice"),
+                               Outcome(status=JobStatus.FAILED, exit_code=None, error="cancelled by alice"))
+
     async def test_leftovers_killed_after_exit(self, runner: Runner,
                                                spawner: Callable[..., tuple[JobType, Path]]) -> None:
         """When the main process exits, processes it left behind are ended; the job is still DONE."""
