@@ -1,0 +1,85 @@
+"""The engine's one exception base and its subclasses.
+
+Every error a handler raises derives from :class:`EngineError`; the shared
+``api_middleware`` renders it as ``{"error": message, "code": code}`` with
+the class's HTTP status.
+"""
+
+from __future__ import annotations
+
+from shared.contract import ErrorCode
+from shared.web import ApiError
+
+
+class EngineError(ApiError):
+    """Base of every engine error: a 400 ``bad_request`` unless a subclass says otherwise."""
+
+
+class InvalidField(EngineError):
+    """A field or query parameter has a wrong type or value (400 ``invalid_field``)."""
+
+    status = 400
+    code = ErrorCode.INVALID_FIELD
+
+
+class UnknownType(EngineError):
+    """A job type that the catalog does not hold (400 ``unknown_type``)."""
+
+    status = 400
+    code = ErrorCode.UNKNOWN_TYPE
+
+
+class InvalidParam(EngineError):
+    """Job params that the job type does not accept (400 ``invalid_param``)."""
+
+    status = 400
+    code = ErrorCode.INVALID_PARAM
+
+
+class Unauthorized(EngineError):
+    """No or a wrong bearer token (401 ``unauthorized``, with ``WWW-Authenticate``)."""
+
+    status = 401
+    code = ErrorCode.UNAUTHORIZED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="engine-hub"'})
+
+
+class Forbidden(EngineError):
+    """A valid token whose scope does not allow the request (403 ``forbidden``)."""
+
+    status = 403
+    code = ErrorCode.FORBIDDEN
+
+
+class NotFound(EngineError):
+    """An unknown job id (404 ``not_found``)."""
+
+    status = 404
+    code = ErrorCode.NOT_FOUND
+
+
+class Conflict(EngineError):
+    """The job's state forbids the request right now (409; the code says why)."""
+
+    status = 409
+    code = ErrorCode.ALREADY_RUNNING
+
+
+class NotReady(EngineError):
+    """The job has already finished (DONE or FAILED) and can never run again (400 ``not_ready``)."""
+
+    status = 400
+    code = ErrorCode.NOT_READY
+
+
+class JournalDown(EngineError):
+    """The journal cannot make the change durable, so nothing changed (503 ``journal_unavailable``)."""
+
+    status = 503
+    code = ErrorCode.JOURNAL_UNAVAILABLE
+
+
+class ConfigError(Exception):
+    """The engine cannot start with this configuration; the message says what to fix."""

@@ -1,0 +1,205 @@
+"""The job store: one apply function, strict transitions, replay, and indexed pages."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+
+from engine_hub.store import ENGINE_LOG_SIZE, RESULT_OK, JobStore, StoreError
+from shared.contract import HistoryEntry, Job, JobStatus, new_job_id, utcnow
+from shared.journal import GENESIS, Record, make_record
+
+
+class Chain:
+    """Builds a valid record chain the way a journal would."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def add(self, action: str, job_id: str | None, data: dict[str, Any] | None = None,
+            actor: str = "admin") -> Record:
+        prev = self.records[-1].hash if self.records else GENESIS
+        rec = make_record(seq=len(self.records) + 1, prev=prev, action=action, actor=actor, source="127.0.0.1",
+                          job_id=job_id, data=data or {})
+        self.records.append(rec)
+        return rec
+
+    def created(self, type_name: str = "demo.echo", **job: Any) -> Record:
+        now = utcnow()
+        new = Job(id=new_job_id(), type=type_name, name=type_name, created_at=now, created_by="admin",
+                  history=(HistoryEntry(status=JobStatus.READY, at=now, by="admin"),), **job)
+        return self.add("job_created", new.id, new.to_json())
+
+
+def _snapshot(store: JobStore) -> list[bytes]:
+    items, _ = store.page(limit=1000)
+    return items
+
+
+class TestApply:
+    def test_lifecycle_sets_fields_and_history(self) -> None:
+        """created -> run_requested -> job_finished fills times, runBy, exit code and three history entries."""
+        store, chain = JobStore(), Chain()
+        created = chain.created()
+        job_id = created.job_id
+        assert job_id is not None
+        store.apply(created)
+        store.apply(chain.add("run_requested", job_id, {"runBy": "bob", "reason": "why"}, actor="bob"))
+        store.apply(chain.add("job_started", job_id, {"pid": 4242}, actor="system"))
+        entry = store.apply(chain.add("job_finished", job_id, {"status": "DONE", "exitCode": 0, "error": None},
+                                      actor="system"))
+        job = entry.job
+        assert (job.status, job.run_by, job.run_reason, job.exit_code, entry.pid) == (
+            JobStatus.DONE, "bob", "why", 0, 4242)
+        assert [(h.status, h.by) for h in job.history] == [
+            (JobStatus.READY, "admin"), (JobStatus.RUNNING, "bob"), (JobStatus.DONE, "system")]
+        assert json.loads(entry.encoded) == job.to_json()
+        assert store.results(10)[-1]["output"] == RESULT_OK
+        assert [e["message"] for e in store.engine_logs(10)] == ["Job created", "Job started", "Job finished"]
+
+    @pytest.mark.parametrize("steps", [
+        [("run_requested", {"runBy": "a"}), ("run_requested", {"runBy": "b"})],
+        [("job_finished", {"status": "DONE", "exitCode": 0})],
+        [("run_requested", {}), ("job_finished", {"status": "READY"})],
+        [("run_requested", {}), ("job_finished", {"status": "DONE", "exitCode": 0}),
+         ("job_finished", {"status": "FAILED", "error": "again"})],
+        [("run_requested", {}), ("job_finished", {"status": "FAILED"})],  # FAILED needs an error
+        [("run_requested", {}), ("job_finished", {"status": "BOGUS"})],
+        [("job_interrupted", {"error": "x"})],
+        [("no_such_action", {})],
+    ])
+    def test_forbidden_records_raise_and_change_nothing(self, steps: list[tuple[str, dict[str, Any]]]) -> None:
+        """A record that breaks TRANSITIONS (or is malformed) raises StoreError and leaves the job as it was."""
+        store, chain = JobStore(), Chain()
+        created = chain.created()
+        job_id = created.job_id
+        assert job_id is not None
+        store.apply(created)
+        *ok, (bad_action, bad_data) = steps
+        for action, data in ok:
+            store.apply(chain.add(action, job_id, data))
+        before = (_snapshot(store), store.engine_logs(100), store.results(100))
+        with pytest.raises(StoreError):
+            store.apply(chain.add(bad_action, job_id, bad_data))
+        assert (_snapshot(store), store.engine_logs(100), store.results(100)) == before
+
+    def test_created_must_be_new_ready_and_consistent(self) -> None:
+        """job_created is refused for a duplicate id, a non-READY job, mismatched ids or missing fields."""
+        store, chain = JobStore(), Chain()
+        rec = chain.created()
+        store.apply(rec)
+        with pytest.raises(StoreError, match="already exists"):
+            store.apply(chain.add("job_created", rec.job_id, rec.data))
+        with pytest.raises(StoreError, match="READY"):
+            store.apply(chain.created(status=JobStatus.RUNNING))
+        other = chain.created()
+        with pytest.raises(StoreError, match="differs"):
+            store.apply(chain.add("job_created", new_job_id(), other.data))
+        with pytest.raises(StoreError, match="lacks"):
+            store.apply(chain.add("job_created", "x", {"id": "x"}))
+        with pytest.raises(StoreError, match="unknown job"):
+            store.apply(chain.add("run_requested", new_job_id(), {}))
+        assert len(store) == 1
+
+    def test_late_cancel_request_is_audit_only(self) -> None:
+        """A cancel_requested record applied after the run ended changes nothing (the request raced the exit)."""
+        store, chain = JobStore(), Chain()
+        rec = chain.created()
+        assert rec.job_id is not None
+        store.apply(rec)
+        store.apply(chain.add("run_requested", rec.job_id, {}))
+        entry = store.apply(chain.add("job_finished", rec.job_id, {"status": "DONE", "exitCode": 0}))
+        encoded = entry.encoded
+        store.apply(chain.add("cancel_requested", rec.job_id, {}, actor="late"))
+        assert entry.encoded == encoded
+        assert entry.cancel_requested_by is None
+
+    def test_replay_rebuilds_identical_state(self) -> None:
+        """Replaying the records of a live store gives byte-identical jobs, logs and results."""
+        live, chain = JobStore(), Chain()
+        rng = random.Random(7)
+        for i in range(60):
+            rec = chain.created(rng.choice(["a.x", "b.y"]))
+            live.apply(rec)
+            if i % 3:
+                live.apply(chain.add("run_requested", rec.job_id, {"runBy": f"u{i}", "reason": None}))
+            if i % 3 == 2:
+                status = rng.choice(["DONE", "FAILED"])
+                live.apply(chain.add("job_finished", rec.job_id,
+                                     {"status": status, "exitCode": 0 if status == "DONE" else 1,
+                                      "error": None if status == "DONE" else "exited with code 1"}))
+        replayed = JobStore()
+        assert replayed.replay(chain.records) == len(chain.records)
+        assert _snapshot(replayed) == _snapshot(live)
+        assert replayed.engine_logs(ENGINE_LOG_SIZE) == live.engine_logs(ENGINE_LOG_SIZE)
+        assert replayed.results(1000) == live.results(1000)
+        for status in JobStatus:
+            assert replayed.count(status) == live.count(status)
+
+
+class TestPages:
+    def test_pages_match_a_brute_force_listing(self) -> None:
+        """Every filter and cursor gives what sorting and filtering the whole store would give."""
+        store, chain = JobStore(), Chain()
+        rng = random.Random(11)
+        ids: list[str] = []
+        for _ in range(300):
+            rec = chain.created(rng.choice(["t.a", "t.b", "t.c"]))
+            store.apply(rec)
+            assert rec.job_id is not None
+            ids.append(rec.job_id)
+            # Move some older jobs along, so status indexes change under the cursor.
+            victim = store.get(rng.choice(ids))
+            assert victim is not None
+            if victim.job.status is JobStatus.READY and rng.random() < 0.5:
+                store.apply(chain.add("run_requested", victim.job.id, {}))
+            elif victim.job.status is JobStatus.RUNNING and rng.random() < 0.5:
+                store.apply(chain.add("job_finished", victim.job.id, {"status": "FAILED", "error": "e"}))
+
+        def brute(status: JobStatus | None, type_name: str | None, before: str | None) -> list[str]:
+            out = []
+            for job_id in reversed(ids[:ids.index(before)] if before else ids):
+                job = store.get(job_id)
+                assert job is not None
+                if (status is None or job.job.status is status) and (type_name is None or job.job.type == type_name):
+                    out.append(job_id)
+            return out
+
+        for status in (None, *JobStatus):
+            for type_name in (None, "t.a", "t.c", "t.none"):
+                for before in (None, ids[0], ids[1], ids[150], ids[-1]):
+                    expected = brute(status, type_name, before)
+                    for limit in (1, 7, 1000):
+                        items, more = store.page(limit=limit, status=status, type_name=type_name,
+                                                 before=store.get(before) if before else None)
+                        got = [json.loads(b)["id"] for b in items]
+                        assert got == expected[:limit]
+                        assert (more.job.id if more else None) == (got[-1] if len(expected) > limit else None)
+
+    def test_counts_follow_transitions(self) -> None:
+        """count() per status and per (status, type) tracks every change."""
+        store, chain = JobStore(), Chain()
+        recs = [chain.created("t.a"), chain.created("t.a"), chain.created("t.b")]
+        for rec in recs:
+            store.apply(rec)
+        store.apply(chain.add("run_requested", recs[0].job_id, {}))
+        assert (store.count(JobStatus.READY), store.count(JobStatus.RUNNING)) == (2, 1)
+        assert (store.count(JobStatus.RUNNING, "t.a"), store.count(JobStatus.RUNNING, "t.b")) == (1, 0)
+        assert store.running_job_ids() == [recs[0].job_id]
+
+
+class TestLegacyViews:
+    def test_engine_log_keeps_newest_500(self) -> None:
+        """The EngineLog ring keeps the newest ENGINE_LOG_SIZE entries, oldest first."""
+        store, chain = JobStore(), Chain()
+        last = None
+        for _ in range(ENGINE_LOG_SIZE + 20):
+            last = chain.created()
+            store.apply(last)
+        logs = store.engine_logs(1000)
+        assert len(logs) == ENGINE_LOG_SIZE
+        assert last is not None and logs[-1]["jobId"] == last.job_id
+        assert store.engine_logs(3) == logs[-3:]
