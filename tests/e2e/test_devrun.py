@@ -1,0 +1,131 @@
+"""``make run`` (``python -m deploy.devrun``): both processes, the first admin, the panel URL, one Ctrl-C."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from harness import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class DevRun:
+    """A running ``deploy.devrun`` with its output in a file."""
+
+    def __init__(self, tmp: Path, *, env: dict[str, str]) -> None:
+        self.engine_port, self.gateway_port = free_port(), free_port()
+        self.out = tmp / f"devrun-{self.gateway_port}.log"
+        full_env = {k: v for k, v in os.environ.items() if k not in ("SAFE_MODE", "ENGINE_HUB_TOKEN")}
+        full_env.update(env)
+        with self.out.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "deploy.devrun", "--var", str(tmp / "var"), "--engine-port",
+                 str(self.engine_port), "--gateway-port", str(self.gateway_port)],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env)
+
+    def text(self) -> str:
+        """Everything printed so far."""
+        return self.out.read_text(errors="replace")
+
+    def wait_for_banner(self) -> str:
+        """Wait until the panel URL is printed; return the output."""
+        def ready() -> bool:
+            assert self.proc.poll() is None, self.text()
+            return "Engine Jobs panel:" in self.text()
+
+        wait_until(ready, timeout=30, what="the panel URL")
+        return self.text()
+
+    def child_pids(self) -> list[int]:
+        """The pids honcho reported for the engine and the gateway."""
+        return [int(p) for p in re.findall(r"(?:engine|gateway) started \(pid=(\d+)\)", self.text())]
+
+    def interrupt(self) -> int:
+        """Ctrl-C: SIGINT to devrun; return its exit status."""
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=30)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers kill(0); it is gone if /proc says so.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+class TestDevRun:
+    def test_one_command_runs_both_and_one_ctrl_c_stops_both(self, tmp_path: Path) -> None:
+        """The banner shows the URL and the first admin's password; that admin can run a job; Ctrl-C ends all."""
+        run = DevRun(tmp_path, env={"SAFE_MODE": "off"})
+        try:
+            text = run.wait_for_banner()
+            url = f"http://127.0.0.1:{run.gateway_port}"
+            assert f"{url}/admin/engine/jobs" in text
+            assert "SAFE_MODE is OFF" in text
+            password = re.search(r"admin / (\S+)", text)
+            assert password, text
+            token_file = tmp_path / "var" / "engine" / "token"
+            assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+            assert token_file.read_text().strip() not in text
+
+            jar = http.cookiejar.CookieJar()
+            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+            page = opener.open(url + "/login", timeout=10).read().decode()
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+            assert csrf
+            form = urllib.parse.urlencode({"username": "admin", "password": password.group(1),
+                                           "csrf_token": csrf.group(1)}).encode()
+            opener.open(urllib.request.Request(url + "/login", data=form), timeout=10)
+            config = json.loads(opener.open(url + "/api/admin/config", timeout=10).read())
+            assert config["isSuperAdmin"] is True and config["safeMode"] is False
+
+            def post(path: str, body: dict[str, str]) -> dict[str, object]:
+                req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST", headers={
+                    "Content-Type": "application/json", "X-CSRF-Token": config["csrfToken"]})
+                result: dict[str, object] = json.loads(opener.open(req, timeout=10).read())
+                return result
+
+            job = post("/api/admin/engine/jobs", {"type": "demo.echo"})
+            assert post(f"/api/admin/engine/jobs/{job['id']}/run", {})["status"] == "accepted"
+            pids = run.child_pids()
+            assert len(pids) == 2
+        finally:
+            status = run.interrupt()
+        assert status == 130
+        wait_until(lambda: all(_gone(pid) for pid in pids), timeout=10, what="engine and gateway to exit")
+
+    def test_second_start_prints_no_password(self, tmp_path: Path) -> None:
+        """Once a user exists, no password is created or printed; SAFE_MODE is on by default."""
+        first = DevRun(tmp_path, env={})
+        try:
+            assert "admin / " in first.wait_for_banner()
+        finally:
+            first.interrupt()
+        second = DevRun(tmp_path, env={})
+        try:
+            text = second.wait_for_banner()
+            assert "admin / " not in text
+            assert "SAFE_MODE is ON" in text
+        finally:
+            second.interrupt()
+
+    def test_bad_safe_mode_is_one_line(self, tmp_path: Path) -> None:
+        """An unrecognised SAFE_MODE stops ``make run`` before anything starts."""
+        run = DevRun(tmp_path, env={"SAFE_MODE": "sometimes"})
+        assert run.proc.wait(timeout=30) == 1
+        assert "SAFE_MODE='sometimes' is not recognised" in run.text()
+        assert "started (pid=" not in run.text()
