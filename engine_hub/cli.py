@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -138,6 +139,7 @@ async def serve(settings: Settings) -> None:
     log = structlog.get_logger("engine.cli")
     runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
     await runner.setup()
+    settle_heap()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
@@ -153,6 +155,17 @@ async def serve(settings: Settings) -> None:
         log.info("engine_stopping")
     finally:
         await runner.cleanup()
+
+
+def settle_heap() -> None:
+    """Move everything alive after start-up (the replayed store) out of the cyclic GC's reach.
+
+    A full collection walks every tracked object; with 100,000 jobs in memory
+    that is a pause of tens of milliseconds at random requests' expense.
+    Frozen objects are never scanned; objects created later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 # -- jobs ------------------------------------------------------------------------------

@@ -317,7 +317,8 @@ class JobStore:
             return [], None
         end = len(index) if before is None else index.bisect_left(before.seq)
         start = max(0, end - limit)
-        seqs = list(index.islice(start, end, reverse=True))
+        seqs = index[start:end]  # slicing a SortedList is several times faster than islice
+        seqs.reverse()
         by_seq = self._by_seq
         items = [by_seq[seq].encoded for seq in seqs]
         more = by_seq[seqs[-1]] if start > 0 and seqs else None
