@@ -56,14 +56,13 @@ def _job_path(request: web.Request, suffix: str = "") -> str:
 
 
 def _passthrough_query(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
+    """The query parameters in ``names`` (first value of each); every other parameter is dropped."""
     query: dict[str, str] = {}
-    for name in names:
-        value = request.query.get(name)
-        if value is None:
-            continue
-        if len(value) > _MAX_QUERY_VALUE:
-            raise GatewayError(f"{name} is too long", code=ErrorCode.INVALID_FIELD)
-        query[name] = value
+    for name, value in request.query.items():
+        if name in names and name not in query:
+            if len(value) > _MAX_QUERY_VALUE:
+                raise GatewayError(f"{name} is too long", code=ErrorCode.INVALID_FIELD)
+            query[name] = value
     return query
 
 
@@ -140,10 +139,13 @@ async def get_config(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     """``GET /api/admin/engine/jobs``: ``{jobs, engine, safeMode, next}``; 200 even when the engine is down."""
     user = await require_super_admin(request)
-    safe_mode = request.app[SETTINGS].safe_mode
+    app = request.app
+    safe_mode = app[SETTINGS].safe_mode
     query = _passthrough_query(request, LIST_PARAMS)
     try:
-        resp = await _call(request, user, "GET", "api/jobs", query=query)
+        # The hottest path of the gateway: the client is called directly, not through _call.
+        resp = await app[ENGINE_CLIENT].call("GET", "api/jobs", actor=user.name, query=query,
+                                             request_id=request_id_of(request))
     except GatewayError as exc:
         return _jobs_down(safe_mode, exc.message)
     if resp.status in PASS_THROUGH:
@@ -156,8 +158,15 @@ async def list_jobs(request: web.Request) -> web.Response:
     # to be an array); the gateway's own fields come after it and win.
     cursor = resp.next_cursor
     tail = b'"engine":"up","safeMode":' + (b"true" if safe_mode else b"false") + b',"next":' + \
-        (json.dumps(cursor).encode() if cursor is not None else b"null") + b"}"
+        (_json_string(cursor) if cursor is not None else b"null") + b"}"
     return _json_bytes(200, b"".join((b'{"jobs":', resp.body.strip(), b",", tail)))
+
+
+def _json_string(value: str) -> bytes:
+    # Job ids are plain ASCII; anything else goes through the real encoder.
+    if _JOB_ID.fullmatch(value):
+        return b'"' + value.encode() + b'"'
+    return json.dumps(value).encode()
 
 
 def _jobs_down(safe_mode: bool, reason: str) -> web.Response:
