@@ -23,7 +23,7 @@ from aiohttp import web
 from shared.contract import ErrorCode
 from shared.web import read_json_object
 
-from .audit import AUDIT, JOB_CANCEL, JOB_CREATE, JOB_RUN, SAFE_MODE_REFUSED
+from .audit import AUDIT, JOB_CANCEL, JOB_CREATE, JOB_RUN, SAFE_MODE_REFUSED, clip
 from .auth import User, require_super_admin, require_user
 from .csrf import FORM_FIELD, check_csrf, csrf_token
 from .engine_client import ENGINE_CLIENT, EngineResponse, request_id_of
@@ -224,21 +224,22 @@ def _logs_down(reason: str) -> web.Response:
 
 
 async def _mutate(request: web.Request, user: User, event: str, path: str, body: dict[str, Any],
-                  *, job_id: str | None, success: int) -> web.Response:
-    """Call the engine for a mutation and record the outcome, whatever it is."""
+                  *, job_id: str | None, success: int, reason: str | None = None) -> web.Response:
+    """Call the engine for a mutation and record the outcome (and the reason given), whatever it is."""
     audit = request.app[AUDIT]
+    extra = {"reason": clip(reason)} if reason else {}
     await audit.require_writable()
     try:
         resp = await _call(request, user, "POST", path, body=body)
     except GatewayError as exc:
         await audit.record(event, request=request, actor=user.name, job_id=job_id, outcome=str(exc.code),
-                           status=exc.status)
+                           status=exc.status, **extra)
         raise
     if resp.status != success or not _is_json_object(resp):
         error = engine_error(resp) if resp.status != success else EngineFailed("the engine answered with "
                                                                                "something that is not JSON")
         await audit.record(event, request=request, actor=user.name, job_id=job_id, outcome=str(error.code),
-                           status=error.status, engine_status=resp.status)
+                           status=error.status, engine_status=resp.status, **extra)
         raise error
     if job_id is None:
         try:
@@ -246,7 +247,8 @@ async def _mutate(request: web.Request, user: User, event: str, path: str, body:
             job_id = created.get("id") if isinstance(created, dict) else None
         except ValueError:
             job_id = None
-    await audit.record(event, request=request, actor=user.name, job_id=job_id, outcome="ok", status=success)
+    await audit.record(event, request=request, actor=user.name, job_id=job_id, outcome="ok", status=success,
+                       **extra)
     return _json_bytes(success, resp.body)
 
 
@@ -316,7 +318,8 @@ async def run_job(request: web.Request) -> web.Response:
     raw = await read_body(request, ("reason",))
     reason = _optional_str(raw, "reason", MAX_REASON)
     body = {"reason": reason} if reason else {}
-    return await _mutate(request, user, JOB_RUN, path, body, job_id=request.match_info["id"], success=202)
+    return await _mutate(request, user, JOB_RUN, path, body, job_id=request.match_info["id"], success=202,
+                         reason=reason)
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -326,8 +329,9 @@ async def cancel_job(request: web.Request) -> web.Response:
     path = _job_path(request, "/cancel")
     raw = await read_body(request, ("reason",))
     reason = _optional_str(raw, "reason", MAX_REASON)
-    body = {"reason": reason} if reason else {}
-    return await _mutate(request, user, JOB_CANCEL, path, body, job_id=request.match_info["id"], success=202)
+    # The engine's cancel takes no body (it records "cancelled by <user>"); the reason is the audit's.
+    return await _mutate(request, user, JOB_CANCEL, path, {}, job_id=request.match_info["id"], success=202,
+                         reason=reason)
 
 
 def setup_api(app: web.Application) -> None:
