@@ -312,8 +312,8 @@ def report(figures: dict[str, Any], *, duration: float, rounds: int, connections
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Command line: run the benchmark, or serve one of its servers (internal)."""
+def main(argv: list[str] | None = None) -> int:
+    """Command line: run the benchmark (exit status 0 once figures are printed), or serve one of its servers."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -325,7 +325,7 @@ def main() -> None:
     parser.add_argument("--serve-bare-proxy", metavar="ENGINE_URL", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.serve_engine:
         asyncio.run(_serve_engine(args.log))
     elif args.serve_gateway:
@@ -339,7 +339,8 @@ def main() -> None:
             print(json.dumps(figures, indent=2))
         print(report(figures, duration=args.duration, rounds=args.rounds, connections=args.connections,
                      sequential=args.sequential))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

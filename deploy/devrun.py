@@ -1,41 +1,100 @@
-"""``make run``: the engine and the admin gateway together, one command, one Ctrl-C.
+"""What ``make run`` starts: every Engine Jobs process for local development.
 
-What it does, in order:
+The processes are listed in :func:`processes`, like a Procfile: the engine,
+then the admin gateway in front of it. Before anything starts:
 
-1. checks that both ports are free and that ``SAFE_MODE`` (if set) is a
-   recognised value, so a mistake is one clear line instead of a crash loop;
-2. makes sure the engine's admin token exists (``var/engine/token``, 0600;
-   or ``$ENGINE_HUB_TOKEN`` if set) and hands the gateway that *file*, so the
-   token never appears on a command line;
-3. if the gateway has no user at all, creates ``admin`` (super_admin) with a
-   random password and prints that password once;
-4. runs ``engine-hub serve`` and ``admin-gateway serve`` under honcho (output
-   prefixed per process; Ctrl-C or either process ending stops both) and
-   prints the panel URL once the gateway answers.
+- ``SAFE_MODE`` (if set) must be a recognised value and both ports must be
+  free, so a mistake is one clear line, not a crash loop;
+- the engine's admin token is generated once into ``var/engine/token``
+  (mode 0600), unless ``ENGINE_HUB_TOKEN`` is set; the gateway gets the
+  token *file* (``--engine-token-file``), never the token on a command line;
+- if the gateway has no user at all, ``admin`` (super_admin) is created
+  with a random password, which is printed once.
+
+Each process writes to this terminal (readable console logs on a TTY).
+Ctrl-C or SIGTERM stops them all; when one exits on its own the others are
+stopped too, and ``make run`` exits with its status. The panel URL is
+printed once the gateway answers.
 
 SAFE_MODE stays **on** unless you say otherwise: ``SAFE_MODE=off make run``.
-Ports: ``ENGINE_PORT`` (8090) and ``GATEWAY_PORT`` (8080), or the flags.
+Ports: ``ENGINE_PORT`` (8090) and ``GATEWAY_PORT`` (8080).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
+import signal
 import socket
+import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import NoReturn
+from typing import Final
+
+import attrs
 
 from admin_gateway.settings import SettingsError, parse_safe_mode
 from admin_gateway.users import UserStore
 from engine_hub.auth import load_or_create_token_file
+from engine_hub.errors import ConfigError
+from engine_hub.settings import TOKEN_ENV, TOKEN_FILE
 
-BIN = Path(sys.executable).parent
+ROOT: Final = Path(__file__).resolve().parent.parent
+#: How long a process gets to stop after SIGTERM before it is killed.
+STOP_GRACE: Final = 15.0
+
+
+@attrs.frozen(kw_only=True)
+class Process:
+    """One process to supervise: its name, argv, and the URL that answers once it is up."""
+
+    name: str
+    argv: tuple[str, ...]
+    port: int
+    health_url: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Layout:
+    """Where a development run keeps its state and which ports it uses."""
+
+    var: Path
+    engine_port: int
+    gateway_port: int
+
+    @property
+    def engine_dir(self) -> Path:
+        """The engine's data dir (journal, token)."""
+        return self.var / "engine"
+
+    @property
+    def gateway_dir(self) -> Path:
+        """The gateway's data dir (users)."""
+        return self.var / "gateway"
+
+
+def processes(layout: Layout, *, token_file: Path | None) -> list[Process]:
+    """The processes of a development run, in start order.
+
+    ``token_file`` is handed to the gateway; ``None`` means the token comes
+    from ``ENGINE_HUB_TOKEN`` in the environment.
+    """
+    engine_url = f"http://127.0.0.1:{layout.engine_port}"
+    gateway = [sys.executable, "-m", "admin_gateway", "serve", "--host", "127.0.0.1",
+               "--port", str(layout.gateway_port), "--engine-url", engine_url,
+               "--data-dir", str(layout.gateway_dir)]
+    if token_file is not None:
+        gateway += ["--engine-token-file", str(token_file)]
+    return [
+        Process(name="engine", port=layout.engine_port, health_url=f"{engine_url}/healthz",
+                argv=(sys.executable, "-m", "engine_hub", "serve", "--host", "127.0.0.1",
+                      "--port", str(layout.engine_port), "--data-dir", str(layout.engine_dir))),
+        Process(name="gateway", port=layout.gateway_port, argv=tuple(gateway),
+                health_url=f"http://127.0.0.1:{layout.gateway_port}/healthz"),
+    ]
 
 
 def _port_free(port: int) -> bool:
@@ -48,77 +107,109 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _fail(message: str) -> NoReturn:
-    print(f"make run: error: {message}", file=sys.stderr)
-    raise SystemExit(1)
-
-
-def _announce_when_ready(url: str, lines: list[str], stop: threading.Event) -> None:
-    """Print ``lines`` once the gateway answers ``/healthz`` (or give up when ``stop`` is set)."""
-    while not stop.is_set():
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as resp:
+            with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status == 200:
-                    print("\n".join(lines), flush=True)
-                    return
+                    return True
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.2)
+    return False
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Start both processes under honcho and block until they stop."""
-    parser = argparse.ArgumentParser(prog="make run", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--var", type=Path, default=Path("var"), help="data directory root (default ./var)")
+def _stop(running: dict[str, subprocess.Popen[bytes]]) -> None:
+    # Stop in reverse start order: the gateway before the engine it talks to.
+    for proc in reversed(running.values()):
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + STOP_GRACE
+    for proc in running.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _banner(layout: Layout, *, password: str | None, safe_mode: bool, token_file: Path | None) -> str:
+    panel = f"http://127.0.0.1:{layout.gateway_port}/admin/engine/jobs"
+    lines = ["", "=" * 76, f"  panel:   {panel}"]
+    if password is not None:
+        lines += [f"  login:   admin / {password}   (shown only this once)",
+                  f"           change it: .venv/bin/admin-gateway users set-password admin "
+                  f"--data-dir {layout.gateway_dir}"]
+    lines += ["  SAFE_MODE: " + ("ON: no job can be started (SAFE_MODE=off make run allows runs)" if safe_mode
+                                 else "OFF: super admins can start READY jobs"),
+              f"  engine:  http://127.0.0.1:{layout.engine_port}   (demo job types: demo.sleep, demo.echo, demo.fail)"]
+    if token_file is not None:
+        lines.append(f"  token:   {token_file}   export {TOKEN_ENV}=$(cat {token_file})")
+    lines += ["  stop:    Ctrl-C", "=" * 76, ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Check, prepare, start every process, print where to reach them, and supervise them."""
+    parser = argparse.ArgumentParser(prog="make run", description="Run the engine and the admin gateway.")
+    parser.add_argument("--var", type=Path, default=ROOT / "var", help="state directory (default ./var)")
     parser.add_argument("--engine-port", type=int, default=int(os.environ.get("ENGINE_PORT", "8090")))
     parser.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
     args = parser.parse_args(argv)
+    layout = Layout(var=args.var, engine_port=args.engine_port, gateway_port=args.gateway_port)
 
     try:
         safe_mode = parse_safe_mode(os.environ["SAFE_MODE"]) if "SAFE_MODE" in os.environ else True
     except SettingsError as exc:
-        _fail(str(exc))
-    for name, port in (("engine", args.engine_port), ("gateway", args.gateway_port)):
-        if not _port_free(port):
-            _fail(f"port {port} for the {name} is in use (set {name.upper()}_PORT to use another)")
-
-    engine_dir, gateway_dir = args.var / "engine", args.var / "gateway"
+        print(f"devrun: error: {exc}", file=sys.stderr)
+        return 2
     env = dict(os.environ)
-    token_args: list[str] = []
-    if not env.get("ENGINE_HUB_TOKEN"):
-        token_file = engine_dir / "token"
-        load_or_create_token_file(token_file)  # the engine would create the same file; do it first
-        token_args = ["--engine-token-file", str(token_file)]
-    password = UserStore(gateway_dir).ensure_admin("admin")
+    token_file: Path | None = None
+    if not env.get(TOKEN_ENV):
+        token_file = layout.engine_dir / TOKEN_FILE
+        try:
+            load_or_create_token_file(token_file)  # the engine reads this same file
+        except ConfigError as exc:
+            print(f"devrun: error: {exc}", file=sys.stderr)
+            return 2
+    specs = processes(layout, token_file=token_file)
+    for spec in specs:
+        if not _port_free(spec.port):
+            print(f"devrun: error: port {spec.port} for the {spec.name} is in use "
+                  f"(set {spec.name.upper()}_PORT to use another)", file=sys.stderr)
+            return 2
+    password = UserStore(layout.gateway_dir).ensure_admin("admin")
 
-    engine_cmd = [str(BIN / "engine-hub"), "serve", "--host", "127.0.0.1", "--port", str(args.engine_port),
-                  "--data-dir", str(engine_dir)]
-    gateway_cmd = [str(BIN / "admin-gateway"), "serve", "--host", "127.0.0.1", "--port", str(args.gateway_port),
-                   "--engine-url", f"http://127.0.0.1:{args.engine_port}", "--data-dir", str(gateway_dir),
-                   *token_args]
+    stopping = False
 
-    gateway_url = f"http://127.0.0.1:{args.gateway_port}"
-    banner = ["", "=" * 72, f"  Engine Jobs panel: {gateway_url}/admin/engine/jobs"]
-    if password is not None:
-        banner += [f"  First admin (shown only this once): admin / {password}",
-                   f"  Change it: {BIN / 'admin-gateway'} users set-password admin --data-dir {gateway_dir}"]
-    banner += [f"  SAFE_MODE is {'ON: no job can be started (SAFE_MODE=off make run to allow runs)' if safe_mode else 'OFF: super admins can start READY jobs'}",
-               "  Press Ctrl-C to stop the engine and the gateway.", "=" * 72, ""]
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
 
-    from honcho.manager import Manager
-
-    manager = Manager()
-    # exec: the shell honcho starts becomes the server, so its signals reach the server itself.
-    manager.add_process("engine", "exec " + shlex.join(engine_cmd), env=env)
-    manager.add_process("gateway", "exec " + shlex.join(gateway_cmd), env=env)
-    stop = threading.Event()
-    threading.Thread(target=_announce_when_ready, args=(gateway_url, banner, stop), daemon=True).start()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)  # children get the terminal's Ctrl-C themselves
+    running: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        manager.loop()
+        for spec in specs:
+            running[spec.name] = subprocess.Popen(spec.argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+            if spec.health_url is not None and not _wait_healthy(spec.health_url, running[spec.name]):
+                if stopping:
+                    return 0
+                print(f"devrun: error: {spec.name} did not become healthy at {spec.health_url}", file=sys.stderr)
+                return 1
+        print(_banner(layout, password=password, safe_mode=safe_mode, token_file=token_file), flush=True)
+        while not stopping:
+            for name, proc in running.items():
+                if proc.poll() is not None:
+                    print(f"devrun: {name} exited with status {proc.returncode}; stopping the others",
+                          file=sys.stderr)
+                    return proc.returncode or 1
+            time.sleep(0.2)
+        return 0
     finally:
-        stop.set()
-    sys.exit(manager.returncode)
+        _stop(running)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Deployment helpers: the development runner, example configs and service units."""
