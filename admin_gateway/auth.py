@@ -41,17 +41,13 @@ class User:
         return self.role == ROLE_SUPER_ADMIN
 
 
-_CURRENT_USER: web.RequestKey[User | None] = web.RequestKey("current_user")
-
-
 async def current_user(request: web.Request) -> User | None:
     """Return the user of the request's valid, unexpired session, or ``None``.
 
     A session whose user no longer exists, or whose password changed since
-    the session was opened, is invalidated here.
+    the session was opened, is invalidated here. Cheap enough to call more
+    than once per request (the session itself is loaded once).
     """
-    if _CURRENT_USER in request:
-        return request[_CURRENT_USER]
     session = await get_session(request)
     user: User | None = None
     name = session.get(SESSION_USER)
@@ -61,7 +57,6 @@ async def current_user(request: web.Request) -> User | None:
             user = User(name=record.name, role=record.role)
         else:
             session.invalidate()
-    request[_CURRENT_USER] = user
     return user
 
 

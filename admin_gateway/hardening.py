@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from .peer import TRUSTED_PROXIES, is_https
 
@@ -16,6 +17,9 @@ _ALWAYS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+# Prebuilt: one C-level update per response instead of seven item assignments.
+_NO_STORE = CIMultiDict({**_ALWAYS, "Cache-Control": "no-store"})
+_REVALIDATE = CIMultiDict({**_ALWAYS, "Cache-Control": "no-cache"})
 _STATIC_PREFIXES = ("/static/", "/favicon.ico")
 
 
@@ -25,10 +29,7 @@ def security_headers(request: web.Request, response: web.StreamResponse) -> None
     Everything is ``Cache-Control: no-store`` (API answers and pages carry
     user data) except static assets, which may be cached but are revalidated.
     """
-    response.headers.update(_ALWAYS)
-    if request.path.startswith(_STATIC_PREFIXES) and response.status < 400:
-        response.headers["Cache-Control"] = "no-cache"
-    else:
-        response.headers["Cache-Control"] = "no-store"
+    static = response.status < 400 and request.path.startswith(_STATIC_PREFIXES)
+    response.headers.update(_REVALIDATE if static else _NO_STORE)
     if is_https(request, request.app[TRUSTED_PROXIES]):
         response.headers["Strict-Transport-Security"] = "max-age=31536000"

@@ -38,7 +38,7 @@ def client_address(request: web.Request, trusted: tuple[Network, ...]) -> str:
     are whatever the client chose to write).
     """
     peer = request.remote or "unknown"
-    if not _in(peer, trusted):
+    if not trusted or not _in(peer, trusted):
         return peer
     hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
     for hop in reversed(hops):
@@ -58,7 +58,7 @@ def is_https(request: web.Request, trusted: tuple[Network, ...]) -> bool:
     """
     if request.secure:  # the connection itself is TLS
         return True
-    if _in(request.remote, trusted):
+    if trusted and _in(request.remote, trusted):
         proto = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
         return proto == "https"
     return False

@@ -247,7 +247,8 @@ class ServerSideStorage(AbstractStorage):
         if now - record.seen >= self._touch_every:
             record = attrs.evolve(record, seen=now)
             await self.backend.put(key, record, self._ttl(record, now))
-        return Session(sid, data={"created": int(record.created), "session": dict(record.data)}, new=False)
+        # Session copies the data into its own mapping: the stored record is never mutated.
+        return Session(sid, data={"created": int(record.created), "session": record.data}, new=False)
 
     async def save_session(self, request: web.Request, response: web.StreamResponse, session: Session) -> None:
         """Persist a changed session (see the class docstring for rotation and invalidation)."""

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
 
 from gateway_harness import (  # noqa: F401  (fixtures)
@@ -161,6 +162,18 @@ class TestMutations:
         assert resp.status == 202
         ended = await wait_for_status(user, job["id"], {"FAILED"})
         assert ended["error"] == f"cancelled by {SUPER}"
+
+    async def test_cancel_with_a_reason(self, engine: Engine, gateway: Gateway) -> None:
+        """A cancel may carry a reason: the engine still cancels, the gateway's audit event keeps the reason."""
+        user = await gateway.login()
+        job = await user.create("demo.sleep", {"seconds": 60})
+        assert (await user.post(f"/api/admin/engine/jobs/{job['id']}/run")).status == 202
+        with structlog.testing.capture_logs() as events:
+            resp = await user.post(f"/api/admin/engine/jobs/{job['id']}/cancel", {"reason": "wrong target"})
+        assert resp.status == 202, await resp.text()
+        cancel = [e for e in events if e["event"] == "job_cancel"]
+        assert cancel and cancel[0]["reason"] == "wrong target" and cancel[0]["outcome"] == "ok"
+        await wait_for_status(user, job["id"], {"FAILED"})
 
     async def test_cancel_of_a_ready_job_is_refused_by_the_engine(self, engine: Engine, gateway: Gateway) -> None:
         """Cancelling a READY job passes the engine's refusal through and the job stays READY."""

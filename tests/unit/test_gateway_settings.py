@@ -93,6 +93,16 @@ class TestResolveSettings:
             resolve_settings(_flags(), {})
 
 
+class TestExampleConfig:
+    def test_the_shipped_example_is_valid(self) -> None:
+        """deploy/gateway.example.toml loads, keeps SAFE_MODE on and trusts the local proxy."""
+        example = Path(__file__).resolve().parents[2] / "deploy" / "gateway.example.toml"
+        s = resolve_settings(_flags(config=str(example)), TOKEN_ENV)
+        assert s.safe_mode is True
+        assert s.trusted_proxies == ("127.0.0.1",)
+        assert s.data_dir == Path("/var/lib/admin-gateway")
+
+
 class TestSettingsValidation:
     @pytest.mark.parametrize("kwargs", [
         {"connect_timeout": 0}, {"total_timeout": -1}, {"idle_timeout": 0}, {"login_limit_per_hour": 0},
