@@ -20,6 +20,7 @@ from .auth import SESSION_USER, USER_STORE
 from .engine_client import engine_client_ctx
 from .errors import GatewayError
 from .hardening import security_headers
+from .openapi import setup as setup_openapi
 from .peer import TRUSTED_PROXIES, parse_networks
 from .routes_api import setup_api
 from .routes_auth import setup_auth
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_get("/favicon.ico", favicon)
         if STATIC_DIR.is_dir():
             app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+    setup_openapi(app)
     return app
 
 
