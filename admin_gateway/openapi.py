@@ -47,6 +47,8 @@ ENGINE_SLOW = ErrorCase(status=504, code=E.ENGINE_TIMEOUT, when="the engine did 
 NO_JOB = ErrorCase(status=404, code=E.NOT_FOUND, when="no job has this id")
 TOO_LARGE = ErrorCase(status=413, code=E.PAYLOAD_TOO_LARGE, when=f"the body is larger than {MAX_BODY} bytes")
 BAD_JSON = ErrorCase(status=400, code=E.INVALID_JSON, when="the body is not a JSON object (or an empty form)")
+BAD_FORM = ErrorCase(status=400, code=E.BAD_REQUEST,
+                     when="a form body that cannot be parsed (e.g. multipart without a boundary)")
 UNKNOWN_FIELD = ErrorCase(status=400, code=E.UNKNOWN_FIELD, when="a body field the route does not take")
 BAD_FIELD = ErrorCase(status=400, code=E.INVALID_FIELD, when="a body field has a wrong type or value")
 AUDIT_DOWN = ErrorCase(status=503, code=E.JOURNAL_UNAVAILABLE,
@@ -55,7 +57,7 @@ AUDIT_DOWN = ErrorCase(status=503, code=E.JOURNAL_UNAVAILABLE,
 #: Failures of every engine route and of each kind of them.
 API_AUTH: Final = (NO_SESSION, ROLE)
 ENGINE_READ: Final = (ENGINE_DOWN, ENGINE_BROKEN, ENGINE_SLOW)
-MUTATION: Final = (*API_AUTH, CSRF, BAD_JSON, UNKNOWN_FIELD, BAD_FIELD, TOO_LARGE, *ENGINE_READ, AUDIT_DOWN)
+MUTATION: Final = (*API_AUTH, CSRF, BAD_JSON, BAD_FORM, UNKNOWN_FIELD, BAD_FIELD, TOO_LARGE, *ENGINE_READ, AUDIT_DOWN)
 
 JOB_PATH = path("id", {"type": "string"}, "The job's id.")
 PANEL_JOB_PATH = path("job_id", {"type": "string"}, "The job's id.")
@@ -149,7 +151,7 @@ def _ops() -> list[Operation]:
                               media=(JSON, HTML)),
                     ErrorCase(status=429, code=E.THROTTLED, when="too many failed attempts for this account or "
                               "address", headers=RETRY_AFTER, media=(JSON, HTML)),
-                    TOO_LARGE),
+                    BAD_FORM, TOO_LARGE),
             },
         ),
         Operation(
@@ -157,7 +159,8 @@ def _ops() -> list[Operation]:
             summary="End the session on the server: a copied cookie is dead afterwards.",
             responses={"204": response("JSON clients: signed out."),
                        "303": _redirect("Browsers: signed out, to the sign-in form", "/login"),
-                       **errors(ErrorCase(status=403, code=E.CSRF, when="signed in, but the CSRF check failed"))},
+                       **errors(ErrorCase(status=403, code=E.CSRF, when="signed in, but the CSRF check failed"),
+                               BAD_FORM)},
         ),
         # -- the admin JSON API --
         Operation(
