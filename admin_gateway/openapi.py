@@ -108,6 +108,8 @@ CONFIG = closed_object({
 
 REASON = {"type": "string", "maxLength": MAX_REASON, "description": "Why; recorded with the action."}
 MUTATION_MEDIA: Final = (JSON, FORM)
+STATIC_MEDIA: Final = ("text/css", "text/javascript", "application/javascript", "image/svg+xml",
+                       "image/vnd.microsoft.icon", "image/x-icon")
 
 
 def _ops() -> list[Operation]:
@@ -296,11 +298,12 @@ def _ops() -> list[Operation]:
             method="GET", path="/static/{path}", operation_id="static", tags=panel, security=(),
             parameters=(path("path", {"type": "string"}, "A file under admin_gateway/static/."),),
             summary="The panel's stylesheet, scripts and icons (revalidated: `Cache-Control: no-cache`).",
-            responses={"200": response("The file.", {"type": "string"},
-                                       media=("text/css", "text/javascript", "application/javascript",
-                                              "image/svg+xml", "image/vnd.microsoft.icon", "image/x-icon")),
-                       **errors(ErrorCase(status=403, code=E.FORBIDDEN, when="a path outside the directory"),
-                                ErrorCase(status=404, code=E.NOT_FOUND, when="no such file"))},
+            responses={"200": response("The file.", {"type": "string"}, media=STATIC_MEDIA),
+                       "206": response("A byte range of the file (`Range`).", {"type": "string"},
+                                       media=STATIC_MEDIA),
+                       "304": response("Not modified since `If-Modified-Since`."),
+                       "416": response("The `Range` is outside the file."),
+                       **errors(ErrorCase(status=404, code=E.NOT_FOUND, when="not a file of the panel"))},
         ),
     ]
 
