@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp_session
 from aiohttp import web
 
-from shared.web import MAX_BODY, api_middleware, log_flusher
+from shared.web import HTTP_LIMITS, MAX_BODY, api_middleware, log_flusher
 
 from .audit import AUDIT, SESSION_EXPIRED, Audit
 from .auth import SESSION_USER, USER_STORE
@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> web.Application:
     except ValueError as exc:
         raise SettingsError(f"bad trusted proxy: {exc}") from None
     app = web.Application(middlewares=[api_middleware(GatewayError, decorate=security_headers)],
-                          client_max_size=MAX_BODY)
+                          client_max_size=MAX_BODY, handler_args=HTTP_LIMITS)
     app[SETTINGS] = settings
     app[TRUSTED_PROXIES] = trusted
     audit = Audit(trusted)

@@ -25,7 +25,7 @@ from engine_hub.service import SERVICE, JobService
 from engine_hub.settings import Settings
 from engine_hub.store import JobStore
 from shared.journal import Journal, MemoryJournal, Record
-from shared.web import MAX_BODY, api_middleware, log_flusher
+from shared.web import HTTP_LIMITS, MAX_BODY, api_middleware, log_flusher
 
 log = structlog.get_logger("engine.app")
 
@@ -70,7 +70,7 @@ def create_app(settings: Settings, *, journal: Journal | None = None, catalog: C
             auth_middleware(public=routes.PUBLIC_ROUTES,
                             submit=routes.SUBMIT_ROUTES | routes_compat.SUBMIT_ROUTES | openapi.SUBMIT_ROUTES),
         ],
-        client_max_size=MAX_BODY,
+        client_max_size=MAX_BODY, handler_args=HTTP_LIMITS,
     )
     app[SETTINGS] = settings
     app[SERVICE] = service

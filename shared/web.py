@@ -23,6 +23,11 @@ from shared.contract import ErrorCode, error_body
 from shared.log import FLUSH_INTERVAL, flush_logs, log_request
 
 MAX_BODY = 64 * 1024
+#: Limits of aiohttp's HTTP parser (pass as ``web.Application(handler_args=...)``). Its defaults
+#: (8 KiB per request line or header) are below what the contracts allow (several query values of
+#: up to 200 characters, percent-encoded), and what it refuses never reaches ``api_middleware``: it
+#: gets a plain-text 400. A request line or header may be as large as a body instead.
+HTTP_LIMITS = {"max_line_size": MAX_BODY, "max_field_size": MAX_BODY}
 
 log = structlog.get_logger("http")
 
