@@ -106,7 +106,7 @@ CONFIG = closed_object({
     "csrfToken": {"type": "string", "description": f"Send it back as {CSRF_HEADER} on every POST."},
 })
 
-REASON = {"type": "string", "maxLength": MAX_REASON, "description": "Why; recorded with the action."}
+REASON = {"type": ["string", "null"], "maxLength": MAX_REASON, "description": "Why; recorded with the action."}
 MUTATION_MEDIA: Final = (JSON, FORM)
 STATIC_MEDIA: Final = ("text/css", "text/javascript", "application/javascript", "image/svg+xml",
                        "image/vnd.microsoft.icon", "image/x-icon")
@@ -185,8 +185,9 @@ def _ops() -> list[Operation]:
             security=(SESSION_CSRF,),
             summary="Create a READY job (allowed under SAFE_MODE: creating runs nothing).",
             request_body=body(closed_object({
-                "type": {"type": "string", "minLength": 1}, "name": {"type": "string", "maxLength": 200},
-                "params": {"type": "object"}}, required=("type",)), media=MUTATION_MEDIA,
+                "type": {"type": "string", "minLength": 1},
+                "name": {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
+                "params": {"type": ["object", "null"]}}, required=("type",)), media=MUTATION_MEDIA,
                 example={"type": "demo.echo", "params": {"message": "hi"}}),
             responses={"201": response("The new job, READY.", ref("Job")),
                        **errors(*MUTATION,
