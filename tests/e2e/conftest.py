@@ -8,12 +8,12 @@ a test fails, the last lines each process printed are added to its report.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Generator, Iterator
 
 import pytest
 
-from tests.e2e.harness import Stack, StackFactory, attach_logs, running_stack
+from tests.e2e.harness import Stack, attach_logs, running_stack
+from tests.e2e.harness import make_stack  # noqa: F401  (fixture, shared with the browser suite)
 
 
 @pytest.fixture(scope="module")
@@ -23,18 +23,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield started
 
 
-@pytest.fixture
-def make_stack(tmp_path: Path) -> Iterator[StackFactory]:
-    """``make_stack(gateways={name: safe_mode})``: stacks private to one test, stopped at its end."""
-    factory = StackFactory(tmp_path)
-    try:
-        yield factory
-    finally:
-        factory.close()
-
-
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the processes' output to the report of a failed test."""
     report: pytest.TestReport = yield
     attach_logs(item, report)

@@ -34,6 +34,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from email.message import Message
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -193,10 +194,10 @@ def job_pids(job_id: str) -> set[int]:
 class Reply:
     """An HTTP answer, whatever its status."""
 
-    def __init__(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
+    def __init__(self, status: int, body: bytes, headers: Mapping[str, str] | Message) -> None:
         self.status = status
         self.body = body
-        self.headers = dict(headers)
+        self.headers = dict(headers.items())
 
     def json(self) -> Any:
         """The body parsed as JSON (fails the test with the body if it is not JSON)."""
@@ -510,4 +511,17 @@ class StackFactory:
     def close(self) -> None:
         """Stop every stack made so far."""
         self._exit.close()
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[StackFactory]:
+    """``make_stack(gateways={name: safe_mode})``: stacks private to one test, stopped at its end.
+
+    A fixture of both suites (their conftests import it from here).
+    """
+    factory = StackFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.close()
 
