@@ -255,19 +255,33 @@ class TestJobPage:
 
 
 class TestEngineOutage:
-    def test_engine_unreachable_banner_not_a_blank_page(self, make_stack: StackFactory, page: Page) -> None:
-        """Killing the engine under an open page shows "Engine unreachable", keeps the page, and recovers."""
+    def test_engine_unreachable_banner_not_a_blank_page(self, make_stack: StackFactory, open_page: Pages) -> None:
+        """Killing the engine under open pages shows "Engine unreachable", keeps the pages, and recovers."""
         stack = make_stack(gateways={"open": False}, refresh_interval=REFRESH_INTERVAL)
         api = stack.engine_api()
         job = api.create("demo.sleep", {"seconds": 600})
         api.run(job["id"])
         base = stack.gateways["open"].url
+        page, follower = open_page(), open_page()
         login(page, base)
         expect(row(page, job["id"])).to_have_attribute("data-status", "RUNNING")
         expect(page.get_by_test_id("auto-refresh-state")).to_have_attribute("data-active", "true")
         expect(page.get_by_test_id("engine-down-banner")).to_be_hidden()
+        # A second person follows the job's log on its page.
+        login(follower, base)
+        follower.goto(f"{base}/admin/engine/jobs/{job['id']}")
+        expect(follower.get_by_test_id("log-line").first).to_be_visible()
+        # The job page's own reads answer 502 during the outage, which Chromium reports; only those.
+        job_api = rf"^{re.escape(base)}/api/admin/engine/jobs/{job['id']}(/logs\?after=\d+)?$"
+        open_page.console(follower).expect_failed_resource(job_api)
 
         stack.engine.kill()
+        follower_banner = follower.get_by_test_id("engine-down-banner")
+        expect(follower_banner).to_be_visible(timeout=STATUS_TIMEOUT_MS)
+        expect(follower.get_by_test_id("job-detail")).to_be_visible()
+        expect(follower.get_by_test_id("log-line").first).to_be_visible()
+        assert open_page.console(follower).failed_resources(), "the job page's failed reads were not seen"
+        follower.context.close()
         # No click: the running job keeps the auto-refresh going, and it notices the outage.
         banner = page.get_by_test_id("engine-down-banner")
         expect(banner).to_be_visible(timeout=STATUS_TIMEOUT_MS)

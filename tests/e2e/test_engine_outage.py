@@ -76,6 +76,21 @@ class TestOutage:
         assert panel.log_texts(done["id"]) == ["ran before the outage"]
 
 
+class TestShutdown:
+    def test_sigterm_stops_everything_cleanly(self, make_stack: StackFactory) -> None:
+        """SIGTERM (systemd's stop) ends gateway and engine with status 0 and ends a running job's processes."""
+        stack = make_stack(gateways={"open": False})
+        panel = stack.panel("open")
+        job = panel.create("demo.sleep", {"seconds": 600})
+        assert panel.run(job["id"]).status == 202
+        poll(lambda: panel.log_texts(job["id"]), bool, timeout=30, what="the job's first log line")
+        assert job_pids(job["id"])
+
+        assert stack.gateways["open"].stop() == 0, stack.log_tails()
+        assert stack.engine.stop() == 0, stack.log_tails()
+        assert not job_pids(job["id"]), "a job process outlived its engine's shutdown"
+
+
 class TestRestartMidRun:
     @DURABLE_JOURNAL_PENDING
     def test_sigkill_during_a_run(self, make_stack: StackFactory) -> None:
