@@ -255,7 +255,8 @@ class JobService:
 
         def on_line(stream: str, text: str) -> None:
             if self.logs.append(job_id, stream, text):
-                self._spawn(self._best_effort(Action.LOG_TRUNCATED, job_id, {"after": "first dropped line"}))
+                self._spawn(self._best_effort(Action.LOG_TRUNCATED, job_id,
+                                              {"reason": "output limit reached; the oldest lines are dropped"}))
 
         try:
             outcome = await self._runner.run(job_id=job_id, job_type=job_type, params=job.params,

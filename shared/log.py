@@ -88,6 +88,12 @@ class BufferedLineLogger:
 
 
 _logger: BufferedLineLogger | None = None
+#: The renderer ending the chain of the last JSON ``configure_logging``: while structlog's chain
+#: still ends with it, nobody (capture_logs, a test) has replaced our configuration.
+_json_renderer: Any = None
+_min_level = logging.INFO
+_http_log = structlog.get_logger("http")
+_encode_str = json.encoder.encode_basestring  # C-accelerated where available; keeps non-ASCII as is
 
 
 def flush_logs() -> None:
@@ -102,11 +108,11 @@ def configure_logging(*, json_output: bool | None = None, level: str = "info", s
     ``json_output=None`` picks JSON when ``stream`` is not a TTY. ``level`` is
     a stdlib level name. Safe to call more than once (the last call wins).
     """
-    global _logger
+    global _logger, _json_renderer, _min_level
     out = stream if stream is not None else sys.stdout
     if json_output is None:
         json_output = not out.isatty()
-    min_level = logging.getLevelNamesMapping()[level.upper()]
+    min_level = _min_level = logging.getLevelNamesMapping()[level.upper()]
     if json_output:
         _logger = BufferedLineLogger(out)
         processors: list[Any] = [
@@ -116,8 +122,10 @@ def configure_logging(*, json_output: bool | None = None, level: str = "info", s
             structlog.processors.JSONRenderer(serializer=_dumps),
         ]
         logger_factory: Any = lambda *_: _logger  # noqa: E731
+        _json_renderer = processors[-1]
     else:
         _logger = None
+        _json_renderer = None
         processors = [
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
@@ -132,9 +140,35 @@ def configure_logging(*, json_output: bool | None = None, level: str = "info", s
     )
 
 
+# default=str so that an odd value (a Path, an exception) never kills a log call. One encoder
+# for all calls: json.dumps() with options builds a new encoder every time.
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":"))
+
+
 def _dumps(obj: Any, **kw: Any) -> str:
-    # default=str so that an odd value (a Path, an exception) never kills a log call.
-    return json.dumps(obj, default=str, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(obj)
+
+
+def log_request(*, request_id: str, method: str, path: str, status: int, ms: float) -> None:
+    """Write the per-request summary line: event ``request`` with these fields, at info level.
+
+    It is the hottest log call of both processes, so in JSON mode the line is
+    formatted directly (about a microsecond, against several for structlog's
+    processor chain), with the same keys, order and format as
+    ``structlog.get_logger("http").info("request", ...)``. When structlog has
+    been reconfigured since :func:`configure_logging` (for instance by
+    ``structlog.testing.capture_logs``), it goes through structlog instead.
+    """
+    logger = _logger
+    processors = structlog.get_config()["processors"]
+    if logger is not None and processors and processors[-1] is _json_renderer:
+        if _min_level <= logging.INFO:
+            logger.msg('{"request_id":%s,"method":%s,"path":%s,"status":%d,"ms":%r,'
+                       '"event":"request","level":"info","ts":"%s"}'
+                       % (_encode_str(request_id), _encode_str(method), _encode_str(path), status, float(ms),
+                          _fast_iso(time.time())))
+        return
+    _http_log.info("request", request_id=request_id, method=method, path=path, status=status, ms=ms)
 
 
 atexit.register(flush_logs)

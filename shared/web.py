@@ -18,7 +18,7 @@ import structlog
 from aiohttp import web
 
 from shared.contract import ErrorCode, error_body
-from shared.log import FLUSH_INTERVAL, flush_logs
+from shared.log import FLUSH_INTERVAL, flush_logs, log_request
 
 MAX_BODY = 64 * 1024
 
@@ -113,8 +113,8 @@ def api_middleware(
         elapsed = time.perf_counter() - start
         if on_done is not None:
             on_done(request, response.status, elapsed)
-        log.info("request", request_id=rid, method=request.method, path=request.path,
-                 status=response.status, ms=round(elapsed * 1000, 2))
+        log_request(request_id=rid, method=request.method, path=request.path, status=response.status,
+                    ms=round(elapsed * 1000, 2))
         return response
 
     return middleware

@@ -11,9 +11,10 @@ inspect. Jobs run as real subprocesses through the real runner.
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from engine_hub.app import create_app
 from engine_hub.catalog import Catalog, ClientToken, JobType, ParamSpec, demo_types, hash_token
 from engine_hub.settings import Settings
 from shared.journal import Journal, MemoryJournal
+from shared.log import configure_logging
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 CLIENT_TOKEN = "test-client-token-fedcba9876543210"
@@ -160,6 +162,15 @@ async def wait_until(predicate: Callable[[], bool], *, timeout: float = 10.0, wh
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout}s")
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """Structured logging as JSON lines into a buffer (read it after ``shared.log.flush_logs()``)."""
+    buf = io.StringIO()
+    configure_logging(json_output=True, stream=buf)
+    yield buf
+    configure_logging(json_output=False, stream=sys.stderr)
 
 
 MakeEngine = Callable[..., Awaitable[EngineHarness]]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
 from typing import Any
 
 import pytest
 
 from shared.contract import JOB_FIELDS
-from tests.conftest import RFC3339_UTC, EngineHarness, auth
+from shared.log import flush_logs
+from tests.conftest import ADMIN_TOKEN, RFC3339_UTC, EngineHarness, auth
 
 
 class TestJobShape:
@@ -296,3 +299,27 @@ class TestHealthAndMetrics:
         assert int(values['engine_request_duration_seconds_count{method="POST",route="/api/jobs"}']) == 3
         assert values['engine_request_duration_seconds_bucket{method="POST",route="/api/jobs",le="+Inf"}'] == "3"
         assert 'route="/api/jobs/{id}"' in text  # the template, not each job's path
+
+
+class TestLogging:
+    async def test_one_summary_line_per_request_and_one_event_per_transition(
+            self, engine: EngineHarness, json_log: io.StringIO) -> None:
+        """Each request logs one ``request`` line (id, method, path, status, ms); each transition one event."""
+        job = await engine.create("demo.echo")
+        resp = await engine.client.post(f"/api/jobs/{job['id']}/run", headers={**auth(), "X-Request-Id": "abc-123"})
+        await engine.wait_for(job["id"])
+        await engine.client.get("/api/jobs?limit=-1", headers=auth())
+        flush_logs()
+        events = [json.loads(line) for line in json_log.getvalue().splitlines()]
+        requests = [e for e in events if e["event"] == "request"]
+        run = [e for e in requests if e["path"].endswith("/run")]
+        assert len(run) == 1
+        assert (run[0]["request_id"], run[0]["method"], run[0]["status"]) == ("abc-123", "POST", 202)
+        assert resp.headers["X-Request-Id"] == "abc-123"
+        assert isinstance(run[0]["ms"], float)
+        assert [e["status"] for e in requests if e["path"] == "/api/jobs" and e["method"] == "GET"] == [400]
+        assert len({e["request_id"] for e in requests}) == len(requests)
+        transitions = [(e["from_status"], e["to_status"]) for e in events
+                       if e["event"] == "job_transition" and e["job_id"] == job["id"]]
+        assert transitions == [("READY", "RUNNING"), ("RUNNING", "DONE")]
+        assert ADMIN_TOKEN not in json_log.getvalue()

@@ -314,6 +314,20 @@ class TestLogs:
         page = await (await engine.client.get(f"/api/jobs/{job['id']}/logs?after=5", headers=auth())).json()
         assert page == {"lines": [], "next": 5, "truncated": False}
 
+    async def test_long_output_keeps_the_tail_and_says_so(self, engine: EngineHarness) -> None:
+        """Past the per-job line cap the oldest lines go, the page says truncated and the journal records it once."""
+        job = await engine.create("test.chatty", {"lines": 10_050})
+        await engine.run(job["id"])
+        await engine.wait_for(job["id"])
+        page = await (await engine.client.get(f"/api/jobs/{job['id']}/logs?limit=2", headers=auth())).json()
+        assert page["truncated"] is True
+        assert [(l["seq"], l["text"]) for l in page["lines"]] == [(51, "line 50"), (52, "line 51")]
+        tail = await (await engine.client.get(f"/api/jobs/{job['id']}/logs?after=10049", headers=auth())).json()
+        assert [l["text"] for l in tail["lines"]] == ["line 10049"]
+        await wait_until(lambda: any(r.action == "log_truncated" for r in engine.journal.recent()),
+                         what="log_truncated recorded")
+        assert [r.job_id for r in engine.journal.recent() if r.action == "log_truncated"] == [job["id"]]
+
     async def test_job_receives_params_and_id_in_environment(self, engine: EngineHarness) -> None:
         """demo.echo prints its ``message`` param: params reach the process."""
         job = await engine.create("demo.echo", {"message": "from the test"})

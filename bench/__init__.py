@@ -1,0 +1,1 @@
+"""Benchmarks; each module has a main() and writes its figures to stdout (see docs/performance.md)."""
