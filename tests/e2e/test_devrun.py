@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from harness import free_port, wait_until
+from tests.e2e.harness import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
