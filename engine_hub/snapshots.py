@@ -1,0 +1,219 @@
+"""Snapshots of the job store, so that a start replays only the journal's tail.
+
+A snapshot has two parts:
+
+- ``<data-dir>/state/jobs-<seq, 12 digits>.tsv``: every job, one line each,
+  ``seq, id, type, status, pid, canceller (JSON), log truncated (0/1)`` and
+  the job's wire JSON, tab-separated. The JSON is stored as the bytes the
+  store serves, so loading it parses no job at all (a JSON document holding
+  300,000 jobs takes seconds to parse; splitting lines takes a fraction).
+- the journal library's snapshot (``journal/snapshots/snapshot-<seq>.json``,
+  see :mod:`shared.journal_snapshot`), whose state names that file with its
+  sha256, size and job count, and holds the legacy results and engine log.
+  The library checksums the state and ties it to the chain's head hash, so
+  the jobs file is covered too.
+
+The jobs file is written (temporary name, fsync, rename, directory fsync)
+before the library's snapshot, so a snapshot never names a file that is not
+wholly there. Jobs files that no kept snapshot names are deleted afterwards.
+
+:class:`Snapshotter` decides when: every ``records`` records, or
+``seconds`` after the last snapshot if anything changed, and once more at a
+clean stop. Taking the copy of the store costs a list copy on the event loop
+(entries are immutable); writing it happens in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import structlog
+
+from engine_hub.errors import StartupError
+from engine_hub.store import JobEntry, JobStore, StoreCut
+from shared.contract import JobStatus
+from shared.journal import Snapshot
+from shared.journal_file import FileJournal
+from shared.journal_snapshot import snapshot_files, sync_dir
+
+log = structlog.get_logger("engine.snapshots")
+
+FORMAT: Final = 1
+JOBS_FILE_RE: Final = re.compile(r"^jobs-(\d{12})\.tsv$")
+#: How often the snapshot policy is checked.
+CHECK_INTERVAL: Final = 1.0
+
+_STATUS: Final = {s.value.encode(): s for s in JobStatus}
+
+
+def jobs_file_name(seq: int) -> str:
+    """The name of the jobs file of the snapshot at ``seq``."""
+    return f"jobs-{seq:012d}.tsv"
+
+
+@attrs.frozen(kw_only=True)
+class JobsFile:
+    """A written jobs file: name, sha256, size and how many jobs it holds."""
+
+    name: str
+    sha256: str
+    size: int
+    count: int
+
+
+def _line(entry: JobEntry) -> bytes:
+    canceller = "" if entry.cancel_requested_by is None else json.dumps(entry.cancel_requested_by)
+    pid = "" if entry.pid is None else str(entry.pid)
+    head = f"{entry.seq}\t{entry.id}\t{entry.type}\t{entry.status}\t{pid}\t{canceller}\t{int(entry.log_truncated)}\t"
+    return head.encode() + entry.encoded + b"\n"
+
+
+def write_jobs_file(directory: Path, cut: StoreCut) -> JobsFile:
+    """Durably write the jobs of ``cut`` to ``directory``. Blocking; raises ``OSError``."""
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        sync_dir(directory.parent)
+    final = directory / jobs_file_name(cut.seq)
+    tmp = directory / f".{final.name}.{os.getpid()}.tmp"
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "wb", closefd=False, buffering=1024 * 1024) as f:
+                entries = cut.entries
+                for start in range(0, len(entries), 4096):
+                    chunk = b"".join([_line(e) for e in entries[start:start + 4096]])
+                    digest.update(chunk)
+                    size += len(chunk)
+                    f.write(chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    sync_dir(directory)
+    return JobsFile(name=final.name, sha256=digest.hexdigest(), size=size, count=len(cut.entries))
+
+
+def snapshot_state(cut: StoreCut, jobs: JobsFile) -> dict[str, Any]:
+    """The state handed to the journal's snapshot: the jobs file's identity and the legacy views."""
+    return {"format": FORMAT, "jobsFile": jobs.name, "jobsSha256": jobs.sha256, "jobsBytes": jobs.size,
+            "jobCount": jobs.count, "results": cut.results, "engineLog": cut.engine_logs}
+
+
+def load_snapshot(store: JobStore, snapshot: Snapshot, directory: Path) -> None:
+    """Fill an empty ``store`` from ``snapshot`` and its jobs file in ``directory``. Blocking.
+
+    Raises :class:`StartupError` naming the file when the jobs file is
+    missing or does not match what the snapshot recorded.
+    """
+    state = snapshot.state
+    name = state.get("jobsFile")
+    if state.get("format") != FORMAT or not isinstance(name, str) or not JOBS_FILE_RE.match(name):
+        raise StartupError(f"snapshot at seq {snapshot.seq} is not an engine snapshot of format {FORMAT}")
+    path = directory / name
+    hint = (f"move journal/snapshots/snapshot-{snapshot.seq:012d}.json aside to start from the journal "
+            "alone (slower), after checking the disk")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise StartupError(f"cannot read {path}: {exc.strerror or exc}; {hint}") from None
+    if len(raw) != state.get("jobsBytes") or hashlib.sha256(raw).hexdigest() != state.get("jobsSha256"):
+        raise StartupError(f"{path} does not match snapshot seq {snapshot.seq} (size or sha256); {hint}")
+    entries = [_parse(line) for line in raw.split(b"\n")[:-1]]
+    if len(entries) != state.get("jobCount"):
+        raise StartupError(f"{path} holds {len(entries)} jobs, its snapshot says {state.get('jobCount')}; {hint}")
+    store.load(entries=entries, results=[str(r) for r in state.get("results", [])],
+               engine_logs=list(state.get("engineLog", [])), seq=snapshot.seq, head=snapshot.head)
+
+
+def _parse(line: bytes) -> JobEntry:
+    seq, job_id, type_name, status, pid, canceller, truncated, encoded = line.split(b"\t", 7)
+    return JobEntry(int(seq), job_id.decode(), sys.intern(type_name.decode()), _STATUS[status], encoded,
+                    int(pid) if pid else None, json.loads(canceller) if canceller else None, truncated == b"1")
+
+
+def remove_unreferenced(state_dir: Path, journal_dir: Path) -> None:
+    """Delete jobs files that no snapshot in ``journal_dir`` names (by seq)."""
+    kept = {seq for seq, _ in snapshot_files(journal_dir)}
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(state_dir):
+            m = JOBS_FILE_RE.match(name)
+            if (m and int(m.group(1)) not in kept) or (name.startswith(".jobs-") and name.endswith(".tmp")):
+                with contextlib.suppress(OSError):
+                    (state_dir / name).unlink()
+
+
+class Snapshotter:
+    """Takes snapshots of a store into a file journal on a records/time policy."""
+
+    def __init__(self, *, store: JobStore, journal: FileJournal, state_dir: Path, records: int,
+                 seconds: float) -> None:
+        self.store = store
+        self.journal = journal
+        self.state_dir = state_dir
+        self.records = records
+        self.seconds = seconds
+        snap = journal.snapshot
+        self.last_seq = snap.seq if snap is not None else 0
+        self.last_time = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    def due(self) -> bool:
+        """Whether the policy asks for a snapshot now."""
+        behind = self.store.seq - self.last_seq
+        return behind >= self.records or (behind > 0 and time.monotonic() - self.last_time >= self.seconds)
+
+    async def run(self) -> None:
+        """Check the policy every :data:`CHECK_INTERVAL` seconds, forever (cancel to stop)."""
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL)
+            if self.due():
+                await self.take()
+
+    async def take(self) -> bool:
+        """Take a snapshot now if anything changed since the last; return whether one was written.
+
+        Never raises for a disk problem: a failed snapshot is logged at ERROR
+        (the journal still holds everything; the next start only replays more).
+        """
+        async with self._lock:
+            store, journal = self.store, self.journal
+            if store.seq == self.last_seq:
+                return False
+            if store.seq != journal.last_seq:
+                return False  # a record is durable but not yet applied: try again at the next check
+            cut = store.cut()
+            started = time.perf_counter()
+            try:
+                jobs = await asyncio.to_thread(write_jobs_file, self.state_dir, cut)
+            except OSError as exc:
+                log.error("snapshot_failed", seq=cut.seq, error=exc.strerror or str(exc))
+                self.last_time = time.monotonic()  # retry at the next interval, not every second
+                return False
+            snap = await journal.write_snapshot(snapshot_state(cut, jobs), seq=cut.seq, head=cut.head)
+            self.last_time = time.monotonic()
+            if snap is None:
+                return False
+            self.last_seq = cut.seq
+            log.info("snapshot_taken", seq=cut.seq, jobs=jobs.count, bytes=jobs.size,
+                     seconds=round(time.perf_counter() - started, 3))
+            await asyncio.to_thread(remove_unreferenced, self.state_dir, journal.directory)
+            try:
+                await journal.prune()
+            except OSError as exc:
+                log.error("journal_prune_failed", error=exc.strerror or str(exc))
+            return True
