@@ -103,7 +103,7 @@ def _add_serve(sub: Any) -> None:
                    help="keep job state, audit records and job logs in memory only (no files; for development)")
     p.add_argument("--token-file", type=Path, default=None,
                    help="read the admin token from this file (e.g. a systemd credential)")
-    p.add_argument("--snapshot-records", type=_count(1000, 10_000_000), default=DEFAULT_SNAPSHOT_RECORDS,
+    p.add_argument("--snapshot-records", type=_count(100, 10_000_000), default=DEFAULT_SNAPSHOT_RECORDS,
                    help=f"write a snapshot every N journal records (default {DEFAULT_SNAPSHOT_RECORDS})")
     p.add_argument("--snapshot-seconds", type=_count(1, 86_400), default=int(DEFAULT_SNAPSHOT_SECONDS),
                    help="... or this many seconds after the last one, if anything changed "

@@ -12,9 +12,11 @@ of the output is kept: it is on disk already, and it usually says what the
 job set out to do.
 
 Writes are cheap: each job's lines go to a buffered file object, written
-out when the buffer fills, when someone reads that job's log (so a reader
-always sees every line so far) and when the run ends. Nothing is fsynced:
-the journal is the audit trail; a crash may lose the last unflushed lines.
+out when the buffer fills, :data:`FLUSH_DELAY` after a line arrives (one
+timer for all jobs, so a chatty job costs a few writes a second, not one a
+line), when someone reads that job's log (a reader always sees every line
+so far) and when the run ends. Nothing is fsynced: the journal is the audit
+trail; a crash loses at most the output of the last :data:`FLUSH_DELAY`.
 
 Reads seek: for every file read, a sparse index (the offset of every
 :data:`CHECKPOINT`-th line) is built once by scanning it and kept for the
@@ -23,8 +25,8 @@ files read most recently, so ``after=N`` costs one seek and a short read.
 
 from __future__ import annotations
 
+import asyncio
 import collections
-import contextlib
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -38,6 +40,8 @@ log = structlog.get_logger("engine.joblogs")
 DEFAULT_MAX_BYTES: Final = 10 * 1024 * 1024
 #: Write buffer per running job.
 BUFFER_BYTES: Final = 64 * 1024
+#: Longest time a line waits in a buffer before it is written to its file.
+FLUSH_DELAY: Final = 0.2
 #: Every CHECKPOINT-th line's offset is indexed.
 CHECKPOINT: Final = 256
 #: How many files' indexes are kept (each is ~8 bytes per CHECKPOINT lines).
@@ -77,6 +81,8 @@ class FileJobLogs:
         self.directory = directory
         self.max_bytes = max_bytes
         self._writers: dict[str, _Writer] = {}
+        self._dirty: set[str] = set()
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._indexes: collections.OrderedDict[str, _FileIndex] = collections.OrderedDict()
 
     @property
@@ -126,7 +132,16 @@ class FileJobLogs:
             writer.offsets.append(writer.size)
         writer.next_seq += 1
         writer.size += len(line)
+        self._dirty.add(job_id)
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._flush_dirty)
         return capped
+
+    def _flush_dirty(self) -> None:
+        self._flush_timer = None
+        dirty, self._dirty = self._dirty, set()
+        for job_id in dirty:
+            self.flush(job_id)
 
     def _start(self, job_id: str) -> _Writer | None:
         path = self._path(job_id)
@@ -165,11 +180,24 @@ class FileJobLogs:
         """The run is over: write out and close its file."""
         writer = self._writers.pop(job_id, None)
         if writer is not None and writer.file is not None:
-            with contextlib.suppress(OSError):
+            try:
                 writer.file.close()
+            except OSError as exc:
+                log.error("job_log_write_failed", job_id=job_id, error=exc.strerror or str(exc))
+                return
+            self._cache(job_id, _FileIndex(writer.offsets, writer.next_seq - 1, writer.size, writer.capped))
+
+    def _cache(self, job_id: str, index: _FileIndex) -> None:
+        self._indexes[job_id] = index
+        self._indexes.move_to_end(job_id)
+        if len(self._indexes) > INDEX_CACHE:
+            self._indexes.popitem(last=False)
 
     def close(self) -> None:
         """Write out and close every open file (engine shutdown)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         for job_id in list(self._writers):
             self.finish(job_id)
 
@@ -234,9 +262,7 @@ class FileJobLogs:
         # The marker can only be the last line: nothing is written after it.
         truncated = seq > 0 and data[last_start:end].split(b"\t", 3)[2:3] == [MARKER_STREAM.encode()]
         index = _FileIndex(offsets, seq, end, truncated)
-        self._indexes[job_id] = index
-        if len(self._indexes) > INDEX_CACHE:
-            self._indexes.popitem(last=False)
+        self._cache(job_id, index)
         return index
 
 

@@ -178,11 +178,12 @@ class Snapshotter:
         return behind >= self.records or (behind > 0 and time.monotonic() - self.last_time >= self.seconds)
 
     async def run(self) -> None:
-        """Check the policy every :data:`CHECK_INTERVAL` seconds, forever (cancel to stop)."""
+        """Check the policy now (a start after a long tail snapshots at once), then every
+        :data:`CHECK_INTERVAL` seconds, forever (cancel to stop)."""
         while True:
-            await asyncio.sleep(CHECK_INTERVAL)
             if self.due():
                 await self.take()
+            await asyncio.sleep(CHECK_INTERVAL)
 
     async def take(self) -> bool:
         """Take a snapshot now if anything changed since the last; return whether one was written.

@@ -94,7 +94,10 @@ def wire_from_created(data: Mapping[str, Any], *, job_id: str | None) -> dict[st
     history = wire["history"]
     if type(history) is not list or not all(type(h) is dict for h in history):
         raise StoreError("malformed job data: history must be a list of objects")
-    # Canonical journal lines sort keys; the wire order is the contract's, so rebuild it.
+    # Canonical journal lines sort keys; the wire order is the contract's, so rebuild it (and sort
+    # params, whose order the contract leaves open), so that a job replayed from the journal is
+    # byte for byte the job that was served live.
+    wire["params"] = dict(sorted(wire["params"].items()))
     wire["history"] = [{"status": h["status"], "at": h["at"], "by": h["by"], "reason": h.get("reason")}
                        for h in history]
     return wire
