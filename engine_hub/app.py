@@ -29,7 +29,7 @@ from engine_hub.runner import Runner
 from engine_hub.service import SERVICE, JobService
 from engine_hub.settings import JOURNAL_DIR, LOGS_DIR, STATE_DIR, Settings
 from engine_hub.snapshots import Snapshotter, load_snapshot
-from engine_hub.store import JobStore, StoreError
+from engine_hub.store import JobStore, StoreError, paused_gc
 from shared.journal import Journal, JournalCorrupt, JournalLocked, MemoryJournal, Record
 from shared.journal_file import FileJournal
 from shared.web import MAX_BODY, api_middleware, log_flusher
@@ -41,7 +41,7 @@ SETTINGS = web.AppKey("settings", Settings)
 
 PROG = "engine-hub"
 #: Journal records kept in memory for ``/api/audit`` (older ones are read from the segment files).
-RECENT_RECORDS = 2_000
+RECENT_RECORDS = 1_000
 #: Records an ``--ephemeral`` engine keeps (it promises no durability; this bounds its memory).
 EPHEMERAL_RECORDS = 10_000
 
@@ -66,9 +66,10 @@ def restore(journal: FileJournal, store: JobStore, settings: Settings) -> int:
     the journal). Raises :class:`StartupError` naming the first bad record.
     """
     try:
-        if journal.snapshot is not None:
-            load_snapshot(store, journal.snapshot, settings.data_dir / STATE_DIR)
-        return store.replay(journal.replay())
+        with paused_gc():
+            if journal.snapshot is not None:
+                load_snapshot(store, journal.snapshot, settings.data_dir / STATE_DIR)
+            return store.replay(journal.replay())
     except JournalCorrupt as exc:
         raise StartupError(str(exc)) from None
     except StoreError as exc:

@@ -2,11 +2,14 @@
 
 A snapshot has two parts:
 
-- ``<data-dir>/state/jobs-<seq, 12 digits>.tsv``: every job, one line each,
-  ``seq, id, type, status, pid, canceller (JSON), log truncated (0/1)`` and
-  the job's wire JSON, tab-separated. The JSON is stored as the bytes the
-  store serves, so loading it parses no job at all (a JSON document holding
-  300,000 jobs takes seconds to parse; splitting lines takes a fraction).
+- ``<data-dir>/state/jobs-<seq, 12 digits>.tsv``: every job. The first line is
+  a JSON object of columns (``seq``, ``id``, ``type`` as an index into
+  ``types``, ``status`` as an index into ``statuses``, ``pid``, ``canceller``,
+  ``truncated``), one value per job; then one line per job, in the same
+  order: its wire JSON, stored as the bytes the store serves. Loading it
+  thus parses one JSON document of small values and no job at all (a JSON
+  document holding 300,000 jobs takes seconds to parse; splitting lines
+  takes a fraction).
 - the journal library's snapshot (``journal/snapshots/snapshot-<seq>.json``,
   see :mod:`shared.journal_snapshot`), whose state names that file with its
   sha256, size and job count, and holds the legacy results and engine log.
@@ -48,13 +51,10 @@ from shared.journal_snapshot import snapshot_files, sync_dir
 
 log = structlog.get_logger("engine.snapshots")
 
-FORMAT: Final = 1
+FORMAT: Final = 2
 JOBS_FILE_RE: Final = re.compile(r"^jobs-(\d{12})\.tsv$")
 #: How often the snapshot policy is checked.
 CHECK_INTERVAL: Final = 1.0
-
-_STATUS: Final = {s.value.encode(): s for s in JobStatus}
-
 
 def jobs_file_name(seq: int) -> str:
     """The name of the jobs file of the snapshot at ``seq``."""
@@ -71,11 +71,21 @@ class JobsFile:
     count: int
 
 
-def _line(entry: JobEntry) -> bytes:
-    canceller = "" if entry.cancel_requested_by is None else json.dumps(entry.cancel_requested_by)
-    pid = "" if entry.pid is None else str(entry.pid)
-    head = f"{entry.seq}\t{entry.id}\t{entry.type}\t{entry.status}\t{pid}\t{canceller}\t{int(entry.log_truncated)}\t"
-    return head.encode() + entry.encoded + b"\n"
+_STATUS_ORDER: Final = tuple(JobStatus)
+
+
+def _columns(entries: list[JobEntry]) -> bytes:
+    types = sorted({e.type for e in entries})
+    type_index = {t: i for i, t in enumerate(types)}
+    status_index = {s: i for i, s in enumerate(_STATUS_ORDER)}
+    columns = {
+        "types": types, "statuses": [str(s) for s in _STATUS_ORDER],
+        "seq": [e.seq for e in entries], "id": [e.id for e in entries],
+        "type": [type_index[e.type] for e in entries], "status": [status_index[e.status] for e in entries],
+        "pid": [e.pid for e in entries], "canceller": [e.cancel_requested_by for e in entries],
+        "truncated": [int(e.log_truncated) for e in entries],
+    }
+    return json.dumps(columns, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
 def write_jobs_file(directory: Path, cut: StoreCut) -> JobsFile:
@@ -87,13 +97,15 @@ def write_jobs_file(directory: Path, cut: StoreCut) -> JobsFile:
     tmp = directory / f".{final.name}.{os.getpid()}.tmp"
     digest = hashlib.sha256()
     size = 0
+    entries = cut.entries
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "wb", closefd=False, buffering=1024 * 1024) as f:
-                entries = cut.entries
+                chunks = [_columns(entries)]
                 for start in range(0, len(entries), 4096):
-                    chunk = b"".join([_line(e) for e in entries[start:start + 4096]])
+                    chunks.append(b"".join([e.encoded + b"\n" for e in entries[start:start + 4096]]))
+                for chunk in chunks:
                     digest.update(chunk)
                     size += len(chunk)
                     f.write(chunk)
@@ -105,7 +117,7 @@ def write_jobs_file(directory: Path, cut: StoreCut) -> JobsFile:
         tmp.unlink(missing_ok=True)
         raise
     sync_dir(directory)
-    return JobsFile(name=final.name, sha256=digest.hexdigest(), size=size, count=len(cut.entries))
+    return JobsFile(name=final.name, sha256=digest.hexdigest(), size=size, count=len(entries))
 
 
 def snapshot_state(cut: StoreCut, jobs: JobsFile) -> dict[str, Any]:
@@ -133,17 +145,29 @@ def load_snapshot(store: JobStore, snapshot: Snapshot, directory: Path) -> None:
         raise StartupError(f"cannot read {path}: {exc.strerror or exc}; {hint}") from None
     if len(raw) != state.get("jobsBytes") or hashlib.sha256(raw).hexdigest() != state.get("jobsSha256"):
         raise StartupError(f"{path} does not match snapshot seq {snapshot.seq} (size or sha256); {hint}")
-    entries = [_parse(line) for line in raw.split(b"\n")[:-1]]
+    try:
+        entries = _entries(raw)
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise StartupError(f"{path} is not a job table of format {FORMAT}; {hint}") from None
     if len(entries) != state.get("jobCount"):
         raise StartupError(f"{path} holds {len(entries)} jobs, its snapshot says {state.get('jobCount')}; {hint}")
     store.load(entries=entries, results=[str(r) for r in state.get("results", [])],
                engine_logs=list(state.get("engineLog", [])), seq=snapshot.seq, head=snapshot.head)
 
 
-def _parse(line: bytes) -> JobEntry:
-    seq, job_id, type_name, status, pid, canceller, truncated, encoded = line.split(b"\t", 7)
-    return JobEntry(int(seq), job_id.decode(), sys.intern(type_name.decode()), _STATUS[status], encoded,
-                    int(pid) if pid else None, json.loads(canceller) if canceller else None, truncated == b"1")
+def _entries(raw: bytes) -> list[JobEntry]:
+    lines = raw.split(b"\n")
+    columns = json.loads(lines[0])
+    encoded = lines[1:-1]
+    types = [sys.intern(t) for t in columns["types"]]
+    statuses = [JobStatus(s) for s in columns["statuses"]]
+    count = len(encoded)
+    if not all(len(columns[name]) == count for name in ("seq", "id", "type", "status", "pid", "canceller",
+                                                         "truncated")):
+        raise ValueError("columns and job lines differ in length")
+    return list(map(JobEntry, columns["seq"], columns["id"], [types[i] for i in columns["type"]],
+                    [statuses[i] for i in columns["status"]], encoded, columns["pid"], columns["canceller"],
+                    [bool(t) for t in columns["truncated"]]))
 
 
 def remove_unreferenced(state_dir: Path, journal_dir: Path) -> None:
@@ -190,7 +214,12 @@ class Snapshotter:
 
         Never raises for a disk problem: a failed snapshot is logged at ERROR
         (the journal still holds everything; the next start only replays more).
+        Shielded: a caller cancelled mid-way (shutdown) does not stop a write in
+        progress, and the next call waits for it.
         """
+        return await asyncio.shield(self._take())
+
+    async def _take(self) -> bool:
         async with self._lock:
             store, journal = self.store, self.journal
             if store.seq == self.last_seq:

@@ -23,10 +23,12 @@ times, which is what makes a start from a long journal fast.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import gc
 import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 import attrs
@@ -63,6 +65,10 @@ class Action(enum.StrEnum):
     JOB_FINISHED = "job_finished"
     CANCEL_REQUESTED = "cancel_requested"
     JOB_INTERRUPTED = "job_interrupted"
+
+
+_ACTIONS: Final = {a.value: a for a in Action}
+_STATUSES: Final = {s.value: s for s in JobStatus}
 
 
 @attrs.frozen(kw_only=True)
@@ -116,10 +122,9 @@ class JobStore:
         does not fit the current state. ``replay`` silences the per-transition
         log events while the journal is read back at start-up.
         """
-        try:
-            action = Action(record.action)
-        except ValueError:
-            raise StoreError(f"unknown action {record.action!r}") from None
+        action = _ACTIONS.get(record.action)
+        if action is None:
+            raise StoreError(f"unknown action {record.action!r}")
         old = None if replay else self._entries.get(record.job_id or "")
         try:
             entry = self._apply(action, record)
@@ -149,7 +154,9 @@ class JobStore:
                                    changes={"startedAt": at, "runBy": run_by, "runReason": reason})
             self._legacy_log(LogLevel.INFO, "Job started", entry.id, at)
         elif action in (Action.JOB_FINISHED, Action.JOB_INTERRUPTED):
-            status = JobStatus(data.get("status", JobStatus.FAILED))
+            status = _STATUSES.get(data.get("status", "FAILED"))
+            if status is None:
+                raise StoreError(f"{action}: unknown status {data.get('status')!r}")
             error = _str_or_none(data.get("error"), "error")
             exit_code = data.get("exitCode")
             if exit_code is not None and type(exit_code) is not int:
@@ -164,7 +171,9 @@ class JobStore:
                 self._legacy_log(LogLevel.ERROR, f"Job failed: {error}", entry.id, at)
             self._results.append(entry.id)
         elif action is Action.JOB_STARTED:
-            new = entry._replace(pid=int(data["pid"]))
+            # Built directly: NamedTuple._replace is several times slower, and replay does this a lot.
+            new = JobEntry(entry.seq, entry.id, entry.type, entry.status, entry.encoded, int(data["pid"]),
+                           entry.cancel_requested_by, entry.log_truncated)
         elif action is Action.CANCEL_REQUESTED:
             # Audit-only when the run ended meanwhile (the request raced the exit): no change.
             if entry.status is not JobStatus.RUNNING or entry.cancel_requested_by is not None:
@@ -209,10 +218,19 @@ class JobStore:
         wire["status"] = str(to)
         wire.update(changes)
         wire["history"].append({"status": str(to), "at": at, "by": by, "reason": reason})
-        if bulk is not None:
+        if bulk is not None and TRANSITIONS[to]:
             bulk[entry.id] = wire
-            return entry._replace(status=to)
-        return entry._replace(status=to, encoded=encode_wire(wire))
+            encoded = entry.encoded  # stale until the replay ends
+        else:
+            # Live, or final during a replay: a final job's JSON never changes again, so encode
+            # it now and let its dict go (a replay then holds dicts for unfinished jobs only).
+            if bulk is not None:
+                bulk.pop(entry.id, None)
+            encoded = encode_wire(wire)
+        # A run's pid matters only while it runs (the journal keeps it): a finished job drops it.
+        pid = entry.pid if TRANSITIONS[to] else None
+        return JobEntry(entry.seq, entry.id, entry.type, to, encoded, pid, entry.cancel_requested_by,
+                        entry.log_truncated)
 
     def _put(self, old: JobEntry, new: JobEntry) -> None:
         self._entries[new.id] = new
@@ -250,9 +268,10 @@ class JobStore:
         count = 0
         record: Record | None = None
         try:
-            for record in records:
-                self.apply(record, replay=True)
-                count += 1
+            with paused_gc():
+                for record in records:
+                    self.apply(record, replay=True)
+                    count += 1
         except StoreError as exc:
             assert record is not None
             raise StoreError(f"record seq {record.seq} ({record.action}, job {record.job_id}): {exc}") from None
@@ -280,14 +299,26 @@ class JobStore:
         ordered = list(self._entries.values())
         if any(ordered[i].seq >= ordered[i + 1].seq for i in range(len(ordered) - 1)):
             ordered.sort(key=lambda e: e.seq)
-        self._all = Index()
-        self._by_status = {s: Index() for s in JobStatus}
-        self._by_type = {}
-        self._by_status_type = {}
-        self._all.seqs = [e.seq for e in ordered]
-        self._all.entries = ordered
-        for entry in ordered:  # in seq order, so every add is an append
-            self._index_add(entry)
+        # Grouped with plain appends (entries are in seq order), then turned into indexes: a
+        # per-entry Index.add() would cost several times more for hundreds of thousands of jobs.
+        by_status: dict[JobStatus, list[JobEntry]] = {s: [] for s in JobStatus}
+        by_type: dict[str, list[JobEntry]] = {}
+        by_status_type: dict[tuple[JobStatus, str], list[JobEntry]] = {}
+        for entry in ordered:
+            by_status[entry.status].append(entry)
+            group = by_type.get(entry.type)
+            if group is None:
+                group = by_type[entry.type] = []
+            group.append(entry)
+            key = (entry.status, entry.type)
+            group = by_status_type.get(key)
+            if group is None:
+                group = by_status_type[key] = []
+            group.append(entry)
+        self._all = Index.of(ordered)
+        self._by_status = {s: Index.of(group) for s, group in by_status.items()}
+        self._by_type = {t: Index.of(group) for t, group in by_type.items()}
+        self._by_status_type = {k: Index.of(group) for k, group in by_status_type.items()}
 
     def cut(self) -> StoreCut:
         """Return a consistent copy of the store for a snapshot (cheap: copies pointer lists)."""
@@ -359,6 +390,23 @@ class JobStore:
             out.append({"jobId": wire["id"], "engine": wire["type"], "name": wire["name"], "output": output,
                         "createdAt": wire["endedAt"]})
         return out
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Turn the cyclic garbage collector off for a bulk load (restores its previous state).
+
+    A bulk load creates hundreds of thousands of long-lived objects; the
+    collector would scan the growing heap again and again (it was most of
+    the time of a snapshot load). Nothing a load makes is cyclic.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def entry_run_by(record: Record) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import operator
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
@@ -38,7 +39,7 @@ class JobEntry(NamedTuple):
 
     ``seq`` is the journal seq of the job's creation and orders every
     listing. ``encoded`` is the job's wire JSON (keys in ``JOB_FIELDS``
-    order). ``pid`` is the run's process id once started,
+    order). ``pid`` is the run's process id while it runs,
     ``cancel_requested_by`` the first canceller of the run, ``log_truncated``
     whether the run's output hit its cap.
     """
@@ -137,46 +138,51 @@ def _time(value: Any) -> Any:
     return parsed
 
 
+_SEQ: Final = operator.itemgetter(0)  # JobEntry.seq, as a C-level key for bisect
+
+
 class Index:
-    """Entries ordered by creation seq, as two parallel lists (keys to bisect, entries to page).
+    """Entries ordered by creation seq, bisected on the entries' seq itself (no parallel key list).
 
     New jobs are the newest, so adding is an append; a job changing status is
     removed from one index and inserted into another by bisection (a pointer
     ``memmove``: microseconds even with a million jobs). A page is a list
-    slice: O(log n + limit), whatever the size.
+    slice: O(log n + limit), whatever the size. One pointer per job and
+    index is all it costs.
     """
 
-    __slots__ = ("seqs", "entries")
+    __slots__ = ("entries",)
 
     def __init__(self) -> None:
-        self.seqs: list[int] = []
         self.entries: list[JobEntry] = []
 
+    @classmethod
+    def of(cls, entries: list[JobEntry]) -> Index:
+        """An index over ``entries``, which must be in seq order (the list is taken, not copied)."""
+        index = cls()
+        index.entries = entries
+        return index
+
     def __len__(self) -> int:
-        return len(self.seqs)
+        return len(self.entries)
 
     def add(self, entry: JobEntry) -> None:
         """Insert ``entry`` at its seq's place (an append for the newest)."""
-        seqs = self.seqs
-        if not seqs or entry.seq > seqs[-1]:
-            seqs.append(entry.seq)
-            self.entries.append(entry)
+        entries = self.entries
+        if not entries or entry.seq > entries[-1].seq:
+            entries.append(entry)
         else:
-            at = bisect.bisect_left(seqs, entry.seq)
-            seqs.insert(at, entry.seq)
-            self.entries.insert(at, entry)
+            entries.insert(bisect.bisect_left(entries, entry.seq, key=_SEQ), entry)
 
     def _find(self, entry: JobEntry) -> int:
-        at = bisect.bisect_left(self.seqs, entry.seq)
-        if at == len(self.seqs) or self.seqs[at] != entry.seq:
+        at = bisect.bisect_left(self.entries, entry.seq, key=_SEQ)
+        if at == len(self.entries) or self.entries[at].seq != entry.seq:
             raise StoreError(f"index out of step: job {entry.id} is missing")
         return at
 
     def remove(self, entry: JobEntry) -> None:
         """Remove the entry with ``entry``'s seq."""
-        at = self._find(entry)
-        del self.seqs[at]
-        del self.entries[at]
+        del self.entries[self._find(entry)]
 
     def replace(self, entry: JobEntry) -> None:
         """Put ``entry`` in place of the entry with the same seq."""
@@ -184,8 +190,9 @@ class Index:
 
     def page(self, limit: int, before: int | None) -> tuple[list[bytes], JobEntry | None]:
         """Return up to ``limit`` encoded jobs with seq below ``before``, newest first, and the next cursor."""
-        end = len(self.seqs) if before is None else bisect.bisect_left(self.seqs, before)
+        entries = self.entries
+        end = len(entries) if before is None else bisect.bisect_left(entries, before, key=_SEQ)
         start = max(0, end - limit)
-        chunk = self.entries[start:end]
+        chunk = entries[start:end]
         chunk.reverse()
         return [e.encoded for e in chunk], (chunk[-1] if start > 0 and chunk else None)
