@@ -36,6 +36,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -47,7 +48,7 @@ from engine_hub.store import JobEntry, JobStore, StoreCut
 from shared.contract import JobStatus
 from shared.journal import Snapshot
 from shared.journal_file import FileJournal
-from shared.journal_snapshot import snapshot_files, sync_dir
+from shared.journal_snapshot import snapshot_files, sync_dir, write_durably
 
 log = structlog.get_logger("engine.snapshots")
 
@@ -88,35 +89,30 @@ def _columns(entries: list[JobEntry]) -> bytes:
     return json.dumps(columns, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
+def _chunks(entries: list[JobEntry]) -> Iterator[bytes]:
+    yield _columns(entries)
+    for start in range(0, len(entries), 4096):
+        yield b"".join([e.encoded + b"\n" for e in entries[start:start + 4096]])
+
+
 def write_jobs_file(directory: Path, cut: StoreCut) -> JobsFile:
     """Durably write the jobs of ``cut`` to ``directory``. Blocking; raises ``OSError``."""
     if not directory.exists():
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         sync_dir(directory.parent)
     final = directory / jobs_file_name(cut.seq)
-    tmp = directory / f".{final.name}.{os.getpid()}.tmp"
     digest = hashlib.sha256()
     size = 0
     entries = cut.entries
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb", closefd=False, buffering=1024 * 1024) as f:
-                chunks = [_columns(entries)]
-                for start in range(0, len(entries), 4096):
-                    chunks.append(b"".join([e.encoded + b"\n" for e in entries[start:start + 4096]]))
-                for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    f.write(chunk)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    sync_dir(directory)
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal size
+        for chunk in _chunks(entries):
+            digest.update(chunk)
+            size += len(chunk)
+            yield chunk
+
+    write_durably(final, chunks())
     return JobsFile(name=final.name, sha256=digest.hexdigest(), size=size, count=len(entries))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -38,7 +39,11 @@ class TestAuditApi:
     async def test_filters_by_job_actor_and_time(self, engine: EngineHarness) -> None:
         """jobId and actor match exactly; since is inclusive, until exclusive."""
         first = await engine.create("demo.echo", headers=auth(actor="alice"))
-        middle = format_time(utcnow())
+        created_at = engine.journal.recent()[-1].at
+        middle = format_time(utcnow()) or ""
+        while middle <= created_at:  # times have millisecond precision: step past alice's
+            await asyncio.sleep(0.001)
+            middle = format_time(utcnow()) or ""
         await engine.create("demo.echo", headers=auth(actor="carol"))
         by_job, _ = await audit(engine, f"?jobId={first['id']}")
         assert [(r["jobId"], r["action"]) for r in by_job] == [(first["id"], "job_created")]
