@@ -134,10 +134,14 @@ class TestSnapshots:
                    what="every run over")
         assert engine.stop() == 0  # writes a snapshot at the clean stop
         engine.start()
+        running = ""
         for i in range(15):  # the tail: after the last snapshot, then a crash
             job = create(engine, f"b{i}", seconds=60 if i == 7 else 0)
             if i % 3 == 1:
                 engine.ok("POST", f"/api/jobs/{job['id']}/run", status=202)
+                running = job["id"] if i == 7 else running
+        wait_until(lambda: any(r["action"] == "job_started" for r in engine.ok("GET", f"/api/audit?jobId={running}")),
+                   timeout=20, what="the long run's pid journaled")
         engine.kill()
         with_snapshot, without = tmp_path / "with", tmp_path / "without"
         shutil.copytree(tmp_path / "data", with_snapshot)
