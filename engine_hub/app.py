@@ -1,30 +1,37 @@
 """Assembly of the engine web application.
 
 :func:`create_app` only builds objects: the catalog file, the admin token
-and the journal are read when the app starts (in ``cleanup_ctx``), which is
-also where the journal is replayed and, at shutdown, where every running job
-is stopped.
+and the journal are read when the app starts (in ``cleanup_ctx``), before
+the server accepts a connection. That is also where the journal is
+replayed, where jobs left RUNNING by a previous engine are recorded as
+interrupted, and, at shutdown, where every running job is stopped and a
+last snapshot is written.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 import structlog
 from aiohttp import web
 
-from engine_hub import openapi, routes, routes_compat
+from engine_hub import openapi, routes, routes_audit, routes_compat
 from engine_hub.auth import AUTHENTICATOR, Authenticator, auth_middleware, check_bind_allowed, resolve_admin_token
 from engine_hub.catalog import Catalog, CatalogError, load_catalog
-from engine_hub.errors import ConfigError, EngineError
-from engine_hub.joblogs import JobLogs
+from engine_hub.errors import ConfigError, EngineError, JournalDown, StartupError
+from engine_hub.joblog_files import FileJobLogs
+from engine_hub.joblogs import JobLogs, LogStore
 from engine_hub.metrics import Metrics
 from engine_hub.runner import Runner
 from engine_hub.service import SERVICE, JobService
-from engine_hub.settings import Settings
-from engine_hub.store import JobStore
-from shared.journal import Journal, MemoryJournal, Record
+from engine_hub.settings import JOURNAL_DIR, LOGS_DIR, STATE_DIR, Settings
+from engine_hub.snapshots import Snapshotter, load_snapshot
+from engine_hub.store import JobStore, StoreError, paused_gc
+from shared.journal import Journal, JournalCorrupt, JournalLocked, MemoryJournal, Record
+from shared.journal_file import FileJournal
 from shared.web import HTTP_LIMITS, MAX_BODY, api_middleware, log_flusher
 
 log = structlog.get_logger("engine.app")
@@ -32,17 +39,44 @@ log = structlog.get_logger("engine.app")
 #: The settings the app was built with.
 SETTINGS = web.AppKey("settings", Settings)
 
+PROG = "engine-hub"
+#: Journal records kept in memory for ``/api/audit`` (older ones are read from the segment files).
+RECENT_RECORDS = 1_000
+#: Records an ``--ephemeral`` engine keeps (it promises no durability; this bounds its memory).
+EPHEMERAL_RECORDS = 10_000
 
-def open_journal(settings: Settings) -> tuple[Journal, Iterable[Record]]:
-    """Return the journal for ``settings`` and the records to replay from it.
 
-    This is the seam for the durable file journal: until it exists, every
-    engine keeps its journal in memory (as ``--ephemeral`` always will).
+def open_journal(settings: Settings) -> FileJournal:
+    """Open the durable journal of ``settings.data_dir`` (blocking). Raises :class:`StartupError`."""
+    directory = settings.data_dir / JOURNAL_DIR
+    try:
+        return FileJournal.open(directory, prog=PROG, retention_days=settings.retention_days,
+                                recent_limit=RECENT_RECORDS)
+    except JournalLocked as exc:
+        raise StartupError(f"{exc}; only one engine may use a data directory") from None
+    except OSError as exc:
+        raise StartupError(f"cannot open the journal in {directory}: {exc.strerror or exc}") from None
+
+
+def restore(journal: FileJournal, store: JobStore, settings: Settings) -> int:
+    """Load the newest snapshot into ``store``, then replay the journal's tail (blocking).
+
+    Returns how many records were replayed. Every record's hash and link is
+    checked as it is read; a torn last line is cut off with a warning (by
+    the journal). Raises :class:`StartupError` naming the first bad record.
     """
-    if not settings.ephemeral:
-        log.warning("journal_not_durable", data_dir=str(settings.data_dir),
-                    detail="the durable journal is not available yet; job state lives in memory only")
-    return MemoryJournal(), ()
+    try:
+        with paused_gc():
+            if journal.snapshot is not None:
+                load_snapshot(store, journal.snapshot, settings.data_dir / STATE_DIR)
+            return store.replay(journal.replay())
+    except JournalCorrupt as exc:
+        raise StartupError(str(exc)) from None
+    except StoreError as exc:
+        raise StartupError(f"journal record does not apply: {exc}; run `{PROG} audit verify` "
+                           "and report this record") from None
+    except OSError as exc:
+        raise StartupError(f"cannot read the journal in {journal.directory}: {exc.strerror or exc}") from None
 
 
 def _no_store(request: web.Request, response: web.StreamResponse) -> None:
@@ -54,15 +88,20 @@ def create_app(settings: Settings, *, journal: Journal | None = None, catalog: C
                environ: Mapping[str, str] | None = None) -> web.Application:
     """Build the engine application; nothing is read, written or started until it runs.
 
-    ``journal`` replaces the one :func:`open_journal` would open (its
-    ``recent()`` records are replayed at start: tests restart an engine on
-    the same :class:`MemoryJournal`). ``catalog`` replaces the one loaded
-    from ``settings.config``. ``environ`` replaces ``os.environ`` for the
-    token look-up. Start-up raises :class:`ConfigError` for a bad catalog,
-    token or bind address.
+    ``journal`` replaces the one the settings call for (its ``recent()``
+    records are replayed at start: tests restart an engine on the same
+    :class:`MemoryJournal`); otherwise the engine opens the durable journal
+    in ``<data_dir>/journal`` or, with ``settings.ephemeral``, a bounded
+    :class:`MemoryJournal`. ``catalog`` replaces the one loaded from
+    ``settings.config``. ``environ`` replaces ``os.environ`` for the token
+    look-up. Start-up raises :class:`ConfigError` for a bad catalog, token or
+    bind address and :class:`StartupError` for a journal it cannot start from.
     """
     metrics = Metrics()
-    service = JobService(store=JobStore(), logs=JobLogs(), metrics=metrics,
+    durable = journal is None and not settings.ephemeral
+    logs: LogStore = (FileJobLogs(settings.data_dir / LOGS_DIR, max_bytes=settings.log_max_bytes)
+                      if durable else JobLogs())
+    service = JobService(store=JobStore(), logs=logs, metrics=metrics,
                          runner=Runner(kill_grace=settings.kill_grace))
     app = web.Application(
         middlewares=[
@@ -78,6 +117,7 @@ def create_app(settings: Settings, *, journal: Journal | None = None, catalog: C
     app.cleanup_ctx.append(log_flusher)
     app.cleanup_ctx.append(_engine_context(settings, journal, catalog, environ))
     routes.add_routes(app)
+    routes_audit.add_routes(app)
     routes_compat.add_routes(app)
     routes.add_job_routes(app)
     openapi.setup(app)
@@ -95,19 +135,61 @@ def _engine_context(settings: Settings, journal: Journal | None, catalog: Catalo
             raise ConfigError(str(exc)) from None
         token, origin = resolve_admin_token(settings, env)
         app[AUTHENTICATOR].configure(admin_token=token, catalog=cat)
-        replay: Iterable[Record]
+        service = app[SERVICE]
+        replay: Iterable[Record] = ()
+        snapshotter: Snapshotter | None = None
+        used: Journal
         if journal is not None:
             used, replay = journal, list(journal.recent())
+        elif settings.ephemeral:
+            used = MemoryJournal(max_records=EPHEMERAL_RECORDS)
         else:
-            used, replay = open_journal(settings)
-        service = app[SERVICE]
-        await service.start(catalog=cat, journal=used, replay=replay)
+            used = await _open_durable(settings, service)
+            snapshotter = Snapshotter(store=service.store, journal=used, state_dir=settings.data_dir / STATE_DIR,
+                                      records=settings.snapshot_records, seconds=settings.snapshot_seconds)
+        try:
+            await service.start(catalog=cat, journal=used, replay=replay)
+        except JournalDown:
+            await used.close()
+            raise StartupError("the journal cannot be written, so jobs interrupted by the last stop cannot be "
+                               "recorded; check the disk holding the data directory") from None
+        except BaseException:
+            await used.close()
+            raise
+        snapshot_task = asyncio.create_task(snapshotter.run()) if snapshotter is not None else None
         log.info("engine_started", types=len(cat.types), clients=len(cat.clients), token_from=origin,
-                 ephemeral=settings.ephemeral, jobs=len(service.store))
+                 ephemeral=settings.ephemeral, jobs=len(service.store), journal_seq=service.store.seq)
         try:
             yield
         finally:
+            if snapshot_task is not None:
+                snapshot_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await snapshot_task
             await service.close()
+            if snapshotter is not None:
+                await snapshotter.take()
+            await used.close()
             log.info("engine_stopped")
 
     return context
+
+
+async def _open_durable(settings: Settings, service: JobService) -> FileJournal:
+    """Open the file journal and rebuild the store from it, off the event loop."""
+    if isinstance(service.logs, FileJobLogs):
+        try:
+            service.logs.open()
+        except OSError as exc:
+            raise StartupError(f"cannot create the job log directory {service.logs.directory}: "
+                               f"{exc.strerror or exc}") from None
+    journal = await asyncio.to_thread(open_journal, settings)
+    try:
+        count = await asyncio.to_thread(restore, journal, service.store, settings)
+    except BaseException:
+        await journal.close()
+        raise
+    snap = journal.snapshot
+    log.info("journal_replayed", snapshot_seq=snap.seq if snap is not None else None, replayed=count,
+             jobs=len(service.store))
+    return journal

@@ -10,8 +10,9 @@ Bearer <token>``. Two kinds of token exist:
   SHA-256): create and read jobs only, on routes that opt in. Everything
   else (run, cancel, and any route not listed) is 403 ``forbidden``.
 
-The admin token comes from the settings, else ``ENGINE_HUB_TOKEN``, else the
-token file ``<data_dir>/token``, generated once (mode 0600) and reused.
+The admin token comes from the settings, else ``--token-file`` (a file
+provided to the engine, e.g. a systemd credential), else ``ENGINE_HUB_TOKEN``,
+else the token file ``<data_dir>/token``, generated once (mode 0600) and reused.
 Secrets are compared in constant time and never logged.
 """
 
@@ -80,7 +81,7 @@ def _env_token(environ: Mapping[str, str]) -> str | None:
 
 def has_explicit_token(settings: Settings, environ: Mapping[str, str]) -> bool:
     """Whether an admin token was configured on purpose (settings or ``ENGINE_HUB_TOKEN``)."""
-    return settings.token is not None or _env_token(environ) is not None
+    return settings.token is not None or settings.token_file is not None or _env_token(environ) is not None
 
 
 def is_loopback(host: str) -> bool:
@@ -111,14 +112,35 @@ def resolve_admin_token(settings: Settings, environ: Mapping[str, str]) -> tuple
     Raises :class:`ConfigError` for a token that is too short, contains
     spaces or control characters, or a token file that cannot be used.
     """
-    for token, origin in ((settings.token, "settings"), (_env_token(environ), TOKEN_ENV)):
-        if token is not None:
-            problem = _token_problem(token)
-            if problem is not None:
-                raise ConfigError(f"the admin token from {origin} {problem}")
-            return token, origin
+    if settings.token is not None:
+        return _checked(settings.token, "settings"), "settings"
+    if settings.token_file is not None:
+        return read_given_token_file(settings.token_file), str(settings.token_file)
+    env = _env_token(environ)
+    if env is not None:
+        return _checked(env, TOKEN_ENV), TOKEN_ENV
     path = settings.data_dir / TOKEN_FILE
     return load_or_create_token_file(path), str(path)
+
+
+def _checked(token: str, origin: str) -> str:
+    problem = _token_problem(token)
+    if problem is not None:
+        raise ConfigError(f"the admin token from {origin} {problem}")
+    return token
+
+
+def read_given_token_file(path: Path) -> str:
+    """Return the admin token in ``path`` (``--token-file``: a file provided to us, never created).
+
+    Surrounding whitespace (the trailing newline) is ignored. Raises
+    :class:`ConfigError` when the file is missing, unreadable, empty or
+    holds a token that is too short or malformed.
+    """
+    token = _read_token_file(path)
+    if token is None:
+        raise ConfigError(f"the token file {path} does not exist")
+    return token
 
 
 def load_or_create_token_file(path: Path) -> str:
@@ -166,6 +188,8 @@ def _read_token_file(path: Path) -> str | None:
         log.warning("token_file_too_open", path=str(path), mode=oct(stat.S_IMODE(info.st_mode)),
                     hint="chmod 600 the file")
     token = text.strip()
+    if not token:
+        raise ConfigError(f"the token file {path} is empty")
     problem = _token_problem(token)
     if problem is not None:
         raise ConfigError(f"the token in {path} {problem}")

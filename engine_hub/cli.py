@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import os
 import signal
@@ -22,7 +23,16 @@ from typing import Any
 from engine_hub.cli_jobs import add_jobs
 from engine_hub.cli_support import PROG, Parser, UsageError, fail
 from engine_hub.client import ClientError
-from engine_hub.settings import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, Settings
+from engine_hub.settings import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_HOST,
+    DEFAULT_LOG_MAX_BYTES,
+    DEFAULT_PORT,
+    DEFAULT_RETENTION_DAYS,
+    DEFAULT_SNAPSHOT_RECORDS,
+    DEFAULT_SNAPSHOT_SECONDS,
+    Settings,
+)
 
 # The server's imports (aiohttp, structlog) are deferred to ``serve``: client commands
 # start in a fraction of the time without them.
@@ -69,6 +79,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _count(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}; got {value}")
+        return value
+    return parse
+
+
 def _add_serve(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the engine", description="Run the engine until SIGINT/SIGTERM.")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
@@ -77,7 +99,20 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--config", type=Path, default=None, help="job type catalog (TOML); default: the demo types")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                    help=f"state directory: token file, journal (default {DEFAULT_DATA_DIR})")
-    p.add_argument("--ephemeral", action="store_true", help="keep job state in memory only")
+    p.add_argument("--ephemeral", action="store_true",
+                   help="keep job state, audit records and job logs in memory only (no files; for development)")
+    p.add_argument("--token-file", type=Path, default=None,
+                   help="read the admin token from this file (e.g. a systemd credential)")
+    p.add_argument("--snapshot-records", type=_count(100, 10_000_000), default=DEFAULT_SNAPSHOT_RECORDS,
+                   help=f"write a snapshot every N journal records (default {DEFAULT_SNAPSHOT_RECORDS})")
+    p.add_argument("--snapshot-seconds", type=_count(1, 86_400), default=int(DEFAULT_SNAPSHOT_SECONDS),
+                   help="... or this many seconds after the last one, if anything changed "
+                        f"(default {int(DEFAULT_SNAPSHOT_SECONDS)})")
+    p.add_argument("--retention-days", type=_count(1, 36_500), default=DEFAULT_RETENTION_DAYS,
+                   help="delete journal segments older than this once a snapshot covers them "
+                        f"(default {DEFAULT_RETENTION_DAYS})")
+    p.add_argument("--log-max-bytes", type=_count(4096, 2**40), default=DEFAULT_LOG_MAX_BYTES,
+                   help=f"cap of each job's log file (default {DEFAULT_LOG_MAX_BYTES}, 10 MiB)")
     p.add_argument("--kill-grace", type=_positive_float, default=5.0,
                    help="seconds between SIGTERM and SIGKILL when a run is stopped (default 5)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -85,19 +120,24 @@ def _add_serve(sub: Any) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from engine_hub.errors import ConfigError
+    from engine_hub.errors import ConfigError, StartupError
     from shared.log import configure_logging
 
     port = args.port if args.port is not None else _default_port()
     if port is None:
         port = DEFAULT_PORT
     settings = Settings(host=args.host, port=port, data_dir=args.data_dir, config=args.config,
-                        ephemeral=args.ephemeral, kill_grace=args.kill_grace, log_level=args.log_level)
+                        ephemeral=args.ephemeral, kill_grace=args.kill_grace, log_level=args.log_level,
+                        token_file=args.token_file, snapshot_records=args.snapshot_records,
+                        snapshot_seconds=float(args.snapshot_seconds), retention_days=args.retention_days,
+                        log_max_bytes=args.log_max_bytes)
     configure_logging(level=settings.log_level)
     try:
         asyncio.run(serve(settings))
     except ConfigError as exc:
         return fail(str(exc), 2)
+    except StartupError as exc:
+        return fail(str(exc), 1)
     except OSError as exc:
         return fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
     return 0
@@ -144,9 +184,26 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+    _malloc_trim()
 
 
-COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_serve, add_jobs]
+def _malloc_trim() -> None:
+    # Replay leaves freed memory (parsed records, wire dicts) in the C heap; give it back
+    # to the system so RSS reflects what the store holds. glibc only; elsewhere a no-op.
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _add_audit(sub: Any) -> None:
+    from shared.audit_cli import add_audit_commands, run_audit
+
+    add_audit_commands(sub, default_data_dir=DEFAULT_DATA_DIR)
+    sub.choices["audit"].set_defaults(func=lambda args: run_audit(args, prog=PROG))
+
+
+COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_serve, add_jobs, _add_audit]
 
 
 def build_parser() -> argparse.ArgumentParser:

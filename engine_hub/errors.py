@@ -83,3 +83,10 @@ class JournalDown(EngineError):
 
 class ConfigError(Exception):
     """The engine cannot start with this configuration; the message says what to fix."""
+
+
+class StartupError(Exception):
+    """The engine cannot start from its data as it is (a broken journal, a locked data dir).
+
+    The message is one line saying what is wrong and what to run or fix.
+    """

@@ -12,7 +12,7 @@ reader polling with ``after=N`` sees a gap, never a repeat.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import attrs
 
@@ -46,6 +46,26 @@ class LogPage:
         return {"lines": self.lines, "next": self.next, "truncated": self.truncated}
 
 
+class LogStore(Protocol):
+    """What the job service needs from a job log store (in memory or in files)."""
+
+    @property
+    def cap_reason(self) -> str:
+        """Why a job's log was cut, for the ``log_truncated`` journal record."""
+
+    def append(self, job_id: str, stream: str, text: str) -> bool:
+        """Add one line; return True the first time this job's log hits its cap."""
+
+    def finish(self, job_id: str) -> None:
+        """The job's run is over (its log is complete)."""
+
+    def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
+        """Return up to ``limit`` lines with ``seq > after``, oldest first."""
+
+    def close(self) -> None:
+        """The engine stops: write out whatever is buffered."""
+
+
 def _line_size(text: str) -> int:
     # Approximate memory cost: the text plus the fixed per-line overhead of the tuple.
     return len(text) + 64
@@ -62,6 +82,14 @@ class JobLogs:
         self._buffers: dict[str, _Buffer] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._total = 0
+
+    @property
+    def cap_reason(self) -> str:
+        """Why a job's log was cut: the oldest lines are dropped past the per-job bounds."""
+        return "output limit reached; the oldest lines are dropped"
+
+    def close(self) -> None:
+        """Nothing to write out: memory only."""
 
     @property
     def total_bytes(self) -> int:

@@ -72,7 +72,7 @@ def required_text(body: Mapping[str, Any], field: str, *, max_chars: int) -> str
 
 def accepted(entry: JobEntry, message: str) -> web.Response:
     """Return the 202 ``{"status":"accepted","jobId","message","job"}`` body of a run or cancel."""
-    head = json.dumps({"status": "accepted", "jobId": entry.job.id, "message": message},
+    head = json.dumps({"status": "accepted", "jobId": entry.id, "message": message},
                       separators=(",", ":")).encode()
     return json_bytes(head[:-1] + b',"job":' + entry.encoded + b"}", status=202)
 
@@ -106,7 +106,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         filters = "" if status is None else f"&status={status}"
         if type_name is not None:
             filters += f"&type={type_name}"
-        headers = {"Link": f'<{request.path}?limit={limit}{filters}&before={more.job.id}>; rel="next"'}
+        headers = {"Link": f'<{request.path}?limit={limit}{filters}&before={more.id}>; rel="next"'}
     return json_bytes(b"[%b]" % b",".join(items), headers=headers)  # one copy fewer than b"[" + ... + b"]"
 
 
@@ -148,7 +148,7 @@ async def create_job(request: web.Request) -> web.Response:
     who = principal(request)
     entry = await request.app[SERVICE].create(type_name=type_name, name=name, params=body.get("params"),
                                               actor=who.actor, source=source(request))
-    return json_bytes(entry.encoded, status=201, headers={"Location": f"/api/jobs/{entry.job.id}"})
+    return json_bytes(entry.encoded, status=201, headers={"Location": f"/api/jobs/{entry.id}"})
 
 
 async def run_job(request: web.Request) -> web.Response:
@@ -174,7 +174,7 @@ async def job_logs(request: web.Request) -> web.Response:
     """``GET /api/jobs/{id}/logs?after=N&limit=M``: ``{"lines", "next", "truncated"}``, oldest first."""
     reject_unknown_query(request, ("after", "limit"))
     service = request.app[SERVICE]
-    job_id = service.get(request.match_info["id"]).job.id
+    job_id = service.get(request.match_info["id"]).id
     after = parse_int_query(request, "after", default=0, low=0, high=MAX_CURSOR, error=EngineError)
     limit = parse_int_query(request, "limit", default=MAX_READ_LINES, low=1, high=MAX_READ_LINES, error=EngineError)
     return web.json_response(service.logs.read(job_id, after=after, limit=limit).to_json())
@@ -189,9 +189,18 @@ async def list_types(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """``GET /healthz`` (no token): ``{"status": "ok"}``, or ``"degraded"`` while the journal fails."""
-    healthy = request.app[SERVICE].journal.healthy
-    return web.json_response({"status": "ok" if healthy else "degraded"})
+    """``GET /healthz`` (no token): 200 ``{"status": "ok"}``, or 200 ``{"status": "degraded", ...}``.
+
+    Degraded means the journal cannot be written: every change is refused
+    (503 ``journal_unavailable``) while reads still work. That is why the
+    answer stays 200: a load balancer should keep sending reads, and a
+    restart would not fix a full or failing disk. Monitoring alerts on the
+    ``status`` field (or ``engine_journal_healthy`` in ``/metrics``).
+    """
+    if request.app[SERVICE].journal.healthy:
+        return web.json_response({"status": "ok"})
+    return web.json_response({"status": "degraded", "journal": "unavailable",
+                              "detail": "the journal cannot be written: changes are refused, reads work"})
 
 
 async def metrics(request: web.Request) -> web.Response:

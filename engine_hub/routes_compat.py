@@ -49,7 +49,7 @@ async def legacy_create(request: web.Request) -> web.Response:
     who = principal(request)
     entry = await request.app[SERVICE].create(type_name=engine, name=name, params=None, actor=who.actor,
                                               source=source(request))
-    return json_bytes(entry.encoded, status=202, headers={"Location": f"/api/jobs/{entry.job.id}"})
+    return json_bytes(entry.encoded, status=202, headers={"Location": f"/api/jobs/{entry.id}"})
 
 
 #: (method, route name) pairs of this module open to submit-scope client tokens.

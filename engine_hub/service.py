@@ -25,7 +25,7 @@ from aiohttp import web
 
 from engine_hub.catalog import Catalog, CatalogError, JobType
 from engine_hub.errors import Conflict, InvalidParam, JournalDown, NotFound, NotReady, UnknownType
-from engine_hub.joblogs import JobLogs
+from engine_hub.joblogs import LogStore
 from engine_hub.metrics import Metrics
 from engine_hub.runner import Runner
 from engine_hub.store import SYSTEM_ACTOR, Action, JobEntry, JobStore
@@ -37,7 +37,7 @@ log = structlog.get_logger("engine.service")
 #: ``source`` of records the engine writes on its own (finishes, interruptions).
 ENGINE_SOURCE: Final = "engine"
 #: Error of a job found RUNNING when the engine starts: its process died with the old engine.
-INTERRUPTED_ERROR: Final = "interrupted: the engine stopped while the job was running"
+INTERRUPTED_ERROR: Final = "interrupted: engine restarted"
 #: How long a finished run keeps retrying to journal its outcome while the journal is down.
 FINISH_RETRY_MAX_DELAY: Final = 5.0
 
@@ -49,7 +49,7 @@ class JobService:
     and replays the journal, :meth:`close` stops every run.
     """
 
-    def __init__(self, *, store: JobStore, logs: JobLogs, metrics: Metrics, runner: Runner) -> None:
+    def __init__(self, *, store: JobStore, logs: LogStore, metrics: Metrics, runner: Runner) -> None:
         self.store = store
         self.logs = logs
         self.metrics = metrics
@@ -87,11 +87,14 @@ class JobService:
         """
         self._catalog = catalog
         self._journal = journal
-        count = self.store.replay(replay)
+        # An empty replay is skipped: a bulk replay rebuilds every index, even for no records.
+        count = self.store.replay(replay) if replay else 0
         interrupted = self.store.running_job_ids()
         for job_id in interrupted:
+            # Raises JournalDown if the journal cannot take it: the engine then does not start.
             await self._commit(action=Action.JOB_INTERRUPTED, actor=SYSTEM_ACTOR, source=ENGINE_SOURCE,
                                job_id=job_id, data={"status": str(JobStatus.FAILED), "error": INTERRUPTED_ERROR})
+            log.warning("job_interrupted", job_id=job_id, error=INTERRUPTED_ERROR)
         log.info("store_recovered", records=count, jobs=len(self.store), interrupted=len(interrupted))
 
     async def close(self) -> None:
@@ -99,10 +102,13 @@ class JobService:
         await self._runner.shutdown()
         tasks = list(self._tasks.values()) + list(self._background)
         if tasks:
+            # A finish still waiting for a failed journal is given up after this: the job stays
+            # RUNNING in the journal and the next start records it as interrupted.
             _, pending = await asyncio.wait(tasks, timeout=FINISH_RETRY_MAX_DELAY * 2)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        self.logs.close()
 
     # -- commands ----------------------------------------------------------------
 
@@ -143,42 +149,42 @@ class JobService:
         400 ``not_ready`` (DONE/FAILED), 503 ``journal_unavailable``.
         """
         entry = self.get(job_id)
-        job = entry.job
         job_type = self._claim(entry)
 
         def start(entry: JobEntry) -> None:
             self.metrics.runs_started += 1
-            self._tasks[job_id] = asyncio.create_task(self._execute(entry.job, job_type), name=f"run-{job_id}")
+            params = entry.job.params
+            self._tasks[job_id] = asyncio.create_task(self._execute(job_id, params, job_type),
+                                                      name=f"run-{job_id}")
 
         return await self._commit(action=Action.RUN_REQUESTED, actor=actor, source=source, job_id=job_id,
                                   data={"runBy": actor, "reason": reason}, then=start,
-                                  finally_=lambda: self._release(job))
+                                  finally_=lambda: self._release(entry.id, entry.type))
 
     def _claim(self, entry: JobEntry) -> JobType:
         # No await in here: check and claim form one atomic step on the event loop.
-        job = entry.job
-        if job.status is JobStatus.RUNNING or job.id in self._claims:
+        if entry.status is JobStatus.RUNNING or entry.id in self._claims:
             raise Conflict("job is already running", code=ErrorCode.ALREADY_RUNNING)
-        if job.status is not JobStatus.READY:
-            raise NotReady(f"job is not ready to run: it is {job.status} and a job runs at most once")
-        job_type = self.catalog.get(job.type)
+        if entry.status is not JobStatus.READY:
+            raise NotReady(f"job is not ready to run: it is {entry.status} and a job runs at most once")
+        job_type = self.catalog.get(entry.type)
         if job_type is None:
-            raise UnknownType(f"job type {job.type!r} is no longer in the catalog, so this job cannot run")
-        if job_type.exclusive and (self.store.count(JobStatus.RUNNING, job.type)
-                                   or self._claimed_types.get(job.type)):
-            raise Conflict(f"job type {job.type!r} is exclusive and already has a running job",
+            raise UnknownType(f"job type {entry.type!r} is no longer in the catalog, so this job cannot run")
+        if job_type.exclusive and (self.store.count(JobStatus.RUNNING, entry.type)
+                                   or self._claimed_types.get(entry.type)):
+            raise Conflict(f"job type {entry.type!r} is exclusive and already has a running job",
                            code=ErrorCode.TYPE_BUSY)
-        self._claims.add(job.id)
-        self._claimed_types[job.type] = self._claimed_types.get(job.type, 0) + 1
+        self._claims.add(entry.id)
+        self._claimed_types[entry.type] = self._claimed_types.get(entry.type, 0) + 1
         return job_type
 
-    def _release(self, job: Job) -> None:
-        self._claims.discard(job.id)
-        left = self._claimed_types[job.type] - 1
+    def _release(self, job_id: str, type_name: str) -> None:
+        self._claims.discard(job_id)
+        left = self._claimed_types[type_name] - 1
         if left:
-            self._claimed_types[job.type] = left
+            self._claimed_types[type_name] = left
         else:
-            del self._claimed_types[job.type]
+            del self._claimed_types[type_name]
 
     async def cancel(self, *, job_id: str, actor: str, source: str) -> JobEntry:
         """Ask a RUNNING job's process group to stop; its run then ends FAILED "cancelled by <actor>".
@@ -186,21 +192,21 @@ class JobService:
         Raises 404 ``not_found``, 409 ``not_running`` (READY), 400
         ``not_ready`` (DONE/FAILED), 503 ``journal_unavailable``.
         """
-        entry = self.get(job_id)
-        self._check_cancellable(entry.job)
-        await self._commit(action=Action.CANCEL_REQUESTED, actor=actor, source=source, job_id=job_id, data={})
-        if entry.job.status is JobStatus.RUNNING and not self._runner.cancel(job_id, by=actor):
+        self._check_cancellable(self.get(job_id))
+        entry = await self._commit(action=Action.CANCEL_REQUESTED, actor=actor, source=source, job_id=job_id,
+                                   data={})
+        if entry.status is JobStatus.RUNNING and not self._runner.cancel(job_id, by=actor):
             # The run task has not handed the job to the runner yet: deliver on start.
             self._pending_cancels[job_id] = actor
         return entry
 
     @staticmethod
-    def _check_cancellable(job: Job) -> None:
-        if job.status is JobStatus.READY:
+    def _check_cancellable(entry: JobEntry) -> None:
+        if entry.status is JobStatus.READY:
             raise Conflict("job is not running (READY); only a RUNNING job can be cancelled",
                            code=ErrorCode.NOT_RUNNING)
-        if job.status is not JobStatus.RUNNING:
-            raise NotReady(f"job has already finished ({job.status}); there is nothing to cancel")
+        if entry.status is not JobStatus.RUNNING:
+            raise NotReady(f"job has already finished ({entry.status}); there is nothing to cancel")
 
     def get(self, job_id: str) -> JobEntry:
         """Return a job's entry or raise 404 ``not_found``."""
@@ -243,8 +249,7 @@ class JobService:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return await asyncio.shield(task)
 
-    async def _execute(self, job: Job, job_type: JobType) -> None:
-        job_id = job.id
+    async def _execute(self, job_id: str, params: dict[str, Any], job_type: JobType) -> None:
         started: list[asyncio.Task[None]] = []
 
         def on_started(pid: int) -> None:
@@ -255,11 +260,10 @@ class JobService:
 
         def on_line(stream: str, text: str) -> None:
             if self.logs.append(job_id, stream, text):
-                self._spawn(self._best_effort(Action.LOG_TRUNCATED, job_id,
-                                              {"reason": "output limit reached; the oldest lines are dropped"}))
+                self._spawn(self._best_effort(Action.LOG_TRUNCATED, job_id, {"reason": self.logs.cap_reason}))
 
         try:
-            outcome = await self._runner.run(job_id=job_id, job_type=job_type, params=job.params,
+            outcome = await self._runner.run(job_id=job_id, job_type=job_type, params=params,
                                              on_line=on_line, on_started=on_started)
             status, exit_code, error = outcome.status, outcome.exit_code, outcome.error
         except Exception:
@@ -273,9 +277,10 @@ class JobService:
         canceller = entry.cancel_requested_by if entry is not None else None
         actor = canceller if canceller is not None and error == f"cancelled by {canceller}" else SYSTEM_ACTOR
         data = {"status": str(status), "exitCode": exit_code, "error": error}
+        self.logs.finish(job_id)  # the log is complete on disk before the job is seen as ended
         await self._record_finish(job_id, actor, data)
-        self.logs.finish(job_id)
         self._tasks.pop(job_id, None)
+        self._pending_cancels.pop(job_id, None)  # a cancel that arrived while the finish was retried
         if status is JobStatus.DONE:
             self.metrics.runs_finished += 1
         else:

@@ -16,18 +16,37 @@ TOKEN_ENV = "ENGINE_HUB_TOKEN"
 TOKEN_FILE = "token"
 #: Header by which the admin token names the acting user.
 ACTOR_HEADER = "X-Engine-Actor"
+#: Sub-directories of the data directory.
+JOURNAL_DIR = "journal"
+STATE_DIR = "state"
+LOGS_DIR = "logs"
+
+DEFAULT_SNAPSHOT_RECORDS = 50_000
+DEFAULT_SNAPSHOT_SECONDS = 600.0
+DEFAULT_RETENTION_DAYS = 400
+DEFAULT_LOG_MAX_BYTES = 10 * 1024 * 1024
 
 
 @attrs.frozen(kw_only=True)
 class Settings:
     """Everything that configures an engine process; built by the CLI or by tests.
 
-    ``token`` is the admin token. When it is ``None`` the engine uses
-    ``ENGINE_HUB_TOKEN`` from the environment, else the token file
-    ``<data_dir>/token`` (generated once, mode 0600). ``ephemeral`` keeps job
-    state in memory only. ``kill_grace`` is the time between SIGTERM and
-    SIGKILL when a run is cancelled or times out. ``log_level`` is a stdlib
-    level name.
+    ``token`` is the admin token. When it is ``None`` the engine reads
+    ``token_file`` (``--token-file``: a credential file someone else
+    provides), else uses ``ENGINE_HUB_TOKEN`` from the environment, else the
+    token file ``<data_dir>/token`` (generated once, mode 0600).
+
+    Durable mode (the default) keeps the journal in ``<data_dir>/journal``,
+    snapshot state in ``<data_dir>/state`` and job logs in
+    ``<data_dir>/logs``. A snapshot is written every ``snapshot_records``
+    records, or ``snapshot_seconds`` after the last one if anything changed,
+    and at a clean stop; journal segments older than ``retention_days`` that
+    a snapshot covers are deleted. ``log_max_bytes`` caps each job's log file.
+    ``ephemeral`` keeps everything in memory instead and writes no files
+    (except the generated token file when no token is configured).
+
+    ``kill_grace`` is the time between SIGTERM and SIGKILL when a run is
+    cancelled or times out. ``log_level`` is a stdlib level name.
     """
 
     host: str = DEFAULT_HOST
@@ -36,5 +55,10 @@ class Settings:
     config: Path | None = None
     ephemeral: bool = False
     token: str | None = None
+    token_file: Path | None = None
     kill_grace: float = 5.0
     log_level: str = "info"
+    snapshot_records: int = DEFAULT_SNAPSHOT_RECORDS
+    snapshot_seconds: float = DEFAULT_SNAPSHOT_SECONDS
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    log_max_bytes: int = DEFAULT_LOG_MAX_BYTES

@@ -6,51 +6,53 @@ state: the live path appends a record and then applies it, and start-up
 replays the journal through the same function, so memory is always exactly
 what the journal says.
 
-Status changes happen in :func:`_transition` only, along
+Status changes happen in :meth:`JobStore._transition` only, along
 ``shared.contract.TRANSITIONS``; nothing else sets ``status``.
 
-Reads are cheap by construction: each job is serialised to JSON bytes once
-per change (:attr:`JobEntry.encoded`), and list pages come from indexes
+Reads are cheap by construction: each job is kept as its wire JSON bytes
+(:class:`engine_hub.store_entry.JobEntry`), and list pages come from indexes
 ordered by creation (all jobs, per status, per type, per status and type), so
 a page costs O(log n + limit) whatever the store's size or the filter.
+
+Replay is a bulk load (:meth:`JobStore.replay`): while it runs, changed jobs
+are kept as wire dicts and indexes are not maintained; at the end each
+changed job is encoded once and the indexes are built in one pass. A job
+created, run and finished during replay is thus serialised once, not three
+times, which is what makes a start from a long journal fast.
 """
 
 from __future__ import annotations
 
-import bisect
-import datetime as dt
+import contextlib
 import enum
-import json
+import gc
+import sys
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 import attrs
 import structlog
 
-from shared.contract import (
-    JOB_FIELDS,
-    TRANSITIONS,
-    HistoryEntry,
-    Job,
-    JobStatus,
-    LogLevel,
-    engine_log_json,
-    job_result_json,
-    parse_time,
-)
-from shared.journal import Record
+from engine_hub.store_entry import Index, JobEntry, StoreError, encode_wire, wire_from_created
+from shared.contract import TRANSITIONS, JobStatus, LogLevel
+from shared.journal import GENESIS, Record
 
 log = structlog.get_logger("engine.store")
 
 #: How many legacy EngineLog entries are kept (a ring buffer, as in the original).
 ENGINE_LOG_SIZE: Final = 500
+#: How many legacy JobResults are kept: the most the results route returns.
+RESULTS_SIZE: Final = 1000
 
 #: The JobResult output of a job that ended DONE (the original's wording).
 RESULT_OK: Final = "Job completed successfully"
 
 #: ``actor`` of records the engine writes on its own behalf.
 SYSTEM_ACTOR: Final = "system"
+
+__all__ = ["Action", "JobEntry", "JobStore", "StoreCut", "StoreError", "ENGINE_LOG_SIZE", "RESULT_OK",
+           "RESULTS_SIZE", "SYSTEM_ACTOR"]
 
 
 class Action(enum.StrEnum):
@@ -65,249 +67,263 @@ class Action(enum.StrEnum):
     JOB_INTERRUPTED = "job_interrupted"
 
 
-class StoreError(Exception):
-    """A record that cannot be applied: a forbidden transition, an unknown job or bad data.
-
-    Live code checks before it appends, so this means a corrupt journal or a
-    bug; the store is left unchanged.
-    """
+_ACTIONS: Final = {a.value: a for a in Action}
+_STATUSES: Final = {s.value: s for s in JobStatus}
 
 
-@attrs.define(kw_only=True)
-class JobEntry:
-    """A job in the store plus what the store keeps beside it.
+@attrs.frozen(kw_only=True)
+class StoreCut:
+    """A consistent copy of the store as of record ``seq`` (hash ``head``), for a snapshot.
 
-    ``seq`` is the journal sequence number of the job's creation and orders
-    every listing. ``encoded`` is ``job.to_json()`` as JSON bytes, refreshed
-    on each change. Only :class:`JobStore` mutates entries.
+    Entries are immutable, so copying the lists is enough: later changes
+    replace entries and never touch these.
     """
 
     seq: int
-    job: Job
-    encoded: bytes
-    pid: int | None = None
-    cancel_requested_by: str | None = None
-    log_truncated: bool = False
+    head: str
+    entries: list[JobEntry]
+    results: list[str]
+    engine_logs: list[dict[str, Any]]
 
 
-def encode_job(job: Job) -> bytes:
-    """Serialise a job's wire shape to compact UTF-8 JSON bytes."""
-    return json.dumps(job.to_json(), ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def job_from_json(data: Mapping[str, Any]) -> Job:
-    """Rebuild a :class:`Job` from its wire shape (as stored in a ``job_created`` record).
-
-    Raises :class:`StoreError` when a field is missing or malformed.
-    """
-    missing = [name for name in JOB_FIELDS if name not in data]
-    if missing:
-        raise StoreError(f"job data lacks {', '.join(missing)}")
-    try:
-        history = tuple(
-            HistoryEntry(status=JobStatus(h["status"]), at=_time(h["at"]), by=str(h["by"]), reason=h.get("reason"))
-            for h in data["history"]
-        )
-        params = data["params"]
-        if not isinstance(params, dict):
-            raise StoreError("job params must be an object")
-        return Job(
-            id=str(data["id"]), type=str(data["type"]), name=str(data["name"]), params=dict(params),
-            status=JobStatus(data["status"]), created_at=_time(data["createdAt"]),
-            created_by=str(data["createdBy"]), started_at=parse_time(data["startedAt"]),
-            run_by=data["runBy"], run_reason=data["runReason"], ended_at=parse_time(data["endedAt"]),
-            exit_code=data["exitCode"], error=data["error"], history=history,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise StoreError(f"malformed job data: {exc}") from None
-
-
-def _time(value: Any) -> dt.datetime:
-    parsed = parse_time(value) if isinstance(value, str) else None
-    if parsed is None:
-        raise StoreError(f"not a timestamp: {value!r}")
-    return parsed
-
-
-def _transition(job: Job, to: JobStatus, *, at: dt.datetime, by: str, reason: str | None,
-                **changes: Any) -> Job:
-    """Return ``job`` moved to status ``to`` with a history entry: the only place status changes."""
-    if to not in TRANSITIONS[job.status]:
-        raise StoreError(f"job {job.id}: transition {job.status} -> {to} is not allowed")
-    entry = HistoryEntry(status=to, at=at, by=by, reason=reason)
-    return attrs.evolve(job, status=to, history=(*job.history, entry), **changes)
-
-
-class _Index:
-    """Entries ordered by creation sequence, as two parallel lists (keys to bisect, entries to page).
-
-    New jobs are the newest, so adding is an append; a job changing status is
-    removed from one index and inserted into another by bisection (a pointer
-    ``memmove``: microseconds even with a million jobs). A page is a list
-    slice: O(log n + limit), whatever the size.
-    """
-
-    __slots__ = ("seqs", "entries")
-
-    def __init__(self) -> None:
-        self.seqs: list[int] = []
-        self.entries: list[JobEntry] = []
-
-    def __len__(self) -> int:
-        return len(self.seqs)
-
-    def add(self, entry: JobEntry) -> None:
-        seqs = self.seqs
-        if not seqs or entry.seq > seqs[-1]:
-            seqs.append(entry.seq)
-            self.entries.append(entry)
-        else:
-            at = bisect.bisect_left(seqs, entry.seq)
-            seqs.insert(at, entry.seq)
-            self.entries.insert(at, entry)
-
-    def remove(self, entry: JobEntry) -> None:
-        at = bisect.bisect_left(self.seqs, entry.seq)
-        if at == len(self.seqs) or self.seqs[at] != entry.seq:
-            raise StoreError(f"index out of step: job {entry.job.id} is missing")
-        del self.seqs[at]
-        del self.entries[at]
-
-    def page(self, limit: int, before: int | None) -> tuple[list[bytes], JobEntry | None]:
-        end = len(self.seqs) if before is None else bisect.bisect_left(self.seqs, before)
-        start = max(0, end - limit)
-        chunk = self.entries[start:end]
-        chunk.reverse()
-        return [e.encoded for e in chunk], (chunk[-1] if start > 0 and chunk else None)
+def _str_or_none(value: Any, what: str) -> str | None:
+    if value is not None and type(value) is not str:
+        raise StoreError(f"{what} must be a string or null")
+    return value
 
 
 class JobStore:
     """All jobs of the engine, their indexes, and the legacy result and log views.
 
-    Not thread-safe: it lives on the event loop. Mutated only by :meth:`apply`.
+    Not thread-safe: it lives on the event loop. Mutated only by :meth:`apply`
+    (and filled once by :meth:`load` from a snapshot). ``seq``/``head`` name
+    the last record applied.
     """
 
     def __init__(self) -> None:
         self._entries: dict[str, JobEntry] = {}
-        self._all = _Index()
-        self._by_status: dict[JobStatus, _Index] = {s: _Index() for s in JobStatus}
-        self._by_type: dict[str, _Index] = {}
-        self._by_status_type: dict[tuple[JobStatus, str], _Index] = {}
+        self._all = Index()
+        self._by_status: dict[JobStatus, Index] = {s: Index() for s in JobStatus}
+        self._by_type: dict[str, Index] = {}
+        self._by_status_type: dict[tuple[JobStatus, str], Index] = {}
         self._engine_logs: deque[dict[str, Any]] = deque(maxlen=ENGINE_LOG_SIZE)
-        self._results: list[dict[str, Any]] = []
+        self._results: deque[str] = deque(maxlen=RESULTS_SIZE)
+        # Wire dicts of the jobs changed during a bulk replay; None when live.
+        self._bulk: dict[str, dict[str, Any]] | None = None
+        self.seq = 0
+        self.head = GENESIS
 
     # -- the one mutation path -------------------------------------------------
 
     def apply(self, record: Record, *, replay: bool = False) -> JobEntry:
-        """Apply one journal record to memory and return the entry of the job it touched.
+        """Apply one journal record to memory and return the job's new entry.
 
         Raises :class:`StoreError` (leaving the store unchanged) when the record
         does not fit the current state. ``replay`` silences the per-transition
         log events while the journal is read back at start-up.
         """
+        action = _ACTIONS.get(record.action)
+        if action is None:
+            raise StoreError(f"unknown action {record.action!r}")
+        old = None if replay else self._entries.get(record.job_id or "")
         try:
-            action = Action(record.action)
-        except ValueError:
-            raise StoreError(f"unknown action {record.action!r}") from None
-        try:
-            return self._apply(action, record, replay)
+            entry = self._apply(action, record)
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"{action}: malformed record data: {exc!r}") from None
-
-    def _apply(self, action: Action, record: Record, replay: bool) -> JobEntry:
-        at = _time(record.at)
-        if action is Action.JOB_CREATED:
-            return self._create(record, at)
-        entry = self._entries.get(record.job_id or "")
-        if entry is None:
-            raise StoreError(f"{action}: unknown job {record.job_id!r}")
-        job = entry.job
-        data = record.data
-        if action is Action.RUN_REQUESTED:
-            run_by = str(data.get("runBy") or record.actor)
-            reason = data.get("reason")
-            new = _transition(job, JobStatus.RUNNING, at=at, by=run_by, reason=reason,
-                              started_at=at, run_by=run_by, run_reason=reason)
-            self._legacy_log(LogLevel.INFO, "Job started", job.id, at)
-        elif action in (Action.JOB_FINISHED, Action.JOB_INTERRUPTED):
-            status = JobStatus(data.get("status", JobStatus.FAILED))
-            error = data.get("error")
-            exit_code = data.get("exitCode")
-            if status is JobStatus.FAILED and not error:
-                raise StoreError(f"{action}: a FAILED job needs an error")
-            new = _transition(job, status, at=at, by=record.actor, reason=error,
-                              ended_at=at, exit_code=exit_code, error=error)
-            if status is JobStatus.DONE:
-                self._legacy_log(LogLevel.INFO, "Job finished", job.id, at)
-                output = RESULT_OK
-            else:
-                output = f"Job failed: {error}"
-                self._legacy_log(LogLevel.ERROR, output, job.id, at)
-            self._results.append(job_result_json(job_id=job.id, engine=job.type, name=job.name,
-                                                 output=output, created_at=at))
-        elif action is Action.JOB_STARTED:
-            entry.pid = int(data["pid"])
-            return entry
-        elif action is Action.CANCEL_REQUESTED:
-            # Audit-only when the run ended meanwhile (the request raced the exit): no change.
-            if job.status is JobStatus.RUNNING and entry.cancel_requested_by is None:
-                # The first canceller is the one the run reports ("cancelled by <first>").
-                entry.cancel_requested_by = record.actor
-                self._legacy_log(LogLevel.WARN, f"Cancel requested by {record.actor}", job.id, at)
-            return entry
-        else:  # Action.LOG_TRUNCATED
-            entry.log_truncated = True
-            return entry
-        self._replace(entry, new)
-        if not replay:
-            log.info("job_transition", job_id=job.id, type=job.type, from_status=str(job.status),
-                     to_status=str(new.status), by=new.history[-1].by, reason=new.history[-1].reason,
+        self.seq, self.head = record.seq, record.hash
+        if old is not None and old.status is not entry.status:
+            log.info("job_transition", job_id=entry.id, type=entry.type, from_status=str(old.status),
+                     to_status=str(entry.status),
+                     by=entry_run_by(record) if action is Action.RUN_REQUESTED else record.actor,
+                     reason=record.data.get("reason" if action is Action.RUN_REQUESTED else "error"),
                      action=str(action), source=record.source)
         return entry
 
-    def replay(self, records: Iterable[Record]) -> int:
-        """Apply every record of a journal read back at start-up; return how many."""
-        count = 0
-        for record in records:
-            self.apply(record, replay=True)
-            count += 1
-        return count
+    def _apply(self, action: Action, record: Record) -> JobEntry:
+        at = record.at
+        if action is Action.JOB_CREATED:
+            return self._create(record)
+        entry = self._entries.get(record.job_id or "")
+        if entry is None:
+            raise StoreError(f"{action}: unknown job {record.job_id!r}")
+        data = record.data
+        if action is Action.RUN_REQUESTED:
+            run_by = entry_run_by(record)
+            reason = _str_or_none(data.get("reason"), "reason")
+            new = self._transition(entry, JobStatus.RUNNING, at=at, by=run_by, reason=reason,
+                                   changes={"startedAt": at, "runBy": run_by, "runReason": reason})
+            self._legacy_log(LogLevel.INFO, "Job started", entry.id, at)
+        elif action in (Action.JOB_FINISHED, Action.JOB_INTERRUPTED):
+            status = _STATUSES.get(data.get("status", "FAILED"))
+            if status is None:
+                raise StoreError(f"{action}: unknown status {data.get('status')!r}")
+            error = _str_or_none(data.get("error"), "error")
+            exit_code = data.get("exitCode")
+            if exit_code is not None and type(exit_code) is not int:
+                raise StoreError(f"{action}: exitCode must be an integer or null")
+            if status is JobStatus.FAILED and not error:
+                raise StoreError(f"{action}: a FAILED job needs an error")
+            new = self._transition(entry, status, at=at, by=record.actor, reason=error,
+                                   changes={"endedAt": at, "exitCode": exit_code, "error": error})
+            if status is JobStatus.DONE:
+                self._legacy_log(LogLevel.INFO, "Job finished", entry.id, at)
+            else:
+                self._legacy_log(LogLevel.ERROR, f"Job failed: {error}", entry.id, at)
+            self._results.append(entry.id)
+        elif action is Action.JOB_STARTED:
+            # Built directly: NamedTuple._replace is several times slower, and replay does this a lot.
+            new = JobEntry(entry.seq, entry.id, entry.type, entry.status, entry.encoded, int(data["pid"]),
+                           entry.cancel_requested_by, entry.log_truncated)
+        elif action is Action.CANCEL_REQUESTED:
+            # Audit-only when the run ended meanwhile (the request raced the exit): no change.
+            if entry.status is not JobStatus.RUNNING or entry.cancel_requested_by is not None:
+                return entry
+            # The first canceller is the one the run reports ("cancelled by <first>").
+            new = entry._replace(cancel_requested_by=record.actor)
+            self._legacy_log(LogLevel.WARN, f"Cancel requested by {record.actor}", entry.id, at)
+        else:  # Action.LOG_TRUNCATED
+            new = entry._replace(log_truncated=True)
+        self._put(entry, new)
+        return new
 
-    def _create(self, record: Record, at: dt.datetime) -> JobEntry:
-        job = job_from_json(record.data)
-        if record.job_id != job.id:
-            raise StoreError(f"job_created: record job id {record.job_id!r} differs from {job.id!r}")
-        if job.id in self._entries:
-            raise StoreError(f"job_created: job {job.id} already exists")
-        if job.status is not JobStatus.READY:
-            raise StoreError(f"job_created: a new job must be READY, not {job.status}")
-        entry = JobEntry(seq=record.seq, job=job, encoded=encode_job(job))
-        self._entries[job.id] = entry
-        self._all.add(entry)
-        self._index_add(entry)
-        self._legacy_log(LogLevel.INFO, "Job created", job.id, at)
+    def _create(self, record: Record) -> JobEntry:
+        wire = wire_from_created(record.data, job_id=record.job_id)
+        job_id = wire["id"]
+        if job_id in self._entries:
+            raise StoreError(f"job_created: job {job_id} already exists")
+        # One string object per type name, shared by every job of that type.
+        type_name = sys.intern(wire["type"])
+        if self._bulk is not None:
+            self._bulk[job_id] = wire
+            encoded = b""  # encoded once, when the replay ends
+        else:
+            encoded = encode_wire(wire)
+        entry = JobEntry(record.seq, job_id, type_name, JobStatus.READY, encoded)
+        self._entries[job_id] = entry
+        if self._bulk is None:
+            self._all.add(entry)
+            self._index_add(entry)
+        self._legacy_log(LogLevel.INFO, "Job created", job_id, record.at)
         return entry
 
-    def _replace(self, entry: JobEntry, new: Job) -> None:
-        self._index_remove(entry)
-        entry.job = new
-        entry.encoded = encode_job(new)
-        self._index_add(entry)
+    def _transition(self, entry: JobEntry, to: JobStatus, *, at: str, by: str, reason: str | None,
+                    changes: dict[str, Any]) -> JobEntry:
+        """Return ``entry`` moved to status ``to`` with a history entry: the only place status changes."""
+        if to not in TRANSITIONS[entry.status]:
+            raise StoreError(f"job {entry.id}: transition {entry.status} -> {to} is not allowed")
+        bulk = self._bulk
+        wire = bulk.get(entry.id) if bulk is not None else None
+        if wire is None:
+            wire = entry.wire()
+        wire["status"] = str(to)
+        wire.update(changes)
+        wire["history"].append({"status": str(to), "at": at, "by": by, "reason": reason})
+        if bulk is not None and TRANSITIONS[to]:
+            bulk[entry.id] = wire
+            encoded = entry.encoded  # stale until the replay ends
+        else:
+            # Live, or final during a replay: a final job's JSON never changes again, so encode
+            # it now and let its dict go (a replay then holds dicts for unfinished jobs only).
+            if bulk is not None:
+                bulk.pop(entry.id, None)
+            encoded = encode_wire(wire)
+        # A run's pid matters only while it runs (the journal keeps it): a finished job drops it.
+        pid = entry.pid if TRANSITIONS[to] else None
+        return JobEntry(entry.seq, entry.id, entry.type, to, encoded, pid, entry.cancel_requested_by,
+                        entry.log_truncated)
+
+    def _put(self, old: JobEntry, new: JobEntry) -> None:
+        self._entries[new.id] = new
+        if self._bulk is not None:
+            return  # indexes are rebuilt when the replay ends
+        self._all.replace(new)
+        self._by_type[new.type].replace(new)
+        if old.status is new.status:
+            self._by_status[new.status].replace(new)
+            self._by_status_type[(new.status, new.type)].replace(new)
+        else:
+            self._by_status[old.status].remove(old)
+            self._by_status_type[(old.status, old.type)].remove(old)
+            self._by_status[new.status].add(new)
+            self._by_status_type.setdefault((new.status, new.type), Index()).add(new)
 
     def _index_add(self, entry: JobEntry) -> None:
-        job = entry.job
-        self._by_status[job.status].add(entry)
-        self._by_type.setdefault(job.type, _Index()).add(entry)
-        self._by_status_type.setdefault((job.status, job.type), _Index()).add(entry)
+        self._by_status[entry.status].add(entry)
+        self._by_type.setdefault(entry.type, Index()).add(entry)
+        self._by_status_type.setdefault((entry.status, entry.type), Index()).add(entry)
 
-    def _index_remove(self, entry: JobEntry) -> None:
-        job = entry.job
-        self._by_status[job.status].remove(entry)
-        self._by_type[job.type].remove(entry)
-        self._by_status_type[(job.status, job.type)].remove(entry)
+    def _legacy_log(self, level: LogLevel, message: str, job_id: str, at: str) -> None:
+        # The EngineLog shape of shared.contract.engine_log_json; ``at`` is already formatted.
+        self._engine_logs.append({"level": str(level), "message": message, "jobId": job_id, "timestamp": at})
 
-    def _legacy_log(self, level: LogLevel, message: str, job_id: str | None, at: dt.datetime) -> None:
-        self._engine_logs.append(engine_log_json(level=level, message=message, job_id=job_id, timestamp=at))
+    # -- bulk loading ------------------------------------------------------------
+
+    def replay(self, records: Iterable[Record]) -> int:
+        """Apply every record of a journal read back at start-up; return how many.
+
+        A bulk load: see the module doc. If a record does not apply, the
+        :class:`StoreError` propagates and the store must not be used.
+        """
+        self._bulk = {}
+        count = 0
+        record: Record | None = None
+        try:
+            with paused_gc():
+                for record in records:
+                    self.apply(record, replay=True)
+                    count += 1
+        except StoreError as exc:
+            assert record is not None
+            raise StoreError(f"record seq {record.seq} ({record.action}, job {record.job_id}): {exc}") from None
+        finally:
+            bulk, self._bulk = self._bulk, None
+            entries = self._entries
+            for job_id, wire in bulk.items():
+                entries[job_id] = entries[job_id]._replace(encoded=encode_wire(wire))
+            self._rebuild_indexes()
+        return count
+
+    def load(self, *, entries: Iterable[JobEntry], results: Iterable[str],
+             engine_logs: Iterable[dict[str, Any]], seq: int, head: str) -> None:
+        """Fill an empty store from a snapshot (the state of :meth:`cut` as of ``seq``/``head``)."""
+        if self._entries or self.seq:
+            raise RuntimeError("load() needs an empty store")
+        for entry in entries:
+            self._entries[entry.id] = entry
+        self._results.extend(r for r in results if r in self._entries)
+        self._engine_logs.extend(engine_logs)
+        self.seq, self.head = seq, head
+        self._rebuild_indexes()
+
+    def _rebuild_indexes(self) -> None:
+        ordered = list(self._entries.values())
+        if any(ordered[i].seq >= ordered[i + 1].seq for i in range(len(ordered) - 1)):
+            ordered.sort(key=lambda e: e.seq)
+        # Grouped with plain appends (entries are in seq order), then turned into indexes: a
+        # per-entry Index.add() would cost several times more for hundreds of thousands of jobs.
+        by_status: dict[JobStatus, list[JobEntry]] = {s: [] for s in JobStatus}
+        by_type: dict[str, list[JobEntry]] = {}
+        by_status_type: dict[tuple[JobStatus, str], list[JobEntry]] = {}
+        for entry in ordered:
+            by_status[entry.status].append(entry)
+            group = by_type.get(entry.type)
+            if group is None:
+                group = by_type[entry.type] = []
+            group.append(entry)
+            key = (entry.status, entry.type)
+            group = by_status_type.get(key)
+            if group is None:
+                group = by_status_type[key] = []
+            group.append(entry)
+        self._all = Index.of(ordered)
+        self._by_status = {s: Index.of(group) for s, group in by_status.items()}
+        self._by_type = {t: Index.of(group) for t, group in by_type.items()}
+        self._by_status_type = {k: Index.of(group) for k, group in by_status_type.items()}
+
+    def cut(self) -> StoreCut:
+        """Return a consistent copy of the store for a snapshot (cheap: copies pointer lists)."""
+        return StoreCut(seq=self.seq, head=self.head, entries=list(self._all.entries),
+                        results=list(self._results), engine_logs=list(self._engine_logs))
 
     # -- reads -------------------------------------------------------------------
 
@@ -331,7 +347,7 @@ class JobStore:
 
     def running_job_ids(self) -> list[str]:
         """Return the ids of every RUNNING job, oldest first."""
-        return [entry.job.id for entry in self._by_status[JobStatus.RUNNING].entries]
+        return [entry.id for entry in self._by_status[JobStatus.RUNNING].entries]
 
     def page(self, *, limit: int, status: JobStatus | None = None, type_name: str | None = None,
              before: JobEntry | None = None) -> tuple[list[bytes], JobEntry | None]:
@@ -342,7 +358,7 @@ class JobStore:
         value is the last entry of the page when older matches exist, else
         ``None``. Costs O(log n + limit).
         """
-        index: _Index | None
+        index: Index | None
         if status is not None and type_name is not None:
             index = self._by_status_type.get((status, type_name))
         elif status is not None:
@@ -361,6 +377,38 @@ class JobStore:
         return [self._engine_logs[i] for i in range(max(0, size - limit), size)]
 
     def results(self, limit: int) -> list[dict[str, Any]]:
-        """Return the newest ``limit`` legacy JobResult entries, oldest first."""
-        return self._results[-limit:] if limit > 0 else []
+        """Return the newest ``limit`` (at most :data:`RESULTS_SIZE`) legacy JobResults, oldest first.
 
+        Built from the finished jobs themselves (JobResult ``createdAt`` is
+        the job's ``endedAt``), so nothing but the job id is kept per result.
+        """
+        size = len(self._results)
+        out = []
+        for i in range(max(0, size - limit), size):
+            wire = self._entries[self._results[i]].wire()
+            output = RESULT_OK if wire["status"] == JobStatus.DONE else f"Job failed: {wire['error']}"
+            out.append({"jobId": wire["id"], "engine": wire["type"], "name": wire["name"], "output": output,
+                        "createdAt": wire["endedAt"]})
+        return out
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Turn the cyclic garbage collector off for a bulk load (restores its previous state).
+
+    A bulk load creates hundreds of thousands of long-lived objects; the
+    collector would scan the growing heap again and again (it was most of
+    the time of a snapshot load). Nothing a load makes is cyclic.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def entry_run_by(record: Record) -> str:
+    """The user a ``run_requested`` record names as runner (``runBy``, else the record's actor)."""
+    return str(record.data.get("runBy") or record.actor)

@@ -13,6 +13,7 @@ journal directory offline.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import hashlib
 import json
@@ -216,10 +217,17 @@ class Journal(Protocol):
 
 
 class MemoryJournal:
-    """A journal that lives only in memory: chained and queryable, never durable."""
+    """A journal that lives only in memory: chained and queryable, never durable.
 
-    def __init__(self) -> None:
-        self._records: list[Record] = []
+    ``max_records`` bounds memory: only the newest records are kept (for
+    :meth:`recent` and :meth:`query`); seqs and the chain go on regardless.
+    ``None`` keeps every record (tests that restart an owner on the same
+    journal replay all of them).
+    """
+
+    def __init__(self, *, max_records: int | None = None) -> None:
+        self._records: collections.deque[Record] = collections.deque(maxlen=max_records)
+        self._seq = 0
         self._head = GENESIS
 
     @property
@@ -235,15 +243,15 @@ class MemoryJournal:
     async def append(self, *, action: str, actor: str, source: str, job_id: str | None,
                      data: dict[str, Any]) -> Record:
         """Chain and keep the record; nothing is written anywhere."""
-        rec = make_record(seq=len(self._records) + 1, prev=self._head, action=action, actor=actor,
+        rec = make_record(seq=self._seq + 1, prev=self._head, action=action, actor=actor,
                           source=source, job_id=job_id, data=data)
         self._records.append(rec)
-        self._head = rec.hash
+        self._seq, self._head = rec.seq, rec.hash
         return rec
 
     def recent(self) -> Sequence[Record]:
-        """Every record, oldest first."""
-        return self._records
+        """Every record kept (all of them unless ``max_records`` is set), oldest first."""
+        return list(self._records)
 
     async def query(self, query: AuditQuery) -> list[Record]:
         """Matching records, newest first."""

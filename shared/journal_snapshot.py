@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,30 @@ def snapshot_files(directory: Path) -> list[tuple[int, Path]]:
     return found
 
 
+def write_durably(final: Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``final`` so that it is either wholly there, durably, or not at all.
+
+    The bytes go to a temporary file (mode 0600) in the same directory, which
+    is fsynced, renamed to ``final`` and the directory fsynced. Raises
+    ``OSError``; nothing partial is then left under either name.
+    """
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "wb", closefd=False, buffering=1024 * 1024) as f:
+                for chunk in chunks:
+                    f.write(chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    sync_dir(final.parent)
+
+
 def write_snapshot_file(directory: Path, *, seq: int, head: str, at: str, state_bytes: bytes) -> Path:
     """Durably write a snapshot of ``state_bytes`` (canonical JSON) as of ``seq``/``head``.
 
@@ -89,22 +113,7 @@ def write_snapshot_file(directory: Path, *, seq: int, head: str, at: str, state_
                               "stateBytes": len(state_bytes)}
     header["checksum"] = _checksum(header, state_bytes)
     final = snapdir / f"snapshot-{seq:012d}.json"
-    tmp = snapdir / f".{final.name}.{os.getpid()}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb", closefd=False) as f:
-                f.write(canonical_json(header) + b"\n")
-                f.write(state_bytes)
-                f.write(b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    sync_dir(snapdir)
+    write_durably(final, (canonical_json(header) + b"\n", state_bytes, b"\n"))
     for _, old in snapshot_files(directory)[KEEP_SNAPSHOTS:]:
         old.unlink(missing_ok=True)
     return final

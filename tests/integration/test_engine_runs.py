@@ -265,6 +265,7 @@ class FlakyJournal(MemoryJournal):
     def __init__(self) -> None:
         super().__init__()
         self.failing = False
+        self.refused: list[str] = []
 
     @property
     def healthy(self) -> bool:
@@ -273,6 +274,7 @@ class FlakyJournal(MemoryJournal):
     async def append(self, *, action: str, actor: str, source: str, job_id: str | None,
                      data: dict[str, Any]) -> Record:
         if self.failing:
+            self.refused.append(action)
             raise JournalUnavailable("disk full")
         return await super().append(action=action, actor=actor, source=source, job_id=job_id, data=data)
 
@@ -292,11 +294,36 @@ class TestJournalUnavailable:
         listed = await (await engine.client.get("/api/jobs", headers=auth())).json()
         assert len(listed) == 1
         health = await engine.client.get("/healthz")
-        assert await health.json() == {"status": "degraded"}
+        assert (health.status, (await health.json())["status"]) == (200, "degraded")
         journal.failing = False
         await engine.run(job["id"])
         assert (await engine.wait_for(job["id"]))["status"] == "DONE"
         assert await (await engine.client.get("/healthz")).json() == {"status": "ok"}
+
+
+    async def test_finish_waits_for_the_journal_and_is_never_lost(self, make_engine: MakeEngine,
+                                                                  tmp_path: Path) -> None:
+        """A run that ends while the journal fails stays RUNNING (retrying) and becomes DONE once it heals."""
+        journal = FlakyJournal()
+        engine = await make_engine(journal=journal)
+        counter = tmp_path / "finish.txt"
+        job = await engine.create("test.count", {"counter": str(counter)})
+        journal.failing = True
+        resp = await engine.client.post(f"/api/jobs/{job['id']}/run", headers=auth())
+        assert resp.status == 503 and not counter.exists()
+        journal.failing = False
+        await engine.run(job["id"])
+        journal.failing = True
+        await wait_until(lambda: journal.refused.count("job_finished") >= 2, what="the finish retried")
+        assert counter.read_text() == "ran\n"
+        assert (await engine.job(job["id"]))["status"] == "RUNNING"
+        resp = await engine.client.post(f"/api/jobs/{job['id']}/run", headers=auth())
+        assert resp.status == 409  # still RUNNING: it can never be started again meanwhile
+        journal.failing = False
+        done = await engine.wait_for(job["id"], timeout=20)
+        assert (done["status"], done["exitCode"]) == ("DONE", 0)
+        assert counter.read_text() == "ran\n"
+        assert [r.action for r in journal.recent() if r.job_id == job["id"]][-1] == "job_finished"
 
 
 class TestLogs:
