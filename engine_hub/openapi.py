@@ -230,7 +230,7 @@ def _ops() -> list[Operation]:
         ),
         # -- the journal, read over HTTP (added by the durability work) --
         Operation(
-            method="GET", path="/api/audit", operation_id="listAudit", tags=ops, ahead=True,
+            method="GET", path="/api/audit", operation_id="listAudit", tags=ops,
             parameters=(
                 query("jobId", {"type": "string"}, "Only records of this job."),
                 query("actor", {"type": "string"}, "Only records by this actor."),

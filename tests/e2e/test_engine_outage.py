@@ -3,45 +3,30 @@
 Each test has an engine and a gateway (SAFE_MODE off) of its own, since it
 kills the engine.
 
-Until the engine's durable journal lands (issue 4), the engine keeps its
-state in memory only and loses its jobs on restart. The checks that need
-durability raise :class:`NotDurable`, and only that exception is expected
-to fail (``xfail(strict=True, raises=NotDurable)``): every other check of
-these tests must pass today, and once durability is merged the marked tests
-pass, the strict marker turns that into a failure and the marker goes.
+The engine keeps its jobs in its durable journal, so a restarted engine on
+the same data dir has every job back, and an interrupted run is FAILED.
 """
 
 from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.e2e.harness import USER, Stack, StackFactory, job_pids, poll
 
-
-class NotDurable(AssertionError):
-    """A check that holds only once the engine keeps its jobs across a restart (issue 4)."""
-
-
-DURABLE_JOURNAL_PENDING = pytest.mark.xfail(strict=True, raises=NotDurable, reason="durable journal: issue 4")
 
 #: After a restart, how long to watch for any sign that an interrupted job started again.
 QUIET_WINDOW = 1.5
 
 
 def _survivor(stack: Stack, job_id: str) -> dict[str, object]:
-    """The job as the restarted engine has it; :class:`NotDurable` if the engine forgot it."""
+    """The job as the restarted engine has it (it must still know it)."""
     reply = stack.engine_api().request("GET", f"/api/jobs/{job_id}")
-    if reply.status == 404:
-        raise NotDurable(f"the restarted engine has no job {job_id}")
-    assert reply.status == 200, reply
+    assert reply.status == 200, f"the restarted engine does not know job {job_id}: {reply}"
     job: dict[str, object] = reply.json()
     return job
 
 
 class TestOutage:
-    @DURABLE_JOURNAL_PENDING
     def test_engine_down_then_back(self, make_stack: StackFactory) -> None:
         """Engine killed: the list is 200 ``engine:"down"`` with no jobs, a run is 502; after a restart the jobs are back."""
         stack = make_stack(gateways={"open": False})
@@ -68,8 +53,6 @@ class TestOutage:
         assert listed.status == 200, listed
         assert listed.json()["engine"] == "up"
         ids = {job["id"] for job in listed.json()["jobs"]}
-        if not ids:
-            raise NotDurable("the restarted engine lists no jobs")
         assert {ready["id"], done["id"]} <= ids
         assert _survivor(stack, ready["id"])["status"] == "READY"
         assert _survivor(stack, done["id"])["status"] == "DONE"
@@ -92,7 +75,6 @@ class TestShutdown:
 
 
 class TestRestartMidRun:
-    @DURABLE_JOURNAL_PENDING
     def test_sigkill_during_a_run(self, make_stack: StackFactory) -> None:
         """SIGKILL mid-run: the job's processes die with the engine; after restart it is FAILED/interrupted, never rerun."""
         stack = make_stack(gateways={"open": False})
