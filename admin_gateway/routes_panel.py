@@ -30,9 +30,9 @@ import jinja2
 from aiohttp import web
 from yarl import URL
 
-from shared.contract import JOB_FIELDS, JobStatus, format_time, parse_time, utcnow
+from shared.contract import JOB_FIELDS, ErrorCode, JobStatus, format_time, parse_time, utcnow
 
-from .audit import ACCESS_DENIED, AUDIT
+from .audit import ACCESS_DENIED, AUDIT, REFUSED
 from .auth import User, current_user
 from .csrf import csrf_token
 from .engine_client import ENGINE_CLIENT, request_id_of
@@ -196,8 +196,8 @@ def panel_page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.St
         if user is None:
             return _see_other("/login")
         if not user.is_super_admin:
-            await request.app[AUDIT].record(ACCESS_DENIED, request=request, actor=user.name,
-                                            reason="role", role=user.role, status=403)
+            await request.app[AUDIT].record(ACCESS_DENIED, request=request, actor=user.name, outcome=REFUSED,
+                                            code=ErrorCode.FORBIDDEN, status=403, reason="role", role=user.role)
             return await render_template(request, "no_access.html", {}, user=user, status=403)
         return await handler(request, user)
 
