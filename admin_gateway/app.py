@@ -16,6 +16,7 @@ from aiohttp import web
 from shared.web import MAX_BODY, api_middleware, log_flusher
 
 from .audit import AUDIT, EXPIRED, SESSION_EXPIRED, Audit, audit_journal_ctx
+from .audit_timeline import setup_audit_api
 from .auth import SESSION_USER, USER_STORE
 from .engine_client import engine_client_ctx
 from .errors import GatewayError
@@ -88,6 +89,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     setup_auth(app)
     setup_api(app)
+    setup_audit_api(app)
     if not _setup_panel(app):
         # Without the panel the gateway still serves its assets (the panel serves them itself).
         app.router.add_get("/favicon.ico", favicon)
@@ -97,7 +99,7 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def _setup_panel(app: web.Application) -> bool:
-    """Add the panel (pages, ``/static/``, ``/favicon.ico``); ``False`` if it is not installed."""
+    """Add the panel (pages, the audit page, ``/static/``, ``/favicon.ico``); ``False`` if it is not installed."""
     try:
         from .routes_panel import setup_panel
     except ModuleNotFoundError as exc:
@@ -105,5 +107,8 @@ def _setup_panel(app: web.Application) -> bool:
         if exc.name != f"{__package__}.routes_panel":
             raise
         return False
+    from .routes_audit import setup_audit_page
+
     setup_panel(app)
+    setup_audit_page(app)
     return True
