@@ -46,7 +46,7 @@ PARAMS: Final = frozenset({"actor", "jobId", "since", "until", "journal", "limit
 _COLUMNS: Final = frozenset({"outcome"})
 _MAX_DETAIL = 300
 _JOB_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
-_CURSOR = re.compile(r"e(\d{0,19})\.g(\d{0,19})")
+_CURSOR = re.compile(r"e([0-9]{0,18})\.g([0-9]{0,18})")
 _LOCAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?")
 
 
@@ -96,7 +96,7 @@ def parse_time_filter(name: str, raw: str) -> dt.datetime:
         if _LOCAL_TIME.fullmatch(raw):
             return dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC)
         parsed = parse_time(raw)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a time before year 1 in UTC
         parsed = None
     if parsed is None:
         raise _invalid(f"{name} must be a date (YYYY-MM-DD) or a time (RFC 3339, e.g. 2025-01-31T09:00:00Z; "

@@ -98,7 +98,7 @@ class TestAccess:
     @pytest.mark.parametrize("params", [
         {"since": "yesterday"}, {"until": "2025-13-01"}, {"jobId": "../etc"}, {"limit": "0"}, {"limit": "501"},
         {"before": "12"}, {"journal": "both-ish"}, {"since": "2025-02-01", "until": "2025-01-01"},
-        {"actor": "a\u0000b"},
+        {"actor": "a\u0000b"}, {"since": "0001-01-01T00:00:00+01:00"}, {"before": "e\u0663.g"},
     ])
     async def test_bad_filters_are_400(self, gateway: Gateway, params: dict[str, str]) -> None:
         """A bad filter value is 400 invalid_field with a message, on the API and as the page's error banner."""
