@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp_session
 from aiohttp import web
 
-from shared.web import MAX_BODY, api_middleware, log_flusher
+from shared.web import HTTP_LIMITS, MAX_BODY, api_middleware, log_flusher
 
 from .audit import AUDIT, EXPIRED, SESSION_EXPIRED, Audit, audit_journal_ctx
 from .audit_timeline import setup_audit_api
@@ -21,6 +21,7 @@ from .auth import SESSION_USER, USER_STORE
 from .engine_client import engine_client_ctx
 from .errors import GatewayError
 from .hardening import security_headers
+from .openapi import setup as setup_openapi
 from .peer import TRUSTED_PROXIES, parse_networks
 from .routes_api import setup_api
 from .routes_auth import setup_auth
@@ -64,7 +65,7 @@ def create_app(settings: Settings) -> web.Application:
     except ValueError as exc:
         raise SettingsError(f"bad trusted proxy: {exc}") from None
     app = web.Application(middlewares=[api_middleware(GatewayError, decorate=security_headers)],
-                          client_max_size=MAX_BODY)
+                          client_max_size=MAX_BODY, handler_args=HTTP_LIMITS)
     app[SETTINGS] = settings
     app[TRUSTED_PROXIES] = trusted
     audit = Audit(trusted)
@@ -95,6 +96,7 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_get("/favicon.ico", favicon)
         if STATIC_DIR.is_dir():
             app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+    setup_openapi(app)
     return app
 
 

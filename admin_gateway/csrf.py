@@ -24,9 +24,11 @@ import secrets
 from aiohttp import web
 from aiohttp_session import get_session
 
+from shared.web import read_form
+
 from .audit import AUDIT, CSRF_REFUSED, REFUSED
 from .auth import current_user
-from .errors import CsrfRefused
+from .errors import CsrfRefused, GatewayError
 from .peer import TRUSTED_PROXIES, own_origin
 from .settings import SETTINGS
 
@@ -75,7 +77,7 @@ def origin_problem(request: web.Request) -> str | None:
 async def _supplied_token(request: web.Request) -> str | None:
     token = request.headers.get(HEADER)
     if token is None and request.content_type in _FORM_TYPES:
-        value = (await request.post()).get(FORM_FIELD)
+        value = (await read_form(request, error=GatewayError)).get(FORM_FIELD)
         token = value if isinstance(value, str) else None
     return token
 

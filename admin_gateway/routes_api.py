@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from shared.contract import ErrorCode
-from shared.web import read_json_object
+from shared.web import read_form, read_json_object
 
 from .audit import (ACCEPTED, AUDIT, JOB_CANCEL, JOB_CREATE, JOB_RUN, REQUESTED, SAFE_MODE_REFUSED, outcome_of,
                     requested)
@@ -288,7 +288,7 @@ async def read_body(request: web.Request, allowed: tuple[str, ...], *, required:
     """
     if request.content_type not in _FORM_TYPES:
         return await read_json_object(request, allowed=allowed, required=required, error=GatewayError)
-    form = await request.post()
+    form = await read_form(request, error=GatewayError)
     body = {k: v for k, v in form.items() if k != FORM_FIELD}
     unknown = sorted(set(body) - set(allowed))
     if unknown:

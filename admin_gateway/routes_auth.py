@@ -28,10 +28,12 @@ import attrs
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 
+from shared.web import read_form
+
 from .audit import ACCEPTED, AUDIT, LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT, REFUSED
 from .auth import SESSION_GENERATION, SESSION_USER, USER_STORE, current_user
 from .csrf import SESSION_CSRF, check_csrf, csrf_token, new_csrf_token
-from .errors import AuditUnavailable, CsrfRefused, Throttled, Unauthorized
+from .errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
 from .peer import TRUSTED_PROXIES, client_address
 from .throttle import LOGIN_THROTTLE
 from .users import MAX_PASSWORD_LENGTH, UserError, validate_name
@@ -119,7 +121,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         if json_mode:
             raise
         return await render_login(request, "This sign-in form has expired. Please sign in again.", status=403)
-    form = await request.post()
+    form = await read_form(request, error=GatewayError)
     raw_name, raw_password = form.get("username"), form.get("password")
     username = raw_name[:_MAX_USERNAME_FIELD] if isinstance(raw_name, str) else ""
     password = raw_password if isinstance(raw_password, str) else ""

@@ -118,8 +118,29 @@ def setup_panel(app: web.Application) -> None:
     app.router.add_get("/admin/engine/jobs/{job_id}", job_page)
     app.router.add_get("/admin/engine/logs", logs_page)
     app.router.add_get("/favicon.ico", favicon)
-    app.router.add_static("/static/", STATIC_DIR, name="static")
+    # Only the files that ship with the panel, looked up by name: no path is ever joined from a URL,
+    # and anything else is the JSON 404 of every other unknown path (aiohttp's static route answers
+    # a missing file with an empty, untyped 404 that the request log records as a 200).
+    app.router.add_get("/static/{path:.+}", static_handler(static_files(STATIC_DIR)), name="static")
     app[LOGIN_RENDERER] = render_login_page
+
+
+def static_files(root: Path) -> dict[str, Path]:
+    """Return every regular file under ``root`` by its URL path (``js/main.js``); symlinks are left out."""
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def static_handler(files: dict[str, Path]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Return the handler of ``GET /static/{path}`` serving ``files`` (see :func:`static_files`)."""
+
+    async def static(request: web.Request) -> web.StreamResponse:
+        """``GET /static/{path}``: one of the panel's assets; anything else is a JSON 404."""
+        file = files.get(request.match_info["path"])
+        if file is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(file)
+
+    return static
 
 
 def can_run(job: dict[str, Any], *, user: User, safe_mode: bool) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 import structlog
 from aiohttp import web
 
-from engine_hub import routes, routes_compat
+from engine_hub import openapi, routes, routes_compat
 from engine_hub.auth import AUTHENTICATOR, Authenticator, auth_middleware, check_bind_allowed, resolve_admin_token
 from engine_hub.catalog import Catalog, CatalogError, load_catalog
 from engine_hub.errors import ConfigError, EngineError
@@ -25,7 +25,7 @@ from engine_hub.service import SERVICE, JobService
 from engine_hub.settings import Settings
 from engine_hub.store import JobStore
 from shared.journal import Journal, MemoryJournal, Record
-from shared.web import MAX_BODY, api_middleware, log_flusher
+from shared.web import HTTP_LIMITS, MAX_BODY, api_middleware, log_flusher
 
 log = structlog.get_logger("engine.app")
 
@@ -68,9 +68,9 @@ def create_app(settings: Settings, *, journal: Journal | None = None, catalog: C
         middlewares=[
             api_middleware(EngineError, on_done=metrics.observe_request, decorate=_no_store),
             auth_middleware(public=routes.PUBLIC_ROUTES,
-                            submit=routes.SUBMIT_ROUTES | routes_compat.SUBMIT_ROUTES),
+                            submit=routes.SUBMIT_ROUTES | routes_compat.SUBMIT_ROUTES | openapi.SUBMIT_ROUTES),
         ],
-        client_max_size=MAX_BODY,
+        client_max_size=MAX_BODY, handler_args=HTTP_LIMITS,
     )
     app[SETTINGS] = settings
     app[SERVICE] = service
@@ -80,6 +80,7 @@ def create_app(settings: Settings, *, journal: Journal | None = None, catalog: C
     routes.add_routes(app)
     routes_compat.add_routes(app)
     routes.add_job_routes(app)
+    openapi.setup(app)
     return app
 
 

@@ -1,0 +1,401 @@
+"""Building blocks of the OpenAPI 3.1 documents that both processes serve at ``GET /openapi.json``.
+
+Each process declares its operations (:class:`Operation`) next to its
+routes (``engine_hub.openapi``, ``admin_gateway.openapi``); this module
+holds what they share:
+
+- the schemas of the wire shapes, derived from :mod:`shared.contract` and
+  :mod:`shared.journal` (status and error-code enums, the job's field list,
+  the journal record's keys), so a contract change shows up in the document;
+- helpers for responses, errors (narrowed to the codes a route can give),
+  parameters and request bodies;
+- :func:`build_document`, and :func:`router_operations`, which lists what the
+  real router serves so a test can hold the document and the router to each
+  other in both directions;
+- :func:`setup_openapi`, which serves the document (built once, when the app
+  starts, from the router as it then is).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Final
+
+import attrs
+from aiohttp import web
+
+from shared.contract import JOB_FIELDS, ErrorCode, JobStatus, LogLevel
+from shared.journal import GENESIS, make_record
+
+OPENAPI_VERSION: Final = "3.1.0"
+#: Operations are keyed by (METHOD, path template) in the router's spelling (``/api/jobs/{id}``).
+OperationKey = tuple[str, str]
+Schema = dict[str, Any]
+
+JSON: Final = "application/json"
+HTML: Final = "text/html"
+FORM: Final = "application/x-www-form-urlencoded"
+
+
+def ref(name: str) -> Schema:
+    """Return a reference to the component schema ``name``."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: Schema) -> Schema:
+    """Return ``schema`` that also allows ``null`` (JSON Schema 2020-12 style, as OpenAPI 3.1 wants)."""
+    if "$ref" in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    kind = schema["type"]
+    types = [kind] if isinstance(kind, str) else list(kind)
+    return {**schema, "type": [*types, "null"]}
+
+
+TIME: Final[Schema] = {"type": "string", "format": "date-time",
+                       "description": "RFC 3339 in UTC with milliseconds, e.g. 2025-01-31T09:30:00.000Z"}
+JOB_ID: Final[Schema] = {"type": "string", "format": "uuid", "description": "The job's id (a uuid4)."}
+
+
+def _obj(properties: Mapping[str, Schema], *, required: Iterable[str] | None = None,
+         description: str | None = None) -> Schema:
+    """A closed object: every listed property (all required unless given), nothing else."""
+    out: Schema = {"type": "object", "properties": dict(properties),
+                   "required": list(properties if required is None else required),
+                   "additionalProperties": False}
+    if description:
+        out["description"] = description
+    return out
+
+
+def _job_schema() -> Schema:
+    fields: dict[str, Schema] = {
+        "id": JOB_ID,
+        "type": {"type": "string", "description": "The job type (a catalog entry)."},
+        "engine": {"type": "string", "description": "Legacy alias of `type`: always equal to it."},
+        "name": {"type": "string"},
+        "params": {"type": "object", "additionalProperties": {"type": ["string", "integer", "boolean"]},
+                   "description": "Validated params, defaults filled in."},
+        "status": ref("JobStatus"),
+        "createdAt": TIME,
+        "createdBy": {"type": "string"},
+        "startedAt": nullable(TIME),
+        "runBy": nullable({"type": "string"}),
+        "runReason": nullable({"type": "string"}),
+        "endedAt": nullable(TIME),
+        "exitCode": nullable({"type": "integer"}),
+        "error": nullable({"type": "string", "description": "Why the job FAILED."}),
+        "history": {"type": "array", "items": ref("HistoryEntry")},
+    }
+    if tuple(fields) != JOB_FIELDS:  # the contract's field list is the authority
+        raise RuntimeError(f"the Job schema's fields {tuple(fields)} differ from shared.contract.JOB_FIELDS")
+    return _obj(fields, description="A job, as both processes see it. Unset values are null.")
+
+
+def _audit_record_schema() -> Schema:
+    fields: dict[str, Schema] = {
+        "seq": {"type": "integer", "minimum": 1},
+        "at": TIME,
+        "actor": {"type": "string"},
+        "source": {"type": "string", "description": "Client address, or `engine` for the engine's own records."},
+        "action": {"type": "string"},
+        "jobId": nullable({"type": "string"}),
+        "data": {"type": "object"},
+        "prev": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    }
+    sample = make_record(seq=1, prev=GENESIS, action="x", actor="x", source="x", job_id=None, data={})
+    if set(fields) != set(sample.to_json()):
+        raise RuntimeError("the AuditRecord schema's fields differ from shared.journal.Record")
+    return _obj(fields, description="One hash-chained journal record: hash = sha256(prev + canonical body).")
+
+
+def _param_spec_schema() -> Schema:
+    value: Schema = {"type": ["string", "integer", "boolean", "null"]}
+    props: dict[str, Schema] = {
+        "name": {"type": "string"},
+        "type": {"type": "string", "enum": ["str", "int", "bool"]},
+        "required": {"type": "boolean"},
+        "default": value,
+        "choices": nullable({"type": "array", "items": {"type": ["string", "integer"]}}),
+        "description": {"type": "string"},
+        "min": nullable({"type": "integer"}),
+        "max": nullable({"type": "integer"}),
+        "maxLength": {"type": "integer"},
+    }
+    return _obj(props, required=("name", "type", "required", "default", "choices", "description"),
+                description="A declared param; `min`/`max` only for int params, `maxLength` only for str.")
+
+
+def contract_schemas() -> dict[str, Schema]:
+    """Return the component schemas of the wire contract both processes speak."""
+    codes = [str(c) for c in ErrorCode]
+    return {
+        "ErrorCode": {"type": "string", "enum": codes},
+        "Error": _obj({"error": {"type": "string", "description": "What went wrong, for humans."},
+                       "code": ref("ErrorCode")},
+                      description="Every error, from either process."),
+        "JobStatus": {"type": "string", "enum": [str(s) for s in JobStatus]},
+        "HistoryEntry": _obj({"status": ref("JobStatus"), "at": TIME, "by": {"type": "string"},
+                              "reason": nullable({"type": "string"})}),
+        "Job": _job_schema(),
+        "Accepted": _obj({"status": {"const": "accepted"}, "jobId": JOB_ID, "message": {"type": "string"},
+                          "job": ref("Job")}, description="The answer to a run or cancel request."),
+        "JobResult": _obj({"jobId": JOB_ID, "engine": {"type": "string"}, "name": {"type": "string"},
+                           "output": {"type": "string"}, "createdAt": TIME},
+                          description="Legacy shape of a finished job."),
+        "EngineLog": _obj({"level": {"type": "string", "enum": [str(v) for v in LogLevel]},
+                           "message": {"type": "string"}, "jobId": nullable(JOB_ID), "timestamp": TIME},
+                          description="Legacy shape of an engine log entry."),
+        "LogLine": _obj({"seq": {"type": "integer", "minimum": 1}, "at": TIME,
+                         "stream": {"type": "string", "enum": ["stdout", "stderr"]}, "text": {"type": "string"}}),
+        "LogPage": _obj({"lines": {"type": "array", "items": ref("LogLine")},
+                         "next": {"type": "integer", "minimum": 0,
+                                  "description": "Pass as `after` on the next call."},
+                         "truncated": {"type": "boolean", "description": "Older lines were dropped."}},
+                        description="A job's captured output after a cursor, oldest first."),
+        "ParamSpec": _param_spec_schema(),
+        "JobType": _obj({"name": {"type": "string"}, "description": {"type": "string"},
+                         "timeout": {"type": "number"}, "exclusive": {"type": "boolean"},
+                         "params": {"type": "array", "items": ref("ParamSpec")}}),
+        "AuditRecord": _audit_record_schema(),
+    }
+
+
+# -- responses and parameters ---------------------------------------------------------------
+
+def header(description: str, schema: Schema | None = None, *, required: bool = True) -> dict[str, Any]:
+    """Return a response header declaration."""
+    return {"description": description, "required": required, "schema": schema or {"type": "string"}}
+
+
+def response(description: str, schema: Schema | None = None, *, media: str | Iterable[str] = JSON,
+             headers: Mapping[str, Any] | None = None, example: Any = None) -> dict[str, Any]:
+    """Return a response declaration (no body when ``schema`` is ``None`` and ``media`` is JSON)."""
+    out: dict[str, Any] = {"description": description}
+    medias = [media] if isinstance(media, str) else list(media)
+    if schema is not None or medias != [JSON]:
+        content: dict[str, Any] = {}
+        for kind in medias:
+            entry: dict[str, Any] = {"schema": schema if schema is not None else {"type": "string"}}
+            if example is not None and kind == JSON:
+                entry["example"] = example
+            content[kind] = entry
+        out["content"] = content
+    if headers:
+        out["headers"] = dict(headers)
+    return out
+
+
+@attrs.frozen(kw_only=True)
+class ErrorCase:
+    """One way a route can fail: HTTP status, error code, when it happens, extra headers, media types."""
+
+    status: int
+    code: ErrorCode
+    when: str
+    headers: Mapping[str, Any] = attrs.field(factory=dict)
+    media: tuple[str, ...] = (JSON,)
+
+
+def error_schema(codes: Iterable[ErrorCode]) -> Schema:
+    """The error body with ``code`` narrowed to ``codes``."""
+    return _obj({"error": {"type": "string"}, "code": {"type": "string", "enum": sorted({str(c) for c in codes})}})
+
+
+def errors(*cases: ErrorCase) -> dict[str, dict[str, Any]]:
+    """Return response declarations for ``cases``, merged per status (codes, reasons and headers united).
+
+    A JSON error body is declared with the codes that status can carry on
+    this route; other media types (HTML pages of the panel) get a string.
+    """
+    by_status: dict[int, list[ErrorCase]] = {}
+    for case in cases:
+        by_status.setdefault(case.status, []).append(case)
+    out: dict[str, dict[str, Any]] = {}
+    for status in sorted(by_status):
+        group = by_status[status]
+        reasons = list(dict.fromkeys(f"`{c.code}`: {c.when}" for c in group))
+        headers: dict[str, Any] = {}
+        medias: list[str] = []
+        for c in group:
+            headers.update(c.headers)
+            medias.extend(m for m in c.media if m not in medias)
+        content = {m: {"schema": error_schema(c.code for c in group) if m == JSON else {"type": "string"}}
+                   for m in medias}
+        out[str(status)] = {"description": "; ".join(reasons), "content": content}
+        if headers:
+            out[str(status)]["headers"] = headers
+    return out
+
+
+def query(name: str, schema: Schema, description: str, *, required: bool = False) -> dict[str, Any]:
+    """Return a query parameter declaration."""
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+def path(name: str, schema: Schema, description: str) -> dict[str, Any]:
+    """Return a path parameter declaration."""
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+def header_param(name: str, schema: Schema, description: str) -> dict[str, Any]:
+    """Return an optional request header declaration."""
+    return {"name": name, "in": "header", "required": False, "schema": schema, "description": description}
+
+
+def body(schema: Schema, *, required: bool = True, media: Iterable[str] = (JSON,),
+         example: Any = None) -> dict[str, Any]:
+    """Return a request body declaration accepting ``schema`` in each of ``media``."""
+    content: dict[str, Any] = {}
+    for kind in media:
+        entry: dict[str, Any] = {"schema": schema}
+        if example is not None and kind == JSON:
+            entry["example"] = example
+        content[kind] = entry
+    return {"required": required, "content": content}
+
+
+def closed_object(properties: Mapping[str, Schema], *, required: Iterable[str] = ()) -> Schema:
+    """A request object with these properties only (unknown fields are refused by the servers)."""
+    return _obj(properties, required=required)
+
+
+# -- operations and the document --------------------------------------------------------------
+
+@attrs.frozen(kw_only=True)
+class Operation:
+    """One declared operation: a method on a path template, and everything it can answer.
+
+    ``security`` ``None`` means the document's default; ``[]`` means public.
+    ``ahead`` marks an operation declared ahead of its route, which another
+    line of work adds: the served document leaves it out while the router has
+    no such route, and the parity test insists the flag goes once it has.
+    """
+
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    responses: Mapping[str, Any]
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    parameters: tuple[Mapping[str, Any], ...] = ()
+    request_body: Mapping[str, Any] | None = None
+    security: tuple[Mapping[str, list[str]], ...] | None = None
+    ahead: bool = False
+
+    @property
+    def key(self) -> OperationKey:
+        """``(METHOD, path)``, as :func:`router_operations` spells it."""
+        return (self.method.upper(), self.path)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the OpenAPI Operation Object."""
+        out: dict[str, Any] = {"operationId": self.operation_id, "summary": self.summary}
+        if self.description:
+            out["description"] = self.description
+        if self.tags:
+            out["tags"] = list(self.tags)
+        if self.parameters:
+            out["parameters"] = [dict(p) for p in self.parameters]
+        if self.request_body is not None:
+            out["requestBody"] = dict(self.request_body)
+        out["responses"] = {status: dict(resp) for status, resp in self.responses.items()}
+        if self.security is not None:
+            out["security"] = [dict(s) for s in self.security]
+        return out
+
+
+def build_document(*, info: Mapping[str, Any], operations: Iterable[Operation], routes: set[OperationKey] | None,
+                   components: Mapping[str, Any], security: Iterable[Mapping[str, list[str]]],
+                   tags: Iterable[Mapping[str, str]] = (),
+                   common_headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document of ``operations``.
+
+    ``routes`` (from :func:`router_operations`) drops the ``ahead`` operations
+    whose route does not exist yet; ``None`` keeps every operation.
+    ``common_headers`` are declared on every response. Raises ``ValueError``
+    on a duplicate operation or operation id.
+    """
+    paths: dict[str, dict[str, Any]] = {}
+    seen_ids: set[str] = set()
+    for op in operations:
+        if op.ahead and routes is not None and op.key not in routes:
+            continue
+        if op.operation_id in seen_ids:
+            raise ValueError(f"duplicate operationId {op.operation_id!r}")
+        seen_ids.add(op.operation_id)
+        item = paths.setdefault(op.path, {})
+        if op.method.lower() in item:
+            raise ValueError(f"duplicate operation {op.method} {op.path}")
+        spec = op.to_json()
+        if common_headers:
+            for resp in spec["responses"].values():
+                resp["headers"] = {**common_headers, **resp.get("headers", {})}
+        item[op.method.lower()] = spec
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": dict(info),
+        "tags": [dict(t) for t in tags],
+        "security": [dict(s) for s in security],
+        "paths": {p: paths[p] for p in sorted(paths)},
+        "components": dict(components),
+    }
+
+
+def router_operations(app: web.Application) -> set[OperationKey]:
+    """Return every ``(METHOD, path template)`` the app's router serves.
+
+    HEAD routes that aiohttp adds beside a GET (``add_get``, static files)
+    are left out: HEAD is answered like GET without a body and is not
+    declared separately. A static resource at prefix ``P`` is ``GET P/{path}``.
+    """
+    found: set[OperationKey] = set()
+    gets: set[str] = set()
+    heads: list[str] = []
+    for route in app.router.routes():
+        resource = route.resource
+        if resource is None:
+            continue
+        if isinstance(resource, web.StaticResource):
+            template = resource.canonical.rstrip("/") + "/{path}"
+        else:
+            template = resource.canonical
+        if route.method == "HEAD":
+            heads.append(template)
+            continue
+        if route.method == "GET":
+            gets.add(template)
+        found.add((route.method, template))
+    # A HEAD without a GET on the same path was added on purpose: it must be declared.
+    found.update(("HEAD", t) for t in heads if t not in gets)
+    return found
+
+
+#: The served document, encoded once when the app starts.
+OPENAPI_DOCUMENT: Final = web.AppKey("openapi_document", bytes)
+
+DocumentBuilder = Callable[[set[OperationKey]], dict[str, Any]]
+Guard = Callable[[web.Request], Awaitable[object]]
+
+
+def setup_openapi(app: web.Application, build: DocumentBuilder, *, guard: Guard | None = None) -> None:
+    """Serve ``build(router_operations(app))`` at ``GET /openapi.json`` (route name ``openapi``).
+
+    Call after every other route is added. ``guard`` runs before the
+    document is sent (e.g. "a signed-in user"); it raises to refuse.
+    """
+
+    async def build_on_startup(app: web.Application) -> None:
+        # The router is frozen once the app starts: the document can be built exactly once.
+        app[OPENAPI_DOCUMENT] = json.dumps(build(router_operations(app)), separators=(",", ":")).encode()
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        """``GET /openapi.json``: this process's OpenAPI 3.1 document."""
+        if guard is not None:
+            await guard(request)
+        return web.Response(body=request.app[OPENAPI_DOCUMENT], content_type=JSON)
+
+    app.on_startup.append(build_on_startup)
+    app.router.add_get("/openapi.json", openapi_json, name="openapi")
