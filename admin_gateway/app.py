@@ -1,7 +1,7 @@
 """``create_app(settings)``: the admin gateway as an aiohttp application.
 
-No side effects until the app starts: the engine client, the session
-pruner and the log flusher live in ``cleanup_ctx``.
+No side effects until the app starts: the audit journal, the engine
+client, the session pruner and the log flusher live in ``cleanup_ctx``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from aiohttp import web
 
 from shared.web import HTTP_LIMITS, MAX_BODY, api_middleware, log_flusher
 
-from .audit import AUDIT, SESSION_EXPIRED, Audit
+from .audit import AUDIT, EXPIRED, SESSION_EXPIRED, Audit, audit_journal_ctx
+from .audit_timeline import setup_audit_api
 from .auth import SESSION_USER, USER_STORE
 from .engine_client import engine_client_ctx
 from .errors import GatewayError
@@ -47,8 +48,14 @@ async def favicon(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """``GET /healthz`` (no session): the gateway process answers. Says nothing about the engine."""
-    return web.json_response({"status": "ok"})
+    """``GET /healthz`` (no session): ``{"status": "ok"}``, or ``"degraded"`` while the audit journal fails.
+
+    Always 200: the process answers and reads work. Says nothing about the engine.
+    """
+    if request.app[AUDIT].healthy:
+        return web.json_response({"status": "ok"})
+    return web.json_response({"status": "degraded", "audit": "unavailable",
+                              "detail": "the audit journal cannot be written: sign-ins and job changes are refused"})
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -69,8 +76,9 @@ def create_app(settings: Settings) -> web.Application:
 
     async def on_expired(request: web.Request, data: dict[str, object], reason: str) -> None:
         user = data.get(SESSION_USER)
+        # Best effort: the session is gone whether or not the record can be written.
         await audit.record(SESSION_EXPIRED, request=request, actor=user if isinstance(user, str) else None,
-                           reason=reason)
+                           outcome=EXPIRED, reason=reason)
 
     storage = ServerSideStorage(make_backend(settings), clock=settings.clock, idle_timeout=settings.idle_timeout,
                                 absolute_timeout=settings.absolute_timeout, trusted_proxies=trusted,
@@ -78,10 +86,11 @@ def create_app(settings: Settings) -> web.Application:
     app[SESSION_STORAGE] = storage
     aiohttp_session.setup(app, storage)
 
-    app.cleanup_ctx.extend([log_flusher, engine_client_ctx, session_pruner, _warm_users])
+    app.cleanup_ctx.extend([log_flusher, audit_journal_ctx, engine_client_ctx, session_pruner, _warm_users])
     app.router.add_get("/healthz", healthz)
     setup_auth(app)
     setup_api(app)
+    setup_audit_api(app)
     if not _setup_panel(app):
         # Without the panel the gateway still serves its assets (the panel serves them itself).
         app.router.add_get("/favicon.ico", favicon)
@@ -92,7 +101,7 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def _setup_panel(app: web.Application) -> bool:
-    """Add the panel (pages, ``/static/``, ``/favicon.ico``); ``False`` if it is not installed."""
+    """Add the panel (pages, the audit page, ``/static/``, ``/favicon.ico``); ``False`` if it is not installed."""
     try:
         from .routes_panel import setup_panel
     except ModuleNotFoundError as exc:
@@ -100,5 +109,8 @@ def _setup_panel(app: web.Application) -> bool:
         if exc.name != f"{__package__}.routes_panel":
             raise
         return False
+    from .routes_audit import setup_audit_page
+
     setup_panel(app)
+    setup_audit_page(app)
     return True

@@ -13,7 +13,7 @@ from aiohttp_session import get_session
 
 from shared.contract import ErrorCode
 
-from .audit import ACCESS_DENIED, AUDIT
+from .audit import ACCESS_DENIED, AUDIT, REFUSED
 from .errors import Unauthorized
 from .users import ROLE_ADMIN, ROLE_SUPER_ADMIN, UserStore
 
@@ -64,7 +64,8 @@ async def require_user(request: web.Request) -> User:
     """Return the signed-in user or raise 401 ``unauthorized`` (and record the denial)."""
     user = await current_user(request)
     if user is None:
-        await request.app[AUDIT].record(ACCESS_DENIED, request=request, status=401, reason="no_session")
+        await request.app[AUDIT].record(ACCESS_DENIED, request=request, outcome=REFUSED, code=Unauthorized.code,
+                                        status=401, reason="no_session")
         raise Unauthorized("sign in first")
     return user
 
@@ -73,7 +74,7 @@ async def require_super_admin(request: web.Request) -> User:
     """Return the signed-in super_admin or raise 401 (no session, or another role)."""
     user = await require_user(request)
     if not user.is_super_admin:
-        await request.app[AUDIT].record(ACCESS_DENIED, request=request, actor=user.name, status=401,
-                                        reason="role", role=user.role)
+        await request.app[AUDIT].record(ACCESS_DENIED, request=request, actor=user.name, outcome=REFUSED,
+                                        code=ErrorCode.FORBIDDEN, status=401, reason="role", role=user.role)
         raise Unauthorized("this needs the super_admin role", code=ErrorCode.FORBIDDEN)
     return user

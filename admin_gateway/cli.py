@@ -1,4 +1,4 @@
-"""``admin-gateway``: run the gateway (``serve``) and manage its users (``users …``).
+"""``admin-gateway``: run the gateway (``serve``), manage its users (``users …``), check its audit trail (``audit …``).
 
 Every error is one line on stderr and a non-zero exit status, never a
 traceback. ``SAFE_MODE`` comes from ``--safe-mode`` or the environment and
@@ -20,8 +20,11 @@ from typing import NoReturn
 
 import structlog
 
+from shared.audit_cli import add_audit_commands, run_audit
+from shared.journal import JournalError
 from shared.log import configure_logging
 
+from .audit import AUDIT_SUBDIR
 from .config import resolve_settings
 from .settings import Settings, SettingsError
 from .users import ROLES, UserError, UserFileCorrupt, UserStore, validate_password
@@ -49,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080, or $GATEWAY_PORT)")
     serve.add_argument("--engine-url", help="the engine (default http://127.0.0.1:8090, or $ENGINE_HUB_URL)")
-    serve.add_argument("--data-dir", type=Path, help="users file lives here (default ./var/gateway)")
+    serve.add_argument("--data-dir", type=Path, help="users file and audit/ journal live here (default ./var/gateway)")
     serve.add_argument("--engine-token-file", help="file holding the engine admin token "
                                                    "(default: $ENGINE_HUB_TOKEN)")
     serve.add_argument("--safe-mode", metavar="ON|OFF",
@@ -88,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     ensure = with_data_dir(users_sub.add_parser(
         "ensure-admin", help="if there is no user, create a super_admin with a random password and print it"))
     ensure.add_argument("--name", default="admin")
+    add_audit_commands(sub, default_data_dir=DEFAULT_DATA_DIR, journal_subdir=AUDIT_SUBDIR)
     return parser
 
 
@@ -180,12 +184,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.command == "serve":
             _serve(args)
+        elif args.command == "audit":
+            raise SystemExit(run_audit(args, prog=PROG))
         else:
             _users(args)
     except (CliError, UserError, SettingsError) as exc:
         _fail(str(exc))
     except UserFileCorrupt as exc:
         _fail(f"users file is unreadable: {exc}")
+    except JournalError as exc:  # the audit journal cannot be opened: locked, or its chain is broken
+        _fail(f"audit journal: {exc}")
     except OSError as exc:
         _fail(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}")
     except KeyboardInterrupt:

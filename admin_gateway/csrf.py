@@ -26,7 +26,7 @@ from aiohttp_session import get_session
 
 from shared.web import read_form
 
-from .audit import AUDIT, CSRF_REFUSED
+from .audit import AUDIT, CSRF_REFUSED, REFUSED
 from .auth import current_user
 from .errors import CsrfRefused, GatewayError
 from .peer import TRUSTED_PROXIES, own_origin
@@ -97,6 +97,6 @@ async def check_csrf(request: web.Request) -> None:
     if reason is not None:
         user = await current_user(request)
         await request.app[AUDIT].record(CSRF_REFUSED, request=request, actor=user.name if user else None,
-                                        status=403, reason=reason)
+                                        outcome=REFUSED, code=CsrfRefused.code, status=403, reason=reason)
         raise CsrfRefused("request refused: missing or invalid CSRF token, or a foreign origin; "
                           "reload the page and try again")

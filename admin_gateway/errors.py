@@ -60,3 +60,10 @@ class EngineFailed(GatewayError):
 
     status = 502
     code = ErrorCode.ENGINE_ERROR
+
+
+class AuditUnavailable(GatewayError):
+    """503 ``journal_unavailable``: the audit journal cannot record, so the request was not carried out."""
+
+    status = 503
+    code = ErrorCode.JOURNAL_UNAVAILABLE

@@ -22,6 +22,7 @@ from shared.openapi import (FORM, HTML, JSON, ErrorCase, Operation, OperationKey
                             setup_openapi)
 from shared.web import MAX_BODY
 
+from .audit_timeline import JOURNALS, MAX_LIMIT
 from .auth import require_user
 from .csrf import FORM_FIELD, HEADER as CSRF_HEADER
 from .routes_api import MAX_REASON
@@ -106,6 +107,35 @@ CONFIG = closed_object({
     "csrfToken": {"type": "string", "description": f"Send it back as {CSRF_HEADER} on every POST."},
 })
 
+def _timeline_record() -> dict[str, Any]:
+    record = dict(contract_schemas()["AuditRecord"])
+    record["properties"] = {**record["properties"], "journal": {"type": "string", "enum": list(JOURNALS),
+                                                                 "description": "Whose journal it comes from."}}
+    record["required"] = [*record["required"], "journal"]
+    record["description"] = "A journal record (see AuditRecord) and the journal it comes from."
+    return record
+
+
+TIMELINE = closed_object({
+    "records": {"type": "array", "items": _timeline_record()},
+    "next": {"type": ["string", "null"], "pattern": "^e[0-9]*\\.g[0-9]*$",
+             "description": "The `before` cursor of the next page (one position per journal), or null."},
+    "engine": {"type": "string", "enum": ["up", "down", "skipped"]},
+    "warning": {"type": ["string", "null"], "description": "Why the engine's records are missing."},
+}, required=("records", "next", "engine", "warning"))
+
+#: The audit filters; an empty value means "not given" (the page's form sends every field).
+AUDIT_FILTERS: Final = (
+    query("actor", {"type": "string", "maxLength": 200}, "Only records by this actor (exact)."),
+    query("jobId", {"type": "string", "pattern": "^[A-Za-z0-9-]{0,64}$"}, "Only records of this job."),
+    query("since", {"type": "string"}, "From this time on: YYYY-MM-DD, RFC 3339, or a zone-less time (UTC)."),
+    query("until", {"type": "string"}, "Before this time (same forms as since)."),
+    query("journal", {"type": "string", "enum": ["engine", "gateway", "all", ""]}, "Only one journal's records."),
+    query("limit", {"type": "string"}, f"Records per page (1 to {MAX_LIMIT})."),
+    query("before", {"type": "string", "pattern": "^(e[0-9]{0,18}\\.g[0-9]{0,18})?$"},
+          "Cursor: `next` of a page."),
+)
+
 REASON = {"type": ["string", "null"], "maxLength": MAX_REASON, "description": "Why; recorded with the action."}
 MUTATION_MEDIA: Final = (JSON, FORM)
 STATIC_MEDIA: Final = ("text/css", "text/javascript", "application/javascript", "image/svg+xml",
@@ -117,8 +147,11 @@ def _ops() -> list[Operation]:
     return [
         Operation(
             method="GET", path="/healthz", operation_id="healthz", tags=ops, security=(),
-            summary="The gateway process answers (says nothing about the engine).",
-            responses={"200": response("Alive.", closed_object({"status": {"const": "ok"}}))},
+            summary="The gateway process answers (says nothing about the engine); `degraded` while the audit "
+                    "journal cannot be written.",
+            responses={"200": response("Alive.", closed_object({
+                "status": {"type": "string", "enum": ["ok", "degraded"]},
+                "audit": {"const": "unavailable"}, "detail": {"type": "string"}}, required=("status",)))},
         ),
         Operation(
             method="GET", path="/openapi.json", operation_id="openapi", tags=ops, security=(SESSION,),
@@ -153,6 +186,8 @@ def _ops() -> list[Operation]:
                               media=(JSON, HTML)),
                     ErrorCase(status=429, code=E.THROTTLED, when="too many failed attempts for this account or "
                               "address", headers=RETRY_AFTER, media=(JSON, HTML)),
+                    ErrorCase(status=503, code=E.JOURNAL_UNAVAILABLE, when="the sign-in cannot be recorded in the "
+                              "audit trail, so no session is opened (fail closed)", media=(JSON, HTML)),
                     BAD_FORM, TOO_LARGE),
             },
         ),
@@ -250,14 +285,15 @@ def _ops() -> list[Operation]:
                                                           when="the engine refused `limit`"), *API_AUTH)},
         ),
         Operation(
-            method="GET", path="/api/admin/audit", operation_id="listAudit", tags=api, ahead=True,
-            summary="The gateway's audit trail (sign-ins, refusals, every create/run/cancel), newest first.",
-            parameters=(_passthrough("actor", "Only events by this user."),
-                        _passthrough("limit", "How many records."), _passthrough("before", "Cursor.")),
-            responses={"200": response("Records.", closed_object({
-                "records": {"type": "array", "items": ref("AuditRecord")},
-                "next": {"type": ["integer", "null"]}})),
-                **errors(BAD_FIELD, *API_AUTH)},
+            method="GET", path="/api/admin/audit", operation_id="listAudit", tags=api,
+            summary="The audit trail: the engine's and the gateway's records in one timeline, newest first.",
+            description="Each record is a journal record plus `journal`. If the engine cannot be asked, the "
+                        "gateway's records still come, with `engine: \"down\"` and a `warning`.",
+            parameters=AUDIT_FILTERS,
+            responses={"200": response("One page of the timeline.", TIMELINE),
+                       **errors(ErrorCase(status=400, code=E.INVALID_FIELD, when="a bad filter value or cursor"),
+                                ErrorCase(status=400, code=E.UNKNOWN_FIELD, when="a parameter it does not take"),
+                                *API_AUTH)},
         ),
         # -- the panel --
         Operation(
@@ -277,7 +313,7 @@ def _ops() -> list[Operation]:
         Operation(
             method="GET", path="/admin/engine/jobs/{job_id}", operation_id="jobPage", tags=panel,
             parameters=(PANEL_JOB_PATH,),
-            summary="One job: fields, status history, live log.",
+            summary="One job: fields, status history, audit records (both journals), live log.",
             responses={"200": _page("The job."), "404": _page("No such job."), **PAGE_GUARDS},
         ),
         Operation(
@@ -286,9 +322,11 @@ def _ops() -> list[Operation]:
             responses={"200": _page("The log, or its outage banner."), **PAGE_GUARDS},
         ),
         Operation(
-            method="GET", path="/admin/audit", operation_id="auditPage", tags=panel, ahead=True,
-            summary="The audit trail.",
-            responses={"200": _page("The audit trail."), **PAGE_GUARDS},
+            method="GET", path="/admin/audit", operation_id="auditPage", tags=panel,
+            parameters=AUDIT_FILTERS,
+            summary="The audit trail: both journals, newest first, with filters and an \"Older\" link.",
+            responses={"200": _page("The timeline (with a notice when the engine's records are unavailable)."),
+                       "400": _page("A bad filter value: the page with the error."), **PAGE_GUARDS},
         ),
         Operation(
             method="GET", path="/favicon.ico", operation_id="favicon", tags=panel, security=(),

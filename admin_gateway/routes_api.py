@@ -2,7 +2,9 @@
 
 Every engine route needs a super_admin session. Mutations check, in this
 order: session and role (401), CSRF (403 ``csrf``), SAFE_MODE for runs (403
-``safe_mode``, the engine is not called), then the engine's answer: 400, 404,
+``safe_mode``, the engine is not called), the request itself (400/404), the
+audit journal (503 ``journal_unavailable``: the intent record must be durable
+before the engine is called), then the engine's answer: 400, 404,
 409 (and 413/422) pass through with their message and code; unreachable is
 502 ``engine_unavailable``; no answer in time is 504 ``engine_timeout``.
 
@@ -13,8 +15,10 @@ outage never looks like "no jobs".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -23,7 +27,8 @@ from aiohttp import web
 from shared.contract import ErrorCode
 from shared.web import read_form, read_json_object
 
-from .audit import AUDIT, JOB_CANCEL, JOB_CREATE, JOB_RUN, SAFE_MODE_REFUSED, clip
+from .audit import (ACCEPTED, AUDIT, JOB_CANCEL, JOB_CREATE, JOB_RUN, REQUESTED, SAFE_MODE_REFUSED, outcome_of,
+                    requested)
 from .auth import User, require_super_admin, require_user
 from .csrf import FORM_FIELD, check_csrf, csrf_token
 from .engine_client import ENGINE_CLIENT, EngineResponse, request_id_of
@@ -223,23 +228,34 @@ def _logs_down(reason: str) -> web.Response:
 # -- mutations ----------------------------------------------------------------
 
 
-async def _mutate(request: web.Request, user: User, event: str, path: str, body: dict[str, Any],
+async def _mutate(request: web.Request, user: User, action: str, path: str, body: dict[str, Any],
                   *, job_id: str | None, success: int, reason: str | None = None) -> web.Response:
-    """Call the engine for a mutation and record the outcome (and the reason given), whatever it is."""
+    """Call the engine for a mutation, recorded before (intent) and after (outcome).
+
+    The intent record (``<action>_requested``) must be durable before the
+    engine is called: if it cannot be written the answer is 503
+    ``journal_unavailable`` and the engine is not called. The outcome record
+    (``<action>``, with ``intentSeq``) follows whatever the engine answered;
+    if it cannot be written the engine's answer still stands (the change was
+    made) and the failure is logged at ERROR. A crash between the two leaves
+    an intent without an outcome: the engine's own journal says what happened.
+    """
     audit = request.app[AUDIT]
-    extra = {"reason": clip(reason)} if reason else {}
-    await audit.require_writable()
+    extra: dict[str, Any] = {"reason": reason}
+    intent = await audit.record(requested(action), request=request, actor=user.name, job_id=job_id,
+                                outcome=REQUESTED, fail_closed=True, **extra)
+    assert intent is not None  # fail_closed: a record or an exception
+    extra["intentSeq"] = intent.seq
     try:
         resp = await _call(request, user, "POST", path, body=body)
     except GatewayError as exc:
-        await audit.record(event, request=request, actor=user.name, job_id=job_id, outcome=str(exc.code),
-                           status=exc.status, **extra)
+        await audit.record(action, request=request, actor=user.name, job_id=job_id, **outcome_of(exc), **extra)
         raise
     if resp.status != success or not _is_json_object(resp):
         error = engine_error(resp) if resp.status != success else EngineFailed("the engine answered with "
                                                                                "something that is not JSON")
-        await audit.record(event, request=request, actor=user.name, job_id=job_id, outcome=str(error.code),
-                           status=error.status, engine_status=resp.status, **extra)
+        await audit.record(action, request=request, actor=user.name, job_id=job_id, **outcome_of(error),
+                           engineStatus=resp.status, **extra)
         raise error
     if job_id is None:
         try:
@@ -247,9 +263,19 @@ async def _mutate(request: web.Request, user: User, event: str, path: str, body:
             job_id = created.get("id") if isinstance(created, dict) else None
         except ValueError:
             job_id = None
-    await audit.record(event, request=request, actor=user.name, job_id=job_id, outcome="ok", status=success,
+    await audit.record(action, request=request, actor=user.name, job_id=job_id, outcome=ACCEPTED, status=success,
                        **extra)
     return _json_bytes(success, resp.body)
+
+
+@contextlib.asynccontextmanager
+async def _refusal_recorded(request: web.Request, user: User, action: str, job_id: str | None) -> AsyncIterator[None]:
+    """Record a mutation refused before it reached the engine (bad id, bad body) as its one record."""
+    try:
+        yield
+    except GatewayError as exc:
+        await request.app[AUDIT].record(action, request=request, actor=user.name, job_id=job_id, **outcome_of(exc))
+        raise
 
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -290,19 +316,20 @@ async def create_job(request: web.Request) -> web.Response:
     """``POST /api/admin/engine/jobs`` ``{type, name?, params?}``: 201 with a READY job (allowed in SAFE_MODE)."""
     user = await require_super_admin(request)
     await check_csrf(request)
-    raw = await read_body(request, ("type", "name", "params"), required=True)
-    job_type = raw.get("type")
-    if not isinstance(job_type, str) or not job_type:
-        raise GatewayError("type is required and must be a string", code=ErrorCode.INVALID_FIELD)
-    body: dict[str, Any] = {"type": job_type}
-    name = _optional_str(raw, "name", 200)
-    if name is not None:
-        body["name"] = name
-    params = raw.get("params")
-    if params is not None:
-        if not isinstance(params, dict):
-            raise GatewayError("params must be an object", code=ErrorCode.INVALID_FIELD)
-        body["params"] = params
+    async with _refusal_recorded(request, user, JOB_CREATE, None):
+        raw = await read_body(request, ("type", "name", "params"), required=True)
+        job_type = raw.get("type")
+        if not isinstance(job_type, str) or not job_type:
+            raise GatewayError("type is required and must be a string", code=ErrorCode.INVALID_FIELD)
+        body: dict[str, Any] = {"type": job_type}
+        name = _optional_str(raw, "name", 200)
+        if name is not None:
+            body["name"] = name
+        params = raw.get("params")
+        if params is not None:
+            if not isinstance(params, dict):
+                raise GatewayError("params must be an object", code=ErrorCode.INVALID_FIELD)
+            body["params"] = params
     return await _mutate(request, user, JOB_CREATE, "api/jobs", body, job_id=None, success=201)
 
 
@@ -310,28 +337,32 @@ async def run_job(request: web.Request) -> web.Response:
     """``POST /api/admin/engine/jobs/{id}/run`` ``{reason?}``: 202, or refused by SAFE_MODE without asking the engine."""
     user = await require_super_admin(request)
     await check_csrf(request)
+    job_id = request.match_info["id"]
     if request.app[SETTINGS].safe_mode:
-        await request.app[AUDIT].record(SAFE_MODE_REFUSED, request=request, actor=user.name,
-                                        job_id=request.match_info["id"][:64], status=403)
-        raise SafeModeRefused("SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs.")
-    path = _job_path(request, "/run")
-    raw = await read_body(request, ("reason",))
-    reason = _optional_str(raw, "reason", MAX_REASON)
+        refusal = SafeModeRefused("SAFE_MODE is on: no job can be started. "
+                                  "Turn SAFE_MODE off on the gateway to run jobs.")
+        await request.app[AUDIT].record(SAFE_MODE_REFUSED, request=request, actor=user.name, job_id=job_id,
+                                        **outcome_of(refusal))
+        raise refusal
+    async with _refusal_recorded(request, user, JOB_RUN, job_id):
+        path = _job_path(request, "/run")
+        raw = await read_body(request, ("reason",))
+        reason = _optional_str(raw, "reason", MAX_REASON)
     body = {"reason": reason} if reason else {}
-    return await _mutate(request, user, JOB_RUN, path, body, job_id=request.match_info["id"], success=202,
-                         reason=reason)
+    return await _mutate(request, user, JOB_RUN, path, body, job_id=job_id, success=202, reason=reason)
 
 
 async def cancel_job(request: web.Request) -> web.Response:
     """``POST /api/admin/engine/jobs/{id}/cancel`` ``{reason?}``: 202; never blocked by SAFE_MODE."""
     user = await require_super_admin(request)
     await check_csrf(request)
-    path = _job_path(request, "/cancel")
-    raw = await read_body(request, ("reason",))
-    reason = _optional_str(raw, "reason", MAX_REASON)
+    job_id = request.match_info["id"]
+    async with _refusal_recorded(request, user, JOB_CANCEL, job_id):
+        path = _job_path(request, "/cancel")
+        raw = await read_body(request, ("reason",))
+        reason = _optional_str(raw, "reason", MAX_REASON)
     # The engine's cancel takes no body (it records "cancelled by <user>"); the reason is the audit's.
-    return await _mutate(request, user, JOB_CANCEL, path, {}, job_id=request.match_info["id"], success=202,
-                         reason=reason)
+    return await _mutate(request, user, JOB_CANCEL, path, {}, job_id=job_id, success=202, reason=reason)
 
 
 def setup_api(app: web.Application) -> None:

@@ -6,6 +6,11 @@ are throttled per account and per address (429 with ``Retry-After``). A
 successful login rotates the session (``new_session``: a fresh id, the old
 one deleted on the server) and issues a fresh CSRF token.
 
+Auditing: a login that cannot be recorded does not happen (503
+``journal_unavailable``, no session). A logout always ends the session on
+the server, even when its record cannot be written (that is logged at ERROR
+as ``audit_write_failed``): refusing to sign someone out would be worse.
+
 Browsers get HTML (the login page re-rendered with the error); clients that
 ask for JSON only (``Accept: application/json``) get the JSON API's errors.
 The page itself is rendered by the panel when it registers a
@@ -25,10 +30,10 @@ from aiohttp_session import get_session, new_session
 
 from shared.web import read_form
 
-from .audit import AUDIT, LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT
+from .audit import ACCEPTED, AUDIT, LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT, REFUSED
 from .auth import SESSION_GENERATION, SESSION_USER, USER_STORE, current_user
 from .csrf import SESSION_CSRF, check_csrf, csrf_token, new_csrf_token
-from .errors import CsrfRefused, GatewayError, Throttled, Unauthorized
+from .errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
 from .peer import TRUSTED_PROXIES, client_address
 from .throttle import LOGIN_THROTTLE
 from .users import MAX_PASSWORD_LENGTH, UserError, validate_name
@@ -124,10 +129,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     throttle = request.app[LOGIN_THROTTLE]
     address = client_address(request, request.app[TRUSTED_PROXIES])
     attempted = _loggable_name(username)
+    # A name that cannot be a user name is not recorded: it is more likely a password.
+    invalid_name = True if attempted is None and username else None
 
     wait = throttle.retry_after(username, address)
     if wait is not None:
-        await audit.record(LOGIN_FAILED, request=request, actor=attempted, reason="throttled", retry_after=wait)
+        await audit.record(LOGIN_FAILED, request=request, actor=attempted, outcome=REFUSED, code=Throttled.code,
+                           status=429, reason="throttled", retryAfter=wait, usernameInvalid=invalid_name)
         message = (f"Too many failed sign-in attempts. Try again in {math.ceil(wait / 60)} minute(s).")
         headers = {"Retry-After": str(wait)}
         if json_mode:
@@ -138,17 +146,26 @@ async def login(request: web.Request) -> web.StreamResponse:
     record = await asyncio.to_thread(store.verify, username, password[:MAX_PASSWORD_LENGTH + 1])
     if record is None:
         throttle.record_failure(username, address)
-        await audit.record(LOGIN_FAILED, request=request, actor=attempted, reason="bad_credentials")
+        await audit.record(LOGIN_FAILED, request=request, actor=attempted, outcome=REFUSED, code=Unauthorized.code,
+                           status=401, reason="bad_credentials", usernameInvalid=invalid_name)
         message = "Invalid username or password."
         if json_mode:
             raise Unauthorized(message)
         return await render_login(request, message, username=username, status=401)
 
+    try:
+        # Recorded before the session exists: a sign-in that leaves no record does not happen.
+        await audit.record(LOGIN_SUCCEEDED, request=request, actor=record.name, outcome=ACCEPTED, role=record.role,
+                           fail_closed=True)
+    except AuditUnavailable:
+        if json_mode:
+            raise
+        return await render_login(request, "Sign-in is unavailable: the audit trail cannot be written. "
+                                           "Try again later or tell the operators.", username=username, status=503)
     session = await new_session(request)
     session[SESSION_USER] = record.name
     session[SESSION_GENERATION] = record.generation
     session[SESSION_CSRF] = new_csrf_token()
-    await audit.record(LOGIN_SUCCEEDED, request=request, actor=record.name, role=record.role)
     if json_mode:
         return web.json_response({"user": record.name, "role": record.role, "csrfToken": session[SESSION_CSRF]})
     raise web.HTTPSeeOther(AFTER_LOGIN)
@@ -158,12 +175,13 @@ async def logout(request: web.Request) -> web.StreamResponse:
     """``POST /logout``: end the session on the server, then 303 to ``/login``.
 
     With a signed-in session the CSRF check applies (a forged logout is
-    refused); without one there is nothing to end.
+    refused); without one there is nothing to end. The session ends even if
+    the record cannot be written (best effort, logged at ERROR).
     """
     user = await current_user(request)
     if user is not None:
         await check_csrf(request)
-        await request.app[AUDIT].record(LOGOUT, request=request, actor=user.name)
+        await request.app[AUDIT].record(LOGOUT, request=request, actor=user.name, outcome=ACCEPTED)
     session = await get_session(request)
     session.invalidate()
     if wants_json(request):

@@ -18,6 +18,7 @@ banners. See ``templates/_macros.html`` and ``static/js/dom.js``.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
@@ -30,9 +31,10 @@ import jinja2
 from aiohttp import web
 from yarl import URL
 
-from shared.contract import JOB_FIELDS, JobStatus, format_time, parse_time, utcnow
+from shared.contract import JOB_FIELDS, ErrorCode, JobStatus, format_time, parse_time, utcnow
 
-from .audit import ACCESS_DENIED, AUDIT
+from .audit import ACCESS_DENIED, AUDIT, REFUSED
+from .audit_timeline import Timeline, TimelineQuery, read_timeline, timeline_context
 from .auth import User, current_user
 from .csrf import csrf_token
 from .engine_client import ENGINE_CLIENT, request_id_of
@@ -217,8 +219,8 @@ def panel_page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.St
         if user is None:
             return _see_other("/login")
         if not user.is_super_admin:
-            await request.app[AUDIT].record(ACCESS_DENIED, request=request, actor=user.name,
-                                            reason="role", role=user.role, status=403)
+            await request.app[AUDIT].record(ACCESS_DENIED, request=request, actor=user.name, outcome=REFUSED,
+                                            code=ErrorCode.FORBIDDEN, status=403, reason="role", role=user.role)
             return await render_template(request, "no_access.html", {}, user=user, status=403)
         return await handler(request, user)
 
@@ -353,22 +355,33 @@ async def jobs_page(request: web.Request, user: User) -> web.StreamResponse:
 _JOB_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
+#: Audit records shown on a job's page (the audit page has them all).
+JOB_AUDIT_LIMIT = 50
+
+
 @panel_page
 async def job_page(request: web.Request, user: User) -> web.StreamResponse:
-    """``GET /admin/engine/jobs/{id}``: fields, status history, live log; 404 page for unknown ids."""
+    """``GET /admin/engine/jobs/{id}``: fields, status history, audit records, live log; 404 page for unknown ids."""
     safe_mode = request.app[SETTINGS].safe_mode
     job_id = request.match_info["job_id"]
-    read = (await _engine_read(request, user, f"api/jobs/{job_id}") if _JOB_ID.fullmatch(job_id)
-            else EngineRead(status=404))
+    if _JOB_ID.fullmatch(job_id):
+        # Both at once: with a hung engine the page waits one timeout, not two.
+        read, audit = await asyncio.gather(
+            _engine_read(request, user, f"api/jobs/{job_id}"),
+            read_timeline(request, user, TimelineQuery(job_id=job_id, limit=JOB_AUDIT_LIMIT)))
+    else:
+        read, audit = EngineRead(status=404), Timeline(records=[], next=None, engine="skipped")
     job = _clean_job(read.data) if read.status == 200 else None
     not_found = read.status == 404
     return await render_template(request, "job.html", {
         **read.banners("to show this job"),
         **_action_rules(user, safe_mode),
         "active_nav": "jobs",
+        **timeline_context(audit),
         "job_id": job_id[:64],
         "job": job,
         "not_found": not_found,
+        "audit_more": audit.next is not None,
     }, user=user, status=404 if not_found else 200)
 
 

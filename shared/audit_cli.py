@@ -37,14 +37,20 @@ def _time_arg(value: str) -> dt.datetime:
 
 
 def add_audit_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], *,
-                       default_data_dir: Path) -> None:
-    """Add ``audit`` with its ``verify``, ``export`` and ``head`` subcommands to a CLI."""
+                       default_data_dir: Path, journal_subdir: str = JOURNAL_SUBDIR) -> None:
+    """Add ``audit`` with its ``verify``, ``export`` and ``head`` subcommands to a CLI.
+
+    The journal is ``<--data-dir>/<journal_subdir>`` (the engine's ``journal``,
+    the gateway's ``audit``); :func:`run_audit` finds the subdirectory in the
+    parsed arguments.
+    """
     audit = subparsers.add_parser("audit", help="verify, export or show the head of the journal")
+    audit.set_defaults(journal_subdir=journal_subdir)
     sub = audit.add_subparsers(dest="audit_command", required=True, metavar="{verify,export,head}")
 
     def with_data_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--data-dir", type=Path, default=default_data_dir,
-                       help=f"data directory holding journal/ (default: {default_data_dir})")
+                       help=f"data directory holding {journal_subdir}/ (default: {default_data_dir})")
         return p
 
     v = with_data_dir(sub.add_parser("verify", help="check every record and the hash chain"))
@@ -65,7 +71,7 @@ def run_audit(args: argparse.Namespace, *, prog: str, out: TextIO | None = None,
     """Run the audit subcommand in ``args``; return the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
-    directory = args.data_dir / JOURNAL_SUBDIR
+    directory = args.data_dir / getattr(args, "journal_subdir", JOURNAL_SUBDIR)
     if not directory.is_dir():
         print(f"{prog}: error: no journal in {directory} (check --data-dir)", file=err)
         return 1
@@ -115,8 +121,10 @@ def _export(args: argparse.Namespace, directory: Path, out: TextIO, prog: str) -
     return 0
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str, default_data_dir: Path) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str, default_data_dir: Path,
+         journal_subdir: str = JOURNAL_SUBDIR) -> int:
     """Parse ``argv`` as ``audit …`` and run it (for CLIs with no other commands)."""
     parser = argparse.ArgumentParser(prog=prog)
-    add_audit_commands(parser.add_subparsers(dest="command", required=True), default_data_dir=default_data_dir)
+    add_audit_commands(parser.add_subparsers(dest="command", required=True), default_data_dir=default_data_dir,
+                       journal_subdir=journal_subdir)
     return run_audit(parser.parse_args(argv), prog=prog)

@@ -26,11 +26,14 @@ from aiohttp import CookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from admin_gateway.app import create_app
+from admin_gateway.audit import AUDIT_SUBDIR
 from admin_gateway.settings import Settings
 from admin_gateway.users import USERS_FILE, UserStore
 from engine_hub.app import create_app as create_engine_app
 from engine_hub.catalog import Catalog, demo_types
 from engine_hub.settings import Settings as EngineSettings
+from shared.audit_tools import newest_first_from_files
+from shared.journal import AuditQuery, Record
 
 ENGINE_TOKEN = "gateway-tests-engine-token-0123456789abcdef"
 PASSWORD = "correct horse battery staple"
@@ -153,6 +156,15 @@ class Gateway:
         """The gateway's own origin, as a browser would send it."""
         return str(self.server.make_url("")).rstrip("/")
 
+    @property
+    def audit_dir(self) -> Path:
+        """The gateway's audit journal directory."""
+        return self.settings.data_dir / AUDIT_SUBDIR
+
+    def audit_records(self) -> list[Record]:
+        """Every record of the gateway's audit journal, oldest first, as read back from its files."""
+        return newest_first_from_files(self.audit_dir, AuditQuery(limit=1_000_000))[::-1]
+
     async def client(self) -> TestClient:
         """A new client (own cookie jar, cookies for IP hosts allowed)."""
         return await self.make_client(self.server, cookie_jar=CookieJar(unsafe=True))
@@ -210,6 +222,13 @@ async def login_form_token(client: TestClient) -> str:
     return match.group(1)
 
 
+async def post_login(client: TestClient, username: str, password: str, **headers: str) -> Any:
+    """POST the login form (with a fresh form token) and return the response, redirects not followed."""
+    token = await login_form_token(client)
+    return await client.post("/login", data={"username": username, "password": password, "csrf_token": token},
+                             allow_redirects=False, headers=headers)
+
+
 async def login(client: TestClient, user: str, password: str) -> str:
     """Sign in through the form (expecting 303 to the panel) and return the session's CSRF token."""
     token = await login_form_token(client)
@@ -260,11 +279,14 @@ MakeGateway = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 def make_gateway(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> MakeGateway:
-    """Return ``async make(engine_url, **settings) -> Gateway`` (users seeded, SAFE_MODE off unless given)."""
+    """Return ``async make(engine_url, **settings) -> Gateway`` (users seeded, SAFE_MODE off unless given).
+
+    The data dir is a fresh one under ``tmp_path`` unless ``data_dir`` is given.
+    """
     counter = iter(range(1000))
 
     async def make(engine_url: str, **overrides: Any) -> Gateway:
-        data_dir = tmp_path / f"gateway{next(counter)}"
+        data_dir = overrides.pop("data_dir", None) or tmp_path / f"gateway{next(counter)}"
         seed_users(data_dir)
         overrides.setdefault("safe_mode", False)
         overrides.setdefault("engine_token", ENGINE_TOKEN)

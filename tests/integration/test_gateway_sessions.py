@@ -1,11 +1,9 @@
-"""Login, sessions (rotation, logout, idle and absolute expiry), throttling and the audit events they leave."""
+"""Login, sessions (rotation, logout, idle and absolute expiry) and throttling (their audit records: test_gateway_audit)."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
 
-import structlog
 from aiohttp.test_utils import TestClient
 
 from admin_gateway.auth import USER_STORE
@@ -22,14 +20,9 @@ from gateway_harness import (  # noqa: F401  (fixtures)
     gateway,
     login_form_token,
     make_gateway,
+    post_login,
     session_cookie,
 )
-
-
-async def _post_login(client: TestClient, username: str, password: str, **headers: str) -> Any:
-    token = await login_form_token(client)
-    return await client.post("/login", data={"username": username, "password": password, "csrf_token": token},
-                             allow_redirects=False, headers=headers)
 
 
 async def _signed_in(client: TestClient) -> bool:
@@ -46,7 +39,7 @@ class TestLogin:
     async def test_login_redirects_to_the_panel(self, gateway: Gateway) -> None:
         """A correct login answers 303 to /admin/engine/jobs and opens a session."""
         client = await gateway.client()
-        resp = await _post_login(client, SUPER, PASSWORD)
+        resp = await post_login(client, SUPER, PASSWORD)
         assert resp.status == 303
         assert resp.headers["Location"] == "/admin/engine/jobs"
         assert await _signed_in(client)
@@ -56,7 +49,7 @@ class TestLogin:
         pages = []
         for username, password in (("nobody", PASSWORD), (SUPER, "wrong password!!")):
             client = await gateway.client()
-            resp = await _post_login(client, username, password)
+            resp = await post_login(client, username, password)
             assert resp.status == 401
             # Only the per-session CSRF token and the name typed back may differ.
             text = re.sub(r'(value|content)="[^"]*"', r'\1=""', await resp.text())
@@ -68,7 +61,7 @@ class TestLogin:
     async def test_login_page_escapes_the_typed_name(self, gateway: Gateway) -> None:
         """The name typed into a failed login is shown back escaped, never as markup."""
         client = await gateway.client()
-        resp = await _post_login(client, '"><script>alert(1)</script>', PASSWORD)
+        resp = await post_login(client, '"><script>alert(1)</script>', PASSWORD)
         text = await resp.text()
         assert "<script>alert(1)</script>" not in text
         assert "&lt;script&gt;" in text
@@ -76,10 +69,10 @@ class TestLogin:
     async def test_json_login(self, gateway: Gateway) -> None:
         """A client that accepts only JSON gets JSON answers: 200 with the CSRF token, or 401."""
         client = await gateway.client()
-        bad = await _post_login(client, SUPER, "wrong password!!", Accept="application/json")
+        bad = await post_login(client, SUPER, "wrong password!!", Accept="application/json")
         assert bad.status == 401
         assert (await bad.json())["code"] == "unauthorized"
-        good = await _post_login(client, SUPER, PASSWORD, Accept="application/json")
+        good = await post_login(client, SUPER, PASSWORD, Accept="application/json")
         assert good.status == 200
         body = await good.json()
         assert body["user"] == SUPER and body["role"] == "super_admin" and body["csrfToken"]
@@ -210,86 +203,30 @@ class TestThrottling:
         """After the per-account limit, even the right password gets 429 with Retry-After, until the hour passes."""
         gw = await make_gateway(engine.url, login_limit_per_hour=3)
         for _ in range(3):
-            resp = await _post_login(await gw.client(), SUPER, "wrong password!!")
+            resp = await post_login(await gw.client(), SUPER, "wrong password!!")
             assert resp.status == 401
         client = await gw.client()
-        resp = await _post_login(client, SUPER, PASSWORD)
+        resp = await post_login(client, SUPER, PASSWORD)
         assert resp.status == 429
         assert 3500 <= int(resp.headers["Retry-After"]) <= 3600
         assert not await _signed_in(client)
-        json_resp = await _post_login(client, SUPER.upper(), PASSWORD, Accept="application/json")
+        json_resp = await post_login(client, SUPER.upper(), PASSWORD, Accept="application/json")
         assert json_resp.status == 429
         assert (await json_resp.json())["code"] == "throttled"
-        other = await _post_login(await gw.client(), ADMIN, PASSWORD)
+        other = await post_login(await gw.client(), ADMIN, PASSWORD)
         assert other.status == 303  # another account is not affected
         gw.clock.advance(3601)
-        assert (await _post_login(client, SUPER, PASSWORD)).status == 303
+        assert (await post_login(client, SUPER, PASSWORD)).status == 303
 
     async def test_address_is_throttled_across_accounts(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """Failures on many account names from one address hit the per-address limit."""
         gw = await make_gateway(engine.url, login_limit_per_address_per_hour=4)
         for name in ("u1", "u2", "u3", "u4"):
-            assert (await _post_login(await gw.client(), name, "wrong password!!")).status == 401
-        resp = await _post_login(await gw.client(), SUPER, PASSWORD)
+            assert (await post_login(await gw.client(), name, "wrong password!!")).status == 401
+        resp = await post_login(await gw.client(), SUPER, PASSWORD)
         assert resp.status == 429
         assert int(resp.headers["Retry-After"]) > 0
 
     async def test_default_limit_is_100_per_account(self, gateway: Gateway) -> None:
         """The default per-account limit is 100 failures an hour."""
         assert gateway.settings.login_limit_per_hour == 100
-
-
-class TestAuditEvents:
-    async def test_security_events_are_recorded_without_secrets(self, engine: Engine,
-                                                                 make_gateway: MakeGateway) -> None:
-        """Login failure/success, SAFE_MODE refusal, denial and logout are events with actor and client; no secrets."""
-        gw = await make_gateway(engine.url, safe_mode=True)
-        job_id = await engine.create()
-        with structlog.testing.capture_logs() as events:
-            client = await gw.client()
-            assert (await _post_login(client, SUPER, "wrong password!!")).status == 401
-            user = await gw.login()
-            await user.post(f"/api/admin/engine/jobs/{job_id}/run", {"reason": "try"})
-            anon = await gw.client()
-            await anon.get("/api/admin/engine/jobs")
-            await user.client.post("/logout", data={"csrf_token": user.csrf}, allow_redirects=False)
-        by_name: dict[str, list[dict[str, Any]]] = {}
-        for event in events:
-            by_name.setdefault(event["event"], []).append(event)
-        failed = by_name["login_failed"][0]
-        assert failed["actor"] == SUPER and failed["reason"] == "bad_credentials" and failed["client"] == "127.0.0.1"
-        assert by_name["login_succeeded"][0]["actor"] == SUPER
-        refused = by_name["safe_mode_refused"][0]
-        assert refused["actor"] == SUPER and refused["job_id"] == job_id and refused["user_agent"]
-        assert by_name["access_denied"][0]["reason"] == "no_session"
-        assert by_name["logout"][0]["actor"] == SUPER
-        text = repr(events)
-        assert PASSWORD not in text and "wrong password!!" not in text and user.csrf not in text
-        assert session_cookie(user.client) is None or str(session_cookie(user.client)) not in text
-
-    async def test_job_mutations_record_actor_and_outcome(self, gateway: Gateway) -> None:
-        """Create, run and cancel each leave one event with actor, client, job id and outcome."""
-        user = await gateway.login()
-        with structlog.testing.capture_logs() as events:
-            job = await user.create("demo.echo")
-            await user.post(f"/api/admin/engine/jobs/{job['id']}/run")
-            await user.post(f"/api/admin/engine/jobs/{job['id']}/run")  # second run: refused by the engine
-            await user.post(f"/api/admin/engine/jobs/{job['id']}/cancel")
-        mutations = [(e["event"], e["outcome"]) for e in events if e["event"].startswith("job_")
-                     and "outcome" in e]
-        assert mutations[0] == ("job_create", "ok")
-        assert mutations[1] == ("job_run", "ok")
-        assert mutations[2][0] == "job_run" and mutations[2][1] in ("already_running", "not_ready")
-        assert mutations[3][0] == "job_cancel"
-        for e in events:
-            if e["event"] in ("job_create", "job_run", "job_cancel"):
-                assert e["actor"] == SUPER and e["client"] == "127.0.0.1" and e["job_id"] == job["id"]
-
-    async def test_expired_session_is_recorded(self, gateway: Gateway) -> None:
-        """A session found expired is a ``session_expired`` event naming the user and the reason."""
-        user = await gateway.login()
-        gateway.clock.advance(1801)
-        with structlog.testing.capture_logs() as events:
-            assert not await _signed_in(user.client)
-        expired = [e for e in events if e["event"] == "session_expired"]
-        assert expired and expired[0]["actor"] == SUPER and expired[0]["reason"] == "idle"
