@@ -19,7 +19,8 @@ import structlog
 from aiohttp import web
 
 from engine_hub import openapi, routes, routes_audit, routes_compat
-from engine_hub.auth import AUTHENTICATOR, Authenticator, auth_middleware, check_bind_allowed, resolve_admin_token
+from engine_hub.auth import (AUTHENTICATOR, Authenticator, check_bind_allowed, request_authenticator,
+                             resolve_admin_token)
 from engine_hub.catalog import Catalog, CatalogError, load_catalog
 from engine_hub.errors import ConfigError, EngineError, JournalDown, StartupError
 from engine_hub.joblog_files import FileJobLogs
@@ -105,9 +106,10 @@ def create_app(settings: Settings, *, journal: Journal | None = None, catalog: C
                          runner=Runner(kill_grace=settings.kill_grace))
     app = web.Application(
         middlewares=[
-            api_middleware(EngineError, on_done=metrics.observe_request, decorate=_no_store),
-            auth_middleware(public=routes.PUBLIC_ROUTES,
-                            submit=routes.SUBMIT_ROUTES | routes_compat.SUBMIT_ROUTES | openapi.SUBMIT_ROUTES),
+            api_middleware(EngineError, on_done=metrics.observe_request, decorate=_no_store,
+                           authenticate=request_authenticator(
+                               public=routes.PUBLIC_ROUTES,
+                               submit=routes.SUBMIT_ROUTES | routes_compat.SUBMIT_ROUTES | openapi.SUBMIT_ROUTES)),
         ],
         client_max_size=MAX_BODY, handler_args=HTTP_LIMITS,
     )

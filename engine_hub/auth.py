@@ -25,9 +25,9 @@ import ipaddress
 import os
 import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import attrs
 import structlog
@@ -36,7 +36,6 @@ from aiohttp import web
 from engine_hub.catalog import ADMIN_NAME, Catalog
 from engine_hub.errors import ConfigError, Forbidden, InvalidField, Unauthorized
 from engine_hub.settings import ACTOR_HEADER, TOKEN_ENV, TOKEN_FILE, Settings
-from shared.web import Handler
 
 log = structlog.get_logger("engine.auth")
 
@@ -61,7 +60,7 @@ class Principal:
     actor: str
 
 
-#: The caller of the current request, set by :func:`auth_middleware`.
+#: The caller of the current request, set by the hook :func:`request_authenticator` builds.
 PRINCIPAL: Final = web.RequestKey("principal", Principal)
 
 
@@ -246,34 +245,36 @@ def _check_actor(value: str) -> str:
 AUTHENTICATOR: Final = web.AppKey("authenticator", Authenticator)
 
 
-def auth_middleware(*, public: frozenset[str], submit: frozenset[tuple[str, str]]) -> Any:
-    """Build the middleware that authenticates every request (deny by default).
+def request_authenticator(*, public: frozenset[str],
+                          submit: frozenset[tuple[str, str]]) -> Callable[[web.Request], None]:
+    """Build the ``authenticate`` hook of the engine's ``api_middleware`` (deny by default).
 
     Routes named in ``public`` need no token; ``(method, route name)`` pairs
     in ``submit`` also accept submit-scope client tokens (HEAD counts as
     GET); every other request, unknown paths included, needs the admin token.
+    The hook raises 401, 403 or 400 (see :meth:`Authenticator.authenticate`)
+    and stores the caller under :data:`PRINCIPAL`.
     """
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def authenticate(request: web.Request) -> None:
         route_name = request.match_info.route.name
         if route_name in public:
-            return await handler(request)
+            return
+        headers = request.headers
         try:
-            principal = request.app[AUTHENTICATOR].authenticate(
-                request.headers.get("Authorization"), request.headers.get(ACTOR_HEADER))
+            caller = request.app[AUTHENTICATOR].authenticate(headers.get("Authorization"), headers.get(ACTOR_HEADER))
         except Unauthorized as exc:
             log.warning("auth_failed", method=request.method, path=request.path,
                         source=request.remote, reason=exc.message)
             raise
-        method = "GET" if request.method == "HEAD" else request.method
-        if principal.scope is not Scope.ADMIN and (method, route_name) not in submit:
-            raise Forbidden(f"token {principal.name!r} has scope {principal.scope!s}, "
-                            "which may only create and read jobs")
-        request[PRINCIPAL] = principal
-        return await handler(request)
+        if caller.scope is not Scope.ADMIN:
+            method = "GET" if request.method == "HEAD" else request.method
+            if (method, route_name) not in submit:
+                raise Forbidden(f"token {caller.name!r} has scope {caller.scope!s}, "
+                                "which may only create and read jobs")
+        request[PRINCIPAL] = caller
 
-    return middleware
+    return authenticate
 
 
 def principal(request: web.Request) -> Principal:

@@ -48,20 +48,33 @@ class Metrics:
         self.runs_finished = 0
         self.runs_failed = 0
         self._latency: dict[tuple[str, str], _Histogram] = {}
+        self._by_resource: dict[tuple[str, web.AbstractResource | None], _Histogram] = {}
 
     def observe_request(self, request: web.Request, status: int, seconds: float) -> None:
         """Record one request's latency under its method and route template (the middleware hook)."""
+        method = request.method
         resource = request.match_info.route.resource
-        # The template (e.g. /api/jobs/{id}), never the raw path: label cardinality stays fixed.
-        route = resource.canonical if resource is not None else "unmatched"
-        method = request.method if request.method in _METHODS else "other"
-        key = (method, route)
-        hist = self._latency.get(key)
+        # Looked up by the resource object itself (fixed for matched routes; None for unmatched
+        # paths): no template string is rebuilt per request.
+        hist = self._by_resource.get((method, resource))
         if hist is None:
-            hist = self._latency[key] = _Histogram()
+            hist = self._histogram(method, resource)
         hist.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         hist.total += seconds
         hist.count += 1
+
+    def _histogram(self, method: str, resource: web.AbstractResource | None) -> _Histogram:
+        # The template (e.g. /api/jobs/{id}), never the raw path, and a fixed set of method labels:
+        # label cardinality stays bounded, and so does the cache (unknown methods are not cached).
+        route = resource.canonical if resource is not None else "unmatched"
+        known = method in _METHODS
+        key = (method if known else "other", route)
+        hist = self._latency.get(key)
+        if hist is None:
+            hist = self._latency[key] = _Histogram()
+        if known:
+            self._by_resource[(method, resource)] = hist
+        return hist
 
     def render(self, *, jobs_by_status: Mapping[JobStatus, int], journal_healthy: bool) -> str:
         """Return the whole exposition text."""

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from engine_hub.auth import principal, source
 from engine_hub.errors import EngineError, InvalidField
@@ -38,8 +39,13 @@ MAX_CURSOR: Final = 2**63 - 1
 PUBLIC_ROUTES: Final = frozenset({"healthz"})
 
 
+_JSON_HEADERS: Final = CIMultiDict({"Content-Type": JSON})
+
+
 def json_bytes(body: bytes, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     """Return a JSON response from already-encoded bytes."""
+    if headers is None:  # a ready header map: aiohttp's content_type= path costs more (~60 ns)
+        return web.Response(body=body, status=status, headers=_JSON_HEADERS)
     return web.Response(body=body, status=status, content_type=JSON, headers=headers)
 
 
@@ -107,7 +113,11 @@ async def list_jobs(request: web.Request) -> web.Response:
         if type_name is not None:
             filters += f"&type={type_name}"
         headers = {"Link": f'<{request.path}?limit={limit}{filters}&before={more.id}>; rel="next"'}
-    return json_bytes(b"[%b]" % b",".join(items), headers=headers)  # one copy fewer than b"[" + ... + b"]"
+    if items:  # brackets on the (small) end items of our list: the page body is copied once, by the join
+        items[0] = b"[" + items[0]
+        items[-1] += b"]"
+        return json_bytes(b",".join(items), headers=headers)
+    return json_bytes(b"[]", headers=headers)
 
 
 def _status_filter(raw: str | None) -> JobStatus | None:

@@ -32,17 +32,25 @@ def _timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
-_cached_second = -1
-_cached_prefix = ""
+#: (millisecond, its ISO 8601 text) of the last timestamp made, and the text of its second: one
+#: tuple each, so that a thread never pairs a millisecond with another one's text.
+_iso_ms: tuple[int, str] = (-1, "")
+_iso_second: tuple[int, str] = (-1, "")
 
 
 def _fast_iso(now: float) -> str:
-    global _cached_second, _cached_prefix
-    sec = int(now)
-    if sec != _cached_second:
-        _cached_prefix = dt.datetime.fromtimestamp(sec, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _cached_second = sec
-    return f"{_cached_prefix}.{int((now - sec) * 1000):03d}Z"
+    global _iso_ms, _iso_second
+    ms = int(now * 1000)
+    cached_ms, text = _iso_ms
+    if ms != cached_ms:
+        sec, frac = divmod(ms, 1000)
+        cached_sec, prefix = _iso_second
+        if sec != cached_sec:
+            prefix = dt.datetime.fromtimestamp(sec, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            _iso_second = (sec, prefix)
+        text = f"{prefix}.{frac:03d}Z"
+        _iso_ms = (ms, text)
+    return text
 
 
 class BufferedLineLogger:
@@ -58,8 +66,12 @@ class BufferedLineLogger:
         self._last_flush = time.monotonic()
 
     def _emit(self, message: str, urgent: bool) -> None:
+        self.write_line(message + "\n", urgent)
+
+    def write_line(self, line: str, urgent: bool = False) -> None:
+        """Write ``line``, which ends with a newline (the hot path of :func:`log_request`)."""
         with self._lock:
-            self._stream.write(message + "\n")
+            self._stream.write(line)
             now = time.monotonic()
             if urgent or now - self._last_flush >= FLUSH_INTERVAL:
                 self._stream.flush()
@@ -163,10 +175,10 @@ def log_request(*, request_id: str, method: str, path: str, status: int, ms: flo
     processors = structlog.get_config()["processors"]
     if logger is not None and processors and processors[-1] is _json_renderer:
         if _min_level <= logging.INFO:
-            logger.msg('{"request_id":%s,"method":%s,"path":%s,"status":%d,"ms":%r,'
-                       '"event":"request","level":"info","ts":"%s"}'
-                       % (_encode_str(request_id), _encode_str(method), _encode_str(path), status, float(ms),
-                          _fast_iso(time.time())))
+            logger.write_line('{"request_id":%s,"method":%s,"path":%s,"status":%d,"ms":%r,'
+                              '"event":"request","level":"info","ts":"%s"}\n'
+                              % (_encode_str(request_id), _encode_str(method), _encode_str(path), status,
+                                 float(ms), _fast_iso(time.time())))
         return
     _http_log.info("request", request_id=request_id, method=method, path=path, status=status, ms=ms)
 

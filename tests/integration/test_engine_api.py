@@ -300,6 +300,23 @@ class TestHealthAndMetrics:
         assert values['engine_request_duration_seconds_bucket{method="POST",route="/api/jobs",le="+Inf"}'] == "3"
         assert 'route="/api/jobs/{id}"' in text  # the template, not each job's path
 
+    async def test_latency_labels_stay_bounded(self, engine: EngineHarness) -> None:
+        """Requests count under (method, route template); unknown paths are 'unmatched', odd methods 'other'."""
+        job = await engine.create("demo.echo")
+        for _ in range(3):
+            assert (await engine.client.get(f"/api/jobs/{job['id']}", headers=auth())).status == 200
+            assert (await engine.client.get("/api/jobs/no-such-job", headers=auth())).status == 404
+            assert (await engine.client.get(f"/nowhere/{_}", headers=auth())).status == 404
+            assert (await engine.client.request("PROPFIND", f"/api/jobs/{job['id']}", headers=auth())).status == 405
+            assert (await engine.client.request("MKCOL", "/api/jobs", headers=auth())).status == 405
+        text = await (await engine.client.get("/metrics", headers=auth())).text()
+        counts = {line.split("{", 1)[1].rsplit("}", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("engine_request_duration_seconds_count{")}
+        assert counts['method="GET",route="/api/jobs/{id}"'] == 6
+        assert counts['method="GET",route="unmatched"'] == 3
+        assert counts['method="other",route="unmatched"'] == 6
+        assert not any("PROPFIND" in labels or "MKCOL" in labels or "nowhere" in labels for labels in counts)
+
 
 class TestLogging:
     async def test_one_summary_line_per_request_and_one_event_per_transition(

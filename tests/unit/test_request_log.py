@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import sys
@@ -10,7 +11,7 @@ from typing import Any
 import structlog
 from structlog.testing import capture_logs
 
-from shared.log import configure_logging, flush_logs, log_request
+from shared.log import _fast_iso, configure_logging, flush_logs, log_request
 
 FIELDS: dict[str, Any] = {"request_id": "0123abcd", "method": "GET", "path": '/api/jobs/"quoted"\\ünï\n', "status": 404,
           "ms": 1.25}
@@ -47,3 +48,12 @@ class TestLogRequest:
             log_request(**FIELDS)
         assert captured == [{**FIELDS, "event": "request", "log_level": "info"}]
         assert _lines(json_log) == []
+
+
+class TestTimestamp:
+    def test_matches_iso_format_across_milliseconds_and_seconds(self) -> None:
+        """The cached timestamp text is the UTC ISO 8601 millisecond of each instant, also after a cache hit."""
+        base = 1_800_000_000.0
+        for now in (base + 0.0004, base + 0.0009, base + 0.001, base + 0.999, base + 1.0, base + 0.5, base + 61.25):
+            expected = dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            assert _fast_iso(now) == expected
