@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -34,6 +32,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from bench.wrk import wrk
 
 TOKEN = "bench-admin-token-0123456789abcdef"
 PATH = "/api/jobs?limit=50"
@@ -126,37 +126,8 @@ class Server:
 
 # -- load ---------------------------------------------------------------------------------
 
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
-
-
-def _seconds(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
-    if match is None:
-        raise ValueError(f"unexpected wrk latency {text!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU time consumed so far by process ``pid`` (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wrk(url: str, *, duration: float, connections: int, pid: int | None = None) -> dict[str, float]:
-    """Run wrk against ``url``; return requests/s, p50 and p99 (seconds), non-2xx count and,
-    given the server's ``pid``, its CPU microseconds per request (steadier than req/s on a busy machine)."""
-    cpu_before = _cpu_seconds(pid) if pid is not None else 0.0
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency",
-                          "-H", f"Authorization: Bearer {TOKEN}", url],
-                         capture_output=True, text=True, check=True).stdout
-    cpu = _cpu_seconds(pid) - cpu_before if pid is not None else 0.0
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _seconds(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _seconds(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": float(bad.group(1)) if bad else 0.0,
-            "cpu_us": cpu / total * 1e6 if total else 0.0}
+def _wrk(url: str, *, duration: float, connections: int, pid: int | None = None) -> dict[str, float]:
+    return wrk(url, {"Authorization": f"Bearer {TOKEN}"}, duration=duration, connections=connections, pid=pid)
 
 
 def _fetch(url: str) -> bytes:
@@ -183,12 +154,12 @@ def run(*, duration: float, rounds: int, connections: int) -> dict[str, dict[str
         servers["bare bytes"] = Server("bare", ["--serve-bare", str(tmp / "page.json")])
         assert _fetch(servers["bare bytes"].url) == page
         for server in servers.values():  # warm up (first requests, allocator, caches)
-            wrk(server.url, duration=1, connections=connections)
+            _wrk(server.url, duration=1, connections=connections)
         samples: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
         order = ["bare bytes", "engine 10,000", "engine 1,000", "engine 100,000"]
         for i in range(rounds):
             for name in order if i % 2 == 0 else order[::-1]:
-                result = wrk(servers[name].url, duration=duration, connections=connections,
+                result = _wrk(servers[name].url, duration=duration, connections=connections,
                              pid=servers[name].proc.pid)
                 if result["non2xx"]:
                     raise RuntimeError(f"{name}: {result['non2xx']:.0f} non-2xx answers")

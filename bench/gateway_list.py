@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import http.cookiejar
 import json
-import os
 import re
 import shutil
 import statistics
@@ -40,6 +39,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from bench.wrk import wrk
 
 TOKEN = "bench-engine-token-0123456789abcdef"
 USER, PASSWORD = "alice", "bench password long enough"
@@ -168,36 +169,6 @@ def _login(gateway: Server) -> str:
 
 # -- load ---------------------------------------------------------------------------------
 
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
-
-
-def _seconds(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
-    if match is None:
-        raise ValueError(f"unexpected wrk latency {text!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wrk(url: str, headers: dict[str, str], *, duration: float, connections: int) -> dict[str, float]:
-    """Run wrk against ``url``; return requests/s, p50 and p99 (seconds), and the non-2xx count."""
-    args = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency"]
-    for name, value in headers.items():
-        args += ["-H", f"{name}: {value}"]
-    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _seconds(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _seconds(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": float(bad.group(1)) if bad else 0.0, "requests": total}
-
-
 async def _sequential(targets: dict[str, tuple[str, dict[str, str]]], count: int) -> dict[str, list[float]]:
     """Time ``count`` one-at-a-time requests per target, interleaved so drift hits all alike."""
     import aiohttp
@@ -260,9 +231,7 @@ def run(*, duration: float, rounds: int, connections: int, sequential: int) -> d
         for i in range(rounds):
             for name in order if i % 2 == 0 else order[::-1]:
                 url, headers = targets[name]
-                cpu_before = _cpu_seconds(pids[name])
-                result = wrk(url, headers, duration=duration, connections=connections)
-                result["cpu_us"] = (_cpu_seconds(pids[name]) - cpu_before) / result["requests"] * 1e6
+                result = wrk(url, headers, duration=duration, connections=connections, pid=pids[name])
                 if result["non2xx"]:
                     raise RuntimeError(f"{name}: {result['non2xx']:.0f} non-2xx answers")
                 samples[name].append(result)

@@ -1,0 +1,47 @@
+"""Shared load-generation helpers for the benchmarks: one ``wrk`` run, parsed, plus server CPU time."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time consumed so far by process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, headers: Mapping[str, str], *, duration: float, connections: int,
+        pid: int | None = None) -> dict[str, float]:
+    """Run ``wrk -t1 --latency`` against ``url`` with ``headers``.
+
+    Returns requests/s, p50 and p99 (seconds), the non-2xx count, the number
+    of requests and, given the server's ``pid``, its CPU microseconds per
+    request (steadier than req/s on a busy machine; 0 without a pid).
+    """
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pid) - cpu_before if pid is not None else 0.0
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _seconds(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _seconds(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": float(bad.group(1)) if bad else 0.0,
+            "requests": float(total), "cpu_us": cpu / total * 1e6 if total else 0.0}
