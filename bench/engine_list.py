@@ -25,7 +25,6 @@ import asyncio
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.wrk import wrk
+from bench.load import Server, listen, wrk
 
 TOKEN = "bench-admin-token-0123456789abcdef"
 PATH = "/api/jobs?limit=50"
@@ -78,7 +77,7 @@ async def _serve_engine(count: int, log_path: Path) -> None:
         runner = web.AppRunner(create_app(settings, journal=journal, environ={}), access_log=None)
         await runner.setup()
         settle_heap()  # as `engine-hub serve` does
-        await _listen(runner)
+        await listen(runner)
 
 
 async def _serve_bare(body_path: Path) -> None:
@@ -93,35 +92,7 @@ async def _serve_bare(body_path: Path) -> None:
     app.router.add_get("/api/jobs", handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await _listen(runner)
-
-
-async def _listen(runner: Any) -> None:
-    from aiohttp import web
-
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(f"LISTENING {runner.addresses[0][1]}", flush=True)
-    await asyncio.Event().wait()
-
-
-class Server:
-    """A benchmark server subprocess."""
-
-    def __init__(self, name: str, args: list[str]) -> None:
-        self.name = name
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.engine_list", *args],
-                                     stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("LISTENING "):
-            self.proc.kill()
-            raise RuntimeError(f"{name} did not start: {line!r}")
-        self.url = f"http://127.0.0.1:{int(line.split()[1])}{PATH}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+    await listen(runner)
 
 
 # -- load ---------------------------------------------------------------------------------
@@ -145,13 +116,13 @@ def run(*, duration: float, rounds: int, connections: int) -> dict[str, dict[str
     try:
         for size in SIZES:
             started = time.monotonic()
-            servers[f"engine {size:,}"] = Server(f"engine {size}", ["--serve-engine", str(size),
-                                                                    "--log", str(tmp / f"engine-{size}.log")])
+            servers[f"engine {size:,}"] = Server(f"engine {size}", "bench.engine_list", ["--serve-engine", str(size),
+                                                       "--log", str(tmp / f"engine-{size}.log")], PATH)
             print(f"engine with {size:,} jobs ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
         page = _fetch(servers["engine 10,000"].url)
         assert len(json.loads(page)) == 50
         (tmp / "page.json").write_bytes(page)
-        servers["bare bytes"] = Server("bare", ["--serve-bare", str(tmp / "page.json")])
+        servers["bare bytes"] = Server("bare", "bench.engine_list", ["--serve-bare", str(tmp / "page.json")], PATH)
         assert _fetch(servers["bare bytes"].url) == page
         for server in servers.values():  # warm up (first requests, allocator, caches)
             _wrk(server.url, duration=1, connections=connections)

@@ -31,7 +31,6 @@ import json
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.wrk import wrk
+from bench.load import Server, listen, wrk
 
 TOKEN = "bench-engine-token-0123456789abcdef"
 USER, PASSWORD = "alice", "bench password long enough"
@@ -50,15 +49,6 @@ JOBS = 1_000
 
 
 # -- server processes ----------------------------------------------------------------
-
-
-async def _listen(runner: Any) -> None:
-    from aiohttp import web
-
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(f"LISTENING {runner.addresses[0][1]}", flush=True)
-    await asyncio.Event().wait()
 
 
 async def _serve_engine(log_path: Path) -> None:
@@ -73,7 +63,7 @@ async def _serve_engine(log_path: Path) -> None:
         settings = Settings(token=TOKEN, ephemeral=True, port=0, data_dir=log_path.parent / "engine")
         runner = web.AppRunner(create_app(settings, environ={}), access_log=None)
         await runner.setup()
-        await _listen(runner)
+        await listen(runner)
 
 
 async def _serve_gateway(engine_url: str, data_dir: Path, log_path: Path) -> None:
@@ -88,7 +78,7 @@ async def _serve_gateway(engine_url: str, data_dir: Path, log_path: Path) -> Non
         settings = Settings(engine_url=engine_url, engine_token=TOKEN, data_dir=data_dir, safe_mode=False)
         runner = web.AppRunner(create_app(settings), access_log=None)
         await runner.setup()
-        await _listen(runner)
+        await listen(runner)
 
 
 async def _serve_bare_proxy(engine_url: str) -> None:
@@ -117,28 +107,7 @@ async def _serve_bare_proxy(engine_url: str) -> None:
     app.router.add_get("/api/admin/engine/jobs", handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await _listen(runner)
-
-
-class Server:
-    """A benchmark server subprocess (this module, started with a ``--serve-*`` option)."""
-
-    def __init__(self, name: str, args: list[str], path: str) -> None:
-        self.name = name
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.gateway_list", *args],
-                                     stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("LISTENING "):
-            self.proc.kill()
-            raise RuntimeError(f"{name} did not start: {line!r}")
-        self.base = f"http://127.0.0.1:{int(line.split()[1])}"
-        self.url = self.base + path
-
-    def stop(self) -> None:
-        """Stop the server process."""
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+    await listen(runner)
 
 
 # -- setup over HTTP -----------------------------------------------------------------------
@@ -204,14 +173,14 @@ def run(*, duration: float, rounds: int, connections: int, sequential: int) -> d
         from admin_gateway.users import UserStore
 
         UserStore(tmp / "gateway").add(USER, "super_admin", PASSWORD)
-        engine = Server("engine", ["--serve-engine", "--log", str(tmp / "engine.log")], ENGINE_PATH)
+        engine = Server("engine", "bench.gateway_list", ["--serve-engine", "--log", str(tmp / "engine.log")], ENGINE_PATH)
         servers.append(engine)
         for i in range(JOBS):
             _engine_request(engine, "POST", "/api/jobs", {"type": "demo.echo", "name": f"nightly report {i}"})
-        gateway = Server("gateway", ["--serve-gateway", engine.base, "--data-dir", str(tmp / "gateway"),
+        gateway = Server("gateway", "bench.gateway_list", ["--serve-gateway", engine.base, "--data-dir", str(tmp / "gateway"),
                                      "--log", str(tmp / "gateway.log")], GATEWAY_PATH)
         servers.append(gateway)
-        bare = Server("bare proxy", ["--serve-bare-proxy", engine.base], GATEWAY_PATH)
+        bare = Server("bare proxy", "bench.gateway_list", ["--serve-bare-proxy", engine.base], GATEWAY_PATH)
         servers.append(bare)
         cookie = _login(gateway)
         targets = {

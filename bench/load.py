@@ -1,12 +1,15 @@
-"""Shared load-generation helpers for the benchmarks: one ``wrk`` run, parsed, plus server CPU time."""
+"""What the benchmarks share: server subprocesses that announce their port, and ``wrk`` runs with server CPU time."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
@@ -45,3 +48,36 @@ def wrk(url: str, headers: Mapping[str, str], *, duration: float, connections: i
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return {"rps": rps, "p50": p50, "p99": p99, "non2xx": float(bad.group(1)) if bad else 0.0,
             "requests": float(total), "cpu_us": cpu / total * 1e6 if total else 0.0}
+
+
+async def listen(runner: Any) -> None:
+    """Serve an aiohttp ``AppRunner`` on a free loopback port, announce ``LISTENING <port>``, wait forever."""
+    from aiohttp import web
+
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(f"LISTENING {runner.addresses[0][1]}", flush=True)
+    await asyncio.Event().wait()
+
+
+class Server:
+    """A benchmark server subprocess: ``python -m module *args``, which serves through :func:`listen`.
+
+    ``base`` is its root URL and ``url`` that plus ``path``.
+    """
+
+    def __init__(self, name: str, module: str, args: list[str], path: str) -> None:
+        self.name = name
+        self.proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("LISTENING "):
+            self.proc.kill()
+            raise RuntimeError(f"{name} did not start: {line!r}")
+        self.base = f"http://127.0.0.1:{int(line.split()[1])}"
+        self.url = self.base + path
+
+    def stop(self) -> None:
+        """Stop the server process."""
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
