@@ -19,7 +19,6 @@ import json
 import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from shared.contract import format_time, utcnow
+from shared.journal_snapshot import write_durably
 
 ROLE_SUPER_ADMIN: Final = "super_admin"
 ROLE_ADMIN: Final = "admin"
@@ -186,25 +186,8 @@ class UserStore:
 
     def _write(self, users: dict[str, UserRecord]) -> None:
         body = json.dumps({"version": 1, "users": [users[n].to_json() for n in sorted(users)]}, indent=2)
-        fd, tmp = tempfile.mkstemp(prefix=".users-", suffix=".tmp", dir=self.data_dir)
-        try:
-            # mkstemp creates the file 0600 already; say so explicitly for the reader of this code.
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(body + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-            self._cache_key = None  # our own write: re-read at the next look
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.data_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_durably(self.path, [(body + "\n").encode()])
+        self._cache_key = None  # our own write: re-read at the next look
 
     def add(self, name: str, role: str, password: str) -> UserRecord:
         """Create a user; raises :class:`UserError` if it exists or an argument is invalid."""
