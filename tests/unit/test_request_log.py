@@ -57,3 +57,47 @@ class TestTimestamp:
         for now in (base + 0.0004, base + 0.0009, base + 0.001, base + 0.999, base + 1.0, base + 0.5, base + 61.25):
             expected = dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
             assert _fast_iso(now) == expected
+
+
+class _CountingStream(io.StringIO):
+    """A stream counting its ``write`` and ``flush`` calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.flushes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+class TestBufferedLineLogger:
+    def test_batches_request_lines_into_few_writes(self) -> None:
+        """Many request lines reach the stream in whole batches, all of them, in order."""
+        from shared.log import BATCH_LINES, BufferedLineLogger
+
+        stream = _CountingStream()
+        logger = BufferedLineLogger(stream)
+        for i in range(BATCH_LINES * 3 + 5):
+            logger.write_line(f"{i}\n")
+        assert stream.writes == 3
+        logger.flush()
+        assert stream.writes == 4
+        assert stream.getvalue().splitlines() == [str(i) for i in range(BATCH_LINES * 3 + 5)]
+
+    def test_urgent_line_is_written_and_flushed_at_once(self) -> None:
+        """A warning or error is written and flushed immediately, after the lines pending before it."""
+        from shared.log import BufferedLineLogger
+
+        stream = _CountingStream()
+        logger = BufferedLineLogger(stream)
+        logger.write_line("info\n")
+        assert stream.getvalue() == ""
+        logger.err("boom")
+        assert stream.getvalue() == "info\nboom\n"
+        assert stream.flushes == 1
