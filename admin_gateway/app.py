@@ -10,10 +10,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp_session
 from aiohttp import web
 
-from shared.web import HTTP_LIMITS, MAX_BODY, api_middleware, log_flusher
+from shared.web import API_ROUTES, HTTP_LIMITS, MAX_BODY, log_flusher, request_wrapper, setup_api_routes
 
 from .audit import AUDIT, EXPIRED, SESSION_EXPIRED, Audit, audit_journal_ctx
 from .audit_timeline import setup_audit_api
@@ -27,6 +26,7 @@ from .routes_api import setup_api
 from .routes_auth import setup_auth
 from .sessions import SESSION_STORAGE, ServerSideStorage, make_backend, session_pruner
 from .settings import SETTINGS, Settings, SettingsError
+from .static_files import static_files, static_handler
 from .throttle import LOGIN_THROTTLE, LoginThrottle
 from .users import UserStore
 
@@ -64,8 +64,7 @@ def create_app(settings: Settings) -> web.Application:
         trusted = parse_networks(settings.trusted_proxies)
     except ValueError as exc:
         raise SettingsError(f"bad trusted proxy: {exc}") from None
-    app = web.Application(middlewares=[api_middleware(GatewayError, decorate=security_headers)],
-                          client_max_size=MAX_BODY, handler_args=HTTP_LIMITS)
+    app = web.Application(client_max_size=MAX_BODY, handler_args=HTTP_LIMITS)
     app[SETTINGS] = settings
     app[TRUSTED_PROXIES] = trusted
     audit = Audit(trusted)
@@ -84,18 +83,20 @@ def create_app(settings: Settings) -> web.Application:
                                 absolute_timeout=settings.absolute_timeout, trusted_proxies=trusted,
                                 on_expired=on_expired)
     app[SESSION_STORAGE] = storage
-    aiohttp_session.setup(app, storage)
+    # The session storage is attached before each handler and a changed session saved after it,
+    # as aiohttp-session's own middleware would, inside the one request wrapper (no extra layer).
+    routes = setup_api_routes(app, request_wrapper(GatewayError, authenticate=storage.attach, finish=storage.finish,
+                                                   decorate=security_headers))
 
     app.cleanup_ctx.extend([log_flusher, audit_journal_ctx, engine_client_ctx, session_pruner, _warm_users])
-    app.router.add_get("/healthz", healthz)
+    routes.add_get("/healthz", healthz)
     setup_auth(app)
     setup_api(app)
     setup_audit_api(app)
     if not _setup_panel(app):
         # Without the panel the gateway still serves its assets (the panel serves them itself).
-        app.router.add_get("/favicon.ico", favicon)
-        if STATIC_DIR.is_dir():
-            app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+        routes.add_get("/favicon.ico", favicon)
+        routes.add_get("/static/{path:.+}", static_handler(static_files(STATIC_DIR)), name="static")
     setup_openapi(app)
     return app
 

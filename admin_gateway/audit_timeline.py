@@ -28,6 +28,7 @@ from aiohttp import web
 
 from shared.contract import ErrorCode, format_time, parse_time
 from shared.journal import AuditQuery
+from shared.web import API_ROUTES
 
 from .audit import AUDIT
 from .auth import User, require_super_admin
@@ -290,4 +291,4 @@ async def get_audit(request: web.Request) -> web.Response:
 
 def setup_audit_api(app: web.Application) -> None:
     """Register ``GET /api/admin/audit``."""
-    app.router.add_get("/api/admin/audit", get_audit)
+    app[API_ROUTES].add_get("/api/admin/audit", get_audit)

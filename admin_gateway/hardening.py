@@ -24,7 +24,7 @@ _STATIC_PREFIXES = ("/static/", "/favicon.ico")
 
 
 def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Add the hardening headers to ``response`` (the ``decorate`` hook of ``api_middleware``).
+    """Add the hardening headers to ``response`` (the ``decorate`` hook of ``request_wrapper``).
 
     Everything is ``Cache-Control: no-store`` (API answers and pages carry
     user data) except static assets, which may be cached but are revalidated.

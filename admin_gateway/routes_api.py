@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from shared.contract import ErrorCode
-from shared.web import read_form, read_json_object
+from shared.web import API_ROUTES, read_form, read_json_object
 
 from .audit import (ACCEPTED, AUDIT, JOB_CANCEL, JOB_CREATE, JOB_RUN, REQUESTED, SAFE_MODE_REFUSED, outcome_of,
                     requested)
@@ -367,13 +367,14 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 def setup_api(app: web.Application) -> None:
     """Register the admin API routes."""
-    app.router.add_get("/api/admin/config", get_config)
-    app.router.add_get("/api/admin/engine/jobs", list_jobs)
-    app.router.add_post("/api/admin/engine/jobs", create_job)
-    app.router.add_get("/api/admin/engine/jobs/{id}", get_job)
-    app.router.add_get("/api/admin/engine/jobs/{id}/logs", get_job_logs)
-    app.router.add_post("/api/admin/engine/jobs/{id}/run", run_job)
-    app.router.add_post("/api/admin/engine/jobs/{id}/cancel", cancel_job)
-    app.router.add_get("/api/admin/engine/types", get_types)
-    app.router.add_get("/api/admin/engine/logs", get_engine_logs)
+    routes = app[API_ROUTES]
+    routes.add_get("/api/admin/config", get_config)
+    routes.add_get("/api/admin/engine/jobs", list_jobs)
+    routes.add_post("/api/admin/engine/jobs", create_job)
+    routes.add_get("/api/admin/engine/jobs/{id}", get_job)
+    routes.add_get("/api/admin/engine/jobs/{id}/logs", get_job_logs)
+    routes.add_post("/api/admin/engine/jobs/{id}/run", run_job)
+    routes.add_post("/api/admin/engine/jobs/{id}/cancel", cancel_job)
+    routes.add_get("/api/admin/engine/types", get_types)
+    routes.add_get("/api/admin/engine/logs", get_engine_logs)
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from yarl import URL
 
 from shared.contract import format_time, utcnow
+from shared.web import API_ROUTES
 
 from .audit_timeline import MAX_LIMIT, PARAMS, Timeline, TimelineQuery, read_timeline, timeline_context
 from .auth import User
@@ -50,5 +51,5 @@ async def audit_page(request: web.Request, user: User) -> web.StreamResponse:
 
 def setup_audit_page(app: web.Application) -> None:
     """Register ``/admin/audit`` and its navigation entry (after :func:`routes_panel.setup_panel`)."""
-    app.router.add_get("/admin/audit", panel_page(audit_page))
+    app[API_ROUTES].add_get("/admin/audit", panel_page(audit_page))
     add_nav_item(app, key="audit", href="/admin/audit", label="Audit")

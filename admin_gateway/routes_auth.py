@@ -28,7 +28,7 @@ import attrs
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 
-from shared.web import read_form
+from shared.web import API_ROUTES, read_form
 
 from .audit import ACCEPTED, AUDIT, LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT, REFUSED
 from .auth import SESSION_GENERATION, SESSION_USER, USER_STORE, current_user
@@ -191,9 +191,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 def setup_auth(app: web.Application) -> None:
     """Register ``/login`` and ``/logout``."""
-    app.router.add_get("/login", login_page)
-    app.router.add_post("/login", login)
-    app.router.add_post("/logout", logout)
+    routes = app[API_ROUTES]
+    routes.add_get("/login", login_page)
+    routes.add_post("/login", login)
+    routes.add_post("/logout", logout)
 
 
 __all__ = ["LOGIN_RENDERER", "LoginPage", "LoginRenderer", "render_login", "setup_auth", "wants_json"]

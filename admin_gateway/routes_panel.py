@@ -32,6 +32,7 @@ from aiohttp import web
 from yarl import URL
 
 from shared.contract import JOB_FIELDS, ErrorCode, JobStatus, format_time, parse_time, utcnow
+from shared.web import API_ROUTES
 
 from .audit import ACCESS_DENIED, AUDIT, REFUSED
 from .audit_timeline import Timeline, TimelineQuery, read_timeline, timeline_context
@@ -41,6 +42,7 @@ from .engine_client import ENGINE_CLIENT, request_id_of
 from .errors import GatewayError
 from .routes_auth import LOGIN_RENDERER, LoginPage
 from .settings import SETTINGS
+from .static_files import static_files, static_handler
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: Jobs per page in the panel's table.
@@ -113,34 +115,17 @@ def setup_panel(app: web.Application) -> None:
         NavItem(key="jobs", href="/admin/engine/jobs", label="Jobs"),
         NavItem(key="logs", href="/admin/engine/logs", label="Engine log"),
     ]
-    app.router.add_get("/", index)
-    app.router.add_get("/admin/engine/jobs", jobs_page)
-    app.router.add_get("/admin/engine/jobs/{job_id}", job_page)
-    app.router.add_get("/admin/engine/logs", logs_page)
-    app.router.add_get("/favicon.ico", favicon)
+    routes = app[API_ROUTES]
+    routes.add_get("/", index)
+    routes.add_get("/admin/engine/jobs", jobs_page)
+    routes.add_get("/admin/engine/jobs/{job_id}", job_page)
+    routes.add_get("/admin/engine/logs", logs_page)
+    routes.add_get("/favicon.ico", favicon)
     # Only the files that ship with the panel, looked up by name: no path is ever joined from a URL,
     # and anything else is the JSON 404 of every other unknown path (aiohttp's static route answers
     # a missing file with an empty, untyped 404 that the request log records as a 200).
-    app.router.add_get("/static/{path:.+}", static_handler(static_files(STATIC_DIR)), name="static")
+    routes.add_get("/static/{path:.+}", static_handler(static_files(STATIC_DIR)), name="static")
     app[LOGIN_RENDERER] = render_login_page
-
-
-def static_files(root: Path) -> dict[str, Path]:
-    """Return every regular file under ``root`` by its URL path (``js/main.js``); symlinks are left out."""
-    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
-
-
-def static_handler(files: dict[str, Path]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Return the handler of ``GET /static/{path}`` serving ``files`` (see :func:`static_files`)."""
-
-    async def static(request: web.Request) -> web.StreamResponse:
-        """``GET /static/{path}``: one of the panel's assets; anything else is a JSON 404."""
-        file = files.get(request.match_info["path"])
-        if file is None:
-            raise web.HTTPNotFound()
-        return web.FileResponse(file)
-
-    return static
 
 
 def can_run(job: dict[str, Any], *, user: User, safe_mode: bool) -> bool:
@@ -199,7 +184,7 @@ async def render_template(request: web.Request, name: str, context: dict[str, An
 
 
 def _see_other(location: str) -> web.Response:
-    # A plain response, not a raised HTTPSeeOther: the shared middleware would hand the
+    # A plain response, not a raised HTTPSeeOther: the shared request wrapper would hand the
     # exception object back to aiohttp as a response, which aiohttp deprecates.
     return web.Response(status=303, headers={"Location": location})
 

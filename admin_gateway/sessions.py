@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import attrs
 from aiohttp import web
-from aiohttp_session import AbstractStorage, Session
+from aiohttp_session import SESSION_KEY, STORAGE_KEY, AbstractStorage, Session
 
 from .peer import Network, is_https
 from .settings import Settings, SettingsError
@@ -165,6 +165,26 @@ def _key(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
+class _LoadedSession(Session):
+    """A :class:`Session` for a live stored record, built without ``Session.__init__``'s general work.
+
+    Same state as ``Session(sid, data={"created": ..., "session": record.data},
+    new=False)`` (aiohttp-session's constructor reads the clock and compares
+    its arguments, a measurable share of the gateway's hottest read): not
+    new, unchanged, no max age, and its own copy of the data, so the stored
+    record is never mutated.
+    """
+
+    def __init__(self, sid: str, record: SessionRecord) -> None:
+        # Session.__init__ is not called on purpose: every attribute it sets is set here.
+        self._changed = False
+        self._mapping = dict(record.data)
+        self._identity = sid
+        self._new = False
+        self._max_age = None
+        self._created = int(record.created)
+
+
 OnExpired = Callable[[web.Request, dict[str, Any], str], Awaitable[None]]
 
 
@@ -247,8 +267,7 @@ class ServerSideStorage(AbstractStorage):
         if now - record.seen >= self._touch_every:
             record = attrs.evolve(record, seen=now)
             await self.backend.put(key, record, self._ttl(record, now))
-        # Session copies the data into its own mapping: the stored record is never mutated.
-        return Session(sid, data={"created": int(record.created), "session": record.data}, new=False)
+        return _LoadedSession(sid, record)
 
     async def save_session(self, request: web.Request, response: web.StreamResponse, session: Session) -> None:
         """Persist a changed session (see the class docstring for rotation and invalidation)."""
@@ -277,6 +296,29 @@ class ServerSideStorage(AbstractStorage):
             return
         record = SessionRecord(created=old.created, seen=now, data=data)
         await self.backend.put(key, record, self._ttl(record, now))
+
+    def attach(self, request: web.Request) -> None:
+        """Make this storage the request's (``authenticate`` hook of ``request_wrapper``).
+
+        Together with :meth:`finish` this replaces aiohttp-session's
+        middleware (one layer less on every request): ``get_session`` and
+        ``new_session`` find the storage where they look for it.
+        """
+        request[STORAGE_KEY] = self
+
+    def finish(self, request: web.Request, response: web.StreamResponse) -> Awaitable[None] | None:
+        """Save the request's session if it changed (``finish`` hook of ``request_wrapper``).
+
+        As aiohttp-session's middleware: only a plain response (not a file
+        or a stream) gets the session saved into it, and only after the
+        handler answered or raised an HTTP exception, never after an error.
+        """
+        session = request.get(SESSION_KEY)
+        if session is None or not session._changed or not isinstance(response, web.Response):
+            return None
+        if response.prepared:
+            raise RuntimeError("Cannot save session data into prepared response")
+        return self.save_session(request, response, session)
 
     async def prune(self) -> int:
         """Drop expired sessions (the memory backend; Redis expires keys itself)."""

@@ -26,6 +26,7 @@ from engine_hub.errors import ConfigError, EngineError, JournalDown, StartupErro
 from engine_hub.joblog_files import FileJobLogs
 from engine_hub.joblogs import JobLogs, LogStore
 from engine_hub.metrics import Metrics
+from engine_hub.page_cache import PAGE_CACHE, PageCache
 from engine_hub.runner import Runner
 from engine_hub.service import SERVICE, JobService
 from engine_hub.settings import JOURNAL_DIR, LOGS_DIR, STATE_DIR, Settings
@@ -33,7 +34,7 @@ from engine_hub.snapshots import Snapshotter, load_snapshot
 from engine_hub.store import JobStore, StoreError, paused_gc
 from shared.journal import Journal, JournalCorrupt, JournalLocked, MemoryJournal, Record
 from shared.journal_file import FileJournal
-from shared.web import HTTP_LIMITS, MAX_BODY, api_middleware, log_flusher
+from shared.web import HTTP_LIMITS, MAX_BODY, log_flusher, request_wrapper, setup_api_routes
 
 log = structlog.get_logger("engine.app")
 
@@ -104,17 +105,15 @@ def create_app(settings: Settings, *, journal: Journal | None = None, catalog: C
                       if durable else JobLogs())
     service = JobService(store=JobStore(), logs=logs, metrics=metrics,
                          runner=Runner(kill_grace=settings.kill_grace))
-    app = web.Application(
-        middlewares=[
-            api_middleware(EngineError, on_done=metrics.observe_request, decorate=_no_store,
-                           authenticate=request_authenticator(
-                               public=routes.PUBLIC_ROUTES,
-                               submit=routes.SUBMIT_ROUTES | routes_compat.SUBMIT_ROUTES | openapi.SUBMIT_ROUTES)),
-        ],
-        client_max_size=MAX_BODY, handler_args=HTTP_LIMITS,
-    )
+    app = web.Application(client_max_size=MAX_BODY, handler_args=HTTP_LIMITS)
+    setup_api_routes(app, request_wrapper(
+        EngineError, on_done=metrics.observe_request, decorate=_no_store,
+        authenticate=request_authenticator(
+            public=routes.PUBLIC_ROUTES,
+            submit=routes.SUBMIT_ROUTES | routes_compat.SUBMIT_ROUTES | openapi.SUBMIT_ROUTES)))
     app[SETTINGS] = settings
     app[SERVICE] = service
+    app[PAGE_CACHE] = PageCache()
     app[AUTHENTICATOR] = Authenticator()
     app.cleanup_ctx.append(log_flusher)
     app.cleanup_ctx.append(_engine_context(settings, journal, catalog, environ))

@@ -247,7 +247,7 @@ AUTHENTICATOR: Final = web.AppKey("authenticator", Authenticator)
 
 def request_authenticator(*, public: frozenset[str],
                           submit: frozenset[tuple[str, str]]) -> Callable[[web.Request], None]:
-    """Build the ``authenticate`` hook of the engine's ``api_middleware`` (deny by default).
+    """Build the ``authenticate`` hook of the engine's ``request_wrapper`` (deny by default).
 
     Routes named in ``public`` need no token; ``(method, route name)`` pairs
     in ``submit`` also accept submit-scope client tokens (HEAD counts as

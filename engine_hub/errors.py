@@ -1,7 +1,7 @@
 """The engine's one exception base and its subclasses.
 
 Every error a handler raises derives from :class:`EngineError`; the shared
-``api_middleware`` renders it as ``{"error": message, "code": code}`` with
+``request_wrapper`` renders it as ``{"error": message, "code": code}`` with
 the class's HTTP status.
 """
 

@@ -15,6 +15,7 @@ from typing import Final
 from aiohttp import web
 
 from shared.contract import JobStatus
+from shared.web import UNMATCHED_ROUTE
 
 #: Upper bounds (seconds) of the request latency histogram buckets.
 LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -51,7 +52,7 @@ class Metrics:
         self._by_resource: dict[tuple[str, web.AbstractResource | None], _Histogram] = {}
 
     def observe_request(self, request: web.Request, status: int, seconds: float) -> None:
-        """Record one request's latency under its method and route template (the middleware hook)."""
+        """Record one request's latency under its method and route template (the ``on_done`` hook of the request wrapper)."""
         method = request.method
         resource = request.match_info.route.resource
         # Looked up by the resource object itself (fixed for matched routes; None for unmatched
@@ -66,7 +67,8 @@ class Metrics:
     def _histogram(self, method: str, resource: web.AbstractResource | None) -> _Histogram:
         # The template (e.g. /api/jobs/{id}), never the raw path, and a fixed set of method labels:
         # label cardinality stays bounded, and so does the cache (unknown methods are not cached).
-        route = resource.canonical if resource is not None else "unmatched"
+        # The catch-all route (shared.web.UNMATCHED_ROUTE) is one label, whatever path it caught.
+        route = UNMATCHED_ROUTE if resource is None or resource.name == UNMATCHED_ROUTE else resource.canonical
         known = method in _METHODS
         key = (method if known else "other", route)
         hist = self._latency.get(key)

@@ -22,10 +22,11 @@ from engine_hub.auth import principal, source
 from engine_hub.errors import EngineError, InvalidField
 from engine_hub.joblogs import MAX_READ_LINES
 from engine_hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from engine_hub.page_cache import PAGE_CACHE, Page
 from engine_hub.service import SERVICE, JobService
 from engine_hub.store import JobEntry
 from shared.contract import ErrorCode, JobStatus
-from shared.web import parse_int_query, read_json_object
+from shared.web import API_ROUTES, parse_int_query, read_json_object
 
 JSON: Final = "application/json"
 MAX_LIMIT: Final = 1000
@@ -89,8 +90,24 @@ LIST_QUERY: Final = frozenset({"limit", "status", "type", "before"})
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    """``GET /api/jobs`` (and legacy ``/engines/jobs``): a bare array, newest first, paged by ``before``."""
+    """``GET /api/jobs`` (and legacy ``/engines/jobs``): a bare array, newest first, paged by ``before``.
+
+    Served from the :class:`PageCache` while the store has not changed since
+    the same page was built (a page depends on nothing else: the catalog is
+    fixed for the process's life).
+    """
     service = request.app[SERVICE]
+    cache = request.app[PAGE_CACHE]
+    key = (request.path, request.query_string)
+    seq = service.store.seq
+    page = cache.get(key, seq)
+    if page is None:
+        page = _build_page(request, service)
+        cache.put(key, seq, page)
+    return json_bytes(page.body, headers=None if page.link is None else {"Link": page.link})
+
+
+def _build_page(request: web.Request, service: JobService) -> Page:
     query = request.query
     if len(query) > 1 or (query and "limit" not in query):
         reject_unknown_query(request, LIST_QUERY)
@@ -104,7 +121,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         if before is None:
             raise InvalidField(f"before: unknown job id {cursor!r}")
     items, more = service.store.page(limit=limit, status=status, type_name=type_name, before=before)
-    headers = None
+    link = None
     if more is not None:
         # Built by hand (urlencode costs as much as the rest of the handler). Nothing needs
         # quoting: ids are uuids, statuses plain words, and type names match the catalog's
@@ -112,12 +129,12 @@ async def list_jobs(request: web.Request) -> web.Response:
         filters = "" if status is None else f"&status={status}"
         if type_name is not None:
             filters += f"&type={type_name}"
-        headers = {"Link": f'<{request.path}?limit={limit}{filters}&before={more.id}>; rel="next"'}
+        link = f'<{request.path}?limit={limit}{filters}&before={more.id}>; rel="next"'
     if items:  # brackets on the (small) end items of our list: the page body is copied once, by the join
         items[0] = b"[" + items[0]
         items[-1] += b"]"
-        return json_bytes(b",".join(items), headers=headers)
-    return json_bytes(b"[]", headers=headers)
+        return Page(b",".join(items), link)
+    return Page(b"[]", link)
 
 
 def _status_filter(raw: str | None) -> JobStatus | None:
@@ -229,21 +246,19 @@ SUBMIT_ROUTES: Final = frozenset({
 
 def add_routes(app: web.Application) -> None:
     """Register the API routes (the compat routes come from :mod:`engine_hub.routes_compat`)."""
-    router = app.router
-    router.add_get("/healthz", healthz, name="healthz")
-    router.add_get("/metrics", metrics, name="metrics")
-    router.add_get("/api/types", list_types, name="types")
-    jobs = router.add_resource("/api/jobs", name="jobs")
-    jobs.add_route("GET", list_jobs)
-    jobs.add_route("POST", create_job)
+    routes = app[API_ROUTES]
+    routes.add_get("/healthz", healthz, name="healthz")
+    routes.add_get("/metrics", metrics, name="metrics")
+    routes.add_get("/api/types", list_types, name="types")
+    routes.add_get("/api/jobs", list_jobs, name="jobs")
+    routes.add_post("/api/jobs", create_job, name="jobs")
 
 
 def add_job_routes(app: web.Application) -> None:
     """Register the per-job routes; call after any fixed ``/api/jobs/<word>`` route so they win."""
-    router = app.router
-    job = router.add_resource("/api/jobs/{id}", name="job")
-    job.add_route("GET", get_job)
-    job.add_route("POST", refuse_job_post)
-    router.add_post("/api/jobs/{id}/run", run_job, name="job_run")
-    router.add_post("/api/jobs/{id}/cancel", cancel_job, name="job_cancel")
-    router.add_get("/api/jobs/{id}/logs", job_logs, name="job_logs")
+    routes = app[API_ROUTES]
+    routes.add_get("/api/jobs/{id}", get_job, name="job")
+    routes.add_post("/api/jobs/{id}", refuse_job_post, name="job")
+    routes.add_post("/api/jobs/{id}/run", run_job, name="job_run")
+    routes.add_post("/api/jobs/{id}/cancel", cancel_job, name="job_cancel")
+    routes.add_get("/api/jobs/{id}/logs", job_logs, name="job_logs")

@@ -24,7 +24,7 @@ from engine_hub.service import SERVICE
 from engine_hub.store_entry import encode_wire
 from shared.contract import parse_time
 from shared.journal import AuditQuery
-from shared.web import parse_int_query
+from shared.web import API_ROUTES, parse_int_query
 
 AUDIT_QUERY: Final = frozenset({"jobId", "actor", "since", "until", "limit", "before"})
 DEFAULT_LIMIT: Final = 100
@@ -76,4 +76,4 @@ async def audit(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register ``GET /api/audit`` (admin only: it is not among the submit routes)."""
-    app.router.add_get("/api/audit", audit, name="audit")
+    app[API_ROUTES].add_get("/api/audit", audit, name="audit")

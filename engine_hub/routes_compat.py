@@ -16,7 +16,7 @@ from engine_hub.auth import principal, source
 from engine_hub.errors import EngineError
 from engine_hub.routes import json_bytes, list_jobs, reject_unknown_query, required_text, MAX_NAME_CHARS
 from engine_hub.service import SERVICE
-from shared.web import parse_int_query, read_json_object
+from shared.web import API_ROUTES, parse_int_query, read_json_object
 
 #: The original's defaults and our upper bounds for ``limit``.
 RESULTS_DEFAULT_LIMIT: Final = 10
@@ -61,7 +61,7 @@ SUBMIT_ROUTES: Final = frozenset({
 
 def add_routes(app: web.Application) -> None:
     """Register the compat routes; ``/api/jobs/results`` must precede ``/api/jobs/{id}``."""
-    router = app.router
+    router = app[API_ROUTES]
     router.add_get("/api/jobs/results", job_results, name="job_results")
     router.add_get("/engines/jobs/results", job_results, name="job_results_legacy")
     router.add_get("/api/engines/logs", engine_logs, name="engine_logs")

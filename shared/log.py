@@ -61,8 +61,10 @@ class BufferedLineLogger:
     Thread-safe. Lines are collected and handed to the stream
     ``BATCH_LINES`` at a time (one ``write`` per batch costs a fraction of
     one per line, which matters for the per-request line) and flushed at
-    most every ``FLUSH_INTERVAL`` seconds; urgent levels flush at once so
-    that an operator tailing the log never waits for an error.
+    most every ``FLUSH_INTERVAL`` seconds. A line written when the last
+    flush is older than that, and any urgent line (warning and above), is
+    written and flushed at once: a quiet process's lines and every error
+    appear immediately for an operator tailing the log.
     """
 
     def __init__(self, stream: IO[str]) -> None:
@@ -79,11 +81,12 @@ class BufferedLineLogger:
         with self._lock:
             pending = self._pending
             pending.append(line)
-            if urgent or len(pending) >= BATCH_LINES:
-                now = time.monotonic()
+            now = time.monotonic()
+            due = urgent or now - self._last_flush >= FLUSH_INTERVAL
+            if due or len(pending) >= BATCH_LINES:
                 self._stream.write("".join(pending))
                 pending.clear()
-                if urgent or now - self._last_flush >= FLUSH_INTERVAL:
+                if due:
                     self._stream.flush()
                     self._last_flush = now
 

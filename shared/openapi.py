@@ -27,6 +27,7 @@ from aiohttp import web
 
 from shared.contract import JOB_FIELDS, ErrorCode, JobStatus, LogLevel
 from shared.journal import GENESIS, make_record
+from shared.web import API_ROUTES, UNMATCHED_ROUTE
 
 OPENAPI_VERSION: Final = "3.1.0"
 #: Operations are keyed by (METHOD, path template) in the router's spelling (``/api/jobs/{id}``).
@@ -356,7 +357,7 @@ def router_operations(app: web.Application) -> set[OperationKey]:
     heads: list[str] = []
     for route in app.router.routes():
         resource = route.resource
-        if resource is None:
+        if resource is None or resource.name == UNMATCHED_ROUTE:
             continue
         if isinstance(resource, web.StaticResource):
             template = resource.canonical.rstrip("/") + "/{path}"
@@ -398,4 +399,4 @@ def setup_openapi(app: web.Application, build: DocumentBuilder, *, guard: Guard 
         return web.Response(body=request.app[OPENAPI_DOCUMENT], content_type=JSON)
 
     app.on_startup.append(build_on_startup)
-    app.router.add_get("/openapi.json", openapi_json, name="openapi")
+    app[API_ROUTES].add_get("/openapi.json", openapi_json, name="openapi")

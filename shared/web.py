@@ -1,19 +1,21 @@
-"""HTTP plumbing shared by both processes: errors, the request middleware, JSON bodies.
+"""HTTP plumbing shared by both processes: errors, the request wrapper and routes, JSON bodies.
 
 Each process derives its own exception base class from :class:`ApiError`,
-and :func:`api_middleware` is the one place that turns exceptions into
-responses and writes the per-request summary line.
+and :func:`request_wrapper` (installed by :func:`setup_api_routes` around
+every handler) is the one place that turns exceptions into responses and
+writes the per-request summary line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from aiohttp import web
@@ -26,13 +28,13 @@ from shared.log import FLUSH_INTERVAL, flush_logs, log_request
 MAX_BODY = 64 * 1024
 #: Limits of aiohttp's HTTP parser (pass as ``web.Application(handler_args=...)``). Its defaults
 #: (8 KiB per request line or header) are below what the contracts allow (several query values of
-#: up to 200 characters, percent-encoded), and what it refuses never reaches ``api_middleware``: it
+#: up to 200 characters, percent-encoded), and what it refuses never reaches ``request_wrapper``: it
 #: gets a plain-text 400. A request line or header may be as large as a body instead.
 HTTP_LIMITS = {"max_line_size": MAX_BODY, "max_field_size": MAX_BODY}
 
 log = structlog.get_logger("http")
 
-#: Per-request id, set by :func:`api_middleware`.
+#: Per-request id, set by :func:`request_wrapper`.
 REQUEST_ID = web.RequestKey("request_id", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -71,26 +73,48 @@ _HTTP_CODES: dict[int, ErrorCode] = {
 }
 
 
-def api_middleware(
+def _http_exception_response(exc: web.HTTPException) -> web.Response:
+    """Answer an aiohttp HTTP exception: a redirect as it is, an error as a JSON error."""
+    if 300 <= exc.status < 400:
+        # A redirect: answer it as a plain response (aiohttp deprecates returning the
+        # exception object), keeping its Location and any cookie set on it (sessions).
+        response = web.Response(status=exc.status, headers=exc.headers)
+        for morsel in exc.cookies.values():
+            response.cookies[morsel.key] = morsel
+        return response
+    code = _HTTP_CODES.get(exc.status, ErrorCode.BAD_REQUEST)
+    message = exc.reason if exc.status != 404 else "route not found"
+    headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+    return json_error(exc.status, message, code, headers)
+
+
+def request_wrapper(
     base_error: type[ApiError],
     *,
     authenticate: Callable[[web.Request], None] | None = None,
     on_done: Callable[[web.Request, int, float], None] | None = None,
     decorate: Callable[[web.Request, web.StreamResponse], None] | None = None,
-) -> Any:
-    """Build the one middleware of a process.
+    finish: Callable[[web.Request, web.StreamResponse], Awaitable[None] | None] | None = None,
+) -> Callable[[Handler], Handler]:
+    """Build what every request of a process goes through, as a decorator of handlers.
 
-    It assigns a request id, calls ``authenticate(request)`` before the
-    handler (it raises ``base_error`` to refuse the request, and may store the
-    caller on the request), turns ``base_error`` and aiohttp's HTTP exceptions
-    into JSON errors, turns anything else into a logged 500 without leaking
-    details, writes one ``request`` summary line, and calls ``on_done(request,
-    status, seconds)`` (metrics) and ``decorate(request, response)`` (headers)
-    for every response, errors included.
+    The wrapped handler assigns a request id, calls ``authenticate(request)``
+    before the handler (it raises ``base_error`` to refuse the request, and
+    may store the caller on the request), turns ``base_error`` and aiohttp's
+    HTTP exceptions into JSON errors, turns anything else into a logged 500
+    without leaking details, writes one ``request`` summary line, and calls
+    ``on_done(request, status, seconds)`` (metrics) and ``decorate(request,
+    response)`` (headers) for every response, errors included.
+    ``finish(request, response)`` runs after the handler answered, normally or
+    with an aiohttp HTTP exception (a redirect, a 404), but not after
+    ``base_error`` or a crash; it may return an awaitable, which is awaited
+    (the gateway saves a changed session there).
 
-    Everything per request happens in this one middleware on purpose: each
-    extra aiohttp middleware layer costs about a microsecond and a half per
-    request, a measurable share of a cheap read (``docs/performance.md``).
+    It is the process's one error middleware, applied to each handler when
+    the route is added (:class:`ApiRoutes`) instead of through aiohttp's
+    middleware chain: that chain costs two extra coroutine layers per request
+    (the middleware's and aiohttp's ``_fix_request_current_app``), a
+    measurable share of a cheap read (``docs/performance.md``).
     """
 
     # Request ids only correlate log lines (they are no secret): a random prefix per app instance
@@ -99,48 +123,121 @@ def api_middleware(
     rid_prefix = os.urandom(5).hex()
     rid_counter = itertools.count()
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        start = time.perf_counter()
-        rid = request.headers.get("X-Request-Id")
-        if rid is None or not (len(rid) <= 64 and rid.isascii() and rid.replace("-", "").isalnum()):
-            rid = f"{rid_prefix}{next(rid_counter):06x}"
-        request[REQUEST_ID] = rid
-        response: web.StreamResponse
-        try:
-            if authenticate is not None:
-                authenticate(request)
-            response = await handler(request)
-        except base_error as exc:
-            response = json_error(exc.status, exc.message, exc.code, exc.headers)
-        except web.HTTPException as exc:
-            if exc.status < 400 and exc.status >= 300:
-                # A redirect: answer it as a plain response (aiohttp deprecates returning the
-                # exception object), keeping its Location and any cookie set on it (sessions).
-                response = web.Response(status=exc.status, headers=exc.headers)
-                for morsel in exc.cookies.values():
-                    response.cookies[morsel.key] = morsel
-            else:
-                code = _HTTP_CODES.get(exc.status, ErrorCode.BAD_REQUEST)
-                message = exc.reason if exc.status != 404 else "route not found"
-                headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-                response = json_error(exc.status, message, code, headers)
-        except (asyncio.CancelledError, ConnectionResetError):
-            raise
-        except Exception:
-            log.exception("unhandled_error", request_id=rid, method=request.method, path=request.path)
-            response = json_error(500, "internal error", ErrorCode.INTERNAL)
-        if decorate is not None:
-            decorate(request, response)
-        response.headers["X-Request-Id"] = rid
-        elapsed = time.perf_counter() - start
-        if on_done is not None:
-            on_done(request, response.status, elapsed)
-        log_request(request_id=rid, method=request.method, path=request.path, status=response.status,
-                    ms=round(elapsed * 1000, 2))
-        return response
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            start = time.perf_counter()
+            rid = request.headers.get("X-Request-Id")
+            if rid is None or not (len(rid) <= 64 and rid.isascii() and rid.replace("-", "").isalnum()):
+                rid = f"{rid_prefix}{next(rid_counter):06x}"
+            request[REQUEST_ID] = rid
+            response: web.StreamResponse
+            try:
+                if authenticate is not None:
+                    authenticate(request)
+                try:
+                    response = await handler(request)
+                except web.HTTPException as exc:
+                    response = _http_exception_response(exc)
+                if finish is not None:
+                    pending = finish(request, response)
+                    if pending is not None:
+                        await pending
+            except base_error as exc:
+                response = json_error(exc.status, exc.message, exc.code, exc.headers)
+            except web.HTTPException as exc:  # raised by authenticate or finish
+                response = _http_exception_response(exc)
+            except (asyncio.CancelledError, ConnectionResetError):
+                raise
+            except Exception:
+                log.exception("unhandled_error", request_id=rid, method=request.method, path=request.path)
+                response = json_error(500, "internal error", ErrorCode.INTERNAL)
+            if decorate is not None:
+                decorate(request, response)
+            response.headers["X-Request-Id"] = rid
+            elapsed = time.perf_counter() - start
+            if on_done is not None:
+                on_done(request, response.status, elapsed)
+            log_request(request_id=rid, method=request.method, path=request.path, status=response.status,
+                        ms=round(elapsed * 1000, 2))
+            return response
 
-    return middleware
+        return guarded
+
+    return wrap
+
+
+#: Name of the catch-all route :class:`ApiRoutes` adds last: it answers every request no other
+#: route matches with the JSON 404 (or 405 with ``Allow``), through the same wrapper.
+UNMATCHED_ROUTE: Final = "unmatched"
+
+
+class ApiRoutes:
+    """Adds a process's routes to its app, each handler behind the process's :func:`request_wrapper`.
+
+    Every route of a process must be added through it (``app[API_ROUTES]``),
+    so that no request escapes the wrapper: unknown paths and methods are
+    answered by a catch-all route (:data:`UNMATCHED_ROUTE`) added when the
+    app starts, after every other route, which raises aiohttp's 404 or 405
+    for the wrapper to render.
+    """
+
+    def __init__(self, app: web.Application, wrap: Callable[[Handler], Handler]) -> None:
+        self._app = app
+        self._wrap = wrap
+        self._wrapped: set[Handler] = set()
+        app.on_startup.append(self._finish)
+
+    def _guard(self, handler: Handler) -> Handler:
+        guarded = self._wrap(handler)
+        self._wrapped.add(guarded)
+        return guarded
+
+    def add_get(self, path: str, handler: Handler, *, name: str | None = None) -> web.AbstractRoute:
+        """Add ``GET path`` (HEAD included, as aiohttp's ``add_get``)."""
+        return self._app.router.add_get(path, self._guard(handler), name=name)
+
+    def add_post(self, path: str, handler: Handler, *, name: str | None = None) -> web.AbstractRoute:
+        """Add ``POST path``."""
+        return self._app.router.add_post(path, self._guard(handler), name=name)
+
+    def add_route(self, method: str, path: str, handler: Handler, *, name: str | None = None) -> web.AbstractRoute:
+        """Add ``method path`` (``*`` for any method)."""
+        return self._app.router.add_route(method, path, self._guard(handler), name=name)
+
+    async def _finish(self, app: web.Application) -> None:
+        # Startup runs after create_app added everything and before the router freezes. A route
+        # added straight to app.router would skip authentication, error mapping and the request
+        # log: refuse to start rather than serve it (deny by default).
+        bare = sorted(f"{route.method} {route.resource.canonical if route.resource else '?'}"
+                      for route in app.router.routes() if route.handler not in self._wrapped)
+        if bare:
+            raise RuntimeError(f"routes added outside ApiRoutes (not behind the request wrapper): {', '.join(bare)}")
+        self.add_route("*", "/{path:.*}", _unmatched, name=UNMATCHED_ROUTE)
+
+
+async def _unmatched(request: web.Request) -> web.StreamResponse:
+    """Raise 405 (with the methods the path does take) or 404: no route matched the request."""
+    own = request.match_info.route.resource
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not own:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
+#: The app's :class:`ApiRoutes`.
+API_ROUTES: Final = web.AppKey("api_routes", ApiRoutes)
+
+
+def setup_api_routes(app: web.Application, wrap: Callable[[Handler], Handler]) -> ApiRoutes:
+    """Make ``wrap`` (a :func:`request_wrapper`) the app's; return the :class:`ApiRoutes` to add routes with."""
+    routes = ApiRoutes(app, wrap)
+    app[API_ROUTES] = routes
+    return routes
 
 
 async def read_json_object(request: web.Request, *, allowed: Iterable[str] | None = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,7 +91,7 @@ class Engine:
                 f.seek(offset)
                 for line in f.read().splitlines():
                     if b'"engine_listening"' in line:
-                        self.port = int(json.loads(line)["url"].rsplit(":", 1)[1])
+                        self.port = int(_json_line(line)["url"].rsplit(":", 1)[1])
                         return self
             if self.proc.poll() is not None:
                 raise AssertionError(f"engine exited with {self.proc.returncode}:\n{self.log_tail()}")
@@ -135,7 +136,7 @@ class Engine:
         out = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             if line.startswith("{"):
-                out.append(json.loads(line))
+                out.append(_json_line(line.encode()))
         return out
 
     def request(self, method: str, path: str, body: Any = None, *, timeout: float = 10.0,
@@ -173,6 +174,22 @@ class Engine:
             if not link:
                 return jobs
             path = link[1:link.index(">")]
+
+
+def _json_line(line: bytes) -> dict[str, Any]:
+    """Parse one JSON log line, skipping a torn fragment glued before it.
+
+    An engine killed with SIGKILL may leave its last buffered write half
+    done; the next engine's first line then continues the fragment's line.
+    """
+    for match in re.finditer(rb"\{", line):
+        try:
+            value = json.loads(line[match.start():])
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    raise AssertionError(f"no JSON object in log line {line!r}")
 
 
 def job_processes(job_ids: set[str]) -> Iterator[int]:

@@ -203,6 +203,30 @@ BAD_INPUT: list[tuple[str, str, Any, int, str]] = [
 ]
 
 
+class TestListFreshness:
+    async def test_same_page_reflects_every_change_at_once(self, engine: EngineHarness) -> None:
+        """The same list query, repeated, shows each create, run and finish as soon as it is acknowledged."""
+
+        async def page(path: str = "/api/jobs?limit=5") -> list[dict[str, Any]]:
+            resp = await engine.client.get(path, headers=auth())
+            assert resp.status == 200
+            jobs: list[dict[str, Any]] = await resp.json()
+            return jobs
+
+        assert await page() == await page()
+        before = await page()
+        job = await engine.create("test.count")
+        first = (await page())[0]
+        assert first["id"] == job["id"] and first["status"] == "READY"
+        assert [j["id"] for j in await page("/engines/jobs?limit=5")][0] == job["id"]
+        await engine.run(job["id"])
+        assert (await page())[0]["status"] in ("RUNNING", "DONE")
+        await engine.wait_for(job["id"])
+        assert (await page())[0]["status"] == "DONE"
+        assert (await page("/api/jobs?limit=5&status=DONE"))[0]["id"] == job["id"]
+        assert [j["id"] for j in await page()][1:] == [j["id"] for j in before][:4]
+
+
 class TestBadInput:
     @pytest.mark.parametrize(("method", "path", "body", "status", "code"), BAD_INPUT,
                              ids=[f"{m} {p} {s}" for m, p, _, s, _ in BAD_INPUT])

@@ -179,10 +179,14 @@ def serve(tmp_path: Path, token_file: Path) -> Iterator[object]:
                 pass
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
-        for line in log.read_text().splitlines():
-            if line.startswith("{") and '"gateway_starting"' in line:
-                started: dict[str, object] = json.loads(line)
-                return started
+        # Log lines reach the file within the flush interval (shared.log.FLUSH_INTERVAL), not at once.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for line in log.read_text().splitlines():
+                if line.startswith("{") and '"gateway_starting"' in line:
+                    started: dict[str, object] = json.loads(line)
+                    return started
+            time.sleep(0.05)
         raise AssertionError(log.read_text())
 
     yield start

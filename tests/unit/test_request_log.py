@@ -101,3 +101,14 @@ class TestBufferedLineLogger:
         logger.err("boom")
         assert stream.getvalue() == "info\nboom\n"
         assert stream.flushes == 1
+
+    def test_line_after_a_quiet_spell_is_written_at_once(self) -> None:
+        """A line arriving more than FLUSH_INTERVAL after the last flush is written and flushed immediately."""
+        from shared.log import FLUSH_INTERVAL, BufferedLineLogger
+
+        stream = _CountingStream()
+        logger = BufferedLineLogger(stream)
+        logger._last_flush -= FLUSH_INTERVAL  # as if the last flush were that long ago
+        logger.write_line("started\n")
+        assert stream.getvalue() == "started\n"
+        assert stream.flushes == 1
