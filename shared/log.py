@@ -186,17 +186,18 @@ def log_request(*, request_id: str, method: str, path: str, status: int, ms: flo
     ``structlog.get_logger("http").info("request", ...)``. When structlog has
     been reconfigured since :func:`configure_logging` (for instance by
     ``structlog.testing.capture_logs``), it goes through structlog instead.
+    ``ms`` is written rounded to two decimals.
     """
     logger = _logger
     processors = structlog.get_config()["processors"]
     if logger is not None and processors and processors[-1] is _json_renderer:
         if _min_level <= logging.INFO:
-            logger.write_line('{"request_id":%s,"method":%s,"path":%s,"status":%d,"ms":%r,'
+            logger.write_line('{"request_id":%s,"method":%s,"path":%s,"status":%d,"ms":%.2f,'
                               '"event":"request","level":"info","ts":"%s"}\n'
                               % (_encode_str(request_id), _encode_str(method), _encode_str(path), status,
-                                 float(ms), _fast_iso(time.time())))
+                                 ms, _fast_iso(time.time())))
         return
-    _http_log.info("request", request_id=request_id, method=method, path=path, status=status, ms=ms)
+    _http_log.info("request", request_id=request_id, method=method, path=path, status=status, ms=round(ms, 2))
 
 
 atexit.register(flush_logs)

@@ -159,7 +159,7 @@ def request_wrapper(
             if on_done is not None:
                 on_done(request, response.status, elapsed)
             log_request(request_id=rid, method=request.method, path=request.path, status=response.status,
-                        ms=round(elapsed * 1000, 2))
+                        ms=elapsed * 1000)
             return response
 
         return guarded

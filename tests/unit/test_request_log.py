@@ -32,6 +32,14 @@ class TestLogRequest:
         assert list(fast.items()) == list(slow.items())
         assert fast["path"] == FIELDS["path"]
 
+    def test_ms_is_rounded_to_two_decimals(self, json_log: io.StringIO) -> None:
+        """The elapsed milliseconds are written with two decimals, on the fast and the structlog path."""
+        log_request(**{**FIELDS, "ms": 1.23456})
+        with capture_logs() as captured:
+            log_request(**{**FIELDS, "ms": 1.23456})
+        assert _lines(json_log)[0]["ms"] == 1.23
+        assert captured[0]["ms"] == 1.23
+
     def test_respects_level(self) -> None:
         """At level warning, request lines (info) are not written."""
         buf = io.StringIO()
