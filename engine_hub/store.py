@@ -122,10 +122,14 @@ class JobStore:
 
     Not thread-safe: it lives on the event loop. Mutated only by :meth:`apply`
     (and filled once by :meth:`load` from a snapshot). ``seq``/``head`` name
-    the last record applied.
+    the last record applied. ``hot_jobs`` is the size of the hot window
+    (see the module doc); at least 1.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, hot_jobs: int = HOT_JOBS) -> None:
+        if hot_jobs < 1:
+            raise ValueError("hot_jobs must be at least 1")
+        self._hot_jobs = hot_jobs
         self._entries: dict[str, JobEntry] = {}
         self._all = Index()
         self._by_status: dict[JobStatus, Index] = {s: Index() for s in JobStatus}
@@ -236,15 +240,15 @@ class JobStore:
 
     def _cool_oldest_hot(self) -> None:
         """Pack the job a creation just pushed out of the hot window."""
-        entries = self._all.entries
-        if len(entries) > HOT_JOBS:
-            entry = entries[-HOT_JOBS - 1]
+        entries, hot = self._all.entries, self._hot_jobs
+        if len(entries) > hot:
+            entry = entries[-hot - 1]
             self._put(entry, entry._replace(stored=pack(entry.stored)))
 
     def _hot_from(self) -> int:
         """The seq from which on jobs are in the hot window (never packed); 0 while all are."""
-        entries = self._all.entries
-        return entries[-HOT_JOBS].seq if len(entries) >= HOT_JOBS else 0
+        entries, hot = self._all.entries, self._hot_jobs
+        return entries[-hot].seq if len(entries) >= hot else 0
 
     def _transition(self, entry: JobEntry, to: JobStatus, *, at: str, by: str, reason: str | None,
                     changes: dict[str, Any]) -> JobEntry:
@@ -385,7 +389,7 @@ class JobStore:
         entry, by seq.
         """
         entries = self._entries
-        cut = max(0, len(ordered) - HOT_JOBS)
+        cut = max(0, len(ordered) - self._hot_jobs)
         for i in range(cut, len(ordered)):
             entry = ordered[i]
             if is_packed(entry.stored):
