@@ -19,7 +19,8 @@ Everything is measured on real ``engine-hub serve`` processes:
    snapshot covering all but the last 1,000 records (target < 2 s) and
    without one (target < 15 s), plus an empty engine for the fixed cost.
 3. **Memory**: VmRSS of an engine holding ``--jobs`` jobs (from a journal,
-   replayed at start) minus VmRSS of an empty engine, per job (target
+   replayed at start, once the background packing of cold jobs that follows
+   start-up is done) minus VmRSS of an empty engine, per job (target
    < 1 KiB): finished jobs with short user names (``alice``, as the gateway
    sends its login names), finished jobs with e-mail addresses as user
    names, and READY jobs.
@@ -299,13 +300,23 @@ def memory(work: Path, jobs: int) -> dict[str, tuple[int, int]]:
     for name, users, records in shapes:
         data = work / f"mem-{len(out)}"
         JournalWriter(data / "journal", users=users, steps=records).write(jobs * records)
-        full = Engine(data, "--snapshot-records", "10000000", "--snapshot-seconds", "86400")
+        full = Engine(data, "--snapshot-records", "10000000", "--snapshot-seconds", "86400", "--log-level", "info")
         full.start()
+        _wait_for_log(full, b'"cold_jobs_packed"')  # the background packing after start-up is done
         time.sleep(0.5)
         out[name] = (base, full.rss_kib())
         full.stop()
         shutil.rmtree(data)
     return out
+
+
+def _wait_for_log(engine: Engine, event: bytes, timeout: float = 300.0) -> None:
+    """Wait until the engine's log holds ``event``."""
+    deadline = time.monotonic() + timeout
+    while event not in engine.log.read_bytes():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {event!r} in {engine.log} after {timeout:g} s")
+        time.sleep(0.1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,13 +17,20 @@ a page costs O(log n + limit) whatever the store's size or the filter.
 Cold jobs are packed. The newest :data:`HOT_JOBS` jobs (the hot window)
 keep plain wire bytes; every older job keeps its bytes deflated
 (:mod:`engine_hub.store_packing`, about a third of the size), which is what
-holds a store of 100,000 jobs under 1 KiB a job. The rule is that simple
-(packed exactly when older than the window, whatever the status) so that
-it cannot drift: a job is packed when a newer creation pushes it out of the
+holds a store of 100,000 jobs under 1 KiB a job. The rule is simple
+(older than the window means packed, whatever the status) so that it
+cannot drift: a job is packed when a newer creation pushes it out of the
 window, and a cold job that changes (a late run, a finish) is packed again
 as it is re-encoded. A page of the newest jobs thus takes its bytes as they
 are; only older pages and single reads of cold jobs pay an unpack (~2 us a
 job), and a change of a cold job one unpack and one pack (~12 us).
+
+A bulk load (replay, snapshot) leaves cold finished jobs plain: packing
+costs ~8 us a job, 2 s for the 250,000 jobs of a million-record journal,
+which would blow the start-up budget. :meth:`JobStore.pack_cold` packs them afterwards
+in slices (the engine runs it in the background once it serves); until
+then they are served plain, which is correct, only bigger. The one rule
+that reads rely on, no packed job in the window, holds at all times.
 
 Replay is a bulk load (:meth:`JobStore.replay`): while it runs, changed jobs
 are kept as wire dicts and indexes are not maintained; at the end each
@@ -130,6 +137,8 @@ class JobStore:
         if hot_jobs < 1:
             raise ValueError("hot_jobs must be at least 1")
         self._hot_jobs = hot_jobs
+        # Jobs before this position in the all-jobs index are packed (pack_cold's progress).
+        self._packed_below = 0
         self._entries: dict[str, JobEntry] = {}
         self._all = Index()
         self._by_status: dict[JobStatus, Index] = {s: Index() for s in JobStatus}
@@ -243,7 +252,8 @@ class JobStore:
         entries, hot = self._all.entries, self._hot_jobs
         if len(entries) > hot:
             entry = entries[-hot - 1]
-            self._put(entry, entry._replace(stored=pack(entry.stored)))
+            if not is_packed(entry.stored):  # it was in the window, so plain: the check guards a double pack
+                self._put(entry, entry._replace(stored=pack(entry.stored)))
 
     def _hot_from(self) -> int:
         """The seq from which on jobs are in the hot window (never packed); 0 while all are."""
@@ -271,10 +281,6 @@ class JobStore:
             encoded = encode_wire(wire)
             if bulk is not None:
                 bulk.pop(entry.id, None)
-                # Which jobs end up in the hot window is known only when the replay ends (which
-                # unpacks those): packing every finished job now keeps a long replay from holding
-                # all their plain bytes at once.
-                encoded = pack(encoded)
             elif entry.seq < self._hot_from():
                 encoded = pack(encoded)
         # A run's pid matters only while it runs (the journal keeps it): a finished job drops it.
@@ -332,10 +338,14 @@ class JobStore:
         return count
 
     def _encode_bulk(self, count: int) -> None:
-        """Encode the oldest ``count`` jobs kept as bulk dicts into their entries and drop the dicts.
+        """Encode the oldest ``count`` jobs kept as bulk dicts into their entries, packed, and drop the dicts.
 
-        They are packed as they are encoded, like jobs finishing during the
-        replay: the end of the replay unpacks those in the hot window.
+        Packed at once, unlike jobs that finish during the replay: an open
+        job's JSON (one or two history entries) is small enough for Python's
+        own allocator, whose pools a later free leaves scattered through the
+        heap (RSS stays), while a finished job's (~550 bytes and up) lives in
+        the C heap, which gives pages back. Few jobs stay open for long, so
+        this costs little; the window's are unpacked when the load ends.
         """
         bulk, entries = self._bulk, self._entries
         assert bulk is not None
@@ -381,23 +391,36 @@ class JobStore:
         self._by_status_type = {k: Index.of(group) for k, group in by_status_type.items()}
 
     def _settle_window(self, ordered: list[JobEntry]) -> None:
-        """Make every entry keep the packing rule (see the module doc), in ``ordered`` and the id map.
+        """Unpack any packed job in the hot window, in ``ordered`` (every entry, by seq) and the id map.
 
-        A bulk load may break it both ways: a replay packs every job it
-        encodes, and a snapshot holds the packing of the store that wrote it
-        (plain everywhere for a snapshot of format 2). ``ordered`` is every
-        entry, by seq.
+        A snapshot holds the packing of the store that wrote it, whose window
+        may have been larger. Cold jobs left plain are :meth:`pack_cold`'s.
         """
         entries = self._entries
-        cut = max(0, len(ordered) - self._hot_jobs)
-        for i in range(cut, len(ordered)):
+        for i in range(max(0, len(ordered) - self._hot_jobs), len(ordered)):
             entry = ordered[i]
             if is_packed(entry.stored):
                 ordered[i] = entries[entry.id] = entry._replace(stored=unpack(entry.stored))
-        for i in range(cut):
-            entry = ordered[i]
+        self._packed_below = 0
+
+    def pack_cold(self, limit: int) -> bool:
+        """Pack cold jobs a bulk load left plain, looking at ``limit`` jobs at most; return whether any are left.
+
+        Oldest first, from where the previous call stopped; each call costs
+        at most ``limit`` packs (~8 us each), so a caller on the event loop
+        bounds its pause. Jobs packed meanwhile by live changes are skipped.
+        """
+        entries = self._all.entries
+        end = len(entries) - self._hot_jobs
+        at = self._packed_below
+        stop = min(end, at + limit)
+        while at < stop:
+            entry = entries[at]
             if not is_packed(entry.stored):
-                ordered[i] = entries[entry.id] = entry._replace(stored=pack(entry.stored))
+                self._put(entry, entry._replace(stored=pack(entry.stored)))
+            at += 1
+        self._packed_below = at
+        return at < end
 
     def cut(self) -> StoreCut:
         """Return a consistent copy of the store for a snapshot (cheap: copies pointer lists)."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from engine_hub.app import PACK_SLICE, pack_cold_jobs
 from engine_hub.errors import StartupError
 from engine_hub.snapshots import FORMAT, FORMAT_LINES, jobs_file_name, load_snapshot, snapshot_state, write_jobs_file
 from engine_hub.store import BULK_OPEN_JOBS, JobStore
@@ -92,6 +93,17 @@ def _assert_packing_rule(store: JobStore, hot_jobs: int) -> None:
     packed = [is_packed(e.stored) for e in entries]
     cold = max(0, len(entries) - hot_jobs)
     assert packed == [True] * cold + [False] * (len(entries) - cold)
+
+
+def _assert_window_plain(store: JobStore, hot_jobs: int) -> None:
+    """No job among the newest ``hot_jobs`` is packed (what the newest pages rely on)."""
+    assert not any(is_packed(e.stored) for e in store.cut().entries[-hot_jobs:])
+
+
+def _pack_all(store: JobStore) -> None:
+    """Run pack_cold to the end, as the engine's background task does after start-up."""
+    while store.pack_cold(7):
+        pass
 
 
 class TestPacking:
@@ -184,14 +196,43 @@ class TestColdJobs:
         assert not any(is_packed(b) for b in older)
         assert older == plain.page(limit=HOT, before=plain.get(more.id))[0]
 
-    def test_replay_keeps_the_rule_and_the_bytes(self) -> None:
-        """A store replayed from the journal packs exactly the cold jobs and reads like the live one."""
+    def test_replay_reads_the_same_before_and_after_packing(self) -> None:
+        """A replayed store reads like the live one while its cold jobs are plain and once pack_cold packed them."""
         chain = _lifecycle(40, seed=5)
         live = _applied(chain.records, NEVER)
         replayed = JobStore(hot_jobs=HOT)
         assert replayed.replay(chain.records) == len(chain.records)
+        _assert_window_plain(replayed, HOT)
+        assert _reads(replayed) == _reads(live)
+        _pack_all(replayed)
         _assert_packing_rule(replayed, HOT)
         assert _reads(replayed) == _reads(live)
+
+    def test_pack_cold_goes_in_bounded_slices_while_jobs_change(self) -> None:
+        """pack_cold looks at `limit` jobs a call, resumes where it stopped, and copes with live changes between."""
+        chain = _lifecycle(30, seed=9)
+        replayed = JobStore(hot_jobs=HOT)
+        replayed.replay(chain.records)
+        cold = len(replayed) - HOT
+        before = replayed.cut().entries
+        plain_in_slice = sum(not is_packed(e.stored) for e in before[:5])
+        assert plain_in_slice > 0  # finished jobs: a replay leaves them to pack_cold
+        assert replayed.pack_cold(5) is True
+        after = replayed.cut().entries
+        assert all(is_packed(e.stored) for e in after[:5])
+        assert [e.stored for e in after[5:]] == [e.stored for e in before[5:]]
+        # New jobs push more out of the window (packed at once); an old job finishes meanwhile.
+        open_job = next(e for e in replayed.cut().entries[:cold] if e.status is JobStatus.RUNNING)
+        more = [chain.created(), chain.created(),
+                chain.add("job_finished", open_job.id, {"status": "DONE", "exitCode": 0, "error": None})]
+        for rec in more:
+            replayed.apply(rec)
+        calls = 2  # the first one, and the last (which says nothing is left)
+        while replayed.pack_cold(5):
+            calls += 1
+        assert calls == -(-(cold + 2) // 5)  # 5 jobs a call, over all 28 cold jobs
+        _assert_packing_rule(replayed, HOT)
+        assert _reads(replayed) == _reads(_applied(chain.records, NEVER))
 
     def test_replay_of_many_open_jobs_reparses_the_ones_it_encoded_early(self) -> None:
         """Past BULK_OPEN_JOBS open jobs, a replay encodes the oldest; running one later still replays exactly."""
@@ -209,6 +250,22 @@ class TestColdJobs:
         assert want is not None and got is not None
         assert got.encoded == want.encoded and got.status is JobStatus.DONE
         assert _all_pages(replayed, None, None) == _all_pages(live, None, None)
+
+
+class TestBackgroundPacking:
+    async def test_the_start_up_task_packs_every_cold_job_in_slices(self) -> None:
+        """pack_cold_jobs, run by the engine after start-up, leaves a replayed store fully packed."""
+        chain = Chain()
+        for _ in range(PACK_SLICE * 2 + HOT):
+            rec = chain.created()
+            chain.add("run_requested", rec.job_id, {})
+            chain.add("job_finished", rec.job_id, {"status": "DONE", "exitCode": 0, "error": None})
+        store = JobStore(hot_jobs=HOT)
+        store.replay(chain.records)
+        assert not any(is_packed(e.stored) for e in store.cut().entries)
+        await pack_cold_jobs(store)
+        _assert_packing_rule(store, HOT)
+        assert _all_pages(store, None, None) == _all_pages(_applied(chain.records, NEVER), None, None)
 
 
 def _snapshot_of(store: JobStore, directory: Path) -> Snapshot:
@@ -255,15 +312,19 @@ class TestSnapshotTable:
         for hot in (2, 20):
             loaded = JobStore(hot_jobs=hot)
             load_snapshot(loaded, snap, tmp_path)
+            _assert_window_plain(loaded, hot)
+            _pack_all(loaded)
             _assert_packing_rule(loaded, hot)
             assert _reads(loaded) == _reads(_applied(chain.records, NEVER))
 
     def test_format_2_table_still_loads_and_packs_cold_jobs(self, tmp_path: Path) -> None:
-        """A snapshot of the line format (before packing) loads, reads the same and packs its cold jobs."""
+        """A snapshot of the line format (before packing) loads and reads the same, before and after packing."""
         chain = _lifecycle(30)
         snap = _write_format_2(_applied(chain.records, NEVER), tmp_path)
         loaded = JobStore(hot_jobs=HOT)
         load_snapshot(loaded, snap, tmp_path)
+        assert _reads(loaded) == _reads(_applied(chain.records, NEVER))
+        _pack_all(loaded)
         _assert_packing_rule(loaded, HOT)
         assert _reads(loaded) == _reads(_applied(chain.records, NEVER))
 
