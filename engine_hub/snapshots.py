@@ -19,9 +19,10 @@ A snapshot has two parts:
   the jobs file is covered too.
 
 Format 2 (before packing: one wire JSON line per job after the columns) is
-still loaded; its cold jobs are packed as it loads (a one-off cost of ~10 us
-a finished job). A snapshot of another format or packing scheme stops the
-start with a message saying how to start from the journal alone.
+still loaded; its cold jobs are then packed by the engine's background task
+(see :mod:`engine_hub.store`). A snapshot of another format or packing
+scheme stops the start with a message saying how to start from the journal
+alone.
 
 The jobs file is written (temporary name, fsync, rename, directory fsync)
 before the library's snapshot, so a snapshot never names a file that is not
