@@ -1,6 +1,7 @@
 """Benchmark: the durable engine against ``--ephemeral``, start-up replay, and memory per job.
 
     .venv/bin/python -m bench.engine_durability [--records 1000000] [--jobs 100000] [--rounds 3]
+        [--only throughput|replay|memory]
 
 Everything is measured on real ``engine-hub serve`` processes:
 
@@ -18,7 +19,8 @@ Everything is measured on real ``engine-hub serve`` processes:
    snapshot covering all but the last 1,000 records (target < 2 s) and
    without one (target < 15 s), plus an empty engine for the fixed cost.
 3. **Memory**: VmRSS of an engine holding ``--jobs`` jobs (from a journal,
-   replayed at start) minus VmRSS of an empty engine, per job (target
+   replayed at start, once the background packing of cold jobs that follows
+   start-up is done) minus VmRSS of an empty engine, per job (target
    < 1 KiB): finished jobs with short user names (``alice``, as the gateway
    sends its login names), finished jobs with e-mail addresses as user
    names, and READY jobs.
@@ -198,9 +200,8 @@ def _job_json(job_id: str, at: str, creator: str) -> dict[str, Any]:
             "history": [{"status": "READY", "at": at, "by": creator, "reason": None}]}
 
 
-def _cycle(index: int, job_id: str, at: str, users: tuple[str, str]) -> dict[str, Any]:
-    """The index-th record of a created -> run -> started -> finished cycle."""
-    kind = index % 4
+def _cycle(kind: int, index: int, job_id: str, at: str, users: tuple[str, str]) -> dict[str, Any]:
+    """The kind-th record (0-3) of a created -> run -> started -> finished cycle; index varies the pid."""
     creator, runner = users
     if kind == 0:
         return {"action": "job_created", "actor": creator, "source": "10.20.30.40",
@@ -215,12 +216,16 @@ def _cycle(index: int, job_id: str, at: str, users: tuple[str, str]) -> dict[str
 
 
 class JournalWriter:
-    """Appends engine-shaped records to a journal directory's segment files directly (no fsync per record)."""
+    """Appends engine-shaped records to a journal directory's segment files directly (no fsync per record).
 
-    def __init__(self, directory: Path, *, users: tuple[str, str] = USERS["short"]) -> None:
+    Each job gets the first ``steps`` records of its cycle: 4 for finished jobs, 1 for READY ones.
+    """
+
+    def __init__(self, directory: Path, *, users: tuple[str, str] = USERS["short"], steps: int = 4) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.users = users
+        self.steps = steps
         segments = sorted(directory.glob("segment-*.jsonl"))
         self.seq, self.prev, self.index = 0, GENESIS, 0
         if segments:
@@ -239,10 +244,11 @@ class JournalWriter:
         buf: list[bytes] = []
         job_id = ""
         for _ in range(count):
-            if self.index % 4 == 0:
+            kind = self.index % self.steps
+            if kind == 0:
                 job_id = str(uuid.uuid4())
             rec, line = make_record_line(seq=self.seq + 1, prev=self.prev, at=at, job_id=job_id,
-                                         **_cycle(self.index, job_id, at, self.users))
+                                         **_cycle(kind, self.index, job_id, at, self.users))
             if self.size + len(line) > DEFAULT_SEGMENT_BYTES:
                 out.writelines(buf)
                 buf = []
@@ -293,14 +299,24 @@ def memory(work: Path, jobs: int) -> dict[str, tuple[int, int]]:
               ("READY, short user names", USERS["short"], 1)]
     for name, users, records in shapes:
         data = work / f"mem-{len(out)}"
-        JournalWriter(data / "journal", users=users).write(jobs * records)
-        full = Engine(data, "--snapshot-records", "10000000", "--snapshot-seconds", "86400")
+        JournalWriter(data / "journal", users=users, steps=records).write(jobs * records)
+        full = Engine(data, "--snapshot-records", "10000000", "--snapshot-seconds", "86400", "--log-level", "info")
         full.start()
+        _wait_for_log(full, b'"cold_jobs_packed"')  # the background packing after start-up is done
         time.sleep(0.5)
         out[name] = (base, full.rss_kib())
         full.stop()
         shutil.rmtree(data)
     return out
+
+
+def _wait_for_log(engine: Engine, event: bytes, timeout: float = 300.0) -> None:
+    """Wait until the engine's log holds ``event``."""
+    deadline = time.monotonic() + timeout
+    while event not in engine.log.read_bytes():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {event!r} in {engine.log} after {timeout:g} s")
+        time.sleep(0.1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -312,27 +328,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--creates", type=int, default=2_000)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
+    parser.add_argument("--only", choices=("throughput", "replay", "memory"), default=None,
+                        help="run one of the three measurements (default: all)")
     args = parser.parse_args(argv)
+    wanted = {args.only} if args.only else {"throughput", "replay", "memory"}
     work = Path(tempfile.mkdtemp(prefix="bench-durability-", dir=args.dir))
+    rates: dict[str, dict[str, float]] = {}
+    times: dict[str, float] = {}
+    mem: dict[str, tuple[int, int]] = {}
     try:
-        rates = throughput(work, args.rounds, args.creates, args.runs)
-        times = replay(work, args.records)
-        mem = memory(work, args.jobs)
+        if "throughput" in wanted:
+            rates = throughput(work, args.rounds, args.creates, args.runs)
+        if "replay" in wanted:
+            times = replay(work, args.records)
+        if "memory" in wanted:
+            mem = memory(work, args.jobs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("| measurement | durable | ephemeral | ratio | target |")
-    print("|---|---|---|---|---|")
-    for kind in ("create", "run"):
-        d, e = rates["durable"][kind], rates["ephemeral"][kind]
-        print(f"| {kind} requests/s ({CONCURRENCY} clients, median of {args.rounds}) | {d:,.0f} | {e:,.0f} "
-              f"| {d / e:.2f}x | >= 0.7x |")
-    print()
-    print("| start-up (process start to /healthz 200) | seconds | target |")
-    print("|---|---|---|")
-    for name, seconds in times.items():
-        target = "< 2 s" if "snapshot +" in name else "< 15 s" if "no snapshot" in name else "-"
-        print(f"| {name} | {seconds:.2f} | {target} |")
-    print()
+    if rates:
+        print("| measurement | durable | ephemeral | ratio | target |")
+        print("|---|---|---|---|---|")
+        for kind in ("create", "run"):
+            d, e = rates["durable"][kind], rates["ephemeral"][kind]
+            print(f"| {kind} requests/s ({CONCURRENCY} clients, median of {args.rounds}) | {d:,.0f} | {e:,.0f} "
+                  f"| {d / e:.2f}x | >= 0.7x |")
+        print()
+    if times:
+        print("| start-up (process start to /healthz 200) | seconds | target |")
+        print("|---|---|---|")
+        for name, seconds in times.items():
+            target = "< 2 s" if "snapshot +" in name else "< 15 s" if "no snapshot" in name else "-"
+            print(f"| {name} | {seconds:.2f} | {target} |")
+        print()
+    if not mem:
+        return 0
     print("| memory (VmRSS) | empty engine | with jobs | per job | target |\n|---|---|---|---|---|")
     for name, (base, used) in mem.items():
         print(f"| {args.jobs:,} jobs, {name} | {base / 1024:.1f} MiB | {used / 1024:.1f} MiB "

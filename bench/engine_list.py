@@ -66,7 +66,7 @@ async def _serve_engine(count: int, log_path: Path) -> None:
     from aiohttp import web
 
     from engine_hub.app import create_app
-    from engine_hub.cli import settle_heap
+    from engine_hub.heap import settle_heap
     from engine_hub.settings import Settings
     from shared.log import configure_logging
 

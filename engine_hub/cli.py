@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
-import gc
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -153,6 +151,7 @@ async def serve(settings: Settings) -> None:
     from aiohttp import web
 
     from engine_hub.app import create_app
+    from engine_hub.heap import settle_heap
 
     log = structlog.get_logger("engine.cli")
     runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
@@ -173,27 +172,6 @@ async def serve(settings: Settings) -> None:
         log.info("engine_stopping")
     finally:
         await runner.cleanup()
-
-
-def settle_heap() -> None:
-    """Move everything alive after start-up (the replayed store) out of the cyclic GC's reach.
-
-    A full collection walks every tracked object; with 100,000 jobs in memory
-    that is a pause of tens of milliseconds at random requests' expense.
-    Frozen objects are never scanned; objects created later are collected as usual.
-    """
-    gc.collect()
-    gc.freeze()
-    _malloc_trim()
-
-
-def _malloc_trim() -> None:
-    # Replay leaves freed memory (parsed records, wire dicts) in the C heap; give it back
-    # to the system so RSS reflects what the store holds. glibc only; elsewhere a no-op.
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _add_audit(sub: Any) -> None:

@@ -5,16 +5,24 @@ A snapshot has two parts:
 - ``<data-dir>/state/jobs-<seq, 12 digits>.tsv``: every job. The first line is
   a JSON object of columns (``seq``, ``id``, ``type`` as an index into
   ``types``, ``status`` as an index into ``statuses``, ``pid``, ``canceller``,
-  ``truncated``), one value per job; then one line per job, in the same
-  order: its wire JSON, stored as the bytes the store serves. Loading it
-  thus parses one JSON document of small values and no job at all (a JSON
-  document holding 300,000 jobs takes seconds to parse; splitting lines
-  takes a fraction).
+  ``truncated``, ``size``), one value per job; then each job's bytes as the
+  store holds them (wire JSON, or packed for a cold job: see
+  :mod:`engine_hub.store_packing`), back to back in the same order, ``size``
+  bytes each. Loading it thus parses one JSON document of small values and
+  no job at all (a JSON document holding 300,000 jobs takes seconds to
+  parse; slicing takes a fraction), and packs nothing again.
 - the journal library's snapshot (``journal/snapshots/snapshot-<seq>.json``,
   see :mod:`shared.journal_snapshot`), whose state names that file with its
-  sha256, size and job count, and holds the legacy results and engine log.
+  sha256, size and job count and the packing scheme, and holds the legacy
+  results and engine log.
   The library checksums the state and ties it to the chain's head hash, so
   the jobs file is covered too.
+
+Format 2 (before packing: one wire JSON line per job after the columns) is
+still loaded; its cold jobs are then packed by the engine's background task
+(see :mod:`engine_hub.store`). A snapshot of another format or packing
+scheme stops the start with a message saying how to start from the journal
+alone.
 
 The jobs file is written (temporary name, fsync, rename, directory fsync)
 before the library's snapshot, so a snapshot never names a file that is not
@@ -33,6 +41,7 @@ import contextlib
 import hashlib
 import json
 import os
+import itertools
 import re
 import sys
 import time
@@ -45,6 +54,7 @@ import structlog
 
 from engine_hub.errors import StartupError
 from engine_hub.store import JobEntry, JobStore, StoreCut
+from engine_hub.store_packing import PACKING, is_packed
 from shared.contract import JobStatus
 from shared.journal import Snapshot
 from shared.journal_file import FileJournal
@@ -52,7 +62,9 @@ from shared.journal_snapshot import snapshot_files, sync_dir, write_durably
 
 log = structlog.get_logger("engine.snapshots")
 
-FORMAT: Final = 2
+FORMAT: Final = 3
+#: The format before packing, still read: one wire JSON line per job.
+FORMAT_LINES: Final = 2
 JOBS_FILE_RE: Final = re.compile(r"^jobs-(\d{12})\.tsv$")
 #: How often the snapshot policy is checked.
 CHECK_INTERVAL: Final = 1.0
@@ -84,7 +96,7 @@ def _columns(entries: list[JobEntry]) -> bytes:
         "seq": [e.seq for e in entries], "id": [e.id for e in entries],
         "type": [type_index[e.type] for e in entries], "status": [status_index[e.status] for e in entries],
         "pid": [e.pid for e in entries], "canceller": [e.cancel_requested_by for e in entries],
-        "truncated": [int(e.log_truncated) for e in entries],
+        "truncated": [int(e.log_truncated) for e in entries], "size": [len(e.stored) for e in entries],
     }
     return json.dumps(columns, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
@@ -92,7 +104,7 @@ def _columns(entries: list[JobEntry]) -> bytes:
 def _chunks(entries: list[JobEntry]) -> Iterator[bytes]:
     yield _columns(entries)
     for start in range(0, len(entries), 4096):
-        yield b"".join([e.encoded + b"\n" for e in entries[start:start + 4096]])
+        yield b"".join([e.stored for e in entries[start:start + 4096]])
 
 
 def write_jobs_file(directory: Path, cut: StoreCut) -> JobsFile:
@@ -118,7 +130,7 @@ def write_jobs_file(directory: Path, cut: StoreCut) -> JobsFile:
 
 def snapshot_state(cut: StoreCut, jobs: JobsFile) -> dict[str, Any]:
     """The state handed to the journal's snapshot: the jobs file's identity and the legacy views."""
-    return {"format": FORMAT, "jobsFile": jobs.name, "jobsSha256": jobs.sha256, "jobsBytes": jobs.size,
+    return {"format": FORMAT, "packing": PACKING, "jobsFile": jobs.name, "jobsSha256": jobs.sha256, "jobsBytes": jobs.size,
             "jobCount": jobs.count, "results": cut.results, "engineLog": cut.engine_logs}
 
 
@@ -130,11 +142,16 @@ def load_snapshot(store: JobStore, snapshot: Snapshot, directory: Path) -> None:
     """
     state = snapshot.state
     name = state.get("jobsFile")
-    if state.get("format") != FORMAT or not isinstance(name, str) or not JOBS_FILE_RE.match(name):
-        raise StartupError(f"snapshot at seq {snapshot.seq} is not an engine snapshot of format {FORMAT}")
-    path = directory / name
+    form = state.get("format")
     hint = (f"move journal/snapshots/snapshot-{snapshot.seq:012d}.json aside to start from the journal "
             "alone (slower), after checking the disk")
+    if form not in (FORMAT, FORMAT_LINES) or not isinstance(name, str) or not JOBS_FILE_RE.match(name):
+        raise StartupError(f"snapshot at seq {snapshot.seq} is not an engine snapshot of format {FORMAT} "
+                           f"or {FORMAT_LINES}; {hint}")
+    if form == FORMAT and state.get("packing") != PACKING:
+        raise StartupError(f"snapshot at seq {snapshot.seq} packs jobs as {state.get('packing')!r}, which this "
+                           f"version cannot read (it packs as {PACKING!r}); {hint}")
+    path = directory / name
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -142,9 +159,9 @@ def load_snapshot(store: JobStore, snapshot: Snapshot, directory: Path) -> None:
     if len(raw) != state.get("jobsBytes") or hashlib.sha256(raw).hexdigest() != state.get("jobsSha256"):
         raise StartupError(f"{path} does not match snapshot seq {snapshot.seq} (size or sha256); {hint}")
     try:
-        entries = _entries(raw)
+        entries = _entries(raw) if form == FORMAT else _entries_lines(raw)
     except (ValueError, KeyError, IndexError, TypeError):
-        raise StartupError(f"{path} is not a job table of format {FORMAT}; {hint}") from None
+        raise StartupError(f"{path} is not a job table of format {form}; {hint}") from None
     if len(entries) != state.get("jobCount"):
         raise StartupError(f"{path} holds {len(entries)} jobs, its snapshot says {state.get('jobCount')}; {hint}")
     store.load(entries=entries, results=[str(r) for r in state.get("results", [])],
@@ -152,17 +169,35 @@ def load_snapshot(store: JobStore, snapshot: Snapshot, directory: Path) -> None:
 
 
 def _entries(raw: bytes) -> list[JobEntry]:
+    end = raw.index(b"\n")
+    columns = json.loads(raw[:end])
+    sizes = columns["size"]
+    if not all(type(n) is int and n > 0 for n in sizes):
+        raise ValueError("job sizes must be positive integers")
+    offsets = list(itertools.accumulate(sizes, initial=end + 1))
+    if offsets[-1] != len(raw):
+        raise ValueError("job sizes do not add up to the file")
+    stored = [raw[a:b] for a, b in itertools.pairwise(offsets)]
+    # Wire JSON is an object; anything else must be packed bytes (checked once here, not per read).
+    if not all(b[:1] == b"{" or is_packed(b) for b in stored):
+        raise ValueError("a job is neither wire JSON nor packed")
+    return _build(columns, stored)
+
+
+def _entries_lines(raw: bytes) -> list[JobEntry]:
     lines = raw.split(b"\n")
-    columns = json.loads(lines[0])
-    encoded = lines[1:-1]
+    return _build(json.loads(lines[0]), lines[1:-1])
+
+
+def _build(columns: dict[str, Any], stored: list[bytes]) -> list[JobEntry]:
     types = [sys.intern(t) for t in columns["types"]]
     statuses = [JobStatus(s) for s in columns["statuses"]]
-    count = len(encoded)
+    count = len(stored)
     if not all(len(columns[name]) == count for name in ("seq", "id", "type", "status", "pid", "canceller",
                                                          "truncated")):
-        raise ValueError("columns and job lines differ in length")
+        raise ValueError("columns and jobs differ in length")
     return list(map(JobEntry, columns["seq"], columns["id"], [types[i] for i in columns["type"]],
-                    [statuses[i] for i in columns["status"]], encoded, columns["pid"], columns["canceller"],
+                    [statuses[i] for i in columns["status"]], stored, columns["pid"], columns["canceller"],
                     [bool(t) for t in columns["truncated"]]))
 
 

@@ -14,11 +14,33 @@ Reads are cheap by construction: each job is kept as its wire JSON bytes
 ordered by creation (all jobs, per status, per type, per status and type), so
 a page costs O(log n + limit) whatever the store's size or the filter.
 
+Cold jobs are packed. The newest :data:`HOT_JOBS` jobs (the hot window)
+keep plain wire bytes; every older job keeps its bytes deflated
+(:mod:`engine_hub.store_packing`, about a third of the size), which is what
+holds a store of 100,000 jobs under 1 KiB a job. The rule is simple
+(older than the window means packed, whatever the status) so that it
+cannot drift: a job is packed when a newer creation pushes it out of the
+window, and a cold job that changes (a late run, a finish) is packed again
+as it is re-encoded. A page of the newest jobs thus takes its bytes as they
+are; only older pages and single reads of cold jobs pay an unpack (~2 us a
+job), and a change of a cold job one unpack and one pack (~12 us).
+
+A bulk load (replay, snapshot) leaves cold finished jobs plain: packing
+costs ~8 us a job, 2 s for the 250,000 jobs of a million-record journal,
+which would blow the start-up budget. :meth:`JobStore.pack_cold` packs them afterwards
+in slices (the engine runs it in the background once it serves); until
+then they are served plain, which is correct, only bigger. The one rule
+that reads rely on, no packed job in the window, holds at all times.
+
 Replay is a bulk load (:meth:`JobStore.replay`): while it runs, changed jobs
 are kept as wire dicts and indexes are not maintained; at the end each
 changed job is encoded once and the indexes are built in one pass. A job
 created, run and finished during replay is thus serialised once, not three
-times, which is what makes a start from a long journal fast.
+times, which is what makes a start from a long journal fast. Only the
+:data:`BULK_OPEN_JOBS` to twice that most recently created unfinished jobs
+keep a dict: older ones are encoded then (and parsed again if they do
+change later), because a dict per job for a journal of never-run jobs
+would hold ~2 KiB a job until the end and leave the heap fragmented after.
 """
 
 from __future__ import annotations
@@ -26,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import gc
+import itertools
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -35,6 +58,7 @@ import attrs
 import structlog
 
 from engine_hub.store_entry import Index, JobEntry, StoreError, encode_wire, wire_from_created
+from engine_hub.store_packing import is_packed, pack, unpack
 from shared.contract import TRANSITIONS, JobStatus, LogLevel
 from shared.journal import GENESIS, Record
 
@@ -51,7 +75,15 @@ RESULT_OK: Final = "Job completed successfully"
 #: ``actor`` of records the engine writes on its own behalf.
 SYSTEM_ACTOR: Final = "system"
 
-__all__ = ["Action", "JobEntry", "JobStore", "StoreCut", "StoreError", "ENGINE_LOG_SIZE", "RESULT_OK",
+#: How many of the newest jobs are never packed: twice the largest page (routes.MAX_LIMIT),
+#: so that the first pages never unpack; ~1 MB more than packing them.
+HOT_JOBS: Final = 2048
+
+#: How many unfinished jobs a replay keeps as dicts at least (at most twice as many): jobs run
+#: soon after they are created, so older open jobs rarely change again during the replay.
+BULK_OPEN_JOBS: Final = 4096
+
+__all__ = ["Action", "JobEntry", "JobStore", "StoreCut", "StoreError", "ENGINE_LOG_SIZE", "HOT_JOBS", "RESULT_OK",
            "RESULTS_SIZE", "SYSTEM_ACTOR"]
 
 
@@ -97,10 +129,16 @@ class JobStore:
 
     Not thread-safe: it lives on the event loop. Mutated only by :meth:`apply`
     (and filled once by :meth:`load` from a snapshot). ``seq``/``head`` name
-    the last record applied.
+    the last record applied. ``hot_jobs`` is the size of the hot window
+    (see the module doc); at least 1.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, hot_jobs: int = HOT_JOBS) -> None:
+        if hot_jobs < 1:
+            raise ValueError("hot_jobs must be at least 1")
+        self._hot_jobs = hot_jobs
+        # Jobs before this position in the all-jobs index are packed (pack_cold's progress).
+        self._packed_below = 0
         self._entries: dict[str, JobEntry] = {}
         self._all = Index()
         self._by_status: dict[JobStatus, Index] = {s: Index() for s in JobStatus}
@@ -172,7 +210,7 @@ class JobStore:
             self._results.append(entry.id)
         elif action is Action.JOB_STARTED:
             # Built directly: NamedTuple._replace is several times slower, and replay does this a lot.
-            new = JobEntry(entry.seq, entry.id, entry.type, entry.status, entry.encoded, int(data["pid"]),
+            new = JobEntry(entry.seq, entry.id, entry.type, entry.status, entry.stored, int(data["pid"]),
                            entry.cancel_requested_by, entry.log_truncated)
         elif action is Action.CANCEL_REQUESTED:
             # Audit-only when the run ended meanwhile (the request raced the exit): no change.
@@ -195,7 +233,7 @@ class JobStore:
         type_name = sys.intern(wire["type"])
         if self._bulk is not None:
             self._bulk[job_id] = wire
-            encoded = b""  # encoded once, when the replay ends
+            encoded = b""  # encoded once, when the replay ends or the job leaves the bulk dicts
         else:
             encoded = encode_wire(wire)
         entry = JobEntry(record.seq, job_id, type_name, JobStatus.READY, encoded)
@@ -203,8 +241,24 @@ class JobStore:
         if self._bulk is None:
             self._all.add(entry)
             self._index_add(entry)
+            self._cool_oldest_hot()
+        elif len(self._bulk) >= 2 * BULK_OPEN_JOBS:
+            self._encode_bulk(len(self._bulk) - BULK_OPEN_JOBS)
         self._legacy_log(LogLevel.INFO, "Job created", job_id, record.at)
         return entry
+
+    def _cool_oldest_hot(self) -> None:
+        """Pack the job a creation just pushed out of the hot window."""
+        entries, hot = self._all.entries, self._hot_jobs
+        if len(entries) > hot:
+            entry = entries[-hot - 1]
+            if not is_packed(entry.stored):  # it was in the window, so plain: the check guards a double pack
+                self._put(entry, entry._replace(stored=pack(entry.stored)))
+
+    def _hot_from(self) -> int:
+        """The seq from which on jobs are in the hot window (never packed); 0 while all are."""
+        entries, hot = self._all.entries, self._hot_jobs
+        return entries[-hot].seq if len(entries) >= hot else 0
 
     def _transition(self, entry: JobEntry, to: JobStatus, *, at: str, by: str, reason: str | None,
                     changes: dict[str, Any]) -> JobEntry:
@@ -220,13 +274,15 @@ class JobStore:
         wire["history"].append({"status": str(to), "at": at, "by": by, "reason": reason})
         if bulk is not None and TRANSITIONS[to]:
             bulk[entry.id] = wire
-            encoded = entry.encoded  # stale until the replay ends
+            encoded = entry.stored  # stale until the replay ends
         else:
             # Live, or final during a replay: a final job's JSON never changes again, so encode
             # it now and let its dict go (a replay then holds dicts for unfinished jobs only).
+            encoded = encode_wire(wire)
             if bulk is not None:
                 bulk.pop(entry.id, None)
-            encoded = encode_wire(wire)
+            elif entry.seq < self._hot_from():
+                encoded = pack(encoded)
         # A run's pid matters only while it runs (the journal keeps it): a finished job drops it.
         pid = entry.pid if TRANSITIONS[to] else None
         return JobEntry(entry.seq, entry.id, entry.type, to, encoded, pid, entry.cancel_requested_by,
@@ -276,12 +332,25 @@ class JobStore:
             assert record is not None
             raise StoreError(f"record seq {record.seq} ({record.action}, job {record.job_id}): {exc}") from None
         finally:
-            bulk, self._bulk = self._bulk, None
-            entries = self._entries
-            for job_id, wire in bulk.items():
-                entries[job_id] = entries[job_id]._replace(encoded=encode_wire(wire))
+            self._encode_bulk(len(self._bulk))
+            self._bulk = None
             self._rebuild_indexes()
         return count
+
+    def _encode_bulk(self, count: int) -> None:
+        """Encode the oldest ``count`` jobs kept as bulk dicts into their entries, packed, and drop the dicts.
+
+        Packed at once, unlike jobs that finish during the replay: an open
+        job's JSON (one or two history entries) is small enough for Python's
+        own allocator, whose pools a later free leaves scattered through the
+        heap (RSS stays), while a finished job's (~550 bytes and up) lives in
+        the C heap, which gives pages back. Few jobs stay open for long, so
+        this costs little; the window's are unpacked when the load ends.
+        """
+        bulk, entries = self._bulk, self._entries
+        assert bulk is not None
+        for job_id in list(itertools.islice(bulk, count)):
+            entries[job_id] = entries[job_id]._replace(stored=pack(encode_wire(bulk.pop(job_id))))
 
     def load(self, *, entries: Iterable[JobEntry], results: Iterable[str],
              engine_logs: Iterable[dict[str, Any]], seq: int, head: str) -> None:
@@ -299,6 +368,7 @@ class JobStore:
         ordered = list(self._entries.values())
         if any(ordered[i].seq >= ordered[i + 1].seq for i in range(len(ordered) - 1)):
             ordered.sort(key=lambda e: e.seq)
+        self._settle_window(ordered)
         # Grouped with plain appends (entries are in seq order), then turned into indexes: a
         # per-entry Index.add() would cost several times more for hundreds of thousands of jobs.
         by_status: dict[JobStatus, list[JobEntry]] = {s: [] for s in JobStatus}
@@ -319,6 +389,38 @@ class JobStore:
         self._by_status = {s: Index.of(group) for s, group in by_status.items()}
         self._by_type = {t: Index.of(group) for t, group in by_type.items()}
         self._by_status_type = {k: Index.of(group) for k, group in by_status_type.items()}
+
+    def _settle_window(self, ordered: list[JobEntry]) -> None:
+        """Unpack any packed job in the hot window, in ``ordered`` (every entry, by seq) and the id map.
+
+        A snapshot holds the packing of the store that wrote it, whose window
+        may have been larger. Cold jobs left plain are :meth:`pack_cold`'s.
+        """
+        entries = self._entries
+        for i in range(max(0, len(ordered) - self._hot_jobs), len(ordered)):
+            entry = ordered[i]
+            if is_packed(entry.stored):
+                ordered[i] = entries[entry.id] = entry._replace(stored=unpack(entry.stored))
+        self._packed_below = 0
+
+    def pack_cold(self, limit: int) -> bool:
+        """Pack cold jobs a bulk load left plain, looking at ``limit`` jobs at most; return whether any are left.
+
+        Oldest first, from where the previous call stopped; each call costs
+        at most ``limit`` packs (~8 us each), so a caller on the event loop
+        bounds its pause. Jobs packed meanwhile by live changes are skipped.
+        """
+        entries = self._all.entries
+        end = len(entries) - self._hot_jobs
+        at = self._packed_below
+        stop = min(end, at + limit)
+        while at < stop:
+            entry = entries[at]
+            if not is_packed(entry.stored):
+                self._put(entry, entry._replace(stored=pack(entry.stored)))
+            at += 1
+        self._packed_below = at
+        return at < end
 
     def cut(self) -> StoreCut:
         """Return a consistent copy of the store for a snapshot (cheap: copies pointer lists)."""
@@ -369,7 +471,7 @@ class JobStore:
             index = self._all
         if index is None:
             return [], None
-        return index.page(limit, None if before is None else before.seq)
+        return index.page(limit, None if before is None else before.seq, self._hot_from())
 
     def engine_logs(self, limit: int) -> list[dict[str, Any]]:
         """Return the newest ``limit`` legacy EngineLog entries, oldest first."""

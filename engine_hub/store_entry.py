@@ -1,11 +1,13 @@
 """What the store keeps per job, and the ordered indexes over it.
 
 A job lives in memory as one immutable :class:`JobEntry` tuple: its wire
-JSON as bytes (what every read sends as is) plus the few fields that
-indexes and checks need (seq, id, type, status, pid, canceller, log
-truncation). No per-job dict or attrs object stays alive: a job's
+JSON as bytes (``stored``), plain or, for a cold finished job, packed (see
+:mod:`engine_hub.store_packing`), plus the few fields that indexes and
+checks need (seq, id, type, status, pid, canceller, log truncation). No
+per-job dict or attrs object stays alive: a job's
 :class:`shared.contract.Job` is decoded from the bytes only when code needs
-it (a run needs its params), which keeps the engine near 1 KiB a job.
+it (a run needs its params). Every reader gets the wire bytes through
+:attr:`JobEntry.encoded` (or :meth:`Index.page`), never from ``stored``.
 
 An entry never changes; a new version replaces it (in the id map and every
 index), so a list of entries taken at any moment is a consistent copy of
@@ -20,6 +22,7 @@ import operator
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
+from engine_hub.store_packing import wire_bytes
 from shared.contract import JOB_FIELDS, HistoryEntry, Job, JobStatus, parse_time
 
 #: Compact UTF-8 JSON, built once: ``json.dumps`` with options builds an encoder per call.
@@ -38,8 +41,9 @@ class JobEntry(NamedTuple):
     """One job in the store: immutable; :class:`engine_hub.store.JobStore` swaps in new versions.
 
     ``seq`` is the journal seq of the job's creation and orders every
-    listing. ``encoded`` is the job's wire JSON (keys in ``JOB_FIELDS``
-    order). ``pid`` is the run's process id while it runs,
+    listing. ``stored`` is the job's wire JSON (keys in ``JOB_FIELDS``
+    order), packed when the job is cold: read it through :attr:`encoded`.
+    ``pid`` is the run's process id while it runs,
     ``cancel_requested_by`` the first canceller of the run, ``log_truncated``
     whether the run's output hit its cap.
     """
@@ -48,10 +52,15 @@ class JobEntry(NamedTuple):
     id: str
     type: str
     status: JobStatus
-    encoded: bytes
+    stored: bytes
     pid: int | None = None
     cancel_requested_by: str | None = None
     log_truncated: bool = False
+
+    @property
+    def encoded(self) -> bytes:
+        """The job's wire JSON bytes, as served (unpacked when the entry is cold)."""
+        return wire_bytes(self.stored)
 
     @property
     def job(self) -> Job:
@@ -139,6 +148,7 @@ def _time(value: Any) -> Any:
 
 
 _SEQ: Final = operator.itemgetter(0)  # JobEntry.seq, as a C-level key for bisect
+_STORED: Final = operator.itemgetter(4)  # JobEntry.stored, read without a Python-level call per entry
 
 
 class Index:
@@ -188,11 +198,19 @@ class Index:
         """Put ``entry`` in place of the entry with the same seq."""
         self.entries[self._find(entry)] = entry
 
-    def page(self, limit: int, before: int | None) -> tuple[list[bytes], JobEntry | None]:
-        """Return up to ``limit`` encoded jobs with seq below ``before``, newest first, and the next cursor."""
+    def page(self, limit: int, before: int | None, hot_from: int) -> tuple[list[bytes], JobEntry | None]:
+        """Return up to ``limit`` encoded jobs with seq below ``before``, newest first, and the next cursor.
+
+        ``hot_from`` is a seq from which on no entry is packed (the store's
+        hot window): a page within it takes each entry's bytes as they are,
+        with no per-entry check; an older page unpacks its cold entries.
+        """
         entries = self.entries
         end = len(entries) if before is None else bisect.bisect_left(entries, before, key=_SEQ)
         start = max(0, end - limit)
         chunk = entries[start:end]
         chunk.reverse()
-        return [e.encoded for e in chunk], (chunk[-1] if start > 0 and chunk else None)
+        items: list[bytes] = list(map(_STORED, chunk))
+        if chunk and chunk[-1].seq < hot_from:
+            items = list(map(wire_bytes, items))
+        return items, (chunk[-1] if start > 0 and chunk else None)

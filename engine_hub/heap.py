@@ -1,0 +1,28 @@
+"""Keeping the engine's heap small and its garbage collector quiet once the store is built."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+
+
+def settle_heap() -> None:
+    """Move everything alive after start-up (the replayed store) out of the cyclic GC's reach.
+
+    A full collection walks every tracked object; with 100,000 jobs in memory
+    that is a pause of tens of milliseconds at random requests' expense.
+    Frozen objects are never scanned; objects created later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+    malloc_trim()
+
+
+def malloc_trim() -> None:
+    """Give the C heap's free pages back to the system (glibc only; elsewhere a no-op)."""
+    # Replay leaves freed memory (parsed records, wire dicts, the plain bytes of jobs packed
+    # since) in the C heap: giving it back makes RSS reflect what the store holds.
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
