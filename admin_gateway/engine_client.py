@@ -158,17 +158,22 @@ class EngineClient:
         return headers
 
     async def call(self, method: str, path: str, *, actor: str, query: Mapping[str, str] | None = None,
-                   json_body: Any = None, request_id: str | None = None) -> EngineResponse:
+                   raw_query: str | None = None, json_body: Any = None,
+                   request_id: str | None = None) -> EngineResponse:
         """Send one request to the engine and return its answer, whatever its status.
 
-        ``path`` is relative to the engine URL (segments already quoted).
-        Raises :class:`EngineUnavailable` or :class:`EngineTimeout`.
+        ``path`` is relative to the engine URL (segments already quoted);
+        ``query`` is encoded, ``raw_query`` (already encoded, nothing to
+        quote) is appended as it is. Raises :class:`EngineUnavailable` or
+        :class:`EngineTimeout`.
         """
         assert self._session is not None, "EngineClient.start() was not called"
         # A string URL, encoded once here: cheaper than yarl joins on the hottest path.
         url = self._base + path.lstrip("/")
         if query:
             url += "?" + _encode_query(query)
+        elif raw_query:
+            url += "?" + raw_query
         has_body = json_body is not None
         try:
             async with self._session.request(

@@ -80,7 +80,7 @@ class Engine:
 
     server: TestServer
     client: TestClient
-    calls: list[tuple[str, str, dict[str, str]]]
+    calls: list[tuple[str, str, dict[str, str]]]  #: (method, path with query, headers)
 
     @property
     def url(self) -> str:
@@ -130,7 +130,7 @@ async def start_engine(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path)
     calls: list[tuple[str, str, dict[str, str]]] = []
 
     async def count(request: web.Request, response: web.StreamResponse) -> None:
-        calls.append((request.method, request.path, dict(request.headers)))
+        calls.append((request.method, request.path_qs, dict(request.headers)))
 
     app.on_response_prepare.append(count)
     server = await aiohttp_server(app)

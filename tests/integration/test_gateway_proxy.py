@@ -65,6 +65,24 @@ class TestJobList:
         assert [j["id"] for j in by_status["jobs"]] == [running]
         assert all("foo" not in path for _, path, _ in engine.calls)
 
+    @pytest.mark.parametrize(("query", "forwarded"), [
+        ("limit=2&status=READY", "limit=2&status=READY"),  # plain: forwarded as it came
+        ("status=READY&limit=2&limit=500", "status=READY&limit=2&limit=500"),  # the engine takes the first
+        ("limit=2&foo=bar&status=READY", "limit=2&status=READY"),  # unknown parameter dropped
+        ("limit=2&status=READY&limit=500&x=1", "limit=2&status=READY"),  # general path: first value
+    ])
+    async def test_list_query_reaches_the_engine_with_one_meaning(self, engine: Engine, gateway: Gateway,
+                                                                 query: str, forwarded: str) -> None:
+        """Plain list queries are forwarded unchanged, others re-encoded; either way a page of 2 READY jobs."""
+        for _ in range(3):
+            await engine.create("demo.echo")
+        user = await gateway.login()
+        resp = await user.client.get(f"/api/admin/engine/jobs?{query}")
+        assert resp.status == 200
+        body = await resp.json()
+        assert len(body["jobs"]) == 2 and {j["status"] for j in body["jobs"]} == {"READY"}
+        assert [p for m, p, _ in engine.calls if p.startswith("/api/jobs?")][-1] == f"/api/jobs?{forwarded}"
+
     async def test_a_large_page_arrives_whole(self, engine: Engine, gateway: Gateway) -> None:
         """A page far larger than one network read (400 jobs) reaches the client complete and valid."""
         for _ in range(400):
