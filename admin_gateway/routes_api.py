@@ -149,7 +149,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     user = await require_super_admin(request)
     app = request.app
     safe_mode = app[SETTINGS].safe_mode
-    raw = request.query_string
+    raw = request.rel_url.raw_query_string
     # A query made only of list parameters with plain values (what the panel sends) is forwarded
     # as it came, which saves parsing and re-encoding it; anything else takes the general path.
     # Same meaning either way: the engine reads the first value of a repeated parameter too.

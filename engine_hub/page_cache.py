@@ -2,7 +2,7 @@
 
 A page is a pure function of the query and the store's state, and the
 store's ``seq`` (the last journal record applied) changes with every
-change. Keyed by path and raw query string and stamped with that ``seq``,
+change. Keyed by path and raw (undecoded) query string and stamped with that ``seq``,
 a cached page is served only while nothing has changed since it was built:
 a dashboard polling the same page costs a dict look-up instead of a page
 build, and nothing stale is ever served.

@@ -98,7 +98,8 @@ async def list_jobs(request: web.Request) -> web.Response:
     """
     service = request.app[SERVICE]
     cache = request.app[PAGE_CACHE]
-    key = (request.path, request.query_string)
+    # The raw query: two different raw queries never share a key (the decoded one can).
+    key = (request.path, request.rel_url.raw_query_string)
     seq = service.store.seq
     page = cache.get(key, seq)
     if page is None:

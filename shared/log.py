@@ -137,6 +137,8 @@ def configure_logging(*, json_output: bool | None = None, level: str = "info", s
     a stdlib level name. Safe to call more than once (the last call wins).
     """
     global _logger, _json_renderer, _min_level
+    if _logger is not None:
+        _logger.flush()  # lines still pending go to the stream they were meant for
     out = stream if stream is not None else sys.stdout
     if json_output is None:
         json_output = not out.isatty()

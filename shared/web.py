@@ -213,7 +213,24 @@ class ApiRoutes:
                       for route in app.router.routes() if route.handler not in self._wrapped)
         if bare:
             raise RuntimeError(f"routes added outside ApiRoutes (not behind the request wrapper): {', '.join(bare)}")
-        self.add_route("*", "/{path:.*}", _unmatched, name=UNMATCHED_ROUTE)
+        resource = _AnyTarget()
+        app.router.register_resource(resource)
+        resource.add_route("*", self._guard(_unmatched))
+
+
+class _AnyTarget(web.DynamicResource):
+    """The catch-all resource: it matches every request target, also the ones without a leading
+    slash (``OPTIONS *``) that a ``/{path:.*}`` route would leave to aiohttp's plain-text 404. It
+    relies on aiohttp's ``Resource._match`` hook (``tests/integration/test_api_routes.py`` fails
+    if that changes). A target with no path at all (``CONNECT host:port``) is never offered to
+    any resource by aiohttp's router and still gets its plain-text 404; nothing is served.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("/{path:.*}", name=UNMATCHED_ROUTE)
+
+    def _match(self, path: str) -> dict[str, str] | None:
+        return {"path": path}
 
 
 async def _unmatched(request: web.Request) -> web.StreamResponse:

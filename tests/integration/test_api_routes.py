@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from pathlib import Path
 
@@ -61,3 +63,36 @@ class TestApiRoutes:
             assert UNMATCHED_ROUTE in {r.resource.name for r in client.app.router.routes() if r.resource}
         finally:
             await client.close()
+
+
+async def _raw(port: int, request_line: str) -> tuple[int, dict[str, str], bytes]:
+    """Send one raw request line (no path checks on our side) and return status, headers and body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"{request_line}\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+class TestOddRequestTargets:
+    @pytest.mark.parametrize("process", ["engine", "gateway"])
+    async def test_options_star_gets_the_wrapper_too(self, tmp_path: Path, process: str) -> None:
+        """`OPTIONS *` (no leading slash) gets a JSON error with a request id (and the gateway's headers)."""
+        app = _engine_app(tmp_path) if process == "engine" else create_gateway(GatewaySettings(
+            engine_url="http://127.0.0.1:9", engine_token=ADMIN_TOKEN, data_dir=tmp_path))
+        server = TestServer(app)
+        await server.start_server()
+        try:
+            assert server.port is not None
+            status, headers, body = await _raw(server.port, "OPTIONS * HTTP/1.1")
+        finally:
+            await server.close()
+        assert status == (401 if process == "engine" else 404)
+        assert set(json.loads(body)) == {"error", "code"}
+        assert headers["x-request-id"]
+        if process == "gateway":
+            assert "frame-ancestors 'none'" in headers["content-security-policy"]

@@ -227,6 +227,34 @@ class TestListFreshness:
         assert [j["id"] for j in await page()][1:] == [j["id"] for j in before][:4]
 
 
+class TestListCacheKeys:
+    async def test_queries_that_decode_alike_are_validated_apart(self, engine: EngineHarness) -> None:
+        """A valid ``limit=%2B5`` served from the cache does not stand in for the invalid ``limit=%252B5``."""
+        await engine.create("test.count")
+        assert (await engine.client.get("/api/jobs?limit=%2B5", headers=auth())).status == 200
+        resp = await engine.client.get("/api/jobs?limit=%252B5", headers=auth())
+        assert resp.status == 400
+        assert (await resp.json())["code"] == "invalid_field"
+
+
+class TestHead:
+    async def test_head_of_the_list_and_a_job(self, engine: EngineHarness) -> None:
+        """HEAD answers like GET without a body, cached page included, and needs a token like GET."""
+        job = await engine.create("test.count")
+        for path in ("/api/jobs?limit=5", "/api/jobs?limit=5", f"/api/jobs/{job['id']}"):
+            resp = await engine.client.head(path, headers=auth())
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/json")
+            assert await resp.read() == b""
+        assert (await engine.client.head("/api/jobs")).status == 401
+
+    async def test_405_lists_exactly_the_allowed_methods(self, engine: EngineHarness) -> None:
+        """DELETE /api/jobs is a JSON 405 whose Allow header names exactly GET, HEAD and POST."""
+        resp = await engine.client.delete("/api/jobs", headers=auth())
+        assert resp.status == 405
+        assert (await resp.json())["code"] == "method_not_allowed"
+        assert {m.strip() for m in resp.headers["Allow"].split(",")} == {"GET", "HEAD", "POST"}
+
+
 class TestBadInput:
     @pytest.mark.parametrize(("method", "path", "body", "status", "code"), BAD_INPUT,
                              ids=[f"{m} {p} {s}" for m, p, _, s, _ in BAD_INPUT])

@@ -70,6 +70,7 @@ class TestJobList:
         ("status=READY&limit=2&limit=500", "status=READY&limit=2&limit=500"),  # the engine takes the first
         ("limit=2&foo=bar&status=READY", "limit=2&status=READY"),  # unknown parameter dropped
         ("limit=2&status=READY&limit=500&x=1", "limit=2&status=READY"),  # general path: first value
+        ("status=%52EADY&limit=2", "status=READY&limit=2"),  # percent-encoded: general path, decoded once
     ])
     async def test_list_query_reaches_the_engine_with_one_meaning(self, engine: Engine, gateway: Gateway,
                                                                  query: str, forwarded: str) -> None:
