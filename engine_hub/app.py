@@ -34,7 +34,8 @@ from engine_hub.runner import Runner
 from engine_hub.service import SERVICE, JobService
 from engine_hub.settings import JOURNAL_DIR, LOGS_DIR, STATE_DIR, Settings
 from engine_hub.snapshots import Snapshotter, load_snapshot
-from engine_hub.store import JobStore, StoreError, paused_gc
+from engine_hub.heap import paused_gc
+from engine_hub.store import JobStore, StoreError
 from shared.journal import Journal, JournalCorrupt, JournalLocked, MemoryJournal, Record
 from shared.journal_file import FileJournal
 from shared.web import HTTP_LIMITS, MAX_BODY, log_flusher, request_wrapper, setup_api_routes

@@ -14,23 +14,8 @@ Reads are cheap by construction: each job is kept as its wire JSON bytes
 ordered by creation (all jobs, per status, per type, per status and type), so
 a page costs O(log n + limit) whatever the store's size or the filter.
 
-Cold jobs are packed. The newest :data:`HOT_JOBS` jobs (the hot window)
-keep plain wire bytes; every older job keeps its bytes deflated
-(:mod:`engine_hub.store_packing`, about a third of the size), which is what
-holds a store of 100,000 jobs under 1 KiB a job. The rule is simple
-(older than the window means packed, whatever the status) so that it
-cannot drift: a job is packed when a newer creation pushes it out of the
-window, and a cold job that changes (a late run, a finish) is packed again
-as it is re-encoded. A page of the newest jobs thus takes its bytes as they
-are; only older pages and single reads of cold jobs pay an unpack (~2 us a
-job), and a change of a cold job one unpack and one pack (~12 us).
-
-A bulk load (replay, snapshot) leaves cold finished jobs plain: packing
-costs ~8 us a job, 2 s for the 250,000 jobs of a million-record journal,
-which would blow the start-up budget. :meth:`JobStore.pack_cold` packs them afterwards
-in slices (the engine runs it in the background once it serves); until
-then they are served plain, which is correct, only bigger. The one rule
-that reads rely on, no packed job in the window, holds at all times.
+Cold jobs are packed: the newest :data:`HOT_JOBS` jobs keep plain wire bytes, every older one
+keeps them deflated (:mod:`engine_hub.store_packing` says when and why).
 
 Replay is a bulk load (:meth:`JobStore.replay`): while it runs, changed jobs
 are kept as wire dicts and indexes are not maintained; at the end each
@@ -45,18 +30,17 @@ would hold ~2 KiB a job until the end and leave the heap fragmented after.
 
 from __future__ import annotations
 
-import contextlib
-import enum
-import gc
 import itertools
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, Final
 
 import attrs
 import structlog
 
+from engine_hub.actions import ACTIONS, Action
+from engine_hub.heap import paused_gc
 from engine_hub.store_entry import Index, JobEntry, StoreError, encode_wire, wire_from_created
 from engine_hub.store_packing import is_packed, pack, unpack
 from shared.contract import TRANSITIONS, JobStatus, LogLevel
@@ -87,19 +71,6 @@ __all__ = ["Action", "JobEntry", "JobStore", "StoreCut", "StoreError", "ENGINE_L
            "RESULTS_SIZE", "SYSTEM_ACTOR"]
 
 
-class Action(enum.StrEnum):
-    """Every journal action the engine writes for a job, and nothing else."""
-
-    JOB_CREATED = "job_created"
-    RUN_REQUESTED = "run_requested"
-    JOB_STARTED = "job_started"
-    LOG_TRUNCATED = "log_truncated"
-    JOB_FINISHED = "job_finished"
-    CANCEL_REQUESTED = "cancel_requested"
-    JOB_INTERRUPTED = "job_interrupted"
-
-
-_ACTIONS: Final = {a.value: a for a in Action}
 _STATUSES: Final = {s.value: s for s in JobStatus}
 
 
@@ -160,7 +131,7 @@ class JobStore:
         does not fit the current state. ``replay`` silences the per-transition
         log events while the journal is read back at start-up.
         """
-        action = _ACTIONS.get(record.action)
+        action = ACTIONS.get(record.action)
         if action is None:
             raise StoreError(f"unknown action {record.action!r}")
         old = None if replay else self._entries.get(record.job_id or "")
@@ -492,23 +463,6 @@ class JobStore:
             out.append({"jobId": wire["id"], "engine": wire["type"], "name": wire["name"], "output": output,
                         "createdAt": wire["endedAt"]})
         return out
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Turn the cyclic garbage collector off for a bulk load (restores its previous state).
-
-    A bulk load creates hundreds of thousands of long-lived objects; the
-    collector would scan the growing heap again and again (it was most of
-    the time of a snapshot load). Nothing a load makes is cyclic.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def entry_run_by(record: Record) -> str:
