@@ -7,14 +7,19 @@ role or their password takes effect at once, not at the next login.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+from typing import Any
+
 import attrs
 from aiohttp import web
-from aiohttp_session import get_session
+from aiohttp_session import SESSION_KEY, get_session
 
 from shared.contract import ErrorCode
 
 from .audit import ACCESS_DENIED, AUDIT, REFUSED
 from .errors import Unauthorized
+from .sessions import SESSION_STORAGE
 from .users import ROLE_ADMIN, ROLE_SUPER_ADMIN, UserStore
 
 __all__ = ["ROLE_ADMIN", "ROLE_SUPER_ADMIN", "USER_STORE", "User", "current_user", "require_super_admin",
@@ -46,18 +51,34 @@ async def current_user(request: web.Request) -> User | None:
 
     A session whose user no longer exists, or whose password changed since
     the session was opened, is invalidated here. Cheap enough to call more
-    than once per request (the session itself is loaded once).
+    than once per request (the session itself is loaded once). Until this
+    request changes its session, the stored record is read directly
+    (:meth:`ServerSideStorage.peek`): no ``Session`` object is built.
     """
-    session = await get_session(request)
-    user: User | None = None
-    name = session.get(SESSION_USER)
-    if isinstance(name, str):
-        record = request.app[USER_STORE].get(name)
-        if record is not None and record.generation == session.get(SESSION_GENERATION):
-            user = User(name=record.name, role=record.role)
-        else:
-            session.invalidate()
-    return user
+    data: Mapping[str, Any]
+    if SESSION_KEY in request:  # a Session exists (maybe changed by this request): it is the truth
+        data = await get_session(request)
+    else:
+        record = await request.app[SESSION_STORAGE].peek(request)
+        if record is None:
+            return None
+        data = record.data
+    name = data.get(SESSION_USER)
+    if not isinstance(name, str):
+        return None
+    stored = request.app[USER_STORE].get(name)
+    if stored is not None and stored.generation == data.get(SESSION_GENERATION):
+        return _user(stored.name, stored.role)
+    if SESSION_KEY in request:
+        (await get_session(request)).invalidate()  # and its cookie is cleared if the request succeeds
+    await request.app[SESSION_STORAGE].end(request)
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _user(name: str, role: str) -> User:
+    # Users are immutable values: one object per (name, role) instead of one per request.
+    return User(name=name, role=role)
 
 
 async def require_user(request: web.Request) -> User:

@@ -48,6 +48,8 @@ _REDIS_PREFIX = "admin_gateway:session:"
 
 #: Set on the request when its session cookie named an expired session ("idle" or "absolute").
 SESSION_EXPIRED_REASON = web.RequestKey("session_expired_reason", str)
+#: The session id and live record a request's cookie names (``None``: none), once loaded.
+_LOADED: web.RequestKey[tuple[str, SessionRecord] | None] = web.RequestKey("session_loaded")
 
 
 @attrs.frozen(kw_only=True)
@@ -247,15 +249,48 @@ class ServerSideStorage(AbstractStorage):
     def _ttl(self, record: SessionRecord, now: float) -> float:
         return min(self._idle, self._absolute - (now - record.created)) + 60
 
+    async def peek(self, request: web.Request) -> SessionRecord | None:
+        """Return the live record the request's session cookie names, or ``None``; read-only.
+
+        The record is loaded once per request (expiry checked and handled,
+        last use refreshed, as :meth:`load_session` does, which builds its
+        ``Session`` from the same record). It lets a read of the signed-in
+        user skip building aiohttp-session's ``Session``; its ``data`` must
+        not be changed (change a session through ``get_session``).
+        """
+        if _LOADED not in request:
+            request[_LOADED] = await self._load_record(request)
+        loaded = request[_LOADED]
+        return None if loaded is None else loaded[1]
+
+    async def end(self, request: web.Request) -> None:
+        """Delete, now, the session the request's cookie names (its user was removed or changed).
+
+        Unlike ``Session.invalidate()``, which is saved only if the request
+        then succeeds, this holds even when the request ends in a 401.
+        """
+        loaded = request.get(_LOADED)
+        if loaded is not None:
+            await self.backend.delete(_key(loaded[0]))
+        request[_LOADED] = None
+
     async def load_session(self, request: web.Request) -> Session:
         """Return the live session named by the cookie, or a new empty one."""
+        if _LOADED not in request:
+            request[_LOADED] = await self._load_record(request)
+        loaded = request[_LOADED]
+        if loaded is None:
+            return Session(None, data=None, new=True)
+        return _LoadedSession(*loaded)
+
+    async def _load_record(self, request: web.Request) -> tuple[str, SessionRecord] | None:
         sid = self.load_cookie(request)
         if sid is None:
-            return Session(None, data=None, new=True)
+            return None
         key = _key(sid)
         record = await self.backend.get(key)
         if record is None:
-            return Session(None, data=None, new=True)
+            return None
         now = self._clock()
         reason = self.expiry_reason(record, now)
         if reason is not None:
@@ -263,11 +298,11 @@ class ServerSideStorage(AbstractStorage):
             request[SESSION_EXPIRED_REASON] = reason
             if self._on_expired is not None:
                 await self._on_expired(request, record.data, reason)
-            return Session(None, data=None, new=True)
+            return None
         if now - record.seen >= self._touch_every:
             record = attrs.evolve(record, seen=now)
             await self.backend.put(key, record, self._ttl(record, now))
-        return _LoadedSession(sid, record)
+        return sid, record
 
     async def save_session(self, request: web.Request, response: web.StreamResponse, session: Session) -> None:
         """Persist a changed session (see the class docstring for rotation and invalidation)."""

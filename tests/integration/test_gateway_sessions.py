@@ -7,7 +7,7 @@ import re
 from aiohttp.test_utils import TestClient
 
 from admin_gateway.auth import USER_STORE
-from admin_gateway.sessions import SECURE_COOKIE_NAME
+from admin_gateway.sessions import SECURE_COOKIE_NAME, SESSION_STORAGE, MemorySessionBackend
 from gateway_harness import (  # noqa: F401  (fixtures)
     ADMIN,
     PASSWORD,
@@ -188,12 +188,17 @@ class TestSessionLifecycle:
     async def test_password_change_and_removal_end_sessions(self, gateway: Gateway) -> None:
         """Changing a user's password or removing the user ends their open sessions at once."""
         store = gateway.app[USER_STORE]
+        sessions = gateway.app[SESSION_STORAGE].backend
         alice = await gateway.login(SUPER)
         bob = await gateway.login(ADMIN)
+        assert isinstance(sessions, MemorySessionBackend)
+        held = len(sessions)
         store.set_password(SUPER, "another long password")
         assert not await _signed_in(alice.client)
+        assert len(sessions) == held - 1  # deleted on the server, not only refused
         store.remove(ADMIN)
         assert not await _signed_in(bob.client)
+        assert len(sessions) == held - 2
         await gateway.login(SUPER, "another long password")
 
 
