@@ -55,11 +55,12 @@ async def current_user(request: web.Request) -> User | None:
     request changes its session, the stored record is read directly
     (:meth:`ServerSideStorage.peek`): no ``Session`` object is built.
     """
+    storage = request.app[SESSION_STORAGE]
     data: Mapping[str, Any]
     if SESSION_KEY in request:  # a Session exists (maybe changed by this request): it is the truth
         data = await get_session(request)
     else:
-        record = await request.app[SESSION_STORAGE].peek(request)
+        record = await storage.peek(request)
         if record is None:
             return None
         data = record.data
@@ -71,7 +72,7 @@ async def current_user(request: web.Request) -> User | None:
         return _user(stored.name, stored.role)
     if SESSION_KEY in request:
         (await get_session(request)).invalidate()  # and its cookie is cleared if the request succeeds
-    await request.app[SESSION_STORAGE].end(request)
+    await storage.end(request)
     return None
 
 

@@ -258,9 +258,7 @@ class ServerSideStorage(AbstractStorage):
         user skip building aiohttp-session's ``Session``; its ``data`` must
         not be changed (change a session through ``get_session``).
         """
-        if _LOADED not in request:
-            request[_LOADED] = await self._load_record(request)
-        loaded = request[_LOADED]
+        loaded = await self._loaded(request)
         return None if loaded is None else loaded[1]
 
     async def end(self, request: web.Request) -> None:
@@ -276,12 +274,16 @@ class ServerSideStorage(AbstractStorage):
 
     async def load_session(self, request: web.Request) -> Session:
         """Return the live session named by the cookie, or a new empty one."""
-        if _LOADED not in request:
-            request[_LOADED] = await self._load_record(request)
-        loaded = request[_LOADED]
+        loaded = await self._loaded(request)
         if loaded is None:
             return Session(None, data=None, new=True)
         return _LoadedSession(*loaded)
+
+    async def _loaded(self, request: web.Request) -> tuple[str, SessionRecord] | None:
+        # The one place a request's session is loaded: once, whoever asks first.
+        if _LOADED not in request:
+            request[_LOADED] = await self._load_record(request)
+        return request[_LOADED]
 
     async def _load_record(self, request: web.Request) -> tuple[str, SessionRecord] | None:
         sid = self.load_cookie(request)

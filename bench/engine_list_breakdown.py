@@ -70,38 +70,49 @@ def _without(features: frozenset[str], page: bytes) -> Iterator[None]:
             setattr(owner, name, value)
 
 
-async def _apps(page: bytes, data_dir: Path) -> dict[str, tuple[web.Application, bool]]:
-    """The apps to time by label, each with whether its request log line is switched off."""
+async def _apps(data_dir: Path) -> dict[str, tuple[web.Application, bool]]:
+    """The apps to time by label, each with whether its request log line is switched off.
+
+    The bare handler serves the page the full engine answers, taken from it once it has started.
+    """
     from engine_hub.app import create_app
     from engine_hub.settings import Settings
 
     journal = await _prefilled_journal(10_000)
+
+    async def engine(features: frozenset[str], page: bytes) -> web.Application:
+        with _without(features, page):
+            app = create_app(Settings(token=TOKEN, ephemeral=True, data_dir=data_dir), journal=journal, environ={})
+        await web.AppRunner(app).setup()  # runs start-up (replay, token), freezes the router
+        return app
+
+    full = await engine(frozenset(), b"")
+    page = bytes((await full._handle(_request(full))).body)  # type: ignore[attr-defined]
 
     async def bare(request: web.Request) -> web.Response:
         return web.Response(body=page, content_type="application/json")
 
     bare_app = web.Application()
     bare_app.router.add_get("/api/jobs", bare)
-    variants: dict[str, tuple[frozenset[str], bool]] = {"engine": (frozenset(), False)}
+    await web.AppRunner(bare_app).setup()
+    apps: dict[str, tuple[web.Application, bool]] = {"bare handler": (bare_app, False), "engine": (full, False)}
     for feature in FEATURES:
-        variants[f"engine without {feature}"] = (frozenset({feature} - {"log line"}), feature == "log line")
-    variants["engine without all five"] = (frozenset(FEATURES) - {"log line"}, True)
-    apps: dict[str, tuple[web.Application, bool]] = {"bare handler": (bare_app, False)}
-    for label, (features, no_log) in variants.items():
-        with _without(features, page):
-            app = create_app(Settings(token=TOKEN, ephemeral=True, data_dir=data_dir), journal=journal, environ={})
-        apps[label] = (app, no_log)
-    for app, _ in apps.values():
-        await web.AppRunner(app).setup()  # runs start-up (replay, token), freezes the router
+        apps[f"engine without {feature}"] = (await engine(frozenset({feature} - {"log line"}), page),
+                                             feature == "log line")
+    apps["engine without all five"] = (await engine(frozenset(FEATURES) - {"log line"}, page), True)
     return apps
+
+
+def _request(app: web.Application) -> web.Request:
+    """A fresh ``GET PATH`` with the admin token, as the benchmark sends it."""
+    return make_mocked_request("GET", PATH, headers={"Authorization": f"Bearer {TOKEN}", "Host": "bench"}, app=app)
 
 
 async def _time(app: web.Application, no_log: bool, requests: int) -> float:
     """Microseconds per request of ``app._handle`` over ``requests`` fresh requests."""
     import shared.web
 
-    headers = {"Authorization": f"Bearer {TOKEN}", "Host": "bench"}
-    batch = [make_mocked_request("GET", PATH, headers=headers, app=app) for _ in range(requests)]
+    batch = [_request(app) for _ in range(requests)]
     log_request = getattr(shared.web, "log_request")
     if no_log:
         setattr(shared.web, "log_request", lambda **_: None)
@@ -123,8 +134,7 @@ async def run(rounds: int, requests: int) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory(prefix="bench-breakdown-") as tmp, open(Path(tmp) / "log", "a") as log:
         configure_logging(json_output=True, stream=log)
-        page = await _page(Path(tmp))
-        apps = await _apps(page, Path(tmp))
+        apps = await _apps(Path(tmp))
         best: dict[str, float] = {}
         for i in range(rounds):
             for label, (app, no_log) in (list(apps.items()) if i % 2 == 0 else list(apps.items())[::-1]):
@@ -132,23 +142,6 @@ async def run(rounds: int, requests: int) -> dict[str, float]:
                 best[label] = min(best.get(label, took), took)
         flush_logs()  # before the log file closes
         return best
-
-
-async def _page(data_dir: Path) -> bytes:
-    """The engine's real page for ``PATH`` (what the bare handler returns)."""
-    from engine_hub.app import create_app
-    from engine_hub.settings import Settings
-
-    app = create_app(Settings(token=TOKEN, ephemeral=True, data_dir=data_dir),
-                     journal=await _prefilled_journal(50), environ={})
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        request = make_mocked_request("GET", PATH, headers={"Authorization": f"Bearer {TOKEN}"}, app=app)
-        response: Any = await app._handle(request)
-        return bytes(response.body)
-    finally:
-        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,6 +69,7 @@ JOBS_FILE_RE: Final = re.compile(r"^jobs-(\d{12})\.tsv$")
 #: How often the snapshot policy is checked.
 CHECK_INTERVAL: Final = 1.0
 
+
 def jobs_file_name(seq: int) -> str:
     """The name of the jobs file of the snapshot at ``seq``."""
     return f"jobs-{seq:012d}.tsv"

@@ -23,6 +23,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from admin_gateway.app import create_app as create_gateway_app
+from admin_gateway.settings import Settings as GatewaySettings
 from engine_hub.app import create_app
 from engine_hub.catalog import Catalog, ClientToken, JobType, ParamSpec, demo_types, hash_token
 from engine_hub.settings import Settings
@@ -36,6 +38,13 @@ FINAL = frozenset({"DONE", "FAILED"})
 
 #: RFC 3339 UTC with milliseconds, as ``shared.contract.format_time`` writes it.
 RFC3339_UTC = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
+
+
+def unstarted_app(process: str, tmp_path: Path) -> web.Application:
+    """A fresh, not yet started ``"engine"`` (ephemeral) or ``"gateway"`` app with throwaway settings."""
+    if process == "engine":
+        return create_app(Settings(token=ADMIN_TOKEN, ephemeral=True, data_dir=tmp_path), environ={})
+    return create_gateway_app(GatewaySettings(data_dir=tmp_path, engine_token=ADMIN_TOKEN))
 
 
 def auth(token: str = ADMIN_TOKEN, actor: str | None = None) -> dict[str, str]:

@@ -11,19 +11,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from admin_gateway.app import create_app as create_gateway
-from admin_gateway.settings import Settings as GatewaySettings
-from engine_hub.app import create_app as create_engine
 from engine_hub.routes import PUBLIC_ROUTES
-from engine_hub.settings import Settings as EngineSettings
 from shared.web import UNMATCHED_ROUTE
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import unstarted_app
 
 JOB = "00000000-0000-4000-8000-000000000000"
-
-
-def _engine_app(tmp_path: Path) -> web.Application:
-    return create_engine(EngineSettings(token=ADMIN_TOKEN, ephemeral=True, data_dir=tmp_path), environ={})
 
 
 async def _sneaky(request: web.Request) -> web.Response:
@@ -34,8 +26,7 @@ class TestApiRoutes:
     @pytest.mark.parametrize("process", ["engine", "gateway"])
     async def test_route_added_around_the_wrapper_refuses_to_start(self, tmp_path: Path, process: str) -> None:
         """A route added straight to app.router (no auth, sessions, error mapping or log) stops the start."""
-        app = _engine_app(tmp_path) if process == "engine" else create_gateway(GatewaySettings(
-            engine_url="http://127.0.0.1:9", engine_token=ADMIN_TOKEN, data_dir=tmp_path))
+        app = unstarted_app(process, tmp_path)
         app.router.add_post("/api/sneaky", _sneaky)
         runner = web.AppRunner(app)
         with pytest.raises(RuntimeError, match="POST /api/sneaky"):
@@ -44,7 +35,7 @@ class TestApiRoutes:
 
     async def test_every_engine_route_needs_the_token(self, tmp_path: Path) -> None:
         """Each route the started engine serves, found by walking its router, answers 401 without a token."""
-        client = TestClient(TestServer(_engine_app(tmp_path)))
+        client = TestClient(TestServer(unstarted_app("engine", tmp_path)))
         await client.start_server()
         try:
             checked = 0
@@ -82,8 +73,7 @@ class TestOddRequestTargets:
     @pytest.mark.parametrize("process", ["engine", "gateway"])
     async def test_options_star_gets_the_wrapper_too(self, tmp_path: Path, process: str) -> None:
         """`OPTIONS *` (no leading slash) gets a JSON error with a request id (and the gateway's headers)."""
-        app = _engine_app(tmp_path) if process == "engine" else create_gateway(GatewaySettings(
-            engine_url="http://127.0.0.1:9", engine_token=ADMIN_TOKEN, data_dir=tmp_path))
+        app = unstarted_app(process, tmp_path)
         server = TestServer(app)
         await server.start_server()
         try:

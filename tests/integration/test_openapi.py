@@ -17,22 +17,10 @@ import pytest
 from aiohttp import web
 
 from admin_gateway import openapi as gateway_openapi
-from admin_gateway.app import create_app as create_gateway_app
-from admin_gateway.settings import Settings as GatewaySettings
 from engine_hub import openapi as engine_openapi
-from engine_hub.app import create_app as create_engine_app
-from engine_hub.settings import Settings as EngineSettings
 from shared.contract import ErrorCode
 from shared.openapi import Operation, router_operations
-from tests.conftest import CLIENT_TOKEN, EngineHarness, auth
-
-
-def _engine_app(tmp_path: Path) -> web.Application:
-    return create_engine_app(EngineSettings(token="x" * 32, data_dir=tmp_path, ephemeral=True), environ={})
-
-
-def _gateway_app(tmp_path: Path) -> web.Application:
-    return create_gateway_app(GatewaySettings(data_dir=tmp_path, engine_token="x" * 32))
+from tests.conftest import CLIENT_TOKEN, EngineHarness, auth, unstarted_app
 
 
 def _parity(app: web.Application, operations: tuple[Operation, ...]) -> tuple[set[Any], set[Any], set[Any]]:
@@ -56,21 +44,21 @@ def _check(document: dict[str, Any], name: str, value: Any) -> None:
 class TestParity:
     def test_engine_routes_and_declarations_match(self, tmp_path: Path) -> None:
         """Every engine route is declared, and every declaration has a route (HEAD twins aside)."""
-        undeclared, unrouted, stale = _parity(_engine_app(tmp_path), engine_openapi.OPERATIONS)
+        undeclared, unrouted, stale = _parity(unstarted_app("engine", tmp_path), engine_openapi.OPERATIONS)
         assert not undeclared, f"routes without an OpenAPI declaration in engine_hub/openapi.py: {undeclared}"
         assert not unrouted, f"declared in engine_hub/openapi.py but not routed: {unrouted}"
         assert not stale, f"declared ahead=True but the route now exists; drop the flag: {stale}"
 
     def test_gateway_routes_and_declarations_match(self, tmp_path: Path) -> None:
         """Every gateway route (API, sign-in, panel, static) is declared, and every declaration has a route."""
-        undeclared, unrouted, stale = _parity(_gateway_app(tmp_path), gateway_openapi.OPERATIONS)
+        undeclared, unrouted, stale = _parity(unstarted_app("gateway", tmp_path), gateway_openapi.OPERATIONS)
         assert not undeclared, f"routes without an OpenAPI declaration in admin_gateway/openapi.py: {undeclared}"
         assert not unrouted, f"declared in admin_gateway/openapi.py but not routed: {unrouted}"
         assert not stale, f"declared ahead=True but the route now exists; drop the flag: {stale}"
 
     def test_parity_sees_a_new_route(self, tmp_path: Path) -> None:
         """A route added without a declaration shows up as undeclared (the check can fail)."""
-        app = _engine_app(tmp_path)
+        app = unstarted_app("engine", tmp_path)
 
         async def handler(request: web.Request) -> web.Response:
             return web.Response()
@@ -81,7 +69,7 @@ class TestParity:
 
     def test_explicit_head_route_must_be_declared(self, tmp_path: Path) -> None:
         """A HEAD route without a GET twin counts as a route of its own; HEAD twins of GETs do not."""
-        app = _engine_app(tmp_path)
+        app = unstarted_app("engine", tmp_path)
 
         async def handler(request: web.Request) -> web.Response:
             return web.Response()
