@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 from http.cookiejar import CookieJar
 import json
-import os
 import re
 import signal
 import socket
