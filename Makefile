@@ -33,4 +33,4 @@ fuzz: $(STAMP)
 	FUZZ_MAX_EXAMPLES=2000 $(BIN)/python -m pytest -q tests/fuzz
 
 clean:
-	rm -rf $(VENV) var test-artifacts
+	rm -rf $(VENV) var test-artifacts build dist

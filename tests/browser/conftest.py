@@ -2,7 +2,10 @@
 
 The processes come from the two-process harness (:mod:`tests.e2e.harness`):
 ``panel_stack`` is one engine with a SAFE_MODE-on gateway ``safe`` and a
-SAFE_MODE-off gateway ``open``, both refreshing the panel every second.
+SAFE_MODE-off gateway ``open``, both refreshing the panel every second. Like
+the e2e suite's, they run from the session's installation of the wheel
+(``installed``, :mod:`tests.e2e.install`), so the browser loads exactly the
+static files an operator's install serves.
 
 Chromium is never downloaded: it is ``/usr/bin/chromium`` (``apt-get install
 chromium``). Without it, or without Playwright, the tests are skipped with
@@ -26,7 +29,8 @@ import pytest
 
 from tests.browser.browsing import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, REFRESH_INTERVAL, Pages
 from tests.e2e.harness import Stack, attach_logs, running_stack
-from tests.e2e.harness import make_stack  # noqa: F401  (fixture)
+from tests.e2e.harness import installed, make_stack  # noqa: F401  (fixtures)
+from tests.e2e.install import Installation
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -70,9 +74,9 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def panel_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def panel_stack(tmp_path_factory: pytest.TempPathFactory, installed: Installation) -> Iterator[Stack]:  # noqa: F811
     """An engine with gateways ``safe`` (SAFE_MODE on) and ``open`` (off), refreshing every second."""
-    with running_stack(tmp_path_factory.mktemp("panel"), gateways={"safe": True, "open": False},
+    with running_stack(tmp_path_factory.mktemp("panel"), installed, gateways={"safe": True, "open": False},
                        refresh_interval=REFRESH_INTERVAL) as started:
         yield started
 

@@ -1,5 +1,8 @@
 """Fixtures of the two-process suite: real ``engine-hub serve`` and ``admin-gateway serve`` subprocesses.
 
+They run from the session's installation of the wheel (``installed``, see
+:mod:`tests.e2e.install`), not from the dev venv.
+
 ``stack`` (one per module) is an engine with two gateways in front of it:
 ``safe`` (SAFE_MODE on) and ``open`` (SAFE_MODE off). Tests that kill or
 restart the engine take ``make_stack`` and get processes of their own. When
@@ -13,13 +16,15 @@ from collections.abc import Generator, Iterator
 import pytest
 
 from tests.e2e.harness import Stack, attach_logs, running_stack
-from tests.e2e.harness import make_stack  # noqa: F401  (fixture, shared with the browser suite)
+from tests.e2e.harness import installed, make_stack  # noqa: F401  (fixtures, shared with the browser suite)
+from tests.e2e.install import Installation
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, installed: Installation) -> Iterator[Stack]:  # noqa: F811
     """An engine, a SAFE_MODE-on gateway ``safe`` and a SAFE_MODE-off gateway ``open``, shared by a module."""
-    with running_stack(tmp_path_factory.mktemp("stack"), gateways={"safe": True, "open": False}) as started:
+    with running_stack(tmp_path_factory.mktemp("stack"), installed,
+                       gateways={"safe": True, "open": False}) as started:
         yield started
 
 

@@ -4,6 +4,12 @@ Each process gets a free port, its own temporary data dir and a log file;
 ``start`` waits on ``/healthz`` and ``stop`` always cleans up, even when a
 test fails half-way.
 
+The console scripts of a :class:`Stack` are those of the session's
+installation of the wheel (:mod:`tests.e2e.install`, the ``installed``
+fixture), never the dev venv's editable install, and they run with the
+stack's temporary folder as working directory and without ``PYTHONPATH``:
+the panel is tested with exactly the files an operator's install has.
+
 :class:`Stack` is the product as an operator installs it: one
 ``engine-hub serve`` (with a catalog file holding the demo types, a
 marker-writing type and a submit-scope client token) and any number of
@@ -23,7 +29,6 @@ from __future__ import annotations
 import contextlib
 from http.cookiejar import CookieJar
 import json
-import os
 import re
 import signal
 import socket
@@ -40,6 +45,10 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.e2e.install import Installation, installation, operator_env
+
+#: The dev venv's console scripts (editable install), for suites that test the code rather than the
+#: install (tests/fuzz). A :class:`Stack` runs those of its :class:`Installation` instead.
 BIN = Path(sys.executable).parent
 
 #: The engine's admin token (given to the engine as ``ENGINE_HUB_TOKEN``, to gateways as a file).
@@ -92,20 +101,21 @@ class Service:
     """One real server process started from its console script."""
 
     def __init__(self, name: str, argv: Sequence[str], *, port: int, log_dir: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         self.name = name
         self.argv = list(argv)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_dir / f"{name}.log"
-        self.env = {**os.environ, **(env or {})}
+        self.env = operator_env(env)
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout: float = 30.0) -> Service:
         """Start the process (again, after a stop) and wait until ``/healthz`` answers 200."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, cwd=self.cwd)
         log.close()
 
         def healthy() -> bool:
@@ -159,10 +169,10 @@ class Service:
 
 
 def run_cli(argv: Sequence[str], *, stdin: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+            cwd: Path | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run a console script to completion and return its result (never raises on exit code)."""
     return subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env=operator_env(env), cwd=cwd)
 
 
 # -- processes of a job --------------------------------------------------------------
@@ -391,14 +401,16 @@ def write_catalog(path: Path, marker_dir: Path) -> Path:
 
 
 class Stack:
-    """One real engine and the gateways in front of it, all under ``root``.
+    """One real engine and the gateways in front of it, all under ``root``, run from ``install``.
 
     Nothing runs until :meth:`start_engine` / :meth:`add_gateway`;
-    :meth:`stop` ends every process and is safe to call twice.
+    :meth:`stop` ends every process and is safe to call twice. ``root`` is
+    every process's working directory.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, install: Installation) -> None:
         self.root = root
+        self.install = install
         self.logs = root / "logs"
         self.markers = root / "markers"
         for d in (self.logs, self.markers):
@@ -410,9 +422,9 @@ class Stack:
         self.engine_dir = root / "engine"
         port = free_port()
         self.engine = Service("engine", [
-            str(BIN / "engine-hub"), "serve", "--host", "127.0.0.1", "--port", str(port),
+            str(install.bin / "engine-hub"), "serve", "--host", "127.0.0.1", "--port", str(port),
             "--config", str(self.catalog), "--data-dir", str(self.engine_dir), "--kill-grace", "2",
-        ], port=port, log_dir=self.logs, env={"ENGINE_HUB_TOKEN": ENGINE_TOKEN})
+        ], port=port, log_dir=self.logs, env={"ENGINE_HUB_TOKEN": ENGINE_TOKEN}, cwd=root)
         self.gateways: dict[str, Service] = {}
 
     def start_engine(self) -> Service:
@@ -422,17 +434,17 @@ class Stack:
     def add_gateway(self, name: str, *, safe_mode: bool, refresh_interval: float | None = None) -> Service:
         """Create a gateway data dir with :data:`USER` (through the CLI) and start a gateway on it."""
         data_dir = self.root / f"gateway-{name}"
-        added = run_cli([str(BIN / "admin-gateway"), "users", "add", USER, "--role", "super_admin",
-                         "--password-stdin", "--data-dir", str(data_dir)], stdin=PASSWORD + "\n")
+        added = run_cli([str(self.install.bin / "admin-gateway"), "users", "add", USER, "--role", "super_admin",
+                         "--password-stdin", "--data-dir", str(data_dir)], stdin=PASSWORD + "\n", cwd=self.root)
         assert added.returncode == 0, added.stderr
         port = free_port()
-        argv = [str(BIN / "admin-gateway"), "serve", "--host", "127.0.0.1", "--port", str(port),
+        argv = [str(self.install.bin / "admin-gateway"), "serve", "--host", "127.0.0.1", "--port", str(port),
                 "--engine-url", self.engine.url, "--data-dir", str(data_dir),
                 "--engine-token-file", str(self.token_file)]
         if refresh_interval is not None:
             argv += ["--refresh-interval", str(refresh_interval)]
         env = {"SAFE_MODE": "on" if safe_mode else "off"}
-        gateway = Service(f"gateway-{name}", argv, port=port, log_dir=self.logs, env=env)
+        gateway = Service(f"gateway-{name}", argv, port=port, log_dir=self.logs, env=env, cwd=self.root)
         # The token goes by file only: make sure no inherited variable could stand in for it.
         gateway.env.pop("ENGINE_HUB_TOKEN", None)
         self.gateways[name] = gateway
@@ -467,10 +479,10 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(root: Path, *, gateways: Mapping[str, bool],
+def running_stack(root: Path, install: Installation, *, gateways: Mapping[str, bool],
                   refresh_interval: float | None = None) -> Iterator[Stack]:
     """Start an engine and one gateway per ``{name: safe_mode}``; stop them all on exit, whatever happened."""
-    stack = Stack(root)
+    stack = Stack(root, install)
     try:
         stack.start_engine()
         for name, safe_mode in gateways.items():
@@ -496,15 +508,17 @@ def attach_logs(item: pytest.Item, report: pytest.TestReport) -> None:
 class StackFactory:
     """Makes stacks for one test and stops them all at its end (the function-scoped fixture's engine)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, install: Installation) -> None:
         self.root = root
+        self.install = install
         self.stacks: list[Stack] = []
         self._exit = contextlib.ExitStack()
 
     def __call__(self, *, gateways: Mapping[str, bool], refresh_interval: float | None = None) -> Stack:
         """Start a new stack (see :func:`running_stack`)."""
         root = self.root / f"stack{len(self.stacks)}"
-        stack = self._exit.enter_context(running_stack(root, gateways=gateways, refresh_interval=refresh_interval))
+        stack = self._exit.enter_context(running_stack(root, self.install, gateways=gateways,
+                                                       refresh_interval=refresh_interval))
         self.stacks.append(stack)
         return stack
 
@@ -513,13 +527,22 @@ class StackFactory:
         self._exit.close()
 
 
+@pytest.fixture(scope="session")
+def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Installation:
+    """The wheel installed in a venv of its own, as an operator installs it (one per session, see tests.e2e.install).
+
+    A fixture of both suites (their conftests import it from here); they share one installation.
+    """
+    return installation(request.config, tmp_path_factory)
+
+
 @pytest.fixture
-def make_stack(tmp_path: Path) -> Iterator[StackFactory]:
+def make_stack(tmp_path: Path, installed: Installation) -> Iterator[StackFactory]:
     """``make_stack(gateways={name: safe_mode})``: stacks private to one test, stopped at its end.
 
     A fixture of both suites (their conftests import it from here).
     """
-    factory = StackFactory(tmp_path)
+    factory = StackFactory(tmp_path, installed)
     try:
         yield factory
     finally:

@@ -1,4 +1,9 @@
-"""``make run`` (``python -m deploy.devrun``): both processes, the first admin, the panel URL, one Ctrl-C."""
+"""``make run`` (``python -m deploy.devrun``): both processes, the first admin, the panel URL, one Ctrl-C.
+
+Unlike the rest of this suite, these tests run ``deploy.devrun`` from the dev
+venv (editable install, in the checkout), as ``make run`` does: it is the
+developer's edit-and-reload loop, and what it supervises is not packaging.
+"""
 
 from __future__ import annotations
 
