@@ -40,6 +40,7 @@ from aiohttp import web
 
 from shared.journal import Journal, JournalError, JournalUnavailable, Record
 from shared.journal_file import FileJournal
+from shared.text import escape_unprintable
 from shared.web import REQUEST_ID
 
 from .errors import AuditUnavailable, GatewayError
@@ -108,9 +109,7 @@ def sanitize(value: str | None, limit: int = _MAX_TEXT) -> str | None:
     if value is None:
         return None
     value = value[:limit + 1]
-    if not value.isprintable():
-        value = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in value)
-    return clip(value, limit)
+    return clip(escape_unprintable(value), limit)
 
 
 def _clean(value: Any) -> Any:

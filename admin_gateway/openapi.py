@@ -243,6 +243,8 @@ def _ops() -> list[Operation]:
             responses={"200": response("Lines.", ref("LogPage")),
                        **errors(NO_JOB, TOO_LONG_QUERY, ErrorCase(status=400, code=E.INVALID_FIELD,
                                                                   when="the engine refused `after` or `limit`"),
+                                ErrorCase(status=404, code=E.LOG_EXPIRED,
+                                          when="the engine's log retention deleted the job's output"),
                                 *API_AUTH, *ENGINE_READ)},
         ),
         Operation(

@@ -16,6 +16,7 @@ class Action(enum.StrEnum):
     JOB_FINISHED = "job_finished"
     CANCEL_REQUESTED = "cancel_requested"
     JOB_INTERRUPTED = "job_interrupted"
+    LOG_EXPIRED = "log_expired"
 
 
 #: Each action by its journal name.

@@ -28,6 +28,7 @@ from engine_hub.errors import ConfigError, EngineError, JournalDown, StartupErro
 from engine_hub.heap import malloc_trim
 from engine_hub.joblog_files import FileJobLogs
 from engine_hub.joblogs import JobLogs, LogStore
+from engine_hub.log_retention import LOG_RETENTION, LogRetention
 from engine_hub.metrics import Metrics
 from engine_hub.page_cache import PAGE_CACHE, PageCache
 from engine_hub.runner import Runner
@@ -107,8 +108,8 @@ def create_app(settings: Settings, *, journal: Journal | None = None, catalog: C
     """
     metrics = Metrics()
     durable = journal is None and not settings.ephemeral
-    logs: LogStore = (FileJobLogs(settings.data_dir / LOGS_DIR, max_bytes=settings.log_max_bytes)
-                      if durable else JobLogs())
+    file_logs = FileJobLogs(settings.data_dir / LOGS_DIR, max_bytes=settings.log_max_bytes) if durable else None
+    logs: LogStore = file_logs if file_logs is not None else JobLogs()
     service = JobService(store=JobStore(), logs=logs, metrics=metrics,
                          runner=Runner(kill_grace=settings.kill_grace))
     app = web.Application(client_max_size=MAX_BODY, handler_args=HTTP_LIMITS)
@@ -121,6 +122,8 @@ def create_app(settings: Settings, *, journal: Journal | None = None, catalog: C
     app[SERVICE] = service
     app[PAGE_CACHE] = PageCache()
     app[AUTHENTICATOR] = Authenticator()
+    if file_logs is not None and settings.log_retention_days is not None:
+        app[LOG_RETENTION] = LogRetention(service=service, logs=file_logs, days=settings.log_retention_days)
     app.cleanup_ctx.append(log_flusher)
     app.cleanup_ctx.append(_engine_context(settings, journal, catalog, environ))
     routes.add_routes(app)
@@ -165,12 +168,14 @@ def _engine_context(settings: Settings, journal: Journal | None, catalog: Catalo
             raise
         snapshot_task = asyncio.create_task(snapshotter.run()) if snapshotter is not None else None
         pack_task = asyncio.create_task(pack_cold_jobs(service.store))
+        retention = app.get(LOG_RETENTION)
+        retention_task = asyncio.create_task(retention.run()) if retention is not None else None
         log.info("engine_started", types=len(cat.types), clients=len(cat.clients), token_from=origin,
                  ephemeral=settings.ephemeral, jobs=len(service.store), journal_seq=service.store.seq)
         try:
             yield
         finally:
-            for task in (pack_task, snapshot_task):
+            for task in (pack_task, snapshot_task, retention_task):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -203,7 +208,7 @@ async def _open_durable(settings: Settings, service: JobService) -> FileJournal:
     """Open the file journal and rebuild the store from it, off the event loop."""
     if isinstance(service.logs, FileJobLogs):
         try:
-            service.logs.open()
+            await asyncio.to_thread(service.logs.open)  # sums the sizes of the existing files
         except OSError as exc:
             raise StartupError(f"cannot create the job log directory {service.logs.directory}: "
                                f"{exc.strerror or exc}") from None

@@ -29,6 +29,7 @@ from engine_hub.settings import (
     DEFAULT_RETENTION_DAYS,
     DEFAULT_SNAPSHOT_RECORDS,
     DEFAULT_SNAPSHOT_SECONDS,
+    MAX_LOG_RETENTION_DAYS,
     Settings,
 )
 
@@ -77,6 +78,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _retention_days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 0 < value <= MAX_LOG_RETENTION_DAYS:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most {MAX_LOG_RETENTION_DAYS}; got {text}")
+    return value
+
+
 def _count(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -111,6 +122,9 @@ def _add_serve(sub: Any) -> None:
                         f"(default {DEFAULT_RETENTION_DAYS})")
     p.add_argument("--log-max-bytes", type=_count(4096, 2**40), default=DEFAULT_LOG_MAX_BYTES,
                    help=f"cap of each job's log file (default {DEFAULT_LOG_MAX_BYTES}, 10 MiB)")
+    p.add_argument("--log-retention-days", type=_retention_days, default=None, metavar="DAYS",
+                   help="delete the log files of jobs that finished more than DAYS ago (may be fractional; "
+                        "default: keep them)")
     p.add_argument("--kill-grace", type=_positive_float, default=5.0,
                    help="seconds between SIGTERM and SIGKILL when a run is stopped (default 5)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -128,7 +142,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                         ephemeral=args.ephemeral, kill_grace=args.kill_grace, log_level=args.log_level,
                         token_file=args.token_file, snapshot_records=args.snapshot_records,
                         snapshot_seconds=float(args.snapshot_seconds), retention_days=args.retention_days,
-                        log_max_bytes=args.log_max_bytes)
+                        log_max_bytes=args.log_max_bytes, log_retention_days=args.log_retention_days)
     configure_logging(level=settings.log_level)
     try:
         asyncio.run(serve(settings))

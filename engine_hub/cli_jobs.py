@@ -3,6 +3,12 @@
 Output is a readable table (or the engine's JSON with ``--json``); every
 failure is one line on stderr (exit 1 when the engine refused or could not be
 reached, 2 for bad arguments).
+
+Everything the engine sends (job names, params, errors, and above all a
+job's output) is printed through :func:`shared.text.escape_unprintable`:
+control characters, ANSI/OSC sequences and bidi overrides reach the
+operator's terminal as visible ``\\uXXXX`` escapes, never as actions.
+``jobs logs --raw`` prints a job's output as it is.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from engine_hub.catalog import CatalogError, parse_param_text
 from engine_hub.cli_support import PROG, Parser, UsageError, fail
 from engine_hub.client import DEFAULT_URL, URL_ENV, EngineClient, find_token
 from engine_hub.settings import DEFAULT_DATA_DIR
+from shared.text import escape_unprintable
 
 FINAL = frozenset({"DONE", "FAILED"})
 
@@ -69,6 +76,8 @@ def add_jobs(sub: Any) -> None:
     p.add_argument("id", metavar="ID")
     p.add_argument("--after", type=int, default=0, help="only lines after this sequence number")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job has ended")
+    p.add_argument("--raw", action="store_true",
+                   help="print the output as it is, control characters included (default: escaped as \\uXXXX)")
     p.set_defaults(func=_cmd_logs)
 
     p = jsub.add_parser("types", parents=[common], help="list the job types and their params")
@@ -80,8 +89,19 @@ def _client(args: argparse.Namespace) -> EngineClient:
     return EngineClient(url, find_token(data_dir=args.data_dir), actor=args.actor)
 
 
+def _safe(text: str) -> str:
+    # For multi-line output (log lines, JSON): tabs and line breaks stay, all else unprintable is escaped.
+    return escape_unprintable(text, keep="\n\t")
+
+
+def _json_text(value: Any, *, indent: int | None = 2, raw: bool = False) -> str:
+    # Inside a JSON string a \uXXXX escape means the same character, so escaping keeps the JSON valid.
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    return text if raw else _safe(text)
+
+
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
+    print(_json_text(value))
 
 
 def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
@@ -92,7 +112,8 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 
 def _v(value: Any) -> str:
-    return "-" if value is None else str(value)
+    # One table cell or field: a line break here could forge a row, so it is escaped too.
+    return "-" if value is None else escape_unprintable(str(value))
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -104,7 +125,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(jobs)
     else:
-        rows = [[j["id"], j["type"], j["name"], j["status"], _v(j["createdAt"]), _v(j["runBy"]), _v(j["exitCode"])]
+        rows = [[_v(j[key]) for key in ("id", "type", "name", "status", "createdAt", "runBy", "exitCode")]
                 for j in jobs]
         print(_table(rows, ["ID", "TYPE", "NAME", "STATUS", "CREATED", "RUN BY", "EXIT"]) if rows else "no jobs")
     link = headers.get("Link", "")
@@ -158,8 +179,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _print_json(answer)
     else:
         job = answer["job"]
-        print(f"job {job['id']} is {job['status']} (run by {job['runBy']}); "
-              f"follow it with: {PROG} jobs logs -f {job['id']}")
+        print(f"job {_v(job['id'])} is {_v(job['status'])} (run by {_v(job['runBy'])}); "
+              f"follow it with: {PROG} jobs logs -f {_v(job['id'])}")
     return 0
 
 
@@ -168,7 +189,7 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(answer)
     else:
-        print(f"cancellation of job {answer['jobId']} requested; it ends FAILED once its processes are gone")
+        print(f"cancellation of job {_v(answer['jobId'])} requested; it ends FAILED once its processes are gone")
     return 0
 
 
@@ -188,10 +209,10 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
               ("exit code", "exitCode"), ("error", "error")]
     for label, key in fields:
         print(f"{label + ':':<12}{_v(job[key])}")
-    params = ", ".join(f"{k}={json.dumps(v)}" for k, v in job["params"].items()) or "-"
+    params = ", ".join(f"{_v(k)}={_json_text(v, indent=None)}" for k, v in job["params"].items()) or "-"
     print(f"{'params:':<12}{params}")
     print("history:")
-    rows = [[h["at"], h["status"], h["by"], _v(h["reason"])] for h in job["history"]]
+    rows = [[_v(h["at"]), _v(h["status"]), _v(h["by"]), _v(h["reason"])] for h in job["history"]]
     print("  " + _table(rows, ["AT", "STATUS", "BY", "REASON"]).replace("\n", "\n  "))
 
 
@@ -205,9 +226,10 @@ def _cmd_logs(args: argparse.Namespace) -> int:
         page, _ = client.request("GET", f"/api/jobs/{job_id}/logs", query={"after": after})
         for line in page["lines"]:
             if args.json:
-                print(json.dumps(line, ensure_ascii=False))
+                print(_json_text(line, indent=None, raw=args.raw))
             else:
-                print(f"{line['at']} {line['stream']:<6} {line['text']}")
+                text = f"{line['at']} {line['stream']:<6} {line['text']}"
+                print(text if args.raw else _safe(text))
         sys.stdout.flush()
         return int(page["next"]), bool(page["lines"])
 
@@ -222,7 +244,7 @@ def _cmd_logs(args: argparse.Namespace) -> int:
                     continue
                 if job["status"] == "DONE":
                     return 0
-                return fail(f"job {job_id} ended FAILED: {job['error']}", 1)
+                return fail(f"job {job_id} ended FAILED: {_v(job['error'])}", 1)
             time.sleep(1.0)
         after, got = pump(after)
     return 0
@@ -237,7 +259,8 @@ def _cmd_types(args: argparse.Namespace) -> int:
     for t in types:
         params = ", ".join(f"{p['name']}:{p['type']}" + ("*" if p["required"] else f"={json.dumps(p['default'])}")
                            for p in t["params"]) or "-"
-        rows.append([t["name"], "yes" if t["exclusive"] else "no", f"{t['timeout']:g}s", params, t["description"]])
+        rows.append([_v(t["name"]), "yes" if t["exclusive"] else "no", f"{t['timeout']:g}s", _v(params),
+                     _v(t["description"])])
     print(_table(rows, ["TYPE", "EXCLUSIVE", "TIMEOUT", "PARAMS (*required)", "DESCRIPTION"]))
     return 0
 

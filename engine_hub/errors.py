@@ -60,6 +60,13 @@ class NotFound(EngineError):
     code = ErrorCode.NOT_FOUND
 
 
+class LogExpired(EngineError):
+    """The job exists but log retention deleted its output (404 ``log_expired``; see docs/engine.md)."""
+
+    status = 404
+    code = ErrorCode.LOG_EXPIRED
+
+
 class Conflict(EngineError):
     """The job's state forbids the request right now (409; the code says why)."""
 

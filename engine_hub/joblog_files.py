@@ -21,12 +21,27 @@ trail; a crash loses at most the output of the last :data:`FLUSH_DELAY`.
 Reads seek: for every file read, a sparse index (the offset of every
 :data:`CHECKPOINT`-th line) is built once by scanning it and kept for the
 files read most recently, so ``after=N`` costs one seek and a short read.
+
+A torn last line. A crash (SIGKILL) can leave a file ending in part of a
+line: the buffer is written out in blocks, not lines. Readers never serve
+it, and :meth:`FileJobLogs.repair` cuts it off (with a
+``job_log_torn_tail_truncated`` warning, as the journal does for its own
+tail) when the engine starts again and records the run as interrupted, and
+before anything is appended to such a file, so no later line is glued to it.
+
+Size on disk. :attr:`FileJobLogs.disk_bytes` is the total size of the log
+files: summed once by :meth:`FileJobLogs.open`, then kept up to date by
+every write, repair and :meth:`FileJobLogs.delete` (``/metrics`` reads it
+without touching the disk). Log retention (:mod:`engine_hub.log_retention`)
+deletes the files of jobs that finished long ago.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -34,6 +49,7 @@ import structlog
 
 from engine_hub.joblogs import CUT_MARKER, MAX_LINE_CHARS, MAX_READ_LINES, LogPage
 from shared.contract import format_time, utcnow
+from shared.torn import whole_lines_end
 
 log = structlog.get_logger("engine.joblogs")
 
@@ -47,6 +63,8 @@ CHECKPOINT: Final = 256
 #: How many files' indexes are kept (each is ~8 bytes per CHECKPOINT lines).
 INDEX_CACHE: Final = 256
 MARKER_STREAM: Final = "engine"
+#: File name suffix of a job's log.
+SUFFIX: Final = ".log"
 #: ``stream`` values a line may have (the marker's is ``engine``).
 STREAMS: Final = frozenset({"stdout", "stderr", MARKER_STREAM})
 
@@ -84,19 +102,85 @@ class FileJobLogs:
         self._dirty: set[str] = set()
         self._flush_timer: asyncio.TimerHandle | None = None
         self._indexes: collections.OrderedDict[str, _FileIndex] = collections.OrderedDict()
+        self._disk_bytes = 0
 
     @property
     def cap_reason(self) -> str:
         """Why a job's log was cut: the per-job file size cap."""
         return f"output limit of {self.max_bytes} bytes reached; later output is dropped"
 
+    @property
+    def disk_bytes(self) -> int:
+        """Total size of the job log files (including lines still in write buffers), kept without a scan."""
+        return self._disk_bytes
+
     def open(self) -> None:
-        """Create the directory (mode 0700) if needed. Raises ``OSError``."""
+        """Create the directory (mode 0700) if needed and sum the sizes of its log files (blocking).
+
+        Raises ``OSError``.
+        """
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._disk_bytes = sum(size for _, size, _ in self.files())
+
+    def files(self) -> Iterator[tuple[str, int, float]]:
+        """Yield ``(job id, size, mtime)`` for every log file in the directory (blocking; one scan)."""
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name.endswith(SUFFIX) and entry.is_file(follow_symlinks=False):
+                    try:
+                        stat = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # deleted meanwhile
+                    yield entry.name.removesuffix(SUFFIX), stat.st_size, stat.st_mtime
 
     def _path(self, job_id: str) -> Path:
         # Job ids are uuids the engine made (never user input), so they are safe file names.
-        return self.directory / f"{job_id}.log"
+        return self.directory / f"{job_id}{SUFFIX}"
+
+    def repair(self, job_id: str) -> int:
+        """Cut a torn last line (left by a crash mid-write) off a job's log file; return the bytes cut.
+
+        Logs ``job_log_torn_tail_truncated`` (warning) when it cuts. A file
+        that is missing, whole or open for writing is left alone (0); one
+        that cannot be read or cut is logged and left alone too (the torn
+        line is still never served).
+        """
+        if job_id in self._writers:
+            return 0
+        path = self._path(job_id)
+        try:
+            with open(path, "r+b") as f:
+                size = f.seek(0, os.SEEK_END)
+                end = whole_lines_end(f, size)
+                if end == size:
+                    return 0
+                f.truncate(end)
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            log.error("job_log_repair_failed", job_id=job_id, error=exc.strerror or str(exc))
+            return 0
+        log.warning("job_log_torn_tail_truncated", job_id=job_id, offset=end, bytes=size - end)
+        self._disk_bytes -= size - end
+        self._indexes.pop(job_id, None)
+        return size - end
+
+    def delete(self, job_id: str) -> int | None:
+        """Delete a job's log file (not while its run writes); return its size, or None if there was none.
+
+        Raises ``OSError`` when the file exists but cannot be deleted.
+        """
+        if job_id in self._writers:
+            raise RuntimeError(f"the log of job {job_id} is open for writing")
+        path = self._path(job_id)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return None
+        self._disk_bytes -= size
+        self._indexes.pop(job_id, None)
+        return size
 
     def append(self, job_id: str, stream: str, text: str) -> bool:
         """Add one line to a job's log; return True when this line hit the cap (the marker was written).
@@ -132,6 +216,7 @@ class FileJobLogs:
             writer.offsets.append(writer.size)
         writer.next_seq += 1
         writer.size += len(line)
+        self._disk_bytes += len(line)
         self._dirty.add(job_id)
         if self._flush_timer is None:
             self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._flush_dirty)
@@ -145,6 +230,7 @@ class FileJobLogs:
 
     def _start(self, job_id: str) -> _Writer | None:
         path = self._path(job_id)
+        self.repair(job_id)  # a torn line left by a crash would otherwise swallow the first new one
         try:
             file = open(path, "ab", buffering=BUFFER_BYTES)  # noqa: SIM115 - lives as long as the run
         except OSError as exc:

@@ -59,6 +59,13 @@ class LogStore(Protocol):
     def finish(self, job_id: str) -> None:
         """The job's run is over (its log is complete)."""
 
+    def repair(self, job_id: str) -> int:
+        """The job's run was cut by a crash: drop a torn last line of its log; return the bytes dropped."""
+
+    @property
+    def disk_bytes(self) -> int | None:
+        """Total bytes of job log files on disk, or None when logs are kept in memory."""
+
     def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
         """Return up to ``limit`` lines with ``seq > after``, oldest first."""
 
@@ -90,6 +97,15 @@ class JobLogs:
 
     def close(self) -> None:
         """Nothing to write out: memory only."""
+
+    def repair(self, job_id: str) -> int:
+        """Nothing to repair: memory does not survive a crash."""
+        return 0
+
+    @property
+    def disk_bytes(self) -> int | None:
+        """None: memory only."""
+        return None
 
     @property
     def total_bytes(self) -> int:

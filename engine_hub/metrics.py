@@ -2,7 +2,9 @@
 
 ``GET /metrics`` renders the text exposition format (version 0.0.4):
 jobs by status (a gauge read from the store's index sizes), runs started,
-finished and failed (counters), and request latency (a histogram by method
+finished and failed (counters), the size of the job log files (a gauge the
+log store keeps up to date as it writes and deletes) and the files and bytes
+log retention deleted (counters), and request latency (a histogram by method
 and route template).
 """
 
@@ -39,8 +41,10 @@ def _label(value: str) -> str:
 class Metrics:
     """The engine's counters and the request latency histogram.
 
-    ``jobs_created``, ``runs_started``, ``runs_finished`` (ended DONE) and
-    ``runs_failed`` (ended FAILED) count events since this process started.
+    ``jobs_created``, ``runs_started``, ``runs_finished`` (ended DONE),
+    ``runs_failed`` (ended FAILED), ``logs_expired`` and
+    ``log_bytes_expired`` (job log files, and their bytes, deleted by log
+    retention) count events since this process started.
     """
 
     def __init__(self) -> None:
@@ -48,6 +52,8 @@ class Metrics:
         self.runs_started = 0
         self.runs_finished = 0
         self.runs_failed = 0
+        self.logs_expired = 0
+        self.log_bytes_expired = 0
         self._latency: dict[tuple[str, str], _Histogram] = {}
         self._by_resource: dict[tuple[str, web.AbstractResource | None], _Histogram] = {}
 
@@ -78,8 +84,9 @@ class Metrics:
             self._by_resource[(method, resource)] = hist
         return hist
 
-    def render(self, *, jobs_by_status: Mapping[JobStatus, int], journal_healthy: bool) -> str:
-        """Return the whole exposition text."""
+    def render(self, *, jobs_by_status: Mapping[JobStatus, int], journal_healthy: bool,
+               log_bytes: int | None = None) -> str:
+        """Return the whole exposition text; ``log_bytes`` (job log files on disk) is left out when None."""
         out: list[str] = []
         add = out.append
         add("# HELP engine_jobs Jobs in the store by status.")
@@ -91,11 +98,19 @@ class Metrics:
             ("engine_runs_started_total", "Runs started since start.", lambda: self.runs_started),
             ("engine_runs_finished_total", "Runs that ended DONE since start.", lambda: self.runs_finished),
             ("engine_runs_failed_total", "Runs that ended FAILED since start.", lambda: self.runs_failed),
+            ("engine_job_logs_expired_total", "Job log files deleted by log retention since start.",
+             lambda: self.logs_expired),
+            ("engine_job_log_expired_bytes_total", "Bytes of job log files deleted by log retention since start.",
+             lambda: self.log_bytes_expired),
         ]
         for name, help_text, value in counters:
             add(f"# HELP {name} {help_text}")
             add(f"# TYPE {name} counter")
             add(f"{name} {value()}")
+        if log_bytes is not None:
+            add("# HELP engine_job_log_bytes Bytes of job log files on disk.")
+            add("# TYPE engine_job_log_bytes gauge")
+            add(f"engine_job_log_bytes {log_bytes}")
         add("# HELP engine_journal_healthy 1 while the journal accepts appends, else 0.")
         add("# TYPE engine_journal_healthy gauge")
         add(f"engine_journal_healthy {int(journal_healthy)}")

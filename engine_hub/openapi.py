@@ -190,7 +190,9 @@ def _ops() -> list[Operation]:
                         _limit(MAX_READ_LINES, MAX_READ_LINES), ACTOR),
             summary="A job's captured stdout/stderr, oldest first.",
             responses={"200": response("Lines after the cursor.", ref("LogPage")),
-                       **errors(NO_JOB, UNKNOWN_QUERY, BAD_QUERY, *SUBMIT_AUTH)},
+                       **errors(NO_JOB, UNKNOWN_QUERY, BAD_QUERY, *SUBMIT_AUTH,
+                                ErrorCase(status=404, code=E.LOG_EXPIRED,
+                                          when="log retention deleted the job's output (the job stays)"))},
         ),
         # -- compatibility with the original system --
         *(Operation(

@@ -19,7 +19,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from engine_hub.auth import principal, source
-from engine_hub.errors import EngineError, InvalidField
+from engine_hub.errors import EngineError, InvalidField, LogExpired
 from engine_hub.joblogs import MAX_READ_LINES
 from engine_hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine_hub.page_cache import PAGE_CACHE, Page
@@ -199,10 +199,17 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 
 async def job_logs(request: web.Request) -> web.Response:
-    """``GET /api/jobs/{id}/logs?after=N&limit=M``: ``{"lines", "next", "truncated"}``, oldest first."""
+    """``GET /api/jobs/{id}/logs?after=N&limit=M``: ``{"lines", "next", "truncated"}``, oldest first.
+
+    404 ``log_expired`` when log retention has deleted the job's output (the job itself stays).
+    """
     reject_unknown_query(request, ("after", "limit"))
     service = request.app[SERVICE]
-    job_id = service.get(request.match_info["id"]).id
+    entry = service.get(request.match_info["id"])
+    if entry.log_expired:
+        raise LogExpired(f"the output of job {entry.id} was deleted by log retention; the job and its "
+                         "history are kept")
+    job_id = entry.id
     after = parse_int_query(request, "after", default=0, low=0, high=MAX_CURSOR, error=EngineError)
     limit = parse_int_query(request, "limit", default=MAX_READ_LINES, low=1, high=MAX_READ_LINES, error=EngineError)
     return web.json_response(service.logs.read(job_id, after=after, limit=limit).to_json())
@@ -235,7 +242,8 @@ async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics``: Prometheus text exposition."""
     service = request.app[SERVICE]
     counts = {status: service.store.count(status) for status in JobStatus}
-    text = service.metrics.render(jobs_by_status=counts, journal_healthy=service.journal.healthy)
+    text = service.metrics.render(jobs_by_status=counts, journal_healthy=service.journal.healthy,
+                                  log_bytes=service.logs.disk_bytes)
     return web.Response(text=text, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 

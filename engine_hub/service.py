@@ -83,7 +83,8 @@ class JobService:
 
         A job RUNNING in the journal was running when the previous engine
         stopped; its process is gone with it (runs never outlive the engine),
-        so it becomes FAILED with actor ``system``. Nothing is ever run here.
+        so it becomes FAILED with actor ``system``, and a torn last line its
+        log may end with is cut off. Nothing is ever run here.
         """
         self._catalog = catalog
         self._journal = journal
@@ -95,6 +96,7 @@ class JobService:
             await self._commit(action=Action.JOB_INTERRUPTED, actor=SYSTEM_ACTOR, source=ENGINE_SOURCE,
                                job_id=job_id, data={"status": str(JobStatus.FAILED), "error": INTERRUPTED_ERROR})
             log.warning("job_interrupted", job_id=job_id, error=INTERRUPTED_ERROR)
+            self.logs.repair(job_id)  # the crash may have cut its log mid-line
         log.info("store_recovered", records=count, jobs=len(self.store), interrupted=len(interrupted))
 
     async def close(self) -> None:
@@ -132,6 +134,15 @@ class JobService:
                                    data=job.to_json())
         self.metrics.jobs_created += 1
         return entry
+
+    async def expire_log(self, *, job_id: str, data: dict[str, Any]) -> JobEntry:
+        """Journal (actor ``system``) that log retention deletes a finished job's output; the caller then deletes it.
+
+        Raises 503 ``journal_unavailable`` when the journal refuses the record
+        (see :mod:`engine_hub.log_retention`).
+        """
+        return await self._commit(action=Action.LOG_EXPIRED, actor=SYSTEM_ACTOR, source=ENGINE_SOURCE,
+                                  job_id=job_id, data=data)
 
     def job_type(self, type_name: str) -> JobType:
         """Return a catalog type or raise 400 ``unknown_type`` listing the allowed ones."""

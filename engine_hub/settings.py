@@ -25,6 +25,8 @@ DEFAULT_SNAPSHOT_RECORDS = 50_000
 DEFAULT_SNAPSHOT_SECONDS = 600.0
 DEFAULT_RETENTION_DAYS = 400
 DEFAULT_LOG_MAX_BYTES = 10 * 1024 * 1024
+#: Longest log retention accepted (days); the retention is off unless set.
+MAX_LOG_RETENTION_DAYS = 36_500
 
 
 @attrs.frozen(kw_only=True)
@@ -42,6 +44,9 @@ class Settings:
     records, or ``snapshot_seconds`` after the last one if anything changed,
     and at a clean stop; journal segments older than ``retention_days`` that
     a snapshot covers are deleted. ``log_max_bytes`` caps each job's log file.
+    ``log_retention_days`` (``None``: off; may be fractional) deletes the log
+    files of jobs that finished longer ago than that (durable mode only; see
+    :mod:`engine_hub.log_retention`).
     ``ephemeral`` keeps everything in memory instead and writes no files
     (except the generated token file when no token is configured).
 
@@ -62,3 +67,4 @@ class Settings:
     snapshot_seconds: float = DEFAULT_SNAPSHOT_SECONDS
     retention_days: int = DEFAULT_RETENTION_DAYS
     log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
+    log_retention_days: float | None = None

@@ -98,6 +98,7 @@ def _columns(entries: list[JobEntry]) -> bytes:
         "type": [type_index[e.type] for e in entries], "status": [status_index[e.status] for e in entries],
         "pid": [e.pid for e in entries], "canceller": [e.cancel_requested_by for e in entries],
         "truncated": [int(e.log_truncated) for e in entries], "size": [len(e.stored) for e in entries],
+        "logExpired": [int(e.log_expired) for e in entries],
     }
     return json.dumps(columns, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
@@ -197,9 +198,13 @@ def _build(columns: dict[str, Any], stored: list[bytes]) -> list[JobEntry]:
     if not all(len(columns[name]) == count for name in ("seq", "id", "type", "status", "pid", "canceller",
                                                          "truncated")):
         raise ValueError("columns and jobs differ in length")
+    # Snapshots written before log retention existed have no logExpired column: no log had expired.
+    expired = columns.get("logExpired") or [0] * count
+    if len(expired) != count:
+        raise ValueError("columns and jobs differ in length")
     return list(map(JobEntry, columns["seq"], columns["id"], [types[i] for i in columns["type"]],
                     [statuses[i] for i in columns["status"]], stored, columns["pid"], columns["canceller"],
-                    [bool(t) for t in columns["truncated"]]))
+                    [bool(t) for t in columns["truncated"]], [bool(e) for e in expired]))
 
 
 def remove_unreferenced(state_dir: Path, journal_dir: Path) -> None:

@@ -182,7 +182,7 @@ class JobStore:
         elif action is Action.JOB_STARTED:
             # Built directly: NamedTuple._replace is several times slower, and replay does this a lot.
             new = JobEntry(entry.seq, entry.id, entry.type, entry.status, entry.stored, int(data["pid"]),
-                           entry.cancel_requested_by, entry.log_truncated)
+                           entry.cancel_requested_by, entry.log_truncated, entry.log_expired)
         elif action is Action.CANCEL_REQUESTED:
             # Audit-only when the run ended meanwhile (the request raced the exit): no change.
             if entry.status is not JobStatus.RUNNING or entry.cancel_requested_by is not None:
@@ -190,6 +190,11 @@ class JobStore:
             # The first canceller is the one the run reports ("cancelled by <first>").
             new = entry._replace(cancel_requested_by=record.actor)
             self._legacy_log(LogLevel.WARN, f"Cancel requested by {record.actor}", entry.id, at)
+        elif action is Action.LOG_EXPIRED:
+            # Retention deletes the output of finished runs only; a live run's log is still written.
+            if TRANSITIONS[entry.status]:
+                raise StoreError(f"{action}: job {entry.id} is {entry.status}, not finished")
+            new = entry._replace(log_expired=True)
         else:  # Action.LOG_TRUNCATED
             new = entry._replace(log_truncated=True)
         self._put(entry, new)
@@ -257,7 +262,7 @@ class JobStore:
         # A run's pid matters only while it runs (the journal keeps it): a finished job drops it.
         pid = entry.pid if TRANSITIONS[to] else None
         return JobEntry(entry.seq, entry.id, entry.type, to, encoded, pid, entry.cancel_requested_by,
-                        entry.log_truncated)
+                        entry.log_truncated, entry.log_expired)
 
     def _put(self, old: JobEntry, new: JobEntry) -> None:
         self._entries[new.id] = new

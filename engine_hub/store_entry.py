@@ -45,7 +45,8 @@ class JobEntry(NamedTuple):
     order), packed when the job is cold: read it through :attr:`encoded`.
     ``pid`` is the run's process id while it runs,
     ``cancel_requested_by`` the first canceller of the run, ``log_truncated``
-    whether the run's output hit its cap.
+    whether the run's output hit its cap, ``log_expired`` whether log
+    retention deleted the run's output (``log_expired`` record).
     """
 
     seq: int
@@ -56,6 +57,7 @@ class JobEntry(NamedTuple):
     pid: int | None = None
     cancel_requested_by: str | None = None
     log_truncated: bool = False
+    log_expired: bool = False
 
     @property
     def encoded(self) -> bytes:

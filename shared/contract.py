@@ -52,6 +52,7 @@ class ErrorCode(enum.StrEnum):
     TYPE_BUSY = "type_busy"
     NOT_READY = "not_ready"
     NOT_RUNNING = "not_running"
+    LOG_EXPIRED = "log_expired"
     JOURNAL_UNAVAILABLE = "journal_unavailable"
     CSRF = "csrf"
     SAFE_MODE = "safe_mode"

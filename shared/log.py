@@ -6,6 +6,11 @@ line is the hottest log call in the system, and structlog's default chain
 (plus a flush per line) costs more than the request itself. Lines are written
 to a buffered stream and flushed at most every ``FLUSH_INTERVAL`` seconds, at
 once for warnings and errors, and at exit.
+
+When JSON lines go to a regular file (``>> engine.log``, systemd's
+``StandardOutput=append:``), a partial last line that a killed predecessor
+left there is cut off at start-up with a ``log_torn_tail_truncated``
+warning (:mod:`shared.torn`), so no line is ever glued onto a fragment.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import IO, Any, TextIO
 
 import structlog
 from structlog.typing import EventDict, WrappedLogger
+
+from shared.torn import drop_torn_tail
 
 FLUSH_INTERVAL = 0.25
 #: Lines collected before they are handed to the stream in one write.
@@ -168,6 +175,21 @@ def configure_logging(*, json_output: bool | None = None, level: str = "info", s
         logger_factory=logger_factory,
         cache_logger_on_first_use=False,
     )
+    if json_output:
+        _drop_torn_output(out)
+
+
+def _drop_torn_output(out: IO[str]) -> None:
+    # A previous process killed mid-write may have left part of a line at the end of a log file
+    # this one appends to: cut it off (as the journal does), or our first line would continue it.
+    try:
+        out.flush()
+        fd = out.fileno()
+    except (OSError, ValueError):  # no file behind the stream (a StringIO) or closed
+        return
+    cut = drop_torn_tail(fd)
+    if cut:
+        structlog.get_logger("log").warning("log_torn_tail_truncated", bytes=cut)
 
 
 # default=str so that an odd value (a Path, an exception) never kills a log call. One encoder

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -81,7 +80,8 @@ class Engine:
 
     def start(self, *, timeout: float = 30.0) -> Engine:
         """Start the engine and wait until it listens (raises with its log if it exits first)."""
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        # New output starts after the last whole line: the engine cuts off a torn one a kill left.
+        offset = self.log_path.read_bytes().rfind(b"\n") + 1 if self.log_path.exists() else 0
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.argv(), stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
                                      stdin=subprocess.DEVNULL)
@@ -177,19 +177,10 @@ class Engine:
 
 
 def _json_line(line: bytes) -> dict[str, Any]:
-    """Parse one JSON log line, skipping a torn fragment glued before it.
-
-    An engine killed with SIGKILL may leave its last buffered write half
-    done; the next engine's first line then continues the fragment's line.
-    """
-    for match in re.finditer(rb"\{", line):
-        try:
-            value = json.loads(line[match.start():])
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    raise AssertionError(f"no JSON object in log line {line!r}")
+    """Parse one JSON log line strictly: a torn fragment left by a SIGKILL is cut off by the next engine."""
+    value = json.loads(line)
+    assert isinstance(value, dict), line
+    return value
 
 
 def job_processes(job_ids: set[str]) -> Iterator[int]:

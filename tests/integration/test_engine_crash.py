@@ -4,8 +4,10 @@ After every restart: each acknowledged creation and run is there; no job the
 test never sent appears; jobs that were RUNNING are FAILED ``interrupted:
 engine restarted`` by ``system`` and nothing is RUNNING; no job ran twice (a
 side-effect file per job id counts runs); no job process outlives its
-engine. Requests in flight at the kill may or may not have landed: that is
-the contract (see docs/journal.md), so they are only checked for "at most".
+engine; no log file (the engine's own output, read strictly by
+:meth:`Engine.events`, or a job's) ends in a torn line. Requests in flight at
+the kill may or may not have landed: that is the contract (see
+docs/journal.md), so they are only checked for "at most".
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ def check_after_restart(engine: Engine, ledger: Ledger, runs_dir: Path) -> dict[
     twice = {job_id: n for job_id, n in runs.items() if n > 1}
     assert not twice, f"jobs that ran more than once: {twice}"
     assert set(runs) <= not_ready, "a job process started without a durable run request"
+    torn = [p.name for p in (engine.data_dir / "logs").glob("*.log") if not p.read_bytes().endswith(b"\n")
+            and p.stat().st_size]
+    assert not torn, f"job logs ending in a torn line after a restart: {torn}"
     return jobs  # type: ignore[return-value]
 
 

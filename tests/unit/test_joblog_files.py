@@ -11,6 +11,16 @@ def texts(logs: FileJobLogs, job_id: str, after: int = 0, limit: int = 5000) -> 
     return [line["text"] for line in logs.read(job_id, after=after, limit=limit).lines]
 
 
+def torn_log(directory: Path) -> None:
+    """Write job ``j``'s log: one whole line, then part of a second one (a crash mid-write)."""
+    logs = FileJobLogs(directory)
+    logs.open()
+    logs.append("j", "stdout", "whole")
+    logs.finish("j")
+    with open(directory / "j.log", "ab") as f:
+        f.write(b"2\t2025-01-01T00:00:00.000Z\tstdout\thal")
+
+
 class TestFileJobLogs:
     async def test_lines_survive_a_new_instance_and_reads_seek(self, tmp_path: Path) -> None:
         """600 lines: after=N/limit page correctly, live and from a fresh instance (a restart)."""
@@ -44,10 +54,34 @@ class TestFileJobLogs:
 
     async def test_torn_last_line_is_not_served(self, tmp_path: Path) -> None:
         """A last line without its newline (a crash mid-write) is ignored."""
+        torn_log(tmp_path)
+        assert texts(FileJobLogs(tmp_path), "j") == ["whole"]
+
+
+class TestTornTail:
+    async def test_append_after_a_torn_line_starts_a_new_line(self, tmp_path: Path) -> None:
+        """A torn last line is cut before the next append, so the new line is not glued onto it."""
+        torn_log(tmp_path)
+        again = FileJobLogs(tmp_path)
+        again.open()
+        again.append("j", "stderr", "next")
+        again.finish("j")
+        page = FileJobLogs(tmp_path).read("j")
+        assert [(l["seq"], l["stream"], l["text"]) for l in page.lines] == [(1, "stdout", "whole"),
+                                                                           (2, "stderr", "next")]
+
+    async def test_repair_cuts_the_fragment_and_counts_it(self, tmp_path: Path) -> None:
+        """repair() cuts the bytes after the last line break, returns how many, and keeps disk_bytes exact."""
         logs = FileJobLogs(tmp_path)
         logs.open()
-        logs.append("j", "stdout", "whole")
+        logs.append("j", "stdout", "x" * 70_000)  # longer than one look-back block
         logs.finish("j")
+        whole = (tmp_path / "j.log").read_bytes()
         with open(tmp_path / "j.log", "ab") as f:
-            f.write(b"2\t2025-01-01T00:00:00.000Z\tstdout\thal")
-        assert texts(FileJobLogs(tmp_path), "j") == ["whole"]
+            f.write(b"2\t2025-01-01T00:00:00.000Z\tstdout\t" + b"y" * 100_000)
+        again = FileJobLogs(tmp_path)
+        again.open()
+        assert again.disk_bytes == len(whole) + 100_034
+        assert again.repair("j") == 100_034
+        assert (tmp_path / "j.log").read_bytes() == whole and again.disk_bytes == len(whole)
+        assert again.repair("j") == 0 and again.repair("missing") == 0

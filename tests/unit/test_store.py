@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from engine_hub.snapshots import _build
 from engine_hub.store import ENGINE_LOG_SIZE, RESULT_OK, JobStore, StoreError
 from shared.contract import HistoryEntry, Job, JobStatus, new_job_id, utcnow
 from shared.journal import GENESIS, Record, make_record
@@ -69,6 +70,8 @@ class TestApply:
         [("run_requested", {}), ("job_finished", {"status": "FAILED"})],  # FAILED needs an error
         [("run_requested", {}), ("job_finished", {"status": "BOGUS"})],
         [("job_interrupted", {"error": "x"})],
+        [("log_expired", {"bytes": 1})],  # a READY job's log is never expired
+        [("run_requested", {}), ("log_expired", {"bytes": 1})],  # nor a RUNNING one's
         [("no_such_action", {})],
     ])
     def test_forbidden_records_raise_and_change_nothing(self, steps: list[tuple[str, dict[str, Any]]]) -> None:
@@ -85,6 +88,19 @@ class TestApply:
         with pytest.raises(StoreError):
             store.apply(chain.add(bad_action, job_id, bad_data))
         assert (_snapshot(store), store.engine_logs(100), store.results(100)) == before
+
+    def test_log_expired_marks_a_finished_job_only(self) -> None:
+        """log_expired sets log_expired on a finished job and leaves its wire JSON and status alone."""
+        store, chain = JobStore(), Chain()
+        created = chain.created()
+        job_id = created.job_id
+        assert job_id is not None
+        store.apply(created)
+        store.apply(chain.add("run_requested", job_id, {"runBy": "bob"}))
+        done = store.apply(chain.add("job_finished", job_id, {"status": "DONE", "exitCode": 0, "error": None}))
+        expired = store.apply(chain.add("log_expired", job_id, {"bytes": 10, "retentionDays": 30}, actor="system"))
+        assert (done.log_expired, expired.log_expired) == (False, True)
+        assert (expired.status, expired.encoded) == (JobStatus.DONE, done.encoded)
 
     def test_created_must_be_new_ready_and_consistent(self) -> None:
         """job_created is refused for a duplicate id, a non-READY job, mismatched ids or missing fields."""
@@ -204,3 +220,15 @@ class TestLegacyViews:
         assert len(logs) == ENGINE_LOG_SIZE
         assert last is not None and logs[-1]["jobId"] == last.job_id
         assert store.engine_logs(3) == logs[-3:]
+
+
+class TestSnapshotColumns:
+    def test_snapshot_without_log_expired_column_loads(self) -> None:
+        """A job table written before log retention existed (no logExpired column) loads with no log expired."""
+        columns: dict[str, Any] = {"types": ["t"], "statuses": [str(s) for s in JobStatus], "seq": [1, 2],
+                                   "id": ["a", "b"], "type": [0, 0], "status": [2, 3], "pid": [None, None],
+                                   "canceller": [None, None], "truncated": [0, 1]}
+        assert [e.log_expired for e in _build(columns, [b"{}", b"{}"])] == [False, False]
+        assert [e.log_expired for e in _build({**columns, "logExpired": [0, 1]}, [b"{}", b"{}"])] == [False, True]
+        with pytest.raises(ValueError, match="differ in length"):
+            _build({**columns, "logExpired": [1]}, [b"{}", b"{}"])
