@@ -63,10 +63,14 @@ class Server:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=env, preexec_fn=limit_files)
         deadline = time.monotonic() + 30
-        while not any(e["event"] == f"{kind}_listening" for e in self.events()):
-            assert self.proc.poll() is None, f"{kind} exited:\n{self.output()}"
-            assert time.monotonic() < deadline, f"{kind} did not start:\n{self.output()}"
-            time.sleep(0.05)
+        try:
+            while not any(e["event"] == f"{kind}_listening" for e in self.events()):
+                assert self.proc.poll() is None, f"{kind} exited:\n{self.output()}"
+                assert time.monotonic() < deadline, f"{kind} did not start:\n{self.output()}"
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
 
     def output(self) -> str:
         """Everything the process printed so far."""
@@ -261,9 +265,23 @@ class TestAcceptErrors:
         """Out of descriptors, accept() errors make one log line (and a count at exit), not a traceback each."""
         # A configured cap above the fd limit: the one way clients alone can exhaust descriptors.
         server = Server(kind, tmp_path, "--max-connections", "1000", "--header-timeout", "30", nofile=64)
+        try:
+            self._exhaust_descriptors(server)
+        finally:
+            status = server.stop()
+        assert status == 0, server.output()
+        failed = server.events("accept_failed")
+        assert failed[0]["errno"] == "EMFILE" and failed[0]["suppressed"] == 0
+        assert len(failed) == 2 and failed[1]["suppressed"] > 0, failed
+        assert "Traceback" not in server.output()
+        assert "out of system resource\n" not in server.output()
+
+    @staticmethod
+    def _exhaust_descriptors(server: Server) -> None:
+        """Hold 100 connections until accept() has failed for a while, then let go and wait for /healthz."""
+        assert server.events("max_connections_above_fd_limit")
         socks: list[socket.socket] = []
         try:
-            assert server.events("max_connections_above_fd_limit")
             for _ in range(100):  # connect() completes in the kernel's backlog even when not accepted
                 socks.append(server.connect())
             deadline = time.monotonic() + 5
@@ -278,14 +296,8 @@ class TestAcceptErrors:
         while True:
             try:
                 if server.healthz() == 200:
-                    break
+                    return
             except OSError:
                 pass
             assert time.monotonic() < deadline, server.output()
             time.sleep(0.1)
-        assert server.stop() == 0, server.output()
-        failed = server.events("accept_failed")
-        assert failed[0]["errno"] == "EMFILE" and failed[0]["suppressed"] == 0
-        assert len(failed) == 2 and failed[1]["suppressed"] > 0, failed
-        assert "Traceback" not in server.output()
-        assert "out of system resource\n" not in server.output()

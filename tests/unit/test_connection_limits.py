@@ -6,11 +6,16 @@ import asyncio
 import errno
 import resource
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
+from admin_gateway.config import resolve_settings
+from admin_gateway.settings import Settings as GatewaySettings
+from admin_gateway.settings import SettingsError
+from engine_hub.settings import Settings as EngineSettings
 from shared.connection_limits import (
     DEFAULT_MAX_CONNECTIONS,
     FD_RESERVE,
@@ -138,3 +143,24 @@ class TestAiohttpHooks:
     def test_aiohttp_still_has_what_the_header_timeout_reads(self) -> None:
         """The installed aiohttp's connection protocol has the internals shared.server relies on."""
         check_aiohttp_hooks()
+
+
+class TestGatewaySettings:
+    def test_config_file_and_flags_set_the_limits(self, tmp_path: Path) -> None:
+        """``max_connections``, ``header_timeout`` and ``keepalive_timeout`` come from the TOML file, flags win."""
+        config = tmp_path / "gateway.toml"
+        config.write_text("[gateway]\nmax_connections = 300\nheader_timeout = 5\nkeepalive_timeout = 90.5\n")
+        settings = resolve_settings({"config": str(config), "header_timeout": 2.5}, {"ENGINE_HUB_TOKEN": "tok"})
+        assert ConnectionLimits.of(settings) == ConnectionLimits(max_connections=300, header_timeout=2.5,
+                                                                 keepalive_timeout=90.5)
+
+    def test_defaults_match_the_shared_ones(self) -> None:
+        """Without configuration the gateway and the engine use the same limits."""
+        gateway = GatewaySettings(engine_token="tok")
+        assert ConnectionLimits.of(gateway) == ConnectionLimits.of(EngineSettings()) == ConnectionLimits()
+
+    @pytest.mark.parametrize("values", [{"max_connections": 0}, {"header_timeout": 0}, {"keepalive_timeout": -1}])
+    def test_nonsense_is_one_clear_error(self, values: dict[str, Any]) -> None:
+        """A cap below 1 or a timeout that is not positive stops the gateway with a settings error."""
+        with pytest.raises(SettingsError, match=next(iter(values))):
+            resolve_settings({"config": None, **values}, {"ENGINE_HUB_TOKEN": "tok"})
