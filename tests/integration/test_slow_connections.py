@@ -27,8 +27,8 @@ import pytest
 from tests.e2e.harness import free_port
 
 CAP = 50
-HEADER = 1.5
-KEEPALIVE = 3.0
+HEADER = 2.0
+KEEPALIVE = 3.5
 #: Slack for a loaded machine on every "closed at about this time" bound.
 SLACK = 1.0
 TOKEN = "slow-connections-token-0123456789abcdef"
