@@ -9,6 +9,7 @@ stops the gateway before it starts.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import ipaddress
 import json
@@ -19,10 +20,13 @@ from pathlib import Path
 from typing import NoReturn
 
 import structlog
+from aiohttp import web
 
 from shared.audit_cli import add_audit_commands, run_audit
 from shared.journal import JournalError
+from shared.connection_limits import ConnectionLimits
 from shared.log import configure_logging
+from shared.server import serving
 
 from .audit import AUDIT_SUBDIR
 from .config import resolve_settings
@@ -68,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
                        metavar="ADDR[/BITS]", help="a proxy whose X-Forwarded-For/-Proto are believed (repeatable)")
     serve.add_argument("--allowed-origin", dest="allowed_origins", action="append", default=[], metavar="ORIGIN",
                        help="extra origin accepted on POST, e.g. https://admin.example.com (repeatable)")
+    serve.add_argument("--max-connections", type=int, help="cap on open client connections; past it new ones "
+                       "get 503 and are closed (default 1024, lowered to fit the open-files limit)")
+    serve.add_argument("--header-timeout", type=float, help="seconds a client has to send a whole request head "
+                       "(default 10)")
+    serve.add_argument("--keepalive-timeout", type=float, help="seconds an idle kept-alive connection stays open "
+                       "(default 75)")
     serve.add_argument("--log-level", default="info")
 
     users = sub.add_parser("users", help="manage users")
@@ -162,8 +172,6 @@ def _is_loopback(host: str) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from aiohttp import web
-
     from .app import create_app
 
     settings = settings_from_args(args, os.environ)
@@ -175,7 +183,16 @@ def _serve(args: argparse.Namespace) -> None:
                     hint="serve it behind a TLS proxy (--trusted-proxy) so session cookies are Secure")
     log.info("gateway_starting", url=f"http://{settings.host}:{settings.port}/", engine_url=settings.engine_url,
              safe_mode=settings.safe_mode, data_dir=str(settings.data_dir), session_backend=settings.session_backend)
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
+    asyncio.run(_run(app, settings))
+
+
+async def _run(app: web.Application, settings: Settings) -> None:
+    log = structlog.get_logger("gateway")
+    async with serving(app, host=settings.host, port=settings.port, limits=ConnectionLimits.of(settings)) as server:
+        for url in server.urls:
+            log.info("gateway_listening", url=url)
+        await server.until_stopped()
+        log.info("gateway_stopping")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -15,6 +15,8 @@ from typing import Literal
 import attrs
 from aiohttp import web
 
+from shared.connection_limits import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT
+
 SessionBackend = Literal["embedded", "redis"]
 
 #: The only spellings that turn SAFE_MODE off (case-insensitive, surrounding blanks ignored).
@@ -96,6 +98,11 @@ class Settings:
     max_sessions: int = attrs.field(default=100_000, validator=_positive_int)
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: Client connections (shared.connection_limits.ConnectionLimits): the cap (None: 1024, fitted
+    #: to the fd limit), seconds to send a whole request head, seconds a kept-alive connection idles.
+    max_connections: int | None = attrs.field(default=None, validator=attrs.validators.optional(_positive_int))
+    header_timeout: float = attrs.field(default=DEFAULT_HEADER_TIMEOUT, validator=_positive)
+    keepalive_timeout: float = attrs.field(default=DEFAULT_KEEPALIVE_TIMEOUT, validator=_positive)
 
 
 #: The app's settings.

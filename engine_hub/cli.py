@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from engine_hub.settings import (
     MAX_LOG_RETENTION_DAYS,
     Settings,
 )
+from shared.connection_limits import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT, ConnectionLimits
 
 # The server's imports (aiohttp, structlog) are deferred to ``serve``: client commands
 # start in a fraction of the time without them.
@@ -127,6 +127,13 @@ def _add_serve(sub: Any) -> None:
                         "default: keep them)")
     p.add_argument("--kill-grace", type=_positive_float, default=5.0,
                    help="seconds between SIGTERM and SIGKILL when a run is stopped (default 5)")
+    p.add_argument("--max-connections", type=_count(1, 1_000_000), default=None,
+                   help="cap on open client connections; past it new ones get 503 and are closed "
+                        "(default 1024, lowered to fit the open-files limit)")
+    p.add_argument("--header-timeout", type=_positive_float, default=DEFAULT_HEADER_TIMEOUT,
+                   help=f"seconds a client has to send a whole request head (default {DEFAULT_HEADER_TIMEOUT:g})")
+    p.add_argument("--keepalive-timeout", type=_positive_float, default=DEFAULT_KEEPALIVE_TIMEOUT,
+                   help=f"seconds an idle kept-alive connection stays open (default {DEFAULT_KEEPALIVE_TIMEOUT:g})")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=_cmd_serve)
 
@@ -142,7 +149,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                         ephemeral=args.ephemeral, kill_grace=args.kill_grace, log_level=args.log_level,
                         token_file=args.token_file, snapshot_records=args.snapshot_records,
                         snapshot_seconds=float(args.snapshot_seconds), retention_days=args.retention_days,
-                        log_max_bytes=args.log_max_bytes, log_retention_days=args.log_retention_days)
+                        log_max_bytes=args.log_max_bytes, log_retention_days=args.log_retention_days,
+                        max_connections=args.max_connections, header_timeout=args.header_timeout,
+                        keepalive_timeout=args.keepalive_timeout)
     configure_logging(level=settings.log_level)
     try:
         asyncio.run(serve(settings))
@@ -162,30 +171,18 @@ async def serve(settings: Settings) -> None:
     ``OSError`` when the address cannot be bound.
     """
     import structlog
-    from aiohttp import web
 
     from engine_hub.app import create_app
     from engine_hub.heap import settle_heap
+    from shared.server import serving
 
     log = structlog.get_logger("engine.cli")
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
-    await runner.setup()
-    settle_heap()
-    try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
-        for address in runner.addresses:
-            host, port = address[0], address[1]
-            shown = f"[{host}]" if ":" in host else host
-            log.info("engine_listening", url=f"http://{shown}:{port}")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
+    async with serving(create_app(settings), host=settings.host, port=settings.port,
+                       limits=ConnectionLimits.of(settings), after_setup=settle_heap) as server:
+        for url in server.urls:
+            log.info("engine_listening", url=url)
+        await server.until_stopped()
         log.info("engine_stopping")
-    finally:
-        await runner.cleanup()
 
 
 def _add_audit(sub: Any) -> None:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import attrs
 
+from shared.connection_limits import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8090
 DEFAULT_DATA_DIR = Path("var/engine")
@@ -52,6 +54,10 @@ class Settings:
 
     ``kill_grace`` is the time between SIGTERM and SIGKILL when a run is
     cancelled or times out. ``log_level`` is a stdlib level name.
+
+    ``max_connections`` (``None``: the default, fitted to the fd limit),
+    ``header_timeout`` and ``keepalive_timeout`` limit client connections
+    (:class:`shared.connection_limits.ConnectionLimits`).
     """
 
     host: str = DEFAULT_HOST
@@ -68,3 +74,6 @@ class Settings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
     log_retention_days: float | None = None
+    max_connections: int | None = None
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT

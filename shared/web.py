@@ -267,7 +267,10 @@ async def read_json_object(request: web.Request, *, allowed: Iterable[str] | Non
     """
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise error(f"body is larger than {MAX_BODY} bytes", status=413, code=ErrorCode.PAYLOAD_TOO_LARGE)
-    raw = await request.content.read(MAX_BODY + 1)
+    # read(n) returns what has arrived so far: a body in several TCP segments needs several reads.
+    raw = b""
+    while len(raw) <= MAX_BODY and (chunk := await request.content.read(MAX_BODY + 1 - len(raw))):
+        raw += chunk
     if len(raw) > MAX_BODY:
         raise error(f"body is larger than {MAX_BODY} bytes", status=413, code=ErrorCode.PAYLOAD_TOO_LARGE)
     if not raw.strip():

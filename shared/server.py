@@ -1,0 +1,346 @@
+"""Serving an app until SIGINT/SIGTERM, with limits on client connections: both processes' one way to listen.
+
+aiohttp by itself accepts every connection, keeps a silent one for an hour
+(its keep-alive timeout) and has no timeout for a request head that trickles
+in, so a few thousand slow clients hold as many file descriptors until the
+process cannot accept anything any more. :func:`serving` adds:
+
+- a cap on open connections (:class:`~shared.connection_limits.ConnectionLimits`,
+  kept below ``RLIMIT_NOFILE``): past it a new connection gets a ``503`` and
+  is closed at once, holding no descriptor and leaving no client hanging;
+- a header-read timeout: a connection whose request head is not complete
+  within ``header_timeout`` of its start (or of the first byte of a later
+  request) gets a ``408`` if it sent anything and is closed;
+- aiohttp's own keep-alive timeout, set from the limits;
+- one log line per interval, with the count of the ones left out, for
+  repeated accept errors (asyncio logs each one, with a traceback) and for
+  refused and timed-out connections.
+
+The header timeout hooks into aiohttp's connection protocol
+(``web_protocol.RequestHandler``): :func:`check_aiohttp_hooks` names the
+internals it relies on and stops the process at start if an aiohttp upgrade
+removed them; ``tests/integration/test_slow_connections.py`` proves the
+behaviour against real processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import signal
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final
+
+import attrs
+import structlog
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from shared.connection_limits import ConnectionLimits, FdPlan, apply_fd_limit
+from shared.contract import ErrorCode, error_body
+
+log = structlog.get_logger("server")
+
+#: errno values of an ``accept()`` (or any socket call) that failed for want of resources.
+RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Private attributes of aiohttp's ``RequestHandler`` that the header timeout reads.
+AIOHTTP_HOOKS: Final = ("_request_count", "_waiter")
+
+
+def check_aiohttp_hooks() -> None:
+    """Raise ``RuntimeError`` if aiohttp's connection protocol lacks what the header timeout relies on."""
+    slots = set(getattr(RequestHandler, "__slots__", ()))
+    missing = [name for name in AIOHTTP_HOOKS if name not in slots]
+    if missing:
+        raise RuntimeError(f"this aiohttp no longer has RequestHandler.{', '.join(missing)}: "
+                           "shared/server.py's header timeout needs to be adapted to it")
+
+
+class CoalescedLog:
+    """One log event that may happen thousands of times a second, written at most once per interval.
+
+    The first occurrence in a quiet period is logged at once with
+    ``suppressed=0``; later ones within ``interval`` seconds are only
+    counted, and when the interval ends one line with ``suppressed=N`` (and
+    the context of the latest occurrence) stands for them and starts the
+    next interval. :meth:`close` writes a pending count. Must be used on the
+    event loop it was created on.
+    """
+
+    def __init__(self, event: str, *, level: str, interval: float) -> None:
+        self._event = event
+        self._emit: Callable[..., Any] = getattr(log, level)
+        self._interval = interval
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._suppressed = 0
+        self._context: dict[str, Any] = {}
+
+    def hit(self, **context: Any) -> None:
+        """Record one occurrence with its key-value context."""
+        if self._timer is None:
+            self._emit(self._event, suppressed=0, **context)
+            self._timer = self._loop.call_later(self._interval, self._interval_over)
+        else:
+            self._suppressed += 1
+            self._context = context
+
+    def _interval_over(self) -> None:
+        self._timer = None
+        if self._suppressed:
+            self._flush()
+            self._timer = self._loop.call_later(self._interval, self._interval_over)
+
+    def _flush(self) -> None:
+        count, self._suppressed = self._suppressed, 0
+        self._emit(self._event, suppressed=count, **self._context)
+
+    def close(self) -> None:
+        """Stop the interval timer and log what was counted since the last line."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._suppressed:
+            self._flush()
+
+
+class AcceptErrorHandler:
+    """An event loop exception handler that coalesces resource errors (EMFILE & co.) into one line per interval.
+
+    asyncio reports each failed ``accept()`` to the loop's exception handler,
+    whose default writes a traceback per call, and a listening socket that
+    keeps failing is retried many times a second. A context whose exception
+    is an ``OSError`` with an errno in :data:`RESOURCE_ERRNOS` is counted
+    into the ``accept_failed`` event instead; every other context goes to
+    the handler that was installed before, or to the loop's default one.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self._loop = loop
+        self._previous = loop.get_exception_handler()
+        self._log = CoalescedLog("accept_failed", level="error", interval=interval)
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Handle one context reported to the loop."""
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+            self._log.hit(error=exc.strerror, errno=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
+                          message=str(context.get("message", "")))
+        elif self._previous is not None:
+            self._previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    def install(self) -> None:
+        """Make this the loop's exception handler."""
+        self._loop.set_exception_handler(self)
+
+    def uninstall(self) -> None:
+        """Put the previous handler back and log what is still counted."""
+        self._loop.set_exception_handler(self._previous)
+        self._log.close()
+
+
+def _raw_response(status: int, reason: str, message: str, code: ErrorCode, *headers: str) -> bytes:
+    """A complete HTTP/1.1 error response that closes the connection, for a connection without a request."""
+    body = json.dumps(error_body(message, code), separators=(",", ":")).encode()
+    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json; charset=utf-8",
+            f"Content-Length: {len(body)}", "Connection: close", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class _Gate:
+    """The state a process's connections share: how many are open, the cap, the header timeout, their logs."""
+
+    def __init__(self, limits: ConnectionLimits, max_connections: int) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.cap = max_connections
+        self.open = 0
+        self.header_timeout = limits.header_timeout
+        self.busy = _raw_response(503, "Service Unavailable", "too many connections; try again shortly",
+                                  ErrorCode.THROTTLED, "Retry-After: 1")
+        self.too_slow = _raw_response(408, "Request Timeout", "request head not complete in time",
+                                      ErrorCode.BAD_REQUEST)
+        self.refused = CoalescedLog("connection_refused", level="warning", interval=limits.log_interval)
+        self.timed_out = CoalescedLog("request_head_timeout", level="info", interval=limits.log_interval)
+
+    def close(self) -> None:
+        """Log what the coalesced logs still count."""
+        self.refused.close()
+        self.timed_out.close()
+
+
+class _Connection(RequestHandler):
+    """aiohttp's connection protocol plus the connection cap and the header-read timeout.
+
+    The head timer runs from the connection's start, and from the first byte
+    received while aiohttp waits for the next request on a kept-alive
+    connection; it stops when aiohttp has parsed a whole head (its count of
+    parsed messages moves). When it fires while aiohttp is still waiting for
+    a request (its ``_waiter`` is pending: never while a request, its body
+    included, is being handled), the connection is closed, with a 408 if the
+    client had sent part of a head.
+    """
+
+    __slots__ = ("_gate", "_admitted", "_head_timer", "_head_started")
+
+    def __init__(self, manager: web.Server, gate: _Gate, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._gate = gate
+        self._admitted = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_started = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        gate = self._gate
+        if gate.open >= gate.cap:
+            # Accepted only to be closed: the descriptor is released in this loop iteration.
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(gate.busy)
+            transport.close()
+            gate.refused.hit(max_connections=gate.cap)
+            return
+        gate.open += 1
+        self._admitted = True
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self._gate.open -= 1
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        heads = self._request_count
+        super().data_received(data)
+        if self._request_count != heads:
+            self._stop_head_timer()
+            return
+        if not data:
+            return
+        if self._head_timer is None and self._awaiting_request():
+            self._arm_head_timer()
+        if self._head_timer is not None:
+            self._head_started = True
+
+    def _awaiting_request(self) -> bool:
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self._gate.loop.call_later(self._gate.header_timeout, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self._head_started = False
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._awaiting_request():
+            return
+        transport = self.transport
+        if self._head_started and isinstance(transport, asyncio.Transport):
+            transport.write(self._gate.too_slow)
+        self._head_started = False
+        self._gate.timed_out.hit(header_timeout=self._gate.header_timeout)
+        self.force_close()
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server making :class:`_Connection` protocols, built from the one aiohttp made."""
+
+    def __init__(self, base: web.Server, gate: _Gate) -> None:
+        super().__init__(base.request_handler, request_factory=base.request_factory,
+                         handler_cancellation=base.handler_cancellation, loop=gate.loop, **base._kwargs)
+        self._gate = gate
+
+    def __call__(self) -> RequestHandler:
+        return _Connection(self, self._gate, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    """aiohttp's application runner whose server is a :class:`_Server`."""
+
+    __slots__ = ("_gate",)
+
+    def __init__(self, app: web.Application, gate: _Gate, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._gate = gate
+
+    async def _make_server(self) -> web.Server:
+        return _Server(await super()._make_server(), self._gate)
+
+
+@attrs.frozen(kw_only=True)
+class Serving:
+    """What :func:`serving` yields: the listening URLs and the limits in force."""
+
+    urls: tuple[str, ...]
+    max_connections: int
+    fd_limit: int
+
+    async def until_stopped(self) -> None:
+        """Return when the process receives SIGINT or SIGTERM."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for signum in signals:
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+
+
+def _url(address: Any) -> str:
+    host, port = address[0], address[1]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _log_fd_plan(plan: FdPlan, limits: ConnectionLimits) -> None:
+    if plan.short:
+        log.warning("max_connections_above_fd_limit", max_connections=plan.max_connections,
+                    fd_limit=plan.soft_limit,
+                    hint="raise LimitNOFILE (ulimit -n) or lower max_connections, or accept() may fail with EMFILE")
+    log.info("connection_limits", max_connections=plan.max_connections, fd_limit=plan.soft_limit,
+             header_timeout=limits.header_timeout, keepalive_timeout=limits.keepalive_timeout)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, *, host: str, port: int, limits: ConnectionLimits,
+                  after_setup: Callable[[], None] | None = None) -> AsyncIterator[Serving]:
+    """Start ``app`` (its startup hooks), listen on ``host:port`` under ``limits``; clean up on exit.
+
+    Raises the app's startup errors and ``OSError`` when the address cannot
+    be bound, after cleaning up. ``after_setup`` runs once the app has
+    started, before the socket listens. While serving, the loop's exception
+    handler is an :class:`AcceptErrorHandler`.
+    """
+    check_aiohttp_hooks()
+    plan = apply_fd_limit(limits.max_connections)
+    loop = asyncio.get_running_loop()
+    accept_errors = AcceptErrorHandler(loop, limits.log_interval)
+    accept_errors.install()
+    gate = _Gate(limits, plan.max_connections)
+    runner = _Runner(app, gate, access_log=None, handle_signals=False, keepalive_timeout=limits.keepalive_timeout)
+    try:
+        await runner.setup()
+        if after_setup is not None:
+            after_setup()
+        await web.TCPSite(runner, host, port).start()
+        _log_fd_plan(plan, limits)
+        yield Serving(urls=tuple(_url(a) for a in runner.addresses), max_connections=plan.max_connections,
+                      fd_limit=plan.soft_limit)
+    finally:
+        await runner.cleanup()
+        gate.close()
+        accept_errors.uninstall()

@@ -1,0 +1,303 @@
+"""Slow and idle clients cannot exhaust either process: the real console scripts on loopback.
+
+Each process runs as ``engine-hub serve`` / ``admin-gateway serve`` with a
+cap of :data:`CAP` connections, a header timeout of :data:`HEADER` seconds
+and a keep-alive timeout of :data:`KEEPALIVE` seconds. At most a few hundred
+sockets and a few seconds per test, 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import free_port
+
+CAP = 50
+HEADER = 2.0
+KEEPALIVE = 3.5
+#: Slack for a loaded machine on every "closed at about this time" bound.
+SLACK = 1.0
+TOKEN = "slow-connections-token-0123456789abcdef"
+PARTIAL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+PROCESSES = ("engine", "gateway")
+
+
+class Server:
+    """One real server process of ``kind`` (``engine`` or ``gateway``) on a free loopback port."""
+
+    def __init__(self, kind: str, root: Path, *args: str, nofile: int | None = None) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.log_path = root / f"{kind}.log"
+        env = {k: v for k, v in os.environ.items() if k not in ("ENGINE_HUB_TOKEN", "SAFE_MODE", "ENGINE_PORT")}
+        common = ["serve", "--host", "127.0.0.1", "--port", str(self.port), *args]
+        if kind == "engine":
+            argv = [sys.executable, "-m", "engine_hub", *common, "--ephemeral", "--data-dir", str(root / "engine")]
+            env["ENGINE_HUB_TOKEN"] = TOKEN
+        else:
+            token_file = root / "engine-token"
+            token_file.write_text(TOKEN + "\n")
+            token_file.chmod(0o600)
+            argv = [sys.executable, "-m", "admin_gateway", *common, "--data-dir", str(root / "gateway"),
+                    "--engine-token-file", str(token_file), "--engine-url", "http://127.0.0.1:9"]
+
+        def limit_files() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, preexec_fn=limit_files)
+        deadline = time.monotonic() + 30
+        try:
+            while not any(e["event"] == f"{kind}_listening" for e in self.events()):
+                assert self.proc.poll() is None, f"{kind} exited:\n{self.output()}"
+                assert time.monotonic() < deadline, f"{kind} did not start:\n{self.output()}"
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+
+    def output(self) -> str:
+        """Everything the process printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The JSON log events printed so far (those called ``name``, if given)."""
+        found = [json.loads(line) for line in self.output().splitlines() if line.startswith("{")]
+        return [e for e in found if name is None or e["event"] == name]
+
+    def healthz(self) -> int:
+        """``GET /healthz`` on a new connection; the status."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request("GET", "/healthz")
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    def connect(self) -> socket.socket:
+        """A new connection to the server."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+    def stop(self) -> int:
+        """SIGTERM the process and return its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def wait_closed(socks: Sequence[socket.socket], timeout: float) -> dict[socket.socket, tuple[float, bytes]]:
+    """Read the sockets until the server closes them or ``timeout`` passes: ``{sock: (closed at, bytes read)}``.
+
+    A reset counts as closed (a server closing with unread request bytes sends one).
+    """
+    selector = selectors.DefaultSelector()
+    data: dict[socket.socket, bytes] = {}
+    for sock in socks:
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+        data[sock] = b""
+    closed: dict[socket.socket, tuple[float, bytes]] = {}
+    deadline = time.monotonic() + timeout
+    while len(closed) < len(socks) and (left := deadline - time.monotonic()) > 0:
+        for key, _ in selector.select(left):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if chunk:
+                data[sock] += chunk
+                continue
+            closed[sock] = (time.monotonic(), data[sock])
+            selector.unregister(sock)
+    selector.close()
+    return closed
+
+
+def _json_body(raw: bytes) -> Any:
+    return json.loads(raw.split(b"\r\n\r\n", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """An engine with the test limits, shared by this module."""
+    server = Server("engine", tmp_path_factory.mktemp("engine"), "--max-connections", str(CAP),
+                    "--header-timeout", str(HEADER), "--keepalive-timeout", str(KEEPALIVE))
+    yield server
+    assert server.stop() == 0, server.output()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A gateway with the test limits, shared by this module."""
+    server = Server("gateway", tmp_path_factory.mktemp("gateway"), "--max-connections", str(CAP),
+                    "--header-timeout", str(HEADER), "--keepalive-timeout", str(KEEPALIVE))
+    yield server
+    assert server.stop() == 0, server.output()
+
+
+@pytest.fixture(params=PROCESSES)
+def server(request: pytest.FixtureRequest) -> Server:
+    """Each process in turn."""
+    started: Server = request.getfixturevalue(request.param)
+    assert started.healthz() == 200
+    return started
+
+
+class TestSlowConnections:
+    def test_flood_past_the_cap_is_refused_at_once_and_slow_heads_time_out(self, server: Server) -> None:
+        """Of 80 slow clients, 30 are closed at once, 50 after the header timeout; /healthz answers right after."""
+        slow: list[socket.socket] = []
+        opened: dict[socket.socket, float] = {}
+        try:
+            for _ in range(80):
+                sock = server.connect()
+                sock.sendall(PARTIAL_HEAD)
+                slow.append(sock)
+                opened[sock] = time.monotonic()
+            at_once = wait_closed(slow, timeout=HEADER / 2)
+            assert len(at_once) == 80 - CAP
+            for _, data in at_once.values():
+                assert data == b"" or data.startswith(b"HTTP/1.1 503 "), data
+
+            with server.connect() as extra:  # sends nothing, so it reads the whole refusal
+                [(_, refusal)] = wait_closed([extra], timeout=HEADER / 2).values()
+            assert refusal.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in refusal
+            assert _json_body(refusal)["code"] == "throttled"
+
+            held = [s for s in slow if s not in at_once]
+            later = wait_closed(held, timeout=HEADER + SLACK)
+            assert len(later) == CAP
+            for sock, (closed_at, data) in later.items():
+                assert closed_at - opened[sock] >= HEADER - 0.2
+                assert data.startswith(b"HTTP/1.1 408 "), data
+                assert _json_body(data)["code"] == "bad_request"
+            assert server.healthz() == 200
+        finally:
+            for sock in slow:
+                sock.close()
+        assert server.proc.poll() is None
+        assert "Traceback" not in server.output()
+        assert 1 <= len(server.events("connection_refused")) <= 2
+
+    def test_silent_connection_is_closed_after_the_header_timeout(self, server: Server) -> None:
+        """A client that connects and sends nothing is closed after the header timeout, without a response."""
+        with server.connect() as sock:
+            start = time.monotonic()
+            [(closed_at, data)] = wait_closed([sock], timeout=HEADER + SLACK).values()
+        assert HEADER - 0.2 <= closed_at - start and data == b""
+
+    def test_trickled_head_is_closed_despite_activity(self, server: Server) -> None:
+        """A head sent a byte at a time is cut off after the header timeout even though bytes keep coming."""
+        with server.connect() as sock:
+            start = time.monotonic()
+            closed: dict[socket.socket, tuple[float, bytes]] = {}
+            for byte in PARTIAL_HEAD * 4:
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:  # the server closed it meanwhile
+                    pass
+                closed = wait_closed([sock], timeout=0.1)
+                if closed or time.monotonic() - start > HEADER + SLACK:
+                    break
+        [(closed_at, data)] = closed.values()
+        assert closed_at - start >= HEADER - 0.2
+        assert data.startswith(b"HTTP/1.1 408 "), data
+
+    def test_idle_keepalive_connection_is_closed_after_the_keepalive_timeout(self, server: Server) -> None:
+        """After a complete request, an idle kept-alive connection stays open until the keep-alive timeout."""
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        try:
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            assert response.status == 200 and not response.will_close
+            response.read()
+            answered = time.monotonic()
+            assert conn.sock is not None
+            [(closed_at, data)] = wait_closed([conn.sock], timeout=KEEPALIVE + SLACK).values()
+        finally:
+            conn.close()
+        assert KEEPALIVE - 0.3 <= closed_at - answered and data == b""
+
+
+class TestSlowBody:
+    def test_a_slow_body_is_not_cut_by_the_header_timeout(self, engine: Server) -> None:
+        """The header timeout ends with the head: a body trickling in for longer still gets its answer."""
+        body = json.dumps({"type": "demo.sleep", "params": {"seconds": 1}}).encode()
+        head = (f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        with engine.connect() as sock:
+            sock.sendall(head)
+            pieces = [body[i:i + 8] for i in range(0, len(body), 8)]
+            pause = (HEADER + 0.5) / len(pieces)
+            for piece in pieces:
+                time.sleep(pause)
+                sock.sendall(piece)
+            [(_, data)] = wait_closed([sock], timeout=5).values()
+        assert data.startswith(b"HTTP/1.1 201 "), data
+
+
+class TestAcceptErrors:
+    @pytest.mark.parametrize("kind", PROCESSES)
+    def test_descriptor_exhaustion_is_logged_once_per_interval(self, kind: str, tmp_path: Path) -> None:
+        """Out of descriptors, accept() errors make one log line (and a count at exit), not a traceback each."""
+        # A configured cap above the fd limit: the one way clients alone can exhaust descriptors.
+        server = Server(kind, tmp_path, "--max-connections", "1000", "--header-timeout", "30", nofile=64)
+        try:
+            self._exhaust_descriptors(server)
+        finally:
+            status = server.stop()
+        assert status == 0, server.output()
+        failed = server.events("accept_failed")
+        assert failed[0]["errno"] == "EMFILE" and failed[0]["suppressed"] == 0
+        assert len(failed) == 2 and failed[1]["suppressed"] > 0, failed
+        assert "Traceback" not in server.output()
+        assert "out of system resource\n" not in server.output()
+
+    @staticmethod
+    def _exhaust_descriptors(server: Server) -> None:
+        """Hold 100 connections until accept() has failed for a while, then let go and wait for /healthz."""
+        assert server.events("max_connections_above_fd_limit")
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(100):  # connect() completes in the kernel's backlog even when not accepted
+                socks.append(server.connect())
+            deadline = time.monotonic() + 5
+            while not server.events("accept_failed"):
+                assert time.monotonic() < deadline, server.output()
+                time.sleep(0.05)
+            time.sleep(1.5)  # asyncio retries a failing listening socket every second
+        finally:
+            for sock in socks:
+                sock.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if server.healthz() == 200:
+                    return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.1)
