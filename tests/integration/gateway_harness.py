@@ -213,13 +213,18 @@ class User:
 _CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
+def form_token_in(page: str) -> str:
+    """The CSRF token of the form in the HTML ``page``."""
+    match = _CSRF_FIELD.search(page)
+    assert match, "the page has no csrf_token field"
+    return match.group(1)
+
+
 async def login_form_token(client: TestClient) -> str:
     """GET /login and return the CSRF token of its form."""
     resp = await client.get("/login")
     assert resp.status == 200, await resp.text()
-    match = _CSRF_FIELD.search(await resp.text())
-    assert match, "login form has no csrf_token field"
-    return match.group(1)
+    return form_token_in(await resp.text())
 
 
 async def post_login(client: TestClient, username: str, password: str, **headers: str) -> Any:
