@@ -191,15 +191,18 @@ class Audit:
         self._window: float | None = None
         self._clock: Callable[[], float] = time.time
         self._open: dict[_WindowKey, _Window] = {}
+        self._max_open = MAX_OPEN_WINDOWS
 
-    def coalesce(self, window: float, clock: Callable[[], float]) -> None:
-        """Count repeated identical refusals over ``window`` seconds (see the module docstring).
+    def coalesce(self, window: float, clock: Callable[[], float], *, max_open: int = MAX_OPEN_WINDOWS) -> None:
+        """Count repeated identical refusals over ``window`` seconds, in at most ``max_open`` windows.
 
-        ``clock`` gives the ``firstAt``/``lastAt`` times; windows are timed
-        with the monotonic clock. Until this is called every refusal is written.
+        See the module docstring. ``clock`` gives the ``firstAt``/``lastAt``
+        times; windows are timed with the monotonic clock. Until this is
+        called every refusal is written.
         """
         self._window = window
         self._clock = clock
+        self._max_open = max_open
 
     def attach(self, journal: Journal | None) -> None:
         """Write to ``journal`` from now on (``None``: nothing can be recorded, mutations are refused)."""
@@ -260,7 +263,7 @@ class Audit:
             window.repeated += 1
             window.last = now
             return True
-        if len(self._open) >= MAX_OPEN_WINDOWS:
+        if len(self._open) >= self._max_open:
             await self._close(next(iter(self._open)))
         # Opened before the first record is awaited: concurrent repeats are counted, not written.
         self._open[key] = _Window(action=action, actor=who, source=source, data=fields, opened=time.monotonic())

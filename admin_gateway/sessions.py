@@ -6,8 +6,9 @@ copied cookie is dead afterwards. :class:`ServerSideStorage` owns the policy
 clock, rotation at login); a :class:`SessionBackend` only stores records:
 
 - :class:`MemorySessionBackend` (``session_backend="embedded"``): in the
-  gateway's memory, bounded, least recently used evicted first. Sessions do
-  not survive a restart; everyone signs in again.
+  gateway's memory, bounded, least recently used evicted first (only
+  sign-ins create records, see below). Sessions do not survive a restart;
+  everyone signs in again.
 - :class:`RedisSessionBackend` (``session_backend="redis"``, extra
   ``engine-jobs[redis]``): shared by several gateways. It is not
   aiohttp-session's ``RedisStorage`` because that storage keys Redis by the

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from admin_gateway.audit import ACCESS_DENIED, CSRF_REFUSED
+from admin_gateway.audit import ACCESS_DENIED, AUDIT, CSRF_REFUSED
 from admin_gateway.sessions import SESSION_STORAGE, MemorySessionBackend
 from gateway_harness import (  # noqa: F401  (fixtures)
     ADMIN,
@@ -210,3 +210,15 @@ class TestDenialFlood:
         await gw.server.close()
         summaries = [r for r in gw.audit_records() if "repeated" in r.data]
         assert [(r.source, r.data["repeated"]) for r in summaries] == [("192.0.2.1", 99)]
+
+    async def test_open_windows_are_bounded(self, engine: Engine, make_gateway: MakeGateway) -> None:
+        """Past the cap of open windows the oldest is closed, its summary written, to make room for a new one."""
+        gw = await make_gateway(engine.url, trusted_proxies=("127.0.0.1",), audit_coalesce_window=3600.0)
+        gw.app[AUDIT].coalesce(3600.0, gw.clock, max_open=2)
+        client = await gw.client()
+        await _unauthorized(client, 10, **{"X-Forwarded-For": "192.0.2.1"})
+        await _unauthorized(client, 1, **{"X-Forwarded-For": "192.0.2.2"})
+        before = len(gw.audit_records())
+        await _unauthorized(client, 1, **{"X-Forwarded-For": "192.0.2.3"})
+        new = gw.audit_records()[before:]
+        assert [(r.source, r.data.get("repeated")) for r in new] == [("192.0.2.1", 9), ("192.0.2.3", None)]
