@@ -71,8 +71,7 @@ async def csrf_token(request: web.Request) -> str:
     if isinstance(token, str):
         return token
     storage = request.app[SESSION_STORAGE]
-    nonce = storage.form_nonce(request, create=True)
-    assert nonce is not None  # made when missing
+    nonce = storage.ensure_form_nonce(request)
     issued = str(int(request.app[SETTINGS].clock()))
     return f"{issued}.{_form_mac(storage.form_secret, nonce, issued)}"
 
@@ -85,7 +84,7 @@ def _form_mac(secret: bytes, nonce: str, issued: str) -> str:
 def _form_token_problem(request: web.Request, supplied: str) -> str | None:
     """Why ``supplied`` is not a valid form token for this browser now, or ``None`` if it is."""
     storage = request.app[SESSION_STORAGE]
-    nonce = storage.form_nonce(request, create=False)
+    nonce = storage.form_nonce(request)
     if nonce is None:
         return "no_form_cookie"
     issued, _, mac = supplied.partition(".")

@@ -24,7 +24,7 @@ bad or stale cookie, a signed-out panel page, a logout without a session)
 never writes to the backend, so anonymous traffic cannot fill the store
 and evict a signed-in session: the login form's CSRF token is stateless
 (:mod:`admin_gateway.csrf`), bound to a random nonce in a separate
-``gw_form`` cookie (:meth:`ServerSideStorage.form_nonce`) and signed with
+``gw_form`` cookie (:meth:`ServerSideStorage.ensure_form_nonce`) and signed with
 :attr:`ServerSideStorage.form_secret`.
 """
 
@@ -278,17 +278,21 @@ class ServerSideStorage(AbstractStorage):
         """Return the session id the request carries, if it looks like one of ours."""
         return _read_cookie(request, self.cookie_name_for(request))
 
-    def form_nonce(self, request: web.Request, *, create: bool) -> str | None:
-        """Return the nonce of the request's login form cookie; with ``create``, make one if it has none.
+    def form_nonce(self, request: web.Request) -> str | None:
+        """Return the nonce of the request's login form cookie (or of the one made for it), if any."""
+        if _NEW_FORM_NONCE in request:
+            return request[_NEW_FORM_NONCE]
+        https = is_https(request, self._trusted)
+        return _read_cookie(request, SECURE_FORM_COOKIE_NAME if https else FORM_COOKIE_NAME)
+
+    def ensure_form_nonce(self, request: web.Request) -> str:
+        """Return :meth:`form_nonce`, making a fresh one if the request has none.
 
         A made nonce is set as a cookie (same flags as the session cookie)
         on the response by :meth:`finish`. Nothing is stored on the server.
         """
-        if _NEW_FORM_NONCE in request:
-            return request[_NEW_FORM_NONCE]
-        https = is_https(request, self._trusted)
-        nonce = _read_cookie(request, SECURE_FORM_COOKIE_NAME if https else FORM_COOKIE_NAME)
-        if nonce is None and create:
+        nonce = self.form_nonce(request)
+        if nonce is None:
             nonce = request[_NEW_FORM_NONCE] = secrets.token_urlsafe(32)
         return nonce
 
