@@ -194,7 +194,7 @@ class Audit:
         self._max_open = MAX_OPEN_WINDOWS
 
     def coalesce(self, window: float, clock: Callable[[], float], *, max_open: int = MAX_OPEN_WINDOWS) -> None:
-        """Count repeated identical refusals over ``window`` seconds, in at most ``max_open`` windows.
+        """Count repeated identical refusals over ``window`` seconds, in at most ``max_open`` (>= 1) windows.
 
         See the module docstring. ``clock`` gives the ``firstAt``/``lastAt``
         times; windows are timed with the monotonic clock. Until this is
@@ -263,10 +263,10 @@ class Audit:
             window.repeated += 1
             window.last = now
             return True
-        if len(self._open) >= self._max_open:
-            await self._close(next(iter(self._open)))
-        # Opened before the first record is awaited: concurrent repeats are counted, not written.
+        # Opened before anything is awaited: concurrent repeats are counted, not written.
         self._open[key] = _Window(action=action, actor=who, source=source, data=fields, opened=time.monotonic())
+        if len(self._open) > self._max_open:
+            await self._close(next(iter(self._open)))  # the oldest, never the one just opened
         return False
 
     async def _close(self, key: _WindowKey) -> None:
