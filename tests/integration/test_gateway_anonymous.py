@@ -79,7 +79,7 @@ class TestAnonymousTrafficKeepsSessions:
 
 class TestLoginFormToken:
     async def test_token_from_another_browser_is_refused(self, gateway: Gateway) -> None:
-        """A form token lifted from one browser is 403 in another (its own gw_form cookie), which its own token passes."""
+        """A form token lifted from one browser is 403 in another browser, which its own token passes."""
         before = len(gateway.audit_records())
         victim, thief = await gateway.client(), await gateway.client()
         lifted = form_token_in(await (await thief.get("/login")).text())
@@ -159,7 +159,7 @@ async def _unauthorized(client: TestClient, count: int, path: str = "/api/admin/
 class TestDenialFlood:
     async def test_flood_is_one_record_and_one_summary_at_shutdown(self, engine: Engine,
                                                                    make_gateway: MakeGateway) -> None:
-        """300 parallel anonymous 401s: one record at once, one summary (count, first, last) at shutdown; chain intact."""
+        """300 parallel anonymous 401s: one record at once, one summary (count, first, last) at shutdown."""
         gw = await make_gateway(engine.url, audit_coalesce_window=3600.0)
         client = await gw.client()
         await _unauthorized(client, 300)
