@@ -248,9 +248,10 @@ async def login(client: TestClient, user: str, password: str) -> str:
     return csrf
 
 
-#: What each kind of :func:`anonymous_flood` request must be answered.
+#: What each kind of :func:`anonymous_flood` request must be answered. A wrong password may also
+#: meet the login throttle or a full password-check queue (429, 503): none of them opens a session.
 FLOOD_STATUSES = {"form": {200}, "form_with_cookie": {200}, "config": {401}, "bad_cookie": {401},
-                  "panel": {303}, "logout": {303}, "no_token_login": {403}, "wrong_login": {401}}
+                  "panel": {303}, "logout": {303}, "no_token_login": {403}, "wrong_login": {401, 429, 503}}
 
 
 def check_flood_answers(statuses: dict[str, list[int]]) -> None:
