@@ -21,6 +21,19 @@ session expiries are recorded best effort: what they refuse or end stays
 refused or ended, and a record that could not be written is logged at
 ERROR (``audit_write_failed``) with its fields instead.
 
+Floods. Repeated identical refusals (:data:`COALESCED_ACTIONS`: the same
+action, actor, address, method, route and refusal fields) are not written
+one by one: the first is written at once and opens a window of
+``audit_coalesce_window`` seconds; the repeats within it are counted, and
+at the window's end one summary record is written (same action, ``path``
+the route template, ``repeated`` the count, ``firstAt``/``lastAt`` the
+first and last repeat). A key with repeats stays open for another window;
+a quiet one is forgotten, so the next denial is again written at once.
+Open windows are flushed at shutdown and at most :data:`MAX_OPEN_WINDOWS`
+keys are held (the oldest is flushed to make room). So an anonymous 401
+flood costs a few records per window, not one fsynced record per request,
+and is still on the record with its size.
+
 Field rules: never a password, token, cookie or session id. Every
 user-supplied string is sanitised (:func:`sanitize`: characters that are
 not printable become visible ``\\uXXXX`` escapes, lengths are capped) and
@@ -31,13 +44,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final
 
+import attrs
 import structlog
 from aiohttp import web
 
+from shared.contract import format_time
 from shared.journal import Journal, JournalError, JournalUnavailable, Record
 from shared.journal_file import FileJournal
 from shared.text import escape_unprintable
@@ -47,9 +64,10 @@ from .errors import AuditUnavailable, GatewayError
 from .peer import Network, client_address
 from .settings import SETTINGS
 
-__all__ = ["ACCESS_DENIED", "ANONYMOUS", "AUDIT", "AUDIT_SUBDIR", "CSRF_REFUSED", "JOB_CANCEL", "JOB_CREATE",
-           "JOB_RUN", "LOGIN_FAILED", "LOGIN_SUCCEEDED", "LOGOUT", "SAFE_MODE_REFUSED", "SESSION_EXPIRED", "Audit",
-           "AuditUnavailable", "audit_journal_ctx", "clip", "outcome_of", "requested", "sanitize"]
+__all__ = ["ACCESS_DENIED", "ANONYMOUS", "AUDIT", "AUDIT_SUBDIR", "COALESCED_ACTIONS", "CSRF_REFUSED", "JOB_CANCEL",
+           "JOB_CREATE", "JOB_RUN", "LOGIN_FAILED", "LOGIN_SUCCEEDED", "LOGOUT", "SAFE_MODE_REFUSED",
+           "SESSION_EXPIRED", "Audit", "AuditUnavailable", "audit_journal_ctx", "clip", "outcome_of", "requested",
+           "sanitize"]
 
 #: Fixed action names (one per kind of security event).
 LOGIN_SUCCEEDED: Final = "login_succeeded"
@@ -83,6 +101,13 @@ _MAX_NAME = 64
 _MAX_USER_AGENT = 512
 _MAX_DATA_TEXT = 1000
 _WARNING_ACTIONS = frozenset({ACCESS_DENIED, CSRF_REFUSED, SAFE_MODE_REFUSED, LOGIN_FAILED})
+#: Refusals anyone can repeat at will, without an account: counted per window, not written one by one.
+COALESCED_ACTIONS: Final = frozenset({ACCESS_DENIED, CSRF_REFUSED})
+#: At most this many coalescing windows are open at once (memory stays bounded under a flood
+#: from many addresses).
+MAX_OPEN_WINDOWS: Final = 10_000
+#: ``data`` fields that differ between otherwise identical requests: not part of a coalescing key.
+_PER_REQUEST_FIELDS = frozenset({"userAgent", "requestId", "path"})
 
 
 def requested(action: str) -> str:
@@ -124,6 +149,38 @@ def outcome_of(exc: GatewayError) -> dict[str, Any]:
     return {"outcome": REFUSED if exc.status < 500 else ERROR, "code": str(exc.code), "status": exc.status}
 
 
+@attrs.define
+class _Window:
+    """Repeats of one refusal since its last record: what the summary record will say."""
+
+    action: str
+    actor: str
+    source: str
+    data: dict[str, Any]  #: the refusal's fields, ``path`` being the route template
+    opened: float  #: monotonic time the window opened
+    repeated: int = 0
+    first: float = 0.0  #: clock time of the first and the last repeat
+    last: float = 0.0
+
+
+_WindowKey = tuple[str, str, str, tuple[tuple[str, Any], ...]]
+
+
+def _route_template(request: web.Request) -> str:
+    # The route, not the path: a flood spread over /x/1, /x/2 … is one flood.
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else request.path
+
+
+def _iso(epoch: float) -> str | None:
+    return format_time(dt.datetime.fromtimestamp(epoch, dt.UTC))
+
+
+def _summary(window: _Window) -> dict[str, Any]:
+    """The ``data`` of a window's summary record."""
+    return {**window.data, "repeated": window.repeated, "firstAt": _iso(window.first), "lastAt": _iso(window.last)}
+
+
 class Audit:
     """Records security events in the audit journal (attached when the app starts)."""
 
@@ -131,6 +188,21 @@ class Audit:
         self._trusted = trusted_proxies
         self._journal: Journal | None = None
         self._log = structlog.get_logger("audit")
+        self._window: float | None = None
+        self._clock: Callable[[], float] = time.time
+        self._open: dict[_WindowKey, _Window] = {}
+        self._max_open = MAX_OPEN_WINDOWS
+
+    def coalesce(self, window: float, clock: Callable[[], float], *, max_open: int = MAX_OPEN_WINDOWS) -> None:
+        """Count repeated identical refusals over ``window`` seconds, in at most ``max_open`` (>= 1) windows.
+
+        See the module docstring. ``clock`` gives the ``firstAt``/``lastAt``
+        times; windows are timed with the monotonic clock. Until this is
+        called every refusal is written.
+        """
+        self._window = window
+        self._clock = clock
+        self._max_open = max_open
 
     def attach(self, journal: Journal | None) -> None:
         """Write to ``journal`` from now on (``None``: nothing can be recorded, mutations are refused)."""
@@ -171,6 +243,61 @@ class Audit:
         body.update((k, _clean(v)) for k, v in data.items() if v is not None)
         who = sanitize(actor, _MAX_NAME) or ANONYMOUS
         job = sanitize(job_id, _MAX_NAME)
+        if (request is not None and self._window is not None and action in COALESCED_ACTIONS
+                and outcome == REFUSED and not fail_closed and job is None):
+            if await self._counted(action, who, source, body, request):
+                return None
+        return await self._append(action, who, source, job, body, fail_closed=fail_closed)
+
+    async def _counted(self, action: str, who: str, source: str, body: dict[str, Any],
+                       request: web.Request) -> bool:
+        """Count a refusal into its open window (``True``), or open one for it (``False``: write it now)."""
+        fields = {k: v for k, v in body.items() if k not in _PER_REQUEST_FIELDS}
+        fields["path"] = sanitize(_route_template(request))
+        key: _WindowKey = (action, who, source, tuple(sorted(fields.items())))
+        window = self._open.get(key)
+        if window is not None:
+            now = self._clock()
+            if not window.repeated:
+                window.first = now
+            window.repeated += 1
+            window.last = now
+            return True
+        # Opened before anything is awaited: concurrent repeats are counted, not written.
+        self._open[key] = _Window(action=action, actor=who, source=source, data=fields, opened=time.monotonic())
+        if len(self._open) > self._max_open:
+            await self._close(next(iter(self._open)))  # the oldest, never the one just opened
+        return False
+
+    async def _close(self, key: _WindowKey) -> None:
+        """Forget a window, writing its summary record if it counted repeats."""
+        window = self._open.pop(key, None)
+        if window is not None and window.repeated:
+            await self._append(window.action, window.actor, window.source, None, _summary(window), fail_closed=False)
+
+    async def flush_windows(self, *, everything: bool = False) -> None:
+        """Write the summaries of windows that have ended (``everything``: of all, at shutdown).
+
+        A window that counted repeats is reopened for another period; a quiet one is forgotten.
+        """
+        if self._window is None:
+            return
+        now = time.monotonic()
+        for key, window in list(self._open.items()):
+            if not everything and now - window.opened < self._window:
+                continue
+            if everything or not window.repeated:
+                await self._close(key)
+                continue
+            summary = _summary(window)
+            # Reset before the write is awaited: repeats arriving meanwhile count in the new period.
+            window.repeated, window.opened = 0, now
+            await self._append(window.action, window.actor, window.source, None, summary, fail_closed=False)
+
+    async def _append(self, action: str, who: str, source: str, job: str | None, body: dict[str, Any], *,
+                      fail_closed: bool) -> Record | None:
+        """Write one record and its log line (see :meth:`record` for failures)."""
+        outcome = body["outcome"]
         try:
             record = await self.write(action=action, actor=who, source=source, job_id=job, data=body)
         except AuditUnavailable as exc:
@@ -240,14 +367,25 @@ async def audit_journal_ctx(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(OSError, JournalError):
                 await journal.prune()
 
-    task = asyncio.create_task(prune())
+    window = app[SETTINGS].audit_coalesce_window
+    audit.coalesce(window, app[SETTINGS].clock)
+
+    async def flush() -> None:
+        while True:
+            # A quarter window: a summary is written at most that late.
+            await asyncio.sleep(window / 4)
+            await audit.flush_windows()
+
+    tasks = [asyncio.create_task(prune()), asyncio.create_task(flush())]
     try:
         yield
     finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await audit.flush_windows(everything=True)
         audit.attach(None)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         if journal.last_seq and journal.healthy:
             await journal.write_snapshot({}, seq=journal.last_seq, head=journal.head)
         await journal.close()

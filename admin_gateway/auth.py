@@ -23,7 +23,7 @@ from .sessions import SESSION_STORAGE
 from .users import ROLE_ADMIN, ROLE_SUPER_ADMIN, UserStore
 
 __all__ = ["ROLE_ADMIN", "ROLE_SUPER_ADMIN", "USER_STORE", "User", "current_user", "require_super_admin",
-           "require_user"]
+           "require_user", "session_data"]
 
 #: Session keys.
 SESSION_USER = "user"
@@ -51,19 +51,12 @@ async def current_user(request: web.Request) -> User | None:
 
     A session whose user no longer exists, or whose password changed since
     the session was opened, is invalidated here. Cheap enough to call more
-    than once per request (the session itself is loaded once). Until this
-    request changes its session, the stored record is read directly
-    (:meth:`ServerSideStorage.peek`): no ``Session`` object is built.
+    than once per request (the session itself is loaded once; see
+    :func:`session_data`).
     """
-    storage = request.app[SESSION_STORAGE]
-    data: Mapping[str, Any]
-    if SESSION_KEY in request:  # a Session exists (maybe changed by this request): it is the truth
-        data = await get_session(request)
-    else:
-        record = await storage.peek(request)
-        if record is None:
-            return None
-        data = record.data
+    data = await session_data(request)
+    if data is None:
+        return None
     name = data.get(SESSION_USER)
     if not isinstance(name, str):
         return None
@@ -72,8 +65,21 @@ async def current_user(request: web.Request) -> User | None:
         return _user(stored.name, stored.role)
     if SESSION_KEY in request:
         (await get_session(request)).invalidate()  # and its cookie is cleared if the request succeeds
-    await storage.end(request)
+    await request.app[SESSION_STORAGE].end(request)
     return None
+
+
+async def session_data(request: web.Request) -> Mapping[str, Any] | None:
+    """Return the data of the request's live session, or ``None`` when it has none; never creates one.
+
+    Until this request changes its session, the stored record is read
+    directly (:meth:`ServerSideStorage.peek`): no ``Session`` object is built.
+    The mapping must not be changed (change a session through ``get_session``).
+    """
+    if SESSION_KEY in request:  # a Session exists (maybe changed by this request): it is the truth
+        return await get_session(request)
+    record = await request.app[SESSION_STORAGE].peek(request)
+    return None if record is None else record.data
 
 
 @functools.lru_cache(maxsize=1024)

@@ -8,9 +8,19 @@ Two independent checks, both required:
    configured one), except ``Origin: null``, which Chromium sends for a
    same-origin form post under ``Referrer-Policy: no-referrer``: that is
    accepted only together with ``Sec-Fetch-Site: same-origin``.
-2. The synchronizer token: a random value kept in the server-side session,
-   sent back as the ``X-CSRF-Token`` header (fetch) or the ``csrf_token`` form
-   field, compared in constant time.
+2. The token, sent back as the ``X-CSRF-Token`` header (fetch) or the
+   ``csrf_token`` form field, compared in constant time:
+
+   - signed in: the synchronizer token, a random value kept in the
+     server-side session;
+   - signed out (the login form): a stateless token, ``<issued>.<mac>``
+     where ``mac`` is an HMAC-SHA256, keyed with the gateway's form secret,
+     over the issue time and the random nonce of the browser's ``gw_form``
+     cookie (HttpOnly, SameSite=Strict, ``__Host-``/Secure over HTTPS). It
+     is valid for ``login_form_timeout`` seconds and only with that cookie,
+     so a token lifted from another browser is useless. Serving the form
+     stores nothing on the server: anonymous visitors cannot fill the
+     session store (:mod:`admin_gateway.sessions`).
 
 Non-browser clients send neither header of check 1 and pass it; they still
 need the token, which only a holder of the session can read.
@@ -18,18 +28,20 @@ need the token, which only a holder of the session can read.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import secrets
 
 from aiohttp import web
-from aiohttp_session import get_session
 
 from shared.web import read_form
 
 from .audit import AUDIT, CSRF_REFUSED, REFUSED
-from .auth import current_user
+from .auth import current_user, session_data
 from .errors import CsrfRefused, GatewayError
 from .peer import TRUSTED_PROXIES, own_origin
+from .sessions import SESSION_STORAGE
 from .settings import SETTINGS
 
 #: Session key of the synchronizer token.
@@ -37,6 +49,9 @@ SESSION_CSRF = "csrf"
 HEADER = "X-CSRF-Token"
 FORM_FIELD = "csrf_token"
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+#: How far in the future a form token's issue time may lie (clocks of several gateways differ a little).
+_FORM_CLOCK_SKEW = 60
+_MAX_ISSUED_DIGITS = 12
 
 
 def new_csrf_token() -> str:
@@ -45,17 +60,43 @@ def new_csrf_token() -> str:
 
 
 async def csrf_token(request: web.Request) -> str:
-    """Return the synchronizer token of the request's session, creating one if needed.
+    """Return the token a form or fetch of this request's page must send back.
 
-    For templates and ``/api/admin/config``. Creating one stores it in the
-    session (and so starts an anonymous session for the login form).
+    For templates and ``/api/admin/config``: the signed-in session's
+    synchronizer token, else a fresh stateless form token (which may set the
+    ``gw_form`` nonce cookie on the response; nothing is stored on the server).
     """
-    session = await get_session(request)
-    token = session.get(SESSION_CSRF)
-    if not isinstance(token, str):
-        token = new_csrf_token()
-        session[SESSION_CSRF] = token
-    return token
+    data = await session_data(request)
+    token = data.get(SESSION_CSRF) if data is not None else None
+    if isinstance(token, str):
+        return token
+    storage = request.app[SESSION_STORAGE]
+    nonce = storage.ensure_form_nonce(request)
+    issued = str(int(request.app[SETTINGS].clock()))
+    return f"{issued}.{_form_mac(storage.form_secret, nonce, issued)}"
+
+
+def _form_mac(secret: bytes, nonce: str, issued: str) -> str:
+    mac = hmac.new(secret, f"login-form\0{nonce}\0{issued}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def _form_token_problem(request: web.Request, supplied: str) -> str | None:
+    """Why ``supplied`` is not a valid form token for this browser now, or ``None`` if it is."""
+    storage = request.app[SESSION_STORAGE]
+    nonce = storage.form_nonce(request)
+    if nonce is None:
+        return "no_form_cookie"
+    issued, _, mac = supplied.partition(".")
+    if not (0 < len(issued) <= _MAX_ISSUED_DIGITS and issued.isascii() and issued.isdigit()):
+        return "wrong_token"
+    if not hmac.compare_digest(mac.encode(), _form_mac(storage.form_secret, nonce, issued).encode()):
+        return "wrong_token"
+    settings = request.app[SETTINGS]
+    age = settings.clock() - int(issued)
+    if age < -_FORM_CLOCK_SKEW or age >= settings.login_form_timeout:
+        return "expired_token"
+    return None
 
 
 def origin_problem(request: web.Request) -> str | None:
@@ -87,11 +128,12 @@ async def check_csrf(request: web.Request) -> None:
     reason = origin_problem(request)
     if reason is None:
         supplied = await _supplied_token(request)
-        expected = (await get_session(request)).get(SESSION_CSRF)
+        data = await session_data(request)
+        expected = data.get(SESSION_CSRF) if data is not None else None
         if not supplied:
             reason = "missing_token"
         elif not isinstance(expected, str):
-            reason = "no_session_token"
+            reason = _form_token_problem(request, supplied)
         elif not hmac.compare_digest(supplied.encode(), expected.encode()):
             reason = "wrong_token"
     if reason is not None:

@@ -161,8 +161,9 @@ def _ops() -> list[Operation]:
         # -- signing in and out --
         Operation(
             method="GET", path="/login", operation_id="loginForm", tags=auth, security=(),
-            summary="The sign-in form (it carries the session's CSRF token in a hidden field).",
-            responses={"200": _page("The form; starts an anonymous session holding the CSRF token."),
+            summary="The sign-in form (it carries a signed CSRF token in a hidden field).",
+            responses={"200": _page("The form; its token is bound to the gw_form cookie, nothing is stored "
+                                    "on the server."),
                        "303": _redirect("Already signed in: to the panel", AFTER_LOGIN)},
         ),
         Operation(

@@ -6,8 +6,9 @@ copied cookie is dead afterwards. :class:`ServerSideStorage` owns the policy
 clock, rotation at login); a :class:`SessionBackend` only stores records:
 
 - :class:`MemorySessionBackend` (``session_backend="embedded"``): in the
-  gateway's memory, bounded, least recently used evicted first. Sessions do
-  not survive a restart; everyone signs in again.
+  gateway's memory, bounded, least recently used evicted first (only
+  sign-ins create records, see below). Sessions do not survive a restart;
+  everyone signs in again.
 - :class:`RedisSessionBackend` (``session_backend="redis"``, extra
   ``engine-jobs[redis]``): shared by several gateways. It is not
   aiohttp-session's ``RedisStorage`` because that storage keys Redis by the
@@ -17,6 +18,14 @@ clock, rotation at login); a :class:`SessionBackend` only stores records:
 
 Backends are keyed by the SHA-256 of the session id, so a dump of the store
 holds no usable cookie.
+
+Only a sign-in creates a record. An anonymous visitor (the login form, a
+bad or stale cookie, a signed-out panel page, a logout without a session)
+never writes to the backend, so anonymous traffic cannot fill the store
+and evict a signed-in session: the login form's CSRF token is stateless
+(:mod:`admin_gateway.csrf`), bound to a random nonce in a separate
+``gw_form`` cookie (:meth:`ServerSideStorage.ensure_form_nonce`) and signed with
+:attr:`ServerSideStorage.form_secret`.
 """
 
 from __future__ import annotations
@@ -42,14 +51,21 @@ from .settings import Settings, SettingsError
 COOKIE_NAME = "gw_session"
 #: Over HTTPS: the browser then only accepts it Secure, Path=/, host-only.
 SECURE_COOKIE_NAME = "__Host-gw_session"
+#: The anonymous login form's nonce cookie (no server record behind it), and its HTTPS name.
+FORM_COOKIE_NAME = "gw_form"
+SECURE_FORM_COOKIE_NAME = "__Host-gw_form"
 _MAX_ID_LENGTH = 128
 _ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 _REDIS_PREFIX = "admin_gateway:session:"
+#: The one Redis key holding the form-token secret shared by every gateway on the server.
+_REDIS_FORM_SECRET = "admin_gateway:form_secret"
 
 #: Set on the request when its session cookie named an expired session ("idle" or "absolute").
 SESSION_EXPIRED_REASON = web.RequestKey("session_expired_reason", str)
 #: The session id and live record a request's cookie names (``None``: none), once loaded.
 _LOADED: web.RequestKey[tuple[str, SessionRecord] | None] = web.RequestKey("session_loaded")
+#: A form nonce made for this request, to be set as a cookie on its response.
+_NEW_FORM_NONCE = web.RequestKey("new_form_nonce", str)
 
 
 @attrs.frozen(kw_only=True)
@@ -90,6 +106,9 @@ class SessionBackend(Protocol):
     async def prune(self, is_dead: Callable[[SessionRecord], bool]) -> int:
         """Drop records for which ``is_dead`` holds; return how many."""
 
+    async def shared_secret(self, candidate: bytes) -> bytes:
+        """Return the form-token secret every gateway on this backend uses (``candidate`` if none yet)."""
+
     async def close(self) -> None:
         """Release connections."""
 
@@ -126,6 +145,10 @@ class MemorySessionBackend:
             del self._records[k]
         return len(dead)
 
+    async def shared_secret(self, candidate: bytes) -> bytes:
+        """This process is the only gateway using these sessions: its own secret is the shared one."""
+        return candidate
+
     async def close(self) -> None:
         """Nothing to release."""
 
@@ -158,6 +181,19 @@ class RedisSessionBackend:
         """Nothing to do: Redis expires keys by their TTL."""
         return 0
 
+    async def shared_secret(self, candidate: bytes) -> bytes:
+        """Store ``candidate`` unless a gateway did first, and return the stored secret.
+
+        Written once per gateway start, never per request, so a login form
+        served by one gateway can be posted to another.
+        """
+        await self._redis.set(_REDIS_FORM_SECRET, candidate.hex(), nx=True)
+        stored = await self._redis.get(_REDIS_FORM_SECRET)
+        try:
+            return bytes.fromhex(stored.decode() if isinstance(stored, bytes) else str(stored))
+        except ValueError:  # not ours (or gone): keep the process's own secret rather than trust it
+            return candidate
+
     async def close(self) -> None:
         """Close the connection pool."""
         await self._redis.aclose()
@@ -165,6 +201,24 @@ class RedisSessionBackend:
 
 def _key(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def _read_cookie(request: web.Request, name: str) -> str | None:
+    # Our values are URL-safe base64, so the Cookie header is scanned for the one name
+    # directly: parsing every cookie on every request costs more than the rest of the
+    # session handling.
+    header = request.headers.get("Cookie")
+    if not header:
+        return None
+    prefix = name + "="
+    for part in header.split(";"):
+        part = part.strip()
+        if part.startswith(prefix):
+            value = part[len(prefix):]
+            if 0 < len(value) <= _MAX_ID_LENGTH and _ID_RE.fullmatch(value):
+                return value
+            return None
+    return None
 
 
 class _LoadedSession(Session):
@@ -213,30 +267,34 @@ class ServerSideStorage(AbstractStorage):
         self._on_expired = on_expired
         # Refresh "last seen" at most this often: a write per request buys nothing.
         self._touch_every = min(60.0, idle_timeout / 30)
+        #: Key of the login form's CSRF tokens; replaced by the backend's shared one at start.
+        self.form_secret = secrets.token_bytes(32)
 
     def cookie_name_for(self, request: web.Request) -> str:
         """Return the cookie name for this request: ``__Host-`` prefixed over HTTPS."""
         return SECURE_COOKIE_NAME if is_https(request, self._trusted) else COOKIE_NAME
 
     def load_cookie(self, request: web.Request) -> str | None:
-        """Return the session id the request carries, if it looks like one of ours.
+        """Return the session id the request carries, if it looks like one of ours."""
+        return _read_cookie(request, self.cookie_name_for(request))
 
-        Our ids are URL-safe base64, so the ``Cookie`` header is scanned for
-        the one name directly: parsing every cookie on every request costs
-        more than the rest of the session handling.
+    def form_nonce(self, request: web.Request) -> str | None:
+        """Return the nonce of the request's login form cookie (or of the one made for it), if any."""
+        if _NEW_FORM_NONCE in request:
+            return request[_NEW_FORM_NONCE]
+        https = is_https(request, self._trusted)
+        return _read_cookie(request, SECURE_FORM_COOKIE_NAME if https else FORM_COOKIE_NAME)
+
+    def ensure_form_nonce(self, request: web.Request) -> str:
+        """Return :meth:`form_nonce`, making a fresh one if the request has none.
+
+        A made nonce is set as a cookie (same flags as the session cookie)
+        on the response by :meth:`finish`. Nothing is stored on the server.
         """
-        header = request.headers.get("Cookie")
-        if not header:
-            return None
-        prefix = self.cookie_name_for(request) + "="
-        for part in header.split(";"):
-            part = part.strip()
-            if part.startswith(prefix):
-                value = part[len(prefix):]
-                if 0 < len(value) <= _MAX_ID_LENGTH and _ID_RE.fullmatch(value):
-                    return value
-                return None
-        return None
+        nonce = self.form_nonce(request)
+        if nonce is None:
+            nonce = request[_NEW_FORM_NONCE] = secrets.token_urlsafe(32)
+        return nonce
 
     def expiry_reason(self, record: SessionRecord, now: float) -> str | None:
         """Return ``"absolute"`` or ``"idle"`` if ``record`` has expired at ``now``, else ``None``."""
@@ -245,6 +303,11 @@ class ServerSideStorage(AbstractStorage):
         if now - record.seen >= self._idle:
             return "idle"
         return None
+
+    def _set_form_cookie(self, request: web.Request, response: web.StreamResponse, nonce: str) -> None:
+        https = is_https(request, self._trusted)
+        response.set_cookie(SECURE_FORM_COOKIE_NAME if https else FORM_COOKIE_NAME, nonce, path="/",
+                            secure=https or None, httponly=True, samesite="Strict")
 
     def _ttl(self, record: SessionRecord, now: float) -> float:
         return min(self._idle, self._absolute - (now - record.created)) + 60
@@ -350,8 +413,13 @@ class ServerSideStorage(AbstractStorage):
         or a stream) gets the session saved into it, and only after the
         handler answered or raised an HTTP exception, never after an error.
         """
+        if not isinstance(response, web.Response):
+            return None
+        nonce = request.get(_NEW_FORM_NONCE)
+        if nonce is not None and not response.prepared:
+            self._set_form_cookie(request, response, nonce)
         session = request.get(SESSION_KEY)
-        if session is None or not session._changed or not isinstance(response, web.Response):
+        if session is None or not session._changed:
             return None
         if response.prepared:
             raise RuntimeError("Cannot save session data into prepared response")
@@ -376,8 +444,9 @@ SESSION_STORAGE = web.AppKey("session_storage", ServerSideStorage)
 
 
 async def session_pruner(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: prune expired sessions every minute; close the backend at shutdown."""
+    """cleanup_ctx: agree on the form secret, prune expired sessions every minute; close the backend at shutdown."""
     storage = app[SESSION_STORAGE]
+    storage.form_secret = await storage.backend.shared_secret(storage.form_secret)
 
     async def loop() -> None:
         while True:

@@ -96,6 +96,10 @@ class Settings:
     #: gets a few hundred guesses an hour across all accounts instead of 100 per account.
     login_limit_per_address_per_hour: int = attrs.field(default=300, validator=_positive_int)
     max_sessions: int = attrs.field(default=100_000, validator=_positive_int)
+    #: Seconds a login form's CSRF token stays valid (the form is re-served with a fresh one after).
+    login_form_timeout: float = attrs.field(default=3600.0, validator=_positive)
+    #: Seconds over which repeated identical denials are counted into one audit record.
+    audit_coalesce_window: float = attrs.field(default=10.0, validator=_positive)
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     #: Client connections (shared.connection_limits.ConnectionLimits): the cap (None: 1024, fitted

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import secrets
 import socket
 import tempfile
 import time
@@ -22,7 +23,7 @@ from typing import Any
 
 import attrs
 import pytest
-from aiohttp import CookieJar, web
+from aiohttp import CookieJar, DummyCookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from admin_gateway.app import create_app
@@ -213,13 +214,18 @@ class User:
 _CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
+def form_token_in(page: str) -> str:
+    """The CSRF token of the form in the HTML ``page``."""
+    match = _CSRF_FIELD.search(page)
+    assert match, "the page has no csrf_token field"
+    return match.group(1)
+
+
 async def login_form_token(client: TestClient) -> str:
     """GET /login and return the CSRF token of its form."""
     resp = await client.get("/login")
     assert resp.status == 200, await resp.text()
-    match = _CSRF_FIELD.search(await resp.text())
-    assert match, "login form has no csrf_token field"
-    return match.group(1)
+    return form_token_in(await resp.text())
 
 
 async def post_login(client: TestClient, username: str, password: str, **headers: str) -> Any:
@@ -240,6 +246,67 @@ async def login(client: TestClient, user: str, password: str) -> str:
     assert config.status == 200, await config.text()
     csrf: str = (await config.json())["csrfToken"]
     return csrf
+
+
+#: What each kind of :func:`anonymous_flood` request must be answered. A wrong password may also
+#: meet the login throttle or a full password-check queue (429, 503): none of them opens a session.
+FLOOD_STATUSES = {"form": {200}, "form_with_cookie": {200}, "config": {401}, "bad_cookie": {401},
+                  "panel": {303}, "logout": {303}, "no_token_login": {403}, "wrong_login": {401, 429, 503}}
+
+
+def check_flood_answers(statuses: dict[str, list[int]]) -> None:
+    """Every kind of :func:`anonymous_flood` request was sent and answered as :data:`FLOOD_STATUSES` says."""
+    assert set(statuses) == set(FLOOD_STATUSES)
+    for kind, seen in statuses.items():
+        assert set(seen) <= FLOOD_STATUSES[kind], (kind, sorted(set(seen)))
+
+
+async def anonymous_flood(gw: Gateway, *, rounds: int = 100, wrong_logins: int = 10,
+                          parallel: int = 32) -> dict[str, list[int]]:
+    """Send a bounded, parallel flood of anonymous traffic; return the statuses by kind.
+
+    Kinds (``rounds`` of each, at most ``parallel`` requests in flight): the
+    login form without cookies (several times per round) and with a random
+    session cookie, the config API, a panel page and ``POST /logout`` with
+    random or malformed session cookies, ``POST /login`` without a token;
+    plus ``wrong_logins`` complete form logins with a wrong password. No
+    cookie is kept between requests.
+    """
+    client = await gw.make_client(gw.server, cookie_jar=DummyCookieJar())
+    gate = asyncio.Semaphore(parallel)
+    statuses: dict[str, list[int]] = {}
+
+    def random_cookie() -> dict[str, str]:
+        return {"Cookie": f"gw_session={secrets.token_urlsafe(32)}"}
+
+    async def send(kind: str, method: str, path: str, **kwargs: Any) -> None:
+        async with gate:
+            resp = await client.request(method, path, allow_redirects=False, **kwargs)
+            await resp.read()
+            statuses.setdefault(kind, []).append(resp.status)
+
+    async def wrong_login() -> None:
+        async with gate:
+            form = await client.get("/login")
+            token = form_token_in(await form.text())
+            cookie = "; ".join(f"{c.key}={c.value}" for c in form.cookies.values())
+            resp = await client.post("/login", data={"username": SUPER, "password": "wrong password!!",
+                                                     "csrf_token": token}, headers={"Cookie": cookie})
+            statuses.setdefault("wrong_login", []).append(resp.status)
+
+    jobs = [wrong_login() for _ in range(wrong_logins)]
+    for _ in range(rounds):
+        jobs += [send("form", "GET", "/login") for _ in range(4)]
+        jobs += [
+            send("form_with_cookie", "GET", "/login", headers=random_cookie()),
+            send("config", "GET", "/api/admin/config", headers=random_cookie()),
+            send("bad_cookie", "GET", "/api/admin/config", headers={"Cookie": "gw_session=not*an!id%00"}),
+            send("panel", "GET", "/admin/engine/jobs", headers=random_cookie()),
+            send("logout", "POST", "/logout", headers=random_cookie()),
+            send("no_token_login", "POST", "/login", data={"username": SUPER, "password": "x"}),
+        ]
+    await asyncio.gather(*jobs)
+    return statuses
 
 
 def session_cookie(client: TestClient) -> str | None:

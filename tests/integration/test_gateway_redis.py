@@ -17,11 +17,15 @@ from pathlib import Path
 import pytest
 
 from gateway_harness import (  # noqa: F401  (fixtures)
+    PASSWORD,
     SUPER,
     Engine,
     MakeGateway,
+    anonymous_flood,
+    check_flood_answers,
     clock,
     engine,
+    form_token_in,
     login,
     make_gateway,
     session_cookie,
@@ -84,15 +88,52 @@ class TestRedisSessions:
         assert (await user.client.get("/api/admin/config")).status == 401
 
     async def test_rotation_and_idle_expiry(self, engine: Engine, make_gateway: MakeGateway, redis_url: str) -> None:
-        """The pre-login id dies at login, and an idle session expires by the injected clock."""
+        """A session id planted before login is replaced, and an idle session expires by the injected clock."""
         gw = await make_gateway(engine.url, session_backend="redis", redis_url=redis_url)
         client = await gw.client()
-        await client.get("/login")
-        anonymous = session_cookie(client)
+        planted = "planted-by-an-attacker-0123456789"
+        client.session.cookie_jar.update_cookies({"gw_session": planted}, client.make_url("/"))
         await login(client, SUPER, "correct horse battery staple")
-        assert session_cookie(client) != anonymous
+        assert session_cookie(client) != planted
         replay = await gw.client()
-        replay.session.cookie_jar.update_cookies({"gw_session": str(anonymous)}, replay.make_url("/"))
+        replay.session.cookie_jar.update_cookies({"gw_session": planted}, replay.make_url("/"))
         assert (await replay.get("/api/admin/config")).status == 401
         gw.clock.advance(1801)
         assert (await client.get("/api/admin/config")).status == 401
+
+
+async def _keys(redis_url: str) -> set[str]:
+    from redis import asyncio as aioredis
+
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        return {key.decode() async for key in redis.scan_iter()}
+    finally:
+        await redis.aclose()
+
+
+class TestRedisAnonymousTraffic:
+    async def test_flood_writes_no_key(self, engine: Engine, make_gateway: MakeGateway, redis_url: str) -> None:
+        """A parallel anonymous flood writes no Redis key; the signed-in super_admin keeps working."""
+        gw = await make_gateway(engine.url, session_backend="redis", redis_url=redis_url)
+        alice = await gw.login()
+        keys = await _keys(redis_url)
+        statuses = await anonymous_flood(gw)
+        assert await _keys(redis_url) == keys
+        assert len([k for k in keys if k.startswith("admin_gateway:session:")]) == 1
+        assert (await alice.client.get("/api/admin/config")).status == 200
+        await alice.create()
+        check_flood_answers(statuses)
+
+    async def test_login_form_of_one_gateway_signs_in_on_another(self, engine: Engine, make_gateway: MakeGateway,
+                                                                  redis_url: str) -> None:
+        """Gateways sharing Redis share the form secret: a form served by one is accepted by the other."""
+        one = await make_gateway(engine.url, session_backend="redis", redis_url=redis_url)
+        two = await make_gateway(engine.url, session_backend="redis", redis_url=redis_url)
+        client = await one.client()
+        token = form_token_in(await (await client.get("/login")).text())
+        form_cookie = "; ".join(f"{c.key}={c.value}" for c in client.session.cookie_jar)
+        other = await two.client()
+        resp = await other.post("/login", data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
+                                headers={"Cookie": form_cookie}, allow_redirects=False)
+        assert resp.status == 303, await resp.text()

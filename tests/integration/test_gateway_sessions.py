@@ -7,7 +7,7 @@ import re
 from aiohttp.test_utils import TestClient
 
 from admin_gateway.auth import USER_STORE
-from admin_gateway.sessions import SECURE_COOKIE_NAME, SESSION_STORAGE, MemorySessionBackend
+from admin_gateway.sessions import SECURE_COOKIE_NAME, SECURE_FORM_COOKIE_NAME, SESSION_STORAGE, MemorySessionBackend
 from gateway_harness import (  # noqa: F401  (fixtures)
     ADMIN,
     PASSWORD,
@@ -17,6 +17,7 @@ from gateway_harness import (  # noqa: F401  (fixtures)
     MakeGateway,
     clock,
     engine,
+    form_token_in,
     gateway,
     login_form_token,
     make_gateway,
@@ -103,43 +104,57 @@ class TestLogin:
 
 class TestSessionLifecycle:
     async def test_session_id_changes_at_login(self, gateway: Gateway) -> None:
-        """The anonymous session of the login form is replaced by a new id, and the old id is dead."""
+        """A session id planted before login (fixation) is replaced by a new one and never signed in."""
         client = await gateway.client()
         token = await login_form_token(client)
-        before = session_cookie(client)
-        assert before
+        assert session_cookie(client) is None  # the form opens no session
+        planted = "planted-by-an-attacker-0123456789"
+        _with_cookie(client, planted)
         resp = await client.post("/login", data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
                                  allow_redirects=False)
         assert resp.status == 303
         after = session_cookie(client)
-        assert after and after != before
+        assert after and after != planted
         other = await gateway.client()
-        _with_cookie(other, before)
+        _with_cookie(other, planted)
         assert not await _signed_in(other)
 
     async def test_cookie_attributes(self, gateway: Gateway) -> None:
-        """The session cookie is HttpOnly, SameSite=Strict, Path=/ (plain HTTP: no Secure, no __Host-)."""
+        """Session and form cookies are HttpOnly, SameSite=Strict, Path=/ (plain HTTP: no Secure, no __Host-)."""
         client = await gateway.client()
-        resp = await client.get("/login")
-        cookie = resp.headers["Set-Cookie"]
-        assert cookie.startswith("gw_session=")
-        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
-        assert "Secure" not in cookie and "Max-Age" not in cookie and "Domain" not in cookie
+        form = (await client.get("/login")).headers["Set-Cookie"]
+        resp = await client.post("/login", data={"username": SUPER, "password": PASSWORD,
+                                                 "csrf_token": await login_form_token(client)},
+                                 allow_redirects=False)
+        session = resp.headers["Set-Cookie"]
+        assert form.startswith("gw_form=") and session.startswith("gw_session=")
+        for cookie in (form, session):
+            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+            assert "Secure" not in cookie and "Max-Age" not in cookie and "Domain" not in cookie
 
     async def test_https_behind_a_trusted_proxy_uses_host_prefix(self, engine: Engine,
                                                                   make_gateway: MakeGateway) -> None:
-        """Over HTTPS (a trusted proxy says so) the cookie is ``__Host-``, Secure; an untrusted peer can't say so."""
+        """Over HTTPS (a trusted proxy says so) the cookies are ``__Host-``, Secure; an untrusted peer can't say so."""
         trusting = await make_gateway(engine.url, trusted_proxies=("127.0.0.1",))
         client = await trusting.client()
-        resp = await client.get("/login", headers={"X-Forwarded-Proto": "https"})
+        https = {"X-Forwarded-Proto": "https"}
+        resp = await client.get("/login", headers=https)
+        form = resp.headers["Set-Cookie"]
+        assert form.startswith(SECURE_FORM_COOKIE_NAME + "=")
+        assert "Secure" in form and "Path=/" in form and "Domain" not in form
+        assert resp.headers["Strict-Transport-Security"]
+        token = form_token_in(await resp.text())
+        nonce = form.split(";")[0]
+        resp = await client.post("/login", data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
+                                 headers={**https, "Cookie": nonce}, allow_redirects=False)
+        assert resp.status == 303, await resp.text()
         cookie = resp.headers["Set-Cookie"]
         assert cookie.startswith(SECURE_COOKIE_NAME + "=")
         assert "Secure" in cookie and "Path=/" in cookie and "Domain" not in cookie
-        assert resp.headers["Strict-Transport-Security"]
         untrusting = await make_gateway(engine.url)
         client = await untrusting.client()
-        resp = await client.get("/login", headers={"X-Forwarded-Proto": "https"})
-        assert resp.headers["Set-Cookie"].startswith("gw_session=")
+        resp = await client.get("/login", headers=https)
+        assert resp.headers["Set-Cookie"].startswith("gw_form=")
 
     async def test_logout_kills_a_copied_cookie(self, gateway: Gateway) -> None:
         """After POST /logout the same cookie, replayed from another client, is refused."""

@@ -101,12 +101,14 @@ class TestExampleConfig:
         assert s.safe_mode is True
         assert s.trusted_proxies == ("127.0.0.1",)
         assert s.data_dir == Path("/var/lib/admin-gateway")
+        assert (s.max_sessions, s.login_form_timeout, s.audit_coalesce_window) == (100_000, 3600, 10)
 
 
 class TestSettingsValidation:
     @pytest.mark.parametrize("kwargs", [
         {"connect_timeout": 0}, {"total_timeout": -1}, {"idle_timeout": 0}, {"login_limit_per_hour": 0},
-        {"session_backend": "memcached"}, {"session_backend": "redis"},
+        {"session_backend": "memcached"}, {"session_backend": "redis"}, {"login_form_timeout": 0},
+        {"audit_coalesce_window": -1},
     ])
     def test_bad_values_are_refused(self, kwargs: dict[str, Any]) -> None:
         """Non-positive timeouts, zero limits, unknown backends and Redis without a URL are refused."""
