@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                        metavar="ADDR[/BITS]", help="a proxy whose X-Forwarded-For/-Proto are believed (repeatable)")
     serve.add_argument("--allowed-origin", dest="allowed_origins", action="append", default=[], metavar="ORIGIN",
                        help="extra origin accepted on POST, e.g. https://admin.example.com (repeatable)")
+    serve.add_argument("--login-hash-workers", type=int, help="threads checking passwords (default 2)")
+    serve.add_argument("--login-hash-queue", type=int,
+                       help="password checks that may wait for a thread before sign-ins get 429 (default 16)")
     serve.add_argument("--log-level", default="info")
 
     users = sub.add_parser("users", help="manage users")

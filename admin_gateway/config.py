@@ -27,6 +27,8 @@ FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "idle_timeout": (int, float), "absolute_timeout": (int, float), "refresh_interval": (int, float),
     "session_backend": str, "redis_url": str, "login_limit_per_hour": int,
     "login_limit_per_address_per_hour": int, "trusted_proxies": list, "allowed_origins": list,
+    "login_free_attempts": int, "login_max_delay": (int, float), "login_limit_per_device_per_hour": int,
+    "login_hash_workers": int, "login_hash_queue": int,
 }
 #: Environment variables and the setting each provides.
 ENV_KEYS = {"ENGINE_HUB_URL": "engine_url", "GATEWAY_PORT": "port", "GATEWAY_REDIS_URL": "redis_url"}
