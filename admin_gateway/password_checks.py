@@ -5,19 +5,26 @@ queued hundreds of checks in front of everything else that pool runs, the
 audit journal's writes included (they now have their own thread too). Here
 checks run in a dedicated pool of ``workers`` threads, and at most
 ``queue`` more may wait for one: past that an attempt is refused at once
-(:class:`HasherBusy`) instead of waiting behind a flood.
+(:class:`HasherBusy`) instead of waiting behind a flood. The threads run at
+a lower CPU priority than the event loop's: on a small machine the hashing
+of a flood must not starve the loop that serves everybody else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 from aiohttp import web
 
 T = TypeVar("T")
+#: How much lower the checking threads' CPU priority is than the rest of the process.
+_NICENESS = 10
 
 
 class HasherBusy(Exception):
@@ -44,7 +51,8 @@ class PasswordChecks:
     def start(self) -> None:
         """Create the threads' pool (threads start with the first checks)."""
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers,
-                                                               thread_name_prefix="password-check")
+                                                               thread_name_prefix="password-check",
+                                                               initializer=_lower_priority)
 
     async def close(self) -> None:
         """Let running and waiting checks finish, then stop the threads."""
@@ -68,6 +76,12 @@ class PasswordChecks:
 
     def _done(self) -> None:
         self._pending -= 1
+
+
+def _lower_priority() -> None:
+    """Make the calling thread yield the CPU to the event loop's thread (Linux: threads have their own nice)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICENESS)
 
 
 #: The app's password checks.
