@@ -55,10 +55,10 @@ class PasswordChecks:
                                                                initializer=_lower_priority)
 
     async def close(self) -> None:
-        """Let running and waiting checks finish, then stop the threads."""
+        """Drop the waiting checks, let the running ones finish, then stop the threads."""
         executor, self._executor = self._executor, None
         if executor is not None:
-            await asyncio.to_thread(executor.shutdown)
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
     async def run(self, check: Callable[..., T], *args: object) -> T:
         """Return ``check(*args)`` run in a worker thread; raise :class:`HasherBusy` at once if full."""

@@ -113,23 +113,29 @@ class _Delays:
         wait = streak.last + delay - now
         return wait if wait > 0 else None
 
-    def add(self, key: str, now: float) -> None:
+    def add(self, key: str, now: float) -> float | None:
+        """Count one failure; return the previous failure's time (``None`` if it is the first)."""
         streak = self._streaks.get(key)
+        previous = None
         if streak is None:
             self._streaks[key] = _Streak(failures=1, last=now)
         else:
+            previous, streak.last = streak.last, now
             streak.failures += 1
-            streak.last = now
         self._streaks.move_to_end(key)
         while len(self._streaks) > self._max_keys:
             self._streaks.popitem(last=False)
+        return previous
 
-    def undo(self, key: str) -> None:
+    def undo(self, key: str, previous: float | None) -> None:
+        """Take back one failure counted by :meth:`add` (which returned ``previous``)."""
         streak = self._streaks.get(key)
         if streak is not None:
             streak.failures -= 1
-            if streak.failures <= 0:
+            if streak.failures <= 0 or previous is None:
                 del self._streaks[key]
+            else:
+                streak.last = previous
 
     def reset(self, key: str) -> None:
         self._streaks.pop(key, None)
@@ -152,11 +158,12 @@ class Reservation:
     """
 
     def __init__(self, throttle: LoginThrottle, *, account: str | None, address: str, pair: str,
-                 device: str | None, stamp: float) -> None:
+                 pair_previous: float | None, device: str | None, stamp: float) -> None:
         self._throttle = throttle
         self._account = account
         self._address = address
         self._pair = pair
+        self._pair_previous = pair_previous
         self._device = device
         self._stamp = stamp
         self._settled = False
@@ -181,7 +188,7 @@ class Reservation:
     def unchecked(self) -> None:
         """The password was never checked (the gateway was too busy): forget this attempt."""
         if self._discard():
-            self._throttle._pairs.undo(self._pair)
+            self._throttle._pairs.undo(self._pair, self._pair_previous)
 
 
 class LoginThrottle:
@@ -221,13 +228,13 @@ class LoginThrottle:
             wait, limit = max(waits)
             return Refusal(retry_after=max(1, math.ceil(wait)), limit=limit)
         self._addresses.add(address, now)
-        self._pairs.add(pair, now)
+        pair_previous = self._pairs.add(pair, now)
         if device is not None:
             self._devices.add(device, now)
         else:
             self._accounts.add(account, now)
         return Reservation(self, account=None if device is not None else account, address=address, pair=pair,
-                           device=device, stamp=now)
+                           pair_previous=pair_previous, device=device, stamp=now)
 
 
 #: The app's login throttle.

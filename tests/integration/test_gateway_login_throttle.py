@@ -240,7 +240,7 @@ class TestLoginFlood:
         took = time.monotonic() - started
         answers = [first, *await asyncio.gather(*flood)]
         assert job["status"] == "READY"
-        assert took < 3.0, f"create took {took:.2f}s during the flood"
+        assert took < 5.0, f"create took {took:.2f}s during the flood"
         busy = [a for a in answers if a.status == 429]
         assert len(busy) >= 200, _statuses(answers)
         assert all(a.retry_after == "1" and a.code == "throttled" for a in busy)

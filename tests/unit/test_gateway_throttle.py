@@ -99,6 +99,17 @@ class TestLoginThrottle:
         assert _refused(t, "alice", "10.0.3.1", device="dev1").limit == "device"
         _reserve(t, "alice", "10.0.3.2", device="dev2")
 
+    def test_an_unchecked_attempt_leaves_the_delay_as_it_was(self) -> None:
+        """Taking back an unchecked attempt restores the streak: the wait still runs from the last real failure."""
+        clock = Clock()
+        t = LoginThrottle(clock=clock, per_account=100, per_address=100, free_attempts=1)
+        _reserve(t, "alice", "10.0.0.1")
+        clock.now += 1.5
+        unchecked = _reserve(t, "alice", "10.0.0.1")
+        clock.now += 0.7
+        unchecked.unchecked()
+        _reserve(t, "alice", "10.0.0.1")  # one failure, 2.2 s ago: its one-second wait is over
+
     def test_memory_is_bounded(self) -> None:
         """At most ``max_keys`` keys are remembered; the least recently failed are forgotten."""
         t = LoginThrottle(clock=Clock(), per_account=1, per_address=1000, max_keys=10)
