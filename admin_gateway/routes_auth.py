@@ -6,9 +6,8 @@ counted by the throttle *before* its password is checked (see
 :mod:`admin_gateway.throttle`; refused: 429 with ``Retry-After``), and the
 check runs in the bounded :mod:`admin_gateway.password_checks` pool (full:
 429 at once). A successful login sets a device cookie
-(:mod:`admin_gateway.device_cookies`). A
-successful login rotates the session (``new_session``: a fresh id, the old
-one deleted on the server) and issues a fresh CSRF token.
+(:mod:`admin_gateway.device_cookies`), rotates the session (``new_session``:
+a fresh id, the old one deleted on the server) and issues a fresh CSRF token.
 
 Auditing: a login that cannot be recorded does not happen (503
 ``journal_unavailable``, no session). A logout always ends the session on
@@ -36,11 +35,11 @@ from shared.web import API_ROUTES, read_form
 from .audit import ACCEPTED, AUDIT, LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT, REFUSED
 from .auth import SESSION_GENERATION, SESSION_USER, USER_STORE, current_user
 from .csrf import SESSION_CSRF, check_csrf, csrf_token, new_csrf_token
+from .device_cookies import DEVICE_COOKIES, DeviceCookies, device_key_ctx
 from .errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
+from .password_checks import PASSWORD_CHECKS, HasherBusy, PasswordChecks, password_checks_ctx
 from .peer import TRUSTED_PROXIES, client_address
 from .settings import SETTINGS
-from .device_cookies import DEVICE_COOKIES, DeviceCookies, device_key_ctx
-from .password_checks import PASSWORD_CHECKS, HasherBusy, PasswordChecks, password_checks_ctx
 from .throttle import LOGIN_THROTTLE, Refusal
 from .users import MAX_PASSWORD_LENGTH, UserError, validate_name
 
