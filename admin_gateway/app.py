@@ -71,7 +71,10 @@ def create_app(settings: Settings) -> web.Application:
     app[AUDIT] = audit
     app[USER_STORE] = UserStore(settings.data_dir)
     app[LOGIN_THROTTLE] = LoginThrottle(clock=settings.clock, per_account=settings.login_limit_per_hour,
-                                        per_address=settings.login_limit_per_address_per_hour)
+                                        per_address=settings.login_limit_per_address_per_hour,
+                                        free_attempts=settings.login_free_attempts,
+                                        max_delay=settings.login_max_delay,
+                                        per_device=settings.login_limit_per_device_per_hour)
 
     async def on_expired(request: web.Request, data: dict[str, object], reason: str) -> None:
         user = data.get(SESSION_USER)

@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                        "(default 10)")
     serve.add_argument("--keepalive-timeout", type=float, help="seconds an idle kept-alive connection stays open "
                        "(default 75)")
+    serve.add_argument("--login-hash-workers", type=int, help="threads checking passwords (default 2)")
+    serve.add_argument("--login-hash-queue", type=int,
+                       help="password checks that may wait for a thread before sign-ins get 429 (default 16)")
     serve.add_argument("--log-level", default="info")
 
     users = sub.add_parser("users", help="manage users")

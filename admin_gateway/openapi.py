@@ -185,8 +185,9 @@ def _ops() -> list[Operation]:
                               media=(JSON, HTML)),
                     ErrorCase(status=403, code=E.CSRF, when="missing or wrong CSRF token, or a foreign origin",
                               media=(JSON, HTML)),
-                    ErrorCase(status=429, code=E.THROTTLED, when="too many failed attempts for this account or "
-                              "address", headers=RETRY_AFTER, media=(JSON, HTML)),
+                    ErrorCase(status=429, code=E.THROTTLED, when="too many failed attempts (per address, per "
+                              "account and address, per account or per device cookie), or every password-check "
+                              "thread is busy", headers=RETRY_AFTER, media=(JSON, HTML)),
                     ErrorCase(status=503, code=E.JOURNAL_UNAVAILABLE, when="the sign-in cannot be recorded in the "
                               "audit trail, so no session is opened (fail closed)", media=(JSON, HTML)),
                     BAD_FORM, TOO_LARGE),

@@ -1,10 +1,13 @@
 """Signing in and out: ``GET/POST /login`` and ``POST /logout``.
 
 A wrong user name and a wrong password get the same answer (same status,
-same text, about the same time: see ``UserStore.verify``). Failed attempts
-are throttled per account and per address (429 with ``Retry-After``). A
-successful login rotates the session (``new_session``: a fresh id, the old
-one deleted on the server) and issues a fresh CSRF token.
+same text, about the same time: see ``UserStore.verify``). Every attempt is
+counted by the throttle *before* its password is checked (see
+:mod:`admin_gateway.throttle`; refused: 429 with ``Retry-After``), and the
+check runs in the bounded :mod:`admin_gateway.password_checks` pool (full:
+429 at once). A successful login sets a device cookie
+(:mod:`admin_gateway.device_cookies`), rotates the session (``new_session``:
+a fresh id, the old one deleted on the server) and issues a fresh CSRF token.
 
 Auditing: a login that cannot be recorded does not happen (503
 ``journal_unavailable``, no session). A logout always ends the session on
@@ -19,7 +22,6 @@ The page itself is rendered by the panel when it registers a
 
 from __future__ import annotations
 
-import asyncio
 import html
 import math
 from collections.abc import Awaitable, Callable
@@ -33,14 +35,19 @@ from shared.web import API_ROUTES, read_form
 from .audit import ACCEPTED, AUDIT, LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT, REFUSED
 from .auth import SESSION_GENERATION, SESSION_USER, USER_STORE, current_user
 from .csrf import SESSION_CSRF, check_csrf, csrf_token, new_csrf_token
+from .device_cookies import DEVICE_COOKIES, DeviceCookies, device_key_ctx
 from .errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
+from .password_checks import PASSWORD_CHECKS, HasherBusy, PasswordChecks, password_checks_ctx
 from .peer import TRUSTED_PROXIES, client_address
-from .throttle import LOGIN_THROTTLE
+from .settings import SETTINGS
+from .throttle import LOGIN_THROTTLE, Refusal
 from .users import MAX_PASSWORD_LENGTH, UserError, validate_name
 
 #: Where a successful login lands.
 AFTER_LOGIN = "/admin/engine/jobs"
 _MAX_USERNAME_FIELD = 256
+#: Seconds a client is asked to wait when every password-check thread is busy.
+_BUSY_RETRY_AFTER = 1
 
 
 @attrs.frozen(kw_only=True)
@@ -132,31 +139,35 @@ async def login(request: web.Request) -> web.StreamResponse:
     # A name that cannot be a user name is not recorded: it is more likely a password.
     invalid_name = True if attempted is None and username else None
 
-    wait = throttle.retry_after(username, address)
-    if wait is not None:
-        await audit.record(LOGIN_FAILED, request=request, actor=attempted, outcome=REFUSED, code=Throttled.code,
-                           status=429, reason="throttled", retryAfter=wait, usernameInvalid=invalid_name)
-        message = (f"Too many failed sign-in attempts. Try again in {math.ceil(wait / 60)} minute(s).")
-        headers = {"Retry-After": str(wait)}
-        if json_mode:
-            raise Throttled(message, headers=headers)
-        return await render_login(request, message, username=username, status=429, headers=headers)
+    devices = request.app[DEVICE_COOKIES]
+    device = devices.from_request(request, throttle.account_key, username)
+    admitted = throttle.reserve(username, address, device=device)
+    if isinstance(admitted, Refusal):
+        return await _refuse_attempt(request, json_mode, username, attempted, invalid_name,
+                                     wait=admitted.retry_after, reason="throttled", limit=admitted.limit)
 
     store = request.app[USER_STORE]
-    record = await asyncio.to_thread(store.verify, username, password[:MAX_PASSWORD_LENGTH + 1])
+    try:
+        record = await request.app[PASSWORD_CHECKS].run(store.verify, username, password[:MAX_PASSWORD_LENGTH + 1])
+    except HasherBusy:
+        admitted.unchecked()  # no password was checked: nothing was guessed
+        return await _refuse_attempt(request, json_mode, username, attempted, invalid_name,
+                                     wait=_BUSY_RETRY_AFTER, reason="busy", limit=None)
     if record is None:
-        throttle.record_failure(username, address)
+        # The reservation stays: this attempt is a counted failure.
         await audit.record(LOGIN_FAILED, request=request, actor=attempted, outcome=REFUSED, code=Unauthorized.code,
-                           status=401, reason="bad_credentials", usernameInvalid=invalid_name)
+                           status=401, reason="bad_credentials", usernameInvalid=invalid_name,
+                           trustedDevice=True if device is not None else None)
         message = "Invalid username or password."
         if json_mode:
             raise Unauthorized(message)
         return await render_login(request, message, username=username, status=401)
+    admitted.signed_in()
 
     try:
         # Recorded before the session exists: a sign-in that leaves no record does not happen.
         await audit.record(LOGIN_SUCCEEDED, request=request, actor=record.name, outcome=ACCEPTED, role=record.role,
-                           fail_closed=True)
+                           trustedDevice=True if device is not None else None, fail_closed=True)
     except AuditUnavailable:
         if json_mode:
             raise
@@ -166,9 +177,37 @@ async def login(request: web.Request) -> web.StreamResponse:
     session[SESSION_USER] = record.name
     session[SESSION_GENERATION] = record.generation
     session[SESSION_CSRF] = new_csrf_token()
+    done: web.StreamResponse
     if json_mode:
-        return web.json_response({"user": record.name, "role": record.role, "csrfToken": session[SESSION_CSRF]})
-    raise web.HTTPSeeOther(AFTER_LOGIN)
+        done = web.json_response({"user": record.name, "role": record.role, "csrfToken": session[SESSION_CSRF]})
+    else:
+        done = web.HTTPSeeOther(AFTER_LOGIN)
+    devices.set_cookie(request, done, record.name)
+    if isinstance(done, web.HTTPException):
+        raise done
+    return done
+
+
+async def _refuse_attempt(request: web.Request, json_mode: bool, username: str, attempted: str | None,
+                          invalid_name: bool | None, *, wait: int, reason: str, limit: str | None) -> web.Response:
+    """Record and answer a login attempt refused before its password was checked: 429 with ``Retry-After``."""
+    await request.app[AUDIT].record(LOGIN_FAILED, request=request, actor=attempted, outcome=REFUSED,
+                                    code=Throttled.code, status=429, reason=reason, limit=limit, retryAfter=wait,
+                                    usernameInvalid=invalid_name)
+    if reason == "busy":
+        message = "Too many sign-in attempts are being checked right now. Try again in a moment."
+    else:
+        message = f"Too many failed sign-in attempts. Try again in {_wait_text(wait)}."
+    headers = {"Retry-After": str(wait)}
+    if json_mode:
+        raise Throttled(message, headers=headers)
+    return await render_login(request, message, username=username, status=429, headers=headers)
+
+
+def _wait_text(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} second(s)"
+    return f"{math.ceil(seconds / 60)} minute(s)"
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
@@ -190,7 +229,11 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 def setup_auth(app: web.Application) -> None:
-    """Register ``/login`` and ``/logout``."""
+    """Register ``/login`` and ``/logout``, with the device cookies and password-check threads they use."""
+    settings = app[SETTINGS]
+    app[DEVICE_COOKIES] = DeviceCookies(clock=settings.clock, trusted_proxies=app[TRUSTED_PROXIES])
+    app[PASSWORD_CHECKS] = PasswordChecks(workers=settings.login_hash_workers, queue=settings.login_hash_queue)
+    app.cleanup_ctx.extend([device_key_ctx(settings.data_dir), password_checks_ctx])
     routes = app[API_ROUTES]
     routes.add_get("/login", login_page)
     routes.add_post("/login", login)

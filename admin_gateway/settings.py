@@ -95,6 +95,16 @@ class Settings:
     #: NAT is not locked out by a single clumsy user, while a password sprayer on one address
     #: gets a few hundred guesses an hour across all accounts instead of 100 per account.
     login_limit_per_address_per_hour: int = attrs.field(default=300, validator=_positive_int)
+    #: Failed logins per (account, address) before growing delays start (1 s, then doubling).
+    login_free_attempts: int = attrs.field(default=5, validator=_positive_int)
+    #: The longest of those delays, seconds.
+    login_max_delay: float = attrs.field(default=900.0, validator=_positive)
+    #: Failed logins per hour from one device cookie before that device is refused too.
+    login_limit_per_device_per_hour: int = attrs.field(default=10, validator=_positive_int)
+    #: Threads checking passwords (argon2), apart from every other thread.
+    login_hash_workers: int = attrs.field(default=2, validator=_positive_int)
+    #: Password checks that may wait for a thread; past that, attempts get 429 at once.
+    login_hash_queue: int = attrs.field(default=16, validator=_positive_int)
     max_sessions: int = attrs.field(default=100_000, validator=_positive_int)
     #: Seconds a login form's CSRF token stays valid (the form is re-served with a fresh one after).
     login_form_timeout: float = attrs.field(default=3600.0, validator=_positive)

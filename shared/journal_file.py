@@ -16,6 +16,9 @@ so records are chained in call order. The bytes are written by one worker
 thread; every append that arrives while a write is in flight (or in the same
 loop iteration) joins the next batch, and a batch costs one ``write`` and one
 ``fdatasync`` (group commit). An append returns only after its batch is synced.
+That thread is the journal's own, not one of asyncio's default pool: work
+queued there by others (password hashing in the gateway) must not hold up
+an append.
 
 Failing closed. If a batch cannot be written or synced, every append waiting
 on it or queued behind it raises :class:`JournalUnavailable`, the chain head
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import datetime as dt
 import fcntl
 import os
@@ -101,6 +105,9 @@ class FileJournal:
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._writer: SegmentWriter | None = None
+        # One thread: batches are written one at a time anyway. It starts with the first batch.
+        self._write_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                                   thread_name_prefix="journal-writer")
         self._maintenance = asyncio.Lock()
 
     # ----------------------------------------------------------------- opening
@@ -279,7 +286,8 @@ class FileJournal:
                 batch, self._pending = self._pending, []
                 payload = b"".join(p.line for p in batch)
                 try:
-                    await asyncio.to_thread(writer.write_batch, batch[0].record.seq, payload)
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._write_thread, writer.write_batch, batch[0].record.seq, payload)
                 except asyncio.CancelledError:
                     # The loop is shutting down mid-write. The worker thread may still
                     # finish the write, so the in-memory head can no longer be trusted:
@@ -334,6 +342,8 @@ class FileJournal:
         self._closed = True
         while self._flusher is not None:
             await asyncio.shield(self._flusher)
+        # A write cancelled at shutdown may still be running in the thread: let it end before closing the file.
+        await asyncio.to_thread(self._write_thread.shutdown)
         if self._writer is not None:
             self._writer.close()
         self._release_lock()

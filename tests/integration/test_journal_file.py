@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,23 @@ class TestGroupCommit:
                                                      data={"i": i})) for i in range(50)]
         await asyncio.gather(first, *rest)
         assert journal.stats.batches == 2
+        await journal.close()
+
+
+class TestWriterThread:
+    async def test_appends_do_not_wait_for_the_default_thread_pool(self, tmp_path: Path) -> None:
+        """With every thread of asyncio's default pool blocked, an append is still made durable."""
+        journal, _ = opened(tmp_path / "j")
+        gate = threading.Event()
+        loop = asyncio.get_running_loop()
+        # More blocked jobs than the default pool has threads (at most 32): its queue is not drained.
+        blocked = [loop.run_in_executor(None, gate.wait, 30.0) for _ in range(40)]
+        try:
+            written = await asyncio.wait_for(add(journal, 3), timeout=10)
+        finally:
+            gate.set()
+            await asyncio.gather(*blocked)
+        assert [r.seq for r in written] == [1, 2, 3]
         await journal.close()
 
 
