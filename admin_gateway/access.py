@@ -1,0 +1,69 @@
+"""The gateway's access rule: who may ask for a path at all, decided before any route runs.
+
+It is the ``authenticate`` hook of the gateway's ``request_wrapper``, so it
+runs for every request before its handler, the catch-all ``unmatched``
+route and path-parameter checks included. An unknown path or a malformed
+id under an authenticated prefix therefore tells a signed-out client
+nothing more than a known one does:
+
+- ``/api/admin/…``: a super_admin session, except :data:`ANY_USER_PATHS`
+  (any signed-in user); otherwise 401 (``unauthorized``, or ``forbidden``
+  for another role) with its ``access_denied`` audit record;
+- ``/admin`` and ``/admin/…`` (the panel pages): a signed-in user, else the
+  redirect to ``/login`` that every panel page answers. A signed-in user of
+  another role reaches the page's own check (the "no access" page).
+
+Handlers keep their own checks (``require_super_admin``, ``panel_page``):
+this rule is the default that no route can forget, not a replacement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+
+from .auth import current_user, require_super_admin, require_user
+from .sessions import ServerSideStorage
+
+#: Prefix of the JSON API that needs a session.
+API_PREFIX: Final = "/api/admin/"
+#: Paths under :data:`API_PREFIX` open to any signed-in user (the rest needs super_admin).
+ANY_USER_PATHS: Final = frozenset({"/api/admin/config"})
+#: The panel's pages: ``/admin`` and everything under it.
+PANEL_ROOT: Final = "/admin"
+LOGIN_PATH: Final = "/login"
+
+
+def access_hook(storage: ServerSideStorage) -> Callable[[web.Request], Awaitable[None] | None]:
+    """Build the gateway's ``authenticate`` hook: attach the session storage, then apply the access rule.
+
+    Returns ``None`` (nothing to await) for paths outside the authenticated
+    prefixes, so public routes pay for no session look-up.
+    """
+
+    def authenticate(request: web.Request) -> Awaitable[None] | None:
+        storage.attach(request)
+        # The decoded path: a prefix spelled with escapes (%2F) is still this prefix (deny by default).
+        path = request.path
+        if path.startswith(API_PREFIX):
+            return _signed_in_api(request, super_admin=path not in ANY_USER_PATHS)
+        if path == PANEL_ROOT or path.startswith(PANEL_ROOT + "/"):
+            return _signed_in_page(request)
+        return None
+
+    return authenticate
+
+
+async def _signed_in_api(request: web.Request, *, super_admin: bool) -> None:
+    # Each raises 401 and writes the access_denied record.
+    if super_admin:
+        await require_super_admin(request)
+    else:
+        await require_user(request)
+
+
+async def _signed_in_page(request: web.Request) -> None:
+    if await current_user(request) is None:
+        raise web.HTTPSeeOther(LOGIN_PATH)
