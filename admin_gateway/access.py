@@ -36,32 +36,27 @@ PANEL_ROOT: Final = "/admin"
 LOGIN_PATH: Final = "/login"
 
 
-def access_hook(storage: ServerSideStorage) -> Callable[[web.Request], Awaitable[None] | None]:
+def access_hook(storage: ServerSideStorage) -> Callable[[web.Request], Awaitable[object] | None]:
     """Build the gateway's ``authenticate`` hook: attach the session storage, then apply the access rule.
 
     Returns ``None`` (nothing to await) for paths outside the authenticated
-    prefixes, so public routes pay for no session look-up.
+    prefixes, so public routes pay for no session look-up; otherwise the
+    check itself, which raises to refuse the request.
     """
 
-    def authenticate(request: web.Request) -> Awaitable[None] | None:
+    def authenticate(request: web.Request) -> Awaitable[object] | None:
         storage.attach(request)
         # The decoded path: a prefix spelled with escapes (%2F) is still this prefix (deny by default).
         path = request.path
         if path.startswith(API_PREFIX):
-            return _signed_in_api(request, super_admin=path not in ANY_USER_PATHS)
+            # Each raises 401 and writes the access_denied record; handed back unawaited (one
+            # coroutine layer less on the gateway's hottest path, the job list).
+            return require_user(request) if path in ANY_USER_PATHS else require_super_admin(request)
         if path == PANEL_ROOT or path.startswith(PANEL_ROOT + "/"):
             return _signed_in_page(request)
         return None
 
     return authenticate
-
-
-async def _signed_in_api(request: web.Request, *, super_admin: bool) -> None:
-    # Each raises 401 and writes the access_denied record.
-    if super_admin:
-        await require_super_admin(request)
-    else:
-        await require_user(request)
 
 
 async def _signed_in_page(request: web.Request) -> None:

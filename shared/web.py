@@ -92,7 +92,7 @@ def _http_exception_response(exc: web.HTTPException) -> web.Response:
 def request_wrapper(
     base_error: type[ApiError],
     *,
-    authenticate: Callable[[web.Request], Awaitable[None] | None] | None = None,
+    authenticate: Callable[[web.Request], Awaitable[object] | None] | None = None,
     on_done: Callable[[web.Request, int, float], None] | None = None,
     decorate: Callable[[web.Request, web.StreamResponse], None] | None = None,
     finish: Callable[[web.Request, web.StreamResponse], Awaitable[None] | None] | None = None,
