@@ -24,7 +24,7 @@ from typing import Final
 
 from aiohttp import web
 
-from .auth import current_user, require_super_admin, require_user
+from .auth import User, current_user, require_super_admin, require_user
 from .sessions import ServerSideStorage
 
 #: Prefix of the JSON API that needs a session.
@@ -34,6 +34,8 @@ ANY_USER_PATHS: Final = frozenset({"/api/admin/config"})
 #: The panel's pages: ``/admin`` and everything under it.
 PANEL_ROOT: Final = "/admin"
 LOGIN_PATH: Final = "/login"
+#: The super_admin the rule verified for this request (see :func:`verified_super_admin`).
+VERIFIED_SUPER_ADMIN: Final = web.RequestKey("verified_super_admin", User)
 
 
 def access_hook(storage: ServerSideStorage) -> Callable[[web.Request], Awaitable[object] | None]:
@@ -49,14 +51,27 @@ def access_hook(storage: ServerSideStorage) -> Callable[[web.Request], Awaitable
         # The decoded path: a prefix spelled with escapes (%2F) is still this prefix (deny by default).
         path = request.path
         if path.startswith(API_PREFIX):
-            # Each raises 401 and writes the access_denied record; handed back unawaited (one
-            # coroutine layer less on the gateway's hottest path, the job list).
-            return require_user(request) if path in ANY_USER_PATHS else require_super_admin(request)
+            # Each raises 401 and writes the access_denied record.
+            return require_user(request) if path in ANY_USER_PATHS else _super_admin(request)
         if path == PANEL_ROOT or path.startswith(PANEL_ROOT + "/"):
             return _signed_in_page(request)
         return None
 
     return authenticate
+
+
+async def _super_admin(request: web.Request) -> None:
+    request[VERIFIED_SUPER_ADMIN] = await require_super_admin(request)
+
+
+def verified_super_admin(request: web.Request) -> User | None:
+    """The super_admin this request's access rule verified, or ``None`` (then check, never assume).
+
+    Lets a handler under ``/api/admin/`` skip repeating the session and role
+    look-up the rule just made (the job list is the gateway's hottest path):
+    ``verified_super_admin(request) or await require_super_admin(request)``.
+    """
+    return request.get(VERIFIED_SUPER_ADMIN)
 
 
 async def _signed_in_page(request: web.Request) -> None:
