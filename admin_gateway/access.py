@@ -6,9 +6,10 @@ route and path-parameter checks included. An unknown path or a malformed
 id under an authenticated prefix therefore tells a signed-out client
 nothing more than a known one does:
 
-- ``/api/admin/…``: a super_admin session, except :data:`ANY_USER_PATHS`
-  (any signed-in user); otherwise 401 (``unauthorized``, or ``forbidden``
-  for another role) with its ``access_denied`` audit record;
+- ``/api/admin`` and ``/api/admin/…``: a super_admin session, except
+  :data:`ANY_USER_PATHS` (any signed-in user); otherwise 401
+  (``unauthorized``, or ``forbidden`` for another role) with its
+  ``access_denied`` audit record;
 - ``/admin`` and ``/admin/…`` (the panel pages): a signed-in user, else the
   redirect to ``/login`` that every panel page answers. A signed-in user of
   another role reaches the page's own check (the "no access" page).
@@ -27,8 +28,9 @@ from aiohttp import web
 from .auth import User, current_user, require_super_admin, require_user
 from .sessions import ServerSideStorage
 
-#: Prefix of the JSON API that needs a session.
-API_PREFIX: Final = "/api/admin/"
+#: The JSON API that needs a session: ``/api/admin`` and everything under it.
+API_ROOT: Final = "/api/admin"
+API_PREFIX: Final = API_ROOT + "/"
 #: Paths under :data:`API_PREFIX` open to any signed-in user (the rest needs super_admin).
 ANY_USER_PATHS: Final = frozenset({"/api/admin/config"})
 #: The panel's pages: ``/admin`` and everything under it.
@@ -50,7 +52,7 @@ def access_hook(storage: ServerSideStorage) -> Callable[[web.Request], Awaitable
         storage.attach(request)
         # The decoded path: a prefix spelled with escapes (%2F) is still this prefix (deny by default).
         path = request.path
-        if path.startswith(API_PREFIX):
+        if path.startswith(API_PREFIX) or path == API_ROOT:
             # Each raises 401 and writes the access_denied record.
             return require_user(request) if path in ANY_USER_PATHS else _super_admin(request)
         if path == PANEL_ROOT or path.startswith(PANEL_ROOT + "/"):

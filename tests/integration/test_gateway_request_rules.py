@@ -20,7 +20,7 @@ from shared.contract import MAX_JSON_DEPTH
 API_ODD_PATHS = (
     "/api/admin/engine/jobs/a.b", "/api/admin/engine/jobs/a.b/logs", "/api/admin/engine/jobs/x/y/z",
     "/api/admin/engine/jobs/%2e%2e", "/api/admin/engine/jobs/" + "x" * 300, "/api/admin/engine/nope",
-    "/api/admin/nope", "/api/admin/", "/api/admin/engine/jobs/\u00e9", "/api/admin/audit/x",
+    "/api/admin/nope", "/api/admin/", "/api/admin", "/api/admin/engine/jobs/\u00e9", "/api/admin/audit/x",
     "/api/admin%2Fengine/jobs",
 )
 #: Panel paths a signed-out prober tries: they get the login redirect every panel page gives.
