@@ -290,29 +290,36 @@ def setup_api_routes(app: web.Application, wrap: Callable[[Handler], Handler]) -
     return routes
 
 
-#: A JSON string (skipped whole, so brackets inside it do not count) or one bracket. Possessive:
-#: a string's contents are never backtracked into.
-_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*+"|[\[\]{}]', re.DOTALL)
+#: A JSON string (removed whole, so brackets inside it do not count). Possessive: a string's
+#: contents are never backtracked into.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"', re.DOTALL)
+#: Drops every ASCII character but brackets (JSON outside strings is ASCII; anything else is kept,
+#: and counts as no bracket).
+_KEEP_BRACKETS = str.maketrans({chr(c): None for c in range(128) if chr(c) not in "[]{}"})
 
 
 def json_nesting_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether the JSON ``text`` nests arrays and objects more than ``limit`` levels deep.
 
-    A loop over the brackets outside strings, not a recursive descent: it
-    answers for any input (invalid JSON included) in one pass, and stops at
-    the first level past ``limit``. Text that is not JSON may get either
-    answer; the decoder refuses it afterwards anyway.
+    No recursive descent: the brackets outside strings are counted in one
+    loop that stops at the first level past ``limit``. Text that is not JSON
+    may get either answer; the decoder refuses it afterwards anyway.
     """
     if text.count("[") + text.count("{") <= limit:  # cannot be deeper: no need to look
         return False
+    brackets = _JSON_STRING.sub("", text).translate(_KEEP_BRACKETS)
+    # Each replace removes at most one level of any nesting, so this bounds the depth from above
+    # at C speed: a wide body (many small arrays) needs no loop over its brackets.
+    rest = brackets.replace("[]", "").replace("{}", "")
+    if rest.count("[") + rest.count("{") + 2 <= limit:
+        return False
     depth = 0
-    for match in _JSON_TOKENS.finditer(text):
-        first = match[0][0]
-        if first in "[{":
+    for char in brackets:
+        if char in "[{":
             depth += 1
             if depth > limit:
                 return True
-        elif first != '"':
+        elif char in "]}":
             depth -= 1
     return False
 
