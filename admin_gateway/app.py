@@ -14,6 +14,7 @@ from aiohttp import web
 
 from shared.web import API_ROUTES, HTTP_LIMITS, MAX_BODY, log_flusher, request_wrapper, setup_api_routes
 
+from .access import access_hook
 from .audit import AUDIT, EXPIRED, SESSION_EXPIRED, Audit, audit_journal_ctx
 from .audit_timeline import setup_audit_api
 from .auth import SESSION_USER, USER_STORE
@@ -87,9 +88,10 @@ def create_app(settings: Settings) -> web.Application:
                                 on_expired=on_expired)
     app[SESSION_STORAGE] = storage
     # The session storage is attached before each handler and a changed session saved after it,
-    # as aiohttp-session's own middleware would, inside the one request wrapper (no extra layer).
-    routes = setup_api_routes(app, request_wrapper(GatewayError, authenticate=storage.attach, finish=storage.finish,
-                                                   decorate=security_headers))
+    # as aiohttp-session's own middleware would, inside the one request wrapper (no extra layer);
+    # the access rule runs there too, before any route (admin_gateway.access).
+    routes = setup_api_routes(app, request_wrapper(GatewayError, authenticate=access_hook(storage),
+                                                   finish=storage.finish, decorate=security_headers))
 
     app.cleanup_ctx.extend([log_flusher, audit_journal_ctx, engine_client_ctx, session_pruner, _warm_users])
     routes.add_get("/healthz", healthz)

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from shared.contract import ErrorCode, format_time, parse_time
 from shared.journal import AuditQuery
-from shared.web import API_ROUTES
+from shared.web import API_ROUTES, parse_decimal
 
 from .audit import AUDIT
 from .auth import User, require_super_admin
@@ -136,12 +136,11 @@ class TimelineQuery:
         journals: tuple[JournalName, ...] = JOURNALS if journal == "all" else (journal,)  # type: ignore[assignment]
         limit = default_limit
         if "limit" in values:
-            try:
-                limit = int(values["limit"])
-            except ValueError:
-                limit = 0
-            if not 1 <= limit <= MAX_LIMIT:
+            # The value as sent, not stripped: " 5" is no number (shared.web.parse_decimal).
+            parsed = parse_decimal(params["limit"])
+            if parsed is None or not 1 <= parsed <= MAX_LIMIT:
                 raise _invalid(f"limit must be a number from 1 to {MAX_LIMIT}")
+            limit = parsed
         cursor = Cursor.parse(values["before"]) if "before" in values else Cursor()
         return cls(actor=actor, job_id=job_id, since=since, until=until, journals=journals, limit=limit,
                    cursor=cursor)

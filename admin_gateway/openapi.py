@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from shared.contract import ErrorCode
+from shared.contract import MAX_JSON_DEPTH, ErrorCode
 from shared.openapi import (FORM, HTML, JSON, ErrorCase, Operation, OperationKey, body, build_document,
                             closed_object, contract_schemas, errors, header, path, query, ref, response,
                             setup_openapi)
@@ -47,7 +47,9 @@ ENGINE_BROKEN = ErrorCase(status=502, code=E.ENGINE_ERROR,
 ENGINE_SLOW = ErrorCase(status=504, code=E.ENGINE_TIMEOUT, when="the engine did not answer within the total timeout")
 NO_JOB = ErrorCase(status=404, code=E.NOT_FOUND, when="no job has this id")
 TOO_LARGE = ErrorCase(status=413, code=E.PAYLOAD_TOO_LARGE, when=f"the body is larger than {MAX_BODY} bytes")
-BAD_JSON = ErrorCase(status=400, code=E.INVALID_JSON, when="the body is not a JSON object (or an empty form)")
+BAD_JSON = ErrorCase(status=400, code=E.INVALID_JSON,
+                    when=f"the body is not a JSON object (or an empty form), or nests more than {MAX_JSON_DEPTH} "
+                         "levels deep")
 BAD_FORM = ErrorCase(status=400, code=E.BAD_REQUEST,
                      when="a form body that cannot be parsed (e.g. multipart without a boundary)")
 UNKNOWN_FIELD = ErrorCase(status=400, code=E.UNKNOWN_FIELD, when="a body field the route does not take")

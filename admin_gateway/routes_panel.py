@@ -32,7 +32,7 @@ from aiohttp import web
 from yarl import URL
 
 from shared.contract import JOB_FIELDS, ErrorCode, JobStatus, format_time, parse_time, utcnow
-from shared.web import API_ROUTES
+from shared.web import API_ROUTES, parse_decimal
 
 from .audit import ACCESS_DENIED, AUDIT, REFUSED
 from .audit_timeline import Timeline, TimelineQuery, read_timeline, timeline_context
@@ -288,12 +288,8 @@ def _query_text(request: web.Request, name: str) -> str:
 
 
 def _page_size(request: web.Request) -> int:
-    raw = request.query.get("limit", "")
-    try:
-        value = int(raw)
-    except ValueError:
-        return PAGE_SIZE
-    return value if 1 <= value <= _MAX_PAGE_SIZE else PAGE_SIZE
+    value = parse_decimal(request.query.get("limit", ""))
+    return value if value is not None and 1 <= value <= _MAX_PAGE_SIZE else PAGE_SIZE
 
 
 @panel_page

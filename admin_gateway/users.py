@@ -20,7 +20,8 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+import unicodedata
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -83,11 +84,49 @@ class UserRecord:
         return rec
 
 
+#: Names nobody may take: ``system`` is the actor the engine records its own transitions under.
+RESERVED_NAMES: Final = frozenset({"system"})
+#: The entries of Unicode TR39's confusables.txt among the characters a name may hold (ASCII
+#: letters, digits and ``. _ @ -``): each character to the prototype it is mistaken for.
+_CONFUSABLE_PROTOTYPES: Final = str.maketrans({"0": "O", "1": "l", "I": "l", "m": "rn"})
+
+
+def name_keys(name: str) -> tuple[str, str]:
+    """Return the two forms under which people cannot tell names apart; equal in either means a clash.
+
+    Both start from NFKC (full-width and compatibility forms become plain
+    ones): the case-folded form (``Alice``/``ALICE``), and TR39's skeleton
+    with the confusable prototypes (``0``/``O``, ``1``/``I``/``l``,
+    ``m``/``rn``), then case-folded. Letters of other scripts that look Latin
+    (Cyrillic ``а``) never reach a name: the name pattern admits ASCII only.
+    """
+    plain = unicodedata.normalize("NFKC", name)
+    return plain.casefold(), plain.translate(_CONFUSABLE_PROTOTYPES).casefold().translate(_CONFUSABLE_PROTOTYPES)
+
+
+def _clash(name: str, others: Iterable[str]) -> str | None:
+    """The first of ``others`` that ``name`` cannot be told apart from (:func:`name_keys`), or ``None``."""
+    folded, skeleton = name_keys(name)
+    for other in others:
+        other_folded, other_skeleton = name_keys(other)
+        if folded == other_folded or skeleton == other_skeleton:
+            return other
+    return None
+
+
 def validate_name(name: str) -> str:
-    """Return ``name`` if it is a valid user name, else raise :class:`UserError`."""
+    """Return ``name`` if it is a valid user name, else raise :class:`UserError`.
+
+    Valid: 1-64 ASCII letters, digits and ``. _ @ -`` starting with a letter
+    or digit, and not a reserved name (:data:`RESERVED_NAMES`) in any case or
+    confusable spelling (:func:`name_keys`).
+    """
     if not _NAME_RE.fullmatch(name):
         raise UserError("user name must be 1-64 characters of letters, digits and . _ @ -, "
                         "starting with a letter or digit")
+    reserved = _clash(name, RESERVED_NAMES)
+    if reserved is not None:
+        raise UserError(f"user name {name!r} is reserved (it reads as {reserved!r}, a name the system uses)")
     return name
 
 
@@ -199,6 +238,10 @@ class UserStore:
         with self._locked() as users:
             if name in users:
                 raise UserError(f"user {name!r} already exists")
+            twin = _clash(name, users)
+            if twin is not None:
+                raise UserError(f"user name {name!r} is too like the existing user {twin!r} "
+                                "(names may not differ only in case or in look-alike characters)")
             rec = UserRecord(name=name, role=role, password_hash=password_hash, created_at=now,
                              password_changed_at=now)
             users[name] = rec
@@ -227,7 +270,9 @@ class UserStore:
         """If there is no user at all, create ``name`` as super_admin with a random password.
 
         Returns that password (to be shown once), or ``None`` when users exist.
+        Raises :class:`UserError` for a name :func:`validate_name` refuses.
         """
+        validate_name(name)
         with self._locked() as users:
             if users:
                 return None

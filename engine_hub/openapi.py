@@ -22,7 +22,7 @@ from engine_hub.routes import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT, MAX_NAME_CHA
 from engine_hub.routes_compat import (LOGS_DEFAULT_LIMIT, LOGS_MAX_LIMIT, RESULTS_DEFAULT_LIMIT,
                                       RESULTS_MAX_LIMIT)
 from engine_hub.settings import ACTOR_HEADER
-from shared.contract import ErrorCode, JobStatus
+from shared.contract import MAX_JSON_DEPTH, ErrorCode, JobStatus
 from shared.openapi import (JOB_ID, ErrorCase, Operation, OperationKey, body, build_document,
                             closed_object, contract_schemas, errors, header, header_param, path, query, ref,
                             response, setup_openapi)
@@ -45,7 +45,8 @@ ACTOR_ONLY = ErrorCase(status=403, code=E.FORBIDDEN, when=f"{ACTOR_HEADER} sent 
 BAD_ACTOR = ErrorCase(status=400, code=E.INVALID_FIELD, when=f"{ACTOR_HEADER} is empty, too long or not printable")
 UNKNOWN_QUERY = ErrorCase(status=400, code=E.UNKNOWN_FIELD, when="a query parameter the route does not take")
 BAD_QUERY = ErrorCase(status=400, code=E.INVALID_FIELD, when="a query parameter out of range or of the wrong type")
-BAD_JSON = ErrorCase(status=400, code=E.INVALID_JSON, when="the body is not a JSON object")
+BAD_JSON = ErrorCase(status=400, code=E.INVALID_JSON,
+                    when=f"the body is not a JSON object, or nests more than {MAX_JSON_DEPTH} levels deep")
 UNKNOWN_FIELD = ErrorCase(status=400, code=E.UNKNOWN_FIELD, when="the body has a field the route does not take")
 BAD_FIELD = ErrorCase(status=400, code=E.INVALID_FIELD, when="a body field has a wrong type or value")
 TOO_LARGE = ErrorCase(status=413, code=E.PAYLOAD_TOO_LARGE, when=f"the body is larger than {MAX_BODY} bytes")

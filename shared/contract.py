@@ -10,9 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
-from typing import Any
+from typing import Any, Final
 
 import attrs
+
+#: How deeply a request body may nest arrays and objects (``{}`` is one level). No body of the
+#: contract needs more than three; the limit is checked before decoding, so a body nested a thousand
+#: levels deep is refused as 400 ``invalid_json`` instead of exhausting the decoder's recursion.
+MAX_JSON_DEPTH: Final = 32
 
 
 class JobStatus(enum.StrEnum):

@@ -25,7 +25,7 @@ from typing import Any, Final
 import attrs
 from aiohttp import web
 
-from shared.contract import JOB_FIELDS, ErrorCode, JobStatus, LogLevel
+from shared.contract import JOB_FIELDS, MAX_JSON_DEPTH, ErrorCode, JobStatus, LogLevel
 from shared.journal import GENESIS, make_record
 from shared.web import API_ROUTES, UNMATCHED_ROUTE
 
@@ -247,14 +247,25 @@ def header_param(name: str, schema: Schema, description: str) -> dict[str, Any]:
 
 def body(schema: Schema, *, required: bool = True, media: Iterable[str] = (JSON,),
          example: Any = None) -> dict[str, Any]:
-    """Return a request body declaration accepting ``schema`` in each of ``media``."""
+    """Return a request body declaration accepting ``schema`` in each of ``media``.
+
+    A body taken as JSON is described with the nesting limit (:data:`JSON_DEPTH_NOTE`).
+    """
     content: dict[str, Any] = {}
     for kind in media:
         entry: dict[str, Any] = {"schema": schema}
         if example is not None and kind == JSON:
             entry["example"] = example
         content[kind] = entry
-    return {"required": required, "content": content}
+    out: dict[str, Any] = {"required": required, "content": content}
+    if JSON in content:
+        out["description"] = JSON_DEPTH_NOTE
+    return out
+
+
+#: The nesting limit of JSON request bodies, as the documents state it.
+JSON_DEPTH_NOTE: Final = (f"A JSON body may nest arrays and objects at most {MAX_JSON_DEPTH} levels deep "
+                          "(`{}` is one level); a deeper one is refused as 400 `invalid_json` before it is decoded.")
 
 
 def closed_object(properties: Mapping[str, Schema], *, required: Iterable[str] = ()) -> Schema:

@@ -13,8 +13,9 @@ import functools
 import itertools
 import json
 import os
+import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
 
 import structlog
@@ -22,7 +23,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
-from shared.contract import ErrorCode, error_body
+from shared.contract import MAX_JSON_DEPTH, ErrorCode, error_body
 from shared.log import FLUSH_INTERVAL, flush_logs, log_request
 
 MAX_BODY = 64 * 1024
@@ -91,7 +92,7 @@ def _http_exception_response(exc: web.HTTPException) -> web.Response:
 def request_wrapper(
     base_error: type[ApiError],
     *,
-    authenticate: Callable[[web.Request], None] | None = None,
+    authenticate: Callable[[web.Request], Awaitable[object] | None] | None = None,
     on_done: Callable[[web.Request, int, float], None] | None = None,
     decorate: Callable[[web.Request, web.StreamResponse], None] | None = None,
     finish: Callable[[web.Request, web.StreamResponse], Awaitable[None] | None] | None = None,
@@ -99,8 +100,10 @@ def request_wrapper(
     """Build what every request of a process goes through, as a decorator of handlers.
 
     The wrapped handler assigns a request id, calls ``authenticate(request)``
-    before the handler (it raises ``base_error`` to refuse the request, and
-    may store the caller on the request), turns ``base_error`` and aiohttp's
+    before the handler and before any route-level check, for unknown paths
+    too (it raises ``base_error`` or an aiohttp redirect to refuse the
+    request, may store the caller on the request, and may return an
+    awaitable, which is awaited), turns ``base_error`` and aiohttp's
     HTTP exceptions into JSON errors, turns anything else into a logged 500
     without leaking details, writes one ``request`` summary line, and calls
     ``on_done(request, status, seconds)`` (metrics) and ``decorate(request,
@@ -134,7 +137,9 @@ def request_wrapper(
             response: web.StreamResponse
             try:
                 if authenticate is not None:
-                    authenticate(request)
+                    checking = authenticate(request)
+                    if checking is not None:
+                        await checking
                 try:
                     response = await handler(request)
                 except web.HTTPException as exc:
@@ -216,6 +221,34 @@ class ApiRoutes:
         resource = _AnyTarget()
         app.router.register_resource(resource)
         resource.add_route("*", self._guard(_unmatched))
+        _offer_pathless_targets(app.router, resource)
+
+
+def _offer_pathless_targets(router: web.UrlDispatcher, catch_all: web.AbstractResource) -> None:
+    """Make ``router`` resolve a request target without a path (``CONNECT host:port``) to ``catch_all``.
+
+    aiohttp's router walks a target's path segments and offers an empty path
+    to no resource at all: such a request would get aiohttp's plain-text 404,
+    past the request wrapper (no JSON, no request id, no authentication). The
+    router's ``resolve`` is replaced on this one instance, by a plain function
+    that hands every other target to the original unchanged (no extra
+    coroutine layer on the hot path). ``Application(router=...)`` is
+    deprecated and subclassing ``Application`` is discouraged, which leaves
+    this as the narrowest hook; ``tests/integration/test_api_routes.py`` fails
+    if aiohttp changes underneath it.
+    """
+    resolve = router.resolve
+
+    async def resolve_pathless(request: web.Request) -> web.UrlMappingMatchInfo:
+        match, _ = await catch_all.resolve(request)
+        if match is None:  # the catch-all takes every method: cannot happen, but never serve nothing
+            return await resolve(request)
+        return match
+
+    def resolve_any(request: web.Request) -> Coroutine[Any, Any, web.UrlMappingMatchInfo]:
+        return resolve(request) if request.rel_url.path_safe else resolve_pathless(request)
+
+    router.resolve = resolve_any  # type: ignore[method-assign]  # the per-instance hook described above
 
 
 class _AnyTarget(web.DynamicResource):
@@ -223,7 +256,7 @@ class _AnyTarget(web.DynamicResource):
     slash (``OPTIONS *``) that a ``/{path:.*}`` route would leave to aiohttp's plain-text 404. It
     relies on aiohttp's ``Resource._match`` hook (``tests/integration/test_api_routes.py`` fails
     if that changes). A target with no path at all (``CONNECT host:port``) is never offered to
-    any resource by aiohttp's router and still gets its plain-text 404; nothing is served.
+    any resource by aiohttp's router: :func:`_offer_pathless_targets` hands it to this one.
     """
 
     def __init__(self) -> None:
@@ -257,13 +290,48 @@ def setup_api_routes(app: web.Application, wrap: Callable[[Handler], Handler]) -
     return routes
 
 
+#: A JSON string (removed whole, so brackets inside it do not count). Possessive: a string's
+#: contents are never backtracked into.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"', re.DOTALL)
+#: Drops every ASCII character but brackets (JSON outside strings is ASCII; anything else is kept,
+#: and counts as no bracket).
+_KEEP_BRACKETS = str.maketrans({chr(c): None for c in range(128) if chr(c) not in "[]{}"})
+
+
+def json_nesting_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON ``text`` nests arrays and objects more than ``limit`` levels deep.
+
+    No recursive descent: the brackets outside strings are counted in one
+    loop that stops at the first level past ``limit``. Text that is not JSON
+    may get either answer; the decoder refuses it afterwards anyway.
+    """
+    if text.count("[") + text.count("{") <= limit:  # cannot be deeper: no need to look
+        return False
+    brackets = _JSON_STRING.sub("", text).translate(_KEEP_BRACKETS)
+    # Each replace removes at most one level of any nesting, so this bounds the depth from above
+    # at C speed: a wide body (many small arrays) needs no loop over its brackets.
+    rest = brackets.replace("[]", "").replace("{}", "")
+    if rest.count("[") + rest.count("{") + 2 <= limit:
+        return False
+    depth = 0
+    for char in brackets:
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
 async def read_json_object(request: web.Request, *, allowed: Iterable[str] | None = None,
                            required: bool = False, error: type[ApiError] = ApiError) -> dict[str, Any]:
-    """Read a request body as a JSON object of at most ``MAX_BODY`` bytes.
+    """Read a request body as a JSON object of at most ``MAX_BODY`` bytes and ``MAX_JSON_DEPTH`` levels.
 
     An empty body reads as ``{}`` unless ``required``. Raises ``error`` (400
-    ``invalid_json``, 413 ``payload_too_large``, 400 ``unknown_field``) for
-    anything else, so that bad input never reaches a handler.
+    ``invalid_json`` also for a body nested too deeply, 413
+    ``payload_too_large``, 400 ``unknown_field``) for anything else, so that
+    bad input never reaches a handler.
     """
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise error(f"body is larger than {MAX_BODY} bytes", status=413, code=ErrorCode.PAYLOAD_TOO_LARGE)
@@ -278,8 +346,18 @@ async def read_json_object(request: web.Request, *, allowed: Iterable[str] | Non
             raise error("a JSON object body is required", code=ErrorCode.INVALID_JSON)
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        # Decoded as json.loads decodes bytes (UTF-8, or UTF-16/32 by their first bytes), so that the
+        # depth check reads the same characters as the decoder.
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    except UnicodeDecodeError:
+        raise error("body is not valid JSON", code=ErrorCode.INVALID_JSON) from None
+    if json_nesting_exceeds(text):
+        raise error(f"body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep",
+                    code=ErrorCode.INVALID_JSON)
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        # RecursionError: a backstop only; the depth check refuses such a body before decoding.
         raise error("body is not valid JSON", code=ErrorCode.INVALID_JSON) from None
     if not isinstance(body, dict):
         raise error("body must be a JSON object", code=ErrorCode.INVALID_JSON)
@@ -310,18 +388,32 @@ async def read_form(request: web.Request, *, error: type[ApiError] = ApiError) -
                     code=ErrorCode.BAD_REQUEST) from None
 
 
+#: A number as a client may spell it: ASCII digits only. ``int()`` (and ``\d``) also take other
+#: scripts' digits (``٥``, full-width ``５``), ``_`` separators, a sign and surrounding blanks. Twenty
+#: digits hold any 64-bit value; longer is out of every range anyway.
+_DECIMAL = re.compile(r"[0-9]{1,20}")
+
+
+def parse_decimal(text: str) -> int | None:
+    """Return the non-negative integer ``text`` spells in ASCII digits (at most 20), else ``None``.
+
+    The one parser of numbers from clients (query values, form fields): a
+    value is a number only as ASCII digits, so that every layer reading it
+    (a proxy, a log search, the other process) agrees on what it says.
+    """
+    return int(text) if _DECIMAL.fullmatch(text) else None
+
+
 def parse_int_query(request: web.Request, name: str, *, default: int, low: int, high: int,
                     error: type[ApiError] = ApiError) -> int:
-    """Read an integer query parameter within ``[low, high]``; anything else is a 400."""
+    """Read an integer query parameter within ``[low, high]`` (:func:`parse_decimal`); anything else is a 400."""
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise error(f"{name} must be an integer between {low} and {high}", code=ErrorCode.INVALID_FIELD) from None
-    if not low <= value <= high:
-        raise error(f"{name} must be an integer between {low} and {high}", code=ErrorCode.INVALID_FIELD)
+    value = parse_decimal(raw)
+    if value is None or not low <= value <= high:
+        raise error(f"{name} must be an integer between {low} and {high} (ASCII digits)",
+                    code=ErrorCode.INVALID_FIELD)
     return value
 
 

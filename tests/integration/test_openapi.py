@@ -18,7 +18,7 @@ from aiohttp import web
 
 from admin_gateway import openapi as gateway_openapi
 from engine_hub import openapi as engine_openapi
-from shared.contract import ErrorCode
+from shared.contract import MAX_JSON_DEPTH, ErrorCode
 from shared.openapi import Operation, router_operations
 from tests.conftest import CLIENT_TOKEN, EngineHarness, auth, unstarted_app
 
@@ -108,6 +108,24 @@ class TestDocuments:
         ahead = {op.key for op in module.OPERATIONS if op.ahead}
         kept = {(m.upper(), p) for p, item in trimmed["paths"].items() for m in item}
         assert not ahead & kept
+
+    @pytest.mark.parametrize("module", [engine_openapi, gateway_openapi], ids=["engine", "gateway"])
+    def test_json_bodies_state_the_nesting_limit(self, module: Any) -> None:
+        """Every operation taking a JSON body states MAX_JSON_DEPTH, and its 400 invalid_json says so too."""
+        doc = module.document()
+        checked = 0
+        for item in doc["paths"].values():
+            for op in item.values():
+                request_body = op.get("requestBody")
+                if request_body is None or "application/json" not in request_body["content"]:
+                    continue
+                assert f"at most {MAX_JSON_DEPTH} levels deep" in request_body["description"], op["operationId"]
+                bad_request = op["responses"]["400"]
+                assert f"nests more than {MAX_JSON_DEPTH} levels deep" in bad_request["description"]
+                codes = bad_request["content"]["application/json"]["schema"]["properties"]["code"]["enum"]
+                assert "invalid_json" in codes
+                checked += 1
+        assert checked >= 3
 
 
 class TestServed:

@@ -121,3 +121,45 @@ class TestUserStore:
             store.add("bob", "admin", PW)
         assert store.path.read_text() == before
         assert [p.name for p in store.data_dir.iterdir() if p.name.startswith(".users-")] == []
+
+
+class TestReservedAndLookAlikeNames:
+    @pytest.mark.parametrize("name", ["system", "System", "SYSTEM", "sysTem", "\uff53ystem", "\u0455ystem",
+                                      "syst\u0435m", "ｓｙｓｔｅｍ"])
+    def test_system_is_reserved_in_any_spelling(self, store: UserStore, name: str) -> None:
+        """``system`` (the engine's own actor) is refused in any case, full-width or look-alike spelling."""
+        with pytest.raises(UserError):
+            store.add(name, "admin", PW)
+        with pytest.raises(UserError):
+            store.ensure_admin(name)
+        assert store.list_users() == []
+
+    @pytest.mark.parametrize("existing, name", [
+        ("alice", "Alice"), ("alice", "ALICE"), ("bob0", "bobO"), ("ops1", "opsl"), ("ops1", "opsI"),
+        ("mary", "rnary"), ("Dave", "dave"), ("neo", "ne0"),
+    ])
+    def test_names_differing_only_in_look_alikes_are_refused(self, store: UserStore, existing: str,
+                                                             name: str) -> None:
+        """A second user whose name differs from an existing one only in case or confusable characters is refused."""
+        store.add(existing, "admin", PW)
+        with pytest.raises(UserError, match="too like the existing user"):
+            store.add(name, "super_admin", PW)
+        assert [u.name for u in store.list_users()] == [existing]
+
+    @pytest.mark.parametrize("name", ["alice", "systems", "sys-tem", "ali", "il", "li"])
+    def test_distinct_names_are_accepted(self, store: UserStore, name: str) -> None:
+        """Names that merely resemble each other but read differently stay allowed."""
+        store.add("alicia", "admin", PW)
+        store.add(name, "admin", PW)
+        assert name in {u.name for u in store.list_users()}
+
+    def test_existing_look_alike_users_still_load(self, store: UserStore) -> None:
+        """A users file written before the rule (``system``, ``Alice`` beside ``alice``) still loads and verifies."""
+        store.add("alice", "admin", PW)
+        raw = json.loads(store.path.read_text())
+        entry = raw["users"][0]
+        raw["users"] += [{**entry, "name": "Alice"}, {**entry, "name": "system"}]
+        store.path.write_text(json.dumps(raw))
+        store.recheck = 0
+        assert sorted(store.load()) == ["Alice", "alice", "system"]
+        assert store.verify("system", PW) is not None
