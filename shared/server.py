@@ -14,7 +14,12 @@ process cannot accept anything any more. :func:`serving` adds:
 - aiohttp's own keep-alive timeout, set from the limits;
 - one log line per interval, with the count of the ones left out, for
   repeated accept errors (asyncio logs each one, with a traceback) and for
-  refused and timed-out connections.
+  refused and timed-out connections;
+- a JSON error (``{"error", "code"}``) for a request aiohttp's parser refuses
+  (ambiguous framing, a bad request line, a header it cannot read), logged
+  as ``bad_http_request`` once per interval instead of aiohttp's ERROR line
+  with a traceback per request: such requests never reach the request
+  wrapper, and a flood of them must not become a flood of log lines.
 
 The header timeout hooks into aiohttp's connection protocol
 (``web_protocol.RequestHandler``): :func:`check_aiohttp_hooks` names the
@@ -36,10 +41,14 @@ from typing import Any, Final
 import attrs
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from shared.connection_limits import ConnectionLimits, FdPlan, apply_fd_limit
 from shared.contract import ErrorCode, error_body
+from shared.text import escape_unprintable
+from shared.web import error_code_for, json_error
 
 log = structlog.get_logger("server")
 
@@ -165,11 +174,24 @@ class _Gate:
                                       ErrorCode.BAD_REQUEST)
         self.refused = CoalescedLog("connection_refused", level="warning", interval=limits.log_interval)
         self.timed_out = CoalescedLog("request_head_timeout", level="info", interval=limits.log_interval)
+        self.malformed = CoalescedLog("bad_http_request", level="warning", interval=limits.log_interval)
 
     def close(self) -> None:
         """Log what the coalesced logs still count."""
         self.refused.close()
         self.timed_out.close()
+        self.malformed.close()
+
+
+#: How much of the parser's reason a malformed request's answer and log line carry.
+_MAX_REASON = 120
+
+
+def _parser_reason(exc: BaseException | None) -> str:
+    """The first line of the parser's complaint, escaped and capped (it may quote the client's bytes)."""
+    text = exc.message if isinstance(exc, HttpProcessingError) else ""
+    first = str(text).split("\n", 1)[0].rstrip(": ") or "unreadable request"
+    return escape_unprintable(first[:_MAX_REASON])
 
 
 class _Connection(RequestHandler):
@@ -227,6 +249,26 @@ class _Connection(RequestHandler):
             self._arm_head_timer()
         if self._head_timer is not None:
             self._head_started = True
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """Answer a request aiohttp could not parse (a 4xx) as a JSON error, logged once per interval.
+
+        A 5xx (aiohttp's own failure, not the client's) keeps aiohttp's
+        answer and its logged traceback. Like aiohttp, this closes the
+        connection and raises ``ConnectionError`` if part of a response was
+        already sent.
+        """
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        reason = _parser_reason(exc)
+        self._gate.malformed.hit(status=status, reason=reason, peer=request.remote)
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was already sent; cannot send the error")
+        response = json_error(status, f"malformed HTTP request: {reason}", error_code_for(status),
+                              {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+        response.force_close()
+        return response
 
     def _awaiting_request(self) -> bool:
         waiter = self._waiter

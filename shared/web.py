@@ -63,7 +63,7 @@ def json_error(status: int, message: str, code: ErrorCode | str, headers: dict[s
     return web.json_response(error_body(message, code), status=status, headers=headers)
 
 
-_HTTP_CODES: dict[int, ErrorCode] = {
+_HTTP_CODES: Final[dict[int, ErrorCode]] = {
     400: ErrorCode.BAD_REQUEST,
     401: ErrorCode.UNAUTHORIZED,
     403: ErrorCode.FORBIDDEN,
@@ -72,6 +72,11 @@ _HTTP_CODES: dict[int, ErrorCode] = {
     413: ErrorCode.PAYLOAD_TOO_LARGE,
     415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
+
+
+def error_code_for(status: int) -> ErrorCode:
+    """The error code of a 4xx answer that only has an HTTP status (``bad_request`` for one without its own)."""
+    return _HTTP_CODES.get(status, ErrorCode.BAD_REQUEST)
 
 
 def _http_exception_response(exc: web.HTTPException) -> web.Response:
@@ -83,7 +88,7 @@ def _http_exception_response(exc: web.HTTPException) -> web.Response:
         for morsel in exc.cookies.values():
             response.cookies[morsel.key] = morsel
         return response
-    code = _HTTP_CODES.get(exc.status, ErrorCode.BAD_REQUEST)
+    code = error_code_for(exc.status)
     message = exc.reason if exc.status != 404 else "route not found"
     headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
     return json_error(exc.status, message, code, headers)

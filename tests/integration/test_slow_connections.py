@@ -302,3 +302,38 @@ class TestAcceptErrors:
                 pass
             assert time.monotonic() < deadline, server.output()
             time.sleep(0.1)
+
+
+#: A request aiohttp's parser refuses: both ``Content-Length`` and ``Transfer-Encoding`` (a smuggling attempt).
+AMBIGUOUS = (b"POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"0\r\n\r\n")
+
+
+class TestMalformedRequests:
+    @pytest.mark.parametrize("kind", PROCESSES)
+    def test_parser_refusals_are_json_and_logged_once_per_interval(self, kind: str, tmp_path: Path) -> None:
+        """A request the parser refuses gets a JSON 400; a burst of them is one log line and a count, no traceback."""
+        burst = 40
+        server = Server(kind, tmp_path)
+        try:
+            answers = []
+            for _ in range(burst):
+                with server.connect() as sock:
+                    sock.sendall(AMBIGUOUS)
+                    [(_, data)] = wait_closed([sock], timeout=5).values()
+                answers.append(data)
+            assert server.healthz() == 200
+        finally:
+            status = server.stop()
+        assert status == 0, server.output()
+        for data in answers:
+            assert data.split(b" ", 2)[1] == b"400", data
+            body = _json_body(data)
+            assert body["code"] == "bad_request" and body["error"].startswith("malformed HTTP request: "), body
+        lines = server.events("bad_http_request")
+        assert 1 <= len(lines) <= 3 and lines[0]["suppressed"] == 0, lines
+        # Each line that opens a period stands for its own request; the others count the ones left out.
+        opened = sum(1 for line in lines if line["suppressed"] == 0)
+        assert opened + sum(line["suppressed"] for line in lines) == burst, lines
+        output = server.output()
+        assert "Traceback" not in output and "Error handling request" not in output, output[-4000:]
