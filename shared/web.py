@@ -296,8 +296,10 @@ def setup_api_routes(app: web.Application, wrap: Callable[[Handler], Handler]) -
 
 
 #: A JSON string (removed whole, so brackets inside it do not count). Possessive: a string's
-#: contents are never backtracked into.
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"', re.DOTALL)
+#: contents are never backtracked into. An unterminated string runs to the end of the text: without
+#: that, each later quote would start a new scan to the end, quadratic in the body (a 64 KiB body
+#: of escaped quotes held the event loop for seconds); such a body is no JSON, the decoder refuses it.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\Z)', re.DOTALL)
 #: Drops every ASCII character but brackets (JSON outside strings is ASCII; anything else is kept,
 #: and counts as no bracket).
 _KEEP_BRACKETS = str.maketrans({chr(c): None for c in range(128) if chr(c) not in "[]{}"})

@@ -34,6 +34,14 @@ class TestJsonNesting:
         assert json_nesting_exceeds(wide) is False
         assert time.perf_counter() - started < 5  # generous: a bound, not a benchmark
 
+    def test_unterminated_string_of_escaped_quotes_is_linear(self) -> None:
+        """A full-size body of escaped quotes in an unterminated string is answered at once (it was quadratic)."""
+        text = '"' + '\\"' * ((MAX_BODY - MAX_JSON_DEPTH - 2) // 2) + "[" * (MAX_JSON_DEPTH + 1)
+        assert len(text) <= MAX_BODY
+        started = time.perf_counter()
+        json_nesting_exceeds(text)
+        assert time.perf_counter() - started < 2  # generous: a bound, not a benchmark (it took ~11 s)
+
     def test_unterminated_string_is_not_a_crash(self) -> None:
         """Text that is not JSON gets an answer (the decoder refuses it afterwards)."""
         assert json_nesting_exceeds('["' + "[" * 100) in (True, False)
