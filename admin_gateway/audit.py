@@ -73,10 +73,10 @@ from .errors import AuditUnavailable, GatewayError
 from .peer import Network, client_address
 from .settings import SETTINGS
 
-__all__ = ["ACCESS_DENIED", "MAX_DISTINCT_NAMES", "NAME_SAMPLE", "UNCHECKED_LOGIN_REASONS", "ANONYMOUS", "AUDIT", "AUDIT_SUBDIR", "COALESCED_ACTIONS", "CSRF_REFUSED", "JOB_CANCEL",
-           "JOB_CREATE", "JOB_RUN", "LOGIN_FAILED", "LOGIN_SUCCEEDED", "LOGOUT", "SAFE_MODE_REFUSED",
-           "SESSION_EXPIRED", "Audit", "AuditUnavailable", "audit_journal_ctx", "clip", "outcome_of", "requested",
-           "sanitize"]
+__all__ = ["ACCESS_DENIED", "ANONYMOUS", "AUDIT", "AUDIT_SUBDIR", "COALESCED_ACTIONS", "CSRF_REFUSED", "JOB_CANCEL",
+           "JOB_CREATE", "JOB_RUN", "LOGIN_FAILED", "LOGIN_SUCCEEDED", "LOGOUT", "MAX_DISTINCT_NAMES", "NAME_SAMPLE",
+           "SAFE_MODE_REFUSED", "SESSION_EXPIRED", "UNCHECKED_LOGIN_REASONS", "Audit", "AuditUnavailable",
+           "audit_journal_ctx", "clip", "outcome_of", "requested", "sanitize"]
 
 #: Fixed action names (one per kind of security event).
 LOGIN_SUCCEEDED: Final = "login_succeeded"

@@ -112,7 +112,7 @@ class TestSettingsValidation:
         {"login_hash_reserved": 18}, {"login_hash_workers": 1, "login_hash_queue": 1, "login_hash_reserved": 2},
     ])
     def test_bad_values_are_refused(self, kwargs: dict[str, Any]) -> None:
-        """Non-positive timeouts, zero limits, unknown backends, Redis without a URL, all check slots reserved: refused."""
+        """Non-positive timeouts, zero limits, unknown backends, Redis without a URL, all check slots reserved."""
         with pytest.raises(SettingsError):
             Settings(**kwargs)
 
