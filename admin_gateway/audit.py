@@ -29,6 +29,15 @@ at the window's end one summary record is written (same action, ``path``
 the route template, ``repeated`` the count, ``firstAt``/``lastAt`` the
 first and last repeat). A key with repeats stays open for another window;
 a quiet one is forgotten, so the next denial is again written at once.
+Login attempts refused before any password was checked (``login_failed``
+with reason ``throttled`` or ``busy``) are coalesced too, but keyed without
+the attempted user name and without per-attempt values (``retryAfter``,
+``usernameInvalid``): a flood tries a new name each time. The first of a
+window is written in full, name included; the summary's actor is
+``(anonymous)`` and it adds ``names`` (up to :data:`NAME_SAMPLE` distinct
+attempted names) and ``distinctNames`` (exact up to
+:data:`MAX_DISTINCT_NAMES`, then ``distinctNamesCapped``: at least that
+many). Failures that did check a password stay one record each.
 Open windows are flushed at shutdown and at most :data:`MAX_OPEN_WINDOWS`
 keys are held (the oldest is flushed to make room). So an anonymous 401
 flood costs a few records per window, not one fsynced record per request,
@@ -65,9 +74,9 @@ from .peer import Network, client_address
 from .settings import SETTINGS
 
 __all__ = ["ACCESS_DENIED", "ANONYMOUS", "AUDIT", "AUDIT_SUBDIR", "COALESCED_ACTIONS", "CSRF_REFUSED", "JOB_CANCEL",
-           "JOB_CREATE", "JOB_RUN", "LOGIN_FAILED", "LOGIN_SUCCEEDED", "LOGOUT", "SAFE_MODE_REFUSED",
-           "SESSION_EXPIRED", "Audit", "AuditUnavailable", "audit_journal_ctx", "clip", "outcome_of", "requested",
-           "sanitize"]
+           "JOB_CREATE", "JOB_RUN", "LOGIN_FAILED", "LOGIN_SUCCEEDED", "LOGOUT", "MAX_DISTINCT_NAMES", "NAME_SAMPLE",
+           "SAFE_MODE_REFUSED", "SESSION_EXPIRED", "UNCHECKED_LOGIN_REASONS", "Audit", "AuditUnavailable",
+           "audit_journal_ctx", "clip", "outcome_of", "requested", "sanitize"]
 
 #: Fixed action names (one per kind of security event).
 LOGIN_SUCCEEDED: Final = "login_succeeded"
@@ -108,6 +117,13 @@ COALESCED_ACTIONS: Final = frozenset({ACCESS_DENIED, CSRF_REFUSED})
 MAX_OPEN_WINDOWS: Final = 10_000
 #: ``data`` fields that differ between otherwise identical requests: not part of a coalescing key.
 _PER_REQUEST_FIELDS = frozenset({"userAgent", "requestId", "path"})
+#: ``login_failed`` reasons given before any password was checked: coalesced like the actions above.
+UNCHECKED_LOGIN_REASONS: Final = frozenset({"throttled", "busy"})
+#: Fields of such a refusal that differ from attempt to attempt: neither in its key nor in its summary.
+_PER_ATTEMPT_FIELDS = frozenset({"retryAfter", "usernameInvalid"})
+#: Attempted names a login refusals' summary lists, and how many distinct ones it counts exactly.
+NAME_SAMPLE: Final = 5
+MAX_DISTINCT_NAMES: Final = 100
 
 
 def requested(action: str) -> str:
@@ -161,6 +177,34 @@ class _Window:
     repeated: int = 0
     first: float = 0.0  #: clock time of the first and the last repeat
     last: float = 0.0
+    names: _Names | None = None  #: login refusals only: the repeats' attempted names
+
+
+@attrs.define
+class _Names:
+    """The attempted names of a window's repeats, in bounded memory: a sample and a capped distinct count."""
+
+    sample: list[str] = attrs.Factory(list)
+    seen: set[int] = attrs.Factory(set)  #: hashes, at most MAX_DISTINCT_NAMES of them
+    capped: bool = False
+
+    def add(self, name: str) -> None:
+        key = hash(name)
+        if key in self.seen:
+            return
+        if len(self.seen) >= MAX_DISTINCT_NAMES:
+            self.capped = True
+            return
+        self.seen.add(key)
+        if len(self.sample) < NAME_SAMPLE:
+            self.sample.append(name)
+
+    def fields(self) -> dict[str, Any]:
+        """The summary's ``names``, ``distinctNames`` and (when the count is a floor) ``distinctNamesCapped``."""
+        out: dict[str, Any] = {"names": list(self.sample), "distinctNames": len(self.seen)}
+        if self.capped:
+            out["distinctNamesCapped"] = True
+        return out
 
 
 _WindowKey = tuple[str, str, str, tuple[tuple[str, Any], ...]]
@@ -178,7 +222,14 @@ def _iso(epoch: float) -> str | None:
 
 def _summary(window: _Window) -> dict[str, Any]:
     """The ``data`` of a window's summary record."""
-    return {**window.data, "repeated": window.repeated, "firstAt": _iso(window.first), "lastAt": _iso(window.last)}
+    names = window.names.fields() if window.names is not None else {}
+    return {**window.data, "repeated": window.repeated, "firstAt": _iso(window.first), "lastAt": _iso(window.last),
+            **names}
+
+
+def _unchecked_login(action: str, body: dict[str, Any]) -> bool:
+    """Whether this is a login attempt refused before its password was checked."""
+    return action == LOGIN_FAILED and body.get("reason") in UNCHECKED_LOGIN_REASONS
 
 
 class Audit:
@@ -243,7 +294,8 @@ class Audit:
         body.update((k, _clean(v)) for k, v in data.items() if v is not None)
         who = sanitize(actor, _MAX_NAME) or ANONYMOUS
         job = sanitize(job_id, _MAX_NAME)
-        if (request is not None and self._window is not None and action in COALESCED_ACTIONS
+        if (request is not None and self._window is not None
+                and (action in COALESCED_ACTIONS or _unchecked_login(action, body))
                 and outcome == REFUSED and not fail_closed and job is None):
             if await self._counted(action, who, source, body, request):
                 return None
@@ -252,9 +304,13 @@ class Audit:
     async def _counted(self, action: str, who: str, source: str, body: dict[str, Any],
                        request: web.Request) -> bool:
         """Count a refusal into its open window (``True``), or open one for it (``False``: write it now)."""
-        fields = {k: v for k, v in body.items() if k not in _PER_REQUEST_FIELDS}
+        per_name = _unchecked_login(action, body)
+        skip = _PER_REQUEST_FIELDS | _PER_ATTEMPT_FIELDS if per_name else _PER_REQUEST_FIELDS
+        fields = {k: v for k, v in body.items() if k not in skip}
         fields["path"] = sanitize(_route_template(request))
-        key: _WindowKey = (action, who, source, tuple(sorted(fields.items())))
+        # A flood tries a new name per attempt: those refusals are one flood whatever the name.
+        actor = ANONYMOUS if per_name else who
+        key: _WindowKey = (action, actor, source, tuple(sorted(fields.items())))
         window = self._open.get(key)
         if window is not None:
             now = self._clock()
@@ -262,9 +318,12 @@ class Audit:
                 window.first = now
             window.repeated += 1
             window.last = now
+            if window.names is not None and who != ANONYMOUS:
+                window.names.add(who)
             return True
         # Opened before anything is awaited: concurrent repeats are counted, not written.
-        self._open[key] = _Window(action=action, actor=who, source=source, data=fields, opened=time.monotonic())
+        self._open[key] = _Window(action=action, actor=actor, source=source, data=fields, opened=time.monotonic(),
+                                  names=_Names() if per_name else None)
         if len(self._open) > self._max_open:
             await self._close(next(iter(self._open)))  # the oldest, never the one just opened
         return False
@@ -292,6 +351,8 @@ class Audit:
             summary = _summary(window)
             # Reset before the write is awaited: repeats arriving meanwhile count in the new period.
             window.repeated, window.opened = 0, now
+            if window.names is not None:
+                window.names = _Names()
             await self._append(window.action, window.actor, window.source, None, summary, fail_closed=False)
 
     async def _append(self, action: str, who: str, source: str, job: str | None, body: dict[str, Any], *,

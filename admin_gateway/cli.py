@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--login-hash-workers", type=int, help="threads checking passwords (default 2)")
     serve.add_argument("--login-hash-queue", type=int,
                        help="password checks that may wait for a thread before sign-ins get 429 (default 16)")
+    serve.add_argument("--login-hash-per-address", type=int,
+                       help="password checks one address (IPv6: one /64) may have running or waiting (default 4)")
+    serve.add_argument("--login-hash-reserved", type=int, help="password-check slots kept for sign-ins "
+                       "from a browser with a device cookie for the account (default 2)")
     serve.add_argument("--log-level", default="info")
 
     users = sub.add_parser("users", help="manage users")

@@ -31,6 +31,7 @@ FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "max_sessions": int, "login_form_timeout": (int, float), "audit_coalesce_window": (int, float),
     "login_free_attempts": int, "login_max_delay": (int, float), "login_limit_per_device_per_hour": int,
     "login_hash_workers": int, "login_hash_queue": int,
+    "login_hash_per_address": int, "login_hash_reserved": int,
 }
 #: Environment variables and the setting each provides.
 ENV_KEYS = {"ENGINE_HUB_URL": "engine_url", "GATEWAY_PORT": "port", "GATEWAY_REDIS_URL": "redis_url"}

@@ -20,7 +20,9 @@ Two independent checks, both required:
      is valid for ``login_form_timeout`` seconds and only with that cookie,
      so a token lifted from another browser is useless. Serving the form
      stores nothing on the server: anonymous visitors cannot fill the
-     session store (:mod:`admin_gateway.sessions`).
+     session store (:mod:`admin_gateway.sessions`). A successful sign-in
+     deletes the ``gw_form`` cookie (:func:`clear_form_cookie`), so a form
+     token taken from a page before is dead afterwards.
 
 Non-browser clients send neither header of check 1 and pass it; they still
 need the token, which only a holder of the session can read.
@@ -40,8 +42,8 @@ from shared.web import read_form
 from .audit import AUDIT, CSRF_REFUSED, REFUSED
 from .auth import current_user, session_data
 from .errors import CsrfRefused, GatewayError
-from .peer import TRUSTED_PROXIES, own_origin
-from .sessions import SESSION_STORAGE
+from .peer import TRUSTED_PROXIES, is_https, own_origin
+from .sessions import FORM_COOKIE_NAME, SECURE_FORM_COOKIE_NAME, SESSION_STORAGE
 from .settings import SETTINGS
 
 #: Session key of the synchronizer token.
@@ -74,6 +76,13 @@ async def csrf_token(request: web.Request) -> str:
     nonce = storage.ensure_form_nonce(request)
     issued = str(int(request.app[SETTINGS].clock()))
     return f"{issued}.{_form_mac(storage.form_secret, nonce, issued)}"
+
+
+def clear_form_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """Delete the browser's ``gw_form`` nonce cookie (same name, path and flags as it was set with)."""
+    https = is_https(request, request.app[TRUSTED_PROXIES])
+    response.del_cookie(SECURE_FORM_COOKIE_NAME if https else FORM_COOKIE_NAME, path="/", secure=https or None,
+                        httponly=True, samesite="Strict")
 
 
 def _form_mac(secret: bytes, nonce: str, issued: str) -> str:

@@ -6,8 +6,16 @@ over HTTPS, like the session cookie): ``HttpOnly``, ``SameSite=Strict``,
 account, a random device id and an expiry time, signed with HMAC-SHA256
 under a key kept in ``<data-dir>/device_cookie.key`` (mode 0600, created at
 the first start; deleting it voids every device cookie). The signature is
-checked in constant time; a cookie for another account, an expired one or
-a forged one is simply not a device cookie.
+checked in constant time; a cookie for another account, an expired one, a
+forged one or one that is not even shaped like ours (any byte outside
+``[A-Za-z0-9_.-]``) is simply not a device cookie.
+
+The key file is written whole or not at all (a temporary file renamed into
+place). An *empty* key file, which only an older gateway killed between
+creating and writing it can leave, is replaced by a new key: no cookie can
+have been signed with a key that was never written, so nothing is lost. A
+non-empty file that holds no usable key stops the start with a one-line
+message naming it (it may be an operator's mistake worth looking at).
 
 What a valid one buys is decided by :mod:`admin_gateway.throttle`.
 """
@@ -17,16 +25,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
-import os
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Final
 
+import structlog
 from aiohttp import web
+
+from shared.journal_snapshot import write_durably
 
 from .peer import Network, is_https
 from .settings import SettingsError
@@ -39,6 +49,8 @@ KEY_FILE: Final = "device_cookie.key"
 LIFETIME: Final = 30 * 24 * 3600
 _VERSION: Final = "d1"
 _KEY_BYTES: Final = 32
+#: What one of our cookie values can look like (base64url parts, digits, dots); anything else is not ours.
+_SHAPE: Final = re.compile(r"[A-Za-z0-9_.-]{1,512}")
 
 
 def _b64(raw: bytes) -> str:
@@ -52,20 +64,30 @@ def _unb64(text: str) -> bytes:
 def load_or_create_key(data_dir: Path) -> bytes:
     """Return the signing key from ``<data_dir>/device_cookie.key``, creating it (mode 0600) if missing.
 
-    Blocking. Raises ``OSError`` if it can neither be read nor created, and
-    :class:`SettingsError` if the file holds no usable key.
+    Blocking. A new key is written whole or not at all; an empty file is
+    replaced by a new key (see the module doc). Raises ``OSError`` if it can
+    neither be read nor created, and :class:`SettingsError` if a non-empty
+    file holds no usable key.
     """
     path = data_dir / KEY_FILE
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, (secrets.token_hex(_KEY_BYTES) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
     try:
-        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+        text = path.read_bytes()
+    except FileNotFoundError:
+        text = b""
+    else:
+        if text.strip():
+            return _parse_key(path, text)
+        # Left by a start killed between creating and writing the file: that key signed nothing.
+        structlog.get_logger("device_cookies").warning("device_key_empty_replaced", path=str(path))
+    write_durably(path, [(secrets.token_hex(_KEY_BYTES) + "\n").encode()])
+    return _parse_key(path, path.read_bytes())
+
+
+def _parse_key(path: Path, text: bytes) -> bytes:
+    """The key held in ``text`` (read from ``path``); :class:`SettingsError` if it is none."""
+    try:
+        key = bytes.fromhex(text.decode("ascii").strip())
     except (UnicodeDecodeError, ValueError):
         raise SettingsError(f"{path} does not hold a hex key; delete it to make a new one") from None
     if len(key) < 16:
@@ -107,13 +129,13 @@ class DeviceCookies:
         case folding), so the cookie covers every spelling that shares the
         account's budget.
         """
-        if self._key is None:
+        if self._key is None or not _SHAPE.fullmatch(value):
             return None
         parts = value.split(".")
         if len(parts) != 5 or parts[0] != _VERSION:
             return None
         payload, signature = ".".join(parts[:4]), parts[4]
-        if not hmac.compare_digest(self._sign(payload).encode(), signature.encode("ascii", "replace")):
+        if not hmac.compare_digest(self._sign(payload).encode(), signature.encode()):
             return None
         try:
             account = _unb64(parts[1]).decode()

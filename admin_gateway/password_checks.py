@@ -8,6 +8,13 @@ checks run in a dedicated pool of ``workers`` threads, and at most
 (:class:`HasherBusy`) instead of waiting behind a flood. The threads run at
 a lower CPU priority than the event loop's: on a small machine the hashing
 of a flood must not starve the loop that serves everybody else.
+
+Fairness. One client (an address, or an IPv6 /64: the caller passes the
+throttle's address key) may hold at most ``per_address`` of the slots at
+once, so rotating user names from one place cannot fill the queue. And
+``reserved`` slots are kept for attempts that carry a valid device cookie
+for their account: a flood from many addresses still cannot shut out a
+browser that signed in before.
 """
 
 from __future__ import annotations
@@ -28,19 +35,28 @@ _NICENESS = 10
 
 
 class HasherBusy(Exception):
-    """Every worker is busy and the queue of waiting checks is full: the check was not started."""
+    """The check was not started: the slots it may use are full (``per_address``: its address's share is)."""
+
+    def __init__(self, *, per_address: bool) -> None:
+        super().__init__("per-address share full" if per_address else "password checks full")
+        self.per_address = per_address
 
 
 class PasswordChecks:
     """Runs blocking password checks in ``workers`` threads with at most ``queue`` waiting.
 
-    Usable between :meth:`start` and :meth:`close` (the app's ``cleanup_ctx``).
+    At most ``per_address`` of them per client key, and ``reserved`` (below
+    ``workers + queue``) only for attempts with a trusted device. Usable
+    between :meth:`start` and :meth:`close` (the app's ``cleanup_ctx``).
     """
 
-    def __init__(self, *, workers: int, queue: int) -> None:
+    def __init__(self, *, workers: int, queue: int, per_address: int | None = None, reserved: int = 0) -> None:
         self.workers = workers
         self.capacity = workers + queue
+        self.per_address = per_address if per_address is not None else self.capacity
+        self.reserved = reserved
         self._pending = 0
+        self._by_client: dict[str, int] = {}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
@@ -60,22 +76,33 @@ class PasswordChecks:
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
-    async def run(self, check: Callable[..., T], *args: object) -> T:
-        """Return ``check(*args)`` run in a worker thread; raise :class:`HasherBusy` at once if full."""
+    async def run(self, check: Callable[..., T], *args: object, client: str = "", trusted: bool = False) -> T:
+        """Return ``check(*args)`` run in a worker thread; raise :class:`HasherBusy` at once if no slot is free.
+
+        ``client`` is the caller's address key (its share is ``per_address``
+        slots); ``trusted`` says the attempt has a valid device cookie for its
+        account (it may use the reserved slots).
+        """
         if self._executor is None:
             raise RuntimeError("password checks are not started")
-        if self._pending >= self.capacity:
-            raise HasherBusy()
+        if self._pending >= self.capacity - (0 if trusted else self.reserved):
+            raise HasherBusy(per_address=False)
+        if self._by_client.get(client, 0) >= self.per_address:
+            raise HasherBusy(per_address=True)
         loop = asyncio.get_running_loop()
         future = self._executor.submit(check, *args)
         self._pending += 1
+        self._by_client[client] = self._by_client.get(client, 0) + 1
         # Counted down when the thread is done, not when the caller stops waiting: a cancelled
         # request's check still occupies its thread.
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._done))
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._done, client))
         return await asyncio.wrap_future(future)
 
-    def _done(self) -> None:
+    def _done(self, client: str) -> None:
         self._pending -= 1
+        left = self._by_client.pop(client) - 1
+        if left:
+            self._by_client[client] = left
 
 
 def _lower_priority() -> None:

@@ -7,7 +7,8 @@ counted by the throttle *before* its password is checked (see
 check runs in the bounded :mod:`admin_gateway.password_checks` pool (full:
 429 at once). A successful login sets a device cookie
 (:mod:`admin_gateway.device_cookies`), rotates the session (``new_session``:
-a fresh id, the old one deleted on the server) and issues a fresh CSRF token.
+a fresh id, the old one deleted on the server), issues a fresh CSRF token
+and deletes the login form's ``gw_form`` cookie (its tokens die with it).
 
 Auditing: a login that cannot be recorded does not happen (503
 ``journal_unavailable``, no session). A logout always ends the session on
@@ -34,7 +35,7 @@ from shared.web import API_ROUTES, read_form
 
 from .audit import ACCEPTED, AUDIT, LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT, REFUSED
 from .auth import SESSION_GENERATION, SESSION_USER, USER_STORE, current_user
-from .csrf import SESSION_CSRF, check_csrf, csrf_token, new_csrf_token
+from .csrf import SESSION_CSRF, check_csrf, clear_form_cookie, csrf_token, new_csrf_token
 from .device_cookies import DEVICE_COOKIES, DeviceCookies, device_key_ctx
 from .errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
 from .password_checks import PASSWORD_CHECKS, HasherBusy, PasswordChecks, password_checks_ctx
@@ -148,11 +149,13 @@ async def login(request: web.Request) -> web.StreamResponse:
 
     store = request.app[USER_STORE]
     try:
-        record = await request.app[PASSWORD_CHECKS].run(store.verify, username, password[:MAX_PASSWORD_LENGTH + 1])
-    except HasherBusy:
+        record = await request.app[PASSWORD_CHECKS].run(store.verify, username, password[:MAX_PASSWORD_LENGTH + 1],
+                                                        client=throttle.address_key(address),
+                                                        trusted=device is not None)
+    except HasherBusy as busy:
         admitted.unchecked()  # no password was checked: nothing was guessed
-        return await _refuse_attempt(request, json_mode, username, attempted, invalid_name,
-                                     wait=_BUSY_RETRY_AFTER, reason="busy", limit=None)
+        return await _refuse_attempt(request, json_mode, username, attempted, invalid_name, wait=_BUSY_RETRY_AFTER,
+                                     reason="busy", limit="address" if busy.per_address else None)
     if record is None:
         # The reservation stays: this attempt is a counted failure.
         await audit.record(LOGIN_FAILED, request=request, actor=attempted, outcome=REFUSED, code=Unauthorized.code,
@@ -183,6 +186,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     else:
         done = web.HTTPSeeOther(AFTER_LOGIN)
     devices.set_cookie(request, done, record.name)
+    clear_form_cookie(request, done)
     if isinstance(done, web.HTTPException):
         raise done
     return done
@@ -232,7 +236,9 @@ def setup_auth(app: web.Application) -> None:
     """Register ``/login`` and ``/logout``, with the device cookies and password-check threads they use."""
     settings = app[SETTINGS]
     app[DEVICE_COOKIES] = DeviceCookies(clock=settings.clock, trusted_proxies=app[TRUSTED_PROXIES])
-    app[PASSWORD_CHECKS] = PasswordChecks(workers=settings.login_hash_workers, queue=settings.login_hash_queue)
+    app[PASSWORD_CHECKS] = PasswordChecks(workers=settings.login_hash_workers, queue=settings.login_hash_queue,
+                                          per_address=settings.login_hash_per_address,
+                                          reserved=settings.login_hash_reserved)
     app.cleanup_ctx.extend([device_key_ctx(settings.data_dir), password_checks_ctx])
     routes = app[API_ROUTES]
     routes.add_get("/login", login_page)

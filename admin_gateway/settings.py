@@ -56,6 +56,14 @@ def _positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> Non
         raise SettingsError(f"{attribute.name} must be >= 1, got {value!r}")
 
 
+def _reserved_slots(instance: Settings, attribute: attrs.Attribute[int], value: int) -> None:
+    # Everyone without a device cookie must keep at least one slot.
+    slots = instance.login_hash_workers + instance.login_hash_queue
+    if not 0 <= value < slots:
+        raise SettingsError(f"{attribute.name} must be >= 0 and below login_hash_workers + login_hash_queue "
+                            f"({slots}), got {value!r}")
+
+
 def _backend(instance: Settings, _: attrs.Attribute[str], value: str) -> None:
     if value not in ("embedded", "redis"):
         raise SettingsError(f"session_backend must be 'embedded' or 'redis', got {value!r}")
@@ -105,6 +113,10 @@ class Settings:
     login_hash_workers: int = attrs.field(default=2, validator=_positive_int)
     #: Password checks that may wait for a thread; past that, attempts get 429 at once.
     login_hash_queue: int = attrs.field(default=16, validator=_positive_int)
+    #: Password checks one client address (an IPv6 /64) may have running or waiting at once.
+    login_hash_per_address: int = attrs.field(default=4, validator=_positive_int)
+    #: Of the checks' slots (workers + queue), how many only sign-ins with a valid device cookie may use.
+    login_hash_reserved: int = attrs.field(default=2, validator=_reserved_slots)
     max_sessions: int = attrs.field(default=100_000, validator=_positive_int)
     #: Seconds a login form's CSRF token stays valid (the form is re-served with a fresh one after).
     login_form_timeout: float = attrs.field(default=3600.0, validator=_positive)

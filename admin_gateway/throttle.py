@@ -19,6 +19,10 @@ The limits, each in a sliding one-hour window:
   can put on anybody; the guessers stay limited by it;
 - per device cookie: a trusted browser that keeps failing is locked in turn.
 
+"Address" means an IPv4 address, or an IPv6 address's /64 network
+(:meth:`LoginThrottle.address_key`): whoever has one IPv6 address usually
+has the whole /64 (2^64 addresses) to rotate through.
+
 Unknown account names count like known ones, so the throttle tells nothing
 about which names exist. The counters live in this process (at most
 ``max_keys`` keys per kind, the least recently failed forgotten first);
@@ -28,6 +32,7 @@ gateways sharing sessions through Redis each throttle on their own.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -37,6 +42,8 @@ import attrs
 from aiohttp import web
 
 WINDOW = 3600.0
+#: IPv6 clients are throttled per network of this prefix length.
+IPV6_PREFIX = 64
 #: The first growing delay, in seconds; each further failure doubles it.
 FIRST_DELAY = 1.0
 
@@ -207,6 +214,23 @@ class LoginThrottle:
         """Return the key of an account name (case-folded: ``Admin`` and ``admin`` share a budget)."""
         return username.casefold()[:128]
 
+    @staticmethod
+    def address_key(address: str) -> str:
+        """Return the throttling key of a client address: IPv4 as it is, IPv6 as its /64 network.
+
+        An IPv4 address written as IPv6 (``::ffff:192.0.2.1``) counts as that
+        IPv4 address. Anything that is not an IP address is its own key.
+        """
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return address
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
+        return str(ip)
+
     def reserve(self, username: str, address: str, *, device: str | None = None) -> Reservation | Refusal:
         """Admit one attempt (counted as a failure until settled) or refuse it.
 
@@ -216,6 +240,7 @@ class LoginThrottle:
         """
         now = self._clock()
         account = self.account_key(username)
+        address = self.address_key(address)
         pair = f"{account}\x00{address}"
         checks: list[tuple[Limit, float | None]] = [
             ("address", self._addresses.retry_after(address, now)),

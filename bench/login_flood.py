@@ -13,7 +13,10 @@ flood the throttle stops would prove nothing about hashing). Then:
 
 It reports p50/p99/max of the creates in both phases, and what the flood
 got (401: checked, 429: refused at once). Target: p99 < 250 ms under the
-flood.
+flood. Every flooder sends from 127.0.0.1, so the flood is one address to the
+gateway: it meets that address's share of password-check slots
+(``login_hash_per_address``) and its refusals are coalesced into a few audit
+records per window.
 
 Usage: ``python -m bench.login_flood [--flooders 100] [--creates 200]``.
 Runs against older gateways too (``--gateway-settings`` takes only settings

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 from aiohttp.test_utils import TestClient
 
+from admin_gateway.audit import AUDIT
 from admin_gateway.device_cookies import COOKIE_NAME, LIFETIME
 from admin_gateway.password_checks import PASSWORD_CHECKS
 from gateway_harness import (  # noqa: F401  (fixtures)
@@ -74,8 +75,11 @@ def _statuses(answers: list[Answer]) -> dict[int, int]:
     return counts
 
 
-def _throttled_records(gw: Gateway, reason: str) -> list[dict[str, Any]]:
-    return [r.data for r in gw.audit_records() if r.action == "login_failed" and r.data.get("reason") == reason]
+async def _throttled_records(gw: Gateway, reason: str) -> list[dict[str, Any]]:
+    """The refusals with ``reason`` on the record, a coalesced summary standing for its ``repeated`` refusals."""
+    await gw.app[AUDIT].flush_windows(everything=True)
+    return [r.data for r in gw.audit_records() if r.action == "login_failed" and r.data.get("reason") == reason
+            for _ in range(int(r.data.get("repeated", 1)))]
 
 
 def _device_cookie(client: TestClient) -> str:
@@ -95,26 +99,27 @@ async def _with_device(gw: Gateway, value: str) -> TestClient:
 class TestParallelBursts:
     async def test_burst_over_the_address_limit(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """Parallel wrong logins from one address: every attempt past the per-address limit gets 429."""
-        gw = await make_gateway(engine.url, login_limit_per_address_per_hour=12, login_hash_queue=64)
+        gw = await make_gateway(engine.url, login_limit_per_address_per_hour=12, login_hash_queue=64,
+                                login_hash_per_address=64)
         answers = await _burst(gw, [(f"user{i}", None) for i in range(30)])
         assert _statuses(answers) == {401: 12, 429: 18}
         assert all(a.retry_after and int(a.retry_after) > 0 and a.code == "throttled"
                    for a in answers if a.status == 429)
-        assert [r["limit"] for r in _throttled_records(gw, "throttled")] == ["address"] * 18
+        assert [r["limit"] for r in (await _throttled_records(gw, "throttled"))] == ["address"] * 18
 
     async def test_burst_over_the_account_limit(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """Parallel wrong logins on one account from many addresses: every one past the account limit gets 429."""
         gw = await make_gateway(engine.url, login_limit_per_hour=8, login_hash_queue=64, trusted_proxies=PROXY)
         answers = await _burst(gw, [(SUPER, f"198.51.100.{i}") for i in range(20)])
         assert _statuses(answers) == {401: 8, 429: 12}
-        assert {r["limit"] for r in _throttled_records(gw, "throttled")} == {"account"}
+        assert {r["limit"] for r in (await _throttled_records(gw, "throttled"))} == {"account"}
 
     async def test_burst_on_one_account_from_one_address(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """Parallel wrong logins on one account from one address: only the free attempts are checked."""
         gw = await make_gateway(engine.url, login_free_attempts=3, login_hash_queue=64)
         answers = await _burst(gw, [(SUPER, None)] * 10)
         assert _statuses(answers) == {401: 3, 429: 7}
-        assert {r["limit"] for r in _throttled_records(gw, "throttled")} == {"account_address"}
+        assert {r["limit"] for r in (await _throttled_records(gw, "throttled"))} == {"account_address"}
 
 
 class TestGrowingDelays:
@@ -179,7 +184,7 @@ class TestDeviceCookies:
         assert [(await _attempt(known, token, SUPER, WRONG, f"192.0.2.{i}")).status for i in range(2)] == [401, 401]
         locked = await _attempt(known, token, SUPER, PASSWORD, "192.0.2.50")
         assert (locked.status, locked.code) == (429, "throttled")
-        assert _throttled_records(gw, "throttled")[-1]["limit"] == "device"
+        assert (await _throttled_records(gw, "throttled"))[-1]["limit"] == "device"
         assert (await post_login(await gw.client(), SUPER, PASSWORD)).status == 303
 
     async def test_cookie_attributes(self, engine: Engine, make_gateway: MakeGateway) -> None:
@@ -206,7 +211,7 @@ class TestDeviceCookies:
 class TestPasswordCheckQueue:
     async def test_full_queue_answers_429_at_once(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """With every check thread busy and the queue full, a sign-in gets 429 busy at once, form and JSON alike."""
-        gw = await make_gateway(engine.url, login_hash_workers=1, login_hash_queue=1)
+        gw = await make_gateway(engine.url, login_hash_workers=1, login_hash_queue=1, login_hash_reserved=0)
         checks = gw.app[PASSWORD_CHECKS]
         gate = threading.Event()
         held = [asyncio.ensure_future(checks.run(gate.wait, 30.0)) for _ in range(checks.capacity)]
@@ -220,7 +225,7 @@ class TestPasswordCheckQueue:
         finally:
             gate.set()
             await asyncio.gather(*held)
-        assert [r["limit"] if "limit" in r else None for r in _throttled_records(gw, "busy")] == [None, None]
+        assert [r["limit"] if "limit" in r else None for r in (await _throttled_records(gw, "busy"))] == [None, None]
         # Nothing was checked, so nothing was counted: the right password gets in now.
         assert (await post_login(await gw.client(), SUPER, PASSWORD)).status == 303
 
@@ -228,7 +233,7 @@ class TestPasswordCheckQueue:
 class TestLoginFlood:
     async def test_signed_in_create_during_a_flood(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """While a login flood saturates the password checks, a signed-in create completes promptly."""
-        gw = await make_gateway(engine.url, login_hash_workers=1, login_hash_queue=4,
+        gw = await make_gateway(engine.url, login_hash_workers=1, login_hash_queue=4, login_hash_reserved=0,
                                 login_limit_per_address_per_hour=100_000)
         alice = await gw.login()
         flooder = await gw.client()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -49,7 +50,8 @@ class TestDeviceCookies:
         other_key = _cookies(clock, b"x" * 32).issue("alice")
         parts = value.split(".")
         edited = ".".join([parts[0], parts[1], "another-device-id", parts[3], parts[4]])
-        for bad in (other_key, edited, "", "d1.....", value + "x", "d1.%%%.a.1.sig", value.replace("d1", "d2", 1)):
+        for bad in (other_key, edited, "", "d1.....", value + "x", "d1.%%%.a.1.sig", value.replace("d1", "d2", 1),
+                    "d1.é.x.1.sig", value[:-1] + "é", "d1.\udcff.x.1.sig", "x" * 600):
             assert _check(cookies, bad, "alice") is None, bad
         clock.now += LIFETIME
         assert _check(cookies, value, "alice") is None
@@ -65,3 +67,20 @@ class TestDeviceCookies:
         (tmp_path / KEY_FILE).write_text("not hex\n")
         with pytest.raises(ValueError, match="delete it"):
             load_or_create_key(tmp_path)
+
+    def test_empty_key_file_from_a_crash_is_replaced(self, tmp_path: Path) -> None:
+        """An empty key file (left by a start killed before writing it) gets a new key instead of stopping the start."""
+        (tmp_path / KEY_FILE).write_bytes(b"")
+        key = load_or_create_key(tmp_path)
+        assert len(key) == 32 and load_or_create_key(tmp_path) == key
+        assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
+
+    def test_failed_write_leaves_no_key_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A key that could not be written whole leaves neither a key file nor a temporary file behind."""
+        def refuse(*_: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "replace", refuse)
+        with pytest.raises(OSError):
+            load_or_create_key(tmp_path)
+        assert os.listdir(tmp_path) == []

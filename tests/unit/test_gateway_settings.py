@@ -108,10 +108,11 @@ class TestSettingsValidation:
     @pytest.mark.parametrize("kwargs", [
         {"connect_timeout": 0}, {"total_timeout": -1}, {"idle_timeout": 0}, {"login_limit_per_hour": 0},
         {"session_backend": "memcached"}, {"session_backend": "redis"}, {"login_form_timeout": 0},
-        {"audit_coalesce_window": -1},
+        {"audit_coalesce_window": -1}, {"login_hash_per_address": 0}, {"login_hash_reserved": -1},
+        {"login_hash_reserved": 18}, {"login_hash_workers": 1, "login_hash_queue": 1, "login_hash_reserved": 2},
     ])
     def test_bad_values_are_refused(self, kwargs: dict[str, Any]) -> None:
-        """Non-positive timeouts, zero limits, unknown backends and Redis without a URL are refused."""
+        """Non-positive timeouts, zero limits, unknown backends, Redis without a URL, all check slots reserved."""
         with pytest.raises(SettingsError):
             Settings(**kwargs)
 
