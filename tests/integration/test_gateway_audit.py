@@ -181,7 +181,8 @@ class TestMutationRecords:
     async def test_run_accepted_then_refused_by_the_engine(self, engine: Engine, gateway: Gateway) -> None:
         """Each run request is an intent and an outcome: accepted, then refused with the engine's code."""
         user = await gateway.login()
-        job_id = await engine.create()
+        # A job still running at the second RUN (demo.echo could be DONE by then: a 400, not the 409).
+        job_id = await engine.create("demo.sleep", {"seconds": 30})
         before = len(gateway.audit_records())
         assert (await user.post(f"/api/admin/engine/jobs/{job_id}/run", {"reason": "deploy 42"})).status == 202
         again = await user.post(f"/api/admin/engine/jobs/{job_id}/run")
