@@ -15,7 +15,7 @@ from typing import Literal
 import attrs
 from aiohttp import web
 
-from shared.connection_limits import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT
+from shared.connection_limits import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT
 
 SessionBackend = Literal["embedded", "redis"]
 
@@ -113,10 +113,14 @@ class Settings:
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     #: Client connections (shared.connection_limits.ConnectionLimits): the cap (None: 1024, fitted
-    #: to the fd limit), seconds to send a whole request head, seconds a kept-alive connection idles.
+    #: to the fd limit), seconds to send a whole request head, seconds a kept-alive connection idles,
+    #: seconds a body has to arrive after its head, the cap per client address (None: a quarter of the cap, 0: none).
     max_connections: int | None = attrs.field(default=None, validator=attrs.validators.optional(_positive_int))
     header_timeout: float = attrs.field(default=DEFAULT_HEADER_TIMEOUT, validator=_positive)
     keepalive_timeout: float = attrs.field(default=DEFAULT_KEEPALIVE_TIMEOUT, validator=_positive)
+    body_timeout: float = attrs.field(default=DEFAULT_BODY_TIMEOUT, validator=_positive)
+    max_connections_per_address: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
 
 
 #: The app's settings.
