@@ -56,6 +56,11 @@ def _positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> Non
         raise SettingsError(f"{attribute.name} must be >= 1, got {value!r}")
 
 
+def _not_negative_int(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and value < 0:
+        raise SettingsError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
 def _backend(instance: Settings, _: attrs.Attribute[str], value: str) -> None:
     if value not in ("embedded", "redis"):
         raise SettingsError(f"session_backend must be 'embedded' or 'redis', got {value!r}")
@@ -119,8 +124,7 @@ class Settings:
     header_timeout: float = attrs.field(default=DEFAULT_HEADER_TIMEOUT, validator=_positive)
     keepalive_timeout: float = attrs.field(default=DEFAULT_KEEPALIVE_TIMEOUT, validator=_positive)
     body_timeout: float = attrs.field(default=DEFAULT_BODY_TIMEOUT, validator=_positive)
-    max_connections_per_address: int | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
+    max_connections_per_address: int | None = attrs.field(default=None, validator=_not_negative_int)
 
 
 #: The app's settings.
