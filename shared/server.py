@@ -351,6 +351,8 @@ class _Connection(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         heads = self._request_count
+        # Bytes that end a body are not a next request's, even though the body is complete after them.
+        body_pending = self._body is not None
         super().data_received(data)
         if data:
             self._gate.leave_idle(self, self._address)
@@ -361,7 +363,7 @@ class _Connection(RequestHandler):
             return
         if not data:
             return
-        if self._body is None:
+        if not body_pending:
             self._next_bytes = True
         if self._head_timer is None and self._awaiting_request():
             self._arm_head_timer()

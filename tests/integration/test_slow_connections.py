@@ -418,6 +418,35 @@ class TestEviction:
         assert server.events("idle_connection_evicted")
         assert "Traceback" not in server.output()
 
+    def test_idle_after_a_request_with_a_body_is_evicted_too(self, tmp_path: Path) -> None:
+        """A connection idling after a POST whose body came apart from its head is evicted like any idle one."""
+        server = small_server("engine", tmp_path)
+        body = json.dumps({"type": "demo.sleep", "params": {"seconds": 0}}).encode()
+        head = _body_request("engine", len(body))
+        posted: list[socket.socket] = []
+        try:
+            for _ in range(SMALL_CAP):
+                sock = server.connect()
+                sock.sendall(head)
+                time.sleep(0.05)  # the body arrives in a packet of its own
+                sock.sendall(body)
+                answer = b""
+                while not answer.endswith(b"}"):  # the JSON answer is complete (the socket times out)
+                    chunk = sock.recv(65536)
+                    assert chunk, answer
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 201 ") and b"Connection: close" not in answer, answer
+                posted.append(sock)
+            newcomer = server.idle_connection()
+            newcomer.close()
+            [(_, data)] = wait_closed(posted[:1], timeout=1.0).values()
+            assert data == b""
+        finally:
+            for sock in posted:
+                sock.close()
+            status = server.stop()
+        assert status == 0, server.output()
+
     @pytest.mark.parametrize("kind", PROCESSES)
     def test_a_connection_inside_a_request_is_never_evicted(self, kind: str, tmp_path: Path) -> None:
         """Only the idle connection is evicted: those with part of a head or of a body stay, and the next one gets 503."""
