@@ -12,7 +12,8 @@ process cannot accept anything any more. :func:`serving` adds:
   none does it get a ``503`` and is closed at once, holding no descriptor
   and leaving no client hanging;
 - a cap on the connections of one client address: past it that address's
-  new connections get the ``503`` at once, whatever the other addresses do;
+  own longest-idle connection gives way in the same manner, or its new
+  connection gets the ``503`` at once, whatever the other addresses do;
 - a header-read timeout: a connection whose request head is not complete
   within ``header_timeout`` of its start (or of the first byte of a later
   request) gets a ``408`` if it sent anything and is closed;
@@ -78,7 +79,7 @@ def check_aiohttp_hooks() -> None:
         getattr(RequestHandler, name, None))]
     if missing:
         raise RuntimeError(f"this aiohttp no longer has RequestHandler.{', '.join(missing)}: "
-                           "shared/server.py's header timeout needs to be adapted to it")
+                           "shared/server.py's connection handling needs to be adapted to it")
 
 
 class CoalescedLog:
@@ -335,7 +336,8 @@ class _Connection(RequestHandler):
     def evict(self) -> bool:
         """Close this connection if it is idle in keep-alive, releasing its slots at once; whether it was."""
         if not self._awaiting_request() or self._next_bytes or self._messages:
-            return False  # between a response and the wait for the next request: not idle yet
+            # Inside a request, or not yet back to waiting for the next one after a response.
+            return False
         self._release()
         self.force_close()
         return True
