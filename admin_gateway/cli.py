@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                        "(default 10)")
     serve.add_argument("--keepalive-timeout", type=float, help="seconds an idle kept-alive connection stays open "
                        "(default 75)")
+    serve.add_argument("--body-timeout", type=float, help="seconds a request's body has to arrive once its head "
+                       "has (default 30)")
+    serve.add_argument("--max-connections-per-address", type=int, help="cap on one client address's open "
+                       "connections; 0: none, e.g. behind a proxy (default a quarter of the connection cap)")
     serve.add_argument("--login-hash-workers", type=int, help="threads checking passwords (default 2)")
     serve.add_argument("--login-hash-queue", type=int,
                        help="password checks that may wait for a thread before sign-ins get 429 (default 16)")

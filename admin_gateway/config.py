@@ -28,6 +28,7 @@ FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "session_backend": str, "redis_url": str, "login_limit_per_hour": int,
     "login_limit_per_address_per_hour": int, "trusted_proxies": list, "allowed_origins": list,
     "max_connections": int, "header_timeout": (int, float), "keepalive_timeout": (int, float),
+    "body_timeout": (int, float), "max_connections_per_address": int,
     "max_sessions": int, "login_form_timeout": (int, float), "audit_coalesce_window": (int, float),
     "login_free_attempts": int, "login_max_delay": (int, float), "login_limit_per_device_per_hour": int,
     "login_hash_workers": int, "login_hash_queue": int,

@@ -15,7 +15,7 @@ from typing import Literal
 import attrs
 from aiohttp import web
 
-from shared.connection_limits import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT
+from shared.connection_limits import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT
 
 SessionBackend = Literal["embedded", "redis"]
 
@@ -62,6 +62,11 @@ def _reserved_slots(instance: Settings, attribute: attrs.Attribute[int], value: 
     if not 0 <= value < slots:
         raise SettingsError(f"{attribute.name} must be >= 0 and below login_hash_workers + login_hash_queue "
                             f"({slots}), got {value!r}")
+
+
+def _not_negative_int(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and value < 0:
+        raise SettingsError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
 def _backend(instance: Settings, _: attrs.Attribute[str], value: str) -> None:
@@ -125,10 +130,13 @@ class Settings:
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     #: Client connections (shared.connection_limits.ConnectionLimits): the cap (None: 1024, fitted
-    #: to the fd limit), seconds to send a whole request head, seconds a kept-alive connection idles.
+    #: to the fd limit), seconds to send a whole request head, seconds a kept-alive connection idles,
+    #: seconds a body has to arrive after its head, the cap per client address (None: a quarter of the cap, 0: none).
     max_connections: int | None = attrs.field(default=None, validator=attrs.validators.optional(_positive_int))
     header_timeout: float = attrs.field(default=DEFAULT_HEADER_TIMEOUT, validator=_positive)
     keepalive_timeout: float = attrs.field(default=DEFAULT_KEEPALIVE_TIMEOUT, validator=_positive)
+    body_timeout: float = attrs.field(default=DEFAULT_BODY_TIMEOUT, validator=_positive)
+    max_connections_per_address: int | None = attrs.field(default=None, validator=_not_negative_int)
 
 
 #: The app's settings.

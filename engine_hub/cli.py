@@ -31,7 +31,8 @@ from engine_hub.settings import (
     MAX_LOG_RETENTION_DAYS,
     Settings,
 )
-from shared.connection_limits import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT, ConnectionLimits
+from shared.connection_limits import (DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT,
+                                      ConnectionLimits)
 
 # The server's imports (aiohttp, structlog) are deferred to ``serve``: client commands
 # start in a fraction of the time without them.
@@ -134,6 +135,11 @@ def _add_serve(sub: Any) -> None:
                    help=f"seconds a client has to send a whole request head (default {DEFAULT_HEADER_TIMEOUT:g})")
     p.add_argument("--keepalive-timeout", type=_positive_float, default=DEFAULT_KEEPALIVE_TIMEOUT,
                    help=f"seconds an idle kept-alive connection stays open (default {DEFAULT_KEEPALIVE_TIMEOUT:g})")
+    p.add_argument("--body-timeout", type=_positive_float, default=DEFAULT_BODY_TIMEOUT,
+                   help=f"seconds a request's body has to arrive once its head has (default {DEFAULT_BODY_TIMEOUT:g})")
+    p.add_argument("--max-connections-per-address", type=_count(0, 1_000_000), default=None,
+                   help="cap on one client address's open connections; 0: none "
+                        "(default a quarter of the connection cap)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=_cmd_serve)
 
@@ -151,7 +157,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                         snapshot_seconds=float(args.snapshot_seconds), retention_days=args.retention_days,
                         log_max_bytes=args.log_max_bytes, log_retention_days=args.log_retention_days,
                         max_connections=args.max_connections, header_timeout=args.header_timeout,
-                        keepalive_timeout=args.keepalive_timeout)
+                        keepalive_timeout=args.keepalive_timeout, body_timeout=args.body_timeout,
+                        max_connections_per_address=args.max_connections_per_address)
     configure_logging(level=settings.log_level)
     try:
         asyncio.run(serve(settings))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import attrs
 
-from shared.connection_limits import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT
+from shared.connection_limits import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8090
@@ -56,7 +56,8 @@ class Settings:
     cancelled or times out. ``log_level`` is a stdlib level name.
 
     ``max_connections`` (``None``: the default, fitted to the fd limit),
-    ``header_timeout`` and ``keepalive_timeout`` limit client connections
+    ``max_connections_per_address`` (``None``: a quarter of the cap, 0: none),
+    ``header_timeout``, ``body_timeout`` and ``keepalive_timeout`` limit client connections
     (:class:`shared.connection_limits.ConnectionLimits`).
     """
 
@@ -77,3 +78,5 @@ class Settings:
     max_connections: int | None = None
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections_per_address: int | None = None

@@ -27,6 +27,10 @@ DEFAULT_HEADER_TIMEOUT: Final = 10.0
 #: (60 s), so that nginx, not this process, closes an idle upstream connection: otherwise nginx
 #: may send a request on a connection this process is closing at that very moment.
 DEFAULT_KEEPALIVE_TIMEOUT: Final = 75.0
+#: Seconds a request's body has to arrive in full once its head is complete.
+DEFAULT_BODY_TIMEOUT: Final = 30.0
+#: The share of the connection cap one client address may hold when no per-address cap is configured.
+DEFAULT_PER_ADDRESS_SHARE: Final = 4
 #: Seconds between two log lines of one repeated connection event (accept errors, refusals).
 DEFAULT_LOG_INTERVAL: Final = 10.0
 #: File descriptors held back from clients for everything else: listening sockets, the accept
@@ -38,6 +42,11 @@ FD_RESERVE: Final = 256
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _optional_not_negative(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
 def _optional_positive(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
@@ -54,6 +63,10 @@ class HasConnectionSettings(Protocol):
     def header_timeout(self) -> float: ...
     @property
     def keepalive_timeout(self) -> float: ...
+    @property
+    def body_timeout(self) -> float: ...
+    @property
+    def max_connections_per_address(self) -> int | None: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -64,20 +77,34 @@ class ConnectionLimits:
     :data:`DEFAULT_MAX_CONNECTIONS`, lowered to fit the fd limit (see
     :func:`plan_fd_limit`). ``header_timeout`` is the time a client has to
     send a whole request head; ``keepalive_timeout`` the time an idle
-    kept-alive connection stays open. ``log_interval`` spaces the log lines
-    of a repeated connection event.
+    kept-alive connection stays open; ``body_timeout`` the time a request's
+    body has to arrive in full once its head is complete.
+    ``max_connections_per_address`` caps the connections of one client
+    address (``None``: a :data:`DEFAULT_PER_ADDRESS_SHARE`-th of the cap,
+    ``0``: no per-address cap, for a process behind a proxy whose
+    connections all come from one address). ``log_interval`` spaces the log
+    lines of a repeated connection event.
     """
 
     max_connections: int | None = attrs.field(default=None, validator=_optional_positive)
     header_timeout: float = attrs.field(default=DEFAULT_HEADER_TIMEOUT, validator=_positive)
     keepalive_timeout: float = attrs.field(default=DEFAULT_KEEPALIVE_TIMEOUT, validator=_positive)
+    body_timeout: float = attrs.field(default=DEFAULT_BODY_TIMEOUT, validator=_positive)
+    max_connections_per_address: int | None = attrs.field(default=None, validator=_optional_not_negative)
     log_interval: float = attrs.field(default=DEFAULT_LOG_INTERVAL, validator=_positive)
 
     @classmethod
     def of(cls, settings: HasConnectionSettings) -> ConnectionLimits:
         """Return the limits named by a process's settings."""
         return cls(max_connections=settings.max_connections, header_timeout=settings.header_timeout,
-                   keepalive_timeout=settings.keepalive_timeout)
+                   keepalive_timeout=settings.keepalive_timeout, body_timeout=settings.body_timeout,
+                   max_connections_per_address=settings.max_connections_per_address)
+
+    def per_address_cap(self, max_connections: int) -> int:
+        """The per-address cap to apply under the connection cap ``max_connections``; 0 for none."""
+        if self.max_connections_per_address is not None:
+            return self.max_connections_per_address
+        return max(1, max_connections // DEFAULT_PER_ADDRESS_SHARE)
 
 
 @attrs.frozen(kw_only=True)

@@ -6,11 +6,20 @@ in, so a few thousand slow clients hold as many file descriptors until the
 process cannot accept anything any more. :func:`serving` adds:
 
 - a cap on open connections (:class:`~shared.connection_limits.ConnectionLimits`,
-  kept below ``RLIMIT_NOFILE``): past it a new connection gets a ``503`` and
-  is closed at once, holding no descriptor and leaving no client hanging;
+  kept below ``RLIMIT_NOFILE``): a new connection at the cap closes the
+  connection that has idled longest in keep-alive (waiting for its next
+  request, no byte of it received) and takes its place; only when there is
+  none does it get a ``503`` and is closed at once, holding no descriptor
+  and leaving no client hanging;
+- a cap on the connections of one client address: past it that address's
+  own longest-idle connection gives way in the same manner, or its new
+  connection gets the ``503`` at once, whatever the other addresses do;
 - a header-read timeout: a connection whose request head is not complete
   within ``header_timeout`` of its start (or of the first byte of a later
   request) gets a ``408`` if it sent anything and is closed;
+- a body timeout: a request whose body has not arrived in full within
+  ``body_timeout`` of its head gets a ``408`` (if no response was started)
+  and its connection is closed (aiohttp has no timeout on body reads);
 - aiohttp's own keep-alive timeout, set from the limits;
 - one log line per interval, with the count of the ones left out, for
   repeated accept errors (asyncio logs each one, with a traceback) and for
@@ -21,7 +30,7 @@ process cannot accept anything any more. :func:`serving` adds:
   with a traceback per request: such requests never reach the request
   wrapper, and a flood of them must not become a flood of log lines.
 
-The header timeout hooks into aiohttp's connection protocol
+The timeouts and the idle tracking hook into aiohttp's connection protocol
 (``web_protocol.RequestHandler``): :func:`check_aiohttp_hooks` names the
 internals it relies on and stops the process at start if an aiohttp upgrade
 removed them; ``tests/integration/test_slow_connections.py`` proves the
@@ -35,13 +44,15 @@ import contextlib
 import errno
 import json
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Final
 
 import attrs
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -54,17 +65,21 @@ log = structlog.get_logger("server")
 
 #: errno values of an ``accept()`` (or any socket call) that failed for want of resources.
 RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-#: Private attributes of aiohttp's ``RequestHandler`` that the header timeout reads.
-AIOHTTP_HOOKS: Final = ("_request_count", "_waiter")
+#: Private attributes of aiohttp's ``RequestHandler`` that the timeouts and the idle tracking read.
+AIOHTTP_HOOKS: Final = ("_request_count", "_waiter", "_messages", "_current_request")
+#: Private methods of aiohttp's ``RequestHandler`` that :class:`_Connection` extends.
+AIOHTTP_METHOD_HOOKS: Final = ("_handle_request",)
 
 
 def check_aiohttp_hooks() -> None:
-    """Raise ``RuntimeError`` if aiohttp's connection protocol lacks what the header timeout relies on."""
+    """Raise ``RuntimeError`` if aiohttp's connection protocol lacks what the timeouts and idle tracking rely on."""
     slots = set(getattr(RequestHandler, "__slots__", ()))
     missing = [name for name in AIOHTTP_HOOKS if name not in slots]
+    missing += [name for name in AIOHTTP_METHOD_HOOKS if not asyncio.iscoroutinefunction(
+        getattr(RequestHandler, name, None))]
     if missing:
         raise RuntimeError(f"this aiohttp no longer has RequestHandler.{', '.join(missing)}: "
-                           "shared/server.py's header timeout needs to be adapted to it")
+                           "shared/server.py's connection handling needs to be adapted to it")
 
 
 class CoalescedLog:
@@ -161,26 +176,66 @@ def _raw_response(status: int, reason: str, message: str, code: ErrorCode, *head
 
 
 class _Gate:
-    """The state a process's connections share: how many are open, the cap, the header timeout, their logs."""
+    """The state a process's connections share: how many are open (in all, per address, idle), caps, timeouts, logs.
+
+    ``idle`` holds the connections idle in keep-alive, the longest idle
+    first, and ``idle_by_address`` the same per client address; a
+    connection enters and leaves both in O(1).
+    """
 
     def __init__(self, limits: ConnectionLimits, max_connections: int) -> None:
         self.loop = asyncio.get_running_loop()
         self.cap = max_connections
+        self.per_address_cap = limits.per_address_cap(max_connections)
         self.open = 0
+        self.per_address: dict[str, int] = {}
+        self.idle: OrderedDict[_Connection, None] = OrderedDict()
+        self.idle_by_address: dict[str, OrderedDict[_Connection, None]] = {}
         self.header_timeout = limits.header_timeout
+        self.body_timeout = limits.body_timeout
         self.busy = _raw_response(503, "Service Unavailable", "too many connections; try again shortly",
                                   ErrorCode.THROTTLED, "Retry-After: 1")
         self.too_slow = _raw_response(408, "Request Timeout", "request head not complete in time",
                                       ErrorCode.BAD_REQUEST)
+        self.body_too_slow = _raw_response(408, "Request Timeout", "request body not complete in time",
+                                           ErrorCode.BAD_REQUEST)
         self.refused = CoalescedLog("connection_refused", level="warning", interval=limits.log_interval)
+        self.evicted = CoalescedLog("idle_connection_evicted", level="info", interval=limits.log_interval)
         self.timed_out = CoalescedLog("request_head_timeout", level="info", interval=limits.log_interval)
+        self.body_timed_out = CoalescedLog("request_body_timeout", level="info", interval=limits.log_interval)
         self.malformed = CoalescedLog("bad_http_request", level="warning", interval=limits.log_interval)
 
     def close(self) -> None:
         """Log what the coalesced logs still count."""
-        self.refused.close()
-        self.timed_out.close()
-        self.malformed.close()
+        for coalesced in (self.refused, self.evicted, self.timed_out, self.body_timed_out, self.malformed):
+            coalesced.close()
+
+    def enter_idle(self, connection: _Connection, address: str) -> None:
+        """Record ``connection`` (of client ``address``) as idle in keep-alive from now."""
+        self.idle[connection] = None
+        self.idle_by_address.setdefault(address, OrderedDict())[connection] = None
+
+    def leave_idle(self, connection: _Connection, address: str) -> None:
+        """Record that ``connection`` (of client ``address``) is no longer idle, if it was."""
+        if connection in self.idle:
+            del self.idle[connection]
+            same = self.idle_by_address[address]
+            del same[connection]
+            if not same:
+                del self.idle_by_address[address]
+
+    def evict_idle(self, address: str | None = None) -> bool:
+        """Close the connection idle in keep-alive the longest (of ``address`` only, if given); False if none is.
+
+        The evicted connection's slots are released at once.
+        """
+        candidates: Iterable[_Connection] = self.idle if address is None else self.idle_by_address.get(address, ())
+        for connection in candidates:
+            if connection.evict():
+                self.evicted.hit(max_connections=self.cap, max_connections_per_address=self.per_address_cap,
+                                 per_address=address is not None)
+                return True
+        return False
 
 
 #: How much of the parser's reason a malformed request's answer and log line carry.
@@ -194,8 +249,16 @@ def _parser_reason(exc: BaseException | None) -> str:
     return escape_unprintable(first[:_MAX_REASON])
 
 
+def _peer_address(transport: asyncio.BaseTransport) -> str:
+    """The client's address (without the port) that the per-address cap counts."""
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer)
+
+
 class _Connection(RequestHandler):
-    """aiohttp's connection protocol plus the connection cap and the header-read timeout.
+    """aiohttp's connection protocol plus the connection caps, the header and body timeouts, and idle tracking.
 
     The head timer runs from the connection's start, and from the first byte
     received while aiohttp waits for the next request on a kept-alive
@@ -204,61 +267,133 @@ class _Connection(RequestHandler):
     a request (its ``_waiter`` is pending: never while a request, its body
     included, is being handled), the connection is closed, with a 408 if the
     client had sent part of a head.
+
+    The body timer runs from a complete head whose body has not fully
+    arrived, and stops when the body's stream reaches its end. When it
+    fires, the connection is closed, with a 408 if the handler of that
+    request has not started a response.
+
+    A connection is idle (in the gate's ``idle`` order) from the end of a
+    request handled with keep-alive, its body read in full, until the next
+    byte arrives; only then may a new connection at the cap evict it.
     """
 
-    __slots__ = ("_gate", "_admitted", "_head_timer", "_head_started")
+    __slots__ = ("_gate", "_started", "_counted", "_address", "_head_timer", "_head_started", "_next_bytes",
+                 "_body", "_body_timer")
 
     def __init__(self, manager: web.Server, gate: _Gate, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._gate = gate
-        self._admitted = False
+        self._started = False
+        self._counted = False
+        self._address = ""
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_started = False
+        # Bytes of a next request arrived since the last complete head (the connection is not idle).
+        self._next_bytes = False
+        self._body: StreamReader | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         gate = self._gate
-        if gate.open >= gate.cap:
-            # Accepted only to be closed: the descriptor is released in this loop iteration.
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(gate.busy)
-            transport.close()
-            gate.refused.hit(max_connections=gate.cap)
+        assert isinstance(transport, asyncio.Transport)
+        address = _peer_address(transport)
+        if gate.per_address_cap and gate.per_address.get(address, 0) >= gate.per_address_cap:
+            if not gate.evict_idle(address):
+                self._refuse(transport, limit="max_connections_per_address", peer=address)
+                return
+        if gate.open >= gate.cap and not gate.evict_idle():
+            self._refuse(transport, limit="max_connections", peer=address)
             return
         gate.open += 1
-        self._admitted = True
+        gate.per_address[address] = gate.per_address.get(address, 0) + 1
+        self._address = address
+        self._counted = self._started = True
         super().connection_made(transport)
         self._arm_head_timer()
 
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if not self._admitted:
+    def _refuse(self, transport: asyncio.Transport, **context: Any) -> None:
+        # Accepted only to be closed: the descriptor is released in this loop iteration.
+        transport.write(self._gate.busy)
+        transport.close()
+        self._gate.refused.hit(max_connections=self._gate.cap,
+                               max_connections_per_address=self._gate.per_address_cap, **context)
+
+    def _release(self) -> None:
+        """Give back this connection's slots (at most once)."""
+        if not self._counted:
             return
-        self._admitted = False
-        self._gate.open -= 1
+        self._counted = False
+        gate = self._gate
+        gate.open -= 1
+        gate.leave_idle(self, self._address)
+        left = gate.per_address[self._address] - 1
+        if left:
+            gate.per_address[self._address] = left
+        else:
+            del gate.per_address[self._address]
+
+    def evict(self) -> bool:
+        """Close this connection if it is idle in keep-alive, releasing its slots at once; whether it was."""
+        if not self._awaiting_request() or self._next_bytes or self._messages:
+            # Inside a request, or not yet back to waiting for the next one after a response.
+            return False
+        self._release()
+        self.force_close()
+        return True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._started:
+            return
+        self._started = False
+        self._release()
         self._stop_head_timer()
+        self._stop_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         heads = self._request_count
+        # Bytes that end a body are not a next request's, even though the body is complete after them.
+        body_pending = self._body is not None
         super().data_received(data)
+        if data:
+            self._gate.leave_idle(self, self._address)
         if self._request_count != heads:
             self._stop_head_timer()
+            self._next_bytes = False
+            self._watch_body(self._messages[-1][1])
             return
         if not data:
             return
+        if not body_pending:
+            self._next_bytes = True
         if self._head_timer is None and self._awaiting_request():
             self._arm_head_timer()
         if self._head_timer is not None:
             self._head_started = True
+
+    async def _handle_request(self, request: BaseRequest, start_time: float | None,
+                              request_handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
+                              ) -> tuple[web.StreamResponse, bool]:
+        response, reset = await super()._handle_request(request, start_time, request_handler)
+        if (self._counted and not reset and response.keep_alive and not self._next_bytes and not self._messages
+                and self._body is None):
+            self._gate.enter_idle(self, self._address)
+        return response, reset
 
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         """Answer a request aiohttp could not parse (a 4xx) as a JSON error, logged once per interval.
 
         A 5xx (aiohttp's own failure, not the client's) keeps aiohttp's
-        answer and its logged traceback. Like aiohttp, this closes the
-        connection and raises ``ConnectionError`` if part of a response was
-        already sent.
+        answer and its logged traceback, except for a handler that failed
+        reading a body because the connection is gone (the client left, or
+        the body timeout cut it off): there is no one to answer and nothing
+        wrong with the process. Like aiohttp, this closes the connection and
+        raises ``ConnectionError`` if part of a response was already sent.
         """
+        if isinstance(exc, ConnectionResetError) and self.transport is None:
+            raise ConnectionError("the connection is gone; there is no one to answer")
         if status >= 500:
             return super().handle_error(request, status, exc, message)
         reason = _parser_reason(exc)
@@ -292,6 +427,33 @@ class _Connection(RequestHandler):
             transport.write(self._gate.too_slow)
         self._head_started = False
         self._gate.timed_out.hit(header_timeout=self._gate.header_timeout)
+        self.force_close()
+
+    def _watch_body(self, body: StreamReader) -> None:
+        """Start the body timer for the latest request's body unless it is already complete."""
+        if body.is_eof():
+            return
+        self._stop_body_timer()
+        self._body = body
+        self._body_timer = self._gate.loop.call_later(self._gate.body_timeout, self._body_timed_out)
+        body.on_eof(self._stop_body_timer)
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        self._body = None
+
+    def _body_timed_out(self) -> None:
+        body, self._body_timer, self._body = self._body, None, None
+        if body is None or body.is_eof():
+            return
+        request = self._current_request
+        transport = self.transport
+        if (request is not None and request.content is body and request.writer.output_size == 0
+                and isinstance(transport, asyncio.Transport)):
+            transport.write(self._gate.body_too_slow)
+        self._gate.body_timed_out.hit(body_timeout=self._gate.body_timeout)
         self.force_close()
 
 
@@ -354,7 +516,9 @@ def _log_fd_plan(plan: FdPlan, limits: ConnectionLimits) -> None:
                     fd_limit=plan.soft_limit,
                     hint="raise LimitNOFILE (ulimit -n) or lower max_connections, or accept() may fail with EMFILE")
     log.info("connection_limits", max_connections=plan.max_connections, fd_limit=plan.soft_limit,
-             header_timeout=limits.header_timeout, keepalive_timeout=limits.keepalive_timeout)
+             max_connections_per_address=limits.per_address_cap(plan.max_connections),
+             header_timeout=limits.header_timeout, body_timeout=limits.body_timeout,
+             keepalive_timeout=limits.keepalive_timeout)
 
 
 @contextlib.asynccontextmanager

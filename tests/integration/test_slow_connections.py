@@ -1,9 +1,10 @@
 """Slow and idle clients cannot exhaust either process: the real console scripts on loopback.
 
 Each process runs as ``engine-hub serve`` / ``admin-gateway serve`` with a
-cap of :data:`CAP` connections, a header timeout of :data:`HEADER` seconds
-and a keep-alive timeout of :data:`KEEPALIVE` seconds. At most a few hundred
-sockets and a few seconds per test, 127.0.0.1 only.
+cap of :data:`CAP` connections, a header timeout of :data:`HEADER` seconds,
+a body timeout of :data:`BODY` seconds and a keep-alive timeout of
+:data:`KEEPALIVE` seconds. At most a few hundred sockets and a few seconds
+per test, loopback only (127.0.0.1, and 127.0.0.2 as a second client address).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.e2e.harness import free_port
 CAP = 50
 HEADER = 2.0
 KEEPALIVE = 3.5
+BODY = 4.0
 #: Slack for a loaded machine on every "closed at about this time" bound.
 SLACK = 1.0
 TOKEN = "slow-connections-token-0123456789abcdef"
@@ -90,9 +92,18 @@ class Server:
         finally:
             conn.close()
 
-    def connect(self) -> socket.socket:
-        """A new connection to the server."""
-        return socket.create_connection(("127.0.0.1", self.port), timeout=5)
+    def connect(self, source: str = "127.0.0.1") -> socket.socket:
+        """A new connection to the server from the loopback address ``source``."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=5, source_address=(source, 0))
+
+    def idle_connection(self) -> http.client.HTTPConnection:
+        """A connection that got its ``GET /healthz`` answered and now idles in keep-alive."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        assert response.status == 200 and not response.will_close
+        response.read()
+        return conn
 
     def stop(self) -> int:
         """SIGTERM the process and return its exit status."""
@@ -140,11 +151,15 @@ def _json_body(raw: bytes) -> Any:
     return json.loads(raw.split(b"\r\n\r\n", 1)[1])
 
 
+#: The flags of the shared servers (the per-address cap above the cap: these tests come from one address).
+LIMITS = ("--max-connections", str(CAP), "--header-timeout", str(HEADER), "--keepalive-timeout", str(KEEPALIVE),
+          "--body-timeout", str(BODY), "--max-connections-per-address", str(CAP))
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """An engine with the test limits, shared by this module."""
-    server = Server("engine", tmp_path_factory.mktemp("engine"), "--max-connections", str(CAP),
-                    "--header-timeout", str(HEADER), "--keepalive-timeout", str(KEEPALIVE))
+    server = Server("engine", tmp_path_factory.mktemp("engine"), *LIMITS)
     yield server
     assert server.stop() == 0, server.output()
 
@@ -152,8 +167,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A gateway with the test limits, shared by this module."""
-    server = Server("gateway", tmp_path_factory.mktemp("gateway"), "--max-connections", str(CAP),
-                    "--header-timeout", str(HEADER), "--keepalive-timeout", str(KEEPALIVE))
+    server = Server("gateway", tmp_path_factory.mktemp("gateway"), *LIMITS)
     yield server
     assert server.stop() == 0, server.output()
 
@@ -337,3 +351,158 @@ class TestMalformedRequests:
         assert opened + sum(line["suppressed"] for line in lines) == burst, lines
         output = server.output()
         assert "Traceback" not in output and "Error handling request" not in output, output[-4000:]
+
+
+def _body_request(kind: str, length: int) -> bytes:
+    """The head of a request whose handler reads a body of ``length`` bytes before answering."""
+    if kind == "engine":
+        target, extra = "/api/jobs", f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+    else:
+        target, extra = "/login", "Content-Type: application/x-www-form-urlencoded\r\n"
+    return (f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Content-Length: {length}\r\n\r\n").encode()
+
+
+class TestBodyTimeout:
+    def test_trickled_body_gets_408_after_the_body_timeout(self, server: Server) -> None:
+        """A body trickling in a byte at a time is answered 408 and closed once the body timeout has passed."""
+        with server.connect() as sock:
+            sock.sendall(_body_request(server.kind, 4096))
+            start = time.monotonic()
+            closed: dict[socket.socket, tuple[float, bytes]] = {}
+            while not closed and time.monotonic() - start < BODY + SLACK + 1:
+                try:
+                    sock.sendall(b"a")
+                except OSError:  # the server closed it meanwhile
+                    pass
+                closed = wait_closed([sock], timeout=0.25)
+        assert closed, "the trickled body was never cut off"
+        [(closed_at, data)] = closed.values()
+        assert closed_at - start >= BODY - 0.2
+        assert data.startswith(b"HTTP/1.1 408 "), data
+        assert _json_body(data)["code"] == "bad_request"
+        assert server.healthz() == 200
+        assert "Traceback" not in server.output()
+
+
+#: The cap of the servers started for one test: small, so that filling it takes few sockets.
+SMALL_CAP = 8
+
+
+def small_server(kind: str, root: Path, per_address: int = SMALL_CAP) -> Server:
+    """A server of ``kind`` with a cap of :data:`SMALL_CAP` connections and a per-address cap of ``per_address``."""
+    return Server(kind, root, "--max-connections", str(SMALL_CAP), "--max-connections-per-address", str(per_address),
+                  "--header-timeout", "10", "--keepalive-timeout", "30")
+
+
+class TestEviction:
+    @pytest.mark.parametrize("kind", PROCESSES)
+    def test_idle_keepalive_connections_are_evicted_at_the_cap(self, kind: str, tmp_path: Path) -> None:
+        """With the cap full of idle kept-alive connections, new clients get 200 and the longest idle ones are closed."""
+        server = small_server(kind, tmp_path)
+        idle: list[http.client.HTTPConnection] = []
+        try:
+            for _ in range(SMALL_CAP):
+                idle.append(server.idle_connection())
+            for _ in range(3):  # each kept open, so each needs a slot of its own
+                idle.append(server.idle_connection())
+            socks = [conn.sock for conn in idle[:SMALL_CAP]]
+            assert all(isinstance(sock, socket.socket) for sock in socks)
+            closed = wait_closed([s for s in socks if s is not None], timeout=1.0)
+            assert [socks.index(sock) for sock in closed] == [0, 1, 2], closed
+            assert all(data == b"" for _, data in closed.values())
+        finally:
+            for conn in idle:
+                conn.close()
+            status = server.stop()
+        assert status == 0, server.output()
+        assert server.events("idle_connection_evicted")
+        assert "Traceback" not in server.output()
+
+    def test_idle_after_a_request_with_a_body_is_evicted_too(self, tmp_path: Path) -> None:
+        """A connection idling after a POST whose body came apart from its head is evicted like any idle one."""
+        server = small_server("engine", tmp_path)
+        body = json.dumps({"type": "demo.sleep", "params": {"seconds": 0}}).encode()
+        head = _body_request("engine", len(body))
+        posted: list[socket.socket] = []
+        try:
+            for _ in range(SMALL_CAP):
+                sock = server.connect()
+                sock.sendall(head)
+                time.sleep(0.05)  # the body arrives in a packet of its own
+                sock.sendall(body)
+                answer = b""
+                while not answer.endswith(b"}"):  # the JSON answer is complete (the socket times out)
+                    chunk = sock.recv(65536)
+                    assert chunk, answer
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 201 ") and b"Connection: close" not in answer, answer
+                posted.append(sock)
+            newcomer = server.idle_connection()
+            newcomer.close()
+            [(_, data)] = wait_closed(posted[:1], timeout=1.0).values()
+            assert data == b""
+        finally:
+            for sock in posted:
+                sock.close()
+            status = server.stop()
+        assert status == 0, server.output()
+
+    @pytest.mark.parametrize("kind", PROCESSES)
+    def test_a_connection_inside_a_request_is_never_evicted(self, kind: str, tmp_path: Path) -> None:
+        """Only the idle connection is evicted: those with part of a head or of a body stay, and the next one gets 503."""
+        server = small_server(kind, tmp_path)
+        busy: list[socket.socket] = []
+        kept: list[http.client.HTTPConnection] = []
+        try:
+            for i in range(SMALL_CAP - 1):  # the oldest, all inside a request
+                sock = server.connect()
+                sock.sendall(PARTIAL_HEAD if i % 2 else _body_request(kind, 64) + b"{")
+                busy.append(sock)
+            kept.append(server.idle_connection())
+            newcomer = server.connect()  # takes the idle one's slot, and keeps it: it is inside a request too
+            newcomer.sendall(PARTIAL_HEAD)
+            busy.append(newcomer)
+            assert kept[0].sock is not None
+            [(_, data)] = wait_closed([kept[0].sock], timeout=1.0).values()
+            assert data == b""
+            with server.connect() as extra:
+                [(_, refusal)] = wait_closed([extra], timeout=1.0).values()
+            assert refusal.startswith(b"HTTP/1.1 503 "), refusal
+            assert wait_closed(busy, timeout=0.5) == {}
+        finally:
+            for sock in busy:
+                sock.close()
+            for conn in kept:
+                conn.close()
+            status = server.stop()
+        assert status == 0, server.output()
+
+
+class TestPerAddressCap:
+    @pytest.mark.parametrize("kind", PROCESSES)
+    def test_one_address_past_its_cap_gets_503_while_another_is_served(self, kind: str, tmp_path: Path) -> None:
+        """Past the per-address cap, 127.0.0.1's new connection gets 503 at once while 127.0.0.2 gets 200."""
+        per_address = 3
+        server = small_server(kind, tmp_path, per_address=per_address)
+        held: list[socket.socket] = []
+        try:
+            for _ in range(per_address):
+                sock = server.connect()
+                sock.sendall(PARTIAL_HEAD)
+                held.append(sock)
+            with server.connect() as extra:
+                [(_, refusal)] = wait_closed([extra], timeout=1.0).values()
+            assert refusal.startswith(b"HTTP/1.1 503 "), refusal
+            assert _json_body(refusal)["code"] == "throttled"
+            with server.connect("127.0.0.2") as other:
+                other.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                [(_, answer)] = wait_closed([other], timeout=5).values()
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+            assert wait_closed(held, timeout=0.3) == {}
+        finally:
+            for sock in held:
+                sock.close()
+            status = server.stop()
+        assert status == 0, server.output()
+        refused = server.events("connection_refused")
+        assert refused and refused[0]["limit"] == "max_connections_per_address", refused

@@ -74,6 +74,17 @@ class TestPlanFdLimit:
             ConnectionLimits(max_connections=0)
         with pytest.raises(ValueError, match="header_timeout"):
             ConnectionLimits(header_timeout=0)
+        with pytest.raises(ValueError, match="body_timeout"):
+            ConnectionLimits(body_timeout=0)
+        with pytest.raises(ValueError, match="max_connections_per_address"):
+            ConnectionLimits(max_connections_per_address=-1)
+
+    def test_per_address_cap_defaults_to_a_share_of_the_cap(self) -> None:
+        """Without a per-address cap it is a quarter of the cap (at least 1); a configured one, 0 included, is kept."""
+        assert ConnectionLimits().per_address_cap(1024) == 256
+        assert ConnectionLimits().per_address_cap(2) == 1
+        assert ConnectionLimits(max_connections_per_address=0).per_address_cap(1024) == 0
+        assert ConnectionLimits(max_connections_per_address=5000).per_address_cap(1024) == 5000
 
 
 class TestCoalescedLog:
@@ -147,19 +158,22 @@ class TestAiohttpHooks:
 
 class TestGatewaySettings:
     def test_config_file_and_flags_set_the_limits(self, tmp_path: Path) -> None:
-        """``max_connections``, ``header_timeout`` and ``keepalive_timeout`` come from the TOML file, flags win."""
+        """The connection limits come from the TOML file, flags win."""
         config = tmp_path / "gateway.toml"
-        config.write_text("[gateway]\nmax_connections = 300\nheader_timeout = 5\nkeepalive_timeout = 90.5\n")
+        config.write_text("[gateway]\nmax_connections = 300\nheader_timeout = 5\nkeepalive_timeout = 90.5\n"
+                          "body_timeout = 12\nmax_connections_per_address = 0\n")
         settings = resolve_settings({"config": str(config), "header_timeout": 2.5}, {"ENGINE_HUB_TOKEN": "tok"})
         assert ConnectionLimits.of(settings) == ConnectionLimits(max_connections=300, header_timeout=2.5,
-                                                                 keepalive_timeout=90.5)
+                                                                 keepalive_timeout=90.5, body_timeout=12,
+                                                                 max_connections_per_address=0)
 
     def test_defaults_match_the_shared_ones(self) -> None:
         """Without configuration the gateway and the engine use the same limits."""
         gateway = GatewaySettings(engine_token="tok")
         assert ConnectionLimits.of(gateway) == ConnectionLimits.of(EngineSettings()) == ConnectionLimits()
 
-    @pytest.mark.parametrize("values", [{"max_connections": 0}, {"header_timeout": 0}, {"keepalive_timeout": -1}])
+    @pytest.mark.parametrize("values", [{"max_connections": 0}, {"header_timeout": 0}, {"keepalive_timeout": -1},
+                                        {"body_timeout": 0}, {"max_connections_per_address": -1}])
     def test_nonsense_is_one_clear_error(self, values: dict[str, Any]) -> None:
         """A cap below 1 or a timeout that is not positive stops the gateway with a settings error."""
         with pytest.raises(SettingsError, match=next(iter(values))):
