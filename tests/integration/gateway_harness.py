@@ -28,6 +28,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from admin_gateway.app import create_app
 from admin_gateway.audit import AUDIT_SUBDIR
+from admin_gateway.device_cookies import COOKIE_NAME as DEVICE_COOKIE_NAME
 from admin_gateway.settings import Settings
 from admin_gateway.users import USERS_FILE, UserStore
 from engine_hub.app import create_app as create_engine_app
@@ -209,6 +210,43 @@ class User:
         assert resp.status == 200, await resp.text()
         job: dict[str, Any] = await resp.json()
         return job
+
+
+#: A wrong password, for failed sign-ins.
+WRONG = "wrong password!!"
+#: ``trusted_proxies`` for login tests: the test client is the trusted proxy, so X-Forwarded-For names the address.
+PROXY = ("127.0.0.1",)
+
+
+@attrs.frozen
+class LoginAnswer:
+    """What one login attempt got."""
+
+    status: int
+    retry_after: str | None
+    code: str | None
+    seconds: float
+
+
+async def attempt_login(client: TestClient, token: str, username: str, password: str, address: str | None = None,
+                        **headers: str) -> LoginAnswer:
+    """POST one JSON login with the form token ``token``; ``address`` goes in X-Forwarded-For."""
+    if address is not None:
+        headers["X-Forwarded-For"] = address
+    started = time.monotonic()
+    resp = await client.post("/login", data={"username": username, "password": password, "csrf_token": token},
+                             headers={"Accept": "application/json", **headers}, allow_redirects=False)
+    body: Any = await resp.json() if resp.content_type == "application/json" else {}
+    return LoginAnswer(status=resp.status, retry_after=resp.headers.get("Retry-After"), code=body.get("code"),
+                       seconds=time.monotonic() - started)
+
+
+def device_cookie(client: TestClient) -> str:
+    """The value of the client's device cookie (set by a successful sign-in)."""
+    for cookie in client.session.cookie_jar:
+        if cookie.key == DEVICE_COOKIE_NAME:
+            return cookie.value
+    raise AssertionError("no device cookie")
 
 
 _CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')

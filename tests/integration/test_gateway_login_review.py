@@ -30,21 +30,17 @@ from gateway_harness import (  # noqa: F401  (fixtures)
     engine,
     login_form_token,
     make_gateway,
+    PROXY,
+    WRONG,
+    attempt_login,
+    device_cookie,
     post_login,
 )
 from shared.audit_tools import verify
 
-WRONG = "wrong password!!"
-PROXY = ("127.0.0.1",)
-
-
 async def _attempt(client: TestClient, token: str, username: str, password: str, address: str) -> int:
-    """POST one JSON login from ``address`` (X-Forwarded-For); return its status."""
-    resp = await client.post("/login", data={"username": username, "password": password, "csrf_token": token},
-                             headers={"Accept": "application/json", "X-Forwarded-For": address},
-                             allow_redirects=False)
-    await resp.read()
-    return resp.status
+    """One JSON login from ``address``; its status."""
+    return (await attempt_login(client, token, username, password, address)).status
 
 
 def _login_failures(gw: Gateway, reason: str) -> list[Any]:
@@ -56,10 +52,6 @@ async def _until_pending(gw: Gateway, count: int) -> None:
     async with asyncio.timeout(10):
         while gw.app[PASSWORD_CHECKS].pending < count:
             await asyncio.sleep(0.01)
-
-
-def _device_cookie(client: TestClient) -> str:
-    return next(c.value for c in client.session.cookie_jar if c.key == COOKIE_NAME)
 
 
 class TestMalformedDeviceCookie:
@@ -146,7 +138,7 @@ class TestPasswordCheckFairness:
         gw = await make_gateway(engine.url, login_hash_workers=1, login_hash_queue=3, login_hash_reserved=2)
         known = await gw.client()
         assert (await post_login(known, SUPER, PASSWORD)).status == 303
-        device = _device_cookie(known)
+        device = device_cookie(known)
         checks = gw.app[PASSWORD_CHECKS]
         gate = threading.Event()
         held = [asyncio.ensure_future(checks.run(gate.wait, 30.0, client=f"198.51.100.{i}")) for i in range(2)]

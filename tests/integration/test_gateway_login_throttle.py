@@ -12,7 +12,6 @@ import threading
 import time
 from typing import Any
 
-import attrs
 from aiohttp.test_utils import TestClient
 
 from admin_gateway.audit import AUDIT
@@ -30,45 +29,23 @@ from gateway_harness import (  # noqa: F401  (fixtures)
     engine,
     login_form_token,
     make_gateway,
+    LoginAnswer,
+    PROXY,
+    WRONG,
+    attempt_login,
+    device_cookie,
     post_login,
 )
 
-WRONG = "wrong password!!"
-PROXY = ("127.0.0.1",)  # the test client is the trusted proxy, so X-Forwarded-For names the address
-
-
-@attrs.frozen
-class Answer:
-    """What one login attempt got."""
-
-    status: int
-    retry_after: str | None
-    code: str | None
-    seconds: float
-
-
-async def _attempt(client: TestClient, token: str, username: str, password: str, address: str | None = None,
-                   **headers: str) -> Answer:
-    """POST one JSON login with the form token ``token``; ``address`` goes in X-Forwarded-For."""
-    if address is not None:
-        headers["X-Forwarded-For"] = address
-    started = time.monotonic()
-    resp = await client.post("/login", data={"username": username, "password": password, "csrf_token": token},
-                             headers={"Accept": "application/json", **headers}, allow_redirects=False)
-    body: Any = await resp.json() if resp.content_type == "application/json" else {}
-    return Answer(status=resp.status, retry_after=resp.headers.get("Retry-After"), code=body.get("code"),
-                  seconds=time.monotonic() - started)
-
-
-async def _burst(gw: Gateway, attempts: list[tuple[str, str | None]], password: str = WRONG) -> list[Answer]:
+async def _burst(gw: Gateway, attempts: list[tuple[str, str | None]], password: str = WRONG) -> list[LoginAnswer]:
     """Send every (username, address) attempt at once from one client; return the answers in order."""
     client = await gw.client()
     token = await login_form_token(client)
-    return list(await asyncio.gather(*(_attempt(client, token, name, password, address)
+    return list(await asyncio.gather(*(attempt_login(client, token, name, password, address)
                                        for name, address in attempts)))
 
 
-def _statuses(answers: list[Answer]) -> dict[int, int]:
+def _statuses(answers: list[LoginAnswer]) -> dict[int, int]:
     counts: dict[int, int] = {}
     for a in answers:
         counts[a.status] = counts.get(a.status, 0) + 1
@@ -80,13 +57,6 @@ async def _throttled_records(gw: Gateway, reason: str) -> list[dict[str, Any]]:
     await gw.app[AUDIT].flush_windows(everything=True)
     return [r.data for r in gw.audit_records() if r.action == "login_failed" and r.data.get("reason") == reason
             for _ in range(int(r.data.get("repeated", 1)))]
-
-
-def _device_cookie(client: TestClient) -> str:
-    for cookie in client.session.cookie_jar:
-        if cookie.key == COOKIE_NAME:
-            return cookie.value
-    raise AssertionError("no device cookie")
 
 
 async def _with_device(gw: Gateway, value: str) -> TestClient:
@@ -129,21 +99,21 @@ class TestGrowingDelays:
         client = await gw.client()
         token = await login_form_token(client)
         here, elsewhere = "203.0.113.1", "203.0.113.2"
-        assert [(await _attempt(client, token, SUPER, WRONG, here)).status for _ in range(2)] == [401, 401]
+        assert [(await attempt_login(client, token, SUPER, WRONG, here)).status for _ in range(2)] == [401, 401]
         waits = []
         for _ in range(3):
-            refused = await _attempt(client, token, SUPER, PASSWORD, here)
+            refused = await attempt_login(client, token, SUPER, PASSWORD, here)
             assert refused.status == 429 and refused.retry_after is not None
             waits.append(int(refused.retry_after))
             gw.clock.advance(int(refused.retry_after))
-            assert (await _attempt(client, token, SUPER, WRONG, here)).status == 401
+            assert (await attempt_login(client, token, SUPER, WRONG, here)).status == 401
         assert waits == [1, 2, 4]
-        assert (await _attempt(client, token, SUPER, WRONG, elsewhere)).status == 401
-        assert (await _attempt(client, token, ADMIN, WRONG, here)).status == 401
+        assert (await attempt_login(client, token, SUPER, WRONG, elsewhere)).status == 401
+        assert (await attempt_login(client, token, ADMIN, WRONG, here)).status == 401
         gw.clock.advance(8)
         assert (await post_login(await gw.client(), SUPER, PASSWORD, **{"X-Forwarded-For": here})).status == 303
         # The success ended the streak: the free attempts are free again.
-        assert [(await _attempt(client, token, SUPER, WRONG, here)).status for _ in range(2)] == [401, 401]
+        assert [(await attempt_login(client, token, SUPER, WRONG, here)).status for _ in range(2)] == [401, 401]
 
 
 class TestDeviceCookies:
@@ -153,7 +123,7 @@ class TestDeviceCookies:
         gw = await make_gateway(engine.url, login_limit_per_hour=3, trusted_proxies=PROXY)
         earlier = await gw.client()
         assert (await post_login(earlier, SUPER, PASSWORD, **{"X-Forwarded-For": "192.0.2.10"})).status == 303
-        device = _device_cookie(earlier)
+        device = device_cookie(earlier)
         attack = await _burst(gw, [(SUPER, f"198.51.100.{i}") for i in range(6)])
         assert _statuses(attack) == {401: 3, 429: 3}
 
@@ -171,7 +141,7 @@ class TestDeviceCookies:
         bob = await gw.client()
         assert (await post_login(bob, ADMIN, PASSWORD)).status == 303
         await _burst(gw, [(SUPER, f"198.51.100.{i}") for i in range(2)])
-        browser = await _with_device(gw, _device_cookie(bob))
+        browser = await _with_device(gw, device_cookie(bob))
         assert (await post_login(browser, SUPER, PASSWORD)).status == 429
 
     async def test_a_failing_device_is_locked(self, engine: Engine, make_gateway: MakeGateway) -> None:
@@ -179,10 +149,10 @@ class TestDeviceCookies:
         gw = await make_gateway(engine.url, login_limit_per_device_per_hour=2, trusted_proxies=PROXY)
         first = await gw.client()
         assert (await post_login(first, SUPER, PASSWORD)).status == 303
-        known = await _with_device(gw, _device_cookie(first))
+        known = await _with_device(gw, device_cookie(first))
         token = await login_form_token(known)
-        assert [(await _attempt(known, token, SUPER, WRONG, f"192.0.2.{i}")).status for i in range(2)] == [401, 401]
-        locked = await _attempt(known, token, SUPER, PASSWORD, "192.0.2.50")
+        assert [(await attempt_login(known, token, SUPER, WRONG, f"192.0.2.{i}")).status for i in range(2)] == [401, 401]
+        locked = await attempt_login(known, token, SUPER, PASSWORD, "192.0.2.50")
         assert (locked.status, locked.code) == (429, "throttled")
         assert (await _throttled_records(gw, "throttled"))[-1]["limit"] == "device"
         assert (await post_login(await gw.client(), SUPER, PASSWORD)).status == 303
@@ -220,7 +190,7 @@ class TestPasswordCheckQueue:
             page = await post_login(client, SUPER, PASSWORD)
             assert (page.status, page.headers.get("Retry-After")) == (429, "1")
             assert "Try again in a moment" in await page.text()
-            answer = await _attempt(client, await login_form_token(client), SUPER, PASSWORD)
+            answer = await attempt_login(client, await login_form_token(client), SUPER, PASSWORD)
             assert (answer.status, answer.code, answer.retry_after) == (429, "throttled", "1")
         finally:
             gate.set()
@@ -238,7 +208,7 @@ class TestLoginFlood:
         alice = await gw.login()
         flooder = await gw.client()
         token = await login_form_token(flooder)
-        flood = [asyncio.ensure_future(_attempt(flooder, token, f"flood{i}", WRONG)) for i in range(300)]
+        flood = [asyncio.ensure_future(attempt_login(flooder, token, f"flood{i}", WRONG)) for i in range(300)]
         first = await next(asyncio.as_completed(flood))  # the flood is under way
         started = time.monotonic()
         job = await alice.create()
