@@ -32,7 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.load import Server, listen, wrk
+from bench.load import Server, listen, serve_product, wrk
 
 TOKEN = "bench-admin-token-0123456789abcdef"
 PATH = "/api/jobs?limit=50"
@@ -63,8 +63,6 @@ async def _prefilled_journal(count: int) -> Any:
 
 
 async def _serve_engine(count: int, log_path: Path) -> None:
-    from aiohttp import web
-
     from engine_hub.app import create_app
     from engine_hub.heap import settle_heap
     from engine_hub.settings import Settings
@@ -74,10 +72,9 @@ async def _serve_engine(count: int, log_path: Path) -> None:
         configure_logging(json_output=True, stream=log_file)
         journal = await _prefilled_journal(count)
         settings = Settings(token=TOKEN, ephemeral=True, port=0, data_dir=log_path.parent)
-        runner = web.AppRunner(create_app(settings, journal=journal, environ={}), access_log=None)
-        await runner.setup()
-        settle_heap()  # as `engine-hub serve` does
-        await listen(runner)
+        # settle_heap after start-up, as `engine-hub serve` does.
+        await serve_product(create_app(settings, journal=journal, environ={}), settings=settings,
+                            after_setup=settle_heap)
 
 
 async def _serve_bare(body_path: Path) -> None:

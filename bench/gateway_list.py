@@ -39,7 +39,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.load import Server, listen, wrk
+from bench.load import Server, listen, serve_product, wrk
 
 TOKEN = "bench-engine-token-0123456789abcdef"
 USER, PASSWORD = "alice", "bench password long enough"
@@ -52,8 +52,6 @@ JOBS = 1_000
 
 
 async def _serve_engine(log_path: Path) -> None:
-    from aiohttp import web
-
     from engine_hub.app import create_app
     from engine_hub.settings import Settings
     from shared.log import configure_logging
@@ -61,14 +59,10 @@ async def _serve_engine(log_path: Path) -> None:
     with log_path.open("a") as log_file:
         configure_logging(json_output=True, stream=log_file)
         settings = Settings(token=TOKEN, ephemeral=True, port=0, data_dir=log_path.parent / "engine")
-        runner = web.AppRunner(create_app(settings, environ={}), access_log=None)
-        await runner.setup()
-        await listen(runner)
+        await serve_product(create_app(settings, environ={}), settings=settings)
 
 
 async def _serve_gateway(engine_url: str, data_dir: Path, log_path: Path) -> None:
-    from aiohttp import web
-
     from admin_gateway.app import create_app
     from admin_gateway.settings import Settings
     from shared.log import configure_logging
@@ -76,9 +70,7 @@ async def _serve_gateway(engine_url: str, data_dir: Path, log_path: Path) -> Non
     with log_path.open("a") as log_file:
         configure_logging(json_output=True, stream=log_file)
         settings = Settings(engine_url=engine_url, engine_token=TOKEN, data_dir=data_dir, safe_mode=False)
-        runner = web.AppRunner(create_app(settings), access_log=None)
-        await runner.setup()
-        await listen(runner)
+        await serve_product(create_app(settings), settings=settings)
 
 
 async def _serve_bare_proxy(engine_url: str) -> None:

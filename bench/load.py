@@ -51,13 +51,43 @@ def wrk(url: str, headers: Mapping[str, str], *, duration: float, connections: i
 
 
 async def listen(runner: Any) -> None:
-    """Serve an aiohttp ``AppRunner`` on a free loopback port, announce ``LISTENING <port>``, wait forever."""
+    """Serve an aiohttp ``AppRunner`` on a free loopback port, announce ``LISTENING <port>``, wait forever.
+
+    For the bare baselines. Our own processes are served by :func:`serve_product`.
+    """
     from aiohttp import web
 
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     print(f"LISTENING {runner.addresses[0][1]}", flush=True)
     await asyncio.Event().wait()
+
+
+async def serve_product(app: Any, *, settings: Any = None, after_setup: Any = None) -> None:
+    """Serve one of our apps as ``engine-hub serve`` / ``admin-gateway serve`` do, on a free loopback port.
+
+    That is :func:`shared.server.serving` with the connection limits of
+    ``settings`` (the defaults without), so a figure includes the connection
+    layer operators run. A checkout from before that helper existed (a
+    "before" figure) is served by a plain ``AppRunner``. Announces
+    ``LISTENING <port>`` and waits forever.
+    """
+    try:
+        from shared.connection_limits import ConnectionLimits
+        from shared.server import serving
+    except ImportError:
+        from aiohttp import web
+
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        if after_setup is not None:
+            after_setup()
+        await listen(runner)
+        return
+    limits = ConnectionLimits.of(settings) if settings is not None else ConnectionLimits()
+    async with serving(app, host="127.0.0.1", port=0, limits=limits, after_setup=after_setup) as server:
+        print(f"LISTENING {server.urls[0].rsplit(':', 1)[1]}", flush=True)
+        await asyncio.Event().wait()
 
 
 class Server:

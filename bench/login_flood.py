@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.gateway_list import PASSWORD, TOKEN, USER, _login, _pct
-from bench.load import Server, listen
+from bench.load import Server, serve_product
 
 #: Limits high enough that the throttle never refuses a flood attempt.
 UNTHROTTLED = {"login_limit_per_hour": 10**9, "login_limit_per_address_per_hour": 10**9}
@@ -46,8 +46,6 @@ CREATE_PATH = "/api/admin/engine/jobs"
 
 
 async def _serve_gateway(engine_url: str, data_dir: Path, log_path: Path, extra: dict[str, Any]) -> None:
-    from aiohttp import web
-
     from admin_gateway.app import create_app
     from admin_gateway.settings import Settings
     from shared.log import configure_logging
@@ -56,9 +54,7 @@ async def _serve_gateway(engine_url: str, data_dir: Path, log_path: Path, extra:
         configure_logging(json_output=True, stream=log_file)
         settings = Settings(engine_url=engine_url, engine_token=TOKEN, data_dir=data_dir, safe_mode=False,
                             **UNTHROTTLED, **extra)
-        runner = web.AppRunner(create_app(settings), access_log=None)
-        await runner.setup()
-        await listen(runner)
+        await serve_product(create_app(settings), settings=settings)
 
 
 async def _creates(base: str, cookie: str, count: int, stop_after: float) -> list[float]:
