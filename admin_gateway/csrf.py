@@ -21,7 +21,7 @@ Two independent checks, both required:
      so a token lifted from another browser is useless. Serving the form
      stores nothing on the server: anonymous visitors cannot fill the
      session store (:mod:`admin_gateway.sessions`). A successful sign-in
-     deletes the ``gw_form`` cookie (:func:`clear_form_cookie`), so a form
+     deletes the ``gw_form`` cookie (``ServerSideStorage.clear_form_cookie``), so a form
      token taken from a page before is dead afterwards.
 
 Non-browser clients send neither header of check 1 and pass it; they still
@@ -30,8 +30,6 @@ need the token, which only a holder of the session can read.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import secrets
 
@@ -42,9 +40,10 @@ from shared.web import read_form
 from .audit import AUDIT, CSRF_REFUSED, REFUSED
 from .auth import current_user, session_data
 from .errors import CsrfRefused, GatewayError
-from .peer import TRUSTED_PROXIES, is_https, own_origin
-from .sessions import FORM_COOKIE_NAME, SECURE_FORM_COOKIE_NAME, SESSION_STORAGE
+from .peer import TRUSTED_PROXIES, own_origin
+from .sessions import SESSION_STORAGE
 from .settings import SETTINGS
+from .signing import mac, mac_matches
 
 #: Session key of the synchronizer token.
 SESSION_CSRF = "csrf"
@@ -75,19 +74,12 @@ async def csrf_token(request: web.Request) -> str:
     storage = request.app[SESSION_STORAGE]
     nonce = storage.ensure_form_nonce(request)
     issued = str(int(request.app[SETTINGS].clock()))
-    return f"{issued}.{_form_mac(storage.form_secret, nonce, issued)}"
+    return f"{issued}.{mac(storage.form_secret, _form_message(nonce, issued))}"
 
 
-def clear_form_cookie(request: web.Request, response: web.StreamResponse) -> None:
-    """Delete the browser's ``gw_form`` nonce cookie (same name, path and flags as it was set with)."""
-    https = is_https(request, request.app[TRUSTED_PROXIES])
-    response.del_cookie(SECURE_FORM_COOKIE_NAME if https else FORM_COOKIE_NAME, path="/", secure=https or None,
-                        httponly=True, samesite="Strict")
-
-
-def _form_mac(secret: bytes, nonce: str, issued: str) -> str:
-    mac = hmac.new(secret, f"login-form\0{nonce}\0{issued}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+def _form_message(nonce: str, issued: str) -> str:
+    """What a form token's MAC covers: its purpose, the browser's nonce and the issue time."""
+    return f"login-form\0{nonce}\0{issued}"
 
 
 def _form_token_problem(request: web.Request, supplied: str) -> str | None:
@@ -96,10 +88,10 @@ def _form_token_problem(request: web.Request, supplied: str) -> str | None:
     nonce = storage.form_nonce(request)
     if nonce is None:
         return "no_form_cookie"
-    issued, _, mac = supplied.partition(".")
+    issued, _, supplied_mac = supplied.partition(".")
     if not (0 < len(issued) <= _MAX_ISSUED_DIGITS and issued.isascii() and issued.isdigit()):
         return "wrong_token"
-    if not hmac.compare_digest(mac.encode(), _form_mac(storage.form_secret, nonce, issued).encode()):
+    if not mac_matches(storage.form_secret, _form_message(nonce, issued), supplied_mac):
         return "wrong_token"
     settings = request.app[SETTINGS]
     age = settings.clock() - int(issued)

@@ -25,8 +25,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
-import hmac
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -40,6 +38,7 @@ from shared.journal_snapshot import write_durably
 
 from .peer import Network, is_https
 from .settings import SettingsError
+from .signing import b64url, mac, mac_matches
 
 COOKIE_NAME: Final = "gw_device"
 #: Over HTTPS: the browser then only accepts it Secure, Path=/, host-only.
@@ -51,10 +50,6 @@ _VERSION: Final = "d1"
 _KEY_BYTES: Final = 32
 #: What one of our cookie values can look like (base64url parts, digits, dots); anything else is not ours.
 _SHAPE: Final = re.compile(r"[A-Za-z0-9_.-]{1,512}")
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def _unb64(text: str) -> bytes:
@@ -107,10 +102,10 @@ class DeviceCookies:
         """Sign and check with ``key`` from now on."""
         self._key = key
 
-    def _sign(self, payload: str) -> str:
+    def _signing_key(self) -> bytes:
         if self._key is None:
             raise RuntimeError("device cookies have no key yet (the app has not started)")
-        return _b64(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
+        return self._key
 
     def cookie_name(self, request: web.Request) -> str:
         """The cookie's name for this request (the ``__Host-`` one over HTTPS)."""
@@ -119,8 +114,8 @@ class DeviceCookies:
     def issue(self, account: str) -> str:
         """Return a new cookie value for ``account`` (a fresh device id, valid for :data:`LIFETIME`)."""
         expires = int(self._clock()) + LIFETIME
-        payload = f"{_VERSION}.{_b64(account.encode())}.{secrets.token_urlsafe(16)}.{expires}"
-        return f"{payload}.{self._sign(payload)}"
+        payload = f"{_VERSION}.{b64url(account.encode())}.{secrets.token_urlsafe(16)}.{expires}"
+        return f"{payload}.{mac(self._signing_key(), payload)}"
 
     def device_id(self, value: str, account_key: Callable[[str], str], username: str) -> str | None:
         """The device id of cookie ``value`` if it is genuine, unexpired and for ``username``, else ``None``.
@@ -135,7 +130,7 @@ class DeviceCookies:
         if len(parts) != 5 or parts[0] != _VERSION:
             return None
         payload, signature = ".".join(parts[:4]), parts[4]
-        if not hmac.compare_digest(self._sign(payload).encode(), signature.encode()):
+        if not mac_matches(self._signing_key(), payload, signature):
             return None
         try:
             account = _unb64(parts[1]).decode()

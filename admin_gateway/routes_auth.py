@@ -35,11 +35,12 @@ from shared.web import API_ROUTES, read_form
 
 from .audit import ACCEPTED, AUDIT, LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT, REFUSED
 from .auth import SESSION_GENERATION, SESSION_USER, USER_STORE, current_user
-from .csrf import SESSION_CSRF, check_csrf, clear_form_cookie, csrf_token, new_csrf_token
+from .csrf import SESSION_CSRF, check_csrf, csrf_token, new_csrf_token
 from .device_cookies import DEVICE_COOKIES, DeviceCookies, device_key_ctx
 from .errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
 from .password_checks import PASSWORD_CHECKS, HasherBusy, PasswordChecks, password_checks_ctx
 from .peer import TRUSTED_PROXIES, client_address
+from .sessions import SESSION_STORAGE
 from .settings import SETTINGS
 from .throttle import LOGIN_THROTTLE, Refusal
 from .users import MAX_PASSWORD_LENGTH, UserError, validate_name
@@ -150,7 +151,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     store = request.app[USER_STORE]
     try:
         record = await request.app[PASSWORD_CHECKS].run(store.verify, username, password[:MAX_PASSWORD_LENGTH + 1],
-                                                        client=throttle.address_key(address),
+                                                        client=admitted.address,
                                                         trusted=device is not None)
     except HasherBusy as busy:
         admitted.unchecked()  # no password was checked: nothing was guessed
@@ -186,7 +187,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     else:
         done = web.HTTPSeeOther(AFTER_LOGIN)
     devices.set_cookie(request, done, record.name)
-    clear_form_cookie(request, done)
+    request.app[SESSION_STORAGE].clear_form_cookie(request, done)
     if isinstance(done, web.HTTPException):
         raise done
     return done

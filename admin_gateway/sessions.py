@@ -282,8 +282,7 @@ class ServerSideStorage(AbstractStorage):
         """Return the nonce of the request's login form cookie (or of the one made for it), if any."""
         if _NEW_FORM_NONCE in request:
             return request[_NEW_FORM_NONCE]
-        https = is_https(request, self._trusted)
-        return _read_cookie(request, SECURE_FORM_COOKIE_NAME if https else FORM_COOKIE_NAME)
+        return _read_cookie(request, self._form_cookie(request)[0])
 
     def ensure_form_nonce(self, request: web.Request) -> str:
         """Return :meth:`form_nonce`, making a fresh one if the request has none.
@@ -304,10 +303,22 @@ class ServerSideStorage(AbstractStorage):
             return "idle"
         return None
 
-    def _set_form_cookie(self, request: web.Request, response: web.StreamResponse, nonce: str) -> None:
+    def _form_cookie(self, request: web.Request) -> tuple[str, bool | None]:
+        """The form cookie's name for this request and its ``secure`` flag (``__Host-`` and Secure over HTTPS)."""
         https = is_https(request, self._trusted)
-        response.set_cookie(SECURE_FORM_COOKIE_NAME if https else FORM_COOKIE_NAME, nonce, path="/",
-                            secure=https or None, httponly=True, samesite="Strict")
+        return (SECURE_FORM_COOKIE_NAME, True) if https else (FORM_COOKIE_NAME, None)
+
+    def _set_form_cookie(self, request: web.Request, response: web.StreamResponse, nonce: str) -> None:
+        name, secure = self._form_cookie(request)
+        response.set_cookie(name, nonce, path="/", secure=secure, httponly=True, samesite="Strict")
+
+    def clear_form_cookie(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Delete the browser's login form cookie (same name, path and flags as it was set with).
+
+        Called at a successful sign-in: the form tokens bound to its nonce die with it.
+        """
+        name, secure = self._form_cookie(request)
+        response.del_cookie(name, path="/", secure=secure, httponly=True, samesite="Strict")
 
     def _ttl(self, record: SessionRecord, now: float) -> float:
         return min(self._idle, self._absolute - (now - record.created)) + 60

@@ -175,6 +175,11 @@ class Reservation:
         self._stamp = stamp
         self._settled = False
 
+    @property
+    def address(self) -> str:
+        """The client's throttling key (:meth:`LoginThrottle.address_key`), as this attempt was counted under."""
+        return self._address
+
     def _discard(self) -> bool:
         if self._settled:
             return False
