@@ -22,16 +22,16 @@ from typing import NoReturn
 import structlog
 from aiohttp import web
 
-from shared.audit_cli import add_audit_commands, run_audit
-from shared.journal import JournalError
+from shared.journal.cli import add_audit_commands, run_audit
+from shared.journal.chain import JournalError
 from shared.connection_limits import ConnectionLimits
 from shared.log import configure_logging
 from shared.server import serving
 
-from .audit import AUDIT_SUBDIR
-from .config import resolve_settings
-from .settings import Settings, SettingsError
-from .users import ROLES, UserError, UserFileCorrupt, UserStore, validate_password
+from admin_gateway.audit.trail import AUDIT_SUBDIR
+from admin_gateway.config import resolve_settings
+from admin_gateway.settings import Settings, SettingsError
+from admin_gateway.auth.users import ROLES, UserError, UserFileCorrupt, UserStore, validate_password
 
 PROG = "admin-gateway"
 DEFAULT_DATA_DIR = Path("var/gateway")
@@ -183,7 +183,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from .app import create_app
+    from admin_gateway.http.app import create_app
 
     settings = settings_from_args(args, os.environ)
     configure_logging(level=args.log_level)

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .engine_client import read_token_file, resolve_token
-from .settings import Settings, SettingsError, parse_safe_mode
+from admin_gateway.engine_client import read_token_file, resolve_token
+from admin_gateway.settings import Settings, SettingsError, parse_safe_mode
 
 #: Keys a config file may set, with the type each must have.
 FILE_KEYS: dict[str, type | tuple[type, ...]] = {

@@ -29,8 +29,8 @@ from yarl import URL
 
 from shared.web import REQUEST_ID
 
-from .errors import EngineFailed, EngineTimeout, EngineUnavailable
-from .settings import SETTINGS, SettingsError
+from admin_gateway.errors import EngineFailed, EngineTimeout, EngineUnavailable
+from admin_gateway.settings import SETTINGS, SettingsError
 
 #: The most the gateway reads of one engine answer (a 1000-job page is well below this).
 MAX_ENGINE_BODY = 32 * 1024 * 1024

@@ -51,9 +51,9 @@ from typing import Any
 import aiohttp
 
 from shared.contract import format_time, utcnow
-from shared.journal import GENESIS, make_record_line
-from shared.journal_file import DEFAULT_SEGMENT_BYTES
-from shared.journal_format import segment_name
+from shared.journal.chain import GENESIS, make_record_line
+from shared.journal.file import DEFAULT_SEGMENT_BYTES
+from shared.journal.format import segment_name
 
 TOKEN = "bench-durability-token-0123456789"
 CATALOG = """include_demo = false

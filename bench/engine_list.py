@@ -43,9 +43,9 @@ SIZES = (1_000, 10_000, 100_000)
 
 async def _prefilled_journal(count: int) -> Any:
     """A journal holding ``count`` jobs that each ran and finished, as a real engine would have written."""
-    from engine_hub.store import Action
+    from engine_hub.store.embedded import Action
     from shared.contract import HistoryEntry, Job, JobStatus, new_job_id, utcnow
-    from shared.journal import MemoryJournal
+    from shared.journal.chain import MemoryJournal
 
     journal = MemoryJournal()
     for i in range(count):
@@ -63,8 +63,8 @@ async def _prefilled_journal(count: int) -> Any:
 
 
 async def _serve_engine(count: int, log_path: Path) -> None:
-    from engine_hub.app import create_app
-    from engine_hub.heap import settle_heap
+    from engine_hub.http.app import create_app
+    from engine_hub.store.heap import settle_heap
     from engine_hub.settings import Settings
     from shared.log import configure_logging
 

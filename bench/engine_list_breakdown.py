@@ -43,10 +43,10 @@ FEATURES = ("log line", "metrics", "bearer check", "Cache-Control", "list handle
 @contextlib.contextmanager
 def _without(features: frozenset[str], page: bytes) -> Iterator[None]:
     """Replace the named features by no-ops while an engine app is built (hooks are bound at build time)."""
-    import engine_hub.app as engine_app
-    import engine_hub.auth as auth
+    import engine_hub.http.app as engine_app
+    import engine_hub.http.auth as auth
     import engine_hub.metrics as metrics
-    import engine_hub.routes as routes
+    import engine_hub.http.jobs as routes
 
     patched: list[tuple[Any, str]] = [(auth, "request_authenticator"), (metrics.Metrics, "observe_request"),
                                       (engine_app, "_no_store"), (routes, "list_jobs")]
@@ -75,7 +75,7 @@ async def _apps(data_dir: Path) -> dict[str, tuple[web.Application, bool]]:
 
     The bare handler serves the page the full engine answers, taken from it once it has started.
     """
-    from engine_hub.app import create_app
+    from engine_hub.http.app import create_app
     from engine_hub.settings import Settings
 
     journal = await _prefilled_journal(10_000)

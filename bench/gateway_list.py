@@ -2,8 +2,8 @@
 
 In one run it starts, as separate processes:
 
-- the real engine app (``engine_hub.app.create_app``) holding 1,000 jobs;
-- the real gateway app (``admin_gateway.app.create_app``: session, role
+- the real engine app (``engine_hub.http.app.create_app``) holding 1,000 jobs;
+- the real gateway app (``admin_gateway.http.app.create_app``: session, role
   check, the shared middleware with its JSON request line, hardening
   headers) in front of it, with a signed-in super_admin session;
 - a bare aiohttp proxy: one shared ``ClientSession`` forwarding the same
@@ -52,7 +52,7 @@ JOBS = 1_000
 
 
 async def _serve_engine(log_path: Path) -> None:
-    from engine_hub.app import create_app
+    from engine_hub.http.app import create_app
     from engine_hub.settings import Settings
     from shared.log import configure_logging
 
@@ -63,7 +63,7 @@ async def _serve_engine(log_path: Path) -> None:
 
 
 async def _serve_gateway(engine_url: str, data_dir: Path, log_path: Path) -> None:
-    from admin_gateway.app import create_app
+    from admin_gateway.http.app import create_app
     from admin_gateway.settings import Settings
     from shared.log import configure_logging
 
@@ -162,7 +162,7 @@ def run(*, duration: float, rounds: int, connections: int, sequential: int) -> d
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-list-"))
     servers: list[Server] = []
     try:
-        from admin_gateway.users import UserStore
+        from admin_gateway.auth.users import UserStore
 
         UserStore(tmp / "gateway").add(USER, "super_admin", PASSWORD)
         engine = Server("engine", "bench.gateway_list", ["--serve-engine", "--log", str(tmp / "engine.log")], ENGINE_PATH)

@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.audit_tools import verify
-from shared.journal import GENESIS, MemoryJournal, Record, canonical_json, make_record_line
-from shared.journal_file import DEFAULT_SEGMENT_BYTES, FileJournal
-from shared.journal_format import segment_name
-from shared.journal_snapshot import write_snapshot_file
+from shared.journal.tools import verify
+from shared.journal.chain import GENESIS, MemoryJournal, Record, canonical_json, make_record_line
+from shared.journal.file import DEFAULT_SEGMENT_BYTES, FileJournal
+from shared.journal.format import segment_name
+from shared.journal.snapshot import write_snapshot_file
 
 SNAPSHOT_GAP = 1_000
 

@@ -46,7 +46,7 @@ CREATE_PATH = "/api/admin/engine/jobs"
 
 
 async def _serve_gateway(engine_url: str, data_dir: Path, log_path: Path, extra: dict[str, Any]) -> None:
-    from admin_gateway.app import create_app
+    from admin_gateway.http.app import create_app
     from admin_gateway.settings import Settings
     from shared.log import configure_logging
 
@@ -132,7 +132,7 @@ def run(*, flooders: int, creates: int, max_seconds: float, gateway_settings: di
     tmp = Path(tempfile.mkdtemp(prefix="bench-login-flood-"))
     servers: list[Server] = []
     try:
-        from admin_gateway.users import UserStore
+        from admin_gateway.auth.users import UserStore
 
         UserStore(tmp / "gateway").add(USER, "super_admin", PASSWORD)
         engine = Server("engine", "bench.gateway_list", ["--serve-engine", "--log", str(tmp / "engine.log")], "/")

@@ -37,8 +37,8 @@ from typing import Final
 import attrs
 
 from admin_gateway.settings import SettingsError, parse_safe_mode
-from admin_gateway.users import UserStore
-from engine_hub.auth import load_or_create_token_file
+from admin_gateway.auth.users import UserStore
+from engine_hub.http.auth import load_or_create_token_file
 from engine_hub.errors import ConfigError
 from engine_hub.settings import TOKEN_ENV, TOKEN_FILE
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from engine_hub.cli import main
+from engine_hub.cli.main import main
 
 raise SystemExit(main())

@@ -48,7 +48,7 @@ class Settings:
     a snapshot covers are deleted. ``log_max_bytes`` caps each job's log file.
     ``log_retention_days`` (``None``: off; may be fractional) deletes the log
     files of jobs that finished longer ago than that (durable mode only; see
-    :mod:`engine_hub.log_retention`).
+    :mod:`engine_hub.run.log_retention`).
     ``ephemeral`` keeps everything in memory instead and writes no files
     (except the generated token file when no token is configured).
 

@@ -1,11 +1,11 @@
 """Building blocks of the OpenAPI 3.1 documents that both processes serve at ``GET /openapi.json``.
 
 Each process declares its operations (:class:`Operation`) next to its
-routes (``engine_hub.openapi``, ``admin_gateway.openapi``); this module
+routes (``engine_hub.http.openapi``, ``admin_gateway.http.openapi``); this module
 holds what they share:
 
 - the schemas of the wire shapes, derived from :mod:`shared.contract` and
-  :mod:`shared.journal` (status and error-code enums, the job's field list,
+  :mod:`shared.journal.chain` (status and error-code enums, the job's field list,
   the journal record's keys), so a contract change shows up in the document;
 - helpers for responses, errors (narrowed to the codes a route can give),
   parameters and request bodies;
@@ -26,7 +26,7 @@ import attrs
 from aiohttp import web
 
 from shared.contract import JOB_FIELDS, MAX_JSON_DEPTH, ErrorCode, JobStatus, LogLevel
-from shared.journal import GENESIS, make_record
+from shared.journal.chain import GENESIS, make_record
 from shared.web import API_ROUTES, UNMATCHED_ROUTE
 
 OPENAPI_VERSION: Final = "3.1.0"
@@ -107,7 +107,7 @@ def _audit_record_schema() -> Schema:
     }
     sample = make_record(seq=1, prev=GENESIS, action="x", actor="x", source="x", job_id=None, data={})
     if set(fields) != set(sample.to_json()):
-        raise RuntimeError("the AuditRecord schema's fields differ from shared.journal.Record")
+        raise RuntimeError("the AuditRecord schema's fields differ from shared.journal.chain.Record")
     return _obj(fields, description="One hash-chained journal record: hash = sha256(prev + canonical body).")
 
 

@@ -4,7 +4,7 @@ A SIGKILL can stop a write part-way through a line (the kernel checks for a
 fatal signal between pages; a buffer is written out in blocks, not lines).
 The next writer appending to the file would continue that line, gluing its
 first line onto the fragment. The journal cuts such a tail off when it opens
-(:mod:`shared.journal_file`); the job log files and the processes' own log
+(:mod:`shared.journal.file`); the job log files and the processes' own log
 output use :func:`drop_torn_tail` the same way, at the next start.
 """
 

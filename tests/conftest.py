@@ -1,6 +1,6 @@
 """Fixtures shared by the test suite: a real engine app on an ephemeral port, and helpers.
 
-``make_engine(...)`` starts :func:`engine_hub.app.create_app` under
+``make_engine(...)`` starts :func:`engine_hub.http.app.create_app` under
 pytest-aiohttp's test server and returns an :class:`EngineHarness` (its
 ``client`` is an aiohttp ``TestClient``). ``engine`` is the common case: the
 demo types plus the ``test.*`` types of :func:`test_catalog`, an admin token
@@ -23,12 +23,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from admin_gateway.app import create_app as create_gateway_app
+from admin_gateway.http.app import create_app as create_gateway_app
 from admin_gateway.settings import Settings as GatewaySettings
-from engine_hub.app import create_app
-from engine_hub.catalog import Catalog, ClientToken, JobType, ParamSpec, demo_types, hash_token
+from engine_hub.http.app import create_app
+from engine_hub.jobs.catalog import Catalog, ClientToken, JobType, ParamSpec, demo_types, hash_token
 from engine_hub.settings import Settings
-from shared.journal import Journal, MemoryJournal
+from shared.journal.chain import Journal, MemoryJournal
 from shared.log import configure_logging
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"

@@ -32,7 +32,7 @@ import attrs
 import pytest
 import requests
 
-from admin_gateway.users import UserStore
+from admin_gateway.auth.users import UserStore
 from tests.e2e.harness import BIN, Service, free_port
 
 ENGINE_TOKEN = "fuzz-engine-token-" + "0123456789abcdef" * 2

@@ -37,11 +37,11 @@ import schemathesis
 from aiohttp import web
 from schemathesis import Case
 
-from admin_gateway import openapi as gateway_openapi
-from admin_gateway.app import create_app as create_gateway_app
+from admin_gateway.http import openapi as gateway_openapi
+from admin_gateway.http.app import create_app as create_gateway_app
 from admin_gateway.settings import Settings as GatewaySettings
-from engine_hub import openapi as engine_openapi
-from engine_hub.app import create_app as create_engine_app
+from engine_hub.http import openapi as engine_openapi
+from engine_hub.http.app import create_app as create_engine_app
 from engine_hub.settings import Settings as EngineSettings
 from shared.openapi import router_operations
 from tests.e2e.harness import Service

@@ -1,7 +1,7 @@
 """Test harness for the gateway: a real engine app and a real gateway app, each on an ephemeral port.
 
 Test modules import the fixtures they use from here. The engine is
-``engine_hub.app.create_app`` with the demo job types; every request it
+``engine_hub.http.app.create_app`` with the demo job types; every request it
 answers is counted by an ``on_response_prepare`` signal (no middleware, no
 change to its behaviour), so a test can prove the gateway did *not* call it.
 Users are written once per test run (argon2 is slow on purpose) and copied
@@ -26,16 +26,16 @@ import pytest
 from aiohttp import CookieJar, DummyCookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from admin_gateway.app import create_app
-from admin_gateway.audit import AUDIT_SUBDIR
-from admin_gateway.device_cookies import COOKIE_NAME as DEVICE_COOKIE_NAME
+from admin_gateway.http.app import create_app
+from admin_gateway.audit.trail import AUDIT_SUBDIR
+from admin_gateway.auth.device_cookies import COOKIE_NAME as DEVICE_COOKIE_NAME
 from admin_gateway.settings import Settings
-from admin_gateway.users import USERS_FILE, UserStore
-from engine_hub.app import create_app as create_engine_app
-from engine_hub.catalog import Catalog, demo_types
+from admin_gateway.auth.users import USERS_FILE, UserStore
+from engine_hub.http.app import create_app as create_engine_app
+from engine_hub.jobs.catalog import Catalog, demo_types
 from engine_hub.settings import Settings as EngineSettings
-from shared.audit_tools import newest_first_from_files
-from shared.journal import AuditQuery, Record
+from shared.journal.tools import newest_first_from_files
+from shared.journal.chain import AuditQuery, Record
 
 ENGINE_TOKEN = "gateway-tests-engine-token-0123456789abcdef"
 PASSWORD = "correct horse battery staple"

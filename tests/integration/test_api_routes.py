@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine_hub.routes import PUBLIC_ROUTES
+from engine_hub.http.jobs import PUBLIC_ROUTES
 from shared.web import UNMATCHED_ROUTE
 from tests.conftest import unstarted_app
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from engine_hub.app import restore
+from engine_hub.http.app import restore
 from engine_hub.settings import Settings
-from engine_hub.store import ENGINE_LOG_SIZE, JobStore
+from engine_hub.store.embedded import ENGINE_LOG_SIZE, JobStore
 from shared.contract import JobStatus
-from shared.journal_file import FileJournal
+from shared.journal.file import FileJournal
 from tests.integration.engine_process import TOKEN, Engine, cli, mark_catalog, one_line_error, wait_until
 
 INTERRUPTED = "interrupted: engine restarted"

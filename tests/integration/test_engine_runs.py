@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from engine_hub.service import INTERRUPTED_ERROR
+from engine_hub.jobs.service import INTERRUPTED_ERROR
 from shared.contract import HistoryEntry, Job, JobStatus, new_job_id, utcnow
-from shared.journal import JournalUnavailable, MemoryJournal, Record
+from shared.journal.chain import JournalUnavailable, MemoryJournal, Record
 from tests.conftest import ADMIN_TOKEN, MakeEngine, EngineHarness, auth, wait_until
 
 

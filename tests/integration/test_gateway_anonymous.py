@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from admin_gateway.audit import ACCESS_DENIED, AUDIT, CSRF_REFUSED
-from admin_gateway.sessions import SESSION_STORAGE, MemorySessionBackend
+from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, CSRF_REFUSED
+from admin_gateway.auth.sessions import SESSION_STORAGE, MemorySessionBackend
 from gateway_harness import (  # noqa: F401  (fixtures)
     ADMIN,
     PASSWORD,
@@ -29,8 +29,8 @@ from gateway_harness import (  # noqa: F401  (fixtures)
     make_gateway,
     session_cookie,
 )
-from shared.audit_tools import verify
-from shared.journal import Record
+from shared.journal.tools import verify
+from shared.journal.chain import Record
 
 def _store(gw: Gateway) -> MemorySessionBackend:
     backend = gw.app[SESSION_STORAGE].backend

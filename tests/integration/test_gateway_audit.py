@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from admin_gateway.audit import ANONYMOUS
+from admin_gateway.audit.trail import ANONYMOUS
 from gateway_harness import (  # noqa: F401  (fixtures)
     ADMIN,
     ENGINE_TOKEN,
@@ -35,9 +35,9 @@ from gateway_harness import (  # noqa: F401  (fixtures)
     make_gateway,
     post_login,
 )
-from shared.audit_tools import verify
-from shared.journal import GENESIS, Record, make_record_line
-from shared.journal_format import list_segments
+from shared.journal.tools import verify
+from shared.journal.chain import GENESIS, Record, make_record_line
+from shared.journal.format import list_segments
 from test_journal_faults import fill, tiny_fs  # noqa: F401  (fixture)
 
 CLI = str(Path(sys.executable).parent / "admin-gateway")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from admin_gateway.users import USERS_FILE, UserStore
+from admin_gateway.auth.users import USERS_FILE, UserStore
 
 CLI = str(Path(sys.executable).parent / "admin-gateway")
 GOOD = "a long enough password"

@@ -15,9 +15,9 @@ from gateway_harness import (  # noqa: F401  (fixtures)
     wait_for_status,
 )
 
-from engine_hub.app import create_app as create_engine_app
-from engine_hub.catalog import Catalog, demo_types
-from engine_hub.log_retention import LOG_RETENTION
+from engine_hub.http.app import create_app as create_engine_app
+from engine_hub.jobs.catalog import Catalog, demo_types
+from engine_hub.run.log_retention import LOG_RETENTION
 from engine_hub.settings import Settings as EngineSettings
 from shared.contract import utcnow
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from admin_gateway.audit import AUDIT, NAME_SAMPLE
-from admin_gateway.device_cookies import COOKIE_NAME
-from admin_gateway.password_checks import PASSWORD_CHECKS
-from admin_gateway.sessions import FORM_COOKIE_NAME
-from admin_gateway.throttle import LoginThrottle
+from admin_gateway.audit.trail import AUDIT, NAME_SAMPLE
+from admin_gateway.auth.device_cookies import COOKIE_NAME
+from admin_gateway.auth.password_checks import PASSWORD_CHECKS
+from admin_gateway.auth.sessions import FORM_COOKIE_NAME
+from admin_gateway.auth.throttle import LoginThrottle
 from gateway_harness import (  # noqa: F401  (fixtures)
     PASSWORD,
     SUPER,
@@ -36,7 +36,7 @@ from gateway_harness import (  # noqa: F401  (fixtures)
     device_cookie,
     post_login,
 )
-from shared.audit_tools import verify
+from shared.journal.tools import verify
 
 async def _attempt(client: TestClient, token: str, username: str, password: str, address: str) -> int:
     """One JSON login from ``address``; its status."""

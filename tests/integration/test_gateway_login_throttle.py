@@ -14,9 +14,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from admin_gateway.audit import AUDIT
-from admin_gateway.device_cookies import COOKIE_NAME, LIFETIME
-from admin_gateway.password_checks import PASSWORD_CHECKS
+from admin_gateway.audit.trail import AUDIT
+from admin_gateway.auth.device_cookies import COOKIE_NAME, LIFETIME
+from admin_gateway.auth.password_checks import PASSWORD_CHECKS
 from gateway_harness import (  # noqa: F401  (fixtures)
     _CSRF_FIELD,
     ADMIN,

@@ -14,7 +14,7 @@ from gateway_harness import (  # noqa: F401  (fixtures)
     make_gateway,
 )
 
-from admin_gateway.audit import AUDIT
+from admin_gateway.audit.trail import AUDIT
 from shared.contract import MAX_JSON_DEPTH
 
 #: Paths under /api/admin/ a signed-out prober tries: unknown routes, malformed ids, odd spellings.

@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from admin_gateway.auth import USER_STORE
-from admin_gateway.sessions import SECURE_COOKIE_NAME, SECURE_FORM_COOKIE_NAME, SESSION_STORAGE, MemorySessionBackend
+from admin_gateway.auth.guards import USER_STORE
+from admin_gateway.auth.sessions import SECURE_COOKIE_NAME, SECURE_FORM_COOKIE_NAME, SESSION_STORAGE, MemorySessionBackend
 from gateway_harness import (  # noqa: F401  (fixtures)
     ADMIN,
     PASSWORD,
@@ -93,7 +93,7 @@ class TestLogin:
         store = gateway.app[USER_STORE]
         store.recheck = 0.0  # see the other store's write at once
         weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
-        from admin_gateway.users import UserStore
+        from admin_gateway.auth.users import UserStore
 
         UserStore(store.data_dir, hasher=weak).add("carol", "super_admin", PASSWORD)
         assert "m=8192" in store.get("carol").password_hash  # type: ignore[union-attr]

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.audit_cli import main as audit_main
-from shared.audit_tools import export, head, verify
-from shared.journal import GENESIS, JournalCorrupt, Record, canonical_json, record_hash
-from shared.journal_file import FileJournal
-from shared.journal_format import list_segments
+from shared.journal.cli import main as audit_main
+from shared.journal.tools import export, head, verify
+from shared.journal.chain import GENESIS, JournalCorrupt, Record, canonical_json, record_hash
+from shared.journal.file import FileJournal
+from shared.journal.format import list_segments
 
 
 async def write_journal(directory: Path, n: int, *, segment_bytes: int = 1500, start: int = 0) -> list[Record]:
@@ -256,7 +256,7 @@ class TestAuditCli:
                                                                   tmp_path: Path) -> None:
         """Run as a subprocess: head prints the hash, export writes CSV, a wrong dir is a one-line error."""
         data_dir = original[0].parent
-        code = ("import sys; from pathlib import Path; from shared.audit_cli import main; "
+        code = ("import sys; from pathlib import Path; from shared.journal.cli import main; "
                 "sys.exit(main(sys.argv[1:], prog='engine-hub', default_data_dir=Path('nope')))")
 
         def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from shared.audit_tools import verify
-from shared.journal import JournalUnavailable, Record
-from shared.journal_file import FileJournal
-from shared.journal_format import list_segments
-from shared.journal_writer import OsFiles
+from shared.journal.tools import verify
+from shared.journal.chain import JournalUnavailable, Record
+from shared.journal.file import FileJournal
+from shared.journal.format import list_segments
+from shared.journal.writer import OsFiles
 
 BIG = {"blob": "x" * 600}  # big enough that a batch cannot fit in a page's slack
 

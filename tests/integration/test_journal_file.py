@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from shared.audit_tools import verify
-from shared.journal import GENESIS, AuditQuery, JournalCorrupt, JournalLocked, Record
-from shared.journal_file import FileJournal
-from shared.journal_format import list_segments, segment_name
+from shared.journal.tools import verify
+from shared.journal.chain import GENESIS, AuditQuery, JournalCorrupt, JournalLocked, Record
+from shared.journal.file import FileJournal
+from shared.journal.format import list_segments, segment_name
 
 
 def opened(directory: Path, **kw: Any) -> tuple[FileJournal, list[Record]]:

@@ -16,8 +16,8 @@ import jsonschema_rs
 import pytest
 from aiohttp import web
 
-from admin_gateway import openapi as gateway_openapi
-from engine_hub import openapi as engine_openapi
+from admin_gateway.http import openapi as gateway_openapi
+from engine_hub.http import openapi as engine_openapi
 from shared.contract import MAX_JSON_DEPTH, ErrorCode
 from shared.openapi import Operation, router_operations
 from tests.conftest import CLIENT_TOKEN, EngineHarness, auth, unstarted_app
@@ -45,15 +45,15 @@ class TestParity:
     def test_engine_routes_and_declarations_match(self, tmp_path: Path) -> None:
         """Every engine route is declared, and every declaration has a route (HEAD twins aside)."""
         undeclared, unrouted, stale = _parity(unstarted_app("engine", tmp_path), engine_openapi.OPERATIONS)
-        assert not undeclared, f"routes without an OpenAPI declaration in engine_hub/openapi.py: {undeclared}"
-        assert not unrouted, f"declared in engine_hub/openapi.py but not routed: {unrouted}"
+        assert not undeclared, f"routes without an OpenAPI declaration in engine_hub/http/openapi.py: {undeclared}"
+        assert not unrouted, f"declared in engine_hub/http/openapi.py but not routed: {unrouted}"
         assert not stale, f"declared ahead=True but the route now exists; drop the flag: {stale}"
 
     def test_gateway_routes_and_declarations_match(self, tmp_path: Path) -> None:
         """Every gateway route (API, sign-in, panel, static) is declared, and every declaration has a route."""
         undeclared, unrouted, stale = _parity(unstarted_app("gateway", tmp_path), gateway_openapi.OPERATIONS)
-        assert not undeclared, f"routes without an OpenAPI declaration in admin_gateway/openapi.py: {undeclared}"
-        assert not unrouted, f"declared in admin_gateway/openapi.py but not routed: {unrouted}"
+        assert not undeclared, f"routes without an OpenAPI declaration in admin_gateway/http/openapi.py: {undeclared}"
+        assert not unrouted, f"declared in admin_gateway/http/openapi.py but not routed: {unrouted}"
         assert not stale, f"declared ahead=True but the route now exists; drop the flag: {stale}"
 
     def test_parity_sees_a_new_route(self, tmp_path: Path) -> None:

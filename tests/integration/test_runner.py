@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from engine_hub.catalog import JobType, ParamSpec, builtin_catalog
-from engine_hub.runner import MAX_LINE, SUPERVISOR, TRUNCATED_MARK, Outcome, Runner, job_env
+from engine_hub.jobs.catalog import JobType, ParamSpec, builtin_catalog
+from engine_hub.run.runner import MAX_LINE, SUPERVISOR, TRUNCATED_MARK, Outcome, Runner, job_env
 from shared.contract import JobStatus
 
 GRACE = 0.3
@@ -474,8 +474,8 @@ class TestOrphans:
         engine = tmp_path / "engine.py"
         engine.write_text(textwrap.dedent(f"""
             import asyncio, sys
-            from engine_hub.catalog import JobType
-            from engine_hub.runner import Runner
+            from engine_hub.jobs.catalog import JobType
+            from engine_hub.run.runner import Runner
 
             async def main() -> None:
                 job_type = JobType(name="t.spawner", command={job_type.command!r}, timeout=300)

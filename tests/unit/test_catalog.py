@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from engine_hub.catalog import (
+from engine_hub.jobs.catalog import (
     MAX_STR_PARAM,
     Catalog,
     CatalogError,

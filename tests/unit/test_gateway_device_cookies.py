@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from admin_gateway.device_cookies import KEY_FILE, LIFETIME, DeviceCookies, load_or_create_key
-from admin_gateway.throttle import LoginThrottle
+from admin_gateway.auth.device_cookies import KEY_FILE, LIFETIME, DeviceCookies, load_or_create_key
+from admin_gateway.auth.throttle import LoginThrottle
 
 
 class Clock:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from admin_gateway.sessions import MemorySessionBackend, ServerSideStorage, SessionRecord
+from admin_gateway.auth.sessions import MemorySessionBackend, ServerSideStorage, SessionRecord
 
 
 class Clock:

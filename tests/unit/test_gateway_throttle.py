@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from admin_gateway.throttle import LoginThrottle, Refusal, Reservation
+from admin_gateway.auth.throttle import LoginThrottle, Refusal, Reservation
 
 
 class Clock:

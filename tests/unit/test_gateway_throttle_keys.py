@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from admin_gateway.throttle import LoginThrottle, Refusal, Reservation
+from admin_gateway.auth.throttle import LoginThrottle, Refusal, Reservation
 
 
 class TestAddressKey:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from admin_gateway.users import USERS_FILE, UserError, UserFileCorrupt, UserStore
+from admin_gateway.auth.users import USERS_FILE, UserError, UserFileCorrupt, UserStore
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 PW = "twelve chars ok"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine_hub.joblogs import CUT_MARKER, MAX_LINE_CHARS, JobLogs
+from engine_hub.run.logs import CUT_MARKER, MAX_LINE_CHARS, JobLogs
 
 
 def _texts(logs: JobLogs, job_id: str, after: int = 0) -> list[str]:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.journal import (GENESIS, AuditQuery, MemoryJournal, Record, canonical_json, make_record,
+from shared.journal.chain import (GENESIS, AuditQuery, MemoryJournal, Record, canonical_json, make_record,
                             make_record_line, record_hash)
-from shared.journal_format import LineError, iter_lines_reversed, parse_line
+from shared.journal.format import LineError, iter_lines_reversed, parse_line
 
 
 def line_for(seq: int = 1, prev: str = GENESIS, actor: str = "alice",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine_hub.page_cache import Page, PageCache
+from engine_hub.store.page_cache import Page, PageCache
 
 KEY = ("/api/jobs", "limit=50")
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from engine_hub.snapshots import _build
-from engine_hub.store import ENGINE_LOG_SIZE, RESULT_OK, JobStore, StoreError
+from engine_hub.store.snapshots import _build
+from engine_hub.store.embedded import ENGINE_LOG_SIZE, RESULT_OK, JobStore, StoreError
 from shared.contract import HistoryEntry, Job, JobStatus, new_job_id, utcnow
-from shared.journal import GENESIS, Record, make_record
+from shared.journal.chain import GENESIS, Record, make_record
 
 
 class Chain:

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from engine_hub.app import PACK_SLICE, pack_cold_jobs
+from engine_hub.http.app import PACK_SLICE, pack_cold_jobs
 from engine_hub.errors import StartupError
-from engine_hub.snapshots import FORMAT, FORMAT_LINES, jobs_file_name, load_snapshot, snapshot_state, write_jobs_file
-from engine_hub.store import BULK_OPEN_JOBS, JobStore
-from engine_hub.store_packing import PACKING, is_packed, pack, unpack, wire_bytes
+from engine_hub.store.snapshots import FORMAT, FORMAT_LINES, jobs_file_name, load_snapshot, snapshot_state, write_jobs_file
+from engine_hub.store.embedded import BULK_OPEN_JOBS, JobStore
+from engine_hub.store.packing import PACKING, is_packed, pack, unpack, wire_bytes
 from shared.contract import JobStatus
-from shared.journal import Record, Snapshot
+from shared.journal.chain import Record, Snapshot
 from tests.unit.test_store import Chain
 
 #: A small hot window, so that a few dozen jobs have cold ones.

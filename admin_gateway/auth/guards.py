@@ -1,0 +1,108 @@
+"""Who is asking: the signed-in user of a request, and the guards that demand one.
+
+A session names its user and the user's credential generation; the user
+store is consulted on every request, so removing a user, changing their
+role or their password takes effect at once, not at the next login.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from aiohttp import web
+from aiohttp_session import SESSION_KEY, get_session
+
+from shared.contract import ErrorCode
+
+from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, REFUSED
+from admin_gateway.errors import Unauthorized
+from admin_gateway.auth.sessions import SESSION_STORAGE
+from admin_gateway.auth.users import ROLE_ADMIN, ROLE_SUPER_ADMIN, UserStore
+
+__all__ = ["ROLE_ADMIN", "ROLE_SUPER_ADMIN", "USER_STORE", "User", "current_user", "require_super_admin",
+           "require_user", "session_data"]
+
+#: Session keys.
+SESSION_USER = "user"
+SESSION_GENERATION = "gen"
+
+#: The app's user store.
+USER_STORE = web.AppKey("user_store", UserStore)
+
+
+@attrs.frozen(kw_only=True)
+class User:
+    """The signed-in user of a request: name and role (as stored now, not as at login)."""
+
+    name: str
+    role: str
+
+    @property
+    def is_super_admin(self) -> bool:
+        """Whether this user may use the engine panel and API."""
+        return self.role == ROLE_SUPER_ADMIN
+
+
+async def current_user(request: web.Request) -> User | None:
+    """Return the user of the request's valid, unexpired session, or ``None``.
+
+    A session whose user no longer exists, or whose password changed since
+    the session was opened, is invalidated here. Cheap enough to call more
+    than once per request (the session itself is loaded once; see
+    :func:`session_data`).
+    """
+    data = await session_data(request)
+    if data is None:
+        return None
+    name = data.get(SESSION_USER)
+    if not isinstance(name, str):
+        return None
+    stored = request.app[USER_STORE].get(name)
+    if stored is not None and stored.generation == data.get(SESSION_GENERATION):
+        return _user(stored.name, stored.role)
+    if SESSION_KEY in request:
+        (await get_session(request)).invalidate()  # and its cookie is cleared if the request succeeds
+    await request.app[SESSION_STORAGE].end(request)
+    return None
+
+
+async def session_data(request: web.Request) -> Mapping[str, Any] | None:
+    """Return the data of the request's live session, or ``None`` when it has none; never creates one.
+
+    Until this request changes its session, the stored record is read
+    directly (:meth:`ServerSideStorage.peek`): no ``Session`` object is built.
+    The mapping must not be changed (change a session through ``get_session``).
+    """
+    if SESSION_KEY in request:  # a Session exists (maybe changed by this request): it is the truth
+        return await get_session(request)
+    record = await request.app[SESSION_STORAGE].peek(request)
+    return None if record is None else record.data
+
+
+@functools.lru_cache(maxsize=1024)
+def _user(name: str, role: str) -> User:
+    # Users are immutable values: one object per (name, role) instead of one per request.
+    return User(name=name, role=role)
+
+
+async def require_user(request: web.Request) -> User:
+    """Return the signed-in user or raise 401 ``unauthorized`` (and record the denial)."""
+    user = await current_user(request)
+    if user is None:
+        await request.app[AUDIT].record(ACCESS_DENIED, request=request, outcome=REFUSED, code=Unauthorized.code,
+                                        status=401, reason="no_session")
+        raise Unauthorized("sign in first")
+    return user
+
+
+async def require_super_admin(request: web.Request) -> User:
+    """Return the signed-in super_admin or raise 401 (no session, or another role)."""
+    user = await require_user(request)
+    if not user.is_super_admin:
+        await request.app[AUDIT].record(ACCESS_DENIED, request=request, actor=user.name, outcome=REFUSED,
+                                        code=ErrorCode.FORBIDDEN, status=401, reason="role", role=user.role)
+        raise Unauthorized("this needs the super_admin role", code=ErrorCode.FORBIDDEN)
+    return user

@@ -1,0 +1,250 @@
+"""Signing in and out: ``GET/POST /login`` and ``POST /logout``.
+
+A wrong user name and a wrong password get the same answer (same status,
+same text, about the same time: see ``UserStore.verify``). Every attempt is
+counted by the throttle *before* its password is checked (see
+:mod:`admin_gateway.auth.throttle`; refused: 429 with ``Retry-After``), and the
+check runs in the bounded :mod:`admin_gateway.auth.password_checks` pool (full:
+429 at once). A successful login sets a device cookie
+(:mod:`admin_gateway.auth.device_cookies`), rotates the session (``new_session``:
+a fresh id, the old one deleted on the server), issues a fresh CSRF token
+and deletes the login form's ``gw_form`` cookie (its tokens die with it).
+
+Auditing: a login that cannot be recorded does not happen (503
+``journal_unavailable``, no session). A logout always ends the session on
+the server, even when its record cannot be written (that is logged at ERROR
+as ``audit_write_failed``): refusing to sign someone out would be worse.
+
+Browsers get HTML (the login page re-rendered with the error); clients that
+ask for JSON only (``Accept: application/json``) get the JSON API's errors.
+The page itself is rendered by the panel when it registers a
+:data:`LOGIN_RENDERER`, else by a small self-contained fallback.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Awaitable, Callable
+
+import attrs
+from aiohttp import web
+from aiohttp_session import get_session, new_session
+
+from shared.web import API_ROUTES, read_form
+
+from admin_gateway.audit.trail import ACCEPTED, AUDIT, LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT, REFUSED
+from admin_gateway.auth.guards import SESSION_GENERATION, SESSION_USER, USER_STORE, current_user
+from admin_gateway.auth.csrf import SESSION_CSRF, check_csrf, csrf_token, new_csrf_token
+from admin_gateway.auth.device_cookies import DEVICE_COOKIES, DeviceCookies, device_key_ctx
+from admin_gateway.errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
+from admin_gateway.auth.password_checks import PASSWORD_CHECKS, HasherBusy, PasswordChecks, password_checks_ctx
+from admin_gateway.http.peer import TRUSTED_PROXIES, client_address
+from admin_gateway.auth.sessions import SESSION_STORAGE
+from admin_gateway.settings import SETTINGS
+from admin_gateway.auth.throttle import LOGIN_THROTTLE, Refusal
+from admin_gateway.auth.users import MAX_PASSWORD_LENGTH, UserError, validate_name
+
+#: Where a successful login lands.
+AFTER_LOGIN = "/admin/engine/jobs"
+_MAX_USERNAME_FIELD = 256
+#: Seconds a client is asked to wait when every password-check thread is busy.
+_BUSY_RETRY_AFTER = 1
+
+
+@attrs.frozen(kw_only=True)
+class LoginPage:
+    """What a login page shows: the form's CSRF token, an error (or ``None``), the name typed so far."""
+
+    csrf_token: str
+    error: str | None = None
+    username: str = ""
+
+
+#: Renders the login page; the status and extra headers are set by :func:`render_login` afterwards.
+LoginRenderer = Callable[[web.Request, LoginPage], Awaitable[web.Response]]
+LOGIN_RENDERER: web.AppKey[LoginRenderer] = web.AppKey("login_renderer")
+
+
+def wants_json(request: web.Request) -> bool:
+    """Whether the client asked for JSON rather than a page."""
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+async def render_login(request: web.Request, error: str | None = None, *, username: str = "",
+                       status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """Return the login page (with ``error`` shown, if any) with ``status``."""
+    page = LoginPage(csrf_token=await csrf_token(request), error=error, username=username)
+    renderer = request.app.get(LOGIN_RENDERER)
+    response = await renderer(request, page) if renderer is not None else _fallback_page(page)
+    response.set_status(status)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def _fallback_page(page: LoginPage) -> web.Response:
+    esc = html.escape
+    error = f'<p role="alert" id="login-error">{esc(page.error)}</p>' if page.error else ""
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>Sign in · Engine Jobs</title></head><body><main><h1>Sign in</h1>"
+        f"{error}"
+        '<form method="post" action="/login">'
+        f'<input type="hidden" name="csrf_token" value="{esc(page.csrf_token)}">'
+        '<p><label for="username">Username</label> '
+        f'<input id="username" name="username" autocomplete="username" required value="{esc(page.username)}"></p>'
+        '<p><label for="password">Password</label> '
+        '<input id="password" name="password" type="password" autocomplete="current-password" required></p>'
+        '<p><button type="submit">Sign in</button></p></form></main></body></html>'
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
+def _loggable_name(username: str) -> str | None:
+    """The attempted name for the audit trail, only if it is a possible user name.
+
+    Anything else is more likely a password typed into the wrong field.
+    """
+    try:
+        return validate_name(username)
+    except UserError:
+        return None
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    """``GET /login``: the form, or straight to the panel when already signed in."""
+    if await current_user(request) is not None:
+        raise web.HTTPSeeOther(AFTER_LOGIN)
+    return await render_login(request)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """``POST /login`` (``username``, ``password``, ``csrf_token``): 303 to the panel, or the form again."""
+    json_mode = wants_json(request)
+    try:
+        await check_csrf(request)
+    except CsrfRefused:
+        if json_mode:
+            raise
+        return await render_login(request, "This sign-in form has expired. Please sign in again.", status=403)
+    form = await read_form(request, error=GatewayError)
+    raw_name, raw_password = form.get("username"), form.get("password")
+    username = raw_name[:_MAX_USERNAME_FIELD] if isinstance(raw_name, str) else ""
+    password = raw_password if isinstance(raw_password, str) else ""
+    audit = request.app[AUDIT]
+    throttle = request.app[LOGIN_THROTTLE]
+    address = client_address(request, request.app[TRUSTED_PROXIES])
+    attempted = _loggable_name(username)
+    # A name that cannot be a user name is not recorded: it is more likely a password.
+    invalid_name = True if attempted is None and username else None
+
+    devices = request.app[DEVICE_COOKIES]
+    device = devices.from_request(request, throttle.account_key, username)
+    admitted = throttle.reserve(username, address, device=device)
+    if isinstance(admitted, Refusal):
+        return await _refuse_attempt(request, json_mode, username, attempted, invalid_name,
+                                     wait=admitted.retry_after, reason="throttled", limit=admitted.limit)
+
+    store = request.app[USER_STORE]
+    try:
+        record = await request.app[PASSWORD_CHECKS].run(store.verify, username, password[:MAX_PASSWORD_LENGTH + 1],
+                                                        client=admitted.address,
+                                                        trusted=device is not None)
+    except HasherBusy as busy:
+        admitted.unchecked()  # no password was checked: nothing was guessed
+        return await _refuse_attempt(request, json_mode, username, attempted, invalid_name, wait=_BUSY_RETRY_AFTER,
+                                     reason="busy", limit="address" if busy.per_address else None)
+    if record is None:
+        # The reservation stays: this attempt is a counted failure.
+        await audit.record(LOGIN_FAILED, request=request, actor=attempted, outcome=REFUSED, code=Unauthorized.code,
+                           status=401, reason="bad_credentials", usernameInvalid=invalid_name,
+                           trustedDevice=True if device is not None else None)
+        message = "Invalid username or password."
+        if json_mode:
+            raise Unauthorized(message)
+        return await render_login(request, message, username=username, status=401)
+    admitted.signed_in()
+
+    try:
+        # Recorded before the session exists: a sign-in that leaves no record does not happen.
+        await audit.record(LOGIN_SUCCEEDED, request=request, actor=record.name, outcome=ACCEPTED, role=record.role,
+                           trustedDevice=True if device is not None else None, fail_closed=True)
+    except AuditUnavailable:
+        if json_mode:
+            raise
+        return await render_login(request, "Sign-in is unavailable: the audit trail cannot be written. "
+                                           "Try again later or tell the operators.", username=username, status=503)
+    session = await new_session(request)
+    session[SESSION_USER] = record.name
+    session[SESSION_GENERATION] = record.generation
+    session[SESSION_CSRF] = new_csrf_token()
+    done: web.StreamResponse
+    if json_mode:
+        done = web.json_response({"user": record.name, "role": record.role, "csrfToken": session[SESSION_CSRF]})
+    else:
+        done = web.HTTPSeeOther(AFTER_LOGIN)
+    devices.set_cookie(request, done, record.name)
+    request.app[SESSION_STORAGE].clear_form_cookie(request, done)
+    if isinstance(done, web.HTTPException):
+        raise done
+    return done
+
+
+async def _refuse_attempt(request: web.Request, json_mode: bool, username: str, attempted: str | None,
+                          invalid_name: bool | None, *, wait: int, reason: str, limit: str | None) -> web.Response:
+    """Record and answer a login attempt refused before its password was checked: 429 with ``Retry-After``."""
+    await request.app[AUDIT].record(LOGIN_FAILED, request=request, actor=attempted, outcome=REFUSED,
+                                    code=Throttled.code, status=429, reason=reason, limit=limit, retryAfter=wait,
+                                    usernameInvalid=invalid_name)
+    if reason == "busy":
+        message = "Too many sign-in attempts are being checked right now. Try again in a moment."
+    else:
+        message = f"Too many failed sign-in attempts. Try again in {_wait_text(wait)}."
+    headers = {"Retry-After": str(wait)}
+    if json_mode:
+        raise Throttled(message, headers=headers)
+    return await render_login(request, message, username=username, status=429, headers=headers)
+
+
+def _wait_text(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} second(s)"
+    return f"{math.ceil(seconds / 60)} minute(s)"
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """``POST /logout``: end the session on the server, then 303 to ``/login``.
+
+    With a signed-in session the CSRF check applies (a forged logout is
+    refused); without one there is nothing to end. The session ends even if
+    the record cannot be written (best effort, logged at ERROR).
+    """
+    user = await current_user(request)
+    if user is not None:
+        await check_csrf(request)
+        await request.app[AUDIT].record(LOGOUT, request=request, actor=user.name, outcome=ACCEPTED)
+    session = await get_session(request)
+    session.invalidate()
+    if wants_json(request):
+        return web.Response(status=204)
+    raise web.HTTPSeeOther("/login")
+
+
+def setup_auth(app: web.Application) -> None:
+    """Register ``/login`` and ``/logout``, with the device cookies and password-check threads they use."""
+    settings = app[SETTINGS]
+    app[DEVICE_COOKIES] = DeviceCookies(clock=settings.clock, trusted_proxies=app[TRUSTED_PROXIES])
+    app[PASSWORD_CHECKS] = PasswordChecks(workers=settings.login_hash_workers, queue=settings.login_hash_queue,
+                                          per_address=settings.login_hash_per_address,
+                                          reserved=settings.login_hash_reserved)
+    app.cleanup_ctx.extend([device_key_ctx(settings.data_dir), password_checks_ctx])
+    routes = app[API_ROUTES]
+    routes.add_get("/login", login_page)
+    routes.add_post("/login", login)
+    routes.add_post("/logout", logout)
+
+
+__all__ = ["LOGIN_RENDERER", "LoginPage", "LoginRenderer", "render_login", "setup_auth", "wants_json"]

@@ -1,0 +1,227 @@
+"""Assembly of the engine web application.
+
+:func:`create_app` only builds objects: the catalog file, the admin token
+and the journal are read when the app starts (in ``cleanup_ctx``), before
+the server accepts a connection. That is also where the journal is
+replayed, where jobs left RUNNING by a previous engine are recorded as
+interrupted, and, at shutdown, where every running job is stopped and a
+last snapshot is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+
+import structlog
+from aiohttp import web
+
+from engine_hub.http import audit as routes_audit
+from engine_hub.http import jobs as routes
+from engine_hub.http import legacy as routes_compat
+from engine_hub.http import openapi
+from engine_hub.http.auth import (AUTHENTICATOR, Authenticator, check_bind_allowed, request_authenticator,
+                             resolve_admin_token)
+from engine_hub.jobs.catalog import Catalog, CatalogError, load_catalog
+from engine_hub.errors import ConfigError, EngineError, JournalDown, StartupError
+from engine_hub.store.heap import malloc_trim
+from engine_hub.run.log_files import FileJobLogs
+from engine_hub.run.logs import JobLogs, LogStore
+from engine_hub.run.log_retention import LOG_RETENTION, LogRetention
+from engine_hub.metrics import Metrics
+from engine_hub.store.page_cache import PAGE_CACHE, PageCache
+from engine_hub.run.runner import Runner
+from engine_hub.jobs.service import SERVICE, JobService
+from engine_hub.settings import JOURNAL_DIR, LOGS_DIR, STATE_DIR, Settings
+from engine_hub.store.snapshots import Snapshotter, load_snapshot
+from engine_hub.store.heap import paused_gc
+from engine_hub.store.embedded import JobStore, StoreError
+from shared.journal.chain import Journal, JournalCorrupt, JournalLocked, MemoryJournal, Record
+from shared.journal.file import FileJournal
+from shared.web import HTTP_LIMITS, MAX_BODY, log_flusher, request_wrapper, setup_api_routes
+
+log = structlog.get_logger("engine.app")
+
+#: The settings the app was built with.
+SETTINGS = web.AppKey("settings", Settings)
+
+PROG = "engine-hub"
+#: Journal records kept in memory for ``/api/audit`` (older ones are read from the segment files).
+RECENT_RECORDS = 1_000
+#: Records an ``--ephemeral`` engine keeps (it promises no durability; this bounds its memory).
+EPHEMERAL_RECORDS = 10_000
+#: Jobs looked at per slice of the background packing after start-up (~2 ms of event loop each).
+PACK_SLICE = 256
+
+
+def open_journal(settings: Settings) -> FileJournal:
+    """Open the durable journal of ``settings.data_dir`` (blocking). Raises :class:`StartupError`."""
+    directory = settings.data_dir / JOURNAL_DIR
+    try:
+        return FileJournal.open(directory, prog=PROG, retention_days=settings.retention_days,
+                                recent_limit=RECENT_RECORDS)
+    except JournalLocked as exc:
+        raise StartupError(f"{exc}; only one engine may use a data directory") from None
+    except OSError as exc:
+        raise StartupError(f"cannot open the journal in {directory}: {exc.strerror or exc}") from None
+
+
+def restore(journal: FileJournal, store: JobStore, settings: Settings) -> int:
+    """Load the newest snapshot into ``store``, then replay the journal's tail (blocking).
+
+    Returns how many records were replayed. Every record's hash and link is
+    checked as it is read; a torn last line is cut off with a warning (by
+    the journal). Raises :class:`StartupError` naming the first bad record.
+    """
+    try:
+        with paused_gc():
+            if journal.snapshot is not None:
+                load_snapshot(store, journal.snapshot, settings.data_dir / STATE_DIR)
+            return store.replay(journal.replay())
+    except JournalCorrupt as exc:
+        raise StartupError(str(exc)) from None
+    except StoreError as exc:
+        raise StartupError(f"journal record does not apply: {exc}; run `{PROG} audit verify` "
+                           "and report this record") from None
+    except OSError as exc:
+        raise StartupError(f"cannot read the journal in {journal.directory}: {exc.strerror or exc}") from None
+
+
+def _no_store(request: web.Request, response: web.StreamResponse) -> None:
+    # Job state changes under the client's feet: no cache may keep a copy.
+    response.headers["Cache-Control"] = "no-store"
+
+
+def create_app(settings: Settings, *, journal: Journal | None = None, catalog: Catalog | None = None,
+               environ: Mapping[str, str] | None = None) -> web.Application:
+    """Build the engine application; nothing is read, written or started until it runs.
+
+    ``journal`` replaces the one the settings call for (its ``recent()``
+    records are replayed at start: tests restart an engine on the same
+    :class:`MemoryJournal`); otherwise the engine opens the durable journal
+    in ``<data_dir>/journal`` or, with ``settings.ephemeral``, a bounded
+    :class:`MemoryJournal`. ``catalog`` replaces the one loaded from
+    ``settings.config``. ``environ`` replaces ``os.environ`` for the token
+    look-up. Start-up raises :class:`ConfigError` for a bad catalog, token or
+    bind address and :class:`StartupError` for a journal it cannot start from.
+    """
+    metrics = Metrics()
+    durable = journal is None and not settings.ephemeral
+    file_logs = FileJobLogs(settings.data_dir / LOGS_DIR, max_bytes=settings.log_max_bytes) if durable else None
+    logs: LogStore = file_logs if file_logs is not None else JobLogs()
+    service = JobService(store=JobStore(), logs=logs, metrics=metrics,
+                         runner=Runner(kill_grace=settings.kill_grace))
+    app = web.Application(client_max_size=MAX_BODY, handler_args=HTTP_LIMITS)
+    setup_api_routes(app, request_wrapper(
+        EngineError, on_done=metrics.observe_request, decorate=_no_store,
+        authenticate=request_authenticator(
+            public=routes.PUBLIC_ROUTES,
+            submit=routes.SUBMIT_ROUTES | routes_compat.SUBMIT_ROUTES | openapi.SUBMIT_ROUTES)))
+    app[SETTINGS] = settings
+    app[SERVICE] = service
+    app[PAGE_CACHE] = PageCache()
+    app[AUTHENTICATOR] = Authenticator()
+    if file_logs is not None and settings.log_retention_days is not None:
+        app[LOG_RETENTION] = LogRetention(service=service, logs=file_logs, days=settings.log_retention_days)
+    app.cleanup_ctx.append(log_flusher)
+    app.cleanup_ctx.append(_engine_context(settings, journal, catalog, environ))
+    routes.add_routes(app)
+    routes_audit.add_routes(app)
+    routes_compat.add_routes(app)
+    routes.add_job_routes(app)
+    openapi.setup(app)
+    return app
+
+
+def _engine_context(settings: Settings, journal: Journal | None, catalog: Catalog | None,
+                    environ: Mapping[str, str] | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        env = os.environ if environ is None else environ
+        check_bind_allowed(settings, env)
+        try:
+            cat = catalog if catalog is not None else load_catalog(settings.config)
+        except CatalogError as exc:
+            raise ConfigError(str(exc)) from None
+        token, origin = resolve_admin_token(settings, env)
+        app[AUTHENTICATOR].configure(admin_token=token, catalog=cat)
+        service = app[SERVICE]
+        replay: Iterable[Record] = ()
+        snapshotter: Snapshotter | None = None
+        used: Journal
+        if journal is not None:
+            used, replay = journal, list(journal.recent())
+        elif settings.ephemeral:
+            used = MemoryJournal(max_records=EPHEMERAL_RECORDS)
+        else:
+            used = await _open_durable(settings, service)
+            snapshotter = Snapshotter(store=service.store, journal=used, state_dir=settings.data_dir / STATE_DIR,
+                                      records=settings.snapshot_records, seconds=settings.snapshot_seconds)
+        try:
+            await service.start(catalog=cat, journal=used, replay=replay)
+        except JournalDown:
+            await used.close()
+            raise StartupError("the journal cannot be written, so jobs interrupted by the last stop cannot be "
+                               "recorded; check the disk holding the data directory") from None
+        except BaseException:
+            await used.close()
+            raise
+        snapshot_task = asyncio.create_task(snapshotter.run()) if snapshotter is not None else None
+        pack_task = asyncio.create_task(pack_cold_jobs(service.store))
+        retention = app.get(LOG_RETENTION)
+        retention_task = asyncio.create_task(retention.run()) if retention is not None else None
+        log.info("engine_started", types=len(cat.types), clients=len(cat.clients), token_from=origin,
+                 ephemeral=settings.ephemeral, jobs=len(service.store), journal_seq=service.store.seq)
+        try:
+            yield
+        finally:
+            for task in (pack_task, snapshot_task, retention_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await service.close()
+            if snapshotter is not None:
+                await snapshotter.take()
+            await used.close()
+            log.info("engine_stopped")
+
+    return context
+
+
+async def pack_cold_jobs(store: JobStore) -> None:
+    """Pack the cold jobs that start-up left plain, in slices of :data:`PACK_SLICE`, then release the memory.
+
+    Runs once in the background after start-up (see :mod:`engine_hub.store.embedded`):
+    the engine serves meanwhile, each slice blocking the event loop ~2 ms.
+    """
+    started, count = time.perf_counter(), len(store)
+    while store.pack_cold(PACK_SLICE):
+        await asyncio.sleep(0)
+    # Packed jobs were allocated after settle_heap's freeze; their plain bytes are free C heap.
+    gc.freeze()
+    malloc_trim()
+    log.info("cold_jobs_packed", jobs=count, seconds=round(time.perf_counter() - started, 3))
+
+
+async def _open_durable(settings: Settings, service: JobService) -> FileJournal:
+    """Open the file journal and rebuild the store from it, off the event loop."""
+    if isinstance(service.logs, FileJobLogs):
+        try:
+            await asyncio.to_thread(service.logs.open)  # sums the sizes of the existing files
+        except OSError as exc:
+            raise StartupError(f"cannot create the job log directory {service.logs.directory}: "
+                               f"{exc.strerror or exc}") from None
+    journal = await asyncio.to_thread(open_journal, settings)
+    try:
+        count = await asyncio.to_thread(restore, journal, service.store, settings)
+    except BaseException:
+        await journal.close()
+        raise
+    snap = journal.snapshot
+    log.info("journal_replayed", snapshot_seq=snap.seq if snap is not None else None, replayed=count,
+             jobs=len(service.store))
+    return journal

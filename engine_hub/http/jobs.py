@@ -1,0 +1,273 @@
+"""The engine's HTTP API: jobs, runs, cancels, logs, types, health and metrics.
+
+Every response is JSON (``/metrics`` is Prometheus text); every error is
+``{"error": ..., "code": ...}`` raised as an :class:`EngineError`. Job
+bodies are the store's pre-encoded bytes, so reads never re-serialise a job.
+The legacy and compatibility routes live in :mod:`engine_hub.http.legacy`.
+
+Route names matter: :mod:`engine_hub.http.auth` decides access by them
+(``PUBLIC_ROUTES``, ``SUBMIT_ROUTES``; everything else is admin-only).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from engine_hub.http.auth import principal, source
+from engine_hub.errors import EngineError, InvalidField, LogExpired
+from engine_hub.run.logs import MAX_READ_LINES
+from engine_hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from engine_hub.store.page_cache import PAGE_CACHE, Page
+from engine_hub.jobs.service import SERVICE, JobService
+from engine_hub.store.embedded import JobEntry
+from shared.contract import ErrorCode, JobStatus
+from shared.web import API_ROUTES, parse_int_query, read_json_object
+
+JSON: Final = "application/json"
+MAX_LIMIT: Final = 1000
+DEFAULT_LIMIT: Final = 100
+MAX_NAME_CHARS: Final = 200
+MAX_REASON_CHARS: Final = 1000
+#: Largest ``after`` cursor accepted by the logs route (fits a signed 64-bit int).
+MAX_CURSOR: Final = 2**63 - 1
+
+#: Routes that need no token.
+PUBLIC_ROUTES: Final = frozenset({"healthz"})
+
+
+_JSON_HEADERS: Final = CIMultiDict({"Content-Type": JSON})
+
+
+def json_bytes(body: bytes, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """Return a JSON response from already-encoded bytes."""
+    if headers is None:  # a ready header map: aiohttp's content_type= path costs more (~60 ns)
+        return web.Response(body=body, status=status, headers=_JSON_HEADERS)
+    return web.Response(body=body, status=status, content_type=JSON, headers=headers)
+
+
+def reject_unknown_query(request: web.Request, allowed: Iterable[str]) -> None:
+    """Raise 400 ``unknown_field`` for a query parameter the route does not take (a typo must not widen a filter)."""
+    allowed = frozenset(allowed)
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise EngineError(f"unknown query parameter(s): {', '.join(unknown)}; "
+                          f"allowed: {', '.join(sorted(allowed)) or 'none'}", code=ErrorCode.UNKNOWN_FIELD)
+
+
+def optional_text(body: Mapping[str, Any], field: str, *, max_chars: int) -> str | None:
+    """Return an optional single-line string field (``null`` or absent gives ``None``), or raise 400."""
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > max_chars or not value.isprintable():
+        raise InvalidField(f"{field} must be a non-empty single-line string of at most {max_chars} characters")
+    return value.strip()
+
+
+def required_text(body: Mapping[str, Any], field: str, *, max_chars: int) -> str:
+    """Return a required single-line string field, or raise 400 naming it."""
+    value = optional_text(body, field, max_chars=max_chars)
+    if value is None:
+        raise InvalidField(f"{field} is required (a non-empty string)")
+    return value
+
+
+def accepted(entry: JobEntry, message: str) -> web.Response:
+    """Return the 202 ``{"status":"accepted","jobId","message","job"}`` body of a run or cancel."""
+    head = json.dumps({"status": "accepted", "jobId": entry.id, "message": message},
+                      separators=(",", ":")).encode()
+    return json_bytes(head[:-1] + b',"job":' + entry.encoded + b"}", status=202)
+
+
+# -- jobs ---------------------------------------------------------------------------
+
+LIST_QUERY: Final = frozenset({"limit", "status", "type", "before"})
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """``GET /api/jobs`` (and legacy ``/engines/jobs``): a bare array, newest first, paged by ``before``.
+
+    Served from the :class:`PageCache` while the store has not changed since
+    the same page was built (a page depends on nothing else: the catalog is
+    fixed for the process's life).
+    """
+    service = request.app[SERVICE]
+    cache = request.app[PAGE_CACHE]
+    # The raw query: two different raw queries never share a key (the decoded one can).
+    key = (request.path, request.rel_url.raw_query_string)
+    seq = service.store.seq
+    page = cache.get(key, seq)
+    if page is None:
+        page = _build_page(request, service)
+        cache.put(key, seq, page)
+    return json_bytes(page.body, headers=None if page.link is None else {"Link": page.link})
+
+
+def _build_page(request: web.Request, service: JobService) -> Page:
+    query = request.query
+    if len(query) > 1 or (query and "limit" not in query):
+        reject_unknown_query(request, LIST_QUERY)
+    limit = parse_int_query(request, "limit", default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT, error=EngineError)
+    status = _status_filter(query.get("status"))
+    type_name = _type_filter(service, query.get("type"))
+    before = None
+    cursor = query.get("before")
+    if cursor is not None:
+        before = service.store.get(cursor)
+        if before is None:
+            raise InvalidField(f"before: unknown job id {cursor!r}")
+    items, more = service.store.page(limit=limit, status=status, type_name=type_name, before=before)
+    link = None
+    if more is not None:
+        # Built by hand (urlencode costs as much as the rest of the handler). Nothing needs
+        # quoting: ids are uuids, statuses plain words, and type names match the catalog's
+        # [a-z][a-z0-9_.-]* (a filter value is used only if it names a known type).
+        filters = "" if status is None else f"&status={status}"
+        if type_name is not None:
+            filters += f"&type={type_name}"
+        link = f'<{request.path}?limit={limit}{filters}&before={more.id}>; rel="next"'
+    if items:  # brackets on the (small) end items of our list: the page body is copied once, by the join
+        items[0] = b"[" + items[0]
+        items[-1] += b"]"
+        return Page(b",".join(items), link)
+    return Page(b"[]", link)
+
+
+def _status_filter(raw: str | None) -> JobStatus | None:
+    if raw is None:
+        return None
+    try:
+        return JobStatus(raw.upper())
+    except ValueError:
+        raise InvalidField(f"status must be one of {', '.join(JobStatus)}; got {raw!r}") from None
+
+
+def _type_filter(service: JobService, raw: str | None) -> str | None:
+    if raw is None or service.catalog.get(raw) is not None or service.store.has_type(raw):
+        return raw
+    allowed = ", ".join(sorted(service.catalog.types))
+    raise InvalidField(f"type must be a job type ({allowed}); got {raw!r}")
+
+
+async def get_job(request: web.Request) -> web.Response:
+    """``GET /api/jobs/{id}``: one job with its history, or 404."""
+    reject_unknown_query(request, ())
+    return json_bytes(request.app[SERVICE].get(request.match_info["id"]).encoded)
+
+
+async def refuse_job_post(request: web.Request) -> web.Response:
+    """``POST /api/jobs/{id}``: 405. Only ``/run`` runs a job (the original ran it here too)."""
+    raise EngineError("POST /api/jobs/{id} does not run a job; use POST /api/jobs/{id}/run",
+                      status=405, code=ErrorCode.METHOD_NOT_ALLOWED, headers={"Allow": "GET, HEAD"})
+
+
+async def create_job(request: web.Request) -> web.Response:
+    """``POST /api/jobs`` ``{type, name?, params?}``: 201 with the new READY job."""
+    body = await read_json_object(request, allowed=("type", "name", "params"), required=True, error=EngineError)
+    type_name = body.get("type")
+    if not isinstance(type_name, str) or not type_name:
+        raise InvalidField("type is required (a job type name; see GET /api/types)")
+    name = optional_text(body, "name", max_chars=MAX_NAME_CHARS)
+    who = principal(request)
+    entry = await request.app[SERVICE].create(type_name=type_name, name=name, params=body.get("params"),
+                                              actor=who.actor, source=source(request))
+    return json_bytes(entry.encoded, status=201, headers={"Location": f"/api/jobs/{entry.id}"})
+
+
+async def run_job(request: web.Request) -> web.Response:
+    """``POST /api/jobs/{id}/run`` ``{reason?}``: 202 and the job, RUNNING; the only way a job ever runs."""
+    body = await read_json_object(request, allowed=("reason",), error=EngineError)
+    reason = optional_text(body, "reason", max_chars=MAX_REASON_CHARS)
+    who = principal(request)
+    entry = await request.app[SERVICE].run(job_id=request.match_info["id"], reason=reason, actor=who.actor,
+                                           source=source(request))
+    return accepted(entry, "Job execution started")
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    """``POST /api/jobs/{id}/cancel``: 202 for a RUNNING job; its run ends FAILED "cancelled by <actor>"."""
+    await read_json_object(request, allowed=(), error=EngineError)
+    who = principal(request)
+    entry = await request.app[SERVICE].cancel(job_id=request.match_info["id"], actor=who.actor,
+                                              source=source(request))
+    return accepted(entry, "Job cancellation requested")
+
+
+async def job_logs(request: web.Request) -> web.Response:
+    """``GET /api/jobs/{id}/logs?after=N&limit=M``: ``{"lines", "next", "truncated"}``, oldest first.
+
+    404 ``log_expired`` when log retention has deleted the job's output (the job itself stays).
+    """
+    reject_unknown_query(request, ("after", "limit"))
+    service = request.app[SERVICE]
+    entry = service.get(request.match_info["id"])
+    if entry.log_expired:
+        raise LogExpired(f"the output of job {entry.id} was deleted by log retention; the job and its "
+                         "history are kept")
+    job_id = entry.id
+    after = parse_int_query(request, "after", default=0, low=0, high=MAX_CURSOR, error=EngineError)
+    limit = parse_int_query(request, "limit", default=MAX_READ_LINES, low=1, high=MAX_READ_LINES, error=EngineError)
+    return web.json_response(service.logs.read(job_id, after=after, limit=limit).to_json())
+
+
+# -- catalog, health, metrics ----------------------------------------------------------
+
+async def list_types(request: web.Request) -> web.Response:
+    """``GET /api/types``: every job type with its param declarations."""
+    reject_unknown_query(request, ())
+    return web.json_response(request.app[SERVICE].catalog.to_json())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz`` (no token): 200 ``{"status": "ok"}``, or 200 ``{"status": "degraded", ...}``.
+
+    Degraded means the journal cannot be written: every change is refused
+    (503 ``journal_unavailable``) while reads still work. That is why the
+    answer stays 200: a load balancer should keep sending reads, and a
+    restart would not fix a full or failing disk. Monitoring alerts on the
+    ``status`` field (or ``engine_journal_healthy`` in ``/metrics``).
+    """
+    if request.app[SERVICE].journal.healthy:
+        return web.json_response({"status": "ok"})
+    return web.json_response({"status": "degraded", "journal": "unavailable",
+                              "detail": "the journal cannot be written: changes are refused, reads work"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text exposition."""
+    service = request.app[SERVICE]
+    counts = {status: service.store.count(status) for status in JobStatus}
+    text = service.metrics.render(jobs_by_status=counts, journal_healthy=service.journal.healthy,
+                                  log_bytes=service.logs.disk_bytes)
+    return web.Response(text=text, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+#: (method, route name) pairs open to submit-scope client tokens: create and read, never run or cancel.
+SUBMIT_ROUTES: Final = frozenset({
+    ("GET", "jobs"), ("POST", "jobs"), ("GET", "job"), ("GET", "job_logs"), ("GET", "types"),
+})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the API routes (the compat routes come from :mod:`engine_hub.http.legacy`)."""
+    routes = app[API_ROUTES]
+    routes.add_get("/healthz", healthz, name="healthz")
+    routes.add_get("/metrics", metrics, name="metrics")
+    routes.add_get("/api/types", list_types, name="types")
+    routes.add_get("/api/jobs", list_jobs, name="jobs")
+    routes.add_post("/api/jobs", create_job, name="jobs")
+
+
+def add_job_routes(app: web.Application) -> None:
+    """Register the per-job routes; call after any fixed ``/api/jobs/<word>`` route so they win."""
+    routes = app[API_ROUTES]
+    routes.add_get("/api/jobs/{id}", get_job, name="job")
+    routes.add_post("/api/jobs/{id}", refuse_job_post, name="job")
+    routes.add_post("/api/jobs/{id}/run", run_job, name="job_run")
+    routes.add_post("/api/jobs/{id}/cancel", cancel_job, name="job_cancel")
+    routes.add_get("/api/jobs/{id}/logs", job_logs, name="job_logs")

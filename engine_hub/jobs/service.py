@@ -1,0 +1,326 @@
+"""What the engine does with jobs: create, run at most once, cancel, recover.
+
+:class:`JobService` is the only writer of the store. Each change is first
+appended to the journal and applied to memory (:meth:`JobStore.apply`) only
+once the journal holds it; if the journal cannot take it, nothing changes
+and the caller gets a 503.
+
+A run request is checked and *claimed* synchronously, with no ``await``
+between the check of the job's state and the claim, so of any number of
+concurrent requests for one job exactly one gets past the claim; the others
+see the claim (or the RUNNING status) and get a 409. The claim is released
+once the ``run_requested`` record is applied (the job is then RUNNING) or
+the append failed (the job stays READY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+import structlog
+from aiohttp import web
+
+from engine_hub.jobs.catalog import Catalog, CatalogError, JobType
+from engine_hub.errors import Conflict, InvalidParam, JournalDown, NotFound, NotReady, UnknownType
+from engine_hub.run.logs import LogStore
+from engine_hub.metrics import Metrics
+from engine_hub.run.runner import Runner
+from engine_hub.store.embedded import SYSTEM_ACTOR, Action, JobEntry, JobStore
+from shared.contract import ErrorCode, HistoryEntry, Job, JobStatus, new_job_id, utcnow
+from shared.journal.chain import Journal, JournalUnavailable, Record
+
+log = structlog.get_logger("engine.service")
+
+#: ``source`` of records the engine writes on its own (finishes, interruptions).
+ENGINE_SOURCE: Final = "engine"
+#: Error of a job found RUNNING when the engine starts: its process died with the old engine.
+INTERRUPTED_ERROR: Final = "interrupted: engine restarted"
+#: How long a finished run keeps retrying to journal its outcome while the journal is down.
+FINISH_RETRY_MAX_DELAY: Final = 5.0
+
+
+class JobService:
+    """Creates, runs and cancels jobs; owns the run tasks.
+
+    Built without side effects; :meth:`start` gets the catalog and journal
+    and replays the journal, :meth:`close` stops every run.
+    """
+
+    def __init__(self, *, store: JobStore, logs: LogStore, metrics: Metrics, runner: Runner) -> None:
+        self.store = store
+        self.logs = logs
+        self.metrics = metrics
+        self._runner = runner
+        self._catalog: Catalog | None = None
+        self._journal: Journal | None = None
+        self._claims: set[str] = set()
+        self._claimed_types: dict[str, int] = {}
+        self._pending_cancels: dict[str, str] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog in use (only after :meth:`start`)."""
+        if self._catalog is None:
+            raise RuntimeError("JobService used before start()")
+        return self._catalog
+
+    @property
+    def journal(self) -> Journal:
+        """The journal in use (only after :meth:`start`)."""
+        if self._journal is None:
+            raise RuntimeError("JobService used before start()")
+        return self._journal
+
+    async def start(self, *, catalog: Catalog, journal: Journal, replay: Iterable[Record] = ()) -> None:
+        """Replay ``replay`` into the store, then fail every job left RUNNING.
+
+        A job RUNNING in the journal was running when the previous engine
+        stopped; its process is gone with it (runs never outlive the engine),
+        so it becomes FAILED with actor ``system``, and a torn last line its
+        log may end with is cut off. Nothing is ever run here.
+        """
+        self._catalog = catalog
+        self._journal = journal
+        # An empty replay is skipped: a bulk replay rebuilds every index, even for no records.
+        count = self.store.replay(replay) if replay else 0
+        interrupted = self.store.running_job_ids()
+        for job_id in interrupted:
+            # Raises JournalDown if the journal cannot take it: the engine then does not start.
+            await self._commit(action=Action.JOB_INTERRUPTED, actor=SYSTEM_ACTOR, source=ENGINE_SOURCE,
+                               job_id=job_id, data={"status": str(JobStatus.FAILED), "error": INTERRUPTED_ERROR})
+            log.warning("job_interrupted", job_id=job_id, error=INTERRUPTED_ERROR)
+            self.logs.repair(job_id)  # the crash may have cut its log mid-line
+        log.info("store_recovered", records=count, jobs=len(self.store), interrupted=len(interrupted))
+
+    async def close(self) -> None:
+        """Stop every run (their process groups are killed) and wait for their outcomes to be recorded."""
+        await self._runner.shutdown()
+        tasks = list(self._tasks.values()) + list(self._background)
+        if tasks:
+            # A finish still waiting for a failed journal is given up after this: the job stays
+            # RUNNING in the journal and the next start records it as interrupted.
+            _, pending = await asyncio.wait(tasks, timeout=FINISH_RETRY_MAX_DELAY * 2)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self.logs.close()
+
+    # -- commands ----------------------------------------------------------------
+
+    async def create(self, *, type_name: str, name: str | None, params: object, actor: str,
+                     source: str) -> JobEntry:
+        """Create a READY job of a catalog type with validated params (defaults filled in).
+
+        Raises 400 ``unknown_type`` / ``invalid_param`` saying what is allowed,
+        503 ``journal_unavailable`` when the journal refuses the record.
+        """
+        job_type = self.job_type(type_name)
+        try:
+            clean = job_type.validate_params(params)
+        except CatalogError as exc:
+            raise InvalidParam(str(exc)) from None
+        now = utcnow()
+        job = Job(id=new_job_id(), type=job_type.name, name=name or job_type.name, params=clean,
+                  status=JobStatus.READY, created_at=now, created_by=actor,
+                  history=(HistoryEntry(status=JobStatus.READY, at=now, by=actor, reason=None),))
+        entry = await self._commit(action=Action.JOB_CREATED, actor=actor, source=source, job_id=job.id,
+                                   data=job.to_json())
+        self.metrics.jobs_created += 1
+        return entry
+
+    async def expire_log(self, *, job_id: str, data: dict[str, Any]) -> JobEntry:
+        """Journal (actor ``system``) that log retention deletes a finished job's output; the caller then deletes it.
+
+        Raises 503 ``journal_unavailable`` when the journal refuses the record
+        (see :mod:`engine_hub.run.log_retention`).
+        """
+        return await self._commit(action=Action.LOG_EXPIRED, actor=SYSTEM_ACTOR, source=ENGINE_SOURCE,
+                                  job_id=job_id, data=data)
+
+    def job_type(self, type_name: str) -> JobType:
+        """Return a catalog type or raise 400 ``unknown_type`` listing the allowed ones."""
+        job_type = self.catalog.get(type_name)
+        if job_type is None:
+            allowed = ", ".join(sorted(self.catalog.types))
+            raise UnknownType(f"unknown job type {type_name!r}; allowed types: {allowed}")
+        return job_type
+
+    async def run(self, *, job_id: str, reason: str | None, actor: str, source: str) -> JobEntry:
+        """Move a READY job to RUNNING and start its process: at most once per job, ever.
+
+        Raises 404 ``not_found``, 409 ``already_running`` (RUNNING, or another
+        request is starting it), 409 ``type_busy`` (exclusive type has a run),
+        400 ``not_ready`` (DONE/FAILED), 503 ``journal_unavailable``.
+        """
+        entry = self.get(job_id)
+        job_type = self._claim(entry)
+
+        def start(entry: JobEntry) -> None:
+            self.metrics.runs_started += 1
+            params = entry.job.params
+            self._tasks[job_id] = asyncio.create_task(self._execute(job_id, params, job_type),
+                                                      name=f"run-{job_id}")
+
+        return await self._commit(action=Action.RUN_REQUESTED, actor=actor, source=source, job_id=job_id,
+                                  data={"runBy": actor, "reason": reason}, then=start,
+                                  finally_=lambda: self._release(entry.id, entry.type))
+
+    def _claim(self, entry: JobEntry) -> JobType:
+        # No await in here: check and claim form one atomic step on the event loop.
+        if entry.status is JobStatus.RUNNING or entry.id in self._claims:
+            raise Conflict("job is already running", code=ErrorCode.ALREADY_RUNNING)
+        if entry.status is not JobStatus.READY:
+            raise NotReady(f"job is not ready to run: it is {entry.status} and a job runs at most once")
+        job_type = self.catalog.get(entry.type)
+        if job_type is None:
+            raise UnknownType(f"job type {entry.type!r} is no longer in the catalog, so this job cannot run")
+        if job_type.exclusive and (self.store.count(JobStatus.RUNNING, entry.type)
+                                   or self._claimed_types.get(entry.type)):
+            raise Conflict(f"job type {entry.type!r} is exclusive and already has a running job",
+                           code=ErrorCode.TYPE_BUSY)
+        self._claims.add(entry.id)
+        self._claimed_types[entry.type] = self._claimed_types.get(entry.type, 0) + 1
+        return job_type
+
+    def _release(self, job_id: str, type_name: str) -> None:
+        self._claims.discard(job_id)
+        left = self._claimed_types[type_name] - 1
+        if left:
+            self._claimed_types[type_name] = left
+        else:
+            del self._claimed_types[type_name]
+
+    async def cancel(self, *, job_id: str, actor: str, source: str) -> JobEntry:
+        """Ask a RUNNING job's process group to stop; its run then ends FAILED "cancelled by <actor>".
+
+        Raises 404 ``not_found``, 409 ``not_running`` (READY), 400
+        ``not_ready`` (DONE/FAILED), 503 ``journal_unavailable``.
+        """
+        self._check_cancellable(self.get(job_id))
+        entry = await self._commit(action=Action.CANCEL_REQUESTED, actor=actor, source=source, job_id=job_id,
+                                   data={})
+        if entry.status is JobStatus.RUNNING and not self._runner.cancel(job_id, by=actor):
+            # The run task has not handed the job to the runner yet: deliver on start.
+            self._pending_cancels[job_id] = actor
+        return entry
+
+    @staticmethod
+    def _check_cancellable(entry: JobEntry) -> None:
+        if entry.status is JobStatus.READY:
+            raise Conflict("job is not running (READY); only a RUNNING job can be cancelled",
+                           code=ErrorCode.NOT_RUNNING)
+        if entry.status is not JobStatus.RUNNING:
+            raise NotReady(f"job has already finished ({entry.status}); there is nothing to cancel")
+
+    def get(self, job_id: str) -> JobEntry:
+        """Return a job's entry or raise 404 ``not_found``."""
+        entry = self.store.get(job_id)
+        if entry is None:
+            raise NotFound(f"job {job_id!r} not found")
+        return entry
+
+    # -- internals ---------------------------------------------------------------
+
+    async def _commit(self, *, action: Action, actor: str, source: str, job_id: str, data: dict[str, Any],
+                      then: Callable[[JobEntry], None] | None = None,
+                      finally_: Callable[[], None] | None = None) -> JobEntry:
+        """Append a record, then apply it: the state changes only once the journal holds it.
+
+        Append, apply, ``then(entry)`` and ``finally_()`` run in a shielded
+        task, so a caller cancelled mid-way (a client hanging up) can never
+        leave a record in the journal that memory has not applied.
+        """
+
+        async def write() -> JobEntry:
+            try:
+                try:
+                    record = await self.journal.append(action=str(action), actor=actor, source=source,
+                                                       job_id=job_id, data=data)
+                except JournalUnavailable as exc:
+                    log.error("journal_append_failed", action=str(action), job_id=job_id, error=str(exc))
+                    raise JournalDown("the journal is unavailable, so nothing was changed; "
+                                      "try again later") from None
+                entry = self.store.apply(record)
+                if then is not None:
+                    then(entry)
+                return entry
+            finally:
+                if finally_ is not None:
+                    finally_()
+
+        task = asyncio.ensure_future(write())
+        # Retrieve the outcome even if nobody awaits it any more (cancelled caller).
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(task)
+
+    async def _execute(self, job_id: str, params: dict[str, Any], job_type: JobType) -> None:
+        started: list[asyncio.Task[None]] = []
+
+        def on_started(pid: int) -> None:
+            started.append(asyncio.create_task(self._best_effort(Action.JOB_STARTED, job_id, {"pid": pid})))
+            by = self._pending_cancels.pop(job_id, None)
+            if by is not None:
+                self._runner.cancel(job_id, by=by)
+
+        def on_line(stream: str, text: str) -> None:
+            if self.logs.append(job_id, stream, text):
+                self._spawn(self._best_effort(Action.LOG_TRUNCATED, job_id, {"reason": self.logs.cap_reason}))
+
+        try:
+            outcome = await self._runner.run(job_id=job_id, job_type=job_type, params=params,
+                                             on_line=on_line, on_started=on_started)
+            status, exit_code, error = outcome.status, outcome.exit_code, outcome.error
+        except Exception:
+            log.exception("run_crashed", job_id=job_id)
+            status, exit_code, error = JobStatus.FAILED, None, "the engine failed while running the job"
+        finally:
+            self._pending_cancels.pop(job_id, None)
+        for task in started:
+            await task  # job_started is journaled before job_finished
+        entry = self.store.get(job_id)
+        canceller = entry.cancel_requested_by if entry is not None else None
+        actor = canceller if canceller is not None and error == f"cancelled by {canceller}" else SYSTEM_ACTOR
+        data = {"status": str(status), "exitCode": exit_code, "error": error}
+        self.logs.finish(job_id)  # the log is complete on disk before the job is seen as ended
+        await self._record_finish(job_id, actor, data)
+        self._tasks.pop(job_id, None)
+        self._pending_cancels.pop(job_id, None)  # a cancel that arrived while the finish was retried
+        if status is JobStatus.DONE:
+            self.metrics.runs_finished += 1
+        else:
+            self.metrics.runs_failed += 1
+
+    async def _record_finish(self, job_id: str, actor: str, data: dict[str, Any]) -> None:
+        # The process has ended; its outcome must reach the journal. Keep trying while the
+        # journal is down (the job stays RUNNING meanwhile; after a restart it is interrupted).
+        delay = 0.1
+        while True:
+            try:
+                await self._commit(action=Action.JOB_FINISHED, actor=actor, source=ENGINE_SOURCE,
+                                   job_id=job_id, data=data)
+                return
+            except JournalDown:
+                log.error("job_finish_not_recorded", job_id=job_id, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, FINISH_RETRY_MAX_DELAY)
+
+    async def _best_effort(self, action: Action, job_id: str, data: dict[str, Any]) -> None:
+        # Facts that do not change status (pid, truncation): losing one must not break a run.
+        with contextlib.suppress(JournalDown):
+            await self._commit(action=action, actor=SYSTEM_ACTOR, source=ENGINE_SOURCE, job_id=job_id, data=data)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+#: The app's job service (set by ``create_app``).
+SERVICE: Final = web.AppKey("service", JobService)

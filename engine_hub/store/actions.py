@@ -1,0 +1,23 @@
+"""The journal actions the engine writes for a job: the vocabulary of :meth:`engine_hub.store.embedded.JobStore.apply`."""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+
+class Action(enum.StrEnum):
+    """Every journal action the engine writes for a job, and nothing else."""
+
+    JOB_CREATED = "job_created"
+    RUN_REQUESTED = "run_requested"
+    JOB_STARTED = "job_started"
+    LOG_TRUNCATED = "log_truncated"
+    JOB_FINISHED = "job_finished"
+    CANCEL_REQUESTED = "cancel_requested"
+    JOB_INTERRUPTED = "job_interrupted"
+    LOG_EXPIRED = "log_expired"
+
+
+#: Each action by its journal name.
+ACTIONS: Final = {a.value: a for a in Action}

@@ -1,0 +1,475 @@
+"""The engine's in-memory job store, changed only by applying journal records.
+
+Every change to a job is a journal record ``(action, actor, source, job_id,
+data)``. :meth:`JobStore.apply` is the one function that turns a record into
+state: the live path appends a record and then applies it, and start-up
+replays the journal through the same function, so memory is always exactly
+what the journal says.
+
+Status changes happen in :meth:`JobStore._transition` only, along
+``shared.contract.TRANSITIONS``; nothing else sets ``status``.
+
+Reads are cheap by construction: each job is kept as its wire JSON bytes
+(:class:`engine_hub.store.entry.JobEntry`), and list pages come from indexes
+ordered by creation (all jobs, per status, per type, per status and type), so
+a page costs O(log n + limit) whatever the store's size or the filter.
+
+Cold jobs are packed: the newest :data:`HOT_JOBS` jobs keep plain wire bytes, every older one
+keeps them deflated (:mod:`engine_hub.store.packing` says when and why).
+
+Replay is a bulk load (:meth:`JobStore.replay`): while it runs, changed jobs
+are kept as wire dicts and indexes are not maintained; at the end each
+changed job is encoded once and the indexes are built in one pass. A job
+created, run and finished during replay is thus serialised once, not three
+times, which is what makes a start from a long journal fast. Only the
+:data:`BULK_OPEN_JOBS` to twice that most recently created unfinished jobs
+keep a dict: older ones are encoded then (and parsed again if they do
+change later), because a dict per job for a journal of never-run jobs
+would hold ~2 KiB a job until the end and leave the heap fragmented after.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Final
+
+import attrs
+import structlog
+
+from engine_hub.store.actions import ACTIONS, Action
+from engine_hub.store.heap import paused_gc
+from engine_hub.store.entry import Index, JobEntry, StoreError, encode_wire, wire_from_created
+from engine_hub.store.packing import is_packed, pack, unpack
+from shared.contract import TRANSITIONS, JobStatus, LogLevel
+from shared.journal.chain import GENESIS, Record
+
+log = structlog.get_logger("engine.store")
+
+#: How many legacy EngineLog entries are kept (a ring buffer, as in the original).
+ENGINE_LOG_SIZE: Final = 500
+#: How many legacy JobResults are kept: the most the results route returns.
+RESULTS_SIZE: Final = 1000
+
+#: The JobResult output of a job that ended DONE (the original's wording).
+RESULT_OK: Final = "Job completed successfully"
+
+#: ``actor`` of records the engine writes on its own behalf.
+SYSTEM_ACTOR: Final = "system"
+
+#: How many of the newest jobs are never packed: twice the largest page (routes.MAX_LIMIT),
+#: so that the first pages never unpack; ~1 MB more than packing them.
+HOT_JOBS: Final = 2048
+
+#: How many unfinished jobs a replay keeps as dicts at least (at most twice as many): jobs run
+#: soon after they are created, so older open jobs rarely change again during the replay.
+BULK_OPEN_JOBS: Final = 4096
+
+__all__ = ["Action", "JobEntry", "JobStore", "StoreCut", "StoreError", "ENGINE_LOG_SIZE", "HOT_JOBS", "RESULT_OK",
+           "RESULTS_SIZE", "SYSTEM_ACTOR"]
+
+
+_STATUSES: Final = {s.value: s for s in JobStatus}
+
+
+@attrs.frozen(kw_only=True)
+class StoreCut:
+    """A consistent copy of the store as of record ``seq`` (hash ``head``), for a snapshot.
+
+    Entries are immutable, so copying the lists is enough: later changes
+    replace entries and never touch these.
+    """
+
+    seq: int
+    head: str
+    entries: list[JobEntry]
+    results: list[str]
+    engine_logs: list[dict[str, Any]]
+
+
+def _str_or_none(value: Any, what: str) -> str | None:
+    if value is not None and type(value) is not str:
+        raise StoreError(f"{what} must be a string or null")
+    return value
+
+
+class JobStore:
+    """All jobs of the engine, their indexes, and the legacy result and log views.
+
+    Not thread-safe: it lives on the event loop. Mutated only by :meth:`apply`
+    (and filled once by :meth:`load` from a snapshot). ``seq``/``head`` name
+    the last record applied. ``hot_jobs`` is the size of the hot window
+    (see the module doc); at least 1.
+    """
+
+    def __init__(self, *, hot_jobs: int = HOT_JOBS) -> None:
+        if hot_jobs < 1:
+            raise ValueError("hot_jobs must be at least 1")
+        self._hot_jobs = hot_jobs
+        # Jobs before this position in the all-jobs index are packed (pack_cold's progress).
+        self._packed_below = 0
+        self._entries: dict[str, JobEntry] = {}
+        self._all = Index()
+        self._by_status: dict[JobStatus, Index] = {s: Index() for s in JobStatus}
+        self._by_type: dict[str, Index] = {}
+        self._by_status_type: dict[tuple[JobStatus, str], Index] = {}
+        self._engine_logs: deque[dict[str, Any]] = deque(maxlen=ENGINE_LOG_SIZE)
+        self._results: deque[str] = deque(maxlen=RESULTS_SIZE)
+        # Wire dicts of the jobs changed during a bulk replay; None when live.
+        self._bulk: dict[str, dict[str, Any]] | None = None
+        self.seq = 0
+        self.head = GENESIS
+
+    # -- the one mutation path -------------------------------------------------
+
+    def apply(self, record: Record, *, replay: bool = False) -> JobEntry:
+        """Apply one journal record to memory and return the job's new entry.
+
+        Raises :class:`StoreError` (leaving the store unchanged) when the record
+        does not fit the current state. ``replay`` silences the per-transition
+        log events while the journal is read back at start-up.
+        """
+        action = ACTIONS.get(record.action)
+        if action is None:
+            raise StoreError(f"unknown action {record.action!r}")
+        old = None if replay else self._entries.get(record.job_id or "")
+        try:
+            entry = self._apply(action, record)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{action}: malformed record data: {exc!r}") from None
+        self.seq, self.head = record.seq, record.hash
+        if old is not None and old.status is not entry.status:
+            log.info("job_transition", job_id=entry.id, type=entry.type, from_status=str(old.status),
+                     to_status=str(entry.status),
+                     by=entry_run_by(record) if action is Action.RUN_REQUESTED else record.actor,
+                     reason=record.data.get("reason" if action is Action.RUN_REQUESTED else "error"),
+                     action=str(action), source=record.source)
+        return entry
+
+    def _apply(self, action: Action, record: Record) -> JobEntry:
+        at = record.at
+        if action is Action.JOB_CREATED:
+            return self._create(record)
+        entry = self._entries.get(record.job_id or "")
+        if entry is None:
+            raise StoreError(f"{action}: unknown job {record.job_id!r}")
+        data = record.data
+        if action is Action.RUN_REQUESTED:
+            run_by = entry_run_by(record)
+            reason = _str_or_none(data.get("reason"), "reason")
+            new = self._transition(entry, JobStatus.RUNNING, at=at, by=run_by, reason=reason,
+                                   changes={"startedAt": at, "runBy": run_by, "runReason": reason})
+            self._legacy_log(LogLevel.INFO, "Job started", entry.id, at)
+        elif action in (Action.JOB_FINISHED, Action.JOB_INTERRUPTED):
+            status = _STATUSES.get(data.get("status", "FAILED"))
+            if status is None:
+                raise StoreError(f"{action}: unknown status {data.get('status')!r}")
+            error = _str_or_none(data.get("error"), "error")
+            exit_code = data.get("exitCode")
+            if exit_code is not None and type(exit_code) is not int:
+                raise StoreError(f"{action}: exitCode must be an integer or null")
+            if status is JobStatus.FAILED and not error:
+                raise StoreError(f"{action}: a FAILED job needs an error")
+            new = self._transition(entry, status, at=at, by=record.actor, reason=error,
+                                   changes={"endedAt": at, "exitCode": exit_code, "error": error})
+            if status is JobStatus.DONE:
+                self._legacy_log(LogLevel.INFO, "Job finished", entry.id, at)
+            else:
+                self._legacy_log(LogLevel.ERROR, f"Job failed: {error}", entry.id, at)
+            self._results.append(entry.id)
+        elif action is Action.JOB_STARTED:
+            # Built directly: NamedTuple._replace is several times slower, and replay does this a lot.
+            new = JobEntry(entry.seq, entry.id, entry.type, entry.status, entry.stored, int(data["pid"]),
+                           entry.cancel_requested_by, entry.log_truncated, entry.log_expired)
+        elif action is Action.CANCEL_REQUESTED:
+            # Audit-only when the run ended meanwhile (the request raced the exit): no change.
+            if entry.status is not JobStatus.RUNNING or entry.cancel_requested_by is not None:
+                return entry
+            # The first canceller is the one the run reports ("cancelled by <first>").
+            new = entry._replace(cancel_requested_by=record.actor)
+            self._legacy_log(LogLevel.WARN, f"Cancel requested by {record.actor}", entry.id, at)
+        elif action is Action.LOG_EXPIRED:
+            # Retention deletes the output of finished runs only; a live run's log is still written.
+            if TRANSITIONS[entry.status]:
+                raise StoreError(f"{action}: job {entry.id} is {entry.status}, not finished")
+            new = entry._replace(log_expired=True)
+        else:  # Action.LOG_TRUNCATED
+            new = entry._replace(log_truncated=True)
+        self._put(entry, new)
+        return new
+
+    def _create(self, record: Record) -> JobEntry:
+        wire = wire_from_created(record.data, job_id=record.job_id)
+        job_id = wire["id"]
+        if job_id in self._entries:
+            raise StoreError(f"job_created: job {job_id} already exists")
+        # One string object per type name, shared by every job of that type.
+        type_name = sys.intern(wire["type"])
+        if self._bulk is not None:
+            self._bulk[job_id] = wire
+            encoded = b""  # encoded once, when the replay ends or the job leaves the bulk dicts
+        else:
+            encoded = encode_wire(wire)
+        entry = JobEntry(record.seq, job_id, type_name, JobStatus.READY, encoded)
+        self._entries[job_id] = entry
+        if self._bulk is None:
+            self._all.add(entry)
+            self._index_add(entry)
+            self._cool_oldest_hot()
+        elif len(self._bulk) >= 2 * BULK_OPEN_JOBS:
+            self._encode_bulk(len(self._bulk) - BULK_OPEN_JOBS)
+        self._legacy_log(LogLevel.INFO, "Job created", job_id, record.at)
+        return entry
+
+    def _cool_oldest_hot(self) -> None:
+        """Pack the job a creation just pushed out of the hot window."""
+        entries, hot = self._all.entries, self._hot_jobs
+        if len(entries) > hot:
+            entry = entries[-hot - 1]
+            if not is_packed(entry.stored):  # it was in the window, so plain: the check guards a double pack
+                self._put(entry, entry._replace(stored=pack(entry.stored)))
+
+    def _hot_from(self) -> int:
+        """The seq from which on jobs are in the hot window (never packed); 0 while all are."""
+        entries, hot = self._all.entries, self._hot_jobs
+        return entries[-hot].seq if len(entries) >= hot else 0
+
+    def _transition(self, entry: JobEntry, to: JobStatus, *, at: str, by: str, reason: str | None,
+                    changes: dict[str, Any]) -> JobEntry:
+        """Return ``entry`` moved to status ``to`` with a history entry: the only place status changes."""
+        if to not in TRANSITIONS[entry.status]:
+            raise StoreError(f"job {entry.id}: transition {entry.status} -> {to} is not allowed")
+        bulk = self._bulk
+        wire = bulk.get(entry.id) if bulk is not None else None
+        if wire is None:
+            wire = entry.wire()
+        wire["status"] = str(to)
+        wire.update(changes)
+        wire["history"].append({"status": str(to), "at": at, "by": by, "reason": reason})
+        if bulk is not None and TRANSITIONS[to]:
+            bulk[entry.id] = wire
+            encoded = entry.stored  # stale until the replay ends
+        else:
+            # Live, or final during a replay: a final job's JSON never changes again, so encode
+            # it now and let its dict go (a replay then holds dicts for unfinished jobs only).
+            encoded = encode_wire(wire)
+            if bulk is not None:
+                bulk.pop(entry.id, None)
+            elif entry.seq < self._hot_from():
+                encoded = pack(encoded)
+        # A run's pid matters only while it runs (the journal keeps it): a finished job drops it.
+        pid = entry.pid if TRANSITIONS[to] else None
+        return JobEntry(entry.seq, entry.id, entry.type, to, encoded, pid, entry.cancel_requested_by,
+                        entry.log_truncated, entry.log_expired)
+
+    def _put(self, old: JobEntry, new: JobEntry) -> None:
+        self._entries[new.id] = new
+        if self._bulk is not None:
+            return  # indexes are rebuilt when the replay ends
+        self._all.replace(new)
+        self._by_type[new.type].replace(new)
+        if old.status is new.status:
+            self._by_status[new.status].replace(new)
+            self._by_status_type[(new.status, new.type)].replace(new)
+        else:
+            self._by_status[old.status].remove(old)
+            self._by_status_type[(old.status, old.type)].remove(old)
+            self._by_status[new.status].add(new)
+            self._by_status_type.setdefault((new.status, new.type), Index()).add(new)
+
+    def _index_add(self, entry: JobEntry) -> None:
+        self._by_status[entry.status].add(entry)
+        self._by_type.setdefault(entry.type, Index()).add(entry)
+        self._by_status_type.setdefault((entry.status, entry.type), Index()).add(entry)
+
+    def _legacy_log(self, level: LogLevel, message: str, job_id: str, at: str) -> None:
+        # The EngineLog shape of shared.contract.engine_log_json; ``at`` is already formatted.
+        self._engine_logs.append({"level": str(level), "message": message, "jobId": job_id, "timestamp": at})
+
+    # -- bulk loading ------------------------------------------------------------
+
+    def replay(self, records: Iterable[Record]) -> int:
+        """Apply every record of a journal read back at start-up; return how many.
+
+        A bulk load: see the module doc. If a record does not apply, the
+        :class:`StoreError` propagates and the store must not be used.
+        """
+        self._bulk = {}
+        count = 0
+        record: Record | None = None
+        try:
+            with paused_gc():
+                for record in records:
+                    self.apply(record, replay=True)
+                    count += 1
+        except StoreError as exc:
+            assert record is not None
+            raise StoreError(f"record seq {record.seq} ({record.action}, job {record.job_id}): {exc}") from None
+        finally:
+            self._encode_bulk(len(self._bulk))
+            self._bulk = None
+            self._rebuild_indexes()
+        return count
+
+    def _encode_bulk(self, count: int) -> None:
+        """Encode the oldest ``count`` jobs kept as bulk dicts into their entries, packed, and drop the dicts.
+
+        Packed at once, unlike jobs that finish during the replay: an open
+        job's JSON (one or two history entries) is small enough for Python's
+        own allocator, whose pools a later free leaves scattered through the
+        heap (RSS stays), while a finished job's (~550 bytes and up) lives in
+        the C heap, which gives pages back. Few jobs stay open for long, so
+        this costs little; the window's are unpacked when the load ends.
+        """
+        bulk, entries = self._bulk, self._entries
+        assert bulk is not None
+        for job_id in list(itertools.islice(bulk, count)):
+            entries[job_id] = entries[job_id]._replace(stored=pack(encode_wire(bulk.pop(job_id))))
+
+    def load(self, *, entries: Iterable[JobEntry], results: Iterable[str],
+             engine_logs: Iterable[dict[str, Any]], seq: int, head: str) -> None:
+        """Fill an empty store from a snapshot (the state of :meth:`cut` as of ``seq``/``head``)."""
+        if self._entries or self.seq:
+            raise RuntimeError("load() needs an empty store")
+        for entry in entries:
+            self._entries[entry.id] = entry
+        self._results.extend(r for r in results if r in self._entries)
+        self._engine_logs.extend(engine_logs)
+        self.seq, self.head = seq, head
+        self._rebuild_indexes()
+
+    def _rebuild_indexes(self) -> None:
+        ordered = list(self._entries.values())
+        if any(ordered[i].seq >= ordered[i + 1].seq for i in range(len(ordered) - 1)):
+            ordered.sort(key=lambda e: e.seq)
+        self._settle_window(ordered)
+        # Grouped with plain appends (entries are in seq order), then turned into indexes: a
+        # per-entry Index.add() would cost several times more for hundreds of thousands of jobs.
+        by_status: dict[JobStatus, list[JobEntry]] = {s: [] for s in JobStatus}
+        by_type: dict[str, list[JobEntry]] = {}
+        by_status_type: dict[tuple[JobStatus, str], list[JobEntry]] = {}
+        for entry in ordered:
+            by_status[entry.status].append(entry)
+            group = by_type.get(entry.type)
+            if group is None:
+                group = by_type[entry.type] = []
+            group.append(entry)
+            key = (entry.status, entry.type)
+            group = by_status_type.get(key)
+            if group is None:
+                group = by_status_type[key] = []
+            group.append(entry)
+        self._all = Index.of(ordered)
+        self._by_status = {s: Index.of(group) for s, group in by_status.items()}
+        self._by_type = {t: Index.of(group) for t, group in by_type.items()}
+        self._by_status_type = {k: Index.of(group) for k, group in by_status_type.items()}
+
+    def _settle_window(self, ordered: list[JobEntry]) -> None:
+        """Unpack any packed job in the hot window, in ``ordered`` (every entry, by seq) and the id map.
+
+        A snapshot holds the packing of the store that wrote it, whose window
+        may have been larger. Cold jobs left plain are :meth:`pack_cold`'s.
+        """
+        entries = self._entries
+        for i in range(max(0, len(ordered) - self._hot_jobs), len(ordered)):
+            entry = ordered[i]
+            if is_packed(entry.stored):
+                ordered[i] = entries[entry.id] = entry._replace(stored=unpack(entry.stored))
+        self._packed_below = 0
+
+    def pack_cold(self, limit: int) -> bool:
+        """Pack cold jobs a bulk load left plain, looking at ``limit`` jobs at most; return whether any are left.
+
+        Oldest first, from where the previous call stopped; each call costs
+        at most ``limit`` packs (~8 us each), so a caller on the event loop
+        bounds its pause. Jobs packed meanwhile by live changes are skipped.
+        """
+        entries = self._all.entries
+        end = len(entries) - self._hot_jobs
+        at = self._packed_below
+        stop = min(end, at + limit)
+        while at < stop:
+            entry = entries[at]
+            if not is_packed(entry.stored):
+                self._put(entry, entry._replace(stored=pack(entry.stored)))
+            at += 1
+        self._packed_below = at
+        return at < end
+
+    def cut(self) -> StoreCut:
+        """Return a consistent copy of the store for a snapshot (cheap: copies pointer lists)."""
+        return StoreCut(seq=self.seq, head=self.head, entries=list(self._all.entries),
+                        results=list(self._results), engine_logs=list(self._engine_logs))
+
+    # -- reads -------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobEntry | None:
+        """Return the entry of a job, or ``None`` for an unknown id."""
+        return self._entries.get(job_id)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def has_type(self, type_name: str) -> bool:
+        """Whether any job of this type was ever created."""
+        return type_name in self._by_type
+
+    def count(self, status: JobStatus, type_name: str | None = None) -> int:
+        """Return how many jobs have ``status`` (of ``type_name`` when given), in O(1)."""
+        if type_name is None:
+            return len(self._by_status[status])
+        index = self._by_status_type.get((status, type_name))
+        return 0 if index is None else len(index)
+
+    def running_job_ids(self) -> list[str]:
+        """Return the ids of every RUNNING job, oldest first."""
+        return [entry.id for entry in self._by_status[JobStatus.RUNNING].entries]
+
+    def page(self, *, limit: int, status: JobStatus | None = None, type_name: str | None = None,
+             before: JobEntry | None = None) -> tuple[list[bytes], JobEntry | None]:
+        """Return one page of encoded jobs, newest first, and the cursor of the next page.
+
+        ``before`` is the entry of the cursor job: only jobs created before it
+        are returned, whether or not it matches the filter itself. The second
+        value is the last entry of the page when older matches exist, else
+        ``None``. Costs O(log n + limit).
+        """
+        index: Index | None
+        if status is not None and type_name is not None:
+            index = self._by_status_type.get((status, type_name))
+        elif status is not None:
+            index = self._by_status[status]
+        elif type_name is not None:
+            index = self._by_type.get(type_name)
+        else:
+            index = self._all
+        if index is None:
+            return [], None
+        return index.page(limit, None if before is None else before.seq, self._hot_from())
+
+    def engine_logs(self, limit: int) -> list[dict[str, Any]]:
+        """Return the newest ``limit`` legacy EngineLog entries, oldest first."""
+        size = len(self._engine_logs)
+        return [self._engine_logs[i] for i in range(max(0, size - limit), size)]
+
+    def results(self, limit: int) -> list[dict[str, Any]]:
+        """Return the newest ``limit`` (at most :data:`RESULTS_SIZE`) legacy JobResults, oldest first.
+
+        Built from the finished jobs themselves (JobResult ``createdAt`` is
+        the job's ``endedAt``), so nothing but the job id is kept per result.
+        """
+        size = len(self._results)
+        out = []
+        for i in range(max(0, size - limit), size):
+            wire = self._entries[self._results[i]].wire()
+            output = RESULT_OK if wire["status"] == JobStatus.DONE else f"Job failed: {wire['error']}"
+            out.append({"jobId": wire["id"], "engine": wire["type"], "name": wire["name"], "output": output,
+                        "createdAt": wire["endedAt"]})
+        return out
+
+
+def entry_run_by(record: Record) -> str:
+    """The user a ``run_requested`` record names as runner (``runBy``, else the record's actor)."""
+    return str(record.data.get("runBy") or record.actor)
