@@ -22,16 +22,15 @@ from typing import NoReturn
 import structlog
 from aiohttp import web
 
-from shared.journal.cli import add_audit_commands, run_audit
-from shared.journal.chain import JournalError
-from shared.connection_limits import ConnectionLimits
-from shared.log import configure_logging
-from shared.server import serving
-
 from admin_gateway.audit.trail import AUDIT_SUBDIR
+from admin_gateway.auth.users import ROLES, UserError, UserFileCorrupt, UserStore, validate_password
 from admin_gateway.config import resolve_settings
 from admin_gateway.settings import Settings, SettingsError
-from admin_gateway.auth.users import ROLES, UserError, UserFileCorrupt, UserStore, validate_password
+from shared.connection_limits import ConnectionLimits
+from shared.journal.chain import JournalError
+from shared.journal.cli import add_audit_commands, run_audit
+from shared.log import configure_logging
+from shared.server import serving
 
 PROG = "admin-gateway"
 DEFAULT_DATA_DIR = Path("var/gateway")
@@ -50,17 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Engine Jobs admin gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the gateway",
-                           description="Flags win over the environment, which wins over --config.")
+    serve = sub.add_parser(
+        "serve", help="run the gateway", description="Flags win over the environment, which wins over --config."
+    )
     serve.add_argument("--config", type=Path, help="TOML file with gateway settings")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080, or $GATEWAY_PORT)")
     serve.add_argument("--engine-url", help="the engine (default http://127.0.0.1:8090, or $ENGINE_HUB_URL)")
     serve.add_argument("--data-dir", type=Path, help="users file and audit/ journal live here (default ./var/gateway)")
-    serve.add_argument("--engine-token-file", help="file holding the engine admin token "
-                                                   "(default: $ENGINE_HUB_TOKEN)")
-    serve.add_argument("--safe-mode", metavar="ON|OFF",
-                       help="true/1/yes/on (the default) or false/0/no/off; overrides $SAFE_MODE")
+    serve.add_argument("--engine-token-file", help="file holding the engine admin token (default: $ENGINE_HUB_TOKEN)")
+    serve.add_argument(
+        "--safe-mode", metavar="ON|OFF", help="true/1/yes/on (the default) or false/0/no/off; overrides $SAFE_MODE"
+    )
     serve.add_argument("--connect-timeout", type=float, help="engine connect timeout, seconds (default 1)")
     serve.add_argument("--total-timeout", type=float, help="engine answer timeout, seconds (default 5)")
     serve.add_argument("--idle-timeout", type=float, help="session idle timeout, seconds (default 1800)")
@@ -68,27 +68,59 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--refresh-interval", type=float, help="panel auto-refresh, seconds (default 30)")
     serve.add_argument("--session-backend", choices=("embedded", "redis"))
     serve.add_argument("--redis-url", help="for --session-backend redis (or $GATEWAY_REDIS_URL)")
-    serve.add_argument("--trusted-proxy", dest="trusted_proxies", action="append", default=[],
-                       metavar="ADDR[/BITS]", help="a proxy whose X-Forwarded-For/-Proto are believed (repeatable)")
-    serve.add_argument("--allowed-origin", dest="allowed_origins", action="append", default=[], metavar="ORIGIN",
-                       help="extra origin accepted on POST, e.g. https://admin.example.com (repeatable)")
-    serve.add_argument("--max-connections", type=int, help="cap on open client connections; past it new ones "
-                       "get 503 and are closed (default 1024, lowered to fit the open-files limit)")
-    serve.add_argument("--header-timeout", type=float, help="seconds a client has to send a whole request head "
-                       "(default 10)")
-    serve.add_argument("--keepalive-timeout", type=float, help="seconds an idle kept-alive connection stays open "
-                       "(default 75)")
-    serve.add_argument("--body-timeout", type=float, help="seconds a request's body has to arrive once its head "
-                       "has (default 30)")
-    serve.add_argument("--max-connections-per-address", type=int, help="cap on one client address's open "
-                       "connections; 0: none, e.g. behind a proxy (default a quarter of the connection cap)")
+    serve.add_argument(
+        "--trusted-proxy",
+        dest="trusted_proxies",
+        action="append",
+        default=[],
+        metavar="ADDR[/BITS]",
+        help="a proxy whose X-Forwarded-For/-Proto are believed (repeatable)",
+    )
+    serve.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="extra origin accepted on POST, e.g. https://admin.example.com (repeatable)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        help="cap on open client connections; past it new ones "
+        "get 503 and are closed (default 1024, lowered to fit the open-files limit)",
+    )
+    serve.add_argument(
+        "--header-timeout", type=float, help="seconds a client has to send a whole request head (default 10)"
+    )
+    serve.add_argument(
+        "--keepalive-timeout", type=float, help="seconds an idle kept-alive connection stays open (default 75)"
+    )
+    serve.add_argument(
+        "--body-timeout", type=float, help="seconds a request's body has to arrive once its head has (default 30)"
+    )
+    serve.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        help="cap on one client address's open "
+        "connections; 0: none, e.g. behind a proxy (default a quarter of the connection cap)",
+    )
     serve.add_argument("--login-hash-workers", type=int, help="threads checking passwords (default 2)")
-    serve.add_argument("--login-hash-queue", type=int,
-                       help="password checks that may wait for a thread before sign-ins get 429 (default 16)")
-    serve.add_argument("--login-hash-per-address", type=int,
-                       help="password checks one address (IPv6: one /64) may have running or waiting (default 4)")
-    serve.add_argument("--login-hash-reserved", type=int, help="password-check slots kept for sign-ins "
-                       "from a browser with a device cookie for the account (default 2)")
+    serve.add_argument(
+        "--login-hash-queue",
+        type=int,
+        help="password checks that may wait for a thread before sign-ins get 429 (default 16)",
+    )
+    serve.add_argument(
+        "--login-hash-per-address",
+        type=int,
+        help="password checks one address (IPv6: one /64) may have running or waiting (default 4)",
+    )
+    serve.add_argument(
+        "--login-hash-reserved",
+        type=int,
+        help="password-check slots kept for sign-ins from a browser with a device cookie for the account (default 2)",
+    )
     serve.add_argument("--log-level", default="info")
 
     users = sub.add_parser("users", help="manage users")
@@ -109,8 +141,11 @@ def _parser() -> argparse.ArgumentParser:
     pw = with_data_dir(users_sub.add_parser("set-password", help="change a password (ends their sessions)"))
     pw.add_argument("name")
     pw.add_argument("--password-stdin", action="store_true")
-    ensure = with_data_dir(users_sub.add_parser(
-        "ensure-admin", help="if there is no user, create a super_admin with a random password and print it"))
+    ensure = with_data_dir(
+        users_sub.add_parser(
+            "ensure-admin", help="if there is no user, create a super_admin with a random password and print it"
+        )
+    )
     ensure.add_argument("--name", default="admin")
     add_audit_commands(sub, default_data_dir=DEFAULT_DATA_DIR, journal_subdir=AUDIT_SUBDIR)
     return parser
@@ -141,8 +176,19 @@ def _users(args: argparse.Namespace) -> None:
     elif cmd == "list":
         users = store.list_users()
         if args.json:
-            print(json.dumps([{"name": u.name, "role": u.role, "createdAt": u.created_at,
-                               "passwordChangedAt": u.password_changed_at} for u in users]))
+            print(
+                json.dumps(
+                    [
+                        {
+                            "name": u.name,
+                            "role": u.role,
+                            "createdAt": u.created_at,
+                            "passwordChangedAt": u.password_changed_at,
+                        }
+                        for u in users
+                    ]
+                )
+            )
         elif not users:
             print("no users")
         else:
@@ -163,8 +209,10 @@ def _users(args: argparse.Namespace) -> None:
             print("users exist; nothing to do")
         else:
             print(f"created user {args.name} (super_admin) with password: {generated}")
-            print("This password is shown only once. Change it with: "
-                  f"{PROG} users set-password {args.name} --data-dir {args.data_dir}")
+            print(
+                "This password is shown only once. Change it with: "
+                f"{PROG} users set-password {args.name} --data-dir {args.data_dir}"
+            )
 
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
@@ -190,10 +238,19 @@ def _serve(args: argparse.Namespace) -> None:
     log = structlog.get_logger("gateway")
     app = create_app(settings)
     if not _is_loopback(settings.host) and not settings.trusted_proxies:
-        log.warning("plain_http_on_network", host=settings.host,
-                    hint="serve it behind a TLS proxy (--trusted-proxy) so session cookies are Secure")
-    log.info("gateway_starting", url=f"http://{settings.host}:{settings.port}/", engine_url=settings.engine_url,
-             safe_mode=settings.safe_mode, data_dir=str(settings.data_dir), session_backend=settings.session_backend)
+        log.warning(
+            "plain_http_on_network",
+            host=settings.host,
+            hint="serve it behind a TLS proxy (--trusted-proxy) so session cookies are Secure",
+        )
+    log.info(
+        "gateway_starting",
+        url=f"http://{settings.host}:{settings.port}/",
+        engine_url=settings.engine_url,
+        safe_mode=settings.safe_mode,
+        data_dir=str(settings.data_dir),
+        session_backend=settings.session_backend,
+    )
     asyncio.run(_run(app, settings))
 
 

@@ -22,17 +22,38 @@ from admin_gateway.settings import Settings, SettingsError, parse_safe_mode
 
 #: Keys a config file may set, with the type each must have.
 FILE_KEYS: dict[str, type | tuple[type, ...]] = {
-    "host": str, "port": int, "engine_url": str, "data_dir": str, "engine_token_file": str,
-    "safe_mode": (bool, str), "connect_timeout": (int, float), "total_timeout": (int, float),
-    "idle_timeout": (int, float), "absolute_timeout": (int, float), "refresh_interval": (int, float),
-    "session_backend": str, "redis_url": str, "login_limit_per_hour": int,
-    "login_limit_per_address_per_hour": int, "trusted_proxies": list, "allowed_origins": list,
-    "max_connections": int, "header_timeout": (int, float), "keepalive_timeout": (int, float),
-    "body_timeout": (int, float), "max_connections_per_address": int,
-    "max_sessions": int, "login_form_timeout": (int, float), "audit_coalesce_window": (int, float),
-    "login_free_attempts": int, "login_max_delay": (int, float), "login_limit_per_device_per_hour": int,
-    "login_hash_workers": int, "login_hash_queue": int,
-    "login_hash_per_address": int, "login_hash_reserved": int,
+    "host": str,
+    "port": int,
+    "engine_url": str,
+    "data_dir": str,
+    "engine_token_file": str,
+    "safe_mode": (bool, str),
+    "connect_timeout": (int, float),
+    "total_timeout": (int, float),
+    "idle_timeout": (int, float),
+    "absolute_timeout": (int, float),
+    "refresh_interval": (int, float),
+    "session_backend": str,
+    "redis_url": str,
+    "login_limit_per_hour": int,
+    "login_limit_per_address_per_hour": int,
+    "trusted_proxies": list,
+    "allowed_origins": list,
+    "max_connections": int,
+    "header_timeout": (int, float),
+    "keepalive_timeout": (int, float),
+    "body_timeout": (int, float),
+    "max_connections_per_address": int,
+    "max_sessions": int,
+    "login_form_timeout": (int, float),
+    "audit_coalesce_window": (int, float),
+    "login_free_attempts": int,
+    "login_max_delay": (int, float),
+    "login_limit_per_device_per_hour": int,
+    "login_hash_workers": int,
+    "login_hash_queue": int,
+    "login_hash_per_address": int,
+    "login_hash_reserved": int,
 }
 #: Environment variables and the setting each provides.
 ENV_KEYS = {"ENGINE_HUB_URL": "engine_url", "GATEWAY_PORT": "port", "GATEWAY_REDIS_URL": "redis_url"}
@@ -51,8 +72,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"config {path}: [gateway] must be a table")
     unknown = sorted(set(section) - set(FILE_KEYS))
     if unknown:
-        raise SettingsError(f"config {path}: unknown key(s) {', '.join(unknown)}; "
-                            f"allowed: {', '.join(sorted(FILE_KEYS))}")
+        raise SettingsError(
+            f"config {path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(FILE_KEYS))}"
+        )
     for key, value in section.items():
         expected = FILE_KEYS[key]
         # bool is an int in Python; a port of `true` is still a mistake.

@@ -27,10 +27,9 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
-from shared.web import REQUEST_ID
-
 from admin_gateway.errors import EngineFailed, EngineTimeout, EngineUnavailable
 from admin_gateway.settings import SETTINGS, SettingsError
+from shared.web import REQUEST_ID
 
 #: The most the gateway reads of one engine answer (a 1000-job page is well below this).
 MAX_ENGINE_BODY = 32 * 1024 * 1024
@@ -157,9 +156,17 @@ class EngineClient:
             headers["Content-Type"] = "application/json"
         return headers
 
-    async def call(self, method: str, path: str, *, actor: str, query: Mapping[str, str] | None = None,
-                   raw_query: str | None = None, json_body: Any = None,
-                   request_id: str | None = None) -> EngineResponse:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        actor: str,
+        query: Mapping[str, str] | None = None,
+        raw_query: str | None = None,
+        json_body: Any = None,
+        request_id: str | None = None,
+    ) -> EngineResponse:
         """Send one request to the engine and return its answer, whatever its status.
 
         ``path`` is relative to the engine URL (segments already quoted);
@@ -177,21 +184,29 @@ class EngineClient:
         has_body = json_body is not None
         try:
             async with self._session.request(
-                method, URL(url, encoded=True), headers=self._headers(actor, request_id, has_body),
-                json=json_body if has_body else None, allow_redirects=False,
+                method,
+                URL(url, encoded=True),
+                headers=self._headers(actor, request_id, has_body),
+                json=json_body if has_body else None,
+                allow_redirects=False,
             ) as resp:
                 body = await _read_body(resp)
                 headers = resp.headers
-                return EngineResponse(status=resp.status, body=body, content_type=headers.get("Content-Type", ""),
-                                      link=headers.get("Link"))
+                return EngineResponse(
+                    status=resp.status,
+                    body=body,
+                    content_type=headers.get("Content-Type", ""),
+                    link=headers.get("Link"),
+                )
         except aiohttp.ConnectionTimeoutError:
             # Not even a connection within the connect timeout: as unreachable as a refusal.
             log.warning("engine_unreachable", method=method, path=path, error="connect timeout")
             raise EngineUnavailable("the engine is unreachable (connect timeout)") from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError) as exc:
             log.warning("engine_disconnected", method=method, path=path, error=type(exc).__name__)
-            raise EngineUnavailable("the engine closed the connection before answering; "
-                                    "check the job's status before retrying") from None
+            raise EngineUnavailable(
+                "the engine closed the connection before answering; check the job's status before retrying"
+            ) from None
         except asyncio.TimeoutError:
             log.warning("engine_timeout", method=method, path=path)
             raise EngineTimeout("the engine did not answer in time; check the job's status before retrying") from None
@@ -212,8 +227,12 @@ def request_id_of(request: web.Request) -> str | None:
 async def engine_client_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: open the app's :class:`EngineClient`, close it at shutdown."""
     settings = app[SETTINGS]
-    client = EngineClient(settings.engine_url, token=resolve_token(settings.engine_token),
-                          connect_timeout=settings.connect_timeout, total_timeout=settings.total_timeout)
+    client = EngineClient(
+        settings.engine_url,
+        token=resolve_token(settings.engine_token),
+        connect_timeout=settings.connect_timeout,
+        total_timeout=settings.total_timeout,
+    )
     await client.start()
     app[ENGINE_CLIENT] = client
     try:

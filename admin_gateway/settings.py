@@ -41,9 +41,7 @@ def parse_safe_mode(raw: str, *, source: str = "SAFE_MODE") -> bool:
         return False
     if value in SAFE_MODE_ON:
         return True
-    raise SettingsError(
-        f"{source}={raw!r} is not recognised; use one of: true, 1, yes, on (safe) or false, 0, no, off"
-    )
+    raise SettingsError(f"{source}={raw!r} is not recognised; use one of: true, 1, yes, on (safe) or false, 0, no, off")
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -60,8 +58,9 @@ def _reserved_slots(instance: Settings, attribute: attrs.Attribute[int], value: 
     # Everyone without a device cookie must keep at least one slot.
     slots = instance.login_hash_workers + instance.login_hash_queue
     if not 0 <= value < slots:
-        raise SettingsError(f"{attribute.name} must be >= 0 and below login_hash_workers + login_hash_queue "
-                            f"({slots}), got {value!r}")
+        raise SettingsError(
+            f"{attribute.name} must be >= 0 and below login_hash_workers + login_hash_queue ({slots}), got {value!r}"
+        )
 
 
 def _not_negative_int(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:

@@ -74,6 +74,7 @@ TAIL = 1_000
 
 # -- engine processes ----------------------------------------------------------------
 
+
 class Engine:
     """One ``engine-hub serve`` subprocess."""
 
@@ -93,8 +94,23 @@ class Engine:
         with self.log.open("ab") as out:
             began = time.perf_counter()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "engine_hub", "serve", "--port", str(port), "--data-dir", str(self.data_dir),
-                 "--log-level", "warning", *self.extra], stdout=out, stderr=subprocess.STDOUT, env=env)
+                [
+                    sys.executable,
+                    "-m",
+                    "engine_hub",
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--log-level",
+                    "warning",
+                    *self.extra,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"engine exited: {self.log.read_text()[-2000:]}")
@@ -131,12 +147,15 @@ def _free_port() -> int:
 
 # -- throughput ------------------------------------------------------------------------
 
+
 async def _load(url: str, requests: list[tuple[str, Any]], expect: int) -> float:
     """Send ``requests`` (path, JSON body) with CONCURRENCY clients; return requests per second."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
     queue = list(reversed(requests))
-    async with aiohttp.ClientSession(url, headers=headers,
-                                     connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
+    async with aiohttp.ClientSession(
+        url, headers=headers, connector=aiohttp.TCPConnector(limit=CONCURRENCY)
+    ) as session:
+
         async def client() -> None:
             while queue:
                 path, body = queue.pop()
@@ -154,9 +173,11 @@ async def _create_ids(url: str, count: int) -> list[str]:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     ids: list[str] = []
     async with aiohttp.ClientSession(url, headers=headers) as session:
+
         async def one() -> None:
             async with session.post("/api/jobs", json={"type": "bench.true"}) as resp:
                 ids.append((await resp.json())["id"])
+
         for start in range(0, count, CONCURRENCY):
             await asyncio.gather(*(one() for _ in range(min(CONCURRENCY, count - start))))
     return ids
@@ -166,8 +187,10 @@ def throughput(work: Path, rounds: int, creates: int, runs: int) -> dict[str, di
     """Median create and run rates of a durable and an ephemeral engine, loaded alternately."""
     catalog = work / "catalog.toml"
     catalog.write_text(CATALOG)
-    engines = {"durable": Engine(work / "durable", "--config", str(catalog)),
-               "ephemeral": Engine(work / "ephemeral", "--config", str(catalog), "--ephemeral")}
+    engines = {
+        "durable": Engine(work / "durable", "--config", str(catalog)),
+        "ephemeral": Engine(work / "ephemeral", "--config", str(catalog), "--ephemeral"),
+    }
     rates: dict[str, dict[str, list[float]]] = {name: {"create": [], "run": []} for name in engines}
     try:
         for engine in engines.values():
@@ -182,8 +205,7 @@ def throughput(work: Path, rounds: int, creates: int, runs: int) -> dict[str, di
     finally:
         for engine in engines.values():
             engine.stop()
-    return {name: {kind: statistics.median(values) for kind, values in kinds.items()}
-            for name, kinds in rates.items()}
+    return {name: {kind: statistics.median(values) for kind, values in kinds.items()} for name, kinds in rates.items()}
 
 
 # -- journals of engine-shaped records ------------------------------------------------
@@ -193,26 +215,50 @@ USERS = {"short": ("alice", "bob"), "email": ("alice.martin@example.com", "rober
 
 
 def _job_json(job_id: str, at: str, creator: str) -> dict[str, Any]:
-    return {"id": job_id, "type": "db.backup", "engine": "db.backup", "name": "nightly backup of orders",
-            "params": {"db": "orders", "full": True}, "status": "READY", "createdAt": at,
-            "createdBy": creator, "startedAt": None, "runBy": None, "runReason": None,
-            "endedAt": None, "exitCode": None, "error": None,
-            "history": [{"status": "READY", "at": at, "by": creator, "reason": None}]}
+    return {
+        "id": job_id,
+        "type": "db.backup",
+        "engine": "db.backup",
+        "name": "nightly backup of orders",
+        "params": {"db": "orders", "full": True},
+        "status": "READY",
+        "createdAt": at,
+        "createdBy": creator,
+        "startedAt": None,
+        "runBy": None,
+        "runReason": None,
+        "endedAt": None,
+        "exitCode": None,
+        "error": None,
+        "history": [{"status": "READY", "at": at, "by": creator, "reason": None}],
+    }
 
 
 def _cycle(kind: int, index: int, job_id: str, at: str, users: tuple[str, str]) -> dict[str, Any]:
     """The kind-th record (0-3) of a created -> run -> started -> finished cycle; index varies the pid."""
     creator, runner = users
     if kind == 0:
-        return {"action": "job_created", "actor": creator, "source": "10.20.30.40",
-                "data": _job_json(job_id, at, creator)}
+        return {
+            "action": "job_created",
+            "actor": creator,
+            "source": "10.20.30.40",
+            "data": _job_json(job_id, at, creator),
+        }
     if kind == 1:
-        return {"action": "run_requested", "actor": runner, "source": "10.20.30.40",
-                "data": {"runBy": runner, "reason": "ticket OPS-1234"}}
+        return {
+            "action": "run_requested",
+            "actor": runner,
+            "source": "10.20.30.40",
+            "data": {"runBy": runner, "reason": "ticket OPS-1234"},
+        }
     if kind == 2:
         return {"action": "job_started", "actor": "system", "source": "engine", "data": {"pid": 40000 + index % 20000}}
-    return {"action": "job_finished", "actor": "system", "source": "engine",
-            "data": {"status": "DONE", "exitCode": 0, "error": None}}
+    return {
+        "action": "job_finished",
+        "actor": "system",
+        "source": "engine",
+        "data": {"status": "DONE", "exitCode": 0, "error": None},
+    }
 
 
 class JournalWriter:
@@ -247,8 +293,13 @@ class JournalWriter:
             kind = self.index % self.steps
             if kind == 0:
                 job_id = str(uuid.uuid4())
-            rec, line = make_record_line(seq=self.seq + 1, prev=self.prev, at=at, job_id=job_id,
-                                         **_cycle(kind, self.index, job_id, at, self.users))
+            rec, line = make_record_line(
+                seq=self.seq + 1,
+                prev=self.prev,
+                at=at,
+                job_id=job_id,
+                **_cycle(kind, self.index, job_id, at, self.users),
+            )
             if self.size + len(line) > DEFAULT_SEGMENT_BYTES:
                 out.writelines(buf)
                 buf = []
@@ -295,8 +346,11 @@ def memory(work: Path, jobs: int) -> dict[str, tuple[int, int]]:
     base = empty.rss_kib()
     empty.stop()
     out: dict[str, tuple[int, int]] = {}
-    shapes = [("finished, short user names", USERS["short"], 4), ("finished, e-mail user names", USERS["email"], 4),
-              ("READY, short user names", USERS["short"], 1)]
+    shapes = [
+        ("finished, short user names", USERS["short"], 4),
+        ("finished, e-mail user names", USERS["email"], 4),
+        ("READY, short user names", USERS["short"], 1),
+    ]
     for name, users, records in shapes:
         data = work / f"mem-{len(out)}"
         JournalWriter(data / "journal", users=users, steps=records).write(jobs * records)
@@ -328,8 +382,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--creates", type=int, default=2_000)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
-    parser.add_argument("--only", choices=("throughput", "replay", "memory"), default=None,
-                        help="run one of the three measurements (default: all)")
+    parser.add_argument(
+        "--only",
+        choices=("throughput", "replay", "memory"),
+        default=None,
+        help="run one of the three measurements (default: all)",
+    )
     args = parser.parse_args(argv)
     wanted = {args.only} if args.only else {"throughput", "replay", "memory"}
     work = Path(tempfile.mkdtemp(prefix="bench-durability-", dir=args.dir))
@@ -350,8 +408,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("|---|---|---|---|---|")
         for kind in ("create", "run"):
             d, e = rates["durable"][kind], rates["ephemeral"][kind]
-            print(f"| {kind} requests/s ({CONCURRENCY} clients, median of {args.rounds}) | {d:,.0f} | {e:,.0f} "
-                  f"| {d / e:.2f}x | >= 0.7x |")
+            print(
+                f"| {kind} requests/s ({CONCURRENCY} clients, median of {args.rounds}) | {d:,.0f} | {e:,.0f} "
+                f"| {d / e:.2f}x | >= 0.7x |"
+            )
         print()
     if times:
         print("| start-up (process start to /healthz 200) | seconds | target |")
@@ -364,8 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print("| memory (VmRSS) | empty engine | with jobs | per job | target |\n|---|---|---|---|---|")
     for name, (base, used) in mem.items():
-        print(f"| {args.jobs:,} jobs, {name} | {base / 1024:.1f} MiB | {used / 1024:.1f} MiB "
-              f"| {(used - base) * 1024 / args.jobs:.0f} bytes | < 1024 |")
+        print(
+            f"| {args.jobs:,} jobs, {name} | {base / 1024:.1f} MiB | {used / 1024:.1f} MiB "
+            f"| {(used - base) * 1024 / args.jobs:.0f} bytes | < 1024 |"
+        )
     return 0
 
 

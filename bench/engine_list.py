@@ -41,6 +41,7 @@ SIZES = (1_000, 10_000, 100_000)
 
 # -- server processes ----------------------------------------------------------------
 
+
 async def _prefilled_journal(count: int) -> Any:
     """A journal holding ``count`` jobs that each ran and finished, as a real engine would have written."""
     from engine_hub.store.embedded import Action
@@ -50,22 +51,39 @@ async def _prefilled_journal(count: int) -> Any:
     journal = MemoryJournal()
     for i in range(count):
         now = utcnow()
-        job = Job(id=new_job_id(), type="demo.echo", name=f"nightly report {i}", params={"message": "hello"},
-                  created_at=now, created_by="alice",
-                  history=(HistoryEntry(status=JobStatus.READY, at=now, by="alice"),))
-        await journal.append(action=Action.JOB_CREATED, actor="alice", source="127.0.0.1", job_id=job.id,
-                             data=job.to_json())
-        await journal.append(action=Action.RUN_REQUESTED, actor="bob", source="127.0.0.1", job_id=job.id,
-                             data={"runBy": "bob", "reason": "scheduled maintenance window"})
-        await journal.append(action=Action.JOB_FINISHED, actor="system", source="engine", job_id=job.id,
-                             data={"status": "DONE", "exitCode": 0, "error": None})
+        job = Job(
+            id=new_job_id(),
+            type="demo.echo",
+            name=f"nightly report {i}",
+            params={"message": "hello"},
+            created_at=now,
+            created_by="alice",
+            history=(HistoryEntry(status=JobStatus.READY, at=now, by="alice"),),
+        )
+        await journal.append(
+            action=Action.JOB_CREATED, actor="alice", source="127.0.0.1", job_id=job.id, data=job.to_json()
+        )
+        await journal.append(
+            action=Action.RUN_REQUESTED,
+            actor="bob",
+            source="127.0.0.1",
+            job_id=job.id,
+            data={"runBy": "bob", "reason": "scheduled maintenance window"},
+        )
+        await journal.append(
+            action=Action.JOB_FINISHED,
+            actor="system",
+            source="engine",
+            job_id=job.id,
+            data={"status": "DONE", "exitCode": 0, "error": None},
+        )
     return journal
 
 
 async def _serve_engine(count: int, log_path: Path) -> None:
     from engine_hub.http.app import create_app
-    from engine_hub.store.heap import settle_heap
     from engine_hub.settings import Settings
+    from engine_hub.store.heap import settle_heap
     from shared.log import configure_logging
 
     with log_path.open("a") as log_file:
@@ -73,8 +91,9 @@ async def _serve_engine(count: int, log_path: Path) -> None:
         journal = await _prefilled_journal(count)
         settings = Settings(token=TOKEN, ephemeral=True, port=0, data_dir=log_path.parent)
         # settle_heap after start-up, as `engine-hub serve` does.
-        await serve_product(create_app(settings, journal=journal, environ={}), settings=settings,
-                            after_setup=settle_heap)
+        await serve_product(
+            create_app(settings, journal=journal, environ={}), settings=settings, after_setup=settle_heap
+        )
 
 
 async def _serve_bare(body_path: Path) -> None:
@@ -93,6 +112,7 @@ async def _serve_bare(body_path: Path) -> None:
 
 
 # -- load ---------------------------------------------------------------------------------
+
 
 def _wrk(url: str, *, duration: float, connections: int, pid: int | None = None) -> dict[str, float]:
     return wrk(url, {"Authorization": f"Bearer {TOKEN}"}, duration=duration, connections=connections, pid=pid)
@@ -113,8 +133,12 @@ def run(*, duration: float, rounds: int, connections: int) -> dict[str, dict[str
     try:
         for size in SIZES:
             started = time.monotonic()
-            servers[f"engine {size:,}"] = Server(f"engine {size}", "bench.engine_list", ["--serve-engine", str(size),
-                                                       "--log", str(tmp / f"engine-{size}.log")], PATH)
+            servers[f"engine {size:,}"] = Server(
+                f"engine {size}",
+                "bench.engine_list",
+                ["--serve-engine", str(size), "--log", str(tmp / f"engine-{size}.log")],
+                PATH,
+            )
             print(f"engine with {size:,} jobs ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
         page = _fetch(servers["engine 10,000"].url)
         assert len(json.loads(page)) == 50
@@ -127,17 +151,21 @@ def run(*, duration: float, rounds: int, connections: int) -> dict[str, dict[str
         order = ["bare bytes", "engine 10,000", "engine 1,000", "engine 100,000"]
         for i in range(rounds):
             for name in order if i % 2 == 0 else order[::-1]:
-                result = _wrk(servers[name].url, duration=duration, connections=connections,
-                             pid=servers[name].proc.pid)
+                result = _wrk(servers[name].url, duration=duration, connections=connections, pid=servers[name].proc.pid)
                 if result["non2xx"]:
                     raise RuntimeError(f"{name}: {result['non2xx']:.0f} non-2xx answers")
                 samples[name].append(result)
-                print(f"round {i + 1} {name}: {result['rps']:,.0f} req/s p50 {result['p50'] * 1e3:.2f} ms "
-                      f"p99 {result['p99'] * 1e3:.2f} ms cpu {result['cpu_us']:.1f} us/req", file=sys.stderr)
+                print(
+                    f"round {i + 1} {name}: {result['rps']:,.0f} req/s p50 {result['p50'] * 1e3:.2f} ms "
+                    f"p99 {result['p99'] * 1e3:.2f} ms cpu {result['cpu_us']:.1f} us/req",
+                    file=sys.stderr,
+                )
         log_lines = sum(1 for _ in (tmp / "engine-10000.log").open())
         print(f"engine (10,000) wrote {log_lines:,} JSON log lines", file=sys.stderr)
-        return {name: {k: statistics.median(s[k] for s in runs) for k in ("rps", "p50", "p99", "cpu_us")}
-                for name, runs in samples.items()}
+        return {
+            name: {k: statistics.median(s[k] for s in runs) for k in ("rps", "p50", "p99", "cpu_us")}
+            for name, runs in samples.items()
+        }
     finally:
         for server in servers.values():
             server.stop()
@@ -146,21 +174,28 @@ def run(*, duration: float, rounds: int, connections: int) -> dict[str, dict[str
 
 def report(figures: dict[str, dict[str, float]], *, duration: float, rounds: int, connections: int) -> str:
     """Return the results as a Markdown table plus the two target checks."""
-    lines = [f"`wrk -t1 -c{connections} -d{duration:g}s --latency`, median of {rounds} rounds, `GET {PATH}`:", "",
-             "| server | req/s | p50 | p99 | server CPU per request |", "|---|---|---|---|---|"]
+    lines = [
+        f"`wrk -t1 -c{connections} -d{duration:g}s --latency`, median of {rounds} rounds, `GET {PATH}`:",
+        "",
+        "| server | req/s | p50 | p99 | server CPU per request |",
+        "|---|---|---|---|---|",
+    ]
     for name in ("bare bytes", "engine 1,000", "engine 10,000", "engine 100,000"):
         f = figures[name]
-        lines.append(f"| {name} | {f['rps']:,.0f} | {f['p50'] * 1e3:.2f} ms | {f['p99'] * 1e3:.2f} ms "
-                     f"| {f['cpu_us']:.1f} µs |")
+        lines.append(
+            f"| {name} | {f['rps']:,.0f} | {f['p50'] * 1e3:.2f} ms | {f['p99'] * 1e3:.2f} ms | {f['cpu_us']:.1f} µs |"
+        )
     ratio = figures["engine 10,000"]["rps"] / figures["bare bytes"]["rps"]
     cpu_ratio = figures["bare bytes"]["cpu_us"] / figures["engine 10,000"]["cpu_us"]
     p50 = figures["engine 100,000"]["p50"] / figures["engine 1,000"]["p50"]
     p99 = figures["engine 100,000"]["p99"] / figures["engine 1,000"]["p99"]
-    lines += ["",
-              f"- throughput, engine with 10,000 jobs / bare handler: **{ratio:.2f}x** (target >= 0.8x: "
-              f"{'met' if ratio >= 0.8 else 'MISSED'}); by server CPU per request: {cpu_ratio:.2f}x",
-              f"- latency, 100,000 jobs / 1,000 jobs: p50 **{p50:.2f}x**, p99 **{p99:.2f}x** (target <= 1.2x: "
-              f"{'met' if max(p50, p99) <= 1.2 else 'MISSED'})"]
+    lines += [
+        "",
+        f"- throughput, engine with 10,000 jobs / bare handler: **{ratio:.2f}x** (target >= 0.8x: "
+        f"{'met' if ratio >= 0.8 else 'MISSED'}); by server CPU per request: {cpu_ratio:.2f}x",
+        f"- latency, 100,000 jobs / 1,000 jobs: p50 **{p50:.2f}x**, p99 **{p99:.2f}x** (target <= 1.2x: "
+        f"{'met' if max(p50, p99) <= 1.2 else 'MISSED'})",
+    ]
     return "\n".join(lines)
 
 

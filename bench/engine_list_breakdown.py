@@ -45,11 +45,15 @@ def _without(features: frozenset[str], page: bytes) -> Iterator[None]:
     """Replace the named features by no-ops while an engine app is built (hooks are bound at build time)."""
     import engine_hub.http.app as engine_app
     import engine_hub.http.auth as auth
-    import engine_hub.metrics as metrics
     import engine_hub.http.jobs as routes
+    import engine_hub.metrics as metrics
 
-    patched: list[tuple[Any, str]] = [(auth, "request_authenticator"), (metrics.Metrics, "observe_request"),
-                                      (engine_app, "_no_store"), (routes, "list_jobs")]
+    patched: list[tuple[Any, str]] = [
+        (auth, "request_authenticator"),
+        (metrics.Metrics, "observe_request"),
+        (engine_app, "_no_store"),
+        (routes, "list_jobs"),
+    ]
     saved = [getattr(owner, name) for owner, name in patched]
 
     async def cached_page(request: web.Request) -> web.Response:
@@ -57,7 +61,7 @@ def _without(features: frozenset[str], page: bytes) -> Iterator[None]:
 
     try:
         if "bearer check" in features:
-            setattr(auth, "request_authenticator", lambda **_: (lambda request: None))
+            setattr(auth, "request_authenticator", lambda **_: lambda request: None)
         if "metrics" in features:
             setattr(metrics.Metrics, "observe_request", lambda self, request, status, seconds: None)
         if "Cache-Control" in features:
@@ -97,8 +101,10 @@ async def _apps(data_dir: Path) -> dict[str, tuple[web.Application, bool]]:
     await web.AppRunner(bare_app).setup()
     apps: dict[str, tuple[web.Application, bool]] = {"bare handler": (bare_app, False), "engine": (full, False)}
     for feature in FEATURES:
-        apps[f"engine without {feature}"] = (await engine(frozenset({feature} - {"log line"}), page),
-                                             feature == "log line")
+        apps[f"engine without {feature}"] = (
+            await engine(frozenset({feature} - {"log line"}), page),
+            feature == "log line",
+        )
     apps["engine without all five"] = (await engine(frozenset(FEATURES) - {"log line"}, page), True)
     return apps
 
@@ -137,7 +143,7 @@ async def run(rounds: int, requests: int) -> dict[str, float]:
         apps = await _apps(Path(tmp))
         best: dict[str, float] = {}
         for i in range(rounds):
-            for label, (app, no_log) in (list(apps.items()) if i % 2 == 0 else list(apps.items())[::-1]):
+            for label, (app, no_log) in list(apps.items()) if i % 2 == 0 else list(apps.items())[::-1]:
                 took = await _time(app, no_log, requests)
                 best[label] = min(best.get(label, took), took)
         flush_logs()  # before the log file closes

@@ -83,8 +83,7 @@ async def _serve_bare_proxy(engine_url: str) -> None:
 
     async def handler(request: web.Request) -> web.Response:
         assert session is not None
-        async with session.get(engine_url.rstrip("/") + "/api/jobs", params=request.query,
-                               headers=headers) as resp:
+        async with session.get(engine_url.rstrip("/") + "/api/jobs", params=request.query, headers=headers) as resp:
             body = await resp.read()
             return web.Response(body=body, status=resp.status, content_type="application/json")
 
@@ -107,8 +106,12 @@ async def _serve_bare_proxy(engine_url: str) -> None:
 
 def _engine_request(engine: Server, method: str, path: str, body: Any = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(engine.base + path, data=data, method=method,
-                                 headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        engine.base + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
@@ -129,6 +132,7 @@ def _login(gateway: Server) -> str:
 
 
 # -- load ---------------------------------------------------------------------------------
+
 
 async def _sequential(targets: dict[str, tuple[str, dict[str, str]]], count: int) -> dict[str, list[float]]:
     """Time ``count`` one-at-a-time requests per target, interleaved so drift hits all alike."""
@@ -165,12 +169,18 @@ def run(*, duration: float, rounds: int, connections: int, sequential: int) -> d
         from admin_gateway.auth.users import UserStore
 
         UserStore(tmp / "gateway").add(USER, "super_admin", PASSWORD)
-        engine = Server("engine", "bench.gateway_list", ["--serve-engine", "--log", str(tmp / "engine.log")], ENGINE_PATH)
+        engine = Server(
+            "engine", "bench.gateway_list", ["--serve-engine", "--log", str(tmp / "engine.log")], ENGINE_PATH
+        )
         servers.append(engine)
         for i in range(JOBS):
             _engine_request(engine, "POST", "/api/jobs", {"type": "demo.echo", "name": f"nightly report {i}"})
-        gateway = Server("gateway", "bench.gateway_list", ["--serve-gateway", engine.base, "--data-dir", str(tmp / "gateway"),
-                                     "--log", str(tmp / "gateway.log")], GATEWAY_PATH)
+        gateway = Server(
+            "gateway",
+            "bench.gateway_list",
+            ["--serve-gateway", engine.base, "--data-dir", str(tmp / "gateway"), "--log", str(tmp / "gateway.log")],
+            GATEWAY_PATH,
+        )
         servers.append(gateway)
         bare = Server("bare proxy", "bench.gateway_list", ["--serve-bare-proxy", engine.base], GATEWAY_PATH)
         servers.append(bare)
@@ -182,8 +192,9 @@ def run(*, duration: float, rounds: int, connections: int, sequential: int) -> d
         }
         # The process whose CPU a target's requests cost (besides the engine's, which all share).
         pids = {"bare proxy": bare.proc.pid, "gateway": gateway.proc.pid, "engine direct": engine.proc.pid}
-        page = json.loads(urllib.request.urlopen(urllib.request.Request(gateway.url, headers={"Cookie": cookie}),
-                                                 timeout=30).read())
+        page = json.loads(
+            urllib.request.urlopen(urllib.request.Request(gateway.url, headers={"Cookie": cookie}), timeout=30).read()
+        )
         assert len(page["jobs"]) == 50 and page["engine"] == "up", page.get("warning")
         for url, headers in targets.values():  # warm up
             wrk(url, headers, duration=1, connections=connections)
@@ -196,10 +207,15 @@ def run(*, duration: float, rounds: int, connections: int, sequential: int) -> d
                 if result["non2xx"]:
                     raise RuntimeError(f"{name}: {result['non2xx']:.0f} non-2xx answers")
                 samples[name].append(result)
-                print(f"round {i + 1} {name}: {result['rps']:,.0f} req/s p50 {result['p50'] * 1e3:.2f} ms "
-                      f"p99 {result['p99'] * 1e3:.2f} ms", file=sys.stderr)
-        loaded = {name: {k: statistics.median(s[k] for s in runs) for k in ("rps", "p50", "p99", "cpu_us")}
-                  for name, runs in samples.items()}
+                print(
+                    f"round {i + 1} {name}: {result['rps']:,.0f} req/s p50 {result['p50'] * 1e3:.2f} ms "
+                    f"p99 {result['p99'] * 1e3:.2f} ms",
+                    file=sys.stderr,
+                )
+        loaded = {
+            name: {k: statistics.median(s[k] for s in runs) for k in ("rps", "p50", "p99", "cpu_us")}
+            for name, runs in samples.items()
+        }
         # Gateway / bare proxy per round: the two ran back to back, so drift in the machine's
         # load (other work on a shared box) hits both sides of each ratio alike.
         paired = statistics.median(g["rps"] / b["rps"] for g, b in zip(samples["gateway"], samples["bare proxy"]))
@@ -217,28 +233,41 @@ def run(*, duration: float, rounds: int, connections: int, sequential: int) -> d
 def report(figures: dict[str, Any], *, duration: float, rounds: int, connections: int, sequential: int) -> str:
     """Return the results as Markdown: the loaded table, the unloaded table and the target check."""
     loaded, unloaded = figures["loaded"], figures["unloaded"]
-    lines = [f"`wrk -t1 -c{connections} -d{duration:g}s --latency`, median of {rounds} rounds, "
-             f"`GET {GATEWAY_PATH}` (engine: `GET {ENGINE_PATH}`), {JOBS:,} jobs in the engine:", "",
-             "| server | req/s | p50 | p99 | its own CPU per request |", "|---|---|---|---|---|"]
+    lines = [
+        f"`wrk -t1 -c{connections} -d{duration:g}s --latency`, median of {rounds} rounds, "
+        f"`GET {GATEWAY_PATH}` (engine: `GET {ENGINE_PATH}`), {JOBS:,} jobs in the engine:",
+        "",
+        "| server | req/s | p50 | p99 | its own CPU per request |",
+        "|---|---|---|---|---|",
+    ]
     for name in ("bare proxy", "gateway", "engine direct"):
         f = loaded[name]
-        lines.append(f"| {name} | {f['rps']:,.0f} | {f['p50'] * 1e3:.2f} ms | {f['p99'] * 1e3:.2f} ms "
-                     f"| {f['cpu_us']:.0f} µs |")
+        lines.append(
+            f"| {name} | {f['rps']:,.0f} | {f['p50'] * 1e3:.2f} ms | {f['p99'] * 1e3:.2f} ms | {f['cpu_us']:.0f} µs |"
+        )
     ratio = loaded["gateway"]["rps"] / loaded["bare proxy"]["rps"]
     paired = figures["paired_ratio"]
-    lines += ["", f"Gateway / bare proxy throughput: **{ratio:.2f}x** (medians), **{paired:.2f}x** (median of "
-                  f"the per-round ratios); target >= 0.75x: {'met' if min(ratio, paired) >= 0.75 else 'NOT met'}.",
-              "",
-              f"Unloaded, {sequential:,} sequential requests each (interleaved):", "",
-              "| target | p50 | p99 |", "|---|---|---|"]
+    lines += [
+        "",
+        f"Gateway / bare proxy throughput: **{ratio:.2f}x** (medians), **{paired:.2f}x** (median of "
+        f"the per-round ratios); target >= 0.75x: {'met' if min(ratio, paired) >= 0.75 else 'NOT met'}.",
+        "",
+        f"Unloaded, {sequential:,} sequential requests each (interleaved):",
+        "",
+        "| target | p50 | p99 |",
+        "|---|---|---|",
+    ]
     for name in ("engine direct", "bare proxy", "gateway"):
         f = unloaded[name]
         lines.append(f"| {name} | {f['p50'] * 1e3:.3f} ms | {f['p99'] * 1e3:.3f} ms |")
     added50 = (unloaded["gateway"]["p50"] - unloaded["engine direct"]["p50"]) * 1e3
     added99 = (unloaded["gateway"]["p99"] - unloaded["engine direct"]["p99"]) * 1e3
     proxy50 = (unloaded["bare proxy"]["p50"] - unloaded["engine direct"]["p50"]) * 1e3
-    lines += ["", f"The gateway adds **{added50:.3f} ms at p50** and **{added99:.3f} ms at p99** over a direct "
-                  f"engine call (the bare proxy adds {proxy50:.3f} ms at p50)."]
+    lines += [
+        "",
+        f"The gateway adds **{added50:.3f} ms at p50** and **{added99:.3f} ms at p99** over a direct "
+        f"engine call (the bare proxy adds {proxy50:.3f} ms at p50).",
+    ]
     return "\n".join(lines)
 
 
@@ -263,12 +292,20 @@ def main(argv: list[str] | None = None) -> int:
     elif args.serve_bare_proxy:
         asyncio.run(_serve_bare_proxy(args.serve_bare_proxy))
     else:
-        figures = run(duration=args.duration, rounds=args.rounds, connections=args.connections,
-                      sequential=args.sequential)
+        figures = run(
+            duration=args.duration, rounds=args.rounds, connections=args.connections, sequential=args.sequential
+        )
         if args.json:
             print(json.dumps(figures, indent=2))
-        print(report(figures, duration=args.duration, rounds=args.rounds, connections=args.connections,
-                     sequential=args.sequential))
+        print(
+            report(
+                figures,
+                duration=args.duration,
+                rounds=args.rounds,
+                connections=args.connections,
+                sequential=args.sequential,
+            )
+        )
     return 0
 
 

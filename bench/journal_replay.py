@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.journal.tools import verify
 from shared.journal.chain import GENESIS, MemoryJournal, Record, canonical_json, make_record_line
 from shared.journal.file import DEFAULT_SEGMENT_BYTES, FileJournal
 from shared.journal.format import segment_name
 from shared.journal.snapshot import write_snapshot_file
+from shared.journal.tools import verify
 
 SNAPSHOT_GAP = 1_000
 
@@ -40,13 +40,28 @@ def engine_like(i: int) -> dict[str, Any]:
     job = f"{i // 3:08x}-5c1e-4b7a-9d3e-7f2a1c0b{i // 3 % 10000:04d}"
     kind = i % 3
     if kind == 0:
-        return {"action": "job_created", "job_id": job, "actor": "alice", "source": "10.20.30.40",
-                "data": {"type": "db_backup", "params": {"db": "orders", "full": i % 2 == 0}, "status": "READY"}}
+        return {
+            "action": "job_created",
+            "job_id": job,
+            "actor": "alice",
+            "source": "10.20.30.40",
+            "data": {"type": "db_backup", "params": {"db": "orders", "full": i % 2 == 0}, "status": "READY"},
+        }
     if kind == 1:
-        return {"action": "run_requested", "job_id": job, "actor": "alice", "source": "10.20.30.40",
-                "data": {"before": "READY", "after": "RUNNING"}}
-    return {"action": "job_finished", "job_id": job, "actor": "system", "source": "engine",
-            "data": {"before": "RUNNING", "after": "DONE", "exitCode": 0, "reason": None}}
+        return {
+            "action": "run_requested",
+            "job_id": job,
+            "actor": "alice",
+            "source": "10.20.30.40",
+            "data": {"before": "READY", "after": "RUNNING"},
+        }
+    return {
+        "action": "job_finished",
+        "job_id": job,
+        "actor": "system",
+        "source": "engine",
+        "data": {"before": "RUNNING", "after": "DONE", "exitCode": 0, "reason": None},
+    }
 
 
 def apply(jobs: dict[str, str], rec: Record) -> None:
@@ -78,8 +93,9 @@ def generate(directory: Path, records: int) -> tuple[int, float]:
         prev, seq = rec.hash, seq + 1
         apply(jobs, rec)
         if rec.seq == records - SNAPSHOT_GAP:
-            write_snapshot_file(directory, seq=rec.seq, head=rec.hash, at=at,
-                                state_bytes=canonical_json({"jobs": jobs}))
+            write_snapshot_file(
+                directory, seq=rec.seq, head=rec.hash, at=at, state_bytes=canonical_json({"jobs": jobs})
+            )
     out.writelines(buf)
     out.close()
     return total, time.perf_counter() - start
@@ -104,9 +120,11 @@ def timed_open(directory: Path) -> tuple[float, int, int | None]:
 
 async def append_rate(journal: Any, total: int, writers: int) -> float:
     """Appends per second with ``writers`` concurrent appenders doing ``total`` appends in all."""
+
     async def writer(w: int) -> None:
         for i in range(total // writers):
             await journal.append(**engine_like(w * 1_000_000 + i))
+
     start = time.perf_counter()
     await asyncio.gather(*(writer(w) for w in range(writers)))
     return total / (time.perf_counter() - start)
@@ -120,8 +138,10 @@ async def appends(directory: Path, total: int, writers: int) -> list[tuple[str, 
         journal = FileJournal.open(path, fsync=fsync)
         list(journal.replay())
         rate = await append_rate(journal, total, writers)
-        detail = (f"{journal.stats.batches} batches, {journal.stats.fsyncs} fsyncs "
-                  f"({journal.stats.appends / max(journal.stats.batches, 1):.1f} records each)")
+        detail = (
+            f"{journal.stats.batches} batches, {journal.stats.fsyncs} fsyncs "
+            f"({journal.stats.appends / max(journal.stats.batches, 1):.1f} records each)"
+        )
         await journal.close()
         rows.append((label, rate, detail))
     rows.append(("memory journal", await append_rate(MemoryJournal(), total, writers), "-"))
@@ -157,13 +177,17 @@ def main() -> None:
         verify_time = time.perf_counter() - start
         assert checked.ok and checked.count == args.records, checked
         rate_rows = asyncio.run(appends(work, args.appends, args.writers))
-        print(f"journal: {args.records:,} records, {size / 2**20:.0f} MiB in "
-              f"{len(list(directory.glob('segment-*')))} segments, generated in {gen:.1f} s; "
-              f"snapshot {stashed.stat().st_size / 2**20:.1f} MiB\n")
+        print(
+            f"journal: {args.records:,} records, {size / 2**20:.0f} MiB in "
+            f"{len(list(directory.glob('segment-*')))} segments, generated in {gen:.1f} s; "
+            f"snapshot {stashed.stat().st_size / 2**20:.1f} MiB\n"
+        )
         print("| measurement | result | target |")
         print("|---|---|---|")
-        print(f"| open + replay, snapshot at seq {with_snap[2]:,} ({with_snap[1]:,} records replayed) "
-              f"| {with_snap[0]:.2f} s | < 2 s |")
+        print(
+            f"| open + replay, snapshot at seq {with_snap[2]:,} ({with_snap[1]:,} records replayed) "
+            f"| {with_snap[0]:.2f} s | < 2 s |"
+        )
         print(f"| open + replay, no snapshot ({without[1]:,} records) | {without[0]:.2f} s | < 15 s |")
         print(f"| `audit verify` (strict: hashes, links and canonical form) | {verify_time:.2f} s | - |")
         for label, rate, detail in rate_rows:

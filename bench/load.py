@@ -27,8 +27,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url: str, headers: Mapping[str, str], *, duration: float, connections: int,
-        pid: int | None = None) -> dict[str, float]:
+def wrk(
+    url: str, headers: Mapping[str, str], *, duration: float, connections: int, pid: int | None = None
+) -> dict[str, float]:
     """Run ``wrk -t1 --latency`` against ``url`` with ``headers``.
 
     Returns requests/s, p50 and p99 (seconds), the non-2xx count, the number
@@ -46,8 +47,14 @@ def wrk(url: str, headers: Mapping[str, str], *, duration: float, connections: i
     p50 = _seconds(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _seconds(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": float(bad.group(1)) if bad else 0.0,
-            "requests": float(total), "cpu_us": cpu / total * 1e6 if total else 0.0}
+    return {
+        "rps": rps,
+        "p50": p50,
+        "p99": p99,
+        "non2xx": float(bad.group(1)) if bad else 0.0,
+        "requests": float(total),
+        "cpu_us": cpu / total * 1e6 if total else 0.0,
+    }
 
 
 async def listen(runner: Any) -> None:

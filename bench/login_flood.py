@@ -52,8 +52,9 @@ async def _serve_gateway(engine_url: str, data_dir: Path, log_path: Path, extra:
 
     with log_path.open("a") as log_file:
         configure_logging(json_output=True, stream=log_file)
-        settings = Settings(engine_url=engine_url, engine_token=TOKEN, data_dir=data_dir, safe_mode=False,
-                            **UNTHROTTLED, **extra)
+        settings = Settings(
+            engine_url=engine_url, engine_token=TOKEN, data_dir=data_dir, safe_mode=False, **UNTHROTTLED, **extra
+        )
         await serve_product(create_app(settings), settings=settings)
 
 
@@ -61,8 +62,9 @@ async def _creates(base: str, cookie: str, count: int, stop_after: float) -> lis
     """Time up to ``count`` sequential creates (stopping after ``stop_after`` seconds)."""
     import aiohttp
 
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
-                                     timeout=aiohttp.ClientTimeout(total=600)) as session:
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=600)
+    ) as session:
         async with session.get(base + "/api/admin/config", headers={"Cookie": cookie}) as resp:
             csrf = (await resp.json())["csrfToken"]
         headers = {"Cookie": cookie, "X-CSRF-Token": csrf}
@@ -85,8 +87,9 @@ async def _flooder(base: str, index: int, stop: asyncio.Event, statuses: collect
     import aiohttp
 
     # unsafe: keep the form's cookies for the gateway's IP address too.
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
-                                     timeout=aiohttp.ClientTimeout(total=600)) as session:
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=600)
+    ) as session:
         async with session.get(base + "/login") as resp:
             token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
         assert token is not None
@@ -113,8 +116,12 @@ async def _flood(base: str, flooders: int) -> None:
 def _phases(base: str, cookie: str, *, flooders: int, creates: int, max_seconds: float) -> dict[str, Any]:
     baseline = asyncio.run(_creates(base, cookie, creates, max_seconds))
     # The flood runs in its own process, so that its clients do not delay the timed ones.
-    flood = subprocess.Popen([sys.executable, "-m", "bench.login_flood", "--flood", base,
-                              "--flooders", str(flooders)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    flood = subprocess.Popen(
+        [sys.executable, "-m", "bench.login_flood", "--flood", base, "--flooders", str(flooders)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert flood.stdin is not None
     started = time.monotonic()
     try:
@@ -123,8 +130,7 @@ def _phases(base: str, cookie: str, *, flooders: int, creates: int, max_seconds:
     finally:
         out, _ = flood.communicate("", timeout=600)
     statuses = {int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
-    return {"baseline": baseline, "flooded": flooded, "statuses": statuses,
-            "flood_seconds": time.monotonic() - started}
+    return {"baseline": baseline, "flooded": flooded, "statuses": statuses, "flood_seconds": time.monotonic() - started}
 
 
 def run(*, flooders: int, creates: int, max_seconds: float, gateway_settings: dict[str, Any]) -> dict[str, Any]:
@@ -137,9 +143,21 @@ def run(*, flooders: int, creates: int, max_seconds: float, gateway_settings: di
         UserStore(tmp / "gateway").add(USER, "super_admin", PASSWORD)
         engine = Server("engine", "bench.gateway_list", ["--serve-engine", "--log", str(tmp / "engine.log")], "/")
         servers.append(engine)
-        gateway = Server("gateway", "bench.login_flood",
-                         ["--serve-gateway", engine.base, "--data-dir", str(tmp / "gateway"),
-                          "--log", str(tmp / "gateway.log"), "--gateway-settings", json.dumps(gateway_settings)], "/")
+        gateway = Server(
+            "gateway",
+            "bench.login_flood",
+            [
+                "--serve-gateway",
+                engine.base,
+                "--data-dir",
+                str(tmp / "gateway"),
+                "--log",
+                str(tmp / "gateway.log"),
+                "--gateway-settings",
+                json.dumps(gateway_settings),
+            ],
+            "/",
+        )
         servers.append(gateway)
         cookie = _login(gateway)
         return _phases(gateway.base, cookie, flooders=flooders, creates=creates, max_seconds=max_seconds)
@@ -155,16 +173,21 @@ def report(figures: dict[str, Any], *, flooders: int) -> str:
     for name in ("baseline", "flooded"):
         t = figures[name]
         label = "no flood" if name == "baseline" else f"{flooders} flooders"
-        lines.append(f"| {label} | {len(t)} | {_pct(t, 0.5) * 1e3:.1f} ms | {_pct(t, 0.99) * 1e3:.1f} ms "
-                     f"| {max(t) * 1e3:.1f} ms |")
+        lines.append(
+            f"| {label} | {len(t)} | {_pct(t, 0.5) * 1e3:.1f} ms | {_pct(t, 0.99) * 1e3:.1f} ms "
+            f"| {max(t) * 1e3:.1f} ms |"
+        )
     statuses = figures["statuses"]
     total = sum(statuses.values())
     rate = total / figures["flood_seconds"]
     p99 = _pct(figures["flooded"], 0.99)
-    lines += ["", f"Flood: {total:,} attempts in {figures['flood_seconds']:.1f} s ({rate:,.0f}/s); answers "
-                  + ", ".join(f"{k}: {v:,}" for k, v in sorted(statuses.items())) + ".",
-              f"Create p99 under the flood: **{p99 * 1e3:.1f} ms**; target < 250 ms: "
-              f"{'met' if p99 < 0.25 else 'NOT met'}."]
+    lines += [
+        "",
+        f"Flood: {total:,} attempts in {figures['flood_seconds']:.1f} s ({rate:,.0f}/s); answers "
+        + ", ".join(f"{k}: {v:,}" for k, v in sorted(statuses.items()))
+        + ".",
+        f"Create p99 under the flood: **{p99 * 1e3:.1f} ms**; target < 250 ms: {'met' if p99 < 0.25 else 'NOT met'}.",
+    ]
     return "\n".join(lines)
 
 
@@ -191,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     import admin_gateway
 
     print(f"gateway code: {Path(admin_gateway.__file__).parent}", file=sys.stderr)
-    figures = run(flooders=args.flooders, creates=args.creates, max_seconds=args.max_seconds,
-                  gateway_settings=extra)
+    figures = run(flooders=args.flooders, creates=args.creates, max_seconds=args.max_seconds, gateway_settings=extra)
     if args.json:
         print(json.dumps(figures))
     print(report(figures, flooders=args.flooders))

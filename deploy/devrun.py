@@ -36,10 +36,10 @@ from typing import Final
 
 import attrs
 
-from admin_gateway.settings import SettingsError, parse_safe_mode
 from admin_gateway.auth.users import UserStore
-from engine_hub.http.auth import load_or_create_token_file
+from admin_gateway.settings import SettingsError, parse_safe_mode
 from engine_hub.errors import ConfigError
+from engine_hub.http.auth import load_or_create_token_file
 from engine_hub.settings import TOKEN_ENV, TOKEN_FILE
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -83,17 +83,46 @@ def processes(layout: Layout, *, token_file: Path | None) -> list[Process]:
     from ``ENGINE_HUB_TOKEN`` in the environment.
     """
     engine_url = f"http://127.0.0.1:{layout.engine_port}"
-    gateway = [sys.executable, "-m", "admin_gateway", "serve", "--host", "127.0.0.1",
-               "--port", str(layout.gateway_port), "--engine-url", engine_url,
-               "--data-dir", str(layout.gateway_dir)]
+    gateway = [
+        sys.executable,
+        "-m",
+        "admin_gateway",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(layout.gateway_port),
+        "--engine-url",
+        engine_url,
+        "--data-dir",
+        str(layout.gateway_dir),
+    ]
     if token_file is not None:
         gateway += ["--engine-token-file", str(token_file)]
     return [
-        Process(name="engine", port=layout.engine_port, health_url=f"{engine_url}/healthz",
-                argv=(sys.executable, "-m", "engine_hub", "serve", "--host", "127.0.0.1",
-                      "--port", str(layout.engine_port), "--data-dir", str(layout.engine_dir))),
-        Process(name="gateway", port=layout.gateway_port, argv=tuple(gateway),
-                health_url=f"http://127.0.0.1:{layout.gateway_port}/healthz"),
+        Process(
+            name="engine",
+            port=layout.engine_port,
+            health_url=f"{engine_url}/healthz",
+            argv=(
+                sys.executable,
+                "-m",
+                "engine_hub",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(layout.engine_port),
+                "--data-dir",
+                str(layout.engine_dir),
+            ),
+        ),
+        Process(
+            name="gateway",
+            port=layout.gateway_port,
+            argv=tuple(gateway),
+            health_url=f"http://127.0.0.1:{layout.gateway_port}/healthz",
+        ),
     ]
 
 
@@ -138,12 +167,19 @@ def _banner(layout: Layout, *, password: str | None, safe_mode: bool, token_file
     panel = f"http://127.0.0.1:{layout.gateway_port}/admin/engine/jobs"
     lines = ["", "=" * 76, f"  panel:   {panel}"]
     if password is not None:
-        lines += [f"  login:   admin / {password}   (shown only this once)",
-                  f"           change it: .venv/bin/admin-gateway users set-password admin "
-                  f"--data-dir {layout.gateway_dir}"]
-    lines += ["  SAFE_MODE: " + ("ON: no job can be started (SAFE_MODE=off make run allows runs)" if safe_mode
-                                 else "OFF: super admins can start READY jobs"),
-              f"  engine:  http://127.0.0.1:{layout.engine_port}   (demo job types: demo.sleep, demo.echo, demo.fail)"]
+        lines += [
+            f"  login:   admin / {password}   (shown only this once)",
+            f"           change it: .venv/bin/admin-gateway users set-password admin --data-dir {layout.gateway_dir}",
+        ]
+    lines += [
+        "  SAFE_MODE: "
+        + (
+            "ON: no job can be started (SAFE_MODE=off make run allows runs)"
+            if safe_mode
+            else "OFF: super admins can start READY jobs"
+        ),
+        f"  engine:  http://127.0.0.1:{layout.engine_port}   (demo job types: demo.sleep, demo.echo, demo.fail)",
+    ]
     if token_file is not None:
         lines.append(f"  token:   {token_file}   export {TOKEN_ENV}=$(cat {token_file})")
     lines += ["  stop:    Ctrl-C", "=" * 76, ""]
@@ -176,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     specs = processes(layout, token_file=token_file)
     for spec in specs:
         if not _port_free(spec.port):
-            print(f"devrun: error: port {spec.port} for the {spec.name} is in use "
-                  f"(set {spec.name.upper()}_PORT to use another)", file=sys.stderr)
+            print(
+                f"devrun: error: port {spec.port} for the {spec.name} is in use "
+                f"(set {spec.name.upper()}_PORT to use another)",
+                file=sys.stderr,
+            )
             return 2
     password = UserStore(layout.gateway_dir).ensure_admin("admin")
 
@@ -202,8 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         while not stopping:
             for name, proc in running.items():
                 if proc.poll() is not None:
-                    print(f"devrun: {name} exited with status {proc.returncode}; stopping the others",
-                          file=sys.stderr)
+                    print(f"devrun: {name} exited with status {proc.returncode}; stopping the others", file=sys.stderr)
                     return proc.returncode or 1
             time.sleep(0.2)
         return 0

@@ -84,8 +84,9 @@ class Metrics:
             self._by_resource[(method, resource)] = hist
         return hist
 
-    def render(self, *, jobs_by_status: Mapping[JobStatus, int], journal_healthy: bool,
-               log_bytes: int | None = None) -> str:
+    def render(
+        self, *, jobs_by_status: Mapping[JobStatus, int], journal_healthy: bool, log_bytes: int | None = None
+    ) -> str:
         """Return the whole exposition text; ``log_bytes`` (job log files on disk) is left out when None."""
         out: list[str] = []
         add = out.append
@@ -98,10 +99,16 @@ class Metrics:
             ("engine_runs_started_total", "Runs started since start.", lambda: self.runs_started),
             ("engine_runs_finished_total", "Runs that ended DONE since start.", lambda: self.runs_finished),
             ("engine_runs_failed_total", "Runs that ended FAILED since start.", lambda: self.runs_failed),
-            ("engine_job_logs_expired_total", "Job log files deleted by log retention since start.",
-             lambda: self.logs_expired),
-            ("engine_job_log_expired_bytes_total", "Bytes of job log files deleted by log retention since start.",
-             lambda: self.log_bytes_expired),
+            (
+                "engine_job_logs_expired_total",
+                "Job log files deleted by log retention since start.",
+                lambda: self.logs_expired,
+            ),
+            (
+                "engine_job_log_expired_bytes_total",
+                "Bytes of job log files deleted by log retention since start.",
+                lambda: self.log_bytes_expired,
+            ),
         ]
         for name, help_text, value in counters:
             add(f"# HELP {name} {help_text}")

@@ -96,9 +96,13 @@ class ConnectionLimits:
     @classmethod
     def of(cls, settings: HasConnectionSettings) -> ConnectionLimits:
         """Return the limits named by a process's settings."""
-        return cls(max_connections=settings.max_connections, header_timeout=settings.header_timeout,
-                   keepalive_timeout=settings.keepalive_timeout, body_timeout=settings.body_timeout,
-                   max_connections_per_address=settings.max_connections_per_address)
+        return cls(
+            max_connections=settings.max_connections,
+            header_timeout=settings.header_timeout,
+            keepalive_timeout=settings.keepalive_timeout,
+            body_timeout=settings.body_timeout,
+            max_connections_per_address=settings.max_connections_per_address,
+        )
 
     def per_address_cap(self, max_connections: int) -> int:
         """The per-address cap to apply under the connection cap ``max_connections``; 0 for none."""

@@ -158,8 +158,21 @@ class Job:
 
 #: Names of every field in a job's wire shape, in order.
 JOB_FIELDS: tuple[str, ...] = (
-    "id", "type", "engine", "name", "params", "status", "createdAt", "createdBy",
-    "startedAt", "runBy", "runReason", "endedAt", "exitCode", "error", "history",
+    "id",
+    "type",
+    "engine",
+    "name",
+    "params",
+    "status",
+    "createdAt",
+    "createdBy",
+    "startedAt",
+    "runBy",
+    "runReason",
+    "endedAt",
+    "exitCode",
+    "error",
+    "history",
 )
 
 

@@ -53,17 +53,24 @@ def nullable(schema: Schema) -> Schema:
     return {**schema, "type": [*types, "null"]}
 
 
-TIME: Final[Schema] = {"type": "string", "format": "date-time",
-                       "description": "RFC 3339 in UTC with milliseconds, e.g. 2025-01-31T09:30:00.000Z"}
+TIME: Final[Schema] = {
+    "type": "string",
+    "format": "date-time",
+    "description": "RFC 3339 in UTC with milliseconds, e.g. 2025-01-31T09:30:00.000Z",
+}
 JOB_ID: Final[Schema] = {"type": "string", "format": "uuid", "description": "The job's id (a uuid4)."}
 
 
-def _obj(properties: Mapping[str, Schema], *, required: Iterable[str] | None = None,
-         description: str | None = None) -> Schema:
+def _obj(
+    properties: Mapping[str, Schema], *, required: Iterable[str] | None = None, description: str | None = None
+) -> Schema:
     """A closed object: every listed property (all required unless given), nothing else."""
-    out: Schema = {"type": "object", "properties": dict(properties),
-                   "required": list(properties if required is None else required),
-                   "additionalProperties": False}
+    out: Schema = {
+        "type": "object",
+        "properties": dict(properties),
+        "required": list(properties if required is None else required),
+        "additionalProperties": False,
+    }
     if description:
         out["description"] = description
     return out
@@ -75,8 +82,11 @@ def _job_schema() -> Schema:
         "type": {"type": "string", "description": "The job type (a catalog entry)."},
         "engine": {"type": "string", "description": "Legacy alias of `type`: always equal to it."},
         "name": {"type": "string"},
-        "params": {"type": "object", "additionalProperties": {"type": ["string", "integer", "boolean"]},
-                   "description": "Validated params, defaults filled in."},
+        "params": {
+            "type": "object",
+            "additionalProperties": {"type": ["string", "integer", "boolean"]},
+            "description": "Validated params, defaults filled in.",
+        },
         "status": ref("JobStatus"),
         "createdAt": TIME,
         "createdBy": {"type": "string"},
@@ -124,8 +134,11 @@ def _param_spec_schema() -> Schema:
         "max": nullable({"type": "integer"}),
         "maxLength": {"type": "integer"},
     }
-    return _obj(props, required=("name", "type", "required", "default", "choices", "description"),
-                description="A declared param; `min`/`max` only for int params, `maxLength` only for str.")
+    return _obj(
+        props,
+        required=("name", "type", "required", "default", "choices", "description"),
+        description="A declared param; `min`/`max` only for int params, `maxLength` only for str.",
+    )
 
 
 def contract_schemas() -> dict[str, Schema]:
@@ -133,45 +146,84 @@ def contract_schemas() -> dict[str, Schema]:
     codes = [str(c) for c in ErrorCode]
     return {
         "ErrorCode": {"type": "string", "enum": codes},
-        "Error": _obj({"error": {"type": "string", "description": "What went wrong, for humans."},
-                       "code": ref("ErrorCode")},
-                      description="Every error, from either process."),
+        "Error": _obj(
+            {"error": {"type": "string", "description": "What went wrong, for humans."}, "code": ref("ErrorCode")},
+            description="Every error, from either process.",
+        ),
         "JobStatus": {"type": "string", "enum": [str(s) for s in JobStatus]},
-        "HistoryEntry": _obj({"status": ref("JobStatus"), "at": TIME, "by": {"type": "string"},
-                              "reason": nullable({"type": "string"})}),
+        "HistoryEntry": _obj(
+            {"status": ref("JobStatus"), "at": TIME, "by": {"type": "string"}, "reason": nullable({"type": "string"})}
+        ),
         "Job": _job_schema(),
-        "Accepted": _obj({"status": {"const": "accepted"}, "jobId": JOB_ID, "message": {"type": "string"},
-                          "job": ref("Job")}, description="The answer to a run or cancel request."),
-        "JobResult": _obj({"jobId": JOB_ID, "engine": {"type": "string"}, "name": {"type": "string"},
-                           "output": {"type": "string"}, "createdAt": TIME},
-                          description="Legacy shape of a finished job."),
-        "EngineLog": _obj({"level": {"type": "string", "enum": [str(v) for v in LogLevel]},
-                           "message": {"type": "string"}, "jobId": nullable(JOB_ID), "timestamp": TIME},
-                          description="Legacy shape of an engine log entry."),
-        "LogLine": _obj({"seq": {"type": "integer", "minimum": 1}, "at": TIME,
-                         "stream": {"type": "string", "enum": ["stdout", "stderr"]}, "text": {"type": "string"}}),
-        "LogPage": _obj({"lines": {"type": "array", "items": ref("LogLine")},
-                         "next": {"type": "integer", "minimum": 0,
-                                  "description": "Pass as `after` on the next call."},
-                         "truncated": {"type": "boolean", "description": "Older lines were dropped."}},
-                        description="A job's captured output after a cursor, oldest first."),
+        "Accepted": _obj(
+            {"status": {"const": "accepted"}, "jobId": JOB_ID, "message": {"type": "string"}, "job": ref("Job")},
+            description="The answer to a run or cancel request.",
+        ),
+        "JobResult": _obj(
+            {
+                "jobId": JOB_ID,
+                "engine": {"type": "string"},
+                "name": {"type": "string"},
+                "output": {"type": "string"},
+                "createdAt": TIME,
+            },
+            description="Legacy shape of a finished job.",
+        ),
+        "EngineLog": _obj(
+            {
+                "level": {"type": "string", "enum": [str(v) for v in LogLevel]},
+                "message": {"type": "string"},
+                "jobId": nullable(JOB_ID),
+                "timestamp": TIME,
+            },
+            description="Legacy shape of an engine log entry.",
+        ),
+        "LogLine": _obj(
+            {
+                "seq": {"type": "integer", "minimum": 1},
+                "at": TIME,
+                "stream": {"type": "string", "enum": ["stdout", "stderr"]},
+                "text": {"type": "string"},
+            }
+        ),
+        "LogPage": _obj(
+            {
+                "lines": {"type": "array", "items": ref("LogLine")},
+                "next": {"type": "integer", "minimum": 0, "description": "Pass as `after` on the next call."},
+                "truncated": {"type": "boolean", "description": "Older lines were dropped."},
+            },
+            description="A job's captured output after a cursor, oldest first.",
+        ),
         "ParamSpec": _param_spec_schema(),
-        "JobType": _obj({"name": {"type": "string"}, "description": {"type": "string"},
-                         "timeout": {"type": "number"}, "exclusive": {"type": "boolean"},
-                         "params": {"type": "array", "items": ref("ParamSpec")}}),
+        "JobType": _obj(
+            {
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+                "timeout": {"type": "number"},
+                "exclusive": {"type": "boolean"},
+                "params": {"type": "array", "items": ref("ParamSpec")},
+            }
+        ),
         "AuditRecord": _audit_record_schema(),
     }
 
 
 # -- responses and parameters ---------------------------------------------------------------
 
+
 def header(description: str, schema: Schema | None = None, *, required: bool = True) -> dict[str, Any]:
     """Return a response header declaration."""
     return {"description": description, "required": required, "schema": schema or {"type": "string"}}
 
 
-def response(description: str, schema: Schema | None = None, *, media: str | Iterable[str] = JSON,
-             headers: Mapping[str, Any] | None = None, example: Any = None) -> dict[str, Any]:
+def response(
+    description: str,
+    schema: Schema | None = None,
+    *,
+    media: str | Iterable[str] = JSON,
+    headers: Mapping[str, Any] | None = None,
+    example: Any = None,
+) -> dict[str, Any]:
     """Return a response declaration (no body when ``schema`` is ``None`` and ``media`` is JSON)."""
     out: dict[str, Any] = {"description": description}
     medias = [media] if isinstance(media, str) else list(media)
@@ -222,8 +274,9 @@ def errors(*cases: ErrorCase) -> dict[str, dict[str, Any]]:
         for c in group:
             headers.update(c.headers)
             medias.extend(m for m in c.media if m not in medias)
-        content = {m: {"schema": error_schema(c.code for c in group) if m == JSON else {"type": "string"}}
-                   for m in medias}
+        content = {
+            m: {"schema": error_schema(c.code for c in group) if m == JSON else {"type": "string"}} for m in medias
+        }
         out[str(status)] = {"description": "; ".join(reasons), "content": content}
         if headers:
             out[str(status)]["headers"] = headers
@@ -245,8 +298,9 @@ def header_param(name: str, schema: Schema, description: str) -> dict[str, Any]:
     return {"name": name, "in": "header", "required": False, "schema": schema, "description": description}
 
 
-def body(schema: Schema, *, required: bool = True, media: Iterable[str] = (JSON,),
-         example: Any = None) -> dict[str, Any]:
+def body(
+    schema: Schema, *, required: bool = True, media: Iterable[str] = (JSON,), example: Any = None
+) -> dict[str, Any]:
     """Return a request body declaration accepting ``schema`` in each of ``media``.
 
     A body taken as JSON is described with the nesting limit (:data:`JSON_DEPTH_NOTE`).
@@ -264,8 +318,10 @@ def body(schema: Schema, *, required: bool = True, media: Iterable[str] = (JSON,
 
 
 #: The nesting limit of JSON request bodies, as the documents state it.
-JSON_DEPTH_NOTE: Final = (f"A JSON body may nest arrays and objects at most {MAX_JSON_DEPTH} levels deep "
-                          "(`{}` is one level); a deeper one is refused as 400 `invalid_json` before it is decoded.")
+JSON_DEPTH_NOTE: Final = (
+    f"A JSON body may nest arrays and objects at most {MAX_JSON_DEPTH} levels deep "
+    "(`{}` is one level); a deeper one is refused as 400 `invalid_json` before it is decoded."
+)
 
 
 def closed_object(properties: Mapping[str, Schema], *, required: Iterable[str] = ()) -> Schema:
@@ -274,6 +330,7 @@ def closed_object(properties: Mapping[str, Schema], *, required: Iterable[str] =
 
 
 # -- operations and the document --------------------------------------------------------------
+
 
 @attrs.frozen(kw_only=True)
 class Operation:
@@ -319,10 +376,16 @@ class Operation:
         return out
 
 
-def build_document(*, info: Mapping[str, Any], operations: Iterable[Operation], routes: set[OperationKey] | None,
-                   components: Mapping[str, Any], security: Iterable[Mapping[str, list[str]]],
-                   tags: Iterable[Mapping[str, str]] = (),
-                   common_headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_document(
+    *,
+    info: Mapping[str, Any],
+    operations: Iterable[Operation],
+    routes: set[OperationKey] | None,
+    components: Mapping[str, Any],
+    security: Iterable[Mapping[str, list[str]]],
+    tags: Iterable[Mapping[str, str]] = (),
+    common_headers: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Return the OpenAPI 3.1 document of ``operations``.
 
     ``routes`` (from :func:`router_operations`) drops the ``ahead`` operations

@@ -75,11 +75,14 @@ def check_aiohttp_hooks() -> None:
     """Raise ``RuntimeError`` if aiohttp's connection protocol lacks what the timeouts and idle tracking rely on."""
     slots = set(getattr(RequestHandler, "__slots__", ()))
     missing = [name for name in AIOHTTP_HOOKS if name not in slots]
-    missing += [name for name in AIOHTTP_METHOD_HOOKS if not asyncio.iscoroutinefunction(
-        getattr(RequestHandler, name, None))]
+    missing += [
+        name for name in AIOHTTP_METHOD_HOOKS if not asyncio.iscoroutinefunction(getattr(RequestHandler, name, None))
+    ]
     if missing:
-        raise RuntimeError(f"this aiohttp no longer has RequestHandler.{', '.join(missing)}: "
-                           "shared/server.py's connection handling needs to be adapted to it")
+        raise RuntimeError(
+            f"this aiohttp no longer has RequestHandler.{', '.join(missing)}: "
+            "shared/server.py's connection handling needs to be adapted to it"
+        )
 
 
 class CoalescedLog:
@@ -150,8 +153,11 @@ class AcceptErrorHandler:
         """Handle one context reported to the loop."""
         exc = context.get("exception")
         if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
-            self._log.hit(error=exc.strerror, errno=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
-                          message=str(context.get("message", "")))
+            self._log.hit(
+                error=exc.strerror,
+                errno=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
+                message=str(context.get("message", "")),
+            )
         elif self._previous is not None:
             self._previous(loop, context)
         else:
@@ -170,8 +176,13 @@ class AcceptErrorHandler:
 def _raw_response(status: int, reason: str, message: str, code: ErrorCode, *headers: str) -> bytes:
     """A complete HTTP/1.1 error response that closes the connection, for a connection without a request."""
     body = json.dumps(error_body(message, code), separators=(",", ":")).encode()
-    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json; charset=utf-8",
-            f"Content-Length: {len(body)}", "Connection: close", *headers]
+    head = [
+        f"HTTP/1.1 {status} {reason}",
+        "Content-Type: application/json; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *headers,
+    ]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
@@ -193,12 +204,15 @@ class _Gate:
         self.idle_by_address: dict[str, OrderedDict[_Connection, None]] = {}
         self.header_timeout = limits.header_timeout
         self.body_timeout = limits.body_timeout
-        self.busy = _raw_response(503, "Service Unavailable", "too many connections; try again shortly",
-                                  ErrorCode.THROTTLED, "Retry-After: 1")
-        self.too_slow = _raw_response(408, "Request Timeout", "request head not complete in time",
-                                      ErrorCode.BAD_REQUEST)
-        self.body_too_slow = _raw_response(408, "Request Timeout", "request body not complete in time",
-                                           ErrorCode.BAD_REQUEST)
+        self.busy = _raw_response(
+            503, "Service Unavailable", "too many connections; try again shortly", ErrorCode.THROTTLED, "Retry-After: 1"
+        )
+        self.too_slow = _raw_response(
+            408, "Request Timeout", "request head not complete in time", ErrorCode.BAD_REQUEST
+        )
+        self.body_too_slow = _raw_response(
+            408, "Request Timeout", "request body not complete in time", ErrorCode.BAD_REQUEST
+        )
         self.refused = CoalescedLog("connection_refused", level="warning", interval=limits.log_interval)
         self.evicted = CoalescedLog("idle_connection_evicted", level="info", interval=limits.log_interval)
         self.timed_out = CoalescedLog("request_head_timeout", level="info", interval=limits.log_interval)
@@ -232,8 +246,11 @@ class _Gate:
         candidates: Iterable[_Connection] = self.idle if address is None else self.idle_by_address.get(address, ())
         for connection in candidates:
             if connection.evict():
-                self.evicted.hit(max_connections=self.cap, max_connections_per_address=self.per_address_cap,
-                                 per_address=address is not None)
+                self.evicted.hit(
+                    max_connections=self.cap,
+                    max_connections_per_address=self.per_address_cap,
+                    per_address=address is not None,
+                )
                 return True
         return False
 
@@ -278,8 +295,17 @@ class _Connection(RequestHandler):
     byte arrives; only then may a new connection at the cap evict it.
     """
 
-    __slots__ = ("_gate", "_started", "_counted", "_address", "_head_timer", "_head_started", "_next_bytes",
-                 "_body", "_body_timer")
+    __slots__ = (
+        "_gate",
+        "_started",
+        "_counted",
+        "_address",
+        "_head_timer",
+        "_head_started",
+        "_next_bytes",
+        "_body",
+        "_body_timer",
+    )
 
     def __init__(self, manager: web.Server, gate: _Gate, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -316,8 +342,9 @@ class _Connection(RequestHandler):
         # Accepted only to be closed: the descriptor is released in this loop iteration.
         transport.write(self._gate.busy)
         transport.close()
-        self._gate.refused.hit(max_connections=self._gate.cap,
-                               max_connections_per_address=self._gate.per_address_cap, **context)
+        self._gate.refused.hit(
+            max_connections=self._gate.cap, max_connections_per_address=self._gate.per_address_cap, **context
+        )
 
     def _release(self) -> None:
         """Give back this connection's slots (at most once)."""
@@ -372,17 +399,27 @@ class _Connection(RequestHandler):
         if self._head_timer is not None:
             self._head_started = True
 
-    async def _handle_request(self, request: BaseRequest, start_time: float | None,
-                              request_handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
-                              ) -> tuple[web.StreamResponse, bool]:
+    async def _handle_request(
+        self,
+        request: BaseRequest,
+        start_time: float | None,
+        request_handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
+    ) -> tuple[web.StreamResponse, bool]:
         response, reset = await super()._handle_request(request, start_time, request_handler)
-        if (self._counted and not reset and response.keep_alive and not self._next_bytes and not self._messages
-                and self._body is None):
+        if (
+            self._counted
+            and not reset
+            and response.keep_alive
+            and not self._next_bytes
+            and not self._messages
+            and self._body is None
+        ):
             self._gate.enter_idle(self, self._address)
         return response, reset
 
-    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         """Answer a request aiohttp could not parse (a 4xx) as a JSON error, logged once per interval.
 
         A 5xx (aiohttp's own failure, not the client's) keeps aiohttp's
@@ -400,8 +437,12 @@ class _Connection(RequestHandler):
         self._gate.malformed.hit(status=status, reason=reason, peer=request.remote)
         if request.writer.output_size > 0:
             raise ConnectionError("a response was already sent; cannot send the error")
-        response = json_error(status, f"malformed HTTP request: {reason}", error_code_for(status),
-                              {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+        response = json_error(
+            status,
+            f"malformed HTTP request: {reason}",
+            error_code_for(status),
+            {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+        )
         response.force_close()
         return response
 
@@ -450,8 +491,12 @@ class _Connection(RequestHandler):
             return
         request = self._current_request
         transport = self.transport
-        if (request is not None and request.content is body and request.writer.output_size == 0
-                and isinstance(transport, asyncio.Transport)):
+        if (
+            request is not None
+            and request.content is body
+            and request.writer.output_size == 0
+            and isinstance(transport, asyncio.Transport)
+        ):
             transport.write(self._gate.body_too_slow)
         self._gate.body_timed_out.hit(body_timeout=self._gate.body_timeout)
         self.force_close()
@@ -461,8 +506,13 @@ class _Server(web.Server):
     """aiohttp's low-level server making :class:`_Connection` protocols, built from the one aiohttp made."""
 
     def __init__(self, base: web.Server, gate: _Gate) -> None:
-        super().__init__(base.request_handler, request_factory=base.request_factory,
-                         handler_cancellation=base.handler_cancellation, loop=gate.loop, **base._kwargs)
+        super().__init__(
+            base.request_handler,
+            request_factory=base.request_factory,
+            handler_cancellation=base.handler_cancellation,
+            loop=gate.loop,
+            **base._kwargs,
+        )
         self._gate = gate
 
     def __call__(self) -> RequestHandler:
@@ -512,18 +562,32 @@ def _url(address: Any) -> str:
 
 def _log_fd_plan(plan: FdPlan, limits: ConnectionLimits) -> None:
     if plan.short:
-        log.warning("max_connections_above_fd_limit", max_connections=plan.max_connections,
-                    fd_limit=plan.soft_limit,
-                    hint="raise LimitNOFILE (ulimit -n) or lower max_connections, or accept() may fail with EMFILE")
-    log.info("connection_limits", max_connections=plan.max_connections, fd_limit=plan.soft_limit,
-             max_connections_per_address=limits.per_address_cap(plan.max_connections),
-             header_timeout=limits.header_timeout, body_timeout=limits.body_timeout,
-             keepalive_timeout=limits.keepalive_timeout)
+        log.warning(
+            "max_connections_above_fd_limit",
+            max_connections=plan.max_connections,
+            fd_limit=plan.soft_limit,
+            hint="raise LimitNOFILE (ulimit -n) or lower max_connections, or accept() may fail with EMFILE",
+        )
+    log.info(
+        "connection_limits",
+        max_connections=plan.max_connections,
+        fd_limit=plan.soft_limit,
+        max_connections_per_address=limits.per_address_cap(plan.max_connections),
+        header_timeout=limits.header_timeout,
+        body_timeout=limits.body_timeout,
+        keepalive_timeout=limits.keepalive_timeout,
+    )
 
 
 @contextlib.asynccontextmanager
-async def serving(app: web.Application, *, host: str, port: int, limits: ConnectionLimits,
-                  after_setup: Callable[[], None] | None = None) -> AsyncIterator[Serving]:
+async def serving(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    limits: ConnectionLimits,
+    after_setup: Callable[[], None] | None = None,
+) -> AsyncIterator[Serving]:
     """Start ``app`` (its startup hooks), listen on ``host:port`` under ``limits``; clean up on exit.
 
     Raises the app's startup errors and ``OSError`` when the address cannot
@@ -544,8 +608,11 @@ async def serving(app: web.Application, *, host: str, port: int, limits: Connect
             after_setup()
         await web.TCPSite(runner, host, port).start()
         _log_fd_plan(plan, limits)
-        yield Serving(urls=tuple(_url(a) for a in runner.addresses), max_connections=plan.max_connections,
-                      fd_limit=plan.soft_limit)
+        yield Serving(
+            urls=tuple(_url(a) for a in runner.addresses),
+            max_connections=plan.max_connections,
+            fd_limit=plan.soft_limit,
+        )
     finally:
         await runner.cleanup()
         gate.close()

@@ -47,8 +47,14 @@ class ApiError(Exception):
     status: int = 400
     code: ErrorCode = ErrorCode.BAD_REQUEST
 
-    def __init__(self, message: str, *, status: int | None = None, code: ErrorCode | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: ErrorCode | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if status is not None:
@@ -168,8 +174,9 @@ def request_wrapper(
             elapsed = time.perf_counter() - start
             if on_done is not None:
                 on_done(request, response.status, elapsed)
-            log_request(request_id=rid, method=request.method, path=request.path, status=response.status,
-                        ms=elapsed * 1000)
+            log_request(
+                request_id=rid, method=request.method, path=request.path, status=response.status, ms=elapsed * 1000
+            )
             return response
 
         return guarded
@@ -219,8 +226,11 @@ class ApiRoutes:
         # Startup runs after create_app added everything and before the router freezes. A route
         # added straight to app.router would skip authentication, error mapping and the request
         # log: refuse to start rather than serve it (deny by default).
-        bare = sorted(f"{route.method} {route.resource.canonical if route.resource else '?'}"
-                      for route in app.router.routes() if route.handler not in self._wrapped)
+        bare = sorted(
+            f"{route.method} {route.resource.canonical if route.resource else '?'}"
+            for route in app.router.routes()
+            if route.handler not in self._wrapped
+        )
         if bare:
             raise RuntimeError(f"routes added outside ApiRoutes (not behind the request wrapper): {', '.join(bare)}")
         resource = _AnyTarget()
@@ -331,8 +341,13 @@ def json_nesting_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
-async def read_json_object(request: web.Request, *, allowed: Iterable[str] | None = None,
-                           required: bool = False, error: type[ApiError] = ApiError) -> dict[str, Any]:
+async def read_json_object(
+    request: web.Request,
+    *,
+    allowed: Iterable[str] | None = None,
+    required: bool = False,
+    error: type[ApiError] = ApiError,
+) -> dict[str, Any]:
     """Read a request body as a JSON object of at most ``MAX_BODY`` bytes and ``MAX_JSON_DEPTH`` levels.
 
     An empty body reads as ``{}`` unless ``required``. Raises ``error`` (400
@@ -359,8 +374,9 @@ async def read_json_object(request: web.Request, *, allowed: Iterable[str] | Non
     except UnicodeDecodeError:
         raise error("body is not valid JSON", code=ErrorCode.INVALID_JSON) from None
     if json_nesting_exceeds(text):
-        raise error(f"body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep",
-                    code=ErrorCode.INVALID_JSON)
+        raise error(
+            f"body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep", code=ErrorCode.INVALID_JSON
+        )
     try:
         body = json.loads(text)
     except (ValueError, RecursionError):
@@ -371,8 +387,10 @@ async def read_json_object(request: web.Request, *, allowed: Iterable[str] | Non
     if allowed is not None:
         unknown = sorted(set(body) - set(allowed))
         if unknown:
-            raise error(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
-                        code=ErrorCode.UNKNOWN_FIELD)
+            raise error(
+                f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+                code=ErrorCode.UNKNOWN_FIELD,
+            )
     return body
 
 
@@ -391,8 +409,10 @@ async def read_form(request: web.Request, *, error: type[ApiError] = ApiError) -
     try:
         return await request.post()
     except _FORM_ERRORS:
-        raise error("the body is not a readable form (check its Content-Type and multipart boundary)",
-                    code=ErrorCode.BAD_REQUEST) from None
+        raise error(
+            "the body is not a readable form (check its Content-Type and multipart boundary)",
+            code=ErrorCode.BAD_REQUEST,
+        ) from None
 
 
 #: A number as a client may spell it: ASCII digits only. ``int()`` (and ``\d``) also take other
@@ -411,16 +431,16 @@ def parse_decimal(text: str) -> int | None:
     return int(text) if _DECIMAL.fullmatch(text) else None
 
 
-def parse_int_query(request: web.Request, name: str, *, default: int, low: int, high: int,
-                    error: type[ApiError] = ApiError) -> int:
+def parse_int_query(
+    request: web.Request, name: str, *, default: int, low: int, high: int, error: type[ApiError] = ApiError
+) -> int:
     """Read an integer query parameter within ``[low, high]`` (:func:`parse_decimal`); anything else is a 400."""
     raw = request.query.get(name)
     if raw is None:
         return default
     value = parse_decimal(raw)
     if value is None or not low <= value <= high:
-        raise error(f"{name} must be an integer between {low} and {high} (ASCII digits)",
-                    code=ErrorCode.INVALID_FIELD)
+        raise error(f"{name} must be an integer between {low} and {high} (ASCII digits)", code=ErrorCode.INVALID_FIELD)
     return value
 
 

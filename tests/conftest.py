@@ -69,36 +69,58 @@ def testing_types(tmp: Path) -> tuple[JobType, ...]:
     - ``test.chatty`` prints ``lines`` numbered lines.
     """
     return (
-        JobType(name="test.count", description="Append a line to a file.",
-                command=_py("import os; f = open(os.environ['JOB_PARAM_COUNTER'], 'a'); f.write('ran\\n')"),
-                timeout=30.0,
-                params=(ParamSpec(name="counter", type="str", default=str(tmp / "count.txt")),)),
-        JobType(name="test.block", description="Sleep, exclusively.", exclusive=True,
-                command=_py("import os, time; print('started', flush=True); "
-                            "time.sleep(int(os.environ['JOB_PARAM_SECONDS']))"),
-                timeout=120.0,
-                params=(ParamSpec(name="seconds", type="int", default=60, min=0, max=600),)),
-        JobType(name="test.family", description="A job with a grandchild.",
-                command=_py("import os, subprocess, sys, time; "
-                            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
-                            "open(os.environ['JOB_PARAM_PIDFILE'], 'w').write(str(p.pid)); "
-                            "print('ready', flush=True); time.sleep(600)"),
-                timeout=120.0,
-                params=(ParamSpec(name="pidfile", type="str", default=str(tmp / "grandchild.pid")),)),
-        JobType(name="test.required", description="Needs a param.", command=_py("pass"), timeout=30.0,
-                params=(ParamSpec(name="target", type="str", required=True),)),
-        JobType(name="test.chatty", description="Print numbered lines.",
-                command=_py("import os\nfor i in range(int(os.environ['JOB_PARAM_LINES'])): print('line', i)"),
-                timeout=30.0,
-                params=(ParamSpec(name="lines", type="int", default=5, min=0, max=100_000),)),
+        JobType(
+            name="test.count",
+            description="Append a line to a file.",
+            command=_py("import os; f = open(os.environ['JOB_PARAM_COUNTER'], 'a'); f.write('ran\\n')"),
+            timeout=30.0,
+            params=(ParamSpec(name="counter", type="str", default=str(tmp / "count.txt")),),
+        ),
+        JobType(
+            name="test.block",
+            description="Sleep, exclusively.",
+            exclusive=True,
+            command=_py(
+                "import os, time; print('started', flush=True); time.sleep(int(os.environ['JOB_PARAM_SECONDS']))"
+            ),
+            timeout=120.0,
+            params=(ParamSpec(name="seconds", type="int", default=60, min=0, max=600),),
+        ),
+        JobType(
+            name="test.family",
+            description="A job with a grandchild.",
+            command=_py(
+                "import os, subprocess, sys, time; "
+                "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+                "open(os.environ['JOB_PARAM_PIDFILE'], 'w').write(str(p.pid)); "
+                "print('ready', flush=True); time.sleep(600)"
+            ),
+            timeout=120.0,
+            params=(ParamSpec(name="pidfile", type="str", default=str(tmp / "grandchild.pid")),),
+        ),
+        JobType(
+            name="test.required",
+            description="Needs a param.",
+            command=_py("pass"),
+            timeout=30.0,
+            params=(ParamSpec(name="target", type="str", required=True),),
+        ),
+        JobType(
+            name="test.chatty",
+            description="Print numbered lines.",
+            command=_py("import os\nfor i in range(int(os.environ['JOB_PARAM_LINES'])): print('line', i)"),
+            timeout=30.0,
+            params=(ParamSpec(name="lines", type="int", default=5, min=0, max=100_000),),
+        ),
     )
 
 
 def make_test_catalog(tmp: Path) -> Catalog:
     """Return the demo types, the ``test.*`` types and one submit client (``crm``)."""
     types = {t.name: t for t in (*demo_types(), *testing_types(tmp))}
-    return Catalog(types=types, clients=(ClientToken(name=CLIENT_NAME, scope="submit",
-                                                     token_sha256=hash_token(CLIENT_TOKEN)),))
+    return Catalog(
+        types=types, clients=(ClientToken(name=CLIENT_NAME, scope="submit", token_sha256=hash_token(CLIENT_TOKEN)),)
+    )
 
 
 @pytest.fixture
@@ -114,8 +136,14 @@ class EngineHarness:
     client: TestClient[web.Request, web.Application]
     journal: Journal
 
-    async def create(self, type_name: str, params: Mapping[str, Any] | None = None, *,
-                     name: str | None = None, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    async def create(
+        self,
+        type_name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         """Create a job (expecting 201) and return it."""
         body: dict[str, Any] = {"type": type_name}
         if params is not None:
@@ -127,8 +155,9 @@ class EngineHarness:
         job: dict[str, Any] = await resp.json()
         return job
 
-    async def run(self, job_id: str, *, reason: str | None = None,
-                  headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    async def run(
+        self, job_id: str, *, reason: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """Run a job (expecting 202) and return the job from the answer."""
         body = {"reason": reason} if reason is not None else {}
         resp = await self.client.post(f"/api/jobs/{job_id}/run", json=body, headers=headers or auth())
@@ -148,8 +177,14 @@ class EngineHarness:
         return await wait_for_status(self.client, job_id, statuses, timeout=timeout)
 
 
-async def wait_for_status(client: TestClient[web.Request, web.Application], job_id: str, statuses: Iterable[str] = FINAL, *,
-                          timeout: float = 20.0, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+async def wait_for_status(
+    client: TestClient[web.Request, web.Application],
+    job_id: str,
+    statuses: Iterable[str] = FINAL,
+    *,
+    timeout: float = 20.0,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Poll ``GET /api/jobs/{id}`` until the status is in ``statuses``; fail after ``timeout`` seconds."""
     wanted = frozenset(statuses)
     deadline = time.monotonic() + timeout
@@ -194,16 +229,24 @@ def make_engine(aiohttp_client: Any, test_catalog: Catalog, tmp_path: Path) -> M
     grace, and an empty environment for the token look-up.
     """
 
-    async def make(*, catalog: Catalog | None = None, journal: Journal | None = None,
-                   environ: Mapping[str, str] | None = None, **settings: Any) -> EngineHarness:
+    async def make(
+        *,
+        catalog: Catalog | None = None,
+        journal: Journal | None = None,
+        environ: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> EngineHarness:
         settings.setdefault("token", ADMIN_TOKEN)
         settings.setdefault("data_dir", tmp_path / "engine")
         settings.setdefault("ephemeral", True)
         settings.setdefault("kill_grace", 0.5)
         used = journal if journal is not None else MemoryJournal()
-        app = create_app(Settings(**settings), journal=used,
-                         catalog=catalog if catalog is not None else test_catalog,
-                         environ=environ if environ is not None else {})
+        app = create_app(
+            Settings(**settings),
+            journal=used,
+            catalog=catalog if catalog is not None else test_catalog,
+            environ=environ if environ is not None else {},
+        )
         client = await aiohttp_client(app)
         return EngineHarness(client=client, journal=used)
 

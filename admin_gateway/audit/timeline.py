@@ -26,14 +26,13 @@ from typing import Any, Final, Literal
 import attrs
 from aiohttp import web
 
-from shared.contract import ErrorCode, format_time, parse_time
-from shared.journal.chain import AuditQuery
-from shared.web import API_ROUTES, parse_decimal
-
 from admin_gateway.audit.trail import AUDIT
 from admin_gateway.auth.guards import User, require_super_admin
 from admin_gateway.engine_client import ENGINE_CLIENT, request_id_of
 from admin_gateway.errors import GatewayError
+from shared.contract import ErrorCode, format_time, parse_time
+from shared.journal.chain import AuditQuery
+from shared.web import API_ROUTES, parse_decimal
 
 JournalName = Literal["engine", "gateway"]
 JOURNALS: Final[tuple[JournalName, ...]] = ("engine", "gateway")
@@ -100,8 +99,10 @@ def parse_time_filter(name: str, raw: str) -> dt.datetime:
     except (ValueError, OverflowError):  # OverflowError: a time before year 1 in UTC
         parsed = None
     if parsed is None:
-        raise _invalid(f"{name} must be a date (YYYY-MM-DD) or a time (RFC 3339, e.g. 2025-01-31T09:00:00Z; "
-                       f"without a zone it is UTC)")
+        raise _invalid(
+            f"{name} must be a date (YYYY-MM-DD) or a time (RFC 3339, e.g. 2025-01-31T09:00:00Z; "
+            f"without a zone it is UTC)"
+        )
     return parsed
 
 
@@ -142,13 +143,17 @@ class TimelineQuery:
                 raise _invalid(f"limit must be a number from 1 to {MAX_LIMIT}")
             limit = parsed
         cursor = Cursor.parse(values["before"]) if "before" in values else Cursor()
-        return cls(actor=actor, job_id=job_id, since=since, until=until, journals=journals, limit=limit,
-                   cursor=cursor)
+        return cls(actor=actor, job_id=job_id, since=since, until=until, journals=journals, limit=limit, cursor=cursor)
 
     def params(self) -> dict[str, str]:
         """The query as request parameters (without the cursor and the limit), for links to other pages."""
-        out = {"actor": self.actor, "jobId": self.job_id, "since": format_time(self.since),
-               "until": format_time(self.until), "journal": self.journals[0] if len(self.journals) == 1 else None}
+        out = {
+            "actor": self.actor,
+            "jobId": self.job_id,
+            "since": format_time(self.since),
+            "until": format_time(self.until),
+            "journal": self.journals[0] if len(self.journals) == 1 else None,
+        }
         return {k: v for k, v in out.items() if v}
 
 
@@ -163,26 +168,41 @@ class Timeline:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON shape of ``GET /api/admin/audit``."""
-        return {"records": self.records, "next": self.next.encode() if self.next else None, "engine": self.engine,
-                "warning": self.warning}
+        return {
+            "records": self.records,
+            "next": self.next.encode() if self.next else None,
+            "engine": self.engine,
+            "warning": self.warning,
+        }
 
 
 def _is_record(item: Any) -> bool:
-    return (isinstance(item, dict) and isinstance(item.get("seq"), int) and isinstance(item.get("at"), str)
-            and isinstance(item.get("data"), dict))
+    return (
+        isinstance(item, dict)
+        and isinstance(item.get("seq"), int)
+        and isinstance(item.get("at"), str)
+        and isinstance(item.get("data"), dict)
+    )
 
 
-async def _engine_records(request: web.Request, user: User, query: TimelineQuery,
-                          before: int | None) -> list[dict[str, Any]] | str:
+async def _engine_records(
+    request: web.Request, user: User, query: TimelineQuery, before: int | None
+) -> list[dict[str, Any]] | str:
     """The engine's records for ``query`` (newest first), or why they are unavailable."""
     params = {"limit": str(query.limit)}
-    for name, value in (("actor", query.actor), ("jobId", query.job_id), ("since", format_time(query.since)),
-                        ("until", format_time(query.until)), ("before", None if before is None else str(before))):
+    for name, value in (
+        ("actor", query.actor),
+        ("jobId", query.job_id),
+        ("since", format_time(query.since)),
+        ("until", format_time(query.until)),
+        ("before", None if before is None else str(before)),
+    ):
         if value is not None:
             params[name] = value
     try:
-        resp = await request.app[ENGINE_CLIENT].call("GET", "api/audit", actor=user.name, query=params,
-                                                     request_id=request_id_of(request))
+        resp = await request.app[ENGINE_CLIENT].call(
+            "GET", "api/audit", actor=user.name, query=params, request_id=request_id_of(request)
+        )
     except GatewayError as exc:
         return exc.message
     if resp.status == 404:
@@ -202,8 +222,16 @@ async def _gateway_records(request: web.Request, query: TimelineQuery, before: i
     journal = request.app[AUDIT].journal
     if journal is None:
         return []
-    found = await journal.query(AuditQuery(job_id=query.job_id, actor=query.actor, since=query.since,
-                                           until=query.until, before=before, limit=query.limit))
+    found = await journal.query(
+        AuditQuery(
+            job_id=query.job_id,
+            actor=query.actor,
+            since=query.since,
+            until=query.until,
+            before=before,
+            limit=query.limit,
+        )
+    )
     return [record.to_json() for record in found]
 
 
@@ -227,7 +255,7 @@ async def read_timeline(request: web.Request, user: User, query: TimelineQuery) 
     merged = [{**record, "journal": name} for name, records in fetched.items() for record in records]
     # Newest first; within one millisecond, higher seqs first, the engine's before the gateway's.
     merged.sort(key=lambda r: (r["at"], r["journal"] == "engine", r["seq"]), reverse=True)
-    page = merged[:query.limit]
+    page = merged[: query.limit]
     positions: dict[JournalName, int | None] = {}
     for name in JOURNALS:
         if name not in query.journals:
@@ -243,8 +271,9 @@ async def read_timeline(request: web.Request, user: User, query: TimelineQuery) 
                 positions[name] = min(taken) if taken else query.cursor.get(name)
     cursor = Cursor(engine=positions["engine"], gateway=positions["gateway"])
     # Without a record on this page there is nothing to page from (an engine that stays down would loop).
-    return Timeline(records=page, next=None if cursor.done or not page else cursor, engine=engine_state,
-                    warning=warning)
+    return Timeline(
+        records=page, next=None if cursor.done or not page else cursor, engine=engine_state, warning=warning
+    )
 
 
 def details(record: dict[str, Any]) -> list[tuple[str, str]]:
@@ -281,8 +310,10 @@ async def get_audit(request: web.Request) -> web.Response:
     user = await require_super_admin(request)
     unknown = sorted(set(request.query) - PARAMS)
     if unknown:
-        raise GatewayError(f"unknown parameter(s): {', '.join(unknown)}; allowed: {', '.join(sorted(PARAMS))}",
-                           code=ErrorCode.UNKNOWN_FIELD)
+        raise GatewayError(
+            f"unknown parameter(s): {', '.join(unknown)}; allowed: {', '.join(sorted(PARAMS))}",
+            code=ErrorCode.UNKNOWN_FIELD,
+        )
     query = TimelineQuery.from_params(request.query)
     timeline = await read_timeline(request, user, query)
     return web.json_response(timeline.to_json())

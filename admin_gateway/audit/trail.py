@@ -63,20 +63,41 @@ import attrs
 import structlog
 from aiohttp import web
 
+from admin_gateway.errors import AuditUnavailable, GatewayError
+from admin_gateway.http.peer import Network, client_address
+from admin_gateway.settings import SETTINGS
 from shared.contract import format_time
 from shared.journal.chain import Journal, JournalError, JournalUnavailable, Record
 from shared.journal.file import FileJournal
 from shared.text import escape_unprintable
 from shared.web import REQUEST_ID
 
-from admin_gateway.errors import AuditUnavailable, GatewayError
-from admin_gateway.http.peer import Network, client_address
-from admin_gateway.settings import SETTINGS
-
-__all__ = ["ACCESS_DENIED", "ANONYMOUS", "AUDIT", "AUDIT_SUBDIR", "COALESCED_ACTIONS", "CSRF_REFUSED", "JOB_CANCEL",
-           "JOB_CREATE", "JOB_RUN", "LOGIN_FAILED", "LOGIN_SUCCEEDED", "LOGOUT", "MAX_DISTINCT_NAMES", "NAME_SAMPLE",
-           "SAFE_MODE_REFUSED", "SESSION_EXPIRED", "UNCHECKED_LOGIN_REASONS", "Audit", "AuditUnavailable",
-           "audit_journal_ctx", "clip", "outcome_of", "requested", "sanitize"]
+__all__ = [
+    "ACCESS_DENIED",
+    "ANONYMOUS",
+    "AUDIT",
+    "AUDIT_SUBDIR",
+    "COALESCED_ACTIONS",
+    "CSRF_REFUSED",
+    "JOB_CANCEL",
+    "JOB_CREATE",
+    "JOB_RUN",
+    "LOGIN_FAILED",
+    "LOGIN_SUCCEEDED",
+    "LOGOUT",
+    "MAX_DISTINCT_NAMES",
+    "NAME_SAMPLE",
+    "SAFE_MODE_REFUSED",
+    "SESSION_EXPIRED",
+    "UNCHECKED_LOGIN_REASONS",
+    "Audit",
+    "AuditUnavailable",
+    "audit_journal_ctx",
+    "clip",
+    "outcome_of",
+    "requested",
+    "sanitize",
+]
 
 #: Fixed action names (one per kind of security event).
 LOGIN_SUCCEEDED: Final = "login_succeeded"
@@ -149,7 +170,7 @@ def sanitize(value: str | None, limit: int = _MAX_TEXT) -> str | None:
     """
     if value is None:
         return None
-    value = value[:limit + 1]
+    value = value[: limit + 1]
     return clip(escape_unprintable(value), limit)
 
 
@@ -223,8 +244,13 @@ def _iso(epoch: float) -> str | None:
 def _summary(window: _Window) -> dict[str, Any]:
     """The ``data`` of a window's summary record."""
     names = window.names.fields() if window.names is not None else {}
-    return {**window.data, "repeated": window.repeated, "firstAt": _iso(window.first), "lastAt": _iso(window.last),
-            **names}
+    return {
+        **window.data,
+        "repeated": window.repeated,
+        "firstAt": _iso(window.first),
+        "lastAt": _iso(window.last),
+        **names,
+    }
 
 
 def _unchecked_login(action: str, body: dict[str, Any]) -> bool:
@@ -278,9 +304,17 @@ class Audit:
             "path": sanitize(request.path),
         }
 
-    async def record(self, action: str, *, request: web.Request | None = None, actor: str | None = None,
-                     job_id: str | None = None, outcome: str, fail_closed: bool = False,
-                     **data: Any) -> Record | None:
+    async def record(
+        self,
+        action: str,
+        *,
+        request: web.Request | None = None,
+        actor: str | None = None,
+        job_id: str | None = None,
+        outcome: str,
+        fail_closed: bool = False,
+        **data: Any,
+    ) -> Record | None:
         """Append one record for ``action`` and return it once it is durable.
 
         ``request`` contributes the source address and the request fields;
@@ -294,15 +328,19 @@ class Audit:
         body.update((k, _clean(v)) for k, v in data.items() if v is not None)
         who = sanitize(actor, _MAX_NAME) or ANONYMOUS
         job = sanitize(job_id, _MAX_NAME)
-        if (request is not None and self._window is not None
-                and (action in COALESCED_ACTIONS or _unchecked_login(action, body))
-                and outcome == REFUSED and not fail_closed and job is None):
+        if (
+            request is not None
+            and self._window is not None
+            and (action in COALESCED_ACTIONS or _unchecked_login(action, body))
+            and outcome == REFUSED
+            and not fail_closed
+            and job is None
+        ):
             if await self._counted(action, who, source, body, request):
                 return None
         return await self._append(action, who, source, job, body, fail_closed=fail_closed)
 
-    async def _counted(self, action: str, who: str, source: str, body: dict[str, Any],
-                       request: web.Request) -> bool:
+    async def _counted(self, action: str, who: str, source: str, body: dict[str, Any], request: web.Request) -> bool:
         """Count a refusal into its open window (``True``), or open one for it (``False``: write it now)."""
         per_name = _unchecked_login(action, body)
         skip = _PER_REQUEST_FIELDS | _PER_ATTEMPT_FIELDS if per_name else _PER_REQUEST_FIELDS
@@ -322,8 +360,14 @@ class Audit:
                 window.names.add(who)
             return True
         # Opened before anything is awaited: concurrent repeats are counted, not written.
-        self._open[key] = _Window(action=action, actor=actor, source=source, data=fields, opened=time.monotonic(),
-                                  names=_Names() if per_name else None)
+        self._open[key] = _Window(
+            action=action,
+            actor=actor,
+            source=source,
+            data=fields,
+            opened=time.monotonic(),
+            names=_Names() if per_name else None,
+        )
         if len(self._open) > self._max_open:
             await self._close(next(iter(self._open)))  # the oldest, never the one just opened
         return False
@@ -355,27 +399,43 @@ class Audit:
                 window.names = _Names()
             await self._append(window.action, window.actor, window.source, None, summary, fail_closed=False)
 
-    async def _append(self, action: str, who: str, source: str, job: str | None, body: dict[str, Any], *,
-                      fail_closed: bool) -> Record | None:
+    async def _append(
+        self, action: str, who: str, source: str, job: str | None, body: dict[str, Any], *, fail_closed: bool
+    ) -> Record | None:
         """Write one record and its log line (see :meth:`record` for failures)."""
         outcome = body["outcome"]
         try:
             record = await self.write(action=action, actor=who, source=source, job_id=job, data=body)
         except AuditUnavailable as exc:
-            self._log.error("audit_write_failed", action=action, actor=who, source=source, job_id=job,
-                            outcome=outcome, reason=body.get("reason"), error=exc.message, fail_closed=fail_closed)
+            self._log.error(
+                "audit_write_failed",
+                action=action,
+                actor=who,
+                source=source,
+                job_id=job,
+                outcome=outcome,
+                reason=body.get("reason"),
+                error=exc.message,
+                fail_closed=fail_closed,
+            )
             if fail_closed:
                 raise
             return None
         # The journal is the audit trail; this line is for whoever watches the logs.
-        line = {"seq": record.seq, "actor": who, "source": source, "job_id": job, "outcome": outcome,
-                "code": body.get("code"), "reason": body.get("reason")}
+        line = {
+            "seq": record.seq,
+            "actor": who,
+            "source": source,
+            "job_id": job,
+            "outcome": outcome,
+            "code": body.get("code"),
+            "reason": body.get("reason"),
+        }
         log = self._log.warning if action in _WARNING_ACTIONS else self._log.info
         log(action, **{k: v for k, v in line.items() if v is not None})
         return record
 
-    async def write(self, *, action: str, actor: str, source: str, job_id: str | None,
-                    data: dict[str, Any]) -> Record:
+    async def write(self, *, action: str, actor: str, source: str, job_id: str | None, data: dict[str, Any]) -> Record:
         """Append one record to the journal; raise :class:`AuditUnavailable` if it is not durable."""
         journal = self._journal
         if journal is None:

@@ -35,15 +35,14 @@ import secrets
 
 from aiohttp import web
 
-from shared.web import read_form
-
 from admin_gateway.audit.trail import AUDIT, CSRF_REFUSED, REFUSED
 from admin_gateway.auth.guards import current_user, session_data
+from admin_gateway.auth.sessions import SESSION_STORAGE
+from admin_gateway.auth.signing import mac, mac_matches
 from admin_gateway.errors import CsrfRefused, GatewayError
 from admin_gateway.http.peer import TRUSTED_PROXIES, own_origin
-from admin_gateway.auth.sessions import SESSION_STORAGE
 from admin_gateway.settings import SETTINGS
-from admin_gateway.auth.signing import mac, mac_matches
+from shared.web import read_form
 
 #: Session key of the synchronizer token.
 SESSION_CSRF = "csrf"
@@ -139,7 +138,15 @@ async def check_csrf(request: web.Request) -> None:
             reason = "wrong_token"
     if reason is not None:
         user = await current_user(request)
-        await request.app[AUDIT].record(CSRF_REFUSED, request=request, actor=user.name if user else None,
-                                        outcome=REFUSED, code=CsrfRefused.code, status=403, reason=reason)
-        raise CsrfRefused("request refused: missing or invalid CSRF token, or a foreign origin; "
-                          "reload the page and try again")
+        await request.app[AUDIT].record(
+            CSRF_REFUSED,
+            request=request,
+            actor=user.name if user else None,
+            outcome=REFUSED,
+            code=CsrfRefused.code,
+            status=403,
+            reason=reason,
+        )
+        raise CsrfRefused(
+            "request refused: missing or invalid CSRF token, or a foreign origin; reload the page and try again"
+        )

@@ -34,11 +34,10 @@ from typing import Final
 import structlog
 from aiohttp import web
 
-from shared.journal.snapshot import write_durably
-
+from admin_gateway.auth.signing import b64url, mac, mac_matches
 from admin_gateway.http.peer import Network, is_https
 from admin_gateway.settings import SettingsError
-from admin_gateway.auth.signing import b64url, mac, mac_matches
+from shared.journal.snapshot import write_durably
 
 COOKIE_NAME: Final = "gw_device"
 #: Over HTTPS: the browser then only accepts it Secure, Path=/, host-only.
@@ -149,8 +148,15 @@ class DeviceCookies:
     def set_cookie(self, request: web.Request, response: web.StreamResponse, account: str) -> None:
         """Put a fresh device cookie for ``account`` on ``response``."""
         name = self.cookie_name(request)
-        response.set_cookie(name, self.issue(account), max_age=LIFETIME, path="/", httponly=True,
-                            secure=True if name == SECURE_COOKIE_NAME else None, samesite="Strict")
+        response.set_cookie(
+            name,
+            self.issue(account),
+            max_age=LIFETIME,
+            path="/",
+            httponly=True,
+            secure=True if name == SECURE_COOKIE_NAME else None,
+            samesite="Strict",
+        )
 
 
 #: The app's device cookie signer.

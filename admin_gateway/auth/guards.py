@@ -15,15 +15,22 @@ import attrs
 from aiohttp import web
 from aiohttp_session import SESSION_KEY, get_session
 
-from shared.contract import ErrorCode
-
 from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, REFUSED
-from admin_gateway.errors import Unauthorized
 from admin_gateway.auth.sessions import SESSION_STORAGE
 from admin_gateway.auth.users import ROLE_ADMIN, ROLE_SUPER_ADMIN, UserStore
+from admin_gateway.errors import Unauthorized
+from shared.contract import ErrorCode
 
-__all__ = ["ROLE_ADMIN", "ROLE_SUPER_ADMIN", "USER_STORE", "User", "current_user", "require_super_admin",
-           "require_user", "session_data"]
+__all__ = [
+    "ROLE_ADMIN",
+    "ROLE_SUPER_ADMIN",
+    "USER_STORE",
+    "User",
+    "current_user",
+    "require_super_admin",
+    "require_user",
+    "session_data",
+]
 
 #: Session keys.
 SESSION_USER = "user"
@@ -92,8 +99,9 @@ async def require_user(request: web.Request) -> User:
     """Return the signed-in user or raise 401 ``unauthorized`` (and record the denial)."""
     user = await current_user(request)
     if user is None:
-        await request.app[AUDIT].record(ACCESS_DENIED, request=request, outcome=REFUSED, code=Unauthorized.code,
-                                        status=401, reason="no_session")
+        await request.app[AUDIT].record(
+            ACCESS_DENIED, request=request, outcome=REFUSED, code=Unauthorized.code, status=401, reason="no_session"
+        )
         raise Unauthorized("sign in first")
     return user
 
@@ -102,7 +110,15 @@ async def require_super_admin(request: web.Request) -> User:
     """Return the signed-in super_admin or raise 401 (no session, or another role)."""
     user = await require_user(request)
     if not user.is_super_admin:
-        await request.app[AUDIT].record(ACCESS_DENIED, request=request, actor=user.name, outcome=REFUSED,
-                                        code=ErrorCode.FORBIDDEN, status=401, reason="role", role=user.role)
+        await request.app[AUDIT].record(
+            ACCESS_DENIED,
+            request=request,
+            actor=user.name,
+            outcome=REFUSED,
+            code=ErrorCode.FORBIDDEN,
+            status=401,
+            reason="role",
+            role=user.role,
+        )
         raise Unauthorized("this needs the super_admin role", code=ErrorCode.FORBIDDEN)
     return user

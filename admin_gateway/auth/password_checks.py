@@ -66,9 +66,9 @@ class PasswordChecks:
 
     def start(self) -> None:
         """Create the threads' pool (threads start with the first checks)."""
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers,
-                                                               thread_name_prefix="password-check",
-                                                               initializer=_lower_priority)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.workers, thread_name_prefix="password-check", initializer=_lower_priority
+        )
 
     async def close(self) -> None:
         """Drop the waiting checks, let the running ones finish, then stop the threads."""

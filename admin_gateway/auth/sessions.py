@@ -160,8 +160,9 @@ class RedisSessionBackend:
         try:
             from redis import asyncio as aioredis
         except ImportError:
-            raise SettingsError("session_backend 'redis' needs the redis package: "
-                                "pip install 'engine-jobs[redis]'") from None
+            raise SettingsError(
+                "session_backend 'redis' needs the redis package: pip install 'engine-jobs[redis]'"
+            ) from None
         self._redis = aioredis.Redis.from_url(url)
 
     async def get(self, key: str) -> SessionRecord | None:
@@ -214,7 +215,7 @@ def _read_cookie(request: web.Request, name: str) -> str | None:
     for part in header.split(";"):
         part = part.strip()
         if part.startswith(prefix):
-            value = part[len(prefix):]
+            value = part[len(prefix) :]
             if 0 < len(value) <= _MAX_ID_LENGTH and _ID_RE.fullmatch(value):
                 return value
             return None
@@ -255,9 +256,16 @@ class ServerSideStorage(AbstractStorage):
     its cookie cleared.
     """
 
-    def __init__(self, backend: SessionBackend, *, clock: Callable[[], float], idle_timeout: float,
-                 absolute_timeout: float, trusted_proxies: tuple[Network, ...] = (),
-                 on_expired: OnExpired | None = None) -> None:
+    def __init__(
+        self,
+        backend: SessionBackend,
+        *,
+        clock: Callable[[], float],
+        idle_timeout: float,
+        absolute_timeout: float,
+        trusted_proxies: tuple[Network, ...] = (),
+        on_expired: OnExpired | None = None,
+    ) -> None:
         super().__init__(cookie_name=COOKIE_NAME, httponly=True, samesite="Strict", path="/")
         self.backend = backend
         self._clock = clock

@@ -164,8 +164,17 @@ class Reservation:
     Only the first of those calls has an effect.
     """
 
-    def __init__(self, throttle: LoginThrottle, *, account: str | None, address: str, pair: str,
-                 pair_previous: float | None, device: str | None, stamp: float) -> None:
+    def __init__(
+        self,
+        throttle: LoginThrottle,
+        *,
+        account: str | None,
+        address: str,
+        pair: str,
+        pair_previous: float | None,
+        device: str | None,
+        stamp: float,
+    ) -> None:
         self._throttle = throttle
         self._account = account
         self._address = address
@@ -206,8 +215,17 @@ class Reservation:
 class LoginThrottle:
     """Admits or refuses login attempts (see the module doc); every method is synchronous and cheap."""
 
-    def __init__(self, *, clock: Callable[[], float], per_account: int, per_address: int, free_attempts: int = 5,
-                 max_delay: float = 900.0, per_device: int = 10, max_keys: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        per_account: int,
+        per_address: int,
+        free_attempts: int = 5,
+        max_delay: float = 900.0,
+        per_device: int = 10,
+        max_keys: int = 100_000,
+    ) -> None:
         self._clock = clock
         self._accounts = _Counter(per_account, max_keys)
         self._addresses = _Counter(per_address, max_keys)
@@ -250,7 +268,8 @@ class LoginThrottle:
         checks: list[tuple[Limit, float | None]] = [
             ("address", self._addresses.retry_after(address, now)),
             ("account_address", self._pairs.retry_after(pair, now)),
-            ("device", self._devices.retry_after(device, now)) if device is not None
+            ("device", self._devices.retry_after(device, now))
+            if device is not None
             else ("account", self._accounts.retry_after(account, now)),
         ]
         waits = [(wait, limit) for limit, wait in checks if wait is not None]
@@ -263,8 +282,15 @@ class LoginThrottle:
             self._devices.add(device, now)
         else:
             self._accounts.add(account, now)
-        return Reservation(self, account=None if device is not None else account, address=address, pair=pair,
-                           pair_previous=pair_previous, device=device, stamp=now)
+        return Reservation(
+            self,
+            account=None if device is not None else account,
+            address=address,
+            pair=pair,
+            pair_previous=pair_previous,
+            device=device,
+            stamp=now,
+        )
 
 
 #: The app's login throttle.

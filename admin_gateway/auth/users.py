@@ -66,17 +66,27 @@ class UserRecord:
 
     def to_json(self) -> dict[str, Any]:
         """Return the on-disk shape."""
-        return {"name": self.name, "role": self.role, "hash": self.password_hash,
-                "generation": self.generation, "createdAt": self.created_at,
-                "passwordChangedAt": self.password_changed_at}
+        return {
+            "name": self.name,
+            "role": self.role,
+            "hash": self.password_hash,
+            "generation": self.generation,
+            "createdAt": self.created_at,
+            "passwordChangedAt": self.password_changed_at,
+        }
 
     @classmethod
     def from_json(cls, raw: Any) -> UserRecord:
         """Parse the on-disk shape; raises :class:`UserFileCorrupt` on anything else."""
         try:
-            rec = cls(name=str(raw["name"]), role=str(raw["role"]), password_hash=str(raw["hash"]),
-                      generation=int(raw.get("generation", 1)), created_at=raw.get("createdAt"),
-                      password_changed_at=raw.get("passwordChangedAt"))
+            rec = cls(
+                name=str(raw["name"]),
+                role=str(raw["role"]),
+                password_hash=str(raw["hash"]),
+                generation=int(raw.get("generation", 1)),
+                created_at=raw.get("createdAt"),
+                password_changed_at=raw.get("passwordChangedAt"),
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserFileCorrupt(f"bad user entry: {exc}") from None
         if rec.role not in ROLES:
@@ -122,8 +132,9 @@ def validate_name(name: str) -> str:
     confusable spelling (:func:`name_keys`).
     """
     if not _NAME_RE.fullmatch(name):
-        raise UserError("user name must be 1-64 characters of letters, digits and . _ @ -, "
-                        "starting with a letter or digit")
+        raise UserError(
+            "user name must be 1-64 characters of letters, digits and . _ @ -, starting with a letter or digit"
+        )
     reserved = _clash(name, RESERVED_NAMES)
     if reserved is not None:
         raise UserError(f"user name {name!r} is reserved (it reads as {reserved!r}, a name the system uses)")
@@ -240,10 +251,11 @@ class UserStore:
                 raise UserError(f"user {name!r} already exists")
             twin = _clash(name, users)
             if twin is not None:
-                raise UserError(f"user name {name!r} is too like the existing user {twin!r} "
-                                "(names may not differ only in case or in look-alike characters)")
-            rec = UserRecord(name=name, role=role, password_hash=password_hash, created_at=now,
-                             password_changed_at=now)
+                raise UserError(
+                    f"user name {name!r} is too like the existing user {twin!r} "
+                    "(names may not differ only in case or in look-alike characters)"
+                )
+            rec = UserRecord(name=name, role=role, password_hash=password_hash, created_at=now, password_changed_at=now)
             users[name] = rec
         return rec
 
@@ -261,8 +273,12 @@ class UserStore:
             rec = users.get(name)
             if rec is None:
                 raise UserError(f"no user {name!r}")
-            rec = attrs.evolve(rec, password_hash=password_hash, generation=rec.generation + 1,
-                               password_changed_at=format_time(utcnow()))
+            rec = attrs.evolve(
+                rec,
+                password_hash=password_hash,
+                generation=rec.generation + 1,
+                password_changed_at=format_time(utcnow()),
+            )
             users[name] = rec
         return rec
 
@@ -278,8 +294,13 @@ class UserStore:
                 return None
             password = secrets.token_urlsafe(18)
             now = format_time(utcnow())
-            users[name] = UserRecord(name=name, role=ROLE_SUPER_ADMIN, password_hash=self.hasher.hash(password),
-                                     created_at=now, password_changed_at=now)
+            users[name] = UserRecord(
+                name=name,
+                role=ROLE_SUPER_ADMIN,
+                password_hash=self.hasher.hash(password),
+                created_at=now,
+                password_changed_at=now,
+            )
         return password
 
     # -- verifying ---------------------------------------------------------

@@ -24,17 +24,25 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from shared.contract import ErrorCode
-from shared.web import API_ROUTES, read_form, read_json_object
-
-from admin_gateway.http.access import verified_super_admin
-from admin_gateway.audit.trail import (ACCEPTED, AUDIT, JOB_CANCEL, JOB_CREATE, JOB_RUN, REQUESTED, SAFE_MODE_REFUSED, outcome_of,
-                    requested)
-from admin_gateway.auth.guards import User, require_super_admin, require_user
+from admin_gateway.audit.trail import (
+    ACCEPTED,
+    AUDIT,
+    JOB_CANCEL,
+    JOB_CREATE,
+    JOB_RUN,
+    REQUESTED,
+    SAFE_MODE_REFUSED,
+    outcome_of,
+    requested,
+)
 from admin_gateway.auth.csrf import FORM_FIELD, check_csrf, csrf_token
+from admin_gateway.auth.guards import User, require_super_admin, require_user
 from admin_gateway.engine_client import ENGINE_CLIENT, EngineResponse, request_id_of
 from admin_gateway.errors import EngineFailed, GatewayError, SafeModeRefused
+from admin_gateway.http.access import verified_super_admin
 from admin_gateway.settings import SETTINGS
+from shared.contract import ErrorCode
+from shared.web import API_ROUTES, read_form, read_json_object
 
 log = structlog.get_logger("api")
 
@@ -83,16 +91,24 @@ def engine_error(resp: EngineResponse) -> GatewayError:
             parsed = ErrorCode(code) if code else None
         except ValueError:
             parsed = None
-        return GatewayError(message or f"engine answered {resp.status}", status=resp.status,
-                            code=parsed or _DEFAULT_CODES.get(resp.status, ErrorCode.BAD_REQUEST))
+        return GatewayError(
+            message or f"engine answered {resp.status}",
+            status=resp.status,
+            code=parsed or _DEFAULT_CODES.get(resp.status, ErrorCode.BAD_REQUEST),
+        )
     if resp.status in (401, 403):
         log.error("engine_refused_gateway_token", status=resp.status)
         return EngineFailed("the engine refused the gateway's credentials (check the engine token)")
     return EngineFailed(f"the engine failed ({resp.status}{': ' + message if message else ''})")
 
 
-_DEFAULT_CODES = {400: ErrorCode.BAD_REQUEST, 404: ErrorCode.NOT_FOUND, 409: ErrorCode.BAD_REQUEST,
-                  413: ErrorCode.PAYLOAD_TOO_LARGE, 422: ErrorCode.INVALID_FIELD}
+_DEFAULT_CODES = {
+    400: ErrorCode.BAD_REQUEST,
+    404: ErrorCode.NOT_FOUND,
+    409: ErrorCode.BAD_REQUEST,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    422: ErrorCode.INVALID_FIELD,
+}
 
 
 def _error_fields(resp: EngineResponse) -> tuple[str | None, str | None]:
@@ -124,10 +140,12 @@ def _delimited(body: bytes, first: bytes, last: bytes) -> bool:
     return body.startswith(first) and body.endswith(last)
 
 
-async def _call(request: web.Request, user: User, method: str, path: str, *,
-                query: dict[str, str] | None = None, body: Any = None) -> EngineResponse:
-    return await request.app[ENGINE_CLIENT].call(method, path, actor=user.name, query=query, json_body=body,
-                                                 request_id=request_id_of(request))
+async def _call(
+    request: web.Request, user: User, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None
+) -> EngineResponse:
+    return await request.app[ENGINE_CLIENT].call(
+        method, path, actor=user.name, query=query, json_body=body, request_id=request_id_of(request)
+    )
 
 
 # -- reads ------------------------------------------------------------------
@@ -136,13 +154,15 @@ async def _call(request: web.Request, user: User, method: str, path: str, *,
 async def get_config(request: web.Request) -> web.Response:
     """``GET /api/admin/config``: who I am, my role, SAFE_MODE, and the CSRF token for fetch."""
     user = await require_user(request)
-    return web.json_response({
-        "safeMode": request.app[SETTINGS].safe_mode,
-        "userRole": user.role,
-        "isSuperAdmin": user.is_super_admin,
-        "user": user.name,
-        "csrfToken": await csrf_token(request),
-    })
+    return web.json_response(
+        {
+            "safeMode": request.app[SETTINGS].safe_mode,
+            "userRole": user.role,
+            "isSuperAdmin": user.is_super_admin,
+            "user": user.name,
+            "csrfToken": await csrf_token(request),
+        }
+    )
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -158,21 +178,31 @@ async def list_jobs(request: web.Request) -> web.Response:
     query = _passthrough_query(request, LIST_PARAMS) if plain is None else None
     try:
         # The hottest path of the gateway: the client is called directly, not through _call.
-        resp = await app[ENGINE_CLIENT].call("GET", "api/jobs", actor=user.name, query=query, raw_query=plain,
-                                             request_id=request_id_of(request))
+        resp = await app[ENGINE_CLIENT].call(
+            "GET", "api/jobs", actor=user.name, query=query, raw_query=plain, request_id=request_id_of(request)
+        )
     except GatewayError as exc:
         return _jobs_down(safe_mode, exc.message)
     if resp.status in PASS_THROUGH:
         raise engine_error(resp)  # e.g. a bad limit: the client's mistake, not an outage
     if resp.status != 200 or not _is_json_array(resp):
-        return _jobs_down(safe_mode, engine_error(resp).message if resp.status != 200
-                          else "the engine answered with something that is not a job list")
+        return _jobs_down(
+            safe_mode,
+            engine_error(resp).message
+            if resp.status != 200
+            else "the engine answered with something that is not a job list",
+        )
     # The engine's array is spliced in as bytes: re-encoding 50 jobs per request would cost
     # more than everything else the gateway does. It is our own engine's JSON (checked above
     # to be an array); the gateway's own fields come after it and win.
     cursor = resp.next_cursor
-    tail = b'"engine":"up","safeMode":' + (b"true" if safe_mode else b"false") + b',"next":' + \
-        (_json_string(cursor) if cursor is not None else b"null") + b"}"
+    tail = (
+        b'"engine":"up","safeMode":'
+        + (b"true" if safe_mode else b"false")
+        + b',"next":'
+        + (_json_string(cursor) if cursor is not None else b"null")
+        + b"}"
+    )
     return _json_bytes(200, b"".join((b'{"jobs":', resp.body.strip(), b",", tail)))
 
 
@@ -184,9 +214,16 @@ def _json_string(value: str) -> bytes:
 
 
 def _jobs_down(safe_mode: bool, reason: str) -> web.Response:
-    return web.json_response({"jobs": [], "engine": "down", "safeMode": safe_mode, "next": None,
-                              "warning": f"Engine unreachable: {reason}. The job list is unavailable, "
-                                         "which does not mean there are no jobs."})
+    return web.json_response(
+        {
+            "jobs": [],
+            "engine": "down",
+            "safeMode": safe_mode,
+            "next": None,
+            "warning": f"Engine unreachable: {reason}. The job list is unavailable, "
+            "which does not mean there are no jobs.",
+        }
+    )
 
 
 async def _proxy_read(request: web.Request, path: str, query: dict[str, str] | None = None) -> web.Response:
@@ -230,15 +267,25 @@ async def get_engine_logs(request: web.Request) -> web.Response:
 
 
 def _logs_down(reason: str) -> web.Response:
-    return web.json_response({"logs": [], "engineDown": True,
-                              "warning": f"Engine unreachable: {reason}. The engine log is unavailable."})
+    return web.json_response(
+        {"logs": [], "engineDown": True, "warning": f"Engine unreachable: {reason}. The engine log is unavailable."}
+    )
 
 
 # -- mutations ----------------------------------------------------------------
 
 
-async def _mutate(request: web.Request, user: User, action: str, path: str, body: dict[str, Any],
-                  *, job_id: str | None, success: int, reason: str | None = None) -> web.Response:
+async def _mutate(
+    request: web.Request,
+    user: User,
+    action: str,
+    path: str,
+    body: dict[str, Any],
+    *,
+    job_id: str | None,
+    success: int,
+    reason: str | None = None,
+) -> web.Response:
     """Call the engine for a mutation, recorded before (intent) and after (outcome).
 
     The intent record (``<action>_requested``) must be durable before the
@@ -251,8 +298,9 @@ async def _mutate(request: web.Request, user: User, action: str, path: str, body
     """
     audit = request.app[AUDIT]
     extra: dict[str, Any] = {"reason": reason}
-    intent = await audit.record(requested(action), request=request, actor=user.name, job_id=job_id,
-                                outcome=REQUESTED, fail_closed=True, **extra)
+    intent = await audit.record(
+        requested(action), request=request, actor=user.name, job_id=job_id, outcome=REQUESTED, fail_closed=True, **extra
+    )
     assert intent is not None  # fail_closed: a record or an exception
     extra["intentSeq"] = intent.seq
     try:
@@ -261,10 +309,20 @@ async def _mutate(request: web.Request, user: User, action: str, path: str, body
         await audit.record(action, request=request, actor=user.name, job_id=job_id, **outcome_of(exc), **extra)
         raise
     if resp.status != success or not _is_json_object(resp):
-        error = engine_error(resp) if resp.status != success else EngineFailed("the engine answered with "
-                                                                               "something that is not JSON")
-        await audit.record(action, request=request, actor=user.name, job_id=job_id, **outcome_of(error),
-                           engineStatus=resp.status, **extra)
+        error = (
+            engine_error(resp)
+            if resp.status != success
+            else EngineFailed("the engine answered with something that is not JSON")
+        )
+        await audit.record(
+            action,
+            request=request,
+            actor=user.name,
+            job_id=job_id,
+            **outcome_of(error),
+            engineStatus=resp.status,
+            **extra,
+        )
         raise error
     if job_id is None:
         try:
@@ -272,8 +330,9 @@ async def _mutate(request: web.Request, user: User, action: str, path: str, body
             job_id = created.get("id") if isinstance(created, dict) else None
         except ValueError:
             job_id = None
-    await audit.record(action, request=request, actor=user.name, job_id=job_id, outcome=ACCEPTED, status=success,
-                       **extra)
+    await audit.record(
+        action, request=request, actor=user.name, job_id=job_id, outcome=ACCEPTED, status=success, **extra
+    )
     return _json_bytes(success, resp.body)
 
 
@@ -301,8 +360,10 @@ async def read_body(request: web.Request, allowed: tuple[str, ...], *, required:
     body = {k: v for k, v in form.items() if k != FORM_FIELD}
     unknown = sorted(set(body) - set(allowed))
     if unknown:
-        raise GatewayError(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
-                           code=ErrorCode.UNKNOWN_FIELD)
+        raise GatewayError(
+            f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+            code=ErrorCode.UNKNOWN_FIELD,
+        )
     if any(not isinstance(v, str) for v in body.values()):
         raise GatewayError("file uploads are not accepted", code=ErrorCode.INVALID_FIELD)
     if required and not body:
@@ -348,10 +409,12 @@ async def run_job(request: web.Request) -> web.Response:
     await check_csrf(request)
     job_id = request.match_info["id"]
     if request.app[SETTINGS].safe_mode:
-        refusal = SafeModeRefused("SAFE_MODE is on: no job can be started. "
-                                  "Turn SAFE_MODE off on the gateway to run jobs.")
-        await request.app[AUDIT].record(SAFE_MODE_REFUSED, request=request, actor=user.name, job_id=job_id,
-                                        **outcome_of(refusal))
+        refusal = SafeModeRefused(
+            "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs."
+        )
+        await request.app[AUDIT].record(
+            SAFE_MODE_REFUSED, request=request, actor=user.name, job_id=job_id, **outcome_of(refusal)
+        )
         raise refusal
     async with _refusal_recorded(request, user, JOB_RUN, job_id):
         path = _job_path(request, "/run")
@@ -386,4 +449,3 @@ def setup_api(app: web.Application) -> None:
     routes.add_post("/api/admin/engine/jobs/{id}/cancel", cancel_job)
     routes.add_get("/api/admin/engine/types", get_types)
     routes.add_get("/api/admin/engine/logs", get_engine_logs)
-

@@ -12,24 +12,23 @@ from pathlib import Path
 
 from aiohttp import web
 
-from shared.web import API_ROUTES, HTTP_LIMITS, MAX_BODY, log_flusher, request_wrapper, setup_api_routes
-
-from admin_gateway.http.access import access_hook
-from admin_gateway.audit.trail import AUDIT, EXPIRED, SESSION_EXPIRED, Audit, audit_journal_ctx
 from admin_gateway.audit.timeline import setup_audit_api
+from admin_gateway.audit.trail import AUDIT, EXPIRED, SESSION_EXPIRED, Audit, audit_journal_ctx
 from admin_gateway.auth.guards import SESSION_USER, USER_STORE
-from admin_gateway.engine_client import engine_client_ctx
-from admin_gateway.errors import GatewayError
-from admin_gateway.http.hardening import security_headers
-from admin_gateway.http.openapi import setup as setup_openapi
-from admin_gateway.http.peer import TRUSTED_PROXIES, parse_networks
-from admin_gateway.http.admin_api import setup_api
-from admin_gateway.http.login import setup_auth
 from admin_gateway.auth.sessions import SESSION_STORAGE, ServerSideStorage, make_backend, session_pruner
-from admin_gateway.settings import SETTINGS, Settings, SettingsError
-from admin_gateway.http.static_files import static_files, static_handler
 from admin_gateway.auth.throttle import LOGIN_THROTTLE, LoginThrottle
 from admin_gateway.auth.users import UserStore
+from admin_gateway.engine_client import engine_client_ctx
+from admin_gateway.errors import GatewayError
+from admin_gateway.http.access import access_hook
+from admin_gateway.http.admin_api import setup_api
+from admin_gateway.http.hardening import security_headers
+from admin_gateway.http.login import setup_auth
+from admin_gateway.http.openapi import setup as setup_openapi
+from admin_gateway.http.peer import TRUSTED_PROXIES, parse_networks
+from admin_gateway.http.static_files import static_files, static_handler
+from admin_gateway.settings import SETTINGS, Settings, SettingsError
+from shared.web import API_ROUTES, HTTP_LIMITS, MAX_BODY, log_flusher, request_wrapper, setup_api_routes
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
 
@@ -55,8 +54,13 @@ async def healthz(request: web.Request) -> web.Response:
     """
     if request.app[AUDIT].healthy:
         return web.json_response({"status": "ok"})
-    return web.json_response({"status": "degraded", "audit": "unavailable",
-                              "detail": "the audit journal cannot be written: sign-ins and job changes are refused"})
+    return web.json_response(
+        {
+            "status": "degraded",
+            "audit": "unavailable",
+            "detail": "the audit journal cannot be written: sign-ins and job changes are refused",
+        }
+    )
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -71,27 +75,44 @@ def create_app(settings: Settings) -> web.Application:
     audit = Audit(trusted)
     app[AUDIT] = audit
     app[USER_STORE] = UserStore(settings.data_dir)
-    app[LOGIN_THROTTLE] = LoginThrottle(clock=settings.clock, per_account=settings.login_limit_per_hour,
-                                        per_address=settings.login_limit_per_address_per_hour,
-                                        free_attempts=settings.login_free_attempts,
-                                        max_delay=settings.login_max_delay,
-                                        per_device=settings.login_limit_per_device_per_hour)
+    app[LOGIN_THROTTLE] = LoginThrottle(
+        clock=settings.clock,
+        per_account=settings.login_limit_per_hour,
+        per_address=settings.login_limit_per_address_per_hour,
+        free_attempts=settings.login_free_attempts,
+        max_delay=settings.login_max_delay,
+        per_device=settings.login_limit_per_device_per_hour,
+    )
 
     async def on_expired(request: web.Request, data: dict[str, object], reason: str) -> None:
         user = data.get(SESSION_USER)
         # Best effort: the session is gone whether or not the record can be written.
-        await audit.record(SESSION_EXPIRED, request=request, actor=user if isinstance(user, str) else None,
-                           outcome=EXPIRED, reason=reason)
+        await audit.record(
+            SESSION_EXPIRED,
+            request=request,
+            actor=user if isinstance(user, str) else None,
+            outcome=EXPIRED,
+            reason=reason,
+        )
 
-    storage = ServerSideStorage(make_backend(settings), clock=settings.clock, idle_timeout=settings.idle_timeout,
-                                absolute_timeout=settings.absolute_timeout, trusted_proxies=trusted,
-                                on_expired=on_expired)
+    storage = ServerSideStorage(
+        make_backend(settings),
+        clock=settings.clock,
+        idle_timeout=settings.idle_timeout,
+        absolute_timeout=settings.absolute_timeout,
+        trusted_proxies=trusted,
+        on_expired=on_expired,
+    )
     app[SESSION_STORAGE] = storage
     # The session storage is attached before each handler and a changed session saved after it,
     # as aiohttp-session's own middleware would, inside the one request wrapper (no extra layer);
     # the access rule runs there too, before any route (admin_gateway.http.access).
-    routes = setup_api_routes(app, request_wrapper(GatewayError, authenticate=access_hook(storage),
-                                                   finish=storage.finish, decorate=security_headers))
+    routes = setup_api_routes(
+        app,
+        request_wrapper(
+            GatewayError, authenticate=access_hook(storage), finish=storage.finish, decorate=security_headers
+        ),
+    )
 
     app.cleanup_ctx.extend([log_flusher, audit_journal_ctx, engine_client_ctx, session_pruner, _warm_users])
     routes.add_get("/healthz", healthz)

@@ -14,13 +14,12 @@ from typing import Any, Final
 from aiohttp import web
 from yarl import URL
 
-from shared.contract import format_time, utcnow
-from shared.web import API_ROUTES
-
 from admin_gateway.audit.timeline import MAX_LIMIT, PARAMS, Timeline, TimelineQuery, read_timeline, timeline_context
 from admin_gateway.auth.guards import User
 from admin_gateway.errors import GatewayError
 from admin_gateway.http.pages import add_nav_item, panel_page, render_template
+from shared.contract import format_time, utcnow
+from shared.web import API_ROUTES
 
 #: Records per page of the panel's timeline.
 PAGE_SIZE: Final = 50
@@ -30,15 +29,29 @@ _EMPTY = Timeline(records=[], next=None, engine="skipped")
 async def audit_page(request: web.Request, user: User) -> web.StreamResponse:
     """``GET /admin/audit``: the timeline with its filter form and an "Older" link; bad filters: 400 page."""
     form = {name: request.query.get(name, "").strip()[:200] for name in PARAMS}
-    context: dict[str, Any] = {"active_nav": "audit", "form": form, "loaded_at": format_time(utcnow()),
-                               "max_limit": MAX_LIMIT, "older_url": None, "newest_url": "/admin/audit",
-                               "paged": "before" in request.query}
+    context: dict[str, Any] = {
+        "active_nav": "audit",
+        "form": form,
+        "loaded_at": format_time(utcnow()),
+        "max_limit": MAX_LIMIT,
+        "older_url": None,
+        "newest_url": "/admin/audit",
+        "paged": "before" in request.query,
+    }
     try:
         query = TimelineQuery.from_params(request.query, default_limit=PAGE_SIZE)
     except GatewayError as exc:
-        return await render_template(request, "audit.html", {
-            **context, **timeline_context(_EMPTY), "error_message": f"Cannot filter by that: {exc.message}.",
-        }, user=user, status=400)
+        return await render_template(
+            request,
+            "audit.html",
+            {
+                **context,
+                **timeline_context(_EMPTY),
+                "error_message": f"Cannot filter by that: {exc.message}.",
+            },
+            user=user,
+            status=400,
+        )
     timeline = await read_timeline(request, user, query)
     params = query.params()
     if query.limit != PAGE_SIZE:

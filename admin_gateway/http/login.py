@@ -31,19 +31,18 @@ import attrs
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 
-from shared.web import API_ROUTES, read_form
-
 from admin_gateway.audit.trail import ACCEPTED, AUDIT, LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT, REFUSED
-from admin_gateway.auth.guards import SESSION_GENERATION, SESSION_USER, USER_STORE, current_user
 from admin_gateway.auth.csrf import SESSION_CSRF, check_csrf, csrf_token, new_csrf_token
 from admin_gateway.auth.device_cookies import DEVICE_COOKIES, DeviceCookies, device_key_ctx
-from admin_gateway.errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
+from admin_gateway.auth.guards import SESSION_GENERATION, SESSION_USER, USER_STORE, current_user
 from admin_gateway.auth.password_checks import PASSWORD_CHECKS, HasherBusy, PasswordChecks, password_checks_ctx
-from admin_gateway.http.peer import TRUSTED_PROXIES, client_address
 from admin_gateway.auth.sessions import SESSION_STORAGE
-from admin_gateway.settings import SETTINGS
 from admin_gateway.auth.throttle import LOGIN_THROTTLE, Refusal
 from admin_gateway.auth.users import MAX_PASSWORD_LENGTH, UserError, validate_name
+from admin_gateway.errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
+from admin_gateway.http.peer import TRUSTED_PROXIES, client_address
+from admin_gateway.settings import SETTINGS
+from shared.web import API_ROUTES, read_form
 
 #: Where a successful login lands.
 AFTER_LOGIN = "/admin/engine/jobs"
@@ -72,8 +71,14 @@ def wants_json(request: web.Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
-async def render_login(request: web.Request, error: str | None = None, *, username: str = "",
-                       status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+async def render_login(
+    request: web.Request,
+    error: str | None = None,
+    *,
+    username: str = "",
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     """Return the login page (with ``error`` shown, if any) with ``status``."""
     page = LoginPage(csrf_token=await csrf_token(request), error=error, username=username)
     renderer = request.app.get(LOGIN_RENDERER)
@@ -145,23 +150,51 @@ async def login(request: web.Request) -> web.StreamResponse:
     device = devices.from_request(request, throttle.account_key, username)
     admitted = throttle.reserve(username, address, device=device)
     if isinstance(admitted, Refusal):
-        return await _refuse_attempt(request, json_mode, username, attempted, invalid_name,
-                                     wait=admitted.retry_after, reason="throttled", limit=admitted.limit)
+        return await _refuse_attempt(
+            request,
+            json_mode,
+            username,
+            attempted,
+            invalid_name,
+            wait=admitted.retry_after,
+            reason="throttled",
+            limit=admitted.limit,
+        )
 
     store = request.app[USER_STORE]
     try:
-        record = await request.app[PASSWORD_CHECKS].run(store.verify, username, password[:MAX_PASSWORD_LENGTH + 1],
-                                                        client=admitted.address,
-                                                        trusted=device is not None)
+        record = await request.app[PASSWORD_CHECKS].run(
+            store.verify,
+            username,
+            password[: MAX_PASSWORD_LENGTH + 1],
+            client=admitted.address,
+            trusted=device is not None,
+        )
     except HasherBusy as busy:
         admitted.unchecked()  # no password was checked: nothing was guessed
-        return await _refuse_attempt(request, json_mode, username, attempted, invalid_name, wait=_BUSY_RETRY_AFTER,
-                                     reason="busy", limit="address" if busy.per_address else None)
+        return await _refuse_attempt(
+            request,
+            json_mode,
+            username,
+            attempted,
+            invalid_name,
+            wait=_BUSY_RETRY_AFTER,
+            reason="busy",
+            limit="address" if busy.per_address else None,
+        )
     if record is None:
         # The reservation stays: this attempt is a counted failure.
-        await audit.record(LOGIN_FAILED, request=request, actor=attempted, outcome=REFUSED, code=Unauthorized.code,
-                           status=401, reason="bad_credentials", usernameInvalid=invalid_name,
-                           trustedDevice=True if device is not None else None)
+        await audit.record(
+            LOGIN_FAILED,
+            request=request,
+            actor=attempted,
+            outcome=REFUSED,
+            code=Unauthorized.code,
+            status=401,
+            reason="bad_credentials",
+            usernameInvalid=invalid_name,
+            trustedDevice=True if device is not None else None,
+        )
         message = "Invalid username or password."
         if json_mode:
             raise Unauthorized(message)
@@ -170,13 +203,24 @@ async def login(request: web.Request) -> web.StreamResponse:
 
     try:
         # Recorded before the session exists: a sign-in that leaves no record does not happen.
-        await audit.record(LOGIN_SUCCEEDED, request=request, actor=record.name, outcome=ACCEPTED, role=record.role,
-                           trustedDevice=True if device is not None else None, fail_closed=True)
+        await audit.record(
+            LOGIN_SUCCEEDED,
+            request=request,
+            actor=record.name,
+            outcome=ACCEPTED,
+            role=record.role,
+            trustedDevice=True if device is not None else None,
+            fail_closed=True,
+        )
     except AuditUnavailable:
         if json_mode:
             raise
-        return await render_login(request, "Sign-in is unavailable: the audit trail cannot be written. "
-                                           "Try again later or tell the operators.", username=username, status=503)
+        return await render_login(
+            request,
+            "Sign-in is unavailable: the audit trail cannot be written. Try again later or tell the operators.",
+            username=username,
+            status=503,
+        )
     session = await new_session(request)
     session[SESSION_USER] = record.name
     session[SESSION_GENERATION] = record.generation
@@ -193,12 +237,30 @@ async def login(request: web.Request) -> web.StreamResponse:
     return done
 
 
-async def _refuse_attempt(request: web.Request, json_mode: bool, username: str, attempted: str | None,
-                          invalid_name: bool | None, *, wait: int, reason: str, limit: str | None) -> web.Response:
+async def _refuse_attempt(
+    request: web.Request,
+    json_mode: bool,
+    username: str,
+    attempted: str | None,
+    invalid_name: bool | None,
+    *,
+    wait: int,
+    reason: str,
+    limit: str | None,
+) -> web.Response:
     """Record and answer a login attempt refused before its password was checked: 429 with ``Retry-After``."""
-    await request.app[AUDIT].record(LOGIN_FAILED, request=request, actor=attempted, outcome=REFUSED,
-                                    code=Throttled.code, status=429, reason=reason, limit=limit, retryAfter=wait,
-                                    usernameInvalid=invalid_name)
+    await request.app[AUDIT].record(
+        LOGIN_FAILED,
+        request=request,
+        actor=attempted,
+        outcome=REFUSED,
+        code=Throttled.code,
+        status=429,
+        reason=reason,
+        limit=limit,
+        retryAfter=wait,
+        usernameInvalid=invalid_name,
+    )
     if reason == "busy":
         message = "Too many sign-in attempts are being checked right now. Try again in a moment."
     else:
@@ -237,9 +299,12 @@ def setup_auth(app: web.Application) -> None:
     """Register ``/login`` and ``/logout``, with the device cookies and password-check threads they use."""
     settings = app[SETTINGS]
     app[DEVICE_COOKIES] = DeviceCookies(clock=settings.clock, trusted_proxies=app[TRUSTED_PROXIES])
-    app[PASSWORD_CHECKS] = PasswordChecks(workers=settings.login_hash_workers, queue=settings.login_hash_queue,
-                                          per_address=settings.login_hash_per_address,
-                                          reserved=settings.login_hash_reserved)
+    app[PASSWORD_CHECKS] = PasswordChecks(
+        workers=settings.login_hash_workers,
+        queue=settings.login_hash_queue,
+        per_address=settings.login_hash_per_address,
+        reserved=settings.login_hash_reserved,
+    )
     app.cleanup_ctx.extend([device_key_ctx(settings.data_dir), password_checks_ctx])
     routes = app[API_ROUTES]
     routes.add_get("/login", login_page)

@@ -31,18 +31,17 @@ import jinja2
 from aiohttp import web
 from yarl import URL
 
-from shared.contract import JOB_FIELDS, ErrorCode, JobStatus, format_time, parse_time, utcnow
-from shared.web import API_ROUTES, parse_decimal
-
-from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, REFUSED
 from admin_gateway.audit.timeline import Timeline, TimelineQuery, read_timeline, timeline_context
-from admin_gateway.auth.guards import User, current_user
+from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, REFUSED
 from admin_gateway.auth.csrf import csrf_token
+from admin_gateway.auth.guards import User, current_user
 from admin_gateway.engine_client import ENGINE_CLIENT, request_id_of
 from admin_gateway.errors import GatewayError
 from admin_gateway.http.login import LOGIN_RENDERER, LoginPage
-from admin_gateway.settings import SETTINGS
 from admin_gateway.http.static_files import static_files, static_handler
+from admin_gateway.settings import SETTINGS
+from shared.contract import JOB_FIELDS, ErrorCode, JobStatus, format_time, parse_time, utcnow
+from shared.web import API_ROUTES, parse_decimal
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
 #: Jobs per page in the panel's table.
@@ -151,13 +150,15 @@ def _clean_job(raw: Any) -> dict[str, Any] | None:
     history = job["history"] if isinstance(job["history"], list) else []
     job["history"] = [
         {"status": h.get("status"), "at": h.get("at"), "by": h.get("by"), "reason": h.get("reason")}
-        for h in history if isinstance(h, dict)
+        for h in history
+        if isinstance(h, dict)
     ]
     return job
 
 
-async def render_template(request: web.Request, name: str, context: dict[str, Any], *,
-                          user: User | None = None, status: int = 200) -> web.Response:
+async def render_template(
+    request: web.Request, name: str, context: dict[str, Any], *, user: User | None = None, status: int = 200
+) -> web.Response:
     """Render template ``name`` inside the panel layout and return it as ``text/html``.
 
     Adds what every page needs: the user, SAFE_MODE, the CSRF token (for the
@@ -204,8 +205,16 @@ def panel_page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.St
         if user is None:
             return _see_other("/login")
         if not user.is_super_admin:
-            await request.app[AUDIT].record(ACCESS_DENIED, request=request, actor=user.name, outcome=REFUSED,
-                                            code=ErrorCode.FORBIDDEN, status=403, reason="role", role=user.role)
+            await request.app[AUDIT].record(
+                ACCESS_DENIED,
+                request=request,
+                actor=user.name,
+                outcome=REFUSED,
+                code=ErrorCode.FORBIDDEN,
+                status=403,
+                reason="role",
+                role=user.role,
+            )
             return await render_template(request, "no_access.html", {}, user=user, status=403)
         return await handler(request, user)
 
@@ -224,9 +233,15 @@ async def favicon(request: web.Request) -> web.StreamResponse:
 
 async def render_login_page(request: web.Request, page: LoginPage) -> web.Response:
     """The :data:`LOGIN_RENDERER`: the login form in the panel's layout (status set by the caller)."""
-    return await render_template(request, "login.html", {
-        "csrf_token": page.csrf_token, "error": page.error, "username": page.username,
-    })
+    return await render_template(
+        request,
+        "login.html",
+        {
+            "csrf_token": page.csrf_token,
+            "error": page.error,
+            "username": page.username,
+        },
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -261,12 +276,12 @@ def _action_rules(user: User, safe_mode: bool) -> dict[str, Any]:
     }
 
 
-async def _engine_read(request: web.Request, user: User, path: str,
-                       query: dict[str, str] | None = None) -> EngineRead:
+async def _engine_read(request: web.Request, user: User, path: str, query: dict[str, str] | None = None) -> EngineRead:
     """GET ``path`` from the engine as ``user``; never raises for an engine problem."""
     try:
-        resp = await request.app[ENGINE_CLIENT].call("GET", path, actor=user.name, query=query,
-                                                     request_id=request_id_of(request))
+        resp = await request.app[ENGINE_CLIENT].call(
+            "GET", path, actor=user.name, query=query, request_id=request_id_of(request)
+        )
     except GatewayError as exc:
         return EngineRead(status=None, down=True, message=exc.message)
     try:
@@ -278,8 +293,9 @@ async def _engine_read(request: web.Request, user: User, path: str,
         return EngineRead(status=200, data=data, next_cursor=cursor)
     message = data.get("error") if isinstance(data, dict) and isinstance(data.get("error"), str) else None
     # Client-side mistakes (a bad filter, an unknown id) are not outages.
-    return EngineRead(status=resp.status, down=resp.status >= 500 or resp.status in (401, 403) or data is None,
-                      message=message)
+    return EngineRead(
+        status=resp.status, down=resp.status >= 500 or resp.status in (401, 403) or data is None, message=message
+    )
 
 
 def _query_text(request: web.Request, name: str) -> str:
@@ -318,19 +334,24 @@ async def jobs_page(request: web.Request, user: User) -> web.StreamResponse:
             params["before"] = cursor
         return str(URL("/admin/engine/jobs").with_query(params))
 
-    return await render_template(request, "jobs.html", {
-        **read.banners("this listing"),
-        **_action_rules(user, safe_mode),
-        "active_nav": "jobs",
-        "jobs": jobs,
-        "statuses": [s.value for s in JobStatus],
-        "filters": {"status": status, "type": job_type},
-        "before": before,
-        "next_cursor": read.next_cursor,
-        "page_url": page_url,
-        "page_size": limit,
-        "loaded_at": format_time(utcnow()),
-    }, user=user)
+    return await render_template(
+        request,
+        "jobs.html",
+        {
+            **read.banners("this listing"),
+            **_action_rules(user, safe_mode),
+            "active_nav": "jobs",
+            "jobs": jobs,
+            "statuses": [s.value for s in JobStatus],
+            "filters": {"status": status, "type": job_type},
+            "before": before,
+            "next_cursor": read.next_cursor,
+            "page_url": page_url,
+            "page_size": limit,
+            "loaded_at": format_time(utcnow()),
+        },
+        user=user,
+    )
 
 
 _JOB_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
@@ -349,21 +370,28 @@ async def job_page(request: web.Request, user: User) -> web.StreamResponse:
         # Both at once: with a hung engine the page waits one timeout, not two.
         read, audit = await asyncio.gather(
             _engine_read(request, user, f"api/jobs/{job_id}"),
-            read_timeline(request, user, TimelineQuery(job_id=job_id, limit=JOB_AUDIT_LIMIT)))
+            read_timeline(request, user, TimelineQuery(job_id=job_id, limit=JOB_AUDIT_LIMIT)),
+        )
     else:
         read, audit = EngineRead(status=404), Timeline(records=[], next=None, engine="skipped")
     job = _clean_job(read.data) if read.status == 200 else None
     not_found = read.status == 404
-    return await render_template(request, "job.html", {
-        **read.banners("to show this job"),
-        **_action_rules(user, safe_mode),
-        "active_nav": "jobs",
-        **timeline_context(audit),
-        "job_id": job_id[:64],
-        "job": job,
-        "not_found": not_found,
-        "audit_more": audit.next is not None,
-    }, user=user, status=404 if not_found else 200)
+    return await render_template(
+        request,
+        "job.html",
+        {
+            **read.banners("to show this job"),
+            **_action_rules(user, safe_mode),
+            "active_nav": "jobs",
+            **timeline_context(audit),
+            "job_id": job_id[:64],
+            "job": job,
+            "not_found": not_found,
+            "audit_more": audit.next is not None,
+        },
+        user=user,
+        status=404 if not_found else 200,
+    )
 
 
 _LOG_LIMIT = 200
@@ -375,17 +403,26 @@ async def logs_page(request: web.Request, user: User) -> web.StreamResponse:
     read = await _engine_read(request, user, "api/engines/logs", {"limit": str(_LOG_LIMIT)})
     raw = read.data if isinstance(read.data, list) else []
     logs = [
-        {"level": str(e.get("level") or ""), "message": str(e.get("message") or ""),
-         "jobId": e.get("jobId") if isinstance(e.get("jobId"), str) else None,
-         "timestamp": e.get("timestamp") if isinstance(e.get("timestamp"), str) else None}
-        for e in raw if isinstance(e, dict)
+        {
+            "level": str(e.get("level") or ""),
+            "message": str(e.get("message") or ""),
+            "jobId": e.get("jobId") if isinstance(e.get("jobId"), str) else None,
+            "timestamp": e.get("timestamp") if isinstance(e.get("timestamp"), str) else None,
+        }
+        for e in raw
+        if isinstance(e, dict)
     ]
     # At 3 a.m. the newest entry belongs at the top, whatever order the engine answers in
     # (RFC 3339 UTC strings sort as times; ties keep the newest first).
     logs = sorted(reversed(logs), key=lambda e: e["timestamp"] or "", reverse=True)
-    return await render_template(request, "logs.html", {
-        **read.banners("the log request"),
-        "active_nav": "logs",
-        "logs": logs,
-        "loaded_at": format_time(utcnow()),
-    }, user=user)
+    return await render_template(
+        request,
+        "logs.html",
+        {
+            **read.banners("the log request"),
+            "active_nav": "logs",
+            "logs": logs,
+            "loaded_at": format_time(utcnow()),
+        },
+        user=user,
+    )

@@ -44,8 +44,9 @@ def find_token(*, data_dir: Path, environ: Mapping[str, str] | None = None) -> s
     try:
         token = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        raise ClientError(f"no token: set {TOKEN_ENV} or point --data-dir at the engine's data directory "
-                          f"({path} does not exist)") from None
+        raise ClientError(
+            f"no token: set {TOKEN_ENV} or point --data-dir at the engine's data directory ({path} does not exist)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ClientError(f"cannot read the token file {path}: {exc}") from None
     if not token:
@@ -65,8 +66,14 @@ class EngineClient:
         self._actor = actor
         self._timeout = timeout
 
-    def request(self, method: str, path: str, *, query: Mapping[str, str | int] | None = None,
-                body: Mapping[str, Any] | None = None) -> tuple[Any, Mapping[str, str]]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str | int] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> tuple[Any, Mapping[str, str]]:
         """Send one request; return the decoded JSON body and the response headers.
 
         Raises :class:`ClientError` for a network failure, a timeout, an error

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine_hub.jobs.catalog import CatalogError, parse_param_text
-from engine_hub.cli.support import PROG, Parser, UsageError, fail
 from engine_hub.cli.client import DEFAULT_URL, URL_ENV, EngineClient, find_token
+from engine_hub.cli.support import PROG, Parser, UsageError, fail
+from engine_hub.jobs.catalog import CatalogError, parse_param_text
 from engine_hub.settings import DEFAULT_DATA_DIR
 from shared.text import escape_unprintable
 
@@ -33,8 +33,12 @@ FINAL = frozenset({"DONE", "FAILED"})
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=None, help=f"engine URL (default ${URL_ENV} or {DEFAULT_URL})")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help="engine data directory holding the token file (used when $ENGINE_HUB_TOKEN is unset)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="engine data directory holding the token file (used when $ENGINE_HUB_TOKEN is unset)",
+    )
     parser.add_argument("--actor", default=None, help="name recorded as the acting user (admin token only)")
     parser.add_argument("--json", action="store_true", help="print the engine's JSON instead of a table")
 
@@ -76,8 +80,11 @@ def add_jobs(sub: Any) -> None:
     p.add_argument("id", metavar="ID")
     p.add_argument("--after", type=int, default=0, help="only lines after this sequence number")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job has ended")
-    p.add_argument("--raw", action="store_true",
-                   help="print the output as it is, control characters included (default: escaped as \\uXXXX)")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="print the output as it is, control characters included (default: escaped as \\uXXXX)",
+    )
     p.set_defaults(func=_cmd_logs)
 
     p = jsub.add_parser("types", parents=[common], help="list the job types and their params")
@@ -125,15 +132,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(jobs)
     else:
-        rows = [[_v(j[key]) for key in ("id", "type", "name", "status", "createdAt", "runBy", "exitCode")]
-                for j in jobs]
+        rows = [
+            [_v(j[key]) for key in ("id", "type", "name", "status", "createdAt", "runBy", "exitCode")] for j in jobs
+        ]
         print(_table(rows, ["ID", "TYPE", "NAME", "STATUS", "CREATED", "RUN BY", "EXIT"]) if rows else "no jobs")
     link = headers.get("Link", "")
     if "before=" in link:
         # On stderr, so that stdout stays a table (or JSON) a script can read.
         cursor = link.split("before=", 1)[1].split(">", 1)[0].split("&", 1)[0]
-        same = "".join(f" --{key} {getattr(args, key)}" for key in ("status", "type", "limit")
-                       if getattr(args, key) is not None)
+        same = "".join(
+            f" --{key} {getattr(args, key)}" for key in ("status", "type", "limit") if getattr(args, key) is not None
+        )
         print(f"more: {PROG} jobs list{same} --before {cursor}", file=sys.stderr)
     return 0
 
@@ -179,8 +188,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _print_json(answer)
     else:
         job = answer["job"]
-        print(f"job {_v(job['id'])} is {_v(job['status'])} (run by {_v(job['runBy'])}); "
-              f"follow it with: {PROG} jobs logs -f {_v(job['id'])}")
+        print(
+            f"job {_v(job['id'])} is {_v(job['status'])} (run by {_v(job['runBy'])}); "
+            f"follow it with: {PROG} jobs logs -f {_v(job['id'])}"
+        )
     return 0
 
 
@@ -203,10 +214,20 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
     if as_json:
         _print_json(job)
         return
-    fields = [("id", "id"), ("type", "type"), ("name", "name"), ("status", "status"),
-              ("created", "createdAt"), ("created by", "createdBy"), ("started", "startedAt"),
-              ("run by", "runBy"), ("run reason", "runReason"), ("ended", "endedAt"),
-              ("exit code", "exitCode"), ("error", "error")]
+    fields = [
+        ("id", "id"),
+        ("type", "type"),
+        ("name", "name"),
+        ("status", "status"),
+        ("created", "createdAt"),
+        ("created by", "createdBy"),
+        ("started", "startedAt"),
+        ("run by", "runBy"),
+        ("run reason", "runReason"),
+        ("ended", "endedAt"),
+        ("exit code", "exitCode"),
+        ("error", "error"),
+    ]
     for label, key in fields:
         print(f"{label + ':':<12}{_v(job[key])}")
     params = ", ".join(f"{_v(k)}={_json_text(v, indent=None)}" for k, v in job["params"].items()) or "-"
@@ -257,10 +278,16 @@ def _cmd_types(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for t in types:
-        params = ", ".join(f"{p['name']}:{p['type']}" + ("*" if p["required"] else f"={json.dumps(p['default'])}")
-                           for p in t["params"]) or "-"
-        rows.append([_v(t["name"]), "yes" if t["exclusive"] else "no", f"{t['timeout']:g}s", _v(params),
-                     _v(t["description"])])
+        params = (
+            ", ".join(
+                f"{p['name']}:{p['type']}" + ("*" if p["required"] else f"={json.dumps(p['default'])}")
+                for p in t["params"]
+            )
+            or "-"
+        )
+        rows.append(
+            [_v(t["name"]), "yes" if t["exclusive"] else "no", f"{t['timeout']:g}s", _v(params), _v(t["description"])]
+        )
     print(_table(rows, ["TYPE", "EXCLUSIVE", "TIMEOUT", "PARAMS (*required)", "DESCRIPTION"]))
     return 0
 

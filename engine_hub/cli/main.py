@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine_hub.cli.client import ClientError
 from engine_hub.cli.jobs import add_jobs
 from engine_hub.cli.support import PROG, Parser, UsageError, fail
-from engine_hub.cli.client import ClientError
 from engine_hub.settings import (
     DEFAULT_DATA_DIR,
     DEFAULT_HOST,
@@ -31,8 +31,12 @@ from engine_hub.settings import (
     MAX_LOG_RETENTION_DAYS,
     Settings,
 )
-from shared.connection_limits import (DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT,
-                                      ConnectionLimits)
+from shared.connection_limits import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    ConnectionLimits,
+)
 
 # The server's imports (aiohttp, structlog) are deferred to ``serve``: client commands
 # start in a fraction of the time without them.
@@ -41,6 +45,7 @@ PORT_ENV = "ENGINE_PORT"
 
 
 # -- serve ---------------------------------------------------------------------------
+
 
 def _parse_port(text: str) -> int:
     try:
@@ -98,48 +103,100 @@ def _count(low: int, high: int) -> Callable[[str], int]:
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be between {low} and {high}; got {value}")
         return value
+
     return parse
 
 
 def _add_serve(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the engine", description="Run the engine until SIGINT/SIGTERM.")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
-    p.add_argument("--port", type=_port, default=None,
-                   help=f"port to listen on (default ${PORT_ENV} or {DEFAULT_PORT})")
+    p.add_argument(
+        "--port", type=_port, default=None, help=f"port to listen on (default ${PORT_ENV} or {DEFAULT_PORT})"
+    )
     p.add_argument("--config", type=Path, default=None, help="job type catalog (TOML); default: the demo types")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                   help=f"state directory: token file, journal (default {DEFAULT_DATA_DIR})")
-    p.add_argument("--ephemeral", action="store_true",
-                   help="keep job state, audit records and job logs in memory only (no files; for development)")
-    p.add_argument("--token-file", type=Path, default=None,
-                   help="read the admin token from this file (e.g. a systemd credential)")
-    p.add_argument("--snapshot-records", type=_count(100, 10_000_000), default=DEFAULT_SNAPSHOT_RECORDS,
-                   help=f"write a snapshot every N journal records (default {DEFAULT_SNAPSHOT_RECORDS})")
-    p.add_argument("--snapshot-seconds", type=_count(1, 86_400), default=int(DEFAULT_SNAPSHOT_SECONDS),
-                   help="... or this many seconds after the last one, if anything changed "
-                        f"(default {int(DEFAULT_SNAPSHOT_SECONDS)})")
-    p.add_argument("--retention-days", type=_count(1, 36_500), default=DEFAULT_RETENTION_DAYS,
-                   help="delete journal segments older than this once a snapshot covers them "
-                        f"(default {DEFAULT_RETENTION_DAYS})")
-    p.add_argument("--log-max-bytes", type=_count(4096, 2**40), default=DEFAULT_LOG_MAX_BYTES,
-                   help=f"cap of each job's log file (default {DEFAULT_LOG_MAX_BYTES}, 10 MiB)")
-    p.add_argument("--log-retention-days", type=_retention_days, default=None, metavar="DAYS",
-                   help="delete the log files of jobs that finished more than DAYS ago (may be fractional; "
-                        "default: keep them)")
-    p.add_argument("--kill-grace", type=_positive_float, default=5.0,
-                   help="seconds between SIGTERM and SIGKILL when a run is stopped (default 5)")
-    p.add_argument("--max-connections", type=_count(1, 1_000_000), default=None,
-                   help="cap on open client connections; past it new ones get 503 and are closed "
-                        "(default 1024, lowered to fit the open-files limit)")
-    p.add_argument("--header-timeout", type=_positive_float, default=DEFAULT_HEADER_TIMEOUT,
-                   help=f"seconds a client has to send a whole request head (default {DEFAULT_HEADER_TIMEOUT:g})")
-    p.add_argument("--keepalive-timeout", type=_positive_float, default=DEFAULT_KEEPALIVE_TIMEOUT,
-                   help=f"seconds an idle kept-alive connection stays open (default {DEFAULT_KEEPALIVE_TIMEOUT:g})")
-    p.add_argument("--body-timeout", type=_positive_float, default=DEFAULT_BODY_TIMEOUT,
-                   help=f"seconds a request's body has to arrive once its head has (default {DEFAULT_BODY_TIMEOUT:g})")
-    p.add_argument("--max-connections-per-address", type=_count(0, 1_000_000), default=None,
-                   help="cap on one client address's open connections; 0: none "
-                        "(default a quarter of the connection cap)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help=f"state directory: token file, journal (default {DEFAULT_DATA_DIR})",
+    )
+    p.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="keep job state, audit records and job logs in memory only (no files; for development)",
+    )
+    p.add_argument(
+        "--token-file", type=Path, default=None, help="read the admin token from this file (e.g. a systemd credential)"
+    )
+    p.add_argument(
+        "--snapshot-records",
+        type=_count(100, 10_000_000),
+        default=DEFAULT_SNAPSHOT_RECORDS,
+        help=f"write a snapshot every N journal records (default {DEFAULT_SNAPSHOT_RECORDS})",
+    )
+    p.add_argument(
+        "--snapshot-seconds",
+        type=_count(1, 86_400),
+        default=int(DEFAULT_SNAPSHOT_SECONDS),
+        help="... or this many seconds after the last one, if anything changed "
+        f"(default {int(DEFAULT_SNAPSHOT_SECONDS)})",
+    )
+    p.add_argument(
+        "--retention-days",
+        type=_count(1, 36_500),
+        default=DEFAULT_RETENTION_DAYS,
+        help=f"delete journal segments older than this once a snapshot covers them (default {DEFAULT_RETENTION_DAYS})",
+    )
+    p.add_argument(
+        "--log-max-bytes",
+        type=_count(4096, 2**40),
+        default=DEFAULT_LOG_MAX_BYTES,
+        help=f"cap of each job's log file (default {DEFAULT_LOG_MAX_BYTES}, 10 MiB)",
+    )
+    p.add_argument(
+        "--log-retention-days",
+        type=_retention_days,
+        default=None,
+        metavar="DAYS",
+        help="delete the log files of jobs that finished more than DAYS ago (may be fractional; default: keep them)",
+    )
+    p.add_argument(
+        "--kill-grace",
+        type=_positive_float,
+        default=5.0,
+        help="seconds between SIGTERM and SIGKILL when a run is stopped (default 5)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=_count(1, 1_000_000),
+        default=None,
+        help="cap on open client connections; past it new ones get 503 and are closed "
+        "(default 1024, lowered to fit the open-files limit)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=DEFAULT_HEADER_TIMEOUT,
+        help=f"seconds a client has to send a whole request head (default {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--keepalive-timeout",
+        type=_positive_float,
+        default=DEFAULT_KEEPALIVE_TIMEOUT,
+        help=f"seconds an idle kept-alive connection stays open (default {DEFAULT_KEEPALIVE_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=_positive_float,
+        default=DEFAULT_BODY_TIMEOUT,
+        help=f"seconds a request's body has to arrive once its head has (default {DEFAULT_BODY_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--max-connections-per-address",
+        type=_count(0, 1_000_000),
+        default=None,
+        help="cap on one client address's open connections; 0: none (default a quarter of the connection cap)",
+    )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=_cmd_serve)
 
@@ -151,14 +208,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else _default_port()
     if port is None:
         port = DEFAULT_PORT
-    settings = Settings(host=args.host, port=port, data_dir=args.data_dir, config=args.config,
-                        ephemeral=args.ephemeral, kill_grace=args.kill_grace, log_level=args.log_level,
-                        token_file=args.token_file, snapshot_records=args.snapshot_records,
-                        snapshot_seconds=float(args.snapshot_seconds), retention_days=args.retention_days,
-                        log_max_bytes=args.log_max_bytes, log_retention_days=args.log_retention_days,
-                        max_connections=args.max_connections, header_timeout=args.header_timeout,
-                        keepalive_timeout=args.keepalive_timeout, body_timeout=args.body_timeout,
-                        max_connections_per_address=args.max_connections_per_address)
+    settings = Settings(
+        host=args.host,
+        port=port,
+        data_dir=args.data_dir,
+        config=args.config,
+        ephemeral=args.ephemeral,
+        kill_grace=args.kill_grace,
+        log_level=args.log_level,
+        token_file=args.token_file,
+        snapshot_records=args.snapshot_records,
+        snapshot_seconds=float(args.snapshot_seconds),
+        retention_days=args.retention_days,
+        log_max_bytes=args.log_max_bytes,
+        log_retention_days=args.log_retention_days,
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        keepalive_timeout=args.keepalive_timeout,
+        body_timeout=args.body_timeout,
+        max_connections_per_address=args.max_connections_per_address,
+    )
     configure_logging(level=settings.log_level)
     try:
         asyncio.run(serve(settings))
@@ -184,8 +253,13 @@ async def serve(settings: Settings) -> None:
     from shared.server import serving
 
     log = structlog.get_logger("engine.cli")
-    async with serving(create_app(settings), host=settings.host, port=settings.port,
-                       limits=ConnectionLimits.of(settings), after_setup=settle_heap) as server:
+    async with serving(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        limits=ConnectionLimits.of(settings),
+        after_setup=settle_heap,
+    ) as server:
         for url in server.urls:
             log.info("engine_listening", url=url)
         await server.until_stopped()

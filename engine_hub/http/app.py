@@ -20,26 +20,30 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 import structlog
 from aiohttp import web
 
+from engine_hub.errors import ConfigError, EngineError, JournalDown, StartupError
 from engine_hub.http import audit as routes_audit
 from engine_hub.http import jobs as routes
 from engine_hub.http import legacy as routes_compat
 from engine_hub.http import openapi
-from engine_hub.http.auth import (AUTHENTICATOR, Authenticator, check_bind_allowed, request_authenticator,
-                             resolve_admin_token)
+from engine_hub.http.auth import (
+    AUTHENTICATOR,
+    Authenticator,
+    check_bind_allowed,
+    request_authenticator,
+    resolve_admin_token,
+)
 from engine_hub.jobs.catalog import Catalog, CatalogError, load_catalog
-from engine_hub.errors import ConfigError, EngineError, JournalDown, StartupError
-from engine_hub.store.heap import malloc_trim
-from engine_hub.run.log_files import FileJobLogs
-from engine_hub.run.logs import JobLogs, LogStore
-from engine_hub.run.log_retention import LOG_RETENTION, LogRetention
-from engine_hub.metrics import Metrics
-from engine_hub.store.page_cache import PAGE_CACHE, PageCache
-from engine_hub.run.runner import Runner
 from engine_hub.jobs.service import SERVICE, JobService
+from engine_hub.metrics import Metrics
+from engine_hub.run.log_files import FileJobLogs
+from engine_hub.run.log_retention import LOG_RETENTION, LogRetention
+from engine_hub.run.logs import JobLogs, LogStore
+from engine_hub.run.runner import Runner
 from engine_hub.settings import JOURNAL_DIR, LOGS_DIR, STATE_DIR, Settings
-from engine_hub.store.snapshots import Snapshotter, load_snapshot
-from engine_hub.store.heap import paused_gc
 from engine_hub.store.embedded import JobStore, StoreError
+from engine_hub.store.heap import malloc_trim, paused_gc
+from engine_hub.store.page_cache import PAGE_CACHE, PageCache
+from engine_hub.store.snapshots import Snapshotter, load_snapshot
 from shared.journal.chain import Journal, JournalCorrupt, JournalLocked, MemoryJournal, Record
 from shared.journal.file import FileJournal
 from shared.web import HTTP_LIMITS, MAX_BODY, log_flusher, request_wrapper, setup_api_routes
@@ -62,8 +66,9 @@ def open_journal(settings: Settings) -> FileJournal:
     """Open the durable journal of ``settings.data_dir`` (blocking). Raises :class:`StartupError`."""
     directory = settings.data_dir / JOURNAL_DIR
     try:
-        return FileJournal.open(directory, prog=PROG, retention_days=settings.retention_days,
-                                recent_limit=RECENT_RECORDS)
+        return FileJournal.open(
+            directory, prog=PROG, retention_days=settings.retention_days, recent_limit=RECENT_RECORDS
+        )
     except JournalLocked as exc:
         raise StartupError(f"{exc}; only one engine may use a data directory") from None
     except OSError as exc:
@@ -85,8 +90,9 @@ def restore(journal: FileJournal, store: JobStore, settings: Settings) -> int:
     except JournalCorrupt as exc:
         raise StartupError(str(exc)) from None
     except StoreError as exc:
-        raise StartupError(f"journal record does not apply: {exc}; run `{PROG} audit verify` "
-                           "and report this record") from None
+        raise StartupError(
+            f"journal record does not apply: {exc}; run `{PROG} audit verify` and report this record"
+        ) from None
     except OSError as exc:
         raise StartupError(f"cannot read the journal in {journal.directory}: {exc.strerror or exc}") from None
 
@@ -96,8 +102,13 @@ def _no_store(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Cache-Control"] = "no-store"
 
 
-def create_app(settings: Settings, *, journal: Journal | None = None, catalog: Catalog | None = None,
-               environ: Mapping[str, str] | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    journal: Journal | None = None,
+    catalog: Catalog | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> web.Application:
     """Build the engine application; nothing is read, written or started until it runs.
 
     ``journal`` replaces the one the settings call for (its ``recent()``
@@ -113,14 +124,20 @@ def create_app(settings: Settings, *, journal: Journal | None = None, catalog: C
     durable = journal is None and not settings.ephemeral
     file_logs = FileJobLogs(settings.data_dir / LOGS_DIR, max_bytes=settings.log_max_bytes) if durable else None
     logs: LogStore = file_logs if file_logs is not None else JobLogs()
-    service = JobService(store=JobStore(), logs=logs, metrics=metrics,
-                         runner=Runner(kill_grace=settings.kill_grace))
+    service = JobService(store=JobStore(), logs=logs, metrics=metrics, runner=Runner(kill_grace=settings.kill_grace))
     app = web.Application(client_max_size=MAX_BODY, handler_args=HTTP_LIMITS)
-    setup_api_routes(app, request_wrapper(
-        EngineError, on_done=metrics.observe_request, decorate=_no_store,
-        authenticate=request_authenticator(
-            public=routes.PUBLIC_ROUTES,
-            submit=routes.SUBMIT_ROUTES | routes_compat.SUBMIT_ROUTES | openapi.SUBMIT_ROUTES)))
+    setup_api_routes(
+        app,
+        request_wrapper(
+            EngineError,
+            on_done=metrics.observe_request,
+            decorate=_no_store,
+            authenticate=request_authenticator(
+                public=routes.PUBLIC_ROUTES,
+                submit=routes.SUBMIT_ROUTES | routes_compat.SUBMIT_ROUTES | openapi.SUBMIT_ROUTES,
+            ),
+        ),
+    )
     app[SETTINGS] = settings
     app[SERVICE] = service
     app[PAGE_CACHE] = PageCache()
@@ -137,8 +154,9 @@ def create_app(settings: Settings, *, journal: Journal | None = None, catalog: C
     return app
 
 
-def _engine_context(settings: Settings, journal: Journal | None, catalog: Catalog | None,
-                    environ: Mapping[str, str] | None) -> Callable[[web.Application], AsyncIterator[None]]:
+def _engine_context(
+    settings: Settings, journal: Journal | None, catalog: Catalog | None, environ: Mapping[str, str] | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         env = os.environ if environ is None else environ
         check_bind_allowed(settings, env)
@@ -158,14 +176,21 @@ def _engine_context(settings: Settings, journal: Journal | None, catalog: Catalo
             used = MemoryJournal(max_records=EPHEMERAL_RECORDS)
         else:
             used = await _open_durable(settings, service)
-            snapshotter = Snapshotter(store=service.store, journal=used, state_dir=settings.data_dir / STATE_DIR,
-                                      records=settings.snapshot_records, seconds=settings.snapshot_seconds)
+            snapshotter = Snapshotter(
+                store=service.store,
+                journal=used,
+                state_dir=settings.data_dir / STATE_DIR,
+                records=settings.snapshot_records,
+                seconds=settings.snapshot_seconds,
+            )
         try:
             await service.start(catalog=cat, journal=used, replay=replay)
         except JournalDown:
             await used.close()
-            raise StartupError("the journal cannot be written, so jobs interrupted by the last stop cannot be "
-                               "recorded; check the disk holding the data directory") from None
+            raise StartupError(
+                "the journal cannot be written, so jobs interrupted by the last stop cannot be "
+                "recorded; check the disk holding the data directory"
+            ) from None
         except BaseException:
             await used.close()
             raise
@@ -173,8 +198,15 @@ def _engine_context(settings: Settings, journal: Journal | None, catalog: Catalo
         pack_task = asyncio.create_task(pack_cold_jobs(service.store))
         retention = app.get(LOG_RETENTION)
         retention_task = asyncio.create_task(retention.run()) if retention is not None else None
-        log.info("engine_started", types=len(cat.types), clients=len(cat.clients), token_from=origin,
-                 ephemeral=settings.ephemeral, jobs=len(service.store), journal_seq=service.store.seq)
+        log.info(
+            "engine_started",
+            types=len(cat.types),
+            clients=len(cat.clients),
+            token_from=origin,
+            ephemeral=settings.ephemeral,
+            jobs=len(service.store),
+            journal_seq=service.store.seq,
+        )
         try:
             yield
         finally:
@@ -213,8 +245,9 @@ async def _open_durable(settings: Settings, service: JobService) -> FileJournal:
         try:
             await asyncio.to_thread(service.logs.open)  # sums the sizes of the existing files
         except OSError as exc:
-            raise StartupError(f"cannot create the job log directory {service.logs.directory}: "
-                               f"{exc.strerror or exc}") from None
+            raise StartupError(
+                f"cannot create the job log directory {service.logs.directory}: {exc.strerror or exc}"
+            ) from None
     journal = await asyncio.to_thread(open_journal, settings)
     try:
         count = await asyncio.to_thread(restore, journal, service.store, settings)
@@ -222,6 +255,7 @@ async def _open_durable(settings: Settings, service: JobService) -> FileJournal:
         await journal.close()
         raise
     snap = journal.snapshot
-    log.info("journal_replayed", snapshot_seq=snap.seq if snap is not None else None, replayed=count,
-             jobs=len(service.store))
+    log.info(
+        "journal_replayed", snapshot_seq=snap.seq if snap is not None else None, replayed=count, jobs=len(service.store)
+    )
     return journal

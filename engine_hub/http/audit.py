@@ -41,8 +41,10 @@ def _time_param(request: web.Request, name: str) -> dt.datetime | None:
             return dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC)
         return parse_time(raw)
     except ValueError:
-        raise InvalidField(f"{name} must be an RFC 3339 time with a timezone (e.g. 2025-01-31T09:00:00Z) "
-                           f"or a date (YYYY-MM-DD); got {raw!r}") from None
+        raise InvalidField(
+            f"{name} must be an RFC 3339 time with a timezone (e.g. 2025-01-31T09:00:00Z) "
+            f"or a date (YYYY-MM-DD); got {raw!r}"
+        ) from None
 
 
 def _text_param(request: web.Request, name: str) -> str | None:
@@ -62,8 +64,14 @@ async def audit(request: web.Request) -> web.Response:
     before = None
     if "before" in request.query:
         before = parse_int_query(request, "before", default=0, low=1, high=2**63 - 1, error=EngineError)
-    query = AuditQuery(job_id=_text_param(request, "jobId"), actor=_text_param(request, "actor"), since=since,
-                       until=until, before=before, limit=limit)
+    query = AuditQuery(
+        job_id=_text_param(request, "jobId"),
+        actor=_text_param(request, "actor"),
+        since=since,
+        until=until,
+        before=before,
+        limit=limit,
+    )
     records = await request.app[SERVICE].journal.query(query)
     headers = {}
     if len(records) == limit and records[-1].seq > 1:

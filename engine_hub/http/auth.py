@@ -33,8 +33,8 @@ import attrs
 import structlog
 from aiohttp import web
 
-from engine_hub.jobs.catalog import ADMIN_NAME, Catalog
 from engine_hub.errors import ConfigError, Forbidden, InvalidField, Unauthorized
+from engine_hub.jobs.catalog import ADMIN_NAME, Catalog
 from engine_hub.settings import ACTOR_HEADER, TOKEN_ENV, TOKEN_FILE, Settings
 
 log = structlog.get_logger("engine.auth")
@@ -102,7 +102,8 @@ def check_bind_allowed(settings: Settings, environ: Mapping[str, str]) -> None:
     if not is_loopback(settings.host) and not has_explicit_token(settings, environ):
         raise ConfigError(
             f"refusing to listen on non-loopback address {settings.host!r} without an explicitly "
-            f"configured admin token: set {TOKEN_ENV} (or listen on 127.0.0.1)")
+            f"configured admin token: set {TOKEN_ENV} (or listen on 127.0.0.1)"
+        )
 
 
 def resolve_admin_token(settings: Settings, environ: Mapping[str, str]) -> tuple[str, str]:
@@ -184,8 +185,9 @@ def _read_token_file(path: Path) -> str | None:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the token file {path}: {exc}") from None
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("token_file_too_open", path=str(path), mode=oct(stat.S_IMODE(info.st_mode)),
-                    hint="chmod 600 the file")
+        log.warning(
+            "token_file_too_open", path=str(path), mode=oct(stat.S_IMODE(info.st_mode)), hint="chmod 600 the file"
+        )
     token = text.strip()
     if not token:
         raise ConfigError(f"the token file {path} is empty")
@@ -245,8 +247,9 @@ def _check_actor(value: str) -> str:
 AUTHENTICATOR: Final = web.AppKey("authenticator", Authenticator)
 
 
-def request_authenticator(*, public: frozenset[str],
-                          submit: frozenset[tuple[str, str]]) -> Callable[[web.Request], None]:
+def request_authenticator(
+    *, public: frozenset[str], submit: frozenset[tuple[str, str]]
+) -> Callable[[web.Request], None]:
     """Build the ``authenticate`` hook of the engine's ``request_wrapper`` (deny by default).
 
     Routes named in ``public`` need no token; ``(method, route name)`` pairs
@@ -264,14 +267,16 @@ def request_authenticator(*, public: frozenset[str],
         try:
             caller = request.app[AUTHENTICATOR].authenticate(headers.get("Authorization"), headers.get(ACTOR_HEADER))
         except Unauthorized as exc:
-            log.warning("auth_failed", method=request.method, path=request.path,
-                        source=request.remote, reason=exc.message)
+            log.warning(
+                "auth_failed", method=request.method, path=request.path, source=request.remote, reason=exc.message
+            )
             raise
         if caller.scope is not Scope.ADMIN:
             method = "GET" if request.method == "HEAD" else request.method
             if (method, route_name) not in submit:
-                raise Forbidden(f"token {caller.name!r} has scope {caller.scope!s}, "
-                                "which may only create and read jobs")
+                raise Forbidden(
+                    f"token {caller.name!r} has scope {caller.scope!s}, which may only create and read jobs"
+                )
         request[PRINCIPAL] = caller
 
     return authenticate

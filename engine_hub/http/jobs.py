@@ -18,13 +18,13 @@ from typing import Any, Final
 from aiohttp import web
 from multidict import CIMultiDict
 
-from engine_hub.http.auth import principal, source
 from engine_hub.errors import EngineError, InvalidField, LogExpired
-from engine_hub.run.logs import MAX_READ_LINES
-from engine_hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from engine_hub.store.page_cache import PAGE_CACHE, Page
+from engine_hub.http.auth import principal, source
 from engine_hub.jobs.service import SERVICE, JobService
+from engine_hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from engine_hub.run.logs import MAX_READ_LINES
 from engine_hub.store.embedded import JobEntry
+from engine_hub.store.page_cache import PAGE_CACHE, Page
 from shared.contract import ErrorCode, JobStatus
 from shared.web import API_ROUTES, parse_int_query, read_json_object
 
@@ -55,8 +55,10 @@ def reject_unknown_query(request: web.Request, allowed: Iterable[str]) -> None:
     allowed = frozenset(allowed)
     unknown = sorted(set(request.query) - allowed)
     if unknown:
-        raise EngineError(f"unknown query parameter(s): {', '.join(unknown)}; "
-                          f"allowed: {', '.join(sorted(allowed)) or 'none'}", code=ErrorCode.UNKNOWN_FIELD)
+        raise EngineError(
+            f"unknown query parameter(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed)) or 'none'}",
+            code=ErrorCode.UNKNOWN_FIELD,
+        )
 
 
 def optional_text(body: Mapping[str, Any], field: str, *, max_chars: int) -> str | None:
@@ -79,8 +81,7 @@ def required_text(body: Mapping[str, Any], field: str, *, max_chars: int) -> str
 
 def accepted(entry: JobEntry, message: str) -> web.Response:
     """Return the 202 ``{"status":"accepted","jobId","message","job"}`` body of a run or cancel."""
-    head = json.dumps({"status": "accepted", "jobId": entry.id, "message": message},
-                      separators=(",", ":")).encode()
+    head = json.dumps({"status": "accepted", "jobId": entry.id, "message": message}, separators=(",", ":")).encode()
     return json_bytes(head[:-1] + b',"job":' + entry.encoded + b"}", status=202)
 
 
@@ -162,8 +163,12 @@ async def get_job(request: web.Request) -> web.Response:
 
 async def refuse_job_post(request: web.Request) -> web.Response:
     """``POST /api/jobs/{id}``: 405. Only ``/run`` runs a job (the original ran it here too)."""
-    raise EngineError("POST /api/jobs/{id} does not run a job; use POST /api/jobs/{id}/run",
-                      status=405, code=ErrorCode.METHOD_NOT_ALLOWED, headers={"Allow": "GET, HEAD"})
+    raise EngineError(
+        "POST /api/jobs/{id} does not run a job; use POST /api/jobs/{id}/run",
+        status=405,
+        code=ErrorCode.METHOD_NOT_ALLOWED,
+        headers={"Allow": "GET, HEAD"},
+    )
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -174,8 +179,9 @@ async def create_job(request: web.Request) -> web.Response:
         raise InvalidField("type is required (a job type name; see GET /api/types)")
     name = optional_text(body, "name", max_chars=MAX_NAME_CHARS)
     who = principal(request)
-    entry = await request.app[SERVICE].create(type_name=type_name, name=name, params=body.get("params"),
-                                              actor=who.actor, source=source(request))
+    entry = await request.app[SERVICE].create(
+        type_name=type_name, name=name, params=body.get("params"), actor=who.actor, source=source(request)
+    )
     return json_bytes(entry.encoded, status=201, headers={"Location": f"/api/jobs/{entry.id}"})
 
 
@@ -184,8 +190,9 @@ async def run_job(request: web.Request) -> web.Response:
     body = await read_json_object(request, allowed=("reason",), error=EngineError)
     reason = optional_text(body, "reason", max_chars=MAX_REASON_CHARS)
     who = principal(request)
-    entry = await request.app[SERVICE].run(job_id=request.match_info["id"], reason=reason, actor=who.actor,
-                                           source=source(request))
+    entry = await request.app[SERVICE].run(
+        job_id=request.match_info["id"], reason=reason, actor=who.actor, source=source(request)
+    )
     return accepted(entry, "Job execution started")
 
 
@@ -193,8 +200,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     """``POST /api/jobs/{id}/cancel``: 202 for a RUNNING job; its run ends FAILED "cancelled by <actor>"."""
     await read_json_object(request, allowed=(), error=EngineError)
     who = principal(request)
-    entry = await request.app[SERVICE].cancel(job_id=request.match_info["id"], actor=who.actor,
-                                              source=source(request))
+    entry = await request.app[SERVICE].cancel(job_id=request.match_info["id"], actor=who.actor, source=source(request))
     return accepted(entry, "Job cancellation requested")
 
 
@@ -207,8 +213,7 @@ async def job_logs(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     entry = service.get(request.match_info["id"])
     if entry.log_expired:
-        raise LogExpired(f"the output of job {entry.id} was deleted by log retention; the job and its "
-                         "history are kept")
+        raise LogExpired(f"the output of job {entry.id} was deleted by log retention; the job and its history are kept")
     job_id = entry.id
     after = parse_int_query(request, "after", default=0, low=0, high=MAX_CURSOR, error=EngineError)
     limit = parse_int_query(request, "limit", default=MAX_READ_LINES, low=1, high=MAX_READ_LINES, error=EngineError)
@@ -216,6 +221,7 @@ async def job_logs(request: web.Request) -> web.Response:
 
 
 # -- catalog, health, metrics ----------------------------------------------------------
+
 
 async def list_types(request: web.Request) -> web.Response:
     """``GET /api/types``: every job type with its param declarations."""
@@ -234,23 +240,35 @@ async def healthz(request: web.Request) -> web.Response:
     """
     if request.app[SERVICE].journal.healthy:
         return web.json_response({"status": "ok"})
-    return web.json_response({"status": "degraded", "journal": "unavailable",
-                              "detail": "the journal cannot be written: changes are refused, reads work"})
+    return web.json_response(
+        {
+            "status": "degraded",
+            "journal": "unavailable",
+            "detail": "the journal cannot be written: changes are refused, reads work",
+        }
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics``: Prometheus text exposition."""
     service = request.app[SERVICE]
     counts = {status: service.store.count(status) for status in JobStatus}
-    text = service.metrics.render(jobs_by_status=counts, journal_healthy=service.journal.healthy,
-                                  log_bytes=service.logs.disk_bytes)
+    text = service.metrics.render(
+        jobs_by_status=counts, journal_healthy=service.journal.healthy, log_bytes=service.logs.disk_bytes
+    )
     return web.Response(text=text, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 #: (method, route name) pairs open to submit-scope client tokens: create and read, never run or cancel.
-SUBMIT_ROUTES: Final = frozenset({
-    ("GET", "jobs"), ("POST", "jobs"), ("GET", "job"), ("GET", "job_logs"), ("GET", "types"),
-})
+SUBMIT_ROUTES: Final = frozenset(
+    {
+        ("GET", "jobs"),
+        ("POST", "jobs"),
+        ("GET", "job"),
+        ("GET", "job_logs"),
+        ("GET", "types"),
+    }
+)
 
 
 def add_routes(app: web.Application) -> None:

@@ -12,9 +12,9 @@ from typing import Final
 
 from aiohttp import web
 
-from engine_hub.http.auth import principal, source
 from engine_hub.errors import EngineError
-from engine_hub.http.jobs import json_bytes, list_jobs, reject_unknown_query, required_text, MAX_NAME_CHARS
+from engine_hub.http.auth import principal, source
+from engine_hub.http.jobs import MAX_NAME_CHARS, json_bytes, list_jobs, reject_unknown_query, required_text
 from engine_hub.jobs.service import SERVICE
 from shared.web import API_ROUTES, parse_int_query, read_json_object
 
@@ -28,16 +28,16 @@ LOGS_MAX_LIMIT: Final = 500
 async def job_results(request: web.Request) -> web.Response:
     """``GET /api/jobs/results`` and ``/engines/jobs/results``: the newest JobResults, oldest first."""
     reject_unknown_query(request, ("limit",))
-    limit = parse_int_query(request, "limit", default=RESULTS_DEFAULT_LIMIT, low=1, high=RESULTS_MAX_LIMIT,
-                            error=EngineError)
+    limit = parse_int_query(
+        request, "limit", default=RESULTS_DEFAULT_LIMIT, low=1, high=RESULTS_MAX_LIMIT, error=EngineError
+    )
     return web.json_response(request.app[SERVICE].store.results(limit))
 
 
 async def engine_logs(request: web.Request) -> web.Response:
     """``GET /api/engines/logs``, ``/engines/logs`` and ``/logs``: the newest EngineLogs, oldest first."""
     reject_unknown_query(request, ("limit",))
-    limit = parse_int_query(request, "limit", default=LOGS_DEFAULT_LIMIT, low=1, high=LOGS_MAX_LIMIT,
-                            error=EngineError)
+    limit = parse_int_query(request, "limit", default=LOGS_DEFAULT_LIMIT, low=1, high=LOGS_MAX_LIMIT, error=EngineError)
     return web.json_response(request.app[SERVICE].store.engine_logs(limit))
 
 
@@ -47,16 +47,24 @@ async def legacy_create(request: web.Request) -> web.Response:
     engine = required_text(body, "engine", max_chars=MAX_NAME_CHARS)
     name = required_text(body, "name", max_chars=MAX_NAME_CHARS)
     who = principal(request)
-    entry = await request.app[SERVICE].create(type_name=engine, name=name, params=None, actor=who.actor,
-                                              source=source(request))
+    entry = await request.app[SERVICE].create(
+        type_name=engine, name=name, params=None, actor=who.actor, source=source(request)
+    )
     return json_bytes(entry.encoded, status=202, headers={"Location": f"/api/jobs/{entry.id}"})
 
 
 #: (method, route name) pairs of this module open to submit-scope client tokens.
-SUBMIT_ROUTES: Final = frozenset({
-    ("GET", "job_results"), ("GET", "job_results_legacy"), ("GET", "engine_logs"), ("GET", "engine_logs_legacy"),
-    ("GET", "logs_legacy"), ("GET", "jobs_legacy"), ("POST", "jobs_run_legacy"),
-})
+SUBMIT_ROUTES: Final = frozenset(
+    {
+        ("GET", "job_results"),
+        ("GET", "job_results_legacy"),
+        ("GET", "engine_logs"),
+        ("GET", "engine_logs_legacy"),
+        ("GET", "logs_legacy"),
+        ("GET", "jobs_legacy"),
+        ("POST", "jobs_run_legacy"),
+    }
+)
 
 
 def add_routes(app: web.Application) -> None:

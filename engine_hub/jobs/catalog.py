@@ -59,7 +59,6 @@ from engine_hub.jobs.params import (
     type_label,
 )
 
-
 #: Largest timeout a type may declare (30 days): anything longer is a typo.
 MAX_TIMEOUT: Final = 30 * 24 * 3600.0
 #: The name the admin token acts under; a client token may not borrow it.
@@ -71,9 +70,23 @@ _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 __all__ = [
-    "ADMIN_NAME", "MAX_STR_PARAM", "MAX_TIMEOUT", "PARAM_TYPES", "Catalog", "CatalogError", "ClientToken",
-    "JobType", "ParamSpec", "ParamType", "ParamValue", "builtin_catalog", "demo_types", "hash_token",
-    "load_catalog", "parse_catalog", "parse_param_text",
+    "ADMIN_NAME",
+    "MAX_STR_PARAM",
+    "MAX_TIMEOUT",
+    "PARAM_TYPES",
+    "Catalog",
+    "CatalogError",
+    "ClientToken",
+    "JobType",
+    "ParamSpec",
+    "ParamType",
+    "ParamValue",
+    "builtin_catalog",
+    "demo_types",
+    "hash_token",
+    "load_catalog",
+    "parse_catalog",
+    "parse_param_text",
 ]
 
 
@@ -109,9 +122,15 @@ class JobType:
             raise CatalogError(f"type {self.name!r}: command must be a non-empty argv list")
         if any("\x00" in arg for arg in self.command):
             raise CatalogError(f"type {self.name!r}: command must not contain NUL characters")
-        if not (isinstance(self.timeout, int | float) and not isinstance(self.timeout, bool)
-                and math.isfinite(self.timeout) and 0 < self.timeout <= MAX_TIMEOUT):
-            raise CatalogError(f"type {self.name!r}: timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}")
+        if not (
+            isinstance(self.timeout, int | float)
+            and not isinstance(self.timeout, bool)
+            and math.isfinite(self.timeout)
+            and 0 < self.timeout <= MAX_TIMEOUT
+        ):
+            raise CatalogError(
+                f"type {self.name!r}: timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}"
+            )
         seen: set[str] = set()
         for spec in self.params:
             if spec.name in seen:
@@ -247,8 +266,16 @@ def demo_types() -> tuple[JobType, ...]:
             description="Sleep for a number of seconds, printing a line every second.",
             command=(python, "-I", demo, "sleep"),
             timeout=DEMO_SLEEP_MAX + 60.0,
-            params=(ParamSpec(name="seconds", type="int", default=3, min=0, max=DEMO_SLEEP_MAX,
-                              description="How long to sleep, in seconds."),),
+            params=(
+                ParamSpec(
+                    name="seconds",
+                    type="int",
+                    default=3,
+                    min=0,
+                    max=DEMO_SLEEP_MAX,
+                    description="How long to sleep, in seconds.",
+                ),
+            ),
         ),
         JobType(
             name="demo.echo",
@@ -262,8 +289,11 @@ def demo_types() -> tuple[JobType, ...]:
             description="Print an error on stderr and exit non-zero.",
             command=(python, "-I", demo, "fail"),
             timeout=30.0,
-            params=(ParamSpec(name="code", type="int", default=1, min=1, max=125,
-                              description="The exit code to fail with."),),
+            params=(
+                ParamSpec(
+                    name="code", type="int", default=1, min=1, max=125, description="The exit code to fail with."
+                ),
+            ),
         ),
     )
 
@@ -400,10 +430,12 @@ def _parse_client(data: object, where: str) -> ClientToken:
         raise CatalogError(f"{t.key('name')}: {ADMIN_NAME!r} is the admin token's name; choose another")
     scope = t.get_str("scope")
     if scope != "submit":
-        raise CatalogError(f"{t.key('scope')}: must be \"submit\" (create and read only); got {scope!r}")
+        raise CatalogError(f'{t.key("scope")}: must be "submit" (create and read only); got {scope!r}')
     digest = t.get_str("token_sha256").strip().lower()
     if not _SHA256_HEX.fullmatch(digest):
-        raise CatalogError(f"{t.key('token_sha256')}: must be 64 hex digits (sha256 of the token), never the token itself")
+        raise CatalogError(
+            f"{t.key('token_sha256')}: must be 64 hex digits (sha256 of the token), never the token itself"
+        )
     return ClientToken(name=name, scope="submit", token_sha256=digest)
 
 

@@ -13,6 +13,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
+
 class CatalogError(Exception):
     """A catalog file that cannot be used, or params a job type does not accept.
 

@@ -23,10 +23,10 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from engine_hub.jobs.catalog import Catalog, CatalogError, JobType
 from engine_hub.errors import Conflict, InvalidParam, JournalDown, NotFound, NotReady, UnknownType
-from engine_hub.run.logs import LogStore
+from engine_hub.jobs.catalog import Catalog, CatalogError, JobType
 from engine_hub.metrics import Metrics
+from engine_hub.run.logs import LogStore
 from engine_hub.run.runner import Runner
 from engine_hub.store.embedded import SYSTEM_ACTOR, Action, JobEntry, JobStore
 from shared.contract import ErrorCode, HistoryEntry, Job, JobStatus, new_job_id, utcnow
@@ -93,8 +93,13 @@ class JobService:
         interrupted = self.store.running_job_ids()
         for job_id in interrupted:
             # Raises JournalDown if the journal cannot take it: the engine then does not start.
-            await self._commit(action=Action.JOB_INTERRUPTED, actor=SYSTEM_ACTOR, source=ENGINE_SOURCE,
-                               job_id=job_id, data={"status": str(JobStatus.FAILED), "error": INTERRUPTED_ERROR})
+            await self._commit(
+                action=Action.JOB_INTERRUPTED,
+                actor=SYSTEM_ACTOR,
+                source=ENGINE_SOURCE,
+                job_id=job_id,
+                data={"status": str(JobStatus.FAILED), "error": INTERRUPTED_ERROR},
+            )
             log.warning("job_interrupted", job_id=job_id, error=INTERRUPTED_ERROR)
             self.logs.repair(job_id)  # the crash may have cut its log mid-line
         log.info("store_recovered", records=count, jobs=len(self.store), interrupted=len(interrupted))
@@ -114,8 +119,7 @@ class JobService:
 
     # -- commands ----------------------------------------------------------------
 
-    async def create(self, *, type_name: str, name: str | None, params: object, actor: str,
-                     source: str) -> JobEntry:
+    async def create(self, *, type_name: str, name: str | None, params: object, actor: str, source: str) -> JobEntry:
         """Create a READY job of a catalog type with validated params (defaults filled in).
 
         Raises 400 ``unknown_type`` / ``invalid_param`` saying what is allowed,
@@ -127,11 +131,19 @@ class JobService:
         except CatalogError as exc:
             raise InvalidParam(str(exc)) from None
         now = utcnow()
-        job = Job(id=new_job_id(), type=job_type.name, name=name or job_type.name, params=clean,
-                  status=JobStatus.READY, created_at=now, created_by=actor,
-                  history=(HistoryEntry(status=JobStatus.READY, at=now, by=actor, reason=None),))
-        entry = await self._commit(action=Action.JOB_CREATED, actor=actor, source=source, job_id=job.id,
-                                   data=job.to_json())
+        job = Job(
+            id=new_job_id(),
+            type=job_type.name,
+            name=name or job_type.name,
+            params=clean,
+            status=JobStatus.READY,
+            created_at=now,
+            created_by=actor,
+            history=(HistoryEntry(status=JobStatus.READY, at=now, by=actor, reason=None),),
+        )
+        entry = await self._commit(
+            action=Action.JOB_CREATED, actor=actor, source=source, job_id=job.id, data=job.to_json()
+        )
         self.metrics.jobs_created += 1
         return entry
 
@@ -141,8 +153,9 @@ class JobService:
         Raises 503 ``journal_unavailable`` when the journal refuses the record
         (see :mod:`engine_hub.run.log_retention`).
         """
-        return await self._commit(action=Action.LOG_EXPIRED, actor=SYSTEM_ACTOR, source=ENGINE_SOURCE,
-                                  job_id=job_id, data=data)
+        return await self._commit(
+            action=Action.LOG_EXPIRED, actor=SYSTEM_ACTOR, source=ENGINE_SOURCE, job_id=job_id, data=data
+        )
 
     def job_type(self, type_name: str) -> JobType:
         """Return a catalog type or raise 400 ``unknown_type`` listing the allowed ones."""
@@ -165,12 +178,17 @@ class JobService:
         def start(entry: JobEntry) -> None:
             self.metrics.runs_started += 1
             params = entry.job.params
-            self._tasks[job_id] = asyncio.create_task(self._execute(job_id, params, job_type),
-                                                      name=f"run-{job_id}")
+            self._tasks[job_id] = asyncio.create_task(self._execute(job_id, params, job_type), name=f"run-{job_id}")
 
-        return await self._commit(action=Action.RUN_REQUESTED, actor=actor, source=source, job_id=job_id,
-                                  data={"runBy": actor, "reason": reason}, then=start,
-                                  finally_=lambda: self._release(entry.id, entry.type))
+        return await self._commit(
+            action=Action.RUN_REQUESTED,
+            actor=actor,
+            source=source,
+            job_id=job_id,
+            data={"runBy": actor, "reason": reason},
+            then=start,
+            finally_=lambda: self._release(entry.id, entry.type),
+        )
 
     def _claim(self, entry: JobEntry) -> JobType:
         # No await in here: check and claim form one atomic step on the event loop.
@@ -181,10 +199,12 @@ class JobService:
         job_type = self.catalog.get(entry.type)
         if job_type is None:
             raise UnknownType(f"job type {entry.type!r} is no longer in the catalog, so this job cannot run")
-        if job_type.exclusive and (self.store.count(JobStatus.RUNNING, entry.type)
-                                   or self._claimed_types.get(entry.type)):
-            raise Conflict(f"job type {entry.type!r} is exclusive and already has a running job",
-                           code=ErrorCode.TYPE_BUSY)
+        if job_type.exclusive and (
+            self.store.count(JobStatus.RUNNING, entry.type) or self._claimed_types.get(entry.type)
+        ):
+            raise Conflict(
+                f"job type {entry.type!r} is exclusive and already has a running job", code=ErrorCode.TYPE_BUSY
+            )
         self._claims.add(entry.id)
         self._claimed_types[entry.type] = self._claimed_types.get(entry.type, 0) + 1
         return job_type
@@ -204,8 +224,7 @@ class JobService:
         ``not_ready`` (DONE/FAILED), 503 ``journal_unavailable``.
         """
         self._check_cancellable(self.get(job_id))
-        entry = await self._commit(action=Action.CANCEL_REQUESTED, actor=actor, source=source, job_id=job_id,
-                                   data={})
+        entry = await self._commit(action=Action.CANCEL_REQUESTED, actor=actor, source=source, job_id=job_id, data={})
         if entry.status is JobStatus.RUNNING and not self._runner.cancel(job_id, by=actor):
             # The run task has not handed the job to the runner yet: deliver on start.
             self._pending_cancels[job_id] = actor
@@ -214,8 +233,9 @@ class JobService:
     @staticmethod
     def _check_cancellable(entry: JobEntry) -> None:
         if entry.status is JobStatus.READY:
-            raise Conflict("job is not running (READY); only a RUNNING job can be cancelled",
-                           code=ErrorCode.NOT_RUNNING)
+            raise Conflict(
+                "job is not running (READY); only a RUNNING job can be cancelled", code=ErrorCode.NOT_RUNNING
+            )
         if entry.status is not JobStatus.RUNNING:
             raise NotReady(f"job has already finished ({entry.status}); there is nothing to cancel")
 
@@ -228,9 +248,17 @@ class JobService:
 
     # -- internals ---------------------------------------------------------------
 
-    async def _commit(self, *, action: Action, actor: str, source: str, job_id: str, data: dict[str, Any],
-                      then: Callable[[JobEntry], None] | None = None,
-                      finally_: Callable[[], None] | None = None) -> JobEntry:
+    async def _commit(
+        self,
+        *,
+        action: Action,
+        actor: str,
+        source: str,
+        job_id: str,
+        data: dict[str, Any],
+        then: Callable[[JobEntry], None] | None = None,
+        finally_: Callable[[], None] | None = None,
+    ) -> JobEntry:
         """Append a record, then apply it: the state changes only once the journal holds it.
 
         Append, apply, ``then(entry)`` and ``finally_()`` run in a shielded
@@ -241,12 +269,12 @@ class JobService:
         async def write() -> JobEntry:
             try:
                 try:
-                    record = await self.journal.append(action=str(action), actor=actor, source=source,
-                                                       job_id=job_id, data=data)
+                    record = await self.journal.append(
+                        action=str(action), actor=actor, source=source, job_id=job_id, data=data
+                    )
                 except JournalUnavailable as exc:
                     log.error("journal_append_failed", action=str(action), job_id=job_id, error=str(exc))
-                    raise JournalDown("the journal is unavailable, so nothing was changed; "
-                                      "try again later") from None
+                    raise JournalDown("the journal is unavailable, so nothing was changed; try again later") from None
                 entry = self.store.apply(record)
                 if then is not None:
                     then(entry)
@@ -274,8 +302,9 @@ class JobService:
                 self._spawn(self._best_effort(Action.LOG_TRUNCATED, job_id, {"reason": self.logs.cap_reason}))
 
         try:
-            outcome = await self._runner.run(job_id=job_id, job_type=job_type, params=params,
-                                             on_line=on_line, on_started=on_started)
+            outcome = await self._runner.run(
+                job_id=job_id, job_type=job_type, params=params, on_line=on_line, on_started=on_started
+            )
             status, exit_code, error = outcome.status, outcome.exit_code, outcome.error
         except Exception:
             log.exception("run_crashed", job_id=job_id)
@@ -303,8 +332,9 @@ class JobService:
         delay = 0.1
         while True:
             try:
-                await self._commit(action=Action.JOB_FINISHED, actor=actor, source=ENGINE_SOURCE,
-                                   job_id=job_id, data=data)
+                await self._commit(
+                    action=Action.JOB_FINISHED, actor=actor, source=ENGINE_SOURCE, job_id=job_id, data=data
+                )
                 return
             except JournalDown:
                 log.error("job_finish_not_recorded", job_id=job_id, retry_in=delay)

@@ -202,10 +202,15 @@ class FileJobLogs:
         capped = writer.size + len(line) > self.max_bytes
         if capped:
             writer.capped = True
-            limit = f"{self.max_bytes / (1024 * 1024):g} MiB" if self.max_bytes >= 1024 * 1024 else \
-                f"{self.max_bytes} bytes"
-            line = (f"{writer.next_seq}\t{at}\t{MARKER_STREAM}\t[output truncated: this job's log reached "
-                    f"its {limit} limit; later output was dropped]\n").encode()
+            limit = (
+                f"{self.max_bytes / (1024 * 1024):g} MiB"
+                if self.max_bytes >= 1024 * 1024
+                else f"{self.max_bytes} bytes"
+            )
+            line = (
+                f"{writer.next_seq}\t{at}\t{MARKER_STREAM}\t[output truncated: this job's log reached "
+                f"its {limit} limit; later output was dropped]\n"
+            ).encode()
         try:
             assert writer.file is not None  # only a capped writer has no file
             writer.file.write(line)

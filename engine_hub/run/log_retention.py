@@ -31,8 +31,8 @@ import structlog
 from aiohttp import web
 
 from engine_hub.errors import JournalDown
-from engine_hub.run.log_files import FileJobLogs
 from engine_hub.jobs.service import JobService
+from engine_hub.run.log_files import FileJobLogs
 from shared.contract import TRANSITIONS, format_time, utcnow
 
 log = structlog.get_logger("engine.log_retention")
@@ -74,7 +74,8 @@ class LogRetention:
         cutoff_text = format_time(cutoff) or ""
         cutoff_ts = cutoff.timestamp()
         candidates = await asyncio.to_thread(
-            lambda: [(job_id, size) for job_id, size, mtime in self._logs.files() if mtime < cutoff_ts])
+            lambda: [(job_id, size) for job_id, size, mtime in self._logs.files() if mtime < cutoff_ts]
+        )
         days = int(self.days) if float(self.days).is_integer() else self.days
         store, metrics = self._service.store, self._service.metrics
         removed = 0

@@ -81,8 +81,9 @@ def _line_size(text: str) -> int:
 class JobLogs:
     """Per-job line buffers with per-job and global bounds."""
 
-    def __init__(self, *, max_lines: int = 10_000, max_bytes: int = 2 * 1024 * 1024,
-                 max_total_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self, *, max_lines: int = 10_000, max_bytes: int = 2 * 1024 * 1024, max_total_bytes: int = 256 * 1024 * 1024
+    ) -> None:
         self._max_lines = max_lines
         self._max_bytes = max_bytes
         self._max_total = max_total_bytes

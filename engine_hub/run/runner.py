@@ -66,8 +66,9 @@ class Outcome:
     error: str | None
 
 
-def job_env(*, job_id: str, job_type: JobType, params: Mapping[str, Any],
-            base: Mapping[str, str] | None = None) -> dict[str, str]:
+def job_env(
+    *, job_id: str, job_type: JobType, params: Mapping[str, Any], base: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Build the complete environment of a job run.
 
     Only :data:`INHERITED_ENV` and ``LC_*`` come from ``base`` (the engine's
@@ -105,7 +106,7 @@ class _LineSplitter:
         self.on_line = on_line
         self.job_id = job_id
         self.buf = bytearray()
-        self.dropping = False   # inside a line that was already emitted truncated
+        self.dropping = False  # inside a line that was already emitted truncated
         self.callback_failed = False
 
     def emit(self, data: bytes | bytearray, *, truncated: bool = False) -> None:
@@ -128,7 +129,7 @@ class _LineSplitter:
             end = len(chunk) if newline < 0 else newline
             if not self.dropping:
                 room = MAX_LINE - len(self.buf)
-                self.buf += chunk[start:min(end, start + room)]
+                self.buf += chunk[start : min(end, start + room)]
                 if end - start > room:
                     self.emit(self.buf, truncated=True)
                     self.buf.clear()
@@ -225,8 +226,15 @@ class Runner:
                 log.error("job_supervisor_unresponsive", job_id=run.job_id)
                 run.hard_kill()
 
-    async def run(self, *, job_id: str, job_type: JobType, params: dict[str, Any],
-                  on_line: LineCallback, on_started: StartedCallback | None = None) -> Outcome:
+    async def run(
+        self,
+        *,
+        job_id: str,
+        job_type: JobType,
+        params: dict[str, Any],
+        on_line: LineCallback,
+        on_started: StartedCallback | None = None,
+    ) -> Outcome:
         """Run one job to its end and return how it ended.
 
         ``params`` must already be validated (:meth:`JobType.validate_params`).
@@ -258,9 +266,18 @@ class Runner:
         err_r, err_w = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                self._python, "-I", "-S", str(SUPERVISOR), str(os.getpid()), str(status_w), job_id,
-                stdin=asyncio.subprocess.PIPE, stdout=out_w, stderr=err_w,
-                pass_fds=(status_w,), start_new_session=True,
+                self._python,
+                "-I",
+                "-S",
+                str(SUPERVISOR),
+                str(os.getpid()),
+                str(status_w),
+                job_id,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=out_w,
+                stderr=err_w,
+                pass_fds=(status_w,),
+                start_new_session=True,
             )
         except OSError as exc:
             for fd in (status_r, out_r, err_r):
@@ -280,8 +297,16 @@ class Runner:
             del self._runs[job_id]
             run.done.set()
 
-    async def _follow(self, run: _Run, job_type: JobType, status_r: int, out_r: int, err_r: int,
-                      on_line: LineCallback, on_started: StartedCallback | None) -> Outcome:
+    async def _follow(
+        self,
+        run: _Run,
+        job_type: JobType,
+        status_r: int,
+        out_r: int,
+        err_r: int,
+        on_line: LineCallback,
+        on_started: StartedCallback | None,
+    ) -> Outcome:
         """Read the supervisor's status and the job's output until the run is over."""
         proc = run.proc
         readers: list[asyncio.ReadTransport] = []
@@ -293,8 +318,10 @@ class Runner:
                 f.close()  # closing twice (via its transport) is harmless
             run.hard_kill()
             raise
-        pumps = [asyncio.create_task(self._pump(stdout, _LineSplitter("stdout", on_line, run.job_id))),
-                 asyncio.create_task(self._pump(stderr, _LineSplitter("stderr", on_line, run.job_id)))]
+        pumps = [
+            asyncio.create_task(self._pump(stdout, _LineSplitter("stdout", on_line, run.job_id))),
+            asyncio.create_task(self._pump(stderr, _LineSplitter("stderr", on_line, run.job_id))),
+        ]
         final: dict[str, Any] | None = None
         try:
             async with asyncio.timeout(job_type.timeout + 2 * self._kill_grace + WATCHDOG_MARGIN):
@@ -341,8 +368,13 @@ class Runner:
             for transport in readers:
                 transport.close()
         outcome = self._outcome(run, job_type, final, proc.returncode)
-        log.info("job_process_finished", job_id=run.job_id, status=str(outcome.status),
-                 exit_code=outcome.exit_code, error=outcome.error)
+        log.info(
+            "job_process_finished",
+            job_id=run.job_id,
+            status=str(outcome.status),
+            exit_code=outcome.exit_code,
+            error=outcome.error,
+        )
         if final is not None and final.get("leftovers"):
             log.warning("job_leftovers_killed", job_id=run.job_id)
         if final is not None and final.get("stuck"):
@@ -377,13 +409,17 @@ class Runner:
         finally:
             splitter.close()
 
-    def _outcome(self, run: _Run, job_type: JobType, final: Mapping[str, Any] | None,
-                 supervisor_rc: int | None) -> Outcome:
+    def _outcome(
+        self, run: _Run, job_type: JobType, final: Mapping[str, Any] | None, supervisor_rc: int | None
+    ) -> Outcome:
         """Turn the supervisor's final report into an :class:`Outcome`."""
         failed = JobStatus.FAILED
         if final is None:
-            return Outcome(status=failed, exit_code=None,
-                           error=f"runner error: job supervisor ended with code {supervisor_rc} without a report")
+            return Outcome(
+                status=failed,
+                exit_code=None,
+                error=f"runner error: job supervisor ended with code {supervisor_rc} without a report",
+            )
         if final["event"] == "start_failed":
             return Outcome(status=failed, exit_code=None, error=f"failed to start: {final['error']}")
         code: int | None = final.get("code")

@@ -85,10 +85,10 @@ class Supervisor:
         self.own_pgid = os.getpgid(0)
         self.inbuf = b""
         self.spec_read = False
-        self.lost = False            # lifeline EOF or a terminating signal
+        self.lost = False  # lifeline EOF or a terminating signal
         self.cancel = False
         self.main_pid: int | None = None
-        self.main_status: int | None = None   # wait status of the job's main process
+        self.main_status: int | None = None  # wait status of the job's main process
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
@@ -183,7 +183,7 @@ class Supervisor:
             except OSError:
                 continue
             # Field 4 (ppid) follows the ")" that closes the command name.
-            fields = stat[stat.rfind(b")") + 2:].split()
+            fields = stat[stat.rfind(b")") + 2 :].split()
             if len(fields) > 1 and int(fields[1]) == self.own_pid:
                 found.add(int(entry))
         return found
@@ -252,8 +252,13 @@ class Supervisor:
 
         try:
             proc = subprocess.Popen(
-                argv, env=spec["env"], cwd=cwd, stdin=subprocess.DEVNULL, close_fds=True,
-                start_new_session=True, preexec_fn=in_child,
+                argv,
+                env=spec["env"],
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+                start_new_session=True,
+                preexec_fn=in_child,
             )
         except OSError as exc:
             if cwd is not None and exc.filename == cwd:
@@ -278,8 +283,14 @@ class Supervisor:
         if spec is None:
             return 0  # the engine is gone before the job started: nothing to do
         if self.cancel or self.lost:
-            self.report(event="exit", reason="cancelled" if self.cancel else "lost",
-                        code=None, signal=None, leftovers=False, stuck=False)
+            self.report(
+                event="exit",
+                reason="cancelled" if self.cancel else "lost",
+                code=None,
+                signal=None,
+                leftovers=False,
+                stuck=False,
+            )
             return 0
         if not self.start(spec):
             return 0
@@ -304,8 +315,9 @@ class Supervisor:
                 code = os.WEXITSTATUS(self.main_status)
             elif os.WIFSIGNALED(self.main_status):
                 sig = os.WTERMSIG(self.main_status)
-        self.report(event="exit", reason=reason, code=code, signal=sig,
-                    leftovers=reason == "exited" and had_any, stuck=stuck)
+        self.report(
+            event="exit", reason=reason, code=code, signal=sig, leftovers=reason == "exited" and had_any, stuck=stuck
+        )
         return 0
 
 

@@ -40,8 +40,8 @@ import attrs
 import structlog
 
 from engine_hub.store.actions import ACTIONS, Action
-from engine_hub.store.heap import paused_gc
 from engine_hub.store.entry import Index, JobEntry, StoreError, encode_wire, wire_from_created
+from engine_hub.store.heap import paused_gc
 from engine_hub.store.packing import is_packed, pack, unpack
 from shared.contract import TRANSITIONS, JobStatus, LogLevel
 from shared.journal.chain import GENESIS, Record
@@ -67,8 +67,18 @@ HOT_JOBS: Final = 2048
 #: soon after they are created, so older open jobs rarely change again during the replay.
 BULK_OPEN_JOBS: Final = 4096
 
-__all__ = ["Action", "JobEntry", "JobStore", "StoreCut", "StoreError", "ENGINE_LOG_SIZE", "HOT_JOBS", "RESULT_OK",
-           "RESULTS_SIZE", "SYSTEM_ACTOR"]
+__all__ = [
+    "Action",
+    "JobEntry",
+    "JobStore",
+    "StoreCut",
+    "StoreError",
+    "ENGINE_LOG_SIZE",
+    "HOT_JOBS",
+    "RESULT_OK",
+    "RESULTS_SIZE",
+    "SYSTEM_ACTOR",
+]
 
 
 _STATUSES: Final = {s.value: s for s in JobStatus}
@@ -141,11 +151,17 @@ class JobStore:
             raise StoreError(f"{action}: malformed record data: {exc!r}") from None
         self.seq, self.head = record.seq, record.hash
         if old is not None and old.status is not entry.status:
-            log.info("job_transition", job_id=entry.id, type=entry.type, from_status=str(old.status),
-                     to_status=str(entry.status),
-                     by=entry_run_by(record) if action is Action.RUN_REQUESTED else record.actor,
-                     reason=record.data.get("reason" if action is Action.RUN_REQUESTED else "error"),
-                     action=str(action), source=record.source)
+            log.info(
+                "job_transition",
+                job_id=entry.id,
+                type=entry.type,
+                from_status=str(old.status),
+                to_status=str(entry.status),
+                by=entry_run_by(record) if action is Action.RUN_REQUESTED else record.actor,
+                reason=record.data.get("reason" if action is Action.RUN_REQUESTED else "error"),
+                action=str(action),
+                source=record.source,
+            )
         return entry
 
     def _apply(self, action: Action, record: Record) -> JobEntry:
@@ -159,8 +175,14 @@ class JobStore:
         if action is Action.RUN_REQUESTED:
             run_by = entry_run_by(record)
             reason = _str_or_none(data.get("reason"), "reason")
-            new = self._transition(entry, JobStatus.RUNNING, at=at, by=run_by, reason=reason,
-                                   changes={"startedAt": at, "runBy": run_by, "runReason": reason})
+            new = self._transition(
+                entry,
+                JobStatus.RUNNING,
+                at=at,
+                by=run_by,
+                reason=reason,
+                changes={"startedAt": at, "runBy": run_by, "runReason": reason},
+            )
             self._legacy_log(LogLevel.INFO, "Job started", entry.id, at)
         elif action in (Action.JOB_FINISHED, Action.JOB_INTERRUPTED):
             status = _STATUSES.get(data.get("status", "FAILED"))
@@ -172,8 +194,14 @@ class JobStore:
                 raise StoreError(f"{action}: exitCode must be an integer or null")
             if status is JobStatus.FAILED and not error:
                 raise StoreError(f"{action}: a FAILED job needs an error")
-            new = self._transition(entry, status, at=at, by=record.actor, reason=error,
-                                   changes={"endedAt": at, "exitCode": exit_code, "error": error})
+            new = self._transition(
+                entry,
+                status,
+                at=at,
+                by=record.actor,
+                reason=error,
+                changes={"endedAt": at, "exitCode": exit_code, "error": error},
+            )
             if status is JobStatus.DONE:
                 self._legacy_log(LogLevel.INFO, "Job finished", entry.id, at)
             else:
@@ -181,8 +209,17 @@ class JobStore:
             self._results.append(entry.id)
         elif action is Action.JOB_STARTED:
             # Built directly: NamedTuple._replace is several times slower, and replay does this a lot.
-            new = JobEntry(entry.seq, entry.id, entry.type, entry.status, entry.stored, int(data["pid"]),
-                           entry.cancel_requested_by, entry.log_truncated, entry.log_expired)
+            new = JobEntry(
+                entry.seq,
+                entry.id,
+                entry.type,
+                entry.status,
+                entry.stored,
+                int(data["pid"]),
+                entry.cancel_requested_by,
+                entry.log_truncated,
+                entry.log_expired,
+            )
         elif action is Action.CANCEL_REQUESTED:
             # Audit-only when the run ended meanwhile (the request raced the exit): no change.
             if entry.status is not JobStatus.RUNNING or entry.cancel_requested_by is not None:
@@ -236,8 +273,9 @@ class JobStore:
         entries, hot = self._all.entries, self._hot_jobs
         return entries[-hot].seq if len(entries) >= hot else 0
 
-    def _transition(self, entry: JobEntry, to: JobStatus, *, at: str, by: str, reason: str | None,
-                    changes: dict[str, Any]) -> JobEntry:
+    def _transition(
+        self, entry: JobEntry, to: JobStatus, *, at: str, by: str, reason: str | None, changes: dict[str, Any]
+    ) -> JobEntry:
         """Return ``entry`` moved to status ``to`` with a history entry: the only place status changes."""
         if to not in TRANSITIONS[entry.status]:
             raise StoreError(f"job {entry.id}: transition {entry.status} -> {to} is not allowed")
@@ -261,8 +299,17 @@ class JobStore:
                 encoded = pack(encoded)
         # A run's pid matters only while it runs (the journal keeps it): a finished job drops it.
         pid = entry.pid if TRANSITIONS[to] else None
-        return JobEntry(entry.seq, entry.id, entry.type, to, encoded, pid, entry.cancel_requested_by,
-                        entry.log_truncated, entry.log_expired)
+        return JobEntry(
+            entry.seq,
+            entry.id,
+            entry.type,
+            to,
+            encoded,
+            pid,
+            entry.cancel_requested_by,
+            entry.log_truncated,
+            entry.log_expired,
+        )
 
     def _put(self, old: JobEntry, new: JobEntry) -> None:
         self._entries[new.id] = new
@@ -328,8 +375,15 @@ class JobStore:
         for job_id in list(itertools.islice(bulk, count)):
             entries[job_id] = entries[job_id]._replace(stored=pack(encode_wire(bulk.pop(job_id))))
 
-    def load(self, *, entries: Iterable[JobEntry], results: Iterable[str],
-             engine_logs: Iterable[dict[str, Any]], seq: int, head: str) -> None:
+    def load(
+        self,
+        *,
+        entries: Iterable[JobEntry],
+        results: Iterable[str],
+        engine_logs: Iterable[dict[str, Any]],
+        seq: int,
+        head: str,
+    ) -> None:
         """Fill an empty store from a snapshot (the state of :meth:`cut` as of ``seq``/``head``)."""
         if self._entries or self.seq:
             raise RuntimeError("load() needs an empty store")
@@ -400,8 +454,13 @@ class JobStore:
 
     def cut(self) -> StoreCut:
         """Return a consistent copy of the store for a snapshot (cheap: copies pointer lists)."""
-        return StoreCut(seq=self.seq, head=self.head, entries=list(self._all.entries),
-                        results=list(self._results), engine_logs=list(self._engine_logs))
+        return StoreCut(
+            seq=self.seq,
+            head=self.head,
+            entries=list(self._all.entries),
+            results=list(self._results),
+            engine_logs=list(self._engine_logs),
+        )
 
     # -- reads -------------------------------------------------------------------
 
@@ -427,8 +486,14 @@ class JobStore:
         """Return the ids of every RUNNING job, oldest first."""
         return [entry.id for entry in self._by_status[JobStatus.RUNNING].entries]
 
-    def page(self, *, limit: int, status: JobStatus | None = None, type_name: str | None = None,
-             before: JobEntry | None = None) -> tuple[list[bytes], JobEntry | None]:
+    def page(
+        self,
+        *,
+        limit: int,
+        status: JobStatus | None = None,
+        type_name: str | None = None,
+        before: JobEntry | None = None,
+    ) -> tuple[list[bytes], JobEntry | None]:
         """Return one page of encoded jobs, newest first, and the cursor of the next page.
 
         ``before`` is the entry of the cursor job: only jobs created before it
@@ -465,8 +530,15 @@ class JobStore:
         for i in range(max(0, size - limit), size):
             wire = self._entries[self._results[i]].wire()
             output = RESULT_OK if wire["status"] == JobStatus.DONE else f"Job failed: {wire['error']}"
-            out.append({"jobId": wire["id"], "engine": wire["type"], "name": wire["name"], "output": output,
-                        "createdAt": wire["endedAt"]})
+            out.append(
+                {
+                    "jobId": wire["id"],
+                    "engine": wire["type"],
+                    "name": wire["name"],
+                    "output": output,
+                    "createdAt": wire["endedAt"],
+                }
+            )
         return out
 
 

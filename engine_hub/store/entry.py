@@ -110,8 +110,9 @@ def wire_from_created(data: Mapping[str, Any], *, job_id: str | None) -> dict[st
     # params, whose order the contract leaves open), so that a job replayed from the journal is
     # byte for byte the job that was served live.
     wire["params"] = dict(sorted(wire["params"].items()))
-    wire["history"] = [{"status": h["status"], "at": h["at"], "by": h["by"], "reason": h.get("reason")}
-                       for h in history]
+    wire["history"] = [
+        {"status": h["status"], "at": h["at"], "by": h["by"], "reason": h.get("reason")} for h in history
+    ]
     return wire
 
 
@@ -132,11 +133,20 @@ def job_from_json(data: Mapping[str, Any]) -> Job:
         if not isinstance(params, dict):
             raise StoreError("job params must be an object")
         return Job(
-            id=str(data["id"]), type=str(data["type"]), name=str(data["name"]), params=dict(params),
-            status=JobStatus(data["status"]), created_at=_time(data["createdAt"]),
-            created_by=str(data["createdBy"]), started_at=parse_time(data["startedAt"]),
-            run_by=data["runBy"], run_reason=data["runReason"], ended_at=parse_time(data["endedAt"]),
-            exit_code=data["exitCode"], error=data["error"], history=history,
+            id=str(data["id"]),
+            type=str(data["type"]),
+            name=str(data["name"]),
+            params=dict(params),
+            status=JobStatus(data["status"]),
+            created_at=_time(data["createdAt"]),
+            created_by=str(data["createdBy"]),
+            started_at=parse_time(data["startedAt"]),
+            run_by=data["runBy"],
+            run_reason=data["runReason"],
+            ended_at=parse_time(data["endedAt"]),
+            exit_code=data["exitCode"],
+            error=data["error"],
+            history=history,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise StoreError(f"malformed job data: {exc}") from None

@@ -64,30 +64,32 @@ _MARK: Final = b"\x00"
 #: and the window only reaches the dictionary's last ~1.4 KiB by the end of a job). Never
 #: change it without changing :data:`PACKING`: packed bytes are only readable with the
 #: dictionary they were packed with.
-_DICTIONARY: Final = b"".join([
-    b'interrupted: engine restarted',
-    b'interrupted: the engine lost contact with the job',
-    b'timed out after ',
-    b'killed by signal ',
-    b'failed to start: ',
-    b'exited with code 1',
-    b'cancelled by ',
-    b'"params":{"note":"","date":"","target":"","dry_run":false,"force":true,"count":1,"path":"/var/',
-    b'{"status":"FAILED","at":"20',
-    b'","by":"system","reason":"exited with code 1"}]}',
-    b',"status":"FAILED","createdAt":"20',
-    b',"endedAt":"20","exitCode":null,"error":"cancelled by ',
-    b'{"id":"","type":"demo.","engine":"demo.","name":"","params":{},"status":"READY","createdAt":"20',
-    b'","createdBy":"admin","startedAt":null,"runBy":null,"runReason":null,"endedAt":null,"exitCode":null,'
-    b'"error":null,"history":[{"status":"READY","at":"20',
-    b'","by":"admin","reason":null},{"status":"RUNNING","at":"20',
-    b'{"id":"","type":"","engine":"","name":"","params":{},"status":"DONE","createdAt":"20',
-    b'","createdBy":"","startedAt":"20","runBy":"","runReason":null,"endedAt":"20","exitCode":0,"error":null,'
-    b'"history":[{"status":"READY","at":"20',
-    b'","by":"","reason":null},{"status":"RUNNING","at":"20',
-    b'","by":"","reason":""},{"status":"DONE","at":"20',
-    b'","by":"system","reason":null}]}',
-])
+_DICTIONARY: Final = b"".join(
+    [
+        b"interrupted: engine restarted",
+        b"interrupted: the engine lost contact with the job",
+        b"timed out after ",
+        b"killed by signal ",
+        b"failed to start: ",
+        b"exited with code 1",
+        b"cancelled by ",
+        b'"params":{"note":"","date":"","target":"","dry_run":false,"force":true,"count":1,"path":"/var/',
+        b'{"status":"FAILED","at":"20',
+        b'","by":"system","reason":"exited with code 1"}]}',
+        b',"status":"FAILED","createdAt":"20',
+        b',"endedAt":"20","exitCode":null,"error":"cancelled by ',
+        b'{"id":"","type":"demo.","engine":"demo.","name":"","params":{},"status":"READY","createdAt":"20',
+        b'","createdBy":"admin","startedAt":null,"runBy":null,"runReason":null,"endedAt":null,"exitCode":null,'
+        b'"error":null,"history":[{"status":"READY","at":"20',
+        b'","by":"admin","reason":null},{"status":"RUNNING","at":"20',
+        b'{"id":"","type":"","engine":"","name":"","params":{},"status":"DONE","createdAt":"20',
+        b'","createdBy":"","startedAt":"20","runBy":"","runReason":null,"endedAt":"20","exitCode":0,"error":null,'
+        b'"history":[{"status":"READY","at":"20',
+        b'","by":"","reason":null},{"status":"RUNNING","at":"20',
+        b'","by":"","reason":""},{"status":"DONE","at":"20',
+        b'","by":"system","reason":null}]}',
+    ]
+)
 
 #: Names the scheme and the dictionary; anything that stores packed bytes records it.
 PACKING: Final = f"deflate{-_WBITS}-{hashlib.sha256(_DICTIONARY).hexdigest()[:16]}"

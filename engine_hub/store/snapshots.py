@@ -39,9 +39,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import os
-import itertools
 import re
 import sys
 import time
@@ -93,11 +93,16 @@ def _columns(entries: list[JobEntry]) -> bytes:
     type_index = {t: i for i, t in enumerate(types)}
     status_index = {s: i for i, s in enumerate(_STATUS_ORDER)}
     columns = {
-        "types": types, "statuses": [str(s) for s in _STATUS_ORDER],
-        "seq": [e.seq for e in entries], "id": [e.id for e in entries],
-        "type": [type_index[e.type] for e in entries], "status": [status_index[e.status] for e in entries],
-        "pid": [e.pid for e in entries], "canceller": [e.cancel_requested_by for e in entries],
-        "truncated": [int(e.log_truncated) for e in entries], "size": [len(e.stored) for e in entries],
+        "types": types,
+        "statuses": [str(s) for s in _STATUS_ORDER],
+        "seq": [e.seq for e in entries],
+        "id": [e.id for e in entries],
+        "type": [type_index[e.type] for e in entries],
+        "status": [status_index[e.status] for e in entries],
+        "pid": [e.pid for e in entries],
+        "canceller": [e.cancel_requested_by for e in entries],
+        "truncated": [int(e.log_truncated) for e in entries],
+        "size": [len(e.stored) for e in entries],
         "logExpired": [int(e.log_expired) for e in entries],
     }
     return json.dumps(columns, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
@@ -106,7 +111,7 @@ def _columns(entries: list[JobEntry]) -> bytes:
 def _chunks(entries: list[JobEntry]) -> Iterator[bytes]:
     yield _columns(entries)
     for start in range(0, len(entries), 4096):
-        yield b"".join([e.stored for e in entries[start:start + 4096]])
+        yield b"".join([e.stored for e in entries[start : start + 4096]])
 
 
 def write_jobs_file(directory: Path, cut: StoreCut) -> JobsFile:
@@ -132,8 +137,16 @@ def write_jobs_file(directory: Path, cut: StoreCut) -> JobsFile:
 
 def snapshot_state(cut: StoreCut, jobs: JobsFile) -> dict[str, Any]:
     """The state handed to the journal's snapshot: the jobs file's identity and the legacy views."""
-    return {"format": FORMAT, "packing": PACKING, "jobsFile": jobs.name, "jobsSha256": jobs.sha256, "jobsBytes": jobs.size,
-            "jobCount": jobs.count, "results": cut.results, "engineLog": cut.engine_logs}
+    return {
+        "format": FORMAT,
+        "packing": PACKING,
+        "jobsFile": jobs.name,
+        "jobsSha256": jobs.sha256,
+        "jobsBytes": jobs.size,
+        "jobCount": jobs.count,
+        "results": cut.results,
+        "engineLog": cut.engine_logs,
+    }
 
 
 def load_snapshot(store: JobStore, snapshot: Snapshot, directory: Path) -> None:
@@ -145,14 +158,19 @@ def load_snapshot(store: JobStore, snapshot: Snapshot, directory: Path) -> None:
     state = snapshot.state
     name = state.get("jobsFile")
     form = state.get("format")
-    hint = (f"move journal/snapshots/snapshot-{snapshot.seq:012d}.json aside to start from the journal "
-            "alone (slower), after checking the disk")
+    hint = (
+        f"move journal/snapshots/snapshot-{snapshot.seq:012d}.json aside to start from the journal "
+        "alone (slower), after checking the disk"
+    )
     if form not in (FORMAT, FORMAT_LINES) or not isinstance(name, str) or not JOBS_FILE_RE.match(name):
-        raise StartupError(f"snapshot at seq {snapshot.seq} is not an engine snapshot of format {FORMAT} "
-                           f"or {FORMAT_LINES}; {hint}")
+        raise StartupError(
+            f"snapshot at seq {snapshot.seq} is not an engine snapshot of format {FORMAT} or {FORMAT_LINES}; {hint}"
+        )
     if form == FORMAT and state.get("packing") != PACKING:
-        raise StartupError(f"snapshot at seq {snapshot.seq} packs jobs as {state.get('packing')!r}, which this "
-                           f"version cannot read (it packs as {PACKING!r}); {hint}")
+        raise StartupError(
+            f"snapshot at seq {snapshot.seq} packs jobs as {state.get('packing')!r}, which this "
+            f"version cannot read (it packs as {PACKING!r}); {hint}"
+        )
     path = directory / name
     try:
         raw = path.read_bytes()
@@ -166,8 +184,13 @@ def load_snapshot(store: JobStore, snapshot: Snapshot, directory: Path) -> None:
         raise StartupError(f"{path} is not a job table of format {form}; {hint}") from None
     if len(entries) != state.get("jobCount"):
         raise StartupError(f"{path} holds {len(entries)} jobs, its snapshot says {state.get('jobCount')}; {hint}")
-    store.load(entries=entries, results=[str(r) for r in state.get("results", [])],
-               engine_logs=list(state.get("engineLog", [])), seq=snapshot.seq, head=snapshot.head)
+    store.load(
+        entries=entries,
+        results=[str(r) for r in state.get("results", [])],
+        engine_logs=list(state.get("engineLog", [])),
+        seq=snapshot.seq,
+        head=snapshot.head,
+    )
 
 
 def _entries(raw: bytes) -> list[JobEntry]:
@@ -195,16 +218,28 @@ def _build(columns: dict[str, Any], stored: list[bytes]) -> list[JobEntry]:
     types = [sys.intern(t) for t in columns["types"]]
     statuses = [JobStatus(s) for s in columns["statuses"]]
     count = len(stored)
-    if not all(len(columns[name]) == count for name in ("seq", "id", "type", "status", "pid", "canceller",
-                                                         "truncated")):
+    if not all(
+        len(columns[name]) == count for name in ("seq", "id", "type", "status", "pid", "canceller", "truncated")
+    ):
         raise ValueError("columns and jobs differ in length")
     # Snapshots written before log retention existed have no logExpired column: no log had expired.
     expired = columns.get("logExpired") or [0] * count
     if len(expired) != count:
         raise ValueError("columns and jobs differ in length")
-    return list(map(JobEntry, columns["seq"], columns["id"], [types[i] for i in columns["type"]],
-                    [statuses[i] for i in columns["status"]], stored, columns["pid"], columns["canceller"],
-                    [bool(t) for t in columns["truncated"]], [bool(e) for e in expired]))
+    return list(
+        map(
+            JobEntry,
+            columns["seq"],
+            columns["id"],
+            [types[i] for i in columns["type"]],
+            [statuses[i] for i in columns["status"]],
+            stored,
+            columns["pid"],
+            columns["canceller"],
+            [bool(t) for t in columns["truncated"]],
+            [bool(e) for e in expired],
+        )
+    )
 
 
 def remove_unreferenced(state_dir: Path, journal_dir: Path) -> None:
@@ -221,8 +256,7 @@ def remove_unreferenced(state_dir: Path, journal_dir: Path) -> None:
 class Snapshotter:
     """Takes snapshots of a store into a file journal on a records/time policy."""
 
-    def __init__(self, *, store: JobStore, journal: FileJournal, state_dir: Path, records: int,
-                 seconds: float) -> None:
+    def __init__(self, *, store: JobStore, journal: FileJournal, state_dir: Path, records: int, seconds: float) -> None:
         self.store = store
         self.journal = journal
         self.state_dir = state_dir
@@ -276,8 +310,13 @@ class Snapshotter:
             if snap is None:
                 return False
             self.last_seq = cut.seq
-            log.info("snapshot_taken", seq=cut.seq, jobs=jobs.count, bytes=jobs.size,
-                     seconds=round(time.perf_counter() - started, 3))
+            log.info(
+                "snapshot_taken",
+                seq=cut.seq,
+                jobs=jobs.count,
+                bytes=jobs.size,
+                seconds=round(time.perf_counter() - started, 3),
+            )
             await asyncio.to_thread(remove_unreferenced, self.state_dir, journal.directory)
             try:
                 await journal.prune()

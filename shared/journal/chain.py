@@ -44,8 +44,7 @@ class JournalCorrupt(JournalError):
 
     def __init__(self, *, segment: str, line: int, seq: int | None, reason: str, prog: str) -> None:
         where = f"{segment} line {line}" + (f" (seq {seq})" if seq is not None else "")
-        super().__init__(f"journal corrupt at {where}: {reason}; "
-                         f"run `{prog} audit verify` for a full report")
+        super().__init__(f"journal corrupt at {where}: {reason}; run `{prog} audit verify` for a full report")
         self.segment = segment
         self.line = line
         self.seq = seq
@@ -62,8 +61,7 @@ def canonical_json(obj: Any) -> bytes:
     Raises ``TypeError`` for values JSON cannot hold and ``ValueError`` for
     NaN/Infinity (not JSON, and not reproducible by other verifiers).
     """
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode()
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def record_hash(prev: str, body: dict[str, Any]) -> str:
@@ -87,8 +85,16 @@ class Record:
 
     def body(self) -> dict[str, Any]:
         """Return the hashed part of the record (everything but ``hash``)."""
-        return {"seq": self.seq, "at": self.at, "actor": self.actor, "source": self.source,
-                "action": self.action, "jobId": self.job_id, "data": self.data, "prev": self.prev}
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "actor": self.actor,
+            "source": self.source,
+            "action": self.action,
+            "jobId": self.job_id,
+            "data": self.data,
+            "prev": self.prev,
+        }
 
     def to_json(self) -> dict[str, Any]:
         """Return the wire/disk shape, hash included."""
@@ -97,20 +103,38 @@ class Record:
         return out
 
 
-def make_record(*, seq: int, prev: str, action: str, actor: str, source: str,
-                job_id: str | None, data: dict[str, Any], at: str | None = None) -> Record:
+def make_record(
+    *,
+    seq: int,
+    prev: str,
+    action: str,
+    actor: str,
+    source: str,
+    job_id: str | None,
+    data: dict[str, Any],
+    at: str | None = None,
+) -> Record:
     """Build the next record of a chain whose head is ``prev``."""
-    return make_record_line(seq=seq, prev=prev, action=action, actor=actor, source=source,
-                            job_id=job_id, data=data, at=at)[0]
+    return make_record_line(
+        seq=seq, prev=prev, action=action, actor=actor, source=source, job_id=job_id, data=data, at=at
+    )[0]
 
 
 #: Length of the ``{"hash":"<64 hex>",`` prefix of an encoded line.
 LINE_BODY_START = len(b'{"hash":"') + 64 + len(b'",')
 
 
-def make_record_line(*, seq: int, prev: str, action: str, actor: str, source: str,
-                     job_id: str | None, data: dict[str, Any],
-                     at: str | None = None) -> tuple[Record, bytes]:
+def make_record_line(
+    *,
+    seq: int,
+    prev: str,
+    action: str,
+    actor: str,
+    source: str,
+    job_id: str | None,
+    data: dict[str, Any],
+    at: str | None = None,
+) -> tuple[Record, bytes]:
     """Build the next record after ``prev`` and its journal line (newline included).
 
     The line is ``{"hash":"<hash>",`` followed by the canonical body minus its
@@ -118,8 +142,17 @@ def make_record_line(*, seq: int, prev: str, action: str, actor: str, source: st
     hash *are* the hashed canonical body. A verifier can therefore check a
     line by hashing raw bytes, without re-serialising it.
     """
-    rec = Record(seq=seq, at=at or format_time(utcnow()) or "", actor=actor, source=source,
-                 action=action, job_id=job_id, data=data, prev=prev, hash="")
+    rec = Record(
+        seq=seq,
+        at=at or format_time(utcnow()) or "",
+        actor=actor,
+        source=source,
+        action=action,
+        job_id=job_id,
+        data=data,
+        prev=prev,
+        hash="",
+    )
     body = canonical_json(rec.body())
     digest = hashlib.sha256(prev.encode() + body).hexdigest()
     line = b'{"hash":"' + digest.encode() + b'",' + body[1:] + b"\n"
@@ -151,11 +184,14 @@ class AuditQuery:
         # ``at`` is always ``format_time`` output (fixed width, UTC), so string
         # order is time order.
         def test(rec: Record) -> bool:
-            return ((before is None or rec.seq < before)
-                    and (job_id is None or rec.job_id == job_id)
-                    and (actor is None or rec.actor == actor)
-                    and (since is None or rec.at >= since)
-                    and (until is None or rec.at < until))
+            return (
+                (before is None or rec.seq < before)
+                and (job_id is None or rec.job_id == job_id)
+                and (actor is None or rec.actor == actor)
+                and (since is None or rec.at >= since)
+                and (until is None or rec.at < until)
+            )
+
         return test
 
 
@@ -192,8 +228,7 @@ class Journal(Protocol):
     def healthy(self) -> bool:
         """False while appends are failing (the owner reports ``degraded``)."""
 
-    async def append(self, *, action: str, actor: str, source: str, job_id: str | None,
-                     data: dict[str, Any]) -> Record:
+    async def append(self, *, action: str, actor: str, source: str, job_id: str | None, data: dict[str, Any]) -> Record:
         """Append one record and return it once it is durable.
 
         Raises :class:`JournalUnavailable` when it cannot be made durable; the
@@ -240,11 +275,11 @@ class MemoryJournal:
         """Always true: memory does not fail."""
         return True
 
-    async def append(self, *, action: str, actor: str, source: str, job_id: str | None,
-                     data: dict[str, Any]) -> Record:
+    async def append(self, *, action: str, actor: str, source: str, job_id: str | None, data: dict[str, Any]) -> Record:
         """Chain and keep the record; nothing is written anywhere."""
-        rec = make_record(seq=self._seq + 1, prev=self._head, action=action, actor=actor,
-                          source=source, job_id=job_id, data=data)
+        rec = make_record(
+            seq=self._seq + 1, prev=self._head, action=action, actor=actor, source=source, job_id=job_id, data=data
+        )
         self._records.append(rec)
         self._seq, self._head = rec.seq, rec.hash
         return rec

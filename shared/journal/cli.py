@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from shared.journal.tools import export, head, verify
 from shared.contract import parse_time
 from shared.journal.chain import JournalCorrupt
+from shared.journal.tools import export, head, verify
 
 JOURNAL_SUBDIR = "journal"
 
@@ -36,8 +36,12 @@ def _time_arg(value: str) -> dt.datetime:
     return parsed
 
 
-def add_audit_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], *,
-                       default_data_dir: Path, journal_subdir: str = JOURNAL_SUBDIR) -> None:
+def add_audit_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    *,
+    default_data_dir: Path,
+    journal_subdir: str = JOURNAL_SUBDIR,
+) -> None:
     """Add ``audit`` with its ``verify``, ``export`` and ``head`` subcommands to a CLI.
 
     The journal is ``<--data-dir>/<journal_subdir>`` (the engine's ``journal``,
@@ -49,13 +53,18 @@ def add_audit_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     sub = audit.add_subparsers(dest="audit_command", required=True, metavar="{verify,export,head}")
 
     def with_data_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--data-dir", type=Path, default=default_data_dir,
-                       help=f"data directory holding {journal_subdir}/ (default: {default_data_dir})")
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            default=default_data_dir,
+            help=f"data directory holding {journal_subdir}/ (default: {default_data_dir})",
+        )
         return p
 
     v = with_data_dir(sub.add_parser("verify", help="check every record and the hash chain"))
-    v.add_argument("--expected-head", metavar="HASH",
-                   help="a head saved earlier with `audit head`: it must still be in the chain")
+    v.add_argument(
+        "--expected-head", metavar="HASH", help="a head saved earlier with `audit head`: it must still be in the chain"
+    )
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     e = with_data_dir(sub.add_parser("export", help="write records as JSON Lines or CSV"))
     e.add_argument("--since", type=_time_arg, help="first time included (RFC 3339 or YYYY-MM-DD, UTC)")
@@ -66,8 +75,7 @@ def add_audit_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     h.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def run_audit(args: argparse.Namespace, *, prog: str, out: TextIO | None = None,
-              err: TextIO | None = None) -> int:
+def run_audit(args: argparse.Namespace, *, prog: str, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the audit subcommand in ``args``; return the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
@@ -100,14 +108,19 @@ def _verify(args: argparse.Namespace, directory: Path, out: TextIO) -> int:
         print(json.dumps(result.to_json()), file=out)
     elif result.ok:
         torn = " (an incomplete last line is ignored: a write in progress or a crash)" if result.torn_tail else ""
-        print(f"ok: {result.count} records intact, seq {result.first_seq}..{result.last_seq}, "
-              f"head {result.head}{torn}", file=out)
+        print(
+            f"ok: {result.count} records intact, seq {result.first_seq}..{result.last_seq}, head {result.head}{torn}",
+            file=out,
+        )
     else:
         bad = result.first_bad
         assert bad is not None
         seq = f" (seq {bad.seq})" if bad.seq is not None else ""
-        print(f"FAILED: first bad record at {bad.segment} line {bad.line}{seq}: {bad.reason}; "
-              f"{result.count} records before it are intact", file=out)
+        print(
+            f"FAILED: first bad record at {bad.segment} line {bad.line}{seq}: {bad.reason}; "
+            f"{result.count} records before it are intact",
+            file=out,
+        )
     return 0 if result.ok else 1
 
 
@@ -121,10 +134,14 @@ def _export(args: argparse.Namespace, directory: Path, out: TextIO, prog: str) -
     return 0
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str, default_data_dir: Path,
-         journal_subdir: str = JOURNAL_SUBDIR) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, prog: str, default_data_dir: Path, journal_subdir: str = JOURNAL_SUBDIR
+) -> int:
     """Parse ``argv`` as ``audit …`` and run it (for CLIs with no other commands)."""
     parser = argparse.ArgumentParser(prog=prog)
-    add_audit_commands(parser.add_subparsers(dest="command", required=True), default_data_dir=default_data_dir,
-                       journal_subdir=journal_subdir)
+    add_audit_commands(
+        parser.add_subparsers(dest="command", required=True),
+        default_data_dir=default_data_dir,
+        journal_subdir=journal_subdir,
+    )
     return run_audit(parser.parse_args(argv), prog=prog)

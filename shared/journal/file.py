@@ -43,13 +43,32 @@ from typing import Any
 import attrs
 import structlog
 
-from shared.journal.tools import newest_first_from_files, prune_segments
 from shared.contract import format_time, utcnow
-from shared.journal.chain import (GENESIS, AuditQuery, JournalCorrupt, JournalLocked, JournalUnavailable, Record,
-                            Snapshot, canonical_json, make_record_line, query_newest_first)
-from shared.journal.format import (LOCK_FILE, ChainBroken, ChainWalker, LineError, SegmentInfo, list_segments,
-                                   find_record_line, parse_line, segment_index_for)
+from shared.journal.chain import (
+    GENESIS,
+    AuditQuery,
+    JournalCorrupt,
+    JournalLocked,
+    JournalUnavailable,
+    Record,
+    Snapshot,
+    canonical_json,
+    make_record_line,
+    query_newest_first,
+)
+from shared.journal.format import (
+    LOCK_FILE,
+    ChainBroken,
+    ChainWalker,
+    LineError,
+    SegmentInfo,
+    find_record_line,
+    list_segments,
+    parse_line,
+    segment_index_for,
+)
 from shared.journal.snapshot import sync_dir, valid_snapshots, write_snapshot_file
+from shared.journal.tools import newest_first_from_files, prune_segments
 from shared.journal.writer import OsFiles, SegmentWriter
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
@@ -81,8 +100,18 @@ class _Pending:
 class FileJournal:
     """A durable, hash-chained journal in a directory. Create it with :meth:`open`."""
 
-    def __init__(self, directory: Path, *, prog: str, files: OsFiles, segment_bytes: int, fsync: bool,
-                 retention_days: int, recent_limit: int, lock_fd: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        prog: str,
+        files: OsFiles,
+        segment_bytes: int,
+        fsync: bool,
+        retention_days: int,
+        recent_limit: int,
+        lock_fd: int,
+    ) -> None:
         """Internal: use :meth:`open`."""
         self.directory = directory
         self.prog = prog
@@ -106,16 +135,23 @@ class FileJournal:
         self._flusher: asyncio.Task[None] | None = None
         self._writer: SegmentWriter | None = None
         # One thread: batches are written one at a time anyway. It starts with the first batch.
-        self._write_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1,
-                                                                   thread_name_prefix="journal-writer")
+        self._write_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
         self._maintenance = asyncio.Lock()
 
     # ----------------------------------------------------------------- opening
 
     @classmethod
-    def open(cls, directory: Path, *, prog: str = "engine-hub", segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-             fsync: bool = True, retention_days: int = DEFAULT_RETENTION_DAYS,
-             recent_limit: int = DEFAULT_RECENT_LIMIT, files: OsFiles | None = None) -> FileJournal:
+    def open(
+        cls,
+        directory: Path,
+        *,
+        prog: str = "engine-hub",
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        fsync: bool = True,
+        retention_days: int = DEFAULT_RETENTION_DAYS,
+        recent_limit: int = DEFAULT_RECENT_LIMIT,
+        files: OsFiles | None = None,
+    ) -> FileJournal:
         """Open (creating if needed) the journal in ``directory`` and load its newest valid snapshot.
 
         Takes an exclusive lock (:class:`JournalLocked` if another process
@@ -136,8 +172,16 @@ class FileJournal:
             raise JournalLocked(f"journal {directory} is in use by another process (pid {holder})") from None
         os.ftruncate(lock_fd, 0)
         os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
-        journal = cls(directory, prog=prog, files=files or OsFiles(), segment_bytes=segment_bytes,
-                      fsync=fsync, retention_days=retention_days, recent_limit=recent_limit, lock_fd=lock_fd)
+        journal = cls(
+            directory,
+            prog=prog,
+            files=files or OsFiles(),
+            segment_bytes=segment_bytes,
+            fsync=fsync,
+            retention_days=retention_days,
+            recent_limit=recent_limit,
+            lock_fd=lock_fd,
+        )
         try:
             journal._segments = list_segments(directory)
             journal._snapshot = next(valid_snapshots(directory), None)
@@ -170,8 +214,13 @@ class FileJournal:
             raise self._corrupt(exc.bad.segment, exc.bad.line, exc.bad.seq, exc.bad.reason) from None
         if walker.torn is not None:
             torn = walker.torn
-            log.warning("journal_torn_tail_truncated", segment=str(torn.segment), line=torn.line,
-                        offset=torn.offset, bytes=torn.length)
+            log.warning(
+                "journal_torn_tail_truncated",
+                segment=str(torn.segment),
+                line=torn.line,
+                offset=torn.offset,
+                bytes=torn.length,
+            )
             with open(torn.segment, "r+b") as f:
                 f.truncate(torn.offset)
                 os.fsync(f.fileno())
@@ -184,11 +233,22 @@ class FileJournal:
             path, offset = end.path, walker.end_offset
         else:
             path, offset = None, 0
-        self._writer = SegmentWriter(self.directory, files=self._files, segment_bytes=self._segment_bytes,
-                                     fsync=self._fsync, path=path, good_offset=offset)
+        self._writer = SegmentWriter(
+            self.directory,
+            files=self._files,
+            segment_bytes=self._segment_bytes,
+            fsync=self._fsync,
+            path=path,
+            good_offset=offset,
+        )
         self._replayed = True
-        log.info("journal_opened", directory=str(self.directory), seq=self._durable_seq,
-                 snapshot_seq=self._snapshot.seq if self._snapshot else None, replayed=walker.count)
+        log.info(
+            "journal_opened",
+            directory=str(self.directory),
+            seq=self._durable_seq,
+            snapshot_seq=self._snapshot.seq if self._snapshot else None,
+            replayed=walker.count,
+        )
 
     def _walker(self) -> ChainWalker:
         """Plan where replay starts: after the snapshot's record, or at the first record."""
@@ -197,9 +257,13 @@ class FileJournal:
         if snap is None or snap.seq == 0:
             first = next((s for s in segments if s.path.stat().st_size > 0), None)
             if first is not None and first.first_seq != 1:
-                raise self._corrupt(first.name, 1, first.first_seq,
-                                    f"records before seq {first.first_seq} are gone (pruned or deleted) "
-                                    "and no valid snapshot covers them")
+                raise self._corrupt(
+                    first.name,
+                    1,
+                    first.first_seq,
+                    f"records before seq {first.first_seq} are gone (pruned or deleted) "
+                    "and no valid snapshot covers them",
+                )
             return ChainWalker(segments) if segments else ChainWalker([])
         index = segment_index_for(segments, snap.seq)
         if index is None:
@@ -207,29 +271,41 @@ class FileJournal:
             # start right after it and chain from its hash (checked by the walker).
             later = [i for i, s in enumerate(segments) if s.first_seq > snap.seq]
             if not later:
-                raise self._corrupt("(none)", 0, snap.seq, f"the snapshot covers seq {snap.seq} "
-                                    "but the journal has no segment at or after it")
-            return ChainWalker(segments, start_index=later[0], expected_seq=snap.seq + 1,
-                               expected_prev=snap.head)
+                raise self._corrupt(
+                    "(none)",
+                    0,
+                    snap.seq,
+                    f"the snapshot covers seq {snap.seq} but the journal has no segment at or after it",
+                )
+            return ChainWalker(segments, start_index=later[0], expected_seq=snap.seq + 1, expected_prev=snap.head)
         seg = segments[index]
         found = find_record_line(seg.path, snap.head)
         if found is None:
-            raise self._corrupt(seg.name, 0, snap.seq,
-                                f"the snapshot covers seq {snap.seq} with head {snap.head[:16]}…, "
-                                "but that record is not in the journal: the journal was truncated or "
-                                "rewritten after the snapshot")
+            raise self._corrupt(
+                seg.name,
+                0,
+                snap.seq,
+                f"the snapshot covers seq {snap.seq} with head {snap.head[:16]}…, "
+                "but that record is not in the journal: the journal was truncated or "
+                "rewritten after the snapshot",
+            )
         line, end, lineno = found
         try:
             parse_line(line, expected_seq=snap.seq, expected_prev=None, strict=False)
         except LineError as exc:
             raise self._corrupt(seg.name, lineno, snap.seq, f"the snapshot's record: {exc.reason}") from None
-        return ChainWalker(segments, start_index=index, start_offset=end, start_line=lineno + 1,
-                           expected_seq=snap.seq + 1, expected_prev=snap.head)
+        return ChainWalker(
+            segments,
+            start_index=index,
+            start_offset=end,
+            start_line=lineno + 1,
+            expected_seq=snap.seq + 1,
+            expected_prev=snap.head,
+        )
 
     def _corrupt(self, segment: str, line: int, seq: int | None, reason: str) -> JournalCorrupt:
         exc = JournalCorrupt(segment=segment, line=line, seq=seq, reason=reason, prog=self.prog)
-        log.error("journal_corrupt", directory=str(self.directory), segment=segment, line=line, seq=seq,
-                  reason=reason)
+        log.error("journal_corrupt", directory=str(self.directory), segment=segment, line=line, seq=seq, reason=reason)
         return exc
 
     # --------------------------------------------------------------- appending
@@ -254,8 +330,7 @@ class FileJournal:
         """How many fsyncs the journal made (fewer than appends under concurrency)."""
         return self.stats.fsyncs
 
-    async def append(self, *, action: str, actor: str, source: str, job_id: str | None,
-                     data: dict[str, Any]) -> Record:
+    async def append(self, *, action: str, actor: str, source: str, job_id: str | None, data: dict[str, Any]) -> Record:
         """Append one record; return it once it is durable (see the module doc).
 
         Raises :class:`JournalUnavailable` if it could not be made durable (the
@@ -267,8 +342,9 @@ class FileJournal:
             raise RuntimeError("replay the journal before appending")
         if self._closed:
             raise JournalUnavailable("the journal is closed")
-        record, line = make_record_line(seq=self._next_seq, prev=self._head, action=action, actor=actor,
-                                        source=source, job_id=job_id, data=data)
+        record, line = make_record_line(
+            seq=self._next_seq, prev=self._head, action=action, actor=actor, source=source, job_id=job_id, data=data
+        )
         self._next_seq += 1
         self._head = record.hash
         future: asyncio.Future[Record] = asyncio.get_running_loop().create_future()
@@ -287,7 +363,8 @@ class FileJournal:
                 payload = b"".join(p.line for p in batch)
                 try:
                     await asyncio.get_running_loop().run_in_executor(
-                        self._write_thread, writer.write_batch, batch[0].record.seq, payload)
+                        self._write_thread, writer.write_batch, batch[0].record.seq, payload
+                    )
                 except asyncio.CancelledError:
                     # The loop is shutting down mid-write. The worker thread may still
                     # finish the write, so the in-memory head can no longer be trusted:
@@ -327,10 +404,16 @@ class FileJournal:
         self.stats.failures += 1
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
         if log_it:
-            log.error("journal_write_failed", directory=str(self.directory),
-                      segment=str(self._writer.path if self._writer else None),
-                      errno=getattr(exc, "errno", None), error=reason, first_seq=failed[0].record.seq,
-                      records=len(failed), exc_type=type(exc).__name__)
+            log.error(
+                "journal_write_failed",
+                directory=str(self.directory),
+                segment=str(self._writer.path if self._writer else None),
+                errno=getattr(exc, "errno", None),
+                error=reason,
+                first_seq=failed[0].record.seq,
+                records=len(failed),
+                exc_type=type(exc).__name__,
+            )
         for p in failed:
             if not p.future.done():
                 p.future.set_exception(JournalUnavailable(f"journal cannot be written: {reason}"))
@@ -399,11 +482,13 @@ class FileJournal:
         at = format_time(utcnow()) or ""
         async with self._maintenance:
             try:
-                path = await asyncio.to_thread(write_snapshot_file, self.directory, seq=seq, head=head,
-                                               at=at, state_bytes=state_bytes)
+                path = await asyncio.to_thread(
+                    write_snapshot_file, self.directory, seq=seq, head=head, at=at, state_bytes=state_bytes
+                )
             except OSError as exc:
-                log.error("journal_snapshot_failed", directory=str(self.directory), seq=seq,
-                          error=exc.strerror or str(exc))
+                log.error(
+                    "journal_snapshot_failed", directory=str(self.directory), seq=seq, error=exc.strerror or str(exc)
+                )
                 return None
         log.info("journal_snapshot_written", path=str(path), seq=seq, bytes=len(state_bytes))
         return Snapshot(seq=seq, head=head, at=at, state=state)
@@ -418,9 +503,13 @@ class FileJournal:
         """
         current = self._writer.path if self._writer is not None else None
         async with self._maintenance:
-            removed = await asyncio.to_thread(prune_segments, self.directory,
-                                              retention=dt.timedelta(days=self.retention_days),
-                                              now=now or utcnow(), keep=current)
+            removed = await asyncio.to_thread(
+                prune_segments,
+                self.directory,
+                retention=dt.timedelta(days=self.retention_days),
+                now=now or utcnow(),
+                keep=current,
+            )
         if removed:
             log.info("journal_pruned", directory=str(self.directory), segments=removed)
         return removed

@@ -172,15 +172,31 @@ def parse_line(line: bytes, *, expected_seq: int | None, expected_prev: str | No
         raise LineError("malformed record: seq is not an integer")
     digest = text[_HASH_START:_HASH_END]
     get = obj.get
-    at, actor, source, action, prev, job_id, data = (get("at"), get("actor"), get("source"), get("action"),
-                                                     get("prev"), get("jobId"), get("data"))
-    if (get("hash") != digest or type(at) is not str or type(actor) is not str or type(source) is not str
-            or type(action) is not str or type(prev) is not str or type(data) is not dict
-            or (job_id is not None and type(job_id) is not str) or len(obj) != 9):
+    at, actor, source, action, prev, job_id, data = (
+        get("at"),
+        get("actor"),
+        get("source"),
+        get("action"),
+        get("prev"),
+        get("jobId"),
+        get("data"),
+    )
+    if (
+        get("hash") != digest
+        or type(at) is not str
+        or type(actor) is not str
+        or type(source) is not str
+        or type(action) is not str
+        or type(prev) is not str
+        or type(data) is not dict
+        or (job_id is not None and type(job_id) is not str)
+        or len(obj) != 9
+    ):
         raise LineError("malformed record: missing, extra or mistyped fields", seq)
     if expected_seq is not None and seq != expected_seq:
-        raise LineError(f"expected seq {expected_seq}, found {seq}: "
-                        "records are missing, duplicated or out of order", seq)
+        raise LineError(
+            f"expected seq {expected_seq}, found {seq}: records are missing, duplicated or out of order", seq
+        )
     if expected_prev is not None and prev != expected_prev:
         raise LineError("chain broken: prev is not the hash of the record before", seq)
     body = b"{" + line[LINE_BODY_START:]
@@ -191,8 +207,9 @@ def parse_line(line: bytes, *, expected_seq: int | None, expected_prev: str | No
         del obj["hash"]
         if canonical_json(obj) != body:
             raise LineError("record is not in canonical form", seq)
-    return Record(seq=seq, at=at, actor=actor, source=source, action=action, job_id=job_id, data=data,
-                  prev=prev, hash=digest)
+    return Record(
+        seq=seq, at=at, actor=actor, source=source, action=action, job_id=job_id, data=data, prev=prev, hash=digest
+    )
 
 
 def iter_segment_lines(path: Path, offset: int = 0) -> Iterator[tuple[int, bytes, bool]]:
@@ -258,9 +275,17 @@ class ChainWalker:
     :attr:`end_offset` describe the intact chain.
     """
 
-    def __init__(self, segments: list[SegmentInfo], *, start_index: int = 0, start_offset: int = 0,
-                 start_line: int = 1, expected_seq: int = 1, expected_prev: str = GENESIS,
-                 strict: bool = False) -> None:
+    def __init__(
+        self,
+        segments: list[SegmentInfo],
+        *,
+        start_index: int = 0,
+        start_offset: int = 0,
+        start_line: int = 1,
+        expected_seq: int = 1,
+        expected_prev: str = GENESIS,
+        strict: bool = False,
+    ) -> None:
         self._segments = segments
         self._start_index = start_index
         self._start_offset = start_offset
@@ -279,8 +304,9 @@ class ChainWalker:
         segments = self._segments
         strict = self._strict
         # The newest segment that holds anything: the only place a torn write can be.
-        last_index = next((i for i in range(len(segments) - 1, -1, -1)
-                           if segments[i].path.stat().st_size > 0), len(segments) - 1)
+        last_index = next(
+            (i for i in range(len(segments) - 1, -1, -1) if segments[i].path.stat().st_size > 0), len(segments) - 1
+        )
         seq = self.last_seq + 1
         prev = self.head
         for index in range(self._start_index, len(segments)):
@@ -293,10 +319,15 @@ class ChainWalker:
                 if seg.path.stat().st_size == 0:
                     continue  # an empty segment (left by a failed rotation) holds no records
                 if seg.first_seq != seq:
-                    raise ChainBroken(BadRecord(
-                        segment=seg.name, line=1, seq=None,
-                        reason=f"segment name says it starts at seq {seg.first_seq} but the chain "
-                               f"continues at seq {seq}: records or segments are missing"))
+                    raise ChainBroken(
+                        BadRecord(
+                            segment=seg.name,
+                            line=1,
+                            seq=None,
+                            reason=f"segment name says it starts at seq {seg.first_seq} but the chain "
+                            f"continues at seq {seq}: records or segments are missing",
+                        )
+                    )
             self.segment = seg.name
             lines = iter_segment_lines(seg.path, offset)
             for pos, line, complete in lines:
@@ -309,11 +340,11 @@ class ChainWalker:
                     # A torn write can only be the very end of the newest segment, and
                     # leaves bytes that do not parse at all (a prefix of a record).
                     if index == last_index and exc.seq is None and next(lines, None) is None:
-                        self.torn = TornTail(segment=seg.path, offset=pos, line=lineno,
-                                             length=len(line) + complete)
+                        self.torn = TornTail(segment=seg.path, offset=pos, line=lineno, length=len(line) + complete)
                         return
-                    raise ChainBroken(BadRecord(segment=seg.name, line=lineno, seq=exc.seq,
-                                                reason=exc.reason)) from None
+                    raise ChainBroken(
+                        BadRecord(segment=seg.name, line=lineno, seq=exc.seq, reason=exc.reason)
+                    ) from None
                 seq += 1
                 prev = rec.hash
                 self.count += 1
@@ -345,5 +376,5 @@ def find_record_line(path: Path, record_hash: str) -> tuple[bytes, int, int] | N
             # Count lines in blocks: mmap has no count(), and a copy of 64 MiB is what this avoids.
             lineno = 1
             for block in range(0, pos, 1 << 20):
-                lineno += data[block:min(block + (1 << 20), pos)].count(b"\n")
+                lineno += data[block : min(block + (1 << 20), pos)].count(b"\n")
             return data[pos:end], end + 1, lineno

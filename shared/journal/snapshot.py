@@ -109,8 +109,7 @@ def write_snapshot_file(directory: Path, *, seq: int, head: str, at: str, state_
     if not snapdir.exists():
         snapdir.mkdir(mode=0o700, exist_ok=True)
         sync_dir(directory)
-    header: dict[str, Any] = {"format": FORMAT, "seq": seq, "head": head, "at": at,
-                              "stateBytes": len(state_bytes)}
+    header: dict[str, Any] = {"format": FORMAT, "seq": seq, "head": head, "at": at, "stateBytes": len(state_bytes)}
     header["checksum"] = _checksum(header, state_bytes)
     final = snapdir / f"snapshot-{seq:012d}.json"
     write_durably(final, (canonical_json(header) + b"\n", state_bytes, b"\n"))
@@ -126,11 +125,11 @@ def _checksum(header: dict[str, Any], state_bytes: bytes) -> str:
 
 def _split(raw: bytes, path: Path) -> tuple[dict[str, Any], bytes]:
     newline = raw.find(b"\n")
-    header = _header_only(raw[:max(newline, 0)], path)
+    header = _header_only(raw[: max(newline, 0)], path)
     size = header.get("stateBytes")
     if header.get("format") != FORMAT or type(size) is not int:
         raise SnapshotInvalid(f"{path.name}: unknown format")
-    state_bytes = raw[newline + 1:newline + 1 + size]
+    state_bytes = raw[newline + 1 : newline + 1 + size]
     if len(state_bytes) != size:
         raise SnapshotInvalid(f"{path.name}: truncated")
     return header, state_bytes
@@ -167,8 +166,7 @@ def _header_only(line: bytes, path: Path) -> dict[str, Any]:
         header = json.loads(line)
     except ValueError:
         raise SnapshotInvalid(f"{path.name}: unreadable header") from None
-    if (not isinstance(header, dict) or type(header.get("seq")) is not int
-            or not isinstance(header.get("head"), str)):
+    if not isinstance(header, dict) or type(header.get("seq")) is not int or not isinstance(header.get("head"), str):
         raise SnapshotInvalid(f"{path.name}: malformed header")
     return header
 

@@ -20,11 +20,28 @@ import attrs
 
 from shared.contract import format_time
 from shared.journal.chain import GENESIS, AuditQuery, JournalCorrupt, Record, canonical_json
-from shared.journal.format import (PRUNE_FILE, BadRecord, ChainBroken, ChainWalker, LineError, SegmentInfo,
-                                   find_record_line, iter_lines_reversed, list_segments, parse_line,
-                                   read_prune_marks, segment_index_for)
-from shared.journal.snapshot import (SnapshotHeader, SnapshotInvalid, read_snapshot_header, snapshot_files,
-                                     sync_dir, valid_snapshots)
+from shared.journal.format import (
+    PRUNE_FILE,
+    BadRecord,
+    ChainBroken,
+    ChainWalker,
+    LineError,
+    SegmentInfo,
+    find_record_line,
+    iter_lines_reversed,
+    list_segments,
+    parse_line,
+    read_prune_marks,
+    segment_index_for,
+)
+from shared.journal.snapshot import (
+    SnapshotHeader,
+    SnapshotInvalid,
+    read_snapshot_header,
+    snapshot_files,
+    sync_dir,
+    valid_snapshots,
+)
 
 ExportFormat = Literal["jsonl", "csv"]
 CSV_COLUMNS = ("seq", "at", "actor", "source", "action", "jobId", "data", "prev", "hash")
@@ -50,9 +67,15 @@ class VerifyResult:
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON shape printed by ``audit verify --json``."""
-        return {"ok": self.ok, "count": self.count, "firstSeq": self.first_seq, "lastSeq": self.last_seq,
-                "head": self.head, "firstBad": self.first_bad.to_json() if self.first_bad else None,
-                "tornTail": self.torn_tail}
+        return {
+            "ok": self.ok,
+            "count": self.count,
+            "firstSeq": self.first_seq,
+            "lastSeq": self.last_seq,
+            "head": self.head,
+            "firstBad": self.first_bad.to_json() if self.first_bad else None,
+            "tornTail": self.torn_tail,
+        }
 
 
 @attrs.frozen(kw_only=True)
@@ -72,9 +95,12 @@ def _audit_walker(directory: Path) -> ChainWalker | BadRecord:
         return ChainWalker(segments, strict=True)
     prev = read_prune_marks(directory).get(first.first_seq)
     if prev is None:
-        return BadRecord(segment=first.name, line=1, seq=None,
-                         reason=f"records before seq {first.first_seq} are missing "
-                                "and no prune record accounts for them")
+        return BadRecord(
+            segment=first.name,
+            line=1,
+            seq=None,
+            reason=f"records before seq {first.first_seq} are missing and no prune record accounts for them",
+        )
     return ChainWalker(segments, strict=True, expected_seq=first.first_seq, expected_prev=prev)
 
 
@@ -89,8 +115,7 @@ def verify(directory: Path, *, expected_head: str | None = None) -> VerifyResult
     """
     walker = _audit_walker(directory)
     if isinstance(walker, BadRecord):
-        return VerifyResult(ok=False, count=0, first_seq=0, last_seq=0, head=GENESIS, first_bad=walker,
-                            torn_tail=False)
+        return VerifyResult(ok=False, count=0, first_seq=0, last_seq=0, head=GENESIS, first_bad=walker, torn_tail=False)
     first_seq = walker.last_seq + 1
     snapshots = _snapshot_heads(directory)
     head_found = expected_head is None or expected_head == walker.head
@@ -101,26 +126,47 @@ def verify(directory: Path, *, expected_head: str | None = None) -> VerifyResult
                 head_found = True
             snap = snapshots.get(rec.seq)
             if snap is not None and snap.head != rec.hash:
-                bad = BadRecord(segment=walker.segment, line=walker.line, seq=rec.seq,
-                                reason=f"snapshot {snap.path.name} was taken at a different record "
-                                       "with this seq: the journal was rewritten")
+                bad = BadRecord(
+                    segment=walker.segment,
+                    line=walker.line,
+                    seq=rec.seq,
+                    reason=f"snapshot {snap.path.name} was taken at a different record "
+                    "with this seq: the journal was rewritten",
+                )
                 break
     except ChainBroken as exc:
         bad = exc.bad
-    end = BadRecord(segment=walker.end_segment.name if walker.end_segment else "(none)",
-                    line=walker.line + 1, seq=walker.last_seq + 1, reason="")
+    end = BadRecord(
+        segment=walker.end_segment.name if walker.end_segment else "(none)",
+        line=walker.line + 1,
+        seq=walker.last_seq + 1,
+        reason="",
+    )
     if bad is None:
         beyond = [s for s in snapshots.values() if s.seq > walker.last_seq]
         if beyond:
             snap = max(beyond, key=lambda s: s.seq)
-            bad = attrs.evolve(end, reason=f"snapshot {snap.path.name} covers seq {snap.seq} but the "
-                                           f"journal ends at seq {walker.last_seq}: records were removed "
-                                           "from the end")
+            bad = attrs.evolve(
+                end,
+                reason=f"snapshot {snap.path.name} covers seq {snap.seq} but the "
+                f"journal ends at seq {walker.last_seq}: records were removed "
+                "from the end",
+            )
         elif not head_found:
-            bad = attrs.evolve(end, reason=f"the saved head {expected_head} is not in the chain: "
-                                           "records were removed from the end or the chain was rewritten")
-    return VerifyResult(ok=bad is None, count=walker.count, first_seq=first_seq, last_seq=walker.last_seq,
-                        head=walker.head, first_bad=bad, torn_tail=walker.torn is not None)
+            bad = attrs.evolve(
+                end,
+                reason=f"the saved head {expected_head} is not in the chain: "
+                "records were removed from the end or the chain was rewritten",
+            )
+    return VerifyResult(
+        ok=bad is None,
+        count=walker.count,
+        first_seq=first_seq,
+        last_seq=walker.last_seq,
+        head=walker.head,
+        first_bad=bad,
+        torn_tail=walker.torn is not None,
+    )
 
 
 def _snapshot_heads(directory: Path) -> dict[int, SnapshotHeader]:
@@ -151,14 +197,21 @@ def head(directory: Path, *, prog: str = "engine-hub") -> HeadInfo:
                 if exc.seq is None:
                     continue  # a torn write, cut at the next start
                 total = seg.path.read_bytes().count(b"\n")
-                raise JournalCorrupt(segment=seg.name, line=total - lineno + 1, seq=exc.seq,
-                                     reason=exc.reason, prog=prog) from None
+                raise JournalCorrupt(
+                    segment=seg.name, line=total - lineno + 1, seq=exc.seq, reason=exc.reason, prog=prog
+                ) from None
             return HeadInfo(seq=rec.seq, hash=rec.hash, at=rec.at)
     return HeadInfo(seq=0, hash=GENESIS, at=None)
 
 
-def export(directory: Path, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
-           fmt: ExportFormat = "jsonl", prog: str = "engine-hub") -> Iterator[str]:
+def export(
+    directory: Path,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    fmt: ExportFormat = "jsonl",
+    prog: str = "engine-hub",
+) -> Iterator[str]:
     """Yield the records with ``since <= at < until`` as text lines (newline included), oldest first.
 
     The chain is verified while exporting, so an export is only ever of an
@@ -171,8 +224,7 @@ def export(directory: Path, *, since: dt.datetime | None = None, until: dt.datet
     """
     walker = _audit_walker(directory)
     if isinstance(walker, BadRecord):
-        raise JournalCorrupt(segment=walker.segment, line=walker.line, seq=walker.seq, reason=walker.reason,
-                             prog=prog)
+        raise JournalCorrupt(segment=walker.segment, line=walker.line, seq=walker.seq, reason=walker.reason, prog=prog)
     lo, hi = format_time(since), format_time(until)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -186,13 +238,24 @@ def export(directory: Path, *, since: dt.datetime | None = None, until: dt.datet
             if fmt == "jsonl":
                 yield canonical_json(rec.to_json()).decode() + "\n"
             else:
-                writer.writerow([rec.seq, rec.at, _cell(rec.actor), _cell(rec.source), _cell(rec.action),
-                                 _cell(rec.job_id or ""), canonical_json(rec.data).decode(), rec.prev,
-                                 rec.hash])
+                writer.writerow(
+                    [
+                        rec.seq,
+                        rec.at,
+                        _cell(rec.actor),
+                        _cell(rec.source),
+                        _cell(rec.action),
+                        _cell(rec.job_id or ""),
+                        canonical_json(rec.data).decode(),
+                        rec.prev,
+                        rec.hash,
+                    ]
+                )
                 yield _take(buf)
     except ChainBroken as exc:
-        raise JournalCorrupt(segment=exc.bad.segment, line=exc.bad.line, seq=exc.bad.seq,
-                             reason=exc.bad.reason, prog=prog) from None
+        raise JournalCorrupt(
+            segment=exc.bad.segment, line=exc.bad.line, seq=exc.bad.seq, reason=exc.bad.reason, prog=prog
+        ) from None
 
 
 def _take(buf: io.StringIO) -> str:
@@ -212,7 +275,7 @@ def _line_seq(line: bytes) -> int | None:
     i = line.rfind(b',"seq":')
     j = line.find(b",", i + 7)
     try:
-        return int(line[i + 7:j]) if i >= 0 and j > 0 else None
+        return int(line[i + 7 : j]) if i >= 0 and j > 0 else None
     except ValueError:
         return None
 
@@ -220,7 +283,7 @@ def _line_seq(line: bytes) -> int | None:
 def _line_at(line: bytes) -> bytes:
     # ``at`` follows ``action`` and ``actor`` (strings) and precedes ``data``.
     i = line.find(b',"at":"')
-    return line[i + 7:i + 31] if i >= 0 else b""
+    return line[i + 7 : i + 31] if i >= 0 else b""
 
 
 def newest_first_from_files(directory: Path, query: AuditQuery) -> list[Record]:
@@ -284,8 +347,7 @@ def _snapshot_in_journal(segments: list[SegmentInfo], seq: int, head_hash: str) 
     return index is not None and find_record_line(segments[index].path, head_hash) is not None
 
 
-def prune_segments(directory: Path, *, retention: dt.timedelta, now: dt.datetime,
-                   keep: Path | None) -> list[str]:
+def prune_segments(directory: Path, *, retention: dt.timedelta, now: dt.datetime, keep: Path | None) -> list[str]:
     """Delete the oldest segments whose records are all older than ``now - retention`` and
     covered by the *oldest* kept snapshot (so a damaged newest snapshot still leaves a
     way to start). Never deletes ``keep`` (the segment being written) or the newest
@@ -313,8 +375,12 @@ def prune_segments(directory: Path, *, retention: dt.timedelta, now: dt.datetime
     if not doomed:
         return []
     if last is not None:
-        mark = {"firstKeptSeq": last.seq + 1, "prev": last.hash, "at": format_time(now),
-                "removed": [s.name for s in doomed]}
+        mark = {
+            "firstKeptSeq": last.seq + 1,
+            "prev": last.hash,
+            "at": format_time(now),
+            "removed": [s.name for s in doomed],
+        }
         path = directory / PRUNE_FILE
         created = not path.exists()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)

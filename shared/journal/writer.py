@@ -54,8 +54,9 @@ class SegmentWriter:
     ``None`` until the first segment is created.
     """
 
-    def __init__(self, directory: Path, *, files: OsFiles, segment_bytes: int, fsync: bool,
-                 path: Path | None, good_offset: int) -> None:
+    def __init__(
+        self, directory: Path, *, files: OsFiles, segment_bytes: int, fsync: bool, path: Path | None, good_offset: int
+    ) -> None:
         self.directory = directory
         self.files = files
         self.segment_bytes = segment_bytes
@@ -71,14 +72,13 @@ class SegmentWriter:
         the last durable offset (now, or before the next write if even the cut
         fails), so a retry starts from an intact tail.
         """
-        if self.path is None or (self.good_offset > 0
-                                 and self.good_offset + len(payload) > self.segment_bytes):
+        if self.path is None or (self.good_offset > 0 and self.good_offset + len(payload) > self.segment_bytes):
             self._rotate(first_seq)
         fd = self._fd if self._fd is not None else self._reopen()
         try:
             view = memoryview(payload)
             while view:
-                view = view[self.files.write(fd, view):]
+                view = view[self.files.write(fd, view) :]
             if self.fsync:
                 self.files.sync(fd)
         except BaseException:

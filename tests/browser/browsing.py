@@ -21,8 +21,15 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 #: Headless, as root, and without any attempt to reach the network.
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run", "--disable-quic"]
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 #: The panel's auto-refresh period in these tests (seconds): a run is seen within it.
 REFRESH_INTERVAL = 1
 #: Generous: the machine is shared and slow at times; conditions are waited on, never slept on.
@@ -54,13 +61,19 @@ class Console:
 
     def failed_resources(self) -> list[str]:
         """URLs of the declared failed resources that Chromium reported."""
-        return [url for text, url in self.errors if text.startswith(FAILED_RESOURCE)
-                and any(p.search(url) for p in self.expected)]
+        return [
+            url
+            for text, url in self.errors
+            if text.startswith(FAILED_RESOURCE) and any(p.search(url) for p in self.expected)
+        ]
 
     def unexpected(self) -> list[tuple[str, str]]:
         """Every error not declared with :meth:`expect_failed_resource`."""
-        return [(text, url) for text, url in self.errors
-                if not (text.startswith(FAILED_RESOURCE) and any(p.search(url) for p in self.expected))]
+        return [
+            (text, url)
+            for text, url in self.errors
+            if not (text.startswith(FAILED_RESOURCE) and any(p.search(url) for p in self.expected))
+        ]
 
 
 class Pages:
@@ -111,4 +124,3 @@ def login(page: Page, base_url: str, user: str = USER, password: str = PASSWORD)
     page.locator("#password").fill(password)
     page.get_by_test_id("login-submit").click()
     page.wait_for_url(f"{base_url}/admin/engine/jobs")
-

@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.browser.browsing import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, REFRESH_INTERVAL, Pages
-from tests.e2e.harness import Stack, attach_logs, running_stack
-from tests.e2e.harness import installed, make_stack  # noqa: F401  (fixtures)
+from tests.e2e.harness import Stack, attach_logs, installed, make_stack, running_stack  # noqa: F401  (fixtures)
 from tests.e2e.install import Installation
 
 if TYPE_CHECKING:
@@ -76,8 +75,12 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def panel_stack(tmp_path_factory: pytest.TempPathFactory, installed: Installation) -> Iterator[Stack]:  # noqa: F811
     """An engine with gateways ``safe`` (SAFE_MODE on) and ``open`` (off), refreshing every second."""
-    with running_stack(tmp_path_factory.mktemp("panel"), installed, gateways={"safe": True, "open": False},
-                       refresh_interval=REFRESH_INTERVAL) as started:
+    with running_stack(
+        tmp_path_factory.mktemp("panel"),
+        installed,
+        gateways={"safe": True, "open": False},
+        refresh_interval=REFRESH_INTERVAL,
+    ) as started:
         yield started
 
 
@@ -109,8 +112,9 @@ def page(open_page: Pages) -> Page:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item,
-                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """On a failed test, save its pages (screenshot + HTML) and attach the processes' output."""
     report: pytest.TestReport = yield
     attach_logs(item, report)

@@ -39,8 +39,7 @@ class TestAuditPage:
         rows = page.get_by_test_id("audit-row")
         expect(rows.first).to_be_visible()
         expect(page.locator('[data-testid="audit-row"][data-journal="engine"]').first).to_be_visible()
-        expect(page.locator('[data-testid="audit-row"][data-action="login_succeeded"]').first) \
-            .to_contain_text(USER)
+        expect(page.locator('[data-testid="audit-row"][data-action="login_succeeded"]').first).to_contain_text(USER)
 
         page.get_by_test_id("filter-job").fill(job["id"])
         page.get_by_role("button", name="Filter").click()

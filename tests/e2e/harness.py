@@ -27,7 +27,6 @@ its session in a cookie jar.
 from __future__ import annotations
 
 import contextlib
-from http.cookiejar import CookieJar
 import json
 import re
 import signal
@@ -40,6 +39,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from email.message import Message
+from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -84,8 +84,14 @@ def wait_until(predicate: object, *, timeout: float, interval: float = 0.05, wha
         time.sleep(interval)
 
 
-def poll(fetch: Callable[[], T], done: Callable[[T], bool], *, timeout: float, interval: float = 0.05,
-         what: str = "condition") -> T:
+def poll(
+    fetch: Callable[[], T],
+    done: Callable[[T], bool],
+    *,
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
     """Call ``fetch()`` until ``done(value)``; return that value, or fail naming ``what`` and the last value."""
     deadline = time.monotonic() + timeout
     while True:
@@ -100,8 +106,16 @@ def poll(fetch: Callable[[], T], done: Callable[[T], bool], *, timeout: float, i
 class Service:
     """One real server process started from its console script."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, port: int, log_dir: Path,
-                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        port: int,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.port = port
@@ -114,8 +128,9 @@ class Service:
     def start(self, *, timeout: float = 30.0) -> Service:
         """Start the process (again, after a stop) and wait until ``/healthz`` answers 200."""
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                     stdin=subprocess.DEVNULL, cwd=self.cwd)
+        self.proc = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, stdin=subprocess.DEVNULL, cwd=self.cwd
+        )
         log.close()
 
         def healthy() -> bool:
@@ -168,14 +183,22 @@ class Service:
             return "<no log>"
 
 
-def run_cli(argv: Sequence[str], *, stdin: str | None = None, env: dict[str, str] | None = None,
-            cwd: Path | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    argv: Sequence[str],
+    *,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 30.0,
+) -> subprocess.CompletedProcess[str]:
     """Run a console script to completion and return its result (never raises on exit code)."""
-    return subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout,
-                          env=operator_env(env), cwd=cwd)
+    return subprocess.run(
+        list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, env=operator_env(env), cwd=cwd
+    )
 
 
 # -- processes of a job --------------------------------------------------------------
+
 
 def job_pids(job_id: str) -> set[int]:
     """Return the live (non-zombie) processes whose environment holds ``JOB_ID=<job_id>``.
@@ -200,6 +223,7 @@ def job_pids(job_id: str) -> set[int]:
 
 
 # -- HTTP clients --------------------------------------------------------------------
+
 
 class Reply:
     """An HTTP answer, whatever its status."""
@@ -232,9 +256,16 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def http(method: str, url: str, *, body: Any = None, form: Mapping[str, str] | None = None,
-         headers: Mapping[str, str] | None = None, opener: urllib.request.OpenerDirector | None = None,
-         timeout: float = 15.0) -> Reply:
+def http(
+    method: str,
+    url: str,
+    *,
+    body: Any = None,
+    form: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    opener: urllib.request.OpenerDirector | None = None,
+    timeout: float = 15.0,
+) -> Reply:
     """Send one request (JSON ``body`` or urlencoded ``form``) and return the answer; never raises on status."""
     data: bytes | None = None
     sent = dict(headers or {})
@@ -265,7 +296,9 @@ class EngineApi:
         """Send ``method path`` with the bearer token."""
         return http(method, self.url + path, body=body, headers={"Authorization": f"Bearer {self.token}"})
 
-    def create(self, job_type: str, params: Mapping[str, Any] | None = None, *, name: str | None = None) -> dict[str, Any]:
+    def create(
+        self, job_type: str, params: Mapping[str, Any] | None = None, *, name: str | None = None
+    ) -> dict[str, Any]:
         """Create a job (expecting 201) and return it."""
         body: dict[str, Any] = {"type": job_type, "params": dict(params or {})}
         if name is not None:
@@ -290,8 +323,12 @@ class EngineApi:
     def wait_status(self, job_id: str, statuses: Iterable[str] = FINAL, *, timeout: float = 30.0) -> dict[str, Any]:
         """Poll a job until its status is one of ``statuses``."""
         wanted = frozenset(statuses)
-        return poll(lambda: self.job(job_id), lambda job: job["status"] in wanted, timeout=timeout,
-                    what=f"job {job_id} to reach {sorted(wanted)}")
+        return poll(
+            lambda: self.job(job_id),
+            lambda job: job["status"] in wanted,
+            timeout=timeout,
+            what=f"job {job_id} to reach {sorted(wanted)}",
+        )
 
 
 class Panel:
@@ -322,8 +359,9 @@ class Panel:
         assert page.status == 200, page
         found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
         assert found, f"no csrf_token field in the login form: {page.text[:500]}"
-        answer = self.request("POST", "/login", form={"username": user, "password": password,
-                                                      "csrf_token": found.group(1)})
+        answer = self.request(
+            "POST", "/login", form={"username": user, "password": password, "csrf_token": found.group(1)}
+        )
         if answer.status == 303:
             config = self.request("GET", "/api/admin/config")
             assert config.status == 200, config
@@ -365,11 +403,16 @@ class Panel:
     def wait_status(self, job_id: str, statuses: Iterable[str] = FINAL, *, timeout: float = 30.0) -> dict[str, Any]:
         """Poll a job through the gateway until its status is one of ``statuses``."""
         wanted = frozenset(statuses)
-        return poll(lambda: self.job(job_id), lambda job: job["status"] in wanted, timeout=timeout,
-                    what=f"job {job_id} to reach {sorted(wanted)}")
+        return poll(
+            lambda: self.job(job_id),
+            lambda job: job["status"] in wanted,
+            timeout=timeout,
+            what=f"job {job_id} to reach {sorted(wanted)}",
+        )
 
 
 # -- the two processes ---------------------------------------------------------------
+
 
 def _toml(value: str) -> str:
     # A JSON string is a valid TOML basic string (same escapes).
@@ -381,22 +424,26 @@ def write_catalog(path: Path, marker_dir: Path) -> Path:
     import hashlib
 
     touch = "import os, pathlib; pathlib.Path(os.environ['E2E_MARKER_DIR'], os.environ['JOB_ID']).touch()"
-    path.write_text("\n".join([
-        "include_demo = true",
-        "",
-        "[[types]]",
-        f"name = {_toml(TOUCH_TYPE)}",
-        'description = "Leave a marker file named after the job: proof that it ran."',
-        f"command = [{_toml(sys.executable)}, \"-c\", {_toml(touch)}]",
-        "timeout = 30",
-        f"env = {{ E2E_MARKER_DIR = {_toml(str(marker_dir))} }}",
-        "",
-        "[[clients]]",
-        f"name = {_toml(CLIENT_NAME)}",
-        'scope = "submit"',
-        f"token_sha256 = {_toml(hashlib.sha256(CLIENT_TOKEN.encode()).hexdigest())}",
-        "",
-    ]))
+    path.write_text(
+        "\n".join(
+            [
+                "include_demo = true",
+                "",
+                "[[types]]",
+                f"name = {_toml(TOUCH_TYPE)}",
+                'description = "Leave a marker file named after the job: proof that it ran."',
+                f'command = [{_toml(sys.executable)}, "-c", {_toml(touch)}]',
+                "timeout = 30",
+                f"env = {{ E2E_MARKER_DIR = {_toml(str(marker_dir))} }}",
+                "",
+                "[[clients]]",
+                f"name = {_toml(CLIENT_NAME)}",
+                'scope = "submit"',
+                f"token_sha256 = {_toml(hashlib.sha256(CLIENT_TOKEN.encode()).hexdigest())}",
+                "",
+            ]
+        )
+    )
     return path
 
 
@@ -421,10 +468,27 @@ class Stack:
         self.token_file.chmod(0o600)
         self.engine_dir = root / "engine"
         port = free_port()
-        self.engine = Service("engine", [
-            str(install.bin / "engine-hub"), "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--config", str(self.catalog), "--data-dir", str(self.engine_dir), "--kill-grace", "2",
-        ], port=port, log_dir=self.logs, env={"ENGINE_HUB_TOKEN": ENGINE_TOKEN}, cwd=root)
+        self.engine = Service(
+            "engine",
+            [
+                str(install.bin / "engine-hub"),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--config",
+                str(self.catalog),
+                "--data-dir",
+                str(self.engine_dir),
+                "--kill-grace",
+                "2",
+            ],
+            port=port,
+            log_dir=self.logs,
+            env={"ENGINE_HUB_TOKEN": ENGINE_TOKEN},
+            cwd=root,
+        )
         self.gateways: dict[str, Service] = {}
 
     def start_engine(self) -> Service:
@@ -434,13 +498,37 @@ class Stack:
     def add_gateway(self, name: str, *, safe_mode: bool, refresh_interval: float | None = None) -> Service:
         """Create a gateway data dir with :data:`USER` (through the CLI) and start a gateway on it."""
         data_dir = self.root / f"gateway-{name}"
-        added = run_cli([str(self.install.bin / "admin-gateway"), "users", "add", USER, "--role", "super_admin",
-                         "--password-stdin", "--data-dir", str(data_dir)], stdin=PASSWORD + "\n", cwd=self.root)
+        added = run_cli(
+            [
+                str(self.install.bin / "admin-gateway"),
+                "users",
+                "add",
+                USER,
+                "--role",
+                "super_admin",
+                "--password-stdin",
+                "--data-dir",
+                str(data_dir),
+            ],
+            stdin=PASSWORD + "\n",
+            cwd=self.root,
+        )
         assert added.returncode == 0, added.stderr
         port = free_port()
-        argv = [str(self.install.bin / "admin-gateway"), "serve", "--host", "127.0.0.1", "--port", str(port),
-                "--engine-url", self.engine.url, "--data-dir", str(data_dir),
-                "--engine-token-file", str(self.token_file)]
+        argv = [
+            str(self.install.bin / "admin-gateway"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--engine-url",
+            self.engine.url,
+            "--data-dir",
+            str(data_dir),
+            "--engine-token-file",
+            str(self.token_file),
+        ]
         if refresh_interval is not None:
             argv += ["--refresh-interval", str(refresh_interval)]
         env = {"SAFE_MODE": "on" if safe_mode else "off"}
@@ -479,8 +567,9 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(root: Path, install: Installation, *, gateways: Mapping[str, bool],
-                  refresh_interval: float | None = None) -> Iterator[Stack]:
+def running_stack(
+    root: Path, install: Installation, *, gateways: Mapping[str, bool], refresh_interval: float | None = None
+) -> Iterator[Stack]:
     """Start an engine and one gateway per ``{name: safe_mode}``; stop them all on exit, whatever happened."""
     stack = Stack(root, install)
     try:
@@ -517,8 +606,9 @@ class StackFactory:
     def __call__(self, *, gateways: Mapping[str, bool], refresh_interval: float | None = None) -> Stack:
         """Start a new stack (see :func:`running_stack`)."""
         root = self.root / f"stack{len(self.stacks)}"
-        stack = self._exit.enter_context(running_stack(root, self.install, gateways=gateways,
-                                                       refresh_interval=refresh_interval))
+        stack = self._exit.enter_context(
+            running_stack(root, self.install, gateways=gateways, refresh_interval=refresh_interval)
+        )
         self.stacks.append(stack)
         return stack
 
@@ -547,4 +637,3 @@ def make_stack(tmp_path: Path, installed: Installation) -> Iterator[StackFactory
         yield factory
     finally:
         factory.close()
-

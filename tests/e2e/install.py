@@ -56,8 +56,18 @@ PACKAGES = ("engine_hub", "admin_gateway", "shared")
 #: The dist-info folder of the wheel (``name-version.dist-info``).
 DIST_INFO_SUFFIX = ".dist-info"
 #: Never copied when the source is not a git checkout (the usual ignored folders).
-_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "build", "dist", "var",
-                                     "test-artifacts", ".pytest_cache", ".mypy_cache")
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "__pycache__",
+    "*.egg-info",
+    "build",
+    "dist",
+    "var",
+    "test-artifacts",
+    ".pytest_cache",
+    ".mypy_cache",
+)
 #: The file in the test venv's site-packages that makes the dev venv's third-party packages importable.
 DEPS_PTH = "_engine_jobs_test_deps.pth"
 
@@ -79,8 +89,9 @@ def source_files(root: Path = ROOT) -> list[str] | None:
     Paths are relative, ``/``-separated; files deleted from the working tree are left out.
     """
     try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True,
-                             timeout=30)
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True, timeout=30
+        )
     except OSError:  # no git at all
         return None
     if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root.resolve():
@@ -107,8 +118,22 @@ def build_wheel(work: Path, root: Path = ROOT) -> Path:
     """Build the project's wheel from a copy of its source under ``work``; return the ``.whl`` path."""
     source = copy_source(work / "src", root)
     out = work / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-          "-w", str(out), str(source)], "building the wheel (needs setuptools in the dev venv: make venv)")
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        "building the wheel (needs setuptools in the dev venv: make venv)",
+    )
     wheels = sorted(out.glob("*.whl"))
     if len(wheels) != 1:
         raise RuntimeError(f"expected one wheel in {out}, found {[w.name for w in wheels]}")
@@ -151,10 +176,16 @@ def install(wheel: Path, venv: Path) -> Installation:
     """Install ``wheel`` into a new venv at ``venv``, with the dev venv's third-party packages importable."""
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], "creating the test venv")
     python = venv / "bin" / "python"
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index",
-          str(wheel)], "installing the wheel")
-    purelib = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                        "locating the test venv's site-packages").strip())
+    _run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        "installing the wheel",
+    )
+    purelib = Path(
+        _run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            "locating the test venv's site-packages",
+        ).strip()
+    )
     # Written after the install, so that pip saw an empty venv.
     (purelib / DEPS_PTH).write_text("".join(f"{path}\n" for path in dev_site_packages()))
     return Installation(venv=venv, wheel=wheel, site_packages=purelib)
@@ -172,8 +203,9 @@ def installation(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory
     """The session's installation of :func:`wheel`, made on first use."""
     made = config.stash.get(_INSTALLATION, None)
     if made is None:
-        made = config.stash[_INSTALLATION] = install(wheel(config, tmp_path_factory),
-                                                     tmp_path_factory.mktemp("install") / "venv")
+        made = config.stash[_INSTALLATION] = install(
+            wheel(config, tmp_path_factory), tmp_path_factory.mktemp("install") / "venv"
+        )
     return made
 
 

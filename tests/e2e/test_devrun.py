@@ -33,9 +33,23 @@ class DevRun:
         full_env.update(env)
         with self.out.open("w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "deploy.devrun", "--var", str(tmp / "var"), "--engine-port",
-                 str(self.engine_port), "--gateway-port", str(self.gateway_port)],
-                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env)
+                [
+                    sys.executable,
+                    "-m",
+                    "deploy.devrun",
+                    "--var",
+                    str(tmp / "var"),
+                    "--engine-port",
+                    str(self.engine_port),
+                    "--gateway-port",
+                    str(self.gateway_port),
+                ],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+            )
 
     def text(self) -> str:
         """Everything printed so far."""
@@ -43,6 +57,7 @@ class DevRun:
 
     def wait_for_banner(self) -> str:
         """Wait until the panel URL is printed; return the output."""
+
         def ready() -> bool:
             assert self.proc.poll() is None, self.text()
             return "panel:   http://" in self.text()
@@ -100,15 +115,20 @@ class TestDevRun:
             page = opener.open(url + "/login", timeout=10).read().decode()
             csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
             assert csrf
-            form = urllib.parse.urlencode({"username": "admin", "password": password.group(1),
-                                           "csrf_token": csrf.group(1)}).encode()
+            form = urllib.parse.urlencode(
+                {"username": "admin", "password": password.group(1), "csrf_token": csrf.group(1)}
+            ).encode()
             opener.open(urllib.request.Request(url + "/login", data=form), timeout=10)
             config = json.loads(opener.open(url + "/api/admin/config", timeout=10).read())
             assert config["isSuperAdmin"] is True and config["safeMode"] is False
 
             def post(path: str, body: dict[str, str]) -> dict[str, object]:
-                req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST", headers={
-                    "Content-Type": "application/json", "X-CSRF-Token": config["csrfToken"]})
+                req = urllib.request.Request(
+                    url + path,
+                    data=json.dumps(body).encode(),
+                    method="POST",
+                    headers={"Content-Type": "application/json", "X-CSRF-Token": config["csrfToken"]},
+                )
                 result: dict[str, object] = json.loads(opener.open(req, timeout=10).read())
                 return result
 

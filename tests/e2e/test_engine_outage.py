@@ -13,7 +13,6 @@ import time
 
 from tests.e2e.harness import USER, Stack, StackFactory, job_pids, poll
 
-
 #: After a restart, how long to watch for any sign that an interrupted job started again.
 QUIET_WINDOW = 1.5
 
@@ -85,8 +84,12 @@ class TestRestartMidRun:
         assert job_pids(job["id"]), "the running job's process is not visible"
 
         stack.engine.kill()
-        poll(lambda: job_pids(job["id"]), lambda pids: not pids, timeout=20,
-             what="the job's processes to end with their engine")
+        poll(
+            lambda: job_pids(job["id"]),
+            lambda pids: not pids,
+            timeout=20,
+            what="the job's processes to end with their engine",
+        )
 
         stack.start_engine()
         survivor = _survivor(stack, job["id"])

@@ -52,8 +52,14 @@ def _probe(service: Service, installed: Installation, script: str) -> dict[str, 
     assert argv[:2] == [str(installed.python), str(installed.bin / script)], argv
     assert "PYTHONPATH" not in env and "PYTHONHOME" not in env, sorted(env)
     assert not cwd.is_relative_to(ROOT), f"{service.name} runs inside the checkout: {cwd}"
-    done = subprocess.run([argv[0], "-c", PROBE, str(Path(argv[1]).parent), *PACKAGES], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [argv[0], "-c", PROBE, str(Path(argv[1]).parent), *PACKAGES],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     found: dict[str, Any] = json.loads(done.stdout)
     return found
@@ -69,14 +75,18 @@ def _static_refs(base: str, content_type: str, body: str) -> set[str]:
         refs = JS_REF.findall(body)
     else:
         return set()
-    paths = {urllib.parse.urlsplit(urllib.parse.urljoin(base, ref)).path for ref in refs
-             if not ref.startswith(("data:", "#", "http:", "https:"))}
+    paths = {
+        urllib.parse.urlsplit(urllib.parse.urljoin(base, ref)).path
+        for ref in refs
+        if not ref.startswith(("data:", "#", "http:", "https:"))
+    }
     return {p for p in paths if p.startswith("/static/") or p == "/favicon.ico"}
 
 
 class TestRunsFromTheWheel:
-    def test_engine_and_gateway_import_the_installed_packages_not_the_checkout(self, stack: Stack,
-                                                                               installed: Installation) -> None:
+    def test_engine_and_gateway_import_the_installed_packages_not_the_checkout(
+        self, stack: Stack, installed: Installation
+    ) -> None:
         """Both processes run the installed console scripts, outside the checkout, importing the wheel's packages."""
         for service, script in [(stack.engine, "engine-hub"), (stack.gateways["safe"], "admin-gateway")]:
             found = _probe(service, installed, script)
@@ -93,11 +103,16 @@ class TestInstalledPanelAssets:
         gateway = stack.gateways["safe"]
         job = stack.engine_api().create(TOUCH_TYPE)
         anonymous, signed_in = Panel(gateway.url), stack.panel("safe")
-        pages = [(anonymous, "/login")] + [(signed_in, path) for path in (
-            "/admin/engine/jobs", f"/admin/engine/jobs/{job['id']}", "/admin/engine/logs", "/admin/audit")]
+        pages = [(anonymous, "/login")] + [
+            (signed_in, path)
+            for path in ("/admin/engine/jobs", f"/admin/engine/jobs/{job['id']}", "/admin/engine/logs", "/admin/audit")
+        ]
         # What the templates ask for, whether or not the pages above render that branch.
-        pending = {f"/static/{name}" for template in sorted(TEMPLATES_DIR.glob("*.html"))
-                   for name in TEMPLATE_REF.findall(template.read_text())}
+        pending = {
+            f"/static/{name}"
+            for template in sorted(TEMPLATES_DIR.glob("*.html"))
+            for name in TEMPLATE_REF.findall(template.read_text())
+        }
         for client, path in pages:
             page = client.request("GET", path)
             assert page.status == 200, (path, page)
@@ -113,14 +128,21 @@ class TestInstalledPanelAssets:
         missing = sorted(p for p, status in seen.items() if status != 200)
         assert missing == [], f"referenced by the panel but not served by the installed gateway: {missing}"
         # The crawl reached the module graph and the stylesheet's icons, not only the top-level links.
-        assert {"/static/js/main.js", "/static/js/api.js", "/static/panel.css", "/static/icons/check.svg"} <= seen.keys()
+        assert {
+            "/static/js/main.js",
+            "/static/js/api.js",
+            "/static/panel.css",
+            "/static/icons/check.svg",
+        } <= seen.keys()
 
     def test_every_file_of_the_static_folder_is_served_as_in_the_checkout(self, stack: Stack) -> None:
         """Each file under ``admin_gateway/static/`` in the checkout is served by the installed gateway, same bytes."""
         listed = source_files()
-        names = ([n.removeprefix("admin_gateway/static/") for n in listed if n.startswith("admin_gateway/static/")]
-                 if listed is not None else
-                 [p.relative_to(STATIC_DIR).as_posix() for p in STATIC_DIR.rglob("*") if p.is_file()])
+        names = (
+            [n.removeprefix("admin_gateway/static/") for n in listed if n.startswith("admin_gateway/static/")]
+            if listed is not None
+            else [p.relative_to(STATIC_DIR).as_posix() for p in STATIC_DIR.rglob("*") if p.is_file()]
+        )
         assert "js/main.js" in names
         panel = Panel(stack.gateways["safe"].url)
         wrong = {}

@@ -31,8 +31,12 @@ class TestLegacyClient:
         reply = client.request("POST", "/engines/jobs/run", {"engine": TOUCH_TYPE, "name": "nightly-sync"})
         assert reply.status == 202, reply
         job = reply.json()
-        assert (job["status"], job["type"], job["engine"], job["name"]) == ("READY", TOUCH_TYPE, TOUCH_TYPE,
-                                                                            "nightly-sync")
+        assert (job["status"], job["type"], job["engine"], job["name"]) == (
+            "READY",
+            TOUCH_TYPE,
+            TOUCH_TYPE,
+            "nightly-sync",
+        )
         assert job["createdBy"] == CLIENT_NAME
         assert job["startedAt"] is None and job["runBy"] is None
 

@@ -133,8 +133,9 @@ class Stats:
         lines = []
         for process in sorted(self.cases):
             mix = ", ".join(f"{s}: {n}" for (p, s), n in sorted(self.statuses.items()) if p == process)
-            lines.append(f"{process}: {self.cases[process]} cases over {len(self.operations[process])} "
-                         f"operations ({mix})")
+            lines.append(
+                f"{process}: {self.cases[process]} cases over {len(self.operations[process])} operations ({mix})"
+            )
         return "\n".join(lines)
 
 
@@ -169,9 +170,24 @@ def live_engine(fuzz_dir: Path) -> Iterator[Service]:
     catalog = fuzz_dir / "catalog.toml"
     catalog.write_text(_catalog())
     port = free_port()
-    service = Service("engine", [str(BIN / "engine-hub"), "serve", "--port", str(port), "--config", str(catalog),
-                                 "--data-dir", str(fuzz_dir / "engine"), "--kill-grace", "0.5"],
-                      port=port, log_dir=fuzz_dir, env={"ENGINE_HUB_TOKEN": ENGINE_TOKEN})
+    service = Service(
+        "engine",
+        [
+            str(BIN / "engine-hub"),
+            "serve",
+            "--port",
+            str(port),
+            "--config",
+            str(catalog),
+            "--data-dir",
+            str(fuzz_dir / "engine"),
+            "--kill-grace",
+            "0.5",
+        ],
+        port=port,
+        log_dir=fuzz_dir,
+        env={"ENGINE_HUB_TOKEN": ENGINE_TOKEN},
+    )
     try:
         yield service.start()
     finally:
@@ -187,10 +203,26 @@ def live_gateway(live_engine: Service, fuzz_dir: Path) -> Iterator[Service]:
     token_file.write_text(ENGINE_TOKEN + "\n")
     token_file.chmod(0o600)
     port = free_port()
-    service = Service("gateway", [str(BIN / "admin-gateway"), "serve", "--port", str(port),
-                                  "--engine-url", live_engine.url, "--data-dir", str(data),
-                                  "--engine-token-file", str(token_file), "--safe-mode", "off"],
-                      port=port, log_dir=fuzz_dir, env={"ENGINE_HUB_TOKEN": ""})
+    service = Service(
+        "gateway",
+        [
+            str(BIN / "admin-gateway"),
+            "serve",
+            "--port",
+            str(port),
+            "--engine-url",
+            live_engine.url,
+            "--data-dir",
+            str(data),
+            "--engine-token-file",
+            str(token_file),
+            "--safe-mode",
+            "off",
+        ],
+        port=port,
+        log_dir=fuzz_dir,
+        env={"ENGINE_HUB_TOKEN": ""},
+    )
     try:
         yield service.start()
     finally:
@@ -223,8 +255,12 @@ def login(gateway: Service) -> Login:
         form = session.get(f"{gateway.url}/login", timeout=10)
         match = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
         assert match, "the login form has no csrf_token field"
-        resp = session.post(f"{gateway.url}/login", timeout=10, headers={"Accept": "application/json"},
-                            data={"username": USER, "password": PASSWORD, "csrf_token": match.group(1)})
+        resp = session.post(
+            f"{gateway.url}/login",
+            timeout=10,
+            headers={"Accept": "application/json"},
+            data={"username": USER, "password": PASSWORD, "csrf_token": match.group(1)},
+        )
         assert resp.status_code == 200, resp.text
         return Login(cookies=dict(session.cookies), csrf=resp.json()["csrfToken"])
 
@@ -241,8 +277,9 @@ def make_pool(engine: Service) -> JobPool:
     headers = {**engine_headers(), "X-Engine-Actor": "pool"}
 
     def create(job_type: str, params: dict[str, Any] | None = None) -> str:
-        resp = requests.post(f"{engine.url}/api/jobs", json={"type": job_type, "params": params or {}},
-                             headers=headers, timeout=10)
+        resp = requests.post(
+            f"{engine.url}/api/jobs", json={"type": job_type, "params": params or {}}, headers=headers, timeout=10
+        )
         assert resp.status_code == 201, resp.text
         return str(resp.json()["id"])
 

@@ -47,28 +47,40 @@ from shared.openapi import router_operations
 from tests.e2e.harness import Service
 from tests.fuzz.conftest import MIN_TOTAL_CASES, Stats, engine_headers, login, make_pool, max_examples, seed
 
-CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
-          "response_schema_conformance", "response_headers_conformance", "negative_data_rejection")
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "response_headers_conformance",
+    "negative_data_rejection",
+)
 
 
 def _config(*, excluded_paths: tuple[str, ...] = ()) -> schemathesis.Config:
-    return schemathesis.Config.from_dict({
-        "seed": seed(),
-        "max-redirects": 0,
-        "request-timeout": 10,
-        "generation": {
-            "mode": "all",
-            "max-examples": max_examples(),
-            "deterministic": True,
-            "database": "none",
-            # Credentials come from the session below, never from generated values.
-            "with-security-parameters": False,
-        },
-        "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True}, "fuzzing": {"enabled": True},
-                   "stateful": {"enabled": False}},
-        "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
-        "operations": [{"include-path": p, "enabled": False} for p in excluded_paths],
-    })
+    return schemathesis.Config.from_dict(
+        {
+            "seed": seed(),
+            "max-redirects": 0,
+            "request-timeout": 10,
+            "generation": {
+                "mode": "all",
+                "max-examples": max_examples(),
+                "deterministic": True,
+                "database": "none",
+                # Credentials come from the session below, never from generated values.
+                "with-security-parameters": False,
+            },
+            "phases": {
+                "examples": {"enabled": True},
+                "coverage": {"enabled": True},
+                "fuzzing": {"enabled": True},
+                "stateful": {"enabled": False},
+            },
+            "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
+            "operations": [{"include-path": p, "enabled": False} for p in excluded_paths],
+        }
+    )
 
 
 @attrs.define
@@ -86,7 +98,8 @@ class Pool:
             # An index, resolved when drawn: explicit examples are drawn at collection time,
             # before the pool exists, and keep their generated id then.
             real = st.integers(min_value=0, max_value=255).map(
-                lambda i: {**path_parameters, "id": self.ids[i % len(self.ids)]} if self.ids else path_parameters)
+                lambda i: {**path_parameters, "id": self.ids[i % len(self.ids)]} if self.ids else path_parameters
+            )
             return st.one_of(st.just(path_parameters), real)
 
         return flatmap_path_parameters
@@ -99,10 +112,13 @@ def _local_document(module: Any, app: web.Application) -> dict[str, Any]:
 
 
 with tempfile.TemporaryDirectory() as _tmp:
-    ENGINE_DOCUMENT = _local_document(engine_openapi, create_engine_app(
-        EngineSettings(token="x" * 32, data_dir=Path(_tmp), ephemeral=True), environ={}))
-    GATEWAY_DOCUMENT = _local_document(gateway_openapi, create_gateway_app(
-        GatewaySettings(data_dir=Path(_tmp), engine_token="x" * 32)))
+    ENGINE_DOCUMENT = _local_document(
+        engine_openapi,
+        create_engine_app(EngineSettings(token="x" * 32, data_dir=Path(_tmp), ephemeral=True), environ={}),
+    )
+    GATEWAY_DOCUMENT = _local_document(
+        gateway_openapi, create_gateway_app(GatewaySettings(data_dir=Path(_tmp), engine_token="x" * 32))
+    )
 
 ENGINE_POOL = Pool()
 GATEWAY_POOL = Pool()
@@ -141,8 +157,9 @@ def gateway_session(live_engine: Service, live_gateway: Service) -> requests.Ses
 @pytest.mark.slow
 class TestEngineContract:
     @engine_contract.parametrize()
-    def test_engine_answers_as_declared(self, case: Case, live_engine: Service, engine_session: requests.Session,
-                                        fuzz_stats: Stats) -> None:
+    def test_engine_answers_as_declared(
+        self, case: Case, live_engine: Service, engine_session: requests.Session, fuzz_stats: Stats
+    ) -> None:
         """Every generated request to the engine gets an answer its OpenAPI document declares."""
         response = case.call(base_url=live_engine.url, session=engine_session)
         fuzz_stats.record("engine", case.operation.label, response.status_code)
@@ -152,8 +169,9 @@ class TestEngineContract:
 @pytest.mark.slow
 class TestGatewayContract:
     @gateway_contract.parametrize()
-    def test_gateway_answers_as_declared(self, case: Case, live_gateway: Service,
-                                         gateway_session: requests.Session, fuzz_stats: Stats) -> None:
+    def test_gateway_answers_as_declared(
+        self, case: Case, live_gateway: Service, gateway_session: requests.Session, fuzz_stats: Stats
+    ) -> None:
         """Every generated request to the gateway (as a super_admin) gets an answer its document declares."""
         response = case.call(base_url=live_gateway.url, session=gateway_session)
         fuzz_stats.record("gateway", case.operation.label, response.status_code)

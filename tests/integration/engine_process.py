@@ -75,16 +75,28 @@ class Engine:
 
     def argv(self) -> list[str]:
         """The command line."""
-        return [sys.executable, "-m", "engine_hub", "serve", "--port", "0", "--data-dir", str(self.data_dir),
-                "--kill-grace", "0.5", *self.extra]
+        return [
+            sys.executable,
+            "-m",
+            "engine_hub",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(self.data_dir),
+            "--kill-grace",
+            "0.5",
+            *self.extra,
+        ]
 
     def start(self, *, timeout: float = 30.0) -> Engine:
         """Start the engine and wait until it listens (raises with its log if it exits first)."""
         # New output starts after the last whole line: the engine cuts off a torn one a kill left.
         offset = self.log_path.read_bytes().rfind(b"\n") + 1 if self.log_path.exists() else 0
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.argv(), stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self.argv(), stdout=self._log, stderr=subprocess.STDOUT, env=self.env, stdin=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.log_path.open("rb") as f:
@@ -139,8 +151,15 @@ class Engine:
                 out.append(_json_line(line.encode()))
         return out
 
-    def request(self, method: str, path: str, body: Any = None, *, timeout: float = 10.0,
-                headers: Mapping[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        timeout: float = 10.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, Any, dict[str, str]]:
         """Make one HTTP request; return ``(status, parsed JSON body, headers)``. Raises ``OSError``."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
@@ -173,7 +192,7 @@ class Engine:
             link = headers.get("Link")
             if not link:
                 return jobs
-            path = link[1:link.index(">")]
+            path = link[1 : link.index(">")]
 
 
 def _json_line(line: bytes) -> dict[str, Any]:
@@ -214,8 +233,9 @@ def wait_until(predicate: Any, *, timeout: float, what: str) -> None:
 
 def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run ``python -m engine_hub ARGS`` to completion."""
-    return subprocess.run([sys.executable, "-m", "engine_hub", *args], capture_output=True, text=True,
-                          env=CLEAN_ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "engine_hub", *args], capture_output=True, text=True, env=CLEAN_ENV, timeout=timeout
+    )
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], status: int, *needles: str) -> str:

@@ -26,16 +26,16 @@ import pytest
 from aiohttp import CookieJar, DummyCookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from admin_gateway.http.app import create_app
 from admin_gateway.audit.trail import AUDIT_SUBDIR
 from admin_gateway.auth.device_cookies import COOKIE_NAME as DEVICE_COOKIE_NAME
-from admin_gateway.settings import Settings
 from admin_gateway.auth.users import USERS_FILE, UserStore
+from admin_gateway.http.app import create_app
+from admin_gateway.settings import Settings
 from engine_hub.http.app import create_app as create_engine_app
 from engine_hub.jobs.catalog import Catalog, demo_types
 from engine_hub.settings import Settings as EngineSettings
-from shared.journal.tools import newest_first_from_files
 from shared.journal.chain import AuditQuery, Record
+from shared.journal.tools import newest_first_from_files
 
 ENGINE_TOKEN = "gateway-tests-engine-token-0123456789abcdef"
 PASSWORD = "correct horse battery staple"
@@ -96,8 +96,9 @@ class Engine:
 
     async def create(self, job_type: str = "demo.echo", params: dict[str, Any] | None = None) -> str:
         """Create a job directly at the engine (as ``setup``) and return its id."""
-        resp = await self.client.post("/api/jobs", json={"type": job_type, "params": params or {}},
-                                      headers=_engine_auth())
+        resp = await self.client.post(
+            "/api/jobs", json={"type": job_type, "params": params or {}}, headers=_engine_auth()
+        )
         assert resp.status == 201, await resp.text()
         job_id: str = (await resp.json())["id"]
         return job_id
@@ -127,7 +128,8 @@ async def start_engine(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path)
     """Start the real engine (demo job types, in-memory journal) on an ephemeral port."""
     app = create_engine_app(
         EngineSettings(token=ENGINE_TOKEN, data_dir=tmp_path / "engine", ephemeral=True, kill_grace=0.5),
-        catalog=Catalog(types={t.name: t for t in demo_types()}, clients=()), environ={},
+        catalog=Catalog(types={t.name: t for t in demo_types()}, clients=()),
+        environ={},
     )
     calls: list[tuple[str, str, dict[str, str]]] = []
 
@@ -228,17 +230,26 @@ class LoginAnswer:
     seconds: float
 
 
-async def attempt_login(client: TestClient, token: str, username: str, password: str, address: str | None = None,
-                        **headers: str) -> LoginAnswer:
+async def attempt_login(
+    client: TestClient, token: str, username: str, password: str, address: str | None = None, **headers: str
+) -> LoginAnswer:
     """POST one JSON login with the form token ``token``; ``address`` goes in X-Forwarded-For."""
     if address is not None:
         headers["X-Forwarded-For"] = address
     started = time.monotonic()
-    resp = await client.post("/login", data={"username": username, "password": password, "csrf_token": token},
-                             headers={"Accept": "application/json", **headers}, allow_redirects=False)
+    resp = await client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": token},
+        headers={"Accept": "application/json", **headers},
+        allow_redirects=False,
+    )
     body: Any = await resp.json() if resp.content_type == "application/json" else {}
-    return LoginAnswer(status=resp.status, retry_after=resp.headers.get("Retry-After"), code=body.get("code"),
-                       seconds=time.monotonic() - started)
+    return LoginAnswer(
+        status=resp.status,
+        retry_after=resp.headers.get("Retry-After"),
+        code=body.get("code"),
+        seconds=time.monotonic() - started,
+    )
 
 
 def device_cookie(client: TestClient) -> str:
@@ -269,15 +280,20 @@ async def login_form_token(client: TestClient) -> str:
 async def post_login(client: TestClient, username: str, password: str, **headers: str) -> Any:
     """POST the login form (with a fresh form token) and return the response, redirects not followed."""
     token = await login_form_token(client)
-    return await client.post("/login", data={"username": username, "password": password, "csrf_token": token},
-                             allow_redirects=False, headers=headers)
+    return await client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": token},
+        allow_redirects=False,
+        headers=headers,
+    )
 
 
 async def login(client: TestClient, user: str, password: str) -> str:
     """Sign in through the form (expecting 303 to the panel) and return the session's CSRF token."""
     token = await login_form_token(client)
-    resp = await client.post("/login", data={"username": user, "password": password, "csrf_token": token},
-                             allow_redirects=False)
+    resp = await client.post(
+        "/login", data={"username": user, "password": password, "csrf_token": token}, allow_redirects=False
+    )
     assert resp.status == 303, await resp.text()
     assert resp.headers["Location"] == "/admin/engine/jobs"
     config = await client.get("/api/admin/config")
@@ -288,8 +304,16 @@ async def login(client: TestClient, user: str, password: str) -> str:
 
 #: What each kind of :func:`anonymous_flood` request must be answered. A wrong password may also
 #: meet the login throttle or a full password-check queue (429, 503): none of them opens a session.
-FLOOD_STATUSES = {"form": {200}, "form_with_cookie": {200}, "config": {401}, "bad_cookie": {401},
-                  "panel": {303}, "logout": {303}, "no_token_login": {403}, "wrong_login": {401, 429, 503}}
+FLOOD_STATUSES = {
+    "form": {200},
+    "form_with_cookie": {200},
+    "config": {401},
+    "bad_cookie": {401},
+    "panel": {303},
+    "logout": {303},
+    "no_token_login": {403},
+    "wrong_login": {401, 429, 503},
+}
 
 
 def check_flood_answers(statuses: dict[str, list[int]]) -> None:
@@ -299,8 +323,9 @@ def check_flood_answers(statuses: dict[str, list[int]]) -> None:
         assert set(seen) <= FLOOD_STATUSES[kind], (kind, sorted(set(seen)))
 
 
-async def anonymous_flood(gw: Gateway, *, rounds: int = 100, wrong_logins: int = 10,
-                          parallel: int = 32) -> dict[str, list[int]]:
+async def anonymous_flood(
+    gw: Gateway, *, rounds: int = 100, wrong_logins: int = 10, parallel: int = 32
+) -> dict[str, list[int]]:
     """Send a bounded, parallel flood of anonymous traffic; return the statuses by kind.
 
     Kinds (``rounds`` of each, at most ``parallel`` requests in flight): the
@@ -328,8 +353,11 @@ async def anonymous_flood(gw: Gateway, *, rounds: int = 100, wrong_logins: int =
             form = await client.get("/login")
             token = form_token_in(await form.text())
             cookie = "; ".join(f"{c.key}={c.value}" for c in form.cookies.values())
-            resp = await client.post("/login", data={"username": SUPER, "password": "wrong password!!",
-                                                     "csrf_token": token}, headers={"Cookie": cookie})
+            resp = await client.post(
+                "/login",
+                data={"username": SUPER, "password": "wrong password!!", "csrf_token": token},
+                headers={"Cookie": cookie},
+            )
             statuses.setdefault("wrong_login", []).append(resp.status)
 
     jobs = [wrong_login() for _ in range(wrong_logins)]

@@ -59,8 +59,9 @@ class TestApiRoutes:
 async def _raw(port: int, request_line: str, extra: bytes = b"") -> tuple[int, dict[str, str], bytes]:
     """Send one raw request line and ``extra`` header bytes (no checks on our side); return status, headers, body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"{request_line}\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n".encode()
-                 + extra + b"\r\n")
+    writer.write(
+        f"{request_line}\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n".encode() + extra + b"\r\n"
+    )
     await writer.drain()
     raw = await reader.read()
     writer.close()
@@ -108,9 +109,20 @@ class TestOddRequestTargets:
 
 #: Paths an unauthenticated prober tries on the engine: unknown routes, malformed ids, odd spellings.
 ENGINE_ODD_PATHS = (
-    "/api/nope", "/api/jobs/a.b", "/api/jobs/a.b/logs", "/api/jobs/x/y/z", "/api/jobs/%2e%2e",
-    "/api/jobs/" + "x" * 300, "/api/jobs/a%2Fb/run", "/api/", "/api", "/api/audit/x", "/engines/nope", "/nope",
-    "/api/jobs/\u00e9", "/api//jobs",
+    "/api/nope",
+    "/api/jobs/a.b",
+    "/api/jobs/a.b/logs",
+    "/api/jobs/x/y/z",
+    "/api/jobs/%2e%2e",
+    "/api/jobs/" + "x" * 300,
+    "/api/jobs/a%2Fb/run",
+    "/api/",
+    "/api",
+    "/api/audit/x",
+    "/engines/nope",
+    "/nope",
+    "/api/jobs/\u00e9",
+    "/api//jobs",
 )
 
 
@@ -130,8 +142,21 @@ class TestEngineAuthenticatesFirst:
 
 
 #: X-Request-Id values a client may not choose, as raw header bytes: each gets a new id.
-BAD_REQUEST_IDS = (b"", b"A" * 65, b"a\x01b", b"a\tb", b"a b", "caf\u00e9".encode(), "a\u202eb".encode(),
-                   "\u0661\u0662".encode(), "\uff21".encode(), b"id;x=1", b"a\x7fb", b"../x", b"a\xffb")
+BAD_REQUEST_IDS = (
+    b"",
+    b"A" * 65,
+    b"a\x01b",
+    b"a\tb",
+    b"a b",
+    "caf\u00e9".encode(),
+    "a\u202eb".encode(),
+    "\u0661\u0662".encode(),
+    "\uff21".encode(),
+    b"id;x=1",
+    b"a\x7fb",
+    b"../x",
+    b"a\xffb",
+)
 
 
 class TestRequestIds:
@@ -147,8 +172,7 @@ class TestRequestIds:
                 assert headers["x-request-id"] == good.decode()
             seen: list[str] = []
             for bad in BAD_REQUEST_IDS:
-                status, headers, _ = await _raw(server.port, "GET /healthz HTTP/1.1",
-                                                b"X-Request-Id: " + bad + b"\r\n")
+                status, headers, _ = await _raw(server.port, "GET /healthz HTTP/1.1", b"X-Request-Id: " + bad + b"\r\n")
                 got = headers.get("x-request-id", "")
                 if status == 400 and bad in (b"a\x01b", b"a\x7fb"):
                     # aiohttp's HTTP parser refuses control characters in a header before any handler runs.
@@ -160,8 +184,7 @@ class TestRequestIds:
                 seen.append(got)
             assert len(set(seen)) == len(seen) >= len(BAD_REQUEST_IDS) - 2  # each a new one
             # Header injection: a second line is a separate header, never part of the id or the response.
-            _, headers, _ = await _raw(server.port, "GET /healthz HTTP/1.1",
-                                       b"X-Request-Id: a\r\nX-Injected: 1\r\n")
+            _, headers, _ = await _raw(server.port, "GET /healthz HTTP/1.1", b"X-Request-Id: a\r\nX-Injected: 1\r\n")
             assert headers["x-request-id"] == "a" and "x-injected" not in headers
         finally:
             await server.close()

@@ -34,12 +34,16 @@ class TestJobShape:
     async def test_run_fills_in_times_and_history(self, engine: EngineHarness) -> None:
         """A finished run has startedAt <= endedAt, runBy, runReason, exitCode 0 and three history entries."""
         job = await engine.create("demo.echo", name="greeting")
-        resp = await engine.client.post(f"/api/jobs/{job['id']}/run", json={"reason": "ticket 42"},
-                                        headers=auth(actor="bob"))
+        resp = await engine.client.post(
+            f"/api/jobs/{job['id']}/run", json={"reason": "ticket 42"}, headers=auth(actor="bob")
+        )
         assert resp.status == 202
         answer = await resp.json()
         assert {k: answer[k] for k in ("status", "jobId", "message")} == {
-            "status": "accepted", "jobId": job["id"], "message": "Job execution started"}
+            "status": "accepted",
+            "jobId": job["id"],
+            "message": "Job execution started",
+        }
         assert answer["job"]["status"] == "RUNNING"
         assert answer["job"]["runBy"] == "bob"
         done = await engine.wait_for(job["id"])
@@ -49,7 +53,10 @@ class TestJobShape:
             assert re.fullmatch(RFC3339_UTC, done[field]), field
         assert done["createdAt"] <= done["startedAt"] <= done["endedAt"]
         assert [(h["status"], h["by"], h["reason"]) for h in done["history"]] == [
-            ("READY", "admin", None), ("RUNNING", "bob", "ticket 42"), ("DONE", "system", None)]
+            ("READY", "admin", None),
+            ("RUNNING", "bob", "ticket 42"),
+            ("DONE", "system", None),
+        ]
         assert [h["at"] for h in done["history"]][1:] == [done["startedAt"], done["endedAt"]]
 
     async def test_types_lists_catalog_with_params(self, engine: EngineHarness) -> None:
@@ -59,7 +66,12 @@ class TestJobShape:
         assert {"demo.sleep", "demo.echo", "demo.fail", "test.block"} <= set(by_name)
         sleep = by_name["demo.sleep"]["params"][0]
         assert (sleep["name"], sleep["type"], sleep["default"], sleep["min"], sleep["max"]) == (
-            "seconds", "int", 3, 0, 3600)
+            "seconds",
+            "int",
+            3,
+            0,
+            3600,
+        )
         assert by_name["test.block"]["exclusive"] is True
         assert all("command" not in t for t in types)
 
@@ -108,11 +120,13 @@ class TestListing:
         resp = await engine.client.get("/api/jobs?type=demo.echo&status=READY&limit=2", headers=auth())
         assert [j["id"] for j in await resp.json()] == [echoes[5], echoes[4]]
         assert resp.headers["Link"] == f'</api/jobs?limit=2&status=READY&type=demo.echo&before={echoes[4]}>; rel="next"'
-        page2 = await engine.client.get(f"/api/jobs?type=demo.echo&status=READY&limit=2&before={echoes[4]}",
-                                        headers=auth())
+        page2 = await engine.client.get(
+            f"/api/jobs?type=demo.echo&status=READY&limit=2&before={echoes[4]}", headers=auth()
+        )
         assert [j["id"] for j in await page2.json()] == [echoes[3], echoes[2]]
-        page3 = await engine.client.get(f"/api/jobs?type=demo.echo&status=READY&limit=2&before={echoes[2]}",
-                                        headers=auth())
+        page3 = await engine.client.get(
+            f"/api/jobs?type=demo.echo&status=READY&limit=2&before={echoes[2]}", headers=auth()
+        )
         assert [j["id"] for j in await page3.json()] == [echoes[0]]
         assert "Link" not in page3.headers
         done = await (await engine.client.get("/api/jobs?status=done", headers=auth())).json()
@@ -256,10 +270,12 @@ class TestHead:
 
 
 class TestBadInput:
-    @pytest.mark.parametrize(("method", "path", "body", "status", "code"), BAD_INPUT,
-                             ids=[f"{m} {p} {s}" for m, p, _, s, _ in BAD_INPUT])
-    async def test_bad_input_gets_json_4xx(self, engine: EngineHarness, method: str, path: str, body: Any,
-                                           status: int, code: str) -> None:
+    @pytest.mark.parametrize(
+        ("method", "path", "body", "status", "code"), BAD_INPUT, ids=[f"{m} {p} {s}" for m, p, _, s, _ in BAD_INPUT]
+    )
+    async def test_bad_input_gets_json_4xx(
+        self, engine: EngineHarness, method: str, path: str, body: Any, status: int, code: str
+    ) -> None:
         """Each kind of bad input gets its 4xx with a JSON {error, code} body, and the engine keeps serving."""
         ready = await engine.create("demo.echo")
         done = await engine.create("demo.echo")
@@ -287,8 +303,9 @@ class TestBadInput:
         """Unknown types and bad params name what is allowed."""
         resp = await engine.client.post("/api/jobs", json={"type": "nope"}, headers=auth())
         assert "demo.echo" in (await resp.json())["error"]
-        resp = await engine.client.post("/api/jobs", json={"type": "demo.sleep", "params": {"seconds": -1}},
-                                        headers=auth())
+        resp = await engine.client.post(
+            "/api/jobs", json={"type": "demo.sleep", "params": {"seconds": -1}}, headers=auth()
+        )
         assert "between 0 and 3600" in (await resp.json())["error"]
 
 
@@ -304,7 +321,10 @@ class TestCompatRoutes:
             assert [r["jobId"] for r in results] == [jobs[1]["id"], jobs[2]["id"]]
             assert set(results[0]) == {"jobId", "engine", "name", "output", "createdAt"}
             assert (results[0]["engine"], results[0]["name"], results[0]["output"]) == (
-                "demo.echo", "n1", "Job completed successfully")
+                "demo.echo",
+                "n1",
+                "Job completed successfully",
+            )
         for path in ("/api/engines/logs", "/engines/logs", "/logs"):
             logs = await (await engine.client.get(path, headers=auth())).json()
             assert all(set(entry) == {"level", "message", "jobId", "timestamp"} for entry in logs)
@@ -362,8 +382,11 @@ class TestHealthAndMetrics:
             assert (await engine.client.request("PROPFIND", f"/api/jobs/{job['id']}", headers=auth())).status == 405
             assert (await engine.client.request("MKCOL", "/api/jobs", headers=auth())).status == 405
         text = await (await engine.client.get("/metrics", headers=auth())).text()
-        counts = {line.split("{", 1)[1].rsplit("}", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                  if line.startswith("engine_request_duration_seconds_count{")}
+        counts = {
+            line.split("{", 1)[1].rsplit("}", 1)[0]: int(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("engine_request_duration_seconds_count{")
+        }
         assert counts['method="GET",route="/api/jobs/{id}"'] == 6
         assert counts['method="GET",route="unmatched"'] == 3
         assert counts['method="other",route="unmatched"'] == 6
@@ -372,7 +395,8 @@ class TestHealthAndMetrics:
 
 class TestLogging:
     async def test_one_summary_line_per_request_and_one_event_per_transition(
-            self, engine: EngineHarness, json_log: io.StringIO) -> None:
+        self, engine: EngineHarness, json_log: io.StringIO
+    ) -> None:
         """Each request logs one ``request`` line (id, method, path, status, ms); each transition one event."""
         job = await engine.create("demo.echo")
         resp = await engine.client.post(f"/api/jobs/{job['id']}/run", headers={**auth(), "X-Request-Id": "abc-123"})
@@ -388,7 +412,10 @@ class TestLogging:
         assert isinstance(run[0]["ms"], float)
         assert [e["status"] for e in requests if e["path"] == "/api/jobs" and e["method"] == "GET"] == [400]
         assert len({e["request_id"] for e in requests}) == len(requests)
-        transitions = [(e["from_status"], e["to_status"]) for e in events
-                       if e["event"] == "job_transition" and e["job_id"] == job["id"]]
+        transitions = [
+            (e["from_status"], e["to_status"])
+            for e in events
+            if e["event"] == "job_transition" and e["job_id"] == job["id"]
+        ]
         assert transitions == [("READY", "RUNNING"), ("RUNNING", "DONE")]
         assert ADMIN_TOKEN not in json_log.getvalue()

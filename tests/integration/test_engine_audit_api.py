@@ -67,13 +67,24 @@ class TestAuditApi:
             if link is None:
                 break
             assert link.endswith('>; rel="next"') and "actor=admin" in link
-            query = link[link.index("?"):link.index(">")]
+            query = link[link.index("?") : link.index(">")]
         assert seen == [7, 6, 5, 4, 3, 2, 1]
 
-    @pytest.mark.parametrize("query", [
-        "?limit=0", "?limit=1001", "?limit=x", "?before=0", "?before=-3", "?since=yesterday",
-        "?until=2025-01-01T00:00:00", "?since=2025-02-01&until=2025-01-01", "?jobid=x", "?actor=",
-    ])
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "?limit=0",
+            "?limit=1001",
+            "?limit=x",
+            "?before=0",
+            "?before=-3",
+            "?since=yesterday",
+            "?until=2025-01-01T00:00:00",
+            "?since=2025-02-01&until=2025-01-01",
+            "?jobid=x",
+            "?actor=",
+        ],
+    )
     async def test_bad_parameters_are_400(self, engine: EngineHarness, query: str) -> None:
         """Malformed or unknown parameters get a JSON 400, never a 500."""
         body, _ = await audit(engine, query, status=400)

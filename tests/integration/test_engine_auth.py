@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from engine_hub.errors import ConfigError, InvalidField, Unauthorized
 from engine_hub.http.app import create_app
 from engine_hub.http.auth import Authenticator, check_bind_allowed, is_loopback, load_or_create_token_file
 from engine_hub.jobs.catalog import builtin_catalog
-from engine_hub.errors import ConfigError, InvalidField, Unauthorized
 from engine_hub.settings import Settings
 from tests.conftest import ADMIN_TOKEN, CLIENT_NAME, CLIENT_TOKEN, EngineHarness, MakeEngine, auth
 
@@ -19,11 +19,23 @@ JOB = "00000000-0000-4000-8000-000000000000"
 
 #: Every route but /healthz, with a method that reaches it.
 PROTECTED = [
-    ("GET", "/api/jobs"), ("POST", "/api/jobs"), ("GET", f"/api/jobs/{JOB}"), ("POST", f"/api/jobs/{JOB}"),
-    ("POST", f"/api/jobs/{JOB}/run"), ("POST", f"/api/jobs/{JOB}/cancel"), ("GET", f"/api/jobs/{JOB}/logs"),
-    ("GET", "/api/types"), ("GET", "/api/jobs/results"), ("GET", "/engines/jobs/results"),
-    ("GET", "/api/engines/logs"), ("GET", "/engines/logs"), ("GET", "/logs"), ("GET", "/engines/jobs"),
-    ("POST", "/engines/jobs/run"), ("GET", "/metrics"), ("GET", "/no/such/route"),
+    ("GET", "/api/jobs"),
+    ("POST", "/api/jobs"),
+    ("GET", f"/api/jobs/{JOB}"),
+    ("POST", f"/api/jobs/{JOB}"),
+    ("POST", f"/api/jobs/{JOB}/run"),
+    ("POST", f"/api/jobs/{JOB}/cancel"),
+    ("GET", f"/api/jobs/{JOB}/logs"),
+    ("GET", "/api/types"),
+    ("GET", "/api/jobs/results"),
+    ("GET", "/engines/jobs/results"),
+    ("GET", "/api/engines/logs"),
+    ("GET", "/engines/logs"),
+    ("GET", "/logs"),
+    ("GET", "/engines/jobs"),
+    ("POST", "/engines/jobs/run"),
+    ("GET", "/metrics"),
+    ("GET", "/no/such/route"),
 ]
 
 
@@ -38,10 +50,20 @@ async def _start(settings: Settings) -> None:
 
 class TestTokenRequired:
     @pytest.mark.parametrize(("method", "path"), PROTECTED)
-    @pytest.mark.parametrize("header", [None, "Bearer wrong-token-0123456789", f"Basic {ADMIN_TOKEN}",
-                                        "Bearer", f"bearer{ADMIN_TOKEN}", "Bearer tøken-with-ünicode-chars"])
-    async def test_missing_or_wrong_token_is_401(self, engine: EngineHarness, method: str, path: str,
-                                                 header: str | None) -> None:
+    @pytest.mark.parametrize(
+        "header",
+        [
+            None,
+            "Bearer wrong-token-0123456789",
+            f"Basic {ADMIN_TOKEN}",
+            "Bearer",
+            f"bearer{ADMIN_TOKEN}",
+            "Bearer tøken-with-ünicode-chars",
+        ],
+    )
+    async def test_missing_or_wrong_token_is_401(
+        self, engine: EngineHarness, method: str, path: str, header: str | None
+    ) -> None:
         """Every route but /healthz answers 401 with WWW-Authenticate: Bearer without a valid token."""
         headers = {"Authorization": header} if header is not None else {}
         resp = await engine.client.request(method, path, headers=headers)
@@ -64,12 +86,18 @@ class TestScopes:
         headers = auth(CLIENT_TOKEN)
         job = await engine.create("demo.echo", headers=headers)
         assert job["createdBy"] == CLIENT_NAME
-        for path in ("/api/jobs", f"/api/jobs/{job['id']}", f"/api/jobs/{job['id']}/logs", "/api/types",
-                     "/engines/jobs", "/api/jobs/results", "/logs"):
+        for path in (
+            "/api/jobs",
+            f"/api/jobs/{job['id']}",
+            f"/api/jobs/{job['id']}/logs",
+            "/api/types",
+            "/engines/jobs",
+            "/api/jobs/results",
+            "/logs",
+        ):
             resp = await engine.client.get(path, headers=headers)
             assert resp.status == 200, path
-        resp = await engine.client.post("/engines/jobs/run", json={"engine": "demo.echo", "name": "x"},
-                                        headers=headers)
+        resp = await engine.client.post("/engines/jobs/run", json={"engine": "demo.echo", "name": "x"}, headers=headers)
         assert resp.status == 202
         assert (await resp.json())["createdBy"] == CLIENT_NAME
 
@@ -87,8 +115,9 @@ class TestScopes:
 
     async def test_client_token_cannot_claim_an_actor(self, engine: EngineHarness) -> None:
         """X-Engine-Actor is refused (403) with a client token: only the admin token names users."""
-        resp = await engine.client.post("/api/jobs", json={"type": "demo.echo"},
-                                        headers=auth(CLIENT_TOKEN, actor="admin"))
+        resp = await engine.client.post(
+            "/api/jobs", json={"type": "demo.echo"}, headers=auth(CLIENT_TOKEN, actor="admin")
+        )
         assert resp.status == 403
         assert await (await engine.client.get("/api/jobs", headers=auth())).json() == []
 
@@ -169,9 +198,20 @@ class TestAdminTokenSource:
 
 
 class TestBindAddress:
-    @pytest.mark.parametrize(("host", "loopback"), [
-        ("127.0.0.1", True), ("localhost", True), ("::1", True), ("127.1.2.3", True),
-        ("0.0.0.0", False), ("::", False), ("192.168.1.10", False), ("example.com", False), ("", False)])
+    @pytest.mark.parametrize(
+        ("host", "loopback"),
+        [
+            ("127.0.0.1", True),
+            ("localhost", True),
+            ("::1", True),
+            ("127.1.2.3", True),
+            ("0.0.0.0", False),
+            ("::", False),
+            ("192.168.1.10", False),
+            ("example.com", False),
+            ("", False),
+        ],
+    )
     def test_loopback_detection(self, host: str, loopback: bool) -> None:
         """Only loopback addresses count as local."""
         assert is_loopback(host) is loopback

@@ -20,8 +20,13 @@ CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("ENGINE_HUB_TOKEN"
 
 def cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run ``python -m engine_hub ARGS`` and return its result."""
-    return subprocess.run([sys.executable, "-m", "engine_hub", *args], capture_output=True, text=True,
-                          env={**CLEAN_ENV, **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "engine_hub", *args],
+        capture_output=True,
+        text=True,
+        env={**CLEAN_ENV, **(env or {})},
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int, *needles: str) -> None:
@@ -54,9 +59,25 @@ def start_server(tmp: Path, *extra: str, env: Mapping[str, str] | None = None) -
     data_dir = tmp / "data"
     log_path = tmp / "serve.log"
     out = log_path.open("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "engine_hub", "serve", "--port", "0", "--data-dir", str(data_dir),
-                             "--kill-grace", "0.5", *extra], stdout=out, stderr=subprocess.STDOUT, text=True,
-                            env={**CLEAN_ENV, **(env or {})})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine_hub",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            "--kill-grace",
+            "0.5",
+            *extra,
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**CLEAN_ENV, **(env or {})},
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         for line in log_path.read_text().splitlines():
@@ -105,8 +126,19 @@ def _wait(server: Server, job_id: str, statuses: set[str], timeout: float = 20.0
 class TestJobsCommands:
     def test_create_run_logs_show_list(self, server: Server) -> None:
         """A job goes through create, run, logs -f, show and list, with typed params and readable output."""
-        job = _json(cli("jobs", "create", "demo.echo", "--name", "hello job", "--param", "message=hi there",
-                        "--json", *server.args()))
+        job = _json(
+            cli(
+                "jobs",
+                "create",
+                "demo.echo",
+                "--name",
+                "hello job",
+                "--param",
+                "message=hi there",
+                "--json",
+                *server.args(),
+            )
+        )
         assert (job["status"], job["name"], job["params"]) == ("READY", "hello job", {"message": "hi there"})
         run = cli("jobs", "run", job["id"], "--reason", "cli test", *server.args())
         assert run.returncode == 0, run.stderr
@@ -129,10 +161,15 @@ class TestJobsCommands:
         """--param values are converted to the declared type; a wrong one is a one-line usage error."""
         job = _json(cli("jobs", "create", "demo.sleep", "--param", "seconds=7", "--json", *server.args()))
         assert job["params"] == {"seconds": 7}
-        assert_one_line_error(cli("jobs", "create", "demo.sleep", "--param", "seconds=soon", *server.args()),
-                              2, "seconds")
-        assert_one_line_error(cli("jobs", "create", "demo.sleep", "--param", "seconds=9999", *server.args()),
-                              1, "between 0 and 3600", "invalid_param")
+        assert_one_line_error(
+            cli("jobs", "create", "demo.sleep", "--param", "seconds=soon", *server.args()), 2, "seconds"
+        )
+        assert_one_line_error(
+            cli("jobs", "create", "demo.sleep", "--param", "seconds=9999", *server.args()),
+            1,
+            "between 0 and 3600",
+            "invalid_param",
+        )
 
     def test_cancel_running_job(self, server: Server) -> None:
         """jobs cancel ends a RUNNING job, recorded as cancelled by the --actor."""
@@ -159,8 +196,9 @@ class TestJobsCommands:
     def test_token_from_environment(self, server: Server) -> None:
         """$ENGINE_HUB_TOKEN and $ENGINE_HUB_URL replace --data-dir and --url."""
         token = (server.data_dir / "token").read_text().strip()
-        result = cli("jobs", "list", "--data-dir", "/nonexistent",
-                     env={"ENGINE_HUB_TOKEN": token, "ENGINE_HUB_URL": server.url})
+        result = cli(
+            "jobs", "list", "--data-dir", "/nonexistent", env={"ENGINE_HUB_TOKEN": token, "ENGINE_HUB_URL": server.url}
+        )
         assert result.returncode == 0, result.stderr
 
 
@@ -172,8 +210,9 @@ class TestErrors:
         _wait(server, job["id"], {"DONE"})
         assert_one_line_error(cli("jobs", "run", job["id"], *server.args()), 1, "not_ready", "HTTP 400")
         assert_one_line_error(cli("jobs", "create", "no.such", *server.args()), 1, "unknown job type", "demo.echo")
-        assert_one_line_error(cli("jobs", "show", "00000000-0000-4000-8000-000000000000", *server.args()),
-                              1, "not found", "404")
+        assert_one_line_error(
+            cli("jobs", "show", "00000000-0000-4000-8000-000000000000", *server.args()), 1, "not found", "404"
+        )
         assert_one_line_error(cli("jobs", "list", "--limit", "0", *server.args()), 1, "limit")
 
     def test_wrong_token_is_one_line(self, server: Server) -> None:
@@ -191,11 +230,19 @@ class TestErrors:
         result = cli("jobs", "list", "--data-dir", str(tmp_path))
         assert_one_line_error(result, 1, "ENGINE_HUB_TOKEN", str(tmp_path / "token"))
 
-    @pytest.mark.parametrize("args", [
-        ["jobs", "frobnicate"], ["jobs", "run"], ["jobs", "list", "--limit", "many"], ["serve", "--port", "99999"],
-        ["nothing"], [], ["jobs", "create", "demo.echo", "--param", "novalue"],
-        ["jobs", "show", "../../etc", "--url", "http://127.0.0.1:9"],
-    ])
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["jobs", "frobnicate"],
+            ["jobs", "run"],
+            ["jobs", "list", "--limit", "many"],
+            ["serve", "--port", "99999"],
+            ["nothing"],
+            [],
+            ["jobs", "create", "demo.echo", "--param", "novalue"],
+            ["jobs", "show", "../../etc", "--url", "http://127.0.0.1:9"],
+        ],
+    )
     def test_bad_arguments(self, args: list[str]) -> None:
         """Bad arguments give one usage line and exit 2."""
         env = {"ENGINE_HUB_TOKEN": "x" * 20}
@@ -239,8 +286,9 @@ class TestServe:
         job = _json(cli("jobs", "create", "demo.sleep", "--param", "seconds=600", "--json", "--url", srv.url, env=env))
         assert cli("jobs", "run", job["id"], "--url", srv.url, env=env).returncode == 0
         assert stop_server(srv) == 0
-        events = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()
-                  if line.startswith("{")]
+        events = [
+            json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines() if line.startswith("{")
+        ]
         finished = [e for e in events if e["event"] == "job_transition" and e["job_id"] == job["id"]]
         assert finished[-1]["to_status"] == "FAILED"
         assert "engine_stopped" in {e["event"] for e in events}

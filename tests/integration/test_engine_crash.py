@@ -50,8 +50,7 @@ def workload(engine: Engine, ledger: Ledger, rng: random.Random, stop: threading
                     ledger.run_sent.add(job_id)
         try:
             if job_id is not None:
-                status, body, _ = engine.request("POST", f"/api/jobs/{job_id}/run", {"reason": "crash loop"},
-                                                 timeout=5)
+                status, body, _ = engine.request("POST", f"/api/jobs/{job_id}/run", {"reason": "crash loop"}, timeout=5)
                 assert status == 202, (status, body)
                 if status == 202:
                     with ledger.lock:
@@ -95,8 +94,11 @@ def check_after_restart(engine: Engine, ledger: Ledger, runs_dir: Path) -> dict[
     twice = {job_id: n for job_id, n in runs.items() if n > 1}
     assert not twice, f"jobs that ran more than once: {twice}"
     assert set(runs) <= not_ready, "a job process started without a durable run request"
-    torn = [p.name for p in (engine.data_dir / "logs").glob("*.log") if not p.read_bytes().endswith(b"\n")
-            and p.stat().st_size]
+    torn = [
+        p.name
+        for p in (engine.data_dir / "logs").glob("*.log")
+        if not p.read_bytes().endswith(b"\n") and p.stat().st_size
+    ]
     assert not torn, f"job logs ending in a torn line after a restart: {torn}"
     return jobs  # type: ignore[return-value]
 
@@ -129,8 +131,12 @@ class TestCrashLoop:
             engine.start()
             check_after_restart(engine, ledger, tmp_path / "runs")
             stop = threading.Event()
-            workers = [threading.Thread(target=workload, args=(engine, ledger, random.Random(rng.random()), stop,
-                                                               f"c{cycle}w{w}")) for w in range(2)]
+            workers = [
+                threading.Thread(
+                    target=workload, args=(engine, ledger, random.Random(rng.random()), stop, f"c{cycle}w{w}")
+                )
+                for w in range(2)
+            ]
             for worker in workers:
                 worker.start()
             time.sleep(rng.uniform(0.05, 0.6))
@@ -139,5 +145,6 @@ class TestCrashLoop:
             for worker in workers:
                 worker.join(timeout=10)
             ids = set(ledger.acked.values())
-            wait_until(lambda: not list(job_processes(ids)), timeout=15,
-                       what="every job process of the killed engine gone")
+            wait_until(
+                lambda: not list(job_processes(ids)), timeout=15, what="every job process of the killed engine gone"
+            )

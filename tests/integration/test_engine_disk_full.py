@@ -46,8 +46,11 @@ class TestDiskFull:
             engine.ok("POST", f"/api/jobs/{ready['id']}/run", status=202)
             engine.ok("POST", "/api/jobs", {"type": "mark", "params": {"tag": "after"}}, status=201)
             assert engine.ok("GET", "/healthz") == {"status": "ok"}
-            wait_until(lambda: engine.ok("GET", f"/api/jobs/{ready['id']}")["status"] == "DONE", timeout=20,
-                       what="the run after recovery")
+            wait_until(
+                lambda: engine.ok("GET", f"/api/jobs/{ready['id']}")["status"] == "DONE",
+                timeout=20,
+                what="the run after recovery",
+            )
         finally:
             engine.stop()
         assert "journal_recovered" in {e["event"] for e in engine.events()}

@@ -34,8 +34,9 @@ def catalog(tmp_path: Path) -> Path:
 
 def create(engine: Engine, tag: str, seconds: int = 0, **headers: str) -> dict[str, Any]:
     """Create a ``mark`` job (201) and return it."""
-    status, job, _ = engine.request("POST", "/api/jobs", {"type": "mark", "params": {"tag": tag, "seconds": seconds}},
-                                    headers=headers)
+    status, job, _ = engine.request(
+        "POST", "/api/jobs", {"type": "mark", "params": {"tag": tag, "seconds": seconds}}, headers=headers
+    )
     assert status == 201, job
     return dict(job)
 
@@ -59,8 +60,9 @@ def segment_lines(data_dir: Path) -> tuple[Path, list[bytes]]:
 
 
 class TestRestart:
-    def test_clean_stop_and_crash_keep_jobs_history_logs_and_interrupt_running_jobs(self, tmp_path: Path,
-                                                                                    catalog: Path) -> None:
+    def test_clean_stop_and_crash_keep_jobs_history_logs_and_interrupt_running_jobs(
+        self, tmp_path: Path, catalog: Path
+    ) -> None:
         """Jobs, history and logs survive SIGTERM and SIGKILL; a RUNNING job comes back FAILED by system, never re-run."""
         engine = Engine(tmp_path / "data", "--config", str(catalog)).start()
         done = create(engine, "done")
@@ -83,15 +85,21 @@ class TestRestart:
         engine.ok("POST", f"/api/jobs/{long['id']}/run", status=202)
         # Nobody reads the log: the line reaches the file by the engine's periodic flush alone.
         log_file = tmp_path / "data" / "logs" / f"{long['id']}.log"
-        wait_until(lambda: log_file.exists() and b"marked long" in log_file.read_bytes(), timeout=20,
-                   what="the running job's output on disk")
+        wait_until(
+            lambda: log_file.exists() and b"marked long" in log_file.read_bytes(),
+            timeout=20,
+            what="the running job's output on disk",
+        )
         engine.kill()
 
         engine.start()
         job = engine.ok("GET", f"/api/jobs/{long['id']}")
         assert (job["status"], job["error"], job["exitCode"]) == ("FAILED", INTERRUPTED, None)
         assert [(h["status"], h["by"]) for h in job["history"]] == [
-            ("READY", "admin"), ("RUNNING", "admin"), ("FAILED", "system")]
+            ("READY", "admin"),
+            ("RUNNING", "admin"),
+            ("FAILED", "system"),
+        ]
         audit = engine.ok("GET", f"/api/audit?jobId={long['id']}")
         assert [r["action"] for r in audit] == ["job_interrupted", "job_started", "run_requested", "job_created"]
         assert (audit[0]["actor"], audit[0]["source"]) == ("system", "engine")
@@ -119,8 +127,9 @@ def restored(data_dir: Path) -> tuple[JobStore, int, bool]:
 class TestSnapshots:
     def test_snapshot_plus_tail_equals_full_replay(self, tmp_path: Path, catalog: Path) -> None:
         """The store from the newest snapshot and the tail is identical to one replayed from record 1."""
-        engine = Engine(tmp_path / "data", "--config", str(catalog), "--snapshot-records", "100",
-                        "--log-max-bytes", "4096").start()
+        engine = Engine(
+            tmp_path / "data", "--config", str(catalog), "--snapshot-records", "100", "--log-max-bytes", "4096"
+        ).start()
         for i in range(40):
             job = create(engine, f"a{i}", seconds=30 if i % 10 == 3 else 0)
             if i % 4:
@@ -130,8 +139,11 @@ class TestSnapshots:
                 engine.ok("POST", f"/api/jobs/{job['id']}/cancel", status=202)
         chatty = engine.ok("POST", "/api/jobs", {"type": "demo.echo", "params": {"message": "x" * 4090}}, status=201)
         engine.ok("POST", f"/api/jobs/{chatty['id']}/run", status=202)
-        wait_until(lambda: not any(j["status"] == "RUNNING" for j in engine.all_jobs().values()), timeout=30,
-                   what="every run over")
+        wait_until(
+            lambda: not any(j["status"] == "RUNNING" for j in engine.all_jobs().values()),
+            timeout=30,
+            what="every run over",
+        )
         assert engine.stop() == 0  # writes a snapshot at the clean stop
         engine.start()
         running = ""
@@ -140,8 +152,11 @@ class TestSnapshots:
             if i % 3 == 1:
                 engine.ok("POST", f"/api/jobs/{job['id']}/run", status=202)
                 running = job["id"] if i == 7 else running
-        wait_until(lambda: any(r["action"] == "job_started" for r in engine.ok("GET", f"/api/audit?jobId={running}")),
-                   timeout=20, what="the long run's pid journaled")
+        wait_until(
+            lambda: any(r["action"] == "job_started" for r in engine.ok("GET", f"/api/audit?jobId={running}")),
+            timeout=20,
+            what="the long run's pid journaled",
+        )
         engine.kill()
         with_snapshot, without = tmp_path / "with", tmp_path / "without"
         shutil.copytree(tmp_path / "data", with_snapshot)
@@ -235,8 +250,9 @@ class TestTampering:
         result = cli("serve", "--port", "0", "--data-dir", str(copy), "--config", str(catalog))
         one_line_error(result, 1, "segment-000000000001.jsonl line 4 (seq 5)", "engine-hub audit verify")
 
-    def test_appends_by_the_engine_keep_the_chain_and_the_saved_head(self, journal_copy: tuple[Path, str],
-                                                                    catalog: Path) -> None:
+    def test_appends_by_the_engine_keep_the_chain_and_the_saved_head(
+        self, journal_copy: tuple[Path, str], catalog: Path
+    ) -> None:
         """A pure append by the engine itself passes verify, also against the head saved before it."""
         source, head = journal_copy
         engine = Engine(source, "--config", str(catalog)).start()
@@ -290,23 +306,31 @@ class TestTokenFile:
         try:
             status, _, _ = engine.request("GET", "/api/jobs")
             assert status == 401
-            status, _, _ = engine.request("GET", "/api/jobs",
-                                          headers={"Authorization": "Bearer from-a-credential-file-0123456789"})
+            status, _, _ = engine.request(
+                "GET", "/api/jobs", headers={"Authorization": "Bearer from-a-credential-file-0123456789"}
+            )
             assert status == 200
         finally:
             engine.stop()
 
-    @pytest.mark.parametrize(("content", "needle"), [
-        (None, "does not exist"), ("", "is empty"), ("\n", "is empty"), ("short\n", "16 to 512 characters"),
-        ("has spaces in it 0123456789\n", "without spaces"),
-    ])
+    @pytest.mark.parametrize(
+        ("content", "needle"),
+        [
+            (None, "does not exist"),
+            ("", "is empty"),
+            ("\n", "is empty"),
+            ("short\n", "16 to 512 characters"),
+            ("has spaces in it 0123456789\n", "without spaces"),
+        ],
+    )
     def test_bad_token_file_refuses_to_start(self, tmp_path: Path, content: str | None, needle: str) -> None:
         """A missing, empty, short or malformed token file: exit 2 with one line naming the file."""
         token_file = tmp_path / "engine-token"
         if content is not None:
             token_file.write_text(content)
-        result = cli("serve", "--port", "0", "--data-dir", str(tmp_path), "--ephemeral", "--token-file",
-                     str(token_file))
+        result = cli(
+            "serve", "--port", "0", "--data-dir", str(tmp_path), "--ephemeral", "--token-file", str(token_file)
+        )
         one_line_error(result, 2, str(token_file), needle)
         assert TOKEN not in result.stderr
         assert not os.path.exists(tmp_path / "token")

@@ -39,8 +39,9 @@ def run_mark(engine: Engine, tag: str, seconds: int) -> str:
 
 def wait_status(engine: Engine, job_id: str, status: str) -> None:
     """Wait until the job has ``status``."""
-    wait_until(lambda: engine.ok("GET", f"/api/jobs/{job_id}")["status"] == status, timeout=15,
-               what=f"job {job_id} {status}")
+    wait_until(
+        lambda: engine.ok("GET", f"/api/jobs/{job_id}")["status"] == status, timeout=15, what=f"job {job_id} {status}"
+    )
 
 
 def logs_answer(engine: Engine, job_id: str) -> tuple[int, Any]:
@@ -70,8 +71,11 @@ class TestLogRetention:
             ready = engine.ok("POST", "/api/jobs", {"type": "mark", "params": {"tag": "ready"}}, status=201)["id"]
             sizes = {job_id: (logs_dir / f"{job_id}.log").stat().st_size for job_id in (done1, done2)}
             # One sweep deletes both, one after the other (each after its journal record), in no set order.
-            wait_until(lambda: not any((logs_dir / f"{job_id}.log").exists() for job_id in (done1, done2)),
-                       timeout=20, what="done1's and done2's logs deleted")
+            wait_until(
+                lambda: not any((logs_dir / f"{job_id}.log").exists() for job_id in (done1, done2)),
+                timeout=20,
+                what="done1's and done2's logs deleted",
+            )
             for job_id in (done1, done2):
                 status, body = logs_answer(engine, job_id)
                 assert (status, body["code"]) == (404, "log_expired"), body
@@ -79,15 +83,17 @@ class TestLogRetention:
                 records = engine.ok("GET", f"/api/audit?jobId={job_id}&actor=system")
                 expired = [r for r in records if r["action"] == "log_expired"]
                 assert [(r["source"], r["data"]) for r in expired] == [
-                    ("engine", {"bytes": sizes[job_id], "retentionDays": float(RETENTION_DAYS)})]
+                    ("engine", {"bytes": sizes[job_id], "retentionDays": float(RETENTION_DAYS)})
+                ]
             # The RUNNING job's file was as old as done1's and is untouched; READY has none to touch.
             assert [line["text"] for line in engine.ok("GET", f"/api/jobs/{long}/logs")["lines"]] == ["marked long"]
             assert logs_answer(engine, ready) == (200, {"lines": [], "next": 0, "truncated": False})
             assert metric(engine, "engine_job_logs_expired_total") == 2
             assert metric(engine, "engine_job_log_expired_bytes_total") == sum(sizes.values())
             assert metric(engine, "engine_job_log_bytes") == (logs_dir / f"{long}.log").stat().st_size
-            result = cli("jobs", "logs", done1, "--url", f"http://127.0.0.1:{engine.port}",
-                         env={"ENGINE_HUB_TOKEN": TOKEN})
+            result = cli(
+                "jobs", "logs", done1, "--url", f"http://127.0.0.1:{engine.port}", env={"ENGINE_HUB_TOKEN": TOKEN}
+            )
             assert_one_line_error(result, 1, "deleted by log retention", "log_expired", "HTTP 404")
             # After a crash (journal replay) and after a clean stop (snapshot), the expiry holds.
             engine.kill()

@@ -20,7 +20,7 @@ class TestDeepJson:
     async def test_deep_create_is_400_invalid_json(self, engine: EngineHarness, depth: int) -> None:
         """A create body nested past the limit (up to as deep as fits the body cap) is 400 invalid_json."""
         body = '{"type": "test.count", "params": ' + _nested(depth) + "}"
-        resp = await engine.client.post("/api/jobs", data=body[:64 * 1024], headers={**auth(), **JSON})
+        resp = await engine.client.post("/api/jobs", data=body[: 64 * 1024], headers={**auth(), **JSON})
         assert resp.status == 400, await resp.text()
         assert (await resp.json())["code"] == "invalid_json"
 
@@ -43,8 +43,7 @@ class TestDeepJson:
         """The legacy create, run and cancel refuse a 5,000-deep object as 400 invalid_json."""
         created = await engine.client.post("/api/jobs", json={"type": "test.count"}, headers=auth())
         job_id = (await created.json())["id"]
-        resp = await engine.client.post(path.format(id=job_id), data=_nested(5000),
-                                        headers={**auth(), **JSON})
+        resp = await engine.client.post(path.format(id=job_id), data=_nested(5000), headers={**auth(), **JSON})
         assert resp.status == 400, await resp.text()
         assert (await resp.json())["code"] == "invalid_json"
 

@@ -13,7 +13,7 @@ import pytest
 from engine_hub.jobs.service import INTERRUPTED_ERROR
 from shared.contract import HistoryEntry, Job, JobStatus, new_job_id, utcnow
 from shared.journal.chain import JournalUnavailable, MemoryJournal, Record
-from tests.conftest import ADMIN_TOKEN, MakeEngine, EngineHarness, auth, wait_until
+from tests.conftest import ADMIN_TOKEN, EngineHarness, MakeEngine, auth, wait_until
 
 
 def _pid_alive(pid: int) -> bool:
@@ -32,16 +32,16 @@ def _pid_alive(pid: int) -> bool:
 class SlowJournal(MemoryJournal):
     """A memory journal whose appends take a few milliseconds, like a disk write with fsync."""
 
-    async def append(self, *, action: str, actor: str, source: str, job_id: str | None,
-                     data: dict[str, Any]) -> Record:
+    async def append(self, *, action: str, actor: str, source: str, job_id: str | None, data: dict[str, Any]) -> Record:
         await asyncio.sleep(0.005)
         return await super().append(action=action, actor=actor, source=source, job_id=job_id, data=data)
 
 
 class TestAtMostOnce:
     @pytest.mark.parametrize("journal_class", [MemoryJournal, SlowJournal])
-    async def test_200_concurrent_runs_start_the_job_exactly_once(self, make_engine: MakeEngine, tmp_path: Path,
-                                                                  journal_class: type[MemoryJournal]) -> None:
+    async def test_200_concurrent_runs_start_the_job_exactly_once(
+        self, make_engine: MakeEngine, tmp_path: Path, journal_class: type[MemoryJournal]
+    ) -> None:
         """Of 200 simultaneous run requests exactly one is accepted, the rest get 409, and the command runs once."""
         engine = await make_engine(journal=journal_class())
         counter = tmp_path / "once.txt"
@@ -190,11 +190,17 @@ class TestCancel:
 class TestLegacyRoutes:
     async def test_legacy_create_makes_ready_job_and_never_runs_it(self, engine: EngineHarness, tmp_path: Path) -> None:
         """POST /engines/jobs/run answers 202 with a READY job (defaults filled in) and nothing runs."""
-        resp = await engine.client.post("/engines/jobs/run", json={"engine": "test.count", "name": "nightly"},
-                                        headers=auth(actor="carol"))
+        resp = await engine.client.post(
+            "/engines/jobs/run", json={"engine": "test.count", "name": "nightly"}, headers=auth(actor="carol")
+        )
         assert resp.status == 202
         job = await resp.json()
-        assert (job["status"], job["engine"], job["type"], job["name"]) == ("READY", "test.count", "test.count", "nightly")
+        assert (job["status"], job["engine"], job["type"], job["name"]) == (
+            "READY",
+            "test.count",
+            "test.count",
+            "nightly",
+        )
         assert job["params"] == {"counter": str(tmp_path / "count.txt")}
         assert job["createdBy"] == "carol"
         listed = await (await engine.client.get("/engines/jobs", headers=auth())).json()
@@ -208,8 +214,9 @@ class TestLegacyRoutes:
 
     async def test_legacy_create_with_required_param_is_refused(self, engine: EngineHarness) -> None:
         """The legacy route cannot supply params: a type with a required param is a 400."""
-        resp = await engine.client.post("/engines/jobs/run", json={"engine": "test.required", "name": "x"},
-                                        headers=auth())
+        resp = await engine.client.post(
+            "/engines/jobs/run", json={"engine": "test.required", "name": "x"}, headers=auth()
+        )
         assert resp.status == 400
         body = await resp.json()
         assert body["code"] == "invalid_param"
@@ -217,21 +224,34 @@ class TestLegacyRoutes:
 
 
 class TestRestart:
-    async def test_restart_replays_state_and_fails_interrupted_runs(self, make_engine: MakeEngine,
-                                                                     tmp_path: Path) -> None:
+    async def test_restart_replays_state_and_fails_interrupted_runs(
+        self, make_engine: MakeEngine, tmp_path: Path
+    ) -> None:
         """Records of a crashed engine are replayed: READY stays READY (never run at boot), RUNNING becomes FAILED."""
         journal = MemoryJournal()
         now = utcnow()
         jobs = []
         for _ in range(2):
-            job = Job(id=new_job_id(), type="test.count", name="n", params={"counter": str(tmp_path / "boot.txt")},
-                      created_at=now, created_by="admin",
-                      history=(HistoryEntry(status=JobStatus.READY, at=now, by="admin"),))
-            await journal.append(action="job_created", actor="admin", source="127.0.0.1", job_id=job.id,
-                                 data=job.to_json())
+            job = Job(
+                id=new_job_id(),
+                type="test.count",
+                name="n",
+                params={"counter": str(tmp_path / "boot.txt")},
+                created_at=now,
+                created_by="admin",
+                history=(HistoryEntry(status=JobStatus.READY, at=now, by="admin"),),
+            )
+            await journal.append(
+                action="job_created", actor="admin", source="127.0.0.1", job_id=job.id, data=job.to_json()
+            )
             jobs.append(job)
-        await journal.append(action="run_requested", actor="dave", source="127.0.0.1", job_id=jobs[1].id,
-                             data={"runBy": "dave", "reason": "before the crash"})
+        await journal.append(
+            action="run_requested",
+            actor="dave",
+            source="127.0.0.1",
+            job_id=jobs[1].id,
+            data={"runBy": "dave", "reason": "before the crash"},
+        )
         engine = await make_engine(journal=journal)
         ready, running = await engine.job(jobs[0].id), await engine.job(jobs[1].id)
         assert ready["status"] == "READY"
@@ -239,7 +259,10 @@ class TestRestart:
         assert running["error"] == INTERRUPTED_ERROR
         assert running["runBy"] == "dave"
         assert [(h["status"], h["by"]) for h in running["history"]] == [
-            ("READY", "admin"), ("RUNNING", "dave"), ("FAILED", "system")]
+            ("READY", "admin"),
+            ("RUNNING", "dave"),
+            ("FAILED", "system"),
+        ]
         last = journal.recent()[-1]
         assert (last.action, last.actor, last.job_id) == ("job_interrupted", "system", jobs[1].id)
         listed = await (await engine.client.get("/api/jobs", headers=auth())).json()
@@ -271,8 +294,7 @@ class FlakyJournal(MemoryJournal):
     def healthy(self) -> bool:
         return not self.failing
 
-    async def append(self, *, action: str, actor: str, source: str, job_id: str | None,
-                     data: dict[str, Any]) -> Record:
+    async def append(self, *, action: str, actor: str, source: str, job_id: str | None, data: dict[str, Any]) -> Record:
         if self.failing:
             self.refused.append(action)
             raise JournalUnavailable("disk full")
@@ -300,9 +322,9 @@ class TestJournalUnavailable:
         assert (await engine.wait_for(job["id"]))["status"] == "DONE"
         assert await (await engine.client.get("/healthz")).json() == {"status": "ok"}
 
-
-    async def test_finish_waits_for_the_journal_and_is_never_lost(self, make_engine: MakeEngine,
-                                                                  tmp_path: Path) -> None:
+    async def test_finish_waits_for_the_journal_and_is_never_lost(
+        self, make_engine: MakeEngine, tmp_path: Path
+    ) -> None:
         """A run that ends while the journal fails stays RUNNING (retrying) and becomes DONE once it heals."""
         journal = FlakyJournal()
         engine = await make_engine(journal=journal)
@@ -334,7 +356,8 @@ class TestLogs:
         await engine.wait_for(job["id"])
         page = await (await engine.client.get(f"/api/jobs/{job['id']}/logs", headers=auth())).json()
         assert [(l["seq"], l["stream"], l["text"]) for l in page["lines"]] == [
-            (i + 1, "stdout", f"line {i}") for i in range(5)]
+            (i + 1, "stdout", f"line {i}") for i in range(5)
+        ]
         assert page["next"] == 5 and page["truncated"] is False
         page = await (await engine.client.get(f"/api/jobs/{job['id']}/logs?after=3", headers=auth())).json()
         assert [l["seq"] for l in page["lines"]] == [4, 5]
@@ -351,8 +374,9 @@ class TestLogs:
         assert [(l["seq"], l["text"]) for l in page["lines"]] == [(51, "line 50"), (52, "line 51")]
         tail = await (await engine.client.get(f"/api/jobs/{job['id']}/logs?after=10049", headers=auth())).json()
         assert [l["text"] for l in tail["lines"]] == ["line 10049"]
-        await wait_until(lambda: any(r.action == "log_truncated" for r in engine.journal.recent()),
-                         what="log_truncated recorded")
+        await wait_until(
+            lambda: any(r.action == "log_truncated" for r in engine.journal.recent()), what="log_truncated recorded"
+        )
         assert [r.job_id for r in engine.journal.recent() if r.action == "log_truncated"] == [job["id"]]
 
     async def test_job_receives_params_and_id_in_environment(self, engine: EngineHarness) -> None:

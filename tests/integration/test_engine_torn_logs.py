@@ -34,8 +34,11 @@ class TestTornLogs:
         try:
             job = engine.ok("POST", "/api/jobs", {"type": "mark", "params": {"tag": "t1", "seconds": 60}}, status=201)
             engine.ok("POST", f"/api/jobs/{job['id']}/run", {}, status=202)
-            wait_until(lambda: engine.ok("GET", f"/api/jobs/{job['id']}/logs")["lines"], timeout=15,
-                       what="the job's first line")
+            wait_until(
+                lambda: engine.ok("GET", f"/api/jobs/{job['id']}/logs")["lines"],
+                timeout=15,
+                what="the job's first line",
+            )
             engine.kill()
             wait_until(lambda: not list(job_processes({job["id"]})), timeout=15, what="the job process gone")
             path = tmp_path / "data" / "logs" / f"{job['id']}.log"

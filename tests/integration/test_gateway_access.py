@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-
 from gateway_harness import (  # noqa: F401  (fixtures)
     ADMIN,
     SUPER,
@@ -33,8 +32,11 @@ ROUTES: dict[str, dict[str, str]] = {
     "/api/admin/engine/logs": {"GET": "super"},
 }
 #: What a super_admin gets from each allowed route (SAFE_MODE off, valid CSRF).
-SUPER_STATUS = {("/api/admin/engine/jobs", "POST"): 201, ("/api/admin/engine/jobs/{ready}/run", "POST"): 202,
-                ("/api/admin/engine/jobs/{running}/cancel", "POST"): 202}
+SUPER_STATUS = {
+    ("/api/admin/engine/jobs", "POST"): 201,
+    ("/api/admin/engine/jobs/{ready}/run", "POST"): 202,
+    ("/api/admin/engine/jobs/{running}/cancel", "POST"): 202,
+}
 
 
 async def _prepare(engine: Engine) -> dict[str, str]:
@@ -72,8 +74,9 @@ async def _sweep(client: TestClient, csrf: str | None, ids: dict[str, str], role
 
 
 class TestAccessMatrix:
-    async def test_anonymous_gets_401_everywhere_and_the_engine_is_never_called(self, engine: Engine,
-                                                                                 gateway: Gateway) -> None:
+    async def test_anonymous_gets_401_everywhere_and_the_engine_is_never_called(
+        self, engine: Engine, gateway: Gateway
+    ) -> None:
         """Without a session every API route answers 401, for any method; nothing reaches the engine."""
         ids = await _prepare(engine)
         before = len(engine.calls)
@@ -104,8 +107,13 @@ class TestAccessMatrix:
         """/api/admin/config tells an admin who they are and that they are not super_admin."""
         user = await gateway.login(ADMIN)
         resp = await user.client.get("/api/admin/config")
-        assert await resp.json() == {"safeMode": False, "userRole": "admin", "isSuperAdmin": False,
-                                     "user": ADMIN, "csrfToken": user.csrf}
+        assert await resp.json() == {
+            "safeMode": False,
+            "userRole": "admin",
+            "isSuperAdmin": False,
+            "user": ADMIN,
+            "csrfToken": user.csrf,
+        }
 
     async def test_admin_is_refused_with_401(self, engine: Engine, gateway: Gateway) -> None:
         """A signed-in admin trying to run a job gets 401 and the job stays READY."""
@@ -122,8 +130,9 @@ class TestGuardOrder:
         """An admin with a wrong CSRF token gets 401, not 403: who you are comes first."""
         job_id = await engine.create()
         user = await gateway.login(ADMIN)
-        resp = await user.client.post(f"/api/admin/engine/jobs/{job_id}/run", json={},
-                                      headers={"X-CSRF-Token": "wrong"})
+        resp = await user.client.post(
+            f"/api/admin/engine/jobs/{job_id}/run", json={}, headers={"X-CSRF-Token": "wrong"}
+        )
         assert resp.status == 401
 
     async def test_csrf_is_checked_before_safe_mode(self, engine: Engine, make_gateway: MakeGateway) -> None:
@@ -131,8 +140,9 @@ class TestGuardOrder:
         gw = await make_gateway(engine.url, safe_mode=True)
         job_id = await engine.create()
         user = await gw.login(SUPER)
-        resp = await user.client.post(f"/api/admin/engine/jobs/{job_id}/run", json={},
-                                      headers={"X-CSRF-Token": "wrong"})
+        resp = await user.client.post(
+            f"/api/admin/engine/jobs/{job_id}/run", json={}, headers={"X-CSRF-Token": "wrong"}
+        )
         assert resp.status == 403
         assert (await resp.json())["code"] == "csrf"
 
@@ -146,13 +156,17 @@ class TestGuardOrder:
         assert (await resp.json())["code"] == "safe_mode"
         assert engine.calls[before:] == []
 
-    @pytest.mark.parametrize(("setup", "status", "code"), [
-        ("unknown", 404, "not_found"),
-        ("running", 409, "already_running"),
-        ("done", 400, "not_ready"),
-    ])
-    async def test_engine_refusals_pass_through(self, engine: Engine, gateway: Gateway, setup: str, status: int,
-                                                code: str) -> None:
+    @pytest.mark.parametrize(
+        ("setup", "status", "code"),
+        [
+            ("unknown", 404, "not_found"),
+            ("running", 409, "already_running"),
+            ("done", 400, "not_ready"),
+        ],
+    )
+    async def test_engine_refusals_pass_through(
+        self, engine: Engine, gateway: Gateway, setup: str, status: int, code: str
+    ) -> None:
         """The engine's 404/409/400 reach the client with the engine's status, message and code."""
         user = await gateway.login(SUPER)
         if setup == "unknown":

@@ -10,9 +10,6 @@ import time
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-
-from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, CSRF_REFUSED
-from admin_gateway.auth.sessions import SESSION_STORAGE, MemorySessionBackend
 from gateway_harness import (  # noqa: F401  (fixtures)
     ADMIN,
     PASSWORD,
@@ -29,8 +26,12 @@ from gateway_harness import (  # noqa: F401  (fixtures)
     make_gateway,
     session_cookie,
 )
-from shared.journal.tools import verify
+
+from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, CSRF_REFUSED
+from admin_gateway.auth.sessions import SESSION_STORAGE, MemorySessionBackend
 from shared.journal.chain import Record
+from shared.journal.tools import verify
+
 
 def _store(gw: Gateway) -> MemorySessionBackend:
     backend = gw.app[SESSION_STORAGE].backend
@@ -39,8 +40,9 @@ def _store(gw: Gateway) -> MemorySessionBackend:
 
 
 async def _post_form(client: TestClient, token: str, password: str = PASSWORD) -> Any:
-    return await client.post("/login", data={"username": SUPER, "password": password, "csrf_token": token},
-                             allow_redirects=False)
+    return await client.post(
+        "/login", data={"username": SUPER, "password": password, "csrf_token": token}, allow_redirects=False
+    )
 
 
 async def _signed_in(client: TestClient) -> bool:
@@ -52,8 +54,9 @@ def _csrf_reasons(gw: Gateway, before: int) -> list[str]:
 
 
 class TestAnonymousTrafficKeepsSessions:
-    async def test_flood_does_not_evict_a_signed_in_super_admin(self, engine: Engine,
-                                                                 make_gateway: MakeGateway) -> None:
+    async def test_flood_does_not_evict_a_signed_in_super_admin(
+        self, engine: Engine, make_gateway: MakeGateway
+    ) -> None:
         """A parallel anonymous flood against a 3-session store leaves the super_admin signed in and adds no record."""
         gw = await make_gateway(engine.url, max_sessions=3)
         alice = await gw.login()
@@ -104,8 +107,14 @@ class TestLoginFormToken:
         real = form_token_in(await (await client.get("/login")).text())
         issued, mac = real.split(".")
         before = len(gateway.audit_records())
-        forged = [f"{issued}.{mac[:-2]}AA", f"{int(issued) + 1}.{mac}", f"{issued}", f".{mac}",
-                  f"٣{issued[1:]}.{mac}", "x" * 500]
+        forged = [
+            f"{issued}.{mac[:-2]}AA",
+            f"{int(issued) + 1}.{mac}",
+            f"{issued}",
+            f".{mac}",
+            f"٣{issued[1:]}.{mac}",
+            "x" * 500,
+        ]
         for token in forged:
             assert (await _post_form(client, token)).status == 403, token
         assert not await _signed_in(client)
@@ -131,8 +140,9 @@ class TestLoginFormToken:
         alice = await gateway.login()
         form = await gateway.client()
         token = form_token_in(await (await form.get("/login")).text())
-        resp = await alice.client.post("/api/admin/engine/jobs", json={"type": "demo.echo"},
-                                       headers={"X-CSRF-Token": token})
+        resp = await alice.client.post(
+            "/api/admin/engine/jobs", json={"type": "demo.echo"}, headers={"X-CSRF-Token": token}
+        )
         assert resp.status == 403
 
 
@@ -147,8 +157,7 @@ def _denials(gw: Gateway, before: int = 0) -> list[Record]:
     return [r for r in gw.audit_records()[before:] if r.action == ACCESS_DENIED]
 
 
-async def _unauthorized(client: TestClient, count: int, path: str = "/api/admin/engine/jobs",
-                        **headers: str) -> None:
+async def _unauthorized(client: TestClient, count: int, path: str = "/api/admin/engine/jobs", **headers: str) -> None:
     async def one() -> None:
         resp = await client.get(path, headers=headers)
         assert resp.status == 401
@@ -157,8 +166,9 @@ async def _unauthorized(client: TestClient, count: int, path: str = "/api/admin/
 
 
 class TestDenialFlood:
-    async def test_flood_is_one_record_and_one_summary_at_shutdown(self, engine: Engine,
-                                                                   make_gateway: MakeGateway) -> None:
+    async def test_flood_is_one_record_and_one_summary_at_shutdown(
+        self, engine: Engine, make_gateway: MakeGateway
+    ) -> None:
         """300 parallel anonymous 401s: one record at once, one summary (count, first, last) at shutdown."""
         gw = await make_gateway(engine.url, audit_coalesce_window=3600.0)
         client = await gw.client()

@@ -17,9 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
-
-from admin_gateway.audit.trail import ANONYMOUS
 from gateway_harness import (  # noqa: F401  (fixtures)
     ADMIN,
     ENGINE_TOKEN,
@@ -35,10 +32,13 @@ from gateway_harness import (  # noqa: F401  (fixtures)
     make_gateway,
     post_login,
 )
-from shared.journal.tools import verify
+from structlog.testing import capture_logs
+from test_journal_faults import fill, tiny_fs  # noqa: F401  (fixture)
+
+from admin_gateway.audit.trail import ANONYMOUS
 from shared.journal.chain import GENESIS, Record, make_record_line
 from shared.journal.format import list_segments
-from test_journal_faults import fill, tiny_fs  # noqa: F401  (fixture)
+from shared.journal.tools import verify
 
 CLI = str(Path(sys.executable).parent / "admin-gateway")
 REQUEST_FIELDS = ("userAgent", "requestId", "method", "path", "outcome")
@@ -110,12 +110,16 @@ class TestSignInRecords:
         assert resp.status == 303
         only_new(gateway, before, "logout", SUPER, "accepted")
 
-    @pytest.mark.parametrize(("settings", "wait", "reason"), [
-        ({}, 1801, "idle"),
-        ({"idle_timeout": 10_000, "absolute_timeout": 3600}, 3601, "absolute"),
-    ])
-    async def test_session_expiry(self, engine: Engine, make_gateway: MakeGateway, settings: dict[str, float],
-                                  wait: float, reason: str) -> None:
+    @pytest.mark.parametrize(
+        ("settings", "wait", "reason"),
+        [
+            ({}, 1801, "idle"),
+            ({"idle_timeout": 10_000, "absolute_timeout": 3600}, 3601, "absolute"),
+        ],
+    )
+    async def test_session_expiry(
+        self, engine: Engine, make_gateway: MakeGateway, settings: dict[str, float], wait: float, reason: str
+    ) -> None:
         """An expired session presented again is one session_expired record with idle or absolute."""
         gw = await make_gateway(engine.url, **settings)
         user = await gw.login()
@@ -127,11 +131,14 @@ class TestSignInRecords:
 
 
 class TestRefusalRecords:
-    @pytest.mark.parametrize(("who", "path", "status", "code"), [
-        (None, "/api/admin/engine/jobs", 401, "unauthorized"),
-        (ADMIN, "/api/admin/engine/jobs", 401, "forbidden"),
-        (ADMIN, "/admin/engine/jobs", 403, "forbidden"),
-    ])
+    @pytest.mark.parametrize(
+        ("who", "path", "status", "code"),
+        [
+            (None, "/api/admin/engine/jobs", 401, "unauthorized"),
+            (ADMIN, "/api/admin/engine/jobs", 401, "forbidden"),
+            (ADMIN, "/admin/engine/jobs", 403, "forbidden"),
+        ],
+    )
     async def test_access_denied(self, gateway: Gateway, who: str | None, path: str, status: int, code: str) -> None:
         """A refused read (no session, or the wrong role on the API or a page) is one access_denied record."""
         client = (await gateway.login(who)).client if who else await gateway.client()
@@ -189,8 +196,11 @@ class TestMutationRecords:
         assert again.status == 409
         records = new_records(gateway, before)
         assert [(r.action, r.data["outcome"]) for r in records] == [
-            ("job_run_requested", "requested"), ("job_run", "accepted"),
-            ("job_run_requested", "requested"), ("job_run", "refused")]
+            ("job_run_requested", "requested"),
+            ("job_run", "accepted"),
+            ("job_run_requested", "requested"),
+            ("job_run", "refused"),
+        ]
         for rec in records:
             complete(rec, rec.action, SUPER, rec.data["outcome"])
             assert rec.job_id == job_id
@@ -222,8 +232,9 @@ class TestMutationRecords:
         complete(outcome, "job_create", SUPER, "error")
         assert outcome.data["code"] == "engine_unavailable" and outcome.data["status"] == 502
 
-    async def test_bad_request_is_one_refused_record_without_an_engine_call(self, engine: Engine,
-                                                                          gateway: Gateway) -> None:
+    async def test_bad_request_is_one_refused_record_without_an_engine_call(
+        self, engine: Engine, gateway: Gateway
+    ) -> None:
         """A create with an invalid body is one refused job_create record; nothing reaches the engine."""
         user = await gateway.login()
         before, creates = len(gateway.audit_records()), engine.count("POST", "^/api/jobs$")
@@ -235,8 +246,9 @@ class TestMutationRecords:
 
 
 FORGED = '\n{"hash":"00","action":"login_succeeded","actor":"mallory","outcome":"accepted"}\r\n\u2028\u202e'
-ESCAPED = '\\u000a{"hash":"00","action":"login_succeeded","actor":"mallory","outcome":"accepted"}' \
-          '\\u000d\\u000a\\u2028\\u202e'
+ESCAPED = (
+    '\\u000a{"hash":"00","action":"login_succeeded","actor":"mallory","outcome":"accepted"}\\u000d\\u000a\\u2028\\u202e'
+)
 #: What a header can carry (no C0 controls): next-line, a C1 terminal escape, a line separator, a bidi override.
 FORGED_HEADER = '\u0085{"action":"login_succeeded","actor":"mallory"}\x9b2J\u2028\u202e'
 
@@ -250,12 +262,14 @@ class TestForging:
         user = await gateway.login()
         job_id = await engine.create()
         # A cancel reason goes only to the audit record (the engine takes none); this job is READY: 409.
-        cancel = await user.post(f"/api/admin/engine/jobs/{job_id}/cancel", {"reason": "why" + FORGED},
-                                 **{"User-Agent": "ua" + FORGED_HEADER})
+        cancel = await user.post(
+            f"/api/admin/engine/jobs/{job_id}/cancel",
+            {"reason": "why" + FORGED},
+            **{"User-Agent": "ua" + FORGED_HEADER},
+        )
         assert cancel.status == 409
         records = new_records(gateway, 0)
-        assert [r.action for r in records] == ["login_failed", "login_succeeded", "job_cancel_requested",
-                                               "job_cancel"]
+        assert [r.action for r in records] == ["login_failed", "login_succeeded", "job_cancel_requested", "job_cancel"]
         assert all(r.actor != "mallory" for r in records) and records[0].actor == ANONYMOUS
         lines = list_segments(gateway.audit_dir)[0].path.read_bytes().splitlines()
         assert len(lines) == len(records) and all(json.loads(line)["seq"] for line in lines)
@@ -267,8 +281,10 @@ class TestForging:
         """A User-Agent with bytes that are not UTF-8 is recorded with escapes; the answer is the usual 401."""
         host, port = gateway.server.host, gateway.server.port
         reader, writer = await asyncio.open_connection(host, port)
-        writer.write(b"GET /api/admin/engine/jobs HTTP/1.1\r\nHost: x\r\nUser-Agent: bad\xff\xfe agent\r\n"
-                     b"Connection: close\r\n\r\n")
+        writer.write(
+            b"GET /api/admin/engine/jobs HTTP/1.1\r\nHost: x\r\nUser-Agent: bad\xff\xfe agent\r\n"
+            b"Connection: close\r\n\r\n"
+        )
         await writer.drain()
         answer = await reader.read()
         writer.close()
@@ -286,7 +302,8 @@ class TestForging:
 
 class TestFailClosed:
     async def test_full_disk_refuses_changes_keeps_reads_and_heals_without_restart(
-            self, tiny_fs: Path, engine: Engine, make_gateway: MakeGateway) -> None:
+        self, tiny_fs: Path, engine: Engine, make_gateway: MakeGateway
+    ) -> None:
         """ENOSPC: run/create/login answer 503 with no engine call; reads, logout work; freeing space heals it."""
         gw = await make_gateway(engine.url, data_dir=tiny_fs / "gateway")
         user = await gw.login()
@@ -341,13 +358,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     """Run the ``admin-gateway`` console script to completion."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("SAFE_MODE", "ENGINE_HUB_TOKEN")}
     full_env.update(env or {})
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60, env=full_env,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [CLI, *args], capture_output=True, text=True, timeout=60, env=full_env, stdin=subprocess.DEVNULL
+    )
 
 
 class TestAuditCli:
-    async def test_verify_an_intact_and_a_tampered_copy(self, engine: Engine, gateway: Gateway,
-                                                        tmp_path: Path) -> None:
+    async def test_verify_an_intact_and_a_tampered_copy(self, engine: Engine, gateway: Gateway, tmp_path: Path) -> None:
         """``audit verify`` exits 0 with the count on the live journal and 1 naming the altered record."""
         user = await gateway.login()
         await user.create("demo.echo")
@@ -369,8 +386,9 @@ class TestAuditCli:
         head = run_cli("audit", "head", "--json", "--data-dir", str(gateway.settings.data_dir))
         assert json.loads(head.stdout)["seq"] == count
         export = run_cli("audit", "export", "--data-dir", str(gateway.settings.data_dir))
-        assert [json.loads(line)["action"] for line in export.stdout.splitlines()] == \
-            [r.action for r in gateway.audit_records()]
+        assert [json.loads(line)["action"] for line in export.stdout.splitlines()] == [
+            r.action for r in gateway.audit_records()
+        ]
 
     async def test_serve_refuses_a_broken_journal_with_one_line(self, tmp_path: Path) -> None:
         """``serve`` on a data dir whose audit chain is broken stops before listening, naming the record."""
@@ -378,17 +396,26 @@ class TestAuditCli:
         journal.mkdir(parents=True)
         good, prev = b"", GENESIS
         for seq in (1, 2):
-            rec, line = make_record_line(seq=seq, prev=prev, action="logout", actor="alice", source="::1",
-                                         job_id=None, data={"outcome": "accepted"})
+            rec, line = make_record_line(
+                seq=seq,
+                prev=prev,
+                action="logout",
+                actor="alice",
+                source="::1",
+                job_id=None,
+                data={"outcome": "accepted"},
+            )
             good, prev = good + line, rec.hash
         (journal / "segment-000000000001.jsonl").write_bytes(good.replace(b"alice", b"mallo", 1))
         with socket.socket() as sock:  # a free port, in case the start got as far as listening
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        proc = run_cli("serve", "--data-dir", str(tmp_path / "gw"), "--port", str(port),
-                       env={"ENGINE_HUB_TOKEN": ENGINE_TOKEN})
+        proc = run_cli(
+            "serve", "--data-dir", str(tmp_path / "gw"), "--port", str(port), env={"ENGINE_HUB_TOKEN": ENGINE_TOKEN}
+        )
         assert proc.returncode == 1
         lines = proc.stderr.strip().splitlines()
-        assert lines[-1].startswith("admin-gateway: error: audit journal: journal corrupt at "
-                                    "segment-000000000001.jsonl line 1 (seq 1)")
+        assert lines[-1].startswith(
+            "admin-gateway: error: audit journal: journal corrupt at segment-000000000001.jsonl line 1 (seq 1)"
+        )
         assert "admin-gateway audit verify" in lines[-1] and "Traceback" not in proc.stderr

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-
 from gateway_harness import (  # noqa: F401  (fixtures)
     ADMIN,
     SUPER,
@@ -69,8 +68,9 @@ async def a_run_job(engine: Engine, user: User) -> str:
 
 class TestAccess:
     @pytest.mark.parametrize(("who", "status", "code"), [(None, 401, "unauthorized"), (ADMIN, 401, "forbidden")])
-    async def test_api_is_for_super_admins_only(self, gateway: Gateway, who: str | None, status: int,
-                                                code: str) -> None:
+    async def test_api_is_for_super_admins_only(
+        self, gateway: Gateway, who: str | None, status: int, code: str
+    ) -> None:
         """Anonymous and admin callers get 401 (unauthorized / forbidden), not cached."""
         client = (await gateway.login(who)).client if who else await gateway.client()
         resp = await client.get(API)
@@ -92,14 +92,28 @@ class TestAccess:
         assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
         assert '<a href="/admin/audit" aria-current="page">Audit</a>' in html
         # Seq 1: bob signs in, 2: bob is denied the page, 3: alice signs in.
-        assert rows(html)[:3] == [("gateway", 3, "login_succeeded"), ("gateway", 2, "access_denied"),
-                                  ("gateway", 1, "login_succeeded")]
+        assert rows(html)[:3] == [
+            ("gateway", 3, "login_succeeded"),
+            ("gateway", 2, "access_denied"),
+            ("gateway", 1, "login_succeeded"),
+        ]
 
-    @pytest.mark.parametrize("params", [
-        {"since": "yesterday"}, {"until": "2025-13-01"}, {"jobId": "../etc"}, {"limit": "0"}, {"limit": "501"},
-        {"before": "12"}, {"journal": "both-ish"}, {"since": "2025-02-01", "until": "2025-01-01"},
-        {"actor": "a\u0000b"}, {"since": "0001-01-01T00:00:00+01:00"}, {"before": "e\u0663.g"},
-    ])
+    @pytest.mark.parametrize(
+        "params",
+        [
+            {"since": "yesterday"},
+            {"until": "2025-13-01"},
+            {"jobId": "../etc"},
+            {"limit": "0"},
+            {"limit": "501"},
+            {"before": "12"},
+            {"journal": "both-ish"},
+            {"since": "2025-02-01", "until": "2025-01-01"},
+            {"actor": "a\u0000b"},
+            {"since": "0001-01-01T00:00:00+01:00"},
+            {"before": "e\u0663.g"},
+        ],
+    )
     async def test_bad_filters_are_400(self, gateway: Gateway, params: dict[str, str]) -> None:
         """A bad filter value is 400 invalid_field with a message, on the API and as the page's error banner."""
         user = await gateway.login()
@@ -118,8 +132,7 @@ class TestAccess:
 
 
 class TestTimeline:
-    async def test_engine_and_gateway_records_of_a_job_in_one_timeline(self, engine: Engine,
-                                                                      gateway: Gateway) -> None:
+    async def test_engine_and_gateway_records_of_a_job_in_one_timeline(self, engine: Engine, gateway: Gateway) -> None:
         """A job's records from both journals come back together, newest first, each naming its journal."""
         user = await gateway.login()
         job_id = await a_run_job(engine, user)
@@ -163,8 +176,9 @@ class TestTimeline:
         newest = only_gateway[0]["at"]
         assert all(r["at"] < newest for r in await everything(user.client, until=newest))
 
-    async def test_engine_down_shows_the_gateways_records_with_a_notice(self, make_gateway: MakeGateway,
-                                                                        closed_port: int) -> None:
+    async def test_engine_down_shows_the_gateways_records_with_a_notice(
+        self, make_gateway: MakeGateway, closed_port: int
+    ) -> None:
         """With the engine unreachable, the timeline is the gateway's records plus an "engine audit unavailable" notice."""
         gw = await make_gateway(f"http://127.0.0.1:{closed_port}")
         user = await gw.login()

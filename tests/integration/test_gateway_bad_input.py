@@ -18,8 +18,7 @@ NO_BOUNDARY = {"Content-Type": "multipart/form-data"}
 
 class TestMalformedForms:
     @pytest.mark.parametrize("path", ["/api/admin/engine/jobs", "/api/admin/engine/jobs/x/cancel"])
-    async def test_api_mutation_with_broken_multipart_is_400(self, gateway: Gateway, engine: Engine,
-                                                             path: str) -> None:
+    async def test_api_mutation_with_broken_multipart_is_400(self, gateway: Gateway, engine: Engine, path: str) -> None:
         """A multipart body without a boundary on an API mutation is 400 bad_request and reaches no engine."""
         user = await gateway.login()
         before = len(engine.calls)
@@ -40,8 +39,11 @@ class TestMalformedForms:
         """A urlencoded body in an unknown charset is 400, not 500."""
         client = await gateway.client()
         await client.get("/login")
-        resp = await client.post("/login", data=b"username=a&password=b",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded; charset=no-such"})
+        resp = await client.post(
+            "/login",
+            data=b"username=a&password=b",
+            headers={"Content-Type": "application/x-www-form-urlencoded; charset=no-such"},
+        )
         assert resp.status == 400, await resp.text()
 
 
@@ -50,8 +52,9 @@ class TestLongRequests:
         """Four 200-character filters (percent-encoded past 8 KiB) get the API's JSON answer, not the parser's 400."""
         user = await gateway.login()
         value = "\U0001f600" * 200
-        resp = await user.client.get("/api/admin/engine/jobs",
-                                     params={"status": value, "type": value, "before": value, "limit": value})
+        resp = await user.client.get(
+            "/api/admin/engine/jobs", params={"status": value, "type": value, "before": value, "limit": value}
+        )
         assert len(str(resp.url)) > 8190
         assert resp.content_type == "application/json"
         assert resp.status == 400

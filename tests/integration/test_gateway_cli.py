@@ -21,13 +21,21 @@ CLI = str(Path(sys.executable).parent / "admin-gateway")
 GOOD = "a long enough password"
 
 
-def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the console script to completion."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("SAFE_MODE", "ENGINE_HUB_TOKEN")}
     full_env.update(env or {})
-    return subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=full_env,
-                          stdin=None if stdin is not None else subprocess.DEVNULL)
+    return subprocess.run(
+        [CLI, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -43,17 +51,24 @@ class TestUsersCommands:
     def test_add_list_remove(self, tmp_path: Path) -> None:
         """users add/list/remove work on the --data-dir; the file is private (0600)."""
         data = str(tmp_path / "gw")
-        added = run("users", "add", "alice", "--role", "super_admin", "--password-stdin", "--data-dir", data,
-                    stdin=GOOD + "\n")
+        added = run(
+            "users", "add", "alice", "--role", "super_admin", "--password-stdin", "--data-dir", data, stdin=GOOD + "\n"
+        )
         assert added.returncode == 0, added.stderr
-        assert run("users", "add", "bob", "--role", "admin", "--password-stdin", "--data-dir", data,
-                   stdin=GOOD + "\n").returncode == 0
+        assert (
+            run(
+                "users", "add", "bob", "--role", "admin", "--password-stdin", "--data-dir", data, stdin=GOOD + "\n"
+            ).returncode
+            == 0
+        )
         path = tmp_path / "gw" / USERS_FILE
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert GOOD not in path.read_text()
         listed = run("users", "list", "--json", "--data-dir", data)
-        assert [(u["name"], u["role"]) for u in json.loads(listed.stdout)] == [("alice", "super_admin"),
-                                                                                ("bob", "admin")]
+        assert [(u["name"], u["role"]) for u in json.loads(listed.stdout)] == [
+            ("alice", "super_admin"),
+            ("bob", "admin"),
+        ]
         assert "alice" in run("users", "list", "--data-dir", data).stdout
         assert run("users", "remove", "bob", "--data-dir", data).returncode == 0
         assert [u.name for u in UserStore(tmp_path / "gw").list_users()] == ["alice"]
@@ -61,18 +76,30 @@ class TestUsersCommands:
 
     def test_short_password_is_refused(self, tmp_path: Path) -> None:
         """A password under 12 characters is refused with one line; no user is created."""
-        proc = run("users", "add", "alice", "--role", "super_admin", "--password-stdin",
-                   "--data-dir", str(tmp_path), stdin="elevenchars\n")
+        proc = run(
+            "users",
+            "add",
+            "alice",
+            "--role",
+            "super_admin",
+            "--password-stdin",
+            "--data-dir",
+            str(tmp_path),
+            stdin="elevenchars\n",
+        )
         assert "at least 12 characters" in one_error_line(proc)
         assert UserStore(tmp_path).get("alice") is None
 
-    @pytest.mark.parametrize(("args", "message"), [
-        (("users", "add", "alice", "--role", "admin", "--password-stdin"), "already exists"),
-        (("users", "add", "bad name", "--role", "admin", "--password-stdin"), "user name"),
-        (("users", "remove", "nobody"), "no user"),
-        (("users", "set-password", "nobody", "--password-stdin"), "no user"),
-        (("users", "add", "carol", "--role", "admin"), "no terminal"),
-    ])
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (("users", "add", "alice", "--role", "admin", "--password-stdin"), "already exists"),
+            (("users", "add", "bad name", "--role", "admin", "--password-stdin"), "user name"),
+            (("users", "remove", "nobody"), "no user"),
+            (("users", "set-password", "nobody", "--password-stdin"), "no user"),
+            (("users", "add", "carol", "--role", "admin"), "no terminal"),
+        ],
+    )
     def test_errors_are_one_line(self, tmp_path: Path, args: tuple[str, ...], message: str) -> None:
         """Mistakes end with a one-line error and a non-zero status."""
         UserStore(tmp_path).add("alice", "super_admin", GOOD)
@@ -81,16 +108,32 @@ class TestUsersCommands:
 
     def test_bad_role_is_refused(self, tmp_path: Path) -> None:
         """An unknown role is refused by the argument parser."""
-        proc = run("users", "add", "alice", "--role", "root", "--password-stdin", "--data-dir", str(tmp_path),
-                   stdin=GOOD + "\n")
+        proc = run(
+            "users",
+            "add",
+            "alice",
+            "--role",
+            "root",
+            "--password-stdin",
+            "--data-dir",
+            str(tmp_path),
+            stdin=GOOD + "\n",
+        )
         assert proc.returncode == 2
         assert "invalid choice" in proc.stderr
 
     def test_set_password(self, tmp_path: Path) -> None:
         """set-password replaces the password."""
         UserStore(tmp_path).add("alice", "super_admin", GOOD)
-        proc = run("users", "set-password", "alice", "--password-stdin", "--data-dir", str(tmp_path),
-                   stdin="a brand new password\n")
+        proc = run(
+            "users",
+            "set-password",
+            "alice",
+            "--password-stdin",
+            "--data-dir",
+            str(tmp_path),
+            stdin="a brand new password\n",
+        )
         assert proc.returncode == 0, proc.stderr
         store = UserStore(tmp_path)
         assert store.verify("alice", "a brand new password") is not None
@@ -128,15 +171,32 @@ class TestServeStartup:
     @pytest.mark.parametrize("value", ["maybe", "", "2", "offf", "disabled"])
     def test_unrecognised_safe_mode_refuses_to_start(self, tmp_path: Path, token_file: Path, value: str) -> None:
         """An unrecognised SAFE_MODE stops the gateway at once with one clear line."""
-        proc = run("serve", "--data-dir", str(tmp_path), "--engine-token-file", str(token_file),
-                   "--port", str(_free_port()), env={"SAFE_MODE": value}, timeout=20)
+        proc = run(
+            "serve",
+            "--data-dir",
+            str(tmp_path),
+            "--engine-token-file",
+            str(token_file),
+            "--port",
+            str(_free_port()),
+            env={"SAFE_MODE": value},
+            timeout=20,
+        )
         line = one_error_line(proc)
         assert "SAFE_MODE" in line and "not recognised" in line
 
     def test_unrecognised_flag_value_refuses_to_start(self, tmp_path: Path, token_file: Path) -> None:
         """``--safe-mode`` with a bad value is refused the same way."""
-        proc = run("serve", "--safe-mode", "nah", "--engine-token-file", str(token_file),
-                   "--data-dir", str(tmp_path), timeout=20)
+        proc = run(
+            "serve",
+            "--safe-mode",
+            "nah",
+            "--engine-token-file",
+            str(token_file),
+            "--data-dir",
+            str(tmp_path),
+            timeout=20,
+        )
         assert "--safe-mode" in one_error_line(proc)
 
     def test_missing_token_refuses_to_start(self, tmp_path: Path) -> None:
@@ -147,7 +207,7 @@ class TestServeStartup:
     def test_bad_config_refuses_to_start(self, tmp_path: Path, token_file: Path) -> None:
         """A config file with an unknown key (a typo) stops the gateway."""
         config = tmp_path / "gateway.toml"
-        config.write_text('[gateway]\nsafe_mod = false\n')
+        config.write_text("[gateway]\nsafe_mod = false\n")
         proc = run("serve", "--config", str(config), "--engine-token-file", str(token_file), timeout=20)
         assert "unknown key(s) safe_mod" in one_error_line(proc)
 
@@ -163,10 +223,24 @@ def serve(tmp_path: Path, token_file: Path) -> Iterator[object]:
         full_env.update(env or {})
         log = tmp_path / f"serve-{port}.log"
         with log.open("w") as out:
-            proc = subprocess.Popen([CLI, "serve", "--port", str(port), "--data-dir", str(tmp_path / "gw"),
-                                     "--engine-token-file", str(token_file), *args],
-                                    stdout=out, stderr=subprocess.STDOUT, env=full_env, text=True,
-                                    stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [
+                    CLI,
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--data-dir",
+                    str(tmp_path / "gw"),
+                    "--engine-token-file",
+                    str(token_file),
+                    *args,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                text=True,
+                stdin=subprocess.DEVNULL,
+            )
         procs.append(proc)
         deadline = time.monotonic() + 20
         while True:
@@ -196,16 +270,19 @@ def serve(tmp_path: Path, token_file: Path) -> Iterator[object]:
 
 
 class TestServeSafeMode:
-    @pytest.mark.parametrize(("env", "args", "expected"), [
-        ({}, (), True),
-        ({"SAFE_MODE": "off"}, (), False),
-        ({"SAFE_MODE": " FALSE "}, (), False),
-        ({"SAFE_MODE": "yes"}, (), True),
-        ({"SAFE_MODE": "on"}, ("--safe-mode", "0"), False),
-        ({"SAFE_MODE": "off"}, ("--safe-mode", "true"), True),
-    ], ids=["default-on", "env-off", "env-false-padded", "env-yes", "flag-beats-env-off", "flag-beats-env-on"])
-    def test_safe_mode_sources(self, serve: object, env: dict[str, str], args: tuple[str, ...],
-                               expected: bool) -> None:
+    @pytest.mark.parametrize(
+        ("env", "args", "expected"),
+        [
+            ({}, (), True),
+            ({"SAFE_MODE": "off"}, (), False),
+            ({"SAFE_MODE": " FALSE "}, (), False),
+            ({"SAFE_MODE": "yes"}, (), True),
+            ({"SAFE_MODE": "on"}, ("--safe-mode", "0"), False),
+            ({"SAFE_MODE": "off"}, ("--safe-mode", "true"), True),
+        ],
+        ids=["default-on", "env-off", "env-false-padded", "env-yes", "flag-beats-env-off", "flag-beats-env-on"],
+    )
+    def test_safe_mode_sources(self, serve: object, env: dict[str, str], args: tuple[str, ...], expected: bool) -> None:
         """SAFE_MODE is on by default; only an explicit false turns it off; the flag beats the environment."""
         started = serve(*args, env=env)  # type: ignore[operator]
         assert started["safe_mode"] is expected

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from gateway_harness import (  # noqa: F401  (fixtures)
     PASSWORD,
     SUPER,
@@ -19,14 +18,19 @@ from gateway_harness import (  # noqa: F401  (fixtures)
 
 
 class TestRunCsrf:
-    @pytest.mark.parametrize("headers", [
-        {},
-        {"X-CSRF-Token": ""},
-        {"X-CSRF-Token": "wrong-token"},
-        {"X-CSRF-Token": "é-not-ascii"},
-    ], ids=["missing", "empty", "wrong", "non-ascii"])
-    async def test_bad_token_is_refused_and_nothing_runs(self, engine: Engine, gateway: Gateway,
-                                                         headers: dict[str, str]) -> None:
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {},
+            {"X-CSRF-Token": ""},
+            {"X-CSRF-Token": "wrong-token"},
+            {"X-CSRF-Token": "é-not-ascii"},
+        ],
+        ids=["missing", "empty", "wrong", "non-ascii"],
+    )
+    async def test_bad_token_is_refused_and_nothing_runs(
+        self, engine: Engine, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
         """A run without the right token is 403 ``csrf``; the engine is not called and the job stays READY."""
         job_id = await engine.create()
         user = await gateway.login()
@@ -42,20 +46,26 @@ class TestRunCsrf:
         job_id = await engine.create()
         alice = await gateway.login()
         other = await gateway.login()
-        resp = await alice.client.post(f"/api/admin/engine/jobs/{job_id}/run", json={},
-                                       headers={"X-CSRF-Token": other.csrf})
+        resp = await alice.client.post(
+            f"/api/admin/engine/jobs/{job_id}/run", json={}, headers={"X-CSRF-Token": other.csrf}
+        )
         assert resp.status == 403
         assert await engine.status(job_id) == "READY"
 
-    @pytest.mark.parametrize("headers", [
-        {"Origin": "http://evil.example"},
-        {"Sec-Fetch-Site": "cross-site"},
-        {"Sec-Fetch-Site": "same-site"},
-        {"Origin": "null"},
-        {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
-    ], ids=["foreign-origin", "cross-site", "same-site", "null-origin-alone", "null-origin-cross-site"])
-    async def test_cross_origin_is_refused_even_with_the_token(self, engine: Engine, gateway: Gateway,
-                                                               headers: dict[str, str]) -> None:
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {"Origin": "http://evil.example"},
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site"},
+            {"Origin": "null"},
+            {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+        ],
+        ids=["foreign-origin", "cross-site", "same-site", "null-origin-alone", "null-origin-cross-site"],
+    )
+    async def test_cross_origin_is_refused_even_with_the_token(
+        self, engine: Engine, gateway: Gateway, headers: dict[str, str]
+    ) -> None:
         """A request from another origin is 403 ``csrf`` even when it carries the right token."""
         job_id = await engine.create()
         user = await gateway.login()
@@ -94,11 +104,13 @@ class TestRunCsrf:
         """A form post may carry the token as the ``csrf_token`` field, and its other fields are the body."""
         user = await gateway.login()
         job = await user.create()
-        wrong = await user.client.post(f"/api/admin/engine/jobs/{job['id']}/run",
-                                       data={"csrf_token": "nope", "reason": "form"})
+        wrong = await user.client.post(
+            f"/api/admin/engine/jobs/{job['id']}/run", data={"csrf_token": "nope", "reason": "form"}
+        )
         assert wrong.status == 403
-        resp = await user.client.post(f"/api/admin/engine/jobs/{job['id']}/run",
-                                      data={"csrf_token": user.csrf, "reason": "from a form"})
+        resp = await user.client.post(
+            f"/api/admin/engine/jobs/{job['id']}/run", data={"csrf_token": user.csrf, "reason": "from a form"}
+        )
         assert resp.status == 202, await resp.text()
         assert (await engine.job(job["id"]))["runReason"] == "from a form"
 
@@ -124,8 +136,12 @@ class TestLoginLogoutCsrf:
         """A login posted from another site (login CSRF) is refused even with a token."""
         client = await gateway.client()
         token = await login_form_token(client)
-        resp = await client.post("/login", data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
-                                 headers={"Sec-Fetch-Site": "cross-site"}, allow_redirects=False)
+        resp = await client.post(
+            "/login",
+            data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
+            headers={"Sec-Fetch-Site": "cross-site"},
+            allow_redirects=False,
+        )
         assert resp.status == 403
         assert (await client.get("/api/admin/config")).status == 401
 
@@ -133,8 +149,12 @@ class TestLoginLogoutCsrf:
         """Chromium's same-origin form post (``Origin: null``, ``Sec-Fetch-Site: same-origin``) signs in."""
         client = await gateway.client()
         token = await login_form_token(client)
-        resp = await client.post("/login", data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
-                                 headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"}, allow_redirects=False)
+        resp = await client.post(
+            "/login",
+            data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
+            headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"},
+            allow_redirects=False,
+        )
         assert resp.status == 303
 
     async def test_logout_without_token_is_refused(self, gateway: Gateway) -> None:

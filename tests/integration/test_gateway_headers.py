@@ -46,8 +46,7 @@ class TestSecurityHeaders:
             "api 200": await user.client.get("/api/admin/engine/jobs"),
             "api job 200": await user.client.get(f"/api/admin/engine/jobs/{job['id']}"),
             "api csrf 403": await user.client.post("/api/admin/engine/jobs", json={}),
-            "api 404 from engine": await user.client.get(
-                "/api/admin/engine/jobs/00000000-0000-4000-8000-000000000000"),
+            "api 404 from engine": await user.client.get("/api/admin/engine/jobs/00000000-0000-4000-8000-000000000000"),
             "favicon": await anon.get("/favicon.ico"),
             "static": await anon.get("/static/panel.css"),
         }
@@ -68,8 +67,9 @@ class TestSecurityHeaders:
         static = await user.client.get("/static/panel.css")
         assert static.headers["Cache-Control"] == "no-cache"
 
-    async def test_headers_on_engine_failures_and_throttling(self, engine: Engine, make_gateway: MakeGateway,
-                                                             closed_port: int) -> None:
+    async def test_headers_on_engine_failures_and_throttling(
+        self, engine: Engine, make_gateway: MakeGateway, closed_port: int
+    ) -> None:
         """502 (engine down) and 429 (throttled) answers carry the headers too."""
         down = await make_gateway(f"http://127.0.0.1:{closed_port}", login_limit_per_hour=1)
         user = await down.login()
@@ -81,8 +81,11 @@ class TestSecurityHeaders:
 
         for _ in range(2):
             token = await login_form_token(client)
-            last = await client.post("/login", data={"username": SUPER, "password": "wrong password!!",
-                                                     "csrf_token": token}, allow_redirects=False)
+            last = await client.post(
+                "/login",
+                data={"username": SUPER, "password": "wrong password!!", "csrf_token": token},
+                allow_redirects=False,
+            )
         assert last.status == 429
         problems += _check(last, "429")
         assert problems == []

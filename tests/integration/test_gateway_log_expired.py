@@ -26,7 +26,8 @@ async def durable_engine(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Pat
     """A real durable engine (journal and log files under ``tmp_path``) keeping job logs 30 days; and its app."""
     app = create_engine_app(
         EngineSettings(token=ENGINE_TOKEN, data_dir=tmp_path / "engine", kill_grace=0.5, log_retention_days=30),
-        catalog=Catalog(types={t.name: t for t in demo_types()}, clients=()), environ={},
+        catalog=Catalog(types={t.name: t for t in demo_types()}, clients=()),
+        environ={},
     )
     server = await aiohttp_server(app)
     return Engine(server=server, client=await aiohttp_client(server), calls=[]), app
@@ -34,7 +35,8 @@ async def durable_engine(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Pat
 
 class TestLogExpiredThroughTheGateway:
     async def test_sweep_expires_only_past_the_retention_and_the_gateway_passes_404_on(
-            self, aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, make_gateway: MakeGateway) -> None:
+        self, aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, make_gateway: MakeGateway
+    ) -> None:
         """A sweep 29 days on keeps a finished job's log, 31 days on deletes it; the panel API says log_expired."""
         engine, app = await durable_engine(aiohttp_server, aiohttp_client, tmp_path)
         gateway = await make_gateway(engine.url)
@@ -54,7 +56,8 @@ class TestLogExpiredThroughTheGateway:
         assert (resp.status, body["code"]) == (404, "log_expired"), body
         assert "log retention" in body["error"]
         assert await retention.sweep(now=utcnow() + dt.timedelta(days=40)) == 0  # recorded once, deleted once
-        records = await engine.client.get(f"/api/audit?jobId={job_id}",
-                                          headers={"Authorization": f"Bearer {ENGINE_TOKEN}"})
+        records = await engine.client.get(
+            f"/api/audit?jobId={job_id}", headers={"Authorization": f"Bearer {ENGINE_TOKEN}"}
+        )
         actions = [(r["action"], r["actor"]) for r in await records.json()]
         assert actions.count(("log_expired", "system")) == 1

@@ -14,29 +14,30 @@ import threading
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from gateway_harness import (  # noqa: F401  (fixtures)
+    PASSWORD,
+    PROXY,
+    SUPER,
+    WRONG,
+    Engine,
+    Gateway,
+    MakeGateway,
+    attempt_login,
+    clock,
+    device_cookie,
+    engine,
+    login_form_token,
+    make_gateway,
+    post_login,
+)
 
 from admin_gateway.audit.trail import AUDIT, NAME_SAMPLE
 from admin_gateway.auth.device_cookies import COOKIE_NAME
 from admin_gateway.auth.password_checks import PASSWORD_CHECKS
 from admin_gateway.auth.sessions import FORM_COOKIE_NAME
 from admin_gateway.auth.throttle import LoginThrottle
-from gateway_harness import (  # noqa: F401  (fixtures)
-    PASSWORD,
-    SUPER,
-    Engine,
-    Gateway,
-    MakeGateway,
-    clock,
-    engine,
-    login_form_token,
-    make_gateway,
-    PROXY,
-    WRONG,
-    attempt_login,
-    device_cookie,
-    post_login,
-)
 from shared.journal.tools import verify
+
 
 async def _attempt(client: TestClient, token: str, username: str, password: str, address: str) -> int:
     """One JSON login from ``address``; its status."""
@@ -63,9 +64,12 @@ class TestMalformedDeviceCookie:
         nonce = next(c.value for c in client.session.cookie_jar if c.key == FORM_COOKIE_NAME)
         client.session.cookie_jar.clear()
         for bad in ("d1.é.x.1.sig", "d1.a b.x.1.sig", "d1.\u202e.x.1.sig"):
-            resp = await client.post("/login", data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
-                                     headers={"Cookie": f"{FORM_COOKIE_NAME}={nonce}; {COOKIE_NAME}={bad}"},
-                                     allow_redirects=False)
+            resp = await client.post(
+                "/login",
+                data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
+                headers={"Cookie": f"{FORM_COOKIE_NAME}={nonce}; {COOKIE_NAME}={bad}"},
+                allow_redirects=False,
+            )
             assert resp.status == 303, (bad, await resp.text())
             client.session.cookie_jar.clear()
         succeeded = [r for r in gw.audit_records() if r.action == "login_succeeded"]
@@ -75,13 +79,19 @@ class TestMalformedDeviceCookie:
 class TestPreCheckRefusalsCoalesced:
     async def test_throttled_flood_is_a_few_records(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """Parallel throttled attempts with a new name each: O(1) records whose counts add up to every refusal."""
-        gw = await make_gateway(engine.url, login_limit_per_address_per_hour=2, login_hash_per_address=64,
-                                trusted_proxies=PROXY, audit_coalesce_window=3600.0)
+        gw = await make_gateway(
+            engine.url,
+            login_limit_per_address_per_hour=2,
+            login_hash_per_address=64,
+            trusted_proxies=PROXY,
+            audit_coalesce_window=3600.0,
+        )
         client = await gw.client()
         token = await login_form_token(client)
         flood = 80
-        statuses = await asyncio.gather(*(_attempt(client, token, f"guess{i}", WRONG, "192.0.2.7")
-                                          for i in range(flood)))
+        statuses = await asyncio.gather(
+            *(_attempt(client, token, f"guess{i}", WRONG, "192.0.2.7") for i in range(flood))
+        )
         assert sorted(statuses) == [401] * 2 + [429] * (flood - 2)
         assert len(_login_failures(gw, "bad_credentials")) == 2  # checked passwords: one record each
         assert len(_login_failures(gw, "throttled")) == 1
@@ -109,13 +119,16 @@ class TestPreCheckRefusalsCoalesced:
 class TestPasswordCheckFairness:
     async def test_one_address_cannot_fill_the_queue(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """With its share of check slots in use, an address gets 429 busy; another address still gets checked."""
-        gw = await make_gateway(engine.url, login_hash_workers=1, login_hash_queue=16, login_hash_per_address=4,
-                                trusted_proxies=PROXY)
+        gw = await make_gateway(
+            engine.url, login_hash_workers=1, login_hash_queue=16, login_hash_per_address=4, trusted_proxies=PROXY
+        )
         checks = gw.app[PASSWORD_CHECKS]
         gate = threading.Event()
         greedy = "2001:db8:5::1"
-        held = [asyncio.ensure_future(checks.run(gate.wait, 30.0, client=LoginThrottle.address_key(greedy)))
-                for _ in range(4)]
+        held = [
+            asyncio.ensure_future(checks.run(gate.wait, 30.0, client=LoginThrottle.address_key(greedy)))
+            for _ in range(4)
+        ]
         try:
             await asyncio.sleep(0)
             assert checks.pending == 4
@@ -185,8 +198,9 @@ class TestFormCookieClearedAtSignIn:
         gw = await make_gateway(engine.url)
         client = await gw.client()
         token = await login_form_token(client)
-        resp = await client.post("/login", data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
-                                 allow_redirects=False)
+        resp = await client.post(
+            "/login", data={"username": SUPER, "password": PASSWORD, "csrf_token": token}, allow_redirects=False
+        )
         assert resp.status == 303
         cleared = [c for c in resp.headers.getall("Set-Cookie") if c.startswith(f"{FORM_COOKIE_NAME}=")]
         assert len(cleared) == 1

@@ -13,36 +13,38 @@ import time
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-
-from admin_gateway.audit.trail import AUDIT
-from admin_gateway.auth.device_cookies import COOKIE_NAME, LIFETIME
-from admin_gateway.auth.password_checks import PASSWORD_CHECKS
 from gateway_harness import (  # noqa: F401  (fixtures)
     _CSRF_FIELD,
     ADMIN,
     PASSWORD,
+    PROXY,
     SUPER,
+    WRONG,
     Engine,
     Gateway,
+    LoginAnswer,
     MakeGateway,
+    attempt_login,
     clock,
+    device_cookie,
     engine,
     login_form_token,
     make_gateway,
-    LoginAnswer,
-    PROXY,
-    WRONG,
-    attempt_login,
-    device_cookie,
     post_login,
 )
+
+from admin_gateway.audit.trail import AUDIT
+from admin_gateway.auth.device_cookies import COOKIE_NAME, LIFETIME
+from admin_gateway.auth.password_checks import PASSWORD_CHECKS
+
 
 async def _burst(gw: Gateway, attempts: list[tuple[str, str | None]], password: str = WRONG) -> list[LoginAnswer]:
     """Send every (username, address) attempt at once from one client; return the answers in order."""
     client = await gw.client()
     token = await login_form_token(client)
-    return list(await asyncio.gather(*(attempt_login(client, token, name, password, address)
-                                       for name, address in attempts)))
+    return list(
+        await asyncio.gather(*(attempt_login(client, token, name, password, address) for name, address in attempts))
+    )
 
 
 def _statuses(answers: list[LoginAnswer]) -> dict[int, int]:
@@ -55,8 +57,12 @@ def _statuses(answers: list[LoginAnswer]) -> dict[int, int]:
 async def _throttled_records(gw: Gateway, reason: str) -> list[dict[str, Any]]:
     """The refusals with ``reason`` on the record, a coalesced summary standing for its ``repeated`` refusals."""
     await gw.app[AUDIT].flush_windows(everything=True)
-    return [r.data for r in gw.audit_records() if r.action == "login_failed" and r.data.get("reason") == reason
-            for _ in range(int(r.data.get("repeated", 1)))]
+    return [
+        r.data
+        for r in gw.audit_records()
+        if r.action == "login_failed" and r.data.get("reason") == reason
+        for _ in range(int(r.data.get("repeated", 1)))
+    ]
 
 
 async def _with_device(gw: Gateway, value: str) -> TestClient:
@@ -69,12 +75,14 @@ async def _with_device(gw: Gateway, value: str) -> TestClient:
 class TestParallelBursts:
     async def test_burst_over_the_address_limit(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """Parallel wrong logins from one address: every attempt past the per-address limit gets 429."""
-        gw = await make_gateway(engine.url, login_limit_per_address_per_hour=12, login_hash_queue=64,
-                                login_hash_per_address=64)
+        gw = await make_gateway(
+            engine.url, login_limit_per_address_per_hour=12, login_hash_queue=64, login_hash_per_address=64
+        )
         answers = await _burst(gw, [(f"user{i}", None) for i in range(30)])
         assert _statuses(answers) == {401: 12, 429: 18}
-        assert all(a.retry_after and int(a.retry_after) > 0 and a.code == "throttled"
-                   for a in answers if a.status == 429)
+        assert all(
+            a.retry_after and int(a.retry_after) > 0 and a.code == "throttled" for a in answers if a.status == 429
+        )
         assert [r["limit"] for r in (await _throttled_records(gw, "throttled"))] == ["address"] * 18
 
     async def test_burst_over_the_account_limit(self, engine: Engine, make_gateway: MakeGateway) -> None:
@@ -118,7 +126,8 @@ class TestGrowingDelays:
 
 class TestDeviceCookies:
     async def test_a_known_browser_signs_in_after_the_account_budget_is_burned(
-            self, engine: Engine, make_gateway: MakeGateway) -> None:
+        self, engine: Engine, make_gateway: MakeGateway
+    ) -> None:
         """After an attacker used up the account limit, a browser that signed in before still gets in."""
         gw = await make_gateway(engine.url, login_limit_per_hour=3, trusted_proxies=PROXY)
         earlier = await gw.client()
@@ -151,7 +160,10 @@ class TestDeviceCookies:
         assert (await post_login(first, SUPER, PASSWORD)).status == 303
         known = await _with_device(gw, device_cookie(first))
         token = await login_form_token(known)
-        assert [(await attempt_login(known, token, SUPER, WRONG, f"192.0.2.{i}")).status for i in range(2)] == [401, 401]
+        assert [(await attempt_login(known, token, SUPER, WRONG, f"192.0.2.{i}")).status for i in range(2)] == [
+            401,
+            401,
+        ]
         locked = await attempt_login(known, token, SUPER, PASSWORD, "192.0.2.50")
         assert (locked.status, locked.code) == (429, "throttled")
         assert (await _throttled_records(gw, "throttled"))[-1]["limit"] == "device"
@@ -171,8 +183,12 @@ class TestDeviceCookies:
         sent = "; ".join(f"{m.key}={m.value}" for m in form.cookies.values())
         token = _CSRF_FIELD.search(await form.text())
         assert token is not None
-        tls = await client.post("/login", data={"username": SUPER, "password": PASSWORD, "csrf_token": token.group(1)},
-                                headers={**https, "Cookie": sent}, allow_redirects=False)
+        tls = await client.post(
+            "/login",
+            data={"username": SUPER, "password": PASSWORD, "csrf_token": token.group(1)},
+            headers={**https, "Cookie": sent},
+            allow_redirects=False,
+        )
         assert tls.status == 303
         secure = next(c for c in tls.headers.getall("Set-Cookie") if c.startswith("__Host-gw_device="))
         assert "Secure" in secure and "HttpOnly" in secure
@@ -203,8 +219,13 @@ class TestPasswordCheckQueue:
 class TestLoginFlood:
     async def test_signed_in_create_during_a_flood(self, engine: Engine, make_gateway: MakeGateway) -> None:
         """While a login flood saturates the password checks, a signed-in create completes promptly."""
-        gw = await make_gateway(engine.url, login_hash_workers=1, login_hash_queue=4, login_hash_reserved=0,
-                                login_limit_per_address_per_hour=100_000)
+        gw = await make_gateway(
+            engine.url,
+            login_hash_workers=1,
+            login_hash_queue=4,
+            login_hash_reserved=0,
+            login_limit_per_address_per_hour=100_000,
+        )
         alice = await gw.login()
         flooder = await gw.client()
         token = await login_form_token(flooder)

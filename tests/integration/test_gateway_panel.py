@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-
 from gateway_harness import (  # noqa: F401  (fixtures)
     ADMIN,
     SUPER,
@@ -39,8 +38,9 @@ PAGES = ("/admin/engine/jobs", "/admin/engine/jobs/00000000-0000-4000-8000-00000
 
 # -- a small HTML tree, enough to query by attribute -------------------------------------
 
-_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-                   "track", "wbr"})
+_VOID = frozenset(
+    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+)
 
 
 class Node:
@@ -70,8 +70,11 @@ class Node:
     def find_all(self, tag: str | None = None, **attrs: str) -> list[Node]:
         """Descendants with ``tag`` whose attributes equal ``attrs`` (``data_testid`` → ``data-testid``)."""
         wanted = {k.replace("_", "-"): v for k, v in attrs.items()}
-        return [n for n in self.iter()[1:] if (tag is None or n.tag == tag)
-                and all(n.attrs.get(k) == v for k, v in wanted.items())]
+        return [
+            n
+            for n in self.iter()[1:]
+            if (tag is None or n.tag == tag) and all(n.attrs.get(k) == v for k, v in wanted.items())
+        ]
 
     def one(self, tag: str | None = None, **attrs: str) -> Node:
         """The single descendant matching; fails the test when there is not exactly one."""
@@ -129,6 +132,7 @@ def parse(html: str) -> Node:
 
 # -- harness ----------------------------------------------------------------------------
 
+
 async def get_page(user: User | TestClient[Any, Any], path: str, status: int = 200) -> Node:
     """GET a page, check its status and HTML type, return it parsed."""
     client = user.client if isinstance(user, User) else user
@@ -165,6 +169,7 @@ def _rows(page: Node) -> list[Node]:
 
 
 # -- tests ------------------------------------------------------------------------------
+
 
 class TestAccess:
     """Who may see the panel's pages."""
@@ -351,8 +356,9 @@ class TestJobPage:
         job_id = await create(user, "demo.echo", name="say hi", message="hi")
         page = await get_page(user, f"/admin/engine/jobs/{job_id}")
         token = page.one("meta", name="csrf-token").attrs["content"] or ""
-        resp = await user.client.post(f"/api/admin/engine/jobs/{job_id}/run", json={"reason": "ticket OPS-42"},
-                                      headers={"X-CSRF-Token": token})
+        resp = await user.client.post(
+            f"/api/admin/engine/jobs/{job_id}/run", json={"reason": "ticket OPS-42"}, headers={"X-CSRF-Token": token}
+        )
         assert resp.status == 202, await resp.text()
         await wait_for_status(user, job_id, {"DONE"})
         page = await get_page(user, f"/admin/engine/jobs/{job_id}")
@@ -474,8 +480,9 @@ class TestCsp:
                     assert not attr.startswith("on"), f"{attr}= on <{node.tag}> of {name}"
                 for attr in ("href", "src", "action"):
                     value = node.attrs.get(attr) or ""
-                    assert not value.lower().startswith(("javascript:", "data:", "http:", "https:", "//")), \
+                    assert not value.lower().startswith(("javascript:", "data:", "http:", "https:", "//")), (
                         f"{attr}={value!r} on {name}"
+                    )
 
     async def test_every_referenced_asset_is_served(self, down: MakeDown) -> None:
         """Every stylesheet, script, module import, icon and CSS url() the pages use answers 200."""
@@ -513,13 +520,16 @@ class TestCsp:
 class TestStatic:
     """Static assets: right content types, the favicon, and nothing outside the static folder."""
 
-    @pytest.mark.parametrize(("path", "content_type"), [
-        ("/static/js/main.js", ("application/javascript", "text/javascript")),
-        ("/static/panel.css", ("text/css",)),
-        ("/static/icons/clock.svg", ("image/svg+xml",)),
-        ("/static/favicon.svg", ("image/svg+xml",)),
-        ("/favicon.ico", ("image/x-icon", "image/vnd.microsoft.icon")),
-    ])
+    @pytest.mark.parametrize(
+        ("path", "content_type"),
+        [
+            ("/static/js/main.js", ("application/javascript", "text/javascript")),
+            ("/static/panel.css", ("text/css",)),
+            ("/static/icons/clock.svg", ("image/svg+xml",)),
+            ("/static/favicon.svg", ("image/svg+xml",)),
+            ("/favicon.ico", ("image/x-icon", "image/vnd.microsoft.icon")),
+        ],
+    )
     async def test_content_types(self, down: MakeDown, path: str, content_type: tuple[str, ...]) -> None:
         """Assets are served (no session needed) with a content type that nosniff browsers accept."""
         client = await (await down()).client()
@@ -535,8 +545,15 @@ class TestStatic:
         body = await (await client.get("/favicon.ico")).read()
         assert body[:4] == b"\x00\x00\x01\x00"
 
-    @pytest.mark.parametrize("path", ["/static/../routes_panel.py", "/static/%2e%2e/routes_panel.py",
-                                      "/static/../templates/base.html", "/static/nope.js"])
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/static/../routes_panel.py",
+            "/static/%2e%2e/routes_panel.py",
+            "/static/../templates/base.html",
+            "/static/nope.js",
+        ],
+    )
     async def test_nothing_outside_static(self, down: MakeDown, path: str) -> None:
         """Traversal out of the static folder and unknown files are 404, never source code."""
         client = await (await down()).client()

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-
 from gateway_harness import (  # noqa: F401  (fixtures)
     ENGINE_TOKEN,
     SUPER,
@@ -46,8 +45,9 @@ class TestJobList:
         page1 = await (await user.client.get("/api/admin/engine/jobs", params={"limit": "3"})).json()
         assert [j["id"] for j in page1["jobs"]] == ids[::-1][:3]
         assert page1["next"]
-        page2 = await (await user.client.get("/api/admin/engine/jobs",
-                                             params={"limit": "3", "before": page1["next"]})).json()
+        page2 = await (
+            await user.client.get("/api/admin/engine/jobs", params={"limit": "3", "before": page1["next"]})
+        ).json()
         assert [j["id"] for j in page2["jobs"]] == ids[::-1][3:]
         assert page2["next"] is None
 
@@ -60,20 +60,25 @@ class TestJobList:
         user = await gateway.login()
         by_type = await (await user.client.get("/api/admin/engine/jobs", params={"type": "demo.echo"})).json()
         assert [j["id"] for j in by_type["jobs"]] == [echo]
-        by_status = await (await user.client.get("/api/admin/engine/jobs",
-                                                 params={"status": "RUNNING", "foo": "bar"})).json()
+        by_status = await (
+            await user.client.get("/api/admin/engine/jobs", params={"status": "RUNNING", "foo": "bar"})
+        ).json()
         assert [j["id"] for j in by_status["jobs"]] == [running]
         assert all("foo" not in path for _, path, _ in engine.calls)
 
-    @pytest.mark.parametrize(("query", "forwarded"), [
-        ("limit=2&status=READY", "limit=2&status=READY"),  # plain: forwarded as it came
-        ("status=READY&limit=2&limit=500", "status=READY&limit=2&limit=500"),  # the engine takes the first
-        ("limit=2&foo=bar&status=READY", "limit=2&status=READY"),  # unknown parameter dropped
-        ("limit=2&status=READY&limit=500&x=1", "limit=2&status=READY"),  # general path: first value
-        ("status=%52EADY&limit=2", "status=READY&limit=2"),  # percent-encoded: general path, decoded once
-    ])
-    async def test_list_query_reaches_the_engine_with_one_meaning(self, engine: Engine, gateway: Gateway,
-                                                                 query: str, forwarded: str) -> None:
+    @pytest.mark.parametrize(
+        ("query", "forwarded"),
+        [
+            ("limit=2&status=READY", "limit=2&status=READY"),  # plain: forwarded as it came
+            ("status=READY&limit=2&limit=500", "status=READY&limit=2&limit=500"),  # the engine takes the first
+            ("limit=2&foo=bar&status=READY", "limit=2&status=READY"),  # unknown parameter dropped
+            ("limit=2&status=READY&limit=500&x=1", "limit=2&status=READY"),  # general path: first value
+            ("status=%52EADY&limit=2", "status=READY&limit=2"),  # percent-encoded: general path, decoded once
+        ],
+    )
+    async def test_list_query_reaches_the_engine_with_one_meaning(
+        self, engine: Engine, gateway: Gateway, query: str, forwarded: str
+    ) -> None:
         """Plain list queries are forwarded unchanged, others re-encoded; either way a page of 2 READY jobs."""
         for _ in range(3):
             await engine.create("demo.echo")
@@ -122,8 +127,9 @@ class TestReads:
         assert done["history"][-1]["status"] == "DONE"
         logs = await (await user.client.get(f"/api/admin/engine/jobs/{job['id']}/logs")).json()
         assert "hi there" in [line["text"] for line in logs["lines"]]
-        later = await (await user.client.get(f"/api/admin/engine/jobs/{job['id']}/logs",
-                                             params={"after": str(logs["next"])})).json()
+        later = await (
+            await user.client.get(f"/api/admin/engine/jobs/{job['id']}/logs", params={"after": str(logs["next"])})
+        ).json()
         assert later["lines"] == []
         types = await (await user.client.get("/api/admin/engine/types")).json()
         assert "demo.sleep" in str(types)
@@ -156,14 +162,18 @@ class TestMutations:
     async def test_bad_bodies_are_400(self, gateway: Gateway) -> None:
         """Malformed JSON, unknown fields and wrong types are 400 with a code; nothing is created."""
         user = await gateway.login()
-        cases: list[tuple[Any, str]] = [({"type": 5}, "invalid_field"), ({"type": "demo.echo", "x": 1}, "unknown_field"),
-                                        ({"type": "demo.echo", "params": []}, "invalid_field")]
+        cases: list[tuple[Any, str]] = [
+            ({"type": 5}, "invalid_field"),
+            ({"type": "demo.echo", "x": 1}, "unknown_field"),
+            ({"type": "demo.echo", "params": []}, "invalid_field"),
+        ]
         for body, code in cases:
             resp = await user.post("/api/admin/engine/jobs", body)
             assert resp.status == 400, body
             assert (await resp.json())["code"] == code
-        raw = await user.client.post("/api/admin/engine/jobs", data=b"{not json",
-                                     headers={**user.headers(), "Content-Type": "application/json"})
+        raw = await user.client.post(
+            "/api/admin/engine/jobs", data=b"{not json", headers={**user.headers(), "Content-Type": "application/json"}
+        )
         assert raw.status == 400
         assert (await raw.json())["code"] == "invalid_json"
         unknown = await user.post("/api/admin/engine/jobs", {"type": "no.such.type"})
@@ -206,8 +216,13 @@ class TestHeaderStripping:
     async def test_client_identity_headers_never_reach_the_engine(self, engine: Engine, gateway: Gateway) -> None:
         """A client's X-Engine-Actor, Authorization, Cookie and X-Forwarded-* are dropped; the session user acts."""
         user = await gateway.login()
-        forged = {"X-Engine-Actor": "mallory", "Authorization": "Bearer stolen", "X-Forwarded-For": "10.9.9.9",
-                  "X-Forwarded-User": "mallory", "X-Forwarded-Proto": "https"}
+        forged = {
+            "X-Engine-Actor": "mallory",
+            "Authorization": "Bearer stolen",
+            "X-Forwarded-For": "10.9.9.9",
+            "X-Forwarded-User": "mallory",
+            "X-Forwarded-Proto": "https",
+        }
         before = len(engine.calls)
         resp = await user.post("/api/admin/engine/jobs", {"type": "demo.echo"}, **forged)
         assert resp.status == 201
@@ -229,8 +244,9 @@ class TestHeaderStripping:
 
 
 class TestSafeMode:
-    async def test_every_run_is_refused_without_calling_the_engine(self, engine: Engine,
-                                                                   make_gateway: MakeGateway) -> None:
+    async def test_every_run_is_refused_without_calling_the_engine(
+        self, engine: Engine, make_gateway: MakeGateway
+    ) -> None:
         """SAFE_MODE on: runs are 403 ``safe_mode``, the engine sees no run request, the job stays READY."""
         gw = await make_gateway(engine.url, safe_mode=True)
         job_id = await engine.create("demo.echo")
@@ -240,8 +256,10 @@ class TestSafeMode:
         for body in ({}, {"reason": "please"}):
             resp = await user.post(f"/api/admin/engine/jobs/{job_id}/run", body)
             assert resp.status == 403
-            assert await resp.json() == {"error": "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off "
-                                                  "on the gateway to run jobs.", "code": "safe_mode"}
+            assert await resp.json() == {
+                "error": "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs.",
+                "code": "safe_mode",
+            }
         assert engine.count("POST", r"/run$") == runs_before
         assert len(engine.calls) == calls_before
         assert await engine.status(job_id) == "READY"
@@ -286,9 +304,11 @@ class TestEngineDown:
         assert elapsed < 1.5
         logs = await (await user.client.get("/api/admin/engine/logs")).json()
         assert logs["logs"] == [] and logs["engineDown"] is True and logs["warning"]
-        for path in ("/api/admin/engine/jobs/00000000-0000-4000-8000-000000000000/run",
-                     "/api/admin/engine/jobs/00000000-0000-4000-8000-000000000000/cancel",
-                     "/api/admin/engine/jobs"):
+        for path in (
+            "/api/admin/engine/jobs/00000000-0000-4000-8000-000000000000/run",
+            "/api/admin/engine/jobs/00000000-0000-4000-8000-000000000000/cancel",
+            "/api/admin/engine/jobs",
+        ):
             failed = await user.post(path, {"type": "demo.echo"} if path.endswith("jobs") else {})
             assert failed.status == 502, path
             assert (await failed.json())["code"] == "engine_unavailable"
@@ -333,8 +353,9 @@ class TestEngineDown:
         assert await engine.status(job_id) == "READY"
 
     @pytest.mark.parametrize("status", [502, 503])
-    async def test_engine_log_when_engine_fails(self, aiohttp_server: Any, make_gateway: MakeGateway,
-                                                status: int) -> None:
+    async def test_engine_log_when_engine_fails(
+        self, aiohttp_server: Any, make_gateway: MakeGateway, status: int
+    ) -> None:
         """The engine log answers ``engineDown`` rather than an error when the engine fails."""
         gw = await make_gateway(await _broken_engine(aiohttp_server, status))
         user = await gw.login()

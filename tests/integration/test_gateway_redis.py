@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from gateway_harness import (  # noqa: F401  (fixtures)
     PASSWORD,
     SUPER,
@@ -49,8 +48,23 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -70,8 +84,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 
 
 class TestRedisSessions:
-    async def test_two_gateways_share_sessions(self, engine: Engine, make_gateway: MakeGateway,
-                                               redis_url: str) -> None:
+    async def test_two_gateways_share_sessions(self, engine: Engine, make_gateway: MakeGateway, redis_url: str) -> None:
         """A session opened on one gateway works on another; logging out on either ends it for both."""
         one = await make_gateway(engine.url, session_backend="redis", redis_url=redis_url)
         two = await make_gateway(engine.url, session_backend="redis", redis_url=redis_url)
@@ -125,8 +138,9 @@ class TestRedisAnonymousTraffic:
         await alice.create()
         check_flood_answers(statuses)
 
-    async def test_login_form_of_one_gateway_signs_in_on_another(self, engine: Engine, make_gateway: MakeGateway,
-                                                                  redis_url: str) -> None:
+    async def test_login_form_of_one_gateway_signs_in_on_another(
+        self, engine: Engine, make_gateway: MakeGateway, redis_url: str
+    ) -> None:
         """Gateways sharing Redis share the form secret: a form served by one is accepted by the other."""
         one = await make_gateway(engine.url, session_backend="redis", redis_url=redis_url)
         two = await make_gateway(engine.url, session_backend="redis", redis_url=redis_url)
@@ -134,6 +148,10 @@ class TestRedisAnonymousTraffic:
         token = form_token_in(await (await client.get("/login")).text())
         form_cookie = "; ".join(f"{c.key}={c.value}" for c in client.session.cookie_jar)
         other = await two.client()
-        resp = await other.post("/login", data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
-                                headers={"Cookie": form_cookie}, allow_redirects=False)
+        resp = await other.post(
+            "/login",
+            data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
+            headers={"Cookie": form_cookie},
+            allow_redirects=False,
+        )
         assert resp.status == 303, await resp.text()

@@ -19,14 +19,28 @@ from shared.contract import MAX_JSON_DEPTH
 
 #: Paths under /api/admin/ a signed-out prober tries: unknown routes, malformed ids, odd spellings.
 API_ODD_PATHS = (
-    "/api/admin/engine/jobs/a.b", "/api/admin/engine/jobs/a.b/logs", "/api/admin/engine/jobs/x/y/z",
-    "/api/admin/engine/jobs/%2e%2e", "/api/admin/engine/jobs/" + "x" * 300, "/api/admin/engine/nope",
-    "/api/admin/nope", "/api/admin/", "/api/admin", "/api/admin/engine/jobs/\u00e9", "/api/admin/audit/x",
+    "/api/admin/engine/jobs/a.b",
+    "/api/admin/engine/jobs/a.b/logs",
+    "/api/admin/engine/jobs/x/y/z",
+    "/api/admin/engine/jobs/%2e%2e",
+    "/api/admin/engine/jobs/" + "x" * 300,
+    "/api/admin/engine/nope",
+    "/api/admin/nope",
+    "/api/admin/",
+    "/api/admin",
+    "/api/admin/engine/jobs/\u00e9",
+    "/api/admin/audit/x",
     "/api/admin%2Fengine/jobs",
 )
 #: Panel paths a signed-out prober tries: they get the login redirect every panel page gives.
-PANEL_ODD_PATHS = ("/admin/nope", "/admin/engine/jobs/a.b", "/admin/engine/jobs/x/y", "/admin", "/admin/",
-                   "/admin/engine/jobs/" + "x" * 300)
+PANEL_ODD_PATHS = (
+    "/admin/nope",
+    "/admin/engine/jobs/a.b",
+    "/admin/engine/jobs/x/y",
+    "/admin",
+    "/admin/",
+    "/admin/engine/jobs/" + "x" * 300,
+)
 
 
 def _denials(gateway: Gateway) -> int:
@@ -36,8 +50,9 @@ def _denials(gateway: Gateway) -> int:
 
 class TestSignInComesFirst:
     @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
-    async def test_odd_api_paths_signed_out_are_401_with_a_record(self, gateway: Gateway, engine: Engine,
-                                                                  method: str) -> None:
+    async def test_odd_api_paths_signed_out_are_401_with_a_record(
+        self, gateway: Gateway, engine: Engine, method: str
+    ) -> None:
         """Unknown paths, bad ids and wrong methods under /api/admin/ are 401 with an access_denied record."""
         client = await gateway.client()
         before = len(engine.calls)
@@ -94,8 +109,9 @@ class TestDeepJson:
         user = await gateway.login()
         before = len(engine.calls)
         body = '{"type": "demo.echo", "params": ' + _nested(900) + "}"
-        resp = await user.client.post("/api/admin/engine/jobs", data=body,
-                                      headers=user.headers(**{"Content-Type": "application/json"}))
+        resp = await user.client.post(
+            "/api/admin/engine/jobs", data=body, headers=user.headers(**{"Content-Type": "application/json"})
+        )
         assert resp.status == 400, await resp.text()
         assert (await resp.json())["code"] == "invalid_json"
         assert engine.calls[before:] == []
@@ -107,8 +123,9 @@ class TestDeepJson:
     async def test_deep_run_and_cancel_bodies_are_400(self, gateway: Gateway, path: str) -> None:
         """Run and cancel bodies nested past the limit are 400 invalid_json."""
         user = await gateway.login()
-        resp = await user.client.post(path, data=_nested(MAX_JSON_DEPTH + 1),
-                                      headers=user.headers(**{"Content-Type": "application/json"}))
+        resp = await user.client.post(
+            path, data=_nested(MAX_JSON_DEPTH + 1), headers=user.headers(**{"Content-Type": "application/json"})
+        )
         assert resp.status == 400, await resp.text()
         assert (await resp.json())["code"] == "invalid_json"
 
@@ -136,4 +153,3 @@ class TestNumbers:
         resp = await user.client.get("/admin/engine/jobs", params={"limit": "\u0665"})
         assert resp.status == 200
         assert any(m == "GET" and p.startswith("/api/jobs?limit=50") for m, p, _ in engine.calls)
-

@@ -6,9 +6,6 @@ import re
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-
-from admin_gateway.auth.guards import USER_STORE
-from admin_gateway.auth.sessions import SECURE_COOKIE_NAME, SECURE_FORM_COOKIE_NAME, SESSION_STORAGE, MemorySessionBackend
 from gateway_harness import (  # noqa: F401  (fixtures)
     ADMIN,
     PASSWORD,
@@ -24,6 +21,14 @@ from gateway_harness import (  # noqa: F401  (fixtures)
     make_gateway,
     post_login,
     session_cookie,
+)
+
+from admin_gateway.auth.guards import USER_STORE
+from admin_gateway.auth.sessions import (
+    SECURE_COOKIE_NAME,
+    SECURE_FORM_COOKIE_NAME,
+    SESSION_STORAGE,
+    MemorySessionBackend,
 )
 
 
@@ -117,8 +122,9 @@ class TestSessionLifecycle:
         assert session_cookie(client) is None  # the form opens no session
         planted = "planted-by-an-attacker-0123456789"
         _with_cookie(client, planted)
-        resp = await client.post("/login", data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
-                                 allow_redirects=False)
+        resp = await client.post(
+            "/login", data={"username": SUPER, "password": PASSWORD, "csrf_token": token}, allow_redirects=False
+        )
         assert resp.status == 303
         after = session_cookie(client)
         assert after and after != planted
@@ -130,17 +136,20 @@ class TestSessionLifecycle:
         """Session and form cookies are HttpOnly, SameSite=Strict, Path=/ (plain HTTP: no Secure, no __Host-)."""
         client = await gateway.client()
         form = (await client.get("/login")).headers["Set-Cookie"]
-        resp = await client.post("/login", data={"username": SUPER, "password": PASSWORD,
-                                                 "csrf_token": await login_form_token(client)},
-                                 allow_redirects=False)
+        resp = await client.post(
+            "/login",
+            data={"username": SUPER, "password": PASSWORD, "csrf_token": await login_form_token(client)},
+            allow_redirects=False,
+        )
         session = _set_cookie(resp, "gw_session")
         assert form.startswith("gw_form=")
         for cookie in (form, session):
             assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
             assert "Secure" not in cookie and "Max-Age" not in cookie and "Domain" not in cookie
 
-    async def test_https_behind_a_trusted_proxy_uses_host_prefix(self, engine: Engine,
-                                                                  make_gateway: MakeGateway) -> None:
+    async def test_https_behind_a_trusted_proxy_uses_host_prefix(
+        self, engine: Engine, make_gateway: MakeGateway
+    ) -> None:
         """Over HTTPS (a trusted proxy says so) the cookies are ``__Host-``, Secure; an untrusted peer can't say so."""
         trusting = await make_gateway(engine.url, trusted_proxies=("127.0.0.1",))
         client = await trusting.client()
@@ -152,8 +161,12 @@ class TestSessionLifecycle:
         assert resp.headers["Strict-Transport-Security"]
         token = form_token_in(await resp.text())
         nonce = form.split(";")[0]
-        resp = await client.post("/login", data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
-                                 headers={**https, "Cookie": nonce}, allow_redirects=False)
+        resp = await client.post(
+            "/login",
+            data={"username": SUPER, "password": PASSWORD, "csrf_token": token},
+            headers={**https, "Cookie": nonce},
+            allow_redirects=False,
+        )
         assert resp.status == 303, await resp.text()
         cookie = _set_cookie(resp, SECURE_COOKIE_NAME)
         assert "Secure" in cookie and "Path=/" in cookie and "Domain" not in cookie
@@ -224,8 +237,9 @@ class TestSessionLifecycle:
 
 
 class TestThrottling:
-    async def test_account_is_throttled_after_too_many_failures(self, engine: Engine,
-                                                                 make_gateway: MakeGateway) -> None:
+    async def test_account_is_throttled_after_too_many_failures(
+        self, engine: Engine, make_gateway: MakeGateway
+    ) -> None:
         """After the per-account limit, even the right password gets 429 with Retry-After, until the hour passes."""
         gw = await make_gateway(engine.url, login_limit_per_hour=3)
         for _ in range(3):

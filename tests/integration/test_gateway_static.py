@@ -15,9 +15,14 @@ from gateway_harness import (  # noqa: F401  (fixtures)
 
 
 class TestStaticFiles:
-    @pytest.mark.parametrize(("path", "content_type"), [("/static/panel.css", "text/css"),
-                                                        ("/static/js/main.js", "javascript"),
-                                                        ("/static/icons/check.svg", "image/svg+xml")])
+    @pytest.mark.parametrize(
+        ("path", "content_type"),
+        [
+            ("/static/panel.css", "text/css"),
+            ("/static/js/main.js", "javascript"),
+            ("/static/icons/check.svg", "image/svg+xml"),
+        ],
+    )
     async def test_shipped_files_are_served(self, gateway: Gateway, path: str, content_type: str) -> None:
         """Files of admin_gateway/static are served with their type, to anyone, revalidated."""
         resp = await (await gateway.client()).get(path)
@@ -26,8 +31,17 @@ class TestStaticFiles:
         assert resp.headers["Cache-Control"] == "no-cache"
         assert await resp.read()
 
-    @pytest.mark.parametrize("path", ["/static/0", "/static/nope.css", "/static/js", "/static/js/",
-                                      "/static/..%2fapp.py", "/static/..%2f..%2fpyproject.toml"])
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/static/0",
+            "/static/nope.css",
+            "/static/js",
+            "/static/js/",
+            "/static/..%2fapp.py",
+            "/static/..%2f..%2fpyproject.toml",
+        ],
+    )
     async def test_anything_else_is_a_json_404(self, gateway: Gateway, path: str) -> None:
         """A missing file, a directory or a traversal attempt is a JSON 404 (not an empty untyped body)."""
         resp = await (await gateway.client()).get(path)

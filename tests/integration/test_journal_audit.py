@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.journal.cli import main as audit_main
-from shared.journal.tools import export, head, verify
 from shared.journal.chain import GENESIS, JournalCorrupt, Record, canonical_json, record_hash
+from shared.journal.cli import main as audit_main
 from shared.journal.file import FileJournal
 from shared.journal.format import list_segments
+from shared.journal.tools import export, head, verify
 
 
 async def write_journal(directory: Path, n: int, *, segment_bytes: int = 1500, start: int = 0) -> list[Record]:
@@ -27,8 +27,15 @@ async def write_journal(directory: Path, n: int, *, segment_bytes: int = 1500, s
     list(journal.replay())
     out = []
     for i in range(start, start + n):
-        out.append(await journal.append(action="run_requested", actor="=cmd|calc" if i == 2 else "alice",
-                                        source="10.0.0.7", job_id=f"job-{i}", data={"i": i}))
+        out.append(
+            await journal.append(
+                action="run_requested",
+                actor="=cmd|calc" if i == 2 else "alice",
+                source="10.0.0.7",
+                job_id=f"job-{i}",
+                data={"i": i},
+            )
+        )
     await journal.close()
     return out
 
@@ -80,7 +87,7 @@ class TestVerifyTampering:
         target = copy(original, tmp_path)
         seg, i, lines = locate(target, 12)
         pos = lines[i].index(b'"source":"10.0.0.7"') + 17
-        lines[i] = lines[i][:pos] + b"8" + lines[i][pos + 1:]
+        lines[i] = lines[i][:pos] + b"8" + lines[i][pos + 1 :]
         seg.write_bytes(b"\n".join(lines))
         result = verify(target)
         assert not result.ok and result.count == 11
@@ -88,8 +95,9 @@ class TestVerifyTampering:
         assert (result.first_bad.segment, result.first_bad.line, result.first_bad.seq) == (seg.name, i + 1, 12)
         assert "hash mismatch" in result.first_bad.reason
 
-    def test_recomputed_hash_still_breaks_the_next_link(self, original: tuple[Path, list[Record]],
-                                                        tmp_path: Path) -> None:
+    def test_recomputed_hash_still_breaks_the_next_link(
+        self, original: tuple[Path, list[Record]], tmp_path: Path
+    ) -> None:
         """A forger who rehashes the altered record is caught by the record after it."""
         target = copy(original, tmp_path)
         seg, i, lines = locate(target, 12)
@@ -125,8 +133,9 @@ class TestVerifyTampering:
         assert result.first_bad is not None and result.first_bad.line == i + 1
         assert result.first_bad.seq == json.loads(lines[i])["seq"]
 
-    def test_tail_truncation_is_caught_against_a_saved_head(self, original: tuple[Path, list[Record]],
-                                                            tmp_path: Path) -> None:
+    def test_tail_truncation_is_caught_against_a_saved_head(
+        self, original: tuple[Path, list[Record]], tmp_path: Path
+    ) -> None:
         """Cutting whole records off the end passes a plain verify but not one with the saved head."""
         saved = head(original[0]).hash
         target = copy(original, tmp_path)
@@ -147,16 +156,18 @@ class TestVerifyTampering:
         assert result.first_bad is not None and result.first_bad.segment == segments[2].name
         assert "missing" in result.first_bad.reason
 
-    def test_deleted_first_segment_without_a_prune_record_fails(self, original: tuple[Path, list[Record]],
-                                                                tmp_path: Path) -> None:
+    def test_deleted_first_segment_without_a_prune_record_fails(
+        self, original: tuple[Path, list[Record]], tmp_path: Path
+    ) -> None:
         """The oldest records cannot vanish unnoticed: only a logged prune may remove them."""
         target = copy(original, tmp_path)
         list_segments(target)[0].path.unlink()
         result = verify(target)
         assert not result.ok and result.first_bad is not None and "prune" in result.first_bad.reason
 
-    def test_pure_append_by_the_journal_passes_with_the_saved_head(self, original: tuple[Path, list[Record]],
-                                                                   tmp_path: Path) -> None:
+    def test_pure_append_by_the_journal_passes_with_the_saved_head(
+        self, original: tuple[Path, list[Record]], tmp_path: Path
+    ) -> None:
         """Records appended by the journal after the head was saved are no tampering."""
         saved = head(original[0]).hash
         target = copy(original, tmp_path)
@@ -166,6 +177,7 @@ class TestVerifyTampering:
 
     def test_snapshot_beyond_the_end_reveals_truncation(self, tmp_path: Path) -> None:
         """A snapshot covering records the journal no longer has fails verify even without a saved head."""
+
         async def build() -> None:
             journal = FileJournal.open(tmp_path / "j")
             list(journal.replay())
@@ -173,6 +185,7 @@ class TestVerifyTampering:
                 await journal.append(action="a", actor="x", source="s", job_id=None, data={"i": i})
             await journal.write_snapshot({}, seq=6, head=journal.head)
             await journal.close()
+
         asyncio.run(build())
         seg = list_segments(tmp_path / "j")[0].path
         seg.write_bytes(b"\n".join(seg.read_bytes().split(b"\n")[:4]) + b"\n")
@@ -212,8 +225,9 @@ class TestExport:
         assert len(rows) == 31 and rows[3][2] == "'=cmd|calc"
         assert json.loads(rows[1][6]) == {"i": 0}
 
-    def test_export_of_a_tampered_journal_stops_with_an_error(self, original: tuple[Path, list[Record]],
-                                                              tmp_path: Path) -> None:
+    def test_export_of_a_tampered_journal_stops_with_an_error(
+        self, original: tuple[Path, list[Record]], tmp_path: Path
+    ) -> None:
         """An export never silently passes off a broken chain."""
         target = copy(original, tmp_path)
         seg, i, lines = locate(target, 5)
@@ -225,8 +239,9 @@ class TestExport:
 
 
 class TestHead:
-    def test_head_is_the_newest_record_and_ignores_a_torn_line(self, original: tuple[Path, list[Record]],
-                                                               tmp_path: Path) -> None:
+    def test_head_is_the_newest_record_and_ignores_a_torn_line(
+        self, original: tuple[Path, list[Record]], tmp_path: Path
+    ) -> None:
         """head names the last complete record, even while a write is half done."""
         target = copy(original, tmp_path)
         with open(list_segments(target)[-1].path, "ab") as f:
@@ -236,38 +251,61 @@ class TestHead:
 
 
 class TestAuditCli:
-    def test_verify_ok_and_failed_exit_codes(self, original: tuple[Path, list[Record]], tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def test_verify_ok_and_failed_exit_codes(
+        self, original: tuple[Path, list[Record]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """verify exits 0 with a count when intact and 1 naming the first bad record when not."""
         data_dir = original[0].parent
-        assert audit_main(["audit", "verify", "--data-dir", str(data_dir)], prog="engine-hub",
-                          default_data_dir=Path("unused")) == 0
+        assert (
+            audit_main(
+                ["audit", "verify", "--data-dir", str(data_dir)], prog="engine-hub", default_data_dir=Path("unused")
+            )
+            == 0
+        )
         assert "ok: 30 records" in capsys.readouterr().out
         target = copy(original, tmp_path)
         seg, i, lines = locate(target, 7)
         lines[i] = lines[i].replace(b"alice", b"alicE")
         seg.write_bytes(b"\n".join(lines))
-        assert audit_main(["audit", "verify", "--data-dir", str(target.parent), "--json"], prog="engine-hub",
-                          default_data_dir=Path("unused")) == 1
+        assert (
+            audit_main(
+                ["audit", "verify", "--data-dir", str(target.parent), "--json"],
+                prog="engine-hub",
+                default_data_dir=Path("unused"),
+            )
+            == 1
+        )
         report = json.loads(capsys.readouterr().out)
         assert report["ok"] is False and report["firstBad"]["seq"] == 7 and report["count"] == 6
 
-    def test_head_export_and_a_missing_journal_from_a_real_process(self, original: tuple[Path, list[Record]],
-                                                                  tmp_path: Path) -> None:
+    def test_head_export_and_a_missing_journal_from_a_real_process(
+        self, original: tuple[Path, list[Record]], tmp_path: Path
+    ) -> None:
         """Run as a subprocess: head prints the hash, export writes CSV, a wrong dir is a one-line error."""
         data_dir = original[0].parent
-        code = ("import sys; from pathlib import Path; from shared.journal.cli import main; "
-                "sys.exit(main(sys.argv[1:], prog='engine-hub', default_data_dir=Path('nope')))")
+        code = (
+            "import sys; from pathlib import Path; from shared.journal.cli import main; "
+            "sys.exit(main(sys.argv[1:], prog='engine-hub', default_data_dir=Path('nope')))"
+        )
 
         def run(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                                  timeout=60)
+            return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
 
         got = run("audit", "head", "--data-dir", str(data_dir))
         assert got.returncode == 0 and got.stdout.split()[0] == original[1][-1].hash
         out = tmp_path / "out.csv"
-        got = run("audit", "export", "--data-dir", str(data_dir), "--format", "csv", "--output", str(out),
-                  "--since", "2000-01-01")
+        got = run(
+            "audit",
+            "export",
+            "--data-dir",
+            str(data_dir),
+            "--format",
+            "csv",
+            "--output",
+            str(out),
+            "--since",
+            "2000-01-01",
+        )
         assert got.returncode == 0 and len(out.read_text().splitlines()) == 31
         got = run("audit", "verify", "--data-dir", str(tmp_path / "nowhere"))
         assert got.returncode == 1 and got.stderr.count("\n") == 1 and "no journal" in got.stderr

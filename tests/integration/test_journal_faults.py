@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from shared.journal.tools import verify
 from shared.journal.chain import JournalUnavailable, Record
 from shared.journal.file import FileJournal
 from shared.journal.format import list_segments
+from shared.journal.tools import verify
 from shared.journal.writer import OsFiles
 
 BIG = {"blob": "x" * 600}  # big enough that a batch cannot fit in a page's slack
@@ -37,8 +37,9 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a tmpfs needs root")
     mnt = tmp_path / "fs"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -66,9 +67,15 @@ def fill(directory: Path) -> Path:
 
 async def append_big(journal: FileJournal, n: int) -> list[Record | BaseException]:
     """Append ``n`` large records concurrently, returning results or exceptions."""
-    return list(await asyncio.gather(*(
-        journal.append(action="job_created", actor="alice", source="10.0.0.1", job_id=f"j{i}", data=BIG)
-        for i in range(n)), return_exceptions=True))
+    return list(
+        await asyncio.gather(
+            *(
+                journal.append(action="job_created", actor="alice", source="10.0.0.1", job_id=f"j{i}", data=BIG)
+                for i in range(n)
+            ),
+            return_exceptions=True,
+        )
+    )
 
 
 class TestDiskFull:

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from shared.journal.tools import verify
 from shared.journal.chain import GENESIS, AuditQuery, JournalCorrupt, JournalLocked, Record
 from shared.journal.file import FileJournal
 from shared.journal.format import list_segments, segment_name
+from shared.journal.tools import verify
 
 
 def opened(directory: Path, **kw: Any) -> tuple[FileJournal, list[Record]]:
@@ -26,9 +26,16 @@ def opened(directory: Path, **kw: Any) -> tuple[FileJournal, list[Record]]:
 
 async def add(journal: FileJournal, n: int, *, start: int = 0) -> list[Record]:
     """Append ``n`` engine-like records concurrently (call order = seq order)."""
-    return list(await asyncio.gather(*(
-        journal.append(action="job_created", actor="alice", source="10.0.0.1", job_id=f"job-{i % 5}",
-                       data={"i": i}) for i in range(start, start + n))))
+    return list(
+        await asyncio.gather(
+            *(
+                journal.append(
+                    action="job_created", actor="alice", source="10.0.0.1", job_id=f"job-{i % 5}", data={"i": i}
+                )
+                for i in range(start, start + n)
+            )
+        )
+    )
 
 
 def apply(state: dict[str, Any], rec: Record) -> None:
@@ -113,8 +120,10 @@ class TestGroupCommit:
         journal, _ = opened(tmp_path / "j")
         first = asyncio.ensure_future(journal.append(action="a", actor="x", source="s", job_id=None, data={}))
         await asyncio.sleep(0)  # the flusher takes the first record alone
-        rest = [asyncio.ensure_future(journal.append(action="b", actor="x", source="s", job_id=None,
-                                                     data={"i": i})) for i in range(50)]
+        rest = [
+            asyncio.ensure_future(journal.append(action="b", actor="x", source="s", job_id=None, data={"i": i}))
+            for i in range(50)
+        ]
         await asyncio.gather(first, *rest)
         assert journal.stats.batches == 2
         await journal.close()

@@ -152,13 +152,15 @@ def engine_document() -> dict[str, Any]:
 
 
 class TestShapes:
-    async def test_jobs_in_every_state_match_the_job_schema(self, engine: EngineHarness,
-                                                            engine_document: dict[str, Any]) -> None:
+    async def test_jobs_in_every_state_match_the_job_schema(
+        self, engine: EngineHarness, engine_document: dict[str, Any]
+    ) -> None:
         """READY, RUNNING, DONE and FAILED jobs, the run answer and the log page validate against their schemas."""
         ready = await engine.create("demo.echo", {"message": "hi"})
         _check(engine_document, "Job", ready)
-        resp = await engine.client.post(f"/api/jobs/{ready['id']}/run", json={"reason": "because"},
-                                        headers=auth(actor="alice"))
+        resp = await engine.client.post(
+            f"/api/jobs/{ready['id']}/run", json={"reason": "because"}, headers=auth(actor="alice")
+        )
         accepted = await resp.json()
         _check(engine_document, "Accepted", accepted)
         _check(engine_document, "Job", await engine.wait_for(ready["id"]))
@@ -171,14 +173,18 @@ class TestShapes:
         assert logs["lines"]
         _check(engine_document, "LogPage", logs)
 
-    async def test_catalog_and_legacy_shapes_match(self, engine: EngineHarness,
-                                                   engine_document: dict[str, Any]) -> None:
+    async def test_catalog_and_legacy_shapes_match(
+        self, engine: EngineHarness, engine_document: dict[str, Any]
+    ) -> None:
         """The type catalog, JobResults and EngineLogs match their declared item schemas."""
         job = await engine.create("demo.echo")
         await engine.run(job["id"])
         await engine.wait_for(job["id"])
-        for url, name in (("/api/types", "JobType"), ("/api/jobs/results", "JobResult"),
-                          ("/api/engines/logs", "EngineLog")):
+        for url, name in (
+            ("/api/types", "JobType"),
+            ("/api/jobs/results", "JobResult"),
+            ("/api/engines/logs", "EngineLog"),
+        ):
             items = await (await engine.client.get(url, headers=auth())).json()
             assert items, url
             for item in items:
@@ -186,10 +192,23 @@ class TestShapes:
 
     def test_schemas_refuse_a_drifted_job(self, engine_document: dict[str, Any]) -> None:
         """A job with an undeclared field, a missing field or an unknown status fails the Job schema."""
-        job = {"id": "0b0e4b7c-5d5e-4c3b-9a51-6f7d0f1f2a3b", "type": "t", "engine": "t", "name": "n",
-               "params": {}, "status": "READY", "createdAt": "2025-01-01T00:00:00.000Z", "createdBy": "a",
-               "startedAt": None, "runBy": None, "runReason": None, "endedAt": None, "exitCode": None,
-               "error": None, "history": []}
+        job = {
+            "id": "0b0e4b7c-5d5e-4c3b-9a51-6f7d0f1f2a3b",
+            "type": "t",
+            "engine": "t",
+            "name": "n",
+            "params": {},
+            "status": "READY",
+            "createdAt": "2025-01-01T00:00:00.000Z",
+            "createdBy": "a",
+            "startedAt": None,
+            "runBy": None,
+            "runReason": None,
+            "endedAt": None,
+            "exitCode": None,
+            "error": None,
+            "history": [],
+        }
         validator = _validator(engine_document, {"$ref": "#/components/schemas/Job"})
         assert validator.is_valid(job)
         assert not validator.is_valid({**job, "surprise": 1})

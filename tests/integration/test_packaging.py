@@ -18,8 +18,9 @@ from tests.e2e.install import DIST_INFO_SUFFIX, PACKAGES, source_files, wheel
 
 
 class TestWheelContents:
-    def test_wheel_holds_exactly_the_packages_files_git_knows(self, request: pytest.FixtureRequest,
-                                                               tmp_path_factory: pytest.TempPathFactory) -> None:
+    def test_wheel_holds_exactly_the_packages_files_git_knows(
+        self, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> None:
         """Every git file under the three packages is in the wheel, and nothing else is besides its dist-info."""
         files = source_files()
         if files is None:
@@ -30,6 +31,8 @@ class TestWheelContents:
         metadata = {name for name in shipped if name.split("/", 1)[0].endswith(DIST_INFO_SUFFIX)}
         assert len({name.split("/", 1)[0] for name in metadata}) == 1, sorted(metadata)
         missing = sorted(expected - shipped)
-        assert missing == [], f"files of the packages missing from the wheel (package-data in pyproject.toml?): {missing}"
+        assert missing == [], (
+            f"files of the packages missing from the wheel (package-data in pyproject.toml?): {missing}"
+        )
         extra = sorted(shipped - metadata - expected)
         assert extra == [], f"files in the wheel that are not files of the packages: {extra}"

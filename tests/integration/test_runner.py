@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 #         double = a double fork whose middle process exits (orphan, same group)
 #         escape = a child that calls setsid() (leaves the job's group)
 #   then: sleep = keep running; exit = exit 0 at once; stubborn = ignore SIGTERM, keep running
-SPAWNER = r'''
+SPAWNER = r"""
 import os, signal, sys, time
 
 pidfile, how, then = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -63,14 +63,21 @@ os.rename(pidfile + ".tmp", pidfile)
 print("ready", flush=True)
 if then != "exit":
     time.sleep(300)
-'''
+"""
 
 
-def py_type(code: str, *, timeout: float = 30, name: str = "t.job", params: tuple[ParamSpec, ...] = (),
-            env: dict[str, str] | None = None) -> JobType:
+def py_type(
+    code: str,
+    *,
+    timeout: float = 30,
+    name: str = "t.job",
+    params: tuple[ParamSpec, ...] = (),
+    env: dict[str, str] | None = None,
+) -> JobType:
     """A job type that runs ``code`` with this interpreter."""
-    return JobType(name=name, command=(sys.executable, "-c", textwrap.dedent(code)), timeout=timeout,
-                   params=params, env=env or {})
+    return JobType(
+        name=name, command=(sys.executable, "-c", textwrap.dedent(code)), timeout=timeout, params=params, env=env or {}
+    )
 
 
 class Lines:
@@ -119,8 +126,9 @@ def spawner(tmp_path: Path) -> Callable[[str, str], tuple[JobType, Path]]:
 
     def make(how: str, then: str, timeout: float = 30) -> tuple[JobType, Path]:
         pidfile = tmp_path / f"pids-{how}-{then}"
-        job_type = JobType(name="t.spawner", command=(sys.executable, str(script), str(pidfile), how, then),
-                           timeout=timeout)
+        job_type = JobType(
+            name="t.spawner", command=(sys.executable, str(script), str(pidfile), how, then), timeout=timeout
+        )
         return job_type, pidfile
 
     return make
@@ -132,11 +140,19 @@ def read_pids(pidfile: Path) -> tuple[int, int]:
     return int(main), int(helper)
 
 
-async def start(runner: Runner, job_type: JobType, job_id: str = "job-1", params: dict[str, Any] | None = None,
-                lines: Lines | None = None) -> asyncio.Task[Outcome]:
+async def start(
+    runner: Runner,
+    job_type: JobType,
+    job_id: str = "job-1",
+    params: dict[str, Any] | None = None,
+    lines: Lines | None = None,
+) -> asyncio.Task[Outcome]:
     """Start a run in the background."""
-    return asyncio.create_task(runner.run(job_id=job_id, job_type=job_type, params=params or {},
-                                          on_line=lines if lines is not None else Lines()))
+    return asyncio.create_task(
+        runner.run(
+            job_id=job_id, job_type=job_type, params=params or {}, on_line=lines if lines is not None else Lines()
+        )
+    )
 
 
 class TestOutput:
@@ -159,8 +175,9 @@ class TestOutput:
         lines = Lines()
         job_type = builtin_catalog().get("demo.echo")
         assert job_type is not None
-        outcome = await runner.run(job_id="j", job_type=job_type, params=job_type.validate_params({"message": "héllo"}),
-                                   on_line=lines)
+        outcome = await runner.run(
+            job_id="j", job_type=job_type, params=job_type.validate_params({"message": "héllo"}), on_line=lines
+        )
         assert outcome.status is JobStatus.DONE
         assert lines.items == [("stdout", "héllo")]
 
@@ -217,15 +234,19 @@ class TestOutput:
 
 
 class TestExit:
-    @pytest.mark.parametrize(("code", "status", "error"), [
-        (0, JobStatus.DONE, None),
-        (3, JobStatus.FAILED, "exited with code 3"),
-        (255, JobStatus.FAILED, "exited with code 255"),
-    ])
+    @pytest.mark.parametrize(
+        ("code", "status", "error"),
+        [
+            (0, JobStatus.DONE, None),
+            (3, JobStatus.FAILED, "exited with code 3"),
+            (255, JobStatus.FAILED, "exited with code 255"),
+        ],
+    )
     async def test_exit_codes(self, runner: Runner, code: int, status: JobStatus, error: str | None) -> None:
         """Exit 0 is DONE; any other exit code is FAILED with that code."""
-        outcome = await runner.run(job_id="j", job_type=py_type(f"raise SystemExit({code})"), params={},
-                                   on_line=Lines())
+        outcome = await runner.run(
+            job_id="j", job_type=py_type(f"raise SystemExit({code})"), params={}, on_line=Lines()
+        )
         assert outcome == Outcome(status=status, exit_code=code, error=error)
 
     async def test_demo_fail(self, runner: Runner) -> None:
@@ -247,8 +268,11 @@ class TestExit:
         """A missing program is FAILED "failed to start", not an exception."""
         job_type = JobType(name="t.missing", command=("/nonexistent/reindex", "--all"), timeout=5)
         outcome = await runner.run(job_id="j", job_type=job_type, params={}, on_line=Lines())
-        assert outcome == Outcome(status=JobStatus.FAILED, exit_code=None,
-                                  error="failed to start: No such file or directory: /nonexistent/reindex")
+        assert outcome == Outcome(
+            status=JobStatus.FAILED,
+            exit_code=None,
+            error="failed to start: No such file or directory: /nonexistent/reindex",
+        )
         assert not runner.is_running("j")
 
     async def test_command_not_on_path(self, runner: Runner) -> None:
@@ -273,16 +297,21 @@ class TestExit:
         job_type = JobType(name="t.cwd", command=("/bin/true",), timeout=5, cwd=tmp_path / "absent")
         outcome = await runner.run(job_id="j", job_type=job_type, params={}, on_line=Lines())
         assert outcome.status is JobStatus.FAILED
-        assert outcome.error == f"failed to start: cannot use working directory {tmp_path / 'absent'}: " \
-                                "No such file or directory"
+        assert (
+            outcome.error == f"failed to start: cannot use working directory {tmp_path / 'absent'}: "
+            "No such file or directory"
+        )
 
     async def test_cwd_and_started_pid(self, runner: Runner, tmp_path: Path) -> None:
         """The job runs in its cwd and on_started reports the job's own pid, which leads its group."""
         pids: list[int] = []
         lines = Lines()
-        job_type = JobType(name="t.cwd", command=(sys.executable, "-c",
-                                                  "import os; print(os.getcwd()); print(os.getpid(), os.getpgid(0))"),
-                           timeout=5, cwd=tmp_path)
+        job_type = JobType(
+            name="t.cwd",
+            command=(sys.executable, "-c", "import os; print(os.getcwd()); print(os.getpid(), os.getpgid(0))"),
+            timeout=5,
+            cwd=tmp_path,
+        )
         outcome = await runner.run(job_id="j", job_type=job_type, params={}, on_line=lines, on_started=pids.append)
         assert outcome.status is JobStatus.DONE
         cwd, ids = lines.of("stdout")
@@ -306,10 +335,15 @@ class TestEnvironment:
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "also-secret")
         monkeypatch.setenv("LC_ALL", "C.UTF-8")
         lines = Lines()
-        job_type = py_type("import json, os; print(json.dumps(dict(os.environ)))",
-                           params=(ParamSpec(name="seconds", type="int"), ParamSpec(name="full", type="bool"),
-                                   ParamSpec(name="note", type="str")),
-                           env={"SEARCH_URL": "http://127.0.0.1:9200"})
+        job_type = py_type(
+            "import json, os; print(json.dumps(dict(os.environ)))",
+            params=(
+                ParamSpec(name="seconds", type="int"),
+                ParamSpec(name="full", type="bool"),
+                ParamSpec(name="note", type="str"),
+            ),
+            env={"SEARCH_URL": "http://127.0.0.1:9200"},
+        )
         params = job_type.validate_params({"seconds": 7, "full": True, "note": "a b=c\nd"})
         outcome = await runner.run(job_id="job-42", job_type=job_type, params=params, on_line=lines)
         assert outcome.status is JobStatus.DONE
@@ -329,8 +363,13 @@ class TestEnvironment:
         """Without a PATH in the engine's environment the job still gets a sane PATH; false is "false"."""
         job_type = py_type("pass", params=(ParamSpec(name="dry_run", type="bool"),))
         env = job_env(job_id="j", job_type=job_type, params={"dry_run": False}, base={"HOME": "/root", "SECRET": "x"})
-        assert env == {"HOME": "/root", "PATH": "/usr/local/bin:/usr/bin:/bin", "JOB_ID": "j", "JOB_TYPE": "t.job",
-                       "JOB_PARAM_DRY_RUN": "false"}
+        assert env == {
+            "HOME": "/root",
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "JOB_ID": "j",
+            "JOB_TYPE": "t.job",
+            "JOB_PARAM_DRY_RUN": "false",
+        }
 
 
 class TestTimeout:
@@ -342,8 +381,9 @@ class TestTimeout:
         main, helper = read_pids(pidfile)
         await until(lambda: gone(main) and gone(helper))
 
-    async def test_timeout_escalates_to_kill(self, runner: Runner,
-                                             spawner: Callable[..., tuple[JobType, Path]]) -> None:
+    async def test_timeout_escalates_to_kill(
+        self, runner: Runner, spawner: Callable[..., tuple[JobType, Path]]
+    ) -> None:
         """Processes that ignore SIGTERM are SIGKILLed after the grace period."""
         job_type, pidfile = spawner("double", "stubborn", timeout=0.5)
         outcome = await runner.run(job_id="j", job_type=job_type, params={}, on_line=Lines())
@@ -357,16 +397,18 @@ class TestTimeout:
         assert demo is not None
         short = JobType(name=demo.name, command=demo.command, timeout=0.5, params=demo.params)
         lines = Lines()
-        outcome = await Runner(kill_grace=GRACE).run(job_id="j", job_type=short,
-                                                     params=short.validate_params({"seconds": 30}), on_line=lines)
+        outcome = await Runner(kill_grace=GRACE).run(
+            job_id="j", job_type=short, params=short.validate_params({"seconds": 30}), on_line=lines
+        )
         assert outcome.error == "timed out after 0.5s"
         assert lines.of("stdout")[0].startswith("sleeping 30s")
 
 
 class TestCancel:
     @pytest.mark.parametrize("how", ["child", "double", "escape"])
-    async def test_cancel_kills_descendants(self, runner: Runner, how: str,
-                                            spawner: Callable[..., tuple[JobType, Path]]) -> None:
+    async def test_cancel_kills_descendants(
+        self, runner: Runner, how: str, spawner: Callable[..., tuple[JobType, Path]]
+    ) -> None:
         """Cancel ends the job and its grandchildren, even one that left the group with setsid()."""
         job_type, pidfile = spawner(how, "sleep")
         task = await start(runner, job_type)
@@ -421,14 +463,18 @@ class TestCancel:
             def cancel_now(pid: int, job_id: str = job_id) -> None:
                 runner.cancel(job_id, by="alice")
 
-            outcome = await runner.run(job_id=job_id, job_type=job_type, params={}, on_line=Lines(),
-                                       on_started=cancel_now)
-            assert outcome in (Outcome(status=JobStatus.DONE, exit_code=0, error=None),
-                               Outcome(status=JobStatus.FAILED, exit_code=0, error="cancelled by alice"),
-                               Outcome(status=JobStatus.FAILED, exit_code=None, error="cancelled by alice"))
+            outcome = await runner.run(
+                job_id=job_id, job_type=job_type, params={}, on_line=Lines(), on_started=cancel_now
+            )
+            assert outcome in (
+                Outcome(status=JobStatus.DONE, exit_code=0, error=None),
+                Outcome(status=JobStatus.FAILED, exit_code=0, error="cancelled by alice"),
+                Outcome(status=JobStatus.FAILED, exit_code=None, error="cancelled by alice"),
+            )
 
-    async def test_leftovers_killed_after_exit(self, runner: Runner,
-                                               spawner: Callable[..., tuple[JobType, Path]]) -> None:
+    async def test_leftovers_killed_after_exit(
+        self, runner: Runner, spawner: Callable[..., tuple[JobType, Path]]
+    ) -> None:
         """When the main process exits, processes it left behind are ended; the job is still DONE."""
         job_type, pidfile = spawner("double", "exit")
         outcome = await runner.run(job_id="j", job_type=job_type, params={}, on_line=Lines())
@@ -467,12 +513,14 @@ class TestShutdown:
 
 
 class TestOrphans:
-    async def test_engine_sigkill_kills_jobs(self, tmp_path: Path,
-                                             spawner: Callable[..., tuple[JobType, Path]]) -> None:
+    async def test_engine_sigkill_kills_jobs(
+        self, tmp_path: Path, spawner: Callable[..., tuple[JobType, Path]]
+    ) -> None:
         """When the engine process is SIGKILLed, its job and the job's grandchild do not live on."""
         job_type, pidfile = spawner("double", "stubborn")
         engine = tmp_path / "engine.py"
-        engine.write_text(textwrap.dedent(f"""
+        engine.write_text(
+            textwrap.dedent(f"""
             import asyncio, sys
             from engine_hub.jobs.catalog import JobType
             from engine_hub.run.runner import Runner
@@ -483,7 +531,8 @@ class TestOrphans:
                                                      on_line=lambda stream, text: None)
 
             asyncio.run(main())
-        """))
+        """)
+        )
         proc = subprocess.Popen([sys.executable, str(engine)], cwd=REPO, stdout=subprocess.DEVNULL)
         try:
             await until(pidfile.exists)
@@ -501,8 +550,13 @@ class TestOrphans:
         """A supervisor whose lifeline is already closed (engine died first) exits without starting the job."""
         read, write = os.pipe()
         try:
-            result = subprocess.run([sys.executable, "-I", "-S", str(SUPERVISOR), str(os.getpid()), str(write), "x"],
-                                    stdin=subprocess.DEVNULL, pass_fds=(write,), timeout=10, capture_output=True)
+            result = subprocess.run(
+                [sys.executable, "-I", "-S", str(SUPERVISOR), str(os.getpid()), str(write), "x"],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(write,),
+                timeout=10,
+                capture_output=True,
+            )
         finally:
             os.close(write)
         with os.fdopen(read, "rb") as status:
@@ -513,8 +567,11 @@ class TestOrphans:
         """A supervisor whose parent is not the engine it was told about exits before reading a spec."""
         marker = tmp_path / "ran"
         spec: dict[str, Any] = {"argv": ["/bin/touch", str(marker)], "env": {}, "cwd": None, "timeout": 5, "grace": 0.1}
-        result = subprocess.run([sys.executable, "-I", "-S", str(SUPERVISOR), "1", "1", "x"],
-                                input=json.dumps(spec).encode() + b"\n", timeout=10, capture_output=True)
+        result = subprocess.run(
+            [sys.executable, "-I", "-S", str(SUPERVISOR), "1", "1", "x"],
+            input=json.dumps(spec).encode() + b"\n",
+            timeout=10,
+            capture_output=True,
+        )
         assert result.returncode == 0
         assert not marker.exists()
-

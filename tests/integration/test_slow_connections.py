@@ -54,16 +54,27 @@ class Server:
             token_file = root / "engine-token"
             token_file.write_text(TOKEN + "\n")
             token_file.chmod(0o600)
-            argv = [sys.executable, "-m", "admin_gateway", *common, "--data-dir", str(root / "gateway"),
-                    "--engine-token-file", str(token_file), "--engine-url", "http://127.0.0.1:9"]
+            argv = [
+                sys.executable,
+                "-m",
+                "admin_gateway",
+                *common,
+                "--data-dir",
+                str(root / "gateway"),
+                "--engine-token-file",
+                str(token_file),
+                "--engine-url",
+                "http://127.0.0.1:9",
+            ]
 
         def limit_files() -> None:
             if nofile is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, preexec_fn=limit_files)
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, preexec_fn=limit_files
+            )
         deadline = time.monotonic() + 30
         try:
             while not any(e["event"] == f"{kind}_listening" for e in self.events()):
@@ -152,8 +163,18 @@ def _json_body(raw: bytes) -> Any:
 
 
 #: The flags of the shared servers (the per-address cap above the cap: these tests come from one address).
-LIMITS = ("--max-connections", str(CAP), "--header-timeout", str(HEADER), "--keepalive-timeout", str(KEEPALIVE),
-          "--body-timeout", str(BODY), "--max-connections-per-address", str(CAP))
+LIMITS = (
+    "--max-connections",
+    str(CAP),
+    "--header-timeout",
+    str(HEADER),
+    "--keepalive-timeout",
+    str(KEEPALIVE),
+    "--body-timeout",
+    str(BODY),
+    "--max-connections-per-address",
+    str(CAP),
+)
 
 
 @pytest.fixture(scope="module")
@@ -260,11 +281,13 @@ class TestSlowBody:
     def test_a_slow_body_is_not_cut_by_the_header_timeout(self, engine: Server) -> None:
         """The header timeout ends with the head: a body trickling in for longer still gets its answer."""
         body = json.dumps({"type": "demo.sleep", "params": {"seconds": 1}}).encode()
-        head = (f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        head = (
+            f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
         with engine.connect() as sock:
             sock.sendall(head)
-            pieces = [body[i:i + 8] for i in range(0, len(body), 8)]
+            pieces = [body[i : i + 8] for i in range(0, len(body), 8)]
             pause = (HEADER + 0.5) / len(pieces)
             for piece in pieces:
                 time.sleep(pause)
@@ -288,7 +311,7 @@ class TestAcceptErrors:
         assert failed[0]["errno"] == "EMFILE" and failed[0]["suppressed"] == 0
         assert len(failed) == 2 and failed[1]["suppressed"] > 0, failed
         output = server.output()
-        assert "Traceback" not in output, output[max(0, output.find("Traceback") - 800):][:6000]
+        assert "Traceback" not in output, output[max(0, output.find("Traceback") - 800) :][:6000]
         assert "out of system resource\n" not in server.output()
 
     @staticmethod
@@ -319,8 +342,9 @@ class TestAcceptErrors:
 
 
 #: A request aiohttp's parser refuses: both ``Content-Length`` and ``Transfer-Encoding`` (a smuggling attempt).
-AMBIGUOUS = (b"POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
-             b"0\r\n\r\n")
+AMBIGUOUS = (
+    b"POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+)
 
 
 class TestMalformedRequests:
@@ -390,8 +414,18 @@ SMALL_CAP = 8
 
 def small_server(kind: str, root: Path, per_address: int = SMALL_CAP) -> Server:
     """A server of ``kind`` with a cap of :data:`SMALL_CAP` connections and a per-address cap of ``per_address``."""
-    return Server(kind, root, "--max-connections", str(SMALL_CAP), "--max-connections-per-address", str(per_address),
-                  "--header-timeout", "10", "--keepalive-timeout", "30")
+    return Server(
+        kind,
+        root,
+        "--max-connections",
+        str(SMALL_CAP),
+        "--max-connections-per-address",
+        str(per_address),
+        "--header-timeout",
+        "10",
+        "--keepalive-timeout",
+        "30",
+    )
 
 
 class TestEviction:

@@ -12,33 +12,46 @@ never asked to run it.
 from __future__ import annotations
 
 import asyncio
+
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, MakeEngine
+
 # `engine` here is the gateway harness's; the engine-only tests use conftest's `make_engine`.
 from tests.integration.gateway_harness import (  # noqa: F401  (fixtures)
-    Engine, Gateway, User, clock, engine, gateway, make_gateway)
+    Engine,
+    Gateway,
+    User,
+    clock,
+    engine,
+    gateway,
+    make_gateway,
+)
 
 #: Outer request heads with ambiguous framing; ``{inner}`` is the smuggled request, ``{auth}`` extra headers.
 CASES: dict[str, str] = {
     "content_length_and_chunked": (
         "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
-        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{inner}"),
+        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{inner}"
+    ),
     "two_content_lengths": (
         "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
-        "Content-Length: 2\r\nContent-Length: 200\r\n\r\n{{}}{inner}"),
+        "Content-Length: 2\r\nContent-Length: 200\r\n\r\n{{}}{inner}"
+    ),
     "obfuscated_transfer_encoding": (
-        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n{inner}"),
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n{inner}"
+    ),
     "transfer_encoding_list": (
-        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{inner}"),
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{inner}"
+    ),
     "space_before_colon": (
-        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n{inner}"),
-    "signed_content_length": (
-        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: +2\r\n\r\n{{}}{inner}"),
-    "bare_lf_line_ends": (
-        "POST {path} HTTP/1.1\nHost: x\n{auth_lf}Content-Length: 2\n\n{{}}{inner}"),
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n{inner}"
+    ),
+    "signed_content_length": ("POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: +2\r\n\r\n{{}}{inner}"),
+    "bare_lf_line_ends": ("POST {path} HTTP/1.1\nHost: x\n{auth_lf}Content-Length: 2\n\n{{}}{inner}"),
     "chunk_extension_with_bare_lf": (
-        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n2;\n{{}}\r\n0\r\n\r\n{inner}"),
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n2;\n{{}}\r\n0\r\n\r\n{inner}"
+    ),
 }
 
 
@@ -60,8 +73,10 @@ def statuses(answer: bytes) -> list[int]:
         head, _, rest = answer.partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         found.append(int(lines[0].split(b" ")[1]))
-        length = next((int(line.split(b":", 1)[1]) for line in lines[1:]
-                       if line.lower().startswith(b"content-length:")), len(rest))
+        length = next(
+            (int(line.split(b":", 1)[1]) for line in lines[1:] if line.lower().startswith(b"content-length:")),
+            len(rest),
+        )
         answer = rest[length:]
     return found
 
@@ -73,7 +88,9 @@ def build(case: str, *, path: str, headers: dict[str, str], inner: str) -> str:
 
 
 #: The control: honest framing, so a pipelining server answers both requests and the inner one runs.
-HONEST = "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}{inner}"
+HONEST = (
+    "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}{inner}"
+)
 
 
 class TestEngineSmuggling:
@@ -84,14 +101,21 @@ class TestEngineSmuggling:
         port = engine.client.server.port
         assert port is not None
         inner = _engine_inner(job["id"])
-        answer = await exchange(port, HONEST.format(path="/api/jobs", auth=f"Authorization: Bearer {ADMIN_TOKEN}\r\n",
-                                                    inner=inner.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n", 1)))
+        answer = await exchange(
+            port,
+            HONEST.format(
+                path="/api/jobs",
+                auth=f"Authorization: Bearer {ADMIN_TOKEN}\r\n",
+                inner=inner.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n", 1),
+            ),
+        )
         assert len(statuses(answer)) == 2, answer
         assert (await engine.wait_for(job["id"]))["status"] == "DONE"
 
     @pytest.mark.parametrize("case", sorted(CASES))
     async def test_ambiguous_framing_is_one_400_and_the_hidden_run_never_happens(
-            self, make_engine: MakeEngine, case: str) -> None:
+        self, make_engine: MakeEngine, case: str
+    ) -> None:
         """The engine answers one 400, closes, and the smuggled RUN does not start the job."""
         engine = await make_engine()
         job = await engine.create("test.count")
@@ -106,8 +130,10 @@ class TestEngineSmuggling:
 
 
 def _engine_inner(job_id: str) -> str:
-    return (f"POST /api/jobs/{job_id}/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
-            "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    return (
+        f"POST /api/jobs/{job_id}/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    )
 
 
 def _gateway_inner(gateway: Gateway, alice: User, job_id: str) -> tuple[dict[str, str], str]:
@@ -115,9 +141,11 @@ def _gateway_inner(gateway: Gateway, alice: User, job_id: str) -> tuple[dict[str
     cookie = "; ".join(f"{c.key}={c.value}" for c in alice.client.session.cookie_jar)
     signed_in = {"Cookie": cookie, "X-CSRF-Token": alice.csrf, "Origin": gateway.origin}
     host = gateway.origin.split("://", 1)[1]
-    inner = (f"POST /api/admin/engine/jobs/{job_id}/run HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
-             f"Cookie: {cookie}\r\nX-CSRF-Token: {alice.csrf}\r\nOrigin: {gateway.origin}\r\n"
-             "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    inner = (
+        f"POST /api/admin/engine/jobs/{job_id}/run HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+        f"Cookie: {cookie}\r\nX-CSRF-Token: {alice.csrf}\r\nOrigin: {gateway.origin}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    )
     return signed_in, inner
 
 
@@ -136,7 +164,8 @@ class TestGatewaySmuggling:
 
     @pytest.mark.parametrize("case", sorted(CASES))
     async def test_ambiguous_framing_is_one_400_and_the_engine_is_never_asked(
-            self, engine: Engine, gateway: Gateway, case: str) -> None:  # noqa: F811
+        self, engine: Engine, gateway: Gateway, case: str
+    ) -> None:  # noqa: F811
         """The gateway answers one 400, closes, and never forwards the smuggled RUN."""
         alice: User = await gateway.login()
         job_id = await engine.create()

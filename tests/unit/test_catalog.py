@@ -143,61 +143,88 @@ class TestLoadGoodFile:
         assert served["name"] == "search.reindex" and served["exclusive"] is True and served["timeout"] == 90.0
         assert "command" not in served and "env" not in served and "cwd" not in served
         index, batch, full, note = served["params"]
-        assert index == {"name": "index", "type": "str", "required": True, "default": None,
-                         "choices": ["products", "orders"], "description": "", "maxLength": MAX_STR_PARAM}
+        assert index == {
+            "name": "index",
+            "type": "str",
+            "required": True,
+            "default": None,
+            "choices": ["products", "orders"],
+            "description": "",
+            "maxLength": MAX_STR_PARAM,
+        }
         assert batch["min"] == 1 and batch["max"] == 5000 and batch["default"] == 100
         assert full["type"] == "bool" and full["default"] is False
 
 
 class TestLoadBadFile:
-    @pytest.mark.parametrize(("text", "fragment"), [
-        ("[[types]\n", "invalid TOML"),
-        ("colour = 1\n" + one_type(""), "colour: unknown key"),
-        (one_type("shell = true"), "types[0] (t.one).shell: unknown key"),
-        ('[[types]]\ncommand = ["/bin/true"]\ntimeout = 5\n', "types[0].name: missing required key"),
-        ('[[types]]\nname = "t.one"\ntimeout = 5\n', "types[0] (t.one).command: missing required key"),
-        ('[[types]]\nname = "t.one"\ncommand = ["/bin/true"]\n', "timeout: missing required key"),
-        ('[[types]]\nname = "t.one"\ncommand = "/bin/true x"\ntimeout = 5\n', "command: must be an array of strings"),
-        ('[[types]]\nname = "t.one"\ncommand = []\ntimeout = 5\n', "command must be a non-empty argv list"),
-        ('[[types]]\nname = "t.one"\ncommand = ["/bin/true"]\ntimeout = 0\n', "timeout must be a number of seconds above 0"),
-        ('[[types]]\nname = "t.one"\ncommand = ["/bin/true"]\ntimeout = "5"\n', "timeout: must be a number of seconds; got a string"),
-        ('[[types]]\nname = "t.one"\ncommand = ["/bin/true"]\ntimeout = true\n', "timeout: must be a number of seconds; got a bool"),
-        ('[[types]]\nname = "Bad Name"\ncommand = ["/bin/true"]\ntimeout = 5\n', "must match [a-z][a-z0-9_.-]"),
-        (one_type('exclusive = "yes"'), "exclusive: must be true or false"),
-        (one_type('env = { job_x = "1" }'), "env name 'job_x' must match"),
-        (one_type('env = { JOB_ID = "1" }'), "reserved"),
-        (one_type("") + '\n[[types]]\nname = "t.one"\ncommand = ["/bin/true"]\ntimeout = 5\n', "declared twice"),
-        ("include_demo = true\n" + '[[types]]\nname = "demo.echo"\ncommand = ["/bin/true"]\ntimeout = 5\n',
-         "built-in demo type"),
-        ("include_demo = false\n", "no job types"),
-        ("", "no job types"),
-        ("types = 3\n", "types: must be an array"),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "fragment"),
+        [
+            ("[[types]\n", "invalid TOML"),
+            ("colour = 1\n" + one_type(""), "colour: unknown key"),
+            (one_type("shell = true"), "types[0] (t.one).shell: unknown key"),
+            ('[[types]]\ncommand = ["/bin/true"]\ntimeout = 5\n', "types[0].name: missing required key"),
+            ('[[types]]\nname = "t.one"\ntimeout = 5\n', "types[0] (t.one).command: missing required key"),
+            ('[[types]]\nname = "t.one"\ncommand = ["/bin/true"]\n', "timeout: missing required key"),
+            (
+                '[[types]]\nname = "t.one"\ncommand = "/bin/true x"\ntimeout = 5\n',
+                "command: must be an array of strings",
+            ),
+            ('[[types]]\nname = "t.one"\ncommand = []\ntimeout = 5\n', "command must be a non-empty argv list"),
+            (
+                '[[types]]\nname = "t.one"\ncommand = ["/bin/true"]\ntimeout = 0\n',
+                "timeout must be a number of seconds above 0",
+            ),
+            (
+                '[[types]]\nname = "t.one"\ncommand = ["/bin/true"]\ntimeout = "5"\n',
+                "timeout: must be a number of seconds; got a string",
+            ),
+            (
+                '[[types]]\nname = "t.one"\ncommand = ["/bin/true"]\ntimeout = true\n',
+                "timeout: must be a number of seconds; got a bool",
+            ),
+            ('[[types]]\nname = "Bad Name"\ncommand = ["/bin/true"]\ntimeout = 5\n', "must match [a-z][a-z0-9_.-]"),
+            (one_type('exclusive = "yes"'), "exclusive: must be true or false"),
+            (one_type('env = { job_x = "1" }'), "env name 'job_x' must match"),
+            (one_type('env = { JOB_ID = "1" }'), "reserved"),
+            (one_type("") + '\n[[types]]\nname = "t.one"\ncommand = ["/bin/true"]\ntimeout = 5\n', "declared twice"),
+            (
+                "include_demo = true\n" + '[[types]]\nname = "demo.echo"\ncommand = ["/bin/true"]\ntimeout = 5\n',
+                "built-in demo type",
+            ),
+            ("include_demo = false\n", "no job types"),
+            ("", "no job types"),
+            ("types = 3\n", "types: must be an array"),
+        ],
+    )
     def test_type_errors(self, tmp_path: Path, text: str, fragment: str) -> None:
         """Each kind of broken type declaration is refused with a message naming the key."""
         assert fragment in load_error(tmp_path, text)
 
-    @pytest.mark.parametrize(("param", "fragment"), [
-        ('name = "x"\ntype = "float"', "type: must be one of str, int, bool"),
-        ('type = "int"', "params[0].name: missing required key"),
-        ('name = "X"\ntype = "int"', "must match [a-z][a-z0-9_]"),
-        ('name = "x"\ntype = "int"\nrequired = true\ndefault = 1', "a required param cannot have a default"),
-        ('name = "x"\ntype = "int"\ndefault = "1"', "default '1' is not an int"),
-        ('name = "x"\ntype = "int"\ndefault = true', "default True is not an int"),
-        ('name = "x"\ntype = "int"\ndefault = 1.5', "default 1.5 is not an int"),
-        ('name = "x"\ntype = "int"\ndefault = 9\nmax = 5', "default 9 is not an int of at most 5"),
-        ('name = "x"\ntype = "int"\nmin = 5\nmax = 1', "min (5) is greater than max (1)"),
-        ('name = "x"\ntype = "int"\nmin = 1.5', "min: must be an integer"),
-        ('name = "x"\ntype = "str"\nmax = 3', "min and max apply to int params only"),
-        ('name = "x"\ntype = "bool"\nchoices = [true]', "a bool param cannot have choices"),
-        ('name = "x"\ntype = "str"\nchoices = []', "choices must not be empty"),
-        ('name = "x"\ntype = "str"\nchoices = ["a", "a"]', "choices must not repeat"),
-        ('name = "x"\ntype = "str"\nchoices = ["a", 1]', "choice 1 is not a string"),
-        ('name = "x"\ntype = "str"\nchoices = [["a"]]', "choice ['a'] is not a string"),
-        ('name = "x"\ntype = "int"\nchoices = [1, 2]\ndefault = 3', "default 3 is not one of 1, 2"),
-        ('name = "x"\ntype = "str"\ndefault = "%s"' % ("y" * (MAX_STR_PARAM + 1)), "is not a string of at most"),
-        ('name = "x"\ntype = "str"\nhelp = "?"', "help: unknown key"),
-    ])
+    @pytest.mark.parametrize(
+        ("param", "fragment"),
+        [
+            ('name = "x"\ntype = "float"', "type: must be one of str, int, bool"),
+            ('type = "int"', "params[0].name: missing required key"),
+            ('name = "X"\ntype = "int"', "must match [a-z][a-z0-9_]"),
+            ('name = "x"\ntype = "int"\nrequired = true\ndefault = 1', "a required param cannot have a default"),
+            ('name = "x"\ntype = "int"\ndefault = "1"', "default '1' is not an int"),
+            ('name = "x"\ntype = "int"\ndefault = true', "default True is not an int"),
+            ('name = "x"\ntype = "int"\ndefault = 1.5', "default 1.5 is not an int"),
+            ('name = "x"\ntype = "int"\ndefault = 9\nmax = 5', "default 9 is not an int of at most 5"),
+            ('name = "x"\ntype = "int"\nmin = 5\nmax = 1', "min (5) is greater than max (1)"),
+            ('name = "x"\ntype = "int"\nmin = 1.5', "min: must be an integer"),
+            ('name = "x"\ntype = "str"\nmax = 3', "min and max apply to int params only"),
+            ('name = "x"\ntype = "bool"\nchoices = [true]', "a bool param cannot have choices"),
+            ('name = "x"\ntype = "str"\nchoices = []', "choices must not be empty"),
+            ('name = "x"\ntype = "str"\nchoices = ["a", "a"]', "choices must not repeat"),
+            ('name = "x"\ntype = "str"\nchoices = ["a", 1]', "choice 1 is not a string"),
+            ('name = "x"\ntype = "str"\nchoices = [["a"]]', "choice ['a'] is not a string"),
+            ('name = "x"\ntype = "int"\nchoices = [1, 2]\ndefault = 3', "default 3 is not one of 1, 2"),
+            ('name = "x"\ntype = "str"\ndefault = "%s"' % ("y" * (MAX_STR_PARAM + 1)), "is not a string of at most"),
+            ('name = "x"\ntype = "str"\nhelp = "?"', "help: unknown key"),
+        ],
+    )
     def test_param_errors(self, tmp_path: Path, param: str, fragment: str) -> None:
         """Each contradictory or malformed param declaration is refused at load."""
         message = load_error(tmp_path, one_type("", "[[types.params]]\n" + param))
@@ -209,14 +236,20 @@ class TestLoadBadFile:
         block = '[[types.params]]\nname = "x"\ntype = "int"\n'
         assert "param 'x' is declared twice" in load_error(tmp_path, one_type("", block + block))
 
-    @pytest.mark.parametrize(("client", "fragment"), [
-        ('name = "crm"\nscope = "admin"\ntoken_sha256 = "%s"' % ("a" * 64), 'scope: must be "submit"'),
-        ('name = "crm"\nscope = "submit"\ntoken_sha256 = "plaintext"', "must be 64 hex digits"),
-        ('name = "crm"\ntoken_sha256 = "%s"' % ("a" * 64), "clients[0].scope: missing required key"),
-        ('name = "admin"\nscope = "submit"\ntoken_sha256 = "%s"' % ("a" * 64), "admin token's name"),
-        ('name = "c r m"\nscope = "submit"\ntoken_sha256 = "%s"' % ("a" * 64), "must match"),
-        ('name = "crm"\nscope = "submit"\ntoken = "x"\ntoken_sha256 = "%s"' % ("a" * 64), "clients[0].token: unknown key"),
-    ])
+    @pytest.mark.parametrize(
+        ("client", "fragment"),
+        [
+            ('name = "crm"\nscope = "admin"\ntoken_sha256 = "%s"' % ("a" * 64), 'scope: must be "submit"'),
+            ('name = "crm"\nscope = "submit"\ntoken_sha256 = "plaintext"', "must be 64 hex digits"),
+            ('name = "crm"\ntoken_sha256 = "%s"' % ("a" * 64), "clients[0].scope: missing required key"),
+            ('name = "admin"\nscope = "submit"\ntoken_sha256 = "%s"' % ("a" * 64), "admin token's name"),
+            ('name = "c r m"\nscope = "submit"\ntoken_sha256 = "%s"' % ("a" * 64), "must match"),
+            (
+                'name = "crm"\nscope = "submit"\ntoken = "x"\ntoken_sha256 = "%s"' % ("a" * 64),
+                "clients[0].token: unknown key",
+            ),
+        ],
+    )
     def test_client_errors(self, tmp_path: Path, client: str, fragment: str) -> None:
         """Client tokens with another scope, an unhashed token or a bad name are refused."""
         assert fragment in load_error(tmp_path, one_type("") + "\n[[clients]]\n" + client)
@@ -259,25 +292,33 @@ class TestValidateParams:
         assert sleep is not None
         assert sleep.validate_params(None) == {"seconds": 3}
 
-    @pytest.mark.parametrize(("raw", "message"), [
-        ({}, "param 'index' is required for type 'search.reindex': one of 'products', 'orders'"),
-        ({"index": "users"}, "param 'index' must be one of 'products', 'orders'; got 'users'"),
-        ({"index": "orders", "batch": True}, "param 'batch' must be an int between 1 and 5000; got a bool"),
-        ({"index": "orders", "batch": "10"}, "param 'batch' must be an int between 1 and 5000; got a string"),
-        ({"index": "orders", "batch": 10.0}, "param 'batch' must be an int between 1 and 5000; got a number"),
-        ({"index": "orders", "batch": 0}, "param 'batch' must be an int between 1 and 5000; got 0"),
-        ({"index": "orders", "batch": 5001}, "got 5001"),
-        ({"index": "orders", "batch": None}, "got null"),
-        ({"index": "orders", "full": 1}, "param 'full' must be a bool (true or false); got an int"),
-        ({"index": "orders", "full": "true"}, "param 'full' must be a bool (true or false); got a string"),
-        ({"index": "orders", "note": 5}, "param 'note' must be a string of at most 4096 characters; got an int"),
-        ({"index": "orders", "note": ["a"]}, "got an array"),
-        ({"index": "orders", "note": "x" * (MAX_STR_PARAM + 1)}, "got a string that is not at most 4096 characters"),
-        ({"index": "orders", "note": "a\x00b"}, "got a string that is not without NUL characters"),
-        ({"index": "orders", "note": "\ud800"}, "got a string that is not valid Unicode text"),
-        ({"index": "orders", "extra": 1}, "unknown param 'extra' for type 'search.reindex'; "
-                                          "allowed params: index, batch, full, note"),
-    ])
+    @pytest.mark.parametrize(
+        ("raw", "message"),
+        [
+            ({}, "param 'index' is required for type 'search.reindex': one of 'products', 'orders'"),
+            ({"index": "users"}, "param 'index' must be one of 'products', 'orders'; got 'users'"),
+            ({"index": "orders", "batch": True}, "param 'batch' must be an int between 1 and 5000; got a bool"),
+            ({"index": "orders", "batch": "10"}, "param 'batch' must be an int between 1 and 5000; got a string"),
+            ({"index": "orders", "batch": 10.0}, "param 'batch' must be an int between 1 and 5000; got a number"),
+            ({"index": "orders", "batch": 0}, "param 'batch' must be an int between 1 and 5000; got 0"),
+            ({"index": "orders", "batch": 5001}, "got 5001"),
+            ({"index": "orders", "batch": None}, "got null"),
+            ({"index": "orders", "full": 1}, "param 'full' must be a bool (true or false); got an int"),
+            ({"index": "orders", "full": "true"}, "param 'full' must be a bool (true or false); got a string"),
+            ({"index": "orders", "note": 5}, "param 'note' must be a string of at most 4096 characters; got an int"),
+            ({"index": "orders", "note": ["a"]}, "got an array"),
+            (
+                {"index": "orders", "note": "x" * (MAX_STR_PARAM + 1)},
+                "got a string that is not at most 4096 characters",
+            ),
+            ({"index": "orders", "note": "a\x00b"}, "got a string that is not without NUL characters"),
+            ({"index": "orders", "note": "\ud800"}, "got a string that is not valid Unicode text"),
+            (
+                {"index": "orders", "extra": 1},
+                "unknown param 'extra' for type 'search.reindex'; allowed params: index, batch, full, note",
+            ),
+        ],
+    )
     def test_rejected(self, reindex: JobType, raw: dict[str, Any], message: str) -> None:
         """Wrong types, out-of-range values, unknown and missing params say what is allowed."""
         with pytest.raises(CatalogError) as info:
@@ -309,11 +350,20 @@ class TestValidateParams:
 
 
 class TestParseText:
-    @pytest.mark.parametrize(("kind", "text", "value"), [
-        ("int", "42", 42), ("int", "-3", -3), ("int", " 7 ", 7),
-        ("bool", "true", True), ("bool", "FALSE", False), ("bool", "1", True), ("bool", "no", False),
-        ("str", "a=b c", "a=b c"), ("str", "", ""),
-    ])
+    @pytest.mark.parametrize(
+        ("kind", "text", "value"),
+        [
+            ("int", "42", 42),
+            ("int", "-3", -3),
+            ("int", " 7 ", 7),
+            ("bool", "true", True),
+            ("bool", "FALSE", False),
+            ("bool", "1", True),
+            ("bool", "no", False),
+            ("str", "a=b c", "a=b c"),
+            ("str", "", ""),
+        ],
+    )
     def test_converts(self, kind: str, text: str, value: object) -> None:
         """CLI text is converted to the declared type."""
         assert parse_param_text(kind, text) == value

@@ -29,8 +29,10 @@ INFINITY = resource.RLIM_INFINITY
 
 def _accept_context() -> dict[str, Any]:
     # What asyncio's selector loop reports when accept() runs out of descriptors.
-    return {"message": "socket.accept() out of system resource",
-            "exception": OSError(errno.EMFILE, "Too many open files")}
+    return {
+        "message": "socket.accept() out of system resource",
+        "exception": OSError(errno.EMFILE, "Too many open files"),
+    }
 
 
 async def _wait_for(predicate: Any, timeout: float = 2.0) -> None:
@@ -160,20 +162,34 @@ class TestGatewaySettings:
     def test_config_file_and_flags_set_the_limits(self, tmp_path: Path) -> None:
         """The connection limits come from the TOML file, flags win."""
         config = tmp_path / "gateway.toml"
-        config.write_text("[gateway]\nmax_connections = 300\nheader_timeout = 5\nkeepalive_timeout = 90.5\n"
-                          "body_timeout = 12\nmax_connections_per_address = 0\n")
+        config.write_text(
+            "[gateway]\nmax_connections = 300\nheader_timeout = 5\nkeepalive_timeout = 90.5\n"
+            "body_timeout = 12\nmax_connections_per_address = 0\n"
+        )
         settings = resolve_settings({"config": str(config), "header_timeout": 2.5}, {"ENGINE_HUB_TOKEN": "tok"})
-        assert ConnectionLimits.of(settings) == ConnectionLimits(max_connections=300, header_timeout=2.5,
-                                                                 keepalive_timeout=90.5, body_timeout=12,
-                                                                 max_connections_per_address=0)
+        assert ConnectionLimits.of(settings) == ConnectionLimits(
+            max_connections=300,
+            header_timeout=2.5,
+            keepalive_timeout=90.5,
+            body_timeout=12,
+            max_connections_per_address=0,
+        )
 
     def test_defaults_match_the_shared_ones(self) -> None:
         """Without configuration the gateway and the engine use the same limits."""
         gateway = GatewaySettings(engine_token="tok")
         assert ConnectionLimits.of(gateway) == ConnectionLimits.of(EngineSettings()) == ConnectionLimits()
 
-    @pytest.mark.parametrize("values", [{"max_connections": 0}, {"header_timeout": 0}, {"keepalive_timeout": -1},
-                                        {"body_timeout": 0}, {"max_connections_per_address": -1}])
+    @pytest.mark.parametrize(
+        "values",
+        [
+            {"max_connections": 0},
+            {"header_timeout": 0},
+            {"keepalive_timeout": -1},
+            {"body_timeout": 0},
+            {"max_connections_per_address": -1},
+        ],
+    )
     def test_nonsense_is_one_clear_error(self, values: dict[str, Any]) -> None:
         """A cap below 1 or a timeout that is not positive stops the gateway with a settings error."""
         with pytest.raises(SettingsError, match=next(iter(values))):

@@ -54,8 +54,14 @@ class TestSystemdUnits:
     def test_unit_is_hardened(self, unit: str) -> None:
         """Each unit runs as its own user with the required sandboxing and no token on a command line."""
         text = (DEPLOY / "systemd" / unit).read_text()
-        for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
-                     "Restart=on-failure", "LoadCredential=engine-token:"):
+        for line in (
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "Restart=on-failure",
+            "LoadCredential=engine-token:",
+        ):
             assert line in text, line
         assert "User=" in text and "User=root" not in text
         rw = [ln for ln in text.splitlines() if ln.startswith("ReadWritePaths=")]
@@ -68,15 +74,35 @@ class TestNginxExample:
 
     def _config(self, tmp_path: Path, site: str) -> Path:
         cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                        "-subj", "/CN=jobs.example.com", "-keyout", str(key), "-out", str(cert)],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=jobs.example.com",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         site = site.replace("/etc/ssl/engine-jobs/fullchain.pem", str(cert))
         site = site.replace("/etc/ssl/engine-jobs/privkey.pem", str(key))
         (tmp_path / "site.conf").write_text(site)
         main = tmp_path / "nginx.conf"
-        main.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
-                        f"http {{\n access_log off;\n include {tmp_path}/site.conf;\n}}\n")
+        main.write_text(
+            f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+            f"http {{\n access_log off;\n include {tmp_path}/site.conf;\n}}\n"
+        )
         return main
 
     def test_example_parses(self, tmp_path: Path) -> None:
@@ -84,7 +110,9 @@ class TestNginxExample:
         nginx = _tool("nginx")
         _tool("openssl")
         conf = self._config(tmp_path, (DEPLOY / "nginx" / "engine-jobs.conf").read_text())
-        proc = subprocess.run([nginx, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [nginx, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 0, proc.stderr
         assert "syntax is ok" in proc.stderr
 
@@ -94,7 +122,9 @@ class TestNginxExample:
         _tool("openssl")
         site = (DEPLOY / "nginx" / "engine-jobs.conf").read_text().replace("proxy_pass ", "proxy_passs ")
         conf = self._config(tmp_path, site)
-        proc = subprocess.run([nginx, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [nginx, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode != 0
 
     def test_example_fronts_only_the_gateway_with_hsts(self) -> None:

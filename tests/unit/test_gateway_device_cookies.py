@@ -50,8 +50,19 @@ class TestDeviceCookies:
         other_key = _cookies(clock, b"x" * 32).issue("alice")
         parts = value.split(".")
         edited = ".".join([parts[0], parts[1], "another-device-id", parts[3], parts[4]])
-        for bad in (other_key, edited, "", "d1.....", value + "x", "d1.%%%.a.1.sig", value.replace("d1", "d2", 1),
-                    "d1.é.x.1.sig", value[:-1] + "é", "d1.\udcff.x.1.sig", "x" * 600):
+        for bad in (
+            other_key,
+            edited,
+            "",
+            "d1.....",
+            value + "x",
+            "d1.%%%.a.1.sig",
+            value.replace("d1", "d2", 1),
+            "d1.é.x.1.sig",
+            value[:-1] + "é",
+            "d1.\udcff.x.1.sig",
+            "x" * 600,
+        ):
             assert _check(cookies, bad, "alice") is None, bad
         clock.now += LIFETIME
         assert _check(cookies, value, "alice") is None
@@ -77,6 +88,7 @@ class TestDeviceCookies:
 
     def test_failed_write_leaves_no_key_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """A key that could not be written whole leaves neither a key file nor a temporary file behind."""
+
         def refuse(*_: object) -> None:
             raise OSError(28, "No space left on device")
 

@@ -25,8 +25,9 @@ class TestPeer:
 
     def test_trusted_proxy_forwards(self) -> None:
         """From a trusted proxy, the right-most untrusted X-Forwarded-For hop is the client."""
-        req = _request("127.0.0.1", **{"X-Forwarded-For": "6.6.6.6, 198.51.100.7, 10.1.2.3",
-                                       "X-Forwarded-Proto": "https"})
+        req = _request(
+            "127.0.0.1", **{"X-Forwarded-For": "6.6.6.6, 198.51.100.7, 10.1.2.3", "X-Forwarded-Proto": "https"}
+        )
         assert client_address(req, PROXY) == "198.51.100.7"  # type: ignore[arg-type]
         assert is_https(req, PROXY) is True  # type: ignore[arg-type]
 

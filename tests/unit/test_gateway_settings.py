@@ -30,8 +30,14 @@ class TestParseSafeMode:
 
 
 def _flags(**given: Any) -> dict[str, Any]:
-    flags: dict[str, Any] = {"config": None, "safe_mode": None, "engine_token_file": None, "port": None,
-                             "trusted_proxies": [], "allowed_origins": []}
+    flags: dict[str, Any] = {
+        "config": None,
+        "safe_mode": None,
+        "engine_token_file": None,
+        "port": None,
+        "trusted_proxies": [],
+        "allowed_origins": [],
+    }
     flags.update(given)
     return flags
 
@@ -51,8 +57,10 @@ class TestResolveSettings:
     def test_precedence_flag_env_file(self, tmp_path: Path) -> None:
         """Flags beat the environment, which beats the config file."""
         config = tmp_path / "gw.toml"
-        config.write_text('[gateway]\nsafe_mode = false\nport = 9001\nengine_url = "http://127.0.0.1:1"\n'
-                          'trusted_proxies = ["127.0.0.1"]\n')
+        config.write_text(
+            '[gateway]\nsafe_mode = false\nport = 9001\nengine_url = "http://127.0.0.1:1"\n'
+            'trusted_proxies = ["127.0.0.1"]\n'
+        )
         from_file = resolve_settings(_flags(config=str(config)), TOKEN_ENV)
         assert (from_file.safe_mode, from_file.port, from_file.trusted_proxies) == (False, 9001, ("127.0.0.1",))
         env = {**TOKEN_ENV, "SAFE_MODE": "on", "GATEWAY_PORT": "9002"}
@@ -61,14 +69,17 @@ class TestResolveSettings:
         from_flag = resolve_settings(_flags(config=str(config), safe_mode="off", port=9003), env)
         assert (from_flag.safe_mode, from_flag.port) == (False, 9003)
 
-    @pytest.mark.parametrize(("text", "message"), [
-        ("safe_mode = 'perhaps'\n", "safe_mode in the config file"),
-        ("port = 'x'\n", "wrong type"),
-        ("port = true\n", "wrong type"),
-        ("trusted_proxies = [1]\n", "list of strings"),
-        ("colour = 'blue'\n", "unknown key"),
-        ("port = \n", "not valid TOML"),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ("safe_mode = 'perhaps'\n", "safe_mode in the config file"),
+            ("port = 'x'\n", "wrong type"),
+            ("port = true\n", "wrong type"),
+            ("trusted_proxies = [1]\n", "list of strings"),
+            ("colour = 'blue'\n", "unknown key"),
+            ("port = \n", "not valid TOML"),
+        ],
+    )
     def test_bad_config_files(self, tmp_path: Path, text: str, message: str) -> None:
         """A config file mistake is one clear error."""
         config = tmp_path / "gw.toml"
@@ -105,12 +116,23 @@ class TestExampleConfig:
 
 
 class TestSettingsValidation:
-    @pytest.mark.parametrize("kwargs", [
-        {"connect_timeout": 0}, {"total_timeout": -1}, {"idle_timeout": 0}, {"login_limit_per_hour": 0},
-        {"session_backend": "memcached"}, {"session_backend": "redis"}, {"login_form_timeout": 0},
-        {"audit_coalesce_window": -1}, {"login_hash_per_address": 0}, {"login_hash_reserved": -1},
-        {"login_hash_reserved": 18}, {"login_hash_workers": 1, "login_hash_queue": 1, "login_hash_reserved": 2},
-    ])
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"connect_timeout": 0},
+            {"total_timeout": -1},
+            {"idle_timeout": 0},
+            {"login_limit_per_hour": 0},
+            {"session_backend": "memcached"},
+            {"session_backend": "redis"},
+            {"login_form_timeout": 0},
+            {"audit_coalesce_window": -1},
+            {"login_hash_per_address": 0},
+            {"login_hash_reserved": -1},
+            {"login_hash_reserved": 18},
+            {"login_hash_workers": 1, "login_hash_queue": 1, "login_hash_reserved": 2},
+        ],
+    )
     def test_bad_values_are_refused(self, kwargs: dict[str, Any]) -> None:
         """Non-positive timeouts, zero limits, unknown backends, Redis without a URL, all check slots reserved."""
         with pytest.raises(SettingsError):

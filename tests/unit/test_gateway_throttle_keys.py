@@ -8,14 +8,17 @@ from admin_gateway.auth.throttle import LoginThrottle, Refusal, Reservation
 
 
 class TestAddressKey:
-    @pytest.mark.parametrize(("address", "key"), [
-        ("192.0.2.1", "192.0.2.1"),
-        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
-        ("2001:DB8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
-        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
-        ("::ffff:192.0.2.1", "192.0.2.1"),
-        ("unknown", "unknown"),
-    ])
+    @pytest.mark.parametrize(
+        ("address", "key"),
+        [
+            ("192.0.2.1", "192.0.2.1"),
+            ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+            ("2001:DB8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+            ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+            ("::ffff:192.0.2.1", "192.0.2.1"),
+            ("unknown", "unknown"),
+        ],
+    )
     def test_address_key(self, address: str, key: str) -> None:
         """IPv4 is keyed per address, IPv6 by its /64, a mapped IPv4 as the IPv4, a non-address as itself."""
         assert LoginThrottle.address_key(address) == key

@@ -86,8 +86,9 @@ class TestUserStore:
     def test_concurrent_writers_lose_nothing(self, store: UserStore) -> None:
         """Writers from several threads each add their user; the lock keeps every one."""
         names = [f"user{i}" for i in range(12)]
-        threads = [threading.Thread(target=UserStore(store.data_dir, hasher=FAST).add, args=(n, "admin", PW))
-                   for n in names]
+        threads = [
+            threading.Thread(target=UserStore(store.data_dir, hasher=FAST).add, args=(n, "admin", PW)) for n in names
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -124,8 +125,9 @@ class TestUserStore:
 
 
 class TestReservedAndLookAlikeNames:
-    @pytest.mark.parametrize("name", ["system", "System", "SYSTEM", "sysTem", "\uff53ystem", "\u0455ystem",
-                                      "syst\u0435m", "ｓｙｓｔｅｍ"])
+    @pytest.mark.parametrize(
+        "name", ["system", "System", "SYSTEM", "sysTem", "\uff53ystem", "\u0455ystem", "syst\u0435m", "ｓｙｓｔｅｍ"]
+    )
     def test_system_is_reserved_in_any_spelling(self, store: UserStore, name: str) -> None:
         """``system`` (the engine's own actor) is refused in any case, full-width or look-alike spelling."""
         with pytest.raises(UserError):
@@ -134,12 +136,20 @@ class TestReservedAndLookAlikeNames:
             store.ensure_admin(name)
         assert store.list_users() == []
 
-    @pytest.mark.parametrize("existing, name", [
-        ("alice", "Alice"), ("alice", "ALICE"), ("bob0", "bobO"), ("ops1", "opsl"), ("ops1", "opsI"),
-        ("mary", "rnary"), ("Dave", "dave"), ("neo", "ne0"),
-    ])
-    def test_names_differing_only_in_look_alikes_are_refused(self, store: UserStore, existing: str,
-                                                             name: str) -> None:
+    @pytest.mark.parametrize(
+        "existing, name",
+        [
+            ("alice", "Alice"),
+            ("alice", "ALICE"),
+            ("bob0", "bobO"),
+            ("ops1", "opsl"),
+            ("ops1", "opsI"),
+            ("mary", "rnary"),
+            ("Dave", "dave"),
+            ("neo", "ne0"),
+        ],
+    )
+    def test_names_differing_only_in_look_alikes_are_refused(self, store: UserStore, existing: str, name: str) -> None:
         """A second user whose name differs from an existing one only in case or confusable characters is refused."""
         store.add(existing, "admin", PW)
         with pytest.raises(UserError, match="too like the existing user"):

@@ -33,7 +33,9 @@ class TestFileJobLogs:
         again = FileJobLogs(tmp_path)
         page = again.read("j1", after=512, limit=2)
         assert [(l["seq"], l["stream"], l["text"]) for l in page.lines] == [
-            (513, "stdout", "line 512\twith a tab"), (514, "stdout", "line 513\twith a tab")]
+            (513, "stdout", "line 512\twith a tab"),
+            (514, "stdout", "line 513\twith a tab"),
+        ]
         assert page.next == 514 and page.truncated is False
         assert again.read("j1", after=600).to_json() == {"lines": [], "next": 600, "truncated": False}
         assert again.read("j1", after=10_000).next == 600
@@ -67,8 +69,10 @@ class TestTornTail:
         again.append("j", "stderr", "next")
         again.finish("j")
         page = FileJobLogs(tmp_path).read("j")
-        assert [(l["seq"], l["stream"], l["text"]) for l in page.lines] == [(1, "stdout", "whole"),
-                                                                           (2, "stderr", "next")]
+        assert [(l["seq"], l["stream"], l["text"]) for l in page.lines] == [
+            (1, "stdout", "whole"),
+            (2, "stderr", "next"),
+        ]
 
     async def test_repair_cuts_the_fragment_and_counts_it(self, tmp_path: Path) -> None:
         """repair() cuts the bytes after the last line break, returns how many, and keeps disk_bytes exact."""

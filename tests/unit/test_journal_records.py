@@ -10,16 +10,32 @@ from pathlib import Path
 
 import pytest
 
-from shared.journal.chain import (GENESIS, AuditQuery, MemoryJournal, Record, canonical_json, make_record,
-                            make_record_line, record_hash)
+from shared.journal.chain import (
+    GENESIS,
+    AuditQuery,
+    MemoryJournal,
+    Record,
+    canonical_json,
+    make_record,
+    make_record_line,
+    record_hash,
+)
 from shared.journal.format import LineError, iter_lines_reversed, parse_line
 
 
-def line_for(seq: int = 1, prev: str = GENESIS, actor: str = "alice",
-             data: dict[str, object] | None = None) -> tuple[Record, bytes]:
+def line_for(
+    seq: int = 1, prev: str = GENESIS, actor: str = "alice", data: dict[str, object] | None = None
+) -> tuple[Record, bytes]:
     """Build one record and its journal line (newline stripped)."""
-    rec, line = make_record_line(seq=seq, prev=prev, action="job_created", actor=actor, source="10.0.0.1",
-                                 job_id="j1", data=data if data is not None else {"type": "backup"})
+    rec, line = make_record_line(
+        seq=seq,
+        prev=prev,
+        action="job_created",
+        actor=actor,
+        source="10.0.0.1",
+        job_id="j1",
+        data=data if data is not None else {"type": "backup"},
+    )
     return rec, line[:-1]
 
 
@@ -34,8 +50,16 @@ class TestRecordLine:
         rec, _ = line_for(prev="ab" * 32)
         expected = hashlib.sha256(("ab" * 32).encode() + canonical_json(rec.body())).hexdigest()
         assert rec.hash == expected == record_hash("ab" * 32, rec.body())
-        again = make_record(seq=1, prev="ab" * 32, action="job_created", actor="alice", source="10.0.0.1",
-                            job_id="j1", data={"type": "backup"}, at=rec.at)
+        again = make_record(
+            seq=1,
+            prev="ab" * 32,
+            action="job_created",
+            actor="alice",
+            source="10.0.0.1",
+            job_id="j1",
+            data={"type": "backup"},
+            at=rec.at,
+        )
         assert again == rec
 
     def test_user_strings_cannot_forge_lines(self) -> None:
@@ -57,10 +81,13 @@ class TestParseLine:
         rec, line = line_for(seq=7, prev="cd" * 32)
         assert parse_line(line, expected_seq=7, expected_prev="cd" * 32, strict=True) == rec
 
-    @pytest.mark.parametrize(("seq", "prev", "reason"), [
-        (8, "cd" * 32, "expected seq 8"),
-        (7, "ef" * 32, "chain broken"),
-    ])
+    @pytest.mark.parametrize(
+        ("seq", "prev", "reason"),
+        [
+            (8, "cd" * 32, "expected seq 8"),
+            (7, "ef" * 32, "chain broken"),
+        ],
+    )
     def test_wrong_position_is_reported(self, seq: int, prev: str, reason: str) -> None:
         """A record in the wrong place names what is wrong, and its own seq."""
         _, line = line_for(seq=7, prev="cd" * 32)
@@ -100,21 +127,25 @@ class TestLinesReversed:
 class TestAuditQuery:
     def test_memory_journal_answers_newest_first_with_filters(self) -> None:
         """Filters combine, before pages backwards, limit caps the answer."""
+
         async def run() -> None:
             journal = MemoryJournal()
             for i in range(10):
-                await journal.append(action="run_requested", actor="alice" if i % 2 else "bob", source="s",
-                                     job_id=f"j{i % 3}", data={})
+                await journal.append(
+                    action="run_requested", actor="alice" if i % 2 else "bob", source="s", job_id=f"j{i % 3}", data={}
+                )
             got = await journal.query(AuditQuery(actor="alice", limit=3))
             assert [r.seq for r in got] == [10, 8, 6]
             got = await journal.query(AuditQuery(actor="alice", job_id="j0", before=10))
             assert [r.seq for r in got] == [4]
+
         asyncio.run(run())
 
     def test_time_bounds_compare_as_times(self) -> None:
         """since is inclusive, until exclusive, in UTC whatever the offset given."""
-        rec = make_record(seq=1, prev=GENESIS, action="a", actor="b", source="c", job_id=None, data={},
-                          at="2024-05-01T10:00:00.000Z")
+        rec = make_record(
+            seq=1, prev=GENESIS, action="a", actor="b", source="c", job_id=None, data={}, at="2024-05-01T10:00:00.000Z"
+        )
         at = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
         assert AuditQuery(since=at).predicate()(rec)
         assert not AuditQuery(until=at).predicate()(rec)

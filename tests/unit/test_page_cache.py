@@ -32,6 +32,9 @@ class TestPageCache:
         for i in range(50):
             cache.put(("/api/jobs", f"before={i}"), 1, Page(b"x" * 300, None))
             assert len(cache) <= 4
-            assert sum(len((cache.get(("/api/jobs", f"before={j}"), 1) or Page(b"", None)).body) for j in range(50)) <= 1000
+            assert (
+                sum(len((cache.get(("/api/jobs", f"before={j}"), 1) or Page(b"", None)).body) for j in range(50))
+                <= 1000
+            )
         cache.put(("/api/jobs", "huge"), 1, Page(b"x" * 5000, None))
         assert cache.get(("/api/jobs", "huge"), 1) is None

@@ -13,8 +13,13 @@ from structlog.testing import capture_logs
 
 from shared.log import _fast_iso, configure_logging, flush_logs, log_request
 
-FIELDS: dict[str, Any] = {"request_id": "0123abcd", "method": "GET", "path": '/api/jobs/"quoted"\\ünï\n', "status": 404,
-          "ms": 1.25}
+FIELDS: dict[str, Any] = {
+    "request_id": "0123abcd",
+    "method": "GET",
+    "path": '/api/jobs/"quoted"\\ünï\n',
+    "status": 404,
+    "ms": 1.25,
+}
 
 
 def _lines(buf: io.StringIO) -> list[dict[str, Any]]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from engine_hub.store.snapshots import _build
 from engine_hub.store.embedded import ENGINE_LOG_SIZE, RESULT_OK, JobStore, StoreError
+from engine_hub.store.snapshots import _build
 from shared.contract import HistoryEntry, Job, JobStatus, new_job_id, utcnow
 from shared.journal.chain import GENESIS, Record, make_record
 
@@ -20,18 +20,31 @@ class Chain:
     def __init__(self) -> None:
         self.records: list[Record] = []
 
-    def add(self, action: str, job_id: str | None, data: dict[str, Any] | None = None,
-            actor: str = "admin") -> Record:
+    def add(self, action: str, job_id: str | None, data: dict[str, Any] | None = None, actor: str = "admin") -> Record:
         prev = self.records[-1].hash if self.records else GENESIS
-        rec = make_record(seq=len(self.records) + 1, prev=prev, action=action, actor=actor, source="127.0.0.1",
-                          job_id=job_id, data=data or {})
+        rec = make_record(
+            seq=len(self.records) + 1,
+            prev=prev,
+            action=action,
+            actor=actor,
+            source="127.0.0.1",
+            job_id=job_id,
+            data=data or {},
+        )
         self.records.append(rec)
         return rec
 
     def created(self, type_name: str = "demo.echo", **job: Any) -> Record:
         now = utcnow()
-        new = Job(id=new_job_id(), type=type_name, name=type_name, created_at=now, created_by="admin",
-                  history=(HistoryEntry(status=JobStatus.READY, at=now, by="admin"),), **job)
+        new = Job(
+            id=new_job_id(),
+            type=type_name,
+            name=type_name,
+            created_at=now,
+            created_by="admin",
+            history=(HistoryEntry(status=JobStatus.READY, at=now, by="admin"),),
+            **job,
+        )
         return self.add("job_created", new.id, new.to_json())
 
 
@@ -50,30 +63,45 @@ class TestApply:
         store.apply(created)
         store.apply(chain.add("run_requested", job_id, {"runBy": "bob", "reason": "why"}, actor="bob"))
         assert store.apply(chain.add("job_started", job_id, {"pid": 4242}, actor="system")).pid == 4242
-        entry = store.apply(chain.add("job_finished", job_id, {"status": "DONE", "exitCode": 0, "error": None},
-                                      actor="system"))
+        entry = store.apply(
+            chain.add("job_finished", job_id, {"status": "DONE", "exitCode": 0, "error": None}, actor="system")
+        )
         job = entry.job
         assert (job.status, job.run_by, job.run_reason, job.exit_code, entry.pid) == (
-            JobStatus.DONE, "bob", "why", 0, None)  # the pid is kept while the run lasts
+            JobStatus.DONE,
+            "bob",
+            "why",
+            0,
+            None,
+        )  # the pid is kept while the run lasts
         assert [(h.status, h.by) for h in job.history] == [
-            (JobStatus.READY, "admin"), (JobStatus.RUNNING, "bob"), (JobStatus.DONE, "system")]
+            (JobStatus.READY, "admin"),
+            (JobStatus.RUNNING, "bob"),
+            (JobStatus.DONE, "system"),
+        ]
         assert json.loads(entry.encoded) == job.to_json()
         assert store.results(10)[-1]["output"] == RESULT_OK
         assert [e["message"] for e in store.engine_logs(10)] == ["Job created", "Job started", "Job finished"]
 
-    @pytest.mark.parametrize("steps", [
-        [("run_requested", {"runBy": "a"}), ("run_requested", {"runBy": "b"})],
-        [("job_finished", {"status": "DONE", "exitCode": 0})],
-        [("run_requested", {}), ("job_finished", {"status": "READY"})],
-        [("run_requested", {}), ("job_finished", {"status": "DONE", "exitCode": 0}),
-         ("job_finished", {"status": "FAILED", "error": "again"})],
-        [("run_requested", {}), ("job_finished", {"status": "FAILED"})],  # FAILED needs an error
-        [("run_requested", {}), ("job_finished", {"status": "BOGUS"})],
-        [("job_interrupted", {"error": "x"})],
-        [("log_expired", {"bytes": 1})],  # a READY job's log is never expired
-        [("run_requested", {}), ("log_expired", {"bytes": 1})],  # nor a RUNNING one's
-        [("no_such_action", {})],
-    ])
+    @pytest.mark.parametrize(
+        "steps",
+        [
+            [("run_requested", {"runBy": "a"}), ("run_requested", {"runBy": "b"})],
+            [("job_finished", {"status": "DONE", "exitCode": 0})],
+            [("run_requested", {}), ("job_finished", {"status": "READY"})],
+            [
+                ("run_requested", {}),
+                ("job_finished", {"status": "DONE", "exitCode": 0}),
+                ("job_finished", {"status": "FAILED", "error": "again"}),
+            ],
+            [("run_requested", {}), ("job_finished", {"status": "FAILED"})],  # FAILED needs an error
+            [("run_requested", {}), ("job_finished", {"status": "BOGUS"})],
+            [("job_interrupted", {"error": "x"})],
+            [("log_expired", {"bytes": 1})],  # a READY job's log is never expired
+            [("run_requested", {}), ("log_expired", {"bytes": 1})],  # nor a RUNNING one's
+            [("no_such_action", {})],
+        ],
+    )
     def test_forbidden_records_raise_and_change_nothing(self, steps: list[tuple[str, dict[str, Any]]]) -> None:
         """A record that breaks TRANSITIONS (or is malformed) raises StoreError and leaves the job as it was."""
         store, chain = JobStore(), Chain()
@@ -145,9 +173,17 @@ class TestApply:
                 live.apply(chain.add("run_requested", rec.job_id, {"runBy": f"u{i}", "reason": None}))
             if i % 3 == 2:
                 status = rng.choice(["DONE", "FAILED"])
-                live.apply(chain.add("job_finished", rec.job_id,
-                                     {"status": status, "exitCode": 0 if status == "DONE" else 1,
-                                      "error": None if status == "DONE" else "exited with code 1"}))
+                live.apply(
+                    chain.add(
+                        "job_finished",
+                        rec.job_id,
+                        {
+                            "status": status,
+                            "exitCode": 0 if status == "DONE" else 1,
+                            "error": None if status == "DONE" else "exited with code 1",
+                        },
+                    )
+                )
         replayed = JobStore()
         assert replayed.replay(chain.records) == len(chain.records)
         assert _snapshot(replayed) == _snapshot(live)
@@ -178,7 +214,7 @@ class TestPages:
 
         def brute(status: JobStatus | None, type_name: str | None, before: str | None) -> list[str]:
             out = []
-            for job_id in reversed(ids[:ids.index(before)] if before else ids):
+            for job_id in reversed(ids[: ids.index(before)] if before else ids):
                 job = store.get(job_id)
                 assert job is not None
                 if (status is None or job.job.status is status) and (type_name is None or job.job.type == type_name):
@@ -190,8 +226,12 @@ class TestPages:
                 for before in (None, ids[0], ids[1], ids[150], ids[-1]):
                     expected = brute(status, type_name, before)
                     for limit in (1, 7, 1000):
-                        items, more = store.page(limit=limit, status=status, type_name=type_name,
-                                                 before=store.get(before) if before else None)
+                        items, more = store.page(
+                            limit=limit,
+                            status=status,
+                            type_name=type_name,
+                            before=store.get(before) if before else None,
+                        )
                         got = [json.loads(b)["id"] for b in items]
                         assert got == expected[:limit]
                         assert (more.job.id if more else None) == (got[-1] if len(expected) > limit else None)
@@ -225,9 +265,17 @@ class TestLegacyViews:
 class TestSnapshotColumns:
     def test_snapshot_without_log_expired_column_loads(self) -> None:
         """A job table written before log retention existed (no logExpired column) loads with no log expired."""
-        columns: dict[str, Any] = {"types": ["t"], "statuses": [str(s) for s in JobStatus], "seq": [1, 2],
-                                   "id": ["a", "b"], "type": [0, 0], "status": [2, 3], "pid": [None, None],
-                                   "canceller": [None, None], "truncated": [0, 1]}
+        columns: dict[str, Any] = {
+            "types": ["t"],
+            "statuses": [str(s) for s in JobStatus],
+            "seq": [1, 2],
+            "id": ["a", "b"],
+            "type": [0, 0],
+            "status": [2, 3],
+            "pid": [None, None],
+            "canceller": [None, None],
+            "truncated": [0, 1],
+        }
         assert [e.log_expired for e in _build(columns, [b"{}", b"{}"])] == [False, False]
         assert [e.log_expired for e in _build({**columns, "logExpired": [0, 1]}, [b"{}", b"{}"])] == [False, True]
         with pytest.raises(ValueError, match="differ in length"):

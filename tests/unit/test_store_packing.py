@@ -11,11 +11,18 @@ from typing import Any
 
 import pytest
 
-from engine_hub.http.app import PACK_SLICE, pack_cold_jobs
 from engine_hub.errors import StartupError
-from engine_hub.store.snapshots import FORMAT, FORMAT_LINES, jobs_file_name, load_snapshot, snapshot_state, write_jobs_file
+from engine_hub.http.app import PACK_SLICE, pack_cold_jobs
 from engine_hub.store.embedded import BULK_OPEN_JOBS, JobStore
 from engine_hub.store.packing import PACKING, is_packed, pack, unpack, wire_bytes
+from engine_hub.store.snapshots import (
+    FORMAT,
+    FORMAT_LINES,
+    jobs_file_name,
+    load_snapshot,
+    snapshot_state,
+    write_jobs_file,
+)
 from shared.contract import JobStatus
 from shared.journal.chain import Record, Snapshot
 from tests.unit.test_store import Chain
@@ -52,8 +59,9 @@ def _advance(chain: Chain, job_id: str, rng: random.Random) -> None:
     elif rng.random() < 0.5:
         chain.add("job_finished", job_id, {"status": "DONE", "exitCode": 0, "error": None}, actor="system")
     else:
-        chain.add("job_finished", job_id, {"status": "FAILED", "exitCode": 1, "error": "exited with code 1"},
-                  actor="system")
+        chain.add(
+            "job_finished", job_id, {"status": "FAILED", "exitCode": 1, "error": "exited with code 1"}, actor="system"
+        )
 
 
 def _applied(records: list[Record], hot_jobs: int) -> JobStore:
@@ -66,14 +74,24 @@ def _applied(records: list[Record], hot_jobs: int) -> JobStore:
 def _reads(store: JobStore) -> dict[str, Any]:
     """What every reader of the store returns: single jobs, all pages of every filter, legacy views."""
     ids = [json.loads(b)["id"] for b in _all_pages(store, None, None)]
-    pages = {f"{status}/{type_name}": _all_pages(store, status, type_name)
-             for status in (None, *JobStatus) for type_name in (None, "t.a", "t.b")}
+    pages = {
+        f"{status}/{type_name}": _all_pages(store, status, type_name)
+        for status in (None, *JobStatus)
+        for type_name in (None, "t.a", "t.b")
+    }
     singles = {}
     for job_id in ids:
         entry = store.get(job_id)
         assert entry is not None
-        singles[job_id] = (entry.encoded, entry.wire(), entry.job, entry.pid, entry.cancel_requested_by,
-                           entry.log_truncated, entry.status)
+        singles[job_id] = (
+            entry.encoded,
+            entry.wire(),
+            entry.job,
+            entry.pid,
+            entry.cancel_requested_by,
+            entry.log_truncated,
+            entry.status,
+        )
     return {"pages": pages, "singles": singles, "results": store.results(1000), "logs": store.engine_logs(500)}
 
 
@@ -110,8 +128,10 @@ class TestPacking:
     def test_round_trip_is_byte_exact(self) -> None:
         """unpack(pack(b)) is b for job JSON of any size and text, and the two forms tell themselves apart."""
         samples = _applied(_lifecycle(5).records, NEVER).page(limit=5)[0]
-        samples += [json.dumps({"name": "é" * 3000, "params": {"blob": "x" * 5000}}, ensure_ascii=False).encode(),
-                    b"{}"]
+        samples += [
+            json.dumps({"name": "é" * 3000, "params": {"blob": "x" * 5000}}, ensure_ascii=False).encode(),
+            b"{}",
+        ]
         for wire in samples:
             packed = pack(wire)
             assert is_packed(packed) and not is_packed(wire)
@@ -165,7 +185,12 @@ class TestColdJobs:
             got, want = packed.apply(rec), plain.apply(rec)
             assert is_packed(got.stored)  # still outside the window: re-encoded and packed again
             assert (got.encoded, got.pid, got.cancel_requested_by, got.log_truncated, got.status) == (
-                want.encoded, want.pid, want.cancel_requested_by, want.log_truncated, want.status)
+                want.encoded,
+                want.pid,
+                want.cancel_requested_by,
+                want.log_truncated,
+                want.status,
+            )
         assert _reads(packed) == _reads(plain)
         assert packed.results(1)[0]["output"] == "Job failed: cancelled by carol"
 
@@ -223,8 +248,11 @@ class TestColdJobs:
         assert [e.stored for e in after[5:]] == [e.stored for e in before[5:]]
         # New jobs push more out of the window (packed at once); an old job finishes meanwhile.
         open_job = next(e for e in replayed.cut().entries[:cold] if e.status is JobStatus.RUNNING)
-        more = [chain.created(), chain.created(),
-                chain.add("job_finished", open_job.id, {"status": "DONE", "exitCode": 0, "error": None})]
+        more = [
+            chain.created(),
+            chain.created(),
+            chain.add("job_finished", open_job.id, {"status": "DONE", "exitCode": 0, "error": None}),
+        ]
         for rec in more:
             replayed.apply(rec)
         calls = 2  # the first one, and the last (which says nothing is left)
@@ -280,16 +308,29 @@ def _write_format_2(store: JobStore, directory: Path) -> Snapshot:
     entries = cut.entries
     types = sorted({e.type for e in entries})
     statuses = list(JobStatus)
-    columns = {"types": types, "statuses": [str(s) for s in statuses], "seq": [e.seq for e in entries],
-               "id": [e.id for e in entries], "type": [types.index(e.type) for e in entries],
-               "status": [statuses.index(e.status) for e in entries], "pid": [e.pid for e in entries],
-               "canceller": [e.cancel_requested_by for e in entries],
-               "truncated": [int(e.log_truncated) for e in entries]}
+    columns = {
+        "types": types,
+        "statuses": [str(s) for s in statuses],
+        "seq": [e.seq for e in entries],
+        "id": [e.id for e in entries],
+        "type": [types.index(e.type) for e in entries],
+        "status": [statuses.index(e.status) for e in entries],
+        "pid": [e.pid for e in entries],
+        "canceller": [e.cancel_requested_by for e in entries],
+        "truncated": [int(e.log_truncated) for e in entries],
+    }
     raw = json.dumps(columns).encode() + b"\n" + b"".join(e.encoded + b"\n" for e in entries)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / jobs_file_name(cut.seq)).write_bytes(raw)
-    state = {"format": FORMAT_LINES, "jobsFile": jobs_file_name(cut.seq), "jobsSha256": hashlib.sha256(raw).hexdigest(),
-             "jobsBytes": len(raw), "jobCount": len(entries), "results": cut.results, "engineLog": cut.engine_logs}
+    state = {
+        "format": FORMAT_LINES,
+        "jobsFile": jobs_file_name(cut.seq),
+        "jobsSha256": hashlib.sha256(raw).hexdigest(),
+        "jobsBytes": len(raw),
+        "jobCount": len(entries),
+        "results": cut.results,
+        "engineLog": cut.engine_logs,
+    }
     return Snapshot(seq=cut.seq, head=cut.head, at="2026-01-01T00:00:00.000Z", state=state)
 
 
@@ -328,13 +369,17 @@ class TestSnapshotTable:
         _assert_packing_rule(loaded, HOT)
         assert _reads(loaded) == _reads(_applied(chain.records, NEVER))
 
-    @pytest.mark.parametrize(("change", "needle"), [
-        ({"packing": "deflate11-0123456789abcdef"}, "cannot read"),
-        ({"packing": None}, "cannot read"),
-        ({"format": 99}, "not an engine snapshot"),
-    ])
-    def test_unknown_format_or_packing_is_refused_cleanly(self, tmp_path: Path, change: dict[str, Any],
-                                                          needle: str) -> None:
+    @pytest.mark.parametrize(
+        ("change", "needle"),
+        [
+            ({"packing": "deflate11-0123456789abcdef"}, "cannot read"),
+            ({"packing": None}, "cannot read"),
+            ({"format": 99}, "not an engine snapshot"),
+        ],
+    )
+    def test_unknown_format_or_packing_is_refused_cleanly(
+        self, tmp_path: Path, change: dict[str, Any], needle: str
+    ) -> None:
         """A snapshot this version cannot read stops the start with a message saying how to go on."""
         snap = _snapshot_of(_applied(_lifecycle(10).records, HOT), tmp_path)
         bad = Snapshot(seq=snap.seq, head=snap.head, at=snap.at, state={**snap.state, **change})

@@ -10,17 +10,20 @@ from shared.text import escape_unprintable
 
 
 class TestEscapeUnprintable:
-    @pytest.mark.parametrize(("text", "shown"), [
-        ("\x1b[2J", "\\u001b[2J"),
-        ("\x1b]0;title\x07", "\\u001b]0;title\\u0007"),
-        ("\x9b1m\x85", "\\u009b1m\\u0085"),
-        ("\x7f", "\\u007f"),
-        ("a\u202eb\u202a\u202d", "a\\u202eb\\u202a\\u202d"),
-        ("\u2066x\u2069", "\\u2066x\\u2069"),
-        ("\u2028\u200b", "\\u2028\\u200b"),
-        ("\ud800", "\\ud800"),
-        ("\U000e0001", "\\udb40\\udc01"),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "shown"),
+        [
+            ("\x1b[2J", "\\u001b[2J"),
+            ("\x1b]0;title\x07", "\\u001b]0;title\\u0007"),
+            ("\x9b1m\x85", "\\u009b1m\\u0085"),
+            ("\x7f", "\\u007f"),
+            ("a\u202eb\u202a\u202d", "a\\u202eb\\u202a\\u202d"),
+            ("\u2066x\u2069", "\\u2066x\\u2069"),
+            ("\u2028\u200b", "\\u2028\\u200b"),
+            ("\ud800", "\\ud800"),
+            ("\U000e0001", "\\udb40\\udc01"),
+        ],
+    )
     def test_unprintable_becomes_a_visible_escape(self, text: str, shown: str) -> None:
         """Controls, ESC/OSC introducers, DEL, bidi overrides/isolates and format characters are escaped."""
         assert escape_unprintable(text) == shown

@@ -13,10 +13,19 @@ from shared.web import MAX_BODY, json_nesting_exceeds, parse_decimal
 
 
 class TestJsonNesting:
-    @pytest.mark.parametrize("text, depth", [
-        ("{}", 1), ("[]", 1), ('{"a": [1, {"b": []}]}', 4), ('["[[[[", "{{{{"]', 1), ('["\\"[[["]', 1),
-        ('{"a": "\\\\"}', 1), ("1", 0), ('"[[["', 0),
-    ])
+    @pytest.mark.parametrize(
+        "text, depth",
+        [
+            ("{}", 1),
+            ("[]", 1),
+            ('{"a": [1, {"b": []}]}', 4),
+            ('["[[[[", "{{{{"]', 1),
+            ('["\\"[[["]', 1),
+            ('{"a": "\\\\"}', 1),
+            ("1", 0),
+            ('"[[["', 0),
+        ],
+    )
     def test_depth_is_counted_outside_strings(self, text: str, depth: int) -> None:
         """Brackets in strings (escaped quotes included) do not count; the limit is inclusive."""
         json.loads(text)  # each case is valid JSON
@@ -54,8 +63,26 @@ class TestParseDecimal:
         """One to twenty ASCII digits are the number they spell."""
         assert parse_decimal(text) == value
 
-    @pytest.mark.parametrize("text", ["", "\u0665", "\uff15", "1_0", "+5", "-5", " 5", "5 ", "5\n", "5.0", "0x5",
-                                      "1e3", "9" * 21, "\u00b2", "\u2155"])
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "",
+            "\u0665",
+            "\uff15",
+            "1_0",
+            "+5",
+            "-5",
+            " 5",
+            "5 ",
+            "5\n",
+            "5.0",
+            "0x5",
+            "1e3",
+            "9" * 21,
+            "\u00b2",
+            "\u2155",
+        ],
+    )
     def test_anything_else_is_not(self, text: str) -> None:
         """Other scripts' digits, separators, signs, blanks, and over-long input are not numbers."""
         assert parse_decimal(text) is None
