@@ -455,6 +455,24 @@ DocumentBuilder = Callable[[set[OperationKey]], dict[str, Any]]
 Guard = Callable[[web.Request], Awaitable[object]]
 
 
+async def openapi_json(request: web.Request) -> web.Response:
+    """``GET /openapi.json``: this process's OpenAPI 3.1 document (built by :func:`build_openapi_on_startup`)."""
+    return web.Response(body=request.app[OPENAPI_DOCUMENT], content_type=JSON)
+
+
+def build_openapi_on_startup(app: web.Application, build: Callable[[web.Application], Mapping[str, Any]]) -> None:
+    """Build ``build(app)`` once when the app starts (its route table is complete then) and keep it encoded.
+
+    :func:`openapi_json` serves it; the process declares that handler in its
+    route table like any other route.
+    """
+
+    async def build_now(app: web.Application) -> None:
+        app[OPENAPI_DOCUMENT] = json.dumps(build(app), separators=(",", ":")).encode()
+
+    app.on_startup.append(build_now)
+
+
 def setup_openapi(app: web.Application, build: DocumentBuilder, *, guard: Guard | None = None) -> None:
     """Serve ``build(router_operations(app))`` at ``GET /openapi.json`` (route name ``openapi``).
 

@@ -16,7 +16,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 from aiohttp import web
@@ -25,6 +25,9 @@ from multidict import MultiDictProxy
 
 from shared.contract import MAX_JSON_DEPTH, ErrorCode, error_body
 from shared.log import FLUSH_INTERVAL, flush_logs, log_request
+
+if TYPE_CHECKING:  # shared.routes imports shared.openapi, which imports this module
+    from shared.routes import Access, Route
 
 MAX_BODY = 64 * 1024
 #: Limits of aiohttp's HTTP parser (pass as ``web.Application(handler_args=...)``). Its defaults
@@ -39,6 +42,12 @@ log = structlog.get_logger("http")
 REQUEST_ID = web.RequestKey("request_id", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Wrap(Protocol):
+    """A process's request wrapper (:func:`request_wrapper`): a handler in, the guarded handler out."""
+
+    def __call__(self, handler: Handler, access: Access | None = None, /) -> Handler: ...
 
 
 class ApiError(Exception):
@@ -104,10 +113,11 @@ def request_wrapper(
     base_error: type[ApiError],
     *,
     authenticate: Callable[[web.Request], Awaitable[object] | None] | None = None,
+    authorize: Callable[[web.Request, Access | None], Awaitable[object] | None] | None = None,
     on_done: Callable[[web.Request, int, float], None] | None = None,
     decorate: Callable[[web.Request, web.StreamResponse], None] | None = None,
     finish: Callable[[web.Request, web.StreamResponse], Awaitable[None] | None] | None = None,
-) -> Callable[[Handler], Handler]:
+) -> Wrap:
     """Build what every request of a process goes through, as a decorator of handlers.
 
     The wrapped handler assigns a request id, calls ``authenticate(request)``
@@ -119,6 +129,9 @@ def request_wrapper(
     without leaking details, writes one ``request`` summary line, and calls
     ``on_done(request, status, seconds)`` (metrics) and ``decorate(request,
     response)`` (headers) for every response, errors included.
+    ``authorize(request, access)`` is the same hook given the :class:`~shared.routes.Access`
+    rule of the route the handler serves (``None`` for the catch-all route that answers
+    unknown paths): the process checks that rule centrally there.
     ``finish(request, response)`` runs after the handler answered, normally or
     with an aiohttp HTTP exception (a redirect, a 404), but not after
     ``base_error`` or a crash; it may return an awaitable, which is awaited
@@ -137,7 +150,7 @@ def request_wrapper(
     rid_prefix = os.urandom(5).hex()
     rid_counter = itertools.count()
 
-    def wrap(handler: Handler) -> Handler:
+    def wrap(handler: Handler, access: Access | None = None) -> Handler:
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
             start = time.perf_counter()
@@ -149,6 +162,10 @@ def request_wrapper(
             try:
                 if authenticate is not None:
                     checking = authenticate(request)
+                    if checking is not None:
+                        await checking
+                if authorize is not None:
+                    checking = authorize(request, access)
                     if checking is not None:
                         await checking
                 try:
@@ -199,16 +216,33 @@ class ApiRoutes:
     for the wrapper to render.
     """
 
-    def __init__(self, app: web.Application, wrap: Callable[[Handler], Handler]) -> None:
+    def __init__(self, app: web.Application, wrap: Wrap) -> None:
         self._app = app
         self._wrap = wrap
         self._wrapped: set[Handler] = set()
+        self._table: list[Route] = []
         app.on_startup.append(self._finish)
 
-    def _guard(self, handler: Handler) -> Handler:
-        guarded = self._wrap(handler)
+    def _guard(self, handler: Handler, access: Access | None = None) -> Handler:
+        guarded = self._wrap(handler, access)
         self._wrapped.add(guarded)
         return guarded
+
+    @property
+    def table(self) -> tuple[Route, ...]:
+        """Every route added with :meth:`add_table`, in registration order."""
+        return tuple(self._table)
+
+    def add_table(self, table: Iterable[Route]) -> None:
+        """Register ``table``'s routes in order, each behind the wrapper with its access rule."""
+        for route in table:
+            if route.method == "GET":
+                self._app.router.add_get(route.router_path, self._guard(route.handler, route.access), name=route.name)
+            else:
+                self._app.router.add_route(
+                    route.method, route.router_path, self._guard(route.handler, route.access), name=route.name
+                )
+            self._table.append(route)
 
     def add_get(self, path: str, handler: Handler, *, name: str | None = None) -> web.AbstractRoute:
         """Add ``GET path`` (HEAD included, as aiohttp's ``add_get``)."""
@@ -298,7 +332,7 @@ async def _unmatched(request: web.Request) -> web.StreamResponse:
 API_ROUTES: Final = web.AppKey("api_routes", ApiRoutes)
 
 
-def setup_api_routes(app: web.Application, wrap: Callable[[Handler], Handler]) -> ApiRoutes:
+def setup_api_routes(app: web.Application, wrap: Wrap) -> ApiRoutes:
     """Make ``wrap`` (a :func:`request_wrapper`) the app's; return the :class:`ApiRoutes` to add routes with."""
     routes = ApiRoutes(app, wrap)
     app[API_ROUTES] = routes
