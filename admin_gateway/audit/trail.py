@@ -9,7 +9,7 @@ which appends exactly one record to the gateway's hash-chained audit journal
 A record is ``{seq, at, actor, source, action, jobId, data, prev, hash}``:
 ``actor`` is the signed-in user (or the attempted user name of a failed
 login, or ``(anonymous)``), ``source`` the client address (see
-:func:`admin_gateway.http.peer.client_address`), and ``data`` always holds
+:func:`admin_gateway.peer.client_address`), and ``data`` always holds
 ``outcome`` (:data:`OUTCOMES`), ``userAgent``, ``requestId``, ``method`` and
 ``path``, plus what the event adds (``code``, ``status``, ``reason``…).
 
@@ -64,7 +64,7 @@ import structlog
 from aiohttp import web
 
 from admin_gateway.errors import AuditUnavailable, GatewayError
-from admin_gateway.http.peer import Network, client_address
+from admin_gateway.peer import Network, client_address
 from admin_gateway.settings import SETTINGS
 from shared.contract import format_time
 from shared.journal.chain import Journal, JournalError, JournalUnavailable, Record

@@ -40,7 +40,7 @@ from admin_gateway.auth.guards import current_user, session_data
 from admin_gateway.auth.sessions import SESSION_STORAGE
 from admin_gateway.auth.signing import mac, mac_matches
 from admin_gateway.errors import CsrfRefused, GatewayError
-from admin_gateway.http.peer import TRUSTED_PROXIES, own_origin
+from admin_gateway.peer import TRUSTED_PROXIES, own_origin
 from admin_gateway.settings import SETTINGS
 from shared.web import read_form
 

@@ -35,7 +35,7 @@ import structlog
 from aiohttp import web
 
 from admin_gateway.auth.signing import b64url, mac, mac_matches
-from admin_gateway.http.peer import Network, is_https
+from admin_gateway.peer import Network, is_https
 from admin_gateway.settings import SettingsError
 from shared.journal.snapshot import write_durably
 

@@ -45,7 +45,7 @@ import attrs
 from aiohttp import web
 from aiohttp_session import SESSION_KEY, STORAGE_KEY, AbstractStorage, Session
 
-from admin_gateway.http.peer import Network, is_https
+from admin_gateway.peer import Network, is_https
 from admin_gateway.settings import Settings, SettingsError
 
 COOKIE_NAME = "gw_session"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from multidict import CIMultiDict
 
-from admin_gateway.http.peer import TRUSTED_PROXIES, is_https
+from admin_gateway.peer import TRUSTED_PROXIES, is_https
 
 CSP = "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 

@@ -40,7 +40,7 @@ from admin_gateway.auth.sessions import SESSION_STORAGE
 from admin_gateway.auth.throttle import LOGIN_THROTTLE, Refusal
 from admin_gateway.auth.users import MAX_PASSWORD_LENGTH, UserError, validate_name
 from admin_gateway.errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
-from admin_gateway.http.peer import TRUSTED_PROXIES, client_address
+from admin_gateway.peer import TRUSTED_PROXIES, client_address
 from admin_gateway.settings import SETTINGS
 from shared.web import API_ROUTES, read_form
 

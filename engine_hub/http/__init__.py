@@ -1,4 +1,6 @@
-"""The engine's HTTP surface: the app, its one route table, access by token and scope, handlers, the OpenAPI document and metrics.
+"""The engine's HTTP surface: the app, its one route table, access by token and scope, the
+handlers and the OpenAPI document.
 
-May import: ``engine_hub.jobs``, ``engine_hub.store.embedded``, ``engine_hub.run``, ``engine_hub`` top-level modules and ``shared``. Nothing below imports it.
+May import: ``engine_hub.jobs``, ``engine_hub.store``, ``engine_hub.run``, ``engine_hub`` top-level
+modules and ``shared``. Nothing else in the engine imports it (only ``engine_hub.cli`` starts the app).
 """

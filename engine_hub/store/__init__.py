@@ -1,4 +1,6 @@
-"""Where jobs are kept: the embedded store (journal-backed, in memory), its entries, packing, snapshots and page cache. A second store implementation goes here beside ``embedded``.
+"""Where jobs are kept: the embedded store (journal-backed, in memory), its entries, packing,
+snapshots and page cache. A second store implementation goes here beside ``embedded``.
 
-May import: ``engine_hub`` top-level modules and ``shared``. Never ``engine_hub.http``, ``engine_hub.jobs``, ``engine_hub.run`` or ``engine_hub.cli.main``.
+May import: ``engine_hub`` top-level modules and ``shared``. Never ``engine_hub.http``,
+``engine_hub.jobs``, ``engine_hub.run`` or ``engine_hub.cli``.
 """

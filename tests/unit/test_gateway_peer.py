@@ -6,7 +6,7 @@ import ssl
 
 from aiohttp.test_utils import make_mocked_request
 
-from admin_gateway.http.peer import client_address, is_https, parse_networks
+from admin_gateway.peer import client_address, is_https, parse_networks
 
 PROXY = parse_networks(["127.0.0.1", "10.0.0.0/8"])
 
