@@ -22,7 +22,7 @@ from shared.connection_limits import (
     ConnectionLimits,
     plan_fd_limit,
 )
-from shared.server import AcceptErrorHandler, CoalescedLog, check_aiohttp_hooks
+from shared.connection import AcceptErrorHandler, CoalescedLog, check_aiohttp_hooks
 
 INFINITY = resource.RLIM_INFINITY
 
