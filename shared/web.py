@@ -113,7 +113,7 @@ def request_wrapper(
     base_error: type[ApiError],
     *,
     authenticate: Callable[[web.Request], Awaitable[object] | None] | None = None,
-    authorize: Callable[[web.Request, Access | None], Awaitable[object] | None] | None = None,
+    authorize: Callable[[web.Request, Access | None], Awaitable[web.StreamResponse | None] | None] | None = None,
     on_done: Callable[[web.Request, int, float], None] | None = None,
     decorate: Callable[[web.Request, web.StreamResponse], None] | None = None,
     finish: Callable[[web.Request, web.StreamResponse], Awaitable[None] | None] | None = None,
@@ -131,7 +131,9 @@ def request_wrapper(
     response)`` (headers) for every response, errors included.
     ``authorize(request, access)`` is the same hook given the :class:`~shared.routes.Access`
     rule of the route the handler serves (``None`` for the catch-all route that answers
-    unknown paths): the process checks that rule centrally there.
+    unknown paths): the process checks that rule centrally there. It refuses by raising, or
+    answers in the handler's place by returning (through its awaitable) a response, such as the
+    gateway's sign-in page for a signed-out browser; ``None`` lets the handler run.
     ``finish(request, response)`` runs after the handler answered, normally or
     with an aiohttp HTTP exception (a redirect, a 404), but not after
     ``base_error`` or a crash; it may return an awaitable, which is awaited
@@ -164,12 +166,13 @@ def request_wrapper(
                     checking = authenticate(request)
                     if checking is not None:
                         await checking
+                answer: web.StreamResponse | None = None
                 if authorize is not None:
-                    checking = authorize(request, access)
-                    if checking is not None:
-                        await checking
+                    deciding = authorize(request, access)
+                    if deciding is not None:
+                        answer = await deciding
                 try:
-                    response = await handler(request)
+                    response = answer if answer is not None else await handler(request)
                 except web.HTTPException as exc:
                     response = _http_exception_response(exc)
                 if finish is not None:
