@@ -14,7 +14,6 @@ timeout) → :class:`EngineUnavailable`; no answer within the total timeout →
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -207,7 +206,7 @@ class EngineClient:
             raise EngineUnavailable(
                 "the engine closed the connection before answering; check the job's status before retrying"
             ) from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("engine_timeout", method=method, path=path)
             raise EngineTimeout("the engine did not answer in time; check the job's status before retrying") from None
         except aiohttp.ClientError as exc:

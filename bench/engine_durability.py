@@ -286,7 +286,7 @@ class JournalWriter:
     def write(self, count: int) -> None:
         """Append ``count`` more records of create/run/start/finish cycles, dated now."""
         at = format_time(utcnow()) or ""
-        out = open(self.path, "ab")
+        out = open(self.path, "ab")  # noqa: SIM115 (swapped for the next segment mid-loop)
         buf: list[bytes] = []
         job_id = ""
         for _ in range(count):
@@ -305,7 +305,7 @@ class JournalWriter:
                 buf = []
                 out.close()
                 self.path, self.size = self.directory / segment_name(rec.seq), 0
-                out = open(self.path, "ab")
+                out = open(self.path, "ab")  # noqa: SIM115 (closed after the loop)
             buf.append(line)
             self.size += len(line)
             self.seq, self.prev, self.index = rec.seq, rec.hash, self.index + 1

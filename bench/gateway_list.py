@@ -218,7 +218,9 @@ def run(*, duration: float, rounds: int, connections: int, sequential: int) -> d
         }
         # Gateway / bare proxy per round: the two ran back to back, so drift in the machine's
         # load (other work on a shared box) hits both sides of each ratio alike.
-        paired = statistics.median(g["rps"] / b["rps"] for g, b in zip(samples["gateway"], samples["bare proxy"]))
+        paired = statistics.median(
+            g["rps"] / b["rps"] for g, b in zip(samples["gateway"], samples["bare proxy"], strict=True)
+        )
         times = asyncio.run(_sequential(targets, sequential))
         unloaded = {name: {"p50": _pct(t, 0.50), "p99": _pct(t, 0.99)} for name, t in times.items()}
         log_lines = sum(1 for _ in (tmp / "gateway.log").open())

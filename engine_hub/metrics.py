@@ -26,7 +26,7 @@ CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _Histogram:
-    __slots__ = ("counts", "total", "count")
+    __slots__ = ("count", "counts", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -58,7 +58,7 @@ class Metrics:
         self._by_resource: dict[tuple[str, web.AbstractResource | None], _Histogram] = {}
 
     def observe_request(self, request: web.Request, status: int, seconds: float) -> None:
-        """Record one request's latency under its method and route template (the ``on_done`` hook of the request wrapper)."""
+        """Record one request's latency under its method and route template (the request wrapper's ``on_done`` hook)."""
         method = request.method
         resource = request.match_info.route.resource
         # Looked up by the resource object itself (fixed for matched routes; None for unmatched

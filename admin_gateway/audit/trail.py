@@ -335,9 +335,9 @@ class Audit:
             and outcome == REFUSED
             and not fail_closed
             and job is None
+            and await self._counted(action, who, source, body, request)
         ):
-            if await self._counted(action, who, source, body, request):
-                return None
+            return None
         return await self._append(action, who, source, job, body, fail_closed=fail_closed)
 
     async def _counted(self, action: str, who: str, source: str, body: dict[str, Any], request: web.Request) -> bool:

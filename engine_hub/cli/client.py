@@ -97,7 +97,7 @@ class EngineClient:
             raise self._http_error(exc) from None
         except urllib.error.URLError as exc:
             raise ClientError(f"cannot reach the engine at {self.base_url}: {_reason(exc.reason)}") from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise ClientError(f"the engine at {self.base_url} did not answer within {self._timeout:g} s") from None
         except (ConnectionError, OSError) as exc:
             raise ClientError(f"connection to the engine at {self.base_url} failed: {_reason(exc)}") from None

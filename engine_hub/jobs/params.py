@@ -157,9 +157,12 @@ class ParamSpec:
             return False
         if isinstance(value, str) and _check_str_value(value) is not None:
             return False
-        if isinstance(value, int) and not isinstance(value, bool):
-            if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-                return False
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and ((self.min is not None and value < self.min) or (self.max is not None and value > self.max))
+        ):
+            return False
         return not (with_choices and self.choices is not None and value not in self.choices)
 
     def check(self, value: object) -> ParamValue:

@@ -72,7 +72,7 @@ STREAMS: Final = frozenset({"stdout", "stderr", MARKER_STREAM})
 class _Writer:
     """The open file of a job whose run is writing, and where it stands."""
 
-    __slots__ = ("file", "next_seq", "size", "capped", "offsets")
+    __slots__ = ("capped", "file", "next_seq", "offsets", "size")
 
     def __init__(self, file: IO[bytes] | None, next_seq: int, size: int, offsets: list[int]) -> None:
         self.file = file
@@ -83,7 +83,7 @@ class _Writer:
 
 
 class _FileIndex:
-    __slots__ = ("offsets", "last_seq", "end", "truncated")
+    __slots__ = ("end", "last_seq", "offsets", "truncated")
 
     def __init__(self, offsets: list[int], last_seq: int, end: int, truncated: bool) -> None:
         self.offsets = offsets

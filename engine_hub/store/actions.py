@@ -1,4 +1,4 @@
-"""The journal actions the engine writes for a job: the vocabulary of :meth:`engine_hub.store.embedded.JobStore.apply`."""
+"""The journal actions the engine writes for a job: what :meth:`engine_hub.store.embedded.JobStore.apply` takes."""
 
 from __future__ import annotations
 

@@ -68,16 +68,16 @@ HOT_JOBS: Final = 2048
 BULK_OPEN_JOBS: Final = 4096
 
 __all__ = [
+    "ENGINE_LOG_SIZE",
+    "HOT_JOBS",
+    "RESULTS_SIZE",
+    "RESULT_OK",
+    "SYSTEM_ACTOR",
     "Action",
     "JobEntry",
     "JobStore",
     "StoreCut",
     "StoreError",
-    "ENGINE_LOG_SIZE",
-    "HOT_JOBS",
-    "RESULT_OK",
-    "RESULTS_SIZE",
-    "SYSTEM_ACTOR",
 ]
 
 
