@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.e2e.install import Installation, installation, operator_env
+from tests.e2e.install import Installation, operator_env
 
 #: The dev venv's console scripts (editable install), for suites that test the code rather than the
 #: install (tests/fuzz). A :class:`Stack` runs those of its :class:`Installation` instead.
@@ -615,25 +615,3 @@ class StackFactory:
     def close(self) -> None:
         """Stop every stack made so far."""
         self._exit.close()
-
-
-@pytest.fixture(scope="session")
-def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Installation:
-    """The wheel installed in a venv of its own, as an operator installs it (one per session, see tests.e2e.install).
-
-    A fixture of both suites (their conftests import it from here); they share one installation.
-    """
-    return installation(request.config, tmp_path_factory)
-
-
-@pytest.fixture
-def make_stack(tmp_path: Path, installed: Installation) -> Iterator[StackFactory]:
-    """``make_stack(gateways={name: safe_mode})``: stacks private to one test, stopped at its end.
-
-    A fixture of both suites (their conftests import it from here).
-    """
-    factory = StackFactory(tmp_path, installed)
-    try:
-        yield factory
-    finally:
-        factory.close()
