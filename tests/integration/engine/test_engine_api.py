@@ -232,7 +232,7 @@ class TestListFreshness:
         job = await engine_server.create("test.count")
         first = (await page())[0]
         assert first["id"] == job["id"] and first["status"] == "READY"
-        assert [j["id"] for j in await page("/engines/jobs?limit=5")][0] == job["id"]
+        assert next(j["id"] for j in await page("/engines/jobs?limit=5")) == job["id"]
         await engine_server.run(job["id"])
         assert (await page())[0]["status"] in ("RUNNING", "DONE")
         await engine_server.wait_for(job["id"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 from typing import Any
 
 import pytest
@@ -32,7 +33,7 @@ class TestAuditApi:
         assert [r["action"] for r in records] == ["job_finished", "job_started", "run_requested", "job_created"]
         assert all(set(r) == RECORD_KEYS for r in records)
         assert [r["seq"] for r in records] == [4, 3, 2, 1]
-        assert all(newer["prev"] == older["hash"] for newer, older in zip(records, records[1:]))
+        assert all(newer["prev"] == older["hash"] for newer, older in itertools.pairwise(records))
         assert (records[2]["actor"], records[2]["data"]) == ("bob", {"runBy": "bob", "reason": "check"})
         assert records[3]["data"]["createdBy"] == "alice" and records[3]["source"] == "127.0.0.1"
 

@@ -131,7 +131,7 @@ class TestScopes:
         assert await (await engine_server.client.get("/api/jobs", headers=auth())).json() == []
 
     async def test_admin_actor_header_is_recorded(self, engine_server: EngineServer) -> None:
-        """The admin token's X-Engine-Actor is createdBy/runBy and the journal actor, with the peer address as source."""
+        """The admin token's X-Engine-Actor is createdBy/runBy and the journal actor; the peer address is the source."""
         job = await engine_server.create("demo.echo", headers=auth(actor="alice"))
         await engine_server.run(job["id"], headers=auth(actor="bob"))
         done = await engine_server.wait_for(job["id"])

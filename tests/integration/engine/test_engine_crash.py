@@ -153,5 +153,7 @@ class TestCrashLoop:
                 worker.join(timeout=10)
             ids = set(ledger.acked.values())
             wait_until(
-                lambda: not list(job_processes(ids)), timeout=15, what="every job process of the killed engine gone"
+                lambda ids=ids: not list(job_processes(ids)),
+                timeout=15,
+                what="every job process of the killed engine gone",
             )

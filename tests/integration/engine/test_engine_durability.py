@@ -63,7 +63,7 @@ class TestRestart:
     def test_clean_stop_and_crash_keep_jobs_history_logs_and_interrupt_running_jobs(
         self, tmp_path: Path, catalog: Path
     ) -> None:
-        """Jobs, history and logs survive SIGTERM and SIGKILL; a RUNNING job comes back FAILED by system, never re-run."""
+        """Jobs, history and logs survive SIGTERM and SIGKILL; a RUNNING job comes back FAILED by system, not re-run."""
         engine = EngineProcess(tmp_path / "data", "--config", str(catalog)).start()
         done = create(engine, "done")
         chatty = engine.ok("POST", "/api/jobs", {"type": "demo.sleep", "params": {"seconds": 1}}, status=201)
@@ -184,7 +184,8 @@ class TestTampering:
     def journal_copy(self, tmp_path: Path, catalog: Path) -> tuple[Path, str]:
         """A data dir written by a real engine (7 records, a clean stop) and its `audit head` hash."""
         engine = EngineProcess(tmp_path / "data", "--config", str(catalog)).start()
-        first, second = create(engine, "one"), create(engine, "two")
+        first = create(engine, "one")
+        create(engine, "two")
         engine.ok("POST", f"/api/jobs/{first['id']}/run", status=202)
         wait_status(engine, first["id"], "DONE")
         create(engine, "three")

@@ -58,7 +58,7 @@ def catalog(tmp_path: Path) -> Path:
 
 class TestLogRetention:
     def test_finished_logs_expire_running_and_ready_jobs_are_kept(self, tmp_path: Path, catalog: Path) -> None:
-        """Past the retention a finished job's log file is deleted after a system log_expired record; 404 log_expired."""
+        """Past the retention a finished job's log is deleted after a system log_expired record; 404 log_expired."""
         engine = EngineProcess(tmp_path / "data", "--config", str(catalog), "--log-retention-days", RETENTION_DAYS)
         logs_dir = tmp_path / "data" / "logs"
         engine.start()

@@ -359,12 +359,12 @@ class TestLogs:
         await engine_server.run(job["id"])
         await engine_server.wait_for(job["id"])
         page = await (await engine_server.client.get(f"/api/jobs/{job['id']}/logs", headers=auth())).json()
-        assert [(l["seq"], l["stream"], l["text"]) for l in page["lines"]] == [
+        assert [(line["seq"], line["stream"], line["text"]) for line in page["lines"]] == [
             (i + 1, "stdout", f"line {i}") for i in range(5)
         ]
         assert page["next"] == 5 and page["truncated"] is False
         page = await (await engine_server.client.get(f"/api/jobs/{job['id']}/logs?after=3", headers=auth())).json()
-        assert [l["seq"] for l in page["lines"]] == [4, 5]
+        assert [line["seq"] for line in page["lines"]] == [4, 5]
         page = await (await engine_server.client.get(f"/api/jobs/{job['id']}/logs?after=5", headers=auth())).json()
         assert page == {"lines": [], "next": 5, "truncated": False}
 
@@ -375,9 +375,9 @@ class TestLogs:
         await engine_server.wait_for(job["id"])
         page = await (await engine_server.client.get(f"/api/jobs/{job['id']}/logs?limit=2", headers=auth())).json()
         assert page["truncated"] is True
-        assert [(l["seq"], l["text"]) for l in page["lines"]] == [(51, "line 50"), (52, "line 51")]
+        assert [(line["seq"], line["text"]) for line in page["lines"]] == [(51, "line 50"), (52, "line 51")]
         tail = await (await engine_server.client.get(f"/api/jobs/{job['id']}/logs?after=10049", headers=auth())).json()
-        assert [l["text"] for l in tail["lines"]] == ["line 10049"]
+        assert [line["text"] for line in tail["lines"]] == ["line 10049"]
         await wait_until(
             lambda: any(r.action == "log_truncated" for r in engine_server.journal.recent()),
             what="log_truncated recorded",
@@ -390,7 +390,7 @@ class TestLogs:
         await engine_server.run(job["id"])
         await engine_server.wait_for(job["id"])
         page = await (await engine_server.client.get(f"/api/jobs/{job['id']}/logs", headers=auth())).json()
-        assert "from the test" in [l["text"] for l in page["lines"]]
+        assert "from the test" in [line["text"] for line in page["lines"]]
 
 
 class TestShutdown:

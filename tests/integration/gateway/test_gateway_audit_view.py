@@ -75,7 +75,7 @@ class TestAccess:
         assert resp.headers["Cache-Control"] == "no-store"
 
     async def test_page_access_matrix(self, gateway_server: GatewayServer) -> None:
-        """/admin/audit: anonymous → /login, admin → the no-access page (403), super_admin → the page with its nav item."""
+        """/admin/audit: anonymous → /login, admin → the no-access page (403), super_admin → the page and nav item."""
         anon = await gateway_server.client()
         resp = await anon.get("/admin/audit", allow_redirects=False)
         assert (resp.status, resp.headers["Location"]) == (303, "/login")
@@ -179,7 +179,7 @@ class TestTimeline:
     async def test_engine_down_shows_the_gateways_records_with_a_notice(
         self, make_gateway_server: MakeGatewayServer, closed_port: int
     ) -> None:
-        """With the engine unreachable, the timeline is the gateway's records plus an "engine audit unavailable" notice."""
+        """Engine unreachable: the timeline holds the gateway's records and an "engine audit unavailable" note."""
         gw = await make_gateway_server(f"http://127.0.0.1:{closed_port}")
         user = await gw.login()
         page = await timeline(user.client)

@@ -1,4 +1,4 @@
-"""Login, sessions (rotation, logout, idle and absolute expiry) and throttling (their audit records: test_gateway_audit)."""
+"""Login, sessions (rotation, logout, idle and absolute expiry) and throttling (audit records: test_gateway_audit)."""
 
 from __future__ import annotations
 

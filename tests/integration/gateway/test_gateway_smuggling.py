@@ -20,7 +20,7 @@ def _gateway_inner(gateway_server: GatewayServer, alice: User, job_id: str) -> t
     host = gateway_server.origin.split("://", 1)[1]
     inner = (
         f"POST /api/admin/engine/jobs/{job_id}/run HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
-        f"Cookie: {cookie}\r\nX-CSRF-Token: {alice.csrf}\r\nOrigin: {gateway.origin}\r\n"
+        f"Cookie: {cookie}\r\nX-CSRF-Token: {alice.csrf}\r\nOrigin: {gateway_server.origin}\r\n"
         "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
     )
     return signed_in, inner
@@ -29,7 +29,7 @@ def _gateway_inner(gateway_server: GatewayServer, alice: User, job_id: str) -> t
 class TestGatewaySmuggling:
     async def test_control_the_inner_run_is_a_working_request(
         self, upstream_engine: UpstreamEngine, gateway_server: GatewayServer
-    ) -> None:  # noqa: F811
+    ) -> None:
         """With honest framing the gateway answers both requests and forwards the RUN (the attack is real)."""
         alice: User = await gateway_server.login()
         job_id = await upstream_engine.create()
@@ -44,7 +44,7 @@ class TestGatewaySmuggling:
     @pytest.mark.parametrize("case", sorted(CASES))
     async def test_ambiguous_framing_is_one_400_and_the_engine_is_never_asked(
         self, upstream_engine: UpstreamEngine, gateway_server: GatewayServer, case: str
-    ) -> None:  # noqa: F811
+    ) -> None:
         """The gateway answers one 400, closes, and never forwards the smuggled RUN."""
         alice: User = await gateway_server.login()
         job_id = await upstream_engine.create()

@@ -22,7 +22,7 @@ from engine_hub.jobs.catalog import (
 
 REPO = Path(__file__).resolve().parents[3]
 
-GOOD = """
+GOOD = f"""
 include_demo = false
 
 [[types]]
@@ -32,7 +32,7 @@ command = ["/bin/echo", "reindex"]
 timeout = 90
 exclusive = true
 cwd = "work"
-env = { SEARCH_URL = "http://127.0.0.1:9200" }
+env = {{ SEARCH_URL = "http://127.0.0.1:9200" }}
 
 [[types.params]]
 name = "index"
@@ -59,8 +59,8 @@ type = "str"
 [[clients]]
 name = "legacy-crm"
 scope = "submit"
-token_sha256 = "%s"
-""" % hash_token("s3cret-token")
+token_sha256 = "{hash_token("s3cret-token")}"
+"""
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -142,7 +142,7 @@ class TestLoadGoodFile:
         (served,) = catalog.to_json()
         assert served["name"] == "search.reindex" and served["exclusive"] is True and served["timeout"] == 90.0
         assert "command" not in served and "env" not in served and "cwd" not in served
-        index, batch, full, note = served["params"]
+        index, batch, full, _note = served["params"]
         assert index == {
             "name": "index",
             "type": "str",
@@ -265,7 +265,7 @@ class TestLoadBadFile:
     def test_missing_file(self, tmp_path: Path) -> None:
         """A file that does not exist is a CatalogError naming it, not an OSError."""
         path = tmp_path / "absent.toml"
-        with pytest.raises(CatalogError, match="absent.toml: cannot read"):
+        with pytest.raises(CatalogError, match=r"absent\.toml: cannot read"):
             load_catalog(path)
 
     def test_not_utf8(self, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ class TestFileJobLogs:
         logs.finish("j1")
         again = FileJobLogs(tmp_path)
         page = again.read("j1", after=512, limit=2)
-        assert [(l["seq"], l["stream"], l["text"]) for l in page.lines] == [
+        assert [(line["seq"], line["stream"], line["text"]) for line in page.lines] == [
             (513, "stdout", "line 512\twith a tab"),
             (514, "stdout", "line 513\twith a tab"),
         ]
@@ -69,7 +69,7 @@ class TestTornTail:
         again.append("j", "stderr", "next")
         again.finish("j")
         page = FileJobLogs(tmp_path).read("j")
-        assert [(l["seq"], l["stream"], l["text"]) for l in page.lines] == [
+        assert [(line["seq"], line["stream"], line["text"]) for line in page.lines] == [
             (1, "stdout", "whole"),
             (2, "stderr", "next"),
         ]

@@ -16,7 +16,10 @@ class TestJobLogs:
         for i in range(5):
             logs.append("j", "stdout" if i % 2 else "stderr", f"l{i}")
         page = logs.read("j", after=1, limit=2)
-        assert [(l["seq"], l["stream"], l["text"]) for l in page.lines] == [(2, "stdout", "l1"), (3, "stderr", "l2")]
+        assert [(line["seq"], line["stream"], line["text"]) for line in page.lines] == [
+            (2, "stdout", "l1"),
+            (3, "stderr", "l2"),
+        ]
         assert page.next == 3
         assert logs.read("j", after=5).to_json()["lines"] == []
         assert logs.read("j", after=99).next == 5  # a cursor past the end snaps back to the newest line
@@ -28,9 +31,9 @@ class TestJobLogs:
         reports = [logs.append("j", "stdout", f"l{i}") for i in range(6)]
         assert reports == [False, False, False, True, False, False]
         page = logs.read("j")
-        assert [l["seq"] for l in page.lines] == [4, 5, 6]
+        assert [line["seq"] for line in page.lines] == [4, 5, 6]
         assert page.truncated
-        assert [l["seq"] for l in logs.read("j", after=2).lines] == [4, 5, 6]
+        assert [line["seq"] for line in logs.read("j", after=2).lines] == [4, 5, 6]
 
     def test_byte_cap_and_long_lines(self) -> None:
         """Over-long lines are cut with a marker, and a job's buffer stays under max_bytes."""

@@ -93,6 +93,6 @@ class TestDeviceCookies:
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(os, "replace", refuse)
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="No space left"):
             load_or_create_key(tmp_path)
         assert os.listdir(tmp_path) == []

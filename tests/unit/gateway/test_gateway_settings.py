@@ -25,7 +25,7 @@ class TestParseSafeMode:
     @pytest.mark.parametrize("raw", ["", " ", "maybe", "2", "f", "n", "disable", "0ff", "nope"])
     def test_anything_else_is_refused(self, raw: str) -> None:
         """Any other value is an error naming the source, never a silent default."""
-        with pytest.raises(SettingsError, match="SAFE_MODE.*not recognised"):
+        with pytest.raises(SettingsError, match=r"SAFE_MODE.*not recognised"):
             parse_safe_mode(raw)
 
 

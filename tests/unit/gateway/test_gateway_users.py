@@ -118,7 +118,7 @@ class TestUserStore:
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(os, "replace", broken)
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="No space left"):
             store.add("bob", "admin", PW)
         assert store.path.read_text() == before
         assert [p.name for p in store.data_dir.iterdir() if p.name.startswith(".users-")] == []
@@ -137,7 +137,7 @@ class TestReservedAndLookAlikeNames:
         assert store.list_users() == []
 
     @pytest.mark.parametrize(
-        "existing, name",
+        ("existing", "name"),
         [
             ("alice", "Alice"),
             ("alice", "ALICE"),

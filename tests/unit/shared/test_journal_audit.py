@@ -70,7 +70,7 @@ def inner(directory: Path, near: int) -> int:
     """A seq at or after ``near`` that is neither the first nor the last line of its segment."""
     for seq in range(near, near + 10):
         _, i, lines = locate(directory, seq)
-        if 0 < i and lines[i + 1]:
+        if i > 0 and lines[i + 1]:
             return seq
     raise AssertionError(near)
 

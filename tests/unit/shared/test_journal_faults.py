@@ -23,6 +23,7 @@ from shared.journal.file import FileJournal
 from shared.journal.format import list_segments
 from shared.journal.tools import verify
 from shared.journal.writer import OsFiles
+from tests.disk import fill
 
 BIG = {"blob": "x" * 600}  # big enough that a batch cannot fit in a page's slack
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
 import threading
 from pathlib import Path
@@ -55,7 +56,7 @@ class TestAppendAndReopen:
         journal, replayed = opened(tmp_path / "j")
         assert replayed == written
         assert [r.seq for r in replayed] == list(range(1, 11))
-        assert all(b.prev == a.hash for a, b in zip(replayed, replayed[1:]))
+        assert all(b.prev == a.hash for a, b in itertools.pairwise(replayed))
         assert journal.head == written[-1].hash and journal.last_seq == 10
         more = await add(journal, 1)
         assert more[0].seq == 11 and more[0].prev == written[-1].hash
@@ -80,7 +81,7 @@ class TestAppendAndReopen:
     async def test_non_json_data_is_rejected_without_using_a_seq(self, tmp_path: Path) -> None:
         """A record that cannot be serialised fails at once and leaves the chain as it was."""
         journal, _ = opened(tmp_path / "j")
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="not JSON compliant"):
             await journal.append(action="a", actor="b", source="c", job_id=None, data={"x": float("nan")})
         rec = (await add(journal, 1))[0]
         assert rec.seq == 1 and rec.prev == GENESIS
@@ -282,9 +283,9 @@ class TestSnapshots:
         """A snapshot claiming a seq past the durable head (or the wrong head) is refused."""
         journal, _ = opened(tmp_path / "j")
         await add(journal, 3)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="is not durable"):
             await journal.write_snapshot({}, seq=4, head=journal.head)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="head does not match"):
             await journal.write_snapshot({}, seq=3, head=GENESIS)
         await journal.close()
 
@@ -345,7 +346,7 @@ class TestPrune:
         later = dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
         assert await journal.prune(now=later) == []
         before = list_segments(tmp_path / "j")
-        await journal.write_snapshot({}, seq=7, head=[r for r in journal.recent() if r.seq == 7][0].hash)
+        await journal.write_snapshot({}, seq=7, head=next(r for r in journal.recent() if r.seq == 7).hash)
         await journal.write_snapshot({}, seq=journal.last_seq, head=journal.head)
         removed = await journal.prune(now=later)
         remaining = list_segments(tmp_path / "j")

@@ -71,7 +71,7 @@ class TestRecordLine:
 
     def test_nan_is_not_json(self) -> None:
         """NaN or infinity would not be reproducible by other verifiers, so they are refused."""
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="not JSON compliant"):
             canonical_json({"x": float("inf")})
 
 
@@ -153,5 +153,5 @@ class TestAuditQuery:
 
     def test_limit_must_be_positive(self) -> None:
         """A zero limit is a programming error caught at construction."""
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="'limit' must be >= 1"):
             AuditQuery(limit=0)
