@@ -3,130 +3,34 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
 
-import attrs
 import pytest
 
-CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("ENGINE_HUB_TOKEN", "ENGINE_HUB_URL", "ENGINE_PORT")}
-
-
-def cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m engine_hub ARGS`` and return its result."""
-    return subprocess.run(
-        [sys.executable, "-m", "engine_hub", *args],
-        capture_output=True,
-        text=True,
-        env={**CLEAN_ENV, **(env or {})},
-        timeout=timeout,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int, *needles: str) -> None:
-    """The command failed with ``status`` and printed exactly one ``engine-hub: error:`` line naming ``needles``."""
-    assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("engine-hub: error: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
-
-
-@attrs.define
-class Server:
-    """A running ``engine-hub serve`` subprocess."""
-
-    proc: subprocess.Popen[str]
-    url: str
-    data_dir: Path
-    log: IO[str]
-
-    def args(self, *extra: str) -> list[str]:
-        """The connection options for a ``jobs`` command."""
-        return ["--url", self.url, "--data-dir", str(self.data_dir), *extra]
-
-
-def start_server(tmp: Path, *extra: str, env: Mapping[str, str] | None = None) -> Server:
-    """Start ``engine-hub serve --port 0`` and wait for its ``engine_listening`` log line."""
-    data_dir = tmp / "data"
-    log_path = tmp / "serve.log"
-    out = log_path.open("w+")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine_hub",
-            "serve",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--kill-grace",
-            "0.5",
-            *extra,
-        ],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**CLEAN_ENV, **(env or {})},
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        for line in log_path.read_text().splitlines():
-            if '"engine_listening"' in line:
-                return Server(proc=proc, url=json.loads(line)["url"], data_dir=data_dir, log=out)
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited with {proc.returncode}: {log_path.read_text()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"serve did not start: {log_path.read_text()}")
-
-
-def stop_server(server: Server) -> int:
-    """SIGTERM the server and return its exit status."""
-    server.proc.send_signal(signal.SIGTERM)
-    try:
-        return server.proc.wait(timeout=30)
-    finally:
-        server.log.close()
+from tests.integration.engine.cli_server import (
+    CliServer,
+    assert_one_line_error,
+    cli,
+    json_output,
+    start_server,
+    stop_server,
+    wait_for_job,
+)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliServer]:
     """One engine for the module, with the demo types and a generated token file."""
     srv = start_server(tmp_path_factory.mktemp("cli"), "--ephemeral")
     yield srv
     assert stop_server(srv) == 0
 
 
-def _json(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def _wait(server: Server, job_id: str, statuses: set[str], timeout: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        job = _json(cli("jobs", "show", job_id, "--json", *server.args()))
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} stayed {job.get('status')}")
-
-
 class TestJobsCommands:
-    def test_create_run_logs_show_list(self, server: Server) -> None:
+    def test_create_run_logs_show_list(self, server: CliServer) -> None:
         """A job goes through create, run, logs -f, show and list, with typed params and readable output."""
-        job = _json(
+        job = json_output(
             cli(
                 "jobs",
                 "create",
@@ -157,9 +61,9 @@ class TestJobsCommands:
         assert header.split()[:4] == ["ID", "TYPE", "NAME", "STATUS"]
         assert any(row.startswith(job["id"]) and "DONE" in row for row in rows)
 
-    def test_int_param_is_converted_and_checked(self, server: Server) -> None:
+    def test_int_param_is_converted_and_checked(self, server: CliServer) -> None:
         """--param values are converted to the declared type; a wrong one is a one-line usage error."""
-        job = _json(cli("jobs", "create", "demo.sleep", "--param", "seconds=7", "--json", *server.args()))
+        job = json_output(cli("jobs", "create", "demo.sleep", "--param", "seconds=7", "--json", *server.args()))
         assert job["params"] == {"seconds": 7}
         assert_one_line_error(
             cli("jobs", "create", "demo.sleep", "--param", "seconds=soon", *server.args()), 2, "seconds"
@@ -171,29 +75,29 @@ class TestJobsCommands:
             "invalid_param",
         )
 
-    def test_cancel_running_job(self, server: Server) -> None:
+    def test_cancel_running_job(self, server: CliServer) -> None:
         """jobs cancel ends a RUNNING job, recorded as cancelled by the --actor."""
-        job = _json(cli("jobs", "create", "demo.sleep", "--param", "seconds=600", "--json", *server.args()))
+        job = json_output(cli("jobs", "create", "demo.sleep", "--param", "seconds=600", "--json", *server.args()))
         assert cli("jobs", "run", job["id"], *server.args()).returncode == 0
         result = cli("jobs", "cancel", job["id"], "--actor", "oncall", *server.args())
         assert result.returncode == 0, result.stderr
-        done = _wait(server, job["id"], {"FAILED"})
+        done = wait_for_job(server, job["id"], {"FAILED"})
         assert done["error"] == "cancelled by oncall"
         follow = cli("jobs", "logs", job["id"], "--follow", *server.args())
         assert_one_line_error(follow, 1, "FAILED", "cancelled by oncall")
 
-    def test_list_pages_and_json(self, server: Server) -> None:
+    def test_list_pages_and_json(self, server: CliServer) -> None:
         """list --limit prints a hint for the next page on stderr; --json prints the array."""
         for _ in range(2):
             cli("jobs", "create", "demo.echo", *server.args())
         result = cli("jobs", "list", "--limit", "1", "--json", *server.args())
-        jobs = _json(result)
+        jobs = json_output(result)
         assert len(jobs) == 1
         assert f"--before {jobs[0]['id']}" in result.stderr
-        types = _json(cli("jobs", "types", "--json", *server.args()))
+        types = json_output(cli("jobs", "types", "--json", *server.args()))
         assert "demo.sleep" in {t["name"] for t in types}
 
-    def test_token_from_environment(self, server: Server) -> None:
+    def test_token_from_environment(self, server: CliServer) -> None:
         """$ENGINE_HUB_TOKEN and $ENGINE_HUB_URL replace --data-dir and --url."""
         token = (server.data_dir / "token").read_text().strip()
         result = cli(
@@ -203,11 +107,11 @@ class TestJobsCommands:
 
 
 class TestErrors:
-    def test_server_refusals_are_one_line(self, server: Server) -> None:
+    def test_server_refusals_are_one_line(self, server: CliServer) -> None:
         """4xx answers become one line with the engine's message and code, exit 1."""
-        job = _json(cli("jobs", "create", "demo.echo", "--json", *server.args()))
+        job = json_output(cli("jobs", "create", "demo.echo", "--json", *server.args()))
         assert cli("jobs", "run", job["id"], *server.args()).returncode == 0
-        _wait(server, job["id"], {"DONE"})
+        wait_for_job(server, job["id"], {"DONE"})
         assert_one_line_error(cli("jobs", "run", job["id"], *server.args()), 1, "not_ready", "HTTP 400")
         assert_one_line_error(cli("jobs", "create", "no.such", *server.args()), 1, "unknown job type", "demo.echo")
         assert_one_line_error(
@@ -215,7 +119,7 @@ class TestErrors:
         )
         assert_one_line_error(cli("jobs", "list", "--limit", "0", *server.args()), 1, "limit")
 
-    def test_wrong_token_is_one_line(self, server: Server) -> None:
+    def test_wrong_token_is_one_line(self, server: CliServer) -> None:
         """A wrong token gives the engine's 401 message."""
         result = cli("jobs", "list", "--url", server.url, env={"ENGINE_HUB_TOKEN": "wrong-token-0123456789"})
         assert_one_line_error(result, 1, "invalid token", "401")
@@ -267,7 +171,7 @@ class TestServe:
         result = cli("serve", "--config", str(catalog), "--port", "0", "--data-dir", str(tmp_path), "--ephemeral")
         assert_one_line_error(result, 2, str(catalog))
 
-    def test_port_in_use(self, server: Server, tmp_path: Path) -> None:
+    def test_port_in_use(self, server: CliServer, tmp_path: Path) -> None:
         """serve on a port that is taken exits 1 with one line."""
         port = server.url.rsplit(":", 1)[1]
         result = cli("serve", "--port", port, "--data-dir", str(tmp_path), "--ephemeral")
@@ -283,7 +187,9 @@ class TestServe:
         token = "serve-test-token-0123456789"
         srv = start_server(tmp_path, "--ephemeral", env={"ENGINE_HUB_TOKEN": token})
         env = {"ENGINE_HUB_TOKEN": token}
-        job = _json(cli("jobs", "create", "demo.sleep", "--param", "seconds=600", "--json", "--url", srv.url, env=env))
+        job = json_output(
+            cli("jobs", "create", "demo.sleep", "--param", "seconds=600", "--json", "--url", srv.url, env=env)
+        )
         assert cli("jobs", "run", job["id"], "--url", srv.url, env=env).returncode == 0
         assert stop_server(srv) == 0
         events = [

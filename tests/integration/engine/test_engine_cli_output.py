@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.engine.test_engine_cli import Server, _json, _wait, cli, start_server, stop_server
+from tests.integration.engine.cli_server import CliServer, cli, json_output, start_server, stop_server, wait_for_job
 
 #: Output that would clear the screen, retitle the window, start a C1 CSI, delete, and reorder text.
 HOSTILE = (
@@ -21,7 +21,7 @@ CONTROLS = set(HOSTILE) - {"\t"} - set("ABCDEFGHtab[2J]0;pwned31m")
 
 
 @pytest.fixture(scope="module")
-def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CliServer, str]]:
     """An engine whose ``hostile`` job type prints :data:`HOSTILE` on both streams; and one finished run."""
     tmp = tmp_path_factory.mktemp("cli-output")
     catalog = tmp / "catalog.toml"
@@ -29,9 +29,9 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
         f'[[types]]\nname = "hostile"\ncommand = {json.dumps([sys.executable, "-c", _PRINT])}\ntimeout = 30\n'
     )
     srv = start_server(tmp, "--ephemeral", "--config", str(catalog))
-    job = _json(cli("jobs", "create", "hostile", "--json", *srv.args()))
+    job = json_output(cli("jobs", "create", "hostile", "--json", *srv.args()))
     assert cli("jobs", "run", job["id"], *srv.args()).returncode == 0
-    _wait(srv, job["id"], {"DONE"})
+    wait_for_job(srv, job["id"], {"DONE"})
     yield srv, job["id"]
     assert stop_server(srv) == 0
 
@@ -42,7 +42,7 @@ def unprintable(text: str) -> set[str]:
 
 
 class TestLogsOutput:
-    def test_control_characters_are_escaped(self, hostile_server: tuple[Server, str]) -> None:
+    def test_control_characters_are_escaped(self, hostile_server: tuple[CliServer, str]) -> None:
         """`jobs logs -f` shows C0/C1 controls, ESC/OSC sequences, DEL and bidi characters as \\uXXXX; tabs stay."""
         srv, job_id = hostile_server
         result = cli("jobs", "logs", "-f", job_id, *srv.args())
@@ -56,14 +56,14 @@ class TestLogsOutput:
                 "\\u2066G\\u2067\\u2068\\u2069H\\u0000\\u0008\\u000d\\u0085\\u2028\ttab"
             ) in line
 
-    def test_raw_prints_the_output_as_it_is(self, hostile_server: tuple[Server, str]) -> None:
+    def test_raw_prints_the_output_as_it_is(self, hostile_server: tuple[CliServer, str]) -> None:
         """`jobs logs --raw` opts out: the job's bytes reach stdout unchanged."""
         srv, job_id = hostile_server
         result = cli("jobs", "logs", "--raw", job_id, *srv.args())
         assert result.returncode == 0, result.stderr
         assert result.stdout.count("\x1b[2J\x1b]0;pwned\x07B\x9b31mC\x7fD\u202eE") == 2
 
-    def test_json_lines_stay_valid_and_escaped(self, hostile_server: tuple[Server, str]) -> None:
+    def test_json_lines_stay_valid_and_escaped(self, hostile_server: tuple[CliServer, str]) -> None:
         """`jobs logs --json` prints JSON that decodes to the exact output, with nothing unprintable on the terminal."""
         srv, job_id = hostile_server
         result = cli("jobs", "logs", "--json", job_id, *srv.args())

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.engine.cli_server import assert_one_line_error, cli
 from tests.integration.engine.process import TOKEN, EngineProcess, mark_catalog, wait_until
-from tests.integration.engine.test_engine_cli import assert_one_line_error, cli
 
 #: Retention of 1.7 s (sweeps every second): the test sees logs expire without waiting days.
 RETENTION_DAYS = "0.00002"
