@@ -72,7 +72,7 @@ class TestSecurityHeaders:
         assert failed.status == 502
         problems = _check(failed, "502")
         client = await down.client()
-        from gateway_harness import login_form_token
+        from tests.integration.gateway.harness import login_form_token
 
         for _ in range(2):
             token = await login_form_token(client)
