@@ -6,7 +6,7 @@ test fails half-way.
 
 The console scripts of a :class:`Stack` are those of the session's
 installation of the wheel (:mod:`tests.e2e.install`, the ``installed``
-fixture), never the dev venv's editable install, and they run with the
+fixture of ``tests/conftest.py``), never the dev venv's editable install, and they run with the
 stack's temporary folder as working directory and without ``PYTHONPATH``:
 the panel is tested with exactly the files an operator's install has.
 
@@ -16,7 +16,7 @@ marker-writing type and a submit-scope client token) and any number of
 ``admin-gateway serve`` processes in front of it, each with its own data
 dir, its users created through ``admin-gateway users add``, the engine
 token handed over as a file and SAFE_MODE from the environment. The
-browser suite drives the same stacks (import from ``tests.e2e.harness``).
+browser suite drives the same stacks (``make_stack``, also in ``tests/conftest.py``).
 
 The HTTP helpers (:class:`EngineApi`, :class:`Panel`) are plain ``urllib``
 clients, as a script or a legacy system would be: a :class:`Panel` signs in
