@@ -8,6 +8,9 @@ access-matrix tests walk. A new route is a new row here (in the module of
 its kind: :mod:`.api` for the JSON API, :mod:`.panel` for what browsers
 load), with one of the gateway's rules: ``PUBLIC``, ``SESSION`` or
 ``SUPER_ADMIN``.
+
+May import: the handlers and schemas of ``admin_gateway.http``, ``admin_gateway.auth`` (names for
+the document) and ``shared``. Only ``admin_gateway.http`` (the app, the document) imports it.
 """
 
 from __future__ import annotations
