@@ -33,10 +33,8 @@ from typing import Final
 
 from aiohttp import web
 
-from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, REFUSED
-from admin_gateway.auth.guards import User, current_user, require_super_admin, require_user
+from admin_gateway.auth.guards import User, current_user, record_role_refusal, require_super_admin, require_user
 from admin_gateway.http.templates import render_template
-from shared.contract import ErrorCode
 from shared.routes import Access, Route
 from shared.web import API_ROUTES
 
@@ -97,16 +95,7 @@ async def _page_access(request: web.Request, *, super_admin: bool) -> web.Stream
     if user is None:
         raise web.HTTPSeeOther(LOGIN_PATH)
     if super_admin and not user.is_super_admin:
-        await request.app[AUDIT].record(
-            ACCESS_DENIED,
-            request=request,
-            actor=user.name,
-            outcome=REFUSED,
-            code=ErrorCode.FORBIDDEN,
-            status=403,
-            reason="role",
-            role=user.role,
-        )
+        await record_role_refusal(request, user, status=403)
         return await render_template(request, "no_access.html", {}, user=user, status=403)
     request[REQUEST_USER] = user
     return None

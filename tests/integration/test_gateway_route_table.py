@@ -11,6 +11,7 @@ super_admin gets past every rule.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,6 +25,7 @@ from gateway_harness import (  # noqa: F401  (fixtures)
     Engine,
     Gateway,
     MakeGateway,
+    User,
     clock,
     engine,
     gateway,
@@ -63,6 +65,18 @@ async def _call(client: TestClient, route: Route, job_id: str, csrf: str | None 
     )
     body = await resp.json() if resp.content_type == "application/json" else None
     return resp.status, resp.headers.get("Location", ""), body
+
+
+async def _sweep_signed_in(user: User, job_id: str, expected: Callable[[Route, int, str, Any], bool]) -> list[str]:
+    """Call every non-PUBLIC route as ``user`` (with its CSRF token); a line per answer ``expected`` refuses."""
+    problems = []
+    for route in ROUTES:
+        if route.access is Access.PUBLIC:
+            continue
+        status, location, body = await _call(user.client, route, job_id, user.csrf)
+        if not expected(route, status, location, body):
+            problems.append(f"{route.method} {route.path}: {status} {location} {body}")
+    return problems
 
 
 def _unused_rule_route(access: Access) -> Route:
@@ -143,35 +157,25 @@ class TestAccessMatrix:
     async def test_admin_role_is_refused_by_super_admin_routes(self, engine: Engine, gateway: Gateway) -> None:
         """An ``admin`` passes SESSION routes; SUPER_ADMIN ones refuse it (API: 401 ``forbidden``, pages: 403)."""
         job_id = await engine.create("demo.echo")
-        user = await gateway.login(ADMIN)
-        problems = []
-        for route in ROUTES:
-            if route.access is Access.PUBLIC:
-                continue
-            status, location, body = await _call(user.client, route, job_id, user.csrf)
+
+        def expected(route: Route, status: int, location: str, body: Any) -> bool:
             if route.access is Access.SESSION:
-                ok = status == 200
-            elif _is_page(route):
-                ok = status == 403 and body is None
-            else:
-                ok = status == 401 and body is not None and body["code"] == "forbidden"
-            if not ok:
-                problems.append(f"{route.method} {route.path}: {status} {location} {body}")
-        assert problems == []
+                return status == 200
+            if _is_page(route):
+                return status == 403 and body is None
+            return status == 401 and body is not None and body["code"] == "forbidden"
+
+        assert await _sweep_signed_in(await gateway.login(ADMIN), job_id, expected) == []
         assert await engine.status(job_id) == "READY"
 
     async def test_super_admin_passes_every_rule(self, engine: Engine, gateway: Gateway) -> None:
         """A super_admin is refused by no route: no 401/403 and no redirect to /login."""
         job_id = await engine.create("demo.echo")
-        user = await gateway.login(SUPER)
-        problems = []
-        for route in ROUTES:
-            if route.access is Access.PUBLIC:
-                continue
-            status, location, body = await _call(user.client, route, job_id, user.csrf)
-            if status in (401, 403) or location == "/login":
-                problems.append(f"{route.method} {route.path}: {status} {location} {body}")
-        assert problems == []
+
+        def expected(route: Route, status: int, location: str, body: Any) -> bool:
+            return status not in (401, 403) and location != "/login"
+
+        assert await _sweep_signed_in(await gateway.login(SUPER), job_id, expected) == []
 
     @pytest.mark.parametrize(
         ("who", "method", "path", "status"),
