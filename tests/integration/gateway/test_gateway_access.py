@@ -1,4 +1,4 @@
-"""The access matrix: every admin API route × {anonymous, admin, super_admin} × method, and the guard order."""
+"""The access matrix: every admin API route (from the route table) × role × method, and the guard order."""
 
 from __future__ import annotations
 
@@ -16,18 +16,31 @@ from tests.integration.gateway.harness import (
     wait_for_status,
 )
 
+from admin_gateway.http.access import API_PREFIX
+from admin_gateway.http.routes import ROUTES as TABLE
+from shared.routes import Access
+
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-#: path template -> {method: who may use it ("user" = any signed-in user, "super" = super_admin only)}
-ROUTES: dict[str, dict[str, str]] = {
-    "/api/admin/config": {"GET": "user"},
-    "/api/admin/engine/jobs": {"GET": "super", "POST": "super"},
-    "/api/admin/engine/jobs/{ready}": {"GET": "super"},
-    "/api/admin/engine/jobs/{ready}/logs": {"GET": "super"},
-    "/api/admin/engine/jobs/{ready}/run": {"POST": "super"},
-    "/api/admin/engine/jobs/{running}/cancel": {"POST": "super"},
-    "/api/admin/engine/types": {"GET": "super"},
-    "/api/admin/engine/logs": {"GET": "super"},
-}
+
+
+def _sweep_template(path: str) -> str:
+    # The ids the sweep fills in: cancel needs a RUNNING job, every other job route a READY one.
+    return path.replace("{id}", "{running}" if path.endswith("/cancel") else "{ready}")
+
+
+def _api_matrix() -> dict[str, dict[str, str]]:
+    """The admin API rows of the route table as path template -> {method: "user" (SESSION) or "super"}."""
+    matrix: dict[str, dict[str, str]] = {}
+    for route in TABLE:
+        if route.path.startswith(API_PREFIX):
+            who = "user" if route.access is Access.SESSION else "super"
+            matrix.setdefault(_sweep_template(route.path), {})[route.method] = who
+    return matrix
+
+
+#: path template -> {method: who may use it ("user" = any signed-in user, "super" = super_admin only)},
+#: derived from the gateway's route table (admin_gateway.http.routes).
+ROUTES: dict[str, dict[str, str]] = _api_matrix()
 #: What a super_admin gets from each allowed route (SAFE_MODE off, valid CSRF).
 SUPER_STATUS = {
     ("/api/admin/engine/jobs", "POST"): 201,
