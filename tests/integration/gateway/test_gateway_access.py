@@ -7,6 +7,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from admin_gateway.http.access import API_PREFIX
+from admin_gateway.http.routes import ROUTES as TABLE
+from shared.routes import Access
 from tests.integration.gateway.harness import (
     ADMIN,
     SUPER,
@@ -15,10 +18,6 @@ from tests.integration.gateway.harness import (
     UpstreamEngine,
     wait_for_status,
 )
-
-from admin_gateway.http.access import API_PREFIX
-from admin_gateway.http.routes import ROUTES as TABLE
-from shared.routes import Access
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 

@@ -18,19 +18,6 @@ from typing import Any, Final
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from gateway_harness import (  # noqa: F401  (fixtures)
-    ADMIN,
-    ENGINE_TOKEN,
-    SUPER,
-    Engine,
-    Gateway,
-    MakeGateway,
-    User,
-    clock,
-    engine,
-    gateway,
-    make_gateway,
-)
 
 from admin_gateway.http.access import GATEWAY_RULES, PANEL_PREFIX
 from admin_gateway.http.app import create_app
@@ -39,6 +26,14 @@ from admin_gateway.settings import Settings
 from shared.openapi import Operation, router_operations
 from shared.routes import Access, Route
 from shared.web import API_ROUTES
+from tests.integration.gateway.harness import (
+    ADMIN,
+    ENGINE_TOKEN,
+    SUPER,
+    GatewayServer,
+    UpstreamEngine,
+    User,
+)
 
 #: Registered routes the served document leaves out on purpose: none (static files and the favicon are
 #: declared too, as binary or text answers).
@@ -88,10 +83,12 @@ def _unused_rule_route(access: Access) -> Route:
 
 
 class TestTableIsTheRouter:
-    async def test_every_registered_route_has_a_row_and_every_row_is_registered(self, gateway: Gateway) -> None:
+    async def test_every_registered_route_has_a_row_and_every_row_is_registered(
+        self, gateway_server: GatewayServer
+    ) -> None:
         """The router serves exactly the table's (method, path) pairs, registered from the table in its order."""
-        assert gateway.app[API_ROUTES].table == ROUTES
-        assert router_operations(gateway.app) == {route.operation.key for route in ROUTES}
+        assert gateway_server.app[API_ROUTES].table == ROUTES
+        assert router_operations(gateway_server.app) == {route.operation.key for route in ROUTES}
         assert len({route.operation.key for route in ROUTES}) == len(ROUTES)
 
     def test_every_row_has_a_rule_the_gateway_checks(self) -> None:
@@ -103,18 +100,18 @@ class TestTableIsTheRouter:
 
 
 class TestDocumentIsTheTable:
-    async def test_served_document_lists_exactly_the_registered_routes(self, gateway: Gateway) -> None:
+    async def test_served_document_lists_exactly_the_registered_routes(self, gateway_server: GatewayServer) -> None:
         """GET /openapi.json declares every registered route but UNDOCUMENTED (none), and nothing else."""
-        user = await gateway.login()
+        user = await gateway_server.login()
         doc = await (await user.client.get("/openapi.json")).json()
         served = {(method.upper(), path) for path, item in doc["paths"].items() for method in item}
-        registered = router_operations(gateway.app)
+        registered = router_operations(gateway_server.app)
         assert frozenset() == UNDOCUMENTED
         assert served == registered - UNDOCUMENTED
 
-    async def test_document_security_follows_each_rule(self, gateway: Gateway) -> None:
+    async def test_document_security_follows_each_rule(self, gateway_server: GatewayServer) -> None:
         """A PUBLIC route declares no credentials (``security: []``); every other one needs the session."""
-        user = await gateway.login()
+        user = await gateway_server.login()
         doc = await (await user.client.get("/openapi.json")).json()
         for route in ROUTES:
             security = doc["paths"][route.path][route.method.lower()].get("security", doc["security"])
@@ -137,10 +134,12 @@ class TestUnhandledRule:
 
 
 class TestAccessMatrix:
-    async def test_anonymous_is_refused_unless_public(self, engine: Engine, gateway: Gateway) -> None:
+    async def test_anonymous_is_refused_unless_public(
+        self, upstream_engine: UpstreamEngine, gateway_server: GatewayServer
+    ) -> None:
         """Without a session: 401 ``unauthorized`` from the API, 303 to /login from pages; PUBLIC routes answer."""
-        job_id = await engine.create("demo.echo")
-        client = await gateway.client()
+        job_id = await upstream_engine.create("demo.echo")
+        client = await gateway_server.client()
         problems = []
         for route in ROUTES:
             status, location, body = await _call(client, route, job_id)
@@ -154,9 +153,11 @@ class TestAccessMatrix:
                 problems.append(f"{route.method} {route.path}: {status} {location} {body}")
         assert problems == []
 
-    async def test_admin_role_is_refused_by_super_admin_routes(self, engine: Engine, gateway: Gateway) -> None:
+    async def test_admin_role_is_refused_by_super_admin_routes(
+        self, upstream_engine: UpstreamEngine, gateway_server: GatewayServer
+    ) -> None:
         """An ``admin`` passes SESSION routes; SUPER_ADMIN ones refuse it (API: 401 ``forbidden``, pages: 403)."""
-        job_id = await engine.create("demo.echo")
+        job_id = await upstream_engine.create("demo.echo")
 
         def expected(route: Route, status: int, location: str, body: Any) -> bool:
             if route.access is Access.SESSION:
@@ -165,17 +166,19 @@ class TestAccessMatrix:
                 return status == 403 and body is None
             return status == 401 and body is not None and body["code"] == "forbidden"
 
-        assert await _sweep_signed_in(await gateway.login(ADMIN), job_id, expected) == []
-        assert await engine.status(job_id) == "READY"
+        assert await _sweep_signed_in(await gateway_server.login(ADMIN), job_id, expected) == []
+        assert await upstream_engine.status(job_id) == "READY"
 
-    async def test_super_admin_passes_every_rule(self, engine: Engine, gateway: Gateway) -> None:
+    async def test_super_admin_passes_every_rule(
+        self, upstream_engine: UpstreamEngine, gateway_server: GatewayServer
+    ) -> None:
         """A super_admin is refused by no route: no 401/403 and no redirect to /login."""
-        job_id = await engine.create("demo.echo")
+        job_id = await upstream_engine.create("demo.echo")
 
         def expected(route: Route, status: int, location: str, body: Any) -> bool:
             return status not in (401, 403) and location != "/login"
 
-        assert await _sweep_signed_in(await gateway.login(SUPER), job_id, expected) == []
+        assert await _sweep_signed_in(await gateway_server.login(SUPER), job_id, expected) == []
 
     @pytest.mark.parametrize(
         ("who", "method", "path", "status"),
@@ -191,13 +194,13 @@ class TestAccessMatrix:
         ],
     )
     async def test_unknown_paths_get_the_rule_of_their_prefix(
-        self, gateway: Gateway, who: str, method: str, path: str, status: int
+        self, gateway_server: GatewayServer, who: str, method: str, path: str, status: int
     ) -> None:
         """Unmatched paths and methods are refused as their prefix's routes are, before any 404 or 405."""
         client = (
-            await gateway.client()
+            await gateway_server.client()
             if who == "anonymous"
-            else (await gateway.login(ADMIN if who == "admin" else SUPER)).client
+            else (await gateway_server.login(ADMIN if who == "admin" else SUPER)).client
         )
         resp = await client.request(method, path, allow_redirects=False)
         assert resp.status == status
