@@ -32,7 +32,8 @@ from engine_hub.http.auth import (
     request_authenticator,
     resolve_admin_token,
 )
-from engine_hub.jobs.catalog import Catalog, CatalogError, load_catalog
+from engine_hub.jobs.catalog import Catalog, CatalogError
+from engine_hub.jobs.catalog_file import load_catalog
 from engine_hub.jobs.service import SERVICE, JobService
 from engine_hub.metrics import Metrics
 from engine_hub.run.log_files import FileJobLogs
