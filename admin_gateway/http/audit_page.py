@@ -18,7 +18,7 @@ from admin_gateway.audit.timeline import MAX_LIMIT, PARAMS, Timeline, TimelineQu
 from admin_gateway.auth.guards import User
 from admin_gateway.errors import GatewayError
 from admin_gateway.http.pages import add_nav_item, panel_page, render_template
-from shared.contract import format_time, utcnow
+from shared.contract import MAX_FILTER_CHARS, format_time, utcnow
 from shared.web import API_ROUTES
 
 #: Records per page of the panel's timeline.
@@ -28,7 +28,7 @@ _EMPTY = Timeline(records=[], next=None, engine="skipped")
 
 async def audit_page(request: web.Request, user: User) -> web.StreamResponse:
     """``GET /admin/audit``: the timeline with its filter form and an "Older" link; bad filters: 400 page."""
-    form = {name: request.query.get(name, "").strip()[:200] for name in PARAMS}
+    form = {name: request.query.get(name, "").strip()[:MAX_FILTER_CHARS] for name in PARAMS}
     context: dict[str, Any] = {
         "active_nav": "audit",
         "form": form,

@@ -21,7 +21,6 @@ from admin_gateway.auth.csrf import FORM_FIELD
 from admin_gateway.auth.csrf import HEADER as CSRF_HEADER
 from admin_gateway.auth.guards import require_user
 from admin_gateway.auth.sessions import COOKIE_NAME, SECURE_COOKIE_NAME
-from admin_gateway.http.admin_api import MAX_REASON
 from admin_gateway.http.login import AFTER_LOGIN
 from shared.contract import MAX_JSON_DEPTH, ErrorCode
 from shared.openapi import (
@@ -43,7 +42,7 @@ from shared.openapi import (
     response,
     setup_openapi,
 )
-from shared.web import MAX_BODY
+from shared.contract import MAX_BODY, MAX_FILTER_CHARS, MAX_NAME_CHARS, MAX_PAGE_LIMIT, MAX_REASON_CHARS
 
 TITLE: Final = "Engine Jobs: admin_gateway"
 VERSION: Final = "1.0.0"
@@ -95,7 +94,7 @@ RETRY_AFTER = {
 
 
 def _passthrough(name: str, description: str) -> dict[str, Any]:
-    return query(name, {"type": "string", "maxLength": 200}, description + " Passed to the engine as is.")
+    return query(name, {"type": "string", "maxLength": MAX_FILTER_CHARS}, description + " Passed to the engine as is.")
 
 
 def _redirect(description: str, to: str) -> dict[str, Any]:
@@ -170,7 +169,7 @@ TIMELINE = closed_object(
 
 #: The audit filters; an empty value means "not given" (the page's form sends every field).
 AUDIT_FILTERS: Final = (
-    query("actor", {"type": "string", "maxLength": 200}, "Only records by this actor (exact)."),
+    query("actor", {"type": "string", "maxLength": MAX_FILTER_CHARS}, "Only records by this actor (exact)."),
     query("jobId", {"type": "string", "pattern": "^[A-Za-z0-9-]{0,64}$"}, "Only records of this job."),
     query("since", {"type": "string"}, "From this time on: YYYY-MM-DD, RFC 3339, or a zone-less time (UTC)."),
     query("until", {"type": "string"}, "Before this time (same forms as since)."),
@@ -179,7 +178,7 @@ AUDIT_FILTERS: Final = (
     query("before", {"type": "string", "pattern": "^(e[0-9]{0,18}\\.g[0-9]{0,18})?$"}, "Cursor: `next` of a page."),
 )
 
-REASON = {"type": ["string", "null"], "maxLength": MAX_REASON, "description": "Why; recorded with the action."}
+REASON = {"type": ["string", "null"], "maxLength": MAX_REASON_CHARS, "description": "Why; recorded with the action."}
 MUTATION_MEDIA: Final = (JSON, FORM)
 STATIC_MEDIA: Final = (
     "text/css",
@@ -325,7 +324,7 @@ def _ops() -> list[Operation]:
             operation_id="listJobs",
             tags=api,
             parameters=(
-                _passthrough("limit", "Page size (1 to 1000)."),
+                _passthrough("limit", f"Page size (1 to {MAX_PAGE_LIMIT})."),
                 _passthrough("status", "READY, RUNNING, DONE or FAILED."),
                 _passthrough("type", "A job type."),
                 _passthrough("before", "Cursor: `next` of a page."),
@@ -351,7 +350,7 @@ def _ops() -> list[Operation]:
                 closed_object(
                     {
                         "type": {"type": "string", "minLength": 1},
-                        "name": {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
+                        "name": {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_NAME_CHARS},
                         "params": {"type": ["object", "null"]},
                     },
                     required=("type",),

@@ -40,7 +40,7 @@ from admin_gateway.errors import GatewayError
 from admin_gateway.http.login import LOGIN_RENDERER, LoginPage
 from admin_gateway.http.static_files import static_files, static_handler
 from admin_gateway.settings import SETTINGS
-from shared.contract import JOB_FIELDS, ErrorCode, JobStatus, format_time, parse_time, utcnow
+from shared.contract import JOB_FIELDS, MAX_FILTER_CHARS, ErrorCode, JobStatus, format_time, parse_time, utcnow
 from shared.web import API_ROUTES, parse_decimal
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
@@ -300,7 +300,7 @@ async def _engine_read(request: web.Request, user: User, path: str, query: dict[
 
 def _query_text(request: web.Request, name: str) -> str:
     """A short, stripped query parameter ('' when absent): filters are echoed into links and forms."""
-    return request.query.get(name, "").strip()[:200]
+    return request.query.get(name, "").strip()[:MAX_FILTER_CHARS]
 
 
 def _page_size(request: web.Request) -> int:

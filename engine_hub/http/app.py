@@ -47,7 +47,8 @@ from engine_hub.store.page_cache import PAGE_CACHE, PageCache
 from engine_hub.store.snapshots import Snapshotter, load_snapshot
 from shared.journal.chain import Journal, JournalCorrupt, JournalLocked, MemoryJournal, Record
 from shared.journal.file import FileJournal
-from shared.web import HTTP_LIMITS, MAX_BODY, log_flusher, request_wrapper, setup_api_routes
+from shared.contract import HTTP_LIMITS, MAX_BODY
+from shared.web import log_flusher, request_wrapper, setup_api_routes
 
 log = structlog.get_logger("engine.app")
 

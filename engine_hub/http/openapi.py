@@ -17,7 +17,10 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from engine_hub.http.jobs import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT, MAX_NAME_CHARS, MAX_REASON_CHARS
+from engine_hub.http.jobs import MAX_CURSOR
+from shared.contract import DEFAULT_PAGE_LIMIT as DEFAULT_LIMIT
+from shared.contract import MAX_NAME_CHARS, MAX_REASON_CHARS
+from shared.contract import MAX_PAGE_LIMIT as MAX_LIMIT
 from engine_hub.http.legacy import LOGS_DEFAULT_LIMIT, LOGS_MAX_LIMIT, RESULTS_DEFAULT_LIMIT, RESULTS_MAX_LIMIT
 from engine_hub.run.logs import MAX_READ_LINES
 from engine_hub.settings import ACTOR_HEADER
@@ -40,7 +43,7 @@ from shared.openapi import (
     response,
     setup_openapi,
 )
-from shared.web import MAX_BODY
+from shared.contract import MAX_BODY
 
 TITLE: Final = "Engine Jobs: engine_hub"
 VERSION: Final = "1.0.0"
