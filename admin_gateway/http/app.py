@@ -134,7 +134,7 @@ def _setup_panel(app: web.Application) -> bool:
         from admin_gateway.http.pages import setup_panel
     except ModuleNotFoundError as exc:
         # Only a missing panel module is tolerated; any other import failure is a bug.
-        if exc.name != f"{__package__}.routes_panel":
+        if exc.name != f"{__package__}.pages":
             raise
         return False
     from admin_gateway.http.audit_page import setup_audit_page

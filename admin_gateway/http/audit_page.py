@@ -63,6 +63,6 @@ async def audit_page(request: web.Request, user: User) -> web.StreamResponse:
 
 
 def setup_audit_page(app: web.Application) -> None:
-    """Register ``/admin/audit`` and its navigation entry (after :func:`routes_panel.setup_panel`)."""
+    """Register ``/admin/audit`` and its navigation entry (after :func:`admin_gateway.http.pages.setup_panel`)."""
     app[API_ROUTES].add_get("/admin/audit", panel_page(audit_page))
     add_nav_item(app, key="audit", href="/admin/audit", label="Audit")

@@ -2,7 +2,7 @@
 
 Pages are rendered with Jinja2 (autoescaping on, so every user- or
 engine-provided string is escaped) and enhanced by small same-origin ES
-modules under ``static/js/`` that talk to the JSON API (``routes_api``).
+modules under ``static/js/`` that talk to the JSON API (:mod:`admin_gateway.http.admin_api`).
 Nothing is inline: no ``<script>`` without ``src``, no ``style=``, no
 ``on*=`` handlers, so the CSP ``default-src 'self'`` holds on every page.
 
@@ -185,8 +185,9 @@ async def render_template(
 
 
 def _see_other(location: str) -> web.Response:
-    # A plain response, not a raised HTTPSeeOther: the shared request wrapper would hand the
-    # exception object back to aiohttp as a response, which aiohttp deprecates.
+    # A returned response, not a raised HTTPSeeOther: the shared request wrapper would answer a
+    # raised redirect the same way (shared/web.py, _http_exception_response), but returning it
+    # keeps the page's control flow plain and skips the exception path.
     return web.Response(status=303, headers={"Location": location})
 
 
