@@ -29,7 +29,7 @@ from admin_gateway.http.static_files import static_files, static_handler
 from admin_gateway.peer import TRUSTED_PROXIES, parse_networks
 from admin_gateway.settings import SETTINGS, Settings, SettingsError
 from shared.contract import HTTP_LIMITS, MAX_BODY
-from shared.web import API_ROUTES, log_flusher, request_wrapper, setup_api_routes
+from shared.web import log_flusher, request_wrapper, setup_api_routes
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
 

@@ -22,7 +22,15 @@ from admin_gateway.auth.csrf import HEADER as CSRF_HEADER
 from admin_gateway.auth.guards import require_user
 from admin_gateway.auth.sessions import COOKIE_NAME, SECURE_COOKIE_NAME
 from admin_gateway.http.login import AFTER_LOGIN
-from shared.contract import MAX_JSON_DEPTH, ErrorCode
+from shared.contract import (
+    MAX_BODY,
+    MAX_FILTER_CHARS,
+    MAX_JSON_DEPTH,
+    MAX_NAME_CHARS,
+    MAX_PAGE_LIMIT,
+    MAX_REASON_CHARS,
+    ErrorCode,
+)
 from shared.openapi import (
     FORM,
     HTML,
@@ -42,7 +50,6 @@ from shared.openapi import (
     response,
     setup_openapi,
 )
-from shared.contract import MAX_BODY, MAX_FILTER_CHARS, MAX_NAME_CHARS, MAX_PAGE_LIMIT, MAX_REASON_CHARS
 
 TITLE: Final = "Engine Jobs: admin_gateway"
 VERSION: Final = "1.0.0"

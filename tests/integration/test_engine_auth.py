@@ -11,30 +11,17 @@ from aiohttp import web
 from engine_hub.errors import ConfigError, InvalidField, Unauthorized
 from engine_hub.http.app import create_app
 from engine_hub.http.auth import Authenticator, check_bind_allowed, is_loopback, load_or_create_token_file
+from engine_hub.http.routes import ROUTES
 from engine_hub.jobs.demo_types import builtin_catalog
 from engine_hub.settings import Settings
+from shared.routes import Access
 from tests.conftest import ADMIN_TOKEN, CLIENT_NAME, CLIENT_TOKEN, EngineHarness, MakeEngine, auth
 
 JOB = "00000000-0000-4000-8000-000000000000"
 
-#: Every route but /healthz, with a method that reaches it.
+#: Every route of the table but the public ones, with a method that reaches it, and an unknown path.
 PROTECTED = [
-    ("GET", "/api/jobs"),
-    ("POST", "/api/jobs"),
-    ("GET", f"/api/jobs/{JOB}"),
-    ("POST", f"/api/jobs/{JOB}"),
-    ("POST", f"/api/jobs/{JOB}/run"),
-    ("POST", f"/api/jobs/{JOB}/cancel"),
-    ("GET", f"/api/jobs/{JOB}/logs"),
-    ("GET", "/api/types"),
-    ("GET", "/api/jobs/results"),
-    ("GET", "/engines/jobs/results"),
-    ("GET", "/api/engines/logs"),
-    ("GET", "/engines/logs"),
-    ("GET", "/logs"),
-    ("GET", "/engines/jobs"),
-    ("POST", "/engines/jobs/run"),
-    ("GET", "/metrics"),
+    *((row.method, row.path.replace("{id}", JOB)) for row in ROUTES if row.access is not Access.PUBLIC),
     ("GET", "/no/such/route"),
 ]
 
@@ -122,7 +109,7 @@ class TestScopes:
         assert await (await engine.client.get("/api/jobs", headers=auth())).json() == []
 
     async def test_admin_actor_header_is_recorded(self, engine: EngineHarness) -> None:
-        """The admin token's X-Engine-Actor is createdBy/runBy and the journal actor, with the peer address as source."""
+        """The admin token's X-Engine-Actor is createdBy/runBy and the journal actor; the source is the peer address."""
         job = await engine.create("demo.echo", headers=auth(actor="alice"))
         await engine.run(job["id"], headers=auth(actor="bob"))
         done = await engine.wait_for(job["id"])

@@ -45,8 +45,8 @@ class TestParity:
     def test_engine_routes_and_declarations_match(self, tmp_path: Path) -> None:
         """Every engine route is declared, and every declaration has a route (HEAD twins aside)."""
         undeclared, unrouted, stale = _parity(unstarted_app("engine", tmp_path), engine_openapi.OPERATIONS)
-        assert not undeclared, f"routes without an OpenAPI declaration in engine_hub/http/openapi.py: {undeclared}"
-        assert not unrouted, f"declared in engine_hub/http/openapi.py but not routed: {unrouted}"
+        assert not undeclared, f"routes without an OpenAPI operation in engine_hub/http/routes.py: {undeclared}"
+        assert not unrouted, f"declared in engine_hub/http/routes.py but not routed: {unrouted}"
         assert not stale, f"declared ahead=True but the route now exists; drop the flag: {stale}"
 
     def test_gateway_routes_and_declarations_match(self, tmp_path: Path) -> None:
