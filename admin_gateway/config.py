@@ -12,13 +12,16 @@ token), ``ENGINE_HUB_URL``, ``GATEWAY_PORT``, ``GATEWAY_REDIS_URL``.
 
 from __future__ import annotations
 
+import errno
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from admin_gateway.engine_client import read_token_file, resolve_token
+from admin_gateway.engine_client import resolve_token
 from admin_gateway.settings import Settings, SettingsError, parse_safe_mode
+from shared.tokens import TokenFileError, read_token_file
 
 #: Keys a config file may set, with the type each must have.
 FILE_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -85,6 +88,17 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return dict(section)
 
 
+def _read_engine_token_file(path: str) -> str:
+    """Return the engine token held in ``path`` (``engine_token_file``); :class:`SettingsError` if unusable."""
+    try:
+        token = read_token_file(Path(path), label="engine token file")
+    except TokenFileError as exc:
+        raise SettingsError(str(exc)) from None
+    if token is None:
+        raise SettingsError(f"cannot read engine token file {path}: {os.strerror(errno.ENOENT)}")
+    return token
+
+
 def _as_tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
     return t if isinstance(t, tuple) else (t,)
 
@@ -113,7 +127,9 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Se
     safe_mode = safe if isinstance(safe, bool) else parse_safe_mode(str(safe), source=safe_source)
 
     token_file = values.pop("engine_token_file", None)
-    token = read_token_file(token_file) if token_file else resolve_token(environ.get("ENGINE_HUB_TOKEN"))
+    # Only the environment given to us: a test or an embedding caller that injects one must not
+    # pick up a token from the real process environment.
+    token = _read_engine_token_file(token_file) if token_file else resolve_token(None, environ)
     if token is None:
         raise SettingsError("no engine token: set ENGINE_HUB_TOKEN or pass --engine-token-file")
 

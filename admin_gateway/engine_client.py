@@ -97,23 +97,15 @@ async def _read_body(resp: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)
 
 
-def resolve_token(explicit: str | None) -> str | None:
-    """Return the engine admin token: the explicit one, else ``ENGINE_HUB_TOKEN``, else ``None``."""
-    token = explicit if explicit is not None else os.environ.get("ENGINE_HUB_TOKEN")
+def resolve_token(explicit: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """Return the engine admin token: the explicit one, else ``ENGINE_HUB_TOKEN``, else ``None``.
+
+    ``ENGINE_HUB_TOKEN`` is looked up in ``environ``, the real environment when it is ``None``.
+    """
+    env = os.environ if environ is None else environ
+    token = explicit if explicit is not None else env.get("ENGINE_HUB_TOKEN")
     token = token.strip() if token else None
     return token or None
-
-
-def read_token_file(path: str) -> str:
-    """Read a token file (first line, stripped); raises :class:`SettingsError` with one clear line."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            token = fh.readline().strip()
-    except OSError as exc:
-        raise SettingsError(f"cannot read engine token file {path}: {exc.strerror}") from None
-    if not token:
-        raise SettingsError(f"engine token file {path} is empty")
-    return token
 
 
 class EngineClient:

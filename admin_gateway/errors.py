@@ -1,6 +1,7 @@
 """The gateway's one exception family: every refusal is a :class:`GatewayError` subclass.
 
-``shared.web.api_middleware`` renders them as ``{"error", "code"}`` with their status.
+The process's request wrapper (``shared.web.request_wrapper``, built in
+:mod:`admin_gateway.http.app`) renders them as ``{"error", "code"}`` with their status.
 """
 
 from __future__ import annotations

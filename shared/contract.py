@@ -14,6 +14,28 @@ from typing import Any, Final
 
 import attrs
 
+# Limits both processes apply. The gateway checks what it forwards by the engine's own rules, so a
+# request the engine would refuse is refused by the gateway with the same bound (and the OpenAPI
+# documents of both say the same numbers).
+
+#: Largest request body either process reads, in bytes (413 ``payload_too_large`` beyond it).
+MAX_BODY: Final = 64 * 1024
+#: Limits of aiohttp's HTTP parser (pass as ``web.Application(handler_args=...)``). Its defaults
+#: (8 KiB per request line or header) are below what the contracts allow (several query values of
+#: up to :data:`MAX_FILTER_CHARS` characters, percent-encoded), and what it refuses never reaches
+#: ``request_wrapper``: it gets a plain-text 400. A request line or header may be as large as a body.
+HTTP_LIMITS: Final = {"max_line_size": MAX_BODY, "max_field_size": MAX_BODY}
+#: Page size of the engine's job list and audit records when ``limit`` is not given.
+DEFAULT_PAGE_LIMIT: Final = 100
+#: Largest ``limit`` of the engine's job list and audit records.
+MAX_PAGE_LIMIT: Final = 1000
+#: Longest job ``name`` (and legacy ``engine``/``name``) a job may be created with.
+MAX_NAME_CHARS: Final = 200
+#: Longest ``reason`` given to run or cancel a job (recorded in the journals).
+MAX_REASON_CHARS: Final = 1000
+#: Longest value of a filter or other query parameter (``actor``, ``type``, ``status``, ``before``...).
+MAX_FILTER_CHARS: Final = 200
+
 #: How deeply a request body may nest arrays and objects (``{}`` is one level). No body of the
 #: contract needs more than three; the limit is checked before decoding, so a body nested a thousand
 #: levels deep is refused as 400 ``invalid_json`` instead of exhausting the decoder's recursion.

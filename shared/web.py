@@ -23,18 +23,11 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
-from shared.contract import MAX_JSON_DEPTH, ErrorCode, error_body
+from shared.contract import MAX_BODY, MAX_JSON_DEPTH, ErrorCode, error_body
 from shared.log import FLUSH_INTERVAL, flush_logs, log_request
 
 if TYPE_CHECKING:  # shared.routes imports shared.openapi, which imports this module
     from shared.routes import Access, Route
-
-MAX_BODY = 64 * 1024
-#: Limits of aiohttp's HTTP parser (pass as ``web.Application(handler_args=...)``). Its defaults
-#: (8 KiB per request line or header) are below what the contracts allow (several query values of
-#: up to 200 characters, percent-encoded), and what it refuses never reaches ``request_wrapper``: it
-#: gets a plain-text 400. A request line or header may be as large as a body instead.
-HTTP_LIMITS = {"max_line_size": MAX_BODY, "max_field_size": MAX_BODY}
 
 log = structlog.get_logger("http")
 

@@ -28,15 +28,16 @@ from aiohttp import web
 from admin_gateway.audit.trail import AUDIT
 from admin_gateway.engine_client import ENGINE_CLIENT, request_id_of
 from admin_gateway.errors import GatewayError
-from shared.contract import ErrorCode, format_time, parse_time
+from shared.contract import DEFAULT_PAGE_LIMIT, MAX_FILTER_CHARS, ErrorCode, format_time, parse_time
 from shared.journal.chain import AuditQuery
 from shared.web import parse_decimal
 
 JournalName = Literal["engine", "gateway"]
 JOURNALS: Final[tuple[JournalName, ...]] = ("engine", "gateway")
-DEFAULT_LIMIT: Final = 100
+#: Records per page of the timeline when ``limit`` is not given (the engine's own default).
+DEFAULT_LIMIT: Final = DEFAULT_PAGE_LIMIT
+#: Largest timeline page: two journals are read and merged per page, so it stays below the engine's.
 MAX_LIMIT: Final = 500
-MAX_FILTER_CHARS: Final = 200
 #: Query parameters of the timeline (API and page).
 PARAMS: Final = frozenset({"actor", "jobId", "since", "until", "journal", "limit", "before"})
 

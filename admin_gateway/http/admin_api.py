@@ -43,7 +43,7 @@ from admin_gateway.engine_client import ENGINE_CLIENT, EngineResponse, request_i
 from admin_gateway.errors import EngineFailed, GatewayError, SafeModeRefused
 from admin_gateway.http.access import request_user
 from admin_gateway.settings import SETTINGS
-from shared.contract import ErrorCode
+from shared.contract import MAX_FILTER_CHARS, MAX_REASON_CHARS, ErrorCode
 from shared.web import read_form, read_json_object
 
 log = structlog.get_logger("api")
@@ -51,11 +51,9 @@ log = structlog.get_logger("api")
 #: Query parameters of the job list passed through to the engine.
 LIST_PARAMS = ("limit", "status", "type", "before")
 _JOB_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
-_MAX_QUERY_VALUE = 200
-_PLAIN_PARAM = rf"(?:{'|'.join(LIST_PARAMS)})=[A-Za-z0-9._~-]{{1,{_MAX_QUERY_VALUE}}}"
+_PLAIN_PARAM = rf"(?:{'|'.join(LIST_PARAMS)})=[A-Za-z0-9._~-]{{1,{MAX_FILTER_CHARS}}}"
 #: A list query of known parameters with values that need no quoting, forwarded unchanged.
 _PLAIN_LIST_QUERY = re.compile(rf"{_PLAIN_PARAM}(?:&{_PLAIN_PARAM})*")
-MAX_REASON = 1000
 #: Engine statuses passed on to the client as they are (with the engine's message and code).
 PASS_THROUGH = frozenset({400, 404, 409, 413, 422})
 
@@ -79,7 +77,7 @@ def _passthrough_query(request: web.Request, names: tuple[str, ...]) -> dict[str
     query: dict[str, str] = {}
     for name, value in request.query.items():
         if name in names and name not in query:
-            if len(value) > _MAX_QUERY_VALUE:
+            if len(value) > MAX_FILTER_CHARS:
                 raise GatewayError(f"{name} is too long", code=ErrorCode.INVALID_FIELD)
             query[name] = value
     return query
@@ -421,7 +419,7 @@ async def run_job(request: web.Request) -> web.Response:
     async with _refusal_recorded(request, user, JOB_RUN, job_id):
         path = _job_path(request, "/run")
         raw = await read_body(request, ("reason",))
-        reason = _optional_str(raw, "reason", MAX_REASON)
+        reason = _optional_str(raw, "reason", MAX_REASON_CHARS)
     body = {"reason": reason} if reason else {}
     return await _mutate(request, user, JOB_RUN, path, body, job_id=job_id, success=202, reason=reason)
 
@@ -434,6 +432,6 @@ async def cancel_job(request: web.Request) -> web.Response:
     async with _refusal_recorded(request, user, JOB_CANCEL, job_id):
         path = _job_path(request, "/cancel")
         raw = await read_body(request, ("reason",))
-        reason = _optional_str(raw, "reason", MAX_REASON)
+        reason = _optional_str(raw, "reason", MAX_REASON_CHARS)
     # The engine's cancel takes no body (it records "cancelled by <user>"); the reason is the audit's.
     return await _mutate(request, user, JOB_CANCEL, path, {}, job_id=job_id, success=202, reason=reason)

@@ -26,8 +26,9 @@ from admin_gateway.http.routes import ROUTES
 from admin_gateway.http.templates import setup_templates
 from admin_gateway.peer import TRUSTED_PROXIES, parse_networks
 from admin_gateway.settings import SETTINGS, Settings, SettingsError
+from shared.contract import HTTP_LIMITS, MAX_BODY
 from shared.openapi import build_openapi_on_startup
-from shared.web import HTTP_LIMITS, MAX_BODY, log_flusher, request_wrapper, setup_api_routes
+from shared.web import log_flusher, request_wrapper, setup_api_routes
 
 
 async def _warm_users(app: web.Application) -> AsyncIterator[None]:

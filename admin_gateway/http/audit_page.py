@@ -19,7 +19,7 @@ from admin_gateway.audit.timeline import MAX_LIMIT, PARAMS, Timeline, TimelineQu
 from admin_gateway.errors import GatewayError
 from admin_gateway.http.access import request_user
 from admin_gateway.http.templates import render_template
-from shared.contract import ErrorCode, format_time, utcnow
+from shared.contract import MAX_FILTER_CHARS, ErrorCode, format_time, utcnow
 
 #: Records per page of the panel's timeline.
 PAGE_SIZE: Final = 50
@@ -50,7 +50,7 @@ async def get_audit(request: web.Request) -> web.Response:
 async def audit_page(request: web.Request) -> web.StreamResponse:
     """``GET /admin/audit``: the timeline with its filter form and an "Older" link; bad filters: 400 page."""
     user = request_user(request)
-    form = {name: request.query.get(name, "").strip()[:200] for name in PARAMS}
+    form = {name: request.query.get(name, "").strip()[:MAX_FILTER_CHARS] for name in PARAMS}
     context: dict[str, Any] = {
         "active_nav": "audit",
         "form": form,

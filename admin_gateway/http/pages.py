@@ -34,7 +34,7 @@ from admin_gateway.errors import GatewayError
 from admin_gateway.http.access import request_user
 from admin_gateway.http.templates import render_template
 from admin_gateway.settings import SETTINGS
-from shared.contract import JOB_FIELDS, JobStatus, format_time, utcnow
+from shared.contract import JOB_FIELDS, MAX_FILTER_CHARS, JobStatus, format_time, utcnow
 from shared.web import parse_decimal
 
 #: Jobs per page in the panel's table.
@@ -72,8 +72,9 @@ def _clean_job(raw: Any) -> dict[str, Any] | None:
 
 
 def _see_other(location: str) -> web.Response:
-    # A plain response, not a raised HTTPSeeOther: the shared request wrapper would hand the
-    # exception object back to aiohttp as a response, which aiohttp deprecates.
+    # A returned response, not a raised HTTPSeeOther: the shared request wrapper would answer a
+    # raised redirect the same way (shared/web.py, _http_exception_response), but returning it
+    # keeps the page's control flow plain and skips the exception path.
     return web.Response(status=303, headers={"Location": location})
 
 
@@ -138,7 +139,7 @@ async def _engine_read(request: web.Request, user: User, path: str, query: dict[
 
 def _query_text(request: web.Request, name: str) -> str:
     """A short, stripped query parameter ('' when absent): filters are echoed into links and forms."""
-    return request.query.get(name, "").strip()[:200]
+    return request.query.get(name, "").strip()[:MAX_FILTER_CHARS]
 
 
 def _page_size(request: web.Request) -> int:

@@ -11,8 +11,7 @@ from typing import Any, Final
 from admin_gateway.audit.timeline import JOURNALS, MAX_LIMIT
 from admin_gateway.auth.csrf import FORM_FIELD
 from admin_gateway.auth.csrf import HEADER as CSRF_HEADER
-from admin_gateway.http.admin_api import MAX_REASON
-from shared.contract import MAX_JSON_DEPTH, ErrorCode
+from shared.contract import MAX_BODY, MAX_FILTER_CHARS, MAX_JSON_DEPTH, MAX_REASON_CHARS, ErrorCode
 from shared.openapi import (
     FORM,
     HTML,
@@ -26,7 +25,6 @@ from shared.openapi import (
     ref,
     response,
 )
-from shared.web import MAX_BODY
 
 E = ErrorCode
 #: The document's tags (declared in :mod:`admin_gateway.http.openapi`).
@@ -81,7 +79,7 @@ RETRY_AFTER = {
 
 def passthrough(name: str, description: str) -> dict[str, Any]:
     """A query parameter the gateway hands to the engine unchanged (at most 200 characters)."""
-    return query(name, {"type": "string", "maxLength": 200}, description + " Passed to the engine as is.")
+    return query(name, {"type": "string", "maxLength": MAX_FILTER_CHARS}, description + " Passed to the engine as is.")
 
 
 def redirect(description: str, to: str) -> dict[str, Any]:
@@ -158,7 +156,7 @@ TIMELINE = closed_object(
 
 #: The audit filters; an empty value means "not given" (the page's form sends every field).
 AUDIT_FILTERS: Final = (
-    query("actor", {"type": "string", "maxLength": 200}, "Only records by this actor (exact)."),
+    query("actor", {"type": "string", "maxLength": MAX_FILTER_CHARS}, "Only records by this actor (exact)."),
     query("jobId", {"type": "string", "pattern": "^[A-Za-z0-9-]{0,64}$"}, "Only records of this job."),
     query("since", {"type": "string"}, "From this time on: YYYY-MM-DD, RFC 3339, or a zone-less time (UTC)."),
     query("until", {"type": "string"}, "Before this time (same forms as since)."),
@@ -167,7 +165,7 @@ AUDIT_FILTERS: Final = (
     query("before", {"type": "string", "pattern": "^(e[0-9]{0,18}\\.g[0-9]{0,18})?$"}, "Cursor: `next` of a page."),
 )
 
-REASON = {"type": ["string", "null"], "maxLength": MAX_REASON, "description": "Why; recorded with the action."}
+REASON = {"type": ["string", "null"], "maxLength": MAX_REASON_CHARS, "description": "Why; recorded with the action."}
 MUTATION_MEDIA: Final = (JSON, FORM)
 STATIC_MEDIA: Final = (
     "text/css",

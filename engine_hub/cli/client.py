@@ -19,6 +19,7 @@ from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
 from engine_hub.settings import ACTOR_HEADER, TOKEN_ENV, TOKEN_FILE
+from shared.tokens import TokenFileError, read_token_file
 
 URL_ENV: Final = "ENGINE_HUB_URL"
 DEFAULT_URL: Final = "http://127.0.0.1:8090"
@@ -42,16 +43,14 @@ def find_token(*, data_dir: Path, environ: Mapping[str, str] | None = None) -> s
         return token
     path = data_dir / TOKEN_FILE
     try:
-        token = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
+        from_file = read_token_file(path)
+    except TokenFileError as exc:
+        raise ClientError(str(exc)) from None
+    if from_file is None:
         raise ClientError(
             f"no token: set {TOKEN_ENV} or point --data-dir at the engine's data directory ({path} does not exist)"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ClientError(f"cannot read the token file {path}: {exc}") from None
-    if not token:
-        raise ClientError(f"the token file {path} is empty")
-    return token
+        )
+    return from_file
 
 
 class EngineClient:

@@ -31,7 +31,8 @@ from engine_hub.http.auth import (
     resolve_admin_token,
 )
 from engine_hub.http.routes import ROUTES
-from engine_hub.jobs.catalog import Catalog, CatalogError, load_catalog
+from engine_hub.jobs.catalog import Catalog, CatalogError
+from engine_hub.jobs.catalog_file import load_catalog
 from engine_hub.jobs.service import SERVICE, JobService
 from engine_hub.metrics import Metrics
 from engine_hub.run.log_files import FileJobLogs
@@ -43,9 +44,10 @@ from engine_hub.store.embedded import JobStore, StoreError
 from engine_hub.store.heap import malloc_trim, paused_gc
 from engine_hub.store.page_cache import PAGE_CACHE, PageCache
 from engine_hub.store.snapshots import Snapshotter, load_snapshot
+from shared.contract import HTTP_LIMITS, MAX_BODY
 from shared.journal.chain import Journal, JournalCorrupt, JournalLocked, MemoryJournal, Record
 from shared.journal.file import FileJournal
-from shared.web import HTTP_LIMITS, MAX_BODY, log_flusher, request_wrapper, setup_api_routes
+from shared.web import log_flusher, request_wrapper, setup_api_routes
 
 log = structlog.get_logger("engine.app")
 

@@ -22,14 +22,11 @@ from engine_hub.errors import EngineError, InvalidField
 from engine_hub.http.jobs import reject_unknown_query
 from engine_hub.jobs.service import SERVICE
 from engine_hub.store.entry import encode_wire
-from shared.contract import parse_time
+from shared.contract import DEFAULT_PAGE_LIMIT, MAX_FILTER_CHARS, MAX_PAGE_LIMIT, parse_time
 from shared.journal.chain import AuditQuery
 from shared.web import parse_int_query
 
 AUDIT_QUERY: Final = frozenset({"jobId", "actor", "since", "until", "limit", "before"})
-DEFAULT_LIMIT: Final = 100
-MAX_LIMIT: Final = 1000
-MAX_FILTER_CHARS: Final = 200
 
 
 def _time_param(request: web.Request, name: str) -> dt.datetime | None:
@@ -60,7 +57,7 @@ async def audit(request: web.Request) -> web.Response:
     since, until = _time_param(request, "since"), _time_param(request, "until")
     if since is not None and until is not None and until <= since:
         raise InvalidField("until must be after since")
-    limit = parse_int_query(request, "limit", default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT, error=EngineError)
+    limit = parse_int_query(request, "limit", default=DEFAULT_PAGE_LIMIT, low=1, high=MAX_PAGE_LIMIT, error=EngineError)
     before = None
     if "before" in request.query:
         before = parse_int_query(request, "before", default=0, low=1, high=2**63 - 1, error=EngineError)

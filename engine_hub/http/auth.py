@@ -27,7 +27,6 @@ import hmac
 import ipaddress
 import os
 import secrets
-import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
@@ -40,6 +39,7 @@ from engine_hub.errors import ConfigError, Forbidden, InvalidField, Unauthorized
 from engine_hub.jobs.catalog import ADMIN_NAME, Catalog
 from engine_hub.settings import ACTOR_HEADER, TOKEN_ENV, TOKEN_FILE, Settings
 from shared.routes import Access, Route
+from shared.tokens import TokenFileError, read_token_file
 from shared.web import API_ROUTES
 
 log = structlog.get_logger("engine.auth")
@@ -182,24 +182,21 @@ def load_or_create_token_file(path: Path) -> str:
 
 
 def _read_token_file(path: Path) -> str | None:
+    """Return the admin token in ``path`` (``None`` when there is none), by the shared reader's rules."""
     try:
-        info = path.stat()
-        text = path.read_text(encoding="ascii")
-    except FileNotFoundError:
+        token = read_token_file(path, too_open=lambda mode: _warn_too_open(path, mode))
+    except TokenFileError as exc:
+        raise ConfigError(str(exc)) from None
+    if token is None:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the token file {path}: {exc}") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning(
-            "token_file_too_open", path=str(path), mode=oct(stat.S_IMODE(info.st_mode)), hint="chmod 600 the file"
-        )
-    token = text.strip()
-    if not token:
-        raise ConfigError(f"the token file {path} is empty")
     problem = _token_problem(token)
     if problem is not None:
         raise ConfigError(f"the token in {path} {problem}")
     return token
+
+
+def _warn_too_open(path: Path, mode: int) -> None:
+    log.warning("token_file_too_open", path=str(path), mode=oct(mode), hint="chmod 600 the file")
 
 
 class Authenticator:

@@ -14,8 +14,9 @@ from aiohttp import web
 
 from engine_hub.errors import EngineError
 from engine_hub.http.auth import principal, source
-from engine_hub.http.jobs import MAX_NAME_CHARS, json_bytes, reject_unknown_query, required_text
+from engine_hub.http.jobs import json_bytes, reject_unknown_query, required_text
 from engine_hub.jobs.service import SERVICE
+from shared.contract import MAX_NAME_CHARS
 from shared.web import parse_int_query, read_json_object
 
 #: The original's defaults and our upper bounds for ``limit``.

@@ -11,10 +11,19 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from engine_hub.http.jobs import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT, MAX_NAME_CHARS, MAX_REASON_CHARS
+from engine_hub.http.jobs import MAX_CURSOR
 from engine_hub.run.logs import MAX_READ_LINES
 from engine_hub.settings import ACTOR_HEADER
-from shared.contract import MAX_JSON_DEPTH, ErrorCode, JobStatus
+from shared.contract import (
+    DEFAULT_PAGE_LIMIT,
+    MAX_BODY,
+    MAX_JSON_DEPTH,
+    MAX_NAME_CHARS,
+    MAX_PAGE_LIMIT,
+    MAX_REASON_CHARS,
+    ErrorCode,
+    JobStatus,
+)
 from shared.openapi import (
     JOB_ID,
     ErrorCase,
@@ -28,7 +37,6 @@ from shared.openapi import (
     ref,
     response,
 )
-from shared.web import MAX_BODY
 
 # -- failures shared by many routes -----------------------------------------------------------
 
@@ -87,7 +95,7 @@ def limit(default: int, high: int) -> dict[str, Any]:
 
 _STATUSES = [str(s) for s in JobStatus]
 LIST_PARAMS: Final = (
-    limit(DEFAULT_LIMIT, MAX_LIMIT),
+    limit(DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT),
     query(
         "status",
         {"type": "string", "enum": _STATUSES + [s.lower() for s in _STATUSES]},

@@ -1,33 +1,10 @@
-"""The job type catalog: which jobs exist, how they run, which params they take.
+"""The job type catalog model: which jobs exist, how they run, which params they take.
 
-A catalog is loaded once at start-up from a TOML file (``--config``) or is the
-built-in demo catalog. Every declaration is checked when the file is loaded, so
-a typo stops the engine at start-up with a message naming the file and the key,
-instead of surprising an operator at 3 a.m. when they click "run".
-
-File format (see ``deploy/catalog.example.toml`` for a commented example)::
-
-    include_demo = false            # optional: also offer demo.sleep/echo/fail
-
-    [[types]]
-    name = "search.reindex"
-    description = "Rebuild one search index"
-    command = ["/opt/search/bin/reindex"]   # argv, never a shell
-    timeout = 1800                  # seconds
-    exclusive = true                # at most one RUNNING job of this type
-    cwd = "/opt/search"             # optional; relative paths are from the file
-    env = { SEARCH_URL = "http://127.0.0.1:9200" }   # optional static env
-
-    [[types.params]]
-    name = "index"
-    type = "str"                    # "str" | "int" | "bool"
-    required = true
-    choices = ["products", "orders"]
-
-    [[clients]]
-    name = "legacy-crm"
-    scope = "submit"
-    token_sha256 = "<sha256 hex of the token>"
+:class:`JobType` checks its own declaration when it is built, so a typo in a
+catalog file stops the engine at start-up (see :mod:`engine_hub.jobs.catalog_file`
+for the TOML loader) instead of surprising an operator at 3 a.m. when they click
+"run". :class:`Catalog` holds the types and the submit-scope client tokens. The
+built-in demo types live in :mod:`engine_hub.jobs.demo_types`.
 
 Param values become environment variables of the job (``JOB_PARAM_<NAME>``),
 so they are kept small and free of NUL bytes.
@@ -39,8 +16,6 @@ import hashlib
 import hmac
 import math
 import re
-import sys
-import tomllib
 import types as pytypes
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,9 +40,7 @@ MAX_TIMEOUT: Final = 30 * 24 * 3600.0
 ADMIN_NAME: Final = "admin"
 
 _TYPE_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
-_CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 __all__ = [
     "ADMIN_NAME",
@@ -81,16 +54,17 @@ __all__ = [
     "ParamSpec",
     "ParamType",
     "ParamValue",
-    "builtin_catalog",
-    "demo_types",
     "hash_token",
-    "load_catalog",
-    "parse_catalog",
     "parse_param_text",
 ]
 
 
-def _freeze_env(value: Mapping[str, str]) -> Mapping[str, str]:
+def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Copy ``value`` into a read-only mapping, so a frozen declaration cannot change under us.
+
+    One converter for every mapping field (``Any`` values: the attrs mypy plugin cannot solve a
+    generic converter); each field keeps its precise annotation.
+    """
     return pytypes.MappingProxyType(dict(value))
 
 
@@ -113,7 +87,7 @@ class JobType:
     exclusive: bool = False
     params: tuple[ParamSpec, ...] = ()
     cwd: Path | None = None
-    env: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_env)
+    env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.name, str) or not _TYPE_NAME.fullmatch(self.name):
@@ -139,7 +113,7 @@ class JobType:
         for key, val in self.env.items():
             if not _ENV_NAME.fullmatch(key):
                 raise CatalogError(f"type {self.name!r}: env name {key!r} must match [A-Z_][A-Z0-9_]*")
-            if key.startswith("JOB_") or key.startswith("ENGINE_HUB_"):
+            if key.startswith(("JOB_", "ENGINE_HUB_")):
                 raise CatalogError(f"type {self.name!r}: env name {key!r} is reserved (JOB_*, ENGINE_HUB_*)")
             if not isinstance(val, str) or "\x00" in val:
                 raise CatalogError(f"type {self.name!r}: env {key!r} must be a string without NUL")
@@ -211,15 +185,11 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def _freeze_types(value: Mapping[str, JobType]) -> Mapping[str, JobType]:
-    return pytypes.MappingProxyType(dict(value))
-
-
 @attrs.frozen(kw_only=True)
 class Catalog:
     """The job types and client tokens an engine serves (immutable)."""
 
-    types: Mapping[str, JobType] = attrs.field(converter=_freeze_types)
+    types: Mapping[str, JobType] = attrs.field(converter=_frozen)
     clients: tuple[ClientToken, ...] = ()
 
     def get(self, name: str) -> JobType | None:
@@ -242,251 +212,3 @@ class Catalog:
     def to_json(self) -> list[dict[str, Any]]:
         """Return every type, sorted by name, as served by ``GET /api/types``."""
         return [self.types[name].to_json() for name in sorted(self.types)]
-
-
-# --------------------------------------------------------------------------- demo
-
-DEMO_SLEEP_MAX: Final = 3600
-
-
-def demo_types() -> tuple[JobType, ...]:
-    """Return the built-in demo types, run by this interpreter as real subprocesses.
-
-    The command runs ``demo.py`` by its file path (not ``-m engine_hub.jobs.demo``) so
-    the demos work however the engine was installed (wheel, editable, or a
-    plain checkout on ``PYTHONPATH``, which jobs do not inherit). ``-I`` keeps
-    the script's directory (``engine_hub/``) off ``sys.path``, so no engine
-    module can ever shadow a standard-library one.
-    """
-    demo = str(Path(__file__).with_name("demo.py"))
-    python = sys.executable
-    return (
-        JobType(
-            name="demo.sleep",
-            description="Sleep for a number of seconds, printing a line every second.",
-            command=(python, "-I", demo, "sleep"),
-            timeout=DEMO_SLEEP_MAX + 60.0,
-            params=(
-                ParamSpec(
-                    name="seconds",
-                    type="int",
-                    default=3,
-                    min=0,
-                    max=DEMO_SLEEP_MAX,
-                    description="How long to sleep, in seconds.",
-                ),
-            ),
-        ),
-        JobType(
-            name="demo.echo",
-            description="Print a message.",
-            command=(python, "-I", demo, "echo"),
-            timeout=30.0,
-            params=(ParamSpec(name="message", type="str", default="hello", description="The message to print."),),
-        ),
-        JobType(
-            name="demo.fail",
-            description="Print an error on stderr and exit non-zero.",
-            command=(python, "-I", demo, "fail"),
-            timeout=30.0,
-            params=(
-                ParamSpec(
-                    name="code", type="int", default=1, min=1, max=125, description="The exit code to fail with."
-                ),
-            ),
-        ),
-    )
-
-
-def builtin_catalog() -> Catalog:
-    """Return the catalog used when no file is given: the demo types, no client tokens."""
-    return Catalog(types={t.name: t for t in demo_types()})
-
-
-# --------------------------------------------------------------------------- loading
-
-_TOP_KEYS: Final = frozenset({"include_demo", "types", "clients"})
-_TYPE_KEYS: Final = frozenset({"name", "description", "command", "timeout", "exclusive", "params", "cwd", "env"})
-_PARAM_KEYS: Final = frozenset({"name", "type", "required", "default", "choices", "min", "max", "description"})
-_CLIENT_KEYS: Final = frozenset({"name", "scope", "token_sha256"})
-
-
-class _Table:
-    """A TOML table being read, which remembers its path for error messages."""
-
-    def __init__(self, data: object, where: str, allowed: frozenset[str]) -> None:
-        if not isinstance(data, dict):
-            raise CatalogError(f"{where}: must be a table; got {type_label(data)}")
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise CatalogError(f"{where}.{unknown[0]}: unknown key; allowed keys: {', '.join(sorted(allowed))}")
-        self.data: dict[str, Any] = data
-        self.where = where
-
-    def key(self, name: str) -> str:
-        return f"{self.where}.{name}" if self.where else name
-
-    def has(self, name: str) -> bool:
-        return name in self.data
-
-    def required(self, name: str) -> object:
-        if name not in self.data:
-            raise CatalogError(f"{self.key(name)}: missing required key")
-        return self.data[name]
-
-    def get_str(self, name: str, default: str | None = None) -> str:
-        value = self.data.get(name, default) if default is not None else self.required(name)
-        if not isinstance(value, str):
-            raise CatalogError(f"{self.key(name)}: must be a string; got {type_label(value)}")
-        return value
-
-    def get_bool(self, name: str, default: bool) -> bool:
-        value = self.data.get(name, default)
-        if not isinstance(value, bool):
-            raise CatalogError(f"{self.key(name)}: must be true or false; got {type_label(value)}")
-        return value
-
-    def get_int_or_none(self, name: str) -> int | None:
-        value = self.data.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise CatalogError(f"{self.key(name)}: must be an integer; got {type_label(value)}")
-        return value
-
-    def get_list(self, name: str) -> list[Any]:
-        value = self.data.get(name, [])
-        if not isinstance(value, list):
-            raise CatalogError(f"{self.key(name)}: must be an array; got {type_label(value)}")
-        return value
-
-
-def _parse_param(data: object, where: str) -> ParamSpec:
-    t = _Table(data, where, _PARAM_KEYS)
-    kind = t.get_str("type")
-    if kind not in PARAM_TYPES:
-        raise CatalogError(f"{t.key('type')}: must be one of str, int, bool; got {kind!r}")
-    choices = None
-    if t.has("choices"):
-        choices = tuple(t.get_list("choices"))
-    try:
-        return ParamSpec(
-            name=t.get_str("name"),
-            type=kind,  # checked against PARAM_TYPES above
-            required=t.get_bool("required", False),
-            default=t.data.get("default"),
-            choices=choices,
-            min=t.get_int_or_none("min"),
-            max=t.get_int_or_none("max"),
-            description=t.get_str("description", ""),
-        )
-    except CatalogError as exc:
-        if str(exc).startswith(where):
-            raise
-        raise CatalogError(f"{where}: {exc}") from None
-
-
-def _parse_type(data: object, where: str, base: Path) -> JobType:
-    if isinstance(data, dict) and isinstance(data.get("name"), str):
-        where = f"{where} ({data['name']})"  # name the type in every message about it
-    t = _Table(data, where, _TYPE_KEYS)
-    name = t.get_str("name")
-    command = t.required("command")
-    if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
-        raise CatalogError(f"{t.key('command')}: must be an array of strings (argv; no shell)")
-    timeout = t.required("timeout")
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise CatalogError(f"{t.key('timeout')}: must be a number of seconds; got {type_label(timeout)}")
-    cwd = None
-    if t.has("cwd"):
-        cwd = Path(t.get_str("cwd"))
-        if not cwd.is_absolute():
-            cwd = base / cwd
-    env = t.data.get("env", {})
-    if not isinstance(env, dict):
-        raise CatalogError(f"{t.key('env')}: must be a table of strings; got {type_label(env)}")
-    params = tuple(_parse_param(p, f"{t.where}.params[{i}]") for i, p in enumerate(t.get_list("params")))
-    try:
-        return JobType(
-            name=name,
-            description=t.get_str("description", ""),
-            command=tuple(command),
-            timeout=float(timeout),
-            exclusive=t.get_bool("exclusive", False),
-            params=params,
-            cwd=cwd,
-            env=env,
-        )
-    except CatalogError as exc:
-        if str(exc).startswith(t.where):
-            raise
-        raise CatalogError(f"{t.where}: {exc}") from None
-
-
-def _parse_client(data: object, where: str) -> ClientToken:
-    t = _Table(data, where, _CLIENT_KEYS)
-    name = t.get_str("name")
-    if not _CLIENT_NAME.fullmatch(name):
-        raise CatalogError(f"{t.key('name')}: {name!r} must match [A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}")
-    if name == ADMIN_NAME:
-        raise CatalogError(f"{t.key('name')}: {ADMIN_NAME!r} is the admin token's name; choose another")
-    scope = t.get_str("scope")
-    if scope != "submit":
-        raise CatalogError(f'{t.key("scope")}: must be "submit" (create and read only); got {scope!r}')
-    digest = t.get_str("token_sha256").strip().lower()
-    if not _SHA256_HEX.fullmatch(digest):
-        raise CatalogError(
-            f"{t.key('token_sha256')}: must be 64 hex digits (sha256 of the token), never the token itself"
-        )
-    return ClientToken(name=name, scope="submit", token_sha256=digest)
-
-
-def parse_catalog(data: Mapping[str, Any], *, base: Path) -> Catalog:
-    """Build a catalog from parsed TOML ``data``; relative ``cwd`` paths resolve from ``base``.
-
-    Raises :class:`CatalogError` naming the offending key.
-    """
-    top = _Table(dict(data), "", _TOP_KEYS)
-    include_demo = top.get_bool("include_demo", False)
-    types: dict[str, JobType] = {}
-    if include_demo:
-        types.update((t.name, t) for t in demo_types())
-    for i, raw in enumerate(top.get_list("types")):
-        job_type = _parse_type(raw, f"types[{i}]", base)
-        if job_type.name in types:
-            origin = "a built-in demo type" if include_demo and job_type.name.startswith("demo.") else "declared twice"
-            raise CatalogError(f"types[{i}].name: type {job_type.name!r} is {origin}")
-        types[job_type.name] = job_type
-    if not types:
-        raise CatalogError("no job types: declare at least one [[types]] or set include_demo = true")
-    clients: list[ClientToken] = []
-    for i, raw in enumerate(top.get_list("clients")):
-        client = _parse_client(raw, f"clients[{i}]")
-        if any(c.name == client.name for c in clients):
-            raise CatalogError(f"clients[{i}].name: client {client.name!r} is declared twice")
-        if any(c.token_sha256 == client.token_sha256 for c in clients):
-            raise CatalogError(f"clients[{i}].token_sha256: the same token is already given to another client")
-        clients.append(client)
-    return Catalog(types=types, clients=tuple(clients))
-
-
-def load_catalog(path: Path | None) -> Catalog:
-    """Load the catalog file at ``path``; ``None`` gives :func:`builtin_catalog`.
-
-    Any problem (unreadable file, bad TOML, unknown or missing keys, wrong
-    types, contradictory declarations) raises :class:`CatalogError` whose
-    message starts with the file name and names the offending key.
-    """
-    if path is None:
-        return builtin_catalog()
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise CatalogError(f"catalog {path}: cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"catalog {path}: invalid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise CatalogError(f"catalog {path}: invalid TOML: not UTF-8 text") from None
-    try:
-        return parse_catalog(data, base=path.resolve().parent)
-    except CatalogError as exc:
-        raise CatalogError(f"catalog {path}: {exc}") from None

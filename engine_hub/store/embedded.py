@@ -437,8 +437,8 @@ class JobStore:
         """Pack cold jobs a bulk load left plain, looking at ``limit`` jobs at most; return whether any are left.
 
         Oldest first, from where the previous call stopped; each call costs
-        at most ``limit`` packs (~8 us each), so a caller on the event loop
-        bounds its pause. Jobs packed meanwhile by live changes are skipped.
+        at most ``limit`` packs (a few microseconds each: docs/performance.md),
+        so a caller on the event loop bounds its pause. Jobs packed meanwhile by live changes are skipped.
         """
         entries = self._all.entries
         end = len(entries) - self._hot_jobs

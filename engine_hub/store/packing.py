@@ -17,12 +17,13 @@ holds a store of 100,000 jobs under 1 KiB a job. The rule is simple
 cannot drift: a job is packed when a newer creation pushes it out of the
 window, and a cold job that changes (a late run, a finish) is packed again
 as it is re-encoded. A page of the newest jobs thus takes its bytes as they
-are; only older pages and single reads of cold jobs pay an unpack (~2 us a
-job), and a change of a cold job one unpack and one pack (~12 us).
+are; only older pages and single reads of cold jobs pay an unpack, and a
+change of a cold job one unpack and one pack (figures: docs/performance.md,
+"Figures behind design choices").
 
 A bulk load (replay, snapshot) leaves cold finished jobs plain: packing
-costs ~8 us a job, 2 s for the 250,000 jobs of a million-record journal,
-which would blow the start-up budget. :meth:`engine_hub.store.embedded.JobStore.pack_cold` packs them afterwards
+them all at once (250,000 jobs for a million-record journal) would blow the
+start-up budget. :meth:`engine_hub.store.embedded.JobStore.pack_cold` packs them afterwards
 in slices (the engine runs it in the background once it serves); until
 then they are served plain, which is correct, only bigger. The one rule
 that reads rely on, no packed job in the window, holds at all times.
@@ -35,12 +36,13 @@ cyclic GC: 16 bytes more a job).
 Why these settings: a job is far too short for deflate to find repeats on
 its own (~290 bytes); a preset dictionary of what every job JSON shares
 (field names in contract order, statuses, ``null`` runs, time prefixes)
-brings it to ~180. A 2 KiB window (``wbits=11``) and ``memLevel=4`` cost
-the same ratio as the defaults but allocate ~20x less per compressor,
-which is what a one-shot compression of a short text pays for: ~8 us
-instead of ~150 us per job, which keeps a replay that packs 250,000 jobs
+brings it to ~180. A 2 KiB window (``wbits=11``) and ``memLevel=4`` give
+the same ratio as the defaults but allocate far less per compressor, which
+is what a one-shot compression of a short text pays for: an order of
+magnitude less time per job, which keeps a replay that packs 250,000 jobs
 within its start-up budget (what remains is deflate's own per-stream cost:
-level 1 saves ~1 us for ~18 bytes more a job). Raw deflate (no zlib header or checksum) saves
+level 1 would save little time for more bytes a job). The figures and how
+to measure them: docs/performance.md, "Figures behind design choices". Raw deflate (no zlib header or checksum) saves
 10 bytes a job; the dictionary's identity is checked where packed bytes
 cross a process boundary (snapshots name :data:`PACKING`).
 """
@@ -94,8 +96,8 @@ _DICTIONARY: Final = b"".join(
 #: Names the scheme and the dictionary; anything that stores packed bytes records it.
 PACKING: Final = f"deflate{-_WBITS}-{hashlib.sha256(_DICTIONARY).hexdigest()[:16]}"
 
-#: A compressor with the dictionary loaded, never used itself: copying it (~1 us) is cheaper than
-#: a new one loading the dictionary (~2 us), and a replay packs hundreds of thousands of jobs.
+#: A compressor with the dictionary loaded, never used itself: copying it is cheaper than a new
+#: one loading the dictionary (docs/performance.md), and a replay packs hundreds of thousands of jobs.
 _PRIMED: Final = zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zlib.Z_DEFAULT_STRATEGY, _DICTIONARY)
 
 

@@ -3,13 +3,17 @@
 Life cycle of a :class:`FileJournal`::
 
     journal = FileJournal.open(data_dir / "journal", prog="engine-hub")
-    if journal.snapshot is not None:
-        store.restore(journal.snapshot.state)
-    for record in journal.replay():        # verified as it is read
-        store.apply(record)
-    record = await journal.append(...)     # durable when it returns
-    await journal.write_snapshot(store.dump(), seq=store.seq, head=store.head)
+    snapshot = journal.snapshot            # the newest valid snapshot, or None
+    state = dict(snapshot.state) if snapshot is not None else {}
+    for record in journal.replay():        # the records after it, verified as they are read
+        ...                                # fold record into state
+    record = await journal.append(action="job_created", actor="admin", source="127.0.0.1",
+                                  job_id=None, data={})   # durable when it returns
+    await journal.write_snapshot(state, seq=journal.last_seq, head=journal.head)
     await journal.close()
+
+(The engine does exactly this in ``engine_hub.http.app.restore`` and
+``engine_hub.store.snapshots``.)
 
 Durability and ordering. ``append`` assigns seq and ``prev`` synchronously,
 so records are chained in call order. The bytes are written by one worker

@@ -36,6 +36,7 @@ from admin_gateway.http.schemas import (
     E,
     passthrough,
 )
+from shared.contract import MAX_NAME_CHARS, MAX_PAGE_LIMIT
 from shared.openapi import (
     ErrorCase,
     Operation,
@@ -69,7 +70,7 @@ API: Final[RouteTable] = (
             operation_id="listJobs",
             tags=API_TAGS,
             parameters=(
-                passthrough("limit", "Page size (1 to 1000)."),
+                passthrough("limit", f"Page size (1 to {MAX_PAGE_LIMIT})."),
                 passthrough("status", "READY, RUNNING, DONE or FAILED."),
                 passthrough("type", "A job type."),
                 passthrough("before", "Cursor: `next` of a page."),
@@ -99,7 +100,7 @@ API: Final[RouteTable] = (
                 closed_object(
                     {
                         "type": {"type": "string", "minLength": 1},
-                        "name": {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
+                        "name": {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_NAME_CHARS},
                         "params": {"type": ["object", "null"]},
                     },
                     required=("type",),

@@ -26,7 +26,8 @@ from aiohttp.test_utils import TestClient
 from admin_gateway.http.app import create_app as create_gateway_app
 from admin_gateway.settings import Settings as GatewaySettings
 from engine_hub.http.app import create_app
-from engine_hub.jobs.catalog import Catalog, ClientToken, JobType, ParamSpec, demo_types, hash_token
+from engine_hub.jobs.catalog import Catalog, ClientToken, JobType, ParamSpec, hash_token
+from engine_hub.jobs.demo_types import demo_types
 from engine_hub.settings import Settings
 from shared.journal.chain import Journal
 

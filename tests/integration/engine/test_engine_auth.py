@@ -12,7 +12,7 @@ from engine_hub.errors import ConfigError, InvalidField, Unauthorized
 from engine_hub.http.app import create_app
 from engine_hub.http.auth import Authenticator, check_bind_allowed, is_loopback, load_or_create_token_file
 from engine_hub.http.routes import ROUTES
-from engine_hub.jobs.catalog import builtin_catalog
+from engine_hub.jobs.demo_types import builtin_catalog
 from engine_hub.settings import Settings
 from shared.routes import Access
 from tests.integration.engine.harness import (

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from engine_hub.jobs.catalog import JobType, ParamSpec, builtin_catalog
+from engine_hub.jobs.catalog import JobType, ParamSpec
+from engine_hub.jobs.demo_types import builtin_catalog
 from engine_hub.run.runner import MAX_LINE, SUPERVISOR, TRUNCATED_MARK, Outcome, Runner, job_env
 from shared.contract import JobStatus
 

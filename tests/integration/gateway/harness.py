@@ -30,7 +30,8 @@ from admin_gateway.auth.device_cookies import COOKIE_NAME as DEVICE_COOKIE_NAME
 from admin_gateway.auth.users import USERS_FILE, UserStore
 from admin_gateway.settings import Settings
 from engine_hub.http.app import create_app as create_engine_app
-from engine_hub.jobs.catalog import Catalog, demo_types
+from engine_hub.jobs.catalog import Catalog
+from engine_hub.jobs.demo_types import demo_types
 from engine_hub.settings import Settings as EngineSettings
 from shared.journal.chain import AuditQuery, Record
 from shared.journal.tools import newest_first_from_files

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from engine_hub.http.app import create_app as create_engine_app
-from engine_hub.jobs.catalog import Catalog, demo_types
+from engine_hub.jobs.catalog import Catalog
+from engine_hub.jobs.demo_types import demo_types
 from engine_hub.run.log_retention import LOG_RETENTION
 from engine_hub.settings import Settings as EngineSettings
 from shared.contract import utcnow

@@ -565,8 +565,8 @@ class TestStatic:
     @pytest.mark.parametrize(
         "path",
         [
-            "/static/../routes_panel.py",
-            "/static/%2e%2e/routes_panel.py",
+            "/static/../pages.py",
+            "/static/%2e%2e/pages.py",
             "/static/../templates/base.html",
             "/static/nope.js",
         ],

@@ -14,11 +14,11 @@ from engine_hub.jobs.catalog import (
     CatalogError,
     JobType,
     ParamSpec,
-    builtin_catalog,
     hash_token,
-    load_catalog,
     parse_param_text,
 )
+from engine_hub.jobs.catalog_file import load_catalog
+from engine_hub.jobs.demo_types import builtin_catalog
 
 REPO = Path(__file__).resolve().parents[3]
 

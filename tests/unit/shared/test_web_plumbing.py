@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from shared.contract import MAX_JSON_DEPTH
-from shared.web import MAX_BODY, json_nesting_exceeds, parse_decimal
+from shared.contract import MAX_BODY, MAX_JSON_DEPTH
+from shared.web import json_nesting_exceeds, parse_decimal
 
 
 class TestJsonNesting:
