@@ -26,7 +26,6 @@ from typing import Final
 from aiohttp import web
 
 from admin_gateway.auth.guards import User, current_user, require_super_admin, require_user
-from admin_gateway.auth.sessions import ServerSideStorage
 
 #: The JSON API that needs a session: ``/api/admin`` and everything under it.
 API_ROOT: Final = "/api/admin"
@@ -40,8 +39,8 @@ LOGIN_PATH: Final = "/login"
 VERIFIED_SUPER_ADMIN: Final = web.RequestKey("verified_super_admin", User)
 
 
-def access_hook(storage: ServerSideStorage) -> Callable[[web.Request], Awaitable[object] | None]:
-    """Build the gateway's ``authenticate`` hook: attach the session storage, then apply the access rule.
+def access_hook() -> Callable[[web.Request], Awaitable[object] | None]:
+    """Build the gateway's ``authenticate`` hook: apply the access rule (the session loads when asked).
 
     Returns ``None`` (nothing to await) for paths outside the authenticated
     prefixes, so public routes pay for no session look-up; otherwise the
@@ -49,7 +48,6 @@ def access_hook(storage: ServerSideStorage) -> Callable[[web.Request], Awaitable
     """
 
     def authenticate(request: web.Request) -> Awaitable[object] | None:
-        storage.attach(request)
         # The decoded path: a prefix spelled with escapes (%2F) is still this prefix (deny by default).
         path = request.path
         if path.startswith(API_PREFIX) or path == API_ROOT:

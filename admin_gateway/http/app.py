@@ -15,7 +15,8 @@ from aiohttp import web
 from admin_gateway.audit.timeline import setup_audit_api
 from admin_gateway.audit.trail import AUDIT, EXPIRED, SESSION_EXPIRED, Audit, audit_journal_ctx
 from admin_gateway.auth.guards import SESSION_USER, USER_STORE
-from admin_gateway.auth.sessions import SESSION_STORAGE, ServerSideStorage, make_backend, session_pruner
+from admin_gateway.auth.session_backends import make_backend
+from admin_gateway.auth.sessions import SESSION_STORE, SessionStore, session_store_ctx
 from admin_gateway.auth.throttle import LOGIN_THROTTLE, LoginThrottle
 from admin_gateway.auth.users import UserStore
 from admin_gateway.engine_client import engine_client_ctx
@@ -95,7 +96,7 @@ def create_app(settings: Settings) -> web.Application:
             reason=reason,
         )
 
-    storage = ServerSideStorage(
+    store = SessionStore(
         make_backend(settings),
         clock=settings.clock,
         idle_timeout=settings.idle_timeout,
@@ -103,18 +104,15 @@ def create_app(settings: Settings) -> web.Application:
         trusted_proxies=trusted,
         on_expired=on_expired,
     )
-    app[SESSION_STORAGE] = storage
-    # The session storage is attached before each handler and a changed session saved after it,
-    # as aiohttp-session's own middleware would, inside the one request wrapper (no extra layer);
-    # the access rule runs there too, before any route (admin_gateway.http.access).
+    app[SESSION_STORE] = store
+    # A changed session is saved after each handler inside the one request wrapper (no extra
+    # layer); the access rule runs there too, before any route (admin_gateway.http.access).
     routes = setup_api_routes(
         app,
-        request_wrapper(
-            GatewayError, authenticate=access_hook(storage), finish=storage.finish, decorate=security_headers
-        ),
+        request_wrapper(GatewayError, authenticate=access_hook(), finish=store.finish, decorate=security_headers),
     )
 
-    app.cleanup_ctx.extend([log_flusher, audit_journal_ctx, engine_client_ctx, session_pruner, _warm_users])
+    app.cleanup_ctx.extend([log_flusher, audit_journal_ctx, engine_client_ctx, session_store_ctx, _warm_users])
     routes.add_get("/healthz", healthz)
     setup_auth(app)
     setup_api(app)

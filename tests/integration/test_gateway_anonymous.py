@@ -28,13 +28,14 @@ from gateway_harness import (  # noqa: F401  (fixtures)
 )
 
 from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, CSRF_REFUSED
-from admin_gateway.auth.sessions import SESSION_STORAGE, MemorySessionBackend
+from admin_gateway.auth.session_backends import MemorySessionBackend
+from admin_gateway.auth.sessions import SESSION_STORE
 from shared.journal.chain import Record
 from shared.journal.tools import verify
 
 
 def _store(gw: Gateway) -> MemorySessionBackend:
-    backend = gw.app[SESSION_STORAGE].backend
+    backend = gw.app[SESSION_STORE].backend
     assert isinstance(backend, MemorySessionBackend)
     return backend
 

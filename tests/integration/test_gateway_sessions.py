@@ -24,12 +24,8 @@ from gateway_harness import (  # noqa: F401  (fixtures)
 )
 
 from admin_gateway.auth.guards import USER_STORE
-from admin_gateway.auth.sessions import (
-    SECURE_COOKIE_NAME,
-    SECURE_FORM_COOKIE_NAME,
-    SESSION_STORAGE,
-    MemorySessionBackend,
-)
+from admin_gateway.auth.session_backends import MemorySessionBackend
+from admin_gateway.auth.sessions import SECURE_COOKIE_NAME, SECURE_FORM_COOKIE_NAME, SESSION_STORE
 
 
 async def _signed_in(client: TestClient) -> bool:
@@ -222,7 +218,7 @@ class TestSessionLifecycle:
     async def test_password_change_and_removal_end_sessions(self, gateway: Gateway) -> None:
         """Changing a user's password or removing the user ends their open sessions at once."""
         store = gateway.app[USER_STORE]
-        sessions = gateway.app[SESSION_STORAGE].backend
+        sessions = gateway.app[SESSION_STORE].backend
         alice = await gateway.login(SUPER)
         bob = await gateway.login(ADMIN)
         assert isinstance(sessions, MemorySessionBackend)
