@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
@@ -44,15 +45,16 @@ FEATURES = ("log line", "metrics", "bearer check", "Cache-Control", "list handle
 def _without(features: frozenset[str], page: bytes) -> Iterator[None]:
     """Replace the named features by no-ops while an engine app is built (hooks are bound at build time)."""
     import engine_hub.http.app as engine_app
-    import engine_hub.http.auth as auth
     import engine_hub.http.jobs as routes
     import engine_hub.metrics as metrics
+    from engine_hub.http.routes import ROUTES
 
+    # create_app reads these names from its own module when it runs: patch them there.
     patched: list[tuple[Any, str]] = [
-        (auth, "request_authenticator"),
+        (engine_app, "authorize"),
         (metrics.Metrics, "observe_request"),
         (engine_app, "_no_store"),
-        (routes, "list_jobs"),
+        (engine_app, "ROUTES"),
     ]
     saved = [getattr(owner, name) for owner, name in patched]
 
@@ -61,13 +63,16 @@ def _without(features: frozenset[str], page: bytes) -> Iterator[None]:
 
     try:
         if "bearer check" in features:
-            setattr(auth, "request_authenticator", lambda **_: lambda request: None)
+            setattr(engine_app, "authorize", lambda request, access: None)
         if "metrics" in features:
             setattr(metrics.Metrics, "observe_request", lambda self, request, status, seconds: None)
         if "Cache-Control" in features:
             setattr(engine_app, "_no_store", lambda request, response: None)
         if "list handler" in features:
-            setattr(routes, "list_jobs", cached_page)
+            table = tuple(
+                attrs.evolve(row, handler=cached_page) if row.handler is routes.list_jobs else row for row in ROUTES
+            )
+            setattr(engine_app, "ROUTES", table)
         yield
     finally:
         for (owner, name), value in zip(patched, saved, strict=True):

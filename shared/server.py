@@ -33,7 +33,7 @@ process cannot accept anything any more. :func:`serving` adds:
 The timeouts and the idle tracking hook into aiohttp's connection protocol
 (``web_protocol.RequestHandler``, in :mod:`shared.connection`): :func:`~shared.connection.check_aiohttp_hooks` names the
 internals it relies on and stops the process at start if an aiohttp upgrade
-removed them; ``tests/integration/test_slow_connections.py`` proves the
+removed them; ``tests/e2e/test_slow_connections.py`` proves the
 behaviour against real processes.
 """
 

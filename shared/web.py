@@ -286,7 +286,7 @@ def _offer_pathless_targets(router: web.UrlDispatcher, catch_all: web.AbstractRe
     that hands every other target to the original unchanged (no extra
     coroutine layer on the hot path). ``Application(router=...)`` is
     deprecated and subclassing ``Application`` is discouraged, which leaves
-    this as the narrowest hook; ``tests/integration/test_api_routes.py`` fails
+    this as the narrowest hook; ``tests/integration/engine/test_api_routes.py`` fails
     if aiohttp changes underneath it.
     """
     resolve = router.resolve
@@ -306,7 +306,7 @@ def _offer_pathless_targets(router: web.UrlDispatcher, catch_all: web.AbstractRe
 class _AnyTarget(web.DynamicResource):
     """The catch-all resource: it matches every request target, also the ones without a leading
     slash (``OPTIONS *``) that a ``/{path:.*}`` route would leave to aiohttp's plain-text 404. It
-    relies on aiohttp's ``Resource._match`` hook (``tests/integration/test_api_routes.py`` fails
+    relies on aiohttp's ``Resource._match`` hook (``tests/integration/engine/test_api_routes.py`` fails
     if that changes). A target with no path at all (``CONNECT host:port``) is never offered to
     any resource by aiohttp's router: :func:`_offer_pathless_targets` hands it to this one.
     """

@@ -1,1 +1,4 @@
-"""The Engine Jobs test suite (a package, so tests import shared helpers as ``tests.conftest``)."""
+"""The Engine Jobs test suite, laid out by process (see docs/development.md, "Tests").
+
+Every folder is a package, so each module is imported once, under one name (``tests.integration.gateway.harness``...).
+"""

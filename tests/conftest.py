@@ -1,211 +1,27 @@
-"""Fixtures shared by the test suite: a real engine app on an ephemeral port, and helpers.
+"""Fixtures used by more than one test folder; each folder's own fixtures are in its own ``conftest.py``.
 
-``make_engine(...)`` starts :func:`engine_hub.http.app.create_app` under
-pytest-aiohttp's test server and returns an :class:`EngineHarness` (its
-``client`` is an aiohttp ``TestClient``). ``engine`` is the common case: the
-demo types plus the ``test.*`` types of :func:`test_catalog`, an admin token
-and a submit-scope client token, and a :class:`MemoryJournal` the test can
-inspect. Jobs run as real subprocesses through the real runner.
+A fixture lives in the conftest of the nearest folder that holds all its
+users, so pytest finds it without an import:
+
+- ``json_log``: structured logging into a buffer (unit/shared, integration/engine);
+- ``tiny_fs``: a real file system that fills up (unit/shared, integration/engine, integration/gateway);
+- ``installed`` and ``make_stack``: the installed wheel and stacks of real processes
+  (e2e, browser; see :mod:`tests.e2e.harness`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
 import sys
-import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import attrs
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from admin_gateway.http.app import create_app as create_gateway_app
-from admin_gateway.settings import Settings as GatewaySettings
-from engine_hub.http.app import create_app
-from engine_hub.jobs.catalog import Catalog, ClientToken, JobType, ParamSpec, demo_types, hash_token
-from engine_hub.settings import Settings
-from shared.journal.chain import Journal, MemoryJournal
 from shared.log import configure_logging
-
-ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
-CLIENT_TOKEN = "test-client-token-fedcba9876543210"
-CLIENT_NAME = "crm"
-FINAL = frozenset({"DONE", "FAILED"})
-
-#: RFC 3339 UTC with milliseconds, as ``shared.contract.format_time`` writes it.
-RFC3339_UTC = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
-
-
-def unstarted_app(process: str, tmp_path: Path) -> web.Application:
-    """A fresh, not yet started ``"engine"`` (ephemeral) or ``"gateway"`` app with throwaway settings."""
-    if process == "engine":
-        return create_app(Settings(token=ADMIN_TOKEN, ephemeral=True, data_dir=tmp_path), environ={})
-    return create_gateway_app(GatewaySettings(data_dir=tmp_path, engine_token=ADMIN_TOKEN))
-
-
-def auth(token: str = ADMIN_TOKEN, actor: str | None = None) -> dict[str, str]:
-    """Return request headers carrying ``token`` (and ``X-Engine-Actor`` when given)."""
-    headers = {"Authorization": f"Bearer {token}"}
-    if actor is not None:
-        headers["X-Engine-Actor"] = actor
-    return headers
-
-
-def _py(code: str) -> tuple[str, ...]:
-    return (sys.executable, "-c", code)
-
-
-def testing_types(tmp: Path) -> tuple[JobType, ...]:
-    """Job types for tests; their side effects land in files under ``tmp``.
-
-    - ``test.count`` appends one line to ``counter`` per run (default ``tmp/count.txt``);
-    - ``test.block`` (exclusive) sleeps ``seconds`` (default 60), printing ``started`` first;
-    - ``test.family`` starts a grandchild, writes its pid to ``pidfile``, then sleeps;
-    - ``test.required`` needs a ``target`` param;
-    - ``test.chatty`` prints ``lines`` numbered lines.
-    """
-    return (
-        JobType(
-            name="test.count",
-            description="Append a line to a file.",
-            command=_py("import os; f = open(os.environ['JOB_PARAM_COUNTER'], 'a'); f.write('ran\\n')"),
-            timeout=30.0,
-            params=(ParamSpec(name="counter", type="str", default=str(tmp / "count.txt")),),
-        ),
-        JobType(
-            name="test.block",
-            description="Sleep, exclusively.",
-            exclusive=True,
-            command=_py(
-                "import os, time; print('started', flush=True); time.sleep(int(os.environ['JOB_PARAM_SECONDS']))"
-            ),
-            timeout=120.0,
-            params=(ParamSpec(name="seconds", type="int", default=60, min=0, max=600),),
-        ),
-        JobType(
-            name="test.family",
-            description="A job with a grandchild.",
-            command=_py(
-                "import os, subprocess, sys, time; "
-                "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
-                "open(os.environ['JOB_PARAM_PIDFILE'], 'w').write(str(p.pid)); "
-                "print('ready', flush=True); time.sleep(600)"
-            ),
-            timeout=120.0,
-            params=(ParamSpec(name="pidfile", type="str", default=str(tmp / "grandchild.pid")),),
-        ),
-        JobType(
-            name="test.required",
-            description="Needs a param.",
-            command=_py("pass"),
-            timeout=30.0,
-            params=(ParamSpec(name="target", type="str", required=True),),
-        ),
-        JobType(
-            name="test.chatty",
-            description="Print numbered lines.",
-            command=_py("import os\nfor i in range(int(os.environ['JOB_PARAM_LINES'])): print('line', i)"),
-            timeout=30.0,
-            params=(ParamSpec(name="lines", type="int", default=5, min=0, max=100_000),),
-        ),
-    )
-
-
-def make_test_catalog(tmp: Path) -> Catalog:
-    """Return the demo types, the ``test.*`` types and one submit client (``crm``)."""
-    types = {t.name: t for t in (*demo_types(), *testing_types(tmp))}
-    return Catalog(
-        types=types, clients=(ClientToken(name=CLIENT_NAME, scope="submit", token_sha256=hash_token(CLIENT_TOKEN)),)
-    )
-
-
-@pytest.fixture
-def test_catalog(tmp_path: Path) -> Catalog:
-    """The catalog of :func:`make_test_catalog` with files under ``tmp_path``."""
-    return make_test_catalog(tmp_path)
-
-
-@attrs.define
-class EngineHarness:
-    """A running engine app and request helpers that fail loudly on unexpected answers."""
-
-    client: TestClient[web.Request, web.Application]
-    journal: Journal
-
-    async def create(
-        self,
-        type_name: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        name: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
-        """Create a job (expecting 201) and return it."""
-        body: dict[str, Any] = {"type": type_name}
-        if params is not None:
-            body["params"] = dict(params)
-        if name is not None:
-            body["name"] = name
-        resp = await self.client.post("/api/jobs", json=body, headers=headers or auth())
-        assert resp.status == 201, await resp.text()
-        job: dict[str, Any] = await resp.json()
-        return job
-
-    async def run(
-        self, job_id: str, *, reason: str | None = None, headers: Mapping[str, str] | None = None
-    ) -> dict[str, Any]:
-        """Run a job (expecting 202) and return the job from the answer."""
-        body = {"reason": reason} if reason is not None else {}
-        resp = await self.client.post(f"/api/jobs/{job_id}/run", json=body, headers=headers or auth())
-        assert resp.status == 202, await resp.text()
-        answer: dict[str, Any] = await resp.json()
-        return dict(answer["job"])
-
-    async def job(self, job_id: str) -> dict[str, Any]:
-        """Return a job (expecting 200)."""
-        resp = await self.client.get(f"/api/jobs/{job_id}", headers=auth())
-        assert resp.status == 200, await resp.text()
-        job: dict[str, Any] = await resp.json()
-        return job
-
-    async def wait_for(self, job_id: str, statuses: Iterable[str] = FINAL, *, timeout: float = 20.0) -> dict[str, Any]:
-        """Poll a job until its status is one of ``statuses``; fail after ``timeout`` seconds."""
-        return await wait_for_status(self.client, job_id, statuses, timeout=timeout)
-
-
-async def wait_for_status(
-    client: TestClient[web.Request, web.Application],
-    job_id: str,
-    statuses: Iterable[str] = FINAL,
-    *,
-    timeout: float = 20.0,
-    headers: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """Poll ``GET /api/jobs/{id}`` until the status is in ``statuses``; fail after ``timeout`` seconds."""
-    wanted = frozenset(statuses)
-    deadline = time.monotonic() + timeout
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        resp = await client.get(f"/api/jobs/{job_id}", headers=headers or auth())
-        assert resp.status == 200, await resp.text()
-        job = await resp.json()
-        if job["status"] in wanted:
-            return job
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not reach {sorted(wanted)} within {timeout}s: {job}")
-
-
-async def wait_until(predicate: Callable[[], bool], *, timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.02)
+from tests.disk import mount_tiny_fs
+from tests.e2e.harness import StackFactory
+from tests.e2e.install import Installation, installation
 
 
 @pytest.fixture
@@ -217,43 +33,23 @@ def json_log() -> Iterator[io.StringIO]:
     configure_logging(json_output=False, stream=sys.stderr)
 
 
-MakeEngine = Callable[..., Awaitable[EngineHarness]]
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB tmpfs: writing past it fails with ENOSPC (skipped without root)."""
+    yield from mount_tiny_fs(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Installation:
+    """The wheel installed in a venv of its own, as an operator installs it (one per session, see tests.e2e.install)."""
+    return installation(request.config, tmp_path_factory)
 
 
 @pytest.fixture
-def make_engine(aiohttp_client: Any, test_catalog: Catalog, tmp_path: Path) -> MakeEngine:
-    """Return ``async make(*, catalog=..., journal=..., environ=..., **settings) -> EngineHarness``.
-
-    Defaults: the test catalog, a fresh :class:`MemoryJournal`, the admin
-    token :data:`ADMIN_TOKEN`, ``data_dir`` under ``tmp_path``, a 0.5 s kill
-    grace, and an empty environment for the token look-up.
-    """
-
-    async def make(
-        *,
-        catalog: Catalog | None = None,
-        journal: Journal | None = None,
-        environ: Mapping[str, str] | None = None,
-        **settings: Any,
-    ) -> EngineHarness:
-        settings.setdefault("token", ADMIN_TOKEN)
-        settings.setdefault("data_dir", tmp_path / "engine")
-        settings.setdefault("ephemeral", True)
-        settings.setdefault("kill_grace", 0.5)
-        used = journal if journal is not None else MemoryJournal()
-        app = create_app(
-            Settings(**settings),
-            journal=used,
-            catalog=catalog if catalog is not None else test_catalog,
-            environ=environ if environ is not None else {},
-        )
-        client = await aiohttp_client(app)
-        return EngineHarness(client=client, journal=used)
-
-    return make
-
-
-@pytest.fixture
-async def engine(make_engine: MakeEngine) -> EngineHarness:
-    """A running engine with the test catalog and default settings."""
-    return await make_engine()
+def make_stack(tmp_path: Path, installed: Installation) -> Iterator[StackFactory]:
+    """``make_stack(gateways={name: safe_mode})``: stacks private to one test, stopped at its end."""
+    factory = StackFactory(tmp_path, installed)
+    try:
+        yield factory
+    finally:
+        factory.close()

@@ -24,6 +24,7 @@ __all__ = [
     "USER_STORE",
     "User",
     "current_user",
+    "record_role_refusal",
     "require_super_admin",
     "require_user",
 ]
@@ -88,15 +89,20 @@ async def require_super_admin(request: web.Request) -> User:
     """Return the signed-in super_admin or raise 401 (no session, or another role)."""
     user = await require_user(request)
     if not user.is_super_admin:
-        await request.app[AUDIT].record(
-            ACCESS_DENIED,
-            request=request,
-            actor=user.name,
-            outcome=REFUSED,
-            code=ErrorCode.FORBIDDEN,
-            status=401,
-            reason="role",
-            role=user.role,
-        )
+        await record_role_refusal(request, user, status=401)
         raise Unauthorized("this needs the super_admin role", code=ErrorCode.FORBIDDEN)
     return user
+
+
+async def record_role_refusal(request: web.Request, user: User, *, status: int) -> None:
+    """Write the ``access_denied`` record of ``user`` refused for their role; ``status`` is what they get."""
+    await request.app[AUDIT].record(
+        ACCESS_DENIED,
+        request=request,
+        actor=user.name,
+        outcome=REFUSED,
+        code=ErrorCode.FORBIDDEN,
+        status=status,
+        reason="role",
+        role=user.role,
+    )

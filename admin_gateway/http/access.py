@@ -1,79 +1,123 @@
-"""The gateway's access rule: who may ask for a path at all, decided before any route runs.
+"""The gateway's access check: each route's rule from the route table, enforced before its handler runs.
 
-It is the ``authenticate`` hook of the gateway's ``request_wrapper``, so it
-runs for every request before its handler, the catch-all ``unmatched``
-route and path-parameter checks included. An unknown path or a malformed
-id under an authenticated prefix therefore tells a signed-out client
-nothing more than a known one does:
+:func:`authorize_hook` is the ``authorize`` hook of the gateway's
+``request_wrapper``: it gets the :class:`~shared.routes.Access` rule of the
+route that matched (:mod:`admin_gateway.http.routes`), so no handler checks
+on its own and no route can forget to. The rules it knows:
 
-- ``/api/admin`` and ``/api/admin/…``: a super_admin session, except
-  :data:`ANY_USER_PATHS` (any signed-in user); otherwise 401
-  (``unauthorized``, or ``forbidden`` for another role) with its
-  ``access_denied`` audit record;
-- ``/admin`` and ``/admin/…`` (the panel pages): a signed-in user, else the
-  redirect to ``/login`` that every panel page answers. A signed-in user of
-  another role reaches the page's own check (the "no access" page).
+- ``PUBLIC``: nothing is checked (and no session is looked up);
+- ``SESSION``: a signed-in user, whatever the role;
+- ``SUPER_ADMIN``: a signed-in user with role ``super_admin``.
 
-Handlers keep their own checks (``require_super_admin``, ``panel_page``):
-this rule is the default that no route can forget, not a replacement.
+How a refusal looks depends on what the path serves. The JSON API (every
+path outside the panel) answers 401 ``unauthorized`` without a session and
+401 ``forbidden`` for another role, each with its ``access_denied`` audit
+record (:mod:`admin_gateway.auth.guards`). The panel's pages (``/admin``
+and below) redirect a signed-out browser to ``/login`` and show another
+role the "no access" page (403, recorded).
+
+Unknown paths and methods reach the catch-all route, whose rule is
+``None``: they get the rule of their prefix, so that an unknown path or a
+malformed id tells a signed-out client nothing more than a known one does:
+``/api/admin`` and below need a super_admin (the table's ``SESSION`` paths
+there, any signed-in user), ``/admin`` and below a signed-in user.
+
+Any other rule (the engine's ``ADMIN_TOKEN``, ``SUBMIT``) is not the
+gateway's: :func:`check_rules` refuses to start an app whose table has one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 from aiohttp import web
 
-from admin_gateway.auth.guards import User, current_user, require_super_admin, require_user
+from admin_gateway.auth.guards import User, current_user, record_role_refusal, require_super_admin, require_user
+from admin_gateway.http.templates import render_template
+from shared.routes import Access, Route
+from shared.web import API_ROUTES
 
 #: The JSON API that needs a session: ``/api/admin`` and everything under it.
 API_ROOT: Final = "/api/admin"
 API_PREFIX: Final = API_ROOT + "/"
-#: Paths under :data:`API_PREFIX` open to any signed-in user (the rest needs super_admin).
-ANY_USER_PATHS: Final = frozenset({"/api/admin/config"})
 #: The panel's pages: ``/admin`` and everything under it.
 PANEL_ROOT: Final = "/admin"
+PANEL_PREFIX: Final = PANEL_ROOT + "/"
 LOGIN_PATH: Final = "/login"
-#: The super_admin the rule verified for this request (see :func:`verified_super_admin`).
-VERIFIED_SUPER_ADMIN: Final = web.RequestKey("verified_super_admin", User)
+#: The rules the gateway can check; a route with any other refuses to start the app.
+GATEWAY_RULES: Final = frozenset({Access.PUBLIC, Access.SESSION, Access.SUPER_ADMIN})
+#: The user the route's rule verified for this request (see :func:`request_user`).
+REQUEST_USER: Final = web.RequestKey("request_user", User)
+
+Authorize = Callable[[web.Request, Access | None], Awaitable[web.StreamResponse | None] | None]
 
 
-def access_hook() -> Callable[[web.Request], Awaitable[object] | None]:
-    """Build the gateway's ``authenticate`` hook: apply the access rule (the session loads when asked).
+def authorize_hook(table: Iterable[Route]) -> Authorize:
+    """Build the gateway's ``authorize`` hook for the routes of ``table``.
 
-    Returns ``None`` (nothing to await) for paths outside the authenticated
-    prefixes, so public routes pay for no session look-up; otherwise the
-    check itself, which raises to refuse the request.
+    The hook returns ``None`` (nothing to await) for a public route, so those
+    pay for no session look-up; otherwise the check itself, which raises to
+    refuse, or answers in the handler's place with the "no access" page.
     """
+    # The catch-all's rule under /api/admin: SESSION for the paths the table opens to any user.
+    any_user_paths = frozenset(
+        route.path for route in table if route.access is Access.SESSION and route.path.startswith(API_PREFIX)
+    )
 
-    def authenticate(request: web.Request) -> Awaitable[object] | None:
+    def authorize(request: web.Request, access: Access | None) -> Awaitable[web.StreamResponse | None] | None:
         # The decoded path: a prefix spelled with escapes (%2F) is still this prefix (deny by default).
         path = request.path
-        if path.startswith(API_PREFIX) or path == API_ROOT:
-            # Each raises 401 and writes the access_denied record.
-            return require_user(request) if path in ANY_USER_PATHS else _super_admin(request)
-        if path == PANEL_ROOT or path.startswith(PANEL_ROOT + "/"):
-            return _signed_in_page(request)
-        return None
+        page = path == PANEL_ROOT or path.startswith(PANEL_PREFIX)
+        if access is None:
+            if page:
+                access = Access.SESSION
+            elif path == API_ROOT or path.startswith(API_PREFIX):
+                access = Access.SESSION if path in any_user_paths else Access.SUPER_ADMIN
+            else:
+                return None
+        if access is Access.PUBLIC:
+            return None
+        if page:
+            return _page_access(request, super_admin=access is Access.SUPER_ADMIN)
+        return _api_access(request, super_admin=access is Access.SUPER_ADMIN)
 
-    return authenticate
-
-
-async def _super_admin(request: web.Request) -> None:
-    request[VERIFIED_SUPER_ADMIN] = await require_super_admin(request)
-
-
-def verified_super_admin(request: web.Request) -> User | None:
-    """The super_admin this request's access rule verified, or ``None`` (then check, never assume).
-
-    Lets a handler under ``/api/admin/`` skip repeating the session and role
-    look-up the rule just made (the job list is the gateway's hottest path):
-    ``verified_super_admin(request) or await require_super_admin(request)``.
-    """
-    return request.get(VERIFIED_SUPER_ADMIN)
+    return authorize
 
 
-async def _signed_in_page(request: web.Request) -> None:
-    if await current_user(request) is None:
+async def _api_access(request: web.Request, *, super_admin: bool) -> None:
+    # Each raises 401 and writes the access_denied record.
+    request[REQUEST_USER] = await (require_super_admin(request) if super_admin else require_user(request))
+
+
+async def _page_access(request: web.Request, *, super_admin: bool) -> web.StreamResponse | None:
+    user = await current_user(request)
+    if user is None:
         raise web.HTTPSeeOther(LOGIN_PATH)
+    if super_admin and not user.is_super_admin:
+        await record_role_refusal(request, user, status=403)
+        return await render_template(request, "no_access.html", {}, user=user, status=403)
+    request[REQUEST_USER] = user
+    return None
+
+
+def request_user(request: web.Request) -> User:
+    """The signed-in user that the route's ``SESSION`` or ``SUPER_ADMIN`` rule verified for this request.
+
+    Handlers of such routes read their user here instead of checking again.
+    Raises ``LookupError`` on a route whose rule verified nobody (a public
+    one): that is a bug in the route table, answered as a 500.
+    """
+    if REQUEST_USER not in request:
+        raise LookupError(f"{request.method} {request.path}: its access rule verified no user")
+    return request[REQUEST_USER]
+
+
+async def check_rules(app: web.Application) -> None:
+    """Refuse to start (``RuntimeError``) if a route of the app's table has a rule the gateway cannot check.
+
+    An ``on_startup`` step: the table is complete then.
+    """
+    foreign = [f"{r.method} {r.path}: {r.access}" for r in app[API_ROUTES].table if r.access not in GATEWAY_RULES]
+    if foreign:
+        raise RuntimeError(f"routes with an access rule the gateway does not enforce: {', '.join(foreign)}")

@@ -1,6 +1,8 @@
 """The admin JSON API: config, and the engine proxy under ``/api/admin/engine``.
 
-Every engine route needs a super_admin session. Mutations check, in this
+Every engine route needs a super_admin session (the route table's rule,
+checked before the handler by :mod:`admin_gateway.http.access`; the handler
+reads the user with ``request_user``). Mutations check, in this
 order: session and role (401), CSRF (403 ``csrf``), SAFE_MODE for runs (403
 ``safe_mode``, the engine is not called), the request itself (400/404), the
 audit journal (503 ``journal_unavailable``: the intent record must be durable
@@ -36,13 +38,13 @@ from admin_gateway.audit.trail import (
     requested,
 )
 from admin_gateway.auth.csrf import FORM_FIELD, check_csrf, csrf_token
-from admin_gateway.auth.guards import User, require_super_admin, require_user
+from admin_gateway.auth.guards import User
 from admin_gateway.engine_client import ENGINE_CLIENT, EngineResponse, request_id_of
 from admin_gateway.errors import EngineFailed, GatewayError, SafeModeRefused
-from admin_gateway.http.access import verified_super_admin
+from admin_gateway.http.access import request_user
 from admin_gateway.settings import SETTINGS
 from shared.contract import ErrorCode
-from shared.web import API_ROUTES, read_form, read_json_object
+from shared.web import read_form, read_json_object
 
 log = structlog.get_logger("api")
 
@@ -153,7 +155,7 @@ async def _call(
 
 async def get_config(request: web.Request) -> web.Response:
     """``GET /api/admin/config``: who I am, my role, SAFE_MODE, and the CSRF token for fetch."""
-    user = await require_user(request)
+    user = request_user(request)
     return web.json_response(
         {
             "safeMode": request.app[SETTINGS].safe_mode,
@@ -167,7 +169,7 @@ async def get_config(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     """``GET /api/admin/engine/jobs``: ``{jobs, engine, safeMode, next}``; 200 even when the engine is down."""
-    user = verified_super_admin(request) or await require_super_admin(request)
+    user = request_user(request)
     app = request.app
     safe_mode = app[SETTINGS].safe_mode
     raw = request.rel_url.raw_query_string
@@ -227,7 +229,7 @@ def _jobs_down(safe_mode: bool, reason: str) -> web.Response:
 
 
 async def _proxy_read(request: web.Request, path: str, query: dict[str, str] | None = None) -> web.Response:
-    user = verified_super_admin(request) or await require_super_admin(request)
+    user = request_user(request)
     resp = await _call(request, user, "GET", path, query=query)
     if resp.status != 200:
         raise engine_error(resp)
@@ -253,7 +255,7 @@ async def get_types(request: web.Request) -> web.Response:
 
 async def get_engine_logs(request: web.Request) -> web.Response:
     """``GET /api/admin/engine/logs``: ``{logs}``, or ``{logs: [], engineDown: true, warning}``."""
-    user = verified_super_admin(request) or await require_super_admin(request)
+    user = request_user(request)
     query = _passthrough_query(request, ("limit",))
     try:
         resp = await _call(request, user, "GET", "api/engines/logs", query=query)
@@ -384,7 +386,7 @@ def _optional_str(body: dict[str, Any], name: str, limit: int) -> str | None:
 
 async def create_job(request: web.Request) -> web.Response:
     """``POST /api/admin/engine/jobs`` ``{type, name?, params?}``: 201 with a READY job (allowed in SAFE_MODE)."""
-    user = verified_super_admin(request) or await require_super_admin(request)
+    user = request_user(request)
     await check_csrf(request)
     async with _refusal_recorded(request, user, JOB_CREATE, None):
         raw = await read_body(request, ("type", "name", "params"), required=True)
@@ -404,8 +406,8 @@ async def create_job(request: web.Request) -> web.Response:
 
 
 async def run_job(request: web.Request) -> web.Response:
-    """``POST /api/admin/engine/jobs/{id}/run`` ``{reason?}``: 202, or refused by SAFE_MODE without asking the engine."""
-    user = verified_super_admin(request) or await require_super_admin(request)
+    """``POST /api/admin/engine/jobs/{id}/run`` ``{reason?}``: 202, or refused by SAFE_MODE (engine not asked)."""
+    user = request_user(request)
     await check_csrf(request)
     job_id = request.match_info["id"]
     if request.app[SETTINGS].safe_mode:
@@ -426,7 +428,7 @@ async def run_job(request: web.Request) -> web.Response:
 
 async def cancel_job(request: web.Request) -> web.Response:
     """``POST /api/admin/engine/jobs/{id}/cancel`` ``{reason?}``: 202; never blocked by SAFE_MODE."""
-    user = verified_super_admin(request) or await require_super_admin(request)
+    user = request_user(request)
     await check_csrf(request)
     job_id = request.match_info["id"]
     async with _refusal_recorded(request, user, JOB_CANCEL, job_id):
@@ -435,17 +437,3 @@ async def cancel_job(request: web.Request) -> web.Response:
         reason = _optional_str(raw, "reason", MAX_REASON)
     # The engine's cancel takes no body (it records "cancelled by <user>"); the reason is the audit's.
     return await _mutate(request, user, JOB_CANCEL, path, {}, job_id=job_id, success=202, reason=reason)
-
-
-def setup_api(app: web.Application) -> None:
-    """Register the admin API routes."""
-    routes = app[API_ROUTES]
-    routes.add_get("/api/admin/config", get_config)
-    routes.add_get("/api/admin/engine/jobs", list_jobs)
-    routes.add_post("/api/admin/engine/jobs", create_job)
-    routes.add_get("/api/admin/engine/jobs/{id}", get_job)
-    routes.add_get("/api/admin/engine/jobs/{id}/logs", get_job_logs)
-    routes.add_post("/api/admin/engine/jobs/{id}/run", run_job)
-    routes.add_post("/api/admin/engine/jobs/{id}/cancel", cancel_job)
-    routes.add_get("/api/admin/engine/types", get_types)
-    routes.add_get("/api/admin/engine/logs", get_engine_logs)

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
-from admin_gateway.audit.timeline import setup_audit_api
 from admin_gateway.audit.trail import AUDIT, EXPIRED, SESSION_EXPIRED, Audit, audit_journal_ctx
 from admin_gateway.auth.guards import SESSION_USER, USER_STORE
 from admin_gateway.auth.session_backends import make_backend
@@ -21,47 +19,22 @@ from admin_gateway.auth.throttle import LOGIN_THROTTLE, LoginThrottle
 from admin_gateway.auth.users import UserStore
 from admin_gateway.engine_client import engine_client_ctx
 from admin_gateway.errors import GatewayError
-from admin_gateway.http.access import access_hook
-from admin_gateway.http.admin_api import setup_api
+from admin_gateway.http.access import authorize_hook, check_rules
 from admin_gateway.http.hardening import security_headers
 from admin_gateway.http.login import setup_auth
-from admin_gateway.http.openapi import setup as setup_openapi
-from admin_gateway.http.static_files import static_files, static_handler
+from admin_gateway.http.openapi import served_document
+from admin_gateway.http.routes import ROUTES
+from admin_gateway.http.templates import setup_templates
 from admin_gateway.peer import TRUSTED_PROXIES, parse_networks
 from admin_gateway.settings import SETTINGS, Settings, SettingsError
-from shared.web import API_ROUTES, HTTP_LIMITS, MAX_BODY, log_flusher, request_wrapper, setup_api_routes
-
-STATIC_DIR = Path(__file__).parent.parent / "static"
+from shared.openapi import build_openapi_on_startup
+from shared.web import HTTP_LIMITS, MAX_BODY, log_flusher, request_wrapper, setup_api_routes
 
 
 async def _warm_users(app: web.Application) -> AsyncIterator[None]:
     # The dummy hash for unknown users is computed before the first login, off the loop.
     await asyncio.to_thread(app[USER_STORE].warm)
     yield
-
-
-async def favicon(request: web.Request) -> web.StreamResponse:
-    """``GET /favicon.ico``: browsers ask for it on their own; a 404 would be a console error."""
-    path = STATIC_DIR / "favicon.ico"
-    if not path.is_file():
-        raise web.HTTPNotFound()
-    return web.FileResponse(path, headers={"Content-Type": "image/x-icon"})
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """``GET /healthz`` (no session): ``{"status": "ok"}``, or ``"degraded"`` while the audit journal fails.
-
-    Always 200: the process answers and reads work. Says nothing about the engine.
-    """
-    if request.app[AUDIT].healthy:
-        return web.json_response({"status": "ok"})
-    return web.json_response(
-        {
-            "status": "degraded",
-            "audit": "unavailable",
-            "detail": "the audit journal cannot be written: sign-ins and job changes are refused",
-        }
-    )
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -106,36 +79,17 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SESSION_STORE] = store
     # A changed session is saved after each handler inside the one request wrapper (no extra
-    # layer); the access rule runs there too, before any route (admin_gateway.http.access).
+    # layer); each route's access rule is checked there too, before its handler
+    # (admin_gateway.http.access). The session itself loads when first asked for.
     routes = setup_api_routes(
         app,
-        request_wrapper(GatewayError, authenticate=access_hook(), finish=store.finish, decorate=security_headers),
+        request_wrapper(GatewayError, authorize=authorize_hook(ROUTES), finish=store.finish, decorate=security_headers),
     )
 
     app.cleanup_ctx.extend([log_flusher, audit_journal_ctx, engine_client_ctx, session_store_ctx, _warm_users])
-    routes.add_get("/healthz", healthz)
     setup_auth(app)
-    setup_api(app)
-    setup_audit_api(app)
-    if not _setup_panel(app):
-        # Without the panel the gateway still serves its assets (the panel serves them itself).
-        routes.add_get("/favicon.ico", favicon)
-        routes.add_get("/static/{path:.+}", static_handler(static_files(STATIC_DIR)), name="static")
-    setup_openapi(app)
+    setup_templates(app)
+    routes.add_table(ROUTES)
+    app.on_startup.append(check_rules)
+    build_openapi_on_startup(app, served_document)
     return app
-
-
-def _setup_panel(app: web.Application) -> bool:
-    """Add the panel (pages, the audit page, ``/static/``, ``/favicon.ico``); ``False`` if it is not installed."""
-    try:
-        from admin_gateway.http.pages import setup_panel
-    except ModuleNotFoundError as exc:
-        # Only a missing panel module is tolerated; any other import failure is a bug.
-        if exc.name != f"{__package__}.routes_panel":
-            raise
-        return False
-    from admin_gateway.http.audit_page import setup_audit_page
-
-    setup_panel(app)
-    setup_audit_page(app)
-    return True

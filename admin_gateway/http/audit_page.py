@@ -1,10 +1,11 @@
-"""The panel's ``/admin/audit`` page: the audit timeline with filters and paging.
+"""The audit timeline over HTTP: ``GET /api/admin/audit`` (JSON) and the panel's ``/admin/audit`` page.
 
 One timeline of the engine's and the gateway's records
-(:mod:`admin_gateway.audit.timeline`, whose JSON twin is ``GET
-/api/admin/audit``), newest first, filtered by actor, job id, time and
-journal. For super_admins only: anonymous visitors are redirected to
-``/login``, other roles get the "no access" page (403, recorded).
+(:mod:`admin_gateway.audit.timeline`), newest first, filtered by actor, job
+id, time and journal. Both routes are for super_admins only (the route
+table's rule, :mod:`admin_gateway.http.access`): the API answers 401 to
+others, the page redirects anonymous visitors to ``/login`` and shows other
+roles the "no access" page (403, recorded).
 """
 
 from __future__ import annotations
@@ -15,19 +16,40 @@ from aiohttp import web
 from yarl import URL
 
 from admin_gateway.audit.timeline import MAX_LIMIT, PARAMS, Timeline, TimelineQuery, read_timeline, timeline_context
-from admin_gateway.auth.guards import User
 from admin_gateway.errors import GatewayError
-from admin_gateway.http.pages import add_nav_item, panel_page, render_template
-from shared.contract import format_time, utcnow
-from shared.web import API_ROUTES
+from admin_gateway.http.access import request_user
+from admin_gateway.http.templates import render_template
+from shared.contract import ErrorCode, format_time, utcnow
 
 #: Records per page of the panel's timeline.
 PAGE_SIZE: Final = 50
 _EMPTY = Timeline(records=[], next=None, engine="skipped")
 
 
-async def audit_page(request: web.Request, user: User) -> web.StreamResponse:
+async def get_audit(request: web.Request) -> web.Response:
+    """``GET /api/admin/audit?actor&jobId&since&until&journal&limit&before``: one page of the timeline.
+
+    Answers ``{records, next, engine, warning}``: ``records`` newest first,
+    each a journal record plus ``journal`` (``engine`` or ``gateway``);
+    ``next`` the ``before`` cursor of the next page (or ``null``); ``engine``
+    ``up``, ``down`` (``warning`` says why; the gateway's records are still
+    there) or ``skipped``. Unknown parameters and bad values are 400.
+    """
+    user = request_user(request)
+    unknown = sorted(set(request.query) - PARAMS)
+    if unknown:
+        raise GatewayError(
+            f"unknown parameter(s): {', '.join(unknown)}; allowed: {', '.join(sorted(PARAMS))}",
+            code=ErrorCode.UNKNOWN_FIELD,
+        )
+    query = TimelineQuery.from_params(request.query)
+    timeline = await read_timeline(request, user.name, query)
+    return web.json_response(timeline.to_json())
+
+
+async def audit_page(request: web.Request) -> web.StreamResponse:
     """``GET /admin/audit``: the timeline with its filter form and an "Older" link; bad filters: 400 page."""
+    user = request_user(request)
     form = {name: request.query.get(name, "").strip()[:200] for name in PARAMS}
     context: dict[str, Any] = {
         "active_nav": "audit",
@@ -52,7 +74,7 @@ async def audit_page(request: web.Request, user: User) -> web.StreamResponse:
             user=user,
             status=400,
         )
-    timeline = await read_timeline(request, user, query)
+    timeline = await read_timeline(request, user.name, query)
     params = query.params()
     if query.limit != PAGE_SIZE:
         params["limit"] = str(query.limit)
@@ -60,9 +82,3 @@ async def audit_page(request: web.Request, user: User) -> web.StreamResponse:
         context["older_url"] = str(URL("/admin/audit").with_query({**params, "before": timeline.next.encode()}))
     context["newest_url"] = str(URL("/admin/audit").with_query(params))
     return await render_template(request, "audit.html", {**context, **timeline_context(timeline)}, user=user)
-
-
-def setup_audit_page(app: web.Application) -> None:
-    """Register ``/admin/audit`` and its navigation entry (after :func:`routes_panel.setup_panel`)."""
-    app[API_ROUTES].add_get("/admin/audit", panel_page(audit_page))
-    add_nav_item(app, key="audit", href="/admin/audit", label="Audit")

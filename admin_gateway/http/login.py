@@ -41,7 +41,7 @@ from admin_gateway.auth.users import MAX_PASSWORD_LENGTH, UserError, validate_na
 from admin_gateway.errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
 from admin_gateway.peer import TRUSTED_PROXIES, client_address
 from admin_gateway.settings import SETTINGS
-from shared.web import API_ROUTES, read_form
+from shared.web import read_form
 
 #: Where a successful login lands.
 AFTER_LOGIN = "/admin/engine/jobs"
@@ -297,7 +297,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 def setup_auth(app: web.Application) -> None:
-    """Register ``/login`` and ``/logout``, with the device cookies and password-check threads they use."""
+    """Give ``app`` the device cookies and password-check threads that ``/login`` uses."""
     settings = app[SETTINGS]
     app[DEVICE_COOKIES] = DeviceCookies(clock=settings.clock, trusted_proxies=app[TRUSTED_PROXIES])
     app[PASSWORD_CHECKS] = PasswordChecks(
@@ -307,10 +307,6 @@ def setup_auth(app: web.Application) -> None:
         reserved=settings.login_hash_reserved,
     )
     app.cleanup_ctx.extend([device_key_ctx(settings.data_dir), password_checks_ctx])
-    routes = app[API_ROUTES]
-    routes.add_get("/login", login_page)
-    routes.add_post("/login", login)
-    routes.add_post("/logout", logout)
 
 
 __all__ = ["LOGIN_RENDERER", "LoginPage", "LoginRenderer", "render_login", "setup_auth", "wants_json"]

@@ -1,14 +1,14 @@
-"""The Engine Jobs panel: server-rendered HTML pages and their static assets.
+"""The Engine Jobs panel's pages: the jobs table, one job, the engine log (server-rendered HTML).
 
 Pages are rendered with Jinja2 (autoescaping on, so every user- or
 engine-provided string is escaped) and enhanced by small same-origin ES
-modules under ``static/js/`` that talk to the JSON API (``routes_api``).
+modules under ``static/js/`` that talk to the JSON API (:mod:`admin_gateway.http.admin_api`).
 Nothing is inline: no ``<script>`` without ``src``, no ``style=``, no
 ``on*=`` handlers, so the CSP ``default-src 'self'`` holds on every page.
 
-Access: anonymous visitors are redirected to ``/login``; a signed-in user
-without the ``super_admin`` role gets the "no access" page with 403. Whether
-a RUN button is rendered is decided here (:func:`can_run`) and again in
+Access is the route table's (super_admin; :mod:`admin_gateway.http.access`
+redirects anonymous visitors to ``/login`` and shows other roles the "no
+access" page). Whether a RUN button is rendered is decided here (:func:`can_run`) and again in
 ``static/js/dom.js`` from the API's ``safeMode``; the API enforces it anyway.
 
 The DOM carries stable hooks for the browser tests: ``data-testid`` on the
@@ -19,112 +19,27 @@ banners. See ``templates/_macros.html`` and ``static/js/dom.js``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import re
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import attrs
-import jinja2
 from aiohttp import web
 from yarl import URL
 
 from admin_gateway.audit.timeline import Timeline, TimelineQuery, read_timeline, timeline_context
-from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, REFUSED
-from admin_gateway.auth.csrf import csrf_token
-from admin_gateway.auth.guards import User, current_user
+from admin_gateway.auth.guards import User
 from admin_gateway.engine_client import ENGINE_CLIENT, request_id_of
 from admin_gateway.errors import GatewayError
-from admin_gateway.http.login import LOGIN_RENDERER, LoginPage
-from admin_gateway.http.static_files import static_files, static_handler
+from admin_gateway.http.access import request_user
+from admin_gateway.http.templates import render_template
 from admin_gateway.settings import SETTINGS
-from shared.contract import JOB_FIELDS, ErrorCode, JobStatus, format_time, parse_time, utcnow
-from shared.web import API_ROUTES, parse_decimal
+from shared.contract import JOB_FIELDS, JobStatus, format_time, utcnow
+from shared.web import parse_decimal
 
-STATIC_DIR = Path(__file__).parent.parent / "static"
 #: Jobs per page in the panel's table.
 PAGE_SIZE = 50
 _MAX_PAGE_SIZE = 500
-
-
-@attrs.frozen(kw_only=True)
-class NavItem:
-    """One entry of the panel's main navigation; ``key`` marks the current page."""
-
-    key: str
-    href: str
-    label: str
-
-
-#: The Jinja2 environment of the app (autoescaping, templates from the package).
-TEMPLATES = web.AppKey("panel_templates", jinja2.Environment)
-#: The main navigation, in order. Other modules add entries with :func:`add_nav_item`.
-NAV = web.AppKey("panel_nav", list[NavItem])
-
-
-def _utc_text(value: str | None) -> str:
-    """Render an RFC 3339 value as readable UTC text: the no-JavaScript fallback of local time."""
-    try:
-        parsed = parse_time(value)
-    except ValueError:
-        return str(value)
-    if parsed is None:
-        return ""
-    return parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _seconds(value: float) -> str:
-    """Render a duration in seconds the way people read it: ``30 s``, ``0.5 s``."""
-    return f"{value:g} s"
-
-
-def make_environment() -> jinja2.Environment:
-    """Return the panel's Jinja2 environment: package templates, autoescape on, strict undefined.
-
-    Strict undefined turns a template typo into an error in the tests instead
-    of a silently empty field in production.
-    """
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("admin_gateway", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=False,
-        lstrip_blocks=False,
-    )
-    env.filters["utc_text"] = _utc_text
-    env.filters["seconds"] = _seconds
-    env.globals["static_url"] = lambda path: f"/static/{path}"
-    return env
-
-
-def add_nav_item(app: web.Application, *, key: str, href: str, label: str) -> None:
-    """Add an entry to the panel's navigation (before the app starts), e.g. ``/admin/audit``."""
-    app[NAV].append(NavItem(key=key, href=href, label=label))
-
-
-def setup_panel(app: web.Application) -> None:
-    """Add the panel's pages, ``/static/`` and ``/favicon.ico`` to ``app``.
-
-    Needs ``SETTINGS`` and the auth/CSRF machinery that ``create_app`` installs.
-    """
-    app[TEMPLATES] = make_environment()
-    app[NAV] = [
-        NavItem(key="jobs", href="/admin/engine/jobs", label="Jobs"),
-        NavItem(key="logs", href="/admin/engine/logs", label="Engine log"),
-    ]
-    routes = app[API_ROUTES]
-    routes.add_get("/", index)
-    routes.add_get("/admin/engine/jobs", jobs_page)
-    routes.add_get("/admin/engine/jobs/{job_id}", job_page)
-    routes.add_get("/admin/engine/logs", logs_page)
-    routes.add_get("/favicon.ico", favicon)
-    # Only the files that ship with the panel, looked up by name: no path is ever joined from a URL,
-    # and anything else is the JSON 404 of every other unknown path (aiohttp's static route answers
-    # a missing file with an empty, untyped 404 that the request log records as a 200).
-    routes.add_get("/static/{path:.+}", static_handler(static_files(STATIC_DIR)), name="static")
-    app[LOGIN_RENDERER] = render_login_page
 
 
 def can_run(job: dict[str, Any], *, user: User, safe_mode: bool) -> bool:
@@ -156,92 +71,15 @@ def _clean_job(raw: Any) -> dict[str, Any] | None:
     return job
 
 
-async def render_template(
-    request: web.Request, name: str, context: dict[str, Any], *, user: User | None = None, status: int = 200
-) -> web.Response:
-    """Render template ``name`` inside the panel layout and return it as ``text/html``.
-
-    Adds what every page needs: the user, SAFE_MODE, the CSRF token (for the
-    logout form and the ``fetch`` header), the navigation and the refresh
-    interval. ``login.html`` takes ``error`` and ``username`` in ``context``.
-    """
-    settings = request.app[SETTINGS]
-    base: dict[str, Any] = {
-        "page": name.removesuffix(".html"),
-        "user": user,
-        "is_super_admin": user is not None and user.is_super_admin,
-        "safe_mode": settings.safe_mode,
-        "csrf_token": await csrf_token(request),
-        "nav": request.app[NAV],
-        "active_nav": "",
-        "refresh_interval": settings.refresh_interval,
-        "engine_down": False,
-        "engine_warning": None,
-        "error_message": None,
-    }
-    base.update(context)
-    html = request.app[TEMPLATES].get_template(name).render(base)
-    return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
-
-
 def _see_other(location: str) -> web.Response:
     # A plain response, not a raised HTTPSeeOther: the shared request wrapper would hand the
     # exception object back to aiohttp as a response, which aiohttp deprecates.
     return web.Response(status=303, headers={"Location": location})
 
 
-PageHandler = Callable[[web.Request, User], Awaitable[web.StreamResponse]]
-
-
-def panel_page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Guard a page: anonymous → redirect to ``/login``; a role other than super_admin → 403 page.
-
-    Deny by default: the wrapped handler only ever runs for a super_admin.
-    """
-
-    @functools.wraps(handler)
-    async def guarded(request: web.Request) -> web.StreamResponse:
-        user = await current_user(request)
-        if user is None:
-            return _see_other("/login")
-        if not user.is_super_admin:
-            await request.app[AUDIT].record(
-                ACCESS_DENIED,
-                request=request,
-                actor=user.name,
-                outcome=REFUSED,
-                code=ErrorCode.FORBIDDEN,
-                status=403,
-                reason="role",
-                role=user.role,
-            )
-            return await render_template(request, "no_access.html", {}, user=user, status=403)
-        return await handler(request, user)
-
-    return guarded
-
-
 async def index(request: web.Request) -> web.StreamResponse:
     """``GET /``: the panel starts at the jobs list."""
     return _see_other("/admin/engine/jobs")
-
-
-async def favicon(request: web.Request) -> web.StreamResponse:
-    """``GET /favicon.ico``: browsers ask for it by themselves; a 404 is a console error."""
-    return web.FileResponse(STATIC_DIR / "favicon.ico", headers={"Content-Type": "image/x-icon"})
-
-
-async def render_login_page(request: web.Request, page: LoginPage) -> web.Response:
-    """The :data:`LOGIN_RENDERER`: the login form in the panel's layout (status set by the caller)."""
-    return await render_template(
-        request,
-        "login.html",
-        {
-            "csrf_token": page.csrf_token,
-            "error": page.error,
-            "username": page.username,
-        },
-    )
 
 
 @attrs.frozen(kw_only=True)
@@ -308,9 +146,9 @@ def _page_size(request: web.Request) -> int:
     return value if value is not None and 1 <= value <= _MAX_PAGE_SIZE else PAGE_SIZE
 
 
-@panel_page
-async def jobs_page(request: web.Request, user: User) -> web.StreamResponse:
+async def jobs_page(request: web.Request) -> web.StreamResponse:
     """``GET /admin/engine/jobs``: the jobs table (newest first), filters, an "Older" cursor link."""
+    user = request_user(request)
     safe_mode = request.app[SETTINGS].safe_mode
     status = _query_text(request, "status").upper()
     if status not in JobStatus.__members__:
@@ -361,16 +199,16 @@ _JOB_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 JOB_AUDIT_LIMIT = 50
 
 
-@panel_page
-async def job_page(request: web.Request, user: User) -> web.StreamResponse:
+async def job_page(request: web.Request) -> web.StreamResponse:
     """``GET /admin/engine/jobs/{id}``: fields, status history, audit records, live log; 404 page for unknown ids."""
+    user = request_user(request)
     safe_mode = request.app[SETTINGS].safe_mode
     job_id = request.match_info["job_id"]
     if _JOB_ID.fullmatch(job_id):
         # Both at once: with a hung engine the page waits one timeout, not two.
         read, audit = await asyncio.gather(
             _engine_read(request, user, f"api/jobs/{job_id}"),
-            read_timeline(request, user, TimelineQuery(job_id=job_id, limit=JOB_AUDIT_LIMIT)),
+            read_timeline(request, user.name, TimelineQuery(job_id=job_id, limit=JOB_AUDIT_LIMIT)),
         )
     else:
         read, audit = EngineRead(status=404), Timeline(records=[], next=None, engine="skipped")
@@ -397,9 +235,9 @@ async def job_page(request: web.Request, user: User) -> web.StreamResponse:
 _LOG_LIMIT = 200
 
 
-@panel_page
-async def logs_page(request: web.Request, user: User) -> web.StreamResponse:
+async def logs_page(request: web.Request) -> web.StreamResponse:
     """``GET /admin/engine/logs``: the engine's latest log entries, newest first."""
+    user = request_user(request)
     read = await _engine_read(request, user, "api/engines/logs", {"limit": str(_LOG_LIMIT)})
     raw = read.data if isinstance(read.data, list) else []
     logs = [
@@ -413,8 +251,8 @@ async def logs_page(request: web.Request, user: User) -> web.StreamResponse:
         if isinstance(e, dict)
     ]
     # At 3 a.m. the newest entry belongs at the top, whatever order the engine answers in
-    # (RFC 3339 UTC strings sort as times; ties keep the newest first).
-    logs = sorted(reversed(logs), key=lambda e: e["timestamp"] or "", reverse=True)
+    # (RFC 3339 UTC strings sort as times; ties keep the newest first: reversed, then a stable sort).
+    logs = sorted(reversed(logs), key=lambda e: e["timestamp"] or "", reverse=True)  # noqa: C414
     return await render_template(
         request,
         "logs.html",

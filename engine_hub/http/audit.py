@@ -24,7 +24,7 @@ from engine_hub.jobs.service import SERVICE
 from engine_hub.store.entry import encode_wire
 from shared.contract import parse_time
 from shared.journal.chain import AuditQuery
-from shared.web import API_ROUTES, parse_int_query
+from shared.web import parse_int_query
 
 AUDIT_QUERY: Final = frozenset({"jobId", "actor", "since", "until", "limit", "before"})
 DEFAULT_LIMIT: Final = 100
@@ -80,8 +80,3 @@ async def audit(request: web.Request) -> web.Response:
         headers["Link"] = f'<{request.path}?{urllib.parse.urlencode(params)}>; rel="next"'
     body = b"[" + b",".join(encode_wire(r.to_json()) for r in records) + b"]"
     return web.Response(body=body, content_type="application/json", headers=headers)
-
-
-def add_routes(app: web.Application) -> None:
-    """Register ``GET /api/audit`` (admin only: it is not among the submit routes)."""
-    app[API_ROUTES].add_get("/api/audit", audit, name="audit")

@@ -1,14 +1,17 @@
 """Who may call the engine: bearer tokens, scopes and the acting user.
 
 Every route but the public ones (``/healthz``) needs ``Authorization:
-Bearer <token>``. Two kinds of token exist:
+Bearer <token>``; the rule of each route is in its row of
+:data:`engine_hub.http.routes.ROUTES`, checked by :func:`authorize`. Two
+kinds of token exist:
 
 - the **admin** token (name ``admin``, scope ``admin``): everything. It may
   name the human it acts for in ``X-Engine-Actor`` (the gateway does), which
   is then recorded as ``createdBy`` / ``runBy``;
 - **client** tokens from the catalog file (scope ``submit``, stored as
-  SHA-256): create and read jobs only, on routes that opt in. Everything
-  else (run, cancel, and any route not listed) is 403 ``forbidden``.
+  SHA-256): create and read jobs only, on the routes whose rule is
+  ``submit``. Everything else (run, cancel, metrics, audit, unknown paths)
+  is 403 ``forbidden``.
 
 The admin token comes from the settings, else ``--token-file`` (a file
 provided to the engine, e.g. a systemd credential), else ``ENGINE_HUB_TOKEN``,
@@ -25,7 +28,7 @@ import ipaddress
 import os
 import secrets
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -36,6 +39,8 @@ from aiohttp import web
 from engine_hub.errors import ConfigError, Forbidden, InvalidField, Unauthorized
 from engine_hub.jobs.catalog import ADMIN_NAME, Catalog
 from engine_hub.settings import ACTOR_HEADER, TOKEN_ENV, TOKEN_FILE, Settings
+from shared.routes import Access, Route
+from shared.web import API_ROUTES
 
 log = structlog.get_logger("engine.auth")
 
@@ -60,7 +65,7 @@ class Principal:
     actor: str
 
 
-#: The caller of the current request, set by the hook :func:`request_authenticator` builds.
+#: The caller of the current request, set by :func:`authorize`.
 PRINCIPAL: Final = web.RequestKey("principal", Principal)
 
 
@@ -247,39 +252,44 @@ def _check_actor(value: str) -> str:
 AUTHENTICATOR: Final = web.AppKey("authenticator", Authenticator)
 
 
-def request_authenticator(
-    *, public: frozenset[str], submit: frozenset[tuple[str, str]]
-) -> Callable[[web.Request], None]:
-    """Build the ``authenticate`` hook of the engine's ``request_wrapper`` (deny by default).
+#: The access rules the engine can check; a route with any other rule refuses to start the app.
+ENGINE_RULES: Final = frozenset({Access.PUBLIC, Access.ADMIN_TOKEN, Access.SUBMIT})
 
-    Routes named in ``public`` need no token; ``(method, route name)`` pairs
-    in ``submit`` also accept submit-scope client tokens (HEAD counts as
-    GET); every other request, unknown paths included, needs the admin token.
-    The hook raises 401, 403 or 400 (see :meth:`Authenticator.authenticate`)
-    and stores the caller under :data:`PRINCIPAL`.
+
+def authorize(request: web.Request, access: Access | None) -> None:
+    """The engine's ``authorize`` hook (``request_wrapper``): check ``access``, the rule of the matched route.
+
+    :attr:`Access.PUBLIC` needs nothing. :attr:`Access.SUBMIT` takes the
+    admin token or a catalog client token of scope ``submit``. Everything
+    else needs the admin token: :attr:`Access.ADMIN_TOKEN`, and ``None``,
+    the catch-all route of unknown paths and methods, so that only an admin
+    learns whether a path exists (deny by default). Raises 401, 403 or 400
+    (see :meth:`Authenticator.authenticate`) and stores the caller under
+    :data:`PRINCIPAL`.
     """
+    if access is Access.PUBLIC:
+        return
+    headers = request.headers
+    try:
+        caller = request.app[AUTHENTICATOR].authenticate(headers.get("Authorization"), headers.get(ACTOR_HEADER))
+    except Unauthorized as exc:
+        log.warning("auth_failed", method=request.method, path=request.path, source=request.remote, reason=exc.message)
+        raise
+    if caller.scope is not Scope.ADMIN and access is not Access.SUBMIT:
+        raise Forbidden(f"token {caller.name!r} has scope {caller.scope!s}, which may only create and read jobs")
+    request[PRINCIPAL] = caller
 
-    def authenticate(request: web.Request) -> None:
-        route_name = request.match_info.route.name
-        if route_name in public:
-            return
-        headers = request.headers
-        try:
-            caller = request.app[AUTHENTICATOR].authenticate(headers.get("Authorization"), headers.get(ACTOR_HEADER))
-        except Unauthorized as exc:
-            log.warning(
-                "auth_failed", method=request.method, path=request.path, source=request.remote, reason=exc.message
-            )
-            raise
-        if caller.scope is not Scope.ADMIN:
-            method = "GET" if request.method == "HEAD" else request.method
-            if (method, route_name) not in submit:
-                raise Forbidden(
-                    f"token {caller.name!r} has scope {caller.scope!s}, which may only create and read jobs"
-                )
-        request[PRINCIPAL] = caller
 
-    return authenticate
+def check_rules(table: Iterable[Route]) -> None:
+    """Raise ``RuntimeError`` naming every route of ``table`` whose rule the engine cannot check."""
+    unknown = [f"{route.method} {route.path} ({route.access})" for route in table if route.access not in ENGINE_RULES]
+    if unknown:
+        raise RuntimeError(f"routes with an access rule the engine does not check: {', '.join(unknown)}")
+
+
+async def refuse_unknown_rules(app: web.Application) -> None:
+    """on_startup: refuse to start an app with a route whose rule the engine cannot check (:func:`check_rules`)."""
+    check_rules(app[API_ROUTES].table)
 
 
 def principal(request: web.Request) -> Principal:

@@ -4,9 +4,7 @@ Every response is JSON (``/metrics`` is Prometheus text); every error is
 ``{"error": ..., "code": ...}`` raised as an :class:`EngineError`. Job
 bodies are the store's pre-encoded bytes, so reads never re-serialise a job.
 The legacy and compatibility routes live in :mod:`engine_hub.http.legacy`.
-
-Route names matter: :mod:`engine_hub.http.auth` decides access by them
-(``PUBLIC_ROUTES``, ``SUBMIT_ROUTES``; everything else is admin-only).
+Paths, access rules and registration order are in :mod:`engine_hub.http.routes`.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from engine_hub.run.logs import MAX_READ_LINES
 from engine_hub.store.embedded import JobEntry
 from engine_hub.store.page_cache import PAGE_CACHE, Page
 from shared.contract import ErrorCode, JobStatus
-from shared.web import API_ROUTES, parse_int_query, read_json_object
+from shared.web import parse_int_query, read_json_object
 
 JSON: Final = "application/json"
 MAX_LIMIT: Final = 1000
@@ -35,10 +33,6 @@ MAX_NAME_CHARS: Final = 200
 MAX_REASON_CHARS: Final = 1000
 #: Largest ``after`` cursor accepted by the logs route (fits a signed 64-bit int).
 MAX_CURSOR: Final = 2**63 - 1
-
-#: Routes that need no token.
-PUBLIC_ROUTES: Final = frozenset({"healthz"})
-
 
 _JSON_HEADERS: Final = CIMultiDict({"Content-Type": JSON})
 
@@ -257,35 +251,3 @@ async def metrics(request: web.Request) -> web.Response:
         jobs_by_status=counts, journal_healthy=service.journal.healthy, log_bytes=service.logs.disk_bytes
     )
     return web.Response(text=text, headers={"Content-Type": METRICS_CONTENT_TYPE})
-
-
-#: (method, route name) pairs open to submit-scope client tokens: create and read, never run or cancel.
-SUBMIT_ROUTES: Final = frozenset(
-    {
-        ("GET", "jobs"),
-        ("POST", "jobs"),
-        ("GET", "job"),
-        ("GET", "job_logs"),
-        ("GET", "types"),
-    }
-)
-
-
-def add_routes(app: web.Application) -> None:
-    """Register the API routes (the compat routes come from :mod:`engine_hub.http.legacy`)."""
-    routes = app[API_ROUTES]
-    routes.add_get("/healthz", healthz, name="healthz")
-    routes.add_get("/metrics", metrics, name="metrics")
-    routes.add_get("/api/types", list_types, name="types")
-    routes.add_get("/api/jobs", list_jobs, name="jobs")
-    routes.add_post("/api/jobs", create_job, name="jobs")
-
-
-def add_job_routes(app: web.Application) -> None:
-    """Register the per-job routes; call after any fixed ``/api/jobs/<word>`` route so they win."""
-    routes = app[API_ROUTES]
-    routes.add_get("/api/jobs/{id}", get_job, name="job")
-    routes.add_post("/api/jobs/{id}", refuse_job_post, name="job")
-    routes.add_post("/api/jobs/{id}/run", run_job, name="job_run")
-    routes.add_post("/api/jobs/{id}/cancel", cancel_job, name="job_cancel")
-    routes.add_get("/api/jobs/{id}/logs", job_logs, name="job_logs")

@@ -14,9 +14,9 @@ from aiohttp import web
 
 from engine_hub.errors import EngineError
 from engine_hub.http.auth import principal, source
-from engine_hub.http.jobs import MAX_NAME_CHARS, json_bytes, list_jobs, reject_unknown_query, required_text
+from engine_hub.http.jobs import MAX_NAME_CHARS, json_bytes, reject_unknown_query, required_text
 from engine_hub.jobs.service import SERVICE
-from shared.web import API_ROUTES, parse_int_query, read_json_object
+from shared.web import parse_int_query, read_json_object
 
 #: The original's defaults and our upper bounds for ``limit``.
 RESULTS_DEFAULT_LIMIT: Final = 10
@@ -51,29 +51,3 @@ async def legacy_create(request: web.Request) -> web.Response:
         type_name=engine, name=name, params=None, actor=who.actor, source=source(request)
     )
     return json_bytes(entry.encoded, status=202, headers={"Location": f"/api/jobs/{entry.id}"})
-
-
-#: (method, route name) pairs of this module open to submit-scope client tokens.
-SUBMIT_ROUTES: Final = frozenset(
-    {
-        ("GET", "job_results"),
-        ("GET", "job_results_legacy"),
-        ("GET", "engine_logs"),
-        ("GET", "engine_logs_legacy"),
-        ("GET", "logs_legacy"),
-        ("GET", "jobs_legacy"),
-        ("POST", "jobs_run_legacy"),
-    }
-)
-
-
-def add_routes(app: web.Application) -> None:
-    """Register the compat routes; ``/api/jobs/results`` must precede ``/api/jobs/{id}``."""
-    router = app[API_ROUTES]
-    router.add_get("/api/jobs/results", job_results, name="job_results")
-    router.add_get("/engines/jobs/results", job_results, name="job_results_legacy")
-    router.add_get("/api/engines/logs", engine_logs, name="engine_logs")
-    router.add_get("/engines/logs", engine_logs, name="engine_logs_legacy")
-    router.add_get("/logs", engine_logs, name="logs_legacy")
-    router.add_get("/engines/jobs", list_jobs, name="jobs_legacy")
-    router.add_post("/engines/jobs/run", legacy_create, name="jobs_run_legacy")

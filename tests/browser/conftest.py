@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.browser.browsing import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, REFRESH_INTERVAL, Pages
-from tests.e2e.harness import Stack, attach_logs, installed, make_stack, running_stack  # noqa: F401  (fixtures)
+from tests.e2e.harness import Stack, attach_logs, running_stack
 from tests.e2e.install import Installation
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def panel_stack(tmp_path_factory: pytest.TempPathFactory, installed: Installation) -> Iterator[Stack]:  # noqa: F811
+def panel_stack(tmp_path_factory: pytest.TempPathFactory, installed: Installation) -> Iterator[Stack]:
     """An engine with gateways ``safe`` (SAFE_MODE on) and ``open`` (off), refreshing every second."""
     with running_stack(
         tmp_path_factory.mktemp("panel"),

@@ -15,12 +15,12 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-from tests.e2e.harness import Stack, attach_logs, installed, make_stack, running_stack  # noqa: F401  (fixtures, shared with the browser suite)
+from tests.e2e.harness import Stack, attach_logs, running_stack
 from tests.e2e.install import Installation
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, installed: Installation) -> Iterator[Stack]:  # noqa: F811
+def stack(tmp_path_factory: pytest.TempPathFactory, installed: Installation) -> Iterator[Stack]:
     """An engine, a SAFE_MODE-on gateway ``safe`` and a SAFE_MODE-off gateway ``open``, shared by a module."""
     with running_stack(tmp_path_factory.mktemp("stack"), installed, gateways={"safe": True, "open": False}) as started:
         yield started

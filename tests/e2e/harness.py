@@ -6,7 +6,7 @@ test fails half-way.
 
 The console scripts of a :class:`Stack` are those of the session's
 installation of the wheel (:mod:`tests.e2e.install`, the ``installed``
-fixture), never the dev venv's editable install, and they run with the
+fixture of ``tests/conftest.py``), never the dev venv's editable install, and they run with the
 stack's temporary folder as working directory and without ``PYTHONPATH``:
 the panel is tested with exactly the files an operator's install has.
 
@@ -16,7 +16,7 @@ marker-writing type and a submit-scope client token) and any number of
 ``admin-gateway serve`` processes in front of it, each with its own data
 dir, its users created through ``admin-gateway users add``, the engine
 token handed over as a file and SAFE_MODE from the environment. The
-browser suite drives the same stacks (import from ``tests.e2e.harness``).
+browser suite drives the same stacks (``make_stack``, also in ``tests/conftest.py``).
 
 The HTTP helpers (:class:`EngineApi`, :class:`Panel`) are plain ``urllib``
 clients, as a script or a legacy system would be: a :class:`Panel` signs in
@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.e2e.install import Installation, installation, operator_env
+from tests.e2e.install import Installation, operator_env
 
 #: The dev venv's console scripts (editable install), for suites that test the code rather than the
 #: install (tests/fuzz). A :class:`Stack` runs those of its :class:`Installation` instead.
@@ -615,25 +615,3 @@ class StackFactory:
     def close(self) -> None:
         """Stop every stack made so far."""
         self._exit.close()
-
-
-@pytest.fixture(scope="session")
-def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Installation:
-    """The wheel installed in a venv of its own, as an operator installs it (one per session, see tests.e2e.install).
-
-    A fixture of both suites (their conftests import it from here); they share one installation.
-    """
-    return installation(request.config, tmp_path_factory)
-
-
-@pytest.fixture
-def make_stack(tmp_path: Path, installed: Installation) -> Iterator[StackFactory]:
-    """``make_stack(gateways={name: safe_mode})``: stacks private to one test, stopped at its end.
-
-    A fixture of both suites (their conftests import it from here).
-    """
-    factory = StackFactory(tmp_path, installed)
-    try:
-        yield factory
-    finally:
-        factory.close()

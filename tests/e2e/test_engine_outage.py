@@ -27,7 +27,7 @@ def _survivor(stack: Stack, job_id: str) -> dict[str, object]:
 
 class TestOutage:
     def test_engine_down_then_back(self, make_stack: StackFactory) -> None:
-        """Engine killed: the list is 200 ``engine:"down"`` with no jobs, a run is 502; after a restart the jobs are back."""
+        """Engine killed: the list is 200 ``engine:"down"`` without jobs, a run 502; after a restart, jobs are back."""
         stack = make_stack(gateways={"open": False})
         panel = stack.panel("open")
         ready = panel.create("demo.echo", {"message": "before the outage"})
@@ -75,7 +75,7 @@ class TestShutdown:
 
 class TestRestartMidRun:
     def test_sigkill_during_a_run(self, make_stack: StackFactory) -> None:
-        """SIGKILL mid-run: the job's processes die with the engine; after restart it is FAILED/interrupted, never rerun."""
+        """SIGKILL mid-run: the job's processes die with it; after a restart it is FAILED/interrupted, not re-run."""
         stack = make_stack(gateways={"open": False})
         panel = stack.panel("open")
         job = panel.create("demo.sleep", {"seconds": 600})

@@ -1,0 +1,1 @@
+"""Schemathesis fuzzing of both processes' OpenAPI contracts against live processes."""

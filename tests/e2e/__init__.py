@@ -1,0 +1,1 @@
+"""End-to-end tests: the real processes together, from their console scripts (mostly an installed wheel)."""

@@ -1,0 +1,1 @@
+"""Unit tests of admin_gateway: settings, users, sessions, throttles, device cookies, peers."""

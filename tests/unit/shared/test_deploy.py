@@ -1,0 +1,136 @@
+"""The deployment examples are valid for the real tools that will read them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
+REQUIRED = os.environ.get("REQUIRE_DEPLOY_TOOLS") == "1"
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if path is None:
+        if REQUIRED:
+            pytest.fail(f"{name} is required here (REQUIRE_DEPLOY_TOOLS=1) but not installed")
+        pytest.skip(f"{name} is not installed; .ci/run installs it so CI always checks this")
+    return path
+
+
+def _localise_unit(text: str) -> str:
+    # Point ExecStart at this venv's real console scripts so that verify checks executability.
+    return text.replace("/opt/engine-jobs/.venv/bin/", str(Path(sys.executable).parent) + "/")
+
+
+class TestSystemdUnits:
+    """The systemd units."""
+
+    @pytest.mark.parametrize("unit", ["engine-hub.service", "admin-gateway.service"])
+    def test_unit_verifies_cleanly(self, unit: str, tmp_path: Path) -> None:
+        """systemd-analyze verify accepts the unit with no warning at all."""
+        tool = _tool("systemd-analyze")
+        target = tmp_path / unit
+        target.write_text(_localise_unit((DEPLOY / "systemd" / unit).read_text()))
+        proc = subprocess.run([tool, "verify", "--man=no", str(target)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.strip() == "", proc.stderr
+
+    def test_verify_catches_a_broken_unit(self, tmp_path: Path) -> None:
+        """The check itself can fail: a misspelt boolean is reported."""
+        tool = _tool("systemd-analyze")
+        text = _localise_unit((DEPLOY / "systemd" / "engine-hub.service").read_text())
+        target = tmp_path / "broken.service"
+        target.write_text(text.replace("NoNewPrivileges=yes", "NoNewPrivileges=perhaps"))
+        proc = subprocess.run([tool, "verify", "--man=no", str(target)], capture_output=True, text=True, timeout=60)
+        assert "perhaps" in proc.stderr
+
+    @pytest.mark.parametrize("unit", ["engine-hub.service", "admin-gateway.service"])
+    def test_unit_is_hardened(self, unit: str) -> None:
+        """Each unit runs as its own user with the required sandboxing and no token on a command line."""
+        text = (DEPLOY / "systemd" / unit).read_text()
+        for line in (
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "Restart=on-failure",
+            "LoadCredential=engine-token:",
+        ):
+            assert line in text, line
+        assert "User=" in text and "User=root" not in text
+        rw = [ln for ln in text.splitlines() if ln.startswith("ReadWritePaths=")]
+        assert rw == [f"ReadWritePaths=/var/lib/{unit.removesuffix('.service')}"]
+        assert "ENGINE_HUB_TOKEN" not in text
+
+
+class TestNginxExample:
+    """The nginx TLS example."""
+
+    def _config(self, tmp_path: Path, site: str) -> Path:
+        cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=jobs.example.com",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        site = site.replace("/etc/ssl/engine-jobs/fullchain.pem", str(cert))
+        site = site.replace("/etc/ssl/engine-jobs/privkey.pem", str(key))
+        (tmp_path / "site.conf").write_text(site)
+        main = tmp_path / "nginx.conf"
+        main.write_text(
+            f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+            f"http {{\n access_log off;\n include {tmp_path}/site.conf;\n}}\n"
+        )
+        return main
+
+    def test_example_parses(self, tmp_path: Path) -> None:
+        """nginx -t accepts the example as an http-level include."""
+        nginx = _tool("nginx")
+        _tool("openssl")
+        conf = self._config(tmp_path, (DEPLOY / "nginx" / "engine-jobs.conf").read_text())
+        proc = subprocess.run(
+            [nginx, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "syntax is ok" in proc.stderr
+
+    def test_nginx_check_rejects_a_typo(self, tmp_path: Path) -> None:
+        """The check itself can fail: a misspelt directive is refused."""
+        nginx = _tool("nginx")
+        _tool("openssl")
+        site = (DEPLOY / "nginx" / "engine-jobs.conf").read_text().replace("proxy_pass ", "proxy_passs ")
+        conf = self._config(tmp_path, site)
+        proc = subprocess.run(
+            [nginx, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode != 0
+
+    def test_example_fronts_only_the_gateway_with_hsts(self) -> None:
+        """Only the gateway port is proxied, HSTS is set, and forwarded headers are overwritten."""
+        text = (DEPLOY / "nginx" / "engine-jobs.conf").read_text()
+        assert "127.0.0.1:8080" in text and "8090" not in text.replace("(127.0.0.1:8090)", "")
+        assert "Strict-Transport-Security" in text
+        assert "proxy_set_header X-Forwarded-For $remote_addr;" in text
+        assert "$proxy_add_x_forwarded_for" not in text
