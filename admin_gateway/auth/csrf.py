@@ -21,7 +21,7 @@ Two independent checks, both required:
      so a token lifted from another browser is useless. Serving the form
      stores nothing on the server: anonymous visitors cannot fill the
      session store (:mod:`admin_gateway.auth.sessions`). A successful sign-in
-     deletes the ``gw_form`` cookie (``ServerSideStorage.clear_form_cookie``), so a form
+     deletes the ``gw_form`` cookie (``SessionStore.clear_form_cookie``), so a form
      token taken from a page before is dead afterwards.
 
 Non-browser clients send neither header of check 1 and pass it; they still
@@ -36,8 +36,8 @@ import secrets
 from aiohttp import web
 
 from admin_gateway.audit.trail import AUDIT, CSRF_REFUSED, REFUSED
-from admin_gateway.auth.guards import current_user, session_data
-from admin_gateway.auth.sessions import SESSION_STORAGE
+from admin_gateway.auth.guards import current_user
+from admin_gateway.auth.sessions import SESSION_STORE, load_session
 from admin_gateway.auth.signing import mac, mac_matches
 from admin_gateway.errors import CsrfRefused, GatewayError
 from admin_gateway.peer import TRUSTED_PROXIES, own_origin
@@ -66,11 +66,10 @@ async def csrf_token(request: web.Request) -> str:
     synchronizer token, else a fresh stateless form token (which may set the
     ``gw_form`` nonce cookie on the response; nothing is stored on the server).
     """
-    data = await session_data(request)
-    token = data.get(SESSION_CSRF) if data is not None else None
+    token = (await load_session(request)).get(SESSION_CSRF)
     if isinstance(token, str):
         return token
-    storage = request.app[SESSION_STORAGE]
+    storage = request.app[SESSION_STORE]
     nonce = storage.ensure_form_nonce(request)
     issued = str(int(request.app[SETTINGS].clock()))
     return f"{issued}.{mac(storage.form_secret, _form_message(nonce, issued))}"
@@ -83,7 +82,7 @@ def _form_message(nonce: str, issued: str) -> str:
 
 def _form_token_problem(request: web.Request, supplied: str) -> str | None:
     """Why ``supplied`` is not a valid form token for this browser now, or ``None`` if it is."""
-    storage = request.app[SESSION_STORAGE]
+    storage = request.app[SESSION_STORE]
     nonce = storage.form_nonce(request)
     if nonce is None:
         return "no_form_cookie"
@@ -128,8 +127,7 @@ async def check_csrf(request: web.Request) -> None:
     reason = origin_problem(request)
     if reason is None:
         supplied = await _supplied_token(request)
-        data = await session_data(request)
-        expected = data.get(SESSION_CSRF) if data is not None else None
+        expected = (await load_session(request)).get(SESSION_CSRF)
         if not supplied:
             reason = "missing_token"
         elif not isinstance(expected, str):

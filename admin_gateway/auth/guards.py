@@ -8,15 +8,12 @@ role or their password takes effect at once, not at the next login.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from typing import Any
 
 import attrs
 from aiohttp import web
-from aiohttp_session import SESSION_KEY, get_session
 
 from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, REFUSED
-from admin_gateway.auth.sessions import SESSION_STORAGE
+from admin_gateway.auth.sessions import discard_session, load_session
 from admin_gateway.auth.users import ROLE_ADMIN, ROLE_SUPER_ADMIN, UserStore
 from admin_gateway.errors import Unauthorized
 from shared.contract import ErrorCode
@@ -30,7 +27,6 @@ __all__ = [
     "record_role_refusal",
     "require_super_admin",
     "require_user",
-    "session_data",
 ]
 
 #: Session keys.
@@ -58,36 +54,18 @@ async def current_user(request: web.Request) -> User | None:
     """Return the user of the request's valid, unexpired session, or ``None``.
 
     A session whose user no longer exists, or whose password changed since
-    the session was opened, is invalidated here. Cheap enough to call more
-    than once per request (the session itself is loaded once; see
-    :func:`session_data`).
+    the session was opened, is deleted here. Cheap enough to call more than
+    once per request (the session is loaded once: :func:`load_session`).
     """
-    data = await session_data(request)
-    if data is None:
-        return None
-    name = data.get(SESSION_USER)
+    session = await load_session(request)
+    name = session.get(SESSION_USER)
     if not isinstance(name, str):
         return None
     stored = request.app[USER_STORE].get(name)
-    if stored is not None and stored.generation == data.get(SESSION_GENERATION):
+    if stored is not None and stored.generation == session.get(SESSION_GENERATION):
         return _user(stored.name, stored.role)
-    if SESSION_KEY in request:
-        (await get_session(request)).invalidate()  # and its cookie is cleared if the request succeeds
-    await request.app[SESSION_STORAGE].end(request)
+    await discard_session(request)
     return None
-
-
-async def session_data(request: web.Request) -> Mapping[str, Any] | None:
-    """Return the data of the request's live session, or ``None`` when it has none; never creates one.
-
-    Until this request changes its session, the stored record is read
-    directly (:meth:`ServerSideStorage.peek`): no ``Session`` object is built.
-    The mapping must not be changed (change a session through ``get_session``).
-    """
-    if SESSION_KEY in request:  # a Session exists (maybe changed by this request): it is the truth
-        return await get_session(request)
-    record = await request.app[SESSION_STORAGE].peek(request)
-    return None if record is None else record.data
 
 
 @functools.lru_cache(maxsize=1024)

@@ -13,7 +13,8 @@ from aiohttp import web
 
 from admin_gateway.audit.trail import AUDIT, EXPIRED, SESSION_EXPIRED, Audit, audit_journal_ctx
 from admin_gateway.auth.guards import SESSION_USER, USER_STORE
-from admin_gateway.auth.sessions import SESSION_STORAGE, ServerSideStorage, make_backend, session_pruner
+from admin_gateway.auth.session_backends import make_backend
+from admin_gateway.auth.sessions import SESSION_STORE, SessionStore, session_store_ctx
 from admin_gateway.auth.throttle import LOGIN_THROTTLE, LoginThrottle
 from admin_gateway.auth.users import UserStore
 from admin_gateway.engine_client import engine_client_ctx
@@ -69,7 +70,7 @@ def create_app(settings: Settings) -> web.Application:
             reason=reason,
         )
 
-    storage = ServerSideStorage(
+    store = SessionStore(
         make_backend(settings),
         clock=settings.clock,
         idle_timeout=settings.idle_timeout,
@@ -77,22 +78,16 @@ def create_app(settings: Settings) -> web.Application:
         trusted_proxies=trusted,
         on_expired=on_expired,
     )
-    app[SESSION_STORAGE] = storage
-    # The session storage is attached before each handler and a changed session saved after it,
-    # as aiohttp-session's own middleware would, inside the one request wrapper (no extra layer);
-    # each route's access rule is checked there too, before its handler (admin_gateway.http.access).
+    app[SESSION_STORE] = store
+    # A changed session is saved after each handler inside the one request wrapper (no extra
+    # layer); each route's access rule is checked there too, before its handler
+    # (admin_gateway.http.access). The session itself loads when first asked for.
     routes = setup_api_routes(
         app,
-        request_wrapper(
-            GatewayError,
-            authenticate=storage.attach,
-            authorize=authorize_hook(ROUTES),
-            finish=storage.finish,
-            decorate=security_headers,
-        ),
+        request_wrapper(GatewayError, authorize=authorize_hook(ROUTES), finish=store.finish, decorate=security_headers),
     )
 
-    app.cleanup_ctx.extend([log_flusher, audit_journal_ctx, engine_client_ctx, session_pruner, _warm_users])
+    app.cleanup_ctx.extend([log_flusher, audit_journal_ctx, engine_client_ctx, session_store_ctx, _warm_users])
     setup_auth(app)
     setup_templates(app)
     routes.add_table(ROUTES)

@@ -6,7 +6,7 @@ counted by the throttle *before* its password is checked (see
 :mod:`admin_gateway.auth.throttle`; refused: 429 with ``Retry-After``), and the
 check runs in the bounded :mod:`admin_gateway.auth.password_checks` pool (full:
 429 at once). A successful login sets a device cookie
-(:mod:`admin_gateway.auth.device_cookies`), rotates the session (``new_session``:
+(:mod:`admin_gateway.auth.device_cookies`), rotates the session (``SessionState.rotate``:
 a fresh id, the old one deleted on the server), issues a fresh CSRF token
 and deletes the login form's ``gw_form`` cookie (its tokens die with it).
 
@@ -29,14 +29,13 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 from aiohttp import web
-from aiohttp_session import get_session, new_session
 
 from admin_gateway.audit.trail import ACCEPTED, AUDIT, LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT, REFUSED
 from admin_gateway.auth.csrf import SESSION_CSRF, check_csrf, csrf_token, new_csrf_token
 from admin_gateway.auth.device_cookies import DEVICE_COOKIES, DeviceCookies, device_key_ctx
 from admin_gateway.auth.guards import SESSION_GENERATION, SESSION_USER, USER_STORE, current_user
 from admin_gateway.auth.password_checks import PASSWORD_CHECKS, HasherBusy, PasswordChecks, password_checks_ctx
-from admin_gateway.auth.sessions import SESSION_STORAGE
+from admin_gateway.auth.sessions import SESSION_STORE, load_session
 from admin_gateway.auth.throttle import LOGIN_THROTTLE, Refusal
 from admin_gateway.auth.users import MAX_PASSWORD_LENGTH, UserError, validate_name
 from admin_gateway.errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
@@ -221,7 +220,10 @@ async def login(request: web.Request) -> web.StreamResponse:
             username=username,
             status=503,
         )
-    session = await new_session(request)
+    # A sign-in starts a fresh session under a fresh id: nothing of an earlier one carries over.
+    session = await load_session(request)
+    session.clear()
+    session.rotate()
     session[SESSION_USER] = record.name
     session[SESSION_GENERATION] = record.generation
     session[SESSION_CSRF] = new_csrf_token()
@@ -231,7 +233,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     else:
         done = web.HTTPSeeOther(AFTER_LOGIN)
     devices.set_cookie(request, done, record.name)
-    request.app[SESSION_STORAGE].clear_form_cookie(request, done)
+    request.app[SESSION_STORE].clear_form_cookie(request, done)
     if isinstance(done, web.HTTPException):
         raise done
     return done
@@ -288,8 +290,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     if user is not None:
         await check_csrf(request)
         await request.app[AUDIT].record(LOGOUT, request=request, actor=user.name, outcome=ACCEPTED)
-    session = await get_session(request)
-    session.invalidate()
+    (await load_session(request)).end()
     if wants_json(request):
         return web.Response(status=204)
     raise web.HTTPSeeOther("/login")

@@ -12,7 +12,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, CSRF_REFUSED
-from admin_gateway.auth.sessions import SESSION_STORAGE, MemorySessionBackend
+from admin_gateway.auth.session_backends import MemorySessionBackend
+from admin_gateway.auth.sessions import SESSION_STORE
 from shared.journal.chain import Record
 from shared.journal.tools import verify
 from tests.integration.gateway.harness import (
@@ -30,7 +31,7 @@ from tests.integration.gateway.harness import (
 
 
 def _store(gw: GatewayServer) -> MemorySessionBackend:
-    backend = gw.app[SESSION_STORAGE].backend
+    backend = gw.app[SESSION_STORE].backend
     assert isinstance(backend, MemorySessionBackend)
     return backend
 

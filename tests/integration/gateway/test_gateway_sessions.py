@@ -8,12 +8,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from admin_gateway.auth.guards import USER_STORE
-from admin_gateway.auth.sessions import (
-    SECURE_COOKIE_NAME,
-    SECURE_FORM_COOKIE_NAME,
-    SESSION_STORAGE,
-    MemorySessionBackend,
-)
+from admin_gateway.auth.session_backends import MemorySessionBackend
+from admin_gateway.auth.sessions import SECURE_COOKIE_NAME, SECURE_FORM_COOKIE_NAME, SESSION_STORE
 from tests.integration.gateway.harness import (
     ADMIN,
     PASSWORD,
@@ -220,7 +216,7 @@ class TestSessionLifecycle:
     async def test_password_change_and_removal_end_sessions(self, gateway_server: GatewayServer) -> None:
         """Changing a user's password or removing the user ends their open sessions at once."""
         store = gateway_server.app[USER_STORE]
-        sessions = gateway_server.app[SESSION_STORAGE].backend
+        sessions = gateway_server.app[SESSION_STORE].backend
         alice = await gateway_server.login(SUPER)
         bob = await gateway_server.login(ADMIN)
         assert isinstance(sessions, MemorySessionBackend)

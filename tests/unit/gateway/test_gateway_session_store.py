@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from admin_gateway.auth.sessions import MemorySessionBackend, ServerSideStorage, SessionRecord
+from admin_gateway.auth.session_backends import MemorySessionBackend, SessionRecord
+from admin_gateway.auth.sessions import SessionStore
 
 
 class Clock:
@@ -34,7 +35,7 @@ class TestExpiry:
         """``prune`` removes sessions past the idle or the absolute lifetime, and keeps live ones."""
         clock = Clock()
         backend = MemorySessionBackend(100)
-        storage = ServerSideStorage(backend, clock=clock, idle_timeout=100, absolute_timeout=1000)
+        storage = SessionStore(backend, clock=clock, idle_timeout=100, absolute_timeout=1000)
         await backend.put("idle", SessionRecord(created=clock.now, seen=clock.now, data={"x": 1}), ttl=1)
         await backend.put("old", SessionRecord(created=clock.now - 990, seen=clock.now, data={"x": 1}), ttl=1)
         await backend.put("live", SessionRecord(created=clock.now, seen=clock.now + 50, data={"x": 1}), ttl=1)
@@ -44,7 +45,7 @@ class TestExpiry:
 
     def test_expiry_reason(self) -> None:
         """The absolute lifetime wins over idleness when both have passed."""
-        storage = ServerSideStorage(MemorySessionBackend(1), clock=Clock(), idle_timeout=10, absolute_timeout=100)
+        storage = SessionStore(MemorySessionBackend(1), clock=Clock(), idle_timeout=10, absolute_timeout=100)
         record = SessionRecord(created=0, seen=0, data={})
         assert storage.expiry_reason(record, 9.9) is None
         assert storage.expiry_reason(record, 10) == "idle"
