@@ -12,14 +12,14 @@ holds what they share:
 - :func:`build_document`, and :func:`router_operations`, which lists what the
   real router serves so a test can hold the document and the router to each
   other in both directions;
-- :func:`setup_openapi`, which serves the document (built once, when the app
-  starts, from the router as it then is).
+- :func:`build_openapi_on_startup` and :func:`openapi_json`, which build the
+  document once, when the app starts (from its route table), and serve it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -27,7 +27,7 @@ from aiohttp import web
 
 from shared.contract import JOB_FIELDS, MAX_JSON_DEPTH, ErrorCode, JobStatus, LogLevel
 from shared.journal.chain import GENESIS, make_record
-from shared.web import API_ROUTES, UNMATCHED_ROUTE
+from shared.web import UNMATCHED_ROUTE
 
 OPENAPI_VERSION: Final = "3.1.0"
 #: Operations are keyed by (METHOD, path template) in the router's spelling (``/api/jobs/{id}``).
@@ -451,9 +451,6 @@ def router_operations(app: web.Application) -> set[OperationKey]:
 #: The served document, encoded once when the app starts.
 OPENAPI_DOCUMENT: Final = web.AppKey("openapi_document", bytes)
 
-DocumentBuilder = Callable[[set[OperationKey]], dict[str, Any]]
-Guard = Callable[[web.Request], Awaitable[object]]
-
 
 async def openapi_json(request: web.Request) -> web.Response:
     """``GET /openapi.json``: this process's OpenAPI 3.1 document (built by :func:`build_openapi_on_startup`)."""
@@ -471,24 +468,3 @@ def build_openapi_on_startup(app: web.Application, build: Callable[[web.Applicat
         app[OPENAPI_DOCUMENT] = json.dumps(build(app), separators=(",", ":")).encode()
 
     app.on_startup.append(build_now)
-
-
-def setup_openapi(app: web.Application, build: DocumentBuilder, *, guard: Guard | None = None) -> None:
-    """Serve ``build(router_operations(app))`` at ``GET /openapi.json`` (route name ``openapi``).
-
-    Call after every other route is added. ``guard`` runs before the
-    document is sent (e.g. "a signed-in user"); it raises to refuse.
-    """
-
-    async def build_on_startup(app: web.Application) -> None:
-        # The router is frozen once the app starts: the document can be built exactly once.
-        app[OPENAPI_DOCUMENT] = json.dumps(build(router_operations(app)), separators=(",", ":")).encode()
-
-    async def openapi_json(request: web.Request) -> web.Response:
-        """``GET /openapi.json``: this process's OpenAPI 3.1 document."""
-        if guard is not None:
-            await guard(request)
-        return web.Response(body=request.app[OPENAPI_DOCUMENT], content_type=JSON)
-
-    app.on_startup.append(build_on_startup)
-    app[API_ROUTES].add_get("/openapi.json", openapi_json, name="openapi")

@@ -105,7 +105,6 @@ def _http_exception_response(exc: web.HTTPException) -> web.Response:
 def request_wrapper(
     base_error: type[ApiError],
     *,
-    authenticate: Callable[[web.Request], Awaitable[object] | None] | None = None,
     authorize: Callable[[web.Request, Access | None], Awaitable[web.StreamResponse | None] | None] | None = None,
     on_done: Callable[[web.Request, int, float], None] | None = None,
     decorate: Callable[[web.Request, web.StreamResponse], None] | None = None,
@@ -113,20 +112,20 @@ def request_wrapper(
 ) -> Wrap:
     """Build what every request of a process goes through, as a decorator of handlers.
 
-    The wrapped handler assigns a request id, calls ``authenticate(request)``
-    before the handler and before any route-level check, for unknown paths
-    too (it raises ``base_error`` or an aiohttp redirect to refuse the
-    request, may store the caller on the request, and may return an
-    awaitable, which is awaited), turns ``base_error`` and aiohttp's
-    HTTP exceptions into JSON errors, turns anything else into a logged 500
-    without leaking details, writes one ``request`` summary line, and calls
-    ``on_done(request, status, seconds)`` (metrics) and ``decorate(request,
-    response)`` (headers) for every response, errors included.
-    ``authorize(request, access)`` is the same hook given the :class:`~shared.routes.Access`
-    rule of the route the handler serves (``None`` for the catch-all route that answers
-    unknown paths): the process checks that rule centrally there. It refuses by raising, or
-    answers in the handler's place by returning (through its awaitable) a response, such as the
-    gateway's sign-in page for a signed-out browser; ``None`` lets the handler run.
+    The wrapped handler assigns a request id, calls ``authorize(request,
+    access)`` before the handler, with the :class:`~shared.routes.Access` rule
+    of the route the handler serves (``None`` for the catch-all route that
+    answers unknown paths): the process checks that rule centrally there. The
+    hook may store the caller on the request; it refuses by raising
+    ``base_error`` or an aiohttp HTTP exception, or answers in the handler's
+    place by returning (through an awaitable) a response, such as the
+    gateway's sign-in page for a signed-out browser; returning ``None`` or an
+    awaitable of ``None`` lets the handler run. The wrapper turns
+    ``base_error`` and aiohttp's HTTP exceptions into JSON errors, turns
+    anything else into a logged 500 without leaking details, writes one
+    ``request`` summary line, and calls ``on_done(request, status, seconds)``
+    (metrics) and ``decorate(request, response)`` (headers) for every
+    response, errors included.
     ``finish(request, response)`` runs after the handler answered, normally or
     with an aiohttp HTTP exception (a redirect, a 404), but not after
     ``base_error`` or a crash; it may return an awaitable, which is awaited
@@ -155,10 +154,6 @@ def request_wrapper(
             request[REQUEST_ID] = rid
             response: web.StreamResponse
             try:
-                if authenticate is not None:
-                    checking = authenticate(request)
-                    if checking is not None:
-                        await checking
                 answer: web.StreamResponse | None = None
                 if authorize is not None:
                     deciding = authorize(request, access)
@@ -174,7 +169,7 @@ def request_wrapper(
                         await pending
             except base_error as exc:
                 response = json_error(exc.status, exc.message, exc.code, exc.headers)
-            except web.HTTPException as exc:  # raised by authenticate or finish
+            except web.HTTPException as exc:  # raised by authorize or finish
                 response = _http_exception_response(exc)
             except (asyncio.CancelledError, ConnectionResetError):
                 raise
@@ -203,23 +198,31 @@ UNMATCHED_ROUTE: Final = "unmatched"
 
 
 class ApiRoutes:
-    """Adds a process's routes to its app, each handler behind the process's :func:`request_wrapper`.
+    """Adds a process's route table to its app, each handler behind the process's :func:`request_wrapper`.
 
-    Every route of a process must be added through it (``app[API_ROUTES]``),
-    so that no request escapes the wrapper: unknown paths and methods are
-    answered by a catch-all route (:data:`UNMATCHED_ROUTE`) added when the
-    app starts, after every other route, which raises aiohttp's 404 or 405
-    for the wrapper to render.
+    Every route of a process must come from its table (:meth:`add_table`),
+    so that no request escapes the wrapper and each is checked by its
+    route's access rule. The app refuses to start (``RuntimeError``, before
+    any other start-up step opens a resource) if a route was added to the
+    router some other way, or if a row's rule is not one of ``rules``, the
+    rules the process's ``authorize`` hook checks (deny by default). Unknown
+    paths and methods are answered by a catch-all route
+    (:data:`UNMATCHED_ROUTE`) added when the app starts, after every other
+    route, which raises aiohttp's 404 or 405 for the wrapper to render.
     """
 
-    def __init__(self, app: web.Application, wrap: Wrap) -> None:
+    def __init__(self, app: web.Application, wrap: Wrap, rules: frozenset[Access]) -> None:
         self._app = app
         self._wrap = wrap
+        self._rules = rules
         self._wrapped: set[Handler] = set()
         self._table: list[Route] = []
+        # First of all start-up steps: cleanup_ctx (journals, sessions, clients) runs at start-up
+        # too, and an app that must not serve should hold no resource when it says so.
+        app.on_startup.insert(0, self._refuse_unguarded)
         app.on_startup.append(self._finish)
 
-    def _guard(self, handler: Handler, access: Access | None = None) -> Handler:
+    def _guard(self, handler: Handler, access: Access | None) -> Handler:
         guarded = self._wrap(handler, access)
         self._wrapped.add(guarded)
         return guarded
@@ -240,32 +243,27 @@ class ApiRoutes:
                 )
             self._table.append(route)
 
-    def add_get(self, path: str, handler: Handler, *, name: str | None = None) -> web.AbstractRoute:
-        """Add ``GET path`` (HEAD included, as aiohttp's ``add_get``)."""
-        return self._app.router.add_get(path, self._guard(handler), name=name)
-
-    def add_post(self, path: str, handler: Handler, *, name: str | None = None) -> web.AbstractRoute:
-        """Add ``POST path``."""
-        return self._app.router.add_post(path, self._guard(handler), name=name)
-
-    def add_route(self, method: str, path: str, handler: Handler, *, name: str | None = None) -> web.AbstractRoute:
-        """Add ``method path`` (``*`` for any method)."""
-        return self._app.router.add_route(method, path, self._guard(handler), name=name)
-
-    async def _finish(self, app: web.Application) -> None:
-        # Startup runs after create_app added everything and before the router freezes. A route
-        # added straight to app.router would skip authentication, error mapping and the request
-        # log: refuse to start rather than serve it (deny by default).
+    async def _refuse_unguarded(self, app: web.Application) -> None:
+        # Start-up runs after create_app added everything and before the router freezes. A route
+        # added straight to app.router would skip the access check, error mapping and the request
+        # log, and a rule nobody checks would let everyone in: refuse to start rather than serve.
         bare = sorted(
             f"{route.method} {route.resource.canonical if route.resource else '?'}"
             for route in app.router.routes()
             if route.handler not in self._wrapped
         )
         if bare:
-            raise RuntimeError(f"routes added outside ApiRoutes (not behind the request wrapper): {', '.join(bare)}")
+            raise RuntimeError(f"routes added outside the route table (no access rule): {', '.join(bare)}")
+        unchecked = [
+            f"{route.method} {route.path} ({route.access})" for route in self._table if route.access not in self._rules
+        ]
+        if unchecked:
+            raise RuntimeError(f"routes with an access rule this process does not check: {', '.join(unchecked)}")
+
+    async def _finish(self, app: web.Application) -> None:
         resource = _AnyTarget()
         app.router.register_resource(resource)
-        resource.add_route("*", self._guard(_unmatched))
+        resource.add_route("*", self._guard(_unmatched, None))
         _offer_pathless_targets(app.router, resource)
 
 
@@ -328,9 +326,13 @@ async def _unmatched(request: web.Request) -> web.StreamResponse:
 API_ROUTES: Final = web.AppKey("api_routes", ApiRoutes)
 
 
-def setup_api_routes(app: web.Application, wrap: Wrap) -> ApiRoutes:
-    """Make ``wrap`` (a :func:`request_wrapper`) the app's; return the :class:`ApiRoutes` to add routes with."""
-    routes = ApiRoutes(app, wrap)
+def setup_api_routes(app: web.Application, wrap: Wrap, *, rules: frozenset[Access]) -> ApiRoutes:
+    """Make ``wrap`` (a :func:`request_wrapper`) the app's; return the :class:`ApiRoutes` to add its table with.
+
+    ``rules`` are the access rules ``wrap``'s ``authorize`` hook checks; a row
+    with any other rule refuses to start the app.
+    """
+    routes = ApiRoutes(app, wrap, rules)
     app[API_ROUTES] = routes
     return routes
 

@@ -23,7 +23,7 @@ malformed id tells a signed-out client nothing more than a known one does:
 there, any signed-in user), ``/admin`` and below a signed-in user.
 
 Any other rule (the engine's ``ADMIN_TOKEN``, ``SUBMIT``) is not the
-gateway's: :func:`check_rules` refuses to start an app whose table has one.
+gateway's: an app whose table has one refuses to start (:class:`shared.web.ApiRoutes`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from aiohttp import web
 from admin_gateway.auth.guards import User, current_user, record_role_refusal, require_super_admin, require_user
 from admin_gateway.http.templates import render_template
 from shared.routes import Access, Route
-from shared.web import API_ROUTES
 
 #: The JSON API that needs a session: ``/api/admin`` and everything under it.
 API_ROOT: Final = "/api/admin"
@@ -111,13 +110,3 @@ def request_user(request: web.Request) -> User:
     if REQUEST_USER not in request:
         raise LookupError(f"{request.method} {request.path}: its access rule verified no user")
     return request[REQUEST_USER]
-
-
-async def check_rules(app: web.Application) -> None:
-    """Refuse to start (``RuntimeError``) if a route of the app's table has a rule the gateway cannot check.
-
-    An ``on_startup`` step: the table is complete then.
-    """
-    foreign = [f"{r.method} {r.path}: {r.access}" for r in app[API_ROUTES].table if r.access not in GATEWAY_RULES]
-    if foreign:
-        raise RuntimeError(f"routes with an access rule the gateway does not enforce: {', '.join(foreign)}")

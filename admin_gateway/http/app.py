@@ -19,7 +19,7 @@ from admin_gateway.auth.throttle import LOGIN_THROTTLE, LoginThrottle
 from admin_gateway.auth.users import UserStore
 from admin_gateway.engine_client import engine_client_ctx
 from admin_gateway.errors import GatewayError
-from admin_gateway.http.access import authorize_hook, check_rules
+from admin_gateway.http.access import GATEWAY_RULES, authorize_hook
 from admin_gateway.http.hardening import security_headers
 from admin_gateway.http.login import setup_auth
 from admin_gateway.http.openapi import served_document
@@ -85,12 +85,12 @@ def create_app(settings: Settings) -> web.Application:
     routes = setup_api_routes(
         app,
         request_wrapper(GatewayError, authorize=authorize_hook(ROUTES), finish=store.finish, decorate=security_headers),
+        rules=GATEWAY_RULES,
     )
 
     app.cleanup_ctx.extend([log_flusher, audit_journal_ctx, engine_client_ctx, session_store_ctx, _warm_users])
     setup_auth(app)
     setup_templates(app)
     routes.add_table(ROUTES)
-    app.on_startup.append(check_rules)
     build_openapi_on_startup(app, served_document)
     return app

@@ -24,10 +24,10 @@ from engine_hub.errors import ConfigError, EngineError, JournalDown, StartupErro
 from engine_hub.http import openapi
 from engine_hub.http.auth import (
     AUTHENTICATOR,
+    ENGINE_RULES,
     Authenticator,
     authorize,
     check_bind_allowed,
-    refuse_unknown_rules,
     resolve_admin_token,
 )
 from engine_hub.http.routes import ROUTES
@@ -128,7 +128,9 @@ def create_app(
     service = JobService(store=JobStore(), logs=logs, metrics=metrics, runner=Runner(kill_grace=settings.kill_grace))
     app = web.Application(client_max_size=MAX_BODY, handler_args=HTTP_LIMITS)
     routes = setup_api_routes(
-        app, request_wrapper(EngineError, authorize=authorize, on_done=metrics.observe_request, decorate=_no_store)
+        app,
+        request_wrapper(EngineError, authorize=authorize, on_done=metrics.observe_request, decorate=_no_store),
+        rules=ENGINE_RULES,
     )
     app[SETTINGS] = settings
     app[SERVICE] = service
@@ -138,9 +140,6 @@ def create_app(
         app[LOG_RETENTION] = LogRetention(service=service, logs=file_logs, days=settings.log_retention_days)
     app.cleanup_ctx.append(log_flusher)
     app.cleanup_ctx.append(_engine_context(settings, journal, catalog, environ))
-    # First of all start-up steps (before cleanup_ctx opens the journal): a table row whose rule
-    # nobody checks must stop the app before it holds any resource.
-    app.on_startup.insert(0, refuse_unknown_rules)
     routes.add_table(ROUTES)
     openapi.serve(app)
     return app

@@ -27,7 +27,7 @@ import hmac
 import ipaddress
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
@@ -38,9 +38,8 @@ from aiohttp import web
 from engine_hub.errors import ConfigError, Forbidden, InvalidField, Unauthorized
 from engine_hub.jobs.catalog import ADMIN_NAME, Catalog
 from engine_hub.settings import ACTOR_HEADER, TOKEN_ENV, TOKEN_FILE, Settings
-from shared.routes import Access, Route
+from shared.routes import Access
 from shared.tokens import TokenFileError, read_token_file
-from shared.web import API_ROUTES
 
 log = structlog.get_logger("engine.auth")
 
@@ -275,18 +274,6 @@ def authorize(request: web.Request, access: Access | None) -> None:
     if caller.scope is not Scope.ADMIN and access is not Access.SUBMIT:
         raise Forbidden(f"token {caller.name!r} has scope {caller.scope!s}, which may only create and read jobs")
     request[PRINCIPAL] = caller
-
-
-def check_rules(table: Iterable[Route]) -> None:
-    """Raise ``RuntimeError`` naming every route of ``table`` whose rule the engine cannot check."""
-    unknown = [f"{route.method} {route.path} ({route.access})" for route in table if route.access not in ENGINE_RULES]
-    if unknown:
-        raise RuntimeError(f"routes with an access rule the engine does not check: {', '.join(unknown)}")
-
-
-async def refuse_unknown_rules(app: web.Application) -> None:
-    """on_startup: refuse to start an app with a route whose rule the engine cannot check (:func:`check_rules`)."""
-    check_rules(app[API_ROUTES].table)
 
 
 def principal(request: web.Request) -> Principal:

@@ -129,7 +129,7 @@ class TestUnhandledRule:
         """A row with a rule the gateway does not check (the engine's) stops the app from starting."""
         app = create_app(Settings(data_dir=tmp_path, engine_token=ENGINE_TOKEN))
         app[API_ROUTES].add_table([_unused_rule_route(access)])
-        with pytest.raises(RuntimeError, match=re.escape(f"GET /api/admin/extra: {access}")):
+        with pytest.raises(RuntimeError, match=re.escape(f"GET /api/admin/extra ({access})")):
             await aiohttp_server(app)
 
 
