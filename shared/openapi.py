@@ -337,9 +337,6 @@ class Operation:
     """One declared operation: a method on a path template, and everything it can answer.
 
     ``security`` ``None`` means the document's default; ``[]`` means public.
-    ``ahead`` marks an operation declared ahead of its route, which another
-    line of work adds: the served document leaves it out while the router has
-    no such route, and the parity test insists the flag goes once it has.
     """
 
     method: str
@@ -352,7 +349,6 @@ class Operation:
     parameters: tuple[Mapping[str, Any], ...] = ()
     request_body: Mapping[str, Any] | None = None
     security: tuple[Mapping[str, list[str]], ...] | None = None
-    ahead: bool = False
 
     @property
     def key(self) -> OperationKey:
@@ -380,7 +376,6 @@ def build_document(
     *,
     info: Mapping[str, Any],
     operations: Iterable[Operation],
-    routes: set[OperationKey] | None,
     components: Mapping[str, Any],
     security: Iterable[Mapping[str, list[str]]],
     tags: Iterable[Mapping[str, str]] = (),
@@ -388,16 +383,12 @@ def build_document(
 ) -> dict[str, Any]:
     """Return the OpenAPI 3.1 document of ``operations``.
 
-    ``routes`` (from :func:`router_operations`) drops the ``ahead`` operations
-    whose route does not exist yet; ``None`` keeps every operation.
     ``common_headers`` are declared on every response. Raises ``ValueError``
     on a duplicate operation or operation id.
     """
     paths: dict[str, dict[str, Any]] = {}
     seen_ids: set[str] = set()
     for op in operations:
-        if op.ahead and routes is not None and op.key not in routes:
-            continue
         if op.operation_id in seen_ids:
             raise ValueError(f"duplicate operationId {op.operation_id!r}")
         seen_ids.add(op.operation_id)

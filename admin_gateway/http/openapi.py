@@ -22,7 +22,7 @@ from admin_gateway.auth.csrf import HEADER as CSRF_HEADER
 from admin_gateway.auth.sessions import COOKIE_NAME, SECURE_COOKIE_NAME
 from admin_gateway.http.routes import ROUTES
 from admin_gateway.http.schemas import API_TAGS, OPERATIONS_TAGS, PANEL_TAGS, SESSION, SIGN_IN_TAGS
-from shared.openapi import OperationKey, build_document, contract_schemas, header
+from shared.openapi import build_document, contract_schemas, header
 from shared.routes import RouteTable
 from shared.web import API_ROUTES
 
@@ -33,8 +33,8 @@ VERSION: Final = "1.0.0"
 OPERATIONS: Final = tuple(route.operation for route in ROUTES)
 
 
-def document(routes: set[OperationKey] | None = None, *, table: RouteTable = ROUTES) -> dict[str, Any]:
-    """Return the OpenAPI document of ``table``'s routes (``routes``: see :func:`shared.openapi.build_document`)."""
+def document(table: RouteTable = ROUTES) -> dict[str, Any]:
+    """Return the OpenAPI document of ``table``'s routes, in its order (default: the whole route table)."""
     return build_document(
         info={
             "title": TITLE,
@@ -43,7 +43,6 @@ def document(routes: set[OperationKey] | None = None, *, table: RouteTable = ROU
             '(errors are `{"error", "code"}`) and the panel. Human guide: docs/api.md.',
         },
         operations=(route.operation for route in table),
-        routes=routes,
         components={
             "schemas": contract_schemas(),
             "securitySchemes": {
@@ -79,7 +78,7 @@ def document(routes: set[OperationKey] | None = None, *, table: RouteTable = ROU
 
 def served_document(app: web.Application) -> dict[str, Any]:
     """The document ``app`` serves: that of the routes it registered (built once, when it starts)."""
-    return document(table=app[API_ROUTES].table)
+    return document(app[API_ROUTES].table)
 
 
 __all__ = ["OPERATIONS", "document", "served_document"]

@@ -19,7 +19,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from engine_hub.http.routes import ROUTES
-from shared.openapi import OperationKey, build_document, build_openapi_on_startup, contract_schemas, header
+from shared.openapi import build_document, build_openapi_on_startup, contract_schemas, header
 from shared.routes import Route
 from shared.web import API_ROUTES
 
@@ -30,8 +30,8 @@ VERSION: Final = "1.0.0"
 OPERATIONS: Final = tuple(route.operation for route in ROUTES)
 
 
-def document(routes: set[OperationKey] | None = None, *, table: Iterable[Route] = ROUTES) -> dict[str, Any]:
-    """Return the OpenAPI document of ``table``'s operations (``routes``: see :func:`shared.openapi.build_document`)."""
+def document(table: Iterable[Route] = ROUTES) -> dict[str, Any]:
+    """Return the OpenAPI document of ``table``'s routes, in its order (default: the whole route table)."""
     return build_document(
         info={
             "title": TITLE,
@@ -40,7 +40,6 @@ def document(routes: set[OperationKey] | None = None, *, table: Iterable[Route] 
             'text); every error is `{"error", "code"}`. Human guide: docs/api.md.',
         },
         operations=(route.operation for route in table),
-        routes=routes,
         components={
             "schemas": contract_schemas(),
             "securitySchemes": {
@@ -64,7 +63,7 @@ def document(routes: set[OperationKey] | None = None, *, table: Iterable[Route] 
 
 def serve(app: web.Application) -> None:
     """Build the document of the routes ``app`` registered, once, when it starts (served by its ``openapi`` row)."""
-    build_openapi_on_startup(app, lambda app: document(table=app[API_ROUTES].table))
+    build_openapi_on_startup(app, lambda app: document(app[API_ROUTES].table))
 
 
 __all__ = ["OPERATIONS", "document", "serve"]

@@ -43,7 +43,7 @@ from admin_gateway.settings import Settings as GatewaySettings
 from engine_hub.http import openapi as engine_openapi
 from engine_hub.http.app import create_app as create_engine_app
 from engine_hub.settings import Settings as EngineSettings
-from shared.openapi import router_operations
+from shared.web import API_ROUTES
 from tests.e2e.harness import Service
 from tests.fuzz.conftest import MIN_TOTAL_CASES, Stats, engine_headers, login, make_pool, max_examples, seed
 
@@ -108,7 +108,7 @@ class Pool:
 def _local_document(module: Any, app: web.Application) -> dict[str, Any]:
     # Built from the code at collection time (pytest parametrizes then); the fixtures below
     # check that the live processes serve exactly this document.
-    return module.document(router_operations(app))
+    return module.document(app[API_ROUTES].table)
 
 
 with tempfile.TemporaryDirectory() as _tmp:

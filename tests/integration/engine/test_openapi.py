@@ -1,9 +1,7 @@
 """The published OpenAPI documents: held to the real routers, served, and matching real answers.
 
 The parity tests fail when a route exists without a declaration or a
-declaration without a route (an operation declared ``ahead`` of a route that
-another line of work adds is tolerated while the route is missing, and must
-lose its flag once the route exists). The shape tests validate real answers
+declaration without a route. The shape tests validate real answers
 of a real engine against the declared schemas with a JSON Schema validator.
 """
 
@@ -23,12 +21,11 @@ from shared.openapi import Operation, router_operations
 from tests.integration.engine.harness import CLIENT_TOKEN, EngineServer, auth, unstarted_app
 
 
-def _parity(app: web.Application, operations: tuple[Operation, ...]) -> tuple[set[Any], set[Any], set[Any]]:
-    """(routes without a declaration, declarations without a route, ``ahead`` flags now stale)."""
+def _parity(app: web.Application, operations: tuple[Operation, ...]) -> tuple[set[Any], set[Any]]:
+    """(routes without a declaration, declarations without a route)."""
     routes = router_operations(app)
-    declared = {op.key for op in operations if not op.ahead}
-    ahead = {op.key for op in operations if op.ahead}
-    return routes - declared - ahead, declared - routes, ahead & routes
+    declared = {op.key for op in operations}
+    return routes - declared, declared - routes
 
 
 def _validator(document: dict[str, Any], schema: dict[str, Any]) -> Any:
@@ -44,17 +41,15 @@ def _check(document: dict[str, Any], name: str, value: Any) -> None:
 class TestParity:
     def test_engine_routes_and_declarations_match(self, tmp_path: Path) -> None:
         """Every engine route is declared, and every declaration has a route (HEAD twins aside)."""
-        undeclared, unrouted, stale = _parity(unstarted_app("engine", tmp_path), engine_openapi.OPERATIONS)
+        undeclared, unrouted = _parity(unstarted_app("engine", tmp_path), engine_openapi.OPERATIONS)
         assert not undeclared, f"routes without an OpenAPI operation in engine_hub/http/routes.py: {undeclared}"
         assert not unrouted, f"declared in engine_hub/http/routes.py but not routed: {unrouted}"
-        assert not stale, f"declared ahead=True but the route now exists; drop the flag: {stale}"
 
     def test_gateway_routes_and_declarations_match(self, tmp_path: Path) -> None:
         """Every gateway route (API, sign-in, panel, static) is declared, and every declaration has a route."""
-        undeclared, unrouted, stale = _parity(unstarted_app("gateway", tmp_path), gateway_openapi.OPERATIONS)
+        undeclared, unrouted = _parity(unstarted_app("gateway", tmp_path), gateway_openapi.OPERATIONS)
         assert not undeclared, f"routes without an OpenAPI declaration in admin_gateway/http/openapi.py: {undeclared}"
         assert not unrouted, f"declared in admin_gateway/http/openapi.py but not routed: {unrouted}"
-        assert not stale, f"declared ahead=True but the route now exists; drop the flag: {stale}"
 
     def test_parity_sees_a_new_route(self, tmp_path: Path) -> None:
         """A route added without a declaration shows up as undeclared (the check can fail)."""
@@ -64,7 +59,7 @@ class TestParity:
             return web.Response()
 
         app.router.add_delete("/api/jobs/{id}", handler)
-        undeclared, _, _ = _parity(app, engine_openapi.OPERATIONS)
+        undeclared, _ = _parity(app, engine_openapi.OPERATIONS)
         assert undeclared == {("DELETE", "/api/jobs/{id}")}
 
     def test_explicit_head_route_must_be_declared(self, tmp_path: Path) -> None:
@@ -100,14 +95,10 @@ class TestDocuments:
 
     @pytest.mark.parametrize("module", [engine_openapi, gateway_openapi], ids=["engine", "gateway"])
     def test_every_operation_declares_an_answer_and_an_id(self, module: Any) -> None:
-        """Every operation has a unique operationId and at least one response, and ahead ones can be dropped."""
+        """Every operation has a unique operationId and at least one response."""
         full = module.document()
-        trimmed = module.document(routes=set())
         ids = [op["operationId"] for item in full["paths"].values() for op in item.values()]
         assert len(ids) == len(set(ids))
-        ahead = {op.key for op in module.OPERATIONS if op.ahead}
-        kept = {(m.upper(), p) for p, item in trimmed["paths"].items() for m in item}
-        assert not ahead & kept
 
     @pytest.mark.parametrize("module", [engine_openapi, gateway_openapi], ids=["engine", "gateway"])
     def test_json_bodies_state_the_nesting_limit(self, module: Any) -> None:
