@@ -59,7 +59,8 @@ PROG = "engine-hub"
 RECENT_RECORDS = 1_000
 #: Records an ``--ephemeral`` engine keeps (it promises no durability; this bounds its memory).
 EPHEMERAL_RECORDS = 10_000
-#: Jobs looked at per slice of the background packing after start-up (~2 ms of event loop each).
+#: Jobs looked at per slice of the background packing after start-up: small enough that a slice never
+#: holds the event loop long (its cost: docs/performance.md, "Figures behind design choices").
 PACK_SLICE = 256
 
 
@@ -219,7 +220,7 @@ async def pack_cold_jobs(store: JobStore) -> None:
     """Pack the cold jobs that start-up left plain, in slices of :data:`PACK_SLICE`, then release the memory.
 
     Runs once in the background after start-up (see :mod:`engine_hub.store.embedded`):
-    the engine serves meanwhile, each slice blocking the event loop ~2 ms.
+    the engine serves meanwhile, between slices of :data:`PACK_SLICE` jobs.
     """
     started, count = time.perf_counter(), len(store)
     # Not a wait for a condition (ASYNC110): each slice is work, and sleep(0) yields to requests between.

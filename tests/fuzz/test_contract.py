@@ -45,7 +45,7 @@ from engine_hub.http.app import create_app as create_engine_app
 from engine_hub.settings import Settings as EngineSettings
 from shared.web import API_ROUTES
 from tests.e2e.harness import Service
-from tests.fuzz.conftest import MIN_TOTAL_CASES, Stats, engine_headers, login, make_pool, max_examples, seed
+from tests.fuzz.harness import MIN_TOTAL_CASES, Stats, engine_headers, login, make_pool, max_examples, seed
 
 CHECKS = (
     "not_a_server_error",
