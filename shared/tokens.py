@@ -25,10 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-__all__ = ["HEADER_SAFE_RULE", "TokenFileError", "read_token_file"]
+__all__ = ["HEADER_SAFE_RULE", "TokenFileError", "is_header_safe", "read_token_file"]
 
 #: Why a token must be printable ASCII without spaces; ends the message of a refused token.
 HEADER_SAFE_RULE: Final = "must be printable ASCII without spaces (it travels in an HTTP header)"
+
+
+def is_header_safe(token: str) -> bool:
+    """Whether ``token`` can travel in an HTTP header as is: printable ASCII without spaces."""
+    return token.isascii() and token.isprintable() and not any(c.isspace() for c in token)
 
 
 class TokenFileError(Exception):
@@ -62,6 +67,6 @@ def read_token_file(
     token = text.strip()
     if not token:
         raise TokenFileError(f"{label} {path} is empty")
-    if not token.isprintable() or any(c.isspace() for c in token):
+    if not is_header_safe(token):
         raise TokenFileError(f"the token in {path} {HEADER_SAFE_RULE}")
     return token

@@ -39,7 +39,7 @@ from engine_hub.errors import ConfigError, Forbidden, InvalidField, Unauthorized
 from engine_hub.jobs.catalog import ADMIN_NAME, Catalog
 from engine_hub.settings import ACTOR_HEADER, TOKEN_ENV, TOKEN_FILE, Settings
 from shared.routes import Access
-from shared.tokens import TokenFileError, read_token_file
+from shared.tokens import HEADER_SAFE_RULE, TokenFileError, is_header_safe, read_token_file
 
 log = structlog.get_logger("engine.auth")
 
@@ -72,8 +72,8 @@ def _token_problem(token: str) -> str | None:
     """Return why ``token`` cannot be an admin token, or ``None`` when it can."""
     if not MIN_TOKEN_CHARS <= len(token) <= MAX_TOKEN_CHARS:
         return f"must be {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} characters long"
-    if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
-        return "must be printable ASCII without spaces (it travels in an HTTP header)"
+    if not is_header_safe(token):
+        return HEADER_SAFE_RULE
     return None
 
 
