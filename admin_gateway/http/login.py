@@ -17,21 +17,18 @@ as ``audit_write_failed``): refusing to sign someone out would be worse.
 
 Browsers get HTML (the login page re-rendered with the error); clients that
 ask for JSON only (``Accept: application/json``) get the JSON API's errors.
-The page itself is rendered by the panel when it registers a
-:data:`LOGIN_RENDERER`, else by a small self-contained fallback.
+The page is the panel's ``login.html``, in the layout every page shares
+(:mod:`admin_gateway.http.templates`).
 """
 
 from __future__ import annotations
 
-import html
 import math
-from collections.abc import Awaitable, Callable
 
-import attrs
 from aiohttp import web
 
 from admin_gateway.audit.trail import ACCEPTED, AUDIT, LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT, REFUSED
-from admin_gateway.auth.csrf import SESSION_CSRF, check_csrf, csrf_token, new_csrf_token
+from admin_gateway.auth.csrf import SESSION_CSRF, check_csrf, new_csrf_token
 from admin_gateway.auth.device_cookies import DEVICE_COOKIES, DeviceCookies, device_key_ctx
 from admin_gateway.auth.guards import SESSION_GENERATION, SESSION_USER, USER_STORE, current_user
 from admin_gateway.auth.password_checks import PASSWORD_CHECKS, HasherBusy, PasswordChecks, password_checks_ctx
@@ -39,6 +36,7 @@ from admin_gateway.auth.sessions import SESSION_STORE, load_session
 from admin_gateway.auth.throttle import LOGIN_THROTTLE, Refusal
 from admin_gateway.auth.users import MAX_PASSWORD_LENGTH, UserError, validate_name
 from admin_gateway.errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
+from admin_gateway.http.templates import render_template
 from admin_gateway.peer import TRUSTED_PROXIES, client_address
 from admin_gateway.settings import SETTINGS
 from shared.web import read_form
@@ -48,20 +46,6 @@ AFTER_LOGIN = "/admin/engine/jobs"
 _MAX_USERNAME_FIELD = 256
 #: Seconds a client is asked to wait when every password-check thread is busy.
 _BUSY_RETRY_AFTER = 1
-
-
-@attrs.frozen(kw_only=True)
-class LoginPage:
-    """What a login page shows: the form's CSRF token, an error (or ``None``), the name typed so far."""
-
-    csrf_token: str
-    error: str | None = None
-    username: str = ""
-
-
-#: Renders the login page; the status and extra headers are set by :func:`render_login` afterwards.
-LoginRenderer = Callable[[web.Request, LoginPage], Awaitable[web.Response]]
-LOGIN_RENDERER: web.AppKey[LoginRenderer] = web.AppKey("login_renderer")
 
 
 def wants_json(request: web.Request) -> bool:
@@ -79,32 +63,11 @@ async def render_login(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     """Return the login page (with ``error`` shown, if any) with ``status``."""
-    page = LoginPage(csrf_token=await csrf_token(request), error=error, username=username)
-    renderer = request.app.get(LOGIN_RENDERER)
-    response = await renderer(request, page) if renderer is not None else _fallback_page(page)
-    response.set_status(status)
+    # render_template adds the form's CSRF token, as it does for every page.
+    response = await render_template(request, "login.html", {"error": error, "username": username}, status=status)
     if headers:
         response.headers.update(headers)
     return response
-
-
-def _fallback_page(page: LoginPage) -> web.Response:
-    esc = html.escape
-    error = f'<p role="alert" id="login-error">{esc(page.error)}</p>' if page.error else ""
-    body = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        "<title>Sign in · Engine Jobs</title></head><body><main><h1>Sign in</h1>"
-        f"{error}"
-        '<form method="post" action="/login">'
-        f'<input type="hidden" name="csrf_token" value="{esc(page.csrf_token)}">'
-        '<p><label for="username">Username</label> '
-        f'<input id="username" name="username" autocomplete="username" required value="{esc(page.username)}"></p>'
-        '<p><label for="password">Password</label> '
-        '<input id="password" name="password" type="password" autocomplete="current-password" required></p>'
-        '<p><button type="submit">Sign in</button></p></form></main></body></html>'
-    )
-    return web.Response(text=body, content_type="text/html")
 
 
 def _loggable_name(username: str) -> str | None:
@@ -309,4 +272,4 @@ def setup_auth(app: web.Application) -> None:
     app.cleanup_ctx.extend([device_key_ctx(settings.data_dir), password_checks_ctx])
 
 
-__all__ = ["LOGIN_RENDERER", "LoginPage", "LoginRenderer", "render_login", "setup_auth", "wants_json"]
+__all__ = ["render_login", "setup_auth", "wants_json"]

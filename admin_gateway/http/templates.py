@@ -3,7 +3,7 @@
 Templates are rendered with autoescaping on, so every user- or
 engine-provided string is escaped. Used by the pages
 (:mod:`admin_gateway.http.pages`, :mod:`admin_gateway.http.audit_page`),
-the sign-in form (:data:`~admin_gateway.http.login.LOGIN_RENDERER`) and the
+the sign-in form (:func:`admin_gateway.http.login.render_login`) and the
 access check's "no access" page (:mod:`admin_gateway.http.access`).
 """
 
@@ -17,7 +17,6 @@ from aiohttp import web
 
 from admin_gateway.auth.csrf import csrf_token
 from admin_gateway.auth.guards import User
-from admin_gateway.http.login import LOGIN_RENDERER, LoginPage
 from admin_gateway.settings import SETTINGS
 from shared.contract import parse_time
 
@@ -83,7 +82,6 @@ def setup_templates(app: web.Application) -> None:
         NavItem(key="logs", href="/admin/engine/logs", label="Engine log"),
         NavItem(key="audit", href="/admin/audit", label="Audit"),
     ]
-    app[LOGIN_RENDERER] = render_login_page
 
 
 async def render_template(
@@ -112,16 +110,3 @@ async def render_template(
     base.update(context)
     html = request.app[TEMPLATES].get_template(name).render(base)
     return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
-
-
-async def render_login_page(request: web.Request, page: LoginPage) -> web.Response:
-    """The :data:`LOGIN_RENDERER`: the login form in the panel's layout (status set by the caller)."""
-    return await render_template(
-        request,
-        "login.html",
-        {
-            "csrf_token": page.csrf_token,
-            "error": page.error,
-            "username": page.username,
-        },
-    )
