@@ -51,8 +51,6 @@ SECURE_FORM_COOKIE_NAME = "__Host-gw_form"
 _MAX_ID_LENGTH = 128
 _ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 
-#: Set on the request when its session cookie named an expired session ("idle" or "absolute").
-SESSION_EXPIRED_REASON = web.RequestKey("session_expired_reason", str)
 #: A form nonce made for this request, to be set as a cookie on its response.
 _NEW_FORM_NONCE = web.RequestKey("new_form_nonce", str)
 
@@ -269,7 +267,6 @@ class SessionStore:
         reason = self.expiry_reason(record, now)
         if reason is not None:
             await self.backend.delete(key)
-            request[SESSION_EXPIRED_REASON] = reason
             if self._on_expired is not None:
                 await self._on_expired(request, record.data, reason)
             return SessionState()

@@ -55,6 +55,15 @@ class TestTableIsTheRouter:
         for row in ROUTES:
             assert row.access in ENGINE_RULES, _row_id(row)
 
+    def test_each_row_documents_the_refusals_of_its_rule(self) -> None:
+        """A row's OpenAPI answers include the 401/403 its rule can give, and a public row's include neither."""
+        for row in ROUTES:
+            statuses = {str(status) for status in row.operation.responses}
+            if row.access is Access.PUBLIC:
+                assert not statuses & {"401", "403"}, _row_id(row)
+            else:
+                assert {"401", "403"} <= statuses, _row_id(row)
+
     async def test_openapi_lists_exactly_the_registered_routes(self, engine_server: EngineServer) -> None:
         """The served document holds one operation per registered (method, path), in the table's order per path."""
         resp = await engine_server.client.get("/openapi.json", headers=auth())
