@@ -1,8 +1,9 @@
-"""Fixtures of the engine's integration tests: the in-process engine (see :mod:`.harness`)."""
+"""Fixtures of the engine's integration tests: the in-process engine (:mod:`.harness`) and the subprocess."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from engine_hub.jobs.catalog import Catalog
 from engine_hub.settings import Settings
 from shared.journal.chain import Journal, MemoryJournal
 from tests.integration.engine.harness import ADMIN_TOKEN, EngineServer, MakeEngineServer, make_test_catalog
+from tests.integration.engine.process import EngineProcess, MakeEngineProcess
 
 
 @pytest.fixture
@@ -58,3 +60,26 @@ def make_engine_server(aiohttp_client: Any, engine_catalog: Catalog, tmp_path: P
 async def engine_server(make_engine_server: MakeEngineServer) -> EngineServer:
     """A running in-process engine with the test catalog and default settings."""
     return await make_engine_server()
+
+
+@pytest.fixture
+def engine_process() -> Iterator[MakeEngineProcess]:
+    """Return ``make(data_dir, *extra, env=None) -> EngineProcess``, the same signature as :class:`EngineProcess`.
+
+    ``make`` only builds the process; the test calls :meth:`~EngineProcess.start`,
+    and :meth:`~EngineProcess.stop` or :meth:`~EngineProcess.kill` when it
+    asserts on them. At teardown every process ``make`` built is killed
+    (SIGKILL and reaped, if still running) and its log file closed, so a failing
+    test leaks no ``engine-hub serve``; one that fails to die does not spare the others.
+    """
+    made: list[EngineProcess] = []
+
+    def make(data_dir: Path, *extra: str, env: Mapping[str, str] | None = None) -> EngineProcess:
+        engine = EngineProcess(data_dir, *extra, env=env)
+        made.append(engine)
+        return engine
+
+    yield make
+    with ExitStack() as cleanup:  # runs every callback even when one raises
+        for engine in made:
+            cleanup.callback(engine.kill)

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 TOKEN = "durable-test-token-0123456789abcdef"
 CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("ENGINE_HUB_TOKEN", "ENGINE_HUB_URL", "ENGINE_PORT")}
@@ -193,6 +193,12 @@ class EngineProcess:
             if not link:
                 return jobs
             path = link[1 : link.index(">")]
+
+
+class MakeEngineProcess(Protocol):
+    """The ``engine_process`` fixture: ``EngineProcess``'s signature; the fixture kills what is left at teardown."""
+
+    def __call__(self, data_dir: Path, *extra: str, env: Mapping[str, str] | None = None) -> EngineProcess: ...
 
 
 def _json_line(line: bytes) -> dict[str, Any]:

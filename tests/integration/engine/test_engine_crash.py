@@ -21,6 +21,7 @@ import attrs
 
 from tests.integration.engine.process import (
     EngineProcess,
+    MakeEngineProcess,
     job_processes,
     jobs_sequence,
     mark_catalog,
@@ -111,19 +112,18 @@ def check_after_restart(engine: EngineProcess, ledger: Ledger, runs_dir: Path) -
 
 
 class TestCrashLoop:
-    def test_sigkill_at_random_moments_keeps_every_promise(self, tmp_path: Path) -> None:
+    def test_sigkill_at_random_moments_keeps_every_promise(
+        self, tmp_path: Path, engine_process: MakeEngineProcess
+    ) -> None:
         """30 start/load/SIGKILL cycles: nothing acknowledged is lost, nothing runs twice, no orphans."""
         rng = random.Random(SEED)
         catalog = mark_catalog(tmp_path)
-        engine = EngineProcess(tmp_path / "data", "--config", str(catalog), "--snapshot-records", "100")
+        engine = engine_process(tmp_path / "data", "--config", str(catalog), "--snapshot-records", "100")
         ledger = Ledger()
-        try:
-            self.cycles(engine, ledger, rng, tmp_path)
-            engine.start()
-            jobs = check_after_restart(engine, ledger, tmp_path / "runs")
-            assert engine.stop() == 0
-        finally:
-            engine.kill()  # only does something when an assertion stopped the test
+        self.cycles(engine, ledger, rng, tmp_path)
+        engine.start()
+        jobs = check_after_restart(engine, ledger, tmp_path / "runs")
+        assert engine.stop() == 0
         interrupted_seen = sum(j["error"] == INTERRUPTED for j in jobs.values())
         # The load was real: many jobs, many runs, and some were cut short by a kill.
         assert len(jobs) > 100 and len(ledger.run_acked) > 30

@@ -21,7 +21,15 @@ from engine_hub.settings import Settings
 from engine_hub.store.embedded import ENGINE_LOG_SIZE, JobStore
 from shared.contract import JobStatus
 from shared.journal.file import FileJournal
-from tests.integration.engine.process import TOKEN, EngineProcess, cli, mark_catalog, one_line_error, wait_until
+from tests.integration.engine.process import (
+    TOKEN,
+    EngineProcess,
+    MakeEngineProcess,
+    cli,
+    mark_catalog,
+    one_line_error,
+    wait_until,
+)
 
 INTERRUPTED = "interrupted: engine restarted"
 
@@ -61,10 +69,10 @@ def segment_lines(data_dir: Path) -> tuple[Path, list[bytes]]:
 
 class TestRestart:
     def test_clean_stop_and_crash_keep_jobs_history_logs_and_interrupt_running_jobs(
-        self, tmp_path: Path, catalog: Path
+        self, tmp_path: Path, catalog: Path, engine_process: MakeEngineProcess
     ) -> None:
         """Jobs, history and logs survive SIGTERM and SIGKILL; a RUNNING job comes back FAILED by system, not re-run."""
-        engine = EngineProcess(tmp_path / "data", "--config", str(catalog)).start()
+        engine = engine_process(tmp_path / "data", "--config", str(catalog)).start()
         done = create(engine, "done")
         chatty = engine.ok("POST", "/api/jobs", {"type": "demo.sleep", "params": {"seconds": 1}}, status=201)
         engine.ok("POST", f"/api/jobs/{done['id']}/run", {"reason": "first"}, status=202)
@@ -125,9 +133,11 @@ def restored(data_dir: Path) -> tuple[JobStore, int, bool]:
 
 
 class TestSnapshots:
-    def test_snapshot_plus_tail_equals_full_replay(self, tmp_path: Path, catalog: Path) -> None:
+    def test_snapshot_plus_tail_equals_full_replay(
+        self, tmp_path: Path, catalog: Path, engine_process: MakeEngineProcess
+    ) -> None:
         """The store from the newest snapshot and the tail is identical to one replayed from record 1."""
-        engine = EngineProcess(
+        engine = engine_process(
             tmp_path / "data", "--config", str(catalog), "--snapshot-records", "100", "--log-max-bytes", "4096"
         ).start()
         for i in range(40):
@@ -181,9 +191,9 @@ class TestSnapshots:
 
 class TestTampering:
     @pytest.fixture
-    def journal_copy(self, tmp_path: Path, catalog: Path) -> tuple[Path, str]:
+    def journal_copy(self, tmp_path: Path, catalog: Path, engine_process: MakeEngineProcess) -> tuple[Path, str]:
         """A data dir written by a real engine (7 records, a clean stop) and its `audit head` hash."""
-        engine = EngineProcess(tmp_path / "data", "--config", str(catalog)).start()
+        engine = engine_process(tmp_path / "data", "--config", str(catalog)).start()
         first = create(engine, "one")
         create(engine, "two")
         engine.ok("POST", f"/api/jobs/{first['id']}/run", status=202)
@@ -252,22 +262,24 @@ class TestTampering:
         one_line_error(result, 1, "segment-000000000001.jsonl line 4 (seq 5)", "engine-hub audit verify")
 
     def test_appends_by_the_engine_keep_the_chain_and_the_saved_head(
-        self, journal_copy: tuple[Path, str], catalog: Path
+        self, journal_copy: tuple[Path, str], catalog: Path, engine_process: MakeEngineProcess
     ) -> None:
         """A pure append by the engine itself passes verify, also against the head saved before it."""
         source, head = journal_copy
-        engine = EngineProcess(source, "--config", str(catalog)).start()
+        engine = engine_process(source, "--config", str(catalog)).start()
         create(engine, "four")
         assert engine.stop() == 0
         status, out = self.verify(source, "--expected-head", head)
         assert (status, out.split(",")[0]) == (0, "ok: 7 records intact")
 
-    def test_torn_last_line_is_cut_with_a_warning(self, journal_copy: tuple[Path, str], catalog: Path) -> None:
+    def test_torn_last_line_is_cut_with_a_warning(
+        self, journal_copy: tuple[Path, str], catalog: Path, engine_process: MakeEngineProcess
+    ) -> None:
         """A half-written last record (a crash mid-write) is cut off at start; everything before it is kept."""
         source, _ = journal_copy
         segment, lines = segment_lines(source)
         segment.write_bytes(b"".join(lines) + lines[-1][:40])
-        engine = EngineProcess(source, "--config", str(catalog)).start()
+        engine = engine_process(source, "--config", str(catalog)).start()
         assert len(engine.all_jobs()) == 3
         assert engine.stop() == 0
         assert "journal_torn_tail_truncated" in {e["event"] for e in engine.events()}
@@ -275,19 +287,18 @@ class TestTampering:
 
 
 class TestStartup:
-    def test_second_engine_on_the_same_data_dir_is_refused(self, tmp_path: Path, catalog: Path) -> None:
+    def test_second_engine_on_the_same_data_dir_is_refused(
+        self, tmp_path: Path, catalog: Path, engine_process: MakeEngineProcess
+    ) -> None:
         """Only one engine may write a journal: the second exits 1 with one line."""
-        engine = EngineProcess(tmp_path / "data", "--config", str(catalog)).start()
-        try:
-            result = cli("serve", "--port", "0", "--data-dir", str(tmp_path / "data"), "--config", str(catalog))
-            one_line_error(result, 1, "in use by another process", "only one engine")
-        finally:
-            engine.stop()
+        engine_process(tmp_path / "data", "--config", str(catalog)).start()
+        result = cli("serve", "--port", "0", "--data-dir", str(tmp_path / "data"), "--config", str(catalog))
+        one_line_error(result, 1, "in use by another process", "only one engine")
 
-    def test_ephemeral_writes_no_files(self, tmp_path: Path) -> None:
+    def test_ephemeral_writes_no_files(self, tmp_path: Path, engine_process: MakeEngineProcess) -> None:
         """--ephemeral with a configured token: jobs, runs and audit work and the data dir stays empty."""
         data = tmp_path / "data"
-        engine = EngineProcess(data, "--ephemeral").start()
+        engine = engine_process(data, "--ephemeral").start()
         job = engine.ok("POST", "/api/jobs", {"type": "demo.echo"}, status=201)
         engine.ok("POST", f"/api/jobs/{job['id']}/run", status=202)
         wait_status(engine, job["id"], "DONE")
@@ -297,22 +308,19 @@ class TestStartup:
 
 
 class TestTokenFile:
-    def test_token_file_is_the_admin_token(self, tmp_path: Path) -> None:
+    def test_token_file_is_the_admin_token(self, tmp_path: Path, engine_process: MakeEngineProcess) -> None:
         """serve --token-file: the file's token (newline ignored) is the admin token; ENGINE_HUB_TOKEN is not used."""
         token_file = tmp_path / "engine-token"
         token_file.write_text("from-a-credential-file-0123456789\n")
         token_file.chmod(0o600)
-        engine = EngineProcess(tmp_path / "data", "--ephemeral", "--token-file", str(token_file))
+        engine = engine_process(tmp_path / "data", "--ephemeral", "--token-file", str(token_file))
         engine.start()
-        try:
-            status, _, _ = engine.request("GET", "/api/jobs")
-            assert status == 401
-            status, _, _ = engine.request(
-                "GET", "/api/jobs", headers={"Authorization": "Bearer from-a-credential-file-0123456789"}
-            )
-            assert status == 200
-        finally:
-            engine.stop()
+        status, _, _ = engine.request("GET", "/api/jobs")
+        assert status == 401
+        status, _, _ = engine.request(
+            "GET", "/api/jobs", headers={"Authorization": "Bearer from-a-credential-file-0123456789"}
+        )
+        assert status == 200
 
     @pytest.mark.parametrize(
         ("content", "needle"),

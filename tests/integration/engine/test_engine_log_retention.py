@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.integration.engine.cli_server import assert_one_line_error, cli
-from tests.integration.engine.process import TOKEN, EngineProcess, mark_catalog, wait_until
+from tests.integration.engine.process import TOKEN, EngineProcess, MakeEngineProcess, mark_catalog, wait_until
 
 #: Retention of 1.7 s (sweeps every second): the test sees logs expire without waiting days.
 RETENTION_DAYS = "0.00002"
@@ -57,72 +57,68 @@ def catalog(tmp_path: Path) -> Path:
 
 
 class TestLogRetention:
-    def test_finished_logs_expire_running_and_ready_jobs_are_kept(self, tmp_path: Path, catalog: Path) -> None:
+    def test_finished_logs_expire_running_and_ready_jobs_are_kept(
+        self, tmp_path: Path, catalog: Path, engine_process: MakeEngineProcess
+    ) -> None:
         """Past the retention a finished job's log is deleted after a system log_expired record; 404 log_expired."""
-        engine = EngineProcess(tmp_path / "data", "--config", str(catalog), "--log-retention-days", RETENTION_DAYS)
+        engine = engine_process(tmp_path / "data", "--config", str(catalog), "--log-retention-days", RETENTION_DAYS)
         logs_dir = tmp_path / "data" / "logs"
         engine.start()
-        try:
-            done1 = run_mark(engine, "done1", 0)
-            wait_status(engine, done1, "DONE")
-            long = run_mark(engine, "long", 60)
-            done2 = run_mark(engine, "done2", 0)  # written after long's only line: its expiry follows long's age
-            wait_status(engine, done2, "DONE")
-            ready = engine.ok("POST", "/api/jobs", {"type": "mark", "params": {"tag": "ready"}}, status=201)["id"]
-            sizes = {job_id: (logs_dir / f"{job_id}.log").stat().st_size for job_id in (done1, done2)}
-            # One sweep deletes both, one after the other (each after its journal record), in no set order.
-            wait_until(
-                lambda: not any((logs_dir / f"{job_id}.log").exists() for job_id in (done1, done2)),
-                timeout=20,
-                what="done1's and done2's logs deleted",
-            )
-            for job_id in (done1, done2):
-                status, body = logs_answer(engine, job_id)
-                assert (status, body["code"]) == (404, "log_expired"), body
-                assert engine.ok("GET", f"/api/jobs/{job_id}")["status"] == "DONE"  # the job itself stays
-                records = engine.ok("GET", f"/api/audit?jobId={job_id}&actor=system")
-                expired = [r for r in records if r["action"] == "log_expired"]
-                assert [(r["source"], r["data"]) for r in expired] == [
-                    ("engine", {"bytes": sizes[job_id], "retentionDays": float(RETENTION_DAYS)})
-                ]
-            # The RUNNING job's file was as old as done1's and is untouched; READY has none to touch.
-            assert [line["text"] for line in engine.ok("GET", f"/api/jobs/{long}/logs")["lines"]] == ["marked long"]
-            assert logs_answer(engine, ready) == (200, {"lines": [], "next": 0, "truncated": False})
-            assert metric(engine, "engine_job_logs_expired_total") == 2
-            assert metric(engine, "engine_job_log_expired_bytes_total") == sum(sizes.values())
-            assert metric(engine, "engine_job_log_bytes") == (logs_dir / f"{long}.log").stat().st_size
-            result = cli(
-                "jobs", "logs", done1, "--url", f"http://127.0.0.1:{engine.port}", env={"ENGINE_HUB_TOKEN": TOKEN}
-            )
-            assert_one_line_error(result, 1, "deleted by log retention", "log_expired", "HTTP 404")
-            # After a crash (journal replay) and after a clean stop (snapshot), the expiry holds.
-            engine.kill()
-            engine.extra = ["--config", str(catalog), "--snapshot-records", "100"]
-            for restart in ("after a kill", "from the snapshot of a clean stop"):
-                engine.start()
-                status, body = logs_answer(engine, done1)
-                assert (status, body["code"]) == (404, "log_expired"), restart
-                assert engine.stop() == 0
-            assert any(e["event"] == "journal_replayed" and e["snapshot_seq"] for e in engine.events())
-        finally:
-            engine.kill()
-
-    def test_log_bytes_gauge_follows_writes_and_restarts(self, tmp_path: Path, catalog: Path) -> None:
-        """engine_job_log_bytes is the size of the log files: it grows with output and is found again at start."""
-        engine = EngineProcess(tmp_path / "data", "--config", str(catalog))
-        engine.start()
-        try:
-            assert metric(engine, "engine_job_log_bytes") == 0
-            first = run_mark(engine, "one", 0)
-            wait_status(engine, first, "DONE")
-            size = (tmp_path / "data" / "logs" / f"{first}.log").stat().st_size
-            assert size > 0 and metric(engine, "engine_job_log_bytes") == size
-            assert metric(engine, "engine_job_logs_expired_total") == 0
-            assert engine.stop() == 0
+        done1 = run_mark(engine, "done1", 0)
+        wait_status(engine, done1, "DONE")
+        long = run_mark(engine, "long", 60)
+        done2 = run_mark(engine, "done2", 0)  # written after long's only line: its expiry follows long's age
+        wait_status(engine, done2, "DONE")
+        ready = engine.ok("POST", "/api/jobs", {"type": "mark", "params": {"tag": "ready"}}, status=201)["id"]
+        sizes = {job_id: (logs_dir / f"{job_id}.log").stat().st_size for job_id in (done1, done2)}
+        # One sweep deletes both, one after the other (each after its journal record), in no set order.
+        wait_until(
+            lambda: not any((logs_dir / f"{job_id}.log").exists() for job_id in (done1, done2)),
+            timeout=20,
+            what="done1's and done2's logs deleted",
+        )
+        for job_id in (done1, done2):
+            status, body = logs_answer(engine, job_id)
+            assert (status, body["code"]) == (404, "log_expired"), body
+            assert engine.ok("GET", f"/api/jobs/{job_id}")["status"] == "DONE"  # the job itself stays
+            records = engine.ok("GET", f"/api/audit?jobId={job_id}&actor=system")
+            expired = [r for r in records if r["action"] == "log_expired"]
+            assert [(r["source"], r["data"]) for r in expired] == [
+                ("engine", {"bytes": sizes[job_id], "retentionDays": float(RETENTION_DAYS)})
+            ]
+        # The RUNNING job's file was as old as done1's and is untouched; READY has none to touch.
+        assert [line["text"] for line in engine.ok("GET", f"/api/jobs/{long}/logs")["lines"]] == ["marked long"]
+        assert logs_answer(engine, ready) == (200, {"lines": [], "next": 0, "truncated": False})
+        assert metric(engine, "engine_job_logs_expired_total") == 2
+        assert metric(engine, "engine_job_log_expired_bytes_total") == sum(sizes.values())
+        assert metric(engine, "engine_job_log_bytes") == (logs_dir / f"{long}.log").stat().st_size
+        result = cli("jobs", "logs", done1, "--url", f"http://127.0.0.1:{engine.port}", env={"ENGINE_HUB_TOKEN": TOKEN})
+        assert_one_line_error(result, 1, "deleted by log retention", "log_expired", "HTTP 404")
+        # After a crash (journal replay) and after a clean stop (snapshot), the expiry holds.
+        engine.kill()
+        engine.extra = ["--config", str(catalog), "--snapshot-records", "100"]
+        for restart in ("after a kill", "from the snapshot of a clean stop"):
             engine.start()
-            assert metric(engine, "engine_job_log_bytes") == size
-        finally:
-            engine.kill()
+            status, body = logs_answer(engine, done1)
+            assert (status, body["code"]) == (404, "log_expired"), restart
+            assert engine.stop() == 0
+        assert any(e["event"] == "journal_replayed" and e["snapshot_seq"] for e in engine.events())
+
+    def test_log_bytes_gauge_follows_writes_and_restarts(
+        self, tmp_path: Path, catalog: Path, engine_process: MakeEngineProcess
+    ) -> None:
+        """engine_job_log_bytes is the size of the log files: it grows with output and is found again at start."""
+        engine = engine_process(tmp_path / "data", "--config", str(catalog))
+        engine.start()
+        assert metric(engine, "engine_job_log_bytes") == 0
+        first = run_mark(engine, "one", 0)
+        wait_status(engine, first, "DONE")
+        size = (tmp_path / "data" / "logs" / f"{first}.log").stat().st_size
+        assert size > 0 and metric(engine, "engine_job_log_bytes") == size
+        assert metric(engine, "engine_job_logs_expired_total") == 0
+        assert engine.stop() == 0
+        engine.start()
+        assert metric(engine, "engine_job_log_bytes") == size
 
     @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "36501", "soon"])
     def test_bad_retention_is_a_usage_error(self, tmp_path: Path, value: str) -> None:
