@@ -243,10 +243,7 @@ class ApiRoutes:
                 )
             self._table.append(route)
 
-    async def _refuse_unguarded(self, app: web.Application) -> None:
-        # Start-up runs after create_app added everything and before the router freezes. A route
-        # added straight to app.router would skip the access check, error mapping and the request
-        # log, and a rule nobody checks would let everyone in: refuse to start rather than serve.
+    def _refuse_bare_routes(self, app: web.Application) -> None:
         bare = sorted(
             f"{route.method} {route.resource.canonical if route.resource else '?'}"
             for route in app.router.routes()
@@ -254,6 +251,12 @@ class ApiRoutes:
         )
         if bare:
             raise RuntimeError(f"routes added outside the route table (no access rule): {', '.join(bare)}")
+
+    async def _refuse_unguarded(self, app: web.Application) -> None:
+        # Start-up runs after create_app added everything and before the router freezes. A route
+        # added straight to app.router would skip the access check, error mapping and the request
+        # log, and a rule nobody checks would let everyone in: refuse to start rather than serve.
+        self._refuse_bare_routes(app)
         unchecked = [
             f"{route.method} {route.path} ({route.access})" for route in self._table if route.access not in self._rules
         ]
@@ -261,6 +264,9 @@ class ApiRoutes:
             raise RuntimeError(f"routes with an access rule this process does not check: {', '.join(unchecked)}")
 
     async def _finish(self, app: web.Application) -> None:
+        # Again, after the cleanup contexts ran: one of them may have added a route after the
+        # first check.
+        self._refuse_bare_routes(app)
         resource = _AnyTarget()
         app.router.register_resource(resource)
         resource.add_route("*", self._guard(_unmatched, None))

@@ -70,6 +70,14 @@ class SessionBackend(Protocol):
     async def put(self, key: str, record: SessionRecord, ttl: float) -> None:
         """Store ``record``; it may be forgotten after ``ttl`` seconds of real time."""
 
+    async def refresh(self, key: str, record: SessionRecord, ttl: float) -> None:
+        """Replace the record under ``key`` only if one is still there (as :meth:`put` otherwise).
+
+        A request that read a session and writes it back (its last use, its
+        changed data) must not bring it back when a logout, elsewhere and
+        meanwhile, deleted it.
+        """
+
     async def delete(self, key: str) -> None:
         """Forget ``key`` (no error if absent)."""
 
@@ -103,6 +111,11 @@ class MemorySessionBackend:
         self._records.move_to_end(key)
         while len(self._records) > self._max:
             self._records.popitem(last=False)
+
+    async def refresh(self, key: str, record: SessionRecord, ttl: float) -> None:
+        """Replace the record under ``key`` if it is still there."""
+        if key in self._records:
+            await self.put(key, record, ttl)
 
     async def delete(self, key: str) -> None:
         """Forget ``key``."""
@@ -143,6 +156,10 @@ class RedisSessionBackend:
     async def put(self, key: str, record: SessionRecord, ttl: float) -> None:
         """Store ``record`` with a Redis TTL, so abandoned sessions vanish by themselves."""
         await self._redis.set(_REDIS_PREFIX + key, record.to_json(), ex=max(1, math.ceil(ttl)))
+
+    async def refresh(self, key: str, record: SessionRecord, ttl: float) -> None:
+        """Replace the record under ``key`` if it is still there: one ``SET … XX``, so no logout slips between."""
+        await self._redis.set(_REDIS_PREFIX + key, record.to_json(), ex=max(1, math.ceil(ttl)), xx=True)
 
     async def delete(self, key: str) -> None:
         """Forget ``key``."""

@@ -272,7 +272,7 @@ class SessionStore:
             return SessionState()
         if now - record.seen >= self._touch_every:
             record = attrs.evolve(record, seen=now)
-            await self.backend.put(key, record, self._ttl(record, now))
+            await self.backend.refresh(key, record, self._ttl(record, now))
         return SessionState(sid, record.data)
 
     async def save(self, request: web.Request, response: web.StreamResponse, state: SessionState) -> None:
@@ -301,7 +301,7 @@ class SessionStore:
         if old is None:  # deleted meanwhile (logout elsewhere, expiry): do not resurrect it
             return
         record = SessionRecord(created=old.created, seen=now, data=data)
-        await self.backend.put(key, record, self._ttl(record, now))
+        await self.backend.refresh(key, record, self._ttl(record, now))
 
     def finish(self, request: web.Request, response: web.StreamResponse) -> Awaitable[None] | None:
         """Save the request's session if it changed (``finish`` hook of ``request_wrapper``).

@@ -8,7 +8,9 @@ gateway notices a change by the file's identity (inode, size, mtime).
 
 Each user has a ``generation`` that grows with every password change or
 role change; sessions remember it, so changing a password ends the
-sessions opened with the old one.
+sessions opened with the old one. A new user's first generation is random,
+so removing a user and creating one of the same name does not revive the
+removed user's sessions.
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ class UserRecord:
         if rec.role not in ROLES:
             raise UserFileCorrupt(f"user {rec.name!r} has unknown role {rec.role!r}")
         return rec
+
+
+def first_generation() -> int:
+    """A new user's first credential generation: random, so no session of an earlier same-named user matches."""
+    return secrets.randbits(52) + 1
 
 
 #: Names nobody may take: ``system`` is the actor the engine records its own transitions under.
@@ -255,7 +262,14 @@ class UserStore:
                     f"user name {name!r} is too like the existing user {twin!r} "
                     "(names may not differ only in case or in look-alike characters)"
                 )
-            rec = UserRecord(name=name, role=role, password_hash=password_hash, created_at=now, password_changed_at=now)
+            rec = UserRecord(
+                name=name,
+                role=role,
+                password_hash=password_hash,
+                generation=first_generation(),
+                created_at=now,
+                password_changed_at=now,
+            )
             users[name] = rec
         return rec
 
@@ -298,6 +312,7 @@ class UserStore:
                 name=name,
                 role=ROLE_SUPER_ADMIN,
                 password_hash=self.hasher.hash(password),
+                generation=first_generation(),
                 created_at=now,
                 password_changed_at=now,
             )
