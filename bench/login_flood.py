@@ -40,8 +40,8 @@ from typing import Any
 from bench.gateway_list import PASSWORD, TOKEN, USER, _login, _pct
 from bench.load import Server, serve_product
 
-#: Limits high enough that the throttle never refuses a flood attempt.
-UNTHROTTLED = {"login_limit_per_hour": 10**9, "login_limit_per_address_per_hour": 10**9}
+#: A login limit high enough that the throttle never refuses a flood attempt.
+UNTHROTTLED = 10**9
 CREATE_PATH = "/api/admin/engine/jobs"
 
 
@@ -53,7 +53,13 @@ async def _serve_gateway(engine_url: str, data_dir: Path, log_path: Path, extra:
     with log_path.open("a") as log_file:
         configure_logging(json_output=True, stream=log_file)
         settings = Settings(
-            engine_url=engine_url, engine_token=TOKEN, data_dir=data_dir, safe_mode=False, **UNTHROTTLED, **extra
+            engine_url=engine_url,
+            engine_token=TOKEN,
+            data_dir=data_dir,
+            safe_mode=False,
+            login_limit_per_hour=UNTHROTTLED,
+            login_limit_per_address_per_hour=UNTHROTTLED,
+            **extra,
         )
         await serve_product(create_app(settings), settings=settings)
 

@@ -144,17 +144,17 @@ def wait_closed(socks: Sequence[socket.socket], timeout: float) -> dict[socket.s
     deadline = time.monotonic() + timeout
     while len(closed) < len(socks) and (left := deadline - time.monotonic()) > 0:
         for key, _ in selector.select(left):
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
+            conn = key.fileobj
+            assert isinstance(conn, socket.socket)
             try:
-                chunk = sock.recv(65536)
+                chunk = conn.recv(65536)
             except ConnectionResetError:
                 chunk = b""
             if chunk:
-                data[sock] += chunk
+                data[conn] += chunk
                 continue
-            closed[sock] = (time.monotonic(), data[sock])
-            selector.unregister(sock)
+            closed[conn] = (time.monotonic(), data[conn])
+            selector.unregister(conn)
     selector.close()
     return closed
 

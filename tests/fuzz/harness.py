@@ -153,7 +153,9 @@ def login(gateway: Service) -> Login:
             data={"username": USER, "password": PASSWORD, "csrf_token": match.group(1)},
         )
         assert resp.status_code == 200, resp.text
-        return Login(cookies=dict(session.cookies), csrf=resp.json()["csrfToken"])
+        # As dict(session.cookies), a name set twice still raising; a valueless cookie (None) is no cookie to send.
+        cookies = {name: value for name in session.cookies.iterkeys() if (value := session.cookies[name]) is not None}
+        return Login(cookies=cookies, csrf=resp.json()["csrfToken"])
 
 
 @attrs.frozen(kw_only=True)

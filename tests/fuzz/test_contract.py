@@ -27,7 +27,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import hypothesis.strategies as st
@@ -35,7 +35,6 @@ import pytest
 import requests
 import schemathesis
 from aiohttp import web
-from schemathesis import Case
 
 from admin_gateway.http import openapi as gateway_openapi
 from admin_gateway.http.app import create_app as create_gateway_app
@@ -43,9 +42,14 @@ from admin_gateway.settings import Settings as GatewaySettings
 from engine_hub.http import openapi as engine_openapi
 from engine_hub.http.app import create_app as create_engine_app
 from engine_hub.settings import Settings as EngineSettings
+from shared.routes import RouteTable
 from shared.web import API_ROUTES
 from tests.e2e.harness import Service
 from tests.fuzz.harness import MIN_TOTAL_CASES, Stats, engine_headers, login, make_pool, max_examples, seed
+
+if TYPE_CHECKING:
+    # The Case of an OpenAPI operation (schemathesis names it only for type checkers).
+    from schemathesis.specs.openapi.schemas import OpenApiCase
 
 CHECKS = (
     "not_a_server_error",
@@ -105,19 +109,19 @@ class Pool:
         return flatmap_path_parameters
 
 
-def _local_document(module: Any, app: web.Application) -> dict[str, Any]:
+def _local_document(document: Callable[[RouteTable], dict[str, Any]], app: web.Application) -> dict[str, Any]:
     # Built from the code at collection time (pytest parametrizes then); the fixtures below
     # check that the live processes serve exactly this document.
-    return module.document(app[API_ROUTES].table)
+    return document(app[API_ROUTES].table)
 
 
 with tempfile.TemporaryDirectory() as _tmp:
     ENGINE_DOCUMENT = _local_document(
-        engine_openapi,
+        engine_openapi.document,
         create_engine_app(EngineSettings(token="x" * 32, data_dir=Path(_tmp), ephemeral=True), environ={}),
     )
     GATEWAY_DOCUMENT = _local_document(
-        gateway_openapi, create_gateway_app(GatewaySettings(data_dir=Path(_tmp), engine_token="x" * 32))
+        gateway_openapi.document, create_gateway_app(GatewaySettings(data_dir=Path(_tmp), engine_token="x" * 32))
     )
 
 ENGINE_POOL = Pool()
@@ -158,7 +162,7 @@ def gateway_session(live_engine: Service, live_gateway: Service) -> requests.Ses
 class TestEngineContract:
     @engine_contract.parametrize()
     def test_engine_answers_as_declared(
-        self, case: Case, live_engine: Service, engine_session: requests.Session, fuzz_stats: Stats
+        self, case: OpenApiCase, live_engine: Service, engine_session: requests.Session, fuzz_stats: Stats
     ) -> None:
         """Every generated request to the engine gets an answer its OpenAPI document declares."""
         response = case.call(base_url=live_engine.url, session=engine_session)
@@ -170,7 +174,7 @@ class TestEngineContract:
 class TestGatewayContract:
     @gateway_contract.parametrize()
     def test_gateway_answers_as_declared(
-        self, case: Case, live_gateway: Service, gateway_session: requests.Session, fuzz_stats: Stats
+        self, case: OpenApiCase, live_gateway: Service, gateway_session: requests.Session, fuzz_stats: Stats
     ) -> None:
         """Every generated request to the gateway (as a super_admin) gets an answer its document declares."""
         response = case.call(base_url=live_gateway.url, session=gateway_session)

@@ -80,7 +80,7 @@ def workload(engine: EngineProcess, ledger: Ledger, rng: random.Random, stop: th
 def check_after_restart(engine: EngineProcess, ledger: Ledger, runs_dir: Path) -> dict[str, dict[str, object]]:
     """Assert every invariant of a restarted engine; return its jobs."""
     jobs = engine.all_jobs()
-    tags = {str(j["params"]["tag"]): job_id for job_id, j in jobs.items()}  # type: ignore[index]
+    tags = {str(j["params"]["tag"]): job_id for job_id, j in jobs.items()}
     unsent = set(tags) - ledger.sent_tags
     assert not unsent, f"jobs nobody sent appeared: {jobs_sequence(list(unsent))}"
     lost = {tag for tag, job_id in ledger.acked.items() if tags.get(tag) != job_id}
@@ -93,9 +93,9 @@ def check_after_restart(engine: EngineProcess, ledger: Ledger, runs_dir: Path) -
     for job_id in not_ready:
         job = jobs[job_id]
         history = job["history"]
-        assert [h["status"] for h in history][:2] == ["READY", "RUNNING"]  # type: ignore[index]
+        assert [h["status"] for h in history][:2] == ["READY", "RUNNING"]
         if job["error"] == INTERRUPTED:
-            assert history[-1]["by"] == "system" and history[-1]["status"] == "FAILED"  # type: ignore[index]
+            assert history[-1]["by"] == "system" and history[-1]["status"] == "FAILED"
     # A file is created when a job process starts and gets a line right after: an empty file is a
     # process killed in between (it did start once); two lines would be a second start.
     runs = runs_of(runs_dir.parent)
@@ -108,7 +108,7 @@ def check_after_restart(engine: EngineProcess, ledger: Ledger, runs_dir: Path) -
         if not p.read_bytes().endswith(b"\n") and p.stat().st_size
     ]
     assert not torn, f"job logs ending in a torn line after a restart: {torn}"
-    return jobs  # type: ignore[return-value]
+    return jobs
 
 
 class TestCrashLoop:

@@ -183,7 +183,7 @@ class TestShapes:
 
     def test_schemas_refuse_a_drifted_job(self, engine_document: dict[str, Any]) -> None:
         """A job with an undeclared field, a missing field or an unknown status fails the Job schema."""
-        job = {
+        job: dict[str, Any] = {
             "id": "0b0e4b7c-5d5e-4c3b-9a51-6f7d0f1f2a3b",
             "type": "t",
             "engine": "t",

@@ -80,7 +80,7 @@ class UpstreamEngine:
     """A running real engine and the requests it has answered (method, path, headers)."""
 
     server: TestServer
-    client: TestClient
+    client: TestClient[web.Request, web.Application]
     calls: list[tuple[str, str, dict[str, str]]]  #: (method, path with query, headers)
 
     @property
@@ -147,7 +147,7 @@ class GatewayServer:
     server: TestServer
     settings: Settings
     clock: FakeClock
-    make_client: Callable[..., Awaitable[TestClient]]
+    make_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
     @property
     def app(self) -> web.Application:
@@ -168,7 +168,7 @@ class GatewayServer:
         """Every record of the gateway's audit journal, oldest first, as read back from its files."""
         return newest_first_from_files(self.audit_dir, AuditQuery(limit=1_000_000))[::-1]
 
-    async def client(self) -> TestClient:
+    async def client(self) -> TestClient[web.Request, web.Application]:
         """A new client (own cookie jar, cookies for IP hosts allowed)."""
         return await self.make_client(self.server, cookie_jar=CookieJar(unsafe=True))
 
@@ -183,7 +183,7 @@ class GatewayServer:
 class User:
     """A signed-in client and its CSRF token."""
 
-    client: TestClient
+    client: TestClient[web.Request, web.Application]
     csrf: str
     name: str
 
@@ -230,7 +230,12 @@ class LoginAnswer:
 
 
 async def attempt_login(
-    client: TestClient, token: str, username: str, password: str, address: str | None = None, **headers: str
+    client: TestClient[web.Request, web.Application],
+    token: str,
+    username: str,
+    password: str,
+    address: str | None = None,
+    **headers: str,
 ) -> LoginAnswer:
     """POST one JSON login with the form token ``token``; ``address`` goes in X-Forwarded-For."""
     if address is not None:
@@ -251,7 +256,7 @@ async def attempt_login(
     )
 
 
-def device_cookie(client: TestClient) -> str:
+def device_cookie(client: TestClient[web.Request, web.Application]) -> str:
     """The value of the client's device cookie (set by a successful sign-in)."""
     for cookie in client.session.cookie_jar:
         if cookie.key == DEVICE_COOKIE_NAME:
@@ -269,14 +274,16 @@ def form_token_in(page: str) -> str:
     return match.group(1)
 
 
-async def login_form_token(client: TestClient) -> str:
+async def login_form_token(client: TestClient[web.Request, web.Application]) -> str:
     """GET /login and return the CSRF token of its form."""
     resp = await client.get("/login")
     assert resp.status == 200, await resp.text()
     return form_token_in(await resp.text())
 
 
-async def post_login(client: TestClient, username: str, password: str, **headers: str) -> Any:
+async def post_login(
+    client: TestClient[web.Request, web.Application], username: str, password: str, **headers: str
+) -> Any:
     """POST the login form (with a fresh form token) and return the response, redirects not followed."""
     token = await login_form_token(client)
     return await client.post(
@@ -287,7 +294,7 @@ async def post_login(client: TestClient, username: str, password: str, **headers
     )
 
 
-async def login(client: TestClient, user: str, password: str) -> str:
+async def login(client: TestClient[web.Request, web.Application], user: str, password: str) -> str:
     """Sign in through the form (expecting 303 to the panel) and return the session's CSRF token."""
     token = await login_form_token(client)
     resp = await client.post(
@@ -374,7 +381,7 @@ async def anonymous_flood(
     return statuses
 
 
-def session_cookie(client: TestClient) -> str | None:
+def session_cookie(client: TestClient[web.Request, web.Application]) -> str | None:
     """The value of the client's gateway session cookie, if any."""
     for cookie in client.session.cookie_jar:
         if cookie.key == "gw_session":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from admin_gateway.http.access import API_PREFIX
@@ -55,7 +56,9 @@ async def _prepare(upstream_engine: UpstreamEngine) -> dict[str, str]:
     return {"ready": ready, "running": running}
 
 
-async def _sweep(client: TestClient, csrf: str | None, ids: dict[str, str], role: str) -> list[str]:
+async def _sweep(
+    client: TestClient[web.Request, web.Application], csrf: str | None, ids: dict[str, str], role: str
+) -> list[str]:
     """Call every route with every method; return a line per unexpected status."""
     problems: list[str] = []
     for template, allowed in ROUTES.items():

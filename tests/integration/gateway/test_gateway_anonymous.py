@@ -9,6 +9,7 @@ import asyncio
 import time
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, CSRF_REFUSED
@@ -36,13 +37,13 @@ def _store(gw: GatewayServer) -> MemorySessionBackend:
     return backend
 
 
-async def _post_form(client: TestClient, token: str, password: str = PASSWORD) -> Any:
+async def _post_form(client: TestClient[web.Request, web.Application], token: str, password: str = PASSWORD) -> Any:
     return await client.post(
         "/login", data={"username": SUPER, "password": password, "csrf_token": token}, allow_redirects=False
     )
 
 
-async def _signed_in(client: TestClient) -> bool:
+async def _signed_in(client: TestClient[web.Request, web.Application]) -> bool:
     return (await client.get("/api/admin/config")).status == 200
 
 
@@ -154,7 +155,9 @@ def _denials(gw: GatewayServer, before: int = 0) -> list[Record]:
     return [r for r in gw.audit_records()[before:] if r.action == ACCESS_DENIED]
 
 
-async def _unauthorized(client: TestClient, count: int, path: str = "/api/admin/engine/jobs", **headers: str) -> None:
+async def _unauthorized(
+    client: TestClient[web.Request, web.Application], count: int, path: str = "/api/admin/engine/jobs", **headers: str
+) -> None:
     async def one() -> None:
         resp = await client.get(path, headers=headers)
         assert resp.status == 401

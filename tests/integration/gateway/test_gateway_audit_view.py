@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.integration.gateway.harness import (
@@ -27,7 +28,7 @@ XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 _ROW = re.compile(r'<tr data-testid="audit-row" data-journal="(\w+)" data-seq="(\d+)" data-action="([^"]*)">')
 
 
-async def timeline(client: TestClient, **params: str) -> dict[str, Any]:
+async def timeline(client: TestClient[web.Request, web.Application], **params: str) -> dict[str, Any]:
     """GET one page of the API (expecting 200, never cached) and return it."""
     resp = await client.get(API, params=params)
     assert resp.status == 200, await resp.text()
@@ -36,7 +37,7 @@ async def timeline(client: TestClient, **params: str) -> dict[str, Any]:
     return page
 
 
-async def everything(client: TestClient, **params: str) -> list[dict[str, Any]]:
+async def everything(client: TestClient[web.Request, web.Application], **params: str) -> list[dict[str, Any]]:
     """Follow ``next`` from the newest page to the last and return every record."""
     records: list[dict[str, Any]] = []
     cursor: str | None = None

@@ -13,6 +13,7 @@ import asyncio
 import threading
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from admin_gateway.audit.trail import AUDIT, NAME_SAMPLE
@@ -36,7 +37,9 @@ from tests.integration.gateway.harness import (
 )
 
 
-async def _attempt(client: TestClient, token: str, username: str, password: str, address: str) -> int:
+async def _attempt(
+    client: TestClient[web.Request, web.Application], token: str, username: str, password: str, address: str
+) -> int:
     """One JSON login from ``address``; its status."""
     return (await attempt_login(client, token, username, password, address)).status
 

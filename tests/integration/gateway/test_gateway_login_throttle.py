@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from admin_gateway.audit.trail import AUDIT
@@ -62,7 +63,7 @@ async def _throttled_records(gw: GatewayServer, reason: str) -> list[dict[str, A
     ]
 
 
-async def _with_device(gw: GatewayServer, value: str) -> TestClient:
+async def _with_device(gw: GatewayServer, value: str) -> TestClient[web.Request, web.Application]:
     """A fresh browser (no session) holding only the device cookie ``value``."""
     client = await gw.client()
     client.session.cookie_jar.update_cookies({COOKIE_NAME: value}, client.make_url("/"))

@@ -51,10 +51,12 @@ def _is_page(route: Route) -> bool:
     return route.path.startswith(PANEL_PREFIX)
 
 
-async def _call(client: TestClient, route: Route, job_id: str, csrf: str | None = None) -> tuple[int, str, Any]:
+async def _call(
+    client: TestClient[web.Request, web.Application], route: Route, job_id: str, csrf: str | None = None
+) -> tuple[int, str, Any]:
     """Call ``route`` once: (status, Location or "", the JSON body or None)."""
     headers = {"X-CSRF-Token": csrf} if csrf else {}
-    json_body = {} if route.method == "POST" else None
+    json_body: dict[str, Any] | None = {} if route.method == "POST" else None
     resp = await client.request(
         route.method, _path(route, job_id), json=json_body, headers=headers, allow_redirects=False
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from admin_gateway.auth.session_backends import MemorySessionBackend, SessionRecord
@@ -41,7 +42,7 @@ async def _record(gateway: GatewayServer, session_id: str | None) -> SessionReco
     return await _backend(gateway).get(hashlib.sha256(session_id.encode()).hexdigest())
 
 
-async def _signed_in(gateway: GatewayServer) -> tuple[TestClient, str, str]:
+async def _signed_in(gateway: GatewayServer) -> tuple[TestClient[web.Request, web.Application], str, str]:
     """A client signed in as the super_admin, its session id and CSRF token."""
     client = await gateway.client()
     csrf = await login(client, SUPER, PASSWORD)

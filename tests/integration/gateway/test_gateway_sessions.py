@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from admin_gateway.auth.guards import USER_STORE
@@ -24,13 +25,13 @@ from tests.integration.gateway.harness import (
 )
 
 
-async def _signed_in(client: TestClient) -> bool:
+async def _signed_in(client: TestClient[web.Request, web.Application]) -> bool:
     resp = await client.get("/api/admin/config")
     assert resp.status in (200, 401), await resp.text()
     return resp.status == 200
 
 
-def _with_cookie(client: TestClient, value: str) -> None:
+def _with_cookie(client: TestClient[web.Request, web.Application], value: str) -> None:
     client.session.cookie_jar.update_cookies({"gw_session": value}, client.make_url("/"))
 
 

@@ -145,7 +145,7 @@ class TestImportBoundaries:
 
     def test_subpackages_keep_their_layer(self) -> None:
         """Each subpackage imports only what its ``__init__`` docstring allows (e.g. the store never imports HTTP)."""
-        breaches = []
+        breaches: list[str] = []
         for path in modules():
             name = module_name(path)
             prefix, rule = rule_for(name)
