@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,21 @@ class TestApiRoutes:
         app.router.add_post("/api/sneaky", _sneaky)
         runner = web.AppRunner(app)
         with pytest.raises(RuntimeError, match="POST /api/sneaky"):
+            await runner.setup()
+        await runner.cleanup()
+
+    @pytest.mark.parametrize("process", ["engine", "gateway"])
+    async def test_route_added_by_a_cleanup_context_refuses_to_start(self, tmp_path: Path, process: str) -> None:
+        """A route a cleanup context adds during start-up, after the first check, stops the start too."""
+        app = unstarted_app(process, tmp_path)
+
+        async def add_late(app: web.Application) -> AsyncIterator[None]:
+            app.router.add_get("/api/late", _sneaky)
+            yield
+
+        app.cleanup_ctx.append(add_late)
+        runner = web.AppRunner(app)
+        with pytest.raises(RuntimeError, match="GET /api/late"):
             await runner.setup()
         await runner.cleanup()
 

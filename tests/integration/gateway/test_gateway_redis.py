@@ -14,8 +14,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
+from admin_gateway.auth.session_backends import RedisSessionBackend, SessionRecord
 from tests.integration.gateway.harness import (
     PASSWORD,
     SUPER,
@@ -115,6 +117,20 @@ class TestRedisSessions:
         assert (await replay.get("/api/admin/config")).status == 401
         gw.clock.advance(1801)
         assert (await client.get("/api/admin/config")).status == 401
+
+    async def test_writing_back_does_not_revive_a_deleted_session(self, redis_url: str) -> None:
+        """A refresh after a logout deleted the record (a request racing the logout) leaves it deleted."""
+        backend = RedisSessionBackend(redis_url)
+        try:
+            record = SessionRecord(created=1.0, seen=1.0, data={"user": SUPER})
+            await backend.put("k", record, 60)
+            await backend.refresh("k", attrs.evolve(record, seen=2.0), 60)
+            assert (await backend.get("k")) == attrs.evolve(record, seen=2.0)
+            await backend.delete("k")
+            await backend.refresh("k", record, 60)
+            assert await backend.get("k") is None
+        finally:
+            await backend.close()
 
 
 async def _keys(redis_url: str) -> set[str]:

@@ -230,6 +230,14 @@ class TestSessionLifecycle:
         assert len(sessions) == held - 2
         await gateway_server.login(SUPER, "another long password")
 
+    async def test_a_recreated_name_does_not_revive_old_sessions(self, gateway_server: GatewayServer) -> None:
+        """A user removed and created again under the same name does not sign in the removed user's cookie."""
+        store = gateway_server.app[USER_STORE]
+        bob = await gateway_server.login(ADMIN)
+        store.remove(ADMIN)  # bob's cookie is not used until the name exists again
+        store.add(ADMIN, "super_admin", "a different long password")
+        assert not await _signed_in(bob.client)
+
 
 class TestThrottling:
     async def test_account_is_throttled_after_too_many_failures(

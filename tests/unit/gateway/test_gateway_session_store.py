@@ -50,3 +50,14 @@ class TestExpiry:
         assert storage.expiry_reason(record, 9.9) is None
         assert storage.expiry_reason(record, 10) == "idle"
         assert storage.expiry_reason(record, 100) == "absolute"
+
+    async def test_writing_back_does_not_revive_a_deleted_session(self) -> None:
+        """``refresh`` replaces a live record but leaves a deleted one deleted (a racing logout wins)."""
+        backend = MemorySessionBackend(10)
+        record = SessionRecord(created=0, seen=0, data={"user": "alice"})
+        await backend.put("k", record, ttl=60)
+        await backend.refresh("k", SessionRecord(created=0, seen=5, data={"user": "alice"}), ttl=60)
+        assert (await backend.get("k")) == SessionRecord(created=0, seen=5, data={"user": "alice"})
+        await backend.delete("k")
+        await backend.refresh("k", record, ttl=60)
+        assert await backend.get("k") is None
