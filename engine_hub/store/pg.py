@@ -8,14 +8,13 @@ line with any password scrubbed.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from typing import Any, Final
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-#: Environment variable read when ``--store`` is not given.
-STORE_URL_ENV: Final = "ENGINE_STORE_URL"
 #: URL schemes libpq accepts as a URI.
 SCHEMES: Final = ("postgresql", "postgres")
 #: Seconds a connection attempt may take unless the URL sets ``connect_timeout``: a command must
@@ -64,18 +63,28 @@ def check_url(url: str) -> dict[str, Any]:
 def describe_error(exc: BaseException, url: str) -> str:
     """``exc``'s message as one line (libpq's are several), with the URL's password scrubbed."""
     text = "; ".join(line.strip(" \t-") for line in str(exc).splitlines() if line.strip(" \t-"))
-    password = _password(url)
-    if password:
-        text = text.replace(password, "***")
+    for secret in _passwords(url):
+        text = text.replace(secret, "***")
     return text or type(exc).__name__
 
 
-def _password(url: str) -> str | None:
+#: The password of a URI's user part, read without a full parse (which a malformed URL fails).
+_USER_PASSWORD: Final = re.compile(r"^[^:/]*://[^:/@]*:([^@/]*)@")
+
+
+def _passwords(url: str) -> list[str]:
+    """Every form of the URL's password that a message may quote: as written and percent-decoded."""
+    found = set(_USER_PASSWORD.findall(url))
+    found.update(re.findall(r"[?&]password=([^&]*)", url))
     try:
         password = conninfo_to_dict(url).get("password")
     except psycopg.Error:
-        password = urllib.parse.urlsplit(url).password if "://" in url else None
-    return None if password is None else str(password)
+        password = None
+    if password:
+        found.add(str(password))
+    found.update({urllib.parse.unquote(secret) for secret in found})
+    # Longest first: a password that contains another is replaced whole.
+    return sorted((secret for secret in found if secret), key=len, reverse=True)
 
 
 async def connect(url: str) -> psycopg.AsyncConnection[Any]:
