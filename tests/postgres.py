@@ -89,6 +89,11 @@ def _free_port() -> int:
         return port
 
 
+def _tool(name: str) -> str:
+    """The path of a system tool that may live in an sbin folder missing from a user's PATH."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin") or name
+
+
 def _server_user() -> str | None:
     """The user to run the server as: ``None`` (ourselves) unless we are root."""
     if os.geteuid() != 0:
@@ -97,7 +102,7 @@ def _server_user() -> str | None:
         pwd.getpwnam(SERVER_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
+            [_tool("useradd"), "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
             check=True,
             capture_output=True,
         )
@@ -148,13 +153,15 @@ class PostgresServer:
         return self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), *args)
 
     def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        prefix = [] if self.user is None else ["runuser", "-u", self.user, "--"]
+        prefix = [] if self.user is None else [_tool("runuser"), "-u", self.user, "--"]
         return subprocess.run([*prefix, *argv], capture_output=True, text=True, check=False, timeout=60)
 
     def stop(self) -> None:
         """Stop the server at once and delete its directory."""
-        self.pg_ctl("stop", "-m", "immediate", "-w")
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            self.pg_ctl("stop", "-m", "immediate", "-w")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def start_server(bindir: Path) -> PostgresServer:
