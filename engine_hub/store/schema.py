@@ -26,7 +26,7 @@ _FILE_NAME: Final = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 #: Created by the migration runner itself (not by a migration): it must exist before the first one.
 _CREATE_TABLE: Final = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
+CREATE TABLE schema_migrations (
     version integer PRIMARY KEY,
     name text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
@@ -130,8 +130,12 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
     while True:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
-            await conn.execute(_CREATE_TABLE)
-            version = await _recorded_version(conn)
+            version = await database_version(conn)
+            if version is None:
+                # Only when missing: COMMENT needs the table's owner, and a current schema must
+                # stay a no-op for any role that may read it.
+                await conn.execute(_CREATE_TABLE)
+                version = 0
             if version > known:
                 raise _ahead(version)
             if version == known:

@@ -93,6 +93,20 @@ class TestFailures:
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT to_regclass('jobs')").fetchone() == (None,)
 
+    def test_migrating_a_current_schema_needs_no_create_privilege(self, postgres_server: PostgresServer) -> None:
+        """A node's role that may only read schema_migrations: migrate of a current schema is a no-op, exit 0."""
+        url = postgres_server.create_database()
+        assert db("migrate", "--store", url).returncode == 0
+        role = f"node_{url.rsplit('_', 1)[1]}"
+        with postgres_server.admin() as conn:
+            conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{SECRET}'".encode())
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"GRANT SELECT ON schema_migrations TO {role}".encode())
+        dbname = url.rsplit("/", 1)[1]
+        result = db("migrate", "--store", postgres_server.url(dbname, user=role, password=SECRET))
+        assert result.returncode == 0, result
+        assert "schema already at version" in result.stdout
+
     def test_missing_url(self) -> None:
         """Neither --store nor ENGINE_STORE_URL: a usage error, exit 2."""
         assert_one_line_error(db("status"), 2, "--store", STORE_URL_ENV)
