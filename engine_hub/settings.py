@@ -14,6 +14,8 @@ DEFAULT_DATA_DIR = Path("var/engine")
 
 #: Environment variable holding the admin token (engine) or the caller's token (CLI).
 TOKEN_ENV = "ENGINE_HUB_TOKEN"
+#: Environment variable holding the PostgreSQL store URL when ``--store`` is not given.
+STORE_URL_ENV = "ENGINE_STORE_URL"
 #: Name of the generated admin token file inside the data directory.
 TOKEN_FILE = "token"
 #: Header by which the admin token names the acting user.

@@ -6,7 +6,9 @@ users, so pytest finds it without an import:
 - ``json_log``: structured logging into a buffer (unit/shared, integration/engine);
 - ``tiny_fs``: a real file system that fills up (unit/shared, integration/engine, integration/gateway);
 - ``installed`` and ``make_stack``: the installed wheel and stacks of real processes
-  (e2e, browser; see :mod:`tests.e2e.harness`).
+  (e2e, browser; see :mod:`tests.e2e.harness`);
+- ``postgres_server``, ``postgres_template``, ``postgres_db`` and ``postgres_url``: a throwaway
+  PostgreSQL cluster and fresh databases in it (integration, e2e; see :mod:`tests.postgres`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from shared.log import configure_logging
 from tests.disk import mount_tiny_fs
 from tests.e2e.harness import StackFactory
 from tests.e2e.install import Installation, installation
+from tests.postgres import PostgresServer, create_template, require_bindir, start_server
 
 
 @pytest.fixture
@@ -53,3 +56,31 @@ def make_stack(tmp_path: Path, installed: Installation) -> Iterator[StackFactory
         yield factory
     finally:
         factory.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster for the session (skipped without the binaries, see tests.postgres)."""
+    server = start_server(require_bindir())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: PostgresServer) -> str:
+    """Name of a database holding the migrated schema and nothing else, to copy (never use it directly)."""
+    return create_template(postgres_server)
+
+
+@pytest.fixture(scope="module")
+def postgres_db(postgres_server: PostgresServer, postgres_template: str) -> str:
+    """URL of a fresh database with the migrated schema, shared by one test module."""
+    return postgres_server.create_database(template=postgres_template)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer, postgres_template: str) -> str:
+    """URL of a fresh database with the migrated schema, for one test (a template copy: a few ms)."""
+    return postgres_server.create_database(template=postgres_template)

@@ -1,4 +1,4 @@
-"""The ``engine-hub`` command: ``serve`` the engine, or manage ``jobs`` of a running one.
+"""The ``engine-hub`` command: ``serve`` the engine, manage ``jobs`` of a running one, or a store's ``db`` schema.
 
 Every failure prints exactly one line on stderr (``engine-hub: error: ...``)
 and exits non-zero: 2 for bad arguments or configuration, 1 for anything
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine_hub.cli.client import ClientError
+from engine_hub.cli.db import add_db
 from engine_hub.cli.jobs import add_jobs
 from engine_hub.cli.support import PROG, Parser, UsageError, fail
 from engine_hub.settings import (
@@ -273,7 +274,7 @@ def _add_audit(sub: Any) -> None:
     sub.choices["audit"].set_defaults(func=lambda args: run_audit(args, prog=PROG))
 
 
-COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_serve, add_jobs, _add_audit]
+COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_serve, add_jobs, _add_audit, add_db]
 
 
 def build_parser() -> argparse.ArgumentParser:

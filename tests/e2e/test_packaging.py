@@ -10,11 +10,15 @@ the files ``git ls-files --cached --others --exclude-standard`` lists.
 
 from __future__ import annotations
 
+import subprocess
 import zipfile
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.install import DIST_INFO_SUFFIX, PACKAGES, source_files, wheel
+from engine_hub.store.schema import migrations
+from tests.e2e.install import DIST_INFO_SUFFIX, PACKAGES, Installation, operator_env, source_files, wheel
+from tests.postgres import PostgresServer
 
 
 class TestWheelContents:
@@ -36,3 +40,33 @@ class TestWheelContents:
         )
         extra = sorted(shipped - metadata - expected)
         assert extra == [], f"files in the wheel that are not files of the packages: {extra}"
+
+    def test_wheel_ships_every_schema_migration(
+        self, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> None:
+        """The numbered SQL files `engine-hub db migrate` applies are in the wheel (package data, not modules)."""
+        with zipfile.ZipFile(wheel(request.config, tmp_path_factory)) as built:
+            shipped = {name for name in built.namelist() if name.startswith("engine_hub/store/migrations/")}
+        expected = {f"engine_hub/store/migrations/{m.name}.sql" for m in migrations()}
+        assert expected, "this build ships no migration"
+        assert shipped == expected
+
+
+class TestInstalledMigrations:
+    def test_installed_db_migrate_applies_the_wheels_migrations(
+        self, installed: Installation, postgres_server: PostgresServer, tmp_path: Path
+    ) -> None:
+        """`engine-hub db migrate` of the installed wheel, run outside the checkout, finds and applies its SQL files."""
+        url = postgres_server.create_database()
+        done = subprocess.run(
+            [str(installed.bin / "engine-hub"), "db", "migrate", "--store", url],
+            cwd=tmp_path,
+            env=operator_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert [line for line in done.stdout.splitlines() if line.startswith("applied ")] == [
+            f"applied {m.name}" for m in migrations()
+        ]
