@@ -32,10 +32,10 @@ from typing import Final
 
 import attrs
 import psycopg
-import pytest
 
 from engine_hub.store.pg import connect
 from engine_hub.store.schema import migrate
+from tests.requirements import missing
 
 #: The unprivileged user the server runs as when the tests run as root.
 SERVER_USER: Final = "enginetest"
@@ -76,9 +76,7 @@ def require_bindir() -> Path:
     """:func:`find_bindir`'s answer, or skip the test (fail it with ``REQUIRE_POSTGRES=1``)."""
     bindir = find_bindir()
     if bindir is None:
-        if os.environ.get("REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"REQUIRE_POSTGRES=1 but {MISSING}", pytrace=False)
-        pytest.skip(MISSING)
+        missing("REQUIRE_POSTGRES", MISSING)
     return bindir
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests import requirements
 from tests.browser.browsing import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, REFRESH_INTERVAL, Pages
 from tests.e2e.harness import Stack, attach_logs, running_stack
 from tests.e2e.install import Installation
@@ -54,9 +55,7 @@ def _browser_required() -> None:
     """Skip every browser test (or fail it, with ``REQUIRE_BROWSER=1``) before any process starts."""
     missing = _browser_missing()
     if missing is not None:
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"REQUIRE_BROWSER=1 but the browser tests cannot run: {missing}", pytrace=False)
-        pytest.skip(f"browser tests skipped: {missing}")
+        requirements.missing("REQUIRE_BROWSER", f"the browser tests cannot run: {missing}")
 
 
 @pytest.fixture(scope="module")

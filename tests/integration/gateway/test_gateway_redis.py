@@ -6,7 +6,6 @@ Needs ``redis-server`` (Debian package) and the ``redis`` Python package;
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -29,14 +28,13 @@ from tests.integration.gateway.harness import (
     login,
     session_cookie,
 )
+from tests.requirements import missing
 
 
 def _redis_server() -> str:
     path = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/sbin")
     if path is None:
-        if os.environ.get("REQUIRE_DEPLOY_TOOLS") == "1":
-            pytest.fail("redis-server is required here (REQUIRE_DEPLOY_TOOLS=1) but not installed")
-        pytest.skip("redis-server is not installed; .ci/run installs it so CI always runs this")
+        missing("REQUIRE_DEPLOY_TOOLS", "redis-server is not installed; .ci/run installs it so CI always runs this")
     pytest.importorskip("redis", reason="the redis package (extra engine-jobs[redis]) is not installed")
     return path
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -10,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.requirements import missing
+
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
-REQUIRED = os.environ.get("REQUIRE_DEPLOY_TOOLS") == "1"
 
 
 def _tool(name: str) -> str:
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
     if path is None:
-        if REQUIRED:
-            pytest.fail(f"{name} is required here (REQUIRE_DEPLOY_TOOLS=1) but not installed")
-        pytest.skip(f"{name} is not installed; .ci/run installs it so CI always checks this")
+        missing("REQUIRE_DEPLOY_TOOLS", f"{name} is not installed; .ci/run installs it so CI always checks this")
     return path
 
 
