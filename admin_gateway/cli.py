@@ -55,7 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML file with gateway settings")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080, or $GATEWAY_PORT)")
-    serve.add_argument("--engine-url", help="the engine (default http://127.0.0.1:8090, or $ENGINE_HUB_URL)")
+    serve.add_argument(
+        "--engine-url",
+        action="append",
+        metavar="URL",
+        help="an engine (default http://127.0.0.1:8090, or $ENGINE_HUB_URL); repeat it, or separate URLs "
+        "with commas, for several engines tried in order",
+    )
     serve.add_argument("--data-dir", type=Path, help="users file and audit/ journal live here (default ./var/gateway)")
     serve.add_argument("--engine-token-file", help="file holding the engine admin token (default: $ENGINE_HUB_TOKEN)")
     serve.add_argument(

@@ -8,6 +8,10 @@ least of all for ``safe_mode``).
 
 Environment variables: ``SAFE_MODE``, ``ENGINE_HUB_TOKEN`` (the engine admin
 token), ``ENGINE_HUB_URL``, ``GATEWAY_PORT``, ``GATEWAY_REDIS_URL``.
+
+Several engines: ``--engine-url`` repeated, ``ENGINE_HUB_URL`` or ``engine_url``
+with URLs separated by commas, or ``engine_url`` as a TOML list. All become the
+one comma-separated ``Settings.engine_url``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from shared.tokens import TokenFileError, read_token_file
 FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "host": str,
     "port": int,
-    "engine_url": str,
+    "engine_url": (str, list),
     "data_dir": str,
     "engine_token_file": str,
     "safe_mode": (bool, str),
@@ -140,6 +144,8 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Se
             raise SettingsError(f"port must be a number, got {values['port']!r}") from None
         if not 0 < values["port"] < 65536:
             raise SettingsError(f"port must be 1-65535, got {values['port']}")
+    if isinstance(values.get("engine_url"), list):
+        values["engine_url"] = ",".join(values["engine_url"])
     for key in ("trusted_proxies", "allowed_origins"):
         if key in values:
             values[key] = tuple(values[key])

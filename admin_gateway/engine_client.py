@@ -9,7 +9,9 @@ sent as ``X-Engine-Actor``.
 
 Failures become gateway errors: unreachable (refused, reset, connect
 timeout) → :class:`EngineUnavailable`; no answer within the total timeout →
-:class:`EngineTimeout`.
+:class:`EngineTimeout`. With several engine URLs, :class:`EngineClient`
+fails over between them (its docstring has the rule) and raises only when
+no engine answered.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
-from admin_gateway.errors import EngineFailed, EngineTimeout, EngineUnavailable
-from admin_gateway.settings import SETTINGS, SettingsError
+from admin_gateway.errors import EngineFailed, EngineTimeout, EngineUnavailable, GatewayError
+from admin_gateway.settings import SETTINGS, SettingsError, engine_base_url
 from shared.web import REQUEST_ID
 
 #: The most the gateway reads of one engine answer (a 1000-job page is well below this).
@@ -108,20 +110,57 @@ def resolve_token(explicit: str | None, environ: Mapping[str, str] | None = None
     return token or None
 
 
-class EngineClient:
-    """Talks to the engine for the gateway; one instance per app."""
+#: Methods that change nothing at the engine: after a timeout they are safely sent to the next engine.
+_IDEMPOTENT = frozenset({"GET", "HEAD"})
 
-    def __init__(self, base_url: str, *, token: str | None, connect_timeout: float, total_timeout: float) -> None:
-        url = URL(base_url)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise SettingsError(f"engine URL must be http(s)://host[:port], got {base_url!r}")
-        self.base_url = url.with_path("/")
-        self._base = str(self.base_url)
+
+@attrs.frozen
+class _Failure:
+    """One attempt that got no HTTP answer: the error to raise if it is the last, and whether it was sent.
+
+    ``sent`` is False when no connection was made (the engine never saw the request), so any
+    method may go to the next engine; True when the engine may have acted on it.
+    """
+
+    error: GatewayError
+    reason: str
+    sent: bool
+
+
+class EngineClient:
+    """Talks to the engine(s) for the gateway; one instance per app.
+
+    With several engine URLs the client keeps a *current* one (the last that
+    answered) and sends every request there first. A request that could not
+    connect goes to the next URL at once, whatever its method: no engine saw
+    it. A GET or HEAD that timed out (or whose connection was dropped) goes
+    to the next URL too; any other method does not, since the engine may have
+    acted on it: it fails as with one engine, and the next request starts at
+    the next URL. Each URL is tried at most once per request, so a request
+    lasts at most one total timeout per URL. Any HTTP answer, 5xx included,
+    is returned as it is. Each move of the current URL is logged once as
+    ``engine_failover``.
+    """
+
+    def __init__(
+        self, base_urls: tuple[str, ...], *, token: str | None, connect_timeout: float, total_timeout: float
+    ) -> None:
+        if not base_urls:
+            raise SettingsError("no engine URL")
+        self._bases = tuple(engine_base_url(url) for url in base_urls)
+        # For logs: never a password that someone put in a URL.
+        self._shown = tuple(str(URL(base).with_user(None)) for base in self._bases)
+        self._current = 0
         self._fixed_headers = {"Accept": "application/json", "User-Agent": "admin-gateway"}
         if token:
             self._fixed_headers["Authorization"] = f"Bearer {token}"
         self._timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout)
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def current_url(self) -> str:
+        """The engine URL the next request is sent to first."""
+        return self._shown[self._current]
 
     async def start(self) -> None:
         """Open the client session (call from within the running loop)."""
@@ -163,47 +202,77 @@ class EngineClient:
         ``path`` is relative to the engine URL (segments already quoted);
         ``query`` is encoded, ``raw_query`` (already encoded, nothing to
         quote) is appended as it is. Raises :class:`EngineUnavailable` or
-        :class:`EngineTimeout`.
+        :class:`EngineTimeout` when no engine answered (see the class for
+        which engines are tried).
         """
         assert self._session is not None, "EngineClient.start() was not called"
         # A string URL, encoded once here: cheaper than yarl joins on the hottest path.
-        url = self._base + path.lstrip("/")
+        target = path.lstrip("/")
         if query:
-            url += "?" + _encode_query(query)
+            target += "?" + _encode_query(query)
         elif raw_query:
-            url += "?" + raw_query
-        has_body = json_body is not None
+            target += "?" + raw_query
+        headers = self._headers(actor, request_id, json_body is not None)
+        count = len(self._bases)
+        first = self._current
+        for attempt in range(count):
+            index = (first + attempt) % count
+            outcome = await self._send(index, method, target, headers, json_body, path)
+            if isinstance(outcome, EngineResponse):
+                self._current = index
+                return outcome
+            last = attempt == count - 1
+            self._move_past(index, outcome.reason)
+            if last or (outcome.sent and method not in _IDEMPOTENT):
+                raise outcome.error
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _move_past(self, index: int, reason: str) -> None:
+        """Make the URL after ``index`` current, unless another request already moved on."""
+        if self._current != index or len(self._bases) == 1:
+            return
+        self._current = (index + 1) % len(self._bases)
+        log.warning("engine_failover", from_url=self._shown[index], to_url=self._shown[self._current], reason=reason)
+
+    async def _send(
+        self, index: int, method: str, target: str, headers: dict[str, str], json_body: Any, path: str
+    ) -> EngineResponse | _Failure:
+        """One attempt at engine ``index``: its answer, or why there was none."""
+        assert self._session is not None
+        engine = self._shown[index]
         try:
             async with self._session.request(
                 method,
-                URL(url, encoded=True),
-                headers=self._headers(actor, request_id, has_body),
-                json=json_body if has_body else None,
+                URL(self._bases[index] + target, encoded=True),
+                headers=headers,
+                json=json_body,
                 allow_redirects=False,
             ) as resp:
                 body = await _read_body(resp)
-                headers = resp.headers
+                resp_headers = resp.headers
                 return EngineResponse(
                     status=resp.status,
                     body=body,
-                    content_type=headers.get("Content-Type", ""),
-                    link=headers.get("Link"),
+                    content_type=resp_headers.get("Content-Type", ""),
+                    link=resp_headers.get("Link"),
                 )
         except aiohttp.ConnectionTimeoutError:
             # Not even a connection within the connect timeout: as unreachable as a refusal.
-            log.warning("engine_unreachable", method=method, path=path, error="connect timeout")
-            raise EngineUnavailable("the engine is unreachable (connect timeout)") from None
+            log.warning("engine_unreachable", method=method, path=path, engine=engine, error="connect timeout")
+            return _Failure(EngineUnavailable("the engine is unreachable (connect timeout)"), "connect timeout", False)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError) as exc:
-            log.warning("engine_disconnected", method=method, path=path, error=type(exc).__name__)
-            raise EngineUnavailable(
-                "the engine closed the connection before answering; check the job's status before retrying"
-            ) from None
+            log.warning("engine_disconnected", method=method, path=path, engine=engine, error=type(exc).__name__)
+            message = "the engine closed the connection before answering; check the job's status before retrying"
+            return _Failure(EngineUnavailable(message), "disconnected", True)
         except TimeoutError:
-            log.warning("engine_timeout", method=method, path=path)
-            raise EngineTimeout("the engine did not answer in time; check the job's status before retrying") from None
+            log.warning("engine_timeout", method=method, path=path, engine=engine)
+            message = "the engine did not answer in time; check the job's status before retrying"
+            return _Failure(EngineTimeout(message), "timeout", True)
         except aiohttp.ClientError as exc:
-            log.warning("engine_unreachable", method=method, path=path, error=type(exc).__name__)
-            raise EngineUnavailable("the engine is unreachable") from None
+            log.warning("engine_unreachable", method=method, path=path, engine=engine, error=type(exc).__name__)
+            # A connector error (refused, unreachable, DNS) means nothing was sent; anything else may have been.
+            sent = not isinstance(exc, aiohttp.ClientConnectorError)
+            return _Failure(EngineUnavailable("the engine is unreachable"), type(exc).__name__, sent)
 
 
 #: The app's engine client.
@@ -219,7 +288,7 @@ async def engine_client_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: open the app's :class:`EngineClient`, close it at shutdown."""
     settings = app[SETTINGS]
     client = EngineClient(
-        settings.engine_url,
+        settings.engine_urls,
         token=resolve_token(settings.engine_token),
         connect_timeout=settings.connect_timeout,
         total_timeout=settings.total_timeout,

@@ -14,6 +14,7 @@ from typing import Literal
 
 import attrs
 from aiohttp import web
+from yarl import URL
 
 from shared.connection_limits import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT
 
@@ -42,6 +43,36 @@ def parse_safe_mode(raw: str, *, source: str = "SAFE_MODE") -> bool:
     if value in SAFE_MODE_ON:
         return True
     raise SettingsError(f"{source}={raw!r} is not recognised; use one of: true, 1, yes, on (safe) or false, 0, no, off")
+
+
+def engine_base_url(raw: str) -> str:
+    """Return the engine base URL ``raw`` names (``scheme://host[:port]/``, path dropped).
+
+    Raises :class:`SettingsError` unless ``raw`` is an ``http(s)://host[:port]`` URL.
+    """
+    url = URL(raw)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise SettingsError(f"engine URL must be http(s)://host[:port], got {raw!r}")
+    return str(url.with_path("/"))
+
+
+def parse_engine_urls(raw: str) -> tuple[str, ...]:
+    """Return the engine base URLs in ``raw``: one URL, or several separated by commas, in order.
+
+    Each is checked by :func:`engine_base_url`; an empty item, or two naming the same
+    engine (``http://a:1`` and ``http://a:1/``), raise :class:`SettingsError`.
+    """
+    urls: list[str] = []
+    for part in raw.split(","):
+        base = engine_base_url(part.strip())
+        if base in urls:
+            raise SettingsError(f"engine URL {part.strip()!r} is given twice; name each engine once")
+        urls.append(base)
+    return tuple(urls)
+
+
+def _engine_urls(instance: Settings) -> tuple[str, ...]:
+    return parse_engine_urls(instance.engine_url)
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -85,12 +116,15 @@ class Settings:
     move time without sleeping. ``trusted_proxies`` are peer addresses whose
     ``X-Forwarded-Proto``/``X-Forwarded-For`` are believed; nobody else's are.
     ``allowed_origins`` are extra origins (``https://admin.example.com``) accepted
-    on POST besides the gateway's own.
+    on POST besides the gateway's own. ``engine_url`` names one engine, or several
+    separated by commas (tried in that order, see :mod:`admin_gateway.engine_client`);
+    ``engine_urls`` is that list, checked and normalised (not an argument).
     """
 
     host: str = "127.0.0.1"
     port: int = 8080
     engine_url: str = "http://127.0.0.1:8090"
+    engine_urls: tuple[str, ...] = attrs.field(init=False, default=attrs.Factory(_engine_urls, takes_self=True))
     data_dir: Path = attrs.field(default=Path("var/gateway"), converter=Path)
     engine_token: str | None = attrs.field(default=None, repr=False)
     safe_mode: bool = True
