@@ -157,11 +157,6 @@ class EngineClient:
         self._timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout)
         self._session: aiohttp.ClientSession | None = None
 
-    @property
-    def current_url(self) -> str:
-        """The engine URL the next request is sent to first."""
-        return self._shown[self._current]
-
     async def start(self) -> None:
         """Open the client session (call from within the running loop)."""
         self._session = aiohttp.ClientSession(
