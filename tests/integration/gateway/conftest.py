@@ -17,6 +17,7 @@ import pytest
 
 from admin_gateway.http.app import create_app
 from admin_gateway.settings import Settings
+from tests.integration.gateway.console import StartGateway, gateway_processes
 from tests.integration.gateway.harness import (
     ENGINE_TOKEN,
     FakeClock,
@@ -97,3 +98,17 @@ async def hung_port() -> AsyncIterator[int]:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.fixture
+def engine_token_file(tmp_path: Path) -> Path:
+    """An engine token file for a gateway started as a subprocess."""
+    path = tmp_path / "engine.token"
+    path.write_text("some-engine-token\n")
+    return path
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path, engine_token_file: Path) -> Iterator[StartGateway]:
+    """Start ``admin-gateway serve`` subprocesses (extra args and env per call); every one is stopped at teardown."""
+    yield from gateway_processes(tmp_path, engine_token_file)

@@ -3,48 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import stat
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from admin_gateway.auth.users import USERS_FILE, UserStore
+from tests.integration.gateway.console import StartGateway, free_port, one_error_line, run
 
-CLI = str(Path(sys.executable).parent / "admin-gateway")
 GOOD = "a long enough password"
-
-
-def run(
-    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run the console script to completion."""
-    full_env = {k: v for k, v in os.environ.items() if k not in ("SAFE_MODE", "ENGINE_HUB_TOKEN")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [CLI, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-    )
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """Assert the process failed with exactly one line on stderr (no traceback) and return it."""
-    assert proc.returncode != 0, proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
 
 
 class TestUsersCommands:
@@ -153,46 +120,32 @@ class TestUsersCommands:
         assert "nothing to do" in second.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    """An engine token file."""
-    path = tmp_path / "engine.token"
-    path.write_text("some-engine-token\n")
-    return path
-
-
 class TestServeStartup:
     @pytest.mark.parametrize("value", ["maybe", "", "2", "offf", "disabled"])
-    def test_unrecognised_safe_mode_refuses_to_start(self, tmp_path: Path, token_file: Path, value: str) -> None:
+    def test_unrecognised_safe_mode_refuses_to_start(self, tmp_path: Path, engine_token_file: Path, value: str) -> None:
         """An unrecognised SAFE_MODE stops the gateway at once with one clear line."""
         proc = run(
             "serve",
             "--data-dir",
             str(tmp_path),
             "--engine-token-file",
-            str(token_file),
+            str(engine_token_file),
             "--port",
-            str(_free_port()),
+            str(free_port()),
             env={"SAFE_MODE": value},
             timeout=20,
         )
         line = one_error_line(proc)
         assert "SAFE_MODE" in line and "not recognised" in line
 
-    def test_unrecognised_flag_value_refuses_to_start(self, tmp_path: Path, token_file: Path) -> None:
+    def test_unrecognised_flag_value_refuses_to_start(self, tmp_path: Path, engine_token_file: Path) -> None:
         """``--safe-mode`` with a bad value is refused the same way."""
         proc = run(
             "serve",
             "--safe-mode",
             "nah",
             "--engine-token-file",
-            str(token_file),
+            str(engine_token_file),
             "--data-dir",
             str(tmp_path),
             timeout=20,
@@ -204,69 +157,12 @@ class TestServeStartup:
         proc = run("serve", "--data-dir", str(tmp_path), timeout=20)
         assert "engine token" in one_error_line(proc)
 
-    def test_bad_config_refuses_to_start(self, tmp_path: Path, token_file: Path) -> None:
+    def test_bad_config_refuses_to_start(self, tmp_path: Path, engine_token_file: Path) -> None:
         """A config file with an unknown key (a typo) stops the gateway."""
         config = tmp_path / "gateway.toml"
         config.write_text("[gateway]\nsafe_mod = false\n")
-        proc = run("serve", "--config", str(config), "--engine-token-file", str(token_file), timeout=20)
+        proc = run("serve", "--config", str(config), "--engine-token-file", str(engine_token_file), timeout=20)
         assert "unknown key(s) safe_mod" in one_error_line(proc)
-
-
-@pytest.fixture
-def serve(tmp_path: Path, token_file: Path) -> Iterator[object]:
-    """Start ``admin-gateway serve`` with extra args/env; yields a starter; stops every process at the end."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> dict[str, object]:
-        port = _free_port()
-        full_env = {k: v for k, v in os.environ.items() if k not in ("SAFE_MODE", "ENGINE_HUB_TOKEN")}
-        full_env.update(env or {})
-        log = tmp_path / f"serve-{port}.log"
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                [
-                    CLI,
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--data-dir",
-                    str(tmp_path / "gw"),
-                    "--engine-token-file",
-                    str(token_file),
-                    *args,
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=full_env,
-                text=True,
-                stdin=subprocess.DEVNULL,
-            )
-        procs.append(proc)
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        # Log lines reach the file within the flush interval (shared.log.FLUSH_INTERVAL), not at once.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            for line in log.read_text().splitlines():
-                if line.startswith("{") and '"gateway_starting"' in line:
-                    started: dict[str, object] = json.loads(line)
-                    return started
-            time.sleep(0.05)
-        raise AssertionError(log.read_text())
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 class TestServeSafeMode:
@@ -282,7 +178,9 @@ class TestServeSafeMode:
         ],
         ids=["default-on", "env-off", "env-false-padded", "env-yes", "flag-beats-env-off", "flag-beats-env-on"],
     )
-    def test_safe_mode_sources(self, serve: object, env: dict[str, str], args: tuple[str, ...], expected: bool) -> None:
+    def test_safe_mode_sources(
+        self, gateway_process: StartGateway, env: dict[str, str], args: tuple[str, ...], expected: bool
+    ) -> None:
         """SAFE_MODE is on by default; only an explicit false turns it off; the flag beats the environment."""
-        started = serve(*args, env=env)  # type: ignore[operator]
+        started = gateway_process(*args, env=env)
         assert started["safe_mode"] is expected

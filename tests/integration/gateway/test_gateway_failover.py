@@ -16,7 +16,7 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from tests.integration.gateway import test_gateway_cli as cli_tests
+from tests.integration.gateway.console import StartGateway, one_error_line, run
 from tests.integration.gateway.harness import (
     ENGINE_TOKEN,
     MakeGatewayServer,
@@ -25,10 +25,6 @@ from tests.integration.gateway.harness import (
     start_upstream_engine,
     wait_for_status,
 )
-
-# The `serve` and `token_file` fixtures of the CLI tests, used here for --engine-url.
-serve = cli_tests.serve
-token_file = cli_tests.token_file
 
 #: The target of issue 13: the list is served again within this many seconds of a node's loss.
 FAILOVER_TARGET = 2.0
@@ -147,23 +143,25 @@ class TestAllDown:
 
 
 class TestEngineUrlFlags:
-    def test_repeated_engine_url_is_accepted(self, serve: Any, closed_port: int, hung_port: int) -> None:
+    def test_repeated_engine_url_is_accepted(
+        self, gateway_process: StartGateway, closed_port: int, hung_port: int
+    ) -> None:
         """``--engine-url`` given twice starts the gateway with both engines."""
-        started = serve("--engine-url", _url(closed_port), "--engine-url", _url(hung_port))
+        started = gateway_process("--engine-url", _url(closed_port), "--engine-url", _url(hung_port))
         assert started["engine_url"] == f"{_url(closed_port)},{_url(hung_port)}"
 
-    def test_duplicate_engine_url_is_refused(self, tmp_path: Path, token_file: Path, closed_port: int) -> None:
+    def test_duplicate_engine_url_is_refused(self, tmp_path: Path, engine_token_file: Path, closed_port: int) -> None:
         """The same engine twice (even spelled differently) stops the gateway with one line."""
-        proc = cli_tests.run(
+        proc = run(
             "serve",
             "--data-dir",
             str(tmp_path),
             "--engine-token-file",
-            str(token_file),
+            str(engine_token_file),
             "--engine-url",
             _url(closed_port),
             "--engine-url",
             _url(closed_port) + "/",
             timeout=20,
         )
-        assert "given twice" in cli_tests.one_error_line(proc)
+        assert "given twice" in one_error_line(proc)
