@@ -25,7 +25,7 @@ from engine_hub.store.snapshots import (
 )
 from shared.contract import JobStatus
 from shared.journal.chain import Record, Snapshot
-from tests.unit.engine.test_store import Chain
+from tests.unit.engine.chains import Chain
 
 #: A small hot window, so that a few dozen jobs have cold ones.
 HOT = 4
