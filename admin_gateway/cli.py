@@ -30,6 +30,7 @@ from shared.connection_limits import ConnectionLimits
 from shared.journal.chain import JournalError
 from shared.journal.cli import add_audit_commands, run_audit
 from shared.log import configure_logging
+from shared.pg import redact
 from shared.server import serving
 
 PROG = "admin-gateway"
@@ -74,6 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--refresh-interval", type=float, help="panel auto-refresh, seconds (default 30)")
     serve.add_argument("--session-backend", choices=("embedded", "redis"))
     serve.add_argument("--redis-url", help="for --session-backend redis (or $GATEWAY_REDIS_URL)")
+    serve.add_argument(
+        "--audit-store",
+        metavar="URL",
+        help="keep the audit chain in this PostgreSQL database (postgresql://…, or $GATEWAY_AUDIT_STORE; "
+        "migrated by `engine-hub db migrate`) instead of under --data-dir",
+    )
+    serve.add_argument(
+        "--audit-chain",
+        metavar="NAME",
+        help="this gateway's chain in --audit-store (default gateway); give each gateway its own name",
+    )
     serve.add_argument(
         "--trusted-proxy",
         dest="trusted_proxies",
@@ -256,6 +268,8 @@ def _serve(args: argparse.Namespace) -> None:
         safe_mode=settings.safe_mode,
         data_dir=str(settings.data_dir),
         session_backend=settings.session_backend,
+        audit_store=redact(settings.audit_store) if settings.audit_store else None,
+        audit_chain=settings.audit_chain if settings.audit_store else None,
     )
     asyncio.run(_run(app, settings))
 

@@ -7,7 +7,8 @@ with one clear line (a typo must not silently fall back to a default,
 least of all for ``safe_mode``).
 
 Environment variables: ``SAFE_MODE``, ``ENGINE_HUB_TOKEN`` (the engine admin
-token), ``ENGINE_HUB_URL``, ``GATEWAY_PORT``, ``GATEWAY_REDIS_URL``.
+token), ``ENGINE_HUB_URL``, ``GATEWAY_PORT``, ``GATEWAY_REDIS_URL``,
+``GATEWAY_AUDIT_STORE``.
 
 Several engines: ``--engine-url`` repeated, ``ENGINE_HUB_URL`` or ``engine_url``
 with URLs separated by commas, or ``engine_url`` as a TOML list. All become the
@@ -42,6 +43,8 @@ FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "refresh_interval": (int, float),
     "session_backend": str,
     "redis_url": str,
+    "audit_store": str,
+    "audit_chain": str,
     "login_limit_per_hour": int,
     "login_limit_per_address_per_hour": int,
     "trusted_proxies": list,
@@ -63,7 +66,12 @@ FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "login_hash_reserved": int,
 }
 #: Environment variables and the setting each provides.
-ENV_KEYS = {"ENGINE_HUB_URL": "engine_url", "GATEWAY_PORT": "port", "GATEWAY_REDIS_URL": "redis_url"}
+ENV_KEYS = {
+    "ENGINE_HUB_URL": "engine_url",
+    "GATEWAY_PORT": "port",
+    "GATEWAY_REDIS_URL": "redis_url",
+    "GATEWAY_AUDIT_STORE": "audit_store",
+}
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from aiohttp import web
 from yarl import URL
 
 from shared.connection_limits import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT
+from shared.pg import StoreUrlError, check_url
 
 SessionBackend = Literal["embedded", "redis"]
 
@@ -99,6 +100,19 @@ def _not_negative_int(_: object, attribute: attrs.Attribute[int | None], value: 
         raise SettingsError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
+def _audit_store(_: object, __: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None:
+        try:
+            check_url(value)
+        except StoreUrlError as exc:
+            raise SettingsError(f"audit_store: {exc}") from None
+
+
+def _chain_name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value or not value.isprintable() or len(value) > 64:
+        raise SettingsError(f"{attribute.name} must be 1-64 printable characters, got {value!r}")
+
+
 def _backend(instance: Settings, _: attrs.Attribute[str], value: str) -> None:
     if value not in ("embedded", "redis"):
         raise SettingsError(f"session_backend must be 'embedded' or 'redis', got {value!r}")
@@ -119,6 +133,9 @@ class Settings:
     on POST besides the gateway's own. ``engine_url`` names one engine, or several
     separated by commas (tried in that order, see :mod:`admin_gateway.engine_client`);
     ``engine_urls`` is that list, checked and normalised (not an argument).
+    ``audit_store`` (a ``postgresql://`` URL, its password never shown) keeps the
+    audit chain named ``audit_chain`` in that database instead of under
+    ``data_dir``; each gateway sharing a database needs its own chain name.
     """
 
     host: str = "127.0.0.1"
@@ -135,6 +152,8 @@ class Settings:
     refresh_interval: float = attrs.field(default=30.0, validator=_positive)
     session_backend: SessionBackend = attrs.field(default="embedded", validator=_backend)
     redis_url: str | None = None
+    audit_store: str | None = attrs.field(default=None, repr=False, validator=_audit_store)
+    audit_chain: str = attrs.field(default="gateway", validator=_chain_name)
     clock: Callable[[], float] = time.time
     login_limit_per_hour: int = attrs.field(default=100, validator=_positive_int)
     #: Failed logins per client address per hour. Three accounts' worth: one office behind a

@@ -33,8 +33,8 @@ from typing import Final
 import attrs
 import psycopg
 
-from engine_hub.store.pg import connect
 from engine_hub.store.schema import migrate
+from shared.pg import connect
 from tests.requirements import missing
 
 #: The unprivileged user the server runs as when the tests run as root.

@@ -69,6 +69,7 @@ from admin_gateway.settings import SETTINGS
 from shared.contract import format_time
 from shared.journal.chain import Journal, JournalError, JournalUnavailable, Record
 from shared.journal.file import FileJournal
+from shared.journal.postgres import PostgresJournal
 from shared.text import escape_unprintable
 from shared.web import REQUEST_ID
 
@@ -470,26 +471,33 @@ def open_journal(directory: Path) -> FileJournal:
 
 
 async def audit_journal_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: open ``<data-dir>/audit/`` before the first request; snapshot and close it at the end.
+    """cleanup_ctx: open the audit journal before the first request; close it at the end.
 
-    A journal that cannot be opened (unwritable, locked, broken chain) stops
-    the start: a gateway that cannot audit must not serve. The snapshot at a
-    clean stop lets the next start check only what came after it (``audit
+    The journal is ``<data-dir>/audit/``, or with ``audit_store`` set the
+    chain ``audit_chain`` in that PostgreSQL database (nothing on disk). A
+    journal that cannot be opened (unwritable, locked, broken chain,
+    database unreachable or not migrated) stops the start: a gateway that
+    cannot audit must not serve. The snapshot at a clean stop of a file
+    journal lets the next start check only what came after it (``audit
     verify`` still checks everything).
     """
     audit = app[AUDIT]
-    directory = app[SETTINGS].data_dir / AUDIT_SUBDIR
-    journal = await asyncio.to_thread(open_journal, directory)
+    settings = app[SETTINGS]
+    journal: FileJournal | PostgresJournal
+    if settings.audit_store:
+        journal = await PostgresJournal.open(settings.audit_store, settings.audit_chain)
+    else:
+        journal = await asyncio.to_thread(open_journal, settings.data_dir / AUDIT_SUBDIR)
     audit.attach(journal)
 
     async def prune() -> None:
         while True:
             await asyncio.sleep(_PRUNE_EVERY)
             with contextlib.suppress(OSError, JournalError):
-                await journal.prune()
+                await file_journal.prune()
 
-    window = app[SETTINGS].audit_coalesce_window
-    audit.coalesce(window, app[SETTINGS].clock)
+    window = settings.audit_coalesce_window
+    audit.coalesce(window, settings.clock)
 
     async def flush() -> None:
         while True:
@@ -497,7 +505,10 @@ async def audit_journal_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(window / 4)
             await audit.flush_windows()
 
-    tasks = [asyncio.create_task(prune()), asyncio.create_task(flush())]
+    tasks = [asyncio.create_task(flush())]
+    if isinstance(journal, FileJournal):
+        file_journal = journal
+        tasks.append(asyncio.create_task(prune()))
     try:
         yield
     finally:

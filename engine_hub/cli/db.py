@@ -63,8 +63,8 @@ def _with_connection(
     """Connect to the store, run ``work(conn, shown_url)``, and turn every store error into one line."""
     import psycopg
 
-    from engine_hub.store.pg import StoreUrlError, connect, describe_error, redact
     from engine_hub.store.schema import SchemaError
+    from shared.pg import StoreUrlError, connect, describe_error, redact
 
     url = _store_url(args)
 

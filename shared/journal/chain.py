@@ -155,8 +155,16 @@ def make_record_line(
     )
     body = canonical_json(rec.body())
     digest = hashlib.sha256(prev.encode() + body).hexdigest()
-    line = b'{"hash":"' + digest.encode() + b'",' + body[1:] + b"\n"
-    return attrs.evolve(rec, hash=digest), line
+    return attrs.evolve(rec, hash=digest), encode_line(digest, body)
+
+
+def encode_line(digest: str, body: bytes) -> bytes:
+    """The journal line (newline included) of a record: its ``hash`` then its canonical ``body`` minus the brace.
+
+    A record kept elsewhere (a database row) is checked by encoding it with this and
+    handing the line to :func:`shared.journal.format.parse_line`: one verification for both.
+    """
+    return b'{"hash":"' + digest.encode() + b'",' + body[1:] + b"\n"
 
 
 @attrs.frozen(kw_only=True)

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import AsyncConnection
 
-from engine_hub.store.pg import connect
+from shared.pg import connect
 from engine_hub.store.schema import MIGRATE_LOCK, SchemaError, check_schema, known_version, migrate, migrations
 from shared.contract import TRANSITIONS, JobStatus
 from tests.postgres import PostgresServer

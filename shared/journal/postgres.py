@@ -1,0 +1,310 @@
+"""An audit journal kept in PostgreSQL: one chain of the ``audit_events`` table and its ``audit_head`` row.
+
+The records and hashes are those of :mod:`shared.journal.chain` (so an export
+verifies with the recipe in docs/journal.md); the rows live in the tables the
+engine's migrations create (``engine-hub db migrate``), which this module
+only checks for: ``shared`` never imports the engine.
+
+Each append is one transaction that locks the chain's head row ``FOR
+UPDATE``, so several writers on one chain (two journals, two processes) are
+serialized by the database and chain onto whatever head it holds: the chain
+never forks. Within a process, appends are serialized by a lock as well, so
+records are chained in call order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import attrs
+import psycopg
+
+from shared.contract import format_time
+from shared.journal.chain import (
+    GENESIS,
+    AuditQuery,
+    JournalUnavailable,
+    Record,
+    Snapshot,
+    canonical_json,
+    encode_line,
+    make_record,
+)
+from shared.journal.format import BadRecord, LineError, parse_line
+from shared.journal.tools import VerifyResult
+from shared.pg import connect, describe_error, redact
+
+#: Records kept in memory for :meth:`PostgresJournal.recent`.
+RECENT_LIMIT: Final = 1000
+#: The tables the journal needs (created by the engine's migration 0001).
+TABLES: Final = ("audit_head", "audit_events")
+_COLUMNS: Final = "seq, at, actor, source, action, job_id, data, prev, hash"
+
+
+def _record(row: Sequence[Any]) -> Record:
+    seq, at, actor, source, action, job_id, data, prev, digest = row
+    return Record(
+        seq=seq, at=at, actor=actor, source=source, action=action, job_id=job_id, data=data, prev=prev, hash=digest
+    )
+
+
+class PostgresJournal:
+    """A :class:`shared.journal.chain.Journal` over one chain (``chain``) of the audit tables.
+
+    Build it with :meth:`open`. It holds one connection, reopened after a
+    failure; :attr:`healthy` is false from a failed append until the next
+    successful one. Nothing is kept on disk: the head is the table's.
+    """
+
+    def __init__(self, *, url: str, chain: str, conn: psycopg.AsyncConnection[Any] | None, recent_limit: int) -> None:
+        self._url = url
+        self._chain = chain
+        self._conn = conn
+        self._seq = 0
+        self._head = GENESIS
+        self._recent: collections.deque[Record] = collections.deque(maxlen=recent_limit)
+        self._healthy = True
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, url: str, chain: str, *, recent_limit: int = RECENT_LIMIT) -> PostgresJournal:
+        """Connect, create ``chain``'s head row if missing, and load its head and newest records.
+
+        Raises :class:`JournalUnavailable` (one line, no password) when the
+        database cannot be reached or lacks the audit tables.
+        """
+        journal = cls(url=url, chain=chain, conn=None, recent_limit=recent_limit)
+        try:
+            conn = await journal._connection()
+            missing = [
+                t
+                for t in TABLES
+                if (await (await conn.execute("SELECT to_regclass(%s)", (t,))).fetchone()) in (None, (None,))
+            ]
+            if missing:
+                raise JournalUnavailable(
+                    f"audit store {redact(url)} has no table {', '.join(missing)}: "
+                    "run `engine-hub db migrate` against this database first"
+                )
+            await conn.execute(
+                "INSERT INTO audit_head (chain, seq, hash) VALUES (%s, 0, %s) ON CONFLICT (chain) DO NOTHING",
+                (chain, GENESIS),
+            )
+            async with conn.transaction():
+                await journal._reload(conn)
+        except psycopg.Error as exc:
+            await journal.close()
+            raise journal._unavailable("cannot open", exc) from None
+        except BaseException:
+            await journal.close()
+            raise
+        return journal
+
+    @property
+    def chain(self) -> str:
+        """The chain's name (``audit_events.chain``)."""
+        return self._chain
+
+    @property
+    def head(self) -> str:
+        """The hash of the newest record this journal knows of (``GENESIS`` when empty)."""
+        return self._head
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of that record (0 when empty)."""
+        return self._seq
+
+    @property
+    def healthy(self) -> bool:
+        """False from a failed append until the next successful one."""
+        return self._healthy
+
+    def _unavailable(self, doing: str, exc: BaseException) -> JournalUnavailable:
+        return JournalUnavailable(f"{doing} audit store {redact(self._url)}: {describe_error(exc, self._url)}")
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                await self._conn.close()
+            self._conn = await connect(self._url)
+        return self._conn
+
+    async def _reload(self, conn: psycopg.AsyncConnection[Any]) -> tuple[int, str]:
+        """Adopt the database's head of the chain and its newest records (inside a transaction)."""
+        cur = await conn.execute("SELECT seq, hash FROM audit_head WHERE chain = %s FOR UPDATE", (self._chain,))
+        row = await cur.fetchone()
+        if row is None:
+            raise JournalUnavailable(f"audit store {redact(self._url)} has no head row for chain {self._chain!r}")
+        seq, digest = row
+        cur = await conn.execute(
+            f"SELECT {_COLUMNS} FROM audit_events WHERE chain = %s AND seq <= %s ORDER BY seq DESC LIMIT %s",
+            (self._chain, seq, self._recent.maxlen),
+        )
+        self._recent.clear()
+        self._recent.extend(reversed([_record(r) for r in await cur.fetchall()]))
+        self._seq, self._head = seq, digest
+        return seq, digest
+
+    async def append(self, *, action: str, actor: str, source: str, job_id: str | None, data: dict[str, Any]) -> Record:
+        """Append one record in one transaction and return it once committed.
+
+        The head row is locked first; if another writer moved it, this journal
+        reloads and chains onto the database's head. Raises
+        :class:`JournalUnavailable` when the database fails (nothing is written).
+        """
+        async with self._lock:
+            try:
+                conn = await self._connection()
+                async with conn.transaction():
+                    cur = await conn.execute(
+                        "SELECT seq, hash FROM audit_head WHERE chain = %s FOR UPDATE", (self._chain,)
+                    )
+                    row = await cur.fetchone()
+                    seq, prev = self._seq, self._head
+                    if row is None or (row[0], row[1]) != (seq, prev):
+                        seq, prev = await self._reload(conn)  # another writer appended: chain onto its head
+                    rec = make_record(
+                        seq=seq + 1, prev=prev, action=action, actor=actor, source=source, job_id=job_id, data=data
+                    )
+                    await conn.execute(
+                        f"INSERT INTO audit_events (chain, {_COLUMNS}) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::json, %s, %s)",
+                        (
+                            self._chain,
+                            rec.seq,
+                            rec.at,
+                            rec.actor,
+                            rec.source,
+                            rec.action,
+                            rec.job_id,
+                            canonical_json(rec.data).decode(),
+                            rec.prev,
+                            rec.hash,
+                        ),
+                    )
+                    await conn.execute(
+                        "UPDATE audit_head SET seq = %s, hash = %s WHERE chain = %s", (rec.seq, rec.hash, self._chain)
+                    )
+            except psycopg.Error as exc:
+                self._healthy = False
+                raise self._unavailable("cannot write to", exc) from None
+            self._recent.append(rec)
+            self._seq, self._head = rec.seq, rec.hash
+            self._healthy = True
+            return rec
+
+    def recent(self) -> Sequence[Record]:
+        """The newest records (at most ``recent_limit``) this journal loaded or wrote, oldest first."""
+        return list(self._recent)
+
+    async def query(self, query: AuditQuery) -> list[Record]:
+        """The chain's records matching ``query``, newest first, read from the database."""
+        where: list[str] = ["chain = %s"]
+        params: list[str | int] = [self._chain]
+        for clause, value in (
+            ("seq < %s", query.before),
+            ("job_id = %s", query.job_id),
+            ("actor = %s", query.actor),
+            # ``at`` is fixed-width UTC text, so byte order (COLLATE "C") is time order.
+            ('at COLLATE "C" >= %s', format_time(query.since)),
+            ('at COLLATE "C" < %s', format_time(query.until)),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = f"SELECT {_COLUMNS} FROM audit_events WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT %s"
+        async with self._lock:
+            try:
+                conn = await self._connection()
+                cur = await conn.execute(sql, [*params, query.limit])
+                return [_record(r) for r in await cur.fetchall()]
+            except psycopg.Error as exc:
+                raise self._unavailable("cannot read", exc) from None
+
+    async def write_snapshot(self, state: dict[str, Any], *, seq: int, head: str) -> Snapshot | None:
+        """Nothing to snapshot: the head is in the table. Returns ``None``."""
+        return None
+
+    async def close(self) -> None:
+        """Close the connection (appends are awaited by their callers, so none is pending)."""
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
+def check_records(records: Iterable[Record], *, where: str) -> tuple[int, int, str, BadRecord | None]:
+    """Check records given in seq order as one chain from seq 1: each hash and ``prev`` link.
+
+    Uses the journal files' own line check (:func:`parse_line`) on each
+    record's line. Returns ``(count, last_seq, head, first_bad)``; ``where``
+    names the source in a :class:`BadRecord` (whose ``line`` is the
+    record's position, from 1).
+    """
+    count, seq, prev = 0, 0, GENESIS
+    for rec in records:
+        line = encode_line(rec.hash, canonical_json(rec.body()))[:-1]
+        try:
+            parse_line(line, expected_seq=seq + 1, expected_prev=prev, strict=True)
+        except LineError as exc:
+            return count, seq, prev, BadRecord(segment=where, line=count + 1, seq=rec.seq, reason=exc.reason)
+        count, seq, prev = count + 1, rec.seq, rec.hash
+    return count, seq, prev, None
+
+
+async def verify_chain(url: str, chain: str, *, expected_head: str | None = None) -> VerifyResult:
+    """Walk ``chain``'s rows in seq order and check the chain, as ``audit verify`` does for files.
+
+    Also checks the head row against the last record, and (given
+    ``expected_head``, a head saved earlier) that the saved head is still in
+    the chain. Raises :class:`JournalUnavailable` when the database fails.
+    """
+    where = f"audit_events chain {chain!r}"
+    found = expected_head is None
+
+    try:
+        conn = await connect(url)
+        try:
+            async with conn.transaction():
+                cur = conn.cursor()
+                rows = [
+                    _record(r)
+                    async for r in cur.stream(
+                        f"SELECT {_COLUMNS} FROM audit_events WHERE chain = %s ORDER BY seq", (chain,)
+                    )
+                ]
+                head_row = await (
+                    await conn.execute("SELECT seq, hash FROM audit_head WHERE chain = %s", (chain,))
+                ).fetchone()
+        finally:
+            await conn.close()
+    except psycopg.Error as exc:
+        raise JournalUnavailable(f"cannot read audit store {redact(url)}: {describe_error(exc, url)}") from None
+    count, last_seq, head_hash, bad = check_records(rows, where=where)
+    if expected_head is not None:
+        found = any(r.hash == expected_head for r in rows[:count]) or expected_head == GENESIS
+    end = BadRecord(segment=where, line=count + 1, seq=last_seq + 1, reason="")
+    if bad is None and head_row is not None and tuple(head_row) != (last_seq, head_hash):
+        bad = attrs.evolve(
+            end,
+            reason=f"the head row says seq {head_row[0]} but the chain ends at seq {last_seq}: "
+            "the head or the records were changed",
+        )
+    if bad is None and not found:
+        bad = attrs.evolve(
+            end,
+            reason=f"the saved head {expected_head} is not in the chain: records were removed from the end "
+            "or the chain was rewritten",
+        )
+    return VerifyResult(
+        ok=bad is None,
+        count=count,
+        first_seq=1 if count else 0,
+        last_seq=last_seq,
+        head=head_hash,
+        first_bad=bad,
+        torn_tail=False,
+    )
