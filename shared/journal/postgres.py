@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import attrs
@@ -236,46 +236,54 @@ class PostgresJournal:
             self._conn = None
 
 
-def check_records(records: Iterable[Record], *, where: str) -> tuple[int, int, str, BadRecord | None]:
-    """Check records given in seq order as one chain from seq 1: each hash and ``prev`` link.
+@attrs.define
+class ChainCheck:
+    """Checks records fed in seq order as one chain from seq 1: each hash and ``prev`` link.
 
     Uses the journal files' own line check (:func:`parse_line`) on each
-    record's line. Returns ``(count, last_seq, head, first_bad)``; ``where``
-    names the source in a :class:`BadRecord` (whose ``line`` is the
-    record's position, from 1).
+    record's line, so a row and a journal line are held to the same rules.
+    ``where`` names the source in a :class:`BadRecord` (whose ``line`` is the
+    record's position, from 1). ``count``, ``last_seq`` and ``head`` describe
+    the intact chain so far.
     """
-    count, seq, prev = 0, 0, GENESIS
-    for rec in records:
+
+    where: str
+    count: int = 0
+    last_seq: int = 0
+    head: str = GENESIS
+
+    def check(self, rec: Record) -> BadRecord | None:
+        """Check ``rec`` as the next record; return the problem, or ``None`` after taking it in."""
         line = encode_line(rec.hash, canonical_json(rec.body()))[:-1]
         try:
-            parse_line(line, expected_seq=seq + 1, expected_prev=prev, strict=True)
+            parse_line(line, expected_seq=self.last_seq + 1, expected_prev=self.head, strict=True)
         except LineError as exc:
-            return count, seq, prev, BadRecord(segment=where, line=count + 1, seq=rec.seq, reason=exc.reason)
-        count, seq, prev = count + 1, rec.seq, rec.hash
-    return count, seq, prev, None
+            return BadRecord(segment=self.where, line=self.count + 1, seq=rec.seq, reason=exc.reason)
+        self.count, self.last_seq, self.head = self.count + 1, rec.seq, rec.hash
+        return None
 
 
 async def verify_chain(url: str, chain: str, *, expected_head: str | None = None) -> VerifyResult:
-    """Walk ``chain``'s rows in seq order and check the chain, as ``audit verify`` does for files.
+    """Walk ``chain``'s rows in seq order (streamed) and check the chain, as ``audit verify`` does for files.
 
     Also checks the head row against the last record, and (given
     ``expected_head``, a head saved earlier) that the saved head is still in
     the chain. Raises :class:`JournalUnavailable` when the database fails.
     """
-    where = f"audit_events chain {chain!r}"
-    found = expected_head is None
-
+    checker = ChainCheck(where=f"audit_events chain {chain!r}")
+    found = expected_head in (None, GENESIS)
+    bad: BadRecord | None = None
     try:
         conn = await connect(url)
         try:
             async with conn.transaction():
-                cur = conn.cursor()
-                rows = [
-                    _record(r)
-                    async for r in cur.stream(
-                        f"SELECT {_COLUMNS} FROM audit_events WHERE chain = %s ORDER BY seq", (chain,)
-                    )
-                ]
+                async for row in conn.cursor().stream(
+                    f"SELECT {_COLUMNS} FROM audit_events WHERE chain = %s ORDER BY seq", (chain,)
+                ):
+                    bad = checker.check(_record(row))
+                    if bad is not None:
+                        break
+                    found = found or checker.head == expected_head
                 head_row = await (
                     await conn.execute("SELECT seq, hash FROM audit_head WHERE chain = %s", (chain,))
                 ).fetchone()
@@ -283,11 +291,9 @@ async def verify_chain(url: str, chain: str, *, expected_head: str | None = None
             await conn.close()
     except psycopg.Error as exc:
         raise JournalUnavailable(f"cannot read audit store {redact(url)}: {describe_error(exc, url)}") from None
-    count, last_seq, head_hash, bad = check_records(rows, where=where)
-    if expected_head is not None:
-        found = any(r.hash == expected_head for r in rows[:count]) or expected_head == GENESIS
-    end = BadRecord(segment=where, line=count + 1, seq=last_seq + 1, reason="")
-    if bad is None and head_row is not None and tuple(head_row) != (last_seq, head_hash):
+    count, last_seq = checker.count, checker.last_seq
+    end = BadRecord(segment=checker.where, line=count + 1, seq=last_seq + 1, reason="")
+    if bad is None and head_row is not None and tuple(head_row) != (last_seq, checker.head):
         bad = attrs.evolve(
             end,
             reason=f"the head row says seq {head_row[0]} but the chain ends at seq {last_seq}: "
@@ -304,7 +310,7 @@ async def verify_chain(url: str, chain: str, *, expected_head: str | None = None
         count=count,
         first_seq=1 if count else 0,
         last_seq=last_seq,
-        head=head_hash,
+        head=checker.head,
         first_bad=bad,
         torn_tail=False,
     )

@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from psycopg import AsyncConnection
 
-from shared.pg import connect
 from engine_hub.store.schema import MIGRATE_LOCK, SchemaError, check_schema, known_version, migrate, migrations
 from shared.contract import TRANSITIONS, JobStatus
+from shared.pg import connect
 from tests.postgres import PostgresServer
 
 Conn = AsyncConnection[Any]

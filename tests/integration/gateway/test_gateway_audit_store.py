@@ -116,6 +116,25 @@ class TestPostgresJournal:
         result = await verify_chain(postgres_url, CHAIN)
         assert not result.ok and result.first_bad is not None and result.first_bad.seq == 3
 
+    async def test_saved_head_catches_consistent_truncation(self, postgres_url: str) -> None:
+        """A tail cut with the head row moved back still verifies alone, but not against the saved head."""
+        journal = await PostgresJournal.open(postgres_url, CHAIN)
+        await append(journal, 3)
+        saved = journal.head
+        await journal.close()
+        assert (await verify_chain(postgres_url, CHAIN, expected_head=saved)).ok
+        await sql(postgres_url, "DELETE FROM audit_events WHERE chain = %s AND seq = 3", CHAIN)
+        await sql(
+            postgres_url,
+            "UPDATE audit_head SET seq = 2, hash = (SELECT hash FROM audit_events WHERE chain = %s AND seq = 2) "
+            "WHERE chain = %s",
+            CHAIN,
+            CHAIN,
+        )
+        assert (await verify_chain(postgres_url, CHAIN)).ok
+        result = await verify_chain(postgres_url, CHAIN, expected_head=saved)
+        assert not result.ok and result.first_bad is not None and "saved head" in result.first_bad.reason
+
     async def test_unmigrated_database_refused(self, postgres_url: str) -> None:
         """A database without the audit tables is refused with one line naming the migration."""
         await sql(postgres_url, "DROP TABLE audit_events")
