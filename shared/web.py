@@ -35,6 +35,9 @@ log = structlog.get_logger("http")
 REQUEST_ID = web.RequestKey("request_id", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: A process's access check (:func:`request_wrapper`'s ``authorize``): the request and its route's rule
+#: in; ``None``, or an awaitable of ``None`` or of the response that answers in the handler's place.
+Authorize = Callable[[web.Request, "Access | None"], Awaitable[web.StreamResponse | None] | None]
 
 
 class Wrap(Protocol):
@@ -105,7 +108,7 @@ def _http_exception_response(exc: web.HTTPException) -> web.Response:
 def request_wrapper(
     base_error: type[ApiError],
     *,
-    authorize: Callable[[web.Request, Access | None], Awaitable[web.StreamResponse | None] | None] | None = None,
+    authorize: Authorize | None = None,
     on_done: Callable[[web.Request, int, float], None] | None = None,
     decorate: Callable[[web.Request, web.StreamResponse], None] | None = None,
     finish: Callable[[web.Request, web.StreamResponse], Awaitable[None] | None] | None = None,

@@ -28,7 +28,7 @@ gateway's: an app whose table has one refuses to start (:class:`shared.web.ApiRo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Final
 
 from aiohttp import web
@@ -36,6 +36,7 @@ from aiohttp import web
 from admin_gateway.auth.guards import User, current_user, record_role_refusal, require_super_admin, require_user
 from admin_gateway.http.templates import render_template
 from shared.routes import Access, Route
+from shared.web import Authorize
 
 #: The JSON API that needs a session: ``/api/admin`` and everything under it.
 API_ROOT: Final = "/api/admin"
@@ -48,8 +49,6 @@ LOGIN_PATH: Final = "/login"
 GATEWAY_RULES: Final = frozenset({Access.PUBLIC, Access.SESSION, Access.SUPER_ADMIN})
 #: The user the route's rule verified for this request (see :func:`request_user`).
 REQUEST_USER: Final = web.RequestKey("request_user", User)
-
-Authorize = Callable[[web.Request, Access | None], Awaitable[web.StreamResponse | None] | None]
 
 
 def authorize_hook(table: Iterable[Route]) -> Authorize:
