@@ -87,6 +87,8 @@ CREATE INDEX jobs_changed_seq ON jobs (changed_seq);
 COMMENT ON INDEX jobs_changed_seq IS 'Catch-up: the jobs changed after a given event seq.';
 CREATE INDEX jobs_running_node ON jobs (node_id) WHERE status = 'RUNNING';
 COMMENT ON INDEX jobs_running_node IS 'The sweep: RUNNING jobs of a lost node.';
+CREATE INDEX jobs_ended ON jobs (ended_at, seq) WHERE ended_at IS NOT NULL;
+COMMENT ON INDEX jobs_ended IS 'The legacy results view: the most recently finished jobs.';
 
 -- The allowed transitions are shared.contract.TRANSITIONS (READY->RUNNING, RUNNING->DONE|FAILED);
 -- tests/integration/engine/test_pg_schema.py tries every pair of statuses against this trigger and
@@ -118,6 +120,20 @@ $$;
 COMMENT ON FUNCTION jobs_touch() IS 'Gives every updated job row a fresh changed_seq from event_seq.';
 CREATE TRIGGER jobs_touch BEFORE UPDATE ON jobs
     FOR EACH ROW EXECUTE FUNCTION jobs_touch();
+
+-- Every change of a job row is announced to every node, in the change's own transaction (so a
+-- listener hears it only once it is committed). The payload is the change's seq only: listeners
+-- read the rows themselves (catch-up by changed_seq), so a lost notification loses nothing.
+CREATE FUNCTION jobs_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('engine_events', json_build_object('seq', NEW.changed_seq)::text);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION jobs_notify() IS 'pg_notify(''engine_events'', ''{"seq": N}'') for every inserted or updated job row.';
+CREATE TRIGGER jobs_notify AFTER INSERT OR UPDATE ON jobs
+    FOR EACH ROW EXECUTE FUNCTION jobs_notify();
 
 -- The audit hash chain, continued from the journal: the canonical record of
 -- shared/journal/chain.py (seq, at, actor, source, action, jobId, data, prev) and its hash.

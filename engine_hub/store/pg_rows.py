@@ -1,0 +1,119 @@
+"""A job as a row of the PostgreSQL ``jobs`` table, and back to its wire JSON.
+
+The wire JSON (``shared.contract.JOB_FIELDS`` order) is what both stores
+serve; this module is the one place that maps it to the columns of
+migration 0001 and back, so that a job read from PostgreSQL is byte for byte
+the job the embedded store serves: ``params`` keys sorted (as
+:func:`engine_hub.store.entry.wire_from_created` does), history entries as
+``{status, at, by, reason}``, times as RFC 3339 with milliseconds (a
+``timestamptz`` keeps microseconds, so milliseconds round-trip exactly).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from psycopg.types.json import Jsonb
+
+from engine_hub.store.entry import JobEntry, encode_wire
+from shared.contract import JobStatus, format_time, parse_time
+
+#: The columns :func:`entry_from_row` reads, in its order: select them with this text.
+JOB_COLUMNS: Final = (
+    "seq, id::text, type, name, params, status, created_at, created_by, started_at, run_by, run_reason, "
+    "ended_at, exit_code, error, history, pid, cancel_requested_by, log_truncated, log_expired, node_id::text"
+)
+
+_STATUSES: Final = {s.value: s for s in JobStatus}
+
+
+def history_json(*, status: JobStatus | str, at: str, by: str, reason: str | None) -> Jsonb:
+    """One history entry as a one-element JSON array, to append with ``history || %s``."""
+    return Jsonb([{"status": str(status), "at": at, "by": by, "reason": reason}])
+
+
+def row_from_wire(wire: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``jobs`` columns of a job's wire JSON (for ``INSERT``; ``node_id`` and ``pid`` are not in the wire)."""
+    return {
+        "id": wire["id"],
+        "type": wire["type"],
+        "name": wire["name"],
+        "params": Jsonb(wire["params"]),
+        "status": wire["status"],
+        "created_at": parse_time(wire["createdAt"]),
+        "created_by": wire["createdBy"],
+        "started_at": parse_time(wire["startedAt"]),
+        "run_by": wire["runBy"],
+        "run_reason": wire["runReason"],
+        "ended_at": parse_time(wire["endedAt"]),
+        "exit_code": wire["exitCode"],
+        "error": wire["error"],
+        "history": Jsonb(list(wire["history"])),
+    }
+
+
+def _time(value: dt.datetime | None) -> str | None:
+    return format_time(value)
+
+
+def wire_from_row(row: Sequence[Any]) -> dict[str, Any]:
+    """The wire JSON of a row selected with :data:`JOB_COLUMNS` (a new dict in ``JOB_FIELDS`` order)."""
+    (
+        _seq,
+        job_id,
+        type_name,
+        name,
+        params,
+        status,
+        created_at,
+        created_by,
+        started_at,
+        run_by,
+        run_reason,
+        ended_at,
+        exit_code,
+        error,
+        history,
+        *_,
+    ) = row
+    return {
+        "id": job_id,
+        "type": type_name,
+        "engine": type_name,
+        "name": name,
+        "params": dict(sorted(params.items())),
+        "status": status,
+        "createdAt": _time(created_at),
+        "createdBy": created_by,
+        "startedAt": _time(started_at),
+        "runBy": run_by,
+        "runReason": run_reason,
+        "endedAt": _time(ended_at),
+        "exitCode": exit_code,
+        "error": error,
+        "history": [{"status": h["status"], "at": h["at"], "by": h["by"], "reason": h.get("reason")} for h in history],
+    }
+
+
+def entry_from_row(row: Sequence[Any]) -> JobEntry:
+    """The store entry of a row selected with :data:`JOB_COLUMNS` (its wire JSON encoded, never packed)."""
+    pid, canceller, truncated, expired = row[15], row[16], row[17], row[18]
+    return JobEntry(
+        row[0],
+        row[1],
+        row[2],
+        _STATUSES[row[5]],
+        encode_wire(wire_from_row(row)),
+        pid if row[5] == JobStatus.RUNNING else None,
+        canceller,
+        truncated,
+        expired,
+    )
+
+
+def node_of_row(row: Sequence[Any]) -> str | None:
+    """The id of the node that claimed the run of a row selected with :data:`JOB_COLUMNS` (``None`` before)."""
+    node: str | None = row[19]
+    return node
