@@ -88,6 +88,21 @@ class JournalDown(EngineError):
     code = ErrorCode.JOURNAL_UNAVAILABLE
 
 
+class StoreDown(JournalDown):
+    """The PostgreSQL store cannot be reached (or its pool is exhausted): nothing changed, nothing read
+    (503 ``store_unavailable``). A :class:`JournalDown`, so a run's finish keeps being retried."""
+
+    code = ErrorCode.STORE_UNAVAILABLE
+
+
+class NodeNotReady(EngineError):
+    """This engine node may not claim runs right now: it lost its registration and is re-registering,
+    or it has not registered yet (503 ``node_not_ready``; another node can take the request)."""
+
+    status = 503
+    code = ErrorCode.NODE_NOT_READY
+
+
 class ConfigError(Exception):
     """The engine cannot start with this configuration; the message says what to fix."""
 

@@ -57,6 +57,14 @@ class Settings:
     ``kill_grace`` is the time between SIGTERM and SIGKILL when a run is
     cancelled or times out. ``log_level`` is a stdlib level name.
 
+    ``store_url`` (``--store``/``ENGINE_STORE_URL``; ``None``: the embedded store) runs the
+    engine as one node of a PostgreSQL store (docs/scale-out.md): no journal,
+    snapshot or job log files then. ``node_heartbeat`` and ``node_lost_after``
+    (seconds) are the node's heartbeat period and the threshold after which a
+    node without one is lost; ``store_pool_size`` connections are pooled and a
+    request that waits ``store_pool_timeout`` for one gets 503
+    ``store_unavailable``; ``listen_poll`` is the listener's fallback poll.
+
     ``max_connections`` (``None``: the default, fitted to the fd limit),
     ``max_connections_per_address`` (``None``: a quarter of the cap, 0: none),
     ``header_timeout``, ``body_timeout`` and ``keepalive_timeout`` limit client connections
@@ -82,3 +90,9 @@ class Settings:
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     max_connections_per_address: int | None = None
+    store_url: str | None = None
+    node_heartbeat: float = 5.0
+    node_lost_after: float = 30.0
+    store_pool_size: int = 10
+    store_pool_timeout: float = 5.0
+    listen_poll: float = 5.0

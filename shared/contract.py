@@ -81,6 +81,8 @@ class ErrorCode(enum.StrEnum):
     NOT_RUNNING = "not_running"
     LOG_EXPIRED = "log_expired"
     JOURNAL_UNAVAILABLE = "journal_unavailable"
+    STORE_UNAVAILABLE = "store_unavailable"
+    NODE_NOT_READY = "node_not_ready"
     CSRF = "csrf"
     SAFE_MODE = "safe_mode"
     THROTTLED = "throttled"

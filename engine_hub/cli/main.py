@@ -30,6 +30,7 @@ from engine_hub.settings import (
     DEFAULT_SNAPSHOT_RECORDS,
     DEFAULT_SNAPSHOT_SECONDS,
     MAX_LOG_RETENTION_DAYS,
+    STORE_URL_ENV,
     Settings,
 )
 from shared.connection_limits import (
@@ -198,6 +199,31 @@ def _add_serve(sub: Any) -> None:
         default=None,
         help="cap on one client address's open connections; 0: none (default a quarter of the connection cap)",
     )
+    p.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help=f"run as one node of a PostgreSQL store (postgresql://...; default ${STORE_URL_ENV}, else the "
+        "embedded store). Prefer the variable: a URL may hold a password, and command lines are visible",
+    )
+    p.add_argument(
+        "--node-heartbeat",
+        type=_positive_float,
+        default=5.0,
+        help="PostgreSQL store: seconds between a node's heartbeats (default 5)",
+    )
+    p.add_argument(
+        "--node-lost-after",
+        type=_positive_float,
+        default=30.0,
+        help="PostgreSQL store: a node without a heartbeat for this many seconds is lost (default 30)",
+    )
+    p.add_argument(
+        "--store-pool-size",
+        type=_count(1, 1000),
+        default=10,
+        help="PostgreSQL store: connections pooled per node (default 10)",
+    )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=_cmd_serve)
 
@@ -209,6 +235,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else _default_port()
     if port is None:
         port = DEFAULT_PORT
+    store_url = args.store if args.store is not None else (os.environ.get(STORE_URL_ENV) or None)
+    if store_url is not None:
+        if args.ephemeral:
+            return fail("--ephemeral and a PostgreSQL store (--store or $ENGINE_STORE_URL) exclude each other", 2)
+        if args.node_heartbeat * 2 > args.node_lost_after:
+            return fail("--node-heartbeat must be at most half of --node-lost-after", 2)
     settings = Settings(
         host=args.host,
         port=port,
@@ -228,6 +260,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         keepalive_timeout=args.keepalive_timeout,
         body_timeout=args.body_timeout,
         max_connections_per_address=args.max_connections_per_address,
+        store_url=store_url,
+        node_heartbeat=args.node_heartbeat,
+        node_lost_after=args.node_lost_after,
+        store_pool_size=args.store_pool_size,
     )
     configure_logging(level=settings.log_level)
     try:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 import structlog
 from aiohttp import web
 
-from engine_hub.errors import ConfigError, EngineError, JournalDown, StartupError
+from engine_hub.errors import ConfigError, EngineError, JournalDown, StartupError, StoreDown
 from engine_hub.http import openapi
 from engine_hub.http.auth import (
     AUTHENTICATOR,
@@ -33,6 +33,7 @@ from engine_hub.http.auth import (
 from engine_hub.http.routes import ROUTES
 from engine_hub.jobs.catalog import Catalog, CatalogError
 from engine_hub.jobs.catalog_file import load_catalog
+from engine_hub.jobs.cluster import NODE, ClusterNode
 from engine_hub.jobs.service import SERVICE, JobService
 from engine_hub.metrics import Metrics
 from engine_hub.run.log_files import FileJobLogs
@@ -40,13 +41,18 @@ from engine_hub.run.log_retention import LOG_RETENTION, LogRetention
 from engine_hub.run.logs import JobLogs, LogStore
 from engine_hub.run.runner import Runner
 from engine_hub.settings import JOURNAL_DIR, LOGS_DIR, STATE_DIR, Settings
+from engine_hub.store.backend import EmbeddedBackend
 from engine_hub.store.embedded import JobStore, StoreError
 from engine_hub.store.heap import malloc_trim, paused_gc
+from engine_hub.store.nodes import NodeLease, NodeTiming
 from engine_hub.store.page_cache import PAGE_CACHE, PageCache
+from engine_hub.store.postgres import PostgresBackend
+from engine_hub.store.schema import SchemaError, check_schema
 from engine_hub.store.snapshots import Snapshotter, load_snapshot
 from shared.contract import HTTP_LIMITS, MAX_BODY
 from shared.journal.chain import Journal, JournalCorrupt, JournalLocked, MemoryJournal, Record
 from shared.journal.file import FileJournal
+from shared.pg import redact
 from shared.web import log_flusher, request_wrapper, setup_api_routes
 
 log = structlog.get_logger("engine.app")
@@ -123,10 +129,22 @@ def create_app(
     bind address and :class:`StartupError` for a journal it cannot start from.
     """
     metrics = Metrics()
-    durable = journal is None and not settings.ephemeral
+    clustered = settings.store_url is not None and journal is None
+    durable = journal is None and not settings.ephemeral and not clustered
     file_logs = FileJobLogs(settings.data_dir / LOGS_DIR, max_bytes=settings.log_max_bytes) if durable else None
     logs: LogStore = file_logs if file_logs is not None else JobLogs()
-    service = JobService(store=JobStore(), logs=logs, metrics=metrics, runner=Runner(kill_grace=settings.kill_grace))
+    backend: EmbeddedBackend | PostgresBackend
+    if clustered and settings.store_url is not None:
+        backend = PostgresBackend(
+            url=settings.store_url,
+            lost_after=settings.node_lost_after,
+            pool_size=settings.store_pool_size,
+            pool_timeout=settings.store_pool_timeout,
+        )
+    else:
+        backend = EmbeddedBackend(store=JobStore())
+    runner = Runner(kill_grace=settings.kill_grace)
+    service = JobService(backend=backend, logs=logs, metrics=metrics, runner=runner)
     app = web.Application(client_max_size=MAX_BODY, handler_args=HTTP_LIMITS)
     routes = setup_api_routes(
         app,
@@ -140,24 +158,88 @@ def create_app(
     if file_logs is not None and settings.log_retention_days is not None:
         app[LOG_RETENTION] = LogRetention(service=service, logs=file_logs, days=settings.log_retention_days)
     app.cleanup_ctx.append(log_flusher)
-    app.cleanup_ctx.append(_engine_context(settings, journal, catalog, environ))
+    if isinstance(backend, PostgresBackend):
+        app.cleanup_ctx.append(_node_context(settings, backend, catalog, environ))
+    else:
+        app.cleanup_ctx.append(_engine_context(settings, backend, journal, catalog, environ))
     routes.add_table(ROUTES)
     openapi.serve(app)
     return app
 
 
+def _configure(
+    app: web.Application, settings: Settings, catalog: Catalog | None, environ: Mapping[str, str] | None
+) -> tuple[Catalog, str]:
+    """Check the bind address, load the catalog and the admin token; return the catalog and the token's origin."""
+    env = os.environ if environ is None else environ
+    check_bind_allowed(settings, env)
+    try:
+        cat = catalog if catalog is not None else load_catalog(settings.config)
+    except CatalogError as exc:
+        raise ConfigError(str(exc)) from None
+    token, origin = resolve_admin_token(settings, env)
+    app[AUTHENTICATOR].configure(admin_token=token, catalog=cat)
+    return cat, origin
+
+
+def _node_context(
+    settings: Settings, backend: PostgresBackend, catalog: Catalog | None, environ: Mapping[str, str] | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Start as a node of the PostgreSQL store: check the schema, register, heartbeat; stop runs at the end."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        cat, origin = _configure(app, settings, catalog, environ)
+        service = app[SERVICE]
+        try:
+            await backend.open()
+        except StoreDown as exc:
+            raise StartupError(str(exc)) from None
+        node = ClusterNode(
+            service=service,
+            backend=backend,
+            lease=NodeLease(NodeTiming(heartbeat=settings.node_heartbeat, lost_after=settings.node_lost_after)),
+            poll=settings.listen_poll,
+        )
+        try:
+            async with backend.connection("checked") as conn:
+                await check_schema(conn)
+            await service.start(catalog=cat)
+            await node.start()
+        except SchemaError as exc:
+            await backend.close()
+            raise StartupError(f"store {redact(backend.url)}: {exc}") from None
+        except StoreDown as exc:
+            await backend.close()
+            raise StartupError(str(exc)) from None
+        app[NODE] = node
+        log.info(
+            "engine_started",
+            types=len(cat.types),
+            clients=len(cat.clients),
+            token_from=origin,
+            store=redact(backend.url),
+            node_id=node.lease.node_id,
+        )
+        try:
+            yield
+        finally:
+            await service.close()  # runs stopped and their outcomes recorded while the node still holds its lease
+            await node.close()
+            await backend.close()
+            log.info("engine_stopped")
+
+    return context
+
+
 def _engine_context(
-    settings: Settings, journal: Journal | None, catalog: Catalog | None, environ: Mapping[str, str] | None
+    settings: Settings,
+    backend: EmbeddedBackend,
+    journal: Journal | None,
+    catalog: Catalog | None,
+    environ: Mapping[str, str] | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        env = os.environ if environ is None else environ
-        check_bind_allowed(settings, env)
-        try:
-            cat = catalog if catalog is not None else load_catalog(settings.config)
-        except CatalogError as exc:
-            raise ConfigError(str(exc)) from None
-        token, origin = resolve_admin_token(settings, env)
-        app[AUTHENTICATOR].configure(admin_token=token, catalog=cat)
+        cat, origin = _configure(app, settings, catalog, environ)
         service = app[SERVICE]
         replay: Iterable[Record] = ()
         snapshotter: Snapshotter | None = None
@@ -167,16 +249,17 @@ def _engine_context(
         elif settings.ephemeral:
             used = MemoryJournal(max_records=EPHEMERAL_RECORDS)
         else:
-            used = await _open_durable(settings, service)
+            used = await _open_durable(settings, service, backend.store)
             snapshotter = Snapshotter(
-                store=service.store,
+                store=backend.store,
                 journal=used,
                 state_dir=settings.data_dir / STATE_DIR,
                 records=settings.snapshot_records,
                 seconds=settings.snapshot_seconds,
             )
+        backend.use_journal(used)
         try:
-            await service.start(catalog=cat, journal=used, replay=replay)
+            await service.start(catalog=cat, replay=replay)
         except JournalDown:
             await used.close()
             raise StartupError(
@@ -187,7 +270,7 @@ def _engine_context(
             await used.close()
             raise
         snapshot_task = asyncio.create_task(snapshotter.run()) if snapshotter is not None else None
-        pack_task = asyncio.create_task(pack_cold_jobs(service.store))
+        pack_task = asyncio.create_task(pack_cold_jobs(backend.store))
         retention = app.get(LOG_RETENTION)
         retention_task = asyncio.create_task(retention.run()) if retention is not None else None
         log.info(
@@ -196,8 +279,8 @@ def _engine_context(
             clients=len(cat.clients),
             token_from=origin,
             ephemeral=settings.ephemeral,
-            jobs=len(service.store),
-            journal_seq=service.store.seq,
+            jobs=len(backend.store),
+            journal_seq=backend.store.seq,
         )
         try:
             yield
@@ -232,7 +315,7 @@ async def pack_cold_jobs(store: JobStore) -> None:
     log.info("cold_jobs_packed", jobs=count, seconds=round(time.perf_counter() - started, 3))
 
 
-async def _open_durable(settings: Settings, service: JobService) -> FileJournal:
+async def _open_durable(settings: Settings, service: JobService, store: JobStore) -> FileJournal:
     """Open the file journal and rebuild the store from it, off the event loop."""
     if isinstance(service.logs, FileJobLogs):
         try:
@@ -243,12 +326,10 @@ async def _open_durable(settings: Settings, service: JobService) -> FileJournal:
             ) from None
     journal = await asyncio.to_thread(open_journal, settings)
     try:
-        count = await asyncio.to_thread(restore, journal, service.store, settings)
+        count = await asyncio.to_thread(restore, journal, store, settings)
     except BaseException:
         await journal.close()
         raise
     snap = journal.snapshot
-    log.info(
-        "journal_replayed", snapshot_seq=snap.seq if snap is not None else None, replayed=count, jobs=len(service.store)
-    )
+    log.info("journal_replayed", snapshot_seq=snap.seq if snap is not None else None, replayed=count, jobs=len(store))
     return journal

@@ -69,7 +69,7 @@ async def audit(request: web.Request) -> web.Response:
         before=before,
         limit=limit,
     )
-    records = await request.app[SERVICE].journal.query(query)
+    records = await request.app[SERVICE].backend.audit(query)
     headers = {}
     if len(records) == limit and records[-1].seq > 1:
         params = [(k, v) for k, v in request.query.items() if k != "before"]

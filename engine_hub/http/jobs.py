@@ -16,8 +16,9 @@ from typing import Any, Final
 from aiohttp import web
 from multidict import CIMultiDict
 
-from engine_hub.errors import EngineError, InvalidField, LogExpired
+from engine_hub.errors import EngineError, InvalidField, LogExpired, NodeNotReady
 from engine_hub.http.auth import principal, source
+from engine_hub.jobs.cluster import NODE
 from engine_hub.jobs.service import SERVICE, JobService
 from engine_hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine_hub.run.logs import MAX_READ_LINES
@@ -100,28 +101,29 @@ async def list_jobs(request: web.Request) -> web.Response:
     cache = request.app[PAGE_CACHE]
     # The raw query: two different raw queries never share a key (the decoded one can).
     key = (request.path, request.rel_url.raw_query_string)
-    seq = service.store.seq
-    page = cache.get(key, seq)
+    seq = service.backend.change_seq
+    page = None if seq is None else cache.get(key, seq)
     if page is None:
-        page = _build_page(request, service)
-        cache.put(key, seq, page)
+        page = await _build_page(request, service)
+        if seq is not None:
+            cache.put(key, seq, page)
     return json_bytes(page.body, headers=None if page.link is None else {"Link": page.link})
 
 
-def _build_page(request: web.Request, service: JobService) -> Page:
+async def _build_page(request: web.Request, service: JobService) -> Page:
     query = request.query
     if len(query) > 1 or (query and "limit" not in query):
         reject_unknown_query(request, LIST_QUERY)
     limit = parse_int_query(request, "limit", default=DEFAULT_PAGE_LIMIT, low=1, high=MAX_PAGE_LIMIT, error=EngineError)
     status = _status_filter(query.get("status"))
-    type_name = _type_filter(service, query.get("type"))
+    type_name = await _type_filter(service, query.get("type"))
     before = None
     cursor = query.get("before")
     if cursor is not None:
-        before = service.store.get(cursor)
+        before = await service.backend.get(cursor)
         if before is None:
             raise InvalidField(f"before: unknown job id {cursor!r}")
-    items, more = service.store.page(limit=limit, status=status, type_name=type_name, before=before)
+    items, more = await service.backend.page(limit=limit, status=status, type_name=type_name, before=before)
     link = None
     if more is not None:
         # Built by hand (urlencode costs as much as the rest of the handler). Nothing needs
@@ -147,8 +149,8 @@ def _status_filter(raw: str | None) -> JobStatus | None:
         raise InvalidField(f"status must be one of {', '.join(JobStatus)}; got {raw!r}") from None
 
 
-def _type_filter(service: JobService, raw: str | None) -> str | None:
-    if raw is None or service.catalog.get(raw) is not None or service.store.has_type(raw):
+async def _type_filter(service: JobService, raw: str | None) -> str | None:
+    if raw is None or service.catalog.get(raw) is not None or await service.backend.has_type(raw):
         return raw
     allowed = ", ".join(sorted(service.catalog.types))
     raise InvalidField(f"type must be a job type ({allowed}); got {raw!r}")
@@ -157,7 +159,7 @@ def _type_filter(service: JobService, raw: str | None) -> str | None:
 async def get_job(request: web.Request) -> web.Response:
     """``GET /api/jobs/{id}``: one job with its history, or 404."""
     reject_unknown_query(request, ())
-    return json_bytes(request.app[SERVICE].get(request.match_info["id"]).encoded)
+    return json_bytes((await request.app[SERVICE].get(request.match_info["id"])).encoded)
 
 
 async def refuse_job_post(request: web.Request) -> web.Response:
@@ -210,7 +212,7 @@ async def job_logs(request: web.Request) -> web.Response:
     """
     reject_unknown_query(request, ("after", "limit"))
     service = request.app[SERVICE]
-    entry = service.get(request.match_info["id"])
+    entry = await service.get(request.match_info["id"])
     if entry.log_expired:
         raise LogExpired(f"the output of job {entry.id} was deleted by log retention; the job and its history are kept")
     job_id = entry.id
@@ -237,7 +239,7 @@ async def healthz(request: web.Request) -> web.Response:
     restart would not fix a full or failing disk. Monitoring alerts on the
     ``status`` field (or ``engine_journal_healthy`` in ``/metrics``).
     """
-    if request.app[SERVICE].journal.healthy:
+    if request.app[SERVICE].backend.healthy:
         return web.json_response({"status": "ok"})
     return web.json_response(
         {
@@ -248,11 +250,28 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """``GET /readyz`` (no token): 200 ``{"status": "ready"}`` when this engine can take changes and start runs.
+
+    503 ``node_not_ready`` otherwise: the store cannot be written, or (a node
+    of a PostgreSQL store) the node holds no registration: it fenced itself
+    and is registering again, so a load balancer should send requests
+    elsewhere meanwhile. Unlike ``/healthz``, this answer says "send me work".
+    """
+    service = request.app[SERVICE]
+    node = request.app.get(NODE)
+    if node is not None and not node.ready:
+        raise NodeNotReady("this engine node holds no registration in the store right now (re-registering)")
+    if not service.backend.healthy:
+        raise NodeNotReady("this engine cannot write its store right now")
+    return web.json_response({"status": "ready"})
+
+
 async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics``: Prometheus text exposition."""
     service = request.app[SERVICE]
-    counts = {status: service.store.count(status) for status in JobStatus}
+    counts = await service.backend.counts()
     text = service.metrics.render(
-        jobs_by_status=counts, journal_healthy=service.journal.healthy, log_bytes=service.logs.disk_bytes
+        jobs_by_status=counts, journal_healthy=service.backend.healthy, log_bytes=service.logs.disk_bytes
     )
     return web.Response(text=text, headers={"Content-Type": METRICS_CONTENT_TYPE})

@@ -15,8 +15,10 @@ from aiohttp import web
 from engine_hub.errors import EngineError
 from engine_hub.http.auth import principal, source
 from engine_hub.http.jobs import json_bytes, reject_unknown_query, required_text
+from engine_hub.http.schemas import ACTOR, BAD_QUERY, SUBMIT_AUTH, UNKNOWN_QUERY, limit
 from engine_hub.jobs.service import SERVICE
 from shared.contract import MAX_NAME_CHARS
+from shared.openapi import Operation, errors, ref, response
 from shared.web import parse_int_query, read_json_object
 
 #: The original's defaults and our upper bounds for ``limit``.
@@ -32,14 +34,14 @@ async def job_results(request: web.Request) -> web.Response:
     limit = parse_int_query(
         request, "limit", default=RESULTS_DEFAULT_LIMIT, low=1, high=RESULTS_MAX_LIMIT, error=EngineError
     )
-    return web.json_response(request.app[SERVICE].store.results(limit))
+    return web.json_response(await request.app[SERVICE].backend.results(limit))
 
 
 async def engine_logs(request: web.Request) -> web.Response:
     """``GET /api/engines/logs``, ``/engines/logs`` and ``/logs``: the newest EngineLogs, oldest first."""
     reject_unknown_query(request, ("limit",))
     limit = parse_int_query(request, "limit", default=LOGS_DEFAULT_LIMIT, low=1, high=LOGS_MAX_LIMIT, error=EngineError)
-    return web.json_response(request.app[SERVICE].store.engine_logs(limit))
+    return web.json_response(await request.app[SERVICE].backend.engine_logs(limit))
 
 
 async def legacy_create(request: web.Request) -> web.Response:
@@ -52,3 +54,35 @@ async def legacy_create(request: web.Request) -> web.Response:
         type_name=engine, name=name, params=None, actor=who.actor, source=source(request)
     )
     return json_bytes(entry.encoded, status=202, headers={"Location": f"/api/jobs/{entry.id}"})
+
+
+def results_operation(path: str, operation_id: str) -> Operation:
+    """A legacy JobResults read (two paths serve it)."""
+    return Operation(
+        method="GET",
+        path=path,
+        operation_id=operation_id,
+        tags=("compat",),
+        parameters=(limit(RESULTS_DEFAULT_LIMIT, RESULTS_MAX_LIMIT), ACTOR),
+        summary="Legacy: the newest JobResults (finished jobs), oldest first.",
+        responses={
+            "200": response("JobResults.", {"type": "array", "items": ref("JobResult")}),
+            **errors(UNKNOWN_QUERY, BAD_QUERY, *SUBMIT_AUTH),
+        },
+    )
+
+
+def engine_logs_operation(path: str, operation_id: str) -> Operation:
+    """A legacy EngineLog read (three paths serve it)."""
+    return Operation(
+        method="GET",
+        path=path,
+        operation_id=operation_id,
+        tags=("compat",),
+        parameters=(limit(LOGS_DEFAULT_LIMIT, LOGS_MAX_LIMIT), ACTOR),
+        summary="Legacy: the newest EngineLog entries, oldest first.",
+        responses={
+            "200": response("EngineLogs.", {"type": "array", "items": ref("EngineLog")}),
+            **errors(UNKNOWN_QUERY, BAD_QUERY, *SUBMIT_AUTH),
+        },
+    )

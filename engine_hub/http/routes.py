@@ -39,13 +39,13 @@ from engine_hub.http.schemas import (
     LOCATION,
     LOG_PARAMS,
     NO_JOB,
+    NOT_READY_NODE,
     RUN_BODY,
     SUBMIT_AUTH,
     TOO_LARGE,
     UNKNOWN_FIELD,
     UNKNOWN_QUERY,
     E,
-    limit,
 )
 from shared.openapi import ErrorCase, Operation, body, closed_object, errors, header, openapi_json, ref, response
 from shared.routes import Access, Route, RouteTable
@@ -53,40 +53,27 @@ from shared.routes import Access, Route, RouteTable
 JOBS, COMPAT, OPS = ("jobs",), ("compat",), ("operations",)
 
 
-def _results(path: str, operation_id: str) -> Operation:
-    """A legacy JobResults read (two paths serve it)."""
-    return Operation(
-        method="GET",
-        path=path,
-        operation_id=operation_id,
-        tags=COMPAT,
-        parameters=(limit(legacy.RESULTS_DEFAULT_LIMIT, legacy.RESULTS_MAX_LIMIT), ACTOR),
-        summary="Legacy: the newest JobResults (finished jobs), oldest first.",
-        responses={
-            "200": response("JobResults.", {"type": "array", "items": ref("JobResult")}),
-            **errors(UNKNOWN_QUERY, BAD_QUERY, *SUBMIT_AUTH),
-        },
-    )
-
-
-def _engine_logs(path: str, operation_id: str) -> Operation:
-    """A legacy EngineLog read (three paths serve it)."""
-    return Operation(
-        method="GET",
-        path=path,
-        operation_id=operation_id,
-        tags=COMPAT,
-        parameters=(limit(legacy.LOGS_DEFAULT_LIMIT, legacy.LOGS_MAX_LIMIT), ACTOR),
-        summary="Legacy: the newest EngineLog entries, oldest first.",
-        responses={
-            "200": response("EngineLogs.", {"type": "array", "items": ref("EngineLog")}),
-            **errors(UNKNOWN_QUERY, BAD_QUERY, *SUBMIT_AUTH),
-        },
-    )
-
-
 #: Every engine route, in registration order (see the module docstring).
 ROUTES: Final[RouteTable] = (
+    Route(
+        name="readyz",
+        handler=jobs.readyz,
+        access=Access.PUBLIC,
+        operation=Operation(
+            method="GET",
+            path="/readyz",
+            operation_id="readyz",
+            tags=OPS,
+            security=(),
+            summary="Readiness (no token): whether this engine can take changes and start runs.",
+            description="503 `node_not_ready` while a node of a PostgreSQL store holds no registration (it fenced "
+            "itself and is re-registering) or the store cannot be written; a load balancer sends elsewhere.",
+            responses={
+                "200": response("Ready.", closed_object({"status": {"type": "string", "enum": ["ready"]}})),
+                **errors(NOT_READY_NODE),
+            },
+        ),
+    ),
     Route(
         name="healthz",
         handler=jobs.healthz,
@@ -213,31 +200,31 @@ ROUTES: Final[RouteTable] = (
         name="job_results",
         handler=legacy.job_results,
         access=Access.SUBMIT,
-        operation=_results("/api/jobs/results", "jobResults"),
+        operation=legacy.results_operation("/api/jobs/results", "jobResults"),
     ),
     Route(
         name="job_results_legacy",
         handler=legacy.job_results,
         access=Access.SUBMIT,
-        operation=_results("/engines/jobs/results", "jobResultsLegacy"),
+        operation=legacy.results_operation("/engines/jobs/results", "jobResultsLegacy"),
     ),
     Route(
         name="engine_logs",
         handler=legacy.engine_logs,
         access=Access.SUBMIT,
-        operation=_engine_logs("/api/engines/logs", "engineLogs"),
+        operation=legacy.engine_logs_operation("/api/engines/logs", "engineLogs"),
     ),
     Route(
         name="engine_logs_legacy",
         handler=legacy.engine_logs,
         access=Access.SUBMIT,
-        operation=_engine_logs("/engines/logs", "engineLogsLegacy"),
+        operation=legacy.engine_logs_operation("/engines/logs", "engineLogsLegacy"),
     ),
     Route(
         name="logs_legacy",
         handler=legacy.engine_logs,
         access=Access.SUBMIT,
-        operation=_engine_logs("/logs", "logsLegacy"),
+        operation=legacy.engine_logs_operation("/logs", "logsLegacy"),
     ),
     Route(
         name="jobs_legacy",

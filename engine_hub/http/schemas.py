@@ -68,6 +68,9 @@ NO_JOB = ErrorCase(status=404, code=E.NOT_FOUND, when="no job has this id")
 JOURNAL = ErrorCase(
     status=503, code=E.JOURNAL_UNAVAILABLE, when="the journal cannot make the change durable, so nothing changed"
 )
+NOT_READY_NODE = ErrorCase(
+    status=503, code=E.NODE_NOT_READY, when="this node of a PostgreSQL store holds no registration right now"
+)
 
 #: Failures of every route needing a token: admin-only, and open to client tokens.
 ADMIN_AUTH: Final = (NO_TOKEN, SCOPE, BAD_ACTOR)

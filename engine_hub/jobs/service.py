@@ -1,16 +1,18 @@
 """What the engine does with jobs: create, run at most once, cancel, recover.
 
-:class:`JobService` is the only writer of the store. Each change is first
-appended to the journal and applied to memory (:meth:`JobStore.apply`) only
-once the journal holds it; if the journal cannot take it, nothing changes
-and the caller gets a 503.
+:class:`JobService` is the only writer of the store, whichever it is
+(:class:`engine_hub.store.backend.Backend`: embedded or PostgreSQL). Each
+change is made durable with its audit record by :meth:`Backend.commit`; if
+the store cannot take it, nothing changes and the caller gets a 503.
 
-A run request is checked and *claimed* synchronously, with no ``await``
-between the check of the job's state and the claim, so of any number of
-concurrent requests for one job exactly one gets past the claim; the others
-see the claim (or the RUNNING status) and get a 409. The claim is released
-once the ``run_requested`` record is applied (the job is then RUNNING) or
-the append failed (the job stays READY).
+A run request is checked and *claimed* locally with no suspension between
+the check of the job's state and the claim (with the embedded store, reads
+never suspend), so of any number of concurrent requests for one job in this
+process exactly one gets past the claim; the others see the claim (or the
+RUNNING status) and get a 409. The claim is released once the
+``run_requested`` change is made (the job is then RUNNING) or failed (the
+job stays READY). Across nodes, the store's own claim decides
+(:class:`ClaimLost` for every loser).
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from engine_hub.errors import Conflict, InvalidParam, JournalDown, NotFound, NotReady, UnknownType
+from engine_hub.errors import Conflict, InvalidParam, JournalDown, NodeNotReady, NotFound, NotReady, UnknownType
 from engine_hub.jobs.catalog import Catalog, CatalogError, JobType
 from engine_hub.metrics import Metrics
 from engine_hub.run.logs import LogStore
 from engine_hub.run.runner import Runner
-from engine_hub.store.embedded import SYSTEM_ACTOR, Action, JobEntry, JobStore
+from engine_hub.store.backend import Backend, ClaimLost, EmbeddedBackend, Fenced
+from engine_hub.store.embedded import SYSTEM_ACTOR, Action, JobEntry
 from shared.contract import ErrorCode, HistoryEntry, Job, JobStatus, new_job_id, utcnow
-from shared.journal.chain import Journal, JournalUnavailable, Record
+from shared.journal.chain import Record
 
 log = structlog.get_logger("engine.service")
 
@@ -45,17 +48,17 @@ FINISH_RETRY_MAX_DELAY: Final = 5.0
 class JobService:
     """Creates, runs and cancels jobs; owns the run tasks.
 
-    Built without side effects; :meth:`start` gets the catalog and journal
-    and replays the journal, :meth:`close` stops every run.
+    Built without side effects; :meth:`start` gets the catalog (and, for the
+    embedded store, replays the journal), :meth:`close` stops every run.
     """
 
-    def __init__(self, *, store: JobStore, logs: LogStore, metrics: Metrics, runner: Runner) -> None:
-        self.store = store
+    def __init__(self, *, backend: Backend, logs: LogStore, metrics: Metrics, runner: Runner) -> None:
+        self.backend = backend
         self.logs = logs
         self.metrics = metrics
         self._runner = runner
         self._catalog: Catalog | None = None
-        self._journal: Journal | None = None
+        self._cancels_delivered: set[str] = set()
         self._claims: set[str] = set()
         self._claimed_types: dict[str, int] = {}
         self._pending_cancels: dict[str, str] = {}
@@ -71,26 +74,24 @@ class JobService:
             raise RuntimeError("JobService used before start()")
         return self._catalog
 
-    @property
-    def journal(self) -> Journal:
-        """The journal in use (only after :meth:`start`)."""
-        if self._journal is None:
-            raise RuntimeError("JobService used before start()")
-        return self._journal
-
-    async def start(self, *, catalog: Catalog, journal: Journal, replay: Iterable[Record] = ()) -> None:
-        """Replay ``replay`` into the store, then fail every job left RUNNING.
+    async def start(self, *, catalog: Catalog, replay: Iterable[Record] = ()) -> None:
+        """Take the catalog; with the embedded store, replay ``replay`` into it, then fail every job left RUNNING.
 
         A job RUNNING in the journal was running when the previous engine
         stopped; its process is gone with it (runs never outlive the engine),
         so it becomes FAILED with actor ``system``, and a torn last line its
-        log may end with is cut off. Nothing is ever run here.
+        log may end with is cut off. Nothing is ever run here. (With
+        PostgreSQL, other nodes' jobs run on: a lost node's jobs are failed by
+        the sweep, :mod:`engine_hub.store.nodes`.)
         """
         self._catalog = catalog
-        self._journal = journal
+        backend = self.backend
+        if not isinstance(backend, EmbeddedBackend):
+            return
+        store = backend.store
         # An empty replay is skipped: a bulk replay rebuilds every index, even for no records.
-        count = self.store.replay(replay) if replay else 0
-        interrupted = self.store.running_job_ids()
+        count = store.replay(replay) if replay else 0
+        interrupted = store.running_job_ids()
         for job_id in interrupted:
             # Raises JournalDown if the journal cannot take it: the engine then does not start.
             await self._commit(
@@ -102,7 +103,7 @@ class JobService:
             )
             log.warning("job_interrupted", job_id=job_id, error=INTERRUPTED_ERROR)
             self.logs.repair(job_id)  # the crash may have cut its log mid-line
-        log.info("store_recovered", records=count, jobs=len(self.store), interrupted=len(interrupted))
+        log.info("store_recovered", records=count, jobs=len(store), interrupted=len(interrupted))
 
     async def close(self) -> None:
         """Stop every run (their process groups are killed) and wait for their outcomes to be recorded."""
@@ -170,27 +171,44 @@ class JobService:
 
         Raises 404 ``not_found``, 409 ``already_running`` (RUNNING, or another
         request is starting it), 409 ``type_busy`` (exclusive type has a run),
-        400 ``not_ready`` (DONE/FAILED), 503 ``journal_unavailable``.
+        400 ``not_ready`` (DONE/FAILED), 503 ``journal_unavailable`` /
+        ``store_unavailable``, 503 ``node_not_ready`` (this node may not
+        claim right now: it is re-registering with the store).
         """
-        entry = self.get(job_id)
-        job_type = self._claim(entry)
+        entry = await self.get(job_id)
+        job_type = self.catalog.get(entry.type)
+        # With the embedded store these awaits never suspend: check and claim stay one step.
+        busy = job_type is not None and job_type.exclusive and await self.backend.running_of_type(entry.type)
+        job_type = self._claim(entry, busy=busy)
 
         def start(entry: JobEntry) -> None:
             self.metrics.runs_started += 1
             params = entry.job.params
             self._tasks[job_id] = asyncio.create_task(self._execute(job_id, params, job_type), name=f"run-{job_id}")
 
-        return await self._commit(
-            action=Action.RUN_REQUESTED,
-            actor=actor,
-            source=source,
-            job_id=job_id,
-            data={"runBy": actor, "reason": reason},
-            then=start,
-            finally_=lambda: self._release(entry.id, entry.type),
-        )
+        try:
+            return await self._commit(
+                action=Action.RUN_REQUESTED,
+                actor=actor,
+                source=source,
+                job_id=job_id,
+                data={"runBy": actor, "reason": reason},
+                exclusive=job_type.exclusive,
+                then=start,
+                finally_=lambda: self._release(entry.id, entry.type),
+            )
+        except ClaimLost:
+            # Another node (or request) won, the type got busy, or this node may not claim: say which.
+            fresh = await self.get(job_id)
+            busy = job_type.exclusive and await self.backend.running_of_type(entry.type)
+            self._claim(fresh, busy=busy)  # raises the loser's 409 / 400
+            self._release(fresh.id, fresh.type)
+            raise NodeNotReady(
+                "this engine node cannot start runs right now (it is re-registering with the job store); "
+                "nothing was changed, try again"
+            ) from None
 
-    def _claim(self, entry: JobEntry) -> JobType:
+    def _claim(self, entry: JobEntry, *, busy: bool) -> JobType:
         # No await in here: check and claim form one atomic step on the event loop.
         if entry.status is JobStatus.RUNNING or entry.id in self._claims:
             raise Conflict("job is already running", code=ErrorCode.ALREADY_RUNNING)
@@ -199,9 +217,7 @@ class JobService:
         job_type = self.catalog.get(entry.type)
         if job_type is None:
             raise UnknownType(f"job type {entry.type!r} is no longer in the catalog, so this job cannot run")
-        if job_type.exclusive and (
-            self.store.count(JobStatus.RUNNING, entry.type) or self._claimed_types.get(entry.type)
-        ):
+        if job_type.exclusive and (busy or self._claimed_types.get(entry.type)):
             raise Conflict(
                 f"job type {entry.type!r} is exclusive and already has a running job", code=ErrorCode.TYPE_BUSY
             )
@@ -223,12 +239,35 @@ class JobService:
         Raises 404 ``not_found``, 409 ``not_running`` (READY), 400
         ``not_ready`` (DONE/FAILED), 503 ``journal_unavailable``.
         """
-        self._check_cancellable(self.get(job_id))
+        self._check_cancellable(await self.get(job_id))
         entry = await self._commit(action=Action.CANCEL_REQUESTED, actor=actor, source=source, job_id=job_id, data={})
-        if entry.status is JobStatus.RUNNING and not self._runner.cancel(job_id, by=actor):
-            # The run task has not handed the job to the runner yet: deliver on start.
-            self._pending_cancels[job_id] = actor
+        if entry.status is JobStatus.RUNNING and job_id in self._tasks:
+            self.deliver_cancel(job_id, entry.cancel_requested_by or actor)
+        # Run by another node: that node sees the request in the store (engine_hub.jobs.cluster).
         return entry
+
+    def deliver_cancel(self, job_id: str, by: str) -> None:
+        """Stop this node's run of ``job_id`` for ``by`` (once; later calls do nothing).
+
+        If the run task has not handed the job to the runner yet, the cancel is
+        delivered when it does.
+        """
+        if job_id in self._cancels_delivered or job_id not in self._tasks:
+            return
+        self._cancels_delivered.add(job_id)
+        if not self._runner.cancel(job_id, by=by):
+            self._pending_cancels[job_id] = by
+
+    def running_here(self) -> list[str]:
+        """Ids of the jobs whose run this process owns (started and not yet recorded as ended)."""
+        return list(self._tasks)
+
+    def kill_runs(self, *, by: str) -> None:
+        """Stop every run of this process now (a fenced node: their outcomes will be refused anyway)."""
+        for job_id in list(self._tasks):
+            self._cancels_delivered.add(job_id)
+            if not self._runner.cancel(job_id, by=by):
+                self._pending_cancels[job_id] = by
 
     @staticmethod
     def _check_cancellable(entry: JobEntry) -> None:
@@ -239,9 +278,9 @@ class JobService:
         if entry.status is not JobStatus.RUNNING:
             raise NotReady(f"job has already finished ({entry.status}); there is nothing to cancel")
 
-    def get(self, job_id: str) -> JobEntry:
-        """Return a job's entry or raise 404 ``not_found``."""
-        entry = self.store.get(job_id)
+    async def get(self, job_id: str) -> JobEntry:
+        """Return a job's entry or raise 404 ``not_found`` (503 when the store is unavailable)."""
+        entry = await self.backend.get(job_id)
         if entry is None:
             raise NotFound(f"job {job_id!r} not found")
         return entry
@@ -256,26 +295,22 @@ class JobService:
         source: str,
         job_id: str,
         data: dict[str, Any],
+        exclusive: bool = False,
         then: Callable[[JobEntry], None] | None = None,
         finally_: Callable[[], None] | None = None,
     ) -> JobEntry:
-        """Append a record, then apply it: the state changes only once the journal holds it.
+        """Make one change with its audit record (:meth:`Backend.commit`), then ``then(entry)``.
 
-        Append, apply, ``then(entry)`` and ``finally_()`` run in a shielded
+        The change, ``then(entry)`` and ``finally_()`` run in a shielded
         task, so a caller cancelled mid-way (a client hanging up) can never
-        leave a record in the journal that memory has not applied.
+        leave a change made whose consequence (a started run) is not.
         """
 
         async def write() -> JobEntry:
             try:
-                try:
-                    record = await self.journal.append(
-                        action=str(action), actor=actor, source=source, job_id=job_id, data=data
-                    )
-                except JournalUnavailable as exc:
-                    log.error("journal_append_failed", action=str(action), job_id=job_id, error=str(exc))
-                    raise JournalDown("the journal is unavailable, so nothing was changed; try again later") from None
-                entry = self.store.apply(record)
+                entry = await self.backend.commit(
+                    action=action, actor=actor, source=source, job_id=job_id, data=data, exclusive=exclusive
+                )
                 if then is not None:
                     then(entry)
                 return entry
@@ -313,13 +348,19 @@ class JobService:
             self._pending_cancels.pop(job_id, None)
         for task in started:
             await task  # job_started is journaled before job_finished
-        entry = self.store.get(job_id)
-        canceller = entry.cancel_requested_by if entry is not None else None
-        actor = canceller if canceller is not None and error == f"cancelled by {canceller}" else SYSTEM_ACTOR
+        actor = SYSTEM_ACTOR
+        if error is not None and error.startswith("cancelled by "):
+            canceller = error.removeprefix("cancelled by ")
+            # The runner names whoever stopped it; only a user's recorded cancel makes them the actor.
+            with contextlib.suppress(JournalDown):
+                entry = await self.backend.get(job_id)
+                if entry is not None and entry.cancel_requested_by == canceller:
+                    actor = canceller
         data = {"status": str(status), "exitCode": exit_code, "error": error}
         self.logs.finish(job_id)  # the log is complete on disk before the job is seen as ended
         await self._record_finish(job_id, actor, data)
         self._tasks.pop(job_id, None)
+        self._cancels_delivered.discard(job_id)
         self._pending_cancels.pop(job_id, None)  # a cancel that arrived while the finish was retried
         if status is JobStatus.DONE:
             self.metrics.runs_finished += 1
@@ -336,6 +377,10 @@ class JobService:
                     action=Action.JOB_FINISHED, actor=actor, source=ENGINE_SOURCE, job_id=job_id, data=data
                 )
                 return
+            except Fenced as exc:
+                # This node lost the run (it was judged lost and swept): its outcome is not the truth.
+                log.error("finish_rejected_fenced", job_id=job_id, status=data["status"], error=str(exc))
+                return
             except JournalDown:
                 log.error("job_finish_not_recorded", job_id=job_id, retry_in=delay)
                 await asyncio.sleep(delay)
@@ -343,7 +388,7 @@ class JobService:
 
     async def _best_effort(self, action: Action, job_id: str, data: dict[str, Any]) -> None:
         # Facts that do not change status (pid, truncation): losing one must not break a run.
-        with contextlib.suppress(JournalDown):
+        with contextlib.suppress(JournalDown, Fenced):
             await self._commit(action=action, actor=SYSTEM_ACTOR, source=ENGINE_SOURCE, job_id=job_id, data=data)
 
     def _spawn(self, coro: Any) -> None:

@@ -77,10 +77,10 @@ class LogRetention:
             lambda: [(job_id, size) for job_id, size, mtime in self._logs.files() if mtime < cutoff_ts]
         )
         days = int(self.days) if float(self.days).is_integer() else self.days
-        store, metrics = self._service.store, self._service.metrics
+        backend, metrics = self._service.backend, self._service.metrics
         removed = 0
         for job_id, size in candidates:
-            entry = store.get(job_id)
+            entry = await backend.get(job_id)
             if entry is None or TRANSITIONS[entry.status]:
                 continue  # READY or RUNNING, or a file no job owns: never deleted
             if not entry.log_expired:

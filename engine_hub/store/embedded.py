@@ -183,7 +183,7 @@ class JobStore:
                 reason=reason,
                 changes={"startedAt": at, "runBy": run_by, "runReason": reason},
             )
-            self._legacy_log(LogLevel.INFO, "Job started", entry.id, at)
+            self._legacy_log(record)
         elif action in (Action.JOB_FINISHED, Action.JOB_INTERRUPTED):
             status = _STATUSES.get(data.get("status", "FAILED"))
             if status is None:
@@ -202,10 +202,7 @@ class JobStore:
                 reason=error,
                 changes={"endedAt": at, "exitCode": exit_code, "error": error},
             )
-            if status is JobStatus.DONE:
-                self._legacy_log(LogLevel.INFO, "Job finished", entry.id, at)
-            else:
-                self._legacy_log(LogLevel.ERROR, f"Job failed: {error}", entry.id, at)
+            self._legacy_log(record)
             self._results.append(entry.id)
         elif action is Action.JOB_STARTED:
             # Built directly: NamedTuple._replace is several times slower, and replay does this a lot.
@@ -226,7 +223,7 @@ class JobStore:
                 return entry
             # The first canceller is the one the run reports ("cancelled by <first>").
             new = entry._replace(cancel_requested_by=record.actor)
-            self._legacy_log(LogLevel.WARN, f"Cancel requested by {record.actor}", entry.id, at)
+            self._legacy_log(record)
         elif action is Action.LOG_EXPIRED:
             # Retention deletes the output of finished runs only; a live run's log is still written.
             if TRANSITIONS[entry.status]:
@@ -257,7 +254,7 @@ class JobStore:
             self._cool_oldest_hot()
         elif len(self._bulk) >= 2 * BULK_OPEN_JOBS:
             self._encode_bulk(len(self._bulk) - BULK_OPEN_JOBS)
-        self._legacy_log(LogLevel.INFO, "Job created", job_id, record.at)
+        self._legacy_log(record)
         return entry
 
     def _cool_oldest_hot(self) -> None:
@@ -331,9 +328,10 @@ class JobStore:
         self._by_type.setdefault(entry.type, Index()).add(entry)
         self._by_status_type.setdefault((entry.status, entry.type), Index()).add(entry)
 
-    def _legacy_log(self, level: LogLevel, message: str, job_id: str, at: str) -> None:
-        # The EngineLog shape of shared.contract.engine_log_json; ``at`` is already formatted.
-        self._engine_logs.append({"level": str(level), "message": message, "jobId": job_id, "timestamp": at})
+    def _legacy_log(self, record: Record) -> None:
+        entry = engine_log_of(record)
+        if entry is not None:
+            self._engine_logs.append(entry)
 
     # -- bulk loading ------------------------------------------------------------
 
@@ -526,20 +524,42 @@ class JobStore:
         the job's ``endedAt``), so nothing but the job id is kept per result.
         """
         size = len(self._results)
-        out = []
-        for i in range(max(0, size - limit), size):
-            wire = self._entries[self._results[i]].wire()
-            output = RESULT_OK if wire["status"] == JobStatus.DONE else f"Job failed: {wire['error']}"
-            out.append(
-                {
-                    "jobId": wire["id"],
-                    "engine": wire["type"],
-                    "name": wire["name"],
-                    "output": output,
-                    "createdAt": wire["endedAt"],
-                }
-            )
-        return out
+        return [result_of(self._entries[self._results[i]].wire()) for i in range(max(0, size - limit), size)]
+
+
+def result_of(wire: dict[str, Any]) -> dict[str, Any]:
+    """The legacy JobResult of a finished job's wire JSON (its ``createdAt`` is the job's ``endedAt``)."""
+    output = RESULT_OK if wire["status"] == JobStatus.DONE else f"Job failed: {wire['error']}"
+    return {
+        "jobId": wire["id"],
+        "engine": wire["type"],
+        "name": wire["name"],
+        "output": output,
+        "createdAt": wire["endedAt"],
+    }
+
+
+def engine_log_of(record: Record) -> dict[str, Any] | None:
+    """The legacy EngineLog entry (``shared.contract.engine_log_json`` shape) a record stands for, if any.
+
+    Both stores derive the legacy log from the records: the embedded store
+    as it applies them, the PostgreSQL store from its audit rows.
+    """
+    action, data = record.action, record.data
+    if action == Action.JOB_CREATED:
+        level, message = LogLevel.INFO, "Job created"
+    elif action == Action.RUN_REQUESTED:
+        level, message = LogLevel.INFO, "Job started"
+    elif action in (Action.JOB_FINISHED, Action.JOB_INTERRUPTED):
+        if data.get("status", "FAILED") == JobStatus.DONE:
+            level, message = LogLevel.INFO, "Job finished"
+        else:
+            level, message = LogLevel.ERROR, f"Job failed: {data.get('error')}"
+    elif action == Action.CANCEL_REQUESTED:
+        level, message = LogLevel.WARN, f"Cancel requested by {record.actor}"
+    else:
+        return None
+    return {"level": str(level), "message": message, "jobId": record.job_id, "timestamp": record.at}
 
 
 def entry_run_by(record: Record) -> str:

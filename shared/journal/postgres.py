@@ -41,10 +41,11 @@ from shared.pg import connect, describe_error, redact
 RECENT_LIMIT: Final = 1000
 #: The tables the journal needs (created by the engine's migration 0001).
 TABLES: Final = ("audit_head", "audit_events")
-_COLUMNS: Final = "seq, at, actor, source, action, job_id, data, prev, hash"
+AUDIT_COLUMNS: Final = "seq, at, actor, source, action, job_id, data, prev, hash"
 
 
-def _record(row: Sequence[Any]) -> Record:
+def record_of_row(row: Sequence[Any]) -> Record:
+    """The record of an ``audit_events`` row selected with :data:`AUDIT_COLUMNS`."""
     seq, at, actor, source, action, job_id, data, prev, digest = row
     return Record(
         seq=seq, at=at, actor=actor, source=source, action=action, job_id=job_id, data=data, prev=prev, hash=digest
@@ -141,11 +142,11 @@ class PostgresJournal:
             raise JournalUnavailable(f"audit store {redact(self._url)} has no head row for chain {self._chain!r}")
         seq, digest = row
         cur = await conn.execute(
-            f"SELECT {_COLUMNS} FROM audit_events WHERE chain = %s AND seq <= %s ORDER BY seq DESC LIMIT %s",
+            f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE chain = %s AND seq <= %s ORDER BY seq DESC LIMIT %s",
             (self._chain, seq, self._recent.maxlen),
         )
         self._recent.clear()
-        self._recent.extend(reversed([_record(r) for r in await cur.fetchall()]))
+        self._recent.extend(reversed([record_of_row(r) for r in await cur.fetchall()]))
         self._seq, self._head = seq, digest
         return seq, digest
 
@@ -157,42 +158,22 @@ class PostgresJournal:
         :class:`JournalUnavailable` when the database fails (nothing is written).
         """
         async with self._lock:
+            reloaded = False
             try:
                 conn = await self._connection()
                 async with conn.transaction():
-                    cur = await conn.execute(
-                        "SELECT seq, hash FROM audit_head WHERE chain = %s FOR UPDATE", (self._chain,)
+                    rec = await append_to_chain(
+                        conn, self._chain, action=action, actor=actor, source=source, job_id=job_id, data=data
                     )
-                    row = await cur.fetchone()
-                    seq, prev = self._seq, self._head
-                    if row is None or (row[0], row[1]) != (seq, prev):
-                        seq, prev = await self._reload(conn)  # another writer appended: chain onto its head
-                    rec = make_record(
-                        seq=seq + 1, prev=prev, action=action, actor=actor, source=source, job_id=job_id, data=data
-                    )
-                    await conn.execute(
-                        f"INSERT INTO audit_events (chain, {_COLUMNS}) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::json, %s, %s)",
-                        (
-                            self._chain,
-                            rec.seq,
-                            rec.at,
-                            rec.actor,
-                            rec.source,
-                            rec.action,
-                            rec.job_id,
-                            canonical_json(rec.data).decode(),
-                            rec.prev,
-                            rec.hash,
-                        ),
-                    )
-                    await conn.execute(
-                        "UPDATE audit_head SET seq = %s, hash = %s WHERE chain = %s", (rec.seq, rec.hash, self._chain)
-                    )
+                    if (rec.seq - 1, rec.prev) != (self._seq, self._head):
+                        # Another writer appended meanwhile: adopt its records (rec included) for recent().
+                        await self._reload(conn)
+                        reloaded = True
             except psycopg.Error as exc:
                 self._healthy = False
                 raise self._unavailable("cannot write to", exc) from None
-            self._recent.append(rec)
+            if not reloaded:
+                self._recent.append(rec)
             self._seq, self._head = rec.seq, rec.hash
             self._healthy = True
             return rec
@@ -203,25 +184,13 @@ class PostgresJournal:
 
     async def query(self, query: AuditQuery) -> list[Record]:
         """The chain's records matching ``query``, newest first, read from the database."""
-        where: list[str] = ["chain = %s"]
-        params: list[str | int] = [self._chain]
-        for clause, value in (
-            ("seq < %s", query.before),
-            ("job_id = %s", query.job_id),
-            ("actor = %s", query.actor),
-            # ``at`` is fixed-width UTC text, so byte order (COLLATE "C") is time order.
-            ('at COLLATE "C" >= %s', format_time(query.since)),
-            ('at COLLATE "C" < %s', format_time(query.until)),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = f"SELECT {_COLUMNS} FROM audit_events WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT %s"
+        where, params = audit_where(self._chain, query)
+        sql = f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {where} ORDER BY seq DESC LIMIT %s"
         async with self._lock:
             try:
                 conn = await self._connection()
                 cur = await conn.execute(sql, [*params, query.limit])
-                return [_record(r) for r in await cur.fetchall()]
+                return [record_of_row(r) for r in await cur.fetchall()]
             except psycopg.Error as exc:
                 raise self._unavailable("cannot read", exc) from None
 
@@ -234,6 +203,70 @@ class PostgresJournal:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+
+
+def audit_where(chain: str, query: AuditQuery) -> tuple[str, list[str | int]]:
+    """The ``WHERE`` text (without the keyword) and its parameters selecting ``chain``'s records matching ``query``."""
+    where: list[str] = ["chain = %s"]
+    params: list[str | int] = [chain]
+    for clause, value in (
+        ("seq < %s", query.before),
+        ("job_id = %s", query.job_id),
+        ("actor = %s", query.actor),
+        # ``at`` is fixed-width UTC text, so byte order (COLLATE "C") is time order.
+        ('at COLLATE "C" >= %s', format_time(query.since)),
+        ('at COLLATE "C" < %s', format_time(query.until)),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    return " AND ".join(where), params
+
+
+async def append_to_chain(
+    conn: psycopg.AsyncConnection[Any],
+    chain: str,
+    *,
+    action: str,
+    actor: str,
+    source: str,
+    job_id: str | None,
+    data: dict[str, Any],
+    at: str | None = None,
+) -> Record:
+    """Append one record to ``chain`` inside the caller's open transaction and return it.
+
+    Locks the chain's head row ``FOR UPDATE`` (so it must be the *last*
+    statement group of a business transaction: the lock is held until commit,
+    and every writer of the chain queues on it), inserts the record chained
+    onto the database's head and moves the head. ``at`` is the record's time
+    (now when ``None``): pass the time the business change used. Raises
+    ``psycopg.Error`` as it comes; the caller's transaction then rolls back.
+    """
+    cur = await conn.execute("SELECT seq, hash FROM audit_head WHERE chain = %s FOR UPDATE", (chain,))
+    row = await cur.fetchone()
+    if row is None:
+        raise psycopg.errors.NoDataFound(f"audit_head has no row for chain {chain!r}")
+    rec = make_record(
+        seq=row[0] + 1, prev=row[1], action=action, actor=actor, source=source, job_id=job_id, data=data, at=at
+    )
+    await conn.execute(
+        f"INSERT INTO audit_events (chain, {AUDIT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::json, %s, %s)",
+        (
+            chain,
+            rec.seq,
+            rec.at,
+            rec.actor,
+            rec.source,
+            rec.action,
+            rec.job_id,
+            canonical_json(rec.data).decode(),
+            rec.prev,
+            rec.hash,
+        ),
+    )
+    await conn.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE chain = %s", (rec.seq, rec.hash, chain))
+    return rec
 
 
 @attrs.define
@@ -278,9 +311,9 @@ async def verify_chain(url: str, chain: str, *, expected_head: str | None = None
         try:
             async with conn.transaction():
                 async for row in conn.cursor().stream(
-                    f"SELECT {_COLUMNS} FROM audit_events WHERE chain = %s ORDER BY seq", (chain,)
+                    f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE chain = %s ORDER BY seq", (chain,)
                 ):
-                    bad = checker.check(_record(row))
+                    bad = checker.check(record_of_row(row))
                     if bad is not None:
                         break
                     found = found or checker.head == expected_head

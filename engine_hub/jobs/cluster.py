@@ -1,0 +1,192 @@
+"""What an engine node does beside serving requests when jobs live in PostgreSQL.
+
+:class:`ClusterNode` runs three loops on the event loop:
+
+- **heartbeat** every ``timing.heartbeat`` seconds. A heartbeat that
+  matches no row (this node was judged lost), or no successful one for
+  ``timing.fence_after`` (2/3 of the threshold, monotonic clock, timed from
+  the start of the last successful attempt), *fences* the node: it kills its
+  runs (their outcomes will be refused: :class:`engine_hub.store.backend.Fenced`),
+  stops claiming, fails ``/readyz``, and registers again with a new id.
+- **sweep**, after each heartbeat, once ``sweep_from`` has passed (one
+  threshold after the node (re)connected): lost nodes' runs become FAILED
+  ``interrupted: node lost`` (:func:`engine_hub.store.nodes.sweep`).
+- **listener**: one dedicated connection (not a pooled one) that LISTENs
+  on ``engine_events``; on every notification, on (re)connect and every
+  ``poll`` seconds as a fallback, it reads the runs of this node that were
+  asked to stop and stops them. That is how a cancel that reached another
+  node kills this node's process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any, Final
+
+import psycopg
+import structlog
+from aiohttp import web
+
+from engine_hub.jobs.service import JobService
+from engine_hub.store import nodes
+from engine_hub.store.nodes import NodeLease
+from engine_hub.store.postgres import UNAVAILABLE_ERRORS, PostgresBackend, connect_kwargs
+from shared.pg import describe_error
+
+log = structlog.get_logger("engine.cluster")
+
+#: The channel the ``jobs_notify`` trigger notifies.
+CHANNEL: Final = "engine_events"
+#: The fallback poll of the listener (seconds): a lost notification delays a cancel by at most this.
+DEFAULT_POLL: Final = 5.0
+#: ``by`` of the cancels a fencing node sends to its own runs.
+FENCED_BY: Final = "node fenced"
+
+
+class ClusterNode:
+    """This process as a node of a PostgreSQL store: registration, heartbeat, sweep, cancel routing.
+
+    :meth:`start` registers (raising :class:`engine_hub.errors.StoreDown`
+    when the database cannot be reached); :meth:`close` stops the loops and
+    marks the node as gone, so nobody waits a threshold to sweep it (its runs
+    have been stopped and recorded by then).
+    """
+
+    def __init__(self, *, service: JobService, backend: PostgresBackend, lease: NodeLease, poll: float = DEFAULT_POLL):
+        self._service = service
+        self._backend = backend
+        self.lease = lease
+        self._poll = poll
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        """Whether this node may claim runs now (what ``/readyz`` reports)."""
+        return self.lease.holds()
+
+    async def start(self) -> None:
+        """Register this process as a node, then start the loops."""
+        await self._register()
+        self._tasks = [
+            asyncio.create_task(self._heartbeat_loop(), name="node-heartbeat"),
+            asyncio.create_task(self._listen_loop(), name="node-listener"),
+        ]
+
+    async def close(self) -> None:
+        """Stop the loops; mark this node as stopped (``lost_at``) if the database is there."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        node_id = self.lease.node_id
+        if node_id is None:
+            return
+        with contextlib.suppress(*UNAVAILABLE_ERRORS, psycopg.Error):
+            async with self._backend.pool.connection(timeout=2) as conn, conn.transaction():
+                await conn.execute("UPDATE nodes SET lost_at = now() WHERE id = %s AND lost_at IS NULL", (node_id,))
+        log.info("node_stopped", node_id=node_id)
+
+    async def _register(self) -> None:
+        started = time.monotonic()
+        async with self._backend.connection("registered") as conn:
+            node_id = await nodes.register(conn)
+        self.lease.registered(node_id, started)
+        self._backend.node_id = node_id
+        log.info("node_registered", node_id=node_id, fenced_before=self.lease.fenced_count)
+
+    def _fence(self, why: str) -> None:
+        log.error("node_fenced", node_id=self.lease.node_id, reason=why, running=len(self._service.running_here()))
+        self.lease.fence()
+        self._backend.node_id = None
+        self._service.kill_runs(by=FENCED_BY)
+
+    async def _heartbeat_loop(self) -> None:
+        timing = self.lease.timing
+        failing = False
+        while True:
+            await asyncio.sleep(timing.heartbeat)
+            started = time.monotonic()
+            if self.lease.node_id is not None and started - self.lease.last_ok >= timing.fence_after:
+                self._fence("no successful heartbeat within 2/3 of the lost threshold")
+            try:
+                if self.lease.node_id is None:
+                    await self._register()
+                    failing = False
+                    continue
+                async with self._backend.connection("heartbeat") as conn:
+                    alive = await nodes.heartbeat(conn, self.lease.node_id, timing.lost_after)
+            except Exception as exc:  # StoreDown: the database is away; the watchdog above decides
+                if not failing:
+                    log.error("heartbeat_failed", node_id=self.lease.node_id, error=str(exc))
+                failing = True
+                continue
+            if not alive:
+                self._fence("the heartbeat matched no row: this node was judged lost")
+                continue
+            self.lease.beat_ok(started, reconnected=failing)
+            if failing:
+                log.info("heartbeat_recovered", node_id=self.lease.node_id, sweep_in=timing.lost_after)
+            failing = False
+            if time.monotonic() >= self.lease.sweep_from:
+                await self._sweep()
+
+    async def _sweep(self) -> None:
+        try:
+            async with self._backend.connection("swept") as conn:
+                failed = await nodes.sweep(conn, self.lease.timing.lost_after)
+        except Exception as exc:  # a failed sweep is retried on the next beat
+            log.error("sweep_failed", error=str(exc))
+            return
+        if failed:
+            log.warning("nodes_swept", interrupted=len(failed))
+
+    async def _listen_loop(self) -> None:
+        """Keep one LISTEN connection; deliver the cancels of this node's runs on every wake-up."""
+        url = self._backend.url
+        delay = 0.2
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(url, autocommit=True, **connect_kwargs(url))
+            except psycopg.Error as exc:
+                log.error("listener_connect_failed", error=describe_error(exc, url), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._poll)
+                continue
+            delay = 0.2
+            try:
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    log.info("listener_connected")
+                    await self._deliver_cancels(conn)  # catch up on what changed while not listening
+                    await self._follow(conn)
+            except psycopg.Error as exc:
+                log.error("listener_lost", error=describe_error(exc, url))
+
+    async def _follow(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        while True:
+            # notifies() holds the connection while it iterates: end it at the first notification
+            # (or at the poll timeout), then query. Notifications arriving meanwhile are kept for
+            # the next call, so none is missed.
+            async for _ in conn.notifies(timeout=self._poll, stop_after=1):
+                pass
+            await self._deliver_cancels(conn)
+
+    async def _deliver_cancels(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        node_id = self.lease.node_id
+        if node_id is None or not self._service.running_here():
+            return
+        cur = await conn.execute(
+            "SELECT id::text, cancel_requested_by FROM jobs "
+            "WHERE node_id = %s AND status = 'RUNNING' AND cancel_requested_by IS NOT NULL",
+            (node_id,),
+        )
+        for job_id, by in await cur.fetchall():
+            self._service.deliver_cancel(job_id, by)
+
+
+#: The app's node, in PostgreSQL mode only (absent with the embedded store).
+NODE: Final = web.AppKey("node", ClusterNode)
