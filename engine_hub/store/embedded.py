@@ -40,7 +40,7 @@ import attrs
 import structlog
 
 from engine_hub.store.actions import ACTIONS, Action
-from engine_hub.store.entry import Index, JobEntry, StoreError, encode_wire, wire_from_created
+from engine_hub.store.entry import Index, JobEntry, StoreError, encode_wire, log_transition, wire_from_created
 from engine_hub.store.heap import paused_gc
 from engine_hub.store.packing import is_packed, pack, unpack
 from shared.contract import TRANSITIONS, JobStatus, LogLevel
@@ -151,12 +151,10 @@ class JobStore:
             raise StoreError(f"{action}: malformed record data: {exc!r}") from None
         self.seq, self.head = record.seq, record.hash
         if old is not None and old.status is not entry.status:
-            log.info(
-                "job_transition",
-                job_id=entry.id,
-                type=entry.type,
-                from_status=str(old.status),
-                to_status=str(entry.status),
+            log_transition(
+                log,
+                entry=entry,
+                from_status=old.status,
                 by=entry_run_by(record) if action is Action.RUN_REQUESTED else record.actor,
                 reason=record.data.get("reason" if action is Action.RUN_REQUESTED else "error"),
                 action=str(action),

@@ -29,6 +29,23 @@ from shared.contract import JOB_FIELDS, HistoryEntry, Job, JobStatus, parse_time
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
+def log_transition(
+    log: Any, *, entry: JobEntry, from_status: JobStatus, by: str, reason: Any, action: str, source: str
+) -> None:
+    """Log ``job_transition`` for a live status change (both stores: one event, one shape)."""
+    log.info(
+        "job_transition",
+        job_id=entry.id,
+        type=entry.type,
+        from_status=str(from_status),
+        to_status=str(entry.status),
+        by=by,
+        reason=reason,
+        action=action,
+        source=source,
+    )
+
+
 class StoreError(Exception):
     """A record that cannot be applied: a forbidden transition, an unknown job or bad data.
 

@@ -35,7 +35,7 @@ from engine_hub.errors import StoreDown
 from engine_hub.store.actions import Action
 from engine_hub.store.backend import ClaimLost, Fenced
 from engine_hub.store.embedded import engine_log_of, result_of
-from engine_hub.store.entry import JobEntry
+from engine_hub.store.entry import JobEntry, log_transition
 from engine_hub.store.pg_rows import JOB_COLUMNS, entry_from_row, history_json, row_from_wire, wire_from_row
 from shared.contract import JobStatus, format_time, parse_time, utcnow
 from shared.journal.chain import AuditQuery, Record
@@ -183,7 +183,19 @@ class PostgresBackend:
             await append_to_chain(
                 conn, ENGINE_CHAIN, action=str(action), actor=actor, source=source, job_id=job_id, data=data, at=at
             )
-        return entry_from_row(row)
+        entry = entry_from_row(row)
+        if action in (Action.RUN_REQUESTED, Action.JOB_FINISHED):
+            running = action is Action.RUN_REQUESTED
+            log_transition(
+                log,
+                entry=entry,
+                from_status=JobStatus.READY if running else JobStatus.RUNNING,
+                by=str(data.get("runBy") or actor) if running else actor,
+                reason=data.get("reason" if running else "error"),
+                action=str(action),
+                source=source,
+            )
+        return entry
 
     async def _change(
         self,
@@ -209,7 +221,9 @@ class PostgresBackend:
                 raise ClaimLost("this node is not registered")
             if exclusive:
                 # Two claims of different jobs of one exclusive type must not both see "none running".
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('exclusive-type:' || %s))", (data["type"],))
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('exclusive-type:' || type)) FROM jobs WHERE id = %s", (key,)
+                )
             run_by = str(data.get("runBy") or actor)
             row = await _maybe_one(
                 conn,

@@ -23,13 +23,43 @@ def engine_catalog(tmp_path: Path) -> Catalog:
     return make_test_catalog(tmp_path)
 
 
+#: The stores the contract tests run against: a module or class opts in with ``pytest.mark.both_stores``.
+STORES = ("embedded", "postgresql")
+BOTH_STORES = pytest.mark.both_stores
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test marked ``both_stores`` that starts an engine once per store in :data:`STORES`."""
+    if "engine_store" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_stores"):
+        metafunc.parametrize("engine_store", STORES, indirect=True)
+
+
 @pytest.fixture
-def make_engine_server(aiohttp_client: Any, engine_catalog: Catalog, tmp_path: Path) -> MakeEngineServer:
+def engine_store(request: pytest.FixtureRequest) -> str | None:
+    """The store of ``make_engine_server``'s engines: ``None`` for the embedded store, else a PostgreSQL URL.
+
+    Embedded unless the test is marked :data:`BOTH_STORES`; then each such test
+    runs once per store, the PostgreSQL run on a fresh migrated database (tests/postgres.py).
+    """
+    kind = getattr(request, "param", "embedded")
+    if kind == "embedded":
+        return None
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def make_engine_server(
+    aiohttp_client: Any, engine_catalog: Catalog, tmp_path: Path, engine_store: str | None
+) -> MakeEngineServer:
     """Return ``async make(*, catalog=..., journal=..., environ=..., **settings) -> EngineServer``.
 
-    Defaults: the test catalog, a fresh :class:`MemoryJournal`, the admin
-    token :data:`ADMIN_TOKEN`, ``data_dir`` under ``tmp_path``, a 0.5 s kill
-    grace, and an empty environment for the token look-up.
+    Defaults: the test catalog, a fresh :class:`MemoryJournal` (or, under
+    the ``postgresql`` store, the store itself with fast node timing), the
+    admin token :data:`ADMIN_TOKEN`, ``data_dir`` under ``tmp_path``, a 0.5 s
+    kill grace, and an empty environment for the token look-up. A test that
+    passes its own ``journal`` tests the embedded store only: under
+    ``postgresql`` it is skipped, saying so.
     """
 
     async def make(
@@ -41,9 +71,16 @@ def make_engine_server(aiohttp_client: Any, engine_catalog: Catalog, tmp_path: P
     ) -> EngineServer:
         settings.setdefault("token", ADMIN_TOKEN)
         settings.setdefault("data_dir", tmp_path / "engine")
-        settings.setdefault("ephemeral", True)
         settings.setdefault("kill_grace", 0.5)
-        used = journal if journal is not None else MemoryJournal()
+        used: Journal | None
+        if engine_store is None:
+            settings.setdefault("ephemeral", True)
+            used = journal if journal is not None else MemoryJournal()
+        else:
+            if journal is not None:
+                pytest.skip("embedded store only: the test injects its own journal")
+            settings.update(store_url=engine_store, node_heartbeat=0.5, node_lost_after=3.0, listen_poll=1.0)
+            used = None
         app = create_app(
             Settings(**settings),
             journal=used,
@@ -51,7 +88,7 @@ def make_engine_server(aiohttp_client: Any, engine_catalog: Catalog, tmp_path: P
             environ=environ if environ is not None else {},
         )
         client = await aiohttp_client(app)
-        return EngineServer(client=client, journal=used)
+        return EngineServer(client=client, journal=used, store_url=engine_store)
 
     return make
 

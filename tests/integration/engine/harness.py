@@ -29,7 +29,9 @@ from engine_hub.http.app import create_app
 from engine_hub.jobs.catalog import Catalog, ClientToken, JobType, ParamSpec, hash_token
 from engine_hub.jobs.demo_types import demo_types
 from engine_hub.settings import Settings
-from shared.journal.chain import Journal
+from shared.journal.chain import Journal, Record
+from shared.journal.postgres import AUDIT_COLUMNS, record_of_row
+from shared.pg import connect
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 CLIENT_TOKEN = "test-client-token-fedcba9876543210"
@@ -128,7 +130,20 @@ class EngineServer:
     """A running in-process engine app (ephemeral port) and request helpers that fail loudly on unexpected answers."""
 
     client: TestClient[web.Request, web.Application]
-    journal: Journal
+    journal: Journal | None
+    store_url: str | None = None
+
+    async def records(self) -> list[Record]:
+        """Every audit record the engine wrote, oldest first (its journal's, or its PostgreSQL chain's)."""
+        if self.journal is not None:
+            return list(self.journal.recent())
+        assert self.store_url is not None
+        conn = await connect(self.store_url)
+        try:
+            cur = await conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE chain = 'engine' ORDER BY seq")
+            return [record_of_row(row) for row in await cur.fetchall()]
+        finally:
+            await conn.close()
 
     async def create(
         self,
@@ -193,10 +208,17 @@ async def wait_for_status(
     raise AssertionError(f"job {job_id} did not reach {sorted(wanted)} within {timeout}s: {job}")
 
 
-async def wait_until(predicate: Callable[[], bool], *, timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], *, timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` (plain or async) until it is true; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+
+    async def holds() -> bool:
+        value = predicate()
+        return await value if not isinstance(value, bool) else value
+
+    while not await holds():
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout}s")
         await asyncio.sleep(0.02)

@@ -11,7 +11,11 @@ import pytest
 
 from shared.contract import JOB_FIELDS
 from shared.log import flush_logs
+from tests.integration.engine.conftest import BOTH_STORES
 from tests.integration.engine.harness import ADMIN_TOKEN, RFC3339_UTC, EngineServer, auth
+
+#: The contract: every test runs against the embedded store and against PostgreSQL.
+pytestmark = BOTH_STORES
 
 
 class TestJobShape:

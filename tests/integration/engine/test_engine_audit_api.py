@@ -10,7 +10,11 @@ from typing import Any
 import pytest
 
 from shared.contract import format_time, utcnow
+from tests.integration.engine.conftest import BOTH_STORES
 from tests.integration.engine.harness import CLIENT_TOKEN, EngineServer, auth
+
+#: The contract: every test runs against the embedded store and against PostgreSQL.
+pytestmark = BOTH_STORES
 
 RECORD_KEYS = {"seq", "at", "actor", "source", "action", "jobId", "data", "prev", "hash"}
 
@@ -40,7 +44,7 @@ class TestAuditApi:
     async def test_filters_by_job_actor_and_time(self, engine_server: EngineServer) -> None:
         """jobId and actor match exactly; since is inclusive, until exclusive."""
         first = await engine_server.create("demo.echo", headers=auth(actor="alice"))
-        created_at = engine_server.journal.recent()[-1].at
+        created_at = (await engine_server.records())[-1].at
         middle = format_time(utcnow()) or ""
         while middle <= created_at:  # times have millisecond precision: step past alice's
             await asyncio.sleep(0.001)

@@ -15,6 +15,7 @@ from engine_hub.http.routes import ROUTES
 from engine_hub.jobs.demo_types import builtin_catalog
 from engine_hub.settings import Settings
 from shared.routes import Access
+from tests.integration.engine.conftest import BOTH_STORES
 from tests.integration.engine.harness import (
     ADMIN_TOKEN,
     CLIENT_NAME,
@@ -23,6 +24,9 @@ from tests.integration.engine.harness import (
     MakeEngineServer,
     auth,
 )
+
+#: The contract: every test runs against the embedded store and against PostgreSQL.
+pytestmark = BOTH_STORES
 
 JOB = "00000000-0000-4000-8000-000000000000"
 
@@ -107,7 +111,7 @@ class TestScopes:
         resp = await engine_server.client.get("/metrics", headers=auth(CLIENT_TOKEN))
         assert resp.status == 403
         assert (await engine_server.job(job["id"]))["status"] == "READY"
-        assert not any(r.action == "run_requested" for r in engine_server.journal.recent())
+        assert not any(r.action == "run_requested" for r in (await engine_server.records()))
 
     async def test_client_token_cannot_claim_an_actor(self, engine_server: EngineServer) -> None:
         """X-Engine-Actor is refused (403) with a client token: only the admin token names users."""
@@ -123,7 +127,7 @@ class TestScopes:
         await engine_server.run(job["id"], headers=auth(actor="bob"))
         done = await engine_server.wait_for(job["id"])
         assert (done["createdBy"], done["runBy"]) == ("alice", "bob")
-        records = {r.action: r for r in engine_server.journal.recent() if r.job_id == job["id"]}
+        records = {r.action: r for r in (await engine_server.records()) if r.job_id == job["id"]}
         assert (records["job_created"].actor, records["run_requested"].actor) == ("alice", "bob")
         assert records["run_requested"].source == "127.0.0.1"
 
@@ -131,7 +135,7 @@ class TestScopes:
         """X-Forwarded-For does not change the recorded source."""
         headers = {**auth(), "X-Forwarded-For": "203.0.113.9"}
         job = await engine_server.create("demo.echo", headers=headers)
-        record = next(r for r in engine_server.journal.recent() if r.job_id == job["id"])
+        record = next(r for r in (await engine_server.records()) if r.job_id == job["id"])
         assert record.source == "127.0.0.1"
 
     @pytest.mark.parametrize("actor", ["", "   ", "x" * 129, "zero\u200bwidth", "line\tbreak", "no\u00a0break"])

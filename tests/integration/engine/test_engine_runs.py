@@ -13,7 +13,11 @@ import pytest
 from engine_hub.jobs.service import INTERRUPTED_ERROR
 from shared.contract import HistoryEntry, Job, JobStatus, new_job_id, utcnow
 from shared.journal.chain import JournalUnavailable, MemoryJournal, Record
+from tests.integration.engine.conftest import BOTH_STORES
 from tests.integration.engine.harness import ADMIN_TOKEN, EngineServer, MakeEngineServer, auth, wait_until
+
+#: The contract: every test runs against the embedded store and against PostgreSQL.
+pytestmark = BOTH_STORES
 
 
 def _pid_alive(pid: int) -> bool:
@@ -59,7 +63,7 @@ class TestAtMostOnce:
         assert done["status"] == "DONE"
         assert counter.read_text() == "ran\n"
         assert [h["status"] for h in done["history"]] == ["READY", "RUNNING", "DONE"]
-        assert [r.action for r in engine_server.journal.recent() if r.job_id == job["id"]].count("run_requested") == 1
+        assert [r.action for r in (await engine_server.records()) if r.job_id == job["id"]].count("run_requested") == 1
 
     async def test_finished_job_never_runs_again(self, engine_server: EngineServer, tmp_path: Path) -> None:
         """A DONE job answers 400 not_ready to a run request and its command does not run again."""
@@ -80,7 +84,7 @@ class TestAtMostOnce:
         assert (await resp.json())["code"] == "method_not_allowed"
         assert "GET" in resp.headers["Allow"]
         assert (await engine_server.job(job["id"]))["status"] == "READY"
-        assert not any(r.action == "run_requested" for r in engine_server.journal.recent())
+        assert not any(r.action == "run_requested" for r in (await engine_server.records()))
         assert not (tmp_path / "never.txt").exists()
 
 
@@ -145,7 +149,7 @@ class TestCancel:
         assert done["history"][-1]["by"] == "alice"
         assert done["endedAt"] is not None
         await wait_until(lambda: not _pid_alive(grandchild), what="grandchild gone")
-        actions = [(r.action, r.actor) for r in engine_server.journal.recent() if r.job_id == job["id"]]
+        actions = [(r.action, r.actor) for r in (await engine_server.records()) if r.job_id == job["id"]]
         assert ("cancel_requested", "alice") in actions
 
     async def test_cancel_right_after_run_is_delivered(self, engine_server: EngineServer) -> None:
@@ -207,7 +211,7 @@ class TestLegacyRoutes:
         assert job["createdBy"] == "carol"
         listed = await (await engine_server.client.get("/engines/jobs", headers=auth())).json()
         assert [j["id"] for j in listed] == [job["id"]]
-        assert not any(r.action == "run_requested" for r in engine_server.journal.recent())
+        assert not any(r.action == "run_requested" for r in (await engine_server.records()))
         # Let the loop turn a few times: a background auto-run would have appended by now.
         for _ in range(20):
             await asyncio.sleep(0)
@@ -378,11 +382,12 @@ class TestLogs:
         assert [(line["seq"], line["text"]) for line in page["lines"]] == [(51, "line 50"), (52, "line 51")]
         tail = await (await engine_server.client.get(f"/api/jobs/{job['id']}/logs?after=10049", headers=auth())).json()
         assert [line["text"] for line in tail["lines"]] == ["line 10049"]
-        await wait_until(
-            lambda: any(r.action == "log_truncated" for r in engine_server.journal.recent()),
-            what="log_truncated recorded",
-        )
-        assert [r.job_id for r in engine_server.journal.recent() if r.action == "log_truncated"] == [job["id"]]
+
+        async def recorded() -> bool:
+            return any(r.action == "log_truncated" for r in await engine_server.records())
+
+        await wait_until(recorded, what="log_truncated recorded")
+        assert [r.job_id for r in (await engine_server.records()) if r.action == "log_truncated"] == [job["id"]]
 
     async def test_job_receives_params_and_id_in_environment(self, engine_server: EngineServer) -> None:
         """demo.echo prints its ``message`` param: params reach the process."""
