@@ -154,6 +154,29 @@ class PostgresServer:
         prefix = [] if self.user is None else [_tool("runuser"), "-u", self.user, "--"]
         return subprocess.run([*prefix, *argv], capture_output=True, text=True, check=False, timeout=60)
 
+    @property
+    def options(self) -> str:
+        """The server options it runs with (``pg_ctl -o``): its port and socket, and no durability."""
+        return (
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+
+    def start(self) -> subprocess.CompletedProcess[str]:
+        """``pg_ctl start`` (waiting until it accepts connections), logging to ``server.log``."""
+        return self.pg_ctl("start", "-w", "-t", "30", "-l", str(self.root / "server.log"), "-o", self.options)
+
+    def shut_down(self) -> None:
+        """Stop the server (``-m fast``: sessions are ended) for a test of a database outage; :meth:`start` it again."""
+        done = self.pg_ctl("stop", "-m", "fast", "-w", "-t", "30")
+        assert done.returncode == 0, done.stderr
+
+    def restart(self) -> None:
+        """Stop and start the server again on the same port, as ``pg_ctl restart`` does in production."""
+        self.shut_down()
+        started = self.start()
+        assert started.returncode == 0, started.stderr
+
     def stop(self) -> None:
         """Stop the server at once and delete its directory."""
         try:
@@ -193,11 +216,7 @@ def start_server(bindir: Path) -> PostgresServer:
         # A free port may be taken between finding it and binding it: try a few.
         for _ in range(5):
             server = attrs.evolve(server, port=_free_port())
-            options = (
-                f"-p {server.port} -k {server.socket_dir} -c listen_addresses=127.0.0.1"
-                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            )
-            started = server.pg_ctl("start", "-w", "-t", "30", "-l", str(root / "server.log"), "-o", options)
+            started = server.start()
             if started.returncode == 0:
                 return server
         log = (root / "server.log").read_text(errors="replace")[-2000:]

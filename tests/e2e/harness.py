@@ -447,6 +447,52 @@ def write_catalog(path: Path, marker_dir: Path) -> Path:
     return path
 
 
+def gateway_service(
+    root: Path,
+    install: Installation,
+    name: str,
+    *,
+    engine_urls: Sequence[str],
+    token_file: Path,
+    safe_mode: bool,
+    refresh_interval: float | None = None,
+) -> Service:
+    """A gateway (not started) on a new data dir under ``root`` holding :data:`USER`, added through the CLI.
+
+    It calls the engines at ``engine_urls`` (in failover order) with the token in ``token_file``, and logs
+    into ``root/logs``.
+    """
+    data_dir = root / f"gateway-{name}"
+    added = run_cli(
+        [
+            str(install.bin / "admin-gateway"),
+            "users",
+            "add",
+            USER,
+            "--role",
+            "super_admin",
+            "--password-stdin",
+            "--data-dir",
+            str(data_dir),
+        ],
+        stdin=PASSWORD + "\n",
+        cwd=root,
+    )
+    assert added.returncode == 0, added.stderr
+    port = free_port()
+    argv = [str(install.bin / "admin-gateway"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    for url in engine_urls:
+        argv += ["--engine-url", url]
+    argv += ["--data-dir", str(data_dir), "--engine-token-file", str(token_file)]
+    if refresh_interval is not None:
+        argv += ["--refresh-interval", str(refresh_interval)]
+    env = {"SAFE_MODE": "on" if safe_mode else "off"}
+    gateway = Service(f"gateway-{name}", argv, port=port, log_dir=root / "logs", env=env, cwd=root)
+    # The token goes by file only: make sure no inherited variable could stand in for it.
+    gateway.env.pop("ENGINE_HUB_TOKEN", None)
+    return gateway
+
+
 class Stack:
     """One real engine and the gateways in front of it, all under ``root``, run from ``install``.
 
@@ -497,44 +543,15 @@ class Stack:
 
     def add_gateway(self, name: str, *, safe_mode: bool, refresh_interval: float | None = None) -> Service:
         """Create a gateway data dir with :data:`USER` (through the CLI) and start a gateway on it."""
-        data_dir = self.root / f"gateway-{name}"
-        added = run_cli(
-            [
-                str(self.install.bin / "admin-gateway"),
-                "users",
-                "add",
-                USER,
-                "--role",
-                "super_admin",
-                "--password-stdin",
-                "--data-dir",
-                str(data_dir),
-            ],
-            stdin=PASSWORD + "\n",
-            cwd=self.root,
+        gateway = gateway_service(
+            self.root,
+            self.install,
+            name,
+            engine_urls=[self.engine.url],
+            token_file=self.token_file,
+            safe_mode=safe_mode,
+            refresh_interval=refresh_interval,
         )
-        assert added.returncode == 0, added.stderr
-        port = free_port()
-        argv = [
-            str(self.install.bin / "admin-gateway"),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--engine-url",
-            self.engine.url,
-            "--data-dir",
-            str(data_dir),
-            "--engine-token-file",
-            str(self.token_file),
-        ]
-        if refresh_interval is not None:
-            argv += ["--refresh-interval", str(refresh_interval)]
-        env = {"SAFE_MODE": "on" if safe_mode else "off"}
-        gateway = Service(f"gateway-{name}", argv, port=port, log_dir=self.logs, env=env, cwd=self.root)
-        # The token goes by file only: make sure no inherited variable could stand in for it.
-        gateway.env.pop("ENGINE_HUB_TOKEN", None)
         self.gateways[name] = gateway
         return gateway.start()
 
