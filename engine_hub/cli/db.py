@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,7 +135,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from engine_hub.cli.db_import import ImportRefused, import_work
+    from shared.log import configure_logging
 
+    # The journal's own events (opened, replayed) are noise here; a warning (a torn tail cut off) is not.
+    configure_logging(level="warning", stream=sys.stderr)
     try:
         return _with_connection(args, import_work(args.data_dir))
     except ImportRefused as exc:

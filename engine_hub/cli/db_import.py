@@ -180,7 +180,10 @@ def import_work(data_dir: Path) -> Callable[[psycopg.AsyncConnection[Any], str],
             f"imported {done.records} audit records (seq {done.first_seq}..{done.last_seq}, head {done.head}) "
             f"and {done.jobs} jobs from {data_dir} into {shown}"
         )
-        print(f"job logs were not moved: they stay in {data_dir / LOGS_DIR} (nodes on PostgreSQL do not serve them)")
+        print(
+            f"job logs were not moved: they stay in {data_dir / LOGS_DIR}; "
+            "nodes on PostgreSQL serve the imported jobs without them"
+        )
         return 0
 
     return work
