@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ def _finished(engine: EngineProcess, job_id: str, status: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Embedded:
     """Run a real engine: DONE, FAILED, cancelled and READY jobs; stop it cleanly."""
     engine = EngineProcess(tmp_path_factory.mktemp("embedded") / "data")
     try:
@@ -66,7 +65,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
         assert engine.stop() == 0
     finally:
         engine.kill()
-    yield Embedded(data_dir=engine.data_dir, bodies=bodies, listed=listed)
+    return Embedded(data_dir=engine.data_dir, bodies=bodies, listed=listed)
 
 
 def db_import(data_dir: Path, url: str) -> Any:
