@@ -385,6 +385,26 @@ async def stream_chain(url: str, chain: str, *, prog: str) -> AsyncIterator[Reco
         raise _read_error(url, exc) from None
 
 
+def event_row(chain: str, rec: Record) -> tuple[Any, ...]:
+    """The values of ``rec``'s ``audit_events`` row, in the order ``chain, {_COLUMNS}``.
+
+    ``data`` is the canonical JSON text that was hashed (for a ``json``
+    column, which keeps it as written), so the row re-hashes byte for byte.
+    """
+    return (
+        chain,
+        rec.seq,
+        rec.at,
+        rec.actor,
+        rec.source,
+        rec.action,
+        rec.job_id,
+        canonical_json(rec.data).decode(),
+        rec.prev,
+        rec.hash,
+    )
+
+
 async def copy_records(conn: psycopg.AsyncConnection[Any], chain: str, records: Iterable[Record]) -> int:
     """Write ``records`` (an intact chain, oldest first) into ``chain`` as they are, and move its head row to the last.
 
@@ -396,20 +416,7 @@ async def copy_records(conn: psycopg.AsyncConnection[Any], chain: str, records: 
     count, last = 0, None
     async with conn.cursor().copy(f"COPY audit_events (chain, {_COLUMNS}) FROM STDIN") as copy:
         for rec in records:
-            await copy.write_row(
-                (
-                    chain,
-                    rec.seq,
-                    rec.at,
-                    rec.actor,
-                    rec.source,
-                    rec.action,
-                    rec.job_id,
-                    canonical_json(rec.data).decode(),
-                    rec.prev,
-                    rec.hash,
-                )
-            )
+            await copy.write_row(event_row(chain, rec))
             count, last = count + 1, rec
     if last is not None:
         await conn.execute(
