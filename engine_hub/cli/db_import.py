@@ -81,7 +81,6 @@ async def restored_store(data_dir: Path) -> AsyncIterator[tuple[JobStore, Verify
     Raises :class:`ImportRefused` for a missing, locked, broken, empty or
     unfinished (a job RUNNING) journal.
     """
-
     directory = _journal_dir(data_dir)
     if not directory.is_dir():
         raise ImportRefused(f"no journal in {directory} (check --data-dir)")
@@ -141,7 +140,6 @@ async def import_data_dir(conn: psycopg.AsyncConnection[Any], shown: str, data_d
     :class:`ImportRefused` (see the module doc), ``SchemaError`` for a
     database not at this build's schema, ``psycopg.Error`` when a statement fails.
     """
-
     await check_schema(conn)
     await _refuse_unless_empty(conn, shown)  # before reading the files: a wrong target fails fast
     async with restored_store(data_dir) as (store, checked), conn.transaction():
