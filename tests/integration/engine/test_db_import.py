@@ -8,6 +8,7 @@ database and checks what the import promises.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 from pathlib import Path
@@ -18,6 +19,8 @@ import psycopg
 import pytest
 
 from engine_hub.store.pg_rows import JOB_COLUMNS, wire_from_row
+from shared.journal.format import segment_name
+from shared.journal.tools import prune_segments
 from tests.integration.engine.cli_server import assert_one_line_error, cli
 from tests.integration.engine.process import EngineProcess, MakeEngineProcess, wait_until
 from tests.postgres import PostgresServer
@@ -134,6 +137,41 @@ class TestImport:
             store = cli("audit", "export", "--format", fmt, "--store", postgres_url)
             assert files.returncode == store.returncode == 0, (files, store)
             assert store.stdout == files.stdout and store.stdout
+
+    def test_a_pruned_journal_imports_from_its_first_kept_record(
+        self, embedded: Embedded, postgres_url: str, tmp_path: Path
+    ) -> None:
+        """After retention pruned the first segment, the import starts there and verify --store says so."""
+        data_dir = tmp_path / "data"
+        shutil.copytree(embedded.data_dir, data_dir)
+        journal = data_dir / "journal"
+        (segment,) = journal.glob("segment-*.jsonl")
+        lines = segment.read_bytes().splitlines(keepends=True)
+        # Two segments, as a journal past the segment size has; then a prune a year later drops the first.
+        kept = 4
+        segment.write_bytes(b"".join(lines[: kept - 1]))
+        (journal / segment_name(kept)).write_bytes(b"".join(lines[kept - 1 :]))
+        now = dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
+        assert prune_segments(journal, retention=dt.timedelta(days=1), now=now, keep=None) == [segment.name]
+        assert cli("audit", "verify", "--data-dir", str(data_dir)).returncode == 0
+        assert db_import(data_dir, postgres_url).returncode == 0
+        verify = cli("audit", "verify", "--store", postgres_url)
+        assert verify.returncode == 0, verify
+        assert f"records intact, seq {kept}.." in verify.stdout and f"starts at seq {kept}" in verify.stdout
+        assert {job["id"]: job for job in imported_jobs(postgres_url)} == embedded.bodies
+
+    def test_a_failed_import_writes_nothing(self, embedded: Embedded, postgres_url: str) -> None:
+        """A statement failing after the audit records were copied rolls everything back: one line, exit 1."""
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+            )
+            conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION refuse()")
+        assert_one_line_error(db_import(embedded.data_dir, postgres_url), 1, "refused by the test")
+        assert count_rows(postgres_url) == (0, 0)
+        with psycopg.connect(postgres_url) as conn:
+            assert conn.execute("SELECT seq FROM audit_head WHERE chain = 'engine'").fetchone() == (0,)
 
 
 class TestRefusals:
