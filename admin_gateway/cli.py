@@ -25,7 +25,7 @@ from aiohttp import web
 from admin_gateway.audit.trail import AUDIT_SUBDIR
 from admin_gateway.auth.users import ROLES, UserError, UserFileCorrupt, UserStore, validate_password
 from admin_gateway.config import resolve_settings
-from admin_gateway.settings import Settings, SettingsError
+from admin_gateway.settings import DEFAULT_AUDIT_CHAIN, Settings, SettingsError
 from shared.connection_limits import ConnectionLimits
 from shared.journal.chain import JournalError
 from shared.journal.cli import add_audit_commands, run_audit
@@ -165,7 +165,9 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
     ensure.add_argument("--name", default="admin")
-    add_audit_commands(sub, default_data_dir=DEFAULT_DATA_DIR, journal_subdir=AUDIT_SUBDIR)
+    add_audit_commands(
+        sub, default_data_dir=DEFAULT_DATA_DIR, journal_subdir=AUDIT_SUBDIR, default_chain=DEFAULT_AUDIT_CHAIN
+    )
     return parser
 
 

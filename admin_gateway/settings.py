@@ -25,6 +25,8 @@ SessionBackend = Literal["embedded", "redis"]
 SAFE_MODE_OFF = frozenset({"false", "0", "no", "off"})
 #: Spellings that explicitly keep it on.
 SAFE_MODE_ON = frozenset({"true", "1", "yes", "on"})
+#: The name of a gateway's chain in an audit store unless ``audit_chain`` gives another.
+DEFAULT_AUDIT_CHAIN = "gateway"
 
 
 class SettingsError(ValueError):
@@ -153,7 +155,7 @@ class Settings:
     session_backend: SessionBackend = attrs.field(default="embedded", validator=_backend)
     redis_url: str | None = None
     audit_store: str | None = attrs.field(default=None, repr=False, validator=_audit_store)
-    audit_chain: str = attrs.field(default="gateway", validator=_chain_name)
+    audit_chain: str = attrs.field(default=DEFAULT_AUDIT_CHAIN, validator=_chain_name)
     clock: Callable[[], float] = time.time
     login_limit_per_hour: int = attrs.field(default=100, validator=_positive_int)
     #: Failed logins per client address per hour. Three accounts' worth: one office behind a

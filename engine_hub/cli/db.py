@@ -1,4 +1,5 @@
-"""``engine-hub db migrate|status``: bring a PostgreSQL store's schema up to this build's, or show it.
+"""``engine-hub db migrate|status|import``: bring a PostgreSQL store's schema up to this build's, show it,
+or move an embedded engine's data directory into it (:mod:`engine_hub.cli.db_import`).
 
 The store is ``--store URL`` or ``$ENGINE_STORE_URL``. Every failure is one
 line on stderr without a traceback and without the URL's password: exit 2
@@ -11,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine_hub.cli.support import PROG, Parser, UsageError, fail
@@ -48,6 +51,18 @@ def add_db(sub: Any) -> None:
         "exit 0 only when they are the same.",
     )
     p.set_defaults(func=_cmd_status)
+    p = dsub.add_parser(
+        "import",
+        parents=[common],
+        help="move an embedded engine's journal and jobs into a freshly migrated store",
+        description="Copy every journal record (hashes kept, so `audit verify --store` passes) and every job of "
+        "an embedded engine's data directory into the store, in one transaction. The engine must be stopped; "
+        "job logs are not moved.",
+    )
+    p.add_argument(
+        "--data-dir", type=Path, required=True, help="the embedded engine's data directory (holding journal/)"
+    )
+    p.set_defaults(func=_cmd_import)
 
 
 def _store_url(args: argparse.Namespace) -> str:
@@ -116,3 +131,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 0
 
     return _with_connection(args, work)
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from engine_hub.cli.db_import import ImportRefused, import_work
+    from shared.log import configure_logging
+
+    # The journal's own events (opened, replayed) are noise here; a warning (a torn tail cut off) is not.
+    configure_logging(level="warning", stream=sys.stderr)
+    try:
+        return _with_connection(args, import_work(args.data_dir))
+    except ImportRefused as exc:
+        return fail(f"db import: {exc}", 1)

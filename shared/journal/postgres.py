@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Final
 
 import attrs
@@ -26,6 +26,7 @@ from shared.contract import format_time
 from shared.journal.chain import (
     GENESIS,
     AuditQuery,
+    JournalCorrupt,
     JournalUnavailable,
     Record,
     Snapshot,
@@ -34,7 +35,7 @@ from shared.journal.chain import (
     make_record,
 )
 from shared.journal.format import BadRecord, LineError, parse_line
-from shared.journal.tools import VerifyResult
+from shared.journal.tools import HeadInfo, VerifyResult
 from shared.pg import connect, describe_error, redact
 
 #: Records kept in memory for :meth:`PostgresJournal.recent`.
@@ -271,22 +272,30 @@ async def append_to_chain(
 
 @attrs.define
 class ChainCheck:
-    """Checks records fed in seq order as one chain from seq 1: each hash and ``prev`` link.
+    """Checks records fed in seq order as one chain: each hash and ``prev`` link.
 
-    Uses the journal files' own line check (:func:`parse_line`) on each
-    record's line, so a row and a journal line are held to the same rules.
-    ``where`` names the source in a :class:`BadRecord` (whose ``line`` is the
-    record's position, from 1). ``count``, ``last_seq`` and ``head`` describe
-    the intact chain so far.
+    The chain starts at seq 1 from ``GENESIS``, or, when its first record has
+    a higher seq (a chain imported from a pruned journal, ``engine-hub db
+    import``), at that record, anchored on its ``prev``: ``first_seq`` says
+    where it started. Uses the journal files' own line check
+    (:func:`parse_line`) on each record's line, so a row and a journal line
+    are held to the same rules. ``where`` names the source in a
+    :class:`BadRecord` (whose ``line`` is the record's position, from 1).
+    ``count``, ``last_seq`` and ``head`` describe the intact chain so far.
     """
 
     where: str
     count: int = 0
     last_seq: int = 0
     head: str = GENESIS
+    first_seq: int = 0
 
     def check(self, rec: Record) -> BadRecord | None:
         """Check ``rec`` as the next record; return the problem, or ``None`` after taking it in."""
+        if self.count == 0:
+            self.first_seq = rec.seq
+            if rec.seq > 1:
+                self.last_seq, self.head = rec.seq - 1, rec.prev
         line = encode_line(rec.hash, canonical_json(rec.body()))[:-1]
         try:
             parse_line(line, expected_seq=self.last_seq + 1, expected_prev=self.head, strict=True)
@@ -323,7 +332,7 @@ async def verify_chain(url: str, chain: str, *, expected_head: str | None = None
         finally:
             await conn.close()
     except psycopg.Error as exc:
-        raise JournalUnavailable(f"cannot read audit store {redact(url)}: {describe_error(exc, url)}") from None
+        raise _read_error(url, exc) from None
     count, last_seq = checker.count, checker.last_seq
     end = BadRecord(segment=checker.where, line=count + 1, seq=last_seq + 1, reason="")
     if bad is None and head_row is not None and tuple(head_row) != (last_seq, checker.head):
@@ -341,9 +350,111 @@ async def verify_chain(url: str, chain: str, *, expected_head: str | None = None
     return VerifyResult(
         ok=bad is None,
         count=count,
-        first_seq=1 if count else 0,
+        first_seq=checker.first_seq if count else 0,
         last_seq=last_seq,
         head=checker.head,
         first_bad=bad,
         torn_tail=False,
     )
+
+
+def _read_error(url: str, exc: BaseException) -> JournalUnavailable:
+    return JournalUnavailable(f"cannot read audit store {redact(url)}: {describe_error(exc, url)}")
+
+
+async def chain_head(url: str, chain: str, *, prog: str) -> HeadInfo:
+    """The newest record of ``chain`` (seq 0 and ``GENESIS`` when empty), as ``audit head`` shows a journal's.
+
+    Checks that record's own hash, not the chain (that is
+    :func:`verify_chain`): :class:`JournalCorrupt` when it does not match.
+    Raises :class:`JournalUnavailable` when the database fails.
+    """
+    try:
+        conn = await connect(url)
+        try:
+            cur = await conn.execute(
+                f"SELECT {_COLUMNS} FROM audit_events WHERE chain = %s ORDER BY seq DESC LIMIT 1", (chain,)
+            )
+            row = await cur.fetchone()
+        finally:
+            await conn.close()
+    except psycopg.Error as exc:
+        raise _read_error(url, exc) from None
+    if row is None:
+        return HeadInfo(seq=0, hash=GENESIS, at=None)
+    # Checked alone: ChainCheck anchors a first record on its own prev, so only its hash counts.
+    rec = _record(row)
+    bad = ChainCheck(where=f"audit_events chain {chain!r} (newest record)").check(rec)
+    if bad is not None:
+        raise JournalCorrupt(segment=bad.segment, line=bad.line, seq=bad.seq, reason=bad.reason, prog=prog)
+    return HeadInfo(seq=rec.seq, hash=rec.hash, at=rec.at)
+
+
+async def stream_chain(url: str, chain: str, *, prog: str) -> AsyncIterator[Record]:
+    """Yield ``chain``'s records in seq order (streamed from one read transaction), checking the chain.
+
+    Raises :class:`JournalCorrupt` at the first bad record (after the ones
+    before it were yielded), as :func:`shared.journal.tools.records` does for
+    files, and :class:`JournalUnavailable` when the database fails.
+    """
+    checker = ChainCheck(where=f"audit_events chain {chain!r}")
+    try:
+        conn = await connect(url)
+        try:
+            async with conn.transaction():
+                async for row in conn.cursor().stream(
+                    f"SELECT {_COLUMNS} FROM audit_events WHERE chain = %s ORDER BY seq", (chain,)
+                ):
+                    rec = _record(row)
+                    bad = checker.check(rec)
+                    if bad is not None:
+                        raise JournalCorrupt(
+                            segment=bad.segment, line=bad.line, seq=bad.seq, reason=bad.reason, prog=prog
+                        )
+                    yield rec
+        finally:
+            await conn.close()
+    except psycopg.Error as exc:
+        raise _read_error(url, exc) from None
+
+
+def event_row(chain: str, rec: Record) -> tuple[Any, ...]:
+    """The values of ``rec``'s ``audit_events`` row, in the order ``chain, {_COLUMNS}``.
+
+    ``data`` is the canonical JSON text that was hashed (for a ``json``
+    column, which keeps it as written), so the row re-hashes byte for byte.
+    """
+    return (
+        chain,
+        rec.seq,
+        rec.at,
+        rec.actor,
+        rec.source,
+        rec.action,
+        rec.job_id,
+        canonical_json(rec.data).decode(),
+        rec.prev,
+        rec.hash,
+    )
+
+
+async def copy_records(conn: psycopg.AsyncConnection[Any], chain: str, records: Iterable[Record]) -> int:
+    """Write ``records`` (an intact chain, oldest first) into ``chain`` as they are, and move its head row to the last.
+
+    For moving a journal into the table (``engine-hub db import``): seq,
+    ``at``, ``prev`` and hash are kept, and ``data`` is stored as the
+    canonical JSON that was hashed, so every hash still checks out. Runs in
+    the caller's transaction (COPY); returns how many records were written.
+    """
+    count, last = 0, None
+    async with conn.cursor().copy(f"COPY audit_events (chain, {_COLUMNS}) FROM STDIN") as copy:
+        for rec in records:
+            await copy.write_row(event_row(chain, rec))
+            count, last = count + 1, rec
+    if last is not None:
+        await conn.execute(
+            "INSERT INTO audit_head (chain, seq, hash) VALUES (%s, %s, %s) "
+            "ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            (chain, last.seq, last.hash),
+        )
+    return count

@@ -204,6 +204,25 @@ def head(directory: Path, *, prog: str = "engine-hub") -> HeadInfo:
     return HeadInfo(seq=0, hash=GENESIS, at=None)
 
 
+def records(directory: Path, *, prog: str = "engine-hub") -> Iterator[Record]:
+    """Yield every record of ``directory``'s journal, oldest first, checking the chain as it goes.
+
+    After a logged prune the first record is the first kept one, chained
+    from the prune's ``prev``. Raises :class:`JournalCorrupt` at the first bad
+    record (after the records before it were yielded); an incomplete last
+    line is not a record and not an error.
+    """
+    walker = _audit_walker(directory)
+    if isinstance(walker, BadRecord):
+        raise JournalCorrupt(segment=walker.segment, line=walker.line, seq=walker.seq, reason=walker.reason, prog=prog)
+    try:
+        yield from walker
+    except ChainBroken as exc:
+        raise JournalCorrupt(
+            segment=exc.bad.segment, line=exc.bad.line, seq=exc.bad.seq, reason=exc.bad.reason, prog=prog
+        ) from None
+
+
 def export(
     directory: Path,
     *,
@@ -214,48 +233,60 @@ def export(
 ) -> Iterator[str]:
     """Yield the records with ``since <= at < until`` as text lines (newline included), oldest first.
 
-    The chain is verified while exporting, so an export is only ever of an
-    intact journal: :class:`JournalCorrupt` is raised at the first bad
-    record (after the lines before it were yielded). ``jsonl`` lines are the
-    canonical JSON of each record, verifiable on their own. ``csv`` has the
-    columns :data:`CSV_COLUMNS` (``data`` as JSON) and, so that a
-    spreadsheet never runs a cell as a formula, text cells starting with
-    ``= + - @`` or a tab/CR get a leading ``'``.
+    The chain is verified while exporting (:func:`records`), so an export is
+    only ever of an intact journal: :class:`JournalCorrupt` is raised at the
+    first bad record (after the lines before it were yielded). The lines are
+    :class:`ExportLines`'.
     """
-    walker = _audit_walker(directory)
-    if isinstance(walker, BadRecord):
-        raise JournalCorrupt(segment=walker.segment, line=walker.line, seq=walker.seq, reason=walker.reason, prog=prog)
-    lo, hi = format_time(since), format_time(until)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    if fmt == "csv":
-        writer.writerow(CSV_COLUMNS)
-        yield _take(buf)
-    try:
-        for rec in walker:
-            if (lo is not None and rec.at < lo) or (hi is not None and rec.at >= hi):
-                continue
-            if fmt == "jsonl":
-                yield canonical_json(rec.to_json()).decode() + "\n"
-            else:
-                writer.writerow(
-                    [
-                        rec.seq,
-                        rec.at,
-                        _cell(rec.actor),
-                        _cell(rec.source),
-                        _cell(rec.action),
-                        _cell(rec.job_id or ""),
-                        canonical_json(rec.data).decode(),
-                        rec.prev,
-                        rec.hash,
-                    ]
-                )
-                yield _take(buf)
-    except ChainBroken as exc:
-        raise JournalCorrupt(
-            segment=exc.bad.segment, line=exc.bad.line, seq=exc.bad.seq, reason=exc.bad.reason, prog=prog
-        ) from None
+    lines = ExportLines(since=since, until=until, fmt=fmt)
+    yield from lines.header()
+    for rec in records(directory, prog=prog):
+        yield from lines.of(rec)
+
+
+class ExportLines:
+    """The text lines of ``audit export`` for records fed oldest first, whatever holds them (files or a table).
+
+    Only records with ``since <= at < until`` give a line. ``jsonl`` lines
+    are the canonical JSON of each record, verifiable on their own. ``csv``
+    has the columns :data:`CSV_COLUMNS` (``data`` as JSON) after a header
+    line and, so that a spreadsheet never runs a cell as a formula, text
+    cells starting with ``= + - @`` or a tab/CR get a leading ``'``.
+    """
+
+    def __init__(self, *, since: dt.datetime | None, until: dt.datetime | None, fmt: ExportFormat) -> None:
+        self._lo, self._hi = format_time(since), format_time(until)
+        self._fmt = fmt
+        self._buf = io.StringIO()
+        self._writer = csv.writer(self._buf, lineterminator="\n")
+
+    def header(self) -> list[str]:
+        """The lines before the first record (the CSV header; none for JSON Lines)."""
+        if self._fmt != "csv":
+            return []
+        self._writer.writerow(CSV_COLUMNS)
+        return [_take(self._buf)]
+
+    def of(self, rec: Record) -> list[str]:
+        """The line of ``rec`` (newline included), or none when it is outside the time range."""
+        if (self._lo is not None and rec.at < self._lo) or (self._hi is not None and rec.at >= self._hi):
+            return []
+        if self._fmt == "jsonl":
+            return [canonical_json(rec.to_json()).decode() + "\n"]
+        self._writer.writerow(
+            [
+                rec.seq,
+                rec.at,
+                _cell(rec.actor),
+                _cell(rec.source),
+                _cell(rec.action),
+                _cell(rec.job_id or ""),
+                canonical_json(rec.data).decode(),
+                rec.prev,
+                rec.hash,
+            ]
+        )
+        return [_take(self._buf)]
 
 
 def _take(buf: io.StringIO) -> str:
