@@ -115,7 +115,7 @@ class JobService:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        self.logs.close()
+        await self.logs.close()
 
     # -- commands ----------------------------------------------------------------
 
@@ -317,7 +317,7 @@ class JobService:
         canceller = entry.cancel_requested_by if entry is not None else None
         actor = canceller if canceller is not None and error == f"cancelled by {canceller}" else SYSTEM_ACTOR
         data = {"status": str(status), "exitCode": exit_code, "error": error}
-        self.logs.finish(job_id)  # the log is complete on disk before the job is seen as ended
+        await self.logs.finish(job_id)  # the log is complete on disk before the job is seen as ended
         await self._record_finish(job_id, actor, data)
         self._tasks.pop(job_id, None)
         self._pending_cancels.pop(job_id, None)  # a cancel that arrived while the finish was retried

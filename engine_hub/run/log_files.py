@@ -267,8 +267,11 @@ class FileJobLogs:
             except OSError as exc:
                 self._fail(job_id, writer, exc)
 
-    def finish(self, job_id: str) -> None:
+    async def finish(self, job_id: str) -> None:
         """The run is over: write out and close its file."""
+        self._finish(job_id)
+
+    def _finish(self, job_id: str) -> None:
         writer = self._writers.pop(job_id, None)
         if writer is not None and writer.file is not None:
             try:
@@ -284,16 +287,22 @@ class FileJobLogs:
         if len(self._indexes) > INDEX_CACHE:
             self._indexes.popitem(last=False)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Write out and close every open file (engine shutdown)."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
         for job_id in list(self._writers):
-            self.finish(job_id)
+            self._finish(job_id)
 
-    def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
-        """Return up to ``limit`` lines with ``seq > after``, oldest first (see :class:`LogPage`)."""
+    async def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
+        """Return up to ``limit`` lines with ``seq > after``, oldest first (see :class:`LogPage`).
+
+        The file is read on the event loop (no thread hop): a page costs one seek and a short read.
+        """
+        return self._read(job_id, after, limit)
+
+    def _read(self, job_id: str, after: int, limit: int) -> LogPage:
         writer = self._writers.get(job_id)
         if writer is not None:
             self.flush(job_id)

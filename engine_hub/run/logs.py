@@ -47,7 +47,12 @@ class LogPage:
 
 
 class LogStore(Protocol):
-    """What the job service needs from a job log store (in memory or in files)."""
+    """What the job service needs from a job log store (in memory, in files or in PostgreSQL).
+
+    ``append`` and ``repair`` are plain calls: ``append`` only buffers (it runs for every line a
+    process prints, on the event loop, and never raises). ``finish``, ``read`` and ``close`` are
+    awaited: a store in a database does I/O for them.
+    """
 
     @property
     def cap_reason(self) -> str:
@@ -56,8 +61,8 @@ class LogStore(Protocol):
     def append(self, job_id: str, stream: str, text: str) -> bool:
         """Add one line; return True the first time this job's log hits its cap."""
 
-    def finish(self, job_id: str) -> None:
-        """The job's run is over (its log is complete)."""
+    async def finish(self, job_id: str) -> None:
+        """The job's run is over: once this returns, every line appended for it is readable."""
 
     def repair(self, job_id: str) -> int:
         """The job's run was cut by a crash: drop a torn last line of its log; return the bytes dropped."""
@@ -66,10 +71,10 @@ class LogStore(Protocol):
     def disk_bytes(self) -> int | None:
         """Total bytes of job log files on disk, or None when logs are kept in memory."""
 
-    def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
+    async def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
         """Return up to ``limit`` lines with ``seq > after``, oldest first."""
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """The engine stops: write out whatever is buffered."""
 
 
@@ -96,7 +101,7 @@ class JobLogs:
         """Why a job's log was cut: the oldest lines are dropped past the per-job bounds."""
         return "output limit reached; the oldest lines are dropped"
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Nothing to write out: memory only."""
 
     def repair(self, job_id: str) -> int:
@@ -137,7 +142,7 @@ class JobLogs:
             self._evict()
         return first_drop
 
-    def finish(self, job_id: str) -> None:
+    async def finish(self, job_id: str) -> None:
         """Mark a job's run as over: its buffer may now be evicted when memory runs short."""
         if job_id in self._buffers:
             self._finished[job_id] = None
@@ -154,7 +159,7 @@ class JobLogs:
             buf.lines.clear()
             buf.size = 0
 
-    def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
+    async def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
         """Return up to ``limit`` lines with ``seq > after``, oldest first.
 
         ``next`` is the ``after`` to pass on the next call (0 before any
