@@ -23,6 +23,24 @@ MAX_LINE_CHARS: Final = 16 * 1024
 CUT_MARKER: Final = "… [line cut]"
 #: Most lines one read returns.
 MAX_READ_LINES: Final = 5000
+#: ``stream`` of the lines the engine writes itself (the size cap's marker).
+MARKER_STREAM: Final = "engine"
+
+
+def cut_line(text: str) -> str:
+    """``text``, or its first :data:`MAX_LINE_CHARS` characters and :data:`CUT_MARKER` when it is longer."""
+    return text[:MAX_LINE_CHARS] + CUT_MARKER if len(text) > MAX_LINE_CHARS else text
+
+
+def byte_cap_reason(max_bytes: int) -> str:
+    """The ``log_truncated`` reason of a store that keeps the first ``max_bytes`` of a job's output."""
+    return f"output limit of {max_bytes} bytes reached; later output is dropped"
+
+
+def byte_cap_marker(max_bytes: int) -> str:
+    """The text of the one marker line that ends a log cut at ``max_bytes`` (stream :data:`MARKER_STREAM`)."""
+    limit = f"{max_bytes / (1024 * 1024):g} MiB" if max_bytes >= 1024 * 1024 else f"{max_bytes} bytes"
+    return f"[output truncated: this job's log reached its {limit} limit; later output was dropped]"
 
 
 @attrs.define(kw_only=True)
@@ -120,8 +138,7 @@ class JobLogs:
 
     def append(self, job_id: str, stream: str, text: str) -> bool:
         """Add one line to a job's log; return True when this line made it drop lines for the first time."""
-        if len(text) > MAX_LINE_CHARS:
-            text = text[:MAX_LINE_CHARS] + CUT_MARKER
+        text = cut_line(text)
         buf = self._buffers.get(job_id)
         if buf is None:
             buf = self._buffers[job_id] = _Buffer()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine_hub.run.log_files import MARKER_STREAM, FileJobLogs
+from engine_hub.run.log_files import FileJobLogs
+from engine_hub.run.logs import MARKER_STREAM
 
 
 async def texts(logs: FileJobLogs, job_id: str, after: int = 0, limit: int = 5000) -> list[str]:
