@@ -159,12 +159,12 @@ class PostgresJobLogs:
             job.capped = True
             self._push(job_id, job, MARKER_STREAM, byte_cap_marker(self.max_bytes), force=True)
             return True
-        self._push(job_id, job, stream, text)
+        self._push(job_id, job, stream, text, size=size)
         return False
 
-    def _push(self, job_id: str, job: _Job, stream: str, text: str, *, force: bool = False) -> None:
+    def _push(self, job_id: str, job: _Job, stream: str, text: str, *, size: int = 0, force: bool = False) -> None:
         # Markers are forced past the buffer bound: one short line per job, and the log must say why it ends.
-        size = len(text.encode()) + 1
+        size = size or len(text.encode()) + 1
         if not force and self._held + size > self._buffer_bytes:
             if not self._dropping:
                 self._dropping = True
