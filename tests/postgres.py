@@ -150,6 +150,27 @@ class PostgresServer:
         """Run ``pg_ctl -D <data dir> <args>`` as the server's user."""
         return self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), *args)
 
+    def start(self) -> subprocess.CompletedProcess[str]:
+        """``pg_ctl start`` the cluster on its port and socket directory, waiting until it accepts connections."""
+        options = (
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        return self.pg_ctl("start", "-w", "-t", "30", "-l", str(self.root / "server.log"), "-o", options)
+
+    def halt(self) -> None:
+        """Stop the server (``-m fast``: its sessions are cut) and keep its data; raises if it fails."""
+        done = self.pg_ctl("stop", "-m", "fast", "-w")
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed: {done.stderr.strip()}")
+
+    def restart(self) -> None:
+        """Restart the server on the same port (:meth:`halt`, then :meth:`start`); raises if it fails."""
+        self.halt()
+        started = self.start()
+        if started.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {started.stderr.strip()}")
+
     def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
         prefix = [] if self.user is None else [_tool("runuser"), "-u", self.user, "--"]
         return subprocess.run([*prefix, *argv], capture_output=True, text=True, check=False, timeout=60)

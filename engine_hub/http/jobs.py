@@ -218,7 +218,7 @@ async def job_logs(request: web.Request) -> web.Response:
     job_id = entry.id
     after = parse_int_query(request, "after", default=0, low=0, high=MAX_CURSOR, error=EngineError)
     limit = parse_int_query(request, "limit", default=MAX_READ_LINES, low=1, high=MAX_READ_LINES, error=EngineError)
-    return web.json_response(service.logs.read(job_id, after=after, limit=limit).to_json())
+    return web.json_response((await service.logs.read(job_id, after=after, limit=limit)).to_json())
 
 
 # -- catalog, health, metrics ----------------------------------------------------------

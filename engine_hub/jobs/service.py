@@ -116,7 +116,7 @@ class JobService:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        self.logs.close()
+        await self.logs.close()
 
     # -- commands ----------------------------------------------------------------
 
@@ -357,7 +357,7 @@ class JobService:
                 if entry is not None and entry.cancel_requested_by == canceller:
                     actor = canceller
         data = {"status": str(status), "exitCode": exit_code, "error": error}
-        self.logs.finish(job_id)  # the log is complete on disk before the job is seen as ended
+        await self.logs.finish(job_id)  # the log is complete on disk before the job is seen as ended
         await self._record_finish(job_id, actor, data)
         self._tasks.pop(job_id, None)
         self._cancels_delivered.discard(job_id)

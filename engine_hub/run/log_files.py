@@ -47,7 +47,14 @@ from typing import IO, Any, Final
 
 import structlog
 
-from engine_hub.run.logs import CUT_MARKER, MAX_LINE_CHARS, MAX_READ_LINES, LogPage
+from engine_hub.run.logs import (
+    MARKER_STREAM,
+    MAX_READ_LINES,
+    LogPage,
+    byte_cap_marker,
+    byte_cap_reason,
+    cut_line,
+)
 from shared.contract import format_time, utcnow
 from shared.torn import whole_lines_end
 
@@ -62,7 +69,6 @@ FLUSH_DELAY: Final = 0.2
 CHECKPOINT: Final = 256
 #: How many files' indexes are kept (each is ~8 bytes per CHECKPOINT lines).
 INDEX_CACHE: Final = 256
-MARKER_STREAM: Final = "engine"
 #: File name suffix of a job's log.
 SUFFIX: Final = ".log"
 #: ``stream`` values a line may have (the marker's is ``engine``).
@@ -107,7 +113,7 @@ class FileJobLogs:
     @property
     def cap_reason(self) -> str:
         """Why a job's log was cut: the per-job file size cap."""
-        return f"output limit of {self.max_bytes} bytes reached; later output is dropped"
+        return byte_cap_reason(self.max_bytes)
 
     @property
     def disk_bytes(self) -> int:
@@ -195,22 +201,13 @@ class FileJobLogs:
                 return False
         if writer.capped:
             return False
-        if len(text) > MAX_LINE_CHARS:
-            text = text[:MAX_LINE_CHARS] + CUT_MARKER
+        text = cut_line(text)
         at = format_time(utcnow()) or ""
         line = f"{writer.next_seq}\t{at}\t{stream}\t{text}\n".encode()
         capped = writer.size + len(line) > self.max_bytes
         if capped:
             writer.capped = True
-            limit = (
-                f"{self.max_bytes / (1024 * 1024):g} MiB"
-                if self.max_bytes >= 1024 * 1024
-                else f"{self.max_bytes} bytes"
-            )
-            line = (
-                f"{writer.next_seq}\t{at}\t{MARKER_STREAM}\t[output truncated: this job's log reached "
-                f"its {limit} limit; later output was dropped]\n"
-            ).encode()
+            line = f"{writer.next_seq}\t{at}\t{MARKER_STREAM}\t{byte_cap_marker(self.max_bytes)}\n".encode()
         try:
             assert writer.file is not None  # only a capped writer has no file
             writer.file.write(line)
@@ -267,8 +264,11 @@ class FileJobLogs:
             except OSError as exc:
                 self._fail(job_id, writer, exc)
 
-    def finish(self, job_id: str) -> None:
+    async def finish(self, job_id: str) -> None:
         """The run is over: write out and close its file."""
+        self._finish(job_id)
+
+    def _finish(self, job_id: str) -> None:
         writer = self._writers.pop(job_id, None)
         if writer is not None and writer.file is not None:
             try:
@@ -284,16 +284,22 @@ class FileJobLogs:
         if len(self._indexes) > INDEX_CACHE:
             self._indexes.popitem(last=False)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Write out and close every open file (engine shutdown)."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
         for job_id in list(self._writers):
-            self.finish(job_id)
+            self._finish(job_id)
 
-    def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
-        """Return up to ``limit`` lines with ``seq > after``, oldest first (see :class:`LogPage`)."""
+    async def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
+        """Return up to ``limit`` lines with ``seq > after``, oldest first (see :class:`LogPage`).
+
+        The file is read on the event loop (no thread hop): a page costs one seek and a short read.
+        """
+        return self._read(job_id, after, limit)
+
+    def _read(self, job_id: str, after: int, limit: int) -> LogPage:
         writer = self._writers.get(job_id)
         if writer is not None:
             self.flush(job_id)

@@ -23,6 +23,24 @@ MAX_LINE_CHARS: Final = 16 * 1024
 CUT_MARKER: Final = "… [line cut]"
 #: Most lines one read returns.
 MAX_READ_LINES: Final = 5000
+#: ``stream`` of the lines the engine writes itself (the size cap's marker).
+MARKER_STREAM: Final = "engine"
+
+
+def cut_line(text: str) -> str:
+    """``text``, or its first :data:`MAX_LINE_CHARS` characters and :data:`CUT_MARKER` when it is longer."""
+    return text[:MAX_LINE_CHARS] + CUT_MARKER if len(text) > MAX_LINE_CHARS else text
+
+
+def byte_cap_reason(max_bytes: int) -> str:
+    """The ``log_truncated`` reason of a store that keeps the first ``max_bytes`` of a job's output."""
+    return f"output limit of {max_bytes} bytes reached; later output is dropped"
+
+
+def byte_cap_marker(max_bytes: int) -> str:
+    """The text of the one marker line that ends a log cut at ``max_bytes`` (stream :data:`MARKER_STREAM`)."""
+    limit = f"{max_bytes / (1024 * 1024):g} MiB" if max_bytes >= 1024 * 1024 else f"{max_bytes} bytes"
+    return f"[output truncated: this job's log reached its {limit} limit; later output was dropped]"
 
 
 @attrs.define(kw_only=True)
@@ -47,7 +65,12 @@ class LogPage:
 
 
 class LogStore(Protocol):
-    """What the job service needs from a job log store (in memory or in files)."""
+    """What the job service needs from a job log store (in memory, in files or in PostgreSQL).
+
+    ``append`` and ``repair`` are plain calls: ``append`` only buffers (it runs for every line a
+    process prints, on the event loop, and never raises). ``finish``, ``read`` and ``close`` are
+    awaited: a store in a database does I/O for them.
+    """
 
     @property
     def cap_reason(self) -> str:
@@ -56,8 +79,8 @@ class LogStore(Protocol):
     def append(self, job_id: str, stream: str, text: str) -> bool:
         """Add one line; return True the first time this job's log hits its cap."""
 
-    def finish(self, job_id: str) -> None:
-        """The job's run is over (its log is complete)."""
+    async def finish(self, job_id: str) -> None:
+        """The job's run is over: once this returns, every line appended for it is readable."""
 
     def repair(self, job_id: str) -> int:
         """The job's run was cut by a crash: drop a torn last line of its log; return the bytes dropped."""
@@ -66,10 +89,10 @@ class LogStore(Protocol):
     def disk_bytes(self) -> int | None:
         """Total bytes of job log files on disk, or None when logs are kept in memory."""
 
-    def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
+    async def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
         """Return up to ``limit`` lines with ``seq > after``, oldest first."""
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """The engine stops: write out whatever is buffered."""
 
 
@@ -96,7 +119,7 @@ class JobLogs:
         """Why a job's log was cut: the oldest lines are dropped past the per-job bounds."""
         return "output limit reached; the oldest lines are dropped"
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Nothing to write out: memory only."""
 
     def repair(self, job_id: str) -> int:
@@ -115,8 +138,7 @@ class JobLogs:
 
     def append(self, job_id: str, stream: str, text: str) -> bool:
         """Add one line to a job's log; return True when this line made it drop lines for the first time."""
-        if len(text) > MAX_LINE_CHARS:
-            text = text[:MAX_LINE_CHARS] + CUT_MARKER
+        text = cut_line(text)
         buf = self._buffers.get(job_id)
         if buf is None:
             buf = self._buffers[job_id] = _Buffer()
@@ -137,7 +159,7 @@ class JobLogs:
             self._evict()
         return first_drop
 
-    def finish(self, job_id: str) -> None:
+    async def finish(self, job_id: str) -> None:
         """Mark a job's run as over: its buffer may now be evicted when memory runs short."""
         if job_id in self._buffers:
             self._finished[job_id] = None
@@ -154,7 +176,7 @@ class JobLogs:
             buf.lines.clear()
             buf.size = 0
 
-    def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
+    async def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
         """Return up to ``limit`` lines with ``seq > after``, oldest first.
 
         ``next`` is the ``after`` to pass on the next call (0 before any
