@@ -8,7 +8,7 @@ starts a throwaway PostgreSQL first (:mod:`deploy.local_postgres`, data under
 token file) and one gateway given both nodes' URLs; all its state is under
 ``var/cluster/``. Before anything starts:
 
-- ``SAFE_MODE`` (if set) must be a recognised value and both ports must be
+- ``SAFE_MODE`` (if set) must be a recognised value and every port must be
   free, so a mistake is one clear line, not a crash loop;
 - with ``--cluster``, PostgreSQL's server binaries must exist (one line
   naming the Debian package ``postgresql`` otherwise);
@@ -66,8 +66,6 @@ class Process:
     name: str
     argv: tuple[str, ...]
     port: int
-    #: The environment variable that chooses ``port`` (named when the port is taken).
-    port_env: str
     health_url: str | None = None
 
 
@@ -103,6 +101,10 @@ class Layout:
             for n, port in enumerate(self.engine_ports, 1)
         ]
 
+    def ports(self) -> list[tuple[str, int, str]]:
+        """:meth:`engines`, then the gateway's name, port and port variable."""
+        return [*self.engines(), ("gateway", self.gateway_port, "GATEWAY_PORT")]
+
     @property
     def gateway_dir(self) -> Path:
         """The gateway's data dir (users)."""
@@ -117,7 +119,7 @@ def processes(layout: Layout, *, token_file: Path | None, store_url: str | None 
     ``store_url`` (a cluster's) makes every engine a node on that PostgreSQL.
     """
     engines: list[Process] = []
-    for name, port, port_env in layout.engines():
+    for name, port, _ in layout.engines():
         url = f"http://127.0.0.1:{port}"
         data_dir = layout.engine_dir if name == "engine" else layout.var / name
         argv = [
@@ -136,7 +138,7 @@ def processes(layout: Layout, *, token_file: Path | None, store_url: str | None 
             argv += ["--token-file", str(token_file)]
         if store_url is not None:
             argv += ["--store", store_url]
-        engines.append(Process(name=name, port=port, port_env=port_env, health_url=f"{url}/healthz", argv=tuple(argv)))
+        engines.append(Process(name=name, port=port, health_url=f"{url}/healthz", argv=tuple(argv)))
     gateway = [
         sys.executable,
         "-m",
@@ -158,7 +160,6 @@ def processes(layout: Layout, *, token_file: Path | None, store_url: str | None 
         Process(
             name="gateway",
             port=layout.gateway_port,
-            port_env="GATEWAY_PORT",
             argv=tuple(gateway),
             health_url=f"http://127.0.0.1:{layout.gateway_port}/healthz",
         ),
@@ -301,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"devrun: error: {exc}", file=sys.stderr)
             return 2
-    for name, port, port_env in [*layout.engines(), ("gateway", layout.gateway_port, "GATEWAY_PORT")]:
+    for name, port, port_env in layout.ports():
         if not _port_free(port):
             print(
                 f"devrun: error: port {port} for the {name} is in use (set {port_env} to use another)", file=sys.stderr
