@@ -6,7 +6,8 @@ starts a throwaway PostgreSQL first (:mod:`deploy.local_postgres`, data under
 ``var/cluster/pg``, deleted when it stops), applies the schema with
 ``engine-hub db migrate``, then two engine nodes on it (sharing one admin
 token file) and one gateway given both nodes' URLs; all its state is under
-``var/cluster/``. Before anything starts:
+``var/cluster/``. The store URL holds a password, so it reaches migrate and
+the nodes as ``ENGINE_STORE_URL``, never on a command line. Before anything starts:
 
 - ``SAFE_MODE`` (if set) must be a recognised value and every port must be
   free, so a mistake is one clear line, not a crash loop;
@@ -49,7 +50,7 @@ from admin_gateway.settings import SettingsError, parse_safe_mode
 from deploy.local_postgres import MISSING, PostgresServer, find_bindir, start_server
 from engine_hub.errors import ConfigError
 from engine_hub.http.auth import load_or_create_token_file
-from engine_hub.settings import TOKEN_ENV, TOKEN_FILE
+from engine_hub.settings import STORE_URL_ENV, TOKEN_ENV, TOKEN_FILE
 from shared.pg import redact
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -111,12 +112,12 @@ class Layout:
         return self.var / "gateway"
 
 
-def processes(layout: Layout, *, token_file: Path | None, store_url: str | None = None) -> list[Process]:
+def processes(layout: Layout, *, token_file: Path | None) -> list[Process]:
     """The processes of a development run, in start order.
 
     ``token_file`` is handed to every engine and the gateway; ``None`` means
-    the token comes from ``ENGINE_HUB_TOKEN`` in the environment.
-    ``store_url`` (a cluster's) makes every engine a node on that PostgreSQL.
+    the token comes from ``ENGINE_HUB_TOKEN`` in the environment. A cluster's
+    nodes find their store in the environment too (``ENGINE_STORE_URL``).
     """
     engines: list[Process] = []
     for name, port, _ in layout.engines():
@@ -136,8 +137,6 @@ def processes(layout: Layout, *, token_file: Path | None, store_url: str | None 
         ]
         if token_file is not None:
             argv += ["--token-file", str(token_file)]
-        if store_url is not None:
-            argv += ["--store", store_url]
         engines.append(Process(name=name, port=port, health_url=f"{url}/healthz", argv=tuple(argv)))
     gateway = [
         sys.executable,
@@ -166,14 +165,16 @@ def processes(layout: Layout, *, token_file: Path | None, store_url: str | None 
     ]
 
 
-def migrate_store(server: PostgresServer) -> str:
-    """Create the nodes' database and apply the schema with ``engine-hub db migrate``; return its URL.
+def migrate_store(server: PostgresServer, env: dict[str, str]) -> None:
+    """Create the nodes' database, set ``ENGINE_STORE_URL`` in ``env``, and apply the schema with it.
 
-    Raises ``RuntimeError`` with migrate's own one-line error when it fails.
+    The URL travels in the environment, never on a command line: it holds the password.
+    Raises ``RuntimeError`` with ``engine-hub db migrate``'s own one-line error when it fails.
     """
-    url = server.create_database(name=CLUSTER_DB)
+    env[STORE_URL_ENV] = server.create_database(name=CLUSTER_DB)
     done = subprocess.run(
-        [sys.executable, "-m", "engine_hub", "db", "migrate", "--store", url],
+        [sys.executable, "-m", "engine_hub", "db", "migrate"],
+        env=env,
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -183,7 +184,6 @@ def migrate_store(server: PostgresServer) -> str:
     )
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip() or f"engine-hub db migrate exited with status {done.returncode}")
-    return url
 
 
 def _port_free(port: int) -> bool:
@@ -321,17 +321,16 @@ def main(argv: list[str] | None = None) -> int:
     running: dict[str, subprocess.Popen[bytes]] = {}
     store: PostgresServer | None = None
     try:
-        store_url: str | None = None
         if bindir is not None:
             try:
                 store = start_server(bindir, root=layout.postgres_dir)
-                store_url = migrate_store(store)
+                migrate_store(store, env)
             except RuntimeError as exc:
                 if stopping:
                     return 0
                 print(f"devrun: error: PostgreSQL: {exc}", file=sys.stderr)
                 return 1
-        for spec in processes(layout, token_file=token_file, store_url=store_url):
+        for spec in processes(layout, token_file=token_file):
             running[spec.name] = subprocess.Popen(spec.argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
             if spec.health_url is not None and not _wait_healthy(spec.health_url, running[spec.name]):
                 if stopping:

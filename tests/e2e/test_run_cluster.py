@@ -51,7 +51,7 @@ class TestRunCluster:
         assert not (tmp_path / "var").exists()
 
     def test_two_nodes_share_postgres_behind_one_gateway_and_ctrl_c_stops_all(self, state_dir: Path) -> None:
-        """The gateway lists a job made through it, both nodes serve it, and Ctrl-C ends every process and postgres."""
+        """Gateway and both nodes serve one store, its password in no argv; Ctrl-C ends them all and postgres."""
         require_bindir()
         run = DevRun(state_dir, env={}, cluster=True)
         cluster = state_dir / "var" / "cluster"
@@ -75,6 +75,11 @@ class TestRunCluster:
                 assert _status(f"http://127.0.0.1:{port}/api/jobs/{job['id']}", token) == 200
             pids = run.child_pids()
             assert len(pids) == 3
+            # The store's password reaches the nodes in their environment, never on a command line.
+            secret = (cluster / "pg" / "pwfile").read_text().strip()
+            assert secret not in text
+            for pid in pids:
+                assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
         finally:
             status = run.interrupt()
         assert status == 0
