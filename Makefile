@@ -1,10 +1,10 @@
-# Two commands on a fresh machine: `make run` and `make test`.
+# Two commands on a fresh machine: `make run` and `make test` (`make run-cluster`: two nodes on PostgreSQL).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format unit typecheck bench fuzz clean
+.PHONY: run run-cluster test lint format unit typecheck bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m deploy.devrun
+
+# Two engine nodes and a gateway on a throwaway PostgreSQL (needs the Debian package postgresql).
+run-cluster: $(STAMP)
+	$(BIN)/python -m deploy.devrun --cluster
 
 # CI (.ci/run) calls `make test`: a lint or type error fails it before any test runs.
 test: lint

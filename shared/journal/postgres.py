@@ -373,7 +373,7 @@ async def chain_head(url: str, chain: str, *, prog: str) -> HeadInfo:
         conn = await connect(url)
         try:
             cur = await conn.execute(
-                f"SELECT {_COLUMNS} FROM audit_events WHERE chain = %s ORDER BY seq DESC LIMIT 1", (chain,)
+                f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE chain = %s ORDER BY seq DESC LIMIT 1", (chain,)
             )
             row = await cur.fetchone()
         finally:
@@ -383,7 +383,7 @@ async def chain_head(url: str, chain: str, *, prog: str) -> HeadInfo:
     if row is None:
         return HeadInfo(seq=0, hash=GENESIS, at=None)
     # Checked alone: ChainCheck anchors a first record on its own prev, so only its hash counts.
-    rec = _record(row)
+    rec = record_of_row(row)
     bad = ChainCheck(where=f"audit_events chain {chain!r} (newest record)").check(rec)
     if bad is not None:
         raise JournalCorrupt(segment=bad.segment, line=bad.line, seq=bad.seq, reason=bad.reason, prog=prog)
@@ -403,9 +403,9 @@ async def stream_chain(url: str, chain: str, *, prog: str) -> AsyncIterator[Reco
         try:
             async with conn.transaction():
                 async for row in conn.cursor().stream(
-                    f"SELECT {_COLUMNS} FROM audit_events WHERE chain = %s ORDER BY seq", (chain,)
+                    f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE chain = %s ORDER BY seq", (chain,)
                 ):
-                    rec = _record(row)
+                    rec = record_of_row(row)
                     bad = checker.check(rec)
                     if bad is not None:
                         raise JournalCorrupt(
@@ -419,7 +419,7 @@ async def stream_chain(url: str, chain: str, *, prog: str) -> AsyncIterator[Reco
 
 
 def event_row(chain: str, rec: Record) -> tuple[Any, ...]:
-    """The values of ``rec``'s ``audit_events`` row, in the order ``chain, {_COLUMNS}``.
+    """The values of ``rec``'s ``audit_events`` row, in the order ``chain, {AUDIT_COLUMNS}``.
 
     ``data`` is the canonical JSON text that was hashed (for a ``json``
     column, which keeps it as written), so the row re-hashes byte for byte.
@@ -447,7 +447,7 @@ async def copy_records(conn: psycopg.AsyncConnection[Any], chain: str, records: 
     the caller's transaction (COPY); returns how many records were written.
     """
     count, last = 0, None
-    async with conn.cursor().copy(f"COPY audit_events (chain, {_COLUMNS}) FROM STDIN") as copy:
+    async with conn.cursor().copy(f"COPY audit_events (chain, {AUDIT_COLUMNS}) FROM STDIN") as copy:
         for rec in records:
             await copy.write_row(event_row(chain, rec))
             count, last = count + 1, rec

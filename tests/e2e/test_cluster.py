@@ -82,7 +82,7 @@ class TestAtMostOnce:
 
 class TestNodeLoss:
     def test_a_killed_nodes_run_is_failed_node_lost_and_never_rerun(self, cluster: Cluster) -> None:
-        """SIGKILL of the running node: its job becomes FAILED "interrupted: node lost" by system, and never runs again."""
+        """SIGKILL of the running node: its job becomes FAILED "interrupted: node lost" and never runs again."""
         job = cluster.api(0).create(COUNT_TYPE, {"seconds": 120})
         cluster.api(0).run(job["id"])
         pid = _pid_of_run(cluster, job["id"])
@@ -97,7 +97,7 @@ class TestNodeLoss:
         assert (reply.status, reply.json()["code"]) == (400, "not_ready")
 
     def test_a_frozen_node_is_fenced_its_finish_rejected_and_it_registers_again(self, cluster: Cluster) -> None:
-        """SIGSTOP past the threshold: the job is failed node lost; on SIGCONT the late finish is refused and the node re-registers."""
+        """SIGSTOP past the threshold: job fails node lost; on SIGCONT its finish is refused, the node re-registers."""
         job = cluster.api(0).create(COUNT_TYPE, {"seconds": 1})
         cluster.api(0).run(job["id"])
         _pid_of_run(cluster, job["id"])
@@ -142,7 +142,7 @@ class TestDatabaseRestart:
     def test_pg_restart_under_load_loses_no_acknowledged_change(
         self, cluster: Cluster, postgres_server: PostgresServer
     ) -> None:
-        """pg_ctl restart while three nodes take writes: every 2xx is there afterwards, listeners reconnect, cancels work."""
+        """pg restart under writes from three nodes: every 2xx is kept, listeners reconnect, cancels work."""
         acknowledged_creates: list[str] = []
         acknowledged_runs: list[str] = []
         refused: list[int] = []
@@ -202,7 +202,7 @@ class TestDatabaseRestart:
         cluster.add_gateway("gw", nodes=[0, 1])
         panel = cluster.panel("gw")
         cluster.api(0).create(COUNT_TYPE)
-        postgres_server.shut_down()
+        postgres_server.halt()
         try:
             for method, path, body in (("GET", "/api/jobs", None), ("POST", "/api/jobs", {"type": COUNT_TYPE})):
                 reply = cluster.api(0).request(method, path, body)
@@ -237,7 +237,7 @@ class TestAuditChain:
     def test_concurrent_writes_from_three_nodes_keep_one_verifiable_chain(
         self, cluster: Cluster, postgres_url: str
     ) -> None:
-        """Concurrent changes on three nodes chain into one audit chain that verifies, and stops verifying after an edit."""
+        """Concurrent changes on three nodes make one chain that verifies, and fails to after an edit."""
 
         def work(node: int) -> None:
             api = cluster.api(node)

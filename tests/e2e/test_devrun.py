@@ -17,6 +17,7 @@ import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.e2e.harness import free_port, wait_until
 
@@ -24,13 +25,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class DevRun:
-    """A running ``deploy.devrun`` with its output in a file."""
+    """A running ``deploy.devrun`` (``--cluster``: two nodes on PostgreSQL) with its output in a file."""
 
-    def __init__(self, tmp: Path, *, env: dict[str, str]) -> None:
+    def __init__(self, tmp: Path, *, env: dict[str, str], cluster: bool = False) -> None:
         self.engine_port, self.gateway_port = free_port(), free_port()
+        self.engine_ports = [self.engine_port, free_port()] if cluster else [self.engine_port]
         self.out = tmp / f"devrun-{self.gateway_port}.log"
         full_env = {k: v for k, v in os.environ.items() if k not in ("SAFE_MODE", "ENGINE_HUB_TOKEN")}
         full_env.update(env)
+        mode = ["--cluster", "--engine-port-2", str(self.engine_ports[1])] if cluster else []
         with self.out.open("w") as out:
             self.proc = subprocess.Popen(
                 [
@@ -43,6 +46,7 @@ class DevRun:
                     str(self.engine_port),
                     "--gateway-port",
                     str(self.gateway_port),
+                    *mode,
                 ],
                 cwd=ROOT,
                 stdout=out,
@@ -62,7 +66,7 @@ class DevRun:
             assert self.proc.poll() is None, self.text()
             return "panel:   http://" in self.text()
 
-        wait_until(ready, timeout=30, what="the panel URL")
+        wait_until(ready, timeout=60, what="the panel URL")
         return self.text()
 
     def child_pids(self) -> list[int]:
@@ -83,7 +87,40 @@ class DevRun:
         return self.proc.wait(timeout=30)
 
 
-def _gone(pid: int) -> bool:
+class Admin:
+    """The first admin logged in to the panel of a running ``deploy.devrun``: JSON calls with the CSRF token."""
+
+    def __init__(self, url: str, banner: str) -> None:
+        password = re.search(r"login:   admin / (\S+)", banner)
+        assert password, banner
+        self.url = url
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        page = self.opener.open(url + "/login", timeout=10).read().decode()
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert csrf
+        form = urllib.parse.urlencode(
+            {"username": "admin", "password": password.group(1), "csrf_token": csrf.group(1)}
+        ).encode()
+        self.opener.open(urllib.request.Request(url + "/login", data=form), timeout=10)
+        self.config: dict[str, Any] = self.get("/api/admin/config")
+
+    def get(self, path: str) -> Any:
+        """GET ``path``'s JSON."""
+        return json.loads(self.opener.open(self.url + path, timeout=10).read())
+
+    def post(self, path: str, body: dict[str, str]) -> Any:
+        """POST ``body`` as JSON to ``path``; return the answer's JSON."""
+        req = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "X-CSRF-Token": self.config["csrfToken"]},
+        )
+        return json.loads(self.opener.open(req, timeout=10).read())
+
+
+def gone(pid: int) -> bool:
+    """The process ``pid`` has exited (a zombie counts as exited)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -104,42 +141,20 @@ class TestDevRun:
             url = f"http://127.0.0.1:{run.gateway_port}"
             assert f"{url}/admin/engine/jobs" in text
             assert "SAFE_MODE: OFF" in text
-            password = re.search(r"login:   admin / (\S+)", text)
-            assert password, text
             token_file = tmp_path / "var" / "engine" / "token"
             assert oct(token_file.stat().st_mode & 0o777) == "0o600"
             assert token_file.read_text().strip() not in text
 
-            jar = http.cookiejar.CookieJar()
-            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-            page = opener.open(url + "/login", timeout=10).read().decode()
-            csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-            assert csrf
-            form = urllib.parse.urlencode(
-                {"username": "admin", "password": password.group(1), "csrf_token": csrf.group(1)}
-            ).encode()
-            opener.open(urllib.request.Request(url + "/login", data=form), timeout=10)
-            config = json.loads(opener.open(url + "/api/admin/config", timeout=10).read())
-            assert config["isSuperAdmin"] is True and config["safeMode"] is False
-
-            def post(path: str, body: dict[str, str]) -> dict[str, object]:
-                req = urllib.request.Request(
-                    url + path,
-                    data=json.dumps(body).encode(),
-                    method="POST",
-                    headers={"Content-Type": "application/json", "X-CSRF-Token": config["csrfToken"]},
-                )
-                result: dict[str, object] = json.loads(opener.open(req, timeout=10).read())
-                return result
-
-            job = post("/api/admin/engine/jobs", {"type": "demo.echo"})
-            assert post(f"/api/admin/engine/jobs/{job['id']}/run", {})["status"] == "accepted"
+            admin = Admin(url, text)
+            assert admin.config["isSuperAdmin"] is True and admin.config["safeMode"] is False
+            job = admin.post("/api/admin/engine/jobs", {"type": "demo.echo"})
+            assert admin.post(f"/api/admin/engine/jobs/{job['id']}/run", {})["status"] == "accepted"
             pids = run.child_pids()
             assert len(pids) == 2
         finally:
             status = run.interrupt()
         assert status == 0
-        wait_until(lambda: all(_gone(pid) for pid in pids), timeout=10, what="engine and gateway to exit")
+        wait_until(lambda: all(gone(pid) for pid in pids), timeout=10, what="engine and gateway to exit")
 
     def test_second_start_prints_no_password(self, tmp_path: Path) -> None:
         """Once a user exists, no password is created or printed; SAFE_MODE is on by default."""
