@@ -37,6 +37,7 @@ from engine_hub.jobs.cluster import NODE, ClusterNode
 from engine_hub.jobs.service import SERVICE, JobService
 from engine_hub.metrics import Metrics
 from engine_hub.run.log_files import FileJobLogs
+from engine_hub.run.log_pg import PostgresJobLogs
 from engine_hub.run.log_retention import LOG_RETENTION, LogRetention
 from engine_hub.run.logs import JobLogs, LogStore
 from engine_hub.run.runner import Runner
@@ -141,6 +142,8 @@ def create_app(
             pool_size=settings.store_pool_size,
             pool_timeout=settings.store_pool_timeout,
         )
+        # Any node serves any job's log: the running node writes its lines into the store.
+        logs = PostgresJobLogs(backend.pool, max_bytes=settings.log_max_bytes)
     else:
         backend = EmbeddedBackend(store=JobStore())
     runner = Runner(kill_grace=settings.kill_grace)
@@ -203,6 +206,8 @@ def _node_context(
         try:
             async with backend.connection("checked") as conn:
                 await check_schema(conn)
+            if isinstance(service.logs, PostgresJobLogs):
+                await service.logs.start()
             await service.start(catalog=cat)
             await node.start()
         except SchemaError as exc:

@@ -198,7 +198,7 @@ class TestDatabaseRestart:
     def test_database_down_answers_503_and_the_gateway_says_the_engine_is_unavailable(
         self, cluster: Cluster, postgres_server: PostgresServer
     ) -> None:
-        """With the database stopped, reads and changes answer 503 store_unavailable; the panel's list says down, not empty."""
+        """Database stopped: reads and changes answer 503 store_unavailable; the panel's list says down, not empty."""
         cluster.add_gateway("gw", nodes=[0, 1])
         panel = cluster.panel("gw")
         cluster.api(0).create(COUNT_TYPE)
