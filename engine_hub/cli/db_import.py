@@ -29,7 +29,7 @@ from engine_hub.errors import StartupError
 from engine_hub.http.app import open_journal, restore
 from engine_hub.settings import JOURNAL_DIR, LOGS_DIR, Settings
 from engine_hub.store.embedded import JobStore
-from engine_hub.store.pg_rows import row_from_wire
+from engine_hub.store.pg_rows import WIRE_COLUMNS, row_from_wire
 from engine_hub.store.schema import check_schema
 from shared.journal.chain import JournalCorrupt
 from shared.journal.postgres import copy_records
@@ -38,25 +38,7 @@ from shared.journal.tools import VerifyResult, records, verify
 #: The chain the engine's records continue in.
 ENGINE_CHAIN: Final = "engine"
 #: The ``jobs`` columns an import fills: :func:`engine_hub.store.pg_rows.row_from_wire`'s and the store's own.
-_JOB_COLUMNS: Final = (
-    "seq",
-    "id",
-    "type",
-    "name",
-    "params",
-    "status",
-    "created_at",
-    "created_by",
-    "started_at",
-    "run_by",
-    "run_reason",
-    "ended_at",
-    "exit_code",
-    "error",
-    "history",
-    "log_truncated",
-    "log_expired",
-)
+_JOB_COLUMNS: Final = ("seq", *WIRE_COLUMNS, "log_truncated", "log_expired")
 
 
 class ImportRefused(Exception):

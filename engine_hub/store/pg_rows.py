@@ -26,6 +26,24 @@ JOB_COLUMNS: Final = (
     "ended_at, exit_code, error, history, pid, cancel_requested_by, log_truncated, log_expired, node_id::text"
 )
 
+#: The columns :func:`row_from_wire` fills, in its order (for an ``INSERT`` or ``COPY``).
+WIRE_COLUMNS: Final = (
+    "id",
+    "type",
+    "name",
+    "params",
+    "status",
+    "created_at",
+    "created_by",
+    "started_at",
+    "run_by",
+    "run_reason",
+    "ended_at",
+    "exit_code",
+    "error",
+    "history",
+)
+
 _STATUSES: Final = {s.value: s for s in JobStatus}
 
 

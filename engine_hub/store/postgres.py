@@ -36,7 +36,14 @@ from engine_hub.store.actions import Action
 from engine_hub.store.backend import ClaimLost, Fenced
 from engine_hub.store.embedded import engine_log_of, result_of
 from engine_hub.store.entry import JobEntry, log_transition
-from engine_hub.store.pg_rows import JOB_COLUMNS, entry_from_row, history_json, row_from_wire, wire_from_row
+from engine_hub.store.pg_rows import (
+    JOB_COLUMNS,
+    WIRE_COLUMNS,
+    entry_from_row,
+    history_json,
+    row_from_wire,
+    wire_from_row,
+)
 from shared.contract import JobStatus, format_time, parse_time, utcnow
 from shared.journal.chain import AuditQuery, Record
 from shared.journal.postgres import AUDIT_COLUMNS, append_to_chain, audit_where, record_of_row
@@ -66,22 +73,6 @@ UNAVAILABLE_ERRORS: Final = (
     PoolTimeout,
 )
 
-_INSERT_COLUMNS: Final = (
-    "id",
-    "type",
-    "name",
-    "params",
-    "status",
-    "created_at",
-    "created_by",
-    "started_at",
-    "run_by",
-    "run_reason",
-    "ended_at",
-    "exit_code",
-    "error",
-    "history",
-)
 
 #: The audit actions that have a legacy EngineLog entry (:func:`engine_log_of`).
 _LEGACY_ACTIONS: Final = ("job_created", "run_requested", "job_finished", "job_interrupted", "cancel_requested")
@@ -212,8 +203,8 @@ class PostgresBackend:
         if action is Action.JOB_CREATED:
             values = row_from_wire(data)
             sql = (
-                f"INSERT INTO jobs ({', '.join(_INSERT_COLUMNS)}) "
-                f"VALUES ({', '.join(f'%({c})s' for c in _INSERT_COLUMNS)}) RETURNING {JOB_COLUMNS}"
+                f"INSERT INTO jobs ({', '.join(WIRE_COLUMNS)}) "
+                f"VALUES ({', '.join(f'%({c})s' for c in WIRE_COLUMNS)}) RETURNING {JOB_COLUMNS}"
             )
             return await _one(conn, sql, values)
         if action is Action.RUN_REQUESTED:

@@ -253,18 +253,7 @@ async def append_to_chain(
     )
     await conn.execute(
         f"INSERT INTO audit_events (chain, {AUDIT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::json, %s, %s)",
-        (
-            chain,
-            rec.seq,
-            rec.at,
-            rec.actor,
-            rec.source,
-            rec.action,
-            rec.job_id,
-            canonical_json(rec.data).decode(),
-            rec.prev,
-            rec.hash,
-        ),
+        event_row(chain, rec),
     )
     await conn.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE chain = %s", (rec.seq, rec.hash, chain))
     return rec
