@@ -144,8 +144,6 @@ async def import_data_dir(conn: psycopg.AsyncConnection[Any], shown: str, data_d
             await conn.execute(
                 "SELECT setval(pg_get_serial_sequence('jobs', 'seq'), %s)", (max(e.seq for e in entries),)
             )
-        # Every event seq from here on is above every journal seq and every seq a job row took.
-        await conn.execute("SELECT setval('event_seq', greatest(%s, (SELECT last_value FROM event_seq)))", (store.seq,))
     return Imported(
         records=count, first_seq=checked.first_seq, last_seq=checked.last_seq, head=checked.head, jobs=len(entries)
     )

@@ -12,16 +12,20 @@
   threshold after the node (re)connected): lost nodes' runs become FAILED
   ``interrupted: node lost`` (:func:`engine_hub.store.nodes.sweep`).
 - **listener**: one dedicated connection (not a pooled one) that LISTENs
-  on ``engine_events``; on every notification, on (re)connect and every
-  ``poll`` seconds as a fallback, it reads the runs of this node that were
-  asked to stop and stops them. That is how a cancel that reached another
-  node kills this node's process group.
+  on ``engine_events`` and follows the change feed by seq
+  (:mod:`engine_hub.store.changes`): on every notification, on (re)connect
+  and every ``poll`` seconds as a fallback, it reads the changes after the
+  last one it handled. A cancel recorded by another node for a run of this
+  node is delivered from there: that is how a cancel that reached node B
+  kills node A's process group, even one recorded while A's listener was
+  reconnecting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from typing import Any, Final
 
@@ -31,14 +35,14 @@ from aiohttp import web
 
 from engine_hub.jobs.service import JobService
 from engine_hub.store import nodes
+from engine_hub.store.actions import Action
+from engine_hub.store.changes import BATCH, CHANNEL, Change, changes_after, last_seq
 from engine_hub.store.nodes import NodeLease
 from engine_hub.store.postgres import UNAVAILABLE_ERRORS, PostgresBackend, connect_kwargs
 from shared.pg import describe_error
 
 log = structlog.get_logger("engine.cluster")
 
-#: The channel the ``jobs_notify`` trigger notifies.
-CHANNEL: Final = "engine_events"
 #: The fallback poll of the listener (seconds): a lost notification delays a cancel by at most this.
 DEFAULT_POLL: Final = 5.0
 #: ``by`` of the cancels a fencing node sends to its own runs.
@@ -60,7 +64,9 @@ class ClusterNode:
         self.lease = lease
         self._poll = poll
         self._tasks: list[asyncio.Task[None]] = []
-        self._wake = asyncio.Event()
+        # The seq of the last change the listener handled: set at its first connect (changes from
+        # before this process cannot concern its runs), then only moved forward by the feed.
+        self._cursor: int | None = None
 
     @property
     def ready(self) -> bool:
@@ -145,12 +151,16 @@ class ClusterNode:
             log.warning("nodes_swept", interrupted=len(failed))
 
     async def _listen_loop(self) -> None:
-        """Keep one LISTEN connection; deliver the cancels of this node's runs on every wake-up."""
+        """Keep one LISTEN connection; follow the change feed from the last change handled."""
         url = self._backend.url
         delay = 0.2
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(url, autocommit=True, **connect_kwargs(url))
+                conn = await psycopg.AsyncConnection.connect(
+                    url,
+                    autocommit=True,
+                    **{**connect_kwargs(url), "application_name": f"{LISTENER_NAME} {os.getpid()}"},
+                )
             except psycopg.Error as exc:
                 log.error("listener_connect_failed", error=describe_error(exc, url), retry_in=delay)
                 await asyncio.sleep(delay)
@@ -159,34 +169,45 @@ class ClusterNode:
             delay = 0.2
             try:
                 async with conn:
+                    # LISTEN first, then read: a change committed in between is both notified and
+                    # read, and the cursor makes the second reading a no-op.
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    log.info("listener_connected")
-                    await self._deliver_cancels(conn)  # catch up on what changed while not listening
+                    if self._cursor is None:
+                        self._cursor = await last_seq(conn)
+                    log.info("listener_connected", after=self._cursor)
+                    await self._catch_up(conn)
                     await self._follow(conn)
             except psycopg.Error as exc:
-                log.error("listener_lost", error=describe_error(exc, url))
+                log.error("listener_lost", error=describe_error(exc, url), after=self._cursor)
 
     async def _follow(self, conn: psycopg.AsyncConnection[Any]) -> None:
         while True:
             # notifies() holds the connection while it iterates: end it at the first notification
-            # (or at the poll timeout), then query. Notifications arriving meanwhile are kept for
-            # the next call, so none is missed.
+            # (or at the poll timeout), then read. Notifications arriving meanwhile are kept for
+            # the next call, and the read covers them anyway.
             async for _ in conn.notifies(timeout=self._poll, stop_after=1):
                 pass
-            await self._deliver_cancels(conn)
+            await self._catch_up(conn)
 
-    async def _deliver_cancels(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        node_id = self.lease.node_id
-        if node_id is None or not self._service.running_here():
-            return
-        cur = await conn.execute(
-            "SELECT id::text, cancel_requested_by FROM jobs "
-            "WHERE node_id = %s AND status = 'RUNNING' AND cancel_requested_by IS NOT NULL",
-            (node_id,),
-        )
-        for job_id, by in await cur.fetchall():
-            self._service.deliver_cancel(job_id, by)
+    async def _catch_up(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        assert self._cursor is not None
+        while True:
+            batch = await changes_after(conn, self._cursor)
+            for change in batch:
+                self._handle(change)
+            if batch:
+                self._cursor = batch[-1].seq
+            if len(batch) < BATCH:
+                return
+
+    def _handle(self, change: Change) -> None:
+        if change.action == Action.CANCEL_REQUESTED and change.job_id is not None:
+            # The service ignores jobs it does not run, and delivers a cancel once.
+            self._service.deliver_cancel(change.job_id, change.actor)
 
 
+#: ``application_name`` of the listener's connection (followed by the process id), so operators
+#: can tell it in pg_stat_activity.
+LISTENER_NAME: Final = "engine-hub listener"
 #: The app's node, in PostgreSQL mode only (absent with the embedded store).
 NODE: Final = web.AppKey("node", ClusterNode)

@@ -201,6 +201,8 @@ class JobService:
             # Another node (or request) won, the type got busy, or this node may not claim: say which.
             fresh = await self.get(job_id)
             busy = job_type.exclusive and await self.backend.running_of_type(entry.type)
+            self._pending_cancels.pop(job_id, None)
+            self._cancels_delivered.discard(job_id)
             self._claim(fresh, busy=busy)  # raises the loser's 409 / 400
             self._release(fresh.id, fresh.type)
             raise NodeNotReady(
@@ -252,7 +254,9 @@ class JobService:
         If the run task has not handed the job to the runner yet, the cancel is
         delivered when it does.
         """
-        if job_id in self._cancels_delivered or job_id not in self._tasks:
+        # A claimed job gets its run task only once the claim's commit returns: a cancel from the
+        # change feed may come first (another node recorded it meanwhile), so it waits as pending.
+        if job_id in self._cancels_delivered or (job_id not in self._tasks and job_id not in self._claims):
             return
         self._cancels_delivered.add(job_id)
         if not self._runner.cancel(job_id, by=by):

@@ -42,9 +42,12 @@ import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
+from engine_hub.errors import StoreDown
 from engine_hub.run.logs import MARKER_STREAM, MAX_READ_LINES, LogPage, byte_cap_marker, byte_cap_reason, cut_line
 from engine_hub.settings import DEFAULT_LOG_MAX_BYTES
+from engine_hub.store.postgres import UNAVAILABLE_ERRORS
 from shared.contract import format_time, utcnow
+from shared.pg import describe_error
 
 log = structlog.get_logger("engine.joblogs")
 
@@ -207,15 +210,21 @@ class PostgresJobLogs:
     async def read(self, job_id: str, *, after: int = 0, limit: int = MAX_READ_LINES) -> LogPage:
         """Return up to ``limit`` written lines with ``seq > after``, oldest first (see :class:`LogPage`).
 
-        Raises ``psycopg.OperationalError`` (``PoolTimeout`` included) when the database cannot be reached.
+        Raises :class:`~engine_hub.errors.StoreDown` (503 ``store_unavailable``) when the
+        database cannot be reached or no pooled connection frees up in time.
         """
         try:
             uuid.UUID(job_id)
         except ValueError:
             return LogPage(lines=[], next=0, truncated=False)  # not a job id the table can hold
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(_READ, {"id": job_id, "after": after, "limit": limit})
-            rows = await cur.fetchall()
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(_READ, {"id": job_id, "after": after, "limit": limit})
+                rows = await cur.fetchall()
+        except UNAVAILABLE_ERRORS as exc:
+            url = self._pool.conninfo if isinstance(self._pool.conninfo, str) else ""
+            log.error("store_unavailable", doing="read log", error=describe_error(exc, url))
+            raise StoreDown("the job store is unavailable, so the log cannot be read; try again later") from None
         last, truncated = rows[0][4], rows[0][5]
         lines = [
             {"seq": seq, "at": format_time(at), "stream": stream, "text": text}

@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from engine_hub.jobs.cluster import LISTENER_NAME
 from engine_hub.store.nodes import NODE_LOST_ERROR
 from shared.journal.postgres import verify_chain
 from tests.e2e.cluster import COUNT_TYPE, FAMILY_TYPE, HEARTBEAT, LOST_AFTER, Cluster, running_cluster, wait_gone
@@ -137,6 +138,34 @@ class TestCancelAcrossNodes:
         assert (ended["status"], ended["error"]) == ("FAILED", "cancelled by admin")
         assert ended["history"][-1]["by"] == "admin"
 
+    def test_a_cancel_recorded_while_the_runner_was_not_listening_is_caught_up_by_seq(
+        self, cluster: Cluster, postgres_url: str
+    ) -> None:
+        """A's listener loses its connection; a cancel recorded meanwhile is read by seq on reconnect: killed in 1 s."""
+        job = cluster.api(0).create(FAMILY_TYPE)
+        cluster.api(0).run(job["id"])
+        pidfile = cluster.markers / f"{job['id']}.pid"
+        wait_until(pidfile.exists, timeout=20, what="the grandchild's pid file")
+        grandchild = int(pidfile.read_text())
+        node = cluster.nodes[0]
+        # Frozen, node A can neither hear the notification nor reconnect before the cancel is
+        # committed; it thaws well within the fencing threshold (2/3 of LOST_AFTER).
+        os.kill(node.pid, signal.SIGSTOP)
+        try:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                ended = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+                    (f"{LISTENER_NAME} {node.pid}",),
+                ).fetchone()
+            assert ended == (1,)
+            assert cluster.api(1).request("POST", f"/api/jobs/{job['id']}/cancel", {}).status == 202
+        finally:
+            os.kill(node.pid, signal.SIGCONT)
+        # The fallback poll is 5 s away: only the catch-up on reconnect can be this quick.
+        wait_gone(grandchild, timeout=1.5)
+        ended_job = cluster.api(2).wait_status(job["id"], timeout=10)
+        assert (ended_job["status"], ended_job["error"]) == ("FAILED", "cancelled by admin")
+
 
 class TestDatabaseRestart:
     def test_pg_restart_under_load_loses_no_acknowledged_change(
@@ -198,13 +227,18 @@ class TestDatabaseRestart:
     def test_database_down_answers_503_and_the_gateway_says_the_engine_is_unavailable(
         self, cluster: Cluster, postgres_server: PostgresServer
     ) -> None:
-        """Database stopped: reads and changes answer 503 store_unavailable; the panel's list says down, not empty."""
+        """Database stopped: reads (logs too) and changes answer 503 store_unavailable; the panel says down."""
         cluster.add_gateway("gw", nodes=[0, 1])
         panel = cluster.panel("gw")
-        cluster.api(0).create(COUNT_TYPE)
+        job = cluster.api(0).create(COUNT_TYPE)
         postgres_server.halt()
         try:
-            for method, path, body in (("GET", "/api/jobs", None), ("POST", "/api/jobs", {"type": COUNT_TYPE})):
+            for method, path, body in (
+                ("GET", "/api/jobs", None),
+                ("GET", f"/api/jobs/{job['id']}", None),
+                ("GET", f"/api/jobs/{job['id']}/logs", None),
+                ("POST", "/api/jobs", {"type": COUNT_TYPE}),
+            ):
                 reply = cluster.api(0).request(method, path, body)
                 assert (reply.status, reply.json()["code"]) == (503, "store_unavailable"), reply
             listing = panel.jobs().json()

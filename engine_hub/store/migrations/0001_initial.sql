@@ -3,11 +3,6 @@
 -- Applied by `engine-hub db migrate` (engine_hub/store/schema.py), in one transaction, and recorded
 -- in schema_migrations. Never edit a migration that has shipped: add the next numbered file.
 
--- Every change to a job takes its number from this sequence (jobs.changed_seq), so a node that
--- (re)connects catches up on what changed by seq; pg_notify carries the same numbers (later).
-CREATE SEQUENCE event_seq;
-COMMENT ON SEQUENCE event_seq IS 'Numbers every change to a job (jobs.changed_seq): nodes catch up by it.';
-
 -- One row per engine-hub process start; liveness is judged by the database's clock only.
 CREATE TABLE nodes (
     id uuid PRIMARY KEY,
@@ -48,8 +43,7 @@ CREATE TABLE jobs (
     cancel_requested_by text,
     cancel_requested_at timestamptz,
     log_truncated boolean NOT NULL DEFAULT false,
-    log_expired boolean NOT NULL DEFAULT false,
-    changed_seq bigint NOT NULL DEFAULT nextval('event_seq')
+    log_expired boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE jobs IS 'Every job; the one truth all nodes share. Wire JSON: shared/contract.py Job.to_json.';
 COMMENT ON COLUMN jobs.id IS 'Job id (wire "id").';
@@ -73,7 +67,6 @@ COMMENT ON COLUMN jobs.cancel_requested_by IS 'First user who asked to cancel th
 COMMENT ON COLUMN jobs.cancel_requested_at IS 'When that cancel was recorded.';
 COMMENT ON COLUMN jobs.log_truncated IS 'The run''s output hit its size cap.';
 COMMENT ON COLUMN jobs.log_expired IS 'Log retention deleted the run''s output.';
-COMMENT ON COLUMN jobs.changed_seq IS 'event_seq value of the job''s last change (set by jobs_touch): catch-up cursor.';
 
 -- The list pages newest first, optionally by status and/or type, from a cursor (seq < $before):
 -- each filter combination walks one index in order (seq itself is indexed by its UNIQUE).
@@ -83,8 +76,6 @@ CREATE INDEX jobs_type_seq ON jobs (type, seq);
 COMMENT ON INDEX jobs_type_seq IS 'List pages filtered by type, in creation order.';
 CREATE INDEX jobs_status_type_seq ON jobs (status, type, seq);
 COMMENT ON INDEX jobs_status_type_seq IS 'List pages filtered by status and type, in creation order.';
-CREATE INDEX jobs_changed_seq ON jobs (changed_seq);
-COMMENT ON INDEX jobs_changed_seq IS 'Catch-up: the jobs changed after a given event seq.';
 CREATE INDEX jobs_running_node ON jobs (node_id) WHERE status = 'RUNNING';
 COMMENT ON INDEX jobs_running_node IS 'The sweep: RUNNING jobs of a lost node.';
 CREATE INDEX jobs_ended ON jobs (ended_at, seq) WHERE ended_at IS NOT NULL;
@@ -108,32 +99,6 @@ $$;
 COMMENT ON FUNCTION jobs_guard_transition() IS 'Refuses any status change outside shared.contract.TRANSITIONS.';
 CREATE TRIGGER jobs_guard_transition BEFORE UPDATE OF status ON jobs
     FOR EACH ROW EXECUTE FUNCTION jobs_guard_transition();
-
--- Every change of a job row takes a new event seq, so no code path can forget to.
-CREATE FUNCTION jobs_touch() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.changed_seq := nextval('event_seq');
-    RETURN NEW;
-END
-$$;
-COMMENT ON FUNCTION jobs_touch() IS 'Gives every updated job row a fresh changed_seq from event_seq.';
-CREATE TRIGGER jobs_touch BEFORE UPDATE ON jobs
-    FOR EACH ROW EXECUTE FUNCTION jobs_touch();
-
--- Every change of a job row is announced to every node, in the change's own transaction (so a
--- listener hears it only once it is committed). The payload is the change's seq only: listeners
--- read the rows themselves (catch-up by changed_seq), so a lost notification loses nothing.
-CREATE FUNCTION jobs_notify() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('engine_events', json_build_object('seq', NEW.changed_seq)::text);
-    RETURN NULL;
-END
-$$;
-COMMENT ON FUNCTION jobs_notify() IS 'pg_notify(''engine_events'', ''{"seq": N}'') for every inserted or updated job row.';
-CREATE TRIGGER jobs_notify AFTER INSERT OR UPDATE ON jobs
-    FOR EACH ROW EXECUTE FUNCTION jobs_notify();
 
 -- The audit hash chain, continued from the journal: the canonical record of
 -- shared/journal/chain.py (seq, at, actor, source, action, jobId, data, prev) and its hash.
@@ -178,6 +143,23 @@ COMMENT ON COLUMN audit_head.chain IS 'Which chain (audit_events.chain).';
 COMMENT ON COLUMN audit_head.seq IS 'Seq of the last record; 0 before the first.';
 COMMENT ON COLUMN audit_head.hash IS 'Hash of the last record; 64 zeros before the first (GENESIS).';
 INSERT INTO audit_head (chain, seq, hash) VALUES ('engine', 0, repeat('0', 64));
+
+-- Every change of a job is one record of the engine's chain, appended in the change's own
+-- transaction, and announced to every node from there (a listener hears it only once it is
+-- committed). The payload is the record's seq only: listeners read the records themselves, by seq,
+-- so a lost notification loses nothing. Catching up by this seq is safe against late commits,
+-- which a sequence is not: the head row is locked until commit, so the record of seq N+1 is
+-- written only after N's transaction committed, and a reader never sees N+1 without N.
+CREATE FUNCTION audit_events_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('engine_events', json_build_object('seq', NEW.seq)::text);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION audit_events_notify() IS 'pg_notify(''engine_events'', ''{"seq": N}'') for every record of the engine''s chain.';
+CREATE TRIGGER audit_events_notify AFTER INSERT ON audit_events
+    FOR EACH ROW WHEN (NEW.chain = 'engine') EXECUTE FUNCTION audit_events_notify();
 
 -- Live output of runs, written in batches by the running node so that any node serves the log.
 -- Minimal on purpose: the lines and their order; the size cap and its marker are the store's job.

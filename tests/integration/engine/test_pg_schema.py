@@ -178,18 +178,6 @@ class TestTransitionTrigger:
             allowed.add((start, end))
         assert allowed == {(start, end) for start, ends in TRANSITIONS.items() for end in ends}
 
-    async def test_every_change_takes_a_new_event_seq(self, conn: Conn) -> None:
-        """Each update of a job row gives it a higher changed_seq (the catch-up cursor), whatever changed."""
-        job = await _new_job(conn)
-        seqs = []
-        for change in ("UPDATE jobs SET pid = 7 WHERE id = %s", "UPDATE jobs SET status = 'RUNNING' WHERE id = %s"):
-            await conn.execute(change.encode(), (job,))
-            cur = await conn.execute("SELECT changed_seq FROM jobs WHERE id = %s", (job,))
-            row = await cur.fetchone()
-            assert row is not None
-            seqs.append(row[0])
-        assert seqs[0] < seqs[1]
-
 
 #: The claim of a run, as the issue writes it: one statement, so at most one node ever wins.
 CLAIM = (
