@@ -256,7 +256,7 @@ class TestJobPage:
 
 class TestEngineOutage:
     def test_engine_unreachable_banner_not_a_blank_page(self, make_stack: StackFactory, open_page: Pages) -> None:
-        """Killing the engine under open pages shows "Engine unreachable", keeps the pages, and recovers."""
+        """Killing the engine under open pages: "Engine unreachable", pages kept, recovery, outcome unknown."""
         stack = make_stack(gateways={"open": False}, refresh_interval=REFRESH_INTERVAL)
         api = stack.engine_api()
         job = api.create("demo.sleep", {"seconds": 600})
@@ -304,6 +304,17 @@ class TestEngineOutage:
         page.goto(f"{base}/admin/engine/jobs")
         expect(page.get_by_test_id("engine-down-banner")).to_be_hidden()
         expect(page.get_by_test_id("jobs-unavailable")).to_be_hidden()
+
+        # The run the outage interrupted may have done its work: FAILED, outcome unknown, as the
+        # server renders it and as the page's script renders it after a refresh.
+        badge = row(page, job["id"]).get_by_test_id("status-badge")
+        expect(badge).to_have_text("FAILED · outcome unknown")
+        expect(badge).to_have_attribute("data-outcome", "unknown")
+        badge.evaluate("node => { node.dataset.served = 'yes'; }")
+        page.get_by_test_id("refresh-button").click()
+        expect(row(page, job["id"]).locator("[data-served]")).to_have_count(0)
+        expect(badge).to_have_text("FAILED · outcome unknown")
+        expect(badge).to_have_attribute("title", re.compile(r"^interrupted: engine restarted: the run may have done"))
 
 
 class TestLogout:

@@ -43,8 +43,18 @@ export function canCancel(job, state) {
   return state.superAdmin && job.status === 'RUNNING';
 }
 
-export function statusBadge(status) {
+/** A job's status badge; a FAILED run whose error starts "interrupted" says its outcome is unknown. */
+export function statusBadge(status, error) {
   const text = String(status || 'UNKNOWN');
+  if (text === 'FAILED' && typeof error === 'string' && error.startsWith('interrupted')) {
+    return el('span', {
+      class: 'badge badge-interrupted',
+      'data-testid': 'status-badge',
+      'data-status': text,
+      'data-outcome': 'unknown',
+      title: `${error}: the run may have done part or all of its work. Check its effects before running the job again.`,
+    }, 'FAILED · outcome unknown');
+  }
   const known = STATUSES.includes(text);
   return el('span', {
     class: `badge badge-${known ? text.toLowerCase() : 'unknown'}`,
@@ -124,7 +134,7 @@ export function jobRow(job, state) {
   row.append(
     idCell,
     el('td', { class: 'mono' }, job.type ?? ''),
-    el('td', {}, statusBadge(job.status)),
+    el('td', {}, statusBadge(job.status, job.error)),
     el('td', {}, timeEl(job.createdAt)),
     el('td', { class: 'col-action' }, actionBox),
   );

@@ -99,12 +99,12 @@ export function initJob() {
     status = String(job.status);
     setJobData(detail, job);
     const badgeHolder = $('#job-status-badge');
-    if (badgeHolder) badgeHolder.replaceChildren(statusBadge(job.status));
+    if (badgeHolder) badgeHolder.replaceChildren(statusBadge(job.status, job.error));
     for (const node of detail.querySelectorAll('[data-field]')) {
       const field = node.dataset.field;
       const value = job[field];
       if (field === 'status') {
-        node.replaceChildren(statusBadge(value));
+        node.replaceChildren(statusBadge(value, job.error));
       } else if (field.endsWith('At')) {
         node.replaceChildren(timeEl(value));
       } else {
