@@ -63,7 +63,9 @@ class Settings:
     (seconds) are the node's heartbeat period and the threshold after which a
     node without one is lost; ``store_pool_size`` connections are pooled and a
     request that waits ``store_pool_timeout`` for one gets 503
-    ``store_unavailable``; ``listen_poll`` is the listener's fallback poll.
+    ``store_unavailable``, as does one whose statement runs longer than
+    ``store_statement_timeout`` (waiting on a lock a stray session holds,
+    say); ``listen_poll`` is the listener's fallback poll.
 
     ``max_connections`` (``None``: the default, fitted to the fd limit),
     ``max_connections_per_address`` (``None``: a quarter of the cap, 0: none),
@@ -95,4 +97,5 @@ class Settings:
     node_lost_after: float = 30.0
     store_pool_size: int = 10
     store_pool_timeout: float = 5.0
+    store_statement_timeout: float = 10.0
     listen_poll: float = 5.0

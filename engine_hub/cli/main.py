@@ -224,6 +224,12 @@ def _add_serve(sub: Any) -> None:
         default=10,
         help="PostgreSQL store: connections pooled per node (default 10)",
     )
+    p.add_argument(
+        "--store-statement-timeout",
+        type=_positive_float,
+        default=10.0,
+        help="PostgreSQL store: a statement running longer fails the request with 503 (default 10 s)",
+    )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=_cmd_serve)
 
@@ -264,6 +270,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         node_heartbeat=args.node_heartbeat,
         node_lost_after=args.node_lost_after,
         store_pool_size=args.store_pool_size,
+        store_statement_timeout=args.store_statement_timeout,
     )
     configure_logging(level=settings.log_level)
     try:

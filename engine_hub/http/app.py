@@ -141,6 +141,7 @@ def create_app(
             lost_after=settings.node_lost_after,
             pool_size=settings.store_pool_size,
             pool_timeout=settings.store_pool_timeout,
+            statement_timeout=settings.store_statement_timeout,
         )
         # Any node serves any job's log: the running node writes its lines into the store.
         logs = PostgresJobLogs(backend.pool, max_bytes=settings.log_max_bytes)

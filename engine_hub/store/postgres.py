@@ -84,6 +84,14 @@ def connect_kwargs(url: str) -> dict[str, Any]:
     return {key: value for key, value in CONNECT_KWARGS.items() if key not in given}
 
 
+def pooled_kwargs(url: str, statement_timeout: float) -> dict[str, Any]:
+    """:func:`connect_kwargs` plus the server-side ``statement_timeout`` (seconds), kept after any
+    ``options`` the URL sets itself (they would otherwise be replaced)."""
+    options = str(check_url(url).get("options") or "")
+    timeout = f"-c statement_timeout={max(1, round(statement_timeout * 1000))}"
+    return {**connect_kwargs(url), "options": f"{options} {timeout}".strip()}
+
+
 def _job_uuid(job_id: str) -> str | None:
     # Ids are canonical lower-case uuids; anything else names no job (and must not reach a uuid cast).
     try:
@@ -97,13 +105,24 @@ class PostgresBackend:
     """A :class:`engine_hub.store.backend.Backend` on PostgreSQL, for the node ``node_id``.
 
     Built without I/O; :meth:`open` opens its pool of ``pool_size``
-    connections (a request that waits ``pool_timeout`` for one gets 503). ``lost_after`` (seconds) is the liveness
+    connections (a request that waits ``pool_timeout`` for one gets 503, as
+    does one whose statement runs past ``statement_timeout``: the server
+    cancels it, so a lock held elsewhere never holds a request for ever).
+    ``lost_after`` (seconds) is the liveness
     threshold a claim is guarded by: a node whose heartbeat is older cannot
     claim. ``node_id`` is set by the node's registration
     (:mod:`engine_hub.store.nodes`) and changes when the node re-registers.
     """
 
-    def __init__(self, *, url: str, lost_after: float, pool_size: int = 10, pool_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        lost_after: float,
+        pool_size: int = 10,
+        pool_timeout: float = 5.0,
+        statement_timeout: float = 10.0,
+    ) -> None:
         self.url = url
         self.lost_after = lost_after
         self.pool_timeout = pool_timeout
@@ -113,7 +132,7 @@ class PostgresBackend:
             min_size=min(2, pool_size),
             max_size=pool_size,
             timeout=pool_timeout,
-            kwargs=connect_kwargs(url),
+            kwargs=pooled_kwargs(url, statement_timeout),
             open=False,
             name="engine-store",
         )

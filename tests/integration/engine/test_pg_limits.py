@@ -1,0 +1,84 @@
+"""A PostgreSQL node under pressure: no free pooled connection, a statement stuck on a lock.
+
+Both must end the request with 503 ``store_unavailable`` within their
+timeout, never hang it, and the stuck change must leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from shared.pg import connect
+from tests.integration.engine.harness import MakeEngineServer, auth, wait_until
+
+
+@pytest.fixture
+def engine_store(postgres_url: str) -> str:
+    """These tests are about the PostgreSQL store only: every engine here is a node on a fresh database."""
+    return postgres_url
+
+
+@asynccontextmanager
+async def audit_head_locked(url: str) -> AsyncIterator[None]:
+    """Hold the engine chain's head row locked from another session (as a stray transaction would)."""
+    conn = await connect(url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT seq FROM audit_head WHERE chain = 'engine' FOR UPDATE")
+            yield
+    finally:
+        await conn.close()
+
+
+async def _waiting_on_a_lock(url: str) -> bool:
+    conn = await connect(url)
+    try:
+        cur = await conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        row = await cur.fetchone()
+        return bool(row and row[0])
+    finally:
+        await conn.close()
+
+
+class TestPoolExhaustion:
+    async def test_a_request_finding_no_free_connection_gets_503_within_the_pool_timeout(
+        self, make_engine_server: MakeEngineServer, postgres_url: str
+    ) -> None:
+        """With the only pooled connection busy, a read answers 503 store_unavailable after the pool timeout."""
+        server = await make_engine_server(store_pool_size=1, store_pool_timeout=0.5)
+        async with audit_head_locked(postgres_url):
+            create = asyncio.create_task(server.client.post("/api/jobs", json={"type": "test.count"}, headers=auth()))
+            await wait_until(lambda: _waiting_on_a_lock(postgres_url), what="the create holding the connection")
+            started = time.monotonic()
+            reply = await server.client.get("/api/jobs", headers=auth())
+            waited = time.monotonic() - started
+            assert (reply.status, (await reply.json())["code"]) == (503, "store_unavailable")
+            assert 0.4 < waited < 2.0
+        created = await create
+        assert created.status == 201, await created.text()
+
+
+class TestStatementTimeout:
+    async def test_a_change_stuck_on_a_lock_fails_503_and_leaves_nothing(
+        self, make_engine_server: MakeEngineServer, postgres_url: str
+    ) -> None:
+        """A create waiting on the audit head past the statement timeout answers 503 and writes no job, no record."""
+        server = await make_engine_server(store_statement_timeout=0.5)
+        before = await server.records()
+        async with audit_head_locked(postgres_url):
+            started = time.monotonic()
+            # Bounded here, so that without the statement timeout the test fails instead of hanging.
+            reply = await asyncio.wait_for(
+                server.client.post("/api/jobs", json={"type": "test.count"}, headers=auth()), timeout=5
+            )
+            waited = time.monotonic() - started
+        assert (reply.status, (await reply.json())["code"]) == (503, "store_unavailable")
+        assert 0.4 < waited < 3.0
+        assert await server.records() == before
+        listing = await server.client.get("/api/jobs", headers=auth())
+        assert await listing.json() == []
