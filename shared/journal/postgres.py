@@ -263,10 +263,12 @@ async def append_to_chain(
 class ChainCheck:
     """Checks records fed in seq order as one chain: each hash and ``prev`` link.
 
-    The chain starts at seq 1 from ``GENESIS``, or, when its first record has
-    a higher seq (a chain imported from a pruned journal, ``engine-hub db
-    import``), at that record, anchored on its ``prev``: ``first_seq`` says
-    where it started. Uses the journal files' own line check
+    The chain starts where ``start`` says (``audit_head``'s ``first_seq`` and
+    ``first_prev``: seq 1 from ``GENESIS``, or where a journal imported by
+    ``engine-hub db import`` started after pruning), so rows deleted from its
+    beginning are found. Without ``start`` (one record checked alone) the
+    first record is anchored on its own ``prev``. ``first_seq`` says where the
+    records fed started. Uses the journal files' own line check
     (:func:`parse_line`) on each record's line, so a row and a journal line
     are held to the same rules. ``where`` names the source in a
     :class:`BadRecord` (whose ``line`` is the record's position, from 1).
@@ -278,13 +280,18 @@ class ChainCheck:
     last_seq: int = 0
     head: str = GENESIS
     first_seq: int = 0
+    start: tuple[int, str] | None = None
 
     def check(self, rec: Record) -> BadRecord | None:
         """Check ``rec`` as the next record; return the problem, or ``None`` after taking it in."""
         if self.count == 0:
             self.first_seq = rec.seq
-            if rec.seq > 1:
-                self.last_seq, self.head = rec.seq - 1, rec.prev
+            first, prev = self.start if self.start is not None else (rec.seq, rec.prev)
+            if rec.seq > first:
+                reason = f"records before seq {rec.seq} are missing: the chain starts at seq {first} (audit_head)"
+                return BadRecord(segment=self.where, line=1, seq=rec.seq, reason=reason)
+            if first > 1:
+                self.last_seq, self.head = first - 1, prev
         line = encode_line(rec.hash, canonical_json(rec.body()))[:-1]
         try:
             parse_line(line, expected_seq=self.last_seq + 1, expected_prev=self.head, strict=True)
@@ -292,6 +299,13 @@ class ChainCheck:
             return BadRecord(segment=self.where, line=self.count + 1, seq=rec.seq, reason=exc.reason)
         self.count, self.last_seq, self.head = self.count + 1, rec.seq, rec.hash
         return None
+
+
+async def chain_start(conn: psycopg.AsyncConnection[Any], chain: str) -> tuple[int, str] | None:
+    """Where ``chain`` starts (``audit_head.first_seq``, ``first_prev``); ``None`` without a head row."""
+    cur = await conn.execute("SELECT first_seq, first_prev FROM audit_head WHERE chain = %s", (chain,))
+    row = await cur.fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 async def verify_chain(url: str, chain: str, *, expected_head: str | None = None) -> VerifyResult:
@@ -307,7 +321,10 @@ async def verify_chain(url: str, chain: str, *, expected_head: str | None = None
     try:
         conn = await connect(url)
         try:
+            # One snapshot for the rows and the head row, so appends meanwhile cannot look like a mismatch.
+            await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
             async with conn.transaction():
+                checker.start = await chain_start(conn, chain)
                 async for row in conn.cursor().stream(
                     f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE chain = %s ORDER BY seq", (chain,)
                 ):
@@ -391,6 +408,7 @@ async def stream_chain(url: str, chain: str, *, prog: str) -> AsyncIterator[Reco
         conn = await connect(url)
         try:
             async with conn.transaction():
+                checker.start = await chain_start(conn, chain)
                 async for row in conn.cursor().stream(
                     f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE chain = %s ORDER BY seq", (chain,)
                 ):
@@ -435,15 +453,17 @@ async def copy_records(conn: psycopg.AsyncConnection[Any], chain: str, records: 
     canonical JSON that was hashed, so every hash still checks out. Runs in
     the caller's transaction (COPY); returns how many records were written.
     """
-    count, last = 0, None
+    count, first, last = 0, None, None
     async with conn.cursor().copy(f"COPY audit_events (chain, {AUDIT_COLUMNS}) FROM STDIN") as copy:
         for rec in records:
             await copy.write_row(event_row(chain, rec))
-            count, last = count + 1, rec
-    if last is not None:
+            count, first, last = count + 1, first or rec, rec
+    if first is not None and last is not None:
+        # The chain starts where the records do (after a pruned journal's first kept record's prev).
         await conn.execute(
-            "INSERT INTO audit_head (chain, seq, hash) VALUES (%s, %s, %s) "
-            "ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-            (chain, last.seq, last.hash),
+            "INSERT INTO audit_head (chain, seq, hash, first_seq, first_prev) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
+            "first_seq = excluded.first_seq, first_prev = excluded.first_prev",
+            (chain, last.seq, last.hash, first.seq, first.prev),
         )
     return count

@@ -136,12 +136,16 @@ COMMENT ON INDEX audit_events_job IS 'Audit records of one job.';
 CREATE TABLE audit_head (
     chain text PRIMARY KEY,
     seq bigint NOT NULL CHECK (seq >= 0),
-    hash text NOT NULL CHECK (hash ~ '^[0-9a-f]{64}$')
+    hash text NOT NULL CHECK (hash ~ '^[0-9a-f]{64}$'),
+    first_seq bigint NOT NULL DEFAULT 1 CHECK (first_seq >= 1),
+    first_prev text NOT NULL DEFAULT repeat('0', 64) CHECK (first_prev ~ '^[0-9a-f]{64}$')
 );
 COMMENT ON TABLE audit_head IS 'The head (last seq and hash) of each audit chain; locked FOR UPDATE to append.';
 COMMENT ON COLUMN audit_head.chain IS 'Which chain (audit_events.chain).';
 COMMENT ON COLUMN audit_head.seq IS 'Seq of the last record; 0 before the first.';
 COMMENT ON COLUMN audit_head.hash IS 'Hash of the last record; 64 zeros before the first (GENESIS).';
+COMMENT ON COLUMN audit_head.first_seq IS 'Seq the chain starts at: 1, or the first record kept by a pruned journal that db import moved here. Verify requires it, so deleted first rows are found; the application role may not update it.';
+COMMENT ON COLUMN audit_head.first_prev IS 'prev of the record at first_seq: GENESIS, or the pruned journal''s anchor.';
 INSERT INTO audit_head (chain, seq, hash) VALUES ('engine', 0, repeat('0', 64));
 
 -- Every change of a job is one record of the engine's chain, appended in the change's own

@@ -157,6 +157,16 @@ class TestStoreFailures:
         assert exported.returncode == 1 and len(exported.stdout.splitlines()) == 2
         assert_one_line_error(exported, 1, "seq 3")
 
+    async def test_deleted_first_rows_fail_verify_and_export(self, postgres_url: str) -> None:
+        """DELETE of the oldest rows: the chain no longer starts where audit_head says, so verify exits 1."""
+        await write_chain(postgres_url, "engine", 5)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM audit_events WHERE chain = 'engine' AND seq <= 2")
+        text = cli("audit", "verify", "--store", postgres_url)
+        assert text.returncode == 1, text
+        assert "(seq 3): records before seq 3 are missing: the chain starts at seq 1" in text.stdout
+        assert_one_line_error(cli("audit", "export", "--store", postgres_url), 1, "records before seq 3 are missing")
+
     async def test_a_saved_head_no_longer_in_the_chain(self, postgres_url: str) -> None:
         """--expected-head that is not in the chain: verify exits 1 saying so."""
         await write_chain(postgres_url, "engine", 2)
@@ -186,4 +196,4 @@ class TestStoreFailures:
     def test_an_unmigrated_database(self, postgres_server: PostgresServer) -> None:
         """A database without the audit tables: one line, exit 1."""
         result = cli("audit", "verify", "--store", postgres_server.create_database())
-        assert_one_line_error(result, 1, "audit_events")
+        assert_one_line_error(result, 1, 'relation "audit_head" does not exist')
