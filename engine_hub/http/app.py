@@ -159,8 +159,9 @@ def create_app(
     app[SERVICE] = service
     app[PAGE_CACHE] = PageCache()
     app[AUTHENTICATOR] = Authenticator()
-    if file_logs is not None and settings.log_retention_days is not None:
-        app[LOG_RETENTION] = LogRetention(service=service, logs=file_logs, days=settings.log_retention_days)
+    expiring = file_logs if file_logs is not None else logs if isinstance(logs, PostgresJobLogs) else None
+    if expiring is not None and settings.log_retention_days is not None:
+        app[LOG_RETENTION] = LogRetention(service=service, logs=expiring, days=settings.log_retention_days)
     app.cleanup_ctx.append(log_flusher)
     if isinstance(backend, PostgresBackend):
         app.cleanup_ctx.append(_node_context(settings, backend, catalog, environ))
@@ -226,15 +227,32 @@ def _node_context(
             store=redact(backend.url),
             node_id=node.lease.node_id,
         )
+        retention_task = _start_retention(app)
         try:
             yield
         finally:
+            await _cancel(retention_task)
             await service.close()  # runs stopped and their outcomes recorded while the node still holds its lease
             await node.close()
             await backend.close()
             log.info("engine_stopped")
 
     return context
+
+
+def _start_retention(app: web.Application) -> asyncio.Task[None] | None:
+    """Start the app's log retention loop, if it has one."""
+    retention = app.get(LOG_RETENTION)
+    return asyncio.create_task(retention.run(), name="log-retention") if retention is not None else None
+
+
+async def _cancel(*tasks: asyncio.Task[None] | None) -> None:
+    """Cancel the background tasks given (``None`` skipped) and wait for each to end."""
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _engine_context(
@@ -277,8 +295,7 @@ def _engine_context(
             raise
         snapshot_task = asyncio.create_task(snapshotter.run()) if snapshotter is not None else None
         pack_task = asyncio.create_task(pack_cold_jobs(backend.store))
-        retention = app.get(LOG_RETENTION)
-        retention_task = asyncio.create_task(retention.run()) if retention is not None else None
+        retention_task = _start_retention(app)
         log.info(
             "engine_started",
             types=len(cat.types),
@@ -291,11 +308,7 @@ def _engine_context(
         try:
             yield
         finally:
-            for task in (pack_task, snapshot_task, retention_task):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            await _cancel(pack_task, snapshot_task, retention_task)
             await service.close()
             if snapshotter is not None:
                 await snapshotter.take()

@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import datetime as dt
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -170,6 +172,20 @@ class FileJobLogs:
         self._disk_bytes -= size - end
         self._indexes.pop(job_id, None)
         return size - end
+
+    @contextlib.asynccontextmanager
+    async def sweeping(self) -> AsyncIterator[bool]:
+        """Log retention may always sweep: this process alone owns the directory."""
+        yield True
+
+    async def old_logs(self, cutoff: dt.datetime) -> list[tuple[str, int]]:
+        """``(job id, size)`` of the files not modified since ``cutoff`` (one scan, in a worker thread)."""
+        stamp = cutoff.timestamp()
+        return await asyncio.to_thread(lambda: [(job, size) for job, size, mtime in self.files() if mtime < stamp])
+
+    async def delete_log(self, job_id: str) -> int | None:
+        """:meth:`delete`, for log retention."""
+        return self.delete(job_id)
 
     def delete(self, job_id: str) -> int | None:
         """Delete a job's log file (not while its run writes); return its size, or None if there was none.

@@ -15,24 +15,26 @@ answers 404 ``log_expired``. A file whose deletion failed after its record
 is deleted by the next sweep; while the journal is down nothing is deleted.
 
 A sweep runs right after start and then every :data:`SWEEP_SECONDS` (more
-often for a retention under a day). It lists the log directory once, in a
-worker thread, and considers only files not modified since the cutoff: a
-log is written until its run ends, so a newer file cannot belong to a run
-that ended before the cutoff. The job's ``endedAt`` decides.
+often for a retention under a day). The logs say which of them may have
+ended before the cutoff (:class:`ExpiringLogs`): the files not modified
+since (a log is written until its run ends), or, in a PostgreSQL store, the
+jobs that ended before it and still have lines. The job's ``endedAt``
+decides. In a PostgreSQL store one node sweeps at a time, so each expiry is
+recorded once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Final
+from contextlib import AbstractAsyncContextManager
+from typing import Final, Protocol
 
 import structlog
 from aiohttp import web
 
 from engine_hub.errors import JournalDown
 from engine_hub.jobs.service import JobService
-from engine_hub.run.log_files import FileJobLogs
 from shared.contract import TRANSITIONS, format_time, utcnow
 
 log = structlog.get_logger("engine.log_retention")
@@ -44,13 +46,29 @@ MIN_SWEEP_SECONDS: Final = 1.0
 SECONDS_PER_DAY: Final = 86_400
 
 
+class ExpiringLogs(Protocol):
+    """Job logs a :class:`LogRetention` can sweep (``FileJobLogs``, ``PostgresJobLogs``)."""
+
+    def sweeping(self) -> AbstractAsyncContextManager[bool]:
+        """Hold the right to sweep while inside; yields False when another process holds it."""
+
+    async def old_logs(self, cutoff: dt.datetime) -> list[tuple[str, int]]:
+        """``(job id, bytes)`` of the logs whose run may have ended before ``cutoff`` (the sweep checks the job)."""
+
+    async def delete_log(self, job_id: str) -> int | None:
+        """Delete a job's log; return its bytes, or None if it had none.
+
+        Raises ``OSError`` (a file) or :class:`~engine_hub.errors.JournalDown` (the store) when it cannot.
+        """
+
+
 class LogRetention:
     """Deletes the log files of jobs that finished more than ``days`` days ago (see the module doc).
 
     Built without side effects; :meth:`run` sweeps until cancelled, :meth:`sweep` sweeps once.
     """
 
-    def __init__(self, *, service: JobService, logs: FileJobLogs, days: float) -> None:
+    def __init__(self, *, service: JobService, logs: ExpiringLogs, days: float) -> None:
         if days <= 0:
             raise ValueError("days must be above 0")
         self._service = service
@@ -69,13 +87,17 @@ class LogRetention:
             await asyncio.sleep(self.interval)
 
     async def sweep(self, *, now: dt.datetime | None = None) -> int:
-        """Delete the logs of jobs that ended before ``now`` minus the retention; return how many files went."""
-        cutoff = (now or utcnow()) - dt.timedelta(days=self.days)
+        """Delete the logs of jobs that ended before ``now`` minus the retention; return how many went.
+
+        Does nothing (returns 0) while another node of a PostgreSQL store sweeps.
+        """
+        async with self._logs.sweeping() as mine:
+            return await self._sweep(now or utcnow()) if mine else 0
+
+    async def _sweep(self, now: dt.datetime) -> int:
+        cutoff = now - dt.timedelta(days=self.days)
         cutoff_text = format_time(cutoff) or ""
-        cutoff_ts = cutoff.timestamp()
-        candidates = await asyncio.to_thread(
-            lambda: [(job_id, size) for job_id, size, mtime in self._logs.files() if mtime < cutoff_ts]
-        )
+        candidates = await self._logs.old_logs(cutoff)
         days = int(self.days) if float(self.days).is_integer() else self.days
         backend, metrics = self._service.backend, self._service.metrics
         removed = 0
@@ -93,9 +115,10 @@ class LogRetention:
                     log.warning("log_retention_paused", reason="the journal is unavailable")
                     return removed
             try:
-                deleted = self._logs.delete(job_id)
-            except OSError as exc:
-                log.error("job_log_delete_failed", job_id=job_id, error=exc.strerror or str(exc))
+                deleted = await self._logs.delete_log(job_id)
+            except (OSError, JournalDown) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                log.error("job_log_delete_failed", job_id=job_id, error=reason)
                 continue
             if deleted is not None:
                 removed += 1
@@ -107,5 +130,5 @@ class LogRetention:
         return removed
 
 
-#: The app's log retention, when ``--log-retention-days`` is set (durable engines only).
+#: The app's log retention, when ``--log-retention-days`` is set (durable engines and PostgreSQL nodes).
 LOG_RETENTION: Final = web.AppKey("log_retention", LogRetention)

@@ -92,6 +92,19 @@ def pooled_kwargs(url: str, statement_timeout: float) -> dict[str, Any]:
     return {**connect_kwargs(url), "options": f"{options} {timeout}".strip()}
 
 
+@asynccontextmanager
+async def pooled(pool: AsyncConnectionPool[Any], doing: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A connection of ``pool``; "the database is not there" errors inside (:data:`UNAVAILABLE_ERRORS`)
+    are logged and become :class:`StoreDown` (503 ``store_unavailable``) saying nothing was ``doing``."""
+    try:
+        async with pool.connection() as conn:
+            yield conn
+    except UNAVAILABLE_ERRORS as exc:
+        url = pool.conninfo if isinstance(pool.conninfo, str) else ""
+        log.error("store_unavailable", doing=doing, error=describe_error(exc, url))
+        raise StoreDown(f"the job store is unavailable, so nothing was {doing}; try again later") from None
+
+
 def _job_uuid(job_id: str) -> str | None:
     # Ids are canonical lower-case uuids; anything else names no job (and must not reach a uuid cast).
     try:
@@ -170,12 +183,11 @@ class PostgresBackend:
     async def connection(self, doing: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection; database failures inside become :class:`StoreDown` naming ``doing``."""
         try:
-            async with self.pool.connection() as conn:
+            async with pooled(self.pool, doing) as conn:
                 yield conn
-        except UNAVAILABLE_ERRORS as exc:
+        except StoreDown:
             self._healthy = False
-            log.error("store_unavailable", doing=doing, error=describe_error(exc, self.url))
-            raise StoreDown(f"the job store is unavailable, so nothing was {doing}; try again later") from None
+            raise
         self._healthy = True
 
     # -- changes ---------------------------------------------------------------------

@@ -99,7 +99,8 @@ class TestNodeLoss:
 
     def test_a_frozen_node_is_fenced_its_finish_rejected_and_it_registers_again(self, cluster: Cluster) -> None:
         """SIGSTOP past the threshold: job fails node lost; on SIGCONT its finish is refused, the node re-registers."""
-        job = cluster.api(0).create(COUNT_TYPE, {"seconds": 1})
+        # The run outlasts the time it takes to freeze the node on a busy machine, and ends while frozen.
+        job = cluster.api(0).create(COUNT_TYPE, {"seconds": 3})
         cluster.api(0).run(job["id"])
         _pid_of_run(cluster, job["id"])
         first = cluster.wait_event(0, "node_registered", timeout=5)

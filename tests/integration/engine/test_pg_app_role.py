@@ -3,7 +3,7 @@
 The role is made by running the documentation's own SQL block, so the
 documented grants are proven enough to serve (create, run, cancel, logs,
 heartbeats, the sweep's locks) and proven too little to rewrite the audit
-chain or move where it starts.
+chain or move where it starts. Log retention runs as that role too.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from tests.integration.engine.harness import MakeEngineServer, auth
+from tests.integration.engine.harness import MakeEngineServer, auth, wait_until
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "scale-out.md"
 #: The role name and password placeholder the documented block uses.
@@ -83,3 +83,33 @@ class TestApplicationRole:
             for statement in refused:
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute(statement.encode())
+
+
+class TestLogRetention:
+    async def test_two_nodes_expire_a_finished_log_once_and_keep_a_running_one(
+        self, make_engine_server: MakeEngineServer, app_url: str
+    ) -> None:
+        """Past the retention, a finished job's lines go after one log_expired record (two nodes sweeping)."""
+        days = 0.00002  # 1.7 s; sweeps every second
+        node_a = await make_engine_server(log_retention_days=days)
+        node_b = await make_engine_server(log_retention_days=days)
+        done = await node_a.create("test.chatty", {"lines": 3})
+        await node_a.run(done["id"])
+        assert (await node_a.wait_for(done["id"]))["status"] == "DONE"
+        running = await node_a.create("test.block", {"seconds": 60})
+        await node_a.run(running["id"])
+
+        async def expired() -> bool:
+            reply = await node_b.client.get(f"/api/jobs/{done['id']}/logs", headers=auth())
+            return reply.status == 404 and (await reply.json())["code"] == "log_expired"
+
+        await wait_until(expired, timeout=15, what="the finished job's log expired")
+        records = [r for r in await node_a.records() if r.action == "log_expired"]
+        assert [(r.job_id, r.actor, r.data) for r in records] == [
+            (done["id"], "system", {"bytes": len("line 0") * 3, "retentionDays": days})
+        ]
+        with psycopg.connect(app_url) as conn:
+            left = conn.execute("SELECT count(*) FROM job_log_lines WHERE job_id = %s", (done["id"],)).fetchone()
+        assert left == (0,)
+        kept = await node_b.client.get(f"/api/jobs/{running['id']}/logs", headers=auth())
+        assert [line["text"] for line in (await kept.json())["lines"]] == ["started"]
