@@ -16,6 +16,7 @@ no engine answered.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -30,6 +31,7 @@ from yarl import URL
 
 from admin_gateway.errors import EngineFailed, EngineTimeout, EngineUnavailable, GatewayError
 from admin_gateway.settings import SETTINGS, SettingsError, engine_base_url
+from shared.contract import ErrorCode
 from shared.web import REQUEST_ID
 
 #: The most the gateway reads of one engine answer (a 1000-job page is well below this).
@@ -114,6 +116,17 @@ def resolve_token(explicit: str | None, environ: Mapping[str, str] | None = None
 _IDEMPOTENT = frozenset({"GET", "HEAD"})
 
 
+def _node_not_ready(response: EngineResponse) -> bool:
+    """Whether the engine said 503 ``node_not_ready``: it may not take work now, and changed nothing."""
+    if response.status != 503:
+        return False
+    try:
+        body = json.loads(response.body)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("code") == ErrorCode.NODE_NOT_READY
+
+
 @attrs.frozen
 class _Failure:
     """One attempt that got no HTTP answer: the error to raise if it is the last, and whether it was sent.
@@ -136,10 +149,12 @@ class EngineClient:
     it. A GET or HEAD that timed out (or whose connection was dropped) goes
     to the next URL too; any other method does not, since the engine may have
     acted on it: it fails as with one engine, and the next request starts at
-    the next URL. Each URL is tried at most once per request, so a request
-    lasts at most one total timeout per URL. Any HTTP answer, 5xx included,
-    is returned as it is. Each move of the current URL is logged once as
-    ``engine_failover``.
+    the next URL. A 503 ``node_not_ready`` (a node of a PostgreSQL store
+    that is registering again, which changed nothing) goes to the next URL
+    too, whatever the method. Each URL is tried at most once per request, so
+    a request lasts at most one total timeout per URL. Any other HTTP answer,
+    5xx included, is returned as it is (the last URL's ``node_not_ready``
+    too). Each move of the current URL is logged once as ``engine_failover``.
     """
 
     def __init__(
@@ -213,10 +228,13 @@ class EngineClient:
         for attempt in range(count):
             index = (first + attempt) % count
             outcome = await self._send(index, method, target, headers, json_body, path)
-            if isinstance(outcome, EngineResponse):
-                self._current = index
-                return outcome
             last = attempt == count - 1
+            if isinstance(outcome, EngineResponse):
+                if last or not _node_not_ready(outcome):
+                    self._current = index
+                    return outcome
+                self._move_past(index, ErrorCode.NODE_NOT_READY)
+                continue
             self._move_past(index, outcome.reason)
             if last or (outcome.sent and method not in _IDEMPOTENT):
                 raise outcome.error

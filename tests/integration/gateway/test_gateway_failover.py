@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from structlog.testing import capture_logs
 
+from engine_hub.jobs.cluster import NODE
 from tests.integration.gateway.console import StartGateway, one_error_line, run
 from tests.integration.gateway.harness import (
     ENGINE_TOKEN,
@@ -62,6 +64,38 @@ class TestConnectFailover:
         job = await wait_for_status(user, job_id, {"DONE"})
         assert [h["status"] for h in job["history"]] == ["READY", "RUNNING", "DONE"]
         assert _runs(upstream_engine) == 1
+
+
+class TestNodeNotReady:
+    async def test_a_run_refused_node_not_ready_goes_to_the_next_node_and_starts_once(
+        self,
+        make_gateway_server: MakeGatewayServer,
+        aiohttp_server: Any,
+        aiohttp_client: Any,
+        tmp_path: Path,
+        postgres_url: str,
+    ) -> None:
+        """[A, B] on one store, A judged lost: A answers 503 node_not_ready (nothing changed), B runs the job once."""
+        # A long heartbeat: node A does not notice it was judged lost (and re-register) during the test.
+        nodes = [
+            await start_upstream_engine(
+                aiohttp_server, aiohttp_client, tmp_path / name, store_url=postgres_url, node_heartbeat=10.0
+            )
+            for name in ("a", "b")
+        ]
+        gw = await make_gateway_server(",".join(node.url for node in nodes))
+        user = await gw.login()
+        job_id = await nodes[0].create()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("UPDATE nodes SET lost_at = now() WHERE id = %s", (nodes[0].server.app[NODE].lease.node_id,))
+        run = await user.post(f"/api/admin/engine/jobs/{job_id}/run")
+        assert run.status == 202, await run.text()
+        job = await wait_for_status(user, job_id, {"DONE"})
+        assert [h["status"] for h in job["history"]] == ["READY", "RUNNING", "DONE"]
+        assert [_runs(node) for node in nodes] == [1, 1]
+        with psycopg.connect(postgres_url) as conn:
+            ran_on = conn.execute("SELECT node_id::text FROM jobs WHERE id = %s", (job_id,)).fetchone()
+        assert ran_on == (nodes[1].server.app[NODE].lease.node_id,)
 
 
 class TestNodeLoss:
