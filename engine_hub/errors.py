@@ -112,3 +112,10 @@ class StartupError(Exception):
 
     The message is one line saying what is wrong and what to run or fix.
     """
+
+
+class TooManyStreams(EngineError):
+    """The engine has as many open event streams as it allows (429 ``throttled``, with ``Retry-After``)."""
+
+    status = 429
+    code = ErrorCode.THROTTLED

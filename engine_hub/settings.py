@@ -67,6 +67,11 @@ class Settings:
     ``store_statement_timeout`` (waiting on a lock a stray session holds,
     say); ``listen_poll`` is the listener's fallback poll.
 
+    ``GET /api/events`` keeps the newest ``events_ring`` changes for clients
+    that resume, drops a client with more than ``events_client_buffer``
+    bytes waiting, sends a comment every ``events_heartbeat`` seconds, and
+    opens at most ``events_max_streams`` streams (429 above).
+
     ``max_connections`` (``None``: the default, fitted to the fd limit),
     ``max_connections_per_address`` (``None``: a quarter of the cap, 0: none),
     ``header_timeout``, ``body_timeout`` and ``keepalive_timeout`` limit client connections
@@ -99,3 +104,7 @@ class Settings:
     store_pool_timeout: float = 5.0
     store_statement_timeout: float = 10.0
     listen_poll: float = 5.0
+    events_ring: int = 10_000
+    events_client_buffer: int = 1024 * 1024
+    events_heartbeat: float = 15.0
+    events_max_streams: int = 1000

@@ -179,9 +179,11 @@ def request_wrapper(
             except Exception:
                 log.exception("unhandled_error", request_id=rid, method=request.method, path=request.path)
                 response = json_error(500, "internal error", ErrorCode.INTERNAL)
-            if decorate is not None:
-                decorate(request, response)
-            response.headers["X-Request-Id"] = rid
+            # A streamed answer (already sent) set its own headers before it began.
+            if not response.prepared:
+                if decorate is not None:
+                    decorate(request, response)
+                response.headers["X-Request-Id"] = rid
             elapsed = time.perf_counter() - start
             if on_done is not None:
                 on_done(request, response.status, elapsed)

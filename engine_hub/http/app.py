@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import time
@@ -43,7 +44,9 @@ from engine_hub.run.logs import JobLogs, LogStore
 from engine_hub.run.runner import Runner
 from engine_hub.settings import JOURNAL_DIR, LOGS_DIR, STATE_DIR, Settings
 from engine_hub.store.backend import EmbeddedBackend
+from engine_hub.store.changes import head_of
 from engine_hub.store.embedded import JobStore, StoreError
+from engine_hub.store.events import EVENTS, EventHub
 from engine_hub.store.heap import malloc_trim, paused_gc
 from engine_hub.store.nodes import NodeLease, NodeTiming
 from engine_hub.store.page_cache import PAGE_CACHE, PageCache
@@ -134,6 +137,12 @@ def create_app(
     durable = journal is None and not settings.ephemeral and not clustered
     file_logs = FileJobLogs(settings.data_dir / LOGS_DIR, max_bytes=settings.log_max_bytes) if durable else None
     logs: LogStore = file_logs if file_logs is not None else JobLogs()
+    events = EventHub(
+        ring=settings.events_ring,
+        client_buffer=settings.events_client_buffer,
+        max_streams=settings.events_max_streams,
+        heartbeat=settings.events_heartbeat,
+    )
     backend: EmbeddedBackend | PostgresBackend
     if clustered and settings.store_url is not None:
         backend = PostgresBackend(
@@ -143,10 +152,11 @@ def create_app(
             pool_timeout=settings.store_pool_timeout,
             statement_timeout=settings.store_statement_timeout,
         )
+        events.use_store_head(functools.partial(head_of, backend))
         # Any node serves any job's log: the running node writes its lines into the store.
         logs = PostgresJobLogs(backend.pool, max_bytes=settings.log_max_bytes)
     else:
-        backend = EmbeddedBackend(store=JobStore())
+        backend = EmbeddedBackend(store=JobStore(), events=events)
     runner = Runner(kill_grace=settings.kill_grace)
     service = JobService(backend=backend, logs=logs, metrics=metrics, runner=runner)
     app = web.Application(client_max_size=MAX_BODY, handler_args=HTTP_LIMITS)
@@ -157,6 +167,9 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[SERVICE] = service
+    app[EVENTS] = events
+    # Open streams end at shutdown's start, so that their handlers return instead of being cancelled.
+    app.on_shutdown.append(_end_streams)
     app[PAGE_CACHE] = PageCache()
     app[AUTHENTICATOR] = Authenticator()
     expiring = file_logs if file_logs is not None else logs if isinstance(logs, PostgresJobLogs) else None
@@ -203,6 +216,7 @@ def _node_context(
             service=service,
             backend=backend,
             lease=NodeLease(NodeTiming(heartbeat=settings.node_heartbeat, lost_after=settings.node_lost_after)),
+            events=app[EVENTS],
             poll=settings.listen_poll,
         )
         try:
@@ -238,6 +252,10 @@ def _node_context(
             log.info("engine_stopped")
 
     return context
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[EVENTS].end_all("the engine is stopping")
 
 
 def _start_retention(app: web.Application) -> asyncio.Task[None] | None:
@@ -293,6 +311,8 @@ def _engine_context(
         except BaseException:
             await used.close()
             raise
+        # Streams start here: a client resuming from before this start gets a reset, not a gap.
+        app[EVENTS].start(backend.store.seq)
         snapshot_task = asyncio.create_task(snapshotter.run()) if snapshotter is not None else None
         pack_task = asyncio.create_task(pack_cold_jobs(backend.store))
         retention_task = _start_retention(app)

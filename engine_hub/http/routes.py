@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from engine_hub.http import audit, jobs, legacy
+from engine_hub.http import audit, events, jobs, legacy
 from engine_hub.http.schemas import (
     ACTOR,
     ADMIN_AUTH,
@@ -178,6 +178,12 @@ ROUTES: Final[RouteTable] = (
         ),
     ),
     # -- the journal, read over HTTP --
+    Route(
+        name="events",
+        handler=events.stream_events,
+        access=Access.SUBMIT,
+        operation=events.OPERATION,
+    ),
     Route(
         name="audit",
         handler=audit.audit,

@@ -119,6 +119,19 @@ LOG_PARAMS: Final = (
     limit(MAX_READ_LINES, MAX_READ_LINES),
     ACTOR,
 )
+EVENTS_PARAMS: Final = (
+    query(
+        "after",
+        {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR},
+        "Resume after this event id (ignored when `Last-Event-ID` is sent).",
+    ),
+    header_param(
+        "Last-Event-ID",
+        {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR},
+        "The last event id the client holds (an EventSource sends it when it reconnects).",
+    ),
+    ACTOR,
+)
 AUDIT_PARAMS: Final = (
     query("jobId", {"type": "string"}, "Only records of this job."),
     query("actor", {"type": "string"}, "Only records by this actor."),

@@ -36,7 +36,8 @@ from aiohttp import web
 from engine_hub.jobs.service import JobService
 from engine_hub.store import nodes
 from engine_hub.store.actions import Action
-from engine_hub.store.changes import BATCH, CHANNEL, Change, changes_after, last_seq
+from engine_hub.store.changes import BATCH, CHANNEL, Change, changes_after, head_of, jobs_of, last_seq
+from engine_hub.store.events import EventHub
 from engine_hub.store.nodes import NodeLease
 from engine_hub.store.postgres import UNAVAILABLE_ERRORS, PostgresBackend, connect_kwargs
 from shared.pg import describe_error
@@ -58,15 +59,25 @@ class ClusterNode:
     have been stopped and recorded by then).
     """
 
-    def __init__(self, *, service: JobService, backend: PostgresBackend, lease: NodeLease, poll: float = DEFAULT_POLL):
+    def __init__(
+        self,
+        *,
+        service: JobService,
+        backend: PostgresBackend,
+        lease: NodeLease,
+        events: EventHub,
+        poll: float = DEFAULT_POLL,
+    ):
         self._service = service
+        self._events = events
         self._backend = backend
         self.lease = lease
         self._poll = poll
         self._tasks: list[asyncio.Task[None]] = []
-        # The seq of the last change the listener handled: set at its first connect (changes from
-        # before this process cannot concern its runs), then only moved forward by the feed.
-        self._cursor: int | None = None
+        # The seq of the last change the listener handled: the store's head when this process
+        # starts (before it registers, so a change that could concern its runs is above it), then
+        # moved forward by the feed (and back only if the store's head went back: a restore).
+        self._cursor = 0
 
     @property
     def ready(self) -> bool:
@@ -74,7 +85,9 @@ class ClusterNode:
         return self.lease.holds()
 
     async def start(self) -> None:
-        """Register this process as a node, then start the loops."""
+        """Take the change feed's head, register this process as a node, then start the loops."""
+        self._cursor = await head_of(self._backend)
+        self._events.start(self._cursor)
         await self._register()
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name="node-heartbeat"),
@@ -172,8 +185,14 @@ class ClusterNode:
                     # LISTEN first, then read: a change committed in between is both notified and
                     # read, and the cursor makes the second reading a no-op.
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    if self._cursor is None:
-                        self._cursor = await last_seq(conn)
+                    head = await last_seq(conn)
+                    if head < self._cursor:
+                        # The store went back (a restore, a failover to a replica that lacked the tail):
+                        # seqs above its head will be reused, so follow from its head; streams start over.
+                        log.error("change_feed_rewound", cursor=self._cursor, head=head)
+                        self._cursor = head
+                        self._events.end_all("the job store went back to an earlier state")
+                        self._events.start(head)
                     log.info("listener_connected", after=self._cursor)
                     await self._catch_up(conn)
                     await self._follow(conn)
@@ -190,11 +209,14 @@ class ClusterNode:
             await self._catch_up(conn)
 
     async def _catch_up(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        assert self._cursor is not None
         while True:
             batch = await changes_after(conn, self._cursor)
+            jobs = await jobs_of(conn, batch) if batch else {}
             for change in batch:
                 self._handle(change)
+                job = jobs.get(change.job_id or "")
+                if job is not None:
+                    self._events.publish(seq=change.seq, action=change.action, job=job)
             if batch:
                 self._cursor = batch[-1].seq
             if len(batch) < BATCH:

@@ -26,6 +26,7 @@ from engine_hub.errors import JournalDown
 from engine_hub.store.actions import Action
 from engine_hub.store.embedded import JobStore
 from engine_hub.store.entry import JobEntry
+from engine_hub.store.events import EventHub
 from shared.contract import JobStatus
 from shared.journal.chain import AuditQuery, Journal, JournalUnavailable, Record
 
@@ -97,9 +98,11 @@ class EmbeddedBackend:
     ``journal_unavailable``); one it holds is applied to memory at once.
     """
 
-    def __init__(self, *, store: JobStore) -> None:
+    def __init__(self, *, store: JobStore, events: EventHub | None = None) -> None:
         self.store = store
         self._journal: Journal | None = None
+        # Streams of changes (GET /api/events): fed here, as each change is applied.
+        self.events = events
 
     @property
     def journal(self) -> Journal:
@@ -132,7 +135,10 @@ class EmbeddedBackend:
         except JournalUnavailable as exc:
             log.error("journal_append_failed", action=str(action), job_id=job_id, error=str(exc))
             raise JournalDown("the journal is unavailable, so nothing was changed; try again later") from None
-        return self.store.apply(record)
+        entry = self.store.apply(record)
+        if self.events is not None:
+            self.events.publish(seq=record.seq, action=record.action, job=entry.encoded)
+        return entry
 
     async def get(self, job_id: str) -> JobEntry | None:
         """See :class:`Backend`."""

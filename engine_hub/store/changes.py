@@ -17,12 +17,14 @@ catching up after a lost connection needs (and what a live feed, issue 14, needs
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Final
 
 import attrs
 import psycopg
 
-from engine_hub.store.postgres import ENGINE_CHAIN
+from engine_hub.store.pg_rows import JOB_COLUMNS, entry_from_row
+from engine_hub.store.postgres import ENGINE_CHAIN, PostgresBackend
 
 #: The channel the ``audit_events_notify`` trigger notifies, with ``{"seq": N}``.
 CHANNEL: Final = "engine_events"
@@ -47,6 +49,12 @@ async def last_seq(conn: psycopg.AsyncConnection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
+async def head_of(backend: PostgresBackend) -> int:
+    """:func:`last_seq` through the store's pool (503 ``store_unavailable`` when it is down)."""
+    async with backend.connection("read") as conn:
+        return await last_seq(conn)
+
+
 async def changes_after(conn: psycopg.AsyncConnection[Any], after: int, *, limit: int = BATCH) -> list[Change]:
     """The committed changes with ``seq > after``, oldest first, at most ``limit`` (one primary key walk)."""
     cur = await conn.execute(
@@ -57,3 +65,22 @@ async def changes_after(conn: psycopg.AsyncConnection[Any], after: int, *, limit
         Change(seq=seq, action=action, actor=actor, job_id=job_id)
         for seq, action, actor, job_id in await cur.fetchall()
     ]
+
+
+async def jobs_of(conn: psycopg.AsyncConnection[Any], changes: list[Change]) -> dict[str, bytes]:
+    """The current JSON of the jobs ``changes`` name, by id (one query; ids no job row can have are left out).
+
+    A job may have changed again since: its JSON is then newer than the
+    change, never older, and the later change follows in the feed.
+    """
+    ids: set[str] = set()
+    for change in changes:
+        try:
+            ids.add(str(uuid.UUID(change.job_id or "")))
+        except ValueError:
+            continue
+    if not ids:
+        return {}
+    cur = await conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY(%s::uuid[])", (list(ids),))
+    entries = [entry_from_row(row) for row in await cur.fetchall()]
+    return {entry.id: entry.encoded for entry in entries}

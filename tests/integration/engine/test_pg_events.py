@@ -20,6 +20,8 @@ from engine_hub.store.postgres import PostgresBackend
 from shared.contract import HistoryEntry, Job, JobStatus, new_job_id, utcnow
 from shared.journal.postgres import append_to_chain
 from shared.pg import connect
+from tests.integration.engine.harness import MakeEngineServer, auth
+from tests.sse import messages, take
 
 WRITERS = 3
 CREATES_PER_WRITER = 60
@@ -43,6 +45,12 @@ async def _create(backend: PostgresBackend, name: str) -> str:
     job = _new_job_json(name)
     await backend.commit(action=Action.JOB_CREATED, actor="admin", source="test", job_id=job["id"], data=job)
     return str(job["id"])
+
+
+@pytest.fixture
+def engine_store(postgres_url: str) -> str:
+    """Engines here are nodes of the test's PostgreSQL database."""
+    return postgres_url
 
 
 @pytest.fixture
@@ -127,3 +135,33 @@ class TestCatchUp:
             await follower.close()
         assert seen == [c.seq for c in everything] == list(range(start + 1, start + 1 + WRITERS * CREATES_PER_WRITER))
         assert sorted(c.job_id or "" for c in everything) == sorted(j for ids in created for j in ids)
+
+
+class TestStreamsAcrossNodes:
+    async def test_a_change_made_on_node_a_reaches_a_stream_on_node_b(
+        self, make_engine_server: MakeEngineServer
+    ) -> None:
+        """A stream on B carries A's changes, with the same ids (seqs) as A's own stream."""
+        node_a, node_b = await make_engine_server(), await make_engine_server()
+        on_a = await node_a.client.get("/api/events", headers=auth())
+        on_b = await node_b.client.get("/api/events", headers=auth())
+        stream_a, stream_b = messages(on_a.content), messages(on_b.content)
+        await take(stream_a, 1)
+        await take(stream_b, 1)
+        job = await node_a.create("test.count")
+        await node_a.run(job["id"])
+        seen_a, seen_b = await take(stream_a, 4), await take(stream_b, 4)
+        assert [(m.id, m.event) for m in seen_b] == [(m.id, m.event) for m in seen_a]
+        assert [m.event for m in seen_b] == ["job_created", "run_requested", "job_started", "job_finished"]
+        assert seen_b[-1].json()["status"] == "DONE"
+        on_a.close()
+        on_b.close()
+
+    async def test_a_cursor_beyond_the_stores_head_is_reset(self, make_engine_server: MakeEngineServer) -> None:
+        """Last-Event-ID above every change the store made (another store's): reset, not a wait for ever."""
+        server = await make_engine_server()
+        await server.create("test.count")
+        resp = await server.client.get("/api/events", headers={**auth(), "Last-Event-ID": "999999"})
+        (first,) = await take(messages(resp.content), 1)
+        assert first.event == "reset" and int(first.id or 0) < 999999
+        resp.close()

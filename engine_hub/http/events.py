@@ -1,0 +1,131 @@
+"""``GET /api/events``: every job change as Server-Sent Events, resumable by ``Last-Event-ID``.
+
+Each change is one message: ``id`` is the change's seq (its audit record's),
+``event`` the action (``job_created``, ``run_requested``, ``job_started``,
+``job_finished``, ``cancel_requested``, ``job_interrupted``, ``log_truncated``,
+``log_expired``), ``data`` the job's JSON after it (as ``GET /api/jobs/{id}``
+answers). A stream opened without a cursor starts with ``ready`` (the newest
+seq); one resuming from further back than the engine keeps starts with
+``reset`` (list again, then follow). A comment line keeps idle connections
+open. The hub behind it is :mod:`engine_hub.store.events`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+import structlog
+from aiohttp import web
+
+from engine_hub.errors import EngineError, TooManyStreams
+from engine_hub.http.jobs import MAX_CURSOR, reject_unknown_query
+from engine_hub.http.schemas import BAD_QUERY, EVENTS_PARAMS, SUBMIT_AUTH, UNKNOWN_QUERY, E
+from engine_hub.store.events import EVENTS, ready_frame, reset_frame
+from shared.contract import ErrorCode
+from shared.openapi import ErrorCase, Operation, errors, response
+from shared.web import REQUEST_ID, parse_decimal
+
+log = structlog.get_logger("engine.events")
+
+#: The route's OpenAPI operation (its row is in :data:`engine_hub.http.routes.ROUTES`).
+OPERATION: Final = Operation(
+    method="GET",
+    path="/api/events",
+    operation_id="streamEvents",
+    tags=("jobs",),
+    parameters=EVENTS_PARAMS,
+    summary="Every job change as Server-Sent Events, resumable by `Last-Event-ID`.",
+    description="One message per change: `id` the change's seq, `event` the action (`job_created`, "
+    "`run_requested`, `job_started`, `job_finished`, `cancel_requested`, `job_interrupted`, `log_truncated`, "
+    "`log_expired`), `data` the job's JSON after it. Without a cursor the stream starts with `ready` "
+    '(`{"seq": N}`); from a cursor older than the engine keeps, or one from another store, with `reset` (list '
+    "again). A comment every 15 s keeps it open; a client that does not read is disconnected.",
+    responses={
+        "200": response("The stream (never ends by itself).", media="text/event-stream"),
+        **errors(
+            UNKNOWN_QUERY,
+            BAD_QUERY,
+            *SUBMIT_AUTH,
+            ErrorCase(status=429, code=E.THROTTLED, when="the engine has as many streams open as it allows"),
+        ),
+    },
+)
+
+#: How long a browser's EventSource waits before reconnecting (milliseconds).
+RETRY_MS: Final = 2000
+HEARTBEAT: Final = b": keep-alive\n\n"
+
+
+def _cursor(request: web.Request) -> int | None:
+    """``Last-Event-ID`` (a reconnecting EventSource sends it), else ``?after=``; ``None`` for neither."""
+    reject_unknown_query(request, ("after",))
+    raw = request.headers.get("Last-Event-ID")
+    name = "Last-Event-ID"
+    if raw is None:
+        raw, name = request.query.get("after"), "after"
+    if raw is None:
+        return None
+    value = parse_decimal(raw)
+    if value is None or not 0 <= value <= MAX_CURSOR:
+        raise EngineError(
+            f"{name} must be an event id: an integer between 0 and {MAX_CURSOR} (ASCII digits)",
+            code=ErrorCode.INVALID_FIELD,
+        )
+    return value
+
+
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    """Answer with the change stream until the client leaves, falls behind, or the engine stops."""
+    after = _cursor(request)
+    hub = request.app[EVENTS]
+    if hub.full():
+        raise TooManyStreams(
+            f"too many event streams are open ({hub.max_streams}); close one or try again later",
+            headers={"Retry-After": "5"},
+        )
+
+    def drop() -> None:
+        # A client that does not read: free the connection now (a pending write fails and ends the handler).
+        if request.transport is not None:
+            request.transport.abort()
+
+    foreign = await hub.foreign(after)
+    stream, resume = hub.open(after, on_drop=drop, foreign=foreign)
+    started = time.monotonic()
+    reason = "client closed"
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",  # nginx: pass each message on at once
+            "X-Request-Id": request[REQUEST_ID],
+        }
+    )
+    try:
+        await response.prepare(request)
+        first = b"retry: %d\n\n" % RETRY_MS
+        if resume.reset:
+            first += reset_frame(resume.seq, "the changes after that id are no longer kept: list the jobs again")
+        elif after is None:
+            first += ready_frame(resume.seq)
+        await response.write(first + b"".join(resume.frames))
+        stream.sent += len(resume.frames)
+        while True:
+            data = await stream.take(hub.heartbeat)
+            if data is None:
+                reason = stream.ended or "ended"
+                break
+            await response.write(data or HEARTBEAT)
+    except ConnectionError:
+        reason = "client closed"
+    finally:
+        hub.close(stream)
+        # The engine's own reason wins (a dropped client's handler may end by cancellation).
+        reason = stream.ended or reason
+        fields = {"reason": reason, "seconds": round(time.monotonic() - started, 3), "events": stream.sent}
+        if stream.ended is not None and stream.ended.startswith("slow consumer"):
+            log.warning("event_stream_dropped", **fields, peak_bytes=stream.peak_bytes)
+        else:
+            log.info("event_stream_ended", **fields)
+    return response
