@@ -135,11 +135,15 @@ async def serve_bare(url: str, pool_size: int) -> None:
     await backend.open()
     pool = backend.pool
     plans: dict[str, list[tuple[str, Any]]] = {}
+    recording = asyncio.Lock()  # one recording at a time: concurrent first requests share the recorder
 
     async def handler(request: web.Request) -> web.Response:
         plan = plans.get(request.query_string)
         if plan is None:
-            plan = plans[request.query_string] = await page_statements(backend, dict(request.query))
+            async with recording:
+                if request.query_string not in plans:
+                    plans[request.query_string] = await page_statements(backend, dict(request.query))
+            plan = plans[request.query_string]
         rows: list[Any] = []
         for sql, params in plan:
             async with pool.connection() as conn:
