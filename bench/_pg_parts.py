@@ -180,8 +180,14 @@ async def explain(url: str, queries: dict[str, dict[str, str]]) -> dict[str, flo
 # -- audit appends ------------------------------------------------------------------------------
 
 
-async def appends_per_second(url: str, *, writers: int, seconds: float, synchronous_commit: bool) -> float:
-    """Records per second ``writers`` connections chain onto the engine chain, each one transaction a record."""
+async def appends_per_second(
+    url: str, data_dir: Path, *, writers: int, seconds: float, synchronous_commit: bool
+) -> tuple[float, float, float]:
+    """Records per second ``writers`` connections chain onto the engine chain (one transaction a record).
+
+    Also returns the CPU microseconds per record of this (client) process and of the PostgreSQL
+    server whose data directory is ``data_dir``.
+    """
     conns = [await psycopg.AsyncConnection.connect(url, autocommit=True) for _ in range(writers)]
     done = 0
     try:
@@ -198,9 +204,10 @@ async def appends_per_second(url: str, *, writers: int, seconds: float, synchron
                     )
                 done += 1
 
-        began = time.perf_counter()
+        began, cpu, db_cpu = time.perf_counter(), time.process_time(), server_cpu(data_dir)
         await asyncio.gather(*(writer(conn) for conn in conns))
-        return done / (time.perf_counter() - began)
+        elapsed, per = time.perf_counter() - began, 1e6 / max(done, 1)
+        return done / elapsed, (time.process_time() - cpu) * per, (server_cpu(data_dir) - db_cpu) * per
     finally:
         for conn in conns:
             await conn.close()

@@ -45,7 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import _pg_parts as parts
-from bench.engine_durability import CATALOG, TOKEN, Engine, JournalWriter, _create_ids, _load
+from bench.engine_durability import CATALOG, TOKEN, Engine, JournalWriter, _create_ids, _load, _wait_for_log
+from bench.gateway_list import _pct, _sequential
 from bench.load import Server, wrk
 from deploy.local_postgres import PostgresServer, find_bindir, start_server
 
@@ -152,11 +153,13 @@ def run(args: argparse.Namespace, bindir: Path) -> dict[str, Any]:
         embedded.stop()
         startup[f"embedded, snapshot of {args.embedded_jobs:,} jobs"] = embedded.start("/readyz")
         engines["embedded"] = embedded
+        _wait_for_log(embedded, b'"cold_jobs_packed"')  # the background packing after start-up is done
         node = Engine(work / "node", "--config", str(catalog), "--log-level", "info", env={"ENGINE_STORE_URL": url})
         node_starts = [node.start("/readyz")]
         engines["node"] = node
         bare = Server("bare", "bench.pg_store", ["--serve-bare", url, "--pool-size", "10"], "")
         print(f"servers up; embedded {startup}", file=sys.stderr)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
         paths = {"page 1": PAGE, "status=FAILED": FAILED, "page 2 (before=)": _second_page(node.url)}
         assert len(json.loads(_get(bare.base + paths["page 2 (before=)"])[0])) == 50
         embedded_second = _second_page(embedded.url)
@@ -172,6 +175,10 @@ def run(args: argparse.Namespace, bindir: Path) -> dict[str, Any]:
             "embedded, page 2": (embedded.url + embedded_second, embedded.proc.pid),
         }
         out["list"] = list_load(targets, pg, duration=args.duration, rounds=args.rounds, connections=args.connections)
+        unloaded = asyncio.run(
+            _sequential({name: (target, headers) for name, (target, _) in targets.items()}, args.sequential)
+        )
+        out["sequential"] = {name: (_pct(t, 0.5), _pct(t, 0.99)) for name, t in unloaded.items()}
         query = {name: dict(re.findall(r"(\w+)=([^&]+)", path)) for name, path in paths.items()}
         out["explain"] = asyncio.run(parts.explain(url, query))
         bare.stop()
@@ -235,15 +242,26 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> str:
         "- EXPLAIN ANALYZE (planning + execution) of the page statement: "
         + ", ".join(f"{name} {ms:.3f} ms" for name, ms in out["explain"].items())
     )
+    lines += [
+        "",
+        f"Unloaded, {args.sequential:,} sequential requests each (interleaved), keep-alive:",
+        "",
+        "| server, query | p50 | p99 |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {n} | {p50 * 1e3:.2f} ms | {p99 * 1e3:.2f} ms |" for n, (p50, p99) in out["sequential"].items()]
     lines += ["", "| writes (32 clients) | node | embedded | node / embedded |", "|---|---|---|---|"]
     w = out["writes"]
     for kind in ("create", "run"):
         n, e = w["node"][kind], w["embedded"][kind]
         lines.append(f"| {kind} requests/s | {n:,.0f} | {e:,.0f} | {n / e:.2f}x |")
-    lines += ["", "| audit appends/s | " + " | ".join(f"{n} connections" for n in WRITERS) + " |"]
+    lines += [
+        "",
+        "| audit appends/s (client CPU per append) | " + " | ".join(f"{n} connections" for n in WRITERS) + " |",
+    ]
     lines.append("|---|" + "---|" * len(WRITERS))
     for sync in (True, False):
-        cells = " | ".join(f"{out['audit'][(n, sync)]:,.0f}" for n in WRITERS)
+        cells = " | ".join(f"{out['audit'][(n, sync)][0]:,.0f} ({out['audit'][(n, sync)][1]:.0f} µs)" for n in WRITERS)
         lines.append(f"| synchronous_commit={'on' if sync else 'off'} | {cells} |")
     lines += ["", "| start-up (process start to /readyz 200) | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds:.2f} |" for name, seconds in out["startup"].items()]
@@ -260,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--creates", type=int, default=2_000, help="creates per round (default 2,000)")
     parser.add_argument("--runs", type=int, default=300, help="runs per round (default 300)")
+    parser.add_argument("--sequential", type=int, default=300, help="unloaded requests per target (default 300)")
     parser.add_argument("--audit-seconds", type=float, default=3.0, help="seconds per audit figure (default 3)")
     parser.add_argument("--serve-bare", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--pool-size", type=int, default=10, help=argparse.SUPPRESS)
