@@ -188,7 +188,9 @@ def run(args: argparse.Namespace, bindir: Path) -> dict[str, Any]:
             engine.stop()
         out["audit"] = {
             (writers, sync): asyncio.run(
-                parts.appends_per_second(url, writers=writers, seconds=args.audit_seconds, synchronous_commit=sync)
+                parts.appends_per_second(
+                    url, pg.data_dir, writers=writers, seconds=args.audit_seconds, synchronous_commit=sync
+                )
             )
             for sync in (True, False)
             for writers in WRITERS
@@ -257,11 +259,14 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> str:
         lines.append(f"| {kind} requests/s | {n:,.0f} | {e:,.0f} | {n / e:.2f}x |")
     lines += [
         "",
-        "| audit appends/s (client CPU per append) | " + " | ".join(f"{n} connections" for n in WRITERS) + " |",
+        "| audit appends/s (client CPU, PostgreSQL CPU per append) | "
+        + " | ".join(f"{n} connections" for n in WRITERS)
+        + " |",
     ]
     lines.append("|---|" + "---|" * len(WRITERS))
     for sync in (True, False):
-        cells = " | ".join(f"{out['audit'][(n, sync)][0]:,.0f} ({out['audit'][(n, sync)][1]:.0f} µs)" for n in WRITERS)
+        figures = [out["audit"][(n, sync)] for n in WRITERS]
+        cells = " | ".join(f"{rate:,.0f} ({client:.0f} µs, {db:.0f} µs)" for rate, client, db in figures)
         lines.append(f"| synchronous_commit={'on' if sync else 'off'} | {cells} |")
     lines += ["", "| start-up (process start to /readyz 200) | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds:.2f} |" for name, seconds in out["startup"].items()]
