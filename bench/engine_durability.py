@@ -78,16 +78,17 @@ TAIL = 1_000
 class Engine:
     """One ``engine-hub serve`` subprocess."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.extra = extra
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log = data_dir.parent / f"{data_dir.name}.log"
 
-    def start(self) -> float:
-        """Start the engine; return seconds from process start to /healthz answering 200."""
-        env = {**os.environ, "ENGINE_HUB_TOKEN": TOKEN}
+    def start(self, probe: str = "/healthz") -> float:
+        """Start the engine; return seconds from process start to ``probe`` (a path) answering 200."""
+        env = {**os.environ, "ENGINE_HUB_TOKEN": TOKEN, **self.env}
         env.pop("ENGINE_PORT", None)
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
@@ -115,7 +116,7 @@ class Engine:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"engine exited: {self.log.read_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
+                with urllib.request.urlopen(self.url + probe, timeout=1) as resp:
                     if resp.status == 200:
                         return time.perf_counter() - began
             except (urllib.error.URLError, OSError):
