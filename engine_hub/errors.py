@@ -95,6 +95,10 @@ class StoreDown(JournalDown):
     code = ErrorCode.STORE_UNAVAILABLE
 
 
+class StoreTimeout(StoreDown):
+    """A statement ran past the store's statement timeout (503 ``store_unavailable``); the store itself is up."""
+
+
 class NodeNotReady(EngineError):
     """This engine node may not claim runs right now: it lost its registration and is re-registering,
     or it has not registered yet (503 ``node_not_ready``; another node can take the request)."""

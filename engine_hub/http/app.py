@@ -39,7 +39,8 @@ from engine_hub.jobs.service import SERVICE, JobService
 from engine_hub.metrics import Metrics
 from engine_hub.run.log_files import FileJobLogs
 from engine_hub.run.log_pg import PostgresJobLogs
-from engine_hub.run.log_retention import LOG_RETENTION, LogRetention
+from engine_hub.run.log_pg_retention import PostgresExpiringLogs
+from engine_hub.run.log_retention import LOG_RETENTION, ExpiringLogs, LogRetention
 from engine_hub.run.logs import JobLogs, LogStore
 from engine_hub.run.runner import Runner
 from engine_hub.settings import JOURNAL_DIR, LOGS_DIR, STATE_DIR, Settings
@@ -172,7 +173,9 @@ def create_app(
     app.on_shutdown.append(_end_streams)
     app[PAGE_CACHE] = PageCache()
     app[AUTHENTICATOR] = Authenticator()
-    expiring = file_logs if file_logs is not None else logs if isinstance(logs, PostgresJobLogs) else None
+    expiring: ExpiringLogs | None = file_logs
+    if isinstance(backend, PostgresBackend):
+        expiring = PostgresExpiringLogs(backend.pool, url=backend.url)
     if expiring is not None and settings.log_retention_days is not None:
         app[LOG_RETENTION] = LogRetention(service=service, logs=expiring, days=settings.log_retention_days)
     app.cleanup_ctx.append(log_flusher)

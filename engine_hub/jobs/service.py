@@ -201,14 +201,18 @@ class JobService:
             # Another node (or request) won, the type got busy, or this node may not claim: say which.
             fresh = await self.get(job_id)
             busy = job_type.exclusive and await self.backend.running_of_type(entry.type)
-            self._pending_cancels.pop(job_id, None)
-            self._cancels_delivered.discard(job_id)
             self._claim(fresh, busy=busy)  # raises the loser's 409 / 400
             self._release(fresh.id, fresh.type)
             raise NodeNotReady(
                 "this engine node cannot start runs right now (it is re-registering with the job store); "
                 "nothing was changed, try again"
             ) from None
+        finally:
+            # A cancel the feed delivered while this claim was pending belongs to no run here if the
+            # claim failed; one for a run this node does have (another request's) stays.
+            if job_id not in self._tasks:
+                self._pending_cancels.pop(job_id, None)
+                self._cancels_delivered.discard(job_id)
 
     def _claim(self, entry: JobEntry, *, busy: bool) -> JobType:
         # No await in here: check and claim form one atomic step on the event loop.

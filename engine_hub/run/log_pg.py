@@ -34,11 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import psycopg
@@ -80,17 +77,6 @@ _READ: Final = (
     " ORDER BY l.seq"
 )
 
-#: The jobs log retention may sweep (engine_hub/run/log_retention.py): ended before the cutoff
-#: (the jobs_ended index, oldest first), lines still there (the primary key's first column).
-_OLD_LOGS: Final = (
-    "SELECT j.id::text, s.bytes FROM jobs AS j "
-    "CROSS JOIN LATERAL (SELECT sum(octet_length(l.line)) AS bytes FROM job_log_lines AS l WHERE l.job_id = j.id) s "
-    "WHERE j.ended_at < %(cutoff)s AND s.bytes IS NOT NULL ORDER BY j.ended_at LIMIT %(limit)s"
-)
-#: Most jobs whose logs one sweep deletes (the next sweep takes the rest).
-RETENTION_BATCH: Final = 10_000
-#: Name of the advisory lock one sweeping node holds.
-_RETENTION_LOCK: Final = "engine-log-retention"
 #: A buffered line: job id, seq, at, stream, text.
 _Row = tuple[str, int, dt.datetime, str, str]
 
@@ -240,38 +226,6 @@ class PostgresJobLogs:
         ]
         # With nothing to return, point at the newest line (as JobLogs.read does).
         return LogPage(lines=lines, next=lines[-1]["seq"] if lines else last or 0, truncated=bool(truncated))
-
-    # -- log retention (engine_hub.run.log_retention.ExpiringLogs) ----------------------------
-
-    @asynccontextmanager
-    async def sweeping(self) -> AsyncIterator[bool]:
-        """One node sweeps at a time: a session advisory lock, held on one pooled connection meanwhile."""
-        async with pooled(self._pool, "swept") as conn:
-            cur = await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (_RETENTION_LOCK,))
-            row = await cur.fetchone()
-            held = bool(row and row[0])
-            try:
-                yield held
-            finally:
-                if held:
-                    # A broken connection is discarded by the pool, which ends the lock with the session.
-                    with contextlib.suppress(psycopg.Error):
-                        await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_RETENTION_LOCK,))
-
-    async def old_logs(self, cutoff: dt.datetime) -> list[tuple[str, int]]:
-        """``(job id, bytes)`` of the jobs that ended before ``cutoff`` and still have lines, oldest first."""
-        async with pooled(self._pool, "swept") as conn:
-            cur = await conn.execute(_OLD_LOGS, {"cutoff": cutoff, "limit": RETENTION_BATCH})
-            return [(job_id, int(size)) for job_id, size in await cur.fetchall()]
-
-    async def delete_log(self, job_id: str) -> int | None:
-        """Delete a job's lines; return their bytes, or None if it had none."""
-        async with pooled(self._pool, "deleted") as conn:
-            cur = await conn.execute(
-                "DELETE FROM job_log_lines WHERE job_id = %s RETURNING octet_length(line)", (job_id,)
-            )
-            sizes = [int(size) for (size,) in await cur.fetchall()]
-        return sum(sizes) if sizes else None
 
     async def _run(self) -> None:
         while True:

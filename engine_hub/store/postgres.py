@@ -23,7 +23,7 @@ connection within ``pool_timeout`` gives the same, never a hang.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -31,7 +31,7 @@ import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from engine_hub.errors import StoreDown
+from engine_hub.errors import StoreDown, StoreTimeout
 from engine_hub.store.actions import Action
 from engine_hub.store.backend import ClaimLost, Fenced
 from engine_hub.store.embedded import engine_log_of, result_of
@@ -84,12 +84,19 @@ def connect_kwargs(url: str) -> dict[str, Any]:
     return {key: value for key, value in CONNECT_KWARGS.items() if key not in given}
 
 
-def pooled_kwargs(url: str, statement_timeout: float) -> dict[str, Any]:
-    """:func:`connect_kwargs` plus the server-side ``statement_timeout`` (seconds), kept after any
-    ``options`` the URL sets itself (they would otherwise be replaced)."""
-    options = str(check_url(url).get("options") or "")
-    timeout = f"-c statement_timeout={max(1, round(statement_timeout * 1000))}"
-    return {**connect_kwargs(url), "options": f"{options} {timeout}".strip()}
+def statement_timeout_setter(seconds: float) -> Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]:
+    """A pool ``configure`` callback setting the session's ``statement_timeout`` to ``seconds``.
+
+    A ``SET`` on each new connection, not libpq's ``options``: that would
+    replace any ``options`` given by ``PGOPTIONS`` or a service file.
+    """
+    milliseconds = max(1, round(seconds * 1000))
+
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(f"SET statement_timeout = {milliseconds}")
+        await conn.commit()  # the pool takes back only idle connections
+
+    return configure
 
 
 @asynccontextmanager
@@ -99,6 +106,10 @@ async def pooled(pool: AsyncConnectionPool[Any], doing: str) -> AsyncIterator[ps
     try:
         async with pool.connection() as conn:
             yield conn
+    except psycopg.errors.QueryCanceled:
+        # A slow statement (a lock held elsewhere, a huge scan), not a store that is down.
+        log.error("store_statement_timeout", doing=doing)
+        raise StoreTimeout(f"the job store took too long to answer, so nothing was {doing}; try again later") from None
     except UNAVAILABLE_ERRORS as exc:
         url = pool.conninfo if isinstance(pool.conninfo, str) else ""
         log.error("store_unavailable", doing=doing, error=describe_error(exc, url))
@@ -145,7 +156,8 @@ class PostgresBackend:
             min_size=min(2, pool_size),
             max_size=pool_size,
             timeout=pool_timeout,
-            kwargs=pooled_kwargs(url, statement_timeout),
+            kwargs=connect_kwargs(url),
+            configure=statement_timeout_setter(statement_timeout),
             open=False,
             name="engine-store",
         )
@@ -185,6 +197,8 @@ class PostgresBackend:
         try:
             async with pooled(self.pool, doing) as conn:
                 yield conn
+        except StoreTimeout:
+            raise  # the store answers; one statement was slow
         except StoreDown:
             self._healthy = False
             raise

@@ -106,7 +106,7 @@ class TestLogRetention:
         await wait_until(expired, timeout=15, what="the finished job's log expired")
         records = [r for r in await node_a.records() if r.action == "log_expired"]
         assert [(r.job_id, r.actor, r.data) for r in records] == [
-            (done["id"], "system", {"bytes": len("line 0") * 3, "retentionDays": days})
+            (done["id"], "system", {"bytes": len("line 0\n") * 3, "retentionDays": days})
         ]
         with psycopg.connect(app_url) as conn:
             left = conn.execute("SELECT count(*) FROM job_log_lines WHERE job_id = %s", (done["id"],)).fetchone()

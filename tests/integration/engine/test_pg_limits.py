@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from engine_hub.store.postgres import PostgresBackend
 from shared.pg import connect
 from tests.integration.engine.harness import MakeEngineServer, auth, wait_until
 
@@ -67,7 +68,7 @@ class TestStatementTimeout:
     async def test_a_change_stuck_on_a_lock_fails_503_and_leaves_nothing(
         self, make_engine_server: MakeEngineServer, postgres_url: str
     ) -> None:
-        """A create waiting on the audit head past the statement timeout answers 503 and writes no job, no record."""
+        """A create stuck on the audit head past the statement timeout: 503, no job, no record, still ready."""
         server = await make_engine_server(store_statement_timeout=0.5)
         before = await server.records()
         async with audit_head_locked(postgres_url):
@@ -82,3 +83,21 @@ class TestStatementTimeout:
         assert await server.records() == before
         listing = await server.client.get("/api/jobs", headers=auth())
         assert await listing.json() == []
+        # One slow statement is not a store that is down: the node stays ready.
+        assert (await server.client.get("/readyz")).status == 200
+
+
+class TestSessionSettings:
+    async def test_pooled_connections_get_the_timeout_and_keep_pgoptions(
+        self, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each pooled session has the statement timeout, and options from PGOPTIONS still apply."""
+        monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=1234")
+        backend = PostgresBackend(url=postgres_url, lost_after=30.0, pool_size=2, statement_timeout=2.5)
+        await backend.open()
+        try:
+            async with backend.connection("read") as conn:
+                cur = await conn.execute("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')")
+                assert await cur.fetchone() == ("2500ms", "1234ms")
+        finally:
+            await backend.close()
