@@ -476,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timings", default="5:30,0.5:3", help="heartbeat:lost_after pairs (default 5:30,0.5:3)")
     parser.add_argument("--only", choices=("interrupted", "gateway"), default=None)
     parser.add_argument("--gateway-total-timeout", type=float, default=None, help="the gateway's --total-timeout")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the processes' logs in this new directory")
     args = parser.parse_args(argv)
     bindir = find_bindir()
     if bindir is None:
@@ -483,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     load = os.getloadavg()[0]
     print(f"{os.cpu_count()} cores, load average {load:.2f} at the start, Python {sys.version.split()[0]}")
-    root = Path(tempfile.mkdtemp(prefix="bench-failover-"))
+    root = args.keep or Path(tempfile.mkdtemp(prefix="bench-failover-"))
     server = start_server(bindir)
     try:
         env = dict(os.environ)
@@ -491,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         measure(server, env[STORE_URL_ENV], root, args)
     finally:
         server.stop(mode="fast")
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
