@@ -57,7 +57,7 @@ from typing import Any, Final
 import psycopg
 
 from admin_gateway.auth.users import UserStore
-from deploy.devrun import migrate_store
+from deploy.devrun import CLUSTER_DB, migrate_store
 from deploy.local_postgres import MISSING, PostgresServer, find_bindir, free_port, start_server
 from engine_hub.settings import STORE_URL_ENV, TOKEN_ENV
 from engine_hub.store.nodes import NODE_LOST_ERROR
@@ -454,7 +454,7 @@ def measure(server: PostgresServer, store_url: str, root: Path, args: argparse.N
             if args.only in (None, "interrupted"):
                 # B sweeps only one threshold after it registered; a kill this late is swept on time.
                 time.sleep(max(0.0, started + 2 * heartbeat - time.monotonic()))
-                done = [interrupted_once(cluster, server, "engine") for _ in range(reps)]
+                done = [interrupted_once(cluster, server, CLUSTER_DB) for _ in range(reps)]
                 print(interrupted_table(cluster, done) + "\n", flush=True)
             if args.only in (None, "gateway"):
                 browser = Browser(cluster.gateway.url, "admin", cluster.password)
