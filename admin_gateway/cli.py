@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--connect-timeout", type=float, help="engine connect timeout, seconds (default 1)")
     serve.add_argument("--total-timeout", type=float, help="engine answer timeout, seconds (default 5)")
+    serve.add_argument(
+        "--failover-timeout",
+        type=float,
+        help="with several engine URLs: a read not answered within this many seconds goes to the next (default 1.5)",
+    )
     serve.add_argument("--idle-timeout", type=float, help="session idle timeout, seconds (default 1800)")
     serve.add_argument("--absolute-timeout", type=float, help="session lifetime, seconds (default 43200)")
     serve.add_argument("--refresh-interval", type=float, help="panel auto-refresh, seconds (default 30)")

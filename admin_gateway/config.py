@@ -38,6 +38,7 @@ FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "safe_mode": (bool, str),
     "connect_timeout": (int, float),
     "total_timeout": (int, float),
+    "failover_timeout": (int, float),
     "idle_timeout": (int, float),
     "absolute_timeout": (int, float),
     "refresh_interval": (int, float),

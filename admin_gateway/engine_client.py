@@ -147,8 +147,9 @@ class EngineClient:
     answered) and sends every request there first. A request that could not
     connect goes to the next URL at once, whatever its method: no engine saw
     it. A GET or HEAD that timed out (or whose connection was dropped) goes
-    to the next URL too; any other method does not, since the engine may have
-    acted on it: it fails as with one engine, and the next request starts at
+    to the next URL too (and when another URL is left, a GET or HEAD waits only
+    ``failover_timeout`` for a hung engine before it does); any other method
+    does not, since the engine may have acted on it: it fails as with one engine, and the next request starts at
     the next URL. A 503 ``node_not_ready`` (a node of a PostgreSQL store
     that is registering again, which changed nothing) goes to the next URL
     too, whatever the method. Each URL is tried at most once per request, so
@@ -158,7 +159,13 @@ class EngineClient:
     """
 
     def __init__(
-        self, base_urls: tuple[str, ...], *, token: str | None, connect_timeout: float, total_timeout: float
+        self,
+        base_urls: tuple[str, ...],
+        *,
+        token: str | None,
+        connect_timeout: float,
+        total_timeout: float,
+        failover_timeout: float | None = None,
     ) -> None:
         if not base_urls:
             raise SettingsError("no engine URL")
@@ -169,7 +176,15 @@ class EngineClient:
         self._fixed_headers = {"Accept": "application/json", "User-Agent": "admin-gateway"}
         if token:
             self._fixed_headers["Authorization"] = f"Bearer {token}"
-        self._timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout)
+        # ceil_threshold above every timeout: aiohttp would round one of 5 s or more up to a whole second.
+        ceil = max(total_timeout, connect_timeout) + 1
+        self._timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout, ceil_threshold=ceil)
+        # A read that another URL could answer waits less for a hung engine (one that accepts and never answers).
+        self._failover_timeout = aiohttp.ClientTimeout(
+            total=min(failover_timeout or total_timeout, total_timeout),
+            sock_connect=connect_timeout,
+            ceil_threshold=ceil,
+        )
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -227,8 +242,9 @@ class EngineClient:
         first = self._current
         for attempt in range(count):
             index = (first + attempt) % count
-            outcome = await self._send(index, method, target, headers, json_body, path)
             last = attempt == count - 1
+            quick = not last and method in _IDEMPOTENT
+            outcome = await self._send(index, method, target, headers, json_body, path, quick=quick)
             if isinstance(outcome, EngineResponse):
                 if last or not _node_not_ready(outcome):
                     self._current = index
@@ -248,9 +264,17 @@ class EngineClient:
         log.warning("engine_failover", from_url=self._shown[index], to_url=self._shown[self._current], reason=reason)
 
     async def _send(
-        self, index: int, method: str, target: str, headers: dict[str, str], json_body: Any, path: str
+        self,
+        index: int,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        json_body: Any,
+        path: str,
+        *,
+        quick: bool = False,
     ) -> EngineResponse | _Failure:
-        """One attempt at engine ``index``: its answer, or why there was none."""
+        """One attempt at engine ``index``: its answer, or why there was none (``quick``: the failover timeout)."""
         assert self._session is not None
         engine = self._shown[index]
         try:
@@ -260,6 +284,7 @@ class EngineClient:
                 headers=headers,
                 json=json_body,
                 allow_redirects=False,
+                timeout=self._failover_timeout if quick else self._timeout,
             ) as resp:
                 body = await _read_body(resp)
                 resp_headers = resp.headers
@@ -305,6 +330,7 @@ async def engine_client_ctx(app: web.Application) -> AsyncIterator[None]:
         token=resolve_token(settings.engine_token),
         connect_timeout=settings.connect_timeout,
         total_timeout=settings.total_timeout,
+        failover_timeout=settings.failover_timeout,
     )
     await client.start()
     app[ENGINE_CLIENT] = client

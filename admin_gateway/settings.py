@@ -149,6 +149,7 @@ class Settings:
     safe_mode: bool = True
     connect_timeout: float = attrs.field(default=1.0, validator=_positive)
     total_timeout: float = attrs.field(default=5.0, validator=_positive)
+    failover_timeout: float = attrs.field(default=1.5, validator=_positive)
     idle_timeout: float = attrs.field(default=1800.0, validator=_positive)
     absolute_timeout: float = attrs.field(default=43200.0, validator=_positive)
     refresh_interval: float = attrs.field(default=30.0, validator=_positive)

@@ -146,6 +146,17 @@ class TestTimeoutFailover:
         body, elapsed = await _list(user)
         assert body["engine"] == "up" and elapsed < 0.4  # sticky: the live engine is asked first now
 
+    async def test_a_hung_engine_costs_a_read_the_failover_timeout_not_the_total_one(
+        self, make_gateway_server: MakeGatewayServer, upstream_engine: UpstreamEngine, hung_port: int
+    ) -> None:
+        """[hung, live], answer timeout 5 s: the list still comes from the live engine within 2 s (1.5 s wait)."""
+        gw = await make_gateway_server(f"{_url(hung_port)},{upstream_engine.url}")
+        assert (gw.settings.total_timeout, gw.settings.failover_timeout) == (5.0, 1.5)
+        user = await gw.login()
+        body, elapsed = await _list(user)
+        assert body["engine"] == "up"
+        assert 1.4 < elapsed < FAILOVER_TARGET
+
     async def test_a_run_is_not_resent_after_a_timeout(
         self, make_gateway_server: MakeGatewayServer, upstream_engine: UpstreamEngine, hung_port: int
     ) -> None:
