@@ -17,6 +17,7 @@ from aiohttp import web
 from yarl import URL
 
 from shared.connection_limits import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT
+from shared.journal.postgres import ENGINE_CHAIN
 from shared.pg import StoreUrlError, check_url
 
 SessionBackend = Literal["embedded", "redis"]
@@ -113,6 +114,9 @@ def _audit_store(_: object, __: attrs.Attribute[str | None], value: str | None) 
 def _chain_name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not value or not value.isprintable() or len(value) > 64:
         raise SettingsError(f"{attribute.name} must be 1-64 printable characters, got {value!r}")
+    if value == ENGINE_CHAIN:
+        # Its records would mix into the engine's own trail, change feed and job events.
+        raise SettingsError(f"{attribute.name} {value!r} is the engine's chain; give this gateway its own name")
 
 
 def _backend(instance: Settings, _: attrs.Attribute[str], value: str) -> None:

@@ -18,10 +18,10 @@ import psycopg
 
 from bench.load import cpu_seconds, listen
 from engine_hub.store.pg_rows import WIRE_COLUMNS, row_from_wire
-from engine_hub.store.postgres import ENGINE_CHAIN, PostgresBackend
+from engine_hub.store.postgres import PostgresBackend
 from engine_hub.store.schema import migrate
 from shared.contract import JobStatus, format_time, new_job_id, utcnow
-from shared.journal.postgres import append_to_chain
+from shared.journal.postgres import ENGINE_CHAIN, append_to_chain
 
 #: One job in this many of the filled store FAILED (the rest are DONE): the filtered page's rows.
 FAILED_EVERY = 10

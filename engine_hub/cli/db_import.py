@@ -32,11 +32,9 @@ from engine_hub.store.embedded import JobStore
 from engine_hub.store.pg_rows import WIRE_COLUMNS, row_from_wire
 from engine_hub.store.schema import check_schema
 from shared.journal.chain import JournalCorrupt
-from shared.journal.postgres import copy_records
+from shared.journal.postgres import ENGINE_CHAIN, copy_records
 from shared.journal.tools import VerifyResult, records, verify
 
-#: The chain the engine's records continue in.
-ENGINE_CHAIN: Final = "engine"
 #: The ``jobs`` columns an import fills: :func:`engine_hub.store.pg_rows.row_from_wire`'s and the store's own.
 _JOB_COLUMNS: Final = ("seq", *WIRE_COLUMNS, "log_truncated", "log_expired")
 

@@ -132,13 +132,14 @@ class ClusterNode:
             if self.lease.node_id is not None and started - self.lease.last_ok >= timing.fence_after:
                 self._fence("no successful heartbeat within 2/3 of the lost threshold")
             try:
+                # One attempt lasts at most one period, so the watchdog above runs on time even when a
+                # statement hangs (the pool and statement timeouts together can be longer).
                 if self.lease.node_id is None:
-                    await self._register()
+                    await asyncio.wait_for(self._register(), timing.heartbeat)
                     failing = False
                     continue
-                async with self._backend.connection("heartbeat") as conn:
-                    alive = await nodes.heartbeat(conn, self.lease.node_id, timing.lost_after)
-            except Exception as exc:  # StoreDown: the database is away; the watchdog above decides
+                alive = await asyncio.wait_for(self._beat(self.lease.node_id), timing.heartbeat)
+            except Exception as exc:  # StoreDown, TimeoutError: the database is away; the watchdog decides
                 if not failing:
                     log.error("heartbeat_failed", node_id=self.lease.node_id, error=str(exc))
                 failing = True
@@ -152,6 +153,34 @@ class ClusterNode:
             failing = False
             if time.monotonic() >= self.lease.sweep_from:
                 await self._sweep()
+            await self._recheck_cancels()
+
+    async def _beat(self, node_id: str) -> bool:
+        async with self._backend.connection("heartbeat") as conn:
+            return await nodes.heartbeat(conn, node_id, self.lease.timing.lost_after)
+
+    async def _recheck_cancels(self) -> None:
+        """Deliver the cancels of this node's runs from the jobs table: a fallback that needs no listener.
+
+        The change feed delivers them within milliseconds; this covers a listener that cannot
+        connect at all (one connection more than the pool), at the pace of the heartbeat.
+        """
+        node_id = self.lease.node_id
+        if node_id is None or not self._service.running_here():
+            return
+        try:
+            async with self._backend.connection("read") as conn:
+                cur = await conn.execute(
+                    "SELECT id::text, cancel_requested_by FROM jobs "
+                    "WHERE node_id = %s AND status = 'RUNNING' AND cancel_requested_by IS NOT NULL",
+                    (node_id,),
+                )
+                requested = await cur.fetchall()
+        except Exception as exc:  # StoreDown: the next beat tries again
+            log.warning("cancel_recheck_failed", error=str(exc))
+            return
+        for job_id, by in requested:
+            self._service.deliver_cancel(job_id, by)
 
     async def _sweep(self) -> None:
         try:

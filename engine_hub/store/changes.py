@@ -24,7 +24,8 @@ import attrs
 import psycopg
 
 from engine_hub.store.pg_rows import JOB_COLUMNS, entry_from_row
-from engine_hub.store.postgres import ENGINE_CHAIN, PostgresBackend
+from engine_hub.store.postgres import PostgresBackend
+from shared.journal.postgres import ENGINE_CHAIN
 
 #: The channel the ``audit_events_notify`` trigger notifies, with ``{"seq": N}``.
 CHANNEL: Final = "engine_events"

@@ -27,9 +27,8 @@ import structlog
 from engine_hub.store.actions import Action
 from engine_hub.store.entry import JobEntry
 from engine_hub.store.pg_rows import JOB_COLUMNS, entry_from_row, history_json
-from engine_hub.store.postgres import ENGINE_CHAIN
 from shared.contract import JobStatus, format_time, parse_time, utcnow
-from shared.journal.postgres import append_to_chain
+from shared.journal.postgres import ENGINE_CHAIN, append_to_chain
 
 log = structlog.get_logger("engine.nodes")
 

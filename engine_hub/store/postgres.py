@@ -3,8 +3,9 @@
 Each change is one transaction: the job's row changes by one conditional
 statement, then its audit record is chained onto the ``engine`` chain
 (:func:`shared.journal.postgres.append_to_chain`, which locks the chain's
-head row as the transaction's last step), and the ``jobs_notify`` trigger
-announces the change to every node on commit. So a change and its record
+head row as the transaction's last step), and the ``audit_events_notify``
+trigger announces the change to every node on commit
+(:mod:`engine_hub.store.changes`). So a change and its record
 are durable together or not at all.
 
 At most once, across nodes: a RUN is the single statement ``UPDATE jobs SET
@@ -46,13 +47,11 @@ from engine_hub.store.pg_rows import (
 )
 from shared.contract import JobStatus, format_time, parse_time, utcnow
 from shared.journal.chain import AuditQuery, Record
-from shared.journal.postgres import AUDIT_COLUMNS, append_to_chain, audit_where, record_of_row
+from shared.journal.postgres import AUDIT_COLUMNS, ENGINE_CHAIN, append_to_chain, audit_where, record_of_row
 from shared.pg import check_url, describe_error, redact
 
 log = structlog.get_logger("engine.store")
 
-#: The audit chain the engine writes (a gateway with ``--audit-store`` keeps its own).
-ENGINE_CHAIN: Final = "engine"
 
 #: libpq settings every pooled connection gets: find the primary after a failover, and notice a
 #: dead server (keepalives) instead of waiting on a half-open TCP connection.

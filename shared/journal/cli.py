@@ -163,7 +163,7 @@ def _print_verify(args: argparse.Namespace, result: VerifyResult, out: TextIO, *
     elif result.ok:
         note = " (an incomplete last line is ignored: a write in progress or a crash)" if result.torn_tail else ""
         if imported and result.first_seq > 1:
-            # A table has no prune log: a chain starting later was imported from a pruned journal.
+            # Only an import sets a later start (audit_head.first_seq, which verify checked the chain against).
             note = f" (starts at seq {result.first_seq}, chained from its prev: imported from a pruned journal)"
         print(
             f"ok: {result.count} records intact, seq {result.first_seq}..{result.last_seq}, head {result.head}{note}",

@@ -38,6 +38,8 @@ from shared.journal.format import BadRecord, LineError, parse_line
 from shared.journal.tools import HeadInfo, VerifyResult
 from shared.pg import connect, describe_error, redact
 
+#: The engine's chain; a gateway with ``--audit-store`` keeps its own, under another name.
+ENGINE_CHAIN: Final = "engine"
 #: Records kept in memory for :meth:`PostgresJournal.recent`.
 RECENT_LIMIT: Final = 1000
 #: The tables the journal needs (created by the engine's migration 0001).

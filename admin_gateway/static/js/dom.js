@@ -43,10 +43,10 @@ export function canCancel(job, state) {
   return state.superAdmin && job.status === 'RUNNING';
 }
 
-/** A job's status badge; a FAILED run whose error starts "interrupted" says its outcome is unknown. */
+/** A job's status badge; a FAILED run whose error starts "interrupted: " says its outcome is unknown. */
 export function statusBadge(status, error) {
   const text = String(status || 'UNKNOWN');
-  if (text === 'FAILED' && typeof error === 'string' && error.startsWith('interrupted')) {
+  if (text === 'FAILED' && typeof error === 'string' && error.startsWith('interrupted: ')) {
     return el('span', {
       class: 'badge badge-interrupted',
       'data-testid': 'status-badge',

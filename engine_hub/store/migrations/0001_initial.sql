@@ -154,16 +154,23 @@ INSERT INTO audit_head (chain, seq, hash) VALUES ('engine', 0, repeat('0', 64));
 -- so a lost notification loses nothing. Catching up by this seq is safe against late commits,
 -- which a sequence is not: the head row is locked until commit, so the record of seq N+1 is
 -- written only after N's transaction committed, and a reader never sees N+1 without N.
+-- Once per statement, with its newest engine seq: an import's COPY of a whole journal wakes the
+-- listeners once, not once per record.
 CREATE FUNCTION audit_events_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    newest bigint;
 BEGIN
-    PERFORM pg_notify('engine_events', json_build_object('seq', NEW.seq)::text);
+    SELECT max(seq) INTO newest FROM added WHERE chain = 'engine';
+    IF newest IS NOT NULL THEN
+        PERFORM pg_notify('engine_events', json_build_object('seq', newest)::text);
+    END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION audit_events_notify() IS 'pg_notify(''engine_events'', ''{"seq": N}'') for every record of the engine''s chain.';
+COMMENT ON FUNCTION audit_events_notify() IS 'pg_notify(''engine_events'', ''{"seq": N}'') once per statement adding records to the engine''s chain (N: the newest).';
 CREATE TRIGGER audit_events_notify AFTER INSERT ON audit_events
-    FOR EACH ROW WHEN (NEW.chain = 'engine') EXECUTE FUNCTION audit_events_notify();
+    REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION audit_events_notify();
 
 -- Live output of runs, written in batches by the running node so that any node serves the log.
 -- Minimal on purpose: the lines and their order; the size cap and its marker are the store's job.

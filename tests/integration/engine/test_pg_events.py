@@ -18,7 +18,8 @@ from engine_hub.store.actions import Action
 from engine_hub.store.changes import CHANNEL, changes_after, last_seq
 from engine_hub.store.postgres import PostgresBackend
 from shared.contract import HistoryEntry, Job, JobStatus, new_job_id, utcnow
-from shared.journal.postgres import append_to_chain
+from shared.journal.chain import GENESIS, make_record
+from shared.journal.postgres import append_to_chain, copy_records
 from shared.pg import connect
 from tests.integration.engine.harness import MakeEngineServer, auth
 from tests.sse import messages, take
@@ -80,6 +81,24 @@ class TestNotify:
         assert payloads == [{"seq": changes[-1].seq}]
         assert (changes[-1].action, changes[-1].job_id, changes[-1].actor) == ("job_created", job_id, "admin")
 
+    async def test_an_import_of_many_records_notifies_once(self, postgres_url: str) -> None:
+        """COPY of 300 records (engine-hub db import) wakes the listeners once, with the newest seq."""
+        records, prev = [], GENESIS
+        for seq in range(1, 301):
+            rec = make_record(seq=seq, prev=prev, action="a", actor="admin", source="cli", job_id=None, data={})
+            records.append(rec)
+            prev = rec.hash
+        listener, writer = await connect(postgres_url), await connect(postgres_url)
+        try:
+            await listener.execute(f"LISTEN {CHANNEL}")
+            async with writer.transaction():
+                await copy_records(writer, "engine", records)
+            heard = [json.loads(n.payload) async for n in listener.notifies(timeout=1, stop_after=2)]
+        finally:
+            await listener.close()
+            await writer.close()
+        assert heard == [{"seq": 300}]
+
     async def test_another_chain_does_not_notify_the_engines_channel(self, postgres_url: str) -> None:
         """A gateway's chain in the same database (--audit-store) is not an engine change: no notification."""
         listener = await connect(postgres_url)
@@ -97,6 +116,30 @@ class TestNotify:
 
 
 class TestCatchUp:
+    async def test_a_later_change_is_never_visible_before_an_earlier_one_commits(self, postgres_url: str) -> None:
+        """T1 appends and stays open; T2's append waits for T1's head row; the follower sees N, then N+1."""
+        first, second, follower = [await connect(postgres_url) for _ in range(3)]
+        try:
+            start = await last_seq(follower)
+            await first.execute("BEGIN")
+            await append_to_chain(first, "engine", action="a", actor="t1", source="test", job_id=None, data={})
+
+            async def later() -> None:
+                async with second.transaction():
+                    await append_to_chain(second, "engine", action="a", actor="t2", source="test", job_id=None, data={})
+
+            waiting = asyncio.create_task(later())
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # T2 waits for the head row T1 holds
+            assert await changes_after(follower, start) == []
+            await first.execute("COMMIT")
+            await waiting
+            seen = await changes_after(follower, start)
+            assert [(c.seq, c.actor) for c in seen] == [(start + 1, "t1"), (start + 2, "t2")]
+        finally:
+            for conn in (first, second, follower):
+                await conn.close()
+
     async def test_a_follower_sees_every_change_once_in_order_under_concurrent_writers(
         self, backends: list[PostgresBackend], postgres_url: str
     ) -> None:

@@ -131,10 +131,12 @@ class TestSettingsValidation:
             {"login_hash_reserved": -1},
             {"login_hash_reserved": 18},
             {"login_hash_workers": 1, "login_hash_queue": 1, "login_hash_reserved": 2},
+            {"failover_timeout": 0},
+            {"audit_chain": "engine"},
         ],
     )
     def test_bad_values_are_refused(self, kwargs: dict[str, Any]) -> None:
-        """Non-positive timeouts, zero limits, unknown backends, Redis without a URL, all check slots reserved."""
+        """Non-positive timeouts, zero limits, unknown backends, no Redis URL, all slots reserved, chain 'engine'."""
         with pytest.raises(SettingsError):
             Settings(**kwargs)
 
