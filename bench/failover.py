@@ -443,6 +443,43 @@ def _timings(text: str) -> list[tuple[float, float]]:
     return pairs
 
 
+# -- 3. a cancel sent to node B for node A's run ------------------------------------------
+
+
+def cancel_once(cluster: Cluster) -> float:
+    """Run a long job on A, cancel it through B; return the seconds from B's 202 to FAILED as seen on B.
+
+    FAILED is recorded by A after the process group is gone, so this bounds the kill's delay from above.
+    """
+    a, b = cluster.nodes
+    status, job = engine_call(a, "POST", "/api/jobs", {"type": "demo.sleep", "params": {"seconds": 3600}})
+    assert status == 201, (status, job)
+    status, answer = engine_call(a, "POST", f"/api/jobs/{job['id']}/run", {})
+    assert status == 202, (status, answer)
+    time.sleep(0.3)  # the process has started
+    status, answer = engine_call(b, "POST", f"/api/jobs/{job['id']}/cancel", {})
+    assert status == 202, (status, answer)
+    asked = time.monotonic()
+    while True:
+        status, seen = engine_call(b, "GET", f"/api/jobs/{job['id']}")
+        if status == 200 and seen["status"] == "FAILED":
+            return time.monotonic() - asked
+        if time.monotonic() - asked > 30:
+            raise RuntimeError(f"cancel not done after 30 s: {status} {seen}")
+        time.sleep(0.005)
+
+
+def cancel_table(seconds: list[float]) -> str:
+    """The cancel delays: count, p50, p99, max."""
+    ordered = sorted(seconds)
+    p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return (
+        "| cancel sent to node B, run on node A | runs | p50 | p99 | max |\n|---|---|---|---|---|\n"
+        f"| B's 202 to FAILED (cancelled) read on B | {len(ordered)} | {p50 * 1000:.0f} ms | "
+        f"{p99 * 1000:.0f} ms | {ordered[-1] * 1000:.0f} ms |"
+    )
+
+
 def measure(server: PostgresServer, store_url: str, root: Path, args: argparse.Namespace) -> None:
     """Run the chosen measurements for each timing pair, printing each table as it is done."""
     gateway_args = [] if args.gateway_total_timeout is None else ["--total-timeout", f"{args.gateway_total_timeout:g}"]
@@ -464,6 +501,8 @@ def measure(server: PostgresServer, store_url: str, root: Path, args: argparse.N
                     for name, signum in (("SIGKILL", signal.SIGKILL), ("SIGSTOP", signal.SIGSTOP))
                 }
                 print(failover_table(cluster, runs) + "\n", flush=True)
+            if args.only in (None, "cancel"):
+                print(cancel_table([cancel_once(cluster) for _ in range(args.cancel_reps)]) + "\n", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -474,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         "--default-reps", type=int, default=5, help="repetitions of SIGKILL -> interrupted at 5:30 (default 5)"
     )
     parser.add_argument("--timings", default="5:30,0.5:3", help="heartbeat:lost_after pairs (default 5:30,0.5:3)")
-    parser.add_argument("--only", choices=("interrupted", "gateway"), default=None)
+    parser.add_argument("--only", choices=("interrupted", "gateway", "cancel"), default=None)
+    parser.add_argument("--cancel-reps", type=int, default=50, help="cancels across nodes to time (default 50)")
     parser.add_argument("--gateway-total-timeout", type=float, default=None, help="the gateway's --total-timeout")
     parser.add_argument("--keep", type=Path, default=None, help="keep the processes' logs in this new directory")
     args = parser.parse_args(argv)
