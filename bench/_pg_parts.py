@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from bench.load import cpu_seconds, listen
+from engine_hub.store.entry import encode_wire
 from engine_hub.store.pg_rows import WIRE_COLUMNS, row_from_wire
 from engine_hub.store.postgres import PostgresBackend
 from engine_hub.store.schema import migrate
@@ -74,10 +75,11 @@ def fill(url: str, jobs: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         with conn.transaction():
             conn.execute("SET LOCAL session_replication_role = replica")
-            with conn.cursor().copy(f"COPY jobs ({', '.join(WIRE_COLUMNS)}) FROM STDIN") as copy:
+            with conn.cursor().copy(f"COPY jobs ({', '.join(WIRE_COLUMNS)}, wire) FROM STDIN") as copy:
                 for i in range(jobs):
-                    row = row_from_wire(finished_wire(i, at))
-                    copy.write_row([row[c] for c in WIRE_COLUMNS])
+                    wire = finished_wire(i, at)
+                    row = row_from_wire(wire)
+                    copy.write_row([*(row[c] for c in WIRE_COLUMNS), encode_wire(wire).decode()])
         conn.execute("VACUUM ANALYZE jobs")
 
 

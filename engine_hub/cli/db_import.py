@@ -36,7 +36,7 @@ from shared.journal.postgres import ENGINE_CHAIN, copy_records
 from shared.journal.tools import VerifyResult, records, verify
 
 #: The ``jobs`` columns an import fills: :func:`engine_hub.store.pg_rows.row_from_wire`'s and the store's own.
-_JOB_COLUMNS: Final = ("seq", *WIRE_COLUMNS, "log_truncated", "log_expired")
+_JOB_COLUMNS: Final = ("seq", *WIRE_COLUMNS, "log_truncated", "log_expired", "wire")
 
 
 class ImportRefused(Exception):
@@ -136,7 +136,12 @@ async def import_data_dir(conn: psycopg.AsyncConnection[Any], shown: str, data_d
         async with conn.cursor().copy(f"COPY jobs ({', '.join(_JOB_COLUMNS)}) FROM STDIN") as copy:
             for entry in entries:
                 row = row_from_wire(entry.wire())
-                row.update(seq=entry.seq, log_truncated=entry.log_truncated, log_expired=entry.log_expired)
+                row.update(
+                    seq=entry.seq,
+                    log_truncated=entry.log_truncated,
+                    log_expired=entry.log_expired,
+                    wire=entry.encoded.decode(),  # the embedded engine's body: the node serves the same bytes
+                )
                 await copy.write_row([row[c] for c in _JOB_COLUMNS])
         if entries:
             await conn.execute(

@@ -26,7 +26,7 @@ import structlog
 
 from engine_hub.store.actions import Action
 from engine_hub.store.entry import JobEntry
-from engine_hub.store.pg_rows import JOB_COLUMNS, entry_from_row, history_json
+from engine_hub.store.pg_rows import JOB_COLUMNS, entry_from_row, history_json, keep_wire
 from shared.contract import JobStatus, format_time, parse_time, utcnow
 from shared.journal.postgres import ENGINE_CHAIN, append_to_chain
 
@@ -120,6 +120,8 @@ async def sweep(conn: psycopg.AsyncConnection[Any], lost_after: float) -> list[J
             },
         )
         failed = sorted((entry_from_row(row) for row in await cur.fetchall()), key=lambda e: e.seq)
+        if failed:
+            await keep_wire(conn, failed)
         for entry in failed:
             await append_to_chain(
                 conn,

@@ -39,9 +39,12 @@ from engine_hub.store.embedded import engine_log_of, result_of
 from engine_hub.store.entry import JobEntry, log_transition
 from engine_hub.store.pg_rows import (
     JOB_COLUMNS,
+    LISTED_COLUMNS,
     WIRE_COLUMNS,
     entry_from_row,
     history_json,
+    keep_wire,
+    listed_entry,
     row_from_wire,
     wire_from_row,
 )
@@ -215,10 +218,11 @@ class PostgresBackend:
         at = data["createdAt"] if action is Action.JOB_CREATED else format_time(utcnow()) or ""
         async with self.connection("changed") as conn, conn.transaction():
             row = await self._change(conn, action, key, actor, at, data, exclusive)
+            entry = entry_from_row(row)
+            await keep_wire(conn, [entry])
             await append_to_chain(
                 conn, ENGINE_CHAIN, action=str(action), actor=actor, source=source, job_id=job_id, data=data, at=at
             )
-        entry = entry_from_row(row)
         if action in (Action.RUN_REQUESTED, Action.JOB_FINISHED):
             running = action is Action.RUN_REQUESTED
             log_transition(
@@ -378,12 +382,13 @@ class PostgresBackend:
         if before is not None:
             where.append("seq < %(before)s")
             params["before"] = before.seq
-        sql = f"SELECT {JOB_COLUMNS} FROM jobs {'WHERE ' + ' AND '.join(where) if where else ''} "
+        # The stored JSON (jobs.wire), not the columns: a page costs no JSON building.
+        sql = f"SELECT {LISTED_COLUMNS} FROM jobs {'WHERE ' + ' AND '.join(where) if where else ''} "
         sql += "ORDER BY seq DESC LIMIT %(limit)s"
         async with self.connection("read") as conn:
             cur = await conn.execute(sql, params)
             rows = await cur.fetchall()
-        entries = [entry_from_row(row) for row in rows[:limit]]
+        entries = [listed_entry(row) for row in rows[:limit]]
         more = entries[-1] if len(rows) > limit and entries else None
         return [entry.stored for entry in entries], more
 

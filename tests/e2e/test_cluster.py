@@ -92,6 +92,8 @@ class TestNodeLoss:
         ended = cluster.api(1).wait_status(job["id"], timeout=SWEPT_WITHIN)
         assert (ended["status"], ended["error"]) == ("FAILED", NODE_LOST_ERROR)
         assert ended["history"][-1]["by"] == "system"
+        listed = cluster.api(2).request("GET", "/api/jobs").json()
+        assert [j for j in listed if j["id"] == job["id"]] == [ended]  # the list's stored JSON was swept too
         time.sleep(2 * HEARTBEAT)
         assert cluster.runs(job["id"]) == 1
         reply = cluster.api(2).request("POST", f"/api/jobs/{job['id']}/run", {})

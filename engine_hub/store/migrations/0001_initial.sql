@@ -43,7 +43,8 @@ CREATE TABLE jobs (
     cancel_requested_by text,
     cancel_requested_at timestamptz,
     log_truncated boolean NOT NULL DEFAULT false,
-    log_expired boolean NOT NULL DEFAULT false
+    log_expired boolean NOT NULL DEFAULT false,
+    wire text
 );
 COMMENT ON TABLE jobs IS 'Every job; the one truth all nodes share. Wire JSON: shared/contract.py Job.to_json.';
 COMMENT ON COLUMN jobs.id IS 'Job id (wire "id").';
@@ -67,6 +68,7 @@ COMMENT ON COLUMN jobs.cancel_requested_by IS 'First user who asked to cancel th
 COMMENT ON COLUMN jobs.cancel_requested_at IS 'When that cancel was recorded.';
 COMMENT ON COLUMN jobs.log_truncated IS 'The run''s output hit its size cap.';
 COMMENT ON COLUMN jobs.log_expired IS 'Log retention deleted the run''s output.';
+COMMENT ON COLUMN jobs.wire IS 'The job''s JSON exactly as GET /api/jobs/{id} serves it, rebuilt from the columns and stored in the transaction of every change (engine_hub/store/pg_rows.py keep_wire): list pages serve it as is.';
 
 -- The list pages newest first, optionally by status and/or type, from a cursor (seq < $before):
 -- each filter combination walks one index in order (seq itself is indexed by its UNIQUE).

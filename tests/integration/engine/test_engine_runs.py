@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -86,6 +87,35 @@ class TestAtMostOnce:
         assert (await engine_server.job(job["id"]))["status"] == "READY"
         assert not any(r.action == "run_requested" for r in (await engine_server.records()))
         assert not (tmp_path / "never.txt").exists()
+
+
+class TestListMatchesJob:
+    async def test_every_listed_job_is_byte_for_byte_its_get_body_in_every_state(
+        self, engine_server: EngineServer, tmp_path: Path
+    ) -> None:
+        """READY, RUNNING, DONE, FAILED, cancelled: the list serves each job exactly as GET does."""
+        ready = await engine_server.create("test.count")
+        done = await engine_server.create("test.count")
+        failed = await engine_server.create("demo.fail")
+        cancelled = await engine_server.create("test.block", {"seconds": 60})
+        running = await engine_server.create("test.family", {"pidfile": str(tmp_path / "family.pid")})
+        for job in (done, failed, cancelled, running):
+            await engine_server.run(job["id"])
+        await engine_server.wait_for(cancelled["id"], {"RUNNING"})
+        reply = await engine_server.client.post(f"/api/jobs/{cancelled['id']}/cancel", json={}, headers=auth())
+        assert reply.status == 202
+        for job in (done, failed, cancelled):
+            await engine_server.wait_for(job["id"])
+        await engine_server.wait_for(running["id"], {"RUNNING"})
+        listing = await engine_server.client.get("/api/jobs", headers=auth())
+        listed = {job["id"]: job for job in await listing.json()}
+        statuses = []
+        for job in (ready, done, failed, cancelled, running):
+            body = await (await engine_server.client.get(f"/api/jobs/{job['id']}", headers=auth())).read()
+            assert listed[job["id"]] == json.loads(body)
+            assert json.dumps(listed[job["id"]], separators=(",", ":")).encode() == body
+            statuses.append(listed[job["id"]]["status"])
+        assert statuses == ["READY", "DONE", "FAILED", "FAILED", "RUNNING"]
 
 
 class TestExclusiveTypes:
