@@ -42,7 +42,20 @@ OPERATION: Final = Operation(
     '(`{"seq": N}`); from a cursor older than the engine keeps, or one from another store, with `reset` (list '
     "again). A comment every 15 s keeps it open; a client that does not read is disconnected.",
     responses={
-        "200": response("The stream (never ends by itself).", media="text/event-stream"),
+        "200": response(
+            "The stream (never ends by itself): one object per message, `data` holding JSON text.",
+            {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string", "pattern": "^[0-9]+$"},
+                    "event": {"type": "string"},
+                    "data": {"type": "string", "contentMediaType": "application/json"},
+                    "retry": {"type": "integer"},
+                },
+                "required": ["data"],
+            },
+            media="text/event-stream",
+        ),
         **errors(
             UNKNOWN_QUERY,
             BAD_QUERY,

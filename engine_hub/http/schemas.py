@@ -123,12 +123,8 @@ EVENTS_PARAMS: Final = (
     query(
         "after",
         {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR},
-        "Resume after this event id (ignored when `Last-Event-ID` is sent).",
-    ),
-    header_param(
-        "Last-Event-ID",
-        {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR},
-        "The last event id the client holds (an EventSource sends it when it reconnects).",
+        "Resume after this event id. A `Last-Event-ID` header (what a reconnecting EventSource sends; "
+        "the same integer) takes precedence.",
     ),
     ACTOR,
 )
