@@ -106,7 +106,6 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     foreign = await hub.foreign(after)
     stream, resume = hub.open(after, on_drop=drop, foreign=foreign)
     started = time.monotonic()
-    reason = "client closed"
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream; charset=utf-8",
@@ -124,18 +123,15 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             first += ready_frame(resume.seq)
         await response.write(first + b"".join(resume.frames))
         stream.sent += len(resume.frames)
-        while True:
-            data = await stream.take(hub.heartbeat)
-            if data is None:
-                reason = stream.ended or "ended"
-                break
+        # take() gives None only once the engine ended the stream (stream.ended says why).
+        while (data := await stream.take(hub.heartbeat)) is not None:
             await response.write(data or HEARTBEAT)
     except ConnectionError:
-        reason = "client closed"
+        pass  # the client left
     finally:
         hub.close(stream)
-        # The engine's own reason wins (a dropped client's handler may end by cancellation).
-        reason = stream.ended or reason
+        # The engine's own reason, else the client's leaving (a dropped client's handler may even be cancelled).
+        reason = stream.ended or "client closed"
         fields = {"reason": reason, "seconds": round(time.monotonic() - started, 3), "events": stream.sent}
         if stream.ended is not None and stream.ended.startswith("slow consumer"):
             log.warning("event_stream_dropped", **fields, peak_bytes=stream.peak_bytes)

@@ -17,14 +17,12 @@ catching up after a lost connection needs (and what a live feed, issue 14, needs
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Final
 
 import attrs
 import psycopg
 
-from engine_hub.store.pg_rows import JOB_COLUMNS, entry_from_row
-from engine_hub.store.postgres import PostgresBackend
+from engine_hub.store.postgres import PostgresBackend, job_uuid
 from shared.journal.postgres import ENGINE_CHAIN
 
 #: The channel the ``audit_events_notify`` trigger notifies, with ``{"seq": N}``.
@@ -74,14 +72,9 @@ async def jobs_of(conn: psycopg.AsyncConnection[Any], changes: list[Change]) -> 
     A job may have changed again since: its JSON is then newer than the
     change, never older, and the later change follows in the feed.
     """
-    ids: set[str] = set()
-    for change in changes:
-        try:
-            ids.add(str(uuid.UUID(change.job_id or "")))
-        except ValueError:
-            continue
+    ids = {key for change in changes if (key := job_uuid(change.job_id or "")) is not None}
     if not ids:
         return {}
-    cur = await conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY(%s::uuid[])", (list(ids),))
-    entries = [entry_from_row(row) for row in await cur.fetchall()]
-    return {entry.id: entry.encoded for entry in entries}
+    # The JSON each change stored (jobs.wire, pg_rows.keep_wire): nothing to rebuild here.
+    cur = await conn.execute("SELECT id::text, wire FROM jobs WHERE id = ANY(%s::uuid[])", (list(ids),))
+    return {job_id: wire.encode() for job_id, wire in await cur.fetchall() if wire is not None}

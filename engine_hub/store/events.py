@@ -122,7 +122,6 @@ class EventHub:
         client_buffer: int = DEFAULT_CLIENT_BUFFER,
         max_streams: int = DEFAULT_MAX_STREAMS,
         heartbeat: float = DEFAULT_HEARTBEAT,
-        store_head: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self._ring: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=ring)
         self._base = 0  # every change up to this seq is older than the ring
@@ -135,8 +134,8 @@ class EventHub:
         # None: every change reaches this hub before anyone can know its seq (the embedded store), so
         # a cursor ahead of it comes from another store. Else (a PostgreSQL node, whose listener may
         # lag behind a cursor another node handed out) the store's head says: a cursor up to it is
-        # waited for, one beyond it is foreign.
-        self._store_head = store_head
+        # waited for, one beyond it is foreign. Set by use_store_head.
+        self._store_head: Callable[[], Awaitable[int]] | None = None
 
     def use_store_head(self, store_head: Callable[[], Awaitable[int]]) -> None:
         """Judge cursors ahead of this hub by the store's head (a PostgreSQL node; see :meth:`foreign`)."""

@@ -118,8 +118,9 @@ async def pooled(pool: AsyncConnectionPool[Any], doing: str) -> AsyncIterator[ps
         raise StoreDown(f"the job store is unavailable, so nothing was {doing}; try again later") from None
 
 
-def _job_uuid(job_id: str) -> str | None:
-    # Ids are canonical lower-case uuids; anything else names no job (and must not reach a uuid cast).
+def job_uuid(job_id: str) -> str | None:
+    """``job_id`` if it is a canonical lower-case uuid (every job id is), else ``None``: it names no job
+    and must not reach a uuid cast."""
     try:
         parsed = uuid.UUID(job_id)
     except (ValueError, AttributeError, TypeError):
@@ -212,7 +213,7 @@ class PostgresBackend:
         self, *, action: Action, actor: str, source: str, job_id: str, data: dict[str, Any], exclusive: bool = False
     ) -> JobEntry:
         """See :class:`engine_hub.store.backend.Backend`: one transaction, row change then audit record."""
-        key = _job_uuid(job_id)
+        key = job_uuid(job_id)
         if key is None:
             raise ClaimLost(f"no job {job_id!r}")
         at = data["createdAt"] if action is Action.JOB_CREATED else format_time(utcnow()) or ""
@@ -350,7 +351,7 @@ class PostgresBackend:
 
     async def get(self, job_id: str) -> JobEntry | None:
         """See :class:`engine_hub.store.backend.Backend`."""
-        key = _job_uuid(job_id)
+        key = job_uuid(job_id)
         if key is None:
             return None
         async with self.connection("read") as conn:
@@ -359,7 +360,7 @@ class PostgresBackend:
 
     async def owner(self, job_id: str) -> str | None:
         """The node that claimed the job's run (``None`` before a run, or for an unknown id)."""
-        key = _job_uuid(job_id)
+        key = job_uuid(job_id)
         if key is None:
             return None
         async with self.connection("read") as conn:
