@@ -144,6 +144,19 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="password-check slots kept for sign-ins from a browser with a device cookie for the account (default 2)",
     )
+    serve.add_argument(
+        "--events-max-streams", type=int, help="live panel streams open at once in total; 429 above (default 1000)"
+    )
+    serve.add_argument(
+        "--events-per-session",
+        type=int,
+        help="live panel streams one session may hold (its tabs); 429 above (default 8)",
+    )
+    serve.add_argument(
+        "--events-session-check",
+        type=float,
+        help="seconds between checks that a live stream's session still lives (default 5)",
+    )
     serve.add_argument("--log-level", default="info")
 
     users = sub.add_parser("users", help="manage users")

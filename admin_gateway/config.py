@@ -65,6 +65,13 @@ FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "login_hash_queue": int,
     "login_hash_per_address": int,
     "login_hash_reserved": int,
+    "events_max_streams": int,
+    "events_per_session": int,
+    "events_ring": int,
+    "events_client_buffer": int,
+    "events_heartbeat": (int, float),
+    "events_session_check": (int, float),
+    "events_upstream_idle": (int, float),
 }
 #: Environment variables and the setting each provides.
 ENV_KEYS = {

@@ -16,6 +16,7 @@ no engine answered.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -255,6 +256,43 @@ class EngineClient:
             if last or (outcome.sent and method not in _IDEMPOTENT):
                 raise outcome.error
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    @contextlib.asynccontextmanager
+    async def stream(self, target: str, *, actor: str, idle: float) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Open a GET that does not end (an event stream) at the first engine that takes the connection.
+
+        The current engine is tried first, then the others in turn; the one
+        that connected becomes current. ``target`` is the encoded path and
+        query. The answer is yielded whatever its status; reading it fails
+        with ``TimeoutError`` once ``idle`` seconds pass without a byte.
+        Raises :class:`EngineUnavailable` when no engine took the connection.
+        """
+        assert self._session is not None, "EngineClient.start() was not called"
+        headers = self._headers(actor, None, False)
+        headers["Accept"] = "text/event-stream"
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout.sock_connect, sock_read=idle, ceil_threshold=idle + 1
+        )
+        first = self._current
+        for attempt in range(len(self._bases)):
+            index = (first + attempt) % len(self._bases)
+            try:
+                resp = await self._session.get(
+                    URL(self._bases[index] + target.lstrip("/"), encoded=True),
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=timeout,
+                )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._move_past(index, type(exc).__name__)
+                continue
+            self._current = index
+            try:
+                yield resp
+            finally:
+                resp.close()  # the stream never ends by itself: its connection is not reused
+            return
+        raise EngineUnavailable("the engine is unreachable")
 
     def _move_past(self, index: int, reason: str) -> None:
         """Make the URL after ``index`` current, unless another request already moved on."""

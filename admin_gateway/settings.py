@@ -196,6 +196,17 @@ class Settings:
     keepalive_timeout: float = attrs.field(default=DEFAULT_KEEPALIVE_TIMEOUT, validator=_positive)
     body_timeout: float = attrs.field(default=DEFAULT_BODY_TIMEOUT, validator=_positive)
     max_connections_per_address: int | None = attrs.field(default=None, validator=_not_negative_int)
+    #: The live stream (admin_gateway.relay, admin_gateway.http.events): open streams in total and per
+    #: session (429 above), changes kept for pages that resume, bytes a page may have waiting before it is
+    #: dropped, seconds between keep-alives, seconds between checks that the session still lives, and
+    #: seconds of silence after which the engine's stream is taken for hung.
+    events_max_streams: int = attrs.field(default=1000, validator=_positive_int)
+    events_per_session: int = attrs.field(default=8, validator=_positive_int)
+    events_ring: int = attrs.field(default=1000, validator=_positive_int)
+    events_client_buffer: int = attrs.field(default=256 * 1024, validator=_positive_int)
+    events_heartbeat: float = attrs.field(default=15.0, validator=_positive)
+    events_session_check: float = attrs.field(default=5.0, validator=_positive)
+    events_upstream_idle: float = attrs.field(default=35.0, validator=_positive)
 
 
 #: The app's settings.

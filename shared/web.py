@@ -474,6 +474,17 @@ def parse_decimal(text: str) -> int | None:
     return int(text) if _DECIMAL.fullmatch(text) else None
 
 
+def reject_unknown_query(request: web.Request, allowed: Iterable[str], *, error: type[ApiError] = ApiError) -> None:
+    """Raise 400 ``unknown_field`` for a query parameter the route does not take (a typo must not widen a filter)."""
+    allowed = frozenset(allowed)
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise error(
+            f"unknown query parameter(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed)) or 'none'}",
+            code=ErrorCode.UNKNOWN_FIELD,
+        )
+
+
 def parse_int_query(
     request: web.Request, name: str, *, default: int, low: int, high: int, error: type[ApiError] = ApiError
 ) -> int:

@@ -13,7 +13,7 @@ import attrs
 from aiohttp import web
 
 from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, REFUSED
-from admin_gateway.auth.sessions import discard_session, load_session
+from admin_gateway.auth.sessions import SESSION_STORE, discard_session, load_session
 from admin_gateway.auth.users import ROLE_ADMIN, ROLE_SUPER_ADMIN, UserStore
 from admin_gateway.errors import Unauthorized
 from shared.contract import ErrorCode
@@ -27,6 +27,7 @@ __all__ = [
     "record_role_refusal",
     "require_super_admin",
     "require_user",
+    "session_end",
 ]
 
 #: Session keys.
@@ -65,6 +66,23 @@ async def current_user(request: web.Request) -> User | None:
     if stored is not None and stored.generation == session.get(SESSION_GENERATION):
         return _user(stored.name, stored.role)
     await discard_session(request)
+    return None
+
+
+async def session_end(request: web.Request, session_id: str) -> str | None:
+    """Why session ``session_id`` no longer grants its user anything, or ``None`` while it does.
+
+    ``"expired"``, or ``"signed_out"`` (ended, or its user removed or their
+    password changed since). Reading does not keep the session alive: a
+    page that only watches lets it expire (:meth:`SessionStore.peek`).
+    """
+    reason, data = await request.app[SESSION_STORE].peek(session_id)
+    if reason is not None:
+        return reason
+    name = data.get(SESSION_USER)
+    stored = request.app[USER_STORE].get(name) if isinstance(name, str) else None
+    if stored is None or stored.generation != data.get(SESSION_GENERATION):
+        return "signed_out"
     return None
 
 

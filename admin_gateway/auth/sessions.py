@@ -230,6 +230,18 @@ class SessionStore:
             return "idle"
         return None
 
+    async def peek(self, session_id: str) -> tuple[str | None, dict[str, Any]]:
+        """Whether session ``session_id`` still lives, without counting this as a use (its idle time runs on).
+
+        Returns ``(None, data)`` for a live session, ``("expired", data)`` for
+        an expired one, ``("signed_out", {})`` when its record is gone (logout,
+        a removed user, an expiry seen by another request).
+        """
+        record = await self.backend.get(_key(session_id))
+        if record is None:
+            return "signed_out", {}
+        return ("expired" if self.expiry_reason(record, self._clock()) else None), record.data
+
     def _form_cookie(self, request: web.Request) -> tuple[str, bool | None]:
         """The form cookie's name for this request and its ``secure`` flag (``__Host-`` and Secure over HTTPS)."""
         https = is_https(request, self._trusted)

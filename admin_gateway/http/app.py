@@ -26,6 +26,7 @@ from admin_gateway.http.openapi import served_document
 from admin_gateway.http.routes import ROUTES
 from admin_gateway.http.templates import setup_templates
 from admin_gateway.peer import TRUSTED_PROXIES, parse_networks
+from admin_gateway.relay import relay_ctx
 from admin_gateway.settings import SETTINGS, Settings, SettingsError
 from shared.contract import HTTP_LIMITS, MAX_BODY
 from shared.openapi import build_openapi_on_startup
@@ -88,7 +89,9 @@ def create_app(settings: Settings) -> web.Application:
         rules=GATEWAY_RULES,
     )
 
-    app.cleanup_ctx.extend([log_flusher, audit_journal_ctx, engine_client_ctx, session_store_ctx, _warm_users])
+    app.cleanup_ctx.extend(
+        [log_flusher, audit_journal_ctx, engine_client_ctx, relay_ctx, session_store_ctx, _warm_users]
+    )
     setup_auth(app)
     setup_templates(app)
     routes.add_table(ROUTES)

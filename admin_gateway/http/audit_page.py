@@ -19,7 +19,8 @@ from admin_gateway.audit.timeline import MAX_LIMIT, PARAMS, Timeline, TimelineQu
 from admin_gateway.errors import GatewayError
 from admin_gateway.http.access import request_user
 from admin_gateway.http.templates import render_template
-from shared.contract import MAX_FILTER_CHARS, ErrorCode, format_time, utcnow
+from shared.contract import MAX_FILTER_CHARS, format_time, utcnow
+from shared.web import reject_unknown_query
 
 #: Records per page of the panel's timeline.
 PAGE_SIZE: Final = 50
@@ -36,12 +37,7 @@ async def get_audit(request: web.Request) -> web.Response:
     there) or ``skipped``. Unknown parameters and bad values are 400.
     """
     user = request_user(request)
-    unknown = sorted(set(request.query) - PARAMS)
-    if unknown:
-        raise GatewayError(
-            f"unknown parameter(s): {', '.join(unknown)}; allowed: {', '.join(sorted(PARAMS))}",
-            code=ErrorCode.UNKNOWN_FIELD,
-        )
+    reject_unknown_query(request, PARAMS, error=GatewayError)
     query = TimelineQuery.from_params(request.query)
     timeline = await read_timeline(request, user.name, query)
     return web.json_response(timeline.to_json())

@@ -19,12 +19,12 @@ import structlog
 from aiohttp import web
 
 from engine_hub.errors import EngineError, TooManyStreams
-from engine_hub.http.jobs import MAX_CURSOR, reject_unknown_query
+from engine_hub.http.jobs import reject_unknown_query
 from engine_hub.http.schemas import BAD_QUERY, EVENTS_PARAMS, SUBMIT_AUTH, UNKNOWN_QUERY, E
-from engine_hub.store.events import EVENTS, ready_frame, reset_frame
+from engine_hub.store.events import EVENTS
 from shared.contract import ErrorCode
 from shared.openapi import ErrorCase, Operation, errors, response
-from shared.web import REQUEST_ID, parse_decimal
+from shared.sse import HEARTBEAT, MESSAGE_SCHEMA, event_cursor, first_frames, sse_response
 
 log = structlog.get_logger("engine.events")
 
@@ -44,16 +44,7 @@ OPERATION: Final = Operation(
     responses={
         "200": response(
             "The stream (never ends by itself): one object per message, `data` holding JSON text.",
-            {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string", "pattern": "^[0-9]+$"},
-                    "event": {"type": "string"},
-                    "data": {"type": "string", "contentMediaType": "application/json"},
-                    "retry": {"type": "integer"},
-                },
-                "required": ["data"],
-            },
+            MESSAGE_SCHEMA,
             media="text/event-stream",
         ),
         **errors(
@@ -65,27 +56,13 @@ OPERATION: Final = Operation(
     },
 )
 
-#: How long a browser's EventSource waits before reconnecting (milliseconds).
-RETRY_MS: Final = 2000
-HEARTBEAT: Final = b": keep-alive\n\n"
-
 
 def _cursor(request: web.Request) -> int | None:
-    """``Last-Event-ID`` (a reconnecting EventSource sends it), else ``?after=``; ``None`` for neither."""
     reject_unknown_query(request, ("after",))
-    raw = request.headers.get("Last-Event-ID")
-    name = "Last-Event-ID"
-    if raw is None:
-        raw, name = request.query.get("after"), "after"
-    if raw is None:
-        return None
-    value = parse_decimal(raw)
-    if value is None or not 0 <= value <= MAX_CURSOR:
-        raise EngineError(
-            f"{name} must be an event id: an integer between 0 and {MAX_CURSOR} (ASCII digits)",
-            code=ErrorCode.INVALID_FIELD,
-        )
-    return value
+    try:
+        return event_cursor(request)
+    except ValueError as exc:
+        raise EngineError(str(exc), code=ErrorCode.INVALID_FIELD) from None
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
@@ -106,22 +83,10 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     foreign = await hub.foreign(after)
     stream, resume = hub.open(after, on_drop=drop, foreign=foreign)
     started = time.monotonic()
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",  # nginx: pass each message on at once
-            "X-Request-Id": request[REQUEST_ID],
-        }
-    )
+    response = sse_response(request)
     try:
         await response.prepare(request)
-        first = b"retry: %d\n\n" % RETRY_MS
-        if resume.reset:
-            first += reset_frame(resume.seq, "the changes after that id are no longer kept: list the jobs again")
-        elif after is None:
-            first += ready_frame(resume.seq)
-        await response.write(first + b"".join(resume.frames))
+        await response.write(first_frames(resume, after))
         stream.sent += len(resume.frames)
         # take() gives None only once the engine ended the stream (stream.ended says why).
         while (data := await stream.take(hub.heartbeat)) is not None:

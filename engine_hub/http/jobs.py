@@ -32,11 +32,13 @@ from shared.contract import (
     ErrorCode,
     JobStatus,
 )
+from shared.sse import MAX_EVENT_ID
 from shared.web import parse_int_query, read_json_object
+from shared.web import reject_unknown_query as _reject_unknown_query
 
 JSON: Final = "application/json"
 #: Largest ``after`` cursor accepted by the logs route (fits a signed 64-bit int).
-MAX_CURSOR: Final = 2**63 - 1
+MAX_CURSOR: Final = MAX_EVENT_ID
 
 _JSON_HEADERS: Final = CIMultiDict({"Content-Type": JSON})
 
@@ -51,14 +53,8 @@ def json_bytes(body: bytes, *, status: int = 200, headers: Mapping[str, str] | N
 
 
 def reject_unknown_query(request: web.Request, allowed: Iterable[str]) -> None:
-    """Raise 400 ``unknown_field`` for a query parameter the route does not take (a typo must not widen a filter)."""
-    allowed = frozenset(allowed)
-    unknown = sorted(set(request.query) - allowed)
-    if unknown:
-        raise EngineError(
-            f"unknown query parameter(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed)) or 'none'}",
-            code=ErrorCode.UNKNOWN_FIELD,
-        )
+    """Raise 400 ``unknown_field`` (an :class:`EngineError`) for a query parameter the route does not take."""
+    _reject_unknown_query(request, allowed, error=EngineError)
 
 
 def optional_text(body: Mapping[str, Any], field: str, *, max_chars: int) -> str | None:

@@ -37,10 +37,10 @@ from engine_hub.jobs.service import JobService
 from engine_hub.store import nodes
 from engine_hub.store.actions import Action
 from engine_hub.store.changes import BATCH, CHANNEL, Change, changes_after, head_of, jobs_of, last_seq
-from engine_hub.store.events import EventHub
 from engine_hub.store.nodes import NodeLease
 from engine_hub.store.postgres import UNAVAILABLE_ERRORS, PostgresBackend, connect_kwargs
 from shared.pg import describe_error
+from shared.sse import EventHub
 
 log = structlog.get_logger("engine.cluster")
 

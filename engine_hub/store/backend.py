@@ -26,9 +26,9 @@ from engine_hub.errors import JournalDown
 from engine_hub.store.actions import Action
 from engine_hub.store.embedded import JobStore
 from engine_hub.store.entry import JobEntry
-from engine_hub.store.events import EventHub
 from shared.contract import JobStatus
 from shared.journal.chain import AuditQuery, Journal, JournalUnavailable, Record
+from shared.sse import EventHub
 
 log = structlog.get_logger("engine.store")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from admin_gateway.http import events
 from admin_gateway.http.admin_api import (
     cancel_job,
     create_job,
@@ -61,6 +62,7 @@ API: Final[RouteTable] = (
             responses={"200": response("The panel's configuration.", CONFIG), **errors(NO_SESSION)},
         ),
     ),
+    Route(access=Access.SESSION, handler=events.stream_events, operation=events.OPERATION),
     Route(
         access=Access.SUPER_ADMIN,
         handler=list_jobs,
