@@ -134,7 +134,7 @@ async def _client_main(url: str, headers: dict[str, str], streams: int, ready: A
         ready.set()
         loop = asyncio.get_running_loop()
         while not await loop.run_in_executor(None, stop.wait, 0.2):
-            out.send(("progress", sum(tally.created)))
+            out.send(("progress", (sum(tally.created), tally.resets)))
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -248,14 +248,14 @@ class _Worker:
         self.proc = ctx.Process(target=_client_process, args=(url, headers, streams, self.ready, self.stop, child))
         self.proc.start()
         child.close()
-        self.progress, self.result = 0, None
+        self.progress, self.resets, self.result = 0, 0, None
 
     def poll(self) -> None:
         """Take every message the process sent so far."""
         while self.result is None and self.conn.poll():
             kind, value = self.conn.recv()
             if kind == "progress":
-                self.progress = value
+                self.progress, self.resets = value
             else:
                 self.result = value
 
@@ -296,6 +296,11 @@ def _wait(workers: list[_Worker], expected: int, *, quiet: float = 5.0, limit: f
     return time.monotonic() - started
 
 
+def _summary(latencies: array.array[float]) -> dict[str, float]:
+    """p50, p99 and max in milliseconds."""
+    return {q: _pct(latencies, p) * 1e3 for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))}
+
+
 def run(*, clients: int, rate: float, seconds: float, procs: int, target: str, keep: Path | None) -> dict[str, Any]:
     """Start the servers and the clients, drive the changes, and return the figures."""
     root = keep or Path(tempfile.mkdtemp(prefix="bench-sse-fanout-"))
@@ -303,6 +308,7 @@ def run(*, clients: int, rate: float, seconds: float, procs: int, target: str, k
     servers = Servers(root, target=target, per_session=max(shares), clients=clients)
     ctx = mp.get_context("spawn")
     workers: list[_Worker] = []
+    reference: _Worker | None = None
     try:
         servers.start()
         server = servers.gateway or servers.engine
@@ -320,6 +326,11 @@ def run(*, clients: int, rate: float, seconds: float, procs: int, target: str, k
         for worker in workers:
             if not worker.ready.wait(180):
                 raise RuntimeError("a client process did not open its streams")
+        # The engine's own stream, one client, beside them: what the gateway adds is the difference.
+        engine_headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "text/event-stream"}
+        reference = _Worker(ctx, servers.engine.url + ENGINE_PATH, engine_headers, 1) if servers.gateway else None
+        if reference is not None and not reference.ready.wait(60):
+            raise RuntimeError("the reference stream on the engine did not open")
         time.sleep(3)
         rss["idle"] = rss_kib(server.pid)
         pids = {"engine": servers.engine.pid}
@@ -341,14 +352,21 @@ def run(*, clients: int, rate: float, seconds: float, procs: int, target: str, k
             finally:
                 sampler.cancel()
 
+        for worker in workers:
+            worker.poll()
+        resets_before = sum(w.resets for w in workers)  # the relay's first contact with the engine sends one
         started = time.monotonic()
         drive = asyncio.run(drive_and_sample())
         window = time.monotonic() - started
         cpu = {name: (cpu_seconds(pid) - cpu[name]) / window * 100 for name, pid in pids.items()}
         rss["load"] = max(peak)
         created = drive["statuses"].get(201, 0)
-        drain = _wait(workers, created * clients)
+        extra = [reference] if reference is not None else []
+        drain = _wait(workers + extra, created * (clients + len(extra)))
         results = [w.finish() for w in workers]
+        engine_own = array.array("d")
+        if reference is not None:
+            engine_own.frombytes(reference.finish()["latencies"])
         latencies: array.array[float] = array.array("d")
         for result in results:
             latencies.frombytes(result["latencies"])
@@ -364,9 +382,11 @@ def run(*, clients: int, rate: float, seconds: float, procs: int, target: str, k
             "received": sum(per_stream),
             "streams_short": sum(1 for n in per_stream if n < created),
             "disorder": sum(r["disorder"] for r in results),
-            "resets": sum(r["resets"] for r in results),
+            "resets": sum(r["resets"] for r in results) - resets_before,
+            "resets_before": resets_before,
             "ended": sum(r["ended"] for r in results),
-            "latency_ms": {q: _pct(latencies, p) * 1e3 for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
+            "latency_ms": _summary(latencies),
+            "engine_stream_latency_ms": _summary(engine_own) if reference is not None else None,
             "rss_kib": rss,
             "per_idle_client_kib": (rss["idle"] - rss["one"]) / max(1, clients - 1),
             "per_client_from_none_kib": (rss["idle"] - rss["before"]) / clients,
@@ -376,7 +396,7 @@ def run(*, clients: int, rate: float, seconds: float, procs: int, target: str, k
             "load_average": os.getloadavg(),
         }
     finally:
-        for worker in workers:
+        for worker in workers + ([reference] if reference is not None else []):
             worker.kill()
         servers.stop()
         if keep is None:
@@ -398,8 +418,17 @@ def report(f: dict[str, Any], *, rate: float, seconds: float, procs: int) -> str
         "|---|---|",
         f"| latency p50 / p99 / max (createdAt to receipt) | {lat['p50']:.1f} / {lat['p99']:.1f} / "
         f"{lat['max']:.1f} ms |",
+        *(
+            [
+                f"| beside them, one client on the engine's own stream: p50 / p99 / max | {own['p50']:.1f} / "
+                f"{own['p99']:.1f} / {own['max']:.1f} ms |"
+            ]
+            if (own := f["engine_stream_latency_ms"])
+            else []
+        ),
         f"| messages received / expected | {f['received']:,} / {f['expected']:,} (lost {lost:,}; "
-        f"{f['streams_short']} streams short; out of order or duplicate {f['disorder']}; resets {f['resets']}; "
+        f"{f['streams_short']} streams short; out of order or duplicate {f['disorder']}; resets {f['resets']} "
+        f"(before the drive: {f['resets_before']}); "
         f"streams ended early {f['ended']}) |",
         f"| server RSS: before any stream / 1 stream / all idle / peak under load | {rss['before']:,} / "
         f"{rss['one']:,} / {rss['idle']:,} / {rss['load']:,} KiB |",
