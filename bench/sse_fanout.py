@@ -50,6 +50,9 @@ from engine_hub.settings import STORE_URL_ENV, TOKEN_ENV
 
 GATEWAY_PATH: Final = "/api/admin/engine/events"
 ENGINE_PATH: Final = "/api/events"
+#: Seconds all streams sit idle (no change) while the server's CPU at rest is read, before its RSS:
+#: longer than one round of the gateway's session checks (every 5 s by default).
+IDLE: Final = 6.0
 CREATED: Final = re.compile(rb'"createdAt":\s*"([^"]+)"')
 
 
@@ -331,7 +334,9 @@ def run(*, clients: int, rate: float, seconds: float, procs: int, target: str, k
         reference = _Worker(ctx, servers.engine.url + ENGINE_PATH, engine_headers, 1) if servers.gateway else None
         if reference is not None and not reference.ready.wait(60):
             raise RuntimeError("the reference stream on the engine did not open")
-        time.sleep(3)
+        idle_cpu, idle_started = cpu_seconds(server.pid), time.monotonic()
+        time.sleep(IDLE)
+        idle_cpu = (cpu_seconds(server.pid) - idle_cpu) / (time.monotonic() - idle_started) * 100
         rss["idle"] = rss_kib(server.pid)
         pids = {"engine": servers.engine.pid}
         if servers.gateway is not None:
@@ -391,6 +396,7 @@ def run(*, clients: int, rate: float, seconds: float, procs: int, target: str, k
             "per_idle_client_kib": (rss["idle"] - rss["one"]) / max(1, clients - 1),
             "per_client_from_none_kib": (rss["idle"] - rss["before"]) / clients,
             "cpu_percent": cpu,
+            "idle_cpu_percent": idle_cpu,
             "window_s": window,
             "drain_s": drain,
             "load_average": os.getloadavg(),
@@ -435,6 +441,7 @@ def report(f: dict[str, Any], *, rate: float, seconds: float, procs: int) -> str
         f"| per idle client (idle - 1 stream) / {f['clients'] - 1} | {f['per_idle_client_kib']:.1f} KiB "
         f"({f['per_client_from_none_kib']:.1f} KiB counting from no stream at all) |",
         f"| CPU over the {f['window_s']:.1f} s load window (100% = one core) | {clients} |",
+        f"| server CPU with all streams idle ({IDLE:g} s) | {f['idle_cpu_percent']:.1f}% |",
         f"| all messages in after the drive | {f['drain_s']:.1f} s |",
         "",
         f"Targets: p99 < 250 ms: **{'met' if lat['p99'] < 250 else 'missed'}**; < 64 KiB per idle client: "
