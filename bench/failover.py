@@ -178,7 +178,8 @@ class Browser:
 
     def __init__(self, url: str, user: str, password: str) -> None:
         self.url = url
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()), _NoRedirect())
+        self.jar = CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect())
         status, page = self.call("GET", "/login", accept="text/html")
         found = re.search(rb'name="csrf_token" value="([^"]+)"', page)
         if status != 200 or found is None:
