@@ -22,6 +22,7 @@ export function initJob() {
   }
   const state = pageState();
   const jobId = detail.dataset.jobId;
+  const fields = $('#job-fields');
   const logList = $('#job-log');
   const logState = $('#log-state');
   const autoscroll = $('#log-autoscroll');
@@ -100,7 +101,8 @@ export function initJob() {
     setJobData(detail, job);
     const badgeHolder = $('#job-status-badge');
     if (badgeHolder) badgeHolder.replaceChildren(statusBadge(job.status, job.error));
-    for (const node of detail.querySelectorAll('[data-field]')) {
+    // Only the job's own fields: the audit table below also marks its cells with data-field.
+    for (const node of fields.querySelectorAll('[data-field]')) {
       const field = node.dataset.field;
       const value = job[field];
       if (field === 'status') {
