@@ -47,6 +47,19 @@ export function initJob() {
   if (!detail) {
     // No job rendered (unknown id or engine down): Refresh simply asks the server again.
     if (refreshButton) refreshButton.addEventListener('click', () => window.location.reload());
+    // The engine was down when the page was served: ask the server again once it is back.
+    // (After a "down" seen here: an engine that answers the stream but not this read reloads nothing.)
+    const unavailable = $('[data-testid="job-unavailable"]');
+    let sawDown = false;
+    startLive({
+      job: () => {},
+      relist: () => {},
+      engine: (engineState) => {
+        if (engineState === 'down') sawDown = true;
+        else if (sawDown && unavailable) window.location.reload();
+      },
+      poll: async () => false,
+    }, pageState().pollInterval);
     return;
   }
   const state = pageState();
