@@ -121,8 +121,10 @@ export function initJobs() {
   function applyJob(action, job) {
     const row = [...body.querySelectorAll('tr[data-job-id]')].find((node) => node.dataset.jobId === job.id);
     if (!row) {
-      // A new job, or one that now matches a status filter: where it goes depends on the page.
-      if (!filters.get('before') && matchesFilters(job)) guard(refresh);
+      // A new job (newest first: only the newest page gains it), or one that now matches a status
+      // filter; without a status filter a job's change cannot bring it onto this page.
+      const arrives = action === 'job_created' ? !filters.get('before') : Boolean(filters.get('status'));
+      if (arrives && matchesFilters(job)) guard(refresh);
       return;
     }
     if (!isNewer(job, latest.get(job.id) || { status: row.dataset.status })) return;
