@@ -299,6 +299,8 @@ class TestEngineOutage:
         expect(page.get_by_test_id("engine-down-banner")).to_be_visible()
 
         stack.start_engine()
+        # The job page served during the outage asks the server again by itself once the engine is back.
+        expect(page.get_by_test_id("job-detail")).to_be_visible(timeout=STATUS_TIMEOUT_MS)
         page.goto(f"{base}/admin/engine/jobs")
         expect(page.get_by_test_id("engine-down-banner")).to_be_hidden()
         expect(page.get_by_test_id("jobs-unavailable")).to_be_hidden()
@@ -329,6 +331,8 @@ class TestLogout:
         twin.context.add_cookies(cast(Any, cookies))
         twin.goto(f"{base}/admin/engine/jobs")
         expect(twin.get_by_test_id("jobs-table")).to_be_visible()
+        # Leave the panel first: its live page would otherwise read the list once more without the cookie.
+        twin.goto("about:blank")
         twin.context.clear_cookies()
 
         page.get_by_test_id("logout-button").click()
