@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--idle-timeout", type=float, help="session idle timeout, seconds (default 1800)")
     serve.add_argument("--absolute-timeout", type=float, help="session lifetime, seconds (default 43200)")
-    serve.add_argument("--refresh-interval", type=float, help="panel auto-refresh, seconds (default 30)")
+    serve.add_argument("--refresh-interval", type=float, help="panel polling without live updates, seconds (default 5)")
     serve.add_argument("--session-backend", choices=("embedded", "redis"))
     serve.add_argument("--redis-url", help="for --session-backend redis (or $GATEWAY_REDIS_URL)")
     serve.add_argument(

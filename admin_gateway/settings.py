@@ -156,7 +156,8 @@ class Settings:
     failover_timeout: float = attrs.field(default=1.5, validator=_positive)
     idle_timeout: float = attrs.field(default=1800.0, validator=_positive)
     absolute_timeout: float = attrs.field(default=43200.0, validator=_positive)
-    refresh_interval: float = attrs.field(default=30.0, validator=_positive)
+    #: Seconds between the panel's polls when its live stream is impossible (blocked by a proxy, failing).
+    refresh_interval: float = attrs.field(default=5.0, validator=_positive)
     session_backend: SessionBackend = attrs.field(default="embedded", validator=_backend)
     redis_url: str | None = None
     audit_store: str | None = attrs.field(default=None, repr=False, validator=_audit_store)

@@ -227,6 +227,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
             "job": job,
             "not_found": not_found,
             "audit_more": audit.next is not None,
+            "loaded_at": format_time(utcnow()),
         },
         user=user,
         status=404 if not_found else 200,

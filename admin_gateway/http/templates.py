@@ -47,11 +47,6 @@ def _utc_text(value: str | None) -> str:
     return parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _seconds(value: float) -> str:
-    """Render a duration in seconds the way people read it: ``30 s``, ``0.5 s``."""
-    return f"{value:g} s"
-
-
 def make_environment() -> jinja2.Environment:
     """Return the panel's Jinja2 environment: package templates, autoescape on, strict undefined.
 
@@ -66,7 +61,6 @@ def make_environment() -> jinja2.Environment:
         lstrip_blocks=False,
     )
     env.filters["utc_text"] = _utc_text
-    env.filters["seconds"] = _seconds
     env.globals["static_url"] = lambda path: f"/static/{path}"
     return env
 

@@ -30,8 +30,6 @@ LAUNCH_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-#: The panel's auto-refresh period in these tests (seconds): a run is seen within it.
-REFRESH_INTERVAL = 1
 #: Generous: the machine is shared and slow at times; conditions are waited on, never slept on.
 TIMEOUT_MS = 20_000
 VIEWPORT = {"width": 1280, "height": 800}

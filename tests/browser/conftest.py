@@ -2,7 +2,8 @@
 
 The processes come from the two-process harness (:mod:`tests.e2e.harness`):
 ``panel_stack`` is one engine with a SAFE_MODE-on gateway ``safe`` and a
-SAFE_MODE-off gateway ``open``, both refreshing the panel every second. Like
+SAFE_MODE-off gateway ``open``, with their default settings: the panel follows
+the live event stream, and polls (every 5 s) only where the stream is impossible. Like
 the e2e suite's, they run from the session's installation of the wheel
 (``installed``, :mod:`tests.e2e.install`), so the browser loads exactly the
 static files an operator's install serves.
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests import requirements
-from tests.browser.browsing import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, REFRESH_INTERVAL, Pages
+from tests.browser.browsing import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, Pages
 from tests.e2e.harness import Stack, attach_logs, running_stack
 from tests.e2e.install import Installation
 
@@ -73,13 +74,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def panel_stack(tmp_path_factory: pytest.TempPathFactory, installed: Installation) -> Iterator[Stack]:
-    """An engine with gateways ``safe`` (SAFE_MODE on) and ``open`` (off), refreshing every second."""
-    with running_stack(
-        tmp_path_factory.mktemp("panel"),
-        installed,
-        gateways={"safe": True, "open": False},
-        refresh_interval=REFRESH_INTERVAL,
-    ) as started:
+    """An engine with gateways ``safe`` (SAFE_MODE on) and ``open`` (off), default settings."""
+    with running_stack(tmp_path_factory.mktemp("panel"), installed, gateways={"safe": True, "open": False}) as started:
         yield started
 
 

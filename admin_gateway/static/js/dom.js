@@ -25,11 +25,12 @@ export function el(tag, attrs = {}, ...children) {
 /** The page-wide state the server rendered into <body data-*>. */
 export function pageState() {
   const data = document.body.dataset;
-  const interval = Number.parseFloat(data.refreshInterval || '30');
+  // refresh_interval: seconds between polls when live updates are unavailable (live.js).
+  const interval = Number.parseFloat(data.refreshInterval || '5');
   return {
     safeMode: data.safeMode !== 'off',
     superAdmin: data.superAdmin === 'true',
-    refreshInterval: Number.isFinite(interval) && interval > 0 ? interval : 30,
+    pollInterval: Number.isFinite(interval) && interval > 0 ? interval : 5,
   };
 }
 

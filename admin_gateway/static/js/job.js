@@ -1,15 +1,44 @@
-// One job's page: fields and history update in place, and the log follows live while the
-// job is RUNNING (polling /logs?after=N). Polling stops once the job has ended.
+// One job's page: fields, history and the audit table follow the live stream (live.js) in place,
+// and the log follows while the job is RUNNING (reading /logs?after=N each second). When live
+// updates are unavailable the page polls all of it every refresh_interval seconds instead.
 
 import { api, isEngineOutage } from './api.js';
 import {
-  $, clearError, el, flash, guard, jobActions, pageState, setBusy, setEngineDown, setJobData,
+  $, clearError, el, flash, guard, jobActions, localizeTimes, pageState, setBusy, setEngineDown, setJobData,
   showError, statusBadge, timeEl,
 } from './dom.js';
 import { setupJobActions } from './actions.js';
+import { isNewer, serialized, startLive } from './live.js';
 
 const MAX_LOG_LINES = 5000;
 const MAX_LOG_PAGES_PER_TICK = 20;
+/** How often the log is read while the job runs (the stream carries job changes, not log lines). */
+const LOG_FOLLOW_MS = 1000;
+
+/**
+ * Read this page's audit table again: the gateway renders its rows (with their details), so the
+ * page's own HTML is fetched and only the table body is taken. Never throws; false on failure.
+ */
+async function loadAudit() {
+  const current = $('[data-testid="job-audit"] [data-testid="audit-table"] tbody');
+  if (!current) return false;
+  let text;
+  try {
+    const response = await fetch(window.location.pathname, {
+      credentials: 'same-origin', cache: 'no-store', headers: { Accept: 'text/html' },
+    });
+    if (!response.ok || response.redirected) return false;
+    text = await response.text();
+  } catch (err) {
+    return false;
+  }
+  const served = new DOMParser().parseFromString(text, 'text/html');
+  const fresh = served.querySelector('[data-testid="job-audit"] [data-testid="audit-table"] tbody');
+  if (!fresh) return false;
+  current.replaceChildren(...[...fresh.childNodes].map((node) => document.importNode(node, true)));
+  localizeTimes(current);
+  return true;
+}
 
 /** Start the job page. */
 export function initJob() {
@@ -18,20 +47,37 @@ export function initJob() {
   if (!detail) {
     // No job rendered (unknown id or engine down): Refresh simply asks the server again.
     if (refreshButton) refreshButton.addEventListener('click', () => window.location.reload());
+    // The engine was down when the page was served: ask the server again once it is back.
+    // (After a "down" seen here: an engine that answers the stream but not this read reloads nothing.)
+    const unavailable = $('[data-testid="job-unavailable"]');
+    let sawDown = false;
+    startLive({
+      job: () => {},
+      relist: () => {},
+      engine: (engineState) => {
+        if (engineState === 'down') sawDown = true;
+        else if (sawDown && unavailable) window.location.reload();
+      },
+      poll: async () => false,
+    }, pageState().pollInterval);
     return;
   }
   const state = pageState();
   const jobId = detail.dataset.jobId;
+  const fields = $('#job-fields');
   const logList = $('#job-log');
   const logState = $('#log-state');
   const autoscroll = $('#log-autoscroll');
-  // Follow the log faster than the list refreshes, but never faster than once a second.
-  const followMs = Math.max(1000, Math.min(state.refreshInterval, 2) * 1000);
   let status = detail.dataset.status;
+  // The newest state seen of the job: neither a slow read nor a late event takes it back.
+  let current = { status };
   let logNext = 0;
   let logCount = 0;
   let timer = null;
-  let inFlight = null;
+  let engineUp = true;
+  let stopped = false;
+  let sessionGone = false;
+  let live = null;
 
   function setLogState(text) {
     logState.textContent = text;
@@ -96,11 +142,14 @@ export function initJob() {
   }
 
   function renderJob(job) {
+    if (!isNewer(job, current)) return;
+    current = job;
     status = String(job.status);
     setJobData(detail, job);
     const badgeHolder = $('#job-status-badge');
     if (badgeHolder) badgeHolder.replaceChildren(statusBadge(job.status, job.error));
-    for (const node of detail.querySelectorAll('[data-field]')) {
+    // Only the job's own fields: the audit table below also marks its cells with data-field.
+    for (const node of fields.querySelectorAll('[data-field]')) {
       const field = node.dataset.field;
       const value = job[field];
       if (field === 'status') {
@@ -119,15 +168,18 @@ export function initJob() {
       el('td', {}, entry.reason || '—'))));
     const actions = $('#job-actions');
     if (actions) {
+      state.safeMode = document.body.dataset.safeMode !== 'off'; // the stream may have changed it
       const hadFocus = actions.contains(document.activeElement);
       actions.replaceChildren(...jobActions(job, state, false));
       if (hadFocus) (actions.querySelector('button') || refreshButton).focus();
     }
   }
 
+  /** Read the job; false when that failed (the banner says why). */
   async function loadJob() {
     const result = await api('GET', `/api/admin/engine/jobs/${encodeURIComponent(jobId)}`);
     if (!result.ok || !result.data || typeof result.data !== 'object') {
+      sessionGone = result.status === 401;
       if (isEngineOutage(result)) {
         setEngineDown(true, '');
       } else {
@@ -141,45 +193,78 @@ export function initJob() {
     return true;
   }
 
-  function schedule(healthy) {
+  /** While the job runs (and the engine answers), read the log every second. */
+  function follow() {
     clearTimeout(timer);
-    // While the engine fails, poll at the list's pace instead of hammering it every second.
-    const delay = healthy ? followMs : state.refreshInterval * 1000;
-    timer = status === 'RUNNING' ? setTimeout(() => { guard(refresh); }, delay) : null;
+    timer = null;
+    if (status === 'RUNNING' && engineUp && !stopped) {
+      timer = setTimeout(() => { guard(followLogs); }, LOG_FOLLOW_MS);
+    }
   }
 
+  const followLogs = serialized(async () => {
+    try {
+      await loadLogs();
+    } finally {
+      follow();
+    }
+  });
+
+  /** Everything the page shows: the job (unless it was just rendered), its log and audit records; false once the session is gone. */
   async function tick(withJob) {
     setBusy([refreshButton], true);
-    let healthy = false;
     try {
       const jobOk = withJob ? await loadJob() : true;
       // Logs after the job: when it has just ended, this read gets the last lines too.
       const logsOk = await loadLogs();
-      healthy = jobOk && logsOk;
-      if (healthy && status !== 'RUNNING') setLogState(describeLogState());
+      if (withJob) await loadAudit();
+      if (jobOk && logsOk && status !== 'RUNNING') setLogState(describeLogState());
+      if (live) live.updated();
+      return !sessionGone;
     } finally {
       setBusy([refreshButton], false);
-      schedule(healthy);
+      follow();
     }
   }
 
-  function refresh(withJob = true) {
-    if (!inFlight) inFlight = tick(withJob).finally(() => { inFlight = null; });
-    return inFlight;
-  }
+  const refresh = serialized(() => tick(true));
+  // After a change the stream carried: the job is rendered already; log and audit catch up.
+  const catchUp = serialized(async () => {
+    await loadLogs();
+    await loadAudit();
+    if (status !== 'RUNNING') setLogState(describeLogState());
+    follow();
+  });
 
   refreshButton.addEventListener('click', () => { guard(refresh); });
 
   setupJobActions(detail, (outcome) => {
     if (outcome.ok) {
       flash(outcome.kind === 'run' ? 'Job started.' : 'Cancel requested: the job is being stopped.');
-      if (outcome.job) {
-        renderJob(outcome.job);
-      }
+      if (outcome.job) renderJob(outcome.job);
     }
     return guard(refresh);
   });
 
-  // The server rendered the fields; the log comes from the API.
-  guard(() => refresh(false));
+  live = startLive({
+    job: (action, job) => {
+      if (String(job.id) !== jobId || !isNewer(job, current)) return;
+      renderJob(job);
+      live.updated();
+      guard(catchUp);
+    },
+    relist: () => guard(refresh),
+    engine: (engineState) => {
+      engineUp = engineState === 'up';
+      follow();
+    },
+    poll: () => guard(refresh),
+    stop: () => {
+      stopped = true;
+      follow();
+    },
+  }, state.pollInterval);
+
+  // The server rendered the fields and the audit table; the log comes from the API.
+  guard(() => tick(false));
 }

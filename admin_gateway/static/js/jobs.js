@@ -1,10 +1,11 @@
-// The jobs list: refresh through the JSON API, auto-refresh only while a job is RUNNING,
-// RUN/Cancel through dialogs, "New job" from the type catalog, an "Older" page cursor.
+// The jobs list: rows follow the live stream (live.js) in place, re-listing through the JSON API
+// when the stream says so (or polling it when live updates are unavailable), RUN/Cancel through dialogs, "New job" from the type catalog, an "Older" page cursor.
 
 import { api } from './api.js';
 import {
-  $, clearError, flash, guard, jobRow, jobUrl, pageState, setBusy, setEngineDown, setSafeMode, showError, timeEl,
+  $, clearError, flash, guard, jobRow, jobUrl, pageState, setBusy, setEngineDown, setSafeMode, showError,
 } from './dom.js';
+import { isNewer, serialized, startLive } from './live.js';
 import { setupJobActions } from './actions.js';
 import { setupNewJob } from './newjob.js';
 
@@ -38,22 +39,21 @@ export function initJobs() {
   const table = $('#jobs-table');
   const body = $('#jobs-body');
   const refreshButton = $('#refresh-button');
-  const autoState = $('#auto-refresh-state');
-  let timer = null;
-  let inFlight = null;
-  // Whether the last answer from a reachable engine had a RUNNING job: while the engine is
-  // down we keep polling on that knowledge, so the table comes back by itself.
-  let knownRunning = [...body.querySelectorAll('tr[data-status="RUNNING"]')].length > 0;
+  const filters = new URLSearchParams(window.location.search);
+  // The newest state seen of each job on the page, from lists and events alike: a list answer
+  // that left the engine before an event must not take a row back (RUNNING after DONE).
+  const latest = new Map();
+  let live = null;
 
-  function schedule(active) {
-    clearTimeout(timer);
-    timer = null;
-    autoState.dataset.active = active ? 'true' : 'false';
-    const every = `${state.refreshInterval} s`;
-    autoState.textContent = active
-      ? `Auto-refresh on: every ${every} while a job is running`
-      : `Auto-refresh every ${every} while a job is running (idle)`;
-    if (active) timer = setTimeout(() => { guard(refresh); }, state.refreshInterval * 1000);
+  function freshest(job) {
+    const known = latest.get(job.id);
+    const pick = isNewer(job, known) ? job : known;
+    latest.set(job.id, pick);
+    return pick;
+  }
+
+  function updatedLine() {
+    if (live) live.updated();
   }
 
   function render(data) {
@@ -61,7 +61,8 @@ export function initJobs() {
     setSafeMode(state.safeMode);
     const down = data.engine === 'down';
     setEngineDown(down, typeof data.warning === 'string' ? data.warning : '');
-    const jobs = Array.isArray(data.jobs) ? data.jobs.filter((job) => job && typeof job === 'object' && job.id) : [];
+    const listed = Array.isArray(data.jobs) ? data.jobs.filter((job) => job && typeof job === 'object' && job.id) : [];
+    const jobs = listed.map(freshest);
 
     // Keep keyboard focus on the same control of the same job across a re-render.
     const active = document.activeElement;
@@ -72,7 +73,7 @@ export function initJobs() {
     $('#empty-state').hidden = down || jobs.length > 0;
     $('#jobs-unavailable').hidden = !down;
     $('#jobs-loading').hidden = true;
-    $('#last-updated').replaceChildren('Updated ', timeEl(new Date().toISOString()));
+    updatedLine();
 
     const next = typeof data.next === 'string' && data.next ? data.next : null;
     const older = $('#older-link');
@@ -86,12 +87,10 @@ export function initJobs() {
         if (target) target.focus();
       }
     }
-    if (!down) knownRunning = jobs.some((job) => job.status === 'RUNNING');
-    return knownRunning;
   }
 
+  /** Read the list through the JSON API; false when the session is gone (polling it is pointless). */
   async function load() {
-    clearTimeout(timer);
     setBusy([table, refreshButton], true);
     if (!body.querySelector('tr')) $('#jobs-loading').hidden = false;
     try {
@@ -99,20 +98,51 @@ export function initJobs() {
       if (!result.ok || !result.data || typeof result.data !== 'object') {
         showError(`Could not refresh the job list: ${result.message || 'unexpected answer'}`);
         $('#jobs-loading').hidden = true;
-        // A lost session will not come back by polling; anything else may.
-        schedule(knownRunning && result.status !== 401);
-        return;
+        return result.status !== 401;
       }
       clearError();
-      schedule(render(result.data));
+      render(result.data);
+      return true;
     } finally {
       setBusy([table, refreshButton], false);
     }
   }
 
-  function refresh() {
-    if (!inFlight) inFlight = load().finally(() => { inFlight = null; });
-    return inFlight;
+  const refresh = serialized(load);
+
+  /** Whether `job` belongs on this page by the filters alone (new jobs go first, so only on the newest page). */
+  function matchesFilters(job) {
+    const status = filters.get('status');
+    const type = filters.get('type');
+    return (!status || status.toUpperCase() === job.status) && (!type || type === job.type);
+  }
+
+  /** One change from the stream: the row in place when it is on the page, else a re-list if it belongs here. */
+  function applyJob(action, job) {
+    const row = [...body.querySelectorAll('tr[data-job-id]')].find((node) => node.dataset.jobId === job.id);
+    if (!row) {
+      // A new job (newest first: only the newest page gains it), or one that now matches a status
+      // filter; without a status filter a job's change cannot bring it onto this page.
+      const arrives = action === 'job_created' ? !filters.get('before') : Boolean(filters.get('status'));
+      if (arrives && matchesFilters(job)) guard(refresh);
+      return;
+    }
+    if (!isNewer(job, latest.get(job.id) || { status: row.dataset.status })) return;
+    latest.set(job.id, job);
+    if (!matchesFilters(job)) {
+      guard(refresh); // it leaves a filtered page, and the next one moves up
+      return;
+    }
+    state.safeMode = document.body.dataset.safeMode !== 'off'; // the stream may have changed it
+    const hadFocus = row.contains(document.activeElement);
+    const focusAction = hadFocus ? document.activeElement.dataset.action : null;
+    const fresh = jobRow(job, state);
+    row.replaceWith(fresh);
+    if (hadFocus) {
+      const target = (focusAction && fresh.querySelector(`[data-action="${focusAction}"]`)) || fresh.querySelector('a');
+      if (target) target.focus();
+    }
+    updatedLine();
   }
 
   refreshButton.addEventListener('click', () => { guard(refresh); });
@@ -121,6 +151,7 @@ export function initJobs() {
     if (outcome.ok) {
       const verb = outcome.kind === 'run' ? 'started' : 'is being cancelled';
       flash(`Job ${outcome.jobId} ${verb}.`, { href: jobUrl(outcome.jobId), text: 'Open job page' });
+      if (outcome.job) applyJob(outcome.kind, outcome.job);
     }
     // Either way the list may be stale (someone else ran it, the engine moved on): refresh.
     return guard(refresh);
@@ -131,5 +162,13 @@ export function initJobs() {
     return guard(refresh);
   });
 
-  schedule(knownRunning);
+  live = startLive({
+    job: applyJob,
+    relist: () => guard(refresh),
+    // Down: the list shows what an answer from an unreachable engine shows; up re-lists by itself.
+    engine: (engineState) => {
+      if (engineState === 'down') render({ engine: 'down', jobs: [], safeMode: state.safeMode });
+    },
+    poll: () => guard(refresh),
+  }, state.pollInterval);
 }

@@ -1,7 +1,8 @@
 // Entry point of every panel page (<script type="module">, no inline code: the CSP allows
 // only same-origin scripts). Picks the page controller from <body data-page>.
 
-import { guard, localizeTimes, showError } from './dom.js';
+import { guard, localizeTimes, pageState, showError } from './dom.js';
+import { startLive } from './live.js';
 import { setupDialogs } from './actions.js';
 import { initJobs } from './jobs.js';
 import { initJob } from './job.js';
@@ -17,5 +18,10 @@ guard(() => {
   localizeTimes(document);
   setupDialogs();
   const init = PAGES[document.body.dataset.page];
-  if (init) init();
+  if (init) {
+    init();
+  } else {
+    // Other pages: only the header badge and the banners follow the stream; nothing to re-list.
+    startLive({ job: () => {}, relist: () => {}, poll: async () => false }, pageState().pollInterval);
+  }
 });

@@ -269,7 +269,7 @@ class TestBanners:
             assert page.one("body").attrs["data-safe-mode"] == ("on" if safe_mode else "off")
 
     async def test_refresh_interval_reaches_the_page(self, down: MakeDown) -> None:
-        """The configured auto-refresh interval is handed to the script through a data attribute."""
+        """The configured polling interval (live updates unavailable) reaches the script as a data attribute."""
         user = await (await down(refresh_interval=0.5)).login()
         page = await get_page(user, "/admin/engine/jobs")
         assert page.one("body").attrs["data-refresh-interval"] == "0.5"
