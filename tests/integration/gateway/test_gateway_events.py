@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
-from tests.integration.gateway.conftest import MakeGatewayServer
-from tests.integration.gateway.harness import GatewayServer, UpstreamEngine, User
+from tests.integration.gateway.harness import GatewayServer, MakeGatewayServer, UpstreamEngine, User
 from tests.sse import Message, messages, take
 
 ROUTE = "/api/admin/engine/events"
@@ -31,7 +30,8 @@ async def _synced(user: User) -> tuple[aiohttp.ClientResponse, AsyncIterator[Mes
     """A stream opened after the gateway's relay follows the engine (the first stream also gets its reset)."""
     resp, stream, first = await _start(user)
     if first[1].json() != {"state": "up"}:  # opened before the relay reached the engine: up, then reset
-        assert [(m.event, m.data) for m in await take(stream, 2)][0] == ("engine", '{"state":"up"}')
+        up, reset = await take(stream, 2)
+        assert (up.event, up.json(), reset.event) == ("engine", {"state": "up"}, "reset")
     return resp, stream
 
 
