@@ -25,7 +25,8 @@ from typing import Final
 import attrs
 from aiohttp import web
 
-from shared.web import REQUEST_ID, parse_decimal
+from shared.contract import ErrorCode
+from shared.web import REQUEST_ID, ApiError, parse_decimal, reject_unknown_query
 
 #: Defaults: frames kept for resuming, bytes a stream may have waiting, open streams.
 DEFAULT_RING: Final = 10_000
@@ -60,11 +61,12 @@ def frame(*, seq: int, event: str, data: bytes) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, event.encode(), data)
 
 
-def event_cursor(request: web.Request) -> int | None:
+def event_cursor(request: web.Request, *, error: type[ApiError]) -> int | None:
     """``Last-Event-ID`` (a reconnecting EventSource sends it), else ``?after=``; ``None`` for neither.
 
-    Raises :class:`ValueError` with the message for the client when the one given is not an event id.
+    Raises ``error`` (400) for another query parameter or a value that is not an event id.
     """
+    reject_unknown_query(request, ("after",), error=error)
     raw = request.headers.get("Last-Event-ID")
     name = "Last-Event-ID"
     if raw is None:
@@ -73,7 +75,10 @@ def event_cursor(request: web.Request) -> int | None:
         return None
     value = parse_decimal(raw)
     if value is None or not 0 <= value <= MAX_EVENT_ID:
-        raise ValueError(f"{name} must be an event id: an integer between 0 and {MAX_EVENT_ID} (ASCII digits)")
+        raise error(
+            f"{name} must be an event id: an integer between 0 and {MAX_EVENT_ID} (ASCII digits)",
+            code=ErrorCode.INVALID_FIELD,
+        )
     return value
 
 

@@ -31,10 +31,8 @@ from admin_gateway.http.access import request_user
 from admin_gateway.http.schemas import API_TAGS, NO_SESSION, E
 from admin_gateway.relay import RELAY
 from admin_gateway.settings import SETTINGS
-from shared.contract import ErrorCode
 from shared.openapi import ErrorCase, Operation, errors, query, response
 from shared.sse import HEARTBEAT, MAX_EVENT_ID, MESSAGE_SCHEMA, event_cursor, first_frames, notice, sse_response
-from shared.web import reject_unknown_query
 
 log = structlog.get_logger("gateway.events")
 
@@ -74,18 +72,10 @@ OPERATION: Final = Operation(
 )
 
 
-def _cursor(request: web.Request) -> int | None:
-    reject_unknown_query(request, ("after",), error=GatewayError)
-    try:
-        return event_cursor(request)
-    except ValueError as exc:
-        raise GatewayError(str(exc), code=ErrorCode.INVALID_FIELD) from None
-
-
 async def stream_events(request: web.Request) -> web.StreamResponse:
     """Answer with the live stream until the client leaves, its session ends, or the gateway stops."""
     user = request_user(request)
-    after = _cursor(request)
+    after = event_cursor(request, error=GatewayError)
     session_id = (await load_session(request)).id
     assert session_id is not None  # the route's access rule found a signed-in session
     settings = request.app[SETTINGS]

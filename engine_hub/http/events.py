@@ -19,10 +19,8 @@ import structlog
 from aiohttp import web
 
 from engine_hub.errors import EngineError, TooManyStreams
-from engine_hub.http.jobs import reject_unknown_query
 from engine_hub.http.schemas import BAD_QUERY, EVENTS_PARAMS, SUBMIT_AUTH, UNKNOWN_QUERY, E
 from engine_hub.store.events import EVENTS
-from shared.contract import ErrorCode
 from shared.openapi import ErrorCase, Operation, errors, response
 from shared.sse import HEARTBEAT, MESSAGE_SCHEMA, event_cursor, first_frames, sse_response
 
@@ -57,17 +55,9 @@ OPERATION: Final = Operation(
 )
 
 
-def _cursor(request: web.Request) -> int | None:
-    reject_unknown_query(request, ("after",))
-    try:
-        return event_cursor(request)
-    except ValueError as exc:
-        raise EngineError(str(exc), code=ErrorCode.INVALID_FIELD) from None
-
-
 async def stream_events(request: web.Request) -> web.StreamResponse:
     """Answer with the change stream until the client leaves, falls behind, or the engine stops."""
-    after = _cursor(request)
+    after = event_cursor(request, error=EngineError)
     hub = request.app[EVENTS]
     if hub.full():
         raise TooManyStreams(
