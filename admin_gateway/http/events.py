@@ -28,6 +28,7 @@ from admin_gateway.auth.guards import session_end
 from admin_gateway.auth.sessions import load_session
 from admin_gateway.errors import GatewayError, Throttled
 from admin_gateway.http.access import request_user
+from admin_gateway.http.hardening import security_headers
 from admin_gateway.http.schemas import API_TAGS, NO_SESSION, E
 from admin_gateway.relay import RELAY
 from admin_gateway.settings import SETTINGS
@@ -103,6 +104,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     started = time.monotonic()
     reason = "client closed"
     response = sse_response(request)
+    # Sent before the wrapper sees the response, so the hardening headers go on here (CSP and the rest).
+    security_headers(request, response)
     try:
         await response.prepare(request)
         await response.write(first_frames(resume, after) + relay.state())

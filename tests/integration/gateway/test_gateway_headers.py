@@ -27,7 +27,7 @@ def _check(resp: Any, what: str) -> list[str]:
 
 class TestSecurityHeaders:
     async def test_every_kind_of_response(self, upstream_engine: UpstreamEngine, gateway_server: GatewayServer) -> None:
-        """Pages, API answers, errors, 404, 405, redirects, static files and the favicon all carry the headers."""
+        """Pages, API answers, the live stream, errors, redirects, static files and the favicon carry the headers."""
         anon = await gateway_server.client()
         user = await gateway_server.login()
         job = await user.create()
@@ -44,10 +44,12 @@ class TestSecurityHeaders:
             "api 404 from engine": await user.client.get("/api/admin/engine/jobs/00000000-0000-4000-8000-000000000000"),
             "favicon": await anon.get("/favicon.ico"),
             "static": await anon.get("/static/panel.css"),
+            "live stream 200": await user.client.get("/api/admin/engine/events"),
         }
         problems: list[str] = []
         for what, resp in responses.items():
             problems += _check(resp, what)
+        responses["live stream 200"].close()
         assert problems == []
         assert responses["favicon"].status == 200
         assert responses["static"].status == 200
