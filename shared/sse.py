@@ -306,6 +306,20 @@ def first_frames(resume: Resume, after: int | None) -> bytes:
     return first + b"".join(resume.frames)
 
 
+def abort_connection(request: web.Request) -> Callable[[], None]:
+    """The ``on_drop`` of a stream serving ``request``: it aborts the request's connection.
+
+    A client that does not read is cut off at once, so that its pending write
+    fails and ends the handler instead of holding the connection open.
+    """
+
+    def drop() -> None:
+        if request.transport is not None:
+            request.transport.abort()
+
+    return drop
+
+
 def sse_response(request: web.Request) -> web.StreamResponse:
     """A ``text/event-stream`` answer (to prepare): never cached, never held back by a buffering proxy."""
     return web.StreamResponse(

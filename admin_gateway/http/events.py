@@ -33,7 +33,16 @@ from admin_gateway.http.schemas import API_TAGS, NO_SESSION, E
 from admin_gateway.relay import RELAY
 from admin_gateway.settings import SETTINGS
 from shared.openapi import ErrorCase, Operation, errors, query, response
-from shared.sse import HEARTBEAT, MAX_EVENT_ID, MESSAGE_SCHEMA, event_cursor, first_frames, notice, sse_response
+from shared.sse import (
+    HEARTBEAT,
+    MAX_EVENT_ID,
+    MESSAGE_SCHEMA,
+    abort_connection,
+    event_cursor,
+    first_frames,
+    notice,
+    sse_response,
+)
 
 log = structlog.get_logger("gateway.events")
 
@@ -93,13 +102,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             headers={"Retry-After": "5"},
         )
 
-    def drop() -> None:
-        # A page that does not read: free the connection now (a pending write fails and ends the handler).
-        if request.transport is not None:
-            request.transport.abort()
-
     relay.watch()
-    stream, resume = hub.open(after, on_drop=drop, foreign=await hub.foreign(after))
+    stream, resume = hub.open(after, on_drop=abort_connection(request), foreign=await hub.foreign(after))
     open_streams[session_id] += 1
     started = time.monotonic()
     reason = "client closed"

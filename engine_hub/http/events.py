@@ -22,7 +22,7 @@ from engine_hub.errors import EngineError, TooManyStreams
 from engine_hub.http.schemas import BAD_QUERY, EVENTS_PARAMS, SUBMIT_AUTH, UNKNOWN_QUERY, E
 from engine_hub.store.events import EVENTS
 from shared.openapi import ErrorCase, Operation, errors, response
-from shared.sse import HEARTBEAT, MESSAGE_SCHEMA, event_cursor, first_frames, sse_response
+from shared.sse import HEARTBEAT, MESSAGE_SCHEMA, abort_connection, event_cursor, first_frames, sse_response
 
 log = structlog.get_logger("engine.events")
 
@@ -65,13 +65,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             headers={"Retry-After": "5"},
         )
 
-    def drop() -> None:
-        # A client that does not read: free the connection now (a pending write fails and ends the handler).
-        if request.transport is not None:
-            request.transport.abort()
-
     foreign = await hub.foreign(after)
-    stream, resume = hub.open(after, on_drop=drop, foreign=foreign)
+    stream, resume = hub.open(after, on_drop=abort_connection(request), foreign=foreign)
     started = time.monotonic()
     response = sse_response(request)
     try:
