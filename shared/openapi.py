@@ -25,7 +25,7 @@ from typing import Any, Final
 import attrs
 from aiohttp import web
 
-from shared.contract import JOB_FIELDS, MAX_JSON_DEPTH, ErrorCode, JobStatus, LogLevel
+from shared.contract import JOB_FIELDS, MAX_JSON_DEPTH, MAX_PLAN_OUTPUT, ErrorCode, JobStatus, LogLevel
 from shared.journal.chain import GENESIS, make_record
 from shared.web import UNMATCHED_ROUTE
 
@@ -201,8 +201,32 @@ def contract_schemas() -> dict[str, Schema]:
                 "description": {"type": "string"},
                 "timeout": {"type": "number"},
                 "exclusive": {"type": "boolean"},
+                "plan": {"type": "boolean", "description": "Whether the type has a plan (dry run)."},
                 "params": {"type": "array", "items": ref("ParamSpec")},
             }
+        ),
+        "Plan": _obj(
+            {
+                "jobId": JOB_ID,
+                "output": {
+                    "type": "string",
+                    "description": f"stdout and stderr as one stream: the first {MAX_PLAN_OUTPUT} bytes, "
+                    "decoded as UTF-8 (undecodable bytes become U+FFFD).",
+                },
+                "sha256": {
+                    "type": "string",
+                    "pattern": "^[0-9a-f]{64}$",
+                    "description": "SHA-256 of the exact output bytes (before decoding).",
+                },
+                "exitCode": nullable({"type": "integer", "description": "null: it did not exit by itself."}),
+                "truncated": {"type": "boolean", "description": f"More than {MAX_PLAN_OUTPUT} bytes: cut."},
+                "timedOut": {"type": "boolean", "description": "Its timeout ended its process group."},
+                "error": nullable(
+                    {"type": "string", "description": "Why it did not exit 0 (cannot start, timeout, exit code)."}
+                ),
+                "at": TIME,
+            },
+            description="What a job's plan (dry run) printed and how it ended; the job did not change.",
         ),
         "AuditRecord": _audit_record_schema(),
     }
