@@ -24,6 +24,7 @@ from tests.integration.engine.harness import (
     make_test_catalog,
     wait_until,
 )
+from tests.sse import messages, take
 
 
 def _py(code: str) -> tuple[str, ...]:
@@ -201,6 +202,20 @@ class TestPlanAudit:
         }
         listed = await (await engine.client.get("/api/jobs", headers=auth())).json()
         assert [j for j in listed if j["id"] == job["id"]] == [job]
+
+    async def test_plan_is_one_job_planned_event_carrying_the_unchanged_job(self, engine: EngineServer) -> None:
+        """GET /api/events relays the plan as job_planned, id its record's seq, data the job as it was."""
+        resp = await engine.client.get("/api/events", headers=auth())
+        assert resp.status == 200
+        stream = messages(resp.content)
+        await take(stream, 1)  # ready
+        job = await engine.create("demo.sleep", {"seconds": 6})
+        await planned(engine, job["id"])
+        created, event = await take(stream, 2)
+        records = [r for r in await engine.records() if r.job_id == job["id"]]
+        assert [(m.event, m.id) for m in (created, event)] == [(r.action, str(r.seq)) for r in records]
+        assert event.event == "job_planned" and event.json() == job
+        resp.close()
 
     async def test_planned_job_still_runs_once(self, engine: EngineServer) -> None:
         """After plans, the job runs as any READY job does (the plan did not claim or start it)."""
