@@ -193,18 +193,6 @@ async def run_job(request: web.Request) -> web.Response:
     return accepted(entry, "Job execution started")
 
 
-async def plan_job(request: web.Request) -> web.Response:
-    """``POST /api/jobs/{id}/plan``: 200 ``{jobId, output, sha256, exitCode, truncated, timedOut, error, at}``.
-
-    Runs the type's plan (dry run) for a READY job and answers with what it
-    printed; the job does not change (see :meth:`JobService.plan`).
-    """
-    await read_json_object(request, allowed=(), error=EngineError)
-    who = principal(request)
-    plan = await request.app[SERVICE].plan(job_id=request.match_info["id"], actor=who.actor, source=source(request))
-    return web.json_response(plan.to_json())
-
-
 async def cancel_job(request: web.Request) -> web.Response:
     """``POST /api/jobs/{id}/cancel``: 202 for a RUNNING job; its run ends FAILED "cancelled by <actor>"."""
     await read_json_object(request, allowed=(), error=EngineError)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from engine_hub.http import audit, events, jobs, legacy
+from engine_hub.http import audit, events, jobs, legacy, plans
 from engine_hub.http.schemas import (
     ACTOR,
     ADMIN_AUTH,
@@ -47,8 +47,6 @@ from engine_hub.http.schemas import (
     UNKNOWN_QUERY,
     E,
 )
-from engine_hub.jobs.service import MAX_CONCURRENT_PLANS
-from shared.contract import MAX_PLAN_OUTPUT, MAX_PLAN_TIMEOUT
 from shared.openapi import ErrorCase, Operation, body, closed_object, errors, header, openapi_json, ref, response
 from shared.routes import Access, Route, RouteTable
 
@@ -312,47 +310,7 @@ ROUTES: Final[RouteTable] = (
             ),
         ),
     ),
-    Route(
-        name="job_plan",
-        handler=jobs.plan_job,
-        access=Access.ADMIN_TOKEN,
-        operation=Operation(
-            method="POST",
-            path="/api/jobs/{id}/plan",
-            operation_id="planJob",
-            tags=JOBS,
-            parameters=(JOB_PATH, ACTOR),
-            summary="Run a READY job's plan (dry run) and show what the run would do; the job does not change.",
-            description="The plan runs with the job's params, the type's environment and working directory, in a "
-            f"process group of its own ended after the type's `plan_timeout` (default 30 s, at most "
-            f"{MAX_PLAN_TIMEOUT:g} s). stdout and stderr form one output, of which the first {MAX_PLAN_OUTPUT} "
-            "bytes are kept (`truncated` says more was cut); `sha256` is the SHA-256 of exactly those bytes. "
-            "A plan that cannot start, fails or times out still answers 200 (`exitCode` null or non-zero, "
-            "`error`). Each plan leaves a `job_planned` journal record. At most "
-            f"{MAX_CONCURRENT_PLANS} plans run at once. Admin token only.",
-            request_body=body(closed_object({}), required=False),
-            responses={
-                "200": response("What the plan printed and how it ended.", ref("Plan")),
-                **errors(
-                    NO_JOB,
-                    BAD_JSON,
-                    UNKNOWN_FIELD,
-                    ErrorCase(status=400, code=E.UNKNOWN_TYPE, when="the job's type left the catalog"),
-                    ErrorCase(status=409, code=E.NO_PLAN, when="the job's type declares no plan"),
-                    ErrorCase(status=409, code=E.NOT_READY, when="the job is not READY"),
-                    ErrorCase(
-                        status=429,
-                        code=E.THROTTLED,
-                        when=f"{MAX_CONCURRENT_PLANS} plans are running already",
-                        headers={"Retry-After": header("Seconds to wait.")},
-                    ),
-                    TOO_LARGE,
-                    JOURNAL,
-                    *ADMIN_AUTH,
-                ),
-            },
-        ),
-    ),
+    Route(name="job_plan", handler=plans.plan_job, access=Access.ADMIN_TOKEN, operation=plans.OPERATION),
     Route(
         name="job_run",
         handler=jobs.run_job,
