@@ -275,6 +275,22 @@ class ErrorCase:
     media: tuple[str, ...] = (JSON,)
 
 
+#: How the engine refuses a plan once the job is known; the gateway passes each on as it is.
+PLAN_REFUSALS: Final = (
+    ErrorCase(status=400, code=ErrorCode.UNKNOWN_TYPE, when="the job's type left the catalog"),
+    ErrorCase(status=409, code=ErrorCode.NO_PLAN, when="the job's type declares no plan"),
+    ErrorCase(status=409, code=ErrorCode.NOT_READY, when="the job is not READY"),
+    ErrorCase(
+        status=429,
+        code=ErrorCode.THROTTLED,
+        when="the engine runs as many plans at once as it allows",
+        headers={
+            "Retry-After": header("Seconds to wait before trying again.", {"type": "string", "pattern": "^[0-9]+$"})
+        },
+    ),
+)
+
+
 def error_schema(codes: Iterable[ErrorCode]) -> Schema:
     """The error body with ``code`` narrowed to ``codes``."""
     return _obj({"error": {"type": "string"}, "code": {"type": "string", "enum": sorted({str(c) for c in codes})}})

@@ -22,7 +22,7 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import structlog
 from aiohttp import web
@@ -432,7 +432,9 @@ _SAFE_MODE_MESSAGES: Final = {
 }
 
 
-async def _refuse_in_safe_mode(request: web.Request, user: User, job_id: str, operation: str) -> None:
+async def _refuse_in_safe_mode(
+    request: web.Request, user: User, job_id: str, operation: Literal["run", "plan"]
+) -> None:
     """Under SAFE_MODE, record ``safe_mode_refused`` (with ``operation``: run or plan) and raise 403 ``safe_mode``.
 
     A plan is a process too, so it is refused exactly like a run; the engine is not called.
@@ -446,16 +448,28 @@ async def _refuse_in_safe_mode(request: web.Request, user: User, job_id: str, op
     raise refusal
 
 
-async def run_job(request: web.Request) -> web.Response:
-    """``POST /api/admin/engine/jobs/{id}/run`` ``{reason?}``: 202, or refused by SAFE_MODE (engine not asked)."""
+async def _process_request(
+    request: web.Request, action: str, operation: Literal["run", "plan"], allowed: tuple[str, ...]
+) -> tuple[User, str, str, str | None]:
+    """The checks of a request that starts a process (a run or a plan), in order; return user, job id, path, reason.
+
+    CSRF, then SAFE_MODE (its own record), then the job id and the body (a
+    refusal of either is recorded as ``action``). The engine is not called.
+    """
     user = request_user(request)
     await check_csrf(request)
     job_id = request.match_info["id"]
-    await _refuse_in_safe_mode(request, user, job_id, "run")
-    async with _refusal_recorded(request, user, JOB_RUN, job_id):
-        path = _job_path(request, "/run")
-        raw = await read_body(request, ("reason",))
+    await _refuse_in_safe_mode(request, user, job_id, operation)
+    async with _refusal_recorded(request, user, action, job_id):
+        path = _job_path(request, f"/{operation}")
+        raw = await read_body(request, allowed)
         reason = _optional_str(raw, "reason", MAX_REASON_CHARS)
+    return user, job_id, path, reason
+
+
+async def run_job(request: web.Request) -> web.Response:
+    """``POST /api/admin/engine/jobs/{id}/run`` ``{reason?}``: 202, or refused by SAFE_MODE (engine not asked)."""
+    user, job_id, path, reason = await _process_request(request, JOB_RUN, "run", ("reason",))
     body = {"reason": reason} if reason else {}
     return await _mutate(request, user, JOB_RUN, path, body, job_id=job_id, success=202, reason=reason)
 
@@ -471,13 +485,7 @@ async def plan_job(request: web.Request) -> web.Response:
     ``job_plan`` with the plan's ``sha256``); waits for the engine up to
     :data:`PLAN_ANSWER_WITHIN` seconds, as a plan may take its whole timeout.
     """
-    user = request_user(request)
-    await check_csrf(request)
-    job_id = request.match_info["id"]
-    await _refuse_in_safe_mode(request, user, job_id, "plan")
-    async with _refusal_recorded(request, user, JOB_PLAN, job_id):
-        path = _job_path(request, "/plan")
-        await read_body(request, ())
+    user, job_id, path, _ = await _process_request(request, JOB_PLAN, "plan", ())
     return await _mutate(
         request, user, JOB_PLAN, path, {}, job_id=job_id, success=200, recorded=PLAN_RECORDED, total=PLAN_ANSWER_WITHIN
     )

@@ -14,10 +14,10 @@ from aiohttp import web
 
 from engine_hub.errors import EngineError
 from engine_hub.http.auth import principal, source
-from engine_hub.http.schemas import ACTOR, ADMIN_AUTH, BAD_JSON, JOB_PATH, JOURNAL, NO_JOB, TOO_LARGE, UNKNOWN_FIELD, E
+from engine_hub.http.schemas import ACTOR, ADMIN_AUTH, BAD_JSON, JOB_PATH, JOURNAL, NO_JOB, TOO_LARGE, UNKNOWN_FIELD
 from engine_hub.jobs.service import MAX_CONCURRENT_PLANS, SERVICE
 from shared.contract import MAX_PLAN_OUTPUT, MAX_PLAN_TIMEOUT
-from shared.openapi import ErrorCase, Operation, body, closed_object, errors, header, ref, response
+from shared.openapi import PLAN_REFUSALS, Operation, body, closed_object, errors, ref, response
 from shared.web import read_json_object
 
 #: The route's OpenAPI operation.
@@ -34,27 +34,11 @@ OPERATION: Final = Operation(
     "bytes are kept (`truncated` says more was cut); `sha256` is the SHA-256 of exactly those bytes. "
     "A plan that cannot start, fails or times out still answers 200 (`exitCode` null or non-zero, "
     "`error`). Each plan leaves a `job_planned` journal record. At most "
-    f"{MAX_CONCURRENT_PLANS} plans run at once. Admin token only.",
+    f"{MAX_CONCURRENT_PLANS} plans run at once (429 beyond). Admin token only.",
     request_body=body(closed_object({}), required=False),
     responses={
         "200": response("What the plan printed and how it ended.", ref("Plan")),
-        **errors(
-            NO_JOB,
-            BAD_JSON,
-            UNKNOWN_FIELD,
-            ErrorCase(status=400, code=E.UNKNOWN_TYPE, when="the job's type left the catalog"),
-            ErrorCase(status=409, code=E.NO_PLAN, when="the job's type declares no plan"),
-            ErrorCase(status=409, code=E.NOT_READY, when="the job is not READY"),
-            ErrorCase(
-                status=429,
-                code=E.THROTTLED,
-                when=f"{MAX_CONCURRENT_PLANS} plans are running already",
-                headers={"Retry-After": header("Seconds to wait.")},
-            ),
-            TOO_LARGE,
-            JOURNAL,
-            *ADMIN_AUTH,
-        ),
+        **errors(NO_JOB, BAD_JSON, UNKNOWN_FIELD, *PLAN_REFUSALS, TOO_LARGE, JOURNAL, *ADMIN_AUTH),
     },
 )
 

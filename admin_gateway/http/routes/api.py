@@ -32,7 +32,7 @@ from admin_gateway.http.schemas import (
     NO_JOB,
     NO_SESSION,
     REASON,
-    RETRY_AFTER,
+    SAFE_MODE_ON,
     SESSION_CSRF,
     TIMELINE,
     TOO_LONG_QUERY,
@@ -41,6 +41,7 @@ from admin_gateway.http.schemas import (
 )
 from shared.contract import MAX_NAME_CHARS, MAX_PAGE_LIMIT, PLAN_ANSWER_WITHIN
 from shared.openapi import (
+    PLAN_REFUSALS,
     ErrorCase,
     Operation,
     body,
@@ -185,16 +186,8 @@ API: Final[RouteTable] = (
                 **errors(
                     *MUTATION,
                     NO_JOB,
-                    ErrorCase(status=403, code=E.SAFE_MODE, when="SAFE_MODE is on; the engine is not called"),
-                    ErrorCase(status=400, code=E.UNKNOWN_TYPE, when="the job's type left the catalog"),
-                    ErrorCase(status=409, code=E.NO_PLAN, when="the job's type declares no plan"),
-                    ErrorCase(status=409, code=E.NOT_READY, when="the job is not READY"),
-                    ErrorCase(
-                        status=429,
-                        code=E.THROTTLED,
-                        when="the engine runs as many plans as it allows",
-                        headers=RETRY_AFTER,
-                    ),
+                    SAFE_MODE_ON,
+                    *PLAN_REFUSALS,
                 ),
             },
         ),
@@ -221,7 +214,7 @@ API: Final[RouteTable] = (
                 **errors(
                     *MUTATION,
                     NO_JOB,
-                    ErrorCase(status=403, code=E.SAFE_MODE, when="SAFE_MODE is on; the engine is not called"),
+                    SAFE_MODE_ON,
                     ErrorCase(status=400, code=E.NOT_READY, when="the job is DONE or FAILED"),
                     ErrorCase(status=400, code=E.UNKNOWN_TYPE, when="the job's type left the catalog"),
                     ErrorCase(status=409, code=E.ALREADY_RUNNING, when="the job is already running"),
