@@ -14,7 +14,7 @@ from aiohttp import ClientResponse
 from engine_hub.jobs.catalog import Catalog, JobType, ParamSpec
 from engine_hub.jobs.service import MAX_CONCURRENT_PLANS, PLAN_RETRY_AFTER
 from shared.contract import MAX_PLAN_OUTPUT
-from shared.journal.chain import MemoryJournal
+from shared.journal.chain import JournalUnavailable, MemoryJournal, Record
 from tests.integration.engine.conftest import BOTH_STORES
 from tests.integration.engine.harness import (
     CLIENT_TOKEN,
@@ -80,6 +80,13 @@ def plan_types(tmp: Path) -> tuple[JobType, ...]:
             plan_timeout=1.0,
         ),
         JobType(name="plan.missing", command=run, timeout=30.0, plan=(str(tmp / "no-such-plan"),)),
+        JobType(
+            name="plan.mark",
+            command=run,
+            timeout=30.0,
+            params=(ParamSpec(name="marker", type="str", default=str(tmp / "planned.txt")),),
+            plan=_py("import os; open(os.environ['JOB_PARAM_MARKER'], 'a').write('planned\\n'); print('marked')"),
+        ),
         JobType(
             name="plan.slow",
             command=run,
@@ -269,6 +276,52 @@ class TestPlanRefusals:
         assert refused.headers["Retry-After"] == str(PLAN_RETRY_AFTER)
         assert (await refused.json())["code"] == "throttled"
         assert (await planned(engine, job["id"]))["output"] == "slow plan\n"
+
+
+class FailingJournal(MemoryJournal):
+    """A memory journal that can be made unhealthy, or made to refuse one action only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+        self.refuse_action: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return not self.failing
+
+    async def append(self, *, action: str, actor: str, source: str, job_id: str | None, data: dict[str, Any]) -> Record:
+        if self.failing or action == self.refuse_action:
+            raise JournalUnavailable("disk full")
+        return await super().append(action=action, actor=actor, source=source, job_id=job_id, data=data)
+
+
+class TestPlanJournal:
+    async def test_no_plan_runs_while_the_journal_is_down(
+        self, make_engine_server: MakeEngineServer, tmp_path: Path
+    ) -> None:
+        """With the journal unavailable a plan is 503 journal_unavailable and its process never starts."""
+        journal = FailingJournal()
+        engine = await make_engine_server(journal=journal, catalog=plan_catalog(tmp_path))
+        job = await engine.create("plan.mark")
+        journal.failing = True
+        resp = await plan(engine, job["id"])
+        assert resp.status == 503
+        assert (await resp.json())["code"] == "journal_unavailable"
+        assert not (tmp_path / "planned.txt").exists()
+
+    async def test_a_plan_that_cannot_be_recorded_shows_no_output(
+        self, make_engine_server: MakeEngineServer, tmp_path: Path
+    ) -> None:
+        """If its job_planned record is refused, the answer is 503 and the output is not given."""
+        journal = FailingJournal()
+        engine = await make_engine_server(journal=journal, catalog=plan_catalog(tmp_path))
+        job = await engine.create("plan.mark")
+        journal.refuse_action = "job_planned"
+        resp = await plan(engine, job["id"])
+        assert resp.status == 503
+        assert "marked" not in await resp.text()
+        assert (tmp_path / "planned.txt").read_text() == "planned\n"
 
 
 class TestPlanReplay:
