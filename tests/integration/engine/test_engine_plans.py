@@ -296,16 +296,22 @@ class FailingJournal(MemoryJournal):
         return await super().append(action=action, actor=actor, source=source, job_id=job_id, data=data)
 
 
+async def marked_job(make_engine_server: MakeEngineServer, tmp_path: Path) -> tuple[EngineServer, FailingJournal, str]:
+    """An engine on a :class:`FailingJournal` and the id of a READY ``plan.mark`` job."""
+    journal = FailingJournal()
+    engine = await make_engine_server(journal=journal, catalog=plan_catalog(tmp_path))
+    job = await engine.create("plan.mark")
+    return engine, journal, job["id"]
+
+
 class TestPlanJournal:
     async def test_no_plan_runs_while_the_journal_is_down(
         self, make_engine_server: MakeEngineServer, tmp_path: Path
     ) -> None:
         """With the journal unavailable a plan is 503 journal_unavailable and its process never starts."""
-        journal = FailingJournal()
-        engine = await make_engine_server(journal=journal, catalog=plan_catalog(tmp_path))
-        job = await engine.create("plan.mark")
+        engine, journal, job_id = await marked_job(make_engine_server, tmp_path)
         journal.failing = True
-        resp = await plan(engine, job["id"])
+        resp = await plan(engine, job_id)
         assert resp.status == 503
         assert (await resp.json())["code"] == "journal_unavailable"
         assert not (tmp_path / "planned.txt").exists()
@@ -314,11 +320,9 @@ class TestPlanJournal:
         self, make_engine_server: MakeEngineServer, tmp_path: Path
     ) -> None:
         """If its job_planned record is refused, the answer is 503 and the output is not given."""
-        journal = FailingJournal()
-        engine = await make_engine_server(journal=journal, catalog=plan_catalog(tmp_path))
-        job = await engine.create("plan.mark")
+        engine, journal, job_id = await marked_job(make_engine_server, tmp_path)
         journal.refuse_action = "job_planned"
-        resp = await plan(engine, job["id"])
+        resp = await plan(engine, job_id)
         assert resp.status == 503
         assert "marked" not in await resp.text()
         assert (tmp_path / "planned.txt").read_text() == "planned\n"
