@@ -49,12 +49,13 @@ _SAFE_VALUE = re.compile(r"[A-Za-z0-9._~-]*")
 
 @attrs.frozen(kw_only=True)
 class EngineResponse:
-    """What the engine answered: status, raw body, ``Content-Type`` header and ``Link`` header (paging)."""
+    """What the engine answered: status, raw body, ``Content-Type``, ``Link`` (paging) and ``Retry-After`` headers."""
 
     status: int
     body: bytes = attrs.field(repr=False)
     content_type: str
     link: str | None = None
+    retry_after: str | None = None
 
     @property
     def next_url(self) -> URL | None:
@@ -222,12 +223,14 @@ class EngineClient:
         raw_query: str | None = None,
         json_body: Any = None,
         request_id: str | None = None,
+        total: float | None = None,
     ) -> EngineResponse:
         """Send one request to the engine and return its answer, whatever its status.
 
         ``path`` is relative to the engine URL (segments already quoted);
         ``query`` is encoded, ``raw_query`` (already encoded, nothing to
-        quote) is appended as it is. Raises :class:`EngineUnavailable` or
+        quote) is appended as it is. ``total`` replaces the total timeout for
+        a request the engine is known to take longer over (a plan). Raises :class:`EngineUnavailable` or
         :class:`EngineTimeout` when no engine answered (see the class for
         which engines are tried).
         """
@@ -245,7 +248,7 @@ class EngineClient:
             index = (first + attempt) % count
             last = attempt == count - 1
             quick = not last and method in _IDEMPOTENT
-            outcome = await self._send(index, method, target, headers, json_body, path, quick=quick)
+            outcome = await self._send(index, method, target, headers, json_body, path, quick=quick, total=total)
             if isinstance(outcome, EngineResponse):
                 if last or not _node_not_ready(outcome):
                     self._current = index
@@ -311,10 +314,15 @@ class EngineClient:
         path: str,
         *,
         quick: bool = False,
+        total: float | None = None,
     ) -> EngineResponse | _Failure:
-        """One attempt at engine ``index``: its answer, or why there was none (``quick``: the failover timeout)."""
+        """One attempt at engine ``index``: its answer, or why there was none (``quick``: the failover timeout;
+        ``total``: a total timeout of its own)."""
         assert self._session is not None
         engine = self._shown[index]
+        timeout = self._failover_timeout if quick else self._timeout
+        if total is not None and not quick:
+            timeout = aiohttp.ClientTimeout(total=total, sock_connect=timeout.sock_connect, ceil_threshold=total + 1)
         try:
             async with self._session.request(
                 method,
@@ -322,7 +330,7 @@ class EngineClient:
                 headers=headers,
                 json=json_body,
                 allow_redirects=False,
-                timeout=self._failover_timeout if quick else self._timeout,
+                timeout=timeout,
             ) as resp:
                 body = await _read_body(resp)
                 resp_headers = resp.headers
@@ -331,6 +339,7 @@ class EngineClient:
                     body=body,
                     content_type=resp_headers.get("Content-Type", ""),
                     link=resp_headers.get("Link"),
+                    retry_after=resp_headers.get("Retry-After"),
                 )
         except aiohttp.ConnectionTimeoutError:
             # Not even a connection within the connect timeout: as unreachable as a refusal.

@@ -123,3 +123,10 @@ class TooManyStreams(EngineError):
 
     status = 429
     code = ErrorCode.THROTTLED
+
+
+class TooManyPlans(EngineError):
+    """The engine runs as many plans at once as it allows (429 ``throttled``, with ``Retry-After``)."""
+
+    status = 429
+    code = ErrorCode.THROTTLED

@@ -33,6 +33,14 @@ MAX_PAGE_LIMIT: Final = 1000
 MAX_NAME_CHARS: Final = 200
 #: Longest ``reason`` given to run or cancel a job (recorded in the journals).
 MAX_REASON_CHARS: Final = 1000
+#: Longest timeout a job type's plan (its dry run) may declare, in seconds, and the most of its
+#: output (stdout and stderr together) a plan answer carries, in bytes (docs/plan.md).
+MAX_PLAN_TIMEOUT: Final = 120.0
+MAX_PLAN_OUTPUT: Final = 64 * 1024
+#: How long the engine may take to answer a plan at most: the plan's timeout, then ending its process
+#: group (a plan's kill grace is at most 5 s, then up to 5 s for SIGKILL) and draining its output, with
+#: room to spare. The gateway waits this long for a plan, not its usual total timeout.
+PLAN_ANSWER_WITHIN: Final = MAX_PLAN_TIMEOUT + 40.0
 #: Longest value of a filter or other query parameter (``actor``, ``type``, ``status``, ``before``...).
 MAX_FILTER_CHARS: Final = 200
 
@@ -79,6 +87,7 @@ class ErrorCode(enum.StrEnum):
     TYPE_BUSY = "type_busy"
     NOT_READY = "not_ready"
     NOT_RUNNING = "not_running"
+    NO_PLAN = "no_plan"
     LOG_EXPIRED = "log_expired"
     JOURNAL_UNAVAILABLE = "journal_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"

@@ -25,7 +25,7 @@ from typing import Any, Final
 import attrs
 from aiohttp import web
 
-from shared.contract import JOB_FIELDS, MAX_JSON_DEPTH, ErrorCode, JobStatus, LogLevel
+from shared.contract import JOB_FIELDS, MAX_JSON_DEPTH, MAX_PLAN_OUTPUT, ErrorCode, JobStatus, LogLevel
 from shared.journal.chain import GENESIS, make_record
 from shared.web import UNMATCHED_ROUTE
 
@@ -201,8 +201,32 @@ def contract_schemas() -> dict[str, Schema]:
                 "description": {"type": "string"},
                 "timeout": {"type": "number"},
                 "exclusive": {"type": "boolean"},
+                "plan": {"type": "boolean", "description": "Whether the type has a plan (dry run)."},
                 "params": {"type": "array", "items": ref("ParamSpec")},
             }
+        ),
+        "Plan": _obj(
+            {
+                "jobId": JOB_ID,
+                "output": {
+                    "type": "string",
+                    "description": f"stdout and stderr as one stream: the first {MAX_PLAN_OUTPUT} bytes, "
+                    "decoded as UTF-8 (undecodable bytes become U+FFFD).",
+                },
+                "sha256": {
+                    "type": "string",
+                    "pattern": "^[0-9a-f]{64}$",
+                    "description": "SHA-256 of the exact output bytes (before decoding).",
+                },
+                "exitCode": nullable({"type": "integer", "description": "null: it did not exit by itself."}),
+                "truncated": {"type": "boolean", "description": f"More than {MAX_PLAN_OUTPUT} bytes: cut."},
+                "timedOut": {"type": "boolean", "description": "Its timeout ended its process group."},
+                "error": nullable(
+                    {"type": "string", "description": "Why it did not exit 0 (cannot start, timeout, exit code)."}
+                ),
+                "at": TIME,
+            },
+            description="What a job's plan (dry run) printed and how it ended; the job did not change.",
         ),
         "AuditRecord": _audit_record_schema(),
     }
@@ -249,6 +273,22 @@ class ErrorCase:
     when: str
     headers: Mapping[str, Any] = attrs.field(factory=dict)
     media: tuple[str, ...] = (JSON,)
+
+
+#: How the engine refuses a plan once the job is known; the gateway passes each on as it is.
+PLAN_REFUSALS: Final = (
+    ErrorCase(status=400, code=ErrorCode.UNKNOWN_TYPE, when="the job's type left the catalog"),
+    ErrorCase(status=409, code=ErrorCode.NO_PLAN, when="the job's type declares no plan"),
+    ErrorCase(status=409, code=ErrorCode.NOT_READY, when="the job is not READY"),
+    ErrorCase(
+        status=429,
+        code=ErrorCode.THROTTLED,
+        when="the engine runs as many plans at once as it allows",
+        headers={
+            "Retry-After": header("Seconds to wait before trying again.", {"type": "string", "pattern": "^[0-9]+$"})
+        },
+    ),
+)
 
 
 def error_schema(codes: Iterable[ErrorCode]) -> Schema:

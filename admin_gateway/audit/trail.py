@@ -82,6 +82,7 @@ __all__ = [
     "CSRF_REFUSED",
     "JOB_CANCEL",
     "JOB_CREATE",
+    "JOB_PLAN",
     "JOB_RUN",
     "LOGIN_FAILED",
     "LOGIN_SUCCEEDED",
@@ -110,6 +111,7 @@ CSRF_REFUSED: Final = "csrf_refused"
 SAFE_MODE_REFUSED: Final = "safe_mode_refused"
 JOB_CREATE: Final = "job_create"
 JOB_RUN: Final = "job_run"
+JOB_PLAN: Final = "job_plan"
 JOB_CANCEL: Final = "job_cancel"
 
 #: ``data.outcome`` values: an intent recorded before the engine is called, the request

@@ -3,11 +3,12 @@
 Every engine route needs a super_admin session (the route table's rule,
 checked before the handler by :mod:`admin_gateway.http.access`; the handler
 reads the user with ``request_user``). Mutations check, in this
-order: session and role (401), CSRF (403 ``csrf``), SAFE_MODE for runs (403
-``safe_mode``, the engine is not called), the request itself (400/404), the
+order: session and role (401), CSRF (403 ``csrf``), SAFE_MODE for runs and
+plans (403 ``safe_mode``, the engine is not called), the request itself (400/404), the
 audit journal (503 ``journal_unavailable``: the intent record must be durable
 before the engine is called), then the engine's answer: 400, 404,
-409 (and 413/422) pass through with their message and code; unreachable is
+409 (and 413/422) pass through with their message and code, 429 as 429
+``throttled`` with the engine's ``Retry-After``; unreachable is
 502 ``engine_unavailable``; no answer in time is 504 ``engine_timeout``.
 
 Reads degrade instead of failing: when the engine is down, slow or broken,
@@ -21,7 +22,7 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final, Literal
 
 import structlog
 from aiohttp import web
@@ -31,6 +32,7 @@ from admin_gateway.audit.trail import (
     AUDIT,
     JOB_CANCEL,
     JOB_CREATE,
+    JOB_PLAN,
     JOB_RUN,
     REQUESTED,
     SAFE_MODE_REFUSED,
@@ -40,10 +42,10 @@ from admin_gateway.audit.trail import (
 from admin_gateway.auth.csrf import FORM_FIELD, check_csrf, csrf_token
 from admin_gateway.auth.guards import User
 from admin_gateway.engine_client import ENGINE_CLIENT, EngineResponse, request_id_of
-from admin_gateway.errors import EngineFailed, GatewayError, SafeModeRefused
+from admin_gateway.errors import EngineFailed, GatewayError, SafeModeRefused, Throttled
 from admin_gateway.http.access import request_user
 from admin_gateway.settings import SETTINGS
-from shared.contract import MAX_FILTER_CHARS, MAX_REASON_CHARS, ErrorCode
+from shared.contract import MAX_FILTER_CHARS, MAX_REASON_CHARS, PLAN_ANSWER_WITHIN, ErrorCode
 from shared.web import read_form, read_json_object
 
 log = structlog.get_logger("api")
@@ -86,6 +88,9 @@ def _passthrough_query(request: web.Request, names: tuple[str, ...]) -> dict[str
 def engine_error(resp: EngineResponse) -> GatewayError:
     """Turn an engine answer that is not a success into the error the client gets."""
     message, code = _error_fields(resp)
+    if resp.status == 429:  # the engine is busy (too many plans): the client may retry, so say when
+        retry = resp.retry_after if resp.retry_after and resp.retry_after.isdigit() else "5"
+        return Throttled(message or "the engine is busy; try again shortly", headers={"Retry-After": retry})
     if resp.status in PASS_THROUGH:
         try:
             parsed = ErrorCode(code) if code else None
@@ -141,10 +146,17 @@ def _delimited(body: bytes, first: bytes, last: bytes) -> bool:
 
 
 async def _call(
-    request: web.Request, user: User, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None
+    request: web.Request,
+    user: User,
+    method: str,
+    path: str,
+    *,
+    query: dict[str, str] | None = None,
+    body: Any = None,
+    total: float | None = None,
 ) -> EngineResponse:
     return await request.app[ENGINE_CLIENT].call(
-        method, path, actor=user.name, query=query, json_body=body, request_id=request_id_of(request)
+        method, path, actor=user.name, query=query, json_body=body, request_id=request_id_of(request), total=total
     )
 
 
@@ -285,8 +297,14 @@ async def _mutate(
     job_id: str | None,
     success: int,
     reason: str | None = None,
+    recorded: tuple[str, ...] = (),
+    total: float | None = None,
 ) -> web.Response:
     """Call the engine for a mutation, recorded before (intent) and after (outcome).
+
+    ``recorded`` names fields of the engine's answer copied into the accepted
+    outcome record (a plan's ``sha256``: what the person was shown); ``total``
+    is the engine call's own total timeout, for a mutation that takes long.
 
     The intent record (``<action>_requested``) must be durable before the
     engine is called: if it cannot be written the answer is 503
@@ -304,7 +322,7 @@ async def _mutate(
     assert intent is not None  # fail_closed: a record or an exception
     extra["intentSeq"] = intent.seq
     try:
-        resp = await _call(request, user, "POST", path, body=body)
+        resp = await _call(request, user, "POST", path, body=body, total=total)
     except GatewayError as exc:
         await audit.record(action, request=request, actor=user.name, job_id=job_id, **outcome_of(exc), **extra)
         raise
@@ -324,12 +342,16 @@ async def _mutate(
             **extra,
         )
         raise error
-    if job_id is None:
+    if job_id is None or recorded:
         try:
-            created = json.loads(resp.body)
-            job_id = created.get("id") if isinstance(created, dict) else None
+            answer = json.loads(resp.body)
         except ValueError:
-            job_id = None
+            answer = None
+        if not isinstance(answer, dict):
+            answer = {}
+        if job_id is None:
+            job_id = answer.get("id")
+        extra.update((name, answer.get(name)) for name in recorded)
     await audit.record(
         action, request=request, actor=user.name, job_id=job_id, outcome=ACCEPTED, status=success, **extra
     )
@@ -403,25 +425,70 @@ async def create_job(request: web.Request) -> web.Response:
     return await _mutate(request, user, JOB_CREATE, "api/jobs", body, job_id=None, success=201)
 
 
-async def run_job(request: web.Request) -> web.Response:
-    """``POST /api/admin/engine/jobs/{id}/run`` ``{reason?}``: 202, or refused by SAFE_MODE (engine not asked)."""
+_SAFE_MODE_MESSAGES: Final = {
+    "run": "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs.",
+    "plan": "SAFE_MODE is on: no plan can be run (a plan is a process, refused like a run). "
+    "Turn SAFE_MODE off on the gateway to plan and run jobs.",
+}
+
+
+async def _refuse_in_safe_mode(
+    request: web.Request, user: User, job_id: str, operation: Literal["run", "plan"]
+) -> None:
+    """Under SAFE_MODE, record ``safe_mode_refused`` (with ``operation``: run or plan) and raise 403 ``safe_mode``.
+
+    A plan is a process too, so it is refused exactly like a run; the engine is not called.
+    """
+    if not request.app[SETTINGS].safe_mode:
+        return
+    refusal = SafeModeRefused(_SAFE_MODE_MESSAGES[operation])
+    await request.app[AUDIT].record(
+        SAFE_MODE_REFUSED, request=request, actor=user.name, job_id=job_id, operation=operation, **outcome_of(refusal)
+    )
+    raise refusal
+
+
+async def _process_request(
+    request: web.Request, action: str, operation: Literal["run", "plan"], allowed: tuple[str, ...]
+) -> tuple[User, str, str, str | None]:
+    """The checks of a request that starts a process (a run or a plan), in order; return user, job id, path, reason.
+
+    CSRF, then SAFE_MODE (its own record), then the job id and the body (a
+    refusal of either is recorded as ``action``). The engine is not called.
+    """
     user = request_user(request)
     await check_csrf(request)
     job_id = request.match_info["id"]
-    if request.app[SETTINGS].safe_mode:
-        refusal = SafeModeRefused(
-            "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs."
-        )
-        await request.app[AUDIT].record(
-            SAFE_MODE_REFUSED, request=request, actor=user.name, job_id=job_id, **outcome_of(refusal)
-        )
-        raise refusal
-    async with _refusal_recorded(request, user, JOB_RUN, job_id):
-        path = _job_path(request, "/run")
-        raw = await read_body(request, ("reason",))
+    await _refuse_in_safe_mode(request, user, job_id, operation)
+    async with _refusal_recorded(request, user, action, job_id):
+        path = _job_path(request, f"/{operation}")
+        raw = await read_body(request, allowed)
         reason = _optional_str(raw, "reason", MAX_REASON_CHARS)
+    return user, job_id, path, reason
+
+
+async def run_job(request: web.Request) -> web.Response:
+    """``POST /api/admin/engine/jobs/{id}/run`` ``{reason?}``: 202, or refused by SAFE_MODE (engine not asked)."""
+    user, job_id, path, reason = await _process_request(request, JOB_RUN, "run", ("reason",))
     body = {"reason": reason} if reason else {}
     return await _mutate(request, user, JOB_RUN, path, body, job_id=job_id, success=202, reason=reason)
+
+
+#: Fields of a plan's answer the gateway's ``job_plan`` record keeps (never the output itself).
+PLAN_RECORDED: Final = ("sha256", "exitCode", "truncated", "timedOut")
+
+
+async def plan_job(request: web.Request) -> web.Response:
+    """``POST /api/admin/engine/jobs/{id}/plan``: 200 with what the job's plan printed, or refused by SAFE_MODE.
+
+    Guarded and audited like a run (intent ``job_plan_requested``, outcome
+    ``job_plan`` with the plan's ``sha256``); waits for the engine up to
+    :data:`PLAN_ANSWER_WITHIN` seconds, as a plan may take its whole timeout.
+    """
+    user, job_id, path, _ = await _process_request(request, JOB_PLAN, "plan", ())
+    return await _mutate(
+        request, user, JOB_PLAN, path, {}, job_id=job_id, success=200, recorded=PLAN_RECORDED, total=PLAN_ANSWER_WITHIN
+    )
 
 
 async def cancel_job(request: web.Request) -> web.Response:

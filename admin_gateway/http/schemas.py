@@ -49,6 +49,7 @@ ENGINE_BROKEN = ErrorCase(
 )
 ENGINE_SLOW = ErrorCase(status=504, code=E.ENGINE_TIMEOUT, when="the engine did not answer within the total timeout")
 NO_JOB = ErrorCase(status=404, code=E.NOT_FOUND, when="no job has this id")
+SAFE_MODE_ON = ErrorCase(status=403, code=E.SAFE_MODE, when="SAFE_MODE is on; the engine is not called")
 TOO_LARGE = ErrorCase(status=413, code=E.PAYLOAD_TOO_LARGE, when=f"the body is larger than {MAX_BODY} bytes")
 BAD_JSON = ErrorCase(
     status=400,

@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine_hub.cli.client import DEFAULT_URL, URL_ENV, EngineClient, find_token
+from engine_hub.cli.client import DEFAULT_URL, TIMEOUT, URL_ENV, EngineClient, find_token
 from engine_hub.cli.support import PROG, Parser, UsageError, fail
 from engine_hub.jobs.catalog import CatalogError, parse_param_text
 from engine_hub.settings import DEFAULT_DATA_DIR
+from shared.contract import PLAN_ANSWER_WITHIN
 from shared.text import escape_unprintable
 
 FINAL = frozenset({"DONE", "FAILED"})
@@ -63,6 +64,17 @@ def add_jobs(sub: Any) -> None:
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="a param value; repeatable")
     p.set_defaults(func=_cmd_create)
 
+    p = jsub.add_parser(
+        "plan", parents=[common], help="show what running a READY job would do: its type's plan (admin token)"
+    )
+    p.add_argument("id", metavar="ID")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="print the plan's output as it is, control characters included (default: escaped as \\uXXXX)",
+    )
+    p.set_defaults(func=_cmd_plan)
+
     p = jsub.add_parser("run", parents=[common], help="run a READY job (admin token)")
     p.add_argument("id", metavar="ID")
     p.add_argument("--reason", help="why it runs (recorded in its history)")
@@ -91,9 +103,9 @@ def add_jobs(sub: Any) -> None:
     p.set_defaults(func=_cmd_types)
 
 
-def _client(args: argparse.Namespace) -> EngineClient:
+def _client(args: argparse.Namespace, *, timeout: float = TIMEOUT) -> EngineClient:
     url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
-    return EngineClient(url, find_token(data_dir=args.data_dir), actor=args.actor)
+    return EngineClient(url, find_token(data_dir=args.data_dir), actor=args.actor, timeout=timeout)
 
 
 def _safe(text: str) -> str:
@@ -192,6 +204,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"job {_v(job['id'])} is {_v(job['status'])} (run by {_v(job['runBy'])}); "
             f"follow it with: {PROG} jobs logs -f {_v(job['id'])}"
         )
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    # A plan may take its whole timeout: wait as long as the engine may take to answer one.
+    plan, _ = _client(args, timeout=PLAN_ANSWER_WITHIN).request("POST", f"/api/jobs/{_id(args.id)}/plan", body={})
+    if args.json:
+        _print_json(plan)
+        return 0
+    output = plan["output"]
+    sys.stdout.write(output if args.raw else _safe(output))
+    if output and not output.endswith("\n"):
+        print()
+    notes = [f"exit code {_v(plan['exitCode'])}", f"sha256 {_v(plan['sha256'])}"]
+    if plan["truncated"]:
+        notes.append("output cut at 64 KiB")
+    print(f"-- plan of job {_v(plan['jobId'])}: {', '.join(notes)}", file=sys.stderr)
+    if plan["error"] is not None:
+        return fail(f"the plan did not succeed: {_v(plan['error'])}", 1)
     return 0
 
 

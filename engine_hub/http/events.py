@@ -3,11 +3,12 @@
 Each change is one message: ``id`` is the change's seq (its audit record's),
 ``event`` the action (``job_created``, ``run_requested``, ``job_started``,
 ``job_finished``, ``cancel_requested``, ``job_interrupted``, ``log_truncated``,
-``log_expired``), ``data`` the job's JSON after it (as ``GET /api/jobs/{id}``
-answers). A stream opened without a cursor starts with ``ready`` (the newest
-seq); one resuming from further back than the engine keeps starts with
-``reset`` (list again, then follow). A comment line keeps idle connections
-open. The hub behind it is :mod:`engine_hub.store.events`.
+``log_expired``, ``job_planned``: a plan ran, the job is unchanged), ``data``
+the job's JSON after it (as ``GET /api/jobs/{id}`` answers). A stream opened
+without a cursor starts with ``ready`` (the newest seq); one resuming from
+further back than the engine keeps starts with ``reset`` (list again, then
+follow). A comment line keeps idle connections open. The hub behind it is
+:mod:`engine_hub.store.events`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ OPERATION: Final = Operation(
     summary="Every job change as Server-Sent Events, resumable by `Last-Event-ID`.",
     description="One message per change: `id` the change's seq, `event` the action (`job_created`, "
     "`run_requested`, `job_started`, `job_finished`, `cancel_requested`, `job_interrupted`, `log_truncated`, "
-    "`log_expired`), `data` the job's JSON after it. Without a cursor the stream starts with `ready` "
+    "`log_expired`, `job_planned`: a plan ran, the job is unchanged), `data` the job's JSON after it. "
+    "Without a cursor the stream starts with `ready` "
     '(`{"seq": N}`); from a cursor older than the engine keeps, or one from another store, with `reset` (list '
     "again). A comment every 15 s keeps it open; a client that does not read is disconnected.",
     responses={

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from engine_hub.http import audit, events, jobs, legacy
+from engine_hub.http import audit, events, jobs, legacy, plans
 from engine_hub.http.schemas import (
     ACTOR,
     ADMIN_AUTH,
@@ -310,6 +310,7 @@ ROUTES: Final[RouteTable] = (
             ),
         ),
     ),
+    Route(name="job_plan", handler=plans.plan_job, access=Access.ADMIN_TOKEN, operation=plans.OPERATION),
     Route(
         name="job_run",
         handler=jobs.run_job,

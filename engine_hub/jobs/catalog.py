@@ -33,9 +33,13 @@ from engine_hub.jobs.params import (
     parse_param_text,
     type_label,
 )
+from shared.contract import MAX_PLAN_TIMEOUT
 
 #: Largest timeout a type may declare (30 days): anything longer is a typo.
 MAX_TIMEOUT: Final = 30 * 24 * 3600.0
+#: A plan's timeout when its type declares none, and the largest it may declare: a plan only
+#: says what the run would do, and a person waits for it before confirming (docs/plan.md).
+DEFAULT_PLAN_TIMEOUT: Final = 30.0
 #: The name the admin token acts under; a client token may not borrow it.
 ADMIN_NAME: Final = "admin"
 
@@ -44,6 +48,8 @@ _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 
 __all__ = [
     "ADMIN_NAME",
+    "DEFAULT_PLAN_TIMEOUT",
+    "MAX_PLAN_TIMEOUT",
     "MAX_STR_PARAM",
     "MAX_TIMEOUT",
     "PARAM_TYPES",
@@ -74,7 +80,10 @@ class JobType:
 
     ``command`` is an argv list run directly (never through a shell); a relative
     ``command[0]`` containing a slash is found relative to ``cwd``. ``timeout``
-    is in seconds. ``exclusive`` allows at most one RUNNING job of the type.
+    is in seconds. ``plan``, when not empty, is the argv of the type's dry run
+    (checked like ``command``; run with the same params, environment and
+    ``cwd``), which must end within ``plan_timeout`` seconds (at most
+    :data:`MAX_PLAN_TIMEOUT`). ``exclusive`` allows at most one RUNNING job of the type.
     ``env`` holds static environment variables set for every run (not served by
     :meth:`to_json`, as they may hold credentials). Construction raises
     :class:`CatalogError` for an invalid declaration.
@@ -88,23 +97,17 @@ class JobType:
     params: tuple[ParamSpec, ...] = ()
     cwd: Path | None = None
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
+    plan: tuple[str, ...] = ()
+    plan_timeout: float = DEFAULT_PLAN_TIMEOUT
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.name, str) or not _TYPE_NAME.fullmatch(self.name):
             raise CatalogError(f"type name {self.name!r} must match [a-z][a-z0-9_.-]{{0,63}}")
-        if not self.command or not self.command[0]:
-            raise CatalogError(f"type {self.name!r}: command must be a non-empty argv list")
-        if any("\x00" in arg for arg in self.command):
-            raise CatalogError(f"type {self.name!r}: command must not contain NUL characters")
-        if not (
-            isinstance(self.timeout, int | float)
-            and not isinstance(self.timeout, bool)
-            and math.isfinite(self.timeout)
-            and 0 < self.timeout <= MAX_TIMEOUT
-        ):
-            raise CatalogError(
-                f"type {self.name!r}: timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}"
-            )
+        self._check_argv("command", self.command)
+        self._check_seconds("timeout", self.timeout, MAX_TIMEOUT)
+        if self.plan:
+            self._check_argv("plan", self.plan)
+        self._check_seconds("plan_timeout", self.plan_timeout, MAX_PLAN_TIMEOUT)
         seen: set[str] = set()
         for spec in self.params:
             if spec.name in seen:
@@ -117,6 +120,21 @@ class JobType:
                 raise CatalogError(f"type {self.name!r}: env name {key!r} is reserved (JOB_*, ENGINE_HUB_*)")
             if not isinstance(val, str) or "\x00" in val:
                 raise CatalogError(f"type {self.name!r}: env {key!r} must be a string without NUL")
+
+    def _check_argv(self, key: str, argv: tuple[str, ...]) -> None:
+        if not argv or not argv[0]:
+            raise CatalogError(f"type {self.name!r}: {key} must be a non-empty argv list")
+        if any("\x00" in arg for arg in argv):
+            raise CatalogError(f"type {self.name!r}: {key} must not contain NUL characters")
+
+    def _check_seconds(self, key: str, value: object, high: float) -> None:
+        if not (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and 0 < value <= high
+        ):
+            raise CatalogError(f"type {self.name!r}: {key} must be a number of seconds above 0 and at most {high:g}")
 
     def param(self, name: str) -> ParamSpec | None:
         """Return the declaration of param ``name``, or ``None``."""
@@ -154,12 +172,16 @@ class JobType:
         return result
 
     def to_json(self) -> dict[str, Any]:
-        """Return the type as served by ``GET /api/types`` (no command, cwd or env)."""
+        """Return the type as served by ``GET /api/types`` (no command, plan argv, cwd or env).
+
+        ``plan`` says whether the type has a dry run (``POST /api/jobs/{id}/plan``).
+        """
         return {
             "name": self.name,
             "description": self.description,
             "timeout": self.timeout,
             "exclusive": self.exclusive,
+            "plan": bool(self.plan),
             "params": [spec.to_json() for spec in self.params],
         }
 

@@ -13,6 +13,8 @@ File format (see ``deploy/catalog.example.toml`` for a commented example)::
     command = ["/opt/search/bin/reindex"]   # argv, never a shell
     timeout = 1800                  # seconds
     exclusive = true                # at most one RUNNING job of this type
+    plan = ["/opt/search/bin/reindex", "--dry-run"]   # optional: what a run would do
+    plan_timeout = 30               # optional: seconds (default 30, at most 120)
     cwd = "/opt/search"             # optional; relative paths are from the file
     env = { SEARCH_URL = "http://127.0.0.1:9200" }   # optional static env
 
@@ -39,7 +41,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from engine_hub.jobs.catalog import ADMIN_NAME, Catalog, ClientToken, JobType
+from engine_hub.jobs.catalog import ADMIN_NAME, DEFAULT_PLAN_TIMEOUT, Catalog, ClientToken, JobType
 from engine_hub.jobs.demo_types import builtin_catalog, demo_types
 from engine_hub.jobs.params import PARAM_TYPES, CatalogError, ParamSpec, type_label
 
@@ -48,7 +50,9 @@ __all__ = ["load_catalog", "parse_catalog"]
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _TOP_KEYS: Final = frozenset({"include_demo", "types", "clients"})
-_TYPE_KEYS: Final = frozenset({"name", "description", "command", "timeout", "exclusive", "params", "cwd", "env"})
+_TYPE_KEYS: Final = frozenset(
+    {"name", "description", "command", "timeout", "exclusive", "params", "cwd", "env", "plan", "plan_timeout"}
+)
 _PARAM_KEYS: Final = frozenset({"name", "type", "required", "default", "choices", "min", "max", "description"})
 _CLIENT_KEYS: Final = frozenset({"name", "scope", "token_sha256"})
 
@@ -126,17 +130,32 @@ def _parse_param(data: object, where: str) -> ParamSpec:
         raise CatalogError(f"{where}: {exc}") from None
 
 
+def _argv(t: _Table, key: str, value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise CatalogError(f"{t.key(key)}: must be an array of strings (argv; no shell)")
+    return value
+
+
+def _seconds(t: _Table, key: str, value: object) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CatalogError(f"{t.key(key)}: must be a number of seconds; got {type_label(value)}")
+    return value
+
+
 def _parse_type(data: object, where: str, base: Path) -> JobType:
     if isinstance(data, dict) and isinstance(data.get("name"), str):
         where = f"{where} ({data['name']})"  # name the type in every message about it
     t = _Table(data, where, _TYPE_KEYS)
     name = t.get_str("name")
-    command = t.required("command")
-    if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
-        raise CatalogError(f"{t.key('command')}: must be an array of strings (argv; no shell)")
-    timeout = t.required("timeout")
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise CatalogError(f"{t.key('timeout')}: must be a number of seconds; got {type_label(timeout)}")
+    command = _argv(t, "command", t.required("command"))
+    timeout = _seconds(t, "timeout", t.required("timeout"))
+    plan = _argv(t, "plan", t.data["plan"]) if t.has("plan") else []
+    if t.has("plan") and not plan:
+        # JobType reads an empty plan as "none"; in a file, an empty array is a mistake.
+        raise CatalogError(f"{t.key('plan')}: must be a non-empty argv list (or leave the key out)")
+    plan_timeout = _seconds(t, "plan_timeout", t.data.get("plan_timeout", DEFAULT_PLAN_TIMEOUT))
+    if t.has("plan_timeout") and not plan:
+        raise CatalogError(f"{t.key('plan_timeout')}: the type declares no plan")
     cwd = None
     if t.has("cwd"):
         cwd = Path(t.get_str("cwd"))
@@ -156,6 +175,8 @@ def _parse_type(data: object, where: str, base: Path) -> JobType:
             params=params,
             cwd=cwd,
             env=env,
+            plan=tuple(plan),
+            plan_timeout=float(plan_timeout),
         )
     except CatalogError as exc:
         if str(exc).startswith(t.where):

@@ -1,6 +1,6 @@
 """The built-in demo jobs: small real programs the engine runs as subprocesses.
 
-Run as ``python demo.py <sleep|echo|fail>`` (the engine's demo catalog does
+Run as ``python demo.py <sleep|echo|fail|plan-sleep|plan-echo>`` (the engine's demo catalog does
 this by file path) or ``python -m engine_hub.jobs.demo <name>``. Params arrive the
 way every job gets them: as ``JOB_PARAM_<NAME>`` environment variables, with
 ``JOB_ID`` naming the job. Output is flushed line by line so the job log shows
@@ -53,7 +53,19 @@ def fail() -> int:
     return code
 
 
-PROGRAMS = {"sleep": sleep, "echo": echo, "fail": fail}
+def plan_sleep() -> int:
+    """The plan of ``sleep``: say how long it would sleep, without sleeping."""
+    print(f"would sleep {_int_param('seconds', 3)} s", flush=True)
+    return 0
+
+
+def plan_echo() -> int:
+    """The plan of ``echo``: say what it would print, without printing it as the job."""
+    print(f"would print: {os.environ.get('JOB_PARAM_MESSAGE', 'hello')}", flush=True)
+    return 0
+
+
+PROGRAMS = {"sleep": sleep, "echo": echo, "fail": fail, "plan-sleep": plan_sleep, "plan-echo": plan_echo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

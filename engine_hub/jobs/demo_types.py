@@ -2,7 +2,9 @@
 
 They are offered when the engine starts without a catalog file, or with
 ``include_demo = true`` in one. Each runs :mod:`engine_hub.jobs.demo` as a real
-subprocess of this interpreter.
+subprocess of this interpreter. ``demo.sleep`` and ``demo.echo`` have a plan
+(a dry run saying what the run would do); ``demo.fail`` has none, so the
+panel and the API show both cases.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def demo_types() -> tuple[JobType, ...]:
             description="Sleep for a number of seconds, printing a line every second.",
             command=(python, "-I", demo, "sleep"),
             timeout=DEMO_SLEEP_MAX + 60.0,
+            plan=(python, "-I", demo, "plan-sleep"),
             params=(
                 ParamSpec(
                     name="seconds",
@@ -52,6 +55,7 @@ def demo_types() -> tuple[JobType, ...]:
             description="Print a message.",
             command=(python, "-I", demo, "echo"),
             timeout=30.0,
+            plan=(python, "-I", demo, "plan-echo"),
             params=(ParamSpec(name="message", type="str", default="hello", description="The message to print."),),
         ),
         JobType(

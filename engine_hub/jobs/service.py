@@ -19,23 +19,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
-from typing import Any, Final
+import hashlib
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Final, TypeVar
 
+import attrs
 import structlog
 from aiohttp import web
 
-from engine_hub.errors import Conflict, InvalidParam, JournalDown, NodeNotReady, NotFound, NotReady, UnknownType
+from engine_hub.errors import (
+    Conflict,
+    InvalidParam,
+    JournalDown,
+    NodeNotReady,
+    NotFound,
+    NotReady,
+    TooManyPlans,
+    UnknownType,
+)
 from engine_hub.jobs.catalog import Catalog, CatalogError, JobType
 from engine_hub.metrics import Metrics
 from engine_hub.run.logs import LogStore
-from engine_hub.run.runner import Runner
+from engine_hub.run.runner import PlanOutcome, Runner
 from engine_hub.store.backend import Backend, ClaimLost, EmbeddedBackend, Fenced
 from engine_hub.store.embedded import SYSTEM_ACTOR, Action, JobEntry
-from shared.contract import ErrorCode, HistoryEntry, Job, JobStatus, new_job_id, utcnow
+from shared.contract import ErrorCode, HistoryEntry, Job, JobStatus, format_time, new_job_id, utcnow
 from shared.journal.chain import Record
 
 log = structlog.get_logger("engine.service")
+T = TypeVar("T")
 
 #: ``source`` of records the engine writes on its own (finishes, interruptions).
 ENGINE_SOURCE: Final = "engine"
@@ -43,6 +55,35 @@ ENGINE_SOURCE: Final = "engine"
 INTERRUPTED_ERROR: Final = "interrupted: engine restarted"
 #: How long a finished run keeps retrying to journal its outcome while the journal is down.
 FINISH_RETRY_MAX_DELAY: Final = 5.0
+#: Plans one engine runs at once; one more is refused (429 ``throttled``) rather than queued, so a
+#: burst of plans can neither pile up processes nor keep a person waiting past the plan's timeout.
+MAX_CONCURRENT_PLANS: Final = 4
+#: ``Retry-After`` of that refusal, in seconds.
+PLAN_RETRY_AFTER: Final = 5
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    """The answer to a plan: what it printed and how it ended, with the SHA-256 of the exact output bytes."""
+
+    job_id: str
+    outcome: PlanOutcome
+    sha256: str
+    at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of ``POST /api/jobs/{id}/plan``: the output decoded as UTF-8 (bad bytes replaced)."""
+        outcome = self.outcome
+        return {
+            "jobId": self.job_id,
+            "output": outcome.output.decode("utf-8", errors="replace"),
+            "sha256": self.sha256,
+            "exitCode": outcome.exit_code,
+            "truncated": outcome.truncated,
+            "timedOut": outcome.timed_out,
+            "error": outcome.error,
+            "at": self.at,
+        }
 
 
 class JobService:
@@ -64,6 +105,7 @@ class JobService:
         self._pending_cancels: dict[str, str] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._plans = 0  # plans running now
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -213,6 +255,56 @@ class JobService:
             if job_id not in self._tasks:
                 self._pending_cancels.pop(job_id, None)
                 self._cancels_delivered.discard(job_id)
+
+    async def plan(self, *, job_id: str, actor: str, source: str) -> Plan:
+        """Run the plan (dry run) of a READY job with its params and return what it printed; the job does not change.
+
+        The plan and its ``job_planned`` record run in a task of their own, so a
+        client that hangs up neither kills the plan half-way nor leaves it
+        unrecorded. Raises 404 ``not_found``, 400 ``unknown_type`` (the type
+        left the catalog), 409 ``no_plan`` (the type declares none), 409
+        ``not_ready`` (the job is not READY), 429 ``throttled`` (already
+        :data:`MAX_CONCURRENT_PLANS` plans running), 503 ``journal_unavailable``
+        (the journal cannot record it: then no plan runs, or, if the journal
+        failed meanwhile, no output is given).
+        """
+        entry = await self.get(job_id)
+        job_type = self.catalog.get(entry.type)
+        if job_type is None:
+            raise UnknownType(f"job type {entry.type!r} is no longer in the catalog, so this job has no plan")
+        if not job_type.plan:
+            raise Conflict(f"job type {entry.type!r} declares no plan", code=ErrorCode.NO_PLAN)
+        if entry.status is not JobStatus.READY:
+            raise Conflict(f"job is {entry.status}: only a READY job has a plan to show", code=ErrorCode.NOT_READY)
+        if self._plans >= MAX_CONCURRENT_PLANS:
+            raise TooManyPlans(
+                f"{MAX_CONCURRENT_PLANS} plans are running already; try again shortly",
+                headers={"Retry-After": str(PLAN_RETRY_AFTER)},
+            )
+        if not self.backend.healthy:
+            # Checked first: a plan whose record cannot be written is a process nobody could account for.
+            raise JournalDown("the journal is unavailable, so no plan was run; try again later")
+        self._plans += 1
+        task = self._spawn(self._plan(entry, job_type, actor=actor, source=source))
+        return await asyncio.shield(task)
+
+    async def _plan(self, entry: JobEntry, job_type: JobType, *, actor: str, source: str) -> Plan:
+        try:
+            outcome = await self._runner.plan(job_id=entry.id, job_type=job_type, params=entry.job.params)
+        finally:
+            self._plans -= 1
+        digest = hashlib.sha256(outcome.output).hexdigest()
+        data = {
+            "sha256": digest,
+            "bytes": len(outcome.output),
+            "exitCode": outcome.exit_code,
+            "truncated": outcome.truncated,
+            "timedOut": outcome.timed_out,
+            "error": outcome.error,
+        }
+        # The output itself stays out of the journal (it can be large); its hash binds it.
+        await self._commit(action=Action.JOB_PLANNED, actor=actor, source=source, job_id=entry.id, data=data)
+        return Plan(job_id=entry.id, outcome=outcome, sha256=digest, at=format_time(utcnow()) or "")
 
     def _claim(self, entry: JobEntry, *, busy: bool) -> JobType:
         # No await in here: check and claim form one atomic step on the event loop.
@@ -399,10 +491,13 @@ class JobService:
         with contextlib.suppress(JournalDown, Fenced):
             await self._commit(action=action, actor=SYSTEM_ACTOR, source=ENGINE_SOURCE, job_id=job_id, data=data)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        # Retrieve the outcome even if nobody awaits it (a plan whose client hung up).
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
 
 
 #: The app's job service (set by ``create_app``).

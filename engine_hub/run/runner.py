@@ -21,15 +21,15 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, Protocol
 
 import attrs
 import structlog
 
 from engine_hub.jobs.catalog import JobType
-from shared.contract import JobStatus
+from shared.contract import MAX_PLAN_OUTPUT, JobStatus
 
 log = structlog.get_logger("runner")
 
@@ -45,6 +45,10 @@ _READ_CHUNK: Final = 64 * 1024
 #: reaches a job (deny by default).
 INHERITED_ENV: Final = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "USER", "LOGNAME", "TMPDIR")
 DEFAULT_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
+
+#: The longest a plan's group gets between SIGTERM and SIGKILL (a plan should hold nothing worth a
+#: long clean-up, and a person is waiting for its answer).
+PLAN_KILL_GRACE: Final = 5.0
 
 #: After the supervisor has exited, how long to wait for the output pipes to
 #: reach end of file (a process that escaped every kill could hold them open).
@@ -63,6 +67,19 @@ class Outcome:
 
     status: JobStatus
     exit_code: int | None
+    error: str | None
+
+
+@attrs.frozen(kw_only=True)
+class PlanOutcome:
+    """How a plan ended: its output (the first :data:`MAX_PLAN_OUTPUT` bytes, stdout and stderr as one
+    stream), whether more was cut off, its exit code (``None`` when it did not exit by itself), whether
+    its timeout ended it, and why it did not exit 0 (``None`` when it did)."""
+
+    output: bytes
+    truncated: bool
+    exit_code: int | None
+    timed_out: bool
     error: str | None
 
 
@@ -148,6 +165,33 @@ class _LineSplitter:
         self.buf.clear()
 
 
+class _Sink(Protocol):
+    """Where the output read from one pipe goes: a line splitter (runs) or a capture (plans)."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Capture:
+    """Keeps the first ``limit`` bytes of a stream as they came; the rest is read and dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.truncated = False
+
+    def feed(self, chunk: bytes) -> None:
+        room = self.limit - len(self.data)
+        if len(chunk) > room:
+            self.truncated = True
+        if room > 0:
+            self.data += chunk[:room]
+
+    def close(self) -> None:
+        """Nothing to flush: the bytes are kept as they came."""
+
+
 @attrs.define
 class _Run:
     """Book-keeping of one run in progress (mutable, private to the runner)."""
@@ -185,6 +229,7 @@ class Runner:
         self._kill_grace = kill_grace
         self._python = python
         self._runs: dict[str, _Run] = {}
+        self._plans = 0  # plans started: numbers each plan's key in _runs
 
     def is_running(self, job_id: str) -> bool:
         """Tell whether a run of ``job_id`` is in progress in this runner."""
@@ -246,12 +291,82 @@ class Runner:
         """
         if job_id in self._runs:
             raise RuntimeError(f"job {job_id} is already running")
+        env = job_env(job_id=job_id, job_type=job_type, params=params)
+        sinks = (_LineSplitter("stdout", on_line, job_id), _LineSplitter("stderr", on_line, job_id))
+        run, final = await self._supervise(
+            job_id, job_type.command, env, job_type, job_type.timeout, self._kill_grace, sinks, on_started
+        )
+        outcome = self._outcome(run, job_type.timeout, final, run.proc.returncode if run is not None else None)
+        log.info(
+            "job_process_finished",
+            job_id=job_id,
+            status=str(outcome.status),
+            exit_code=outcome.exit_code,
+            error=outcome.error,
+        )
+        return outcome
+
+    async def plan(self, *, job_id: str, job_type: JobType, params: dict[str, Any]) -> PlanOutcome:
+        """Run ``job_type``'s plan (its dry run) for a job with these ``params``; return its output and end.
+
+        The plan runs like a run (:meth:`run`): supervised, in a process group of
+        its own, with the same environment (:func:`job_env`) and working
+        directory, ended with its whole group after ``job_type.plan_timeout``
+        seconds (kill grace at most :data:`PLAN_KILL_GRACE`), and ended at
+        engine shutdown. Its stdout and stderr share one pipe, so the output
+        reads as in a terminal; the first :data:`MAX_PLAN_OUTPUT` bytes are kept
+        (the rest is read and dropped, so the plan never blocks on a full pipe).
+        Never raises for a plan that cannot start or misbehaves: the outcome
+        says so (``error``). Any number of plans of one job may run at once.
+        """
+        if not job_type.plan:
+            raise ValueError(f"job type {job_type.name!r} has no plan")
+        self._plans += 1
+        key = f"{job_id}:plan:{self._plans}"
+        env = job_env(job_id=job_id, job_type=job_type, params=params)
+        capture = _Capture(MAX_PLAN_OUTPUT)
+        grace = min(self._kill_grace, PLAN_KILL_GRACE)
+        run, final = await self._supervise(key, job_type.plan, env, job_type, job_type.plan_timeout, grace, (capture,))
+        outcome = self._outcome(run, job_type.plan_timeout, final, run.proc.returncode if run is not None else None)
+        timed_out = final is not None and final.get("reason") == "timeout"
+        log.info(
+            "job_plan_finished",
+            job_id=job_id,
+            exit_code=outcome.exit_code,
+            timed_out=timed_out,
+            truncated=capture.truncated,
+            error=outcome.error,
+        )
+        return PlanOutcome(
+            output=bytes(capture.data),
+            truncated=capture.truncated,
+            exit_code=outcome.exit_code,
+            timed_out=timed_out,
+            error=outcome.error,
+        )
+
+    async def _supervise(
+        self,
+        key: str,
+        argv: tuple[str, ...],
+        env: dict[str, str],
+        job_type: JobType,
+        timeout: float,
+        grace: float,
+        sinks: Sequence[_Sink],
+        on_started: StartedCallback | None = None,
+    ) -> tuple[_Run | None, dict[str, Any] | None]:
+        """Run ``argv`` under a supervisor until it ends; return the run (``None``: no supervisor) and its final report.
+
+        With two ``sinks`` they get stdout and stderr; with one, both streams
+        share one pipe. A supervisor that cannot start gives ``(None, {start_failed})``.
+        """
         spec = {
-            "argv": list(job_type.command),
-            "env": job_env(job_id=job_id, job_type=job_type, params=params),
+            "argv": list(argv),
+            "env": env,
             "cwd": str(job_type.cwd) if job_type.cwd is not None else None,
-            "timeout": job_type.timeout,
-            "grace": self._kill_grace,
+            "timeout": timeout,
+            "grace": grace,
         }
         # We create the output pipes ourselves rather than let asyncio do it:
         # asyncio's Process.wait() also waits for its pipes to close, and a job
@@ -262,8 +377,8 @@ class Runner:
         # long as the engine: PR_SET_PDEATHSIG fires when the spawning *thread*
         # exits, so spawning from a short-lived worker thread would be wrong.
         status_r, status_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        pipes = [os.pipe() for _ in sinks]
+        out_w, err_w = pipes[0][1], pipes[-1][1]
         try:
             proc = await asyncio.create_subprocess_exec(
                 self._python,
@@ -272,7 +387,7 @@ class Runner:
                 str(SUPERVISOR),
                 str(os.getpid()),
                 str(status_w),
-                job_id,
+                key,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=out_w,
                 stderr=err_w,
@@ -280,51 +395,59 @@ class Runner:
                 start_new_session=True,
             )
         except OSError as exc:
-            for fd in (status_r, out_r, err_r):
+            for fd in (status_r, *(r for r, _ in pipes)):
                 os.close(fd)
-            log.error("job_supervisor_start_failed", job_id=job_id, error=str(exc))
-            return Outcome(status=JobStatus.FAILED, exit_code=None, error=f"failed to start: {exc}")
+            log.error("job_supervisor_start_failed", job_id=key, error=str(exc))
+            return None, {"event": "start_failed", "error": str(exc)}
         finally:
-            for fd in (status_w, out_w, err_w):
+            for fd in (status_w, *(w for _, w in pipes)):
                 os.close(fd)
-        run = _Run(job_id=job_id, proc=proc)
-        self._runs[job_id] = run
+        run = _Run(job_id=key, proc=proc)
+        self._runs[key] = run
         # Written before any await, so a cancel() can only ever follow the spec.
         run.send(json.dumps(spec).encode() + b"\n")
         try:
-            return await self._follow(run, job_type, status_r, out_r, err_r, on_line, on_started)
+            final = await self._follow(
+                run,
+                timeout + 2 * grace,
+                status_r,
+                [(r, sink) for (r, _), sink in zip(pipes, sinks, strict=True)],
+                on_started,
+            )
         finally:
-            del self._runs[job_id]
+            del self._runs[key]
             run.done.set()
+        return run, final
 
     async def _follow(
         self,
         run: _Run,
-        job_type: JobType,
+        longest: float,
         status_r: int,
-        out_r: int,
-        err_r: int,
-        on_line: LineCallback,
+        outputs: list[tuple[int, _Sink]],
         on_started: StartedCallback | None,
-    ) -> Outcome:
-        """Read the supervisor's status and the job's output until the run is over."""
+    ) -> dict[str, Any] | None:
+        """Read the supervisor's status and the output until the run is over; return its final report.
+
+        ``longest`` is the time the supervisor may take (timeout and kill grace) before the
+        watchdog stops trusting it.
+        """
         proc = run.proc
         readers: list[asyncio.ReadTransport] = []
-        files = [os.fdopen(fd, "rb", buffering=0) for fd in (status_r, out_r, err_r)]
+        files = [os.fdopen(fd, "rb", buffering=0) for fd in (status_r, *(fd for fd, _ in outputs))]
         try:
-            status, stdout, stderr = [await self._reader(f, readers) for f in files]
+            status, *streams = [await self._reader(f, readers) for f in files]
         except BaseException:
             for f in files:
                 f.close()  # closing twice (via its transport) is harmless
             run.hard_kill()
             raise
         pumps = [
-            asyncio.create_task(self._pump(stdout, _LineSplitter("stdout", on_line, run.job_id))),
-            asyncio.create_task(self._pump(stderr, _LineSplitter("stderr", on_line, run.job_id))),
+            asyncio.create_task(self._pump(stream, sink)) for stream, (_, sink) in zip(streams, outputs, strict=True)
         ]
         final: dict[str, Any] | None = None
         try:
-            async with asyncio.timeout(job_type.timeout + 2 * self._kill_grace + WATCHDOG_MARGIN):
+            async with asyncio.timeout(longest + WATCHDOG_MARGIN):
                 while line := await status.readline():
                     try:
                         event = json.loads(line)
@@ -367,19 +490,11 @@ class Runner:
                 pump.cancel()
             for transport in readers:
                 transport.close()
-        outcome = self._outcome(run, job_type, final, proc.returncode)
-        log.info(
-            "job_process_finished",
-            job_id=run.job_id,
-            status=str(outcome.status),
-            exit_code=outcome.exit_code,
-            error=outcome.error,
-        )
         if final is not None and final.get("leftovers"):
             log.warning("job_leftovers_killed", job_id=run.job_id)
         if final is not None and final.get("stuck"):
             log.error("job_processes_unkillable", job_id=run.job_id, pgid=run.pid)
-        return outcome
+        return final
 
     @staticmethod
     def _started(run: _Run, on_started: StartedCallback | None) -> None:
@@ -401,16 +516,17 @@ class Runner:
         return reader
 
     @staticmethod
-    async def _pump(stream: asyncio.StreamReader, splitter: _LineSplitter) -> None:
-        """Read ``stream`` to its end, handing out lines as they complete."""
+    async def _pump(stream: asyncio.StreamReader, sink: _Sink) -> None:
+        """Read ``stream`` to its end, handing it to ``sink`` chunk by chunk."""
         try:
             while chunk := await stream.read(_READ_CHUNK):
-                splitter.feed(chunk)
+                sink.feed(chunk)
         finally:
-            splitter.close()
+            sink.close()
 
+    @staticmethod
     def _outcome(
-        self, run: _Run, job_type: JobType, final: Mapping[str, Any] | None, supervisor_rc: int | None
+        run: _Run | None, timeout: float, final: Mapping[str, Any] | None, supervisor_rc: int | None
     ) -> Outcome:
         """Turn the supervisor's final report into an :class:`Outcome`."""
         failed = JobStatus.FAILED
@@ -425,9 +541,10 @@ class Runner:
         code: int | None = final.get("code")
         reason = final.get("reason")
         if reason == "timeout":
-            return Outcome(status=failed, exit_code=code, error=f"timed out after {job_type.timeout:g}s")
+            return Outcome(status=failed, exit_code=code, error=f"timed out after {timeout:g}s")
         if reason == "cancelled":
-            return Outcome(status=failed, exit_code=code, error=f"cancelled by {run.cancelled_by or 'unknown'}")
+            by = run.cancelled_by if run is not None else None
+            return Outcome(status=failed, exit_code=code, error=f"cancelled by {by or 'unknown'}")
         if reason == "lost":
             return Outcome(status=failed, exit_code=code, error="interrupted: the engine lost contact with the job")
         if code == 0:

@@ -17,6 +17,8 @@ class Action(enum.StrEnum):
     CANCEL_REQUESTED = "cancel_requested"
     JOB_INTERRUPTED = "job_interrupted"
     LOG_EXPIRED = "log_expired"
+    #: A plan (dry run) of a READY job ran: audit only, the job does not change (docs/plan.md).
+    JOB_PLANNED = "job_planned"
 
 
 #: Each action by its journal name.

@@ -170,6 +170,12 @@ class JobStore:
         if entry is None:
             raise StoreError(f"{action}: unknown job {record.job_id!r}")
         data = record.data
+        if action is Action.JOB_PLANNED:
+            # A plan is not a run: it leaves the job as it is (the record is the audit of what it printed).
+            digest = data["sha256"]
+            if type(digest) is not str or len(digest) != 64:
+                raise StoreError(f"{action}: sha256 must be a hex SHA-256")
+            return entry
         if action is Action.RUN_REQUESTED:
             run_by = entry_run_by(record)
             reason = _str_or_none(data.get("reason"), "reason")

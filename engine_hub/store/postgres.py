@@ -220,7 +220,8 @@ class PostgresBackend:
         async with self.connection("changed") as conn, conn.transaction():
             row = await self._change(conn, action, key, actor, at, data, exclusive)
             entry = entry_from_row(row)
-            await keep_wire(conn, [entry])
+            if action is not Action.JOB_PLANNED:  # audit only: the row was read, not changed
+                await keep_wire(conn, [entry])
             await append_to_chain(
                 conn, ENGINE_CHAIN, action=str(action), actor=actor, source=source, job_id=job_id, data=data, at=at
             )
@@ -317,6 +318,8 @@ class PostgresBackend:
             )
             # Audit-only when the run ended meanwhile or was already asked to stop: no change.
             return row if row is not None else await self._row(conn, key)
+        if action is Action.JOB_PLANNED:
+            return await self._row(conn, key)  # a plan is not a run: the job does not change
         if action is Action.LOG_TRUNCATED:
             return await _one(
                 conn, f"UPDATE jobs SET log_truncated = true WHERE id = %(id)s RETURNING {JOB_COLUMNS}", mine

@@ -14,6 +14,7 @@ from admin_gateway.http.admin_api import (
     get_job_logs,
     get_types,
     list_jobs,
+    plan_job,
     run_job,
 )
 from admin_gateway.http.audit_page import get_audit
@@ -31,14 +32,16 @@ from admin_gateway.http.schemas import (
     NO_JOB,
     NO_SESSION,
     REASON,
+    SAFE_MODE_ON,
     SESSION_CSRF,
     TIMELINE,
     TOO_LONG_QUERY,
     E,
     passthrough,
 )
-from shared.contract import MAX_NAME_CHARS, MAX_PAGE_LIMIT
+from shared.contract import MAX_NAME_CHARS, MAX_PAGE_LIMIT, PLAN_ANSWER_WITHIN
 from shared.openapi import (
+    PLAN_REFUSALS,
     ErrorCase,
     Operation,
     body,
@@ -164,6 +167,33 @@ API: Final[RouteTable] = (
     ),
     Route(
         access=Access.SUPER_ADMIN,
+        handler=plan_job,
+        operation=Operation(
+            method="POST",
+            path="/api/admin/engine/jobs/{id}/plan",
+            operation_id="planJob",
+            tags=API_TAGS,
+            parameters=(JOB_PATH,),
+            security=(SESSION_CSRF,),
+            summary="Show what a READY job's run would do: run its type's plan (dry run). Guarded like a run.",
+            description="Guards in order: session and role, CSRF, SAFE_MODE (a plan is a process: refused like a "
+            "run, recorded as `safe_mode_refused` with `operation: plan`), then the engine, which runs the plan and "
+            "answers its output and the SHA-256 of it; the job does not change. The gateway waits for the engine "
+            f"up to {PLAN_ANSWER_WITHIN:g} s. Recorded as `job_plan_requested` and `job_plan` (with `sha256`).",
+            request_body=body(closed_object({}), required=False, media=MUTATION_MEDIA),
+            responses={
+                "200": response("What the plan printed and how it ended.", ref("Plan")),
+                **errors(
+                    *MUTATION,
+                    NO_JOB,
+                    SAFE_MODE_ON,
+                    *PLAN_REFUSALS,
+                ),
+            },
+        ),
+    ),
+    Route(
+        access=Access.SUPER_ADMIN,
         handler=run_job,
         operation=Operation(
             method="POST",
@@ -184,7 +214,7 @@ API: Final[RouteTable] = (
                 **errors(
                     *MUTATION,
                     NO_JOB,
-                    ErrorCase(status=403, code=E.SAFE_MODE, when="SAFE_MODE is on; the engine is not called"),
+                    SAFE_MODE_ON,
                     ErrorCase(status=400, code=E.NOT_READY, when="the job is DONE or FAILED"),
                     ErrorCase(status=400, code=E.UNKNOWN_TYPE, when="the job's type left the catalog"),
                     ErrorCase(status=409, code=E.ALREADY_RUNNING, when="the job is already running"),

@@ -61,6 +61,20 @@ class TestJobsCommands:
         assert header.split()[:4] == ["ID", "TYPE", "NAME", "STATUS"]
         assert any(row.startswith(job["id"]) and "DONE" in row for row in rows)
 
+    def test_plan_prints_what_the_run_would_do(self, server: CliServer) -> None:
+        """jobs plan prints the plan's output, its sha256 on stderr, and leaves the job READY; no plan: one error."""
+        job = json_output(cli("jobs", "create", "demo.sleep", "--param", "seconds=9", "--json", *server.args()))
+        result = cli("jobs", "plan", job["id"], *server.args())
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "would sleep 9 s\n"
+        assert "sha256 " in result.stderr and "exit code 0" in result.stderr
+        planned = json_output(cli("jobs", "plan", job["id"], "--json", *server.args()))
+        assert (planned["output"], planned["exitCode"]) == ("would sleep 9 s\n", 0)
+        show = cli("jobs", "show", job["id"], *server.args())
+        assert "status:     READY" in show.stdout
+        failing = json_output(cli("jobs", "create", "demo.fail", "--json", *server.args()))
+        assert_one_line_error(cli("jobs", "plan", failing["id"], *server.args()), 1, "no_plan")
+
     def test_int_param_is_converted_and_checked(self, server: CliServer) -> None:
         """--param values are converted to the declared type; a wrong one is a one-line usage error."""
         job = json_output(cli("jobs", "create", "demo.sleep", "--param", "seconds=7", "--json", *server.args()))

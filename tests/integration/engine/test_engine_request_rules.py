@@ -38,9 +38,11 @@ class TestDeepJson:
         assert resp.status in (400, 422)
         assert (await resp.json())["code"] != "invalid_json"
 
-    @pytest.mark.parametrize("path", ["/engines/jobs/run", "/api/jobs/{id}/run", "/api/jobs/{id}/cancel"])
+    @pytest.mark.parametrize(
+        "path", ["/engines/jobs/run", "/api/jobs/{id}/run", "/api/jobs/{id}/cancel", "/api/jobs/{id}/plan"]
+    )
     async def test_every_body_reader_refuses_deep_json(self, engine_server: EngineServer, path: str) -> None:
-        """The legacy create, run and cancel refuse a 5,000-deep object as 400 invalid_json."""
+        """The legacy create, run, cancel and plan refuse a 5,000-deep object as 400 invalid_json."""
         created = await engine_server.client.post("/api/jobs", json={"type": "test.count"}, headers=auth())
         job_id = (await created.json())["id"]
         resp = await engine_server.client.post(path.format(id=job_id), data=_nested(5000), headers={**auth(), **JSON})

@@ -124,15 +124,15 @@ def _engine_auth() -> dict[str, str]:
 
 
 async def start_upstream_engine(
-    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, **settings: Any
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, *, catalog: Catalog | None = None, **settings: Any
 ) -> UpstreamEngine:
-    """Start the real engine (demo job types, in-memory journal) on an ephemeral port.
+    """Start the real engine (demo job types unless ``catalog`` is given, in-memory journal) on an ephemeral port.
 
     ``settings`` are more engine settings, e.g. ``store_url`` for a node of a PostgreSQL store.
     """
     app = create_engine_app(
         EngineSettings(token=ENGINE_TOKEN, data_dir=tmp_path / "engine", ephemeral=True, kill_grace=0.5, **settings),
-        catalog=Catalog(types={t.name: t for t in demo_types()}, clients=()),
+        catalog=catalog if catalog is not None else Catalog(types={t.name: t for t in demo_types()}, clients=()),
         environ={},
     )
     calls: list[tuple[str, str, dict[str, str]]] = []

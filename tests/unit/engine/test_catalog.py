@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from engine_hub.jobs.catalog import (
+    DEFAULT_PLAN_TIMEOUT,
+    MAX_PLAN_TIMEOUT,
     MAX_STR_PARAM,
     Catalog,
     CatalogError,
@@ -274,6 +276,61 @@ class TestLoadBadFile:
         path.write_bytes(b'x = "\xff\xfe"\n')
         with pytest.raises(CatalogError, match="invalid TOML"):
             load_catalog(path)
+
+
+class TestPlanDeclaration:
+    def test_plan_and_its_timeout_load(self, tmp_path: Path) -> None:
+        """plan is kept as an argv tuple with plan_timeout; a type without plan has none and the default timeout."""
+        text = one_type('plan = ["/bin/echo", "would do it"]\nplan_timeout = 12.5') + one_type("").replace(
+            "t.one", "t.two"
+        )
+        catalog = load_catalog(write(tmp_path, text))
+        one, two = catalog.get("t.one"), catalog.get("t.two")
+        assert one is not None and two is not None
+        assert (one.plan, one.plan_timeout) == (("/bin/echo", "would do it"), 12.5)
+        assert (two.plan, two.plan_timeout) == ((), DEFAULT_PLAN_TIMEOUT)
+
+    def test_to_json_says_whether_there_is_a_plan_never_its_argv(self, tmp_path: Path) -> None:
+        """GET /api/types serves plan: true/false, not the plan's argv."""
+        text = one_type('plan = ["/opt/secret-path/plan"]') + one_type("").replace("t.one", "t.two")
+        served = {t["name"]: t for t in load_catalog(write(tmp_path, text)).to_json()}
+        assert served["t.one"]["plan"] is True and served["t.two"]["plan"] is False
+        assert "secret-path" not in repr(served)
+
+    def test_plan_timeout_bounds(self, tmp_path: Path) -> None:
+        """plan_timeout may be up to MAX_PLAN_TIMEOUT, not above and not 0."""
+        top = load_catalog(write(tmp_path, one_type(f'plan = ["/bin/true"]\nplan_timeout = {MAX_PLAN_TIMEOUT:g}')))
+        assert top.types["t.one"].plan_timeout == MAX_PLAN_TIMEOUT
+
+    @pytest.mark.parametrize(
+        ("body", "fragment"),
+        [
+            ('plan = "/bin/true --dry-run"', "plan: must be an array of strings"),
+            ('plan = ["/bin/true", 1]', "plan: must be an array of strings"),
+            ("plan = []", "plan: must be a non-empty argv list"),
+            ('plan = [""]', "plan must be a non-empty argv list"),
+            ('plan = ["/bin/true", "a\\u0000b"]', "plan must not contain NUL characters"),
+            ('plan = ["/bin/true"]\nplan_timeout = 0', "plan_timeout must be a number of seconds above 0"),
+            ('plan = ["/bin/true"]\nplan_timeout = 121', "at most 120"),
+            ('plan = ["/bin/true"]\nplan_timeout = "30"', "plan_timeout: must be a number of seconds; got a string"),
+            ('plan = ["/bin/true"]\nplan_timeout = true', "plan_timeout: must be a number of seconds; got a bool"),
+            ('plan = ["/bin/true"]\nplan_timeout = nan', "plan_timeout must be a number of seconds above 0"),
+            ("plan_timeout = 10", "plan_timeout: the type declares no plan"),
+        ],
+    )
+    def test_bad_plans_are_refused(self, tmp_path: Path, body: str, fragment: str) -> None:
+        """A malformed plan or plan_timeout stops the load with a message naming the type and key."""
+        message = load_error(tmp_path, one_type(body))
+        assert "types[0] (t.one)" in message
+        assert fragment in message
+
+    def test_demo_plans(self) -> None:
+        """demo.sleep and demo.echo have plans; demo.fail has none."""
+        catalog = builtin_catalog()
+        assert [n for n in ("demo.sleep", "demo.echo", "demo.fail") if catalog.types[n].plan] == [
+            "demo.sleep",
+            "demo.echo",
+        ]
 
 
 class TestValidateParams:

@@ -21,6 +21,7 @@ DEMO_TYPES_JSON: Final[list[dict[str, Any]]] = [
         "description": "Print a message.",
         "timeout": 30.0,
         "exclusive": False,
+        "plan": True,
         "params": [
             {
                 "name": "message",
@@ -38,6 +39,7 @@ DEMO_TYPES_JSON: Final[list[dict[str, Any]]] = [
         "description": "Print an error on stderr and exit non-zero.",
         "timeout": 30.0,
         "exclusive": False,
+        "plan": False,
         "params": [
             {
                 "name": "code",
@@ -56,6 +58,7 @@ DEMO_TYPES_JSON: Final[list[dict[str, Any]]] = [
         "description": "Sleep for a number of seconds, printing a line every second.",
         "timeout": 3660.0,
         "exclusive": False,
+        "plan": True,
         "params": [
             {
                 "name": "seconds",
