@@ -176,6 +176,10 @@ class TestRun:
         expect(run_dialog.get_by_test_id("run-dialog-type")).to_have_text("demo.sleep")
         expect(run_dialog.get_by_test_id("run-dialog-params")).to_contain_text("seconds")
         expect(run_dialog.get_by_test_id("run-dialog-params")).to_contain_text("2")
+        # demo.sleep has a plan: the dialog shows what the run would do before it can be confirmed.
+        expect(run_dialog.get_by_test_id("run-plan-output")).to_have_text("would sleep 2 s\n")
+        expect(run_dialog.get_by_test_id("run-plan-status")).to_contain_text("Plan made")
+        expect(run_dialog.get_by_test_id("run-confirm")).to_be_enabled()
         run_dialog.get_by_test_id("run-reason").fill("browser e2e: quarterly reindex")
         run_dialog.get_by_test_id("run-confirm").click()
         expect(run_dialog).to_be_hidden()
@@ -191,6 +195,16 @@ class TestRun:
         job = panel_stack.engine_api().job(job_id)
         assert job["status"] == "DONE"
         assert job["runBy"] == USER and job["runReason"] == "browser e2e: quarterly reindex"
+
+    def test_a_type_without_a_plan_shows_none(self, panel_stack: Stack, page: Page) -> None:
+        """The run dialog of a type with no plan shows no plan section and can be confirmed at once."""
+        job = panel_stack.engine_api().create("demo.fail")
+        login(page, panel_stack.gateways["open"].url)
+        row(page, job["id"]).get_by_test_id("run-button").click()
+        run_dialog = page.get_by_test_id("run-dialog")
+        expect(run_dialog.get_by_test_id("run-confirm")).to_be_enabled()
+        expect(run_dialog.get_by_test_id("run-plan")).to_be_hidden()
+        run_dialog.get_by_test_id("run-dismiss").click()
 
     def test_only_ready_rows_have_a_run_button(self, panel_stack: Stack, page: Page) -> None:
         """With SAFE_MODE off, READY rows offer RUN; DONE and FAILED rows do not."""

@@ -3,6 +3,7 @@
 
 import { api } from './api.js';
 import { $, el, guard } from './dom.js';
+import { normalizeCatalog } from './newjob.js';
 
 let lastTrigger = null;
 
@@ -37,6 +38,68 @@ function paramsView(params) {
   return el('div', { class: 'params-box' }, el('table', { class: 'params' }, body));
 }
 
+// The gateway waits up to 160 s for a plan (the longest plan timeout plus its kill grace).
+const PLAN_TIMEOUT_MS = 170000;
+
+let typesLoaded = null;
+
+/** Names of the catalog's types that declare a plan (fetched once per page; null when unknown). */
+function plannedTypes() {
+  if (!typesLoaded) {
+    typesLoaded = api('GET', '/api/admin/engine/types').then((result) => {
+      if (!result.ok) {
+        typesLoaded = null; // try again at the next dialog
+        return null;
+      }
+      return new Set(normalizeCatalog(result.data).filter((t) => t.plan).map((t) => t.name));
+    });
+  }
+  return typesLoaded;
+}
+
+/**
+ * Show the job's plan in the run dialog: its output (what the run would do) and its sha256, or
+ * why there is none. Resolves to the plan's sha256 or null. `stillCurrent()` is false once the
+ * dialog moved on to another job, so a late answer is dropped.
+ */
+async function showPlan(job, stillCurrent) {
+  const section = $('#run-plan');
+  const status = $('#run-plan-status');
+  const output = $('#run-plan-output');
+  section.hidden = true;
+  output.hidden = true;
+  output.textContent = '';
+  status.classList.remove('bad');
+  const planned = await plannedTypes();
+  if (!stillCurrent() || (planned && !planned.has(job.type))) return null;
+  section.hidden = false;
+  status.textContent = 'Making the plan…';
+  const result = await api('POST', `/api/admin/engine/jobs/${encodeURIComponent(job.id)}/plan`, {}, PLAN_TIMEOUT_MS);
+  if (!stillCurrent()) return null;
+  if (!result.ok) {
+    if (result.code === 'no_plan') {
+      section.hidden = true;
+      return null;
+    }
+    status.classList.add('bad');
+    status.textContent = `No plan: ${result.message}`;
+    return null;
+  }
+  const plan = result.data || {};
+  output.textContent = typeof plan.output === 'string' && plan.output ? plan.output : '(the plan printed nothing)';
+  output.hidden = false;
+  const hash = typeof plan.sha256 === 'string' ? plan.sha256 : '';
+  const notes = [];
+  if (plan.error) notes.push(String(plan.error));
+  if (plan.truncated) notes.push('output cut at 64 KiB');
+  const failed = Boolean(plan.error) || plan.exitCode !== 0;
+  status.classList.toggle('bad', failed);
+  status.textContent = `${failed ? 'The plan did not succeed' : 'Plan made'}${notes.length ? ` (${notes.join('; ')})` : ''}`
+    + ` · sha256 ${hash.slice(0, 12)}`;
+  status.title = hash;
+  return hash || null;
+}
+
 function setError(node, message) {
   node.textContent = message;
   node.hidden = !message;
@@ -67,6 +130,7 @@ export function setupJobActions(root, onChanged) {
   const cancelDialog = $('#cancel-dialog');
   if (!root || !runDialog || !cancelDialog) return;
   let current = null;
+  let opened = 0;
 
   root.addEventListener('click', (event) => {
     const button = event.target instanceof Element ? event.target.closest('button[data-action]') : null;
@@ -82,9 +146,19 @@ export function setupJobActions(root, onChanged) {
       $('#run-dialog-params').replaceChildren(paramsView(current.params));
       $('#run-reason').value = '';
       setError($('#run-error'), '');
-      $('#run-confirm').disabled = false;
+      const confirm = $('#run-confirm');
+      confirm.disabled = true;
       runDialog.showModal();
       $('#run-reason').focus();
+      // Confirming waits for the plan: the person runs what they have read.
+      const job = current;
+      const ticket = ++opened;
+      const stillCurrent = () => ticket === opened && runDialog.open;
+      guard(showPlan(job, stillCurrent).then((hash) => {
+        if (!stillCurrent()) return;
+        job.planSha256 = hash;
+        confirm.disabled = false;
+      }));
     } else if (button.dataset.action === 'cancel') {
       $('#cancel-dialog-id').textContent = current.id;
       $('#cancel-dialog-name').textContent = current.name || '—';

@@ -24,8 +24,9 @@ function describe(status, data) {
 /**
  * Send one request to the admin API.
  * GET sends no body; any other method sends `body` as JSON with the X-CSRF-Token header.
+ * `timeoutMs` bounds the wait (15 s unless a call knows the server may take longer).
  */
-export async function api(method, path, body) {
+export async function api(method, path, body, timeoutMs = TIMEOUT_MS) {
   const headers = { Accept: 'application/json' };
   const init = { method, headers, credentials: 'same-origin', cache: 'no-store' };
   if (method !== 'GET') {
@@ -34,7 +35,7 @@ export async function api(method, path, body) {
     init.body = JSON.stringify(body === undefined ? {} : body);
   }
   const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
   init.signal = controller.signal;
   let response;
   try {

@@ -23,6 +23,7 @@ export function normalizeCatalog(data) {
       params: normalizeParams(t.params),
       timeout: typeof t.timeout === 'number' ? t.timeout : null,
       exclusive: Boolean(t.exclusive),
+      plan: t.plan === true,
     }));
 }
 
