@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from engine_hub.http import audit, events, jobs, legacy
+from engine_hub.http import audit, events, jobs, legacy, override
 from engine_hub.http.schemas import (
     ACTOR,
     ADMIN_AUTH,
@@ -40,6 +40,9 @@ from engine_hub.http.schemas import (
     LOG_PARAMS,
     NO_JOB,
     NOT_READY_NODE,
+    OVERRIDE_BODY,
+    OVERRIDE_CLOSED,
+    OVERRIDE_PATH,
     RUN_BODY,
     SUBMIT_AUTH,
     TOO_LARGE,
@@ -50,7 +53,7 @@ from engine_hub.http.schemas import (
 from shared.openapi import ErrorCase, Operation, body, closed_object, errors, header, openapi_json, ref, response
 from shared.routes import Access, Route, RouteTable
 
-JOBS, COMPAT, OPS = ("jobs",), ("compat",), ("operations",)
+JOBS, COMPAT, OPS, SAFE_MODE = ("jobs",), ("compat",), ("operations",), ("safe-mode",)
 
 
 #: Every engine route, in registration order (see the module docstring).
@@ -333,6 +336,9 @@ ROUTES: Final[RouteTable] = (
                     ErrorCase(status=400, code=E.UNKNOWN_TYPE, when="the job's type left the catalog"),
                     ErrorCase(status=409, code=E.ALREADY_RUNNING, when="the job is RUNNING or being started"),
                     ErrorCase(status=409, code=E.TYPE_BUSY, when="an exclusive type already has a RUNNING job"),
+                    ErrorCase(
+                        status=409, code=E.OVERRIDE_CLOSED, when="`overrideId` names no SAFE_MODE window open now"
+                    ),
                     TOO_LARGE,
                     JOURNAL,
                     *ADMIN_AUTH,
@@ -388,6 +394,105 @@ ROUTES: Final[RouteTable] = (
                     ErrorCase(
                         status=404, code=E.LOG_EXPIRED, when="log retention deleted the job's output (the job stays)"
                     ),
+                ),
+            },
+        ),
+    ),
+    # -- break-glass for SAFE_MODE (issue 15, docs/breakglass.md) --
+    Route(
+        name="safe_mode_override",
+        handler=override.get_override,
+        access=Access.SUBMIT,
+        operation=Operation(
+            method="GET",
+            path="/api/safe-mode/override",
+            operation_id="getSafeModeOverride",
+            tags=SAFE_MODE,
+            parameters=(ACTOR,),
+            summary="The SAFE_MODE override window requested or open now, or null (one past its end is closed).",
+            responses={
+                "200": response("The window, or null.", ref("SafeModeOverrideAnswer")),
+                **errors(UNKNOWN_QUERY, *SUBMIT_AUTH),
+            },
+        ),
+    ),
+    Route(
+        name="safe_mode_override",
+        handler=override.request_override,
+        access=Access.ADMIN_TOKEN,
+        operation=Operation(
+            method="POST",
+            path="/api/safe-mode/override",
+            operation_id="requestSafeModeOverride",
+            tags=SAFE_MODE,
+            parameters=(ACTOR,),
+            summary="Ask for a SAFE_MODE override window; it opens only when another actor approves it.",
+            request_body=OVERRIDE_BODY,
+            responses={
+                "201": response("The window, requested.", ref("SafeModeOverrideAnswer")),
+                **errors(
+                    BAD_JSON,
+                    UNKNOWN_FIELD,
+                    BAD_FIELD,
+                    ErrorCase(status=409, code=E.OVERRIDE_ACTIVE, when="a window is already requested or open"),
+                    TOO_LARGE,
+                    JOURNAL,
+                    *ADMIN_AUTH,
+                ),
+            },
+        ),
+    ),
+    Route(
+        name="safe_mode_override_approve",
+        handler=override.approve_override,
+        access=Access.ADMIN_TOKEN,
+        operation=Operation(
+            method="POST",
+            path="/api/safe-mode/override/{id}/approve",
+            operation_id="approveSafeModeOverride",
+            tags=SAFE_MODE,
+            parameters=(OVERRIDE_PATH, ACTOR),
+            summary="Open a requested window now, for its minutes. Another actor than the requester only.",
+            request_body=body(closed_object({}), required=False),
+            responses={
+                "200": response("The window, open.", ref("SafeModeOverrideAnswer")),
+                **errors(
+                    BAD_JSON,
+                    UNKNOWN_FIELD,
+                    BAD_FIELD,
+                    ErrorCase(status=404, code=E.NOT_FOUND, when="no window with this id is pending or open"),
+                    ErrorCase(status=403, code=E.SELF_APPROVAL, when="the actor asked for this window"),
+                    OVERRIDE_CLOSED,
+                    TOO_LARGE,
+                    JOURNAL,
+                    *ADMIN_AUTH,
+                ),
+            },
+        ),
+    ),
+    Route(
+        name="safe_mode_override_end",
+        handler=override.end_override,
+        access=Access.ADMIN_TOKEN,
+        operation=Operation(
+            method="POST",
+            path="/api/safe-mode/override/{id}/end",
+            operation_id="endSafeModeOverride",
+            tags=SAFE_MODE,
+            parameters=(OVERRIDE_PATH, ACTOR),
+            summary="End an open window now, or withdraw a pending request (any actor).",
+            request_body=body(closed_object({}), required=False),
+            responses={
+                "200": response("The window, ended.", ref("SafeModeOverrideAnswer")),
+                **errors(
+                    BAD_JSON,
+                    UNKNOWN_FIELD,
+                    BAD_FIELD,
+                    ErrorCase(status=404, code=E.NOT_FOUND, when="no window with this id is pending or open"),
+                    OVERRIDE_CLOSED,
+                    TOO_LARGE,
+                    JOURNAL,
+                    *ADMIN_AUTH,
                 ),
             },
         ),

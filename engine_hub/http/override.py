@@ -1,0 +1,81 @@
+"""The engine's SAFE_MODE override routes (issue 15): read, request, approve and end the window.
+
+The rules are :class:`engine_hub.jobs.override.OverrideService`'s; these
+handlers read bodies and answer ``{"window": …}``. The actor is the
+admin token's ``X-Engine-Actor`` (the gateway's signed-in user), so the
+four-eyes rule compares the people the gateway vouches for.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from aiohttp import web
+
+from engine_hub.errors import EngineError, InvalidField
+from engine_hub.http.auth import principal, source
+from engine_hub.http.jobs import reject_unknown_query, required_text
+from engine_hub.jobs.override import OVERRIDES
+from engine_hub.store.override import DEFAULT_MINUTES, MAX_MINUTES, MIN_MINUTES, Window
+from shared.contract import MAX_REASON_CHARS
+from shared.web import read_json_object
+
+#: Longest window id accepted in a path (ids are uuids).
+MAX_ID_CHARS: Final = 64
+
+
+def _answer(window: Window | None, now: str, *, status: int = 200) -> web.Response:
+    return web.json_response({"window": None if window is None else window.to_json(now)}, status=status)
+
+
+def _minutes(body: dict[str, Any]) -> int:
+    value = body.get("minutes", DEFAULT_MINUTES)
+    if value is None:
+        return DEFAULT_MINUTES
+    if type(value) is not int or not MIN_MINUTES <= value <= MAX_MINUTES:
+        raise InvalidField(f"minutes must be an integer from {MIN_MINUTES} to {MAX_MINUTES}")
+    return value
+
+
+def _window_id(request: web.Request) -> str:
+    window_id = request.match_info["id"]
+    if len(window_id) > MAX_ID_CHARS or not window_id.isprintable():
+        raise InvalidField(f"the window id must be 1 to {MAX_ID_CHARS} printable characters")
+    return window_id
+
+
+async def get_override(request: web.Request) -> web.Response:
+    """``GET /api/safe-mode/override``: ``{"window"}``, the window requested or open now, or null."""
+    reject_unknown_query(request, ())
+    overrides = request.app[OVERRIDES]
+    return _answer(await overrides.current(), overrides.now())
+
+
+async def request_override(request: web.Request) -> web.Response:
+    """``POST /api/safe-mode/override`` ``{reason, minutes?}``: 201 with the requested window."""
+    body = await read_json_object(request, allowed=("reason", "minutes"), required=True, error=EngineError)
+    reason = required_text(body, "reason", max_chars=MAX_REASON_CHARS)
+    minutes = _minutes(body)
+    overrides = request.app[OVERRIDES]
+    window = await overrides.request(
+        reason=reason, minutes=minutes, actor=principal(request).actor, source=source(request)
+    )
+    return _answer(window, overrides.now(), status=201)
+
+
+async def approve_override(request: web.Request) -> web.Response:
+    """``POST /api/safe-mode/override/{id}/approve``: 200 with the window, open from now."""
+    await read_json_object(request, allowed=(), error=EngineError)
+    overrides = request.app[OVERRIDES]
+    window = await overrides.approve(
+        window_id=_window_id(request), actor=principal(request).actor, source=source(request)
+    )
+    return _answer(window, overrides.now())
+
+
+async def end_override(request: web.Request) -> web.Response:
+    """``POST /api/safe-mode/override/{id}/end``: 200 with the window, ended (or its request withdrawn)."""
+    await read_json_object(request, allowed=(), error=EngineError)
+    overrides = request.app[OVERRIDES]
+    window = await overrides.end(window_id=_window_id(request), actor=principal(request).actor, source=source(request))
+    return _answer(window, overrides.now())
