@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
@@ -42,6 +42,7 @@ from admin_gateway.auth.guards import User
 from admin_gateway.engine_client import ENGINE_CLIENT, EngineResponse, request_id_of
 from admin_gateway.errors import EngineFailed, GatewayError, SafeModeRefused
 from admin_gateway.http.access import request_user
+from admin_gateway.safe_mode import OVERRIDE_WINDOW
 from admin_gateway.settings import SETTINGS
 from shared.contract import MAX_FILTER_CHARS, MAX_REASON_CHARS, ErrorCode
 from shared.web import read_form, read_json_object
@@ -96,6 +97,9 @@ def engine_error(resp: EngineResponse) -> GatewayError:
             status=resp.status,
             code=parsed or _DEFAULT_CODES.get(resp.status, ErrorCode.BAD_REQUEST),
         )
+    if resp.status == 403 and code == ErrorCode.SELF_APPROVAL:
+        # The four-eyes rule refused the signed-in user, not the gateway's token.
+        return GatewayError(message or "approve someone else's request", status=403, code=ErrorCode.SELF_APPROVAL)
     if resp.status in (401, 403):
         log.error("engine_refused_gateway_token", status=resp.status)
         return EngineFailed("the engine refused the gateway's credentials (check the engine token)")
@@ -152,11 +156,22 @@ async def _call(
 
 
 async def get_config(request: web.Request) -> web.Response:
-    """``GET /api/admin/config``: who I am, my role, SAFE_MODE, and the CSRF token for fetch."""
+    """``GET /api/admin/config``: who I am, my role, SAFE_MODE, its override window, and the CSRF token for fetch.
+
+    ``safeModeOverride`` is the engine's window requested or open now (its requester, approver, reason,
+    ``until``: what a banner shows), asked for only while SAFE_MODE is on; ``null`` otherwise, and when the
+    engine cannot say (reads degrade, they do not fail).
+    """
     user = request_user(request)
+    safe_mode = request.app[SETTINGS].safe_mode
+    window = None
+    if safe_mode:
+        with contextlib.suppress(GatewayError):
+            window = await request.app[OVERRIDE_WINDOW].fetch(request, user.name)
     return web.json_response(
         {
-            "safeMode": request.app[SETTINGS].safe_mode,
+            "safeMode": safe_mode,
+            "safeModeOverride": window,
             "userRole": user.role,
             "isSuperAdmin": user.is_super_admin,
             "user": user.name,
@@ -285,8 +300,13 @@ async def _mutate(
     job_id: str | None,
     success: int,
     reason: str | None = None,
+    data: dict[str, Any] | None = None,
+    answer_data: Callable[[Any], dict[str, Any]] | None = None,
 ) -> web.Response:
     """Call the engine for a mutation, recorded before (intent) and after (outcome).
+
+    ``data`` goes into both records; ``answer_data`` (given the engine's parsed answer) adds fields to
+    the outcome record, instead of taking a created job's id as the record's ``jobId``.
 
     The intent record (``<action>_requested``) must be durable before the
     engine is called: if it cannot be written the answer is 503
@@ -297,7 +317,7 @@ async def _mutate(
     an intent without an outcome: the engine's own journal says what happened.
     """
     audit = request.app[AUDIT]
-    extra: dict[str, Any] = {"reason": reason}
+    extra: dict[str, Any] = {"reason": reason, **(data or {})}
     intent = await audit.record(
         requested(action), request=request, actor=user.name, job_id=job_id, outcome=REQUESTED, fail_closed=True, **extra
     )
@@ -324,7 +344,10 @@ async def _mutate(
             **extra,
         )
         raise error
-    if job_id is None:
+    if answer_data is not None:
+        with contextlib.suppress(ValueError):
+            extra.update(answer_data(json.loads(resp.body)))
+    elif job_id is None:
         try:
             created = json.loads(resp.body)
             job_id = created.get("id") if isinstance(created, dict) else None
@@ -404,13 +427,21 @@ async def create_job(request: web.Request) -> web.Response:
 
 
 async def run_job(request: web.Request) -> web.Response:
-    """``POST /api/admin/engine/jobs/{id}/run`` ``{reason?}``: 202, or refused by SAFE_MODE (engine not asked)."""
+    """``POST /api/admin/engine/jobs/{id}/run`` ``{reason?}``: 202, or refused by SAFE_MODE (engine not asked).
+
+    Under SAFE_MODE a run goes through only while an override window is open (admin_gateway.safe_mode);
+    it then carries the window's id, which the engine checks again and records with the run.
+    """
     user = request_user(request)
     await check_csrf(request)
     job_id = request.match_info["id"]
+    window = None
     if request.app[SETTINGS].safe_mode:
+        window = await request.app[OVERRIDE_WINDOW].open_window(request, user.name)
+    if request.app[SETTINGS].safe_mode and window is None:
         refusal = SafeModeRefused(
-            "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs."
+            "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs, "
+            "or have a second super_admin approve a break-glass window."
         )
         await request.app[AUDIT].record(
             SAFE_MODE_REFUSED, request=request, actor=user.name, job_id=job_id, **outcome_of(refusal)
@@ -420,8 +451,17 @@ async def run_job(request: web.Request) -> web.Response:
         path = _job_path(request, "/run")
         raw = await read_body(request, ("reason",))
         reason = _optional_str(raw, "reason", MAX_REASON_CHARS)
-    body = {"reason": reason} if reason else {}
-    return await _mutate(request, user, JOB_RUN, path, body, job_id=job_id, success=202, reason=reason)
+    body: dict[str, Any] = {"reason": reason} if reason else {}
+    data = None
+    if window is not None:
+        body["overrideId"] = window["id"]
+        data = {"overrideId": window["id"]}
+    try:
+        return await _mutate(request, user, JOB_RUN, path, body, job_id=job_id, success=202, reason=reason, data=data)
+    except GatewayError as exc:
+        if exc.code == ErrorCode.OVERRIDE_CLOSED:
+            request.app[OVERRIDE_WINDOW].forget()  # ended elsewhere meanwhile: ask the engine next time
+        raise
 
 
 async def cancel_job(request: web.Request) -> web.Response:

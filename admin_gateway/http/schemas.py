@@ -124,6 +124,11 @@ CONFIG = closed_object(
         "userRole": {"type": "string", "enum": ["super_admin", "admin"]},
         "isSuperAdmin": {"type": "boolean"},
         "user": {"type": "string"},
+        "safeModeOverride": {
+            "anyOf": [ref("SafeModeOverride"), {"type": "null"}],
+            "description": "While SAFE_MODE is on: the break-glass window requested or open now (who asked, who "
+            "approved, why, until when), else null.",
+        },
         "csrfToken": {"type": "string", "description": f"Send it back as {CSRF_HEADER} on every POST."},
     }
 )

@@ -15,11 +15,29 @@ from aiohttp import web
 from engine_hub.errors import EngineError, InvalidField
 from engine_hub.http.auth import principal, source
 from engine_hub.http.jobs import reject_unknown_query, required_text
+from engine_hub.http.schemas import (
+    ACTOR,
+    ADMIN_AUTH,
+    BAD_FIELD,
+    BAD_JSON,
+    JOURNAL,
+    OVERRIDE_BODY,
+    OVERRIDE_CLOSED,
+    OVERRIDE_PATH,
+    SUBMIT_AUTH,
+    TOO_LARGE,
+    UNKNOWN_FIELD,
+    UNKNOWN_QUERY,
+    E,
+)
 from engine_hub.jobs.override import OVERRIDES
 from engine_hub.store.override import DEFAULT_MINUTES, MAX_MINUTES, MIN_MINUTES, Window
 from shared.contract import MAX_REASON_CHARS
+from shared.openapi import ErrorCase, Operation, body, closed_object, errors, ref, response
+from shared.routes import Access, Route, RouteTable
 from shared.web import read_json_object
 
+SAFE_MODE: Final = ("safe-mode",)
 #: Longest window id accepted in a path (ids are uuids).
 MAX_ID_CHARS: Final = 64
 
@@ -79,3 +97,106 @@ async def end_override(request: web.Request) -> web.Response:
     overrides = request.app[OVERRIDES]
     window = await overrides.end(window_id=_window_id(request), actor=principal(request).actor, source=source(request))
     return _answer(window, overrides.now())
+
+
+#: The route table's rows of the override window (in :data:`engine_hub.http.routes.ROUTES`).
+ROUTES: Final[RouteTable] = (
+    Route(
+        name="safe_mode_override",
+        handler=get_override,
+        access=Access.SUBMIT,
+        operation=Operation(
+            method="GET",
+            path="/api/safe-mode/override",
+            operation_id="getSafeModeOverride",
+            tags=SAFE_MODE,
+            parameters=(ACTOR,),
+            summary="The SAFE_MODE override window requested or open now, or null (one past its end is closed).",
+            responses={
+                "200": response("The window, or null.", ref("SafeModeOverrideAnswer")),
+                **errors(UNKNOWN_QUERY, *SUBMIT_AUTH),
+            },
+        ),
+    ),
+    Route(
+        name="safe_mode_override",
+        handler=request_override,
+        access=Access.ADMIN_TOKEN,
+        operation=Operation(
+            method="POST",
+            path="/api/safe-mode/override",
+            operation_id="requestSafeModeOverride",
+            tags=SAFE_MODE,
+            parameters=(ACTOR,),
+            summary="Ask for a SAFE_MODE override window; it opens only when another actor approves it.",
+            request_body=OVERRIDE_BODY,
+            responses={
+                "201": response("The window, requested.", ref("SafeModeOverrideAnswer")),
+                **errors(
+                    BAD_JSON,
+                    UNKNOWN_FIELD,
+                    BAD_FIELD,
+                    ErrorCase(status=409, code=E.OVERRIDE_ACTIVE, when="a window is already requested or open"),
+                    TOO_LARGE,
+                    JOURNAL,
+                    *ADMIN_AUTH,
+                ),
+            },
+        ),
+    ),
+    Route(
+        name="safe_mode_override_approve",
+        handler=approve_override,
+        access=Access.ADMIN_TOKEN,
+        operation=Operation(
+            method="POST",
+            path="/api/safe-mode/override/{id}/approve",
+            operation_id="approveSafeModeOverride",
+            tags=SAFE_MODE,
+            parameters=(OVERRIDE_PATH, ACTOR),
+            summary="Open a requested window now, for its minutes. Another actor than the requester only.",
+            request_body=body(closed_object({}), required=False),
+            responses={
+                "200": response("The window, open.", ref("SafeModeOverrideAnswer")),
+                **errors(
+                    BAD_JSON,
+                    UNKNOWN_FIELD,
+                    BAD_FIELD,
+                    ErrorCase(status=404, code=E.NOT_FOUND, when="no window with this id is pending or open"),
+                    ErrorCase(status=403, code=E.SELF_APPROVAL, when="the actor asked for this window"),
+                    OVERRIDE_CLOSED,
+                    TOO_LARGE,
+                    JOURNAL,
+                    *ADMIN_AUTH,
+                ),
+            },
+        ),
+    ),
+    Route(
+        name="safe_mode_override_end",
+        handler=end_override,
+        access=Access.ADMIN_TOKEN,
+        operation=Operation(
+            method="POST",
+            path="/api/safe-mode/override/{id}/end",
+            operation_id="endSafeModeOverride",
+            tags=SAFE_MODE,
+            parameters=(OVERRIDE_PATH, ACTOR),
+            summary="End an open window now, or withdraw a pending request (any actor).",
+            request_body=body(closed_object({}), required=False),
+            responses={
+                "200": response("The window, ended.", ref("SafeModeOverrideAnswer")),
+                **errors(
+                    BAD_JSON,
+                    UNKNOWN_FIELD,
+                    BAD_FIELD,
+                    ErrorCase(status=404, code=E.NOT_FOUND, when="no window with this id is pending or open"),
+                    OVERRIDE_CLOSED,
+                    TOO_LARGE,
+                    JOURNAL,
+                    *ADMIN_AUTH,
+                ),
+            },
+        ),
+    ),
+)

@@ -40,9 +40,6 @@ from engine_hub.http.schemas import (
     LOG_PARAMS,
     NO_JOB,
     NOT_READY_NODE,
-    OVERRIDE_BODY,
-    OVERRIDE_CLOSED,
-    OVERRIDE_PATH,
     RUN_BODY,
     SUBMIT_AUTH,
     TOO_LARGE,
@@ -53,7 +50,7 @@ from engine_hub.http.schemas import (
 from shared.openapi import ErrorCase, Operation, body, closed_object, errors, header, openapi_json, ref, response
 from shared.routes import Access, Route, RouteTable
 
-JOBS, COMPAT, OPS, SAFE_MODE = ("jobs",), ("compat",), ("operations",), ("safe-mode",)
+JOBS, COMPAT, OPS = ("jobs",), ("compat",), ("operations",)
 
 
 #: Every engine route, in registration order (see the module docstring).
@@ -399,104 +396,7 @@ ROUTES: Final[RouteTable] = (
         ),
     ),
     # -- break-glass for SAFE_MODE (issue 15, docs/breakglass.md) --
-    Route(
-        name="safe_mode_override",
-        handler=override.get_override,
-        access=Access.SUBMIT,
-        operation=Operation(
-            method="GET",
-            path="/api/safe-mode/override",
-            operation_id="getSafeModeOverride",
-            tags=SAFE_MODE,
-            parameters=(ACTOR,),
-            summary="The SAFE_MODE override window requested or open now, or null (one past its end is closed).",
-            responses={
-                "200": response("The window, or null.", ref("SafeModeOverrideAnswer")),
-                **errors(UNKNOWN_QUERY, *SUBMIT_AUTH),
-            },
-        ),
-    ),
-    Route(
-        name="safe_mode_override",
-        handler=override.request_override,
-        access=Access.ADMIN_TOKEN,
-        operation=Operation(
-            method="POST",
-            path="/api/safe-mode/override",
-            operation_id="requestSafeModeOverride",
-            tags=SAFE_MODE,
-            parameters=(ACTOR,),
-            summary="Ask for a SAFE_MODE override window; it opens only when another actor approves it.",
-            request_body=OVERRIDE_BODY,
-            responses={
-                "201": response("The window, requested.", ref("SafeModeOverrideAnswer")),
-                **errors(
-                    BAD_JSON,
-                    UNKNOWN_FIELD,
-                    BAD_FIELD,
-                    ErrorCase(status=409, code=E.OVERRIDE_ACTIVE, when="a window is already requested or open"),
-                    TOO_LARGE,
-                    JOURNAL,
-                    *ADMIN_AUTH,
-                ),
-            },
-        ),
-    ),
-    Route(
-        name="safe_mode_override_approve",
-        handler=override.approve_override,
-        access=Access.ADMIN_TOKEN,
-        operation=Operation(
-            method="POST",
-            path="/api/safe-mode/override/{id}/approve",
-            operation_id="approveSafeModeOverride",
-            tags=SAFE_MODE,
-            parameters=(OVERRIDE_PATH, ACTOR),
-            summary="Open a requested window now, for its minutes. Another actor than the requester only.",
-            request_body=body(closed_object({}), required=False),
-            responses={
-                "200": response("The window, open.", ref("SafeModeOverrideAnswer")),
-                **errors(
-                    BAD_JSON,
-                    UNKNOWN_FIELD,
-                    BAD_FIELD,
-                    ErrorCase(status=404, code=E.NOT_FOUND, when="no window with this id is pending or open"),
-                    ErrorCase(status=403, code=E.SELF_APPROVAL, when="the actor asked for this window"),
-                    OVERRIDE_CLOSED,
-                    TOO_LARGE,
-                    JOURNAL,
-                    *ADMIN_AUTH,
-                ),
-            },
-        ),
-    ),
-    Route(
-        name="safe_mode_override_end",
-        handler=override.end_override,
-        access=Access.ADMIN_TOKEN,
-        operation=Operation(
-            method="POST",
-            path="/api/safe-mode/override/{id}/end",
-            operation_id="endSafeModeOverride",
-            tags=SAFE_MODE,
-            parameters=(OVERRIDE_PATH, ACTOR),
-            summary="End an open window now, or withdraw a pending request (any actor).",
-            request_body=body(closed_object({}), required=False),
-            responses={
-                "200": response("The window, ended.", ref("SafeModeOverrideAnswer")),
-                **errors(
-                    BAD_JSON,
-                    UNKNOWN_FIELD,
-                    BAD_FIELD,
-                    ErrorCase(status=404, code=E.NOT_FOUND, when="no window with this id is pending or open"),
-                    OVERRIDE_CLOSED,
-                    TOO_LARGE,
-                    JOURNAL,
-                    *ADMIN_AUTH,
-                ),
-            },
-        ),
-    ),
+    *override.ROUTES,
     # -- the contract itself: client tokens may read it (they need it too) --
     Route(
         name="openapi",
