@@ -7,6 +7,7 @@ embedded store and on PostgreSQL alike.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from engine_hub.http.app import create_app
 from engine_hub.jobs.catalog import Catalog
+from engine_hub.jobs.override import OVERRIDES
 from engine_hub.settings import Settings
 from engine_hub.store.override import OVERRIDE_ACTIONS
 from shared.journal.chain import GENESIS, MemoryJournal, Record
@@ -200,6 +202,46 @@ class TestClosing:
         status, body = await _run(engine, None)
         assert status == 202, body
         assert "overrideId" not in [r for r in await engine.records() if r.action == "run_requested"][-1].data
+
+
+class TestRaces:
+    @staticmethod
+    async def _nodes(
+        engine: EngineServer, make_engine_server: MakeEngineServer, clock: FakeClock
+    ) -> list[EngineServer]:
+        """The engine, and a second node on the same PostgreSQL store when there is one."""
+        if engine.store_url is None:
+            return [engine]
+        return [engine, await make_engine_server(clock=clock, override_sweep=3600.0)]
+
+    async def test_concurrent_approvals_open_the_window_once(
+        self, engine: EngineServer, make_engine_server: MakeEngineServer, clock: FakeClock
+    ) -> None:
+        """Ten approvals at once (spread over two nodes on PostgreSQL): one opens the window, nine get 409."""
+        nodes = await self._nodes(engine, make_engine_server, clock)
+        window = await _request(engine)
+        answers = await asyncio.gather(
+            *(_post(nodes[i % len(nodes)], f"{OVERRIDE}/{window['id']}/approve", f"approver{i}") for i in range(10))
+        )
+        assert sorted(status for status, _ in answers) == [200] + [409] * 9
+        assert {body["code"] for status, body in answers if status == 409} == {"override_closed"}
+        actions = [r.action for r in _override_records(await engine.records())]
+        assert actions.count("safe_mode_override_approved") == 1
+        assert await _chain_intact(engine)
+
+    async def test_concurrent_sweeps_record_the_expiry_once(
+        self, make_engine_server: MakeEngineServer, clock: FakeClock
+    ) -> None:
+        """Past its end, ten sweeps at once (on every node) write exactly one ``expired`` record."""
+        engine = await make_engine_server(clock=clock, override_sweep=3600.0)
+        nodes = await self._nodes(engine, make_engine_server, clock)
+        await _approve(engine, (await _request(engine, minutes=1))["id"])
+        clock.advance(61)
+        closed = await asyncio.gather(*(nodes[i % len(nodes)].client.app[OVERRIDES].settle() for i in range(10)))
+        assert len([window for window in closed if window is not None]) == 1
+        actions = [r.action for r in _override_records(await engine.records())]
+        assert actions.count("safe_mode_override_expired") == 1
+        assert await _chain_intact(engine)
 
 
 class TestRestart:
