@@ -35,7 +35,7 @@ from engine_hub.store.override import DEFAULT_MINUTES, MAX_MINUTES, MIN_MINUTES,
 from shared.contract import MAX_REASON_CHARS
 from shared.openapi import ErrorCase, Operation, body, closed_object, errors, ref, response
 from shared.routes import Access, Route, RouteTable
-from shared.web import read_json_object
+from shared.web import Handler, read_json_object
 
 SAFE_MODE: Final = ("safe-mode",)
 #: Longest window id accepted in a path (ids are uuids).
@@ -99,6 +99,40 @@ async def end_override(request: web.Request) -> web.Response:
     return _answer(window, overrides.now())
 
 
+def _window_route(
+    verb: str, handler: Handler, operation_id: str, summary: str, answer: str, *refusals: ErrorCase
+) -> Route:
+    """The row of ``POST /api/safe-mode/override/{id}/<verb>`` (admin token, no body)."""
+    return Route(
+        name=f"safe_mode_override_{verb}",
+        handler=handler,
+        access=Access.ADMIN_TOKEN,
+        operation=Operation(
+            method="POST",
+            path=f"/api/safe-mode/override/{{id}}/{verb}",
+            operation_id=operation_id,
+            tags=SAFE_MODE,
+            parameters=(OVERRIDE_PATH, ACTOR),
+            summary=summary,
+            request_body=body(closed_object({}), required=False),
+            responses={
+                "200": response(answer, ref("SafeModeOverrideAnswer")),
+                **errors(
+                    BAD_JSON,
+                    UNKNOWN_FIELD,
+                    BAD_FIELD,
+                    ErrorCase(status=404, code=E.NOT_FOUND, when="no window with this id is pending or open"),
+                    *refusals,
+                    OVERRIDE_CLOSED,
+                    TOO_LARGE,
+                    JOURNAL,
+                    *ADMIN_AUTH,
+                ),
+            },
+        ),
+    )
+
+
 #: The route table's rows of the override window (in :data:`engine_hub.http.routes.ROUTES`).
 ROUTES: Final[RouteTable] = (
     Route(
@@ -144,59 +178,19 @@ ROUTES: Final[RouteTable] = (
             },
         ),
     ),
-    Route(
-        name="safe_mode_override_approve",
-        handler=approve_override,
-        access=Access.ADMIN_TOKEN,
-        operation=Operation(
-            method="POST",
-            path="/api/safe-mode/override/{id}/approve",
-            operation_id="approveSafeModeOverride",
-            tags=SAFE_MODE,
-            parameters=(OVERRIDE_PATH, ACTOR),
-            summary="Open a requested window now, for its minutes. Another actor than the requester only.",
-            request_body=body(closed_object({}), required=False),
-            responses={
-                "200": response("The window, open.", ref("SafeModeOverrideAnswer")),
-                **errors(
-                    BAD_JSON,
-                    UNKNOWN_FIELD,
-                    BAD_FIELD,
-                    ErrorCase(status=404, code=E.NOT_FOUND, when="no window with this id is pending or open"),
-                    ErrorCase(status=403, code=E.SELF_APPROVAL, when="the actor asked for this window"),
-                    OVERRIDE_CLOSED,
-                    TOO_LARGE,
-                    JOURNAL,
-                    *ADMIN_AUTH,
-                ),
-            },
-        ),
+    _window_route(
+        "approve",
+        approve_override,
+        "approveSafeModeOverride",
+        "Open a requested window now, for its minutes. Another actor than the requester only.",
+        "The window, open.",
+        ErrorCase(status=403, code=E.SELF_APPROVAL, when="the actor asked for this window"),
     ),
-    Route(
-        name="safe_mode_override_end",
-        handler=end_override,
-        access=Access.ADMIN_TOKEN,
-        operation=Operation(
-            method="POST",
-            path="/api/safe-mode/override/{id}/end",
-            operation_id="endSafeModeOverride",
-            tags=SAFE_MODE,
-            parameters=(OVERRIDE_PATH, ACTOR),
-            summary="End an open window now, or withdraw a pending request (any actor).",
-            request_body=body(closed_object({}), required=False),
-            responses={
-                "200": response("The window, ended.", ref("SafeModeOverrideAnswer")),
-                **errors(
-                    BAD_JSON,
-                    UNKNOWN_FIELD,
-                    BAD_FIELD,
-                    ErrorCase(status=404, code=E.NOT_FOUND, when="no window with this id is pending or open"),
-                    OVERRIDE_CLOSED,
-                    TOO_LARGE,
-                    JOURNAL,
-                    *ADMIN_AUTH,
-                ),
-            },
-        ),
+    _window_route(
+        "end",
+        end_override,
+        "endSafeModeOverride",
+        "End an open window now, or withdraw a pending request (any actor).",
+        "The window, ended.",
     ),
 )

@@ -50,10 +50,36 @@ from shared.openapi import (
     response,
 )
 from shared.routes import Access, Route, RouteTable
+from shared.web import Handler
 
 _WINDOW_PATH = path("id", {"type": "string"}, "The override window's id.")
 _WINDOW_GONE = ErrorCase(status=404, code=E.NOT_FOUND, when="no override window with this id is pending or open")
 _WINDOW_CLOSED = ErrorCase(status=409, code=E.OVERRIDE_CLOSED, when="the window has already ended or expired")
+
+
+def _window_route(
+    verb: str, handler: Handler, operation_id: str, summary: str, answer: str, *refusals: ErrorCase
+) -> Route:
+    """The row of ``POST /api/admin/safe-mode/override/{id}/<verb>`` (super_admin, CSRF, no body)."""
+    return Route(
+        access=Access.SUPER_ADMIN,
+        handler=handler,
+        operation=Operation(
+            method="POST",
+            path=f"/api/admin/safe-mode/override/{{id}}/{verb}",
+            operation_id=operation_id,
+            tags=API_TAGS,
+            parameters=(_WINDOW_PATH,),
+            security=(SESSION_CSRF,),
+            summary=summary,
+            request_body=body(closed_object({}), required=False, media=MUTATION_MEDIA),
+            responses={
+                "200": response(answer, ref("SafeModeOverrideAnswer")),
+                **errors(*MUTATION, _WINDOW_GONE, _WINDOW_CLOSED, *refusals),
+            },
+        ),
+    )
+
 
 API: Final[RouteTable] = (
     Route(
@@ -263,46 +289,20 @@ API: Final[RouteTable] = (
             },
         ),
     ),
-    Route(
-        access=Access.SUPER_ADMIN,
-        handler=approve_override,
-        operation=Operation(
-            method="POST",
-            path="/api/admin/safe-mode/override/{id}/approve",
-            operation_id="approveSafeModeOverride",
-            tags=API_TAGS,
-            parameters=(_WINDOW_PATH,),
-            security=(SESSION_CSRF,),
-            summary="Approve a break-glass window: it opens now for its minutes. Never by its requester.",
-            request_body=body(closed_object({}), required=False, media=MUTATION_MEDIA),
-            responses={
-                "200": response("The window, open.", ref("SafeModeOverrideAnswer")),
-                **errors(
-                    *MUTATION,
-                    _WINDOW_GONE,
-                    _WINDOW_CLOSED,
-                    ErrorCase(status=403, code=E.SELF_APPROVAL, when="you asked for this window"),
-                ),
-            },
-        ),
+    _window_route(
+        "approve",
+        approve_override,
+        "approveSafeModeOverride",
+        "Approve a break-glass window: it opens now for its minutes. Never by its requester.",
+        "The window, open.",
+        ErrorCase(status=403, code=E.SELF_APPROVAL, when="you asked for this window"),
     ),
-    Route(
-        access=Access.SUPER_ADMIN,
-        handler=end_override,
-        operation=Operation(
-            method="POST",
-            path="/api/admin/safe-mode/override/{id}/end",
-            operation_id="endSafeModeOverride",
-            tags=API_TAGS,
-            parameters=(_WINDOW_PATH,),
-            security=(SESSION_CSRF,),
-            summary="End a break-glass window now (any super_admin), or withdraw a pending request.",
-            request_body=body(closed_object({}), required=False, media=MUTATION_MEDIA),
-            responses={
-                "200": response("The window, ended.", ref("SafeModeOverrideAnswer")),
-                **errors(*MUTATION, _WINDOW_GONE, _WINDOW_CLOSED),
-            },
-        ),
+    _window_route(
+        "end",
+        end_override,
+        "endSafeModeOverride",
+        "End a break-glass window now (any super_admin), or withdraw a pending request.",
+        "The window, ended.",
     ),
     Route(
         access=Access.SUPER_ADMIN,

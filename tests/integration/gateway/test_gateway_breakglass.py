@@ -6,18 +6,15 @@ a window expires because the test moves time, never because it sleeps.
 
 from __future__ import annotations
 
-import functools
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from admin_gateway.auth.users import USERS_FILE, UserStore
+from admin_gateway.auth.users import USERS_FILE
 from shared.journal.tools import verify
 from tests.integration.gateway.harness import (
     ADMIN,
-    PASSWORD,
     SUPER,
     FakeClock,
     GatewayServer,
@@ -25,22 +22,13 @@ from tests.integration.gateway.harness import (
     UpstreamEngine,
     User,
     start_upstream_engine,
+    users_file_text,
 )
 
 #: The second super_admin, who approves alice's requests.
 SECOND = "carol"
 OVERRIDE = "/api/admin/safe-mode/override"
 RUN_ROUTE = r"^/api/jobs/[^/]+/run$"
-
-
-@functools.cache
-def _users_with_second_super_admin() -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-        store = UserStore(Path(tmp))
-        store.add(SUPER, "super_admin", PASSWORD)
-        store.add(ADMIN, "admin", PASSWORD)
-        store.add(SECOND, "super_admin", PASSWORD)
-        return (Path(tmp) / USERS_FILE).read_text()
 
 
 @pytest.fixture
@@ -52,7 +40,7 @@ async def engine(aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, clock
 async def _gateway(make_gateway_server: MakeGatewayServer, engine: UpstreamEngine, **settings: Any) -> GatewayServer:
     settings.setdefault("safe_mode", True)
     gateway = await make_gateway_server(engine.url, **settings)
-    (gateway.settings.data_dir / USERS_FILE).write_text(_users_with_second_super_admin())
+    (gateway.settings.data_dir / USERS_FILE).write_text(users_file_text((SECOND, "super_admin")))
     return gateway
 
 
