@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from admin_gateway.engine_client import ENGINE_CLIENT, request_id_of
-from admin_gateway.errors import GatewayError
+from admin_gateway.errors import EngineFailed, GatewayError
 from admin_gateway.settings import SETTINGS
 from shared.contract import format_time
 
@@ -66,22 +66,32 @@ class OverrideWindow:
             body = None
         window = body.get("window") if isinstance(body, dict) else None
         if resp.status != 200 or not isinstance(body, dict) or not (window is None or isinstance(window, dict)):
-            raise GatewayError(f"the engine did not say which override window is open ({resp.status})", status=502)
+            raise EngineFailed(f"the engine did not say which override window is open ({resp.status})")
         self._window, self._fetched = window, now
         return window
+
+    async def current(self, request: web.Request, actor: str) -> dict[str, Any] | None:
+        """The window requested or open at this gateway's clock now, or ``None``; what a banner shows.
+
+        A cached answer's window past its ``until`` (or its request past ``requestExpiresAt``) is ``None``.
+        Raises :class:`GatewayError` when the engine cannot say.
+        """
+        window = await self.fetch(request, actor)
+        if window is None:
+            return None
+        now = clock_text(request.app[SETTINGS].clock())
+        end = window.get("until") if window.get("state") == "open" else window.get("requestExpiresAt")
+        return window if str(end or "") > now else None
 
     async def open_window(self, request: web.Request, actor: str) -> dict[str, Any] | None:
         """The window open at this gateway's clock now, or ``None`` (none, pending, past ``until``, engine down)."""
         try:
-            window = await self.fetch(request, actor)
+            window = await self.current(request, actor)
         except GatewayError as exc:
             # Fail closed: a window nobody can confirm lets nothing through.
             log.warning("override_check_failed", error=exc.message)
             return None
-        now = clock_text(request.app[SETTINGS].clock())
-        if window is None or window.get("state") != "open" or not str(window.get("until") or "") > now:
-            return None
-        return window
+        return window if window is not None and window.get("state") == "open" else None
 
 
 #: The app's view of the override window.

@@ -167,7 +167,7 @@ async def get_config(request: web.Request) -> web.Response:
     window = None
     if safe_mode:
         with contextlib.suppress(GatewayError):
-            window = await request.app[OVERRIDE_WINDOW].fetch(request, user.name)
+            window = await request.app[OVERRIDE_WINDOW].current(request, user.name)
     return web.json_response(
         {
             "safeMode": safe_mode,

@@ -103,6 +103,7 @@ class TestBreakGlass:
         assert (status, body["code"]) == (403, "safe_mode")
         assert engine.count("POST", RUN_ROUTE) == before  # refused by the gateway's clock: the engine is not asked
         assert await engine.status(job_ids[2]) == "READY"
+        assert (await _config(alice))["safeModeOverride"] is None  # the banner goes at the end, cached or not
         records = gateway.audit_records()
         runs = [r for r in records if r.action == "job_run" and r.data["outcome"] == "accepted"]
         assert [r.data["overrideId"] for r in runs] == [window["id"], window["id"]]
