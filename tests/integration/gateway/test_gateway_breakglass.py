@@ -12,9 +12,12 @@ from typing import Any
 import pytest
 
 from admin_gateway.auth.users import USERS_FILE
+from shared.journal.chain import GENESIS
+from shared.journal.postgres import ChainCheck, record_of_row
 from shared.journal.tools import verify
 from tests.integration.gateway.harness import (
     ADMIN,
+    ENGINE_TOKEN,
     SUPER,
     FakeClock,
     GatewayServer,
@@ -29,6 +32,9 @@ from tests.integration.gateway.harness import (
 SECOND = "carol"
 OVERRIDE = "/api/admin/safe-mode/override"
 RUN_ROUTE = r"^/api/jobs/[^/]+/run$"
+_ENGINE_AUTH = {"Authorization": f"Bearer {ENGINE_TOKEN}"}
+#: An engine audit record's keys, in the order of ``shared.journal.postgres.AUDIT_COLUMNS``.
+RECORD_KEYS = ("seq", "at", "actor", "source", "action", "jobId", "data", "prev", "hash")
 
 
 @pytest.fixture
@@ -104,6 +110,19 @@ class TestBreakGlass:
         assert engine.count("POST", RUN_ROUTE) == before  # refused by the gateway's clock: the engine is not asked
         assert await engine.status(job_ids[2]) == "READY"
         assert (await _config(alice))["safeModeOverride"] is None  # the banner goes at the end, cached or not
+        # A new request first records the old window's expiry: every step is in the engine's verified chain.
+        await _request(carol)
+        resp = await engine.client.get("/api/audit", params={"limit": "1000"}, headers=_ENGINE_AUTH)
+        chain = [record_of_row([r[k] for k in RECORD_KEYS]) for r in (await resp.json())[::-1]]
+        checker = ChainCheck(where="engine", start=(1, GENESIS))
+        assert [checker.check(r) for r in chain] == [None] * len(chain)
+        assert [r.action for r in chain if r.action.startswith("safe_mode_override")] == [
+            "safe_mode_override_requested",
+            "safe_mode_override_approved",
+            "safe_mode_override_expired",
+            "safe_mode_override_requested",
+        ]
+        assert [r.data.get("overrideId") for r in chain if r.action == "run_requested"] == [window["id"]] * 2
         records = gateway.audit_records()
         runs = [r for r in records if r.action == "job_run" and r.data["outcome"] == "accepted"]
         assert [r.data["overrideId"] for r in runs] == [window["id"], window["id"]]
