@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -76,6 +78,11 @@ class Settings:
     ``max_connections_per_address`` (``None``: a quarter of the cap, 0: none),
     ``header_timeout``, ``body_timeout`` and ``keepalive_timeout`` limit client connections
     (:class:`shared.connection_limits.ConnectionLimits`).
+
+    ``clock`` returns epoch seconds and times the SAFE_MODE override windows
+    (:mod:`engine_hub.jobs.override`), so tests move time without sleeping;
+    ``override_sweep`` is how often (seconds) the engine looks for a window
+    past its end to record it as expired.
     """
 
     host: str = DEFAULT_HOST
@@ -108,3 +115,5 @@ class Settings:
     events_client_buffer: int = 1024 * 1024
     events_heartbeat: float = 15.0
     events_max_streams: int = 1000
+    clock: Callable[[], float] = time.time
+    override_sweep: float = 1.0

@@ -99,6 +99,10 @@ class ErrorCode(enum.StrEnum):
     ENGINE_TIMEOUT = "engine_timeout"
     ENGINE_ERROR = "engine_error"
     INTERNAL = "internal"
+    SELF_APPROVAL = "self_approval"
+    OVERRIDE_ACTIVE = "override_active"
+    OVERRIDE_CLOSED = "override_closed"
+    SAFE_MODE_OFF = "safe_mode_off"
 
 
 def utcnow() -> dt.datetime:

@@ -229,7 +229,34 @@ def contract_schemas() -> dict[str, Schema]:
             description="What a job's plan (dry run) printed and how it ended; the job did not change.",
         ),
         "AuditRecord": _audit_record_schema(),
+        "SafeModeOverride": _override_schema(),
+        "SafeModeOverrideAnswer": _obj(
+            {"window": nullable(ref("SafeModeOverride"))},
+            description="The SAFE_MODE override window a route changed or read (null: none requested or open).",
+        ),
     }
+
+
+def _override_schema() -> Schema:
+    text = {"type": "string"}
+    return _obj(
+        {
+            "id": text,
+            "requestedBy": text,
+            "reason": text,
+            "minutes": {"type": "integer", "minimum": 1, "maximum": 60},
+            "requestedAt": TIME,
+            "requestExpiresAt": {**TIME, "description": "A request not approved by then lapses (expired)."},
+            "state": {"type": "string", "enum": ["requested", "open", "ended", "expired"]},
+            "approvedBy": nullable(text),
+            "openedAt": nullable(TIME),
+            "until": nullable({**TIME, "description": "The window closes at this time, by itself."}),
+            "endedBy": nullable(text),
+            "endedAt": nullable(TIME),
+        },
+        description="A break-glass window for SAFE_MODE (docs/breakglass.md): asked for by one super_admin, "
+        "opened by another, closed by time or early.",
+    )
 
 
 # -- responses and parameters ---------------------------------------------------------------

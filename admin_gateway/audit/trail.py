@@ -89,6 +89,9 @@ __all__ = [
     "LOGOUT",
     "MAX_DISTINCT_NAMES",
     "NAME_SAMPLE",
+    "SAFE_MODE_OVERRIDE_APPROVE",
+    "SAFE_MODE_OVERRIDE_END",
+    "SAFE_MODE_OVERRIDE_REQUEST",
     "SAFE_MODE_REFUSED",
     "SESSION_EXPIRED",
     "UNCHECKED_LOGIN_REASONS",
@@ -113,6 +116,10 @@ JOB_CREATE: Final = "job_create"
 JOB_RUN: Final = "job_run"
 JOB_PLAN: Final = "job_plan"
 JOB_CANCEL: Final = "job_cancel"
+#: Break-glass for SAFE_MODE (issue 15): asking for, approving and ending an override window.
+SAFE_MODE_OVERRIDE_REQUEST: Final = "safe_mode_override_request"
+SAFE_MODE_OVERRIDE_APPROVE: Final = "safe_mode_override_approve"
+SAFE_MODE_OVERRIDE_END: Final = "safe_mode_override_end"
 
 #: ``data.outcome`` values: an intent recorded before the engine is called, the request
 #: done, refused (with ``code``), failed at the engine (with ``code``), a session expired.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, Literal
 
 import structlog
@@ -44,6 +44,7 @@ from admin_gateway.auth.guards import User
 from admin_gateway.engine_client import ENGINE_CLIENT, EngineResponse, request_id_of
 from admin_gateway.errors import EngineFailed, GatewayError, SafeModeRefused, Throttled
 from admin_gateway.http.access import request_user
+from admin_gateway.safe_mode import OVERRIDE_WINDOW
 from admin_gateway.settings import SETTINGS
 from shared.contract import MAX_FILTER_CHARS, MAX_REASON_CHARS, PLAN_ANSWER_WITHIN, ErrorCode
 from shared.web import read_form, read_json_object
@@ -101,6 +102,9 @@ def engine_error(resp: EngineResponse) -> GatewayError:
             status=resp.status,
             code=parsed or _DEFAULT_CODES.get(resp.status, ErrorCode.BAD_REQUEST),
         )
+    if resp.status == 403 and code == ErrorCode.SELF_APPROVAL:
+        # The four-eyes rule refused the signed-in user, not the gateway's token.
+        return GatewayError(message or "approve someone else's request", status=403, code=ErrorCode.SELF_APPROVAL)
     if resp.status in (401, 403):
         log.error("engine_refused_gateway_token", status=resp.status)
         return EngineFailed("the engine refused the gateway's credentials (check the engine token)")
@@ -164,11 +168,22 @@ async def _call(
 
 
 async def get_config(request: web.Request) -> web.Response:
-    """``GET /api/admin/config``: who I am, my role, SAFE_MODE, and the CSRF token for fetch."""
+    """``GET /api/admin/config``: who I am, my role, SAFE_MODE, its override window, and the CSRF token for fetch.
+
+    ``safeModeOverride`` is the engine's window requested or open now (its requester, approver, reason,
+    ``until``: what a banner shows), asked for only while SAFE_MODE is on; ``null`` otherwise, and when the
+    engine cannot say (reads degrade, they do not fail).
+    """
     user = request_user(request)
+    safe_mode = request.app[SETTINGS].safe_mode
+    window = None
+    if safe_mode:
+        with contextlib.suppress(GatewayError):
+            window = await request.app[OVERRIDE_WINDOW].current(request, user.name)
     return web.json_response(
         {
-            "safeMode": request.app[SETTINGS].safe_mode,
+            "safeMode": safe_mode,
+            "safeModeOverride": window,
             "userRole": user.role,
             "isSuperAdmin": user.is_super_admin,
             "user": user.name,
@@ -297,14 +312,17 @@ async def _mutate(
     job_id: str | None,
     success: int,
     reason: str | None = None,
-    recorded: tuple[str, ...] = (),
+    data: dict[str, Any] | None = None,
+    answer_data: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     total: float | None = None,
 ) -> web.Response:
     """Call the engine for a mutation, recorded before (intent) and after (outcome).
 
-    ``recorded`` names fields of the engine's answer copied into the accepted
-    outcome record (a plan's ``sha256``: what the person was shown); ``total``
-    is the engine call's own total timeout, for a mutation that takes long.
+    ``data`` goes into both records; ``answer_data`` (given the engine's
+    answer, a JSON object) adds fields to the accepted outcome record, such as
+    a plan's ``sha256`` (what the person was shown), instead of taking a
+    created job's id as the record's ``jobId``; ``total`` is the engine
+    call's own total timeout, for a mutation that takes long.
 
     The intent record (``<action>_requested``) must be durable before the
     engine is called: if it cannot be written the answer is 503
@@ -315,7 +333,7 @@ async def _mutate(
     an intent without an outcome: the engine's own journal says what happened.
     """
     audit = request.app[AUDIT]
-    extra: dict[str, Any] = {"reason": reason}
+    extra: dict[str, Any] = {"reason": reason, **(data or {})}
     intent = await audit.record(
         requested(action), request=request, actor=user.name, job_id=job_id, outcome=REQUESTED, fail_closed=True, **extra
     )
@@ -342,16 +360,17 @@ async def _mutate(
             **extra,
         )
         raise error
-    if job_id is None or recorded:
+    if job_id is None or answer_data is not None:
         try:
             answer = json.loads(resp.body)
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
             answer = {}
-        if job_id is None:
+        if answer_data is not None:
+            extra.update(answer_data(answer))
+        elif job_id is None:
             job_id = answer.get("id")
-        extra.update((name, answer.get(name)) for name in recorded)
     await audit.record(
         action, request=request, actor=user.name, job_id=job_id, outcome=ACCEPTED, status=success, **extra
     )
@@ -426,21 +445,29 @@ async def create_job(request: web.Request) -> web.Response:
 
 
 _SAFE_MODE_MESSAGES: Final = {
-    "run": "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs.",
+    "run": "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs, "
+    "or have a second super_admin approve a break-glass window.",
     "plan": "SAFE_MODE is on: no plan can be run (a plan is a process, refused like a run). "
-    "Turn SAFE_MODE off on the gateway to plan and run jobs.",
+    "Turn SAFE_MODE off on the gateway to plan and run jobs, "
+    "or have a second super_admin approve a break-glass window.",
 }
 
 
 async def _refuse_in_safe_mode(
     request: web.Request, user: User, job_id: str, operation: Literal["run", "plan"]
-) -> None:
-    """Under SAFE_MODE, record ``safe_mode_refused`` (with ``operation``: run or plan) and raise 403 ``safe_mode``.
+) -> dict[str, Any] | None:
+    """Under SAFE_MODE with no open break-glass window, record ``safe_mode_refused`` and raise 403 ``safe_mode``.
 
-    A plan is a process too, so it is refused exactly like a run; the engine is not called.
+    Returns the open window (its engine JSON) that lets the request through
+    under SAFE_MODE, or ``None`` when SAFE_MODE is off. A plan is a process
+    too, so it is refused exactly like a run (the record's ``operation``
+    says which); the engine is not called.
     """
     if not request.app[SETTINGS].safe_mode:
-        return
+        return None
+    window = await request.app[OVERRIDE_WINDOW].open_window(request, user.name)
+    if window is not None:
+        return window
     refusal = SafeModeRefused(_SAFE_MODE_MESSAGES[operation])
     await request.app[AUDIT].record(
         SAFE_MODE_REFUSED, request=request, actor=user.name, job_id=job_id, operation=operation, **outcome_of(refusal)
@@ -450,32 +477,52 @@ async def _refuse_in_safe_mode(
 
 async def _process_request(
     request: web.Request, action: str, operation: Literal["run", "plan"], allowed: tuple[str, ...]
-) -> tuple[User, str, str, str | None]:
-    """The checks of a request that starts a process (a run or a plan), in order; return user, job id, path, reason.
+) -> tuple[User, str, str, str | None, dict[str, Any] | None]:
+    """The checks of a request that starts a process (a run or a plan), in order.
 
-    CSRF, then SAFE_MODE (its own record), then the job id and the body (a
-    refusal of either is recorded as ``action``). The engine is not called.
+    CSRF, then SAFE_MODE (its own record; an open break-glass window lets
+    the request through), then the job id and the body (a refusal of either
+    is recorded as ``action``). The engine is not called. Returns the user,
+    the job id, the engine path, the reason and the window (or ``None``).
     """
     user = request_user(request)
     await check_csrf(request)
     job_id = request.match_info["id"]
-    await _refuse_in_safe_mode(request, user, job_id, operation)
+    window = await _refuse_in_safe_mode(request, user, job_id, operation)
     async with _refusal_recorded(request, user, action, job_id):
         path = _job_path(request, f"/{operation}")
         raw = await read_body(request, allowed)
         reason = _optional_str(raw, "reason", MAX_REASON_CHARS)
-    return user, job_id, path, reason
+    return user, job_id, path, reason, window
 
 
 async def run_job(request: web.Request) -> web.Response:
-    """``POST /api/admin/engine/jobs/{id}/run`` ``{reason?}``: 202, or refused by SAFE_MODE (engine not asked)."""
-    user, job_id, path, reason = await _process_request(request, JOB_RUN, "run", ("reason",))
-    body = {"reason": reason} if reason else {}
-    return await _mutate(request, user, JOB_RUN, path, body, job_id=job_id, success=202, reason=reason)
+    """``POST /api/admin/engine/jobs/{id}/run`` ``{reason?}``: 202, or refused by SAFE_MODE (engine not asked).
+
+    Under SAFE_MODE a run goes through only while a break-glass window is open
+    (:mod:`admin_gateway.safe_mode`); it then carries the window's id, which
+    the engine checks again and records with the run.
+    """
+    user, job_id, path, reason, window = await _process_request(request, JOB_RUN, "run", ("reason",))
+    body: dict[str, Any] = {"reason": reason} if reason else {}
+    data = None
+    if window is not None:
+        body["overrideId"] = window["id"]
+        data = {"overrideId": window["id"]}
+    try:
+        return await _mutate(request, user, JOB_RUN, path, body, job_id=job_id, success=202, reason=reason, data=data)
+    except GatewayError as exc:
+        if exc.code == ErrorCode.OVERRIDE_CLOSED:
+            request.app[OVERRIDE_WINDOW].forget()  # ended elsewhere meanwhile: ask the engine next time
+        raise
 
 
 #: Fields of a plan's answer the gateway's ``job_plan`` record keeps (never the output itself).
 PLAN_RECORDED: Final = ("sha256", "exitCode", "truncated", "timedOut")
+
+
+def _plan_fields(answer: dict[str, Any]) -> dict[str, Any]:
+    return {name: answer.get(name) for name in PLAN_RECORDED}
 
 
 async def plan_job(request: web.Request) -> web.Response:
@@ -485,9 +532,18 @@ async def plan_job(request: web.Request) -> web.Response:
     ``job_plan`` with the plan's ``sha256``); waits for the engine up to
     :data:`PLAN_ANSWER_WITHIN` seconds, as a plan may take its whole timeout.
     """
-    user, job_id, path, _ = await _process_request(request, JOB_PLAN, "plan", ())
+    user, job_id, path, _, window = await _process_request(request, JOB_PLAN, "plan", ())
     return await _mutate(
-        request, user, JOB_PLAN, path, {}, job_id=job_id, success=200, recorded=PLAN_RECORDED, total=PLAN_ANSWER_WITHIN
+        request,
+        user,
+        JOB_PLAN,
+        path,
+        {},
+        job_id=job_id,
+        success=200,
+        data=None if window is None else {"overrideId": window["id"]},
+        answer_data=_plan_fields,
+        total=PLAN_ANSWER_WITHIN,
     )
 
 

@@ -27,6 +27,7 @@ from admin_gateway.http.routes import ROUTES
 from admin_gateway.http.templates import setup_templates
 from admin_gateway.peer import TRUSTED_PROXIES, parse_networks
 from admin_gateway.relay import relay_ctx
+from admin_gateway.safe_mode import OVERRIDE_WINDOW, OverrideWindow
 from admin_gateway.settings import SETTINGS, Settings, SettingsError
 from shared.contract import HTTP_LIMITS, MAX_BODY
 from shared.openapi import build_openapi_on_startup
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     audit = Audit(trusted)
     app[AUDIT] = audit
     app[USER_STORE] = UserStore(settings.data_dir)
+    app[OVERRIDE_WINDOW] = OverrideWindow()
     app[LOGIN_THROTTLE] = LoginThrottle(
         clock=settings.clock,
         per_account=settings.login_limit_per_hour,

@@ -49,7 +49,9 @@ ENGINE_BROKEN = ErrorCase(
 )
 ENGINE_SLOW = ErrorCase(status=504, code=E.ENGINE_TIMEOUT, when="the engine did not answer within the total timeout")
 NO_JOB = ErrorCase(status=404, code=E.NOT_FOUND, when="no job has this id")
-SAFE_MODE_ON = ErrorCase(status=403, code=E.SAFE_MODE, when="SAFE_MODE is on; the engine is not called")
+SAFE_MODE_ON = ErrorCase(
+    status=403, code=E.SAFE_MODE, when="SAFE_MODE is on and no break-glass window is open; the engine is not called"
+)
 TOO_LARGE = ErrorCase(status=413, code=E.PAYLOAD_TOO_LARGE, when=f"the body is larger than {MAX_BODY} bytes")
 BAD_JSON = ErrorCase(
     status=400,
@@ -125,6 +127,11 @@ CONFIG = closed_object(
         "userRole": {"type": "string", "enum": ["super_admin", "admin"]},
         "isSuperAdmin": {"type": "boolean"},
         "user": {"type": "string"},
+        "safeModeOverride": {
+            "anyOf": [ref("SafeModeOverride"), {"type": "null"}],
+            "description": "While SAFE_MODE is on: the break-glass window requested or open now (who asked, who "
+            "approved, why, until when), else null.",
+        },
         "csrfToken": {"type": "string", "description": f"Send it back as {CSRF_HEADER} on every POST."},
     }
 )

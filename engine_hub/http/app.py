@@ -35,6 +35,7 @@ from engine_hub.http.routes import ROUTES
 from engine_hub.jobs.catalog import Catalog, CatalogError
 from engine_hub.jobs.catalog_file import load_catalog
 from engine_hub.jobs.cluster import NODE, ClusterNode
+from engine_hub.jobs.override import OVERRIDES, OverrideService
 from engine_hub.jobs.service import SERVICE, JobService
 from engine_hub.metrics import Metrics
 from engine_hub.run.log_files import FileJobLogs
@@ -168,6 +169,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[SERVICE] = service
+    app[OVERRIDES] = OverrideService(backend=backend, clock=settings.clock, sweep_every=settings.override_sweep)
     app[EVENTS] = events
     # Open streams end at shutdown's start, so that their handlers return instead of being cancelled.
     app.on_shutdown.append(_end_streams)
@@ -245,10 +247,11 @@ def _node_context(
             node_id=node.lease.node_id,
         )
         retention_task = _start_retention(app)
+        sweep_task = _start_override_sweep(app)
         try:
             yield
         finally:
-            await _cancel(retention_task)
+            await _cancel(retention_task, sweep_task)
             await service.close()  # runs stopped and their outcomes recorded while the node still holds its lease
             await node.close()
             await backend.close()
@@ -265,6 +268,11 @@ def _start_retention(app: web.Application) -> asyncio.Task[None] | None:
     """Start the app's log retention loop, if it has one."""
     retention = app.get(LOG_RETENTION)
     return asyncio.create_task(retention.run(), name="log-retention") if retention is not None else None
+
+
+def _start_override_sweep(app: web.Application) -> asyncio.Task[None]:
+    """Start the loop that records SAFE_MODE override windows past their end as expired."""
+    return asyncio.create_task(app[OVERRIDES].run_sweep(), name="override-sweep")
 
 
 async def _cancel(*tasks: asyncio.Task[None] | None) -> None:
@@ -319,6 +327,7 @@ def _engine_context(
         snapshot_task = asyncio.create_task(snapshotter.run()) if snapshotter is not None else None
         pack_task = asyncio.create_task(pack_cold_jobs(backend.store))
         retention_task = _start_retention(app)
+        sweep_task = _start_override_sweep(app)
         log.info(
             "engine_started",
             types=len(cat.types),
@@ -331,7 +340,7 @@ def _engine_context(
         try:
             yield
         finally:
-            await _cancel(pack_task, snapshot_task, retention_task)
+            await _cancel(pack_task, snapshot_task, retention_task, sweep_task)
             await service.close()
             if snapshotter is not None:
                 await snapshotter.take()

@@ -19,6 +19,7 @@ from multidict import CIMultiDict
 from engine_hub.errors import EngineError, InvalidField, LogExpired, NodeNotReady
 from engine_hub.http.auth import principal, source
 from engine_hub.jobs.cluster import NODE
+from engine_hub.jobs.override import OVERRIDES
 from engine_hub.jobs.service import SERVICE, JobService
 from engine_hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine_hub.run.logs import MAX_READ_LINES
@@ -183,12 +184,19 @@ async def create_job(request: web.Request) -> web.Response:
 
 
 async def run_job(request: web.Request) -> web.Response:
-    """``POST /api/jobs/{id}/run`` ``{reason?}``: 202 and the job, RUNNING; the only way a job ever runs."""
-    body = await read_json_object(request, allowed=("reason",), error=EngineError)
+    """``POST /api/jobs/{id}/run`` ``{reason?, overrideId?}``: 202 and the job, RUNNING; the only way a job ever runs.
+
+    ``overrideId`` (a gateway under SAFE_MODE sends it) names the override window the run is made in: it
+    must be open at this moment (else 409 ``override_closed``) and is recorded in the run's record.
+    """
+    body = await read_json_object(request, allowed=("reason", "overrideId"), error=EngineError)
     reason = optional_text(body, "reason", max_chars=MAX_REASON_CHARS)
+    override_id = optional_text(body, "overrideId", max_chars=MAX_NAME_CHARS)
+    if override_id is not None:
+        await request.app[OVERRIDES].require_open(override_id)
     who = principal(request)
     entry = await request.app[SERVICE].run(
-        job_id=request.match_info["id"], reason=reason, actor=who.actor, source=source(request)
+        job_id=request.match_info["id"], reason=reason, actor=who.actor, source=source(request), override_id=override_id
     )
     return accepted(entry, "Job execution started")
 

@@ -55,6 +55,7 @@ def document(table: Iterable[Route] = ROUTES) -> dict[str, Any]:
         tags=(
             {"name": "jobs", "description": "Jobs, runs, cancels, logs, types."},
             {"name": "compat", "description": "Routes kept for clients of the original system."},
+            {"name": "safe-mode", "description": "Break-glass: the SAFE_MODE override window every gateway obeys."},
             {"name": "operations", "description": "Health, metrics, journal, this document."},
         ),
         common_headers={"X-Request-Id": header("The request id (also in the engine's request log).")},

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from engine_hub.http import audit, events, jobs, legacy, plans
+from engine_hub.http import audit, events, jobs, legacy, override, plans
 from engine_hub.http.schemas import (
     ACTOR,
     ADMIN_AUTH,
@@ -334,6 +334,9 @@ ROUTES: Final[RouteTable] = (
                     ErrorCase(status=400, code=E.UNKNOWN_TYPE, when="the job's type left the catalog"),
                     ErrorCase(status=409, code=E.ALREADY_RUNNING, when="the job is RUNNING or being started"),
                     ErrorCase(status=409, code=E.TYPE_BUSY, when="an exclusive type already has a RUNNING job"),
+                    ErrorCase(
+                        status=409, code=E.OVERRIDE_CLOSED, when="`overrideId` names no SAFE_MODE window open now"
+                    ),
                     TOO_LARGE,
                     JOURNAL,
                     *ADMIN_AUTH,
@@ -393,6 +396,8 @@ ROUTES: Final[RouteTable] = (
             },
         ),
     ),
+    # -- break-glass for SAFE_MODE (issue 15, docs/breakglass.md) --
+    *override.ROUTES,
     # -- the contract itself: client tokens may read it (they need it too) --
     Route(
         name="openapi",

@@ -165,11 +165,41 @@ RUN_BODY: Final = body(
                 "minLength": 1,
                 "maxLength": MAX_REASON_CHARS,
                 "description": "Why (single line); stored as runReason.",
-            }
+            },
+            "overrideId": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "maxLength": MAX_NAME_CHARS,
+                "description": "The SAFE_MODE override window the run is made in (a gateway under SAFE_MODE "
+                "sends it): it must be open now; recorded in the run's record.",
+            },
         }
     ),
     required=False,
     example={"reason": "ticket OPS-42"},
+)
+OVERRIDE_PATH = path("id", {"type": "string"}, "The override window's id.")
+OVERRIDE_CLOSED = ErrorCase(status=409, code=E.OVERRIDE_CLOSED, when="the window has already ended or expired")
+OVERRIDE_BODY: Final = body(
+    closed_object(
+        {
+            "reason": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_REASON_CHARS,
+                "description": "Why SAFE_MODE must be overridden (single line).",
+            },
+            "minutes": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "maximum": 60,
+                "default": 15,
+                "description": "How long the window stays open once approved.",
+            },
+        },
+        required=("reason",),
+    ),
+    example={"reason": "INC-1234: rebuild the search index now", "minutes": 15},
 )
 LEGACY_CREATE_BODY: Final = body(
     closed_object(

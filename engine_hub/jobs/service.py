@@ -208,8 +208,13 @@ class JobService:
             raise UnknownType(f"unknown job type {type_name!r}; allowed types: {allowed}")
         return job_type
 
-    async def run(self, *, job_id: str, reason: str | None, actor: str, source: str) -> JobEntry:
+    async def run(
+        self, *, job_id: str, reason: str | None, actor: str, source: str, override_id: str | None = None
+    ) -> JobEntry:
         """Move a READY job to RUNNING and start its process: at most once per job, ever.
+
+        ``override_id`` (the SAFE_MODE override window the run is made in, checked by the caller) is
+        recorded in the ``run_requested`` record.
 
         Raises 404 ``not_found``, 409 ``already_running`` (RUNNING, or another
         request is starting it), 409 ``type_busy`` (exclusive type has a run),
@@ -234,7 +239,7 @@ class JobService:
                 actor=actor,
                 source=source,
                 job_id=job_id,
-                data={"runBy": actor, "reason": reason},
+                data={"runBy": actor, "reason": reason, **({"overrideId": override_id} if override_id else {})},
                 exclusive=job_type.exclusive,
                 then=start,
                 finally_=lambda: self._release(entry.id, entry.type),

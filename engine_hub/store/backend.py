@@ -18,6 +18,8 @@ from a node that no longer owns the run).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -26,6 +28,7 @@ from engine_hub.errors import JournalDown
 from engine_hub.store.actions import Action
 from engine_hub.store.embedded import JobStore
 from engine_hub.store.entry import JobEntry
+from engine_hub.store.override import OverrideAction, Window
 from shared.contract import JobStatus
 from shared.journal.chain import AuditQuery, Journal, JournalUnavailable, Record
 from shared.sse import EventHub
@@ -40,6 +43,11 @@ class ClaimLost(Exception):
 
 class Fenced(Exception):
     """A run's fact (its pid, its outcome) came from a node that no longer owns the run: it is discarded."""
+
+
+#: Decides an override change from the newest window (``None`` before the first): returns the record's
+#: ``data``, or raises (an :class:`engine_hub.errors.EngineError`) and nothing is written.
+Decide = Callable[[Window | None], dict[str, Any]]
 
 
 class Backend(Protocol):
@@ -90,6 +98,15 @@ class Backend(Protocol):
     async def audit(self, query: AuditQuery) -> list[Record]:
         """Audit records matching ``query``, newest first."""
 
+    async def override(self) -> Window | None:
+        """The newest SAFE_MODE override window as its records left it (``None`` before the first)."""
+
+    async def change_override(self, *, action: OverrideAction, actor: str, source: str, decide: Decide) -> Window:
+        """Write one override record (``jobId`` null) with the data ``decide(newest window)`` returns; return the
+        window after it. The read, the decision and the write are one step: no other override change (from
+        this process or another node) comes between them. Raises what ``decide`` raises, or :class:`JournalDown`.
+        """
+
 
 class EmbeddedBackend:
     """The default store: :class:`JobStore` in memory, each change appended to ``journal`` first.
@@ -103,6 +120,8 @@ class EmbeddedBackend:
         self._journal: Journal | None = None
         # Streams of changes (GET /api/events): fed here, as each change is applied.
         self.events = events
+        # Override changes read, decide and append across awaits: one at a time.
+        self._override_lock = asyncio.Lock()
 
     @property
     def journal(self) -> Journal:
@@ -173,3 +192,20 @@ class EmbeddedBackend:
     async def audit(self, query: AuditQuery) -> list[Record]:
         """See :class:`Backend`."""
         return await self.journal.query(query)
+
+    async def override(self) -> Window | None:
+        """See :class:`Backend`."""
+        return self.store.override
+
+    async def change_override(self, *, action: OverrideAction, actor: str, source: str, decide: Decide) -> Window:
+        """See :class:`Backend`: under a lock, decide on the window in memory, append, apply."""
+        async with self._override_lock:
+            data = decide(self.store.override)
+            try:
+                record = await self.journal.append(
+                    action=str(action), actor=actor, source=source, job_id=None, data=data
+                )
+            except JournalUnavailable as exc:
+                log.error("journal_append_failed", action=str(action), error=str(exc))
+                raise JournalDown("the journal is unavailable, so nothing was changed; try again later") from None
+            return self.store.apply_override(record)

@@ -42,6 +42,7 @@ import structlog
 from engine_hub.store.actions import ACTIONS, Action
 from engine_hub.store.entry import Index, JobEntry, StoreError, encode_wire, log_transition, wire_from_created
 from engine_hub.store.heap import paused_gc
+from engine_hub.store.override import OVERRIDE_ACTIONS, Window, apply_record
 from engine_hub.store.packing import is_packed, pack, unpack
 from shared.contract import TRANSITIONS, JobStatus, LogLevel
 from shared.journal.chain import GENESIS, Record
@@ -97,6 +98,7 @@ class StoreCut:
     entries: list[JobEntry]
     results: list[str]
     engine_logs: list[dict[str, Any]]
+    override: Window | None = None
 
 
 def _str_or_none(value: Any, what: str) -> str | None:
@@ -129,6 +131,8 @@ class JobStore:
         self._results: deque[str] = deque(maxlen=RESULTS_SIZE)
         # Wire dicts of the jobs changed during a bulk replay; None when live.
         self._bulk: dict[str, dict[str, Any]] | None = None
+        # The newest SAFE_MODE override window (engine_hub.store.override), built by the same records.
+        self.override: Window | None = None
         self.seq = 0
         self.head = GENESIS
 
@@ -161,6 +165,15 @@ class JobStore:
                 source=record.source,
             )
         return entry
+
+    def apply_override(self, record: Record) -> Window:
+        """Apply one override record (:mod:`engine_hub.store.override`) and return the window after it.
+
+        Raises :class:`StoreError` (leaving the store unchanged) when the record does not fit.
+        """
+        self.override = apply_record(self.override, record)
+        self.seq, self.head = record.seq, record.hash
+        return self.override
 
     def _apply(self, action: Action, record: Record) -> JobEntry:
         at = record.at
@@ -351,7 +364,10 @@ class JobStore:
         try:
             with paused_gc():
                 for record in records:
-                    self.apply(record, replay=True)
+                    if record.action in OVERRIDE_ACTIONS:
+                        self.apply_override(record)
+                    else:
+                        self.apply(record, replay=True)
                     count += 1
         except StoreError as exc:
             assert record is not None
@@ -385,10 +401,12 @@ class JobStore:
         engine_logs: Iterable[dict[str, Any]],
         seq: int,
         head: str,
+        override: Window | None = None,
     ) -> None:
         """Fill an empty store from a snapshot (the state of :meth:`cut` as of ``seq``/``head``)."""
         if self._entries or self.seq:
             raise RuntimeError("load() needs an empty store")
+        self.override = override
         for entry in entries:
             self._entries[entry.id] = entry
         self._results.extend(r for r in results if r in self._entries)
@@ -462,6 +480,7 @@ class JobStore:
             entries=list(self._all.entries),
             results=list(self._results),
             engine_logs=list(self._engine_logs),
+            override=self.override,
         )
 
     # -- reads -------------------------------------------------------------------

@@ -34,9 +34,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from engine_hub.errors import StoreDown, StoreTimeout
 from engine_hub.store.actions import Action
-from engine_hub.store.backend import ClaimLost, Fenced
+from engine_hub.store.backend import ClaimLost, Decide, Fenced
 from engine_hub.store.embedded import engine_log_of, result_of
 from engine_hub.store.entry import JobEntry, log_transition
+from engine_hub.store.override import OverrideAction, Window
+from engine_hub.store.override_pg import change_window, read_window
 from engine_hub.store.pg_rows import (
     JOB_COLUMNS,
     LISTED_COLUMNS,
@@ -450,6 +452,16 @@ class PostgresBackend:
                 [*params, query.limit],
             )
             return [record_of_row(row) for row in await cur.fetchall()]
+
+    async def override(self) -> Window | None:
+        """See :class:`engine_hub.store.backend.Backend`: derived from the chain (see :mod:`.override_pg`)."""
+        async with self.connection("read") as conn:
+            return await read_window(conn)
+
+    async def change_override(self, *, action: OverrideAction, actor: str, source: str, decide: Decide) -> Window:
+        """See :class:`engine_hub.store.backend.Backend`: one transaction under the chain's head lock."""
+        async with self.connection("changed") as conn, conn.transaction():
+            return await change_window(conn, action=action, actor=actor, source=source, decide=decide)
 
 
 async def _maybe_one(conn: psycopg.AsyncConnection[Any], sql: str, params: Any) -> Sequence[Any] | None:

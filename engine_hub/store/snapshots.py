@@ -54,6 +54,7 @@ import structlog
 
 from engine_hub.errors import StartupError
 from engine_hub.store.embedded import JobEntry, JobStore, StoreCut
+from engine_hub.store.override import Window
 from engine_hub.store.packing import PACKING, is_packed
 from shared.contract import JobStatus
 from shared.journal.chain import Snapshot
@@ -146,6 +147,8 @@ def snapshot_state(cut: StoreCut, jobs: JobsFile) -> dict[str, Any]:
         "jobCount": jobs.count,
         "results": cut.results,
         "engineLog": cut.engine_logs,
+        # The SAFE_MODE override window: its records may be older than the snapshot (absent before issue 15).
+        "safeModeOverride": cut.override.to_json() if cut.override is not None else None,
     }
 
 
@@ -182,6 +185,11 @@ def load_snapshot(store: JobStore, snapshot: Snapshot, directory: Path) -> None:
         entries = _entries(raw) if form == FORMAT else _entries_lines(raw)
     except (ValueError, KeyError, IndexError, TypeError):
         raise StartupError(f"{path} is not a job table of format {form}; {hint}") from None
+    saved = state.get("safeModeOverride")
+    try:
+        override = Window.from_json(saved) if saved is not None else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise StartupError(f"snapshot at seq {snapshot.seq} holds a malformed safeModeOverride; {hint}") from None
     if len(entries) != state.get("jobCount"):
         raise StartupError(f"{path} holds {len(entries)} jobs, its snapshot says {state.get('jobCount')}; {hint}")
     store.load(
@@ -190,6 +198,7 @@ def load_snapshot(store: JobStore, snapshot: Snapshot, directory: Path) -> None:
         engine_logs=list(state.get("engineLog", [])),
         seq=snapshot.seq,
         head=snapshot.head,
+        override=override,
     )
 
 

@@ -18,6 +18,7 @@ from admin_gateway.http.admin_api import (
     run_job,
 )
 from admin_gateway.http.audit_page import get_audit
+from admin_gateway.http.safe_mode_api import approve_override, end_override, request_override
 from admin_gateway.http.schemas import (
     API_AUTH,
     API_TAGS,
@@ -39,7 +40,7 @@ from admin_gateway.http.schemas import (
     E,
     passthrough,
 )
-from shared.contract import MAX_NAME_CHARS, MAX_PAGE_LIMIT, PLAN_ANSWER_WITHIN
+from shared.contract import MAX_NAME_CHARS, MAX_PAGE_LIMIT, MAX_REASON_CHARS, PLAN_ANSWER_WITHIN
 from shared.openapi import (
     PLAN_REFUSALS,
     ErrorCase,
@@ -47,10 +48,41 @@ from shared.openapi import (
     body,
     closed_object,
     errors,
+    path,
     ref,
     response,
 )
 from shared.routes import Access, Route, RouteTable
+from shared.web import Handler
+
+_WINDOW_PATH = path("id", {"type": "string"}, "The override window's id.")
+_WINDOW_GONE = ErrorCase(status=404, code=E.NOT_FOUND, when="no override window with this id is pending or open")
+_WINDOW_CLOSED = ErrorCase(status=409, code=E.OVERRIDE_CLOSED, when="the window has already ended or expired")
+
+
+def _window_route(
+    verb: str, handler: Handler, operation_id: str, summary: str, answer: str, *refusals: ErrorCase
+) -> Route:
+    """The row of ``POST /api/admin/safe-mode/override/{id}/<verb>`` (super_admin, CSRF, no body)."""
+    return Route(
+        access=Access.SUPER_ADMIN,
+        handler=handler,
+        operation=Operation(
+            method="POST",
+            path=f"/api/admin/safe-mode/override/{{id}}/{verb}",
+            operation_id=operation_id,
+            tags=API_TAGS,
+            parameters=(_WINDOW_PATH,),
+            security=(SESSION_CSRF,),
+            summary=summary,
+            request_body=body(closed_object({}), required=False, media=MUTATION_MEDIA),
+            responses={
+                "200": response(answer, ref("SafeModeOverrideAnswer")),
+                **errors(*MUTATION, _WINDOW_GONE, _WINDOW_CLOSED, *refusals),
+            },
+        ),
+    )
+
 
 API: Final[RouteTable] = (
     Route(
@@ -215,6 +247,11 @@ API: Final[RouteTable] = (
                     *MUTATION,
                     NO_JOB,
                     SAFE_MODE_ON,
+                    ErrorCase(
+                        status=409,
+                        code=E.OVERRIDE_CLOSED,
+                        when="the window this gateway saw open was ended at another gateway a moment ago",
+                    ),
                     ErrorCase(status=400, code=E.NOT_READY, when="the job is DONE or FAILED"),
                     ErrorCase(status=400, code=E.UNKNOWN_TYPE, when="the job's type left the catalog"),
                     ErrorCase(status=409, code=E.ALREADY_RUNNING, when="the job is already running"),
@@ -245,6 +282,53 @@ API: Final[RouteTable] = (
                 ),
             },
         ),
+    ),
+    Route(
+        access=Access.SUPER_ADMIN,
+        handler=request_override,
+        operation=Operation(
+            method="POST",
+            path="/api/admin/safe-mode/override",
+            operation_id="requestSafeModeOverride",
+            tags=API_TAGS,
+            security=(SESSION_CSRF,),
+            summary="Ask for a break-glass window under SAFE_MODE (1–60 minutes, default 15); "
+            "a second super_admin must approve it.",
+            request_body=body(
+                closed_object(
+                    {
+                        "reason": {"type": "string", "minLength": 1, "maxLength": MAX_REASON_CHARS},
+                        "minutes": {"type": ["integer", "string", "null"], "description": "1 to 60; default 15."},
+                    },
+                    required=("reason",),
+                ),
+                media=MUTATION_MEDIA,
+                example={"reason": "INC-1234: rebuild the search index now", "minutes": 15},
+            ),
+            responses={
+                "201": response("The window, waiting for approval.", ref("SafeModeOverrideAnswer")),
+                **errors(
+                    *MUTATION,
+                    ErrorCase(status=409, code=E.SAFE_MODE_OFF, when="SAFE_MODE is off on this gateway"),
+                    ErrorCase(status=409, code=E.OVERRIDE_ACTIVE, when="a window is already requested or open"),
+                ),
+            },
+        ),
+    ),
+    _window_route(
+        "approve",
+        approve_override,
+        "approveSafeModeOverride",
+        "Approve a break-glass window: it opens now for its minutes. Never by its requester.",
+        "The window, open.",
+        ErrorCase(status=403, code=E.SELF_APPROVAL, when="you asked for this window"),
+    ),
+    _window_route(
+        "end",
+        end_override,
+        "endSafeModeOverride",
+        "End a break-glass window now (any super_admin), or withdraw a pending request.",
+        "The window, ended.",
     ),
     Route(
         access=Access.SUPER_ADMIN,

@@ -59,11 +59,14 @@ class FakeClock:
 
 
 @functools.cache
-def _users_file_text() -> str:
+def users_file_text(*extra: tuple[str, str]) -> str:
+    """The users file of alice and bob plus ``extra`` ``(name, role)`` users, all with :data:`PASSWORD` (cached)."""
     with tempfile.TemporaryDirectory() as tmp:
         store = UserStore(Path(tmp))
         store.add(SUPER, "super_admin", PASSWORD)
         store.add(ADMIN, "admin", PASSWORD)
+        for name, role in extra:
+            store.add(name, role, PASSWORD)
         return (Path(tmp) / USERS_FILE).read_text()
 
 
@@ -71,7 +74,7 @@ def seed_users(data_dir: Path) -> None:
     """Write the standard users (alice: super_admin, bob: admin; both with :data:`PASSWORD`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / USERS_FILE
-    path.write_text(_users_file_text())
+    path.write_text(users_file_text())
     path.chmod(0o600)
 
 

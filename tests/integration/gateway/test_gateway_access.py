@@ -46,6 +46,10 @@ SUPER_STATUS = {
     ("/api/admin/engine/jobs", "POST"): 201,
     ("/api/admin/engine/jobs/{ready}/run", "POST"): 202,
     ("/api/admin/engine/jobs/{running}/cancel", "POST"): 202,
+    # Break-glass: nothing to override with SAFE_MODE off, and a job id names no window.
+    ("/api/admin/safe-mode/override", "POST"): 409,
+    ("/api/admin/safe-mode/override/{ready}/approve", "POST"): 404,
+    ("/api/admin/safe-mode/override/{ready}/end", "POST"): 404,
 }
 
 
@@ -126,6 +130,7 @@ class TestAccessMatrix:
         resp = await user.client.get("/api/admin/config")
         assert await resp.json() == {
             "safeMode": False,
+            "safeModeOverride": None,
             "userRole": "admin",
             "isSuperAdmin": False,
             "user": ADMIN,

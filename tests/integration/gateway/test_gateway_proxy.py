@@ -258,7 +258,8 @@ class TestSafeMode:
     async def test_every_run_is_refused_without_calling_the_engine(
         self, upstream_engine: UpstreamEngine, make_gateway_server: MakeGatewayServer
     ) -> None:
-        """SAFE_MODE on: runs are 403 ``safe_mode``, the engine sees no run request, the job stays READY."""
+        """SAFE_MODE on, no window open: runs are 403 ``safe_mode``, the engine is only asked for the override
+        window (issue 15), sees no run request, and the job stays READY."""
         gw = await make_gateway_server(upstream_engine.url, safe_mode=True)
         job_id = await upstream_engine.create("demo.echo")
         user = await gw.login()
@@ -268,11 +269,13 @@ class TestSafeMode:
             resp = await user.post(f"/api/admin/engine/jobs/{job_id}/run", body)
             assert resp.status == 403
             assert await resp.json() == {
-                "error": "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs.",
+                "error": "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs, "
+                "or have a second super_admin approve a break-glass window.",
                 "code": "safe_mode",
             }
         assert upstream_engine.count("POST", r"/run$") == runs_before
-        assert len(upstream_engine.calls) == calls_before
+        asked = {(method, path) for method, path, _ in upstream_engine.calls[calls_before:]}
+        assert asked <= {("GET", "/api/safe-mode/override")}
         assert await upstream_engine.status(job_id) == "READY"
 
     async def test_create_and_cancel_are_allowed(
