@@ -33,6 +33,7 @@ from admin_gateway.engine_client import ENGINE_CLIENT, request_id_of
 from admin_gateway.errors import GatewayError
 from admin_gateway.http.access import request_user
 from admin_gateway.http.templates import render_template
+from admin_gateway.safe_mode import OVERRIDE_WINDOW
 from admin_gateway.settings import SETTINGS
 from shared.contract import JOB_FIELDS, MAX_FILTER_CHARS, JobStatus, format_time, utcnow
 from shared.web import parse_decimal
@@ -107,11 +108,19 @@ class EngineRead:
         }
 
 
-def _action_rules(user: User, safe_mode: bool) -> dict[str, Any]:
-    """Template context: the per-job RUN/Cancel decisions (:func:`can_run`, :func:`can_cancel`)."""
+async def _action_rules(request: web.Request, user: User) -> dict[str, Any]:
+    """Template context: the per-job RUN/Cancel decisions (:func:`can_run`, :func:`can_cancel`).
+
+    Under SAFE_MODE an open break-glass window (asked of the engine, fail
+    closed) lets RUN be offered; ``override_open`` tells the page's script.
+    """
+    held = request.app[SETTINGS].safe_mode
+    if held:
+        held = await request.app[OVERRIDE_WINDOW].open_window(request, user.name) is None
     return {
-        "can_run": lambda job: can_run(job, user=user, safe_mode=safe_mode),
+        "can_run": lambda job: can_run(job, user=user, safe_mode=held),
         "can_cancel": lambda job: can_cancel(job, user=user),
+        "override_open": request.app[SETTINGS].safe_mode and not held,
     }
 
 
@@ -150,7 +159,6 @@ def _page_size(request: web.Request) -> int:
 async def jobs_page(request: web.Request) -> web.StreamResponse:
     """``GET /admin/engine/jobs``: the jobs table (newest first), filters, an "Older" cursor link."""
     user = request_user(request)
-    safe_mode = request.app[SETTINGS].safe_mode
     status = _query_text(request, "status").upper()
     if status not in JobStatus.__members__:
         status = ""
@@ -178,7 +186,7 @@ async def jobs_page(request: web.Request) -> web.StreamResponse:
         "jobs.html",
         {
             **read.banners("this listing"),
-            **_action_rules(user, safe_mode),
+            **await _action_rules(request, user),
             "active_nav": "jobs",
             "jobs": jobs,
             "statuses": [s.value for s in JobStatus],
@@ -203,7 +211,6 @@ JOB_AUDIT_LIMIT = 50
 async def job_page(request: web.Request) -> web.StreamResponse:
     """``GET /admin/engine/jobs/{id}``: fields, status history, audit records, live log; 404 page for unknown ids."""
     user = request_user(request)
-    safe_mode = request.app[SETTINGS].safe_mode
     job_id = request.match_info["job_id"]
     if _JOB_ID.fullmatch(job_id):
         # Both at once: with a hung engine the page waits one timeout, not two.
@@ -220,7 +227,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
         "job.html",
         {
             **read.banners("to show this job"),
-            **_action_rules(user, safe_mode),
+            **await _action_rules(request, user),
             "active_nav": "jobs",
             **timeline_context(audit),
             "job_id": job_id[:64],

@@ -93,6 +93,7 @@ async def render_template(
         "user": user,
         "is_super_admin": user is not None and user.is_super_admin,
         "safe_mode": settings.safe_mode,
+        "override_open": False,  # pages that offer RUN say whether a break-glass window is open
         "csrf_token": await csrf_token(request),
         "nav": request.app[NAV],
         "active_nav": "",

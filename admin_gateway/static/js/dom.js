@@ -34,9 +34,12 @@ export function pageState() {
   };
 }
 
-/** RUN only for a super_admin, with SAFE_MODE off, on a READY job (the server enforces it too). */
+/**
+ * RUN only for a super_admin, with SAFE_MODE off or a break-glass window open (breakglass.js keeps
+ * <body data-override>), on a READY job (the server enforces all of it too).
+ */
 export function canRun(job, state) {
-  return state.superAdmin && !state.safeMode && job.status === 'READY';
+  return state.superAdmin && (!state.safeMode || document.body.dataset.override === 'open') && job.status === 'READY';
 }
 
 /** Cancel on RUNNING jobs for a super_admin; SAFE_MODE never blocks stopping work. */

@@ -237,6 +237,8 @@ export function initJob() {
   });
 
   refreshButton.addEventListener('click', () => { guard(refresh); });
+  // A break-glass window opened or closed: RUN buttons come or go (breakglass.js).
+  document.addEventListener('override-change', () => { guard(refresh); });
 
   setupJobActions(detail, (outcome) => {
     if (outcome.ok) {

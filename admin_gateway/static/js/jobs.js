@@ -146,6 +146,8 @@ export function initJobs() {
   }
 
   refreshButton.addEventListener('click', () => { guard(refresh); });
+  // A break-glass window opened or closed: RUN buttons come or go (breakglass.js).
+  document.addEventListener('override-change', () => { guard(refresh); });
 
   setupJobActions(body, (outcome) => {
     if (outcome.ok) {

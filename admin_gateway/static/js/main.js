@@ -4,6 +4,7 @@
 import { guard, localizeTimes, pageState, showError } from './dom.js';
 import { startLive } from './live.js';
 import { setupDialogs } from './actions.js';
+import { startBreakGlass } from './breakglass.js';
 import { initJobs } from './jobs.js';
 import { initJob } from './job.js';
 
@@ -17,6 +18,7 @@ window.addEventListener('unhandledrejection', (event) => {
 guard(() => {
   localizeTimes(document);
   setupDialogs();
+  startBreakGlass();
   const init = PAGES[document.body.dataset.page];
   if (init) {
     init();
