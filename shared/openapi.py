@@ -25,7 +25,7 @@ from typing import Any, Final
 import attrs
 from aiohttp import web
 
-from shared.contract import JOB_FIELDS, MAX_JSON_DEPTH, ErrorCode, JobStatus, LogLevel
+from shared.contract import JOB_FIELDS, MAX_JSON_DEPTH, RUN_REQUEST_STATES, ErrorCode, JobStatus, LogLevel
 from shared.journal.chain import GENESIS, make_record
 from shared.web import UNMATCHED_ROUTE
 
@@ -97,10 +97,36 @@ def _job_schema() -> Schema:
         "exitCode": nullable({"type": "integer"}),
         "error": nullable({"type": "string", "description": "Why the job FAILED."}),
         "history": {"type": "array", "items": ref("HistoryEntry")},
+        "runRequest": nullable(ref("RunRequest")),
     }
     if tuple(fields) != JOB_FIELDS:  # the contract's field list is the authority
         raise RuntimeError(f"the Job schema's fields {tuple(fields)} differ from shared.contract.JOB_FIELDS")
     return _obj(fields, description="A job, as both processes see it. Unset values are null.")
+
+
+SHA256: Final[Schema] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+
+
+def _run_request_schema() -> Schema:
+    return _obj(
+        {
+            "id": {"type": "string", "description": "The request's id."},
+            "by": {"type": "string", "description": "The requester: never one of its approvers."},
+            "reason": nullable({"type": "string"}),
+            "at": TIME,
+            "expiresAt": TIME,
+            "planSha256": nullable({**SHA256, "description": "SHA-256 of the plan the requester saw."}),
+            "required": {"type": "integer", "minimum": 1, "description": "Approvals needed besides the requester."},
+            "approvals": {"type": "array", "items": ref("Approval")},
+            "state": {"type": "string", "enum": list(RUN_REQUEST_STATES)},
+            "closedAt": nullable(TIME),
+            "closedBy": nullable({"type": "string", "description": "Who closed it (`system` for an expiry)."}),
+            "closeReason": nullable({"type": "string"}),
+        },
+        description="The job's latest run request (a type with `approval: required`): open until approved "
+        "(the job then runs), rejected, withdrawn, expired or superseded (the job stays READY). Kept on the job "
+        "until a newer request replaces it.",
+    )
 
 
 def _audit_record_schema() -> Schema:
@@ -155,9 +181,11 @@ def contract_schemas() -> dict[str, Schema]:
             {"status": ref("JobStatus"), "at": TIME, "by": {"type": "string"}, "reason": nullable({"type": "string"})}
         ),
         "Job": _job_schema(),
+        "RunRequest": _run_request_schema(),
+        "Approval": _obj({"by": {"type": "string"}, "at": TIME, "reason": nullable({"type": "string"})}),
         "Accepted": _obj(
             {"status": {"const": "accepted"}, "jobId": JOB_ID, "message": {"type": "string"}, "job": ref("Job")},
-            description="The answer to a run or cancel request.",
+            description="The answer to a run, cancel or run request (approve, reject, withdraw) request.",
         ),
         "JobResult": _obj(
             {
@@ -202,6 +230,12 @@ def contract_schemas() -> dict[str, Schema]:
                 "timeout": {"type": "number"},
                 "exclusive": {"type": "boolean"},
                 "params": {"type": "array", "items": ref("ParamSpec")},
+                "approval": {
+                    "type": "string",
+                    "enum": ["none", "required"],
+                    "description": "`required`: a run must be requested and approved by `approvers` other people.",
+                },
+                "approvers": {"type": "integer", "minimum": 0, "maximum": 5, "description": "0 when `none`."},
             }
         ),
         "AuditRecord": _audit_record_schema(),

@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 
 from engine_hub.errors import EngineError, InvalidField, LogExpired, NodeNotReady
 from engine_hub.http.auth import principal, source
+from engine_hub.jobs.approvals import check_plan_sha256
 from engine_hub.jobs.cluster import NODE
 from engine_hub.jobs.service import SERVICE, JobService
 from engine_hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -183,13 +184,19 @@ async def create_job(request: web.Request) -> web.Response:
 
 
 async def run_job(request: web.Request) -> web.Response:
-    """``POST /api/jobs/{id}/run`` ``{reason?}``: 202 and the job, RUNNING; the only way a job ever runs."""
-    body = await read_json_object(request, allowed=("reason",), error=EngineError)
+    """``POST /api/jobs/{id}/run`` ``{reason?, planSha256?}``: 202 and the job, RUNNING; the only way a job runs.
+
+    For a type that needs approval: 202 and the job, READY, with its new open ``runRequest``.
+    """
+    body = await read_json_object(request, allowed=("reason", "planSha256"), error=EngineError)
     reason = optional_text(body, "reason", max_chars=MAX_REASON_CHARS)
+    plan = check_plan_sha256(body.get("planSha256"))
     who = principal(request)
     entry = await request.app[SERVICE].run(
-        job_id=request.match_info["id"], reason=reason, actor=who.actor, source=source(request)
+        job_id=request.match_info["id"], reason=reason, actor=who.actor, source=source(request), plan_sha256=plan
     )
+    if entry.status is JobStatus.READY:
+        return accepted(entry, "Run requested: it starts once approved")
     return accepted(entry, "Job execution started")
 
 

@@ -36,6 +36,11 @@ from engine_hub.jobs.params import (
 
 #: Largest timeout a type may declare (30 days): anything longer is a typo.
 MAX_TIMEOUT: Final = 30 * 24 * 3600.0
+#: What a type's ``approval`` may say: runs need no approval, or a second person's (two-person rule).
+APPROVAL_POLICIES: Final = ("none", "required")
+#: Bounds of a type's ``approvers`` (approvals needed besides the requester).
+MIN_APPROVERS: Final = 1
+MAX_APPROVERS: Final = 5
 #: The name the admin token acts under; a client token may not borrow it.
 ADMIN_NAME: Final = "admin"
 
@@ -76,8 +81,11 @@ class JobType:
     ``command[0]`` containing a slash is found relative to ``cwd``. ``timeout``
     is in seconds. ``exclusive`` allows at most one RUNNING job of the type.
     ``env`` holds static environment variables set for every run (not served by
-    :meth:`to_json`, as they may hold credentials). Construction raises
-    :class:`CatalogError` for an invalid declaration.
+    :meth:`to_json`, as they may hold credentials). ``approval`` is
+    ``"required"`` for a type whose runs need approval by ``approvers``
+    other people (:data:`MIN_APPROVERS` to :data:`MAX_APPROVERS`) before
+    they start (a RUN opens a run request), else ``"none"``. Construction
+    raises :class:`CatalogError` for an invalid declaration.
     """
 
     name: str
@@ -88,6 +96,8 @@ class JobType:
     params: tuple[ParamSpec, ...] = ()
     cwd: Path | None = None
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
+    approval: str = "none"
+    approvers: int = MIN_APPROVERS
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.name, str) or not _TYPE_NAME.fullmatch(self.name):
@@ -105,6 +115,17 @@ class JobType:
             raise CatalogError(
                 f"type {self.name!r}: timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}"
             )
+        if self.approval not in APPROVAL_POLICIES:
+            raise CatalogError(f'type {self.name!r}: approval must be "none" or "required"; got {self.approval!r}')
+        if (
+            isinstance(self.approvers, bool)
+            or not isinstance(self.approvers, int)
+            or not MIN_APPROVERS <= self.approvers <= MAX_APPROVERS
+        ):
+            raise CatalogError(
+                f"type {self.name!r}: approvers must be an integer from {MIN_APPROVERS} to {MAX_APPROVERS} "
+                f"(approvals needed besides the requester); got {self.approvers!r}"
+            )
         seen: set[str] = set()
         for spec in self.params:
             if spec.name in seen:
@@ -117,6 +138,11 @@ class JobType:
                 raise CatalogError(f"type {self.name!r}: env name {key!r} is reserved (JOB_*, ENGINE_HUB_*)")
             if not isinstance(val, str) or "\x00" in val:
                 raise CatalogError(f"type {self.name!r}: env {key!r} must be a string without NUL")
+
+    @property
+    def needs_approval(self) -> bool:
+        """Whether a run of this type must be requested and approved (``approval = "required"``)."""
+        return self.approval == "required"
 
     def param(self, name: str) -> ParamSpec | None:
         """Return the declaration of param ``name``, or ``None``."""
@@ -161,6 +187,8 @@ class JobType:
             "timeout": self.timeout,
             "exclusive": self.exclusive,
             "params": [spec.to_json() for spec in self.params],
+            "approval": self.approval,
+            "approvers": self.approvers if self.needs_approval else 0,
         }
 
 

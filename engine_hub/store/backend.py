@@ -81,6 +81,9 @@ class Backend(Protocol):
     async def running_of_type(self, type_name: str) -> bool:
         """Whether a job of this type is RUNNING."""
 
+    async def open_requests(self) -> list[tuple[str, str]]:
+        """``(job id, expiresAt)`` of every job with an open run request (the expiry sweep's candidates)."""
+
     async def results(self, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` legacy JobResults, oldest first."""
 
@@ -161,6 +164,10 @@ class EmbeddedBackend:
     async def running_of_type(self, type_name: str) -> bool:
         """See :class:`Backend`."""
         return self.store.count(JobStatus.RUNNING, type_name) > 0
+
+    async def open_requests(self) -> list[tuple[str, str]]:
+        """See :class:`Backend`."""
+        return list(self.store.open_requests().items())
 
     async def results(self, limit: int) -> list[dict[str, Any]]:
         """See :class:`Backend`."""

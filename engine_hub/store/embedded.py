@@ -39,11 +39,13 @@ from typing import Any, Final
 import attrs
 import structlog
 
-from engine_hub.store.actions import ACTIONS, Action
+from engine_hub.store.actions import ACTIONS, REQUEST_ACTIONS, Action
 from engine_hub.store.entry import Index, JobEntry, StoreError, encode_wire, log_transition, wire_from_created
 from engine_hub.store.heap import paused_gc
+from engine_hub.store.legacy_views import RESULT_OK, engine_log_of, result_of
 from engine_hub.store.packing import is_packed, pack, unpack
-from shared.contract import TRANSITIONS, JobStatus, LogLevel
+from engine_hub.store.requests import is_open, next_request, request_of
+from shared.contract import TRANSITIONS, JobStatus
 from shared.journal.chain import GENESIS, Record
 
 log = structlog.get_logger("engine.store")
@@ -53,11 +55,11 @@ ENGINE_LOG_SIZE: Final = 500
 #: How many legacy JobResults are kept: the most the results route returns.
 RESULTS_SIZE: Final = 1000
 
-#: The JobResult output of a job that ended DONE (the original's wording).
-RESULT_OK: Final = "Job completed successfully"
 
 #: ``actor`` of records the engine writes on its own behalf.
 SYSTEM_ACTOR: Final = "system"
+#: ``source`` of records the engine writes on its own (finishes, interruptions, expiries).
+ENGINE_SOURCE: Final = "engine"
 
 #: How many of the newest jobs are never packed: twice the largest page (routes.MAX_LIMIT),
 #: so that the first pages never unpack; ~1 MB more than packing them.
@@ -69,6 +71,7 @@ BULK_OPEN_JOBS: Final = 4096
 
 __all__ = [
     "ENGINE_LOG_SIZE",
+    "ENGINE_SOURCE",
     "HOT_JOBS",
     "RESULTS_SIZE",
     "RESULT_OK",
@@ -78,6 +81,8 @@ __all__ = [
     "JobStore",
     "StoreCut",
     "StoreError",
+    "engine_log_of",
+    "result_of",
 ]
 
 
@@ -129,6 +134,8 @@ class JobStore:
         self._results: deque[str] = deque(maxlen=RESULTS_SIZE)
         # Wire dicts of the jobs changed during a bulk replay; None when live.
         self._bulk: dict[str, dict[str, Any]] | None = None
+        # Jobs with an open run request, and its expiresAt: what the expiry sweep looks at.
+        self._open_requests: dict[str, str] = {}
         self.seq = 0
         self.head = GENESIS
 
@@ -173,15 +180,26 @@ class JobStore:
         if action is Action.RUN_REQUESTED:
             run_by = entry_run_by(record)
             reason = _str_or_none(data.get("reason"), "reason")
+            request = next_request(self._request_of(entry), action, actor=record.actor, data=data)
             new = self._transition(
                 entry,
                 JobStatus.RUNNING,
                 at=at,
                 by=run_by,
                 reason=reason,
-                changes={"startedAt": at, "runBy": run_by, "runReason": reason},
+                changes={"startedAt": at, "runBy": run_by, "runReason": reason, "runRequest": request},
             )
+            self._open_requests.pop(entry.id, None)
             self._legacy_log(record)
+        elif action in REQUEST_ACTIONS:
+            if entry.status is not JobStatus.READY:
+                raise StoreError(f"{action}: job {entry.id} is {entry.status}, not READY")
+            request = next_request(self._request_of(entry), action, actor=record.actor, data=data)
+            new = self._rewire(entry, {"runRequest": request})
+            if is_open(request):
+                self._open_requests[entry.id] = request["expiresAt"]
+            else:
+                self._open_requests.pop(entry.id, None)
         elif action in (Action.JOB_FINISHED, Action.JOB_INTERRUPTED):
             status = _STATUSES.get(data.get("status", "FAILED"))
             if status is None:
@@ -306,6 +324,31 @@ class JobStore:
             entry.log_expired,
         )
 
+    def _request_of(self, entry: JobEntry) -> dict[str, Any] | None:
+        """The job's current ``runRequest`` (from its bulk dict during a replay)."""
+        wire = self._bulk.get(entry.id) if self._bulk is not None else None
+        return wire.get("runRequest") if wire is not None else request_of(entry)
+
+    def _rewire(self, entry: JobEntry, changes: dict[str, Any]) -> JobEntry:
+        """Return ``entry`` with ``changes`` made to its wire JSON, its status unchanged (see :meth:`_transition`)."""
+        bulk = self._bulk
+        wire = bulk.get(entry.id) if bulk is not None else None
+        if wire is None:
+            wire = entry.wire()
+        wire.update(changes)
+        if bulk is not None:
+            bulk[entry.id] = wire
+            encoded = entry.stored  # stale until the replay ends
+        else:
+            encoded = encode_wire(wire)
+            if entry.seq < self._hot_from():
+                encoded = pack(encoded)
+        return entry._replace(stored=encoded)
+
+    def open_requests(self) -> dict[str, str]:
+        """The jobs with an open run request, each with the request's ``expiresAt`` (a copy)."""
+        return dict(self._open_requests)
+
     def _put(self, old: JobEntry, new: JobEntry) -> None:
         self._entries[new.id] = new
         if self._bulk is not None:
@@ -385,6 +428,8 @@ class JobStore:
             raise RuntimeError("load() needs an empty store")
         for entry in entries:
             self._entries[entry.id] = entry
+            if entry.status is JobStatus.READY and is_open(request := request_of(entry)):
+                self._open_requests[entry.id] = request["expiresAt"]
         self._results.extend(r for r in results if r in self._entries)
         self._engine_logs.extend(engine_logs)
         self.seq, self.head = seq, head
@@ -523,41 +568,6 @@ class JobStore:
         """
         size = len(self._results)
         return [result_of(self._entries[self._results[i]].wire()) for i in range(max(0, size - limit), size)]
-
-
-def result_of(wire: dict[str, Any]) -> dict[str, Any]:
-    """The legacy JobResult of a finished job's wire JSON (its ``createdAt`` is the job's ``endedAt``)."""
-    output = RESULT_OK if wire["status"] == JobStatus.DONE else f"Job failed: {wire['error']}"
-    return {
-        "jobId": wire["id"],
-        "engine": wire["type"],
-        "name": wire["name"],
-        "output": output,
-        "createdAt": wire["endedAt"],
-    }
-
-
-def engine_log_of(record: Record) -> dict[str, Any] | None:
-    """The legacy EngineLog entry (``shared.contract.engine_log_json`` shape) a record stands for, if any.
-
-    Both stores derive the legacy log from the records: the embedded store
-    as it applies them, the PostgreSQL store from its audit rows.
-    """
-    action, data = record.action, record.data
-    if action == Action.JOB_CREATED:
-        level, message = LogLevel.INFO, "Job created"
-    elif action == Action.RUN_REQUESTED:
-        level, message = LogLevel.INFO, "Job started"
-    elif action in (Action.JOB_FINISHED, Action.JOB_INTERRUPTED):
-        if data.get("status", "FAILED") == JobStatus.DONE:
-            level, message = LogLevel.INFO, "Job finished"
-        else:
-            level, message = LogLevel.ERROR, f"Job failed: {data.get('error')}"
-    elif action == Action.CANCEL_REQUESTED:
-        level, message = LogLevel.WARN, f"Cancel requested by {record.actor}"
-    else:
-        return None
-    return {"level": str(level), "message": message, "jobId": record.job_id, "timestamp": record.at}
 
 
 def entry_run_by(record: Record) -> str:

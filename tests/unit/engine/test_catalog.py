@@ -122,7 +122,7 @@ class TestLoadGoodFile:
     def test_include_demo(self, tmp_path: Path) -> None:
         """include_demo = true adds the built-in demo types to the file's types."""
         catalog = load_catalog(write(tmp_path, "include_demo = true\n" + one_type("")))
-        assert set(catalog.types) == {"t.one", "demo.sleep", "demo.echo", "demo.fail"}
+        assert set(catalog.types) == {"t.one", "demo.sleep", "demo.echo", "demo.fail", "demo.guarded"}
 
     def test_example_file_loads(self) -> None:
         """deploy/catalog.example.toml is a valid catalog."""
@@ -133,7 +133,7 @@ class TestLoadGoodFile:
     def test_none_is_builtin(self) -> None:
         """No file means the built-in demo catalog without client tokens."""
         catalog = load_catalog(None)
-        assert set(catalog.types) == {"demo.sleep", "demo.echo", "demo.fail"}
+        assert set(catalog.types) == {"demo.sleep", "demo.echo", "demo.fail", "demo.guarded"}
         assert catalog.clients == ()
 
     def test_to_json(self, tmp_path: Path) -> None:

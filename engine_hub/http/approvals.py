@@ -1,0 +1,181 @@
+"""The run request routes (two-person rule): approve, reject and withdraw a job's run request.
+
+A RUN of a type that needs approval opens the request (``POST /api/jobs/{id}/run``,
+:mod:`engine_hub.http.jobs`); these routes act on it, for the admin token only,
+each recording its actor (``X-Engine-Actor``). The logic is
+:class:`engine_hub.jobs.approvals.RunRequests`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+
+from engine_hub.errors import EngineError
+from engine_hub.http.auth import principal, source
+from engine_hub.http.jobs import accepted, optional_text, required_text
+from engine_hub.http.schemas import (
+    ACTOR,
+    ADMIN_AUTH,
+    APPROVE_BODY,
+    BAD_FIELD,
+    BAD_JSON,
+    FINISHED,
+    JOB_PATH,
+    JOURNAL,
+    NO_JOB,
+    NO_REQUEST,
+    NOT_READY_NODE,
+    RAN,
+    REJECT_BODY,
+    TOO_LARGE,
+    UNKNOWN_FIELD,
+    WITHDRAW_BODY,
+    E,
+)
+from engine_hub.jobs.approvals import check_plan_sha256
+from engine_hub.jobs.service import SERVICE
+from shared.contract import MAX_REASON_CHARS, JobStatus
+from shared.openapi import ErrorCase, Operation, errors, ref, response
+from shared.routes import Access, Route, RouteTable
+from shared.web import read_json_object
+
+JOBS: Final = ("jobs",)
+
+
+async def approve_job(request: web.Request) -> web.Response:
+    """``POST /api/jobs/{id}/approve`` ``{reason?, planSha256?}``: 202; the completing approval starts the job."""
+    body = await read_json_object(request, allowed=("reason", "planSha256"), error=EngineError)
+    reason = optional_text(body, "reason", max_chars=MAX_REASON_CHARS)
+    plan = check_plan_sha256(body.get("planSha256"))
+    who = principal(request)
+    entry = await request.app[SERVICE].requests.approve(
+        job_id=request.match_info["id"], reason=reason, plan_sha256=plan, actor=who.actor, source=source(request)
+    )
+    if entry.status is JobStatus.READY:
+        return accepted(entry, "Approval recorded: more approvals are needed")
+    return accepted(entry, "Approved: job execution started")
+
+
+async def reject_job(request: web.Request) -> web.Response:
+    """``POST /api/jobs/{id}/reject`` ``{reason}``: 202; the run request is closed and the job stays READY."""
+    body = await read_json_object(request, allowed=("reason",), required=True, error=EngineError)
+    reason = required_text(body, "reason", max_chars=MAX_REASON_CHARS)
+    who = principal(request)
+    entry = await request.app[SERVICE].requests.reject(
+        job_id=request.match_info["id"], reason=reason, actor=who.actor, source=source(request)
+    )
+    return accepted(entry, "Run request rejected")
+
+
+async def withdraw_job(request: web.Request) -> web.Response:
+    """``POST /api/jobs/{id}/withdraw`` ``{reason?}``: 202; the requester closes their run request."""
+    body = await read_json_object(request, allowed=("reason",), error=EngineError)
+    reason = optional_text(body, "reason", max_chars=MAX_REASON_CHARS)
+    who = principal(request)
+    entry = await request.app[SERVICE].requests.withdraw(
+        job_id=request.match_info["id"], reason=reason, actor=who.actor, source=source(request)
+    )
+    return accepted(entry, "Run request withdrawn")
+
+
+#: The rows of :data:`engine_hub.http.routes.ROUTES` for run requests.
+ROUTES: Final[RouteTable] = (
+    Route(
+        name="job_approve",
+        handler=approve_job,
+        access=Access.ADMIN_TOKEN,
+        operation=Operation(
+            method="POST",
+            path="/api/jobs/{id}/approve",
+            operation_id="approveJob",
+            tags=JOBS,
+            parameters=(JOB_PATH, ACTOR),
+            summary="Approve the job's open run request; the approval that completes it starts the job.",
+            description="Never by the requester. With `planSha256` differing from the request's, the request "
+            "is closed as superseded (409 `plan_changed`).",
+            request_body=APPROVE_BODY,
+            responses={
+                "202": response("Approved: the job is RUNNING, or READY waiting for more approvals.", ref("Accepted")),
+                **errors(
+                    NO_JOB,
+                    BAD_JSON,
+                    UNKNOWN_FIELD,
+                    BAD_FIELD,
+                    FINISHED,
+                    ErrorCase(status=400, code=E.UNKNOWN_TYPE, when="the job's type left the catalog"),
+                    ErrorCase(status=403, code=E.SELF_APPROVAL, when="the actor requested this run"),
+                    ErrorCase(status=409, code=E.ALREADY_APPROVED, when="the actor has already approved it"),
+                    ErrorCase(status=409, code=E.PLAN_CHANGED, when="the approved plan is not the requested one"),
+                    NO_REQUEST,
+                    RAN,
+                    ErrorCase(status=409, code=E.TYPE_BUSY, when="an exclusive type already has a RUNNING job"),
+                    TOO_LARGE,
+                    JOURNAL,
+                    NOT_READY_NODE,
+                    *ADMIN_AUTH,
+                ),
+            },
+        ),
+    ),
+    Route(
+        name="job_reject",
+        handler=reject_job,
+        access=Access.ADMIN_TOKEN,
+        operation=Operation(
+            method="POST",
+            path="/api/jobs/{id}/reject",
+            operation_id="rejectJob",
+            tags=JOBS,
+            parameters=(JOB_PATH, ACTOR),
+            summary="Reject the job's open run request, with a reason; the job stays READY.",
+            request_body=REJECT_BODY,
+            responses={
+                "202": response("Rejected: the job is READY, its request closed.", ref("Accepted")),
+                **errors(
+                    NO_JOB,
+                    BAD_JSON,
+                    UNKNOWN_FIELD,
+                    BAD_FIELD,
+                    FINISHED,
+                    NO_REQUEST,
+                    RAN,
+                    TOO_LARGE,
+                    JOURNAL,
+                    *ADMIN_AUTH,
+                ),
+            },
+        ),
+    ),
+    Route(
+        name="job_withdraw",
+        handler=withdraw_job,
+        access=Access.ADMIN_TOKEN,
+        operation=Operation(
+            method="POST",
+            path="/api/jobs/{id}/withdraw",
+            operation_id="withdrawJob",
+            tags=JOBS,
+            parameters=(JOB_PATH, ACTOR),
+            summary="Withdraw one's own open run request; the job stays READY.",
+            request_body=WITHDRAW_BODY,
+            responses={
+                "202": response("Withdrawn: the job is READY, its request closed.", ref("Accepted")),
+                **errors(
+                    NO_JOB,
+                    BAD_JSON,
+                    UNKNOWN_FIELD,
+                    BAD_FIELD,
+                    FINISHED,
+                    ErrorCase(status=403, code=E.NOT_REQUESTER, when="the actor is not the requester"),
+                    NO_REQUEST,
+                    RAN,
+                    TOO_LARGE,
+                    JOURNAL,
+                    *ADMIN_AUTH,
+                ),
+            },
+        ),
+    ),
+)
