@@ -80,9 +80,12 @@ __all__ = [
     "AUDIT_SUBDIR",
     "COALESCED_ACTIONS",
     "CSRF_REFUSED",
+    "JOB_APPROVE",
     "JOB_CANCEL",
     "JOB_CREATE",
+    "JOB_REJECT",
     "JOB_RUN",
+    "JOB_WITHDRAW",
     "LOGIN_FAILED",
     "LOGIN_SUCCEEDED",
     "LOGOUT",
@@ -111,6 +114,9 @@ SAFE_MODE_REFUSED: Final = "safe_mode_refused"
 JOB_CREATE: Final = "job_create"
 JOB_RUN: Final = "job_run"
 JOB_CANCEL: Final = "job_cancel"
+JOB_APPROVE: Final = "job_approve"
+JOB_REJECT: Final = "job_reject"
+JOB_WITHDRAW: Final = "job_withdraw"
 
 #: ``data.outcome`` values: an intent recorded before the engine is called, the request
 #: done, refused (with ``code``), failed at the engine (with ``code``), a session expired.

@@ -29,9 +29,12 @@ from aiohttp import web
 from admin_gateway.audit.trail import (
     ACCEPTED,
     AUDIT,
+    JOB_APPROVE,
     JOB_CANCEL,
     JOB_CREATE,
+    JOB_REJECT,
     JOB_RUN,
+    JOB_WITHDRAW,
     REQUESTED,
     SAFE_MODE_REFUSED,
     outcome_of,
@@ -56,6 +59,8 @@ _PLAIN_PARAM = rf"(?:{'|'.join(LIST_PARAMS)})=[A-Za-z0-9._~-]{{1,{MAX_FILTER_CHA
 _PLAIN_LIST_QUERY = re.compile(rf"{_PLAIN_PARAM}(?:&{_PLAIN_PARAM})*")
 #: Engine statuses passed on to the client as they are (with the engine's message and code).
 PASS_THROUGH = frozenset({400, 404, 409, 413, 422})
+#: Engine 403 codes that refuse the user (not the gateway's token): passed on with the engine's message.
+PASS_THROUGH_403 = frozenset({ErrorCode.SELF_APPROVAL, ErrorCode.NOT_REQUESTER})
 
 _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
@@ -96,6 +101,9 @@ def engine_error(resp: EngineResponse) -> GatewayError:
             status=resp.status,
             code=parsed or _DEFAULT_CODES.get(resp.status, ErrorCode.BAD_REQUEST),
         )
+    if resp.status == 403 and code in PASS_THROUGH_403:
+        # The engine refusing the signed-in user (two-person rule), not the gateway's token.
+        return GatewayError(message or "the engine refused", status=403, code=ErrorCode(code))
     if resp.status in (401, 403):
         log.error("engine_refused_gateway_token", status=resp.status)
         return EngineFailed("the engine refused the gateway's credentials (check the engine token)")
@@ -403,25 +411,78 @@ async def create_job(request: web.Request) -> web.Response:
     return await _mutate(request, user, JOB_CREATE, "api/jobs", body, job_id=None, success=201)
 
 
-async def run_job(request: web.Request) -> web.Response:
-    """``POST /api/admin/engine/jobs/{id}/run`` ``{reason?}``: 202, or refused by SAFE_MODE (engine not asked)."""
-    user = request_user(request)
-    await check_csrf(request)
-    job_id = request.match_info["id"]
+async def _refuse_in_safe_mode(request: web.Request, user: User, job_id: str, message: str) -> None:
+    """Under SAFE_MODE, record the refusal and raise 403 ``safe_mode`` (the engine is not called)."""
     if request.app[SETTINGS].safe_mode:
-        refusal = SafeModeRefused(
-            "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs."
-        )
+        refusal = SafeModeRefused(message)
         await request.app[AUDIT].record(
             SAFE_MODE_REFUSED, request=request, actor=user.name, job_id=job_id, **outcome_of(refusal)
         )
         raise refusal
-    async with _refusal_recorded(request, user, JOB_RUN, job_id):
-        path = _job_path(request, "/run")
-        raw = await read_body(request, ("reason",))
+
+
+async def _job_change(
+    request: web.Request, action: str, suffix: str, *, plan: bool = False, reason_required: bool = False
+) -> web.Response:
+    """Forward a run, approval, rejection or withdrawal of the job in the URL: ``{reason?, planSha256?}``.
+
+    The caller checked the session, CSRF and SAFE_MODE; a refused body is recorded as ``action``.
+    """
+    user = request_user(request)
+    job_id = request.match_info["id"]
+    async with _refusal_recorded(request, user, action, job_id):
+        path = _job_path(request, suffix)
+        raw = await read_body(request, ("reason", "planSha256") if plan else ("reason",))
         reason = _optional_str(raw, "reason", MAX_REASON_CHARS)
-    body = {"reason": reason} if reason else {}
-    return await _mutate(request, user, JOB_RUN, path, body, job_id=job_id, success=202, reason=reason)
+        if reason_required and not (reason and reason.strip()):
+            raise GatewayError("reason is required (a non-empty string)", code=ErrorCode.INVALID_FIELD)
+        plan_sha256 = _optional_str(raw, "planSha256", 64)
+    body: dict[str, Any] = {"reason": reason} if reason else {}
+    if plan_sha256 is not None:
+        body["planSha256"] = plan_sha256
+    return await _mutate(request, user, action, path, body, job_id=job_id, success=202, reason=reason)
+
+
+async def run_job(request: web.Request) -> web.Response:
+    """``POST /api/admin/engine/jobs/{id}/run`` ``{reason?, planSha256?}``: 202, or refused by SAFE_MODE.
+
+    For a type that needs approval the engine opens a run request instead of starting the job.
+    """
+    await check_csrf(request)
+    await _refuse_in_safe_mode(
+        request,
+        request_user(request),
+        request.match_info["id"],
+        "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs.",
+    )
+    return await _job_change(request, JOB_RUN, "/run", plan=True)
+
+
+async def approve_job(request: web.Request) -> web.Response:
+    """``POST /api/admin/engine/jobs/{id}/approve`` ``{reason?, planSha256?}``: 202; refused by SAFE_MODE.
+
+    Refused like a run under SAFE_MODE: the approval that completes a request starts the job.
+    """
+    await check_csrf(request)
+    await _refuse_in_safe_mode(
+        request,
+        request_user(request),
+        request.match_info["id"],
+        "SAFE_MODE is on: approving could start the job. Turn SAFE_MODE off on the gateway to approve runs.",
+    )
+    return await _job_change(request, JOB_APPROVE, "/approve", plan=True)
+
+
+async def reject_job(request: web.Request) -> web.Response:
+    """``POST /api/admin/engine/jobs/{id}/reject`` ``{reason}``: 202; never blocked by SAFE_MODE (it starts nothing)."""
+    await check_csrf(request)
+    return await _job_change(request, JOB_REJECT, "/reject", reason_required=True)
+
+
+async def withdraw_job(request: web.Request) -> web.Response:
+    """``POST /api/admin/engine/jobs/{id}/withdraw`` ``{reason?}``: 202; never blocked by SAFE_MODE."""
+    await check_csrf(request)
+    return await _job_change(request, JOB_WITHDRAW, "/withdraw")
 
 
 async def cancel_job(request: web.Request) -> web.Response:

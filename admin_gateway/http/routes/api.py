@@ -6,6 +6,7 @@ from typing import Final
 
 from admin_gateway.http import events
 from admin_gateway.http.admin_api import (
+    approve_job,
     cancel_job,
     create_job,
     get_config,
@@ -14,12 +15,15 @@ from admin_gateway.http.admin_api import (
     get_job_logs,
     get_types,
     list_jobs,
+    reject_job,
     run_job,
+    withdraw_job,
 )
 from admin_gateway.http.audit_page import get_audit
 from admin_gateway.http.schemas import (
     API_AUTH,
     API_TAGS,
+    APPROVE_BODY,
     AUDIT_FILTERS,
     CONFIG,
     ENGINE_READ,
@@ -29,11 +33,16 @@ from admin_gateway.http.schemas import (
     MUTATION,
     MUTATION_MEDIA,
     NO_JOB,
+    NO_REQUEST,
     NO_SESSION,
+    PLAN_SHA256,
+    RAN,
     REASON,
+    REJECT_BODY,
     SESSION_CSRF,
     TIMELINE,
     TOO_LONG_QUERY,
+    WITHDRAW_BODY,
     E,
     passthrough,
 )
@@ -162,6 +171,79 @@ API: Final[RouteTable] = (
             },
         ),
     ),
+    # Before /run: the access matrix walks the table in order, and these expect the job not yet run.
+    Route(
+        access=Access.SUPER_ADMIN,
+        handler=approve_job,
+        operation=Operation(
+            method="POST",
+            path="/api/admin/engine/jobs/{id}/approve",
+            operation_id="approveJob",
+            tags=API_TAGS,
+            parameters=(JOB_PATH,),
+            security=(SESSION_CSRF,),
+            summary="Approve a job's open run request as the signed-in user; the last approval starts the job. "
+            "Refused under SAFE_MODE like a run.",
+            request_body=APPROVE_BODY,
+            responses={
+                "202": response("Approved: RUNNING, or READY waiting for more approvals.", ref("Accepted")),
+                **errors(
+                    *MUTATION,
+                    NO_JOB,
+                    ErrorCase(status=403, code=E.SAFE_MODE, when="SAFE_MODE is on; the engine is not called"),
+                    ErrorCase(status=403, code=E.SELF_APPROVAL, when="the signed-in user requested this run"),
+                    ErrorCase(status=409, code=E.ALREADY_APPROVED, when="the signed-in user already approved it"),
+                    ErrorCase(status=409, code=E.PLAN_CHANGED, when="another plan than the requested one"),
+                    ErrorCase(status=409, code=E.TYPE_BUSY, when="an exclusive type is busy"),
+                    ErrorCase(status=400, code=E.UNKNOWN_TYPE, when="the job's type left the catalog"),
+                    NO_REQUEST,
+                    RAN,
+                ),
+            },
+        ),
+    ),
+    Route(
+        access=Access.SUPER_ADMIN,
+        handler=reject_job,
+        operation=Operation(
+            method="POST",
+            path="/api/admin/engine/jobs/{id}/reject",
+            operation_id="rejectJob",
+            tags=API_TAGS,
+            parameters=(JOB_PATH,),
+            security=(SESSION_CSRF,),
+            summary="Reject a job's open run request, with a reason (allowed under SAFE_MODE: it starts nothing).",
+            request_body=REJECT_BODY,
+            responses={
+                "202": response("Rejected: the job stays READY.", ref("Accepted")),
+                **errors(*MUTATION, NO_JOB, NO_REQUEST, RAN),
+            },
+        ),
+    ),
+    Route(
+        access=Access.SUPER_ADMIN,
+        handler=withdraw_job,
+        operation=Operation(
+            method="POST",
+            path="/api/admin/engine/jobs/{id}/withdraw",
+            operation_id="withdrawJob",
+            tags=API_TAGS,
+            parameters=(JOB_PATH,),
+            security=(SESSION_CSRF,),
+            summary="Withdraw one's own open run request (allowed under SAFE_MODE: it starts nothing).",
+            request_body=WITHDRAW_BODY,
+            responses={
+                "202": response("Withdrawn: the job stays READY.", ref("Accepted")),
+                **errors(
+                    *MUTATION,
+                    NO_JOB,
+                    ErrorCase(status=403, code=E.NOT_REQUESTER, when="the signed-in user did not request this run"),
+                    NO_REQUEST,
+                    RAN,
+                ),
+            },
+        ),
+    ),
     Route(
         access=Access.SUPER_ADMIN,
         handler=run_job,
@@ -173,8 +255,10 @@ API: Final[RouteTable] = (
             parameters=(JOB_PATH,),
             security=(SESSION_CSRF,),
             summary="Run a READY job. Guards in order: session and role, CSRF, SAFE_MODE, then the engine.",
+            description="For a type that needs approval the engine opens a run request instead (the job stays "
+            "READY); other super_admins approve it (`/approve`).",
             request_body=body(
-                closed_object({"reason": REASON}),
+                closed_object({"reason": REASON, "planSha256": PLAN_SHA256}),
                 required=False,
                 media=MUTATION_MEDIA,
                 example={"reason": "ticket OPS-42"},
@@ -189,6 +273,7 @@ API: Final[RouteTable] = (
                     ErrorCase(status=400, code=E.UNKNOWN_TYPE, when="the job's type left the catalog"),
                     ErrorCase(status=409, code=E.ALREADY_RUNNING, when="the job is already running"),
                     ErrorCase(status=409, code=E.TYPE_BUSY, when="an exclusive type is busy"),
+                    ErrorCase(status=409, code=E.APPROVAL_REQUIRED, when="a run request waits for approval"),
                 ),
             },
         ),

@@ -46,6 +46,10 @@ SUPER_STATUS = {
     ("/api/admin/engine/jobs", "POST"): 201,
     ("/api/admin/engine/jobs/{ready}/run", "POST"): 202,
     ("/api/admin/engine/jobs/{running}/cancel", "POST"): 202,
+    # The ready job has no run request: the engine says so (409); a rejection needs a reason (400).
+    ("/api/admin/engine/jobs/{ready}/approve", "POST"): 409,
+    ("/api/admin/engine/jobs/{ready}/reject", "POST"): 400,
+    ("/api/admin/engine/jobs/{ready}/withdraw", "POST"): 409,
 }
 
 
