@@ -53,7 +53,7 @@ def request_of(entry: JobEntry) -> dict[str, Any] | None:
     """The job's latest run request (its wire ``runRequest``), or ``None``."""
     if b'"runRequest":{' not in entry.encoded:
         return None  # most jobs never had one: no parse
-    request: dict[str, Any] | None = entry.wire()["runRequest"]
+    request: dict[str, Any] | None = entry.wire().get("runRequest")
     return request
 
 
