@@ -411,12 +411,18 @@ async def create_job(request: web.Request) -> web.Response:
     return await _mutate(request, user, JOB_CREATE, "api/jobs", body, job_id=None, success=201)
 
 
-async def _refuse_in_safe_mode(request: web.Request, user: User, job_id: str, message: str) -> None:
-    """Under SAFE_MODE, record the refusal and raise 403 ``safe_mode`` (the engine is not called)."""
+async def _starting(request: web.Request, message: str) -> None:
+    """Guards of a change that may start a process (run, approve), after the session and role: CSRF, then
+    SAFE_MODE (403 ``safe_mode`` with ``message``, recorded; the engine is not called)."""
+    await check_csrf(request)
     if request.app[SETTINGS].safe_mode:
         refusal = SafeModeRefused(message)
         await request.app[AUDIT].record(
-            SAFE_MODE_REFUSED, request=request, actor=user.name, job_id=job_id, **outcome_of(refusal)
+            SAFE_MODE_REFUSED,
+            request=request,
+            actor=request_user(request).name,
+            job_id=request.match_info["id"],
+            **outcome_of(refusal),
         )
         raise refusal
 
@@ -448,13 +454,7 @@ async def run_job(request: web.Request) -> web.Response:
 
     For a type that needs approval the engine opens a run request instead of starting the job.
     """
-    await check_csrf(request)
-    await _refuse_in_safe_mode(
-        request,
-        request_user(request),
-        request.match_info["id"],
-        "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs.",
-    )
+    await _starting(request, "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs.")
     return await _job_change(request, JOB_RUN, "/run", plan=True)
 
 
@@ -463,12 +463,8 @@ async def approve_job(request: web.Request) -> web.Response:
 
     Refused like a run under SAFE_MODE: the approval that completes a request starts the job.
     """
-    await check_csrf(request)
-    await _refuse_in_safe_mode(
-        request,
-        request_user(request),
-        request.match_info["id"],
-        "SAFE_MODE is on: approving could start the job. Turn SAFE_MODE off on the gateway to approve runs.",
+    await _starting(
+        request, "SAFE_MODE is on: approving could start the job. Turn SAFE_MODE off on the gateway to approve runs."
     )
     return await _job_change(request, JOB_APPROVE, "/approve", plan=True)
 

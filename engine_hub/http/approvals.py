@@ -42,6 +42,19 @@ from shared.routes import Access, Route, RouteTable
 from shared.web import read_json_object
 
 JOBS: Final = ("jobs",)
+#: What every run request change can answer besides its own refusals.
+CHANGE_ERRORS: Final = (
+    NO_JOB,
+    BAD_JSON,
+    UNKNOWN_FIELD,
+    BAD_FIELD,
+    FINISHED,
+    NO_REQUEST,
+    RAN,
+    TOO_LARGE,
+    JOURNAL,
+    *ADMIN_AUTH,
+)
 
 
 async def approve_job(request: web.Request) -> web.Response:
@@ -99,22 +112,13 @@ ROUTES: Final[RouteTable] = (
             responses={
                 "202": response("Approved: the job is RUNNING, or READY waiting for more approvals.", ref("Accepted")),
                 **errors(
-                    NO_JOB,
-                    BAD_JSON,
-                    UNKNOWN_FIELD,
-                    BAD_FIELD,
-                    FINISHED,
+                    *CHANGE_ERRORS,
                     ErrorCase(status=400, code=E.UNKNOWN_TYPE, when="the job's type left the catalog"),
                     ErrorCase(status=403, code=E.SELF_APPROVAL, when="the actor requested this run"),
                     ErrorCase(status=409, code=E.ALREADY_APPROVED, when="the actor has already approved it"),
                     ErrorCase(status=409, code=E.PLAN_CHANGED, when="the approved plan is not the requested one"),
-                    NO_REQUEST,
-                    RAN,
                     ErrorCase(status=409, code=E.TYPE_BUSY, when="an exclusive type already has a RUNNING job"),
-                    TOO_LARGE,
-                    JOURNAL,
                     NOT_READY_NODE,
-                    *ADMIN_AUTH,
                 ),
             },
         ),
@@ -133,18 +137,7 @@ ROUTES: Final[RouteTable] = (
             request_body=REJECT_BODY,
             responses={
                 "202": response("Rejected: the job is READY, its request closed.", ref("Accepted")),
-                **errors(
-                    NO_JOB,
-                    BAD_JSON,
-                    UNKNOWN_FIELD,
-                    BAD_FIELD,
-                    FINISHED,
-                    NO_REQUEST,
-                    RAN,
-                    TOO_LARGE,
-                    JOURNAL,
-                    *ADMIN_AUTH,
-                ),
+                **errors(*CHANGE_ERRORS),
             },
         ),
     ),
@@ -163,17 +156,8 @@ ROUTES: Final[RouteTable] = (
             responses={
                 "202": response("Withdrawn: the job is READY, its request closed.", ref("Accepted")),
                 **errors(
-                    NO_JOB,
-                    BAD_JSON,
-                    UNKNOWN_FIELD,
-                    BAD_FIELD,
-                    FINISHED,
+                    *CHANGE_ERRORS,
                     ErrorCase(status=403, code=E.NOT_REQUESTER, when="the actor is not the requester"),
-                    NO_REQUEST,
-                    RAN,
-                    TOO_LARGE,
-                    JOURNAL,
-                    *ADMIN_AUTH,
                 ),
             },
         ),
