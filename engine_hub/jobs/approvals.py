@@ -126,34 +126,39 @@ class RunRequests:
         makes this a 409 ``approval_required`` (one past its expiry is
         closed as expired first, and a new one opened).
         """
-        async with self._turn(entry.id):
-            entry = await self._service.get(entry.id)
-            self._service.check_runnable(entry)
-            request = request_of(entry)
-            now = self._now()
-            if is_open(request):
-                if not has_expired(request, now):
-                    missing = request["required"] - len(request["approvals"])
-                    raise Conflict(
-                        f"this job needs approval: a run request by {request['by']} is waiting for "
-                        f"{missing} more approval(s) until {request['expiresAt']}; approve, reject or withdraw it",
-                        code=ErrorCode.APPROVAL_REQUIRED,
+        for _ in range(APPROVAL_TRIES):
+            async with self._turn(entry.id):
+                entry = await self._service.get(entry.id)
+                self._service.check_runnable(entry)
+                request = request_of(entry)
+                now = self._now()
+                if is_open(request):
+                    if not has_expired(request, now):
+                        missing = request["required"] - len(request["approvals"])
+                        raise Conflict(
+                            f"this job needs approval: a run request by {request['by']} is waiting for "
+                            f"{missing} more approval(s) until {request['expiresAt']}; approve, reject or withdraw it",
+                            code=ErrorCode.APPROVAL_REQUIRED,
+                        )
+                    await self._expire(entry.id, request)
+                expires = format_time(self.clock() + dt.timedelta(seconds=self.ttl))
+                data = {
+                    "requestId": new_job_id(),
+                    "reason": reason,
+                    "at": now,
+                    "expiresAt": expires,
+                    "required": job_type.approvers,
+                    "planSha256": plan_sha256,
+                }
+                try:
+                    entry = await self._service.record(
+                        action=Action.RUN_REQUEST_OPENED, actor=actor, source=source, job_id=entry.id, data=data
                     )
-                await self._expire(entry.id, request)
-            expires = format_time(self.clock() + dt.timedelta(seconds=self.ttl))
-            data = {
-                "requestId": new_job_id(),
-                "reason": reason,
-                "at": now,
-                "expiresAt": expires,
-                "required": job_type.approvers,
-                "planSha256": plan_sha256,
-            }
-            entry = await self._service.record(
-                action=Action.RUN_REQUEST_OPENED, actor=actor, source=source, job_id=entry.id, data=data
-            )
-        log.info("run_request_opened", job_id=entry.id, by=actor, expires_at=expires, required=job_type.approvers)
-        return entry
+                except ClaimLost:
+                    continue  # another node opened one (or ran the job) meanwhile: read again to say which
+            log.info("run_request_opened", job_id=entry.id, by=actor, expires_at=expires, required=job_type.approvers)
+            return entry
+        raise Conflict("the job keeps changing; try again", code=ErrorCode.APPROVAL_REQUIRED)
 
     async def _pending_request(self, entry: JobEntry) -> Mapping[str, Any]:
         """The job's open run request, or raise: 409 ``already_running`` / 400 ``not_ready`` (the job ran),

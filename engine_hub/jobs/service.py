@@ -40,7 +40,7 @@ from engine_hub.run.runner import Runner
 from engine_hub.settings import DEFAULT_RUN_REQUEST_TTL
 from engine_hub.store.backend import Backend, ClaimLost, EmbeddedBackend, Fenced
 from engine_hub.store.embedded import ENGINE_SOURCE, SYSTEM_ACTOR, Action, JobEntry
-from engine_hub.store.requests import request_of
+from engine_hub.store.requests import is_open, request_of
 from shared.contract import ErrorCode, HistoryEntry, Job, JobStatus, new_job_id, utcnow
 from shared.journal.chain import Record
 
@@ -222,6 +222,13 @@ class JobService:
         """
         job_id = entry.id
         job_type = self.catalog.get(entry.type)
+        if data.get("requestId") is None and is_open(request_of(entry)):
+            # A request opened while the type needed approval (the catalog changed since): only its approval starts it.
+            raise Conflict(
+                "this job has an open run request: it starts only when the request is approved "
+                "(or reject or withdraw the request first)",
+                code=ErrorCode.APPROVAL_REQUIRED,
+            )
         if job_type is not None and job_type.needs_approval and data.get("requestId") is None:
             raise Conflict(
                 f"job type {entry.type!r} needs approval: a run must be requested and approved by "

@@ -10,14 +10,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from engine_hub.errors import Conflict
+from engine_hub.jobs.catalog import Catalog
 from engine_hub.jobs.service import SERVICE, JobService
 from shared.contract import format_time, parse_time, utcnow
 from shared.journal.chain import MemoryJournal
 from tests.integration.engine.conftest import BOTH_STORES
-from tests.integration.engine.harness import EngineServer, MakeEngineServer, auth
+from tests.integration.engine.harness import EngineServer, MakeEngineServer, auth, make_test_catalog
 from tests.integration.engine.test_engine_events import open_stream
 from tests.sse import take
 
@@ -172,6 +174,18 @@ class TestAtMostOnce:
         assert found["run_requested"] == 1 and found["job_started"] == 1
         assert found["run_request_approved"] == approvals - 1
 
+    async def test_concurrent_runs_open_one_request(self, make_engine_server: MakeEngineServer, tmp_path: Path) -> None:
+        """10 RUNs at the same instant (across two nodes on PostgreSQL) open one request; the rest are 409."""
+        server = await make_engine_server()
+        servers = [server] if server.store_url is None else [server, await make_engine_server()]
+        job = await server.create("test.guarded", {"counter": str(tmp_path / "runs.txt")})
+        answers = await asyncio.gather(
+            *(post(servers[i % len(servers)], job["id"], "run", f"requester{i}") for i in range(10))
+        )
+        assert Counter(status for status, _ in answers) == {202: 1, 409: 9}, answers
+        assert {a["code"] for s, a in answers if s == 409} == {"approval_required"}
+        assert Counter(a for a, _ in await actions(server, job["id"]))["run_request_opened"] == 1
+
 
 class TestClosing:
     async def test_withdraw_is_the_requesters_and_leaves_the_job_ready(
@@ -308,6 +322,28 @@ class TestBypass:
         job = await resp.json()
         assert (job["status"], job["runRequest"]) == ("READY", None)
         assert [a for a, _ in await actions(engine_server, job["id"])] == ["job_created"]
+
+    async def test_an_open_request_outlives_a_catalog_that_drops_the_policy(
+        self, make_engine_server: MakeEngineServer, tmp_path: Path
+    ) -> None:
+        """Restarted with test.guarded no longer needing approval, the open request still decides: a plain run
+        is 409 approval_required (nothing written), and its approval starts the job."""
+        journal = MemoryJournal()
+        first = await make_engine_server(journal=journal)
+        job_id = await requested(first, tmp_path)
+        catalog = make_test_catalog(tmp_path)
+        relaxed = Catalog(
+            types={**catalog.types, "test.guarded": attrs.evolve(catalog.types["test.guarded"], approval="none")},
+            clients=catalog.clients,
+        )
+        second = await make_engine_server(journal=journal, catalog=relaxed)
+        records = len(journal.recent())
+        status, answer = await post(second, job_id, "run", "bob")
+        assert (status, answer["code"]) == (409, "approval_required")
+        assert len(journal.recent()) == records
+        status, answer = await post(second, job_id, "approve", "bob")
+        assert status == 202 and answer["job"]["status"] == "RUNNING"
+        await second.wait_for(job_id)
 
 
 class TestVisibility:

@@ -7,8 +7,12 @@ from typing import Any
 import pytest
 
 from engine_hub.store.actions import Action
+from engine_hub.store.backend import ClaimLost, EmbeddedBackend
+from engine_hub.store.embedded import JobStore
 from engine_hub.store.entry import StoreError
 from engine_hub.store.requests import has_expired, next_request
+from shared.journal.chain import MemoryJournal
+from tests.unit.engine.chains import Chain
 
 OPENED = {"requestId": "r1", "reason": "why", "at": "2026-01-01T00:00:00.000Z", "expiresAt": "2026-01-01T01:00:00.000Z"}
 
@@ -94,3 +98,24 @@ class TestNextRequest:
         """A request has expired at its expiresAt, not a millisecond before."""
         assert not has_expired(opened(), "2026-01-01T00:59:59.999Z")
         assert has_expired(opened(), "2026-01-01T01:00:00.000Z")
+
+
+class TestEmbeddedBackendRefusesFirst:
+    async def test_a_request_change_that_does_not_fit_is_refused_before_the_journal(self) -> None:
+        """A stale approval, or a plain run while a request is open, is ClaimLost and writes nothing."""
+        backend = EmbeddedBackend(store=JobStore())
+        journal = MemoryJournal()
+        backend.use_journal(journal)
+        created = Chain().created("t.guarded")
+        assert created.job_id is not None
+        job_id = created.job_id
+        await backend.commit(action=Action.JOB_CREATED, actor="admin", source="t", job_id=job_id, data=created.data)
+        opened = {**OPENED, "required": 2}
+        await backend.commit(action=Action.RUN_REQUEST_OPENED, actor="alice", source="t", job_id=job_id, data=opened)
+        written = len(journal.recent())
+        stale = {**approval(1, final=False)}
+        with pytest.raises(ClaimLost, match="changed meanwhile"):
+            await backend.commit(action=Action.RUN_REQUEST_APPROVED, actor="bob", source="t", job_id=job_id, data=stale)
+        with pytest.raises(ClaimLost, match="only its approval starts it"):
+            await backend.commit(action=Action.RUN_REQUESTED, actor="bob", source="t", job_id=job_id, data={})
+        assert len(journal.recent()) == written
