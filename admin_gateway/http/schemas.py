@@ -191,6 +191,7 @@ REJECT_BODY: Final = body(
 WITHDRAW_BODY: Final = body(closed_object({"reason": REASON}), required=False, media=MUTATION_MEDIA)
 NO_REQUEST = ErrorCase(status=409, code=E.NO_RUN_REQUEST, when="the job has no open run request (or it expired)")
 RAN = ErrorCase(status=409, code=E.ALREADY_RUNNING, when="the job is already running (its request was approved)")
+FINISHED = ErrorCase(status=400, code=E.NOT_READY, when="the job is DONE or FAILED")
 STATIC_MEDIA: Final = (
     "text/css",
     "text/javascript",

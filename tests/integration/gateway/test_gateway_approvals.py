@@ -49,11 +49,13 @@ class TestApprove:
     async def test_self_approval_is_the_engines_403_passed_through(
         self, upstream_engine: UpstreamEngine, gateway_server: GatewayServer
     ) -> None:
-        """alice requests through the gateway and approves her own request: 403 self_approval, not a 502."""
+        """alice requests through the gateway (her plan's hash forwarded) and approves it herself: 403 self_approval."""
         user = await gateway_server.login(SUPER)
         job_id = await upstream_engine.create("demo.guarded")
-        status, body = await answer(await user.post(f"{JOBS}/{job_id}/run", {"reason": "ticket"}))
+        plan = "c" * 64
+        status, body = await answer(await user.post(f"{JOBS}/{job_id}/run", {"reason": "ticket", "planSha256": plan}))
         assert status == 202 and body["job"]["runRequest"]["by"] == SUPER
+        assert body["job"]["runRequest"]["planSha256"] == plan
         status, body = await answer(await user.post(f"{JOBS}/{job_id}/approve"))
         assert (status, body["code"]) == (403, "self_approval")
         assert await upstream_engine.status(job_id) == "READY"
