@@ -30,7 +30,7 @@ from engine_hub.jobs.catalog import JobType
 from engine_hub.settings import DEFAULT_RUN_REQUEST_TTL
 from engine_hub.store.backend import ClaimLost
 from engine_hub.store.embedded import ENGINE_SOURCE, SYSTEM_ACTOR, Action, JobEntry
-from engine_hub.store.requests import has_expired, is_open, request_of
+from engine_hub.store.requests import has_expired, is_open, request_of, same_person
 from shared.contract import ErrorCode, JobStatus, format_time, new_job_id, utcnow
 
 if TYPE_CHECKING:
@@ -191,10 +191,10 @@ class RunRequests:
             async with self._turn(job_id):
                 entry = await self._service.get(job_id)
                 request = await self._pending_request(entry)
-                if actor == request["by"]:
+                if same_person(actor, request["by"]):
                     raise SelfApproval("you requested this run: another person must approve it")
                 approvals = request["approvals"]
-                if any(a["by"] == actor for a in approvals):
+                if any(same_person(a["by"], actor) for a in approvals):
                     raise Conflict(f"{actor} has already approved this run request", code=ErrorCode.ALREADY_APPROVED)
                 now = self._now()
                 if plan_sha256 is not None and plan_sha256 != request["planSha256"]:
@@ -257,7 +257,7 @@ class RunRequests:
         for _ in range(APPROVAL_TRIES):
             async with self._turn(job_id):
                 request = await self._pending_request(await self._service.get(job_id))
-                if action is Action.RUN_REQUEST_WITHDRAWN and actor != request["by"]:
+                if action is Action.RUN_REQUEST_WITHDRAWN and not same_person(actor, request["by"]):
                     raise NotRequester(f"only {request['by']}, who requested this run, can withdraw the request")
                 try:
                     return await self._commit_request(

@@ -24,6 +24,7 @@ client can act on; this is the store's own guard.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, Final, TypeGuard
 
@@ -47,6 +48,12 @@ CLOSING: Final = {
 def is_open(request: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
     """Whether ``request`` (a job's ``runRequest``, or ``None``) is open."""
     return request is not None and request.get("state") == OPEN
+
+
+def same_person(one: str, other: str) -> bool:
+    """Whether two actor names name one person for the two-person rule: equal once NFKC-normalised and
+    case-folded (``Alice`` and ``alice``; the gateway never lets two users take such names)."""
+    return unicodedata.normalize("NFKC", one).casefold() == unicodedata.normalize("NFKC", other).casefold()
 
 
 def request_of(entry: JobEntry) -> dict[str, Any] | None:
@@ -119,9 +126,9 @@ def next_request(
     # An approval: run_request_approved, or run_requested (the approval that completes it).
     final = action is Action.RUN_REQUESTED
     approvals = list(request["approvals"])
-    if actor == request["by"]:
+    if same_person(actor, request["by"]):
         raise StoreError(f"{actor!r} requested this run and cannot approve it")
-    if any(a["by"] == actor for a in approvals):
+    if any(same_person(a["by"], actor) for a in approvals):
         raise StoreError(f"{actor!r} has already approved this run request")
     if data.get("approvalsBefore") != len(approvals):
         raise StoreError("the run request's approvals changed meanwhile")

@@ -101,8 +101,9 @@ class TestRequest:
     ) -> None:
         """alice approving alice's request is 403 self_approval; nothing is recorded, nothing runs."""
         job_id = await requested(engine_server, tmp_path)
-        status, answer = await post(engine_server, job_id, "approve", "alice")
-        assert (status, answer["code"]) == (403, "self_approval")
+        for actor in ("alice", "Alice", "ＡＬＩＣＥ"):  # one person however the name is spelled in case or width
+            status, answer = await post(engine_server, job_id, "approve", actor)
+            assert (status, answer["code"]) == (403, "self_approval"), actor
         job = await engine_server.job(job_id)
         assert job["status"] == "READY" and job["runRequest"]["approvals"] == []
         assert [a for a, _ in await actions(engine_server, job_id)] == ["job_created", "run_request_opened"]

@@ -59,6 +59,14 @@ class TestNextRequest:
         with pytest.raises(StoreError, match=fragment):
             next_request(opened(1), action, actor=actor, data=data)
 
+    def test_names_differing_in_case_are_one_person(self) -> None:
+        """ALICE cannot approve alice's request, nor BOB count twice after bob."""
+        with pytest.raises(StoreError, match="cannot approve"):
+            next_request(opened(1), Action.RUN_REQUESTED, actor="ALICE", data=approval(0, final=True))
+        request = next_request(opened(2), Action.RUN_REQUEST_APPROVED, actor="bob", data=approval(0, final=False))
+        with pytest.raises(StoreError, match="already approved"):
+            next_request(request, Action.RUN_REQUESTED, actor="BOB", data=approval(1, final=True))
+
     def test_a_repeated_approver_is_refused(self) -> None:
         """bob cannot count twice toward a quorum."""
         request = next_request(opened(2), Action.RUN_REQUEST_APPROVED, actor="bob", data=approval(0, final=False))
