@@ -131,7 +131,8 @@ class RunRequests:
                 entry = await self._service.get(entry.id)
                 self._service.check_runnable(entry)
                 request = request_of(entry)
-                now = self._now()
+                moment = self.clock()
+                now = format_time(moment) or ""
                 if is_open(request):
                     if not has_expired(request, now):
                         missing = request["required"] - len(request["approvals"])
@@ -141,7 +142,7 @@ class RunRequests:
                             code=ErrorCode.APPROVAL_REQUIRED,
                         )
                     await self._expire(entry.id, request)
-                expires = format_time(self.clock() + dt.timedelta(seconds=self.ttl))
+                expires = format_time(moment + dt.timedelta(seconds=self.ttl))
                 data = {
                     "requestId": new_job_id(),
                     "reason": reason,
