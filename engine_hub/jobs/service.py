@@ -46,8 +46,6 @@ from shared.journal.chain import Record
 
 log = structlog.get_logger("engine.service")
 
-__all__ = ["ENGINE_SOURCE", "FINISH_RETRY_MAX_DELAY", "INTERRUPTED_ERROR", "SERVICE", "JobService"]
-
 #: Error of a job found RUNNING when the engine starts: its process died with the old engine.
 INTERRUPTED_ERROR: Final = "interrupted: engine restarted"
 #: How long a finished run keeps retrying to journal its outcome while the journal is down.
@@ -195,7 +193,7 @@ class JobService:
         """Move a READY job to RUNNING and start its process: at most once per job, ever.
 
         For a type that needs approval it starts nothing: it opens a run
-        request (see :meth:`_open_request`). Raises 404 ``not_found``, 409
+        request (:meth:`engine_hub.jobs.approvals.RunRequests.open`). Raises 404 ``not_found``, 409
         ``already_running`` (RUNNING, or another request is starting it),
         409 ``type_busy`` (exclusive type has a run), 409
         ``approval_required`` (a request is already waiting for approval),
