@@ -8,7 +8,7 @@ each recording its actor (``X-Engine-Actor``). The logic is
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -38,7 +38,7 @@ from engine_hub.jobs.approvals import check_plan_sha256
 from engine_hub.jobs.service import SERVICE
 from shared.contract import MAX_REASON_CHARS, JobStatus
 from shared.openapi import ErrorCase, Operation, errors, ref, response
-from shared.routes import Access, Route, RouteTable
+from shared.routes import Access, Handler, Route, RouteTable
 from shared.web import read_json_object
 
 JOBS: Final = ("jobs",)
@@ -93,6 +93,30 @@ async def withdraw_job(request: web.Request) -> web.Response:
     return accepted(entry, "Run request withdrawn")
 
 
+def _closing(
+    verb: str, handler: Handler, summary: str, request_body: dict[str, Any], done: str, *refusals: ErrorCase
+) -> Route:
+    """The row of a change that closes a job's run request (``reject``, ``withdraw``)."""
+    return Route(
+        name=f"job_{verb}",
+        handler=handler,
+        access=Access.ADMIN_TOKEN,
+        operation=Operation(
+            method="POST",
+            path=f"/api/jobs/{{id}}/{verb}",
+            operation_id=f"{verb}Job",
+            tags=JOBS,
+            parameters=(JOB_PATH, ACTOR),
+            summary=summary,
+            request_body=request_body,
+            responses={
+                "202": response(f"{done}: the job is READY, its request closed.", ref("Accepted")),
+                **errors(*CHANGE_ERRORS, *refusals),
+            },
+        ),
+    )
+
+
 #: The rows of :data:`engine_hub.http.routes.ROUTES` for run requests.
 ROUTES: Final[RouteTable] = (
     Route(
@@ -123,43 +147,19 @@ ROUTES: Final[RouteTable] = (
             },
         ),
     ),
-    Route(
-        name="job_reject",
-        handler=reject_job,
-        access=Access.ADMIN_TOKEN,
-        operation=Operation(
-            method="POST",
-            path="/api/jobs/{id}/reject",
-            operation_id="rejectJob",
-            tags=JOBS,
-            parameters=(JOB_PATH, ACTOR),
-            summary="Reject the job's open run request, with a reason; the job stays READY.",
-            request_body=REJECT_BODY,
-            responses={
-                "202": response("Rejected: the job is READY, its request closed.", ref("Accepted")),
-                **errors(*CHANGE_ERRORS),
-            },
-        ),
+    _closing(
+        "reject",
+        reject_job,
+        "Reject the job's open run request, with a reason; the job stays READY.",
+        REJECT_BODY,
+        "Rejected",
     ),
-    Route(
-        name="job_withdraw",
-        handler=withdraw_job,
-        access=Access.ADMIN_TOKEN,
-        operation=Operation(
-            method="POST",
-            path="/api/jobs/{id}/withdraw",
-            operation_id="withdrawJob",
-            tags=JOBS,
-            parameters=(JOB_PATH, ACTOR),
-            summary="Withdraw one's own open run request; the job stays READY.",
-            request_body=WITHDRAW_BODY,
-            responses={
-                "202": response("Withdrawn: the job is READY, its request closed.", ref("Accepted")),
-                **errors(
-                    *CHANGE_ERRORS,
-                    ErrorCase(status=403, code=E.NOT_REQUESTER, when="the actor is not the requester"),
-                ),
-            },
-        ),
+    _closing(
+        "withdraw",
+        withdraw_job,
+        "Withdraw one's own open run request; the job stays READY.",
+        WITHDRAW_BODY,
+        "Withdrawn",
+        ErrorCase(status=403, code=E.NOT_REQUESTER, when="the actor is not the requester"),
     ),
 )
