@@ -254,6 +254,11 @@ async def get_job_logs(request: web.Request) -> web.Response:
     return await _proxy_read(request, _job_path(request, "/logs"), _passthrough_query(request, ("after", "limit")))
 
 
+async def get_run_requests(request: web.Request) -> web.Response:
+    """``GET /api/admin/engine/run-requests?limit=N``: the jobs waiting for approval, the soonest to expire first."""
+    return await _proxy_read(request, "api/run-requests", _passthrough_query(request, ("limit",)))
+
+
 async def get_types(request: web.Request) -> web.Response:
     """``GET /api/admin/engine/types``: the engine's job type catalog."""
     return await _proxy_read(request, "api/types")

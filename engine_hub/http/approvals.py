@@ -14,13 +14,14 @@ from aiohttp import web
 
 from engine_hub.errors import EngineError
 from engine_hub.http.auth import principal, source
-from engine_hub.http.jobs import accepted, optional_text, required_text
+from engine_hub.http.jobs import accepted, json_bytes, optional_text, reject_unknown_query, required_text
 from engine_hub.http.schemas import (
     ACTOR,
     ADMIN_AUTH,
     APPROVE_BODY,
     BAD_FIELD,
     BAD_JSON,
+    BAD_QUERY,
     FINISHED,
     JOB_PATH,
     JOURNAL,
@@ -29,17 +30,21 @@ from engine_hub.http.schemas import (
     NOT_READY_NODE,
     RAN,
     REJECT_BODY,
+    SUBMIT_AUTH,
     TOO_LARGE,
     UNKNOWN_FIELD,
+    UNKNOWN_QUERY,
     WITHDRAW_BODY,
     E,
+    limit,
 )
 from engine_hub.jobs.approvals import check_plan_sha256
 from engine_hub.jobs.service import SERVICE
-from shared.contract import MAX_REASON_CHARS, JobStatus
+from engine_hub.store.requests import has_expired, is_open, request_of
+from shared.contract import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, MAX_REASON_CHARS, JobStatus, format_time
 from shared.openapi import ErrorCase, Operation, errors, ref, response
 from shared.routes import Access, Handler, Route, RouteTable
-from shared.web import read_json_object
+from shared.web import parse_int_query, read_json_object
 
 JOBS: Final = ("jobs",)
 #: What every run request change can answer besides its own refusals.
@@ -55,6 +60,27 @@ CHANGE_ERRORS: Final = (
     JOURNAL,
     *ADMIN_AUTH,
 )
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    """``GET /api/run-requests?limit=N``: the jobs whose run request is open, the soonest to expire first.
+
+    A request past its expiry that the sweep has not closed yet is left out: nobody can approve it.
+    """
+    reject_unknown_query(request, ("limit",))
+    most = parse_int_query(request, "limit", default=DEFAULT_PAGE_LIMIT, low=1, high=MAX_PAGE_LIMIT, error=EngineError)
+    service = request.app[SERVICE]
+    now = format_time(service.requests.clock()) or ""
+    waiting = sorted((expires, job_id) for job_id, expires in await service.backend.open_requests())
+    bodies: list[bytes] = []
+    for expires, job_id in waiting:
+        if len(bodies) == most:
+            break
+        entry = await service.backend.get(job_id)
+        # Closed or started since the list was read: not waiting any more.
+        if entry is not None and not has_expired({"expiresAt": expires}, now) and is_open(request_of(entry)):
+            bodies.append(entry.encoded)
+    return json_bytes(b"[" + b",".join(bodies) + b"]")
 
 
 async def approve_job(request: web.Request) -> web.Response:
@@ -119,6 +145,23 @@ def _closing(
 
 #: The rows of :data:`engine_hub.http.routes.ROUTES` for run requests.
 ROUTES: Final[RouteTable] = (
+    Route(
+        name="run_requests",
+        handler=list_requests,
+        access=Access.SUBMIT,
+        operation=Operation(
+            method="GET",
+            path="/api/run-requests",
+            operation_id="listRunRequests",
+            tags=JOBS,
+            parameters=(limit(DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT), ACTOR),
+            summary="The jobs whose run request waits for approval, the soonest to expire first.",
+            responses={
+                "200": response("Jobs, each with its open `runRequest`.", {"type": "array", "items": ref("Job")}),
+                **errors(UNKNOWN_QUERY, BAD_QUERY, *SUBMIT_AUTH),
+            },
+        ),
+    ),
     Route(
         name="job_approve",
         handler=approve_job,

@@ -355,6 +355,31 @@ class TestVisibility:
         assert (types["demo.guarded"]["approval"], types["demo.guarded"]["approvers"]) == ("required", 1)
         assert (types["test.count"]["approval"], types["test.count"]["approvers"]) == ("none", 0)
 
+    async def test_the_waiting_list_holds_open_requests_soonest_expiry_first(
+        self, engine_server: EngineServer, tmp_path: Path
+    ) -> None:
+        """GET /api/run-requests lists open requests by expiry; closed, run, expired and plain jobs are not in it."""
+        service = service_of(engine_server)
+        base = utcnow()
+        ids = []
+        for minutes in (20, 0, 10, 5):
+            service.requests.clock = lambda minutes=minutes: base + dt.timedelta(minutes=minutes)  # type: ignore[misc]
+            ids.append(await requested(engine_server, tmp_path))
+        later, soonest, middle, rejected = ids
+        await post(engine_server, rejected, "reject", "bob", reason="no")
+        await engine_server.create("test.guarded")  # never requested
+        service.requests.clock = lambda: base + dt.timedelta(minutes=1)
+        resp = await engine_server.client.get("/api/run-requests", headers=auth())
+        assert resp.status == 200
+        assert [job["id"] for job in await resp.json()] == [soonest, middle, later]
+        resp = await engine_server.client.get("/api/run-requests?limit=1", headers=auth())
+        assert [job["id"] for job in await resp.json()] == [soonest]
+        service.requests.clock = lambda: base + dt.timedelta(minutes=65)  # soonest expired, not yet swept
+        resp = await engine_server.client.get("/api/run-requests", headers=auth())
+        assert [job["id"] for job in await resp.json()] == [middle, later]
+        resp = await engine_server.client.get("/api/run-requests?state=open", headers=auth())
+        assert (resp.status, (await resp.json())["code"]) == (400, "unknown_field")
+
     async def test_every_step_is_an_event_of_the_stream(self, engine_server: EngineServer, tmp_path: Path) -> None:
         """opened, approved (quorum), started: each is a message named after its record, with the job's JSON."""
         resp, stream = await open_stream(engine_server)

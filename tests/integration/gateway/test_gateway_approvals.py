@@ -46,6 +46,18 @@ class TestApprove:
         records = [(r.action, r.data["outcome"]) for r in gateway_server.audit_records() if r.job_id == job_id]
         assert records == [("job_approve_requested", "requested"), ("job_approve", "accepted")]
 
+    async def test_the_waiting_list_is_proxied(
+        self, upstream_engine: UpstreamEngine, gateway_server: GatewayServer
+    ) -> None:
+        """GET /api/admin/engine/run-requests is the engine's list of open requests; an admin gets 401."""
+        job_id = await requested_by(upstream_engine, "carol")
+        user = await gateway_server.login(SUPER)
+        resp = await user.client.get("/api/admin/engine/run-requests")
+        assert resp.status == 200
+        assert [(job["id"], job["runRequest"]["by"]) for job in await resp.json()] == [(job_id, "carol")]
+        admin = await gateway_server.login(ADMIN)
+        assert (await admin.client.get("/api/admin/engine/run-requests")).status == 401
+
     async def test_self_approval_is_the_engines_403_passed_through(
         self, upstream_engine: UpstreamEngine, gateway_server: GatewayServer
     ) -> None:
