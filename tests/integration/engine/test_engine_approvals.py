@@ -380,6 +380,35 @@ class TestVisibility:
         resp = await engine_server.client.get("/api/run-requests?state=open", headers=auth())
         assert (resp.status, (await resp.json())["code"]) == (400, "unknown_field")
 
+    async def test_the_list_serves_each_request_as_get_does(self, engine_server: EngineServer, tmp_path: Path) -> None:
+        """Open (with an approval), rejected and approved requests: list and GET bodies are the same bytes."""
+        quorum = await requested(engine_server, tmp_path, "test.quorum", planSha256=PLAN_A)
+        await post(engine_server, quorum, "approve", "bob", reason="looks fine")
+        rejected = await requested(engine_server, tmp_path)
+        await post(engine_server, rejected, "reject", "carol", reason="no")
+        ran = await requested(engine_server, tmp_path)
+        await post(engine_server, ran, "approve", "bob")
+        await engine_server.wait_for(ran)
+        listed = json.loads(await (await engine_server.client.get("/api/jobs", headers=auth())).read())
+        by_id = {job["id"]: job for job in listed}
+        for job_id in (quorum, rejected, ran):
+            body = await (await engine_server.client.get(f"/api/jobs/{job_id}", headers=auth())).read()
+            assert json.dumps(by_id[job_id], separators=(",", ":"), ensure_ascii=False).encode() == body
+            assert list(json.loads(body)["runRequest"]) == [
+                "id",
+                "by",
+                "reason",
+                "at",
+                "expiresAt",
+                "planSha256",
+                "required",
+                "approvals",
+                "state",
+                "closedAt",
+                "closedBy",
+                "closeReason",
+            ]
+
     async def test_every_step_is_an_event_of_the_stream(self, engine_server: EngineServer, tmp_path: Path) -> None:
         """opened, approved (quorum), started: each is a message named after its record, with the job's JSON."""
         resp, stream = await open_stream(engine_server)
