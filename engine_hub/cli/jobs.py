@@ -87,6 +87,10 @@ def add_jobs(sub: Any) -> None:
     p.add_argument("--reason", help="why (recorded)")
     p.set_defaults(func=_cmd_request_change, verb="withdraw")
 
+    p = jsub.add_parser("requests", parents=[common], help="list the jobs whose run request waits for approval")
+    p.add_argument("--limit", type=int, default=None, help="at most this many (1-1000, default 100)")
+    p.set_defaults(func=_cmd_requests)
+
     p = jsub.add_parser("cancel", parents=[common], help="stop a RUNNING job (admin token)")
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=_cmd_cancel)
@@ -227,6 +231,30 @@ def _run_or_approve(args: argparse.Namespace, verb: str) -> int:
             f"job {_v(job['id'])} is {_v(job['status'])} (run by {_v(job['runBy'])}); "
             f"follow it with: {PROG} jobs logs -f {_v(job['id'])}"
         )
+    return 0
+
+
+def _cmd_requests(args: argparse.Namespace) -> int:
+    query = {"limit": args.limit} if args.limit is not None else None
+    jobs, _ = _client(args).request("GET", "/api/run-requests", query=query)
+    if args.json:
+        _print_json(jobs)
+        return 0
+    rows = []
+    for job in jobs:
+        request = job["runRequest"]
+        approvals = f"{len(request['approvals'])}/{request['required']}"
+        rows.append(
+            [
+                _v(job["id"]),
+                _v(job["type"]),
+                _v(request["by"]),
+                _v(request["reason"]),
+                approvals,
+                _v(request["expiresAt"]),
+            ]
+        )
+    print(_table(rows, ["ID", "TYPE", "REQUESTED BY", "REASON", "APPROVALS", "EXPIRES"]) if rows else "no run requests")
     return 0
 
 

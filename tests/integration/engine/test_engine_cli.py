@@ -69,6 +69,12 @@ class TestJobsCommands:
         assert "waits for 1 more approval(s) by people other than alice" in run.stdout
         assert "status:     READY" in (show := cli("jobs", "show", job["id"], *server.args()).stdout)
         assert "request:    open, by alice (ticket 7), approvals 0/1: none yet" in show
+        waiting = cli("jobs", "requests", *server.args())
+        assert waiting.returncode == 0, waiting.stderr
+        assert waiting.stdout.splitlines()[0].split()[:3] == ["ID", "TYPE", "REQUESTED"]
+        assert any(
+            line.startswith(job["id"]) and "alice" in line and "0/1" in line for line in waiting.stdout.splitlines()
+        )
         assert_one_line_error(
             cli("jobs", "approve", job["id"], "--actor", "alice", *server.args()), 1, "self_approval", "HTTP 403"
         )
