@@ -275,6 +275,9 @@ async def metrics(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     counts = await service.backend.counts()
     text = service.metrics.render(
-        jobs_by_status=counts, journal_healthy=service.backend.healthy, log_bytes=service.logs.disk_bytes
+        jobs_by_status=counts,
+        journal_healthy=service.backend.healthy,
+        log_bytes=service.logs.disk_bytes,
+        open_requests=len(await service.backend.open_requests()),
     )
     return web.Response(text=text, headers={"Content-Type": METRICS_CONTENT_TYPE})

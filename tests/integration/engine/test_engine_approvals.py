@@ -409,6 +409,20 @@ class TestVisibility:
                 "closeReason",
             ]
 
+    async def test_metrics_count_the_open_requests(self, engine_server: EngineServer, tmp_path: Path) -> None:
+        """engine_run_requests_open follows requests opening and closing."""
+
+        async def gauge() -> str:
+            text = await (await engine_server.client.get("/metrics", headers=auth())).text()
+            return next(line for line in text.splitlines() if line.startswith("engine_run_requests_open "))
+
+        assert await gauge() == "engine_run_requests_open 0"
+        first = await requested(engine_server, tmp_path)
+        await requested(engine_server, tmp_path)
+        assert await gauge() == "engine_run_requests_open 2"
+        await post(engine_server, first, "withdraw", "alice")
+        assert await gauge() == "engine_run_requests_open 1"
+
     async def test_every_step_is_an_event_of_the_stream(self, engine_server: EngineServer, tmp_path: Path) -> None:
         """opened, approved (quorum), started: each is a message named after its record, with the job's JSON."""
         resp, stream = await open_stream(engine_server)
