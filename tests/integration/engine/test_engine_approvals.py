@@ -18,6 +18,7 @@ from engine_hub.jobs.catalog import Catalog
 from engine_hub.jobs.service import SERVICE, JobService
 from shared.contract import format_time, parse_time, utcnow
 from shared.journal.chain import MemoryJournal
+from shared.openapi import contract_schemas
 from tests.integration.engine.conftest import BOTH_STORES
 from tests.integration.engine.harness import EngineServer, MakeEngineServer, auth, make_test_catalog
 from tests.integration.engine.test_engine_events import open_stream
@@ -381,7 +382,8 @@ class TestVisibility:
         assert (resp.status, (await resp.json())["code"]) == (400, "unknown_field")
 
     async def test_the_list_serves_each_request_as_get_does(self, engine_server: EngineServer, tmp_path: Path) -> None:
-        """Open (with an approval), rejected and approved requests: list and GET bodies are the same bytes."""
+        """Open (with an approval), rejected and approved requests: list and GET bodies are the same bytes,
+        the request's fields in the documented order."""
         quorum = await requested(engine_server, tmp_path, "test.quorum", planSha256=PLAN_A)
         await post(engine_server, quorum, "approve", "bob", reason="looks fine")
         rejected = await requested(engine_server, tmp_path)
@@ -394,20 +396,7 @@ class TestVisibility:
         for job_id in (quorum, rejected, ran):
             body = await (await engine_server.client.get(f"/api/jobs/{job_id}", headers=auth())).read()
             assert json.dumps(by_id[job_id], separators=(",", ":"), ensure_ascii=False).encode() == body
-            assert list(json.loads(body)["runRequest"]) == [
-                "id",
-                "by",
-                "reason",
-                "at",
-                "expiresAt",
-                "planSha256",
-                "required",
-                "approvals",
-                "state",
-                "closedAt",
-                "closedBy",
-                "closeReason",
-            ]
+            assert list(json.loads(body)["runRequest"]) == list(contract_schemas()["RunRequest"]["properties"])
 
     async def test_metrics_count_the_open_requests(self, engine_server: EngineServer, tmp_path: Path) -> None:
         """engine_run_requests_open follows requests opening and closing."""
