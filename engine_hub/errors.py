@@ -53,6 +53,20 @@ class Forbidden(EngineError):
     code = ErrorCode.FORBIDDEN
 
 
+class SelfApproval(EngineError):
+    """The requester of a run tried to approve it (403 ``self_approval``): the two-person rule."""
+
+    status = 403
+    code = ErrorCode.SELF_APPROVAL
+
+
+class NotRequester(EngineError):
+    """Someone other than the requester tried to withdraw a run request (403 ``not_requester``)."""
+
+    status = 403
+    code = ErrorCode.NOT_REQUESTER
+
+
 class NotFound(EngineError):
     """An unknown job id (404 ``not_found``)."""
 

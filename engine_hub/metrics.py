@@ -85,9 +85,17 @@ class Metrics:
         return hist
 
     def render(
-        self, *, jobs_by_status: Mapping[JobStatus, int], journal_healthy: bool, log_bytes: int | None = None
+        self,
+        *,
+        jobs_by_status: Mapping[JobStatus, int],
+        journal_healthy: bool,
+        log_bytes: int | None = None,
+        open_requests: int = 0,
     ) -> str:
-        """Return the whole exposition text; ``log_bytes`` (job log files on disk) is left out when None."""
+        """Return the whole exposition text; ``log_bytes`` (job log files on disk) is left out when None.
+
+        ``open_requests`` is how many run requests wait for approval (two-person rule).
+        """
         out: list[str] = []
         add = out.append
         add("# HELP engine_jobs Jobs in the store by status.")
@@ -118,6 +126,9 @@ class Metrics:
             add("# HELP engine_job_log_bytes Bytes of job log files on disk.")
             add("# TYPE engine_job_log_bytes gauge")
             add(f"engine_job_log_bytes {log_bytes}")
+        add("# HELP engine_run_requests_open Run requests waiting for approval.")
+        add("# TYPE engine_run_requests_open gauge")
+        add(f"engine_run_requests_open {open_requests}")
         add("# HELP engine_journal_healthy 1 while the journal accepts appends, else 0.")
         add("# TYPE engine_journal_healthy gauge")
         add(f"engine_journal_healthy {int(journal_healthy)}")

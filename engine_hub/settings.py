@@ -31,6 +31,11 @@ DEFAULT_SNAPSHOT_RECORDS = 50_000
 DEFAULT_SNAPSHOT_SECONDS = 600.0
 DEFAULT_RETENTION_DAYS = 400
 DEFAULT_LOG_MAX_BYTES = 10 * 1024 * 1024
+#: How long a run request waits for its approvals by default (seconds): an hour.
+DEFAULT_RUN_REQUEST_TTL = 3600.0
+#: Bounds of ``--run-request-ttl`` (seconds): a minute to a week.
+MIN_RUN_REQUEST_TTL = 60
+MAX_RUN_REQUEST_TTL = 7 * 86_400
 #: Longest log retention accepted (days); the retention is off unless set.
 MAX_LOG_RETENTION_DAYS = 36_500
 
@@ -55,6 +60,10 @@ class Settings:
     :mod:`engine_hub.run.log_retention`).
     ``ephemeral`` keeps everything in memory instead and writes no files
     (except the generated token file when no token is configured).
+
+    ``run_request_ttl`` (seconds, ``--run-request-ttl``) is how long a run
+    request of a type that needs approval waits for its approvals before it
+    expires (the job stays READY).
 
     ``kill_grace`` is the time between SIGTERM and SIGKILL when a run is
     cancelled or times out. ``log_level`` is a stdlib level name.
@@ -117,3 +126,4 @@ class Settings:
     events_max_streams: int = 1000
     clock: Callable[[], float] = time.time
     override_sweep: float = 1.0
+    run_request_ttl: float = DEFAULT_RUN_REQUEST_TTL

@@ -68,6 +68,10 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
+#: The states of a job's run request (a type that needs approval): only ``open`` ever changes.
+RUN_REQUEST_STATES: Final = ("open", "approved", "rejected", "withdrawn", "expired", "superseded")
+
+
 class ErrorCode(enum.StrEnum):
     """Machine-readable error codes carried in ``{"error": ..., "code": ...}``."""
 
@@ -92,6 +96,12 @@ class ErrorCode(enum.StrEnum):
     JOURNAL_UNAVAILABLE = "journal_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"
     NODE_NOT_READY = "node_not_ready"
+    APPROVAL_REQUIRED = "approval_required"
+    SELF_APPROVAL = "self_approval"
+    ALREADY_APPROVED = "already_approved"
+    NOT_REQUESTER = "not_requester"
+    NO_RUN_REQUEST = "no_run_request"
+    PLAN_CHANGED = "plan_changed"
     CSRF = "csrf"
     SAFE_MODE = "safe_mode"
     THROTTLED = "throttled"
@@ -99,7 +109,6 @@ class ErrorCode(enum.StrEnum):
     ENGINE_TIMEOUT = "engine_timeout"
     ENGINE_ERROR = "engine_error"
     INTERNAL = "internal"
-    SELF_APPROVAL = "self_approval"
     OVERRIDE_ACTIVE = "override_active"
     OVERRIDE_CLOSED = "override_closed"
     SAFE_MODE_OFF = "safe_mode_off"
@@ -155,6 +164,8 @@ class Job:
 
     Instances are immutable; the engine store is the only place that derives
     a new version (with ``attrs.evolve``) and only along ``TRANSITIONS``.
+    ``run_request`` is the job's latest run request (a type that needs approval:
+    :mod:`engine_hub.store.requests`), its wire JSON, or ``None``.
     """
 
     id: str
@@ -171,6 +182,7 @@ class Job:
     exit_code: int | None = None
     error: str | None = None
     history: tuple[HistoryEntry, ...] = ()
+    run_request: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the camelCase wire shape; absent values are ``null``."""
@@ -190,6 +202,7 @@ class Job:
             "exitCode": self.exit_code,
             "error": self.error,
             "history": [h.to_json() for h in self.history],
+            "runRequest": self.run_request,
         }
 
 
@@ -210,6 +223,7 @@ JOB_FIELDS: tuple[str, ...] = (
     "exitCode",
     "error",
     "history",
+    "runRequest",
 )
 
 

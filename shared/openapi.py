@@ -4,9 +4,7 @@ Each process declares its operations (:class:`Operation`) next to its
 routes (``engine_hub.http.openapi``, ``admin_gateway.http.openapi``); this module
 holds what they share:
 
-- the schemas of the wire shapes, derived from :mod:`shared.contract` and
-  :mod:`shared.journal.chain` (status and error-code enums, the job's field list,
-  the journal record's keys), so a contract change shows up in the document;
+- the schemas of the wire shapes (:mod:`shared.openapi_schemas`, re-exported here);
 - helpers for responses, errors (narrowed to the codes a route can give),
   parameters and request bodies;
 - :func:`build_document`, and :func:`router_operations`, which lists what the
@@ -25,238 +23,25 @@ from typing import Any, Final
 import attrs
 from aiohttp import web
 
-from shared.contract import JOB_FIELDS, MAX_JSON_DEPTH, MAX_PLAN_OUTPUT, ErrorCode, JobStatus, LogLevel
-from shared.journal.chain import GENESIS, make_record
+from shared.contract import (
+    MAX_JSON_DEPTH,
+    ErrorCode,
+)
+
+# Re-exported: the processes' route tables take these from here with the other building blocks.
+from shared.openapi_schemas import JOB_ID as JOB_ID
+from shared.openapi_schemas import Schema, object_schema
+from shared.openapi_schemas import contract_schemas as contract_schemas
+from shared.openapi_schemas import ref as ref
 from shared.web import UNMATCHED_ROUTE
 
 OPENAPI_VERSION: Final = "3.1.0"
 #: Operations are keyed by (METHOD, path template) in the router's spelling (``/api/jobs/{id}``).
 OperationKey = tuple[str, str]
-Schema = dict[str, Any]
 
 JSON: Final = "application/json"
 HTML: Final = "text/html"
 FORM: Final = "application/x-www-form-urlencoded"
-
-
-def ref(name: str) -> Schema:
-    """Return a reference to the component schema ``name``."""
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def nullable(schema: Schema) -> Schema:
-    """Return ``schema`` that also allows ``null`` (JSON Schema 2020-12 style, as OpenAPI 3.1 wants)."""
-    if "$ref" in schema:
-        return {"anyOf": [schema, {"type": "null"}]}
-    kind = schema["type"]
-    types = [kind] if isinstance(kind, str) else list(kind)
-    return {**schema, "type": [*types, "null"]}
-
-
-TIME: Final[Schema] = {
-    "type": "string",
-    "format": "date-time",
-    "description": "RFC 3339 in UTC with milliseconds, e.g. 2025-01-31T09:30:00.000Z",
-}
-JOB_ID: Final[Schema] = {"type": "string", "format": "uuid", "description": "The job's id (a uuid4)."}
-
-
-def _obj(
-    properties: Mapping[str, Schema], *, required: Iterable[str] | None = None, description: str | None = None
-) -> Schema:
-    """A closed object: every listed property (all required unless given), nothing else."""
-    out: Schema = {
-        "type": "object",
-        "properties": dict(properties),
-        "required": list(properties if required is None else required),
-        "additionalProperties": False,
-    }
-    if description:
-        out["description"] = description
-    return out
-
-
-def _job_schema() -> Schema:
-    fields: dict[str, Schema] = {
-        "id": JOB_ID,
-        "type": {"type": "string", "description": "The job type (a catalog entry)."},
-        "engine": {"type": "string", "description": "Legacy alias of `type`: always equal to it."},
-        "name": {"type": "string"},
-        "params": {
-            "type": "object",
-            "additionalProperties": {"type": ["string", "integer", "boolean"]},
-            "description": "Validated params, defaults filled in.",
-        },
-        "status": ref("JobStatus"),
-        "createdAt": TIME,
-        "createdBy": {"type": "string"},
-        "startedAt": nullable(TIME),
-        "runBy": nullable({"type": "string"}),
-        "runReason": nullable({"type": "string"}),
-        "endedAt": nullable(TIME),
-        "exitCode": nullable({"type": "integer"}),
-        "error": nullable({"type": "string", "description": "Why the job FAILED."}),
-        "history": {"type": "array", "items": ref("HistoryEntry")},
-    }
-    if tuple(fields) != JOB_FIELDS:  # the contract's field list is the authority
-        raise RuntimeError(f"the Job schema's fields {tuple(fields)} differ from shared.contract.JOB_FIELDS")
-    return _obj(fields, description="A job, as both processes see it. Unset values are null.")
-
-
-def _audit_record_schema() -> Schema:
-    fields: dict[str, Schema] = {
-        "seq": {"type": "integer", "minimum": 1},
-        "at": TIME,
-        "actor": {"type": "string"},
-        "source": {"type": "string", "description": "Client address, or `engine` for the engine's own records."},
-        "action": {"type": "string"},
-        "jobId": nullable({"type": "string"}),
-        "data": {"type": "object"},
-        "prev": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-        "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-    }
-    sample = make_record(seq=1, prev=GENESIS, action="x", actor="x", source="x", job_id=None, data={})
-    if set(fields) != set(sample.to_json()):
-        raise RuntimeError("the AuditRecord schema's fields differ from shared.journal.chain.Record")
-    return _obj(fields, description="One hash-chained journal record: hash = sha256(prev + canonical body).")
-
-
-def _param_spec_schema() -> Schema:
-    value: Schema = {"type": ["string", "integer", "boolean", "null"]}
-    props: dict[str, Schema] = {
-        "name": {"type": "string"},
-        "type": {"type": "string", "enum": ["str", "int", "bool"]},
-        "required": {"type": "boolean"},
-        "default": value,
-        "choices": nullable({"type": "array", "items": {"type": ["string", "integer"]}}),
-        "description": {"type": "string"},
-        "min": nullable({"type": "integer"}),
-        "max": nullable({"type": "integer"}),
-        "maxLength": {"type": "integer"},
-    }
-    return _obj(
-        props,
-        required=("name", "type", "required", "default", "choices", "description"),
-        description="A declared param; `min`/`max` only for int params, `maxLength` only for str.",
-    )
-
-
-def contract_schemas() -> dict[str, Schema]:
-    """Return the component schemas of the wire contract both processes speak."""
-    codes = [str(c) for c in ErrorCode]
-    return {
-        "ErrorCode": {"type": "string", "enum": codes},
-        "Error": _obj(
-            {"error": {"type": "string", "description": "What went wrong, for humans."}, "code": ref("ErrorCode")},
-            description="Every error, from either process.",
-        ),
-        "JobStatus": {"type": "string", "enum": [str(s) for s in JobStatus]},
-        "HistoryEntry": _obj(
-            {"status": ref("JobStatus"), "at": TIME, "by": {"type": "string"}, "reason": nullable({"type": "string"})}
-        ),
-        "Job": _job_schema(),
-        "Accepted": _obj(
-            {"status": {"const": "accepted"}, "jobId": JOB_ID, "message": {"type": "string"}, "job": ref("Job")},
-            description="The answer to a run or cancel request.",
-        ),
-        "JobResult": _obj(
-            {
-                "jobId": JOB_ID,
-                "engine": {"type": "string"},
-                "name": {"type": "string"},
-                "output": {"type": "string"},
-                "createdAt": TIME,
-            },
-            description="Legacy shape of a finished job.",
-        ),
-        "EngineLog": _obj(
-            {
-                "level": {"type": "string", "enum": [str(v) for v in LogLevel]},
-                "message": {"type": "string"},
-                "jobId": nullable(JOB_ID),
-                "timestamp": TIME,
-            },
-            description="Legacy shape of an engine log entry.",
-        ),
-        "LogLine": _obj(
-            {
-                "seq": {"type": "integer", "minimum": 1},
-                "at": TIME,
-                "stream": {"type": "string", "enum": ["stdout", "stderr"]},
-                "text": {"type": "string"},
-            }
-        ),
-        "LogPage": _obj(
-            {
-                "lines": {"type": "array", "items": ref("LogLine")},
-                "next": {"type": "integer", "minimum": 0, "description": "Pass as `after` on the next call."},
-                "truncated": {"type": "boolean", "description": "Older lines were dropped."},
-            },
-            description="A job's captured output after a cursor, oldest first.",
-        ),
-        "ParamSpec": _param_spec_schema(),
-        "JobType": _obj(
-            {
-                "name": {"type": "string"},
-                "description": {"type": "string"},
-                "timeout": {"type": "number"},
-                "exclusive": {"type": "boolean"},
-                "plan": {"type": "boolean", "description": "Whether the type has a plan (dry run)."},
-                "params": {"type": "array", "items": ref("ParamSpec")},
-            }
-        ),
-        "Plan": _obj(
-            {
-                "jobId": JOB_ID,
-                "output": {
-                    "type": "string",
-                    "description": f"stdout and stderr as one stream: the first {MAX_PLAN_OUTPUT} bytes, "
-                    "decoded as UTF-8 (undecodable bytes become U+FFFD).",
-                },
-                "sha256": {
-                    "type": "string",
-                    "pattern": "^[0-9a-f]{64}$",
-                    "description": "SHA-256 of the exact output bytes (before decoding).",
-                },
-                "exitCode": nullable({"type": "integer", "description": "null: it did not exit by itself."}),
-                "truncated": {"type": "boolean", "description": f"More than {MAX_PLAN_OUTPUT} bytes: cut."},
-                "timedOut": {"type": "boolean", "description": "Its timeout ended its process group."},
-                "error": nullable(
-                    {"type": "string", "description": "Why it did not exit 0 (cannot start, timeout, exit code)."}
-                ),
-                "at": TIME,
-            },
-            description="What a job's plan (dry run) printed and how it ended; the job did not change.",
-        ),
-        "AuditRecord": _audit_record_schema(),
-        "SafeModeOverride": _override_schema(),
-        "SafeModeOverrideAnswer": _obj(
-            {"window": nullable(ref("SafeModeOverride"))},
-            description="The SAFE_MODE override window a route changed or read (null: none requested or open).",
-        ),
-    }
-
-
-def _override_schema() -> Schema:
-    text = {"type": "string"}
-    return _obj(
-        {
-            "id": text,
-            "requestedBy": text,
-            "reason": text,
-            "minutes": {"type": "integer", "minimum": 1, "maximum": 60},
-            "requestedAt": TIME,
-            "requestExpiresAt": {**TIME, "description": "A request not approved by then lapses (expired)."},
-            "state": {"type": "string", "enum": ["requested", "open", "ended", "expired"]},
-            "approvedBy": nullable(text),
-            "openedAt": nullable(TIME),
-            "until": nullable({**TIME, "description": "The window closes at this time, by itself."}),
-            "endedBy": nullable(text),
-            "endedAt": nullable(TIME),
-        },
-        description="A break-glass window for SAFE_MODE (docs/breakglass.md): asked for by one super_admin, "
-        "opened by another, closed by time or early.",
-    )
 
 
 # -- responses and parameters ---------------------------------------------------------------
@@ -320,7 +105,9 @@ PLAN_REFUSALS: Final = (
 
 def error_schema(codes: Iterable[ErrorCode]) -> Schema:
     """The error body with ``code`` narrowed to ``codes``."""
-    return _obj({"error": {"type": "string"}, "code": {"type": "string", "enum": sorted({str(c) for c in codes})}})
+    return object_schema(
+        {"error": {"type": "string"}, "code": {"type": "string", "enum": sorted({str(c) for c in codes})}}
+    )
 
 
 def errors(*cases: ErrorCase) -> dict[str, dict[str, Any]]:
@@ -393,7 +180,7 @@ JSON_DEPTH_NOTE: Final = (
 
 def closed_object(properties: Mapping[str, Schema], *, required: Iterable[str] = ()) -> Schema:
     """A request object with these properties only (unknown fields are refused by the servers)."""
-    return _obj(properties, required=required)
+    return object_schema(properties, required=required)
 
 
 # -- operations and the document --------------------------------------------------------------

@@ -80,10 +80,13 @@ __all__ = [
     "AUDIT_SUBDIR",
     "COALESCED_ACTIONS",
     "CSRF_REFUSED",
+    "JOB_APPROVE",
     "JOB_CANCEL",
     "JOB_CREATE",
     "JOB_PLAN",
+    "JOB_REJECT",
     "JOB_RUN",
+    "JOB_WITHDRAW",
     "LOGIN_FAILED",
     "LOGIN_SUCCEEDED",
     "LOGOUT",
@@ -120,6 +123,9 @@ JOB_CANCEL: Final = "job_cancel"
 SAFE_MODE_OVERRIDE_REQUEST: Final = "safe_mode_override_request"
 SAFE_MODE_OVERRIDE_APPROVE: Final = "safe_mode_override_approve"
 SAFE_MODE_OVERRIDE_END: Final = "safe_mode_override_end"
+JOB_APPROVE: Final = "job_approve"
+JOB_REJECT: Final = "job_reject"
+JOB_WITHDRAW: Final = "job_withdraw"
 
 #: ``data.outcome`` values: an intent recorded before the engine is called, the request
 #: done, refused (with ``code``), failed at the engine (with ``code``), a session expired.

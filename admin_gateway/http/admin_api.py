@@ -22,7 +22,7 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Final, Literal
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -32,21 +32,18 @@ from admin_gateway.audit.trail import (
     AUDIT,
     JOB_CANCEL,
     JOB_CREATE,
-    JOB_PLAN,
-    JOB_RUN,
     REQUESTED,
-    SAFE_MODE_REFUSED,
     outcome_of,
     requested,
 )
 from admin_gateway.auth.csrf import FORM_FIELD, check_csrf, csrf_token
 from admin_gateway.auth.guards import User
 from admin_gateway.engine_client import ENGINE_CLIENT, EngineResponse, request_id_of
-from admin_gateway.errors import EngineFailed, GatewayError, SafeModeRefused, Throttled
+from admin_gateway.errors import EngineFailed, GatewayError, Throttled
 from admin_gateway.http.access import request_user
 from admin_gateway.safe_mode import OVERRIDE_WINDOW
 from admin_gateway.settings import SETTINGS
-from shared.contract import MAX_FILTER_CHARS, MAX_REASON_CHARS, PLAN_ANSWER_WITHIN, ErrorCode
+from shared.contract import MAX_FILTER_CHARS, MAX_REASON_CHARS, ErrorCode
 from shared.web import read_form, read_json_object
 
 log = structlog.get_logger("api")
@@ -59,6 +56,8 @@ _PLAIN_PARAM = rf"(?:{'|'.join(LIST_PARAMS)})=[A-Za-z0-9._~-]{{1,{MAX_FILTER_CHA
 _PLAIN_LIST_QUERY = re.compile(rf"{_PLAIN_PARAM}(?:&{_PLAIN_PARAM})*")
 #: Engine statuses passed on to the client as they are (with the engine's message and code).
 PASS_THROUGH = frozenset({400, 404, 409, 413, 422})
+#: Engine 403 codes that refuse the user (not the gateway's token): passed on with the engine's message.
+PASS_THROUGH_403 = frozenset({ErrorCode.SELF_APPROVAL, ErrorCode.NOT_REQUESTER})
 
 _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
@@ -102,9 +101,9 @@ def engine_error(resp: EngineResponse) -> GatewayError:
             status=resp.status,
             code=parsed or _DEFAULT_CODES.get(resp.status, ErrorCode.BAD_REQUEST),
         )
-    if resp.status == 403 and code == ErrorCode.SELF_APPROVAL:
-        # The four-eyes rule refused the signed-in user, not the gateway's token.
-        return GatewayError(message or "approve someone else's request", status=403, code=ErrorCode.SELF_APPROVAL)
+    if resp.status == 403 and code in PASS_THROUGH_403:
+        # The engine refusing the signed-in user (two-person rule), not the gateway's token.
+        return GatewayError(message or "the engine refused", status=403, code=ErrorCode(code))
     if resp.status in (401, 403):
         log.error("engine_refused_gateway_token", status=resp.status)
         return EngineFailed("the engine refused the gateway's credentials (check the engine token)")
@@ -271,6 +270,11 @@ async def get_job(request: web.Request) -> web.Response:
 async def get_job_logs(request: web.Request) -> web.Response:
     """``GET /api/admin/engine/jobs/{id}/logs?after=N``: ``{lines, next}`` from the engine."""
     return await _proxy_read(request, _job_path(request, "/logs"), _passthrough_query(request, ("after", "limit")))
+
+
+async def get_run_requests(request: web.Request) -> web.Response:
+    """``GET /api/admin/engine/run-requests?limit=N``: the jobs waiting for approval, the soonest to expire first."""
+    return await _proxy_read(request, "api/run-requests", _passthrough_query(request, ("limit",)))
 
 
 async def get_types(request: web.Request) -> web.Response:
@@ -442,109 +446,6 @@ async def create_job(request: web.Request) -> web.Response:
                 raise GatewayError("params must be an object", code=ErrorCode.INVALID_FIELD)
             body["params"] = params
     return await _mutate(request, user, JOB_CREATE, "api/jobs", body, job_id=None, success=201)
-
-
-_SAFE_MODE_MESSAGES: Final = {
-    "run": "SAFE_MODE is on: no job can be started. Turn SAFE_MODE off on the gateway to run jobs, "
-    "or have a second super_admin approve a break-glass window.",
-    "plan": "SAFE_MODE is on: no plan can be run (a plan is a process, refused like a run). "
-    "Turn SAFE_MODE off on the gateway to plan and run jobs, "
-    "or have a second super_admin approve a break-glass window.",
-}
-
-
-async def _refuse_in_safe_mode(
-    request: web.Request, user: User, job_id: str, operation: Literal["run", "plan"]
-) -> dict[str, Any] | None:
-    """Under SAFE_MODE with no open break-glass window, record ``safe_mode_refused`` and raise 403 ``safe_mode``.
-
-    Returns the open window (its engine JSON) that lets the request through
-    under SAFE_MODE, or ``None`` when SAFE_MODE is off. A plan is a process
-    too, so it is refused exactly like a run (the record's ``operation``
-    says which); the engine is not called.
-    """
-    if not request.app[SETTINGS].safe_mode:
-        return None
-    window = await request.app[OVERRIDE_WINDOW].open_window(request, user.name)
-    if window is not None:
-        return window
-    refusal = SafeModeRefused(_SAFE_MODE_MESSAGES[operation])
-    await request.app[AUDIT].record(
-        SAFE_MODE_REFUSED, request=request, actor=user.name, job_id=job_id, operation=operation, **outcome_of(refusal)
-    )
-    raise refusal
-
-
-async def _process_request(
-    request: web.Request, action: str, operation: Literal["run", "plan"], allowed: tuple[str, ...]
-) -> tuple[User, str, str, str | None, dict[str, Any] | None]:
-    """The checks of a request that starts a process (a run or a plan), in order.
-
-    CSRF, then SAFE_MODE (its own record; an open break-glass window lets
-    the request through), then the job id and the body (a refusal of either
-    is recorded as ``action``). The engine is not called. Returns the user,
-    the job id, the engine path, the reason and the window (or ``None``).
-    """
-    user = request_user(request)
-    await check_csrf(request)
-    job_id = request.match_info["id"]
-    window = await _refuse_in_safe_mode(request, user, job_id, operation)
-    async with _refusal_recorded(request, user, action, job_id):
-        path = _job_path(request, f"/{operation}")
-        raw = await read_body(request, allowed)
-        reason = _optional_str(raw, "reason", MAX_REASON_CHARS)
-    return user, job_id, path, reason, window
-
-
-async def run_job(request: web.Request) -> web.Response:
-    """``POST /api/admin/engine/jobs/{id}/run`` ``{reason?}``: 202, or refused by SAFE_MODE (engine not asked).
-
-    Under SAFE_MODE a run goes through only while a break-glass window is open
-    (:mod:`admin_gateway.safe_mode`); it then carries the window's id, which
-    the engine checks again and records with the run.
-    """
-    user, job_id, path, reason, window = await _process_request(request, JOB_RUN, "run", ("reason",))
-    body: dict[str, Any] = {"reason": reason} if reason else {}
-    data = None
-    if window is not None:
-        body["overrideId"] = window["id"]
-        data = {"overrideId": window["id"]}
-    try:
-        return await _mutate(request, user, JOB_RUN, path, body, job_id=job_id, success=202, reason=reason, data=data)
-    except GatewayError as exc:
-        if exc.code == ErrorCode.OVERRIDE_CLOSED:
-            request.app[OVERRIDE_WINDOW].forget()  # ended elsewhere meanwhile: ask the engine next time
-        raise
-
-
-#: Fields of a plan's answer the gateway's ``job_plan`` record keeps (never the output itself).
-PLAN_RECORDED: Final = ("sha256", "exitCode", "truncated", "timedOut")
-
-
-def _plan_fields(answer: dict[str, Any]) -> dict[str, Any]:
-    return {name: answer.get(name) for name in PLAN_RECORDED}
-
-
-async def plan_job(request: web.Request) -> web.Response:
-    """``POST /api/admin/engine/jobs/{id}/plan``: 200 with what the job's plan printed, or refused by SAFE_MODE.
-
-    Guarded and audited like a run (intent ``job_plan_requested``, outcome
-    ``job_plan`` with the plan's ``sha256``); waits for the engine up to
-    :data:`PLAN_ANSWER_WITHIN` seconds, as a plan may take its whole timeout.
-    """
-    user, job_id, path, _, window = await _process_request(request, JOB_PLAN, "plan", ())
-    return await _mutate(
-        request,
-        user,
-        JOB_PLAN,
-        path,
-        {},
-        job_id=job_id,
-        success=200,
-        data=None if window is None else {"overrideId": window["id"]},
-        answer_data=_plan_fields,
-        total=PLAN_ANSWER_WITHIN,
-    )
 
 
 async def cancel_job(request: web.Request) -> web.Response:

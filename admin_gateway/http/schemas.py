@@ -17,6 +17,7 @@ from shared.openapi import (
     HTML,
     JSON,
     ErrorCase,
+    body,
     closed_object,
     contract_schemas,
     header,
@@ -175,6 +176,30 @@ AUDIT_FILTERS: Final = (
 
 REASON = {"type": ["string", "null"], "maxLength": MAX_REASON_CHARS, "description": "Why; recorded with the action."}
 MUTATION_MEDIA: Final = (JSON, FORM)
+PLAN_SHA256: Final = {
+    "type": ["string", "null"],
+    "maxLength": 64,
+    "description": "SHA-256 (hex) of the plan the user saw; the engine checks it (64 lower-case hex digits).",
+}
+#: Bodies of the run request changes (engine: POST /api/jobs/{id}/approve|reject|withdraw).
+APPROVE_BODY: Final = body(
+    closed_object({"reason": REASON, "planSha256": PLAN_SHA256}),
+    required=False,
+    media=MUTATION_MEDIA,
+    example={"reason": "plan checked"},
+)
+REJECT_BODY: Final = body(
+    closed_object(
+        {"reason": {"type": "string", "minLength": 1, "maxLength": MAX_REASON_CHARS, "description": "Why."}},
+        required=("reason",),
+    ),
+    media=MUTATION_MEDIA,
+    example={"reason": "not during the sale"},
+)
+WITHDRAW_BODY: Final = body(closed_object({"reason": REASON}), required=False, media=MUTATION_MEDIA)
+NO_REQUEST = ErrorCase(status=409, code=E.NO_RUN_REQUEST, when="the job has no open run request (or it expired)")
+RAN = ErrorCase(status=409, code=E.ALREADY_RUNNING, when="the job is already running (its request was approved)")
+FINISHED = ErrorCase(status=400, code=E.NOT_READY, when="the job is DONE or FAILED")
 STATIC_MEDIA: Final = (
     "text/css",
     "text/javascript",

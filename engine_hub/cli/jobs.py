@@ -78,7 +78,30 @@ def add_jobs(sub: Any) -> None:
     p = jsub.add_parser("run", parents=[common], help="run a READY job (admin token)")
     p.add_argument("id", metavar="ID")
     p.add_argument("--reason", help="why it runs (recorded in its history)")
+    p.add_argument("--plan-sha256", help="SHA-256 of the plan you saw (types that need approval)")
     p.set_defaults(func=_cmd_run)
+
+    p = jsub.add_parser(
+        "approve", parents=[common], help="approve a job's run request; the last approval starts it (admin token)"
+    )
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--reason", help="why you approve (recorded)")
+    p.add_argument("--plan-sha256", help="SHA-256 of the plan you checked (another plan's closes the request)")
+    p.set_defaults(func=_cmd_approve)
+
+    p = jsub.add_parser("reject", parents=[common], help="reject a job's run request (admin token)")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--reason", required=True, help="why (required; recorded)")
+    p.set_defaults(func=_cmd_request_change, verb="reject")
+
+    p = jsub.add_parser("withdraw", parents=[common], help="withdraw your own run request (admin token)")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--reason", help="why (recorded)")
+    p.set_defaults(func=_cmd_request_change, verb="withdraw")
+
+    p = jsub.add_parser("requests", parents=[common], help="list the jobs whose run request waits for approval")
+    p.add_argument("--limit", type=int, default=None, help="at most this many (1-1000, default 100)")
+    p.set_defaults(func=_cmd_requests)
 
     p = jsub.add_parser("cancel", parents=[common], help="stop a RUNNING job (admin token)")
     p.add_argument("id", metavar="ID")
@@ -194,12 +217,28 @@ def _cmd_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    body = {"reason": args.reason} if args.reason is not None else {}
-    answer, _ = _client(args).request("POST", f"/api/jobs/{_id(args.id)}/run", body=body)
+    return _run_or_approve(args, "run")
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    return _run_or_approve(args, "approve")
+
+
+def _run_or_approve(args: argparse.Namespace, verb: str) -> int:
+    body = {key: value for key, value in (("reason", args.reason), ("planSha256", args.plan_sha256)) if value}
+    answer, _ = _client(args).request("POST", f"/api/jobs/{_id(args.id)}/{verb}", body=body)
     if args.json:
         _print_json(answer)
+        return 0
+    job = answer["job"]
+    request = job["runRequest"]
+    if job["status"] == "READY" and request is not None and request["state"] == "open":
+        missing = request["required"] - len(request["approvals"])
+        print(
+            f"job {_v(job['id'])} waits for {missing} more approval(s) by people other than "
+            f"{_v(request['by'])}, until {_v(request['expiresAt'])}: {PROG} jobs approve {_v(job['id'])}"
+        )
     else:
-        job = answer["job"]
         print(
             f"job {_v(job['id'])} is {_v(job['status'])} (run by {_v(job['runBy'])}); "
             f"follow it with: {PROG} jobs logs -f {_v(job['id'])}"
@@ -223,6 +262,41 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     print(f"-- plan of job {_v(plan['jobId'])}: {', '.join(notes)}", file=sys.stderr)
     if plan["error"] is not None:
         return fail(f"the plan did not succeed: {_v(plan['error'])}", 1)
+    return 0
+
+
+def _cmd_requests(args: argparse.Namespace) -> int:
+    query = {"limit": args.limit} if args.limit is not None else None
+    jobs, _ = _client(args).request("GET", "/api/run-requests", query=query)
+    if args.json:
+        _print_json(jobs)
+        return 0
+    rows = []
+    for job in jobs:
+        request = job["runRequest"]
+        approvals = f"{len(request['approvals'])}/{request['required']}"
+        rows.append(
+            [
+                _v(job["id"]),
+                _v(job["type"]),
+                _v(request["by"]),
+                _v(request["reason"]),
+                approvals,
+                _v(request["expiresAt"]),
+            ]
+        )
+    print(_table(rows, ["ID", "TYPE", "REQUESTED BY", "REASON", "APPROVALS", "EXPIRES"]) if rows else "no run requests")
+    return 0
+
+
+def _cmd_request_change(args: argparse.Namespace) -> int:
+    body = {"reason": args.reason} if args.reason else {}
+    answer, _ = _client(args).request("POST", f"/api/jobs/{_id(args.id)}/{args.verb}", body=body)
+    if args.json:
+        _print_json(answer)
+    else:
+        request = answer["job"]["runRequest"]
+        print(f"run request of job {_v(answer['jobId'])} is {_v(request['state'])}; the job stays READY")
     return 0
 
 
@@ -261,6 +335,14 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
     ]
     for label, key in fields:
         print(f"{label + ':':<12}{_v(job[key])}")
+    request = job.get("runRequest")
+    if request is not None:
+        approvals = ", ".join(_v(a["by"]) for a in request["approvals"]) or "none yet"
+        print(
+            f"{'request:':<12}{_v(request['state'])}, by {_v(request['by'])} ({_v(request['reason'])}), "
+            f"approvals {len(request['approvals'])}/{request['required']}: {approvals}; "
+            f"expires {_v(request['expiresAt'])}"
+        )
     params = ", ".join(f"{_v(k)}={_json_text(v, indent=None)}" for k, v in job["params"].items()) or "-"
     print(f"{'params:':<12}{params}")
     print("history:")

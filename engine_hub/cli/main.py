@@ -27,9 +27,12 @@ from engine_hub.settings import (
     DEFAULT_LOG_MAX_BYTES,
     DEFAULT_PORT,
     DEFAULT_RETENTION_DAYS,
+    DEFAULT_RUN_REQUEST_TTL,
     DEFAULT_SNAPSHOT_RECORDS,
     DEFAULT_SNAPSHOT_SECONDS,
     MAX_LOG_RETENTION_DAYS,
+    MAX_RUN_REQUEST_TTL,
+    MIN_RUN_REQUEST_TTL,
     STORE_URL_ENV,
     Settings,
 )
@@ -230,6 +233,14 @@ def _add_serve(sub: Any) -> None:
         default=10.0,
         help="PostgreSQL store: a statement running longer fails the request with 503 (default 10 s)",
     )
+    p.add_argument(
+        "--run-request-ttl",
+        type=_count(MIN_RUN_REQUEST_TTL, MAX_RUN_REQUEST_TTL),
+        default=int(DEFAULT_RUN_REQUEST_TTL),
+        metavar="SECONDS",
+        help="how long a run request of a type that needs approval waits for its approvals before it expires "
+        f"(default {int(DEFAULT_RUN_REQUEST_TTL)}: an hour)",
+    )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=_cmd_serve)
 
@@ -271,6 +282,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         node_lost_after=args.node_lost_after,
         store_pool_size=args.store_pool_size,
         store_statement_timeout=args.store_statement_timeout,
+        run_request_ttl=float(args.run_request_ttl),
     )
     configure_logging(level=settings.log_level)
     try:

@@ -160,7 +160,9 @@ def create_app(
     else:
         backend = EmbeddedBackend(store=JobStore(), events=events)
     runner = Runner(kill_grace=settings.kill_grace)
-    service = JobService(backend=backend, logs=logs, metrics=metrics, runner=runner)
+    service = JobService(
+        backend=backend, logs=logs, metrics=metrics, runner=runner, run_request_ttl=settings.run_request_ttl
+    )
     app = web.Application(client_max_size=MAX_BODY, handler_args=HTTP_LIMITS)
     routes = setup_api_routes(
         app,

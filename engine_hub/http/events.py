@@ -3,12 +3,13 @@
 Each change is one message: ``id`` is the change's seq (its audit record's),
 ``event`` the action (``job_created``, ``run_requested``, ``job_started``,
 ``job_finished``, ``cancel_requested``, ``job_interrupted``, ``log_truncated``,
-``log_expired``, ``job_planned``: a plan ran, the job is unchanged), ``data``
-the job's JSON after it (as ``GET /api/jobs/{id}`` answers). A stream opened
-without a cursor starts with ``ready`` (the newest seq); one resuming from
-further back than the engine keeps starts with ``reset`` (list again, then
-follow). A comment line keeps idle connections open. The hub behind it is
-:mod:`engine_hub.store.events`.
+``log_expired``, ``job_planned``: a plan ran, the job is unchanged, and a
+run request's ``run_request_opened|approved|rejected|withdrawn|expired|superseded``),
+``data`` the job's JSON after it (as ``GET /api/jobs/{id}``
+answers). A stream opened without a cursor starts with ``ready`` (the newest
+seq); one resuming from further back than the engine keeps starts with
+``reset`` (list again, then follow). A comment line keeps idle connections
+open. The hub behind it is :mod:`engine_hub.store.events`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ OPERATION: Final = Operation(
     summary="Every job change as Server-Sent Events, resumable by `Last-Event-ID`.",
     description="One message per change: `id` the change's seq, `event` the action (`job_created`, "
     "`run_requested`, `job_started`, `job_finished`, `cancel_requested`, `job_interrupted`, `log_truncated`, "
-    "`log_expired`, `job_planned`: a plan ran, the job is unchanged), `data` the job's JSON after it. "
+    "`log_expired`, `job_planned`: a plan ran, the job is unchanged, `run_request_opened`, `run_request_approved`, "
+    "`run_request_rejected`, `run_request_withdrawn`, `run_request_expired`, `run_request_superseded`), "
+    "`data` the job's JSON after it. "
     "Without a cursor the stream starts with `ready` "
     '(`{"seq": N}`); from a cursor older than the engine keeps, or one from another store, with `reset` (list '
     "again). A comment every 15 s keeps it open; a client that does not read is disconnected.",

@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 
 from engine_hub.errors import EngineError, InvalidField, LogExpired, NodeNotReady
 from engine_hub.http.auth import principal, source
+from engine_hub.jobs.approvals import check_plan_sha256
 from engine_hub.jobs.cluster import NODE
 from engine_hub.jobs.override import OVERRIDES
 from engine_hub.jobs.service import SERVICE, JobService
@@ -184,20 +185,31 @@ async def create_job(request: web.Request) -> web.Response:
 
 
 async def run_job(request: web.Request) -> web.Response:
-    """``POST /api/jobs/{id}/run`` ``{reason?, overrideId?}``: 202 and the job, RUNNING; the only way a job ever runs.
+    """``POST /api/jobs/{id}/run`` ``{reason?, planSha256?, overrideId?}``: 202 and the job, RUNNING.
 
+    The only way a job runs.
+
+    For a type that needs approval: 202 and the job, READY, with its new open ``runRequest``.
     ``overrideId`` (a gateway under SAFE_MODE sends it) names the override window the run is made in: it
     must be open at this moment (else 409 ``override_closed``) and is recorded in the run's record.
     """
-    body = await read_json_object(request, allowed=("reason", "overrideId"), error=EngineError)
+    body = await read_json_object(request, allowed=("reason", "planSha256", "overrideId"), error=EngineError)
     reason = optional_text(body, "reason", max_chars=MAX_REASON_CHARS)
+    plan = check_plan_sha256(body.get("planSha256"))
     override_id = optional_text(body, "overrideId", max_chars=MAX_NAME_CHARS)
     if override_id is not None:
         await request.app[OVERRIDES].require_open(override_id)
     who = principal(request)
     entry = await request.app[SERVICE].run(
-        job_id=request.match_info["id"], reason=reason, actor=who.actor, source=source(request), override_id=override_id
+        job_id=request.match_info["id"],
+        reason=reason,
+        actor=who.actor,
+        source=source(request),
+        plan_sha256=plan,
+        override_id=override_id,
     )
+    if entry.status is JobStatus.READY:
+        return accepted(entry, "Run requested: it starts once approved")
     return accepted(entry, "Job execution started")
 
 
@@ -276,6 +288,9 @@ async def metrics(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     counts = await service.backend.counts()
     text = service.metrics.render(
-        jobs_by_status=counts, journal_healthy=service.backend.healthy, log_bytes=service.logs.disk_bytes
+        jobs_by_status=counts,
+        journal_healthy=service.backend.healthy,
+        log_bytes=service.logs.disk_bytes,
+        open_requests=len(await service.backend.open_requests()),
     )
     return web.Response(text=text, headers={"Content-Type": METRICS_CONTENT_TYPE})

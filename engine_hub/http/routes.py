@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from engine_hub.http import audit, events, jobs, legacy, override, plans
+from engine_hub.http import approvals, audit, events, jobs, legacy, override, plans
 from engine_hub.http.schemas import (
     ACTOR,
     ADMIN_AUTH,
@@ -322,9 +322,14 @@ ROUTES: Final[RouteTable] = (
             tags=JOBS,
             parameters=(JOB_PATH, ACTOR),
             summary="Run a READY job: at most once, ever. Admin token only.",
+            description="For a type with `approval: required` this starts nothing: it opens a run request "
+            "(the job stays READY, its `runRequest` open) that other people approve (`/approve`).",
             request_body=RUN_BODY,
             responses={
-                "202": response("Started: the job is RUNNING.", ref("Accepted")),
+                "202": response(
+                    "Started: the job is RUNNING; or, for a type that needs approval, its run request is open.",
+                    ref("Accepted"),
+                ),
                 **errors(
                     NO_JOB,
                     BAD_JSON,
@@ -337,13 +342,16 @@ ROUTES: Final[RouteTable] = (
                     ErrorCase(
                         status=409, code=E.OVERRIDE_CLOSED, when="`overrideId` names no SAFE_MODE window open now"
                     ),
+                    ErrorCase(status=409, code=E.APPROVAL_REQUIRED, when="a run request of the job waits for approval"),
                     TOO_LARGE,
                     JOURNAL,
+                    NOT_READY_NODE,
                     *ADMIN_AUTH,
                 ),
             },
         ),
     ),
+    *approvals.ROUTES,
     Route(
         name="job_cancel",
         handler=jobs.cancel_job,

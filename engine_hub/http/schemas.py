@@ -157,6 +157,11 @@ CREATE_BODY = closed_object(
     },
     required=("type",),
 )
+PLAN_SHA256: Final = {
+    "type": ["string", "null"],
+    "pattern": "^[0-9a-f]{64}$",
+    "description": "SHA-256 (hex) of the plan the person saw; an approval with another plan's closes the request.",
+}
 RUN_BODY: Final = body(
     closed_object(
         {
@@ -164,8 +169,9 @@ RUN_BODY: Final = body(
                 "type": ["string", "null"],
                 "minLength": 1,
                 "maxLength": MAX_REASON_CHARS,
-                "description": "Why (single line); stored as runReason.",
+                "description": "Why (single line); stored as runReason (and as the run request's reason).",
             },
+            "planSha256": PLAN_SHA256,
             "overrideId": {
                 "type": ["string", "null"],
                 "minLength": 1,
@@ -201,6 +207,30 @@ OVERRIDE_BODY: Final = body(
     ),
     example={"reason": "INC-1234: rebuild the search index now", "minutes": 15},
 )
+APPROVE_BODY: Final = body(
+    closed_object(
+        {
+            "reason": {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_REASON_CHARS},
+            "planSha256": PLAN_SHA256,
+        }
+    ),
+    required=False,
+    example={"reason": "checked the plan"},
+)
+REJECT_BODY: Final = body(
+    closed_object({"reason": {"type": "string", "minLength": 1, "maxLength": MAX_REASON_CHARS}}, required=("reason",)),
+    example={"reason": "not during the sale"},
+)
+WITHDRAW_BODY: Final = body(
+    closed_object({"reason": {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_REASON_CHARS}}),
+    required=False,
+)
+#: The failures of every run request change (approve, reject, withdraw).
+NO_REQUEST = ErrorCase(
+    status=409, code=E.NO_RUN_REQUEST, when="the job has no open run request (none, closed, or it just expired)"
+)
+RAN = ErrorCase(status=409, code=E.ALREADY_RUNNING, when="the job is RUNNING (its request was approved)")
+FINISHED = ErrorCase(status=400, code=E.NOT_READY, when="the job is DONE or FAILED")
 LEGACY_CREATE_BODY: Final = body(
     closed_object(
         {

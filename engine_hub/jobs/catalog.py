@@ -40,6 +40,11 @@ MAX_TIMEOUT: Final = 30 * 24 * 3600.0
 #: A plan's timeout when its type declares none, and the largest it may declare: a plan only
 #: says what the run would do, and a person waits for it before confirming (docs/plan.md).
 DEFAULT_PLAN_TIMEOUT: Final = 30.0
+#: What a type's ``approval`` may say: runs need no approval, or a second person's (two-person rule).
+APPROVAL_POLICIES: Final = ("none", "required")
+#: Bounds of a type's ``approvers`` (approvals needed besides the requester).
+MIN_APPROVERS: Final = 1
+MAX_APPROVERS: Final = 5
 #: The name the admin token acts under; a client token may not borrow it.
 ADMIN_NAME: Final = "admin"
 
@@ -85,8 +90,11 @@ class JobType:
     ``cwd``), which must end within ``plan_timeout`` seconds (at most
     :data:`MAX_PLAN_TIMEOUT`). ``exclusive`` allows at most one RUNNING job of the type.
     ``env`` holds static environment variables set for every run (not served by
-    :meth:`to_json`, as they may hold credentials). Construction raises
-    :class:`CatalogError` for an invalid declaration.
+    :meth:`to_json`, as they may hold credentials). ``approval`` is
+    ``"required"`` for a type whose runs need approval by ``approvers``
+    other people (:data:`MIN_APPROVERS` to :data:`MAX_APPROVERS`) before
+    they start (a RUN opens a run request), else ``"none"``. Construction
+    raises :class:`CatalogError` for an invalid declaration.
     """
 
     name: str
@@ -99,6 +107,8 @@ class JobType:
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
     plan: tuple[str, ...] = ()
     plan_timeout: float = DEFAULT_PLAN_TIMEOUT
+    approval: str = "none"
+    approvers: int = MIN_APPROVERS
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.name, str) or not _TYPE_NAME.fullmatch(self.name):
@@ -108,6 +118,17 @@ class JobType:
         if self.plan:
             self._check_argv("plan", self.plan)
         self._check_seconds("plan_timeout", self.plan_timeout, MAX_PLAN_TIMEOUT)
+        if self.approval not in APPROVAL_POLICIES:
+            raise CatalogError(f'type {self.name!r}: approval must be "none" or "required"; got {self.approval!r}')
+        if (
+            isinstance(self.approvers, bool)
+            or not isinstance(self.approvers, int)
+            or not MIN_APPROVERS <= self.approvers <= MAX_APPROVERS
+        ):
+            raise CatalogError(
+                f"type {self.name!r}: approvers must be an integer from {MIN_APPROVERS} to {MAX_APPROVERS} "
+                f"(approvals needed besides the requester); got {self.approvers!r}"
+            )
         seen: set[str] = set()
         for spec in self.params:
             if spec.name in seen:
@@ -120,6 +141,11 @@ class JobType:
                 raise CatalogError(f"type {self.name!r}: env name {key!r} is reserved (JOB_*, ENGINE_HUB_*)")
             if not isinstance(val, str) or "\x00" in val:
                 raise CatalogError(f"type {self.name!r}: env {key!r} must be a string without NUL")
+
+    @property
+    def needs_approval(self) -> bool:
+        """Whether a run of this type must be requested and approved (``approval = "required"``)."""
+        return self.approval == "required"
 
     def _check_argv(self, key: str, argv: tuple[str, ...]) -> None:
         if not argv or not argv[0]:
@@ -183,6 +209,8 @@ class JobType:
             "exclusive": self.exclusive,
             "plan": bool(self.plan),
             "params": [spec.to_json() for spec in self.params],
+            "approval": self.approval,
+            "approvers": self.approvers if self.needs_approval else 0,
         }
 
 

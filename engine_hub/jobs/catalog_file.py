@@ -17,6 +17,10 @@ File format (see ``deploy/catalog.example.toml`` for a commented example)::
     plan_timeout = 30               # optional: seconds (default 30, at most 120)
     cwd = "/opt/search"             # optional; relative paths are from the file
     env = { SEARCH_URL = "http://127.0.0.1:9200" }   # optional static env
+    approval = "required"           # optional: "none" (default) or "required": a RUN opens a
+                                    # run request that other people must approve
+    approvers = 2                   # optional, with approval = "required": approvals needed
+                                    # besides the requester, 1 to 5 (default 1)
 
     [[types.params]]
     name = "index"
@@ -41,7 +45,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from engine_hub.jobs.catalog import ADMIN_NAME, DEFAULT_PLAN_TIMEOUT, Catalog, ClientToken, JobType
+from engine_hub.jobs.catalog import (
+    ADMIN_NAME,
+    APPROVAL_POLICIES,
+    DEFAULT_PLAN_TIMEOUT,
+    MAX_APPROVERS,
+    MIN_APPROVERS,
+    Catalog,
+    ClientToken,
+    JobType,
+)
 from engine_hub.jobs.demo_types import builtin_catalog, demo_types
 from engine_hub.jobs.params import PARAM_TYPES, CatalogError, ParamSpec, type_label
 
@@ -51,7 +64,20 @@ _CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _TOP_KEYS: Final = frozenset({"include_demo", "types", "clients"})
 _TYPE_KEYS: Final = frozenset(
-    {"name", "description", "command", "timeout", "exclusive", "params", "cwd", "env", "plan", "plan_timeout"}
+    {
+        "name",
+        "description",
+        "command",
+        "timeout",
+        "exclusive",
+        "params",
+        "cwd",
+        "env",
+        "plan",
+        "plan_timeout",
+        "approval",
+        "approvers",
+    }
 )
 _PARAM_KEYS: Final = frozenset({"name", "type", "required", "default", "choices", "min", "max", "description"})
 _CLIENT_KEYS: Final = frozenset({"name", "scope", "token_sha256"})
@@ -165,6 +191,17 @@ def _parse_type(data: object, where: str, base: Path) -> JobType:
     if not isinstance(env, dict):
         raise CatalogError(f"{t.key('env')}: must be a table of strings; got {type_label(env)}")
     params = tuple(_parse_param(p, f"{t.where}.params[{i}]") for i, p in enumerate(t.get_list("params")))
+    approval = t.get_str("approval", "none")
+    if approval not in APPROVAL_POLICIES:
+        raise CatalogError(f'{t.key("approval")}: must be "none" or "required"; got {approval!r}')
+    approvers = t.get_int_or_none("approvers")
+    if approvers is not None and approval != "required":
+        raise CatalogError(f'{t.key("approvers")}: only with approval = "required"')
+    if approvers is not None and not MIN_APPROVERS <= approvers <= MAX_APPROVERS:
+        raise CatalogError(
+            f"{t.key('approvers')}: must be from {MIN_APPROVERS} to {MAX_APPROVERS} "
+            f"(approvals needed besides the requester); got {approvers}"
+        )
     try:
         return JobType(
             name=name,
@@ -177,6 +214,8 @@ def _parse_type(data: object, where: str, base: Path) -> JobType:
             env=env,
             plan=tuple(plan),
             plan_timeout=float(plan_timeout),
+            approval=approval,
+            approvers=MIN_APPROVERS if approvers is None else approvers,
         )
     except CatalogError as exc:
         if str(exc).startswith(t.where):

@@ -1,6 +1,6 @@
 """The built-in demo jobs: small real programs the engine runs as subprocesses.
 
-Run as ``python demo.py <sleep|echo|fail|plan-sleep|plan-echo>`` (the engine's demo catalog does
+Run as ``python demo.py <sleep|echo|fail|guarded|plan-sleep|plan-echo>`` (the engine's demo catalog does
 this by file path) or ``python -m engine_hub.jobs.demo <name>``. Params arrive the
 way every job gets them: as ``JOB_PARAM_<NAME>`` environment variables, with
 ``JOB_ID`` naming the job. Output is flushed line by line so the job log shows
@@ -65,7 +65,20 @@ def plan_echo() -> int:
     return 0
 
 
-PROGRAMS = {"sleep": sleep, "echo": echo, "fail": fail, "plan-sleep": plan_sleep, "plan-echo": plan_echo}
+def guarded() -> int:
+    """Print ``JOB_PARAM_MESSAGE`` (default ``approved``): the run of a type that needs a second person's approval."""
+    print(f"approved run of job {os.environ.get('JOB_ID', '-')}: {os.environ.get('JOB_PARAM_MESSAGE', 'approved')}")
+    return 0
+
+
+PROGRAMS = {
+    "sleep": sleep,
+    "echo": echo,
+    "fail": fail,
+    "guarded": guarded,
+    "plan-sleep": plan_sleep,
+    "plan-echo": plan_echo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The built-in demo job types (``demo.sleep``, ``demo.echo``, ``demo.fail``) and the demo catalog.
+"""The built-in demo job types (``demo.sleep``, ``demo.echo``, ``demo.fail``, ``demo.guarded``) and the demo catalog.
 
 They are offered when the engine starts without a catalog file, or with
 ``include_demo = true`` in one. Each runs :mod:`engine_hub.jobs.demo` as a real
@@ -68,6 +68,14 @@ def demo_types() -> tuple[JobType, ...]:
                     name="code", type="int", default=1, min=1, max=125, description="The exit code to fail with."
                 ),
             ),
+        ),
+        JobType(
+            name="demo.guarded",
+            description="Print a message, once a second person has approved the run (two-person rule).",
+            command=(python, "-I", demo, "guarded"),
+            timeout=30.0,
+            params=(ParamSpec(name="message", type="str", default="approved", description="The message to print."),),
+            approval="required",
         ),
     )
 

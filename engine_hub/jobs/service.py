@@ -13,12 +13,18 @@ RUNNING status) and get a 409. The claim is released once the
 ``run_requested`` change is made (the job is then RUNNING) or failed (the
 job stays READY). Across nodes, the store's own claim decides
 (:class:`ClaimLost` for every loser).
+
+A RUN of a type that needs approval opens a run request instead
+(:attr:`JobService.requests`, :mod:`engine_hub.jobs.approvals`); the approval
+that completes it starts the run through :meth:`JobService.start_run`, the
+same claim as any RUN.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Final, TypeVar
@@ -37,20 +43,21 @@ from engine_hub.errors import (
     TooManyPlans,
     UnknownType,
 )
+from engine_hub.jobs.approvals import RunRequests
 from engine_hub.jobs.catalog import Catalog, CatalogError, JobType
 from engine_hub.metrics import Metrics
 from engine_hub.run.logs import LogStore
 from engine_hub.run.runner import PlanOutcome, Runner
+from engine_hub.settings import DEFAULT_RUN_REQUEST_TTL
 from engine_hub.store.backend import Backend, ClaimLost, EmbeddedBackend, Fenced
-from engine_hub.store.embedded import SYSTEM_ACTOR, Action, JobEntry
+from engine_hub.store.embedded import ENGINE_SOURCE, SYSTEM_ACTOR, Action, JobEntry
+from engine_hub.store.requests import is_open, request_of
 from shared.contract import ErrorCode, HistoryEntry, Job, JobStatus, format_time, new_job_id, utcnow
 from shared.journal.chain import Record
 
 log = structlog.get_logger("engine.service")
 T = TypeVar("T")
 
-#: ``source`` of records the engine writes on its own (finishes, interruptions).
-ENGINE_SOURCE: Final = "engine"
 #: Error of a job found RUNNING when the engine starts: its process died with the old engine.
 INTERRUPTED_ERROR: Final = "interrupted: engine restarted"
 #: How long a finished run keeps retrying to journal its outcome while the journal is down.
@@ -93,8 +100,19 @@ class JobService:
     embedded store, replays the journal), :meth:`close` stops every run.
     """
 
-    def __init__(self, *, backend: Backend, logs: LogStore, metrics: Metrics, runner: Runner) -> None:
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        logs: LogStore,
+        metrics: Metrics,
+        runner: Runner,
+        run_request_ttl: float = DEFAULT_RUN_REQUEST_TTL,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
         self.backend = backend
+        #: Run requests of the types that need approval (two-person rule).
+        self.requests = RunRequests(self, ttl=run_request_ttl, clock=clock)
         self.logs = logs
         self.metrics = metrics
         self._runner = runner
@@ -129,6 +147,7 @@ class JobService:
         self._catalog = catalog
         backend = self.backend
         if not isinstance(backend, EmbeddedBackend):
+            self.requests.start_sweeper()
             return
         store = backend.store
         # An empty replay is skipped: a bulk replay rebuilds every index, even for no records.
@@ -146,9 +165,11 @@ class JobService:
             log.warning("job_interrupted", job_id=job_id, error=INTERRUPTED_ERROR)
             self.logs.repair(job_id)  # the crash may have cut its log mid-line
         log.info("store_recovered", records=count, jobs=len(store), interrupted=len(interrupted))
+        self.requests.start_sweeper()
 
     async def close(self) -> None:
         """Stop every run (their process groups are killed) and wait for their outcomes to be recorded."""
+        await self.requests.close()
         await self._runner.shutdown()
         tasks = list(self._tasks.values()) + list(self._background)
         if tasks:
@@ -209,21 +230,64 @@ class JobService:
         return job_type
 
     async def run(
-        self, *, job_id: str, reason: str | None, actor: str, source: str, override_id: str | None = None
+        self,
+        *,
+        job_id: str,
+        reason: str | None,
+        actor: str,
+        source: str,
+        plan_sha256: str | None = None,
+        override_id: str | None = None,
     ) -> JobEntry:
         """Move a READY job to RUNNING and start its process: at most once per job, ever.
 
-        ``override_id`` (the SAFE_MODE override window the run is made in, checked by the caller) is
-        recorded in the ``run_requested`` record.
-
-        Raises 404 ``not_found``, 409 ``already_running`` (RUNNING, or another
-        request is starting it), 409 ``type_busy`` (exclusive type has a run),
+        For a type that needs approval it starts nothing: it opens a run
+        request (:meth:`engine_hub.jobs.approvals.RunRequests.open`).
+        ``override_id`` (the SAFE_MODE override window the run is made in,
+        checked by the caller) is recorded in the ``run_requested`` record.
+        Raises 404 ``not_found``, 409
+        ``already_running`` (RUNNING, or another request is starting it),
+        409 ``type_busy`` (exclusive type has a run), 409
+        ``approval_required`` (a request is already waiting for approval),
         400 ``not_ready`` (DONE/FAILED), 503 ``journal_unavailable`` /
         ``store_unavailable``, 503 ``node_not_ready`` (this node may not
         claim right now: it is re-registering with the store).
         """
         entry = await self.get(job_id)
         job_type = self.catalog.get(entry.type)
+        if job_type is not None and job_type.needs_approval:
+            return await self.requests.open(
+                entry, job_type, reason=reason, plan_sha256=plan_sha256, actor=actor, source=source
+            )
+        data: dict[str, Any] = {"runBy": actor, "reason": reason}
+        if override_id:
+            data["overrideId"] = override_id
+        return await self.start_run(entry, actor=actor, source=source, data=data)
+
+    async def start_run(self, entry: JobEntry, *, actor: str, source: str, data: dict[str, Any]) -> JobEntry:
+        """Claim ``entry``'s run and record ``run_requested`` with ``data``; then start its process.
+
+        ``data`` names the run request whose approval this is (``requestId``)
+        for a type that needs approval: without it such a job is never
+        started (409 ``approval_required``), whatever path got here. Raises
+        :class:`ClaimLost` when that request changed meanwhile (the caller
+        reads again).
+        """
+        job_id = entry.id
+        job_type = self.catalog.get(entry.type)
+        if data.get("requestId") is None and is_open(request_of(entry)):
+            # A request opened while the type needed approval (the catalog changed since): only its approval starts it.
+            raise Conflict(
+                "this job has an open run request: it starts only when the request is approved "
+                "(or reject or withdraw the request first)",
+                code=ErrorCode.APPROVAL_REQUIRED,
+            )
+        if job_type is not None and job_type.needs_approval and data.get("requestId") is None:
+            raise Conflict(
+                f"job type {entry.type!r} needs approval: a run must be requested and approved by "
+                f"{job_type.approvers} other person(s)",
+                code=ErrorCode.APPROVAL_REQUIRED,
+            )
         # With the embedded store these awaits never suspend: check and claim stay one step.
         busy = job_type is not None and job_type.exclusive and await self.backend.running_of_type(entry.type)
         job_type = self._claim(entry, busy=busy)
@@ -239,7 +303,7 @@ class JobService:
                 actor=actor,
                 source=source,
                 job_id=job_id,
-                data={"runBy": actor, "reason": reason, **({"overrideId": override_id} if override_id else {})},
+                data=data,
                 exclusive=job_type.exclusive,
                 then=start,
                 finally_=lambda: self._release(entry.id, entry.type),
@@ -250,6 +314,8 @@ class JobService:
             busy = job_type.exclusive and await self.backend.running_of_type(entry.type)
             self._claim(fresh, busy=busy)  # raises the loser's 409 / 400
             self._release(fresh.id, fresh.type)
+            if data.get("requestId") is not None and request_of(fresh) != request_of(entry):
+                raise  # the request changed on another node: the approval is tried again
             raise NodeNotReady(
                 "this engine node cannot start runs right now (it is re-registering with the job store); "
                 "nothing was changed, try again"
@@ -311,12 +377,17 @@ class JobService:
         await self._commit(action=Action.JOB_PLANNED, actor=actor, source=source, job_id=entry.id, data=data)
         return Plan(job_id=entry.id, outcome=outcome, sha256=digest, at=format_time(utcnow()) or "")
 
-    def _claim(self, entry: JobEntry, *, busy: bool) -> JobType:
-        # No await in here: check and claim form one atomic step on the event loop.
+    def check_runnable(self, entry: JobEntry) -> None:
+        """Raise 409 ``already_running`` (RUNNING, or being started here) or 400 ``not_ready`` (it ran)."""
+        # No await in here: part of the claim's atomic step.
         if entry.status is JobStatus.RUNNING or entry.id in self._claims:
             raise Conflict("job is already running", code=ErrorCode.ALREADY_RUNNING)
         if entry.status is not JobStatus.READY:
             raise NotReady(f"job is not ready to run: it is {entry.status} and a job runs at most once")
+
+    def _claim(self, entry: JobEntry, *, busy: bool) -> JobType:
+        # No await in here: check and claim form one atomic step on the event loop.
+        self.check_runnable(entry)
         job_type = self.catalog.get(entry.type)
         if job_type is None:
             raise UnknownType(f"job type {entry.type!r} is no longer in the catalog, so this job cannot run")
@@ -382,6 +453,10 @@ class JobService:
             )
         if entry.status is not JobStatus.RUNNING:
             raise NotReady(f"job has already finished ({entry.status}); there is nothing to cancel")
+
+    async def record(self, *, action: Action, actor: str, source: str, job_id: str, data: dict[str, Any]) -> JobEntry:
+        """Make one change that starts nothing, with its audit record (see :meth:`_commit`)."""
+        return await self._commit(action=action, actor=actor, source=source, job_id=job_id, data=data)
 
     async def get(self, job_id: str) -> JobEntry:
         """Return a job's entry or raise 404 ``not_found`` (503 when the store is unavailable)."""

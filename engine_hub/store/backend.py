@@ -25,10 +25,11 @@ from typing import Any, Protocol
 import structlog
 
 from engine_hub.errors import JournalDown
-from engine_hub.store.actions import Action
+from engine_hub.store.actions import REQUEST_ACTIONS, Action
 from engine_hub.store.embedded import JobStore
-from engine_hub.store.entry import JobEntry
+from engine_hub.store.entry import JobEntry, StoreError
 from engine_hub.store.override import OverrideAction, Window
+from engine_hub.store.requests import next_request, request_of
 from shared.contract import JobStatus
 from shared.journal.chain import AuditQuery, Journal, JournalUnavailable, Record
 from shared.sse import EventHub
@@ -89,6 +90,9 @@ class Backend(Protocol):
     async def running_of_type(self, type_name: str) -> bool:
         """Whether a job of this type is RUNNING."""
 
+    async def open_requests(self) -> list[tuple[str, str]]:
+        """``(job id, expiresAt)`` of every job with an open run request (the expiry sweep's candidates)."""
+
     async def results(self, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` legacy JobResults, oldest first."""
 
@@ -147,8 +151,18 @@ class EmbeddedBackend:
     async def commit(
         self, *, action: Action, actor: str, source: str, job_id: str, data: dict[str, Any], exclusive: bool = False
     ) -> JobEntry:
-        """Append the record, then apply it (see :class:`Backend`). Never raises ClaimLost or Fenced:
-        one process owns every job, and the service's claim is checked on the event loop."""
+        """Append the record, then apply it (see :class:`Backend`). Never raises Fenced: one process owns
+        every job, and the service's claim is checked on the event loop. A run request's change (or the
+        approval that starts the run) that does not fit the job's request raises ClaimLost before anything
+        is written, as the PostgreSQL store does: a record the store would refuse never reaches the journal."""
+        if action is Action.RUN_REQUESTED or action in REQUEST_ACTIONS:
+            entry = self.store.get(job_id)
+            try:
+                if entry is None or entry.status is not JobStatus.READY:
+                    raise StoreError(f"job {job_id} is not READY")
+                next_request(request_of(entry), action, actor=actor, data=data)
+            except StoreError as exc:
+                raise ClaimLost(str(exc)) from None
         try:
             record = await self.journal.append(action=str(action), actor=actor, source=source, job_id=job_id, data=data)
         except JournalUnavailable as exc:
@@ -180,6 +194,10 @@ class EmbeddedBackend:
     async def running_of_type(self, type_name: str) -> bool:
         """See :class:`Backend`."""
         return self.store.count(JobStatus.RUNNING, type_name) > 0
+
+    async def open_requests(self) -> list[tuple[str, str]]:
+        """See :class:`Backend`."""
+        return list(self.store.open_requests().items())
 
     async def results(self, limit: int) -> list[dict[str, Any]]:
         """See :class:`Backend`."""

@@ -32,33 +32,30 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
 
 import attrs
 import structlog
 
-from engine_hub.store.actions import ACTIONS, Action
+from engine_hub.store.actions import ACTIONS, REQUEST_ACTIONS, Action
 from engine_hub.store.entry import Index, JobEntry, StoreError, encode_wire, log_transition, wire_from_created
 from engine_hub.store.heap import paused_gc
+from engine_hub.store.legacy_views import RESULT_OK, engine_log_of, result_of
 from engine_hub.store.override import OVERRIDE_ACTIONS, Window, apply_record
 from engine_hub.store.packing import is_packed, pack, unpack
-from shared.contract import TRANSITIONS, JobStatus, LogLevel
+from engine_hub.store.requests import is_open, next_request, request_of
+from engine_hub.store.views import ENGINE_LOG_SIZE, RESULTS_SIZE, StoreViews
+from shared.contract import TRANSITIONS, JobStatus
 from shared.journal.chain import GENESIS, Record
 
 log = structlog.get_logger("engine.store")
 
-#: How many legacy EngineLog entries are kept (a ring buffer, as in the original).
-ENGINE_LOG_SIZE: Final = 500
-#: How many legacy JobResults are kept: the most the results route returns.
-RESULTS_SIZE: Final = 1000
-
-#: The JobResult output of a job that ended DONE (the original's wording).
-RESULT_OK: Final = "Job completed successfully"
 
 #: ``actor`` of records the engine writes on its own behalf.
 SYSTEM_ACTOR: Final = "system"
+#: ``source`` of records the engine writes on its own (finishes, interruptions, expiries).
+ENGINE_SOURCE: Final = "engine"
 
 #: How many of the newest jobs are never packed: twice the largest page (routes.MAX_LIMIT),
 #: so that the first pages never unpack; ~1 MB more than packing them.
@@ -70,6 +67,7 @@ BULK_OPEN_JOBS: Final = 4096
 
 __all__ = [
     "ENGINE_LOG_SIZE",
+    "ENGINE_SOURCE",
     "HOT_JOBS",
     "RESULTS_SIZE",
     "RESULT_OK",
@@ -79,6 +77,8 @@ __all__ = [
     "JobStore",
     "StoreCut",
     "StoreError",
+    "engine_log_of",
+    "result_of",
 ]
 
 
@@ -107,7 +107,7 @@ def _str_or_none(value: Any, what: str) -> str | None:
     return value
 
 
-class JobStore:
+class JobStore(StoreViews):
     """All jobs of the engine, their indexes, and the legacy result and log views.
 
     Not thread-safe: it lives on the event loop. Mutated only by :meth:`apply`
@@ -117,22 +117,15 @@ class JobStore:
     """
 
     def __init__(self, *, hot_jobs: int = HOT_JOBS) -> None:
-        if hot_jobs < 1:
-            raise ValueError("hot_jobs must be at least 1")
-        self._hot_jobs = hot_jobs
+        super().__init__(hot_jobs=hot_jobs)
         # Jobs before this position in the all-jobs index are packed (pack_cold's progress).
         self._packed_below = 0
-        self._entries: dict[str, JobEntry] = {}
-        self._all = Index()
-        self._by_status: dict[JobStatus, Index] = {s: Index() for s in JobStatus}
-        self._by_type: dict[str, Index] = {}
-        self._by_status_type: dict[tuple[JobStatus, str], Index] = {}
-        self._engine_logs: deque[dict[str, Any]] = deque(maxlen=ENGINE_LOG_SIZE)
-        self._results: deque[str] = deque(maxlen=RESULTS_SIZE)
         # Wire dicts of the jobs changed during a bulk replay; None when live.
         self._bulk: dict[str, dict[str, Any]] | None = None
         # The newest SAFE_MODE override window (engine_hub.store.override), built by the same records.
         self.override: Window | None = None
+        # Jobs with an open run request, and its expiresAt: what the expiry sweep looks at.
+        self._open_requests: dict[str, str] = {}
         self.seq = 0
         self.head = GENESIS
 
@@ -192,15 +185,26 @@ class JobStore:
         if action is Action.RUN_REQUESTED:
             run_by = entry_run_by(record)
             reason = _str_or_none(data.get("reason"), "reason")
+            request = next_request(self._request_of(entry), action, actor=record.actor, data=data)
             new = self._transition(
                 entry,
                 JobStatus.RUNNING,
                 at=at,
                 by=run_by,
                 reason=reason,
-                changes={"startedAt": at, "runBy": run_by, "runReason": reason},
+                changes={"startedAt": at, "runBy": run_by, "runReason": reason, "runRequest": request},
             )
+            self._open_requests.pop(entry.id, None)
             self._legacy_log(record)
+        elif action in REQUEST_ACTIONS:
+            if entry.status is not JobStatus.READY:
+                raise StoreError(f"{action}: job {entry.id} is {entry.status}, not READY")
+            request = next_request(self._request_of(entry), action, actor=record.actor, data=data)
+            new = self._rewire(entry, {"runRequest": request})
+            if is_open(request):
+                self._open_requests[entry.id] = request["expiresAt"]
+            else:
+                self._open_requests.pop(entry.id, None)
         elif action in (Action.JOB_FINISHED, Action.JOB_INTERRUPTED):
             status = _STATUSES.get(data.get("status", "FAILED"))
             if status is None:
@@ -282,11 +286,6 @@ class JobStore:
             if not is_packed(entry.stored):  # it was in the window, so plain: the check guards a double pack
                 self._put(entry, entry._replace(stored=pack(entry.stored)))
 
-    def _hot_from(self) -> int:
-        """The seq from which on jobs are in the hot window (never packed); 0 while all are."""
-        entries, hot = self._all.entries, self._hot_jobs
-        return entries[-hot].seq if len(entries) >= hot else 0
-
     def _transition(
         self, entry: JobEntry, to: JobStatus, *, at: str, by: str, reason: str | None, changes: dict[str, Any]
     ) -> JobEntry:
@@ -324,6 +323,31 @@ class JobStore:
             entry.log_truncated,
             entry.log_expired,
         )
+
+    def _request_of(self, entry: JobEntry) -> dict[str, Any] | None:
+        """The job's current ``runRequest`` (from its bulk dict during a replay)."""
+        wire = self._bulk.get(entry.id) if self._bulk is not None else None
+        return wire.get("runRequest") if wire is not None else request_of(entry)
+
+    def _rewire(self, entry: JobEntry, changes: dict[str, Any]) -> JobEntry:
+        """Return ``entry`` with ``changes`` made to its wire JSON, its status unchanged (see :meth:`_transition`)."""
+        bulk = self._bulk
+        wire = bulk.get(entry.id) if bulk is not None else None
+        if wire is None:
+            wire = entry.wire()
+        wire.update(changes)
+        if bulk is not None:
+            bulk[entry.id] = wire
+            encoded = entry.stored  # stale until the replay ends
+        else:
+            encoded = encode_wire(wire)
+            if entry.seq < self._hot_from():
+                encoded = pack(encoded)
+        return entry._replace(stored=encoded)
+
+    def open_requests(self) -> dict[str, str]:
+        """The jobs with an open run request, each with the request's ``expiresAt`` (a copy)."""
+        return dict(self._open_requests)
 
     def _put(self, old: JobEntry, new: JobEntry) -> None:
         self._entries[new.id] = new
@@ -409,6 +433,8 @@ class JobStore:
         self.override = override
         for entry in entries:
             self._entries[entry.id] = entry
+            if entry.status is JobStatus.READY and is_open(request := request_of(entry)):
+                self._open_requests[entry.id] = request["expiresAt"]
         self._results.extend(r for r in results if r in self._entries)
         self._engine_logs.extend(engine_logs)
         self.seq, self.head = seq, head
@@ -482,107 +508,6 @@ class JobStore:
             engine_logs=list(self._engine_logs),
             override=self.override,
         )
-
-    # -- reads -------------------------------------------------------------------
-
-    def get(self, job_id: str) -> JobEntry | None:
-        """Return the entry of a job, or ``None`` for an unknown id."""
-        return self._entries.get(job_id)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def has_type(self, type_name: str) -> bool:
-        """Whether any job of this type was ever created."""
-        return type_name in self._by_type
-
-    def count(self, status: JobStatus, type_name: str | None = None) -> int:
-        """Return how many jobs have ``status`` (of ``type_name`` when given), in O(1)."""
-        if type_name is None:
-            return len(self._by_status[status])
-        index = self._by_status_type.get((status, type_name))
-        return 0 if index is None else len(index)
-
-    def running_job_ids(self) -> list[str]:
-        """Return the ids of every RUNNING job, oldest first."""
-        return [entry.id for entry in self._by_status[JobStatus.RUNNING].entries]
-
-    def page(
-        self,
-        *,
-        limit: int,
-        status: JobStatus | None = None,
-        type_name: str | None = None,
-        before: JobEntry | None = None,
-    ) -> tuple[list[bytes], JobEntry | None]:
-        """Return one page of encoded jobs, newest first, and the cursor of the next page.
-
-        ``before`` is the entry of the cursor job: only jobs created before it
-        are returned, whether or not it matches the filter itself. The second
-        value is the last entry of the page when older matches exist, else
-        ``None``. Costs O(log n + limit).
-        """
-        index: Index | None
-        if status is not None and type_name is not None:
-            index = self._by_status_type.get((status, type_name))
-        elif status is not None:
-            index = self._by_status[status]
-        elif type_name is not None:
-            index = self._by_type.get(type_name)
-        else:
-            index = self._all
-        if index is None:
-            return [], None
-        return index.page(limit, None if before is None else before.seq, self._hot_from())
-
-    def engine_logs(self, limit: int) -> list[dict[str, Any]]:
-        """Return the newest ``limit`` legacy EngineLog entries, oldest first."""
-        size = len(self._engine_logs)
-        return [self._engine_logs[i] for i in range(max(0, size - limit), size)]
-
-    def results(self, limit: int) -> list[dict[str, Any]]:
-        """Return the newest ``limit`` (at most :data:`RESULTS_SIZE`) legacy JobResults, oldest first.
-
-        Built from the finished jobs themselves (JobResult ``createdAt`` is
-        the job's ``endedAt``), so nothing but the job id is kept per result.
-        """
-        size = len(self._results)
-        return [result_of(self._entries[self._results[i]].wire()) for i in range(max(0, size - limit), size)]
-
-
-def result_of(wire: dict[str, Any]) -> dict[str, Any]:
-    """The legacy JobResult of a finished job's wire JSON (its ``createdAt`` is the job's ``endedAt``)."""
-    output = RESULT_OK if wire["status"] == JobStatus.DONE else f"Job failed: {wire['error']}"
-    return {
-        "jobId": wire["id"],
-        "engine": wire["type"],
-        "name": wire["name"],
-        "output": output,
-        "createdAt": wire["endedAt"],
-    }
-
-
-def engine_log_of(record: Record) -> dict[str, Any] | None:
-    """The legacy EngineLog entry (``shared.contract.engine_log_json`` shape) a record stands for, if any.
-
-    Both stores derive the legacy log from the records: the embedded store
-    as it applies them, the PostgreSQL store from its audit rows.
-    """
-    action, data = record.action, record.data
-    if action == Action.JOB_CREATED:
-        level, message = LogLevel.INFO, "Job created"
-    elif action == Action.RUN_REQUESTED:
-        level, message = LogLevel.INFO, "Job started"
-    elif action in (Action.JOB_FINISHED, Action.JOB_INTERRUPTED):
-        if data.get("status", "FAILED") == JobStatus.DONE:
-            level, message = LogLevel.INFO, "Job finished"
-        else:
-            level, message = LogLevel.ERROR, f"Job failed: {data.get('error')}"
-    elif action == Action.CANCEL_REQUESTED:
-        level, message = LogLevel.WARN, f"Cancel requested by {record.actor}"
-    else:
-        return None
-    return {"level": str(level), "message": message, "jobId": record.job_id, "timestamp": record.at}
 
 
 def entry_run_by(record: Record) -> str:

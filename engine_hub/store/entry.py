@@ -28,6 +28,9 @@ from shared.contract import JOB_FIELDS, HistoryEntry, Job, JobStatus, parse_time
 #: Compact UTF-8 JSON, built once: ``json.dumps`` with options builds an encoder per call.
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
+#: Wire fields a job written by an older engine may lack (they were added later); they read as ``null``.
+OPTIONAL_FIELDS: Final = frozenset({"runRequest"})
+
 
 def log_transition(
     log: Any, *, entry: JobEntry, from_status: JobStatus, by: str, reason: Any, action: str, source: str
@@ -110,10 +113,12 @@ def wire_from_created(data: Mapping[str, Any], *, job_id: str | None) -> dict[st
     entry's worth of shape) and matches the record's ``jobId``; times and
     values were checked when the job was created. Raises :class:`StoreError`.
     """
-    missing = [name for name in JOB_FIELDS if name not in data]
+    missing = [name for name in JOB_FIELDS if name not in data and name not in OPTIONAL_FIELDS]
     if missing:
         raise StoreError(f"job data lacks {', '.join(missing)}")
-    wire = {name: data[name] for name in JOB_FIELDS}
+    wire = {name: data.get(name) for name in JOB_FIELDS}
+    if wire["runRequest"] is not None:
+        raise StoreError("job_created: a new job has no run request")
     if type(wire["id"]) is not str or type(wire["type"]) is not str or type(wire["params"]) is not dict:
         raise StoreError("malformed job data: id, type and params must be a string, a string and an object")
     if job_id != wire["id"]:
@@ -138,7 +143,7 @@ def job_from_json(data: Mapping[str, Any]) -> Job:
 
     Raises :class:`StoreError` when a field is missing or malformed.
     """
-    missing = [name for name in JOB_FIELDS if name not in data]
+    missing = [name for name in JOB_FIELDS if name not in data and name not in OPTIONAL_FIELDS]
     if missing:
         raise StoreError(f"job data lacks {', '.join(missing)}")
     try:
@@ -164,6 +169,7 @@ def job_from_json(data: Mapping[str, Any]) -> Job:
             exit_code=data["exitCode"],
             error=data["error"],
             history=history,
+            run_request=data.get("runRequest"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise StoreError(f"malformed job data: {exc}") from None

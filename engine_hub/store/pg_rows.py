@@ -24,7 +24,8 @@ from shared.contract import JobStatus, format_time, parse_time
 #: The columns :func:`entry_from_row` reads, in its order: select them with this text.
 JOB_COLUMNS: Final = (
     "seq, id::text, type, name, params, status, created_at, created_by, started_at, run_by, run_reason, "
-    "ended_at, exit_code, error, history, pid, cancel_requested_by, log_truncated, log_expired, node_id::text"
+    "ended_at, exit_code, error, history, pid, cancel_requested_by, log_truncated, log_expired, node_id::text, "
+    "run_request"
 )
 
 #: The columns :func:`row_from_wire` fills, in its order (for an ``INSERT`` or ``COPY``).
@@ -43,9 +44,25 @@ WIRE_COLUMNS: Final = (
     "exit_code",
     "error",
     "history",
+    "run_request",
 )
 
 _STATUSES: Final = {s.value: s for s in JobStatus}
+#: The keys of a ``runRequest`` in wire order (engine_hub.store.requests.next_request), and of an approval.
+_REQUEST_FIELDS: Final = (
+    "id",
+    "by",
+    "reason",
+    "at",
+    "expiresAt",
+    "planSha256",
+    "required",
+    "approvals",
+    "state",
+    "closedAt",
+    "closedBy",
+    "closeReason",
+)
 
 
 def history_json(*, status: JobStatus | str, at: str, by: str, reason: str | None) -> Jsonb:
@@ -70,7 +87,13 @@ def row_from_wire(wire: Mapping[str, Any]) -> dict[str, Any]:
         "exit_code": wire["exitCode"],
         "error": wire["error"],
         "history": Jsonb(list(wire["history"])),
+        "run_request": request_json(wire.get("runRequest")),
     }
+
+
+def request_json(request: Mapping[str, Any] | None) -> Jsonb | None:
+    """A job's ``runRequest`` as the ``run_request`` column's value (``NULL`` for none)."""
+    return None if request is None else Jsonb(dict(request))
 
 
 def _time(value: dt.datetime | None) -> str | None:
@@ -97,6 +120,7 @@ def wire_from_row(row: Sequence[Any]) -> dict[str, Any]:
         history,
         *_,
     ) = row
+    request = row[20]
     return {
         "id": job_id,
         "type": type_name,
@@ -113,7 +137,15 @@ def wire_from_row(row: Sequence[Any]) -> dict[str, Any]:
         "exitCode": exit_code,
         "error": error,
         "history": [{"status": h["status"], "at": h["at"], "by": h["by"], "reason": h.get("reason")} for h in history],
+        "runRequest": None if request is None else _request_wire(request),
     }
+
+
+def _request_wire(request: Mapping[str, Any]) -> dict[str, Any]:
+    # jsonb sorts keys; the wire has the order engine_hub.store.requests.next_request builds.
+    wire = {name: request.get(name) for name in _REQUEST_FIELDS}
+    wire["approvals"] = [{"by": a["by"], "at": a["at"], "reason": a.get("reason")} for a in wire["approvals"] or ()]
+    return wire
 
 
 def entry_from_row(row: Sequence[Any]) -> JobEntry:

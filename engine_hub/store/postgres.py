@@ -33,10 +33,10 @@ import structlog
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from engine_hub.errors import StoreDown, StoreTimeout
-from engine_hub.store.actions import Action
+from engine_hub.store.actions import REQUEST_ACTIONS, Action
 from engine_hub.store.backend import ClaimLost, Decide, Fenced
-from engine_hub.store.embedded import engine_log_of, result_of
-from engine_hub.store.entry import JobEntry, log_transition
+from engine_hub.store.entry import JobEntry, StoreError, log_transition
+from engine_hub.store.legacy_views import engine_log_of, result_of
 from engine_hub.store.override import OverrideAction, Window
 from engine_hub.store.override_pg import change_window, read_window
 from engine_hub.store.pg_rows import (
@@ -47,9 +47,11 @@ from engine_hub.store.pg_rows import (
     history_json,
     keep_wire,
     listed_entry,
+    request_json,
     row_from_wire,
     wire_from_row,
 )
+from engine_hub.store.requests import next_request
 from shared.contract import JobStatus, format_time, parse_time, utcnow
 from shared.journal.chain import AuditQuery, Record
 from shared.journal.postgres import AUDIT_COLUMNS, ENGINE_CHAIN, append_to_chain, audit_where, record_of_row
@@ -268,10 +270,12 @@ class PostgresBackend:
                     "SELECT pg_advisory_xact_lock(hashtext('exclusive-type:' || type)) FROM jobs WHERE id = %s", (key,)
                 )
             run_by = str(data.get("runBy") or actor)
+            # The job's run request after this run (its completing approval): checked under the row's lock.
+            request = await self._next_request(conn, key, action, actor, data)
             row = await _maybe_one(
                 conn,
                 "UPDATE jobs SET status = 'RUNNING', node_id = %(node)s, started_at = %(at)s, run_by = %(by)s, "
-                "run_reason = %(reason)s, history = history || %(h)s "
+                "run_reason = %(reason)s, history = history || %(h)s, run_request = %(request)s "
                 "WHERE id = %(id)s AND status = 'READY' "
                 "AND EXISTS (SELECT 1 FROM nodes WHERE nodes.id = %(node)s AND lost_at IS NULL "
                 "AND heartbeat_at > now() - make_interval(secs => %(lost)s)) "
@@ -287,12 +291,21 @@ class PostgresBackend:
                     "by": run_by,
                     "reason": data.get("reason"),
                     "h": history_json(status=JobStatus.RUNNING, at=at, by=run_by, reason=data.get("reason")),
+                    "request": request_json(request),
                     "lost": self.lost_after,
                 },
             )
             if row is None:
                 raise ClaimLost(f"job {key} was not claimed")
             return row
+        if action in REQUEST_ACTIONS:
+            request = await self._next_request(conn, key, action, actor, data)
+            return await _one(
+                conn,
+                "UPDATE jobs SET run_request = %(request)s WHERE id = %(id)s AND status = 'READY' "
+                f"RETURNING {JOB_COLUMNS}",
+                {**mine, "request": request_json(request)},
+            )
         if action is Action.JOB_STARTED:
             return await self._fenced(conn, "pid = %(pid)s", {**mine, "pid": int(data["pid"])}, action)
         if action is Action.JOB_FINISHED:
@@ -334,6 +347,25 @@ class PostgresBackend:
                 mine,
             )
         raise ValueError(f"{action} is written by the sweep only")  # JOB_INTERRUPTED: engine_hub.store.nodes
+
+    @staticmethod
+    async def _next_request(
+        conn: psycopg.AsyncConnection[Any], key: str, action: Action, actor: str, data: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The job's run request after ``action`` (:func:`next_request`), read under the row's lock.
+
+        The lock (held to the transaction's end) makes concurrent changes of one request, on any
+        node, take turns; one that no longer fits (a concurrent approval counted first, the request
+        closed meanwhile, the job no longer READY) raises :class:`ClaimLost` and changes nothing.
+        """
+        cur = await conn.execute("SELECT status, run_request FROM jobs WHERE id = %s FOR UPDATE", (key,))
+        row = await cur.fetchone()
+        if row is None or row[0] != JobStatus.READY:
+            raise ClaimLost(f"job {key} is not READY")
+        try:
+            return next_request(row[1], action, actor=actor, data=data)
+        except StoreError as exc:
+            raise ClaimLost(f"job {key}: {exc}") from None
 
     async def _fenced(
         self, conn: psycopg.AsyncConnection[Any], sets: str, params: dict[str, Any], action: Action
@@ -420,6 +452,15 @@ class PostgresBackend:
             )
             row = await cur.fetchone()
         return bool(row and row[0])
+
+    async def open_requests(self) -> list[tuple[str, str]]:
+        """See :class:`engine_hub.store.backend.Backend` (the partial index of migration 0002)."""
+        async with self.connection("read") as conn:
+            cur = await conn.execute(
+                "SELECT id::text, run_request->>'expiresAt' FROM jobs "
+                "WHERE run_request->>'state' = 'open' AND status = 'READY' ORDER BY run_request->>'expiresAt'"
+            )
+            return [(job_id, expires) for job_id, expires in await cur.fetchall()]
 
     async def results(self, limit: int) -> list[dict[str, Any]]:
         """See :class:`engine_hub.store.backend.Backend`: the most recently finished jobs."""

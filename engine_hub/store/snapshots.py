@@ -55,7 +55,7 @@ import structlog
 from engine_hub.errors import StartupError
 from engine_hub.store.embedded import JobEntry, JobStore, StoreCut
 from engine_hub.store.override import Window
-from engine_hub.store.packing import PACKING, is_packed
+from engine_hub.store.packing import PACKING, is_packed, pack
 from shared.contract import JobStatus
 from shared.journal.chain import Snapshot
 from shared.journal.file import FileJournal
@@ -149,6 +149,8 @@ def snapshot_state(cut: StoreCut, jobs: JobsFile) -> dict[str, Any]:
         "engineLog": cut.engine_logs,
         # The SAFE_MODE override window: its records may be older than the snapshot (absent before issue 15).
         "safeModeOverride": cut.override.to_json() if cut.override is not None else None,
+        # Every job's JSON has "runRequest" (issue 15); older snapshots' jobs get it at load.
+        "runRequests": True,
     }
 
 
@@ -192,6 +194,8 @@ def load_snapshot(store: JobStore, snapshot: Snapshot, directory: Path) -> None:
         raise StartupError(f"snapshot at seq {snapshot.seq} holds a malformed safeModeOverride; {hint}") from None
     if len(entries) != state.get("jobCount"):
         raise StartupError(f"{path} holds {len(entries)} jobs, its snapshot says {state.get('jobCount')}; {hint}")
+    if not state.get("runRequests"):
+        entries = [_with_run_request(entry) for entry in entries]
     store.load(
         entries=entries,
         results=[str(r) for r in state.get("results", [])],
@@ -200,6 +204,16 @@ def load_snapshot(store: JobStore, snapshot: Snapshot, directory: Path) -> None:
         head=snapshot.head,
         override=override,
     )
+
+
+def _with_run_request(entry: JobEntry) -> JobEntry:
+    """``entry`` with ``"runRequest":null`` last in its JSON, as jobs written before run requests lack it."""
+    plain = entry.encoded
+    if b'"runRequest":' in plain:
+        return entry
+    # The wire JSON is an object whose last field (history) is followed by the closing brace only.
+    added = plain[:-1] + b',"runRequest":null}'
+    return entry._replace(stored=pack(added) if is_packed(entry.stored) else added)
 
 
 def _entries(raw: bytes) -> list[JobEntry]:

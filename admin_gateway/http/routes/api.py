@@ -14,11 +14,10 @@ from admin_gateway.http.admin_api import (
     get_job_logs,
     get_types,
     list_jobs,
-    plan_job,
-    run_job,
 )
 from admin_gateway.http.audit_page import get_audit
-from admin_gateway.http.safe_mode_api import approve_override, end_override, request_override
+from admin_gateway.http.job_changes import run_job
+from admin_gateway.http.routes.governance import GOVERNANCE
 from admin_gateway.http.schemas import (
     API_AUTH,
     API_TAGS,
@@ -32,6 +31,7 @@ from admin_gateway.http.schemas import (
     MUTATION_MEDIA,
     NO_JOB,
     NO_SESSION,
+    PLAN_SHA256,
     REASON,
     SAFE_MODE_ON,
     SESSION_CSRF,
@@ -40,49 +40,17 @@ from admin_gateway.http.schemas import (
     E,
     passthrough,
 )
-from shared.contract import MAX_NAME_CHARS, MAX_PAGE_LIMIT, MAX_REASON_CHARS, PLAN_ANSWER_WITHIN
+from shared.contract import MAX_NAME_CHARS, MAX_PAGE_LIMIT
 from shared.openapi import (
-    PLAN_REFUSALS,
     ErrorCase,
     Operation,
     body,
     closed_object,
     errors,
-    path,
     ref,
     response,
 )
 from shared.routes import Access, Route, RouteTable
-from shared.web import Handler
-
-_WINDOW_PATH = path("id", {"type": "string"}, "The override window's id.")
-_WINDOW_GONE = ErrorCase(status=404, code=E.NOT_FOUND, when="no override window with this id is pending or open")
-_WINDOW_CLOSED = ErrorCase(status=409, code=E.OVERRIDE_CLOSED, when="the window has already ended or expired")
-
-
-def _window_route(
-    verb: str, handler: Handler, operation_id: str, summary: str, answer: str, *refusals: ErrorCase
-) -> Route:
-    """The row of ``POST /api/admin/safe-mode/override/{id}/<verb>`` (super_admin, CSRF, no body)."""
-    return Route(
-        access=Access.SUPER_ADMIN,
-        handler=handler,
-        operation=Operation(
-            method="POST",
-            path=f"/api/admin/safe-mode/override/{{id}}/{verb}",
-            operation_id=operation_id,
-            tags=API_TAGS,
-            parameters=(_WINDOW_PATH,),
-            security=(SESSION_CSRF,),
-            summary=summary,
-            request_body=body(closed_object({}), required=False, media=MUTATION_MEDIA),
-            responses={
-                "200": response(answer, ref("SafeModeOverrideAnswer")),
-                **errors(*MUTATION, _WINDOW_GONE, _WINDOW_CLOSED, *refusals),
-            },
-        ),
-    )
-
 
 API: Final[RouteTable] = (
     Route(
@@ -197,33 +165,8 @@ API: Final[RouteTable] = (
             },
         ),
     ),
-    Route(
-        access=Access.SUPER_ADMIN,
-        handler=plan_job,
-        operation=Operation(
-            method="POST",
-            path="/api/admin/engine/jobs/{id}/plan",
-            operation_id="planJob",
-            tags=API_TAGS,
-            parameters=(JOB_PATH,),
-            security=(SESSION_CSRF,),
-            summary="Show what a READY job's run would do: run its type's plan (dry run). Guarded like a run.",
-            description="Guards in order: session and role, CSRF, SAFE_MODE (a plan is a process: refused like a "
-            "run, recorded as `safe_mode_refused` with `operation: plan`), then the engine, which runs the plan and "
-            "answers its output and the SHA-256 of it; the job does not change. The gateway waits for the engine "
-            f"up to {PLAN_ANSWER_WITHIN:g} s. Recorded as `job_plan_requested` and `job_plan` (with `sha256`).",
-            request_body=body(closed_object({}), required=False, media=MUTATION_MEDIA),
-            responses={
-                "200": response("What the plan printed and how it ended.", ref("Plan")),
-                **errors(
-                    *MUTATION,
-                    NO_JOB,
-                    SAFE_MODE_ON,
-                    *PLAN_REFUSALS,
-                ),
-            },
-        ),
-    ),
+    # Before /run: the access matrix walks the table in order, and these expect the job not yet run.
+    *GOVERNANCE,
     Route(
         access=Access.SUPER_ADMIN,
         handler=run_job,
@@ -235,8 +178,10 @@ API: Final[RouteTable] = (
             parameters=(JOB_PATH,),
             security=(SESSION_CSRF,),
             summary="Run a READY job. Guards in order: session and role, CSRF, SAFE_MODE, then the engine.",
+            description="For a type that needs approval the engine opens a run request instead (the job stays "
+            "READY); other super_admins approve it (`/approve`).",
             request_body=body(
-                closed_object({"reason": REASON}),
+                closed_object({"reason": REASON, "planSha256": PLAN_SHA256}),
                 required=False,
                 media=MUTATION_MEDIA,
                 example={"reason": "ticket OPS-42"},
@@ -256,6 +201,7 @@ API: Final[RouteTable] = (
                     ErrorCase(status=400, code=E.UNKNOWN_TYPE, when="the job's type left the catalog"),
                     ErrorCase(status=409, code=E.ALREADY_RUNNING, when="the job is already running"),
                     ErrorCase(status=409, code=E.TYPE_BUSY, when="an exclusive type is busy"),
+                    ErrorCase(status=409, code=E.APPROVAL_REQUIRED, when="a run request waits for approval"),
                 ),
             },
         ),
@@ -282,53 +228,6 @@ API: Final[RouteTable] = (
                 ),
             },
         ),
-    ),
-    Route(
-        access=Access.SUPER_ADMIN,
-        handler=request_override,
-        operation=Operation(
-            method="POST",
-            path="/api/admin/safe-mode/override",
-            operation_id="requestSafeModeOverride",
-            tags=API_TAGS,
-            security=(SESSION_CSRF,),
-            summary="Ask for a break-glass window under SAFE_MODE (1–60 minutes, default 15); "
-            "a second super_admin must approve it.",
-            request_body=body(
-                closed_object(
-                    {
-                        "reason": {"type": "string", "minLength": 1, "maxLength": MAX_REASON_CHARS},
-                        "minutes": {"type": ["integer", "string", "null"], "description": "1 to 60; default 15."},
-                    },
-                    required=("reason",),
-                ),
-                media=MUTATION_MEDIA,
-                example={"reason": "INC-1234: rebuild the search index now", "minutes": 15},
-            ),
-            responses={
-                "201": response("The window, waiting for approval.", ref("SafeModeOverrideAnswer")),
-                **errors(
-                    *MUTATION,
-                    ErrorCase(status=409, code=E.SAFE_MODE_OFF, when="SAFE_MODE is off on this gateway"),
-                    ErrorCase(status=409, code=E.OVERRIDE_ACTIVE, when="a window is already requested or open"),
-                ),
-            },
-        ),
-    ),
-    _window_route(
-        "approve",
-        approve_override,
-        "approveSafeModeOverride",
-        "Approve a break-glass window: it opens now for its minutes. Never by its requester.",
-        "The window, open.",
-        ErrorCase(status=403, code=E.SELF_APPROVAL, when="you asked for this window"),
-    ),
-    _window_route(
-        "end",
-        end_override,
-        "endSafeModeOverride",
-        "End a break-glass window now (any super_admin), or withdraw a pending request.",
-        "The window, ended.",
     ),
     Route(
         access=Access.SUPER_ADMIN,

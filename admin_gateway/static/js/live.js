@@ -12,6 +12,9 @@ export const EVENTS_PATH = '/api/admin/engine/events';
 const JOB_EVENTS = [
   'job_created', 'run_requested', 'job_started', 'job_finished', 'cancel_requested', 'job_interrupted',
   'log_truncated', 'log_expired',
+  // A run request's steps (two-person rule): the job stays READY, its runRequest changes.
+  'run_request_opened', 'run_request_approved', 'run_request_rejected', 'run_request_withdrawn',
+  'run_request_expired', 'run_request_superseded',
 ];
 /** Errors in a row, with no successful open between them, before giving up on the stream. */
 const MAX_ERRORS_WITHOUT_OPEN = 3;

@@ -61,6 +61,10 @@ def _py(code: str) -> tuple[str, ...]:
     return (sys.executable, "-c", code)
 
 
+#: A command that appends ``ran`` to the file its ``counter`` param names: one line per run.
+_COUNT = _py("import os; f = open(os.environ['JOB_PARAM_COUNTER'], 'a'); f.write('ran\\n')")
+
+
 def testing_types(tmp: Path) -> tuple[JobType, ...]:
     """Job types for tests; their side effects land in files under ``tmp``.
 
@@ -68,13 +72,15 @@ def testing_types(tmp: Path) -> tuple[JobType, ...]:
     - ``test.block`` (exclusive) sleeps ``seconds`` (default 60), printing ``started`` first;
     - ``test.family`` starts a grandchild, writes its pid to ``pidfile``, then sleeps;
     - ``test.required`` needs a ``target`` param;
-    - ``test.chatty`` prints ``lines`` numbered lines.
+    - ``test.chatty`` prints ``lines`` numbered lines;
+    - ``test.guarded`` counts its runs like ``test.count`` (default ``tmp/guarded.txt``) and needs one
+      approval besides the requester; ``test.quorum`` is the same with two.
     """
     return (
         JobType(
             name="test.count",
             description="Append a line to a file.",
-            command=_py("import os; f = open(os.environ['JOB_PARAM_COUNTER'], 'a'); f.write('ran\\n')"),
+            command=_COUNT,
             timeout=30.0,
             params=(ParamSpec(name="counter", type="str", default=str(tmp / "count.txt")),),
         ),
@@ -113,6 +119,18 @@ def testing_types(tmp: Path) -> tuple[JobType, ...]:
             command=_py("import os\nfor i in range(int(os.environ['JOB_PARAM_LINES'])): print('line', i)"),
             timeout=30.0,
             params=(ParamSpec(name="lines", type="int", default=5, min=0, max=100_000),),
+        ),
+        *(
+            JobType(
+                name=name,
+                description=f"Append a line to a file, once {approvers} other person(s) approved.",
+                command=_COUNT,
+                timeout=30.0,
+                params=(ParamSpec(name="counter", type="str", default=str(tmp / "guarded.txt")),),
+                approval="required",
+                approvers=approvers,
+            )
+            for name, approvers in (("test.guarded", 1), ("test.quorum", 2))
         ),
     )
 

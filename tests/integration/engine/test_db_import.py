@@ -43,7 +43,7 @@ def _finished(engine: EngineProcess, job_id: str, status: str) -> None:
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Embedded:
-    """Run a real engine: DONE, FAILED, cancelled and READY jobs; stop it cleanly."""
+    """Run a real engine: DONE, FAILED, cancelled and READY jobs, an open and an approved run request; stop it."""
     engine = EngineProcess(tmp_path_factory.mktemp("embedded") / "data")
     try:
         engine.start()
@@ -53,8 +53,21 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Embedded:
             "failed": {"type": "demo.fail", "params": {"code": 3}},
             "cancelled": {"type": "demo.sleep", "params": {"seconds": 60}},
             "ready": {"type": "demo.sleep", "params": {"seconds": 1}},
+            "requested": {"type": "demo.guarded"},
+            "approved": {"type": "demo.guarded"},
         }.items():
             ids[name] = engine.ok("POST", "/api/jobs", body, status=201)["id"]
+        # Run requests (issue 15): one left open, one approved (it ran).
+        for name in ("requested", "approved"):
+            got, _, _ = engine.request(
+                "POST", f"/api/jobs/{ids[name]}/run", {"reason": "OPS-1"}, headers={"X-Engine-Actor": "alice"}
+            )
+            assert got == 202
+        got, _, _ = engine.request(
+            "POST", f"/api/jobs/{ids['approved']}/approve", {}, headers={"X-Engine-Actor": "bob"}
+        )
+        assert got == 202
+        _finished(engine, ids["approved"], "DONE")
         engine.ok("POST", f"/api/jobs/{ids['done']}/run", {"reason": "import test"}, status=202)
         engine.ok("POST", f"/api/jobs/{ids['failed']}/run", status=202)
         engine.ok("POST", f"/api/jobs/{ids['cancelled']}/run", status=202)
@@ -98,7 +111,7 @@ class TestImport:
         """After an import, `audit verify --store` passes and `audit head --store` equals the data dir's head."""
         result = db_import(embedded.data_dir, postgres_url)
         assert result.returncode == 0, result
-        assert "imported" in result.stdout and "4 jobs" in result.stdout
+        assert "imported" in result.stdout and "6 jobs" in result.stdout
         assert "job logs were not moved" in result.stdout and str(embedded.data_dir / "logs") in result.stdout
         verify = cli("audit", "verify", "--store", postgres_url)
         assert verify.returncode == 0, verify

@@ -75,6 +75,32 @@ class TestJobsCommands:
         failing = json_output(cli("jobs", "create", "demo.fail", "--json", *server.args()))
         assert_one_line_error(cli("jobs", "plan", failing["id"], *server.args()), 1, "no_plan")
 
+    def test_a_guarded_run_is_requested_then_approved_by_another_actor(self, server: CliServer) -> None:
+        """run opens a request (it says who must approve), the requester's approve is refused, bob's runs it."""
+        job = json_output(cli("jobs", "create", "demo.guarded", "--json", *server.args()))
+        run = cli("jobs", "run", job["id"], "--reason", "ticket 7", "--actor", "alice", *server.args())
+        assert run.returncode == 0, run.stderr
+        assert "waits for 1 more approval(s) by people other than alice" in run.stdout
+        assert "status:     READY" in (show := cli("jobs", "show", job["id"], *server.args()).stdout)
+        assert "request:    open, by alice (ticket 7), approvals 0/1: none yet" in show
+        waiting = cli("jobs", "requests", *server.args())
+        assert waiting.returncode == 0, waiting.stderr
+        assert waiting.stdout.splitlines()[0].split()[:3] == ["ID", "TYPE", "REQUESTED"]
+        assert any(
+            line.startswith(job["id"]) and "alice" in line and "0/1" in line for line in waiting.stdout.splitlines()
+        )
+        assert_one_line_error(
+            cli("jobs", "approve", job["id"], "--actor", "alice", *server.args()), 1, "self_approval", "HTTP 403"
+        )
+        approve = cli("jobs", "approve", job["id"], "--reason", "ok", "--actor", "bob", *server.args())
+        assert approve.returncode == 0, approve.stderr
+        assert "RUNNING" in approve.stdout
+        assert wait_for_job(server, job["id"], {"DONE"})["runRequest"]["approvals"][0]["by"] == "bob"
+        again = json_output(cli("jobs", "create", "demo.guarded", "--json", *server.args()))
+        assert cli("jobs", "run", again["id"], "--actor", "alice", *server.args()).returncode == 0
+        reject = cli("jobs", "reject", again["id"], "--reason", "no", "--actor", "bob", *server.args())
+        assert reject.returncode == 0 and "is rejected; the job stays READY" in reject.stdout
+
     def test_int_param_is_converted_and_checked(self, server: CliServer) -> None:
         """--param values are converted to the declared type; a wrong one is a one-line usage error."""
         job = json_output(cli("jobs", "create", "demo.sleep", "--param", "seconds=7", "--json", *server.args()))

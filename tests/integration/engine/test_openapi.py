@@ -199,6 +199,7 @@ class TestShapes:
             "exitCode": None,
             "error": None,
             "history": [],
+            "runRequest": None,
         }
         validator = _validator(engine_document, {"$ref": "#/components/schemas/Job"})
         assert validator.is_valid(job)

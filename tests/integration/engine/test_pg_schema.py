@@ -66,14 +66,14 @@ async def _set_status(conn: Conn, job: str, status: JobStatus) -> None:
 
 class TestMigrate:
     async def test_applies_each_migration_once(self, empty_url: str) -> None:
-        """The first migrate applies 0001 and records it; a second one applies nothing."""
+        """The first migrate applies every migration in order and records each; a second one applies nothing."""
         c = await connect(empty_url)
         try:
             first = await migrate(c)
-            assert [m.name for m in first] == ["0001_initial"]
-            assert await _versions(c) == [(1, "0001_initial")]
+            assert [m.name for m in first] == ["0001_initial", "0002_run_requests"]
+            assert await _versions(c) == [(1, "0001_initial"), (2, "0002_run_requests")]
             assert await migrate(c) == []
-            assert await _versions(c) == [(1, "0001_initial")]
+            assert await _versions(c) == [(1, "0001_initial"), (2, "0002_run_requests")]
             cur = await c.execute("SELECT seq, hash FROM audit_head WHERE chain = 'engine'")
             assert await cur.fetchall() == [(0, "0" * 64)]
         finally:
@@ -103,7 +103,7 @@ class TestMigrate:
             cur = await holder.execute("SELECT to_regclass('jobs') IS NULL")
             assert await cur.fetchone() == (True,)
             await holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
-            assert [m.version for m in await asyncio.wait_for(task, 10)] == [1]
+            assert [m.version for m in await asyncio.wait_for(task, 10)] == [1, 2]
         finally:
             await holder.close()
             await migrator.close()

@@ -50,6 +50,10 @@ SUPER_STATUS = {
     ("/api/admin/safe-mode/override", "POST"): 409,
     ("/api/admin/safe-mode/override/{ready}/approve", "POST"): 404,
     ("/api/admin/safe-mode/override/{ready}/end", "POST"): 404,
+    # The ready job has no run request: the engine says so (409); a rejection needs a reason (400).
+    ("/api/admin/engine/jobs/{ready}/approve", "POST"): 409,
+    ("/api/admin/engine/jobs/{ready}/reject", "POST"): 400,
+    ("/api/admin/engine/jobs/{ready}/withdraw", "POST"): 409,
 }
 
 

@@ -124,7 +124,7 @@ class TestLoadGoodFile:
     def test_include_demo(self, tmp_path: Path) -> None:
         """include_demo = true adds the built-in demo types to the file's types."""
         catalog = load_catalog(write(tmp_path, "include_demo = true\n" + one_type("")))
-        assert set(catalog.types) == {"t.one", "demo.sleep", "demo.echo", "demo.fail"}
+        assert set(catalog.types) == {"t.one", "demo.sleep", "demo.echo", "demo.fail", "demo.guarded"}
 
     def test_example_file_loads(self) -> None:
         """deploy/catalog.example.toml is a valid catalog."""
@@ -135,7 +135,7 @@ class TestLoadGoodFile:
     def test_none_is_builtin(self) -> None:
         """No file means the built-in demo catalog without client tokens."""
         catalog = load_catalog(None)
-        assert set(catalog.types) == {"demo.sleep", "demo.echo", "demo.fail"}
+        assert set(catalog.types) == {"demo.sleep", "demo.echo", "demo.fail", "demo.guarded"}
         assert catalog.clients == ()
 
     def test_to_json(self, tmp_path: Path) -> None:
@@ -458,3 +458,54 @@ class TestBuiltin:
         assert isinstance(catalog, Catalog)
         with pytest.raises(TypeError):
             catalog.types["x"] = catalog.types["demo.echo"]  # type: ignore[index]
+
+
+class TestApprovalPolicy:
+    @pytest.mark.parametrize(
+        ("body", "approval", "approvers"),
+        [
+            ("", "none", 1),
+            ('approval = "none"', "none", 1),
+            ('approval = "required"', "required", 1),
+            ('approval = "required"\napprovers = 5', "required", 5),
+        ],
+    )
+    def test_good_policies(self, tmp_path: Path, body: str, approval: str, approvers: int) -> None:
+        """approval defaults to none; with "required", approvers defaults to 1 and may go up to 5."""
+        job_type = load_catalog(write(tmp_path, one_type(body))).get("t.one")
+        assert job_type is not None
+        assert (job_type.approval, job_type.approvers, job_type.needs_approval) == (
+            approval,
+            approvers,
+            approval == "required",
+        )
+        assert job_type.to_json()["approval"] == approval
+        assert job_type.to_json()["approvers"] == (approvers if approval == "required" else 0)
+
+    @pytest.mark.parametrize(
+        ("body", "fragment"),
+        [
+            ('approval = "maybe"', 'types[0] (t.one).approval: must be "none" or "required"; got \'maybe\''),
+            ("approval = true", "types[0] (t.one).approval: must be a string; got a bool"),
+            ("approvers = 2", 'types[0] (t.one).approvers: only with approval = "required"'),
+            ('approval = "none"\napprovers = 1', 'approvers: only with approval = "required"'),
+            ('approval = "required"\napprovers = 0', "approvers: must be from 1 to 5"),
+            ('approval = "required"\napprovers = 6', "approvers: must be from 1 to 5"),
+            ('approval = "required"\napprovers = 1.5', "approvers: must be an integer; got a number"),
+            ('approval = "required"\napprovers = true', "approvers: must be an integer; got a bool"),
+        ],
+    )
+    def test_bad_policies_stop_start_up(self, tmp_path: Path, body: str, fragment: str) -> None:
+        """A bad approval or approvers value is a CatalogError naming the type and key."""
+        assert fragment in load_error(tmp_path, one_type(body))
+
+    def test_the_model_checks_its_own_policy(self) -> None:
+        """JobType itself refuses an unknown policy and approvers out of bounds."""
+        for kwargs in ({"approval": "sometimes"}, {"approval": "required", "approvers": 9}):
+            with pytest.raises(CatalogError, match=r"t\.one"):
+                JobType(name="t.one", command=("/bin/true",), timeout=5.0, **kwargs)
+
+    def test_the_demo_catalog_has_a_guarded_type(self) -> None:
+        """demo.guarded needs one approval; the other demo types none."""
+        catalog = builtin_catalog()
+        assert [t.name for t in catalog.types.values() if t.needs_approval] == ["demo.guarded"]

@@ -14,7 +14,8 @@ from engine_hub.jobs.demo_types import builtin_catalog
 
 JOBS_DIR: Final = Path(catalog.__file__).parent
 
-#: ``GET /api/types`` for the demo catalog, as the single ``catalog.py`` served it before the split.
+#: ``GET /api/types`` for the demo catalog, as the single ``catalog.py`` served it before the split
+#: (plus the approval policy of issue 15 and its ``demo.guarded`` type).
 DEMO_TYPES_JSON: Final[list[dict[str, Any]]] = [
     {
         "name": "demo.echo",
@@ -33,6 +34,8 @@ DEMO_TYPES_JSON: Final[list[dict[str, Any]]] = [
                 "maxLength": 4096,
             }
         ],
+        "approval": "none",
+        "approvers": 0,
     },
     {
         "name": "demo.fail",
@@ -52,6 +55,28 @@ DEMO_TYPES_JSON: Final[list[dict[str, Any]]] = [
                 "max": 125,
             }
         ],
+        "approval": "none",
+        "approvers": 0,
+    },
+    {
+        "name": "demo.guarded",
+        "description": "Print a message, once a second person has approved the run (two-person rule).",
+        "timeout": 30.0,
+        "exclusive": False,
+        "plan": False,
+        "params": [
+            {
+                "name": "message",
+                "type": "str",
+                "required": False,
+                "default": "approved",
+                "choices": None,
+                "description": "The message to print.",
+                "maxLength": 4096,
+            }
+        ],
+        "approval": "required",
+        "approvers": 1,
     },
     {
         "name": "demo.sleep",
@@ -71,6 +96,8 @@ DEMO_TYPES_JSON: Final[list[dict[str, Any]]] = [
                 "max": 3600,
             }
         ],
+        "approval": "none",
+        "approvers": 0,
     },
 ]
 

@@ -246,3 +246,54 @@ class TestSnapshotColumns:
         assert [e.log_expired for e in _build({**columns, "logExpired": [0, 1]}, [b"{}", b"{}"])] == [False, True]
         with pytest.raises(ValueError, match="differ in length"):
             _build({**columns, "logExpired": [1]}, [b"{}", b"{}"])
+
+
+class TestRunRequests:
+    def test_open_requests_follow_records_replay_and_snapshots(self) -> None:
+        """The store knows its open requests live, after a replay, and after loading a snapshot's cut."""
+        live, chain = JobStore(), Chain()
+        ids = []
+        for _ in range(3):
+            rec = chain.created("t.guarded")
+            assert rec.job_id is not None
+            live.apply(rec)
+            opened = {
+                "requestId": f"r-{rec.job_id}",
+                "reason": None,
+                "at": "2026-01-01T00:00:00.000Z",
+                "expiresAt": "2026-01-01T01:00:00.000Z",
+                "required": 1,
+            }
+            live.apply(chain.add("run_request_opened", rec.job_id, opened, actor="alice"))
+            ids.append(rec.job_id)
+        closing = {"requestId": f"r-{ids[0]}", "at": "2026-01-01T00:05:00.000Z", "reason": "no"}
+        live.apply(chain.add("run_request_rejected", ids[0], closing, actor="bob"))
+        approval = {
+            "runBy": "alice",
+            "reason": None,
+            "requestId": f"r-{ids[1]}",
+            "approvalsBefore": 0,
+            "approvedAt": "2026-01-01T00:06:00.000Z",
+        }
+        live.apply(chain.add("run_requested", ids[1], approval, actor="bob"))
+        assert live.open_requests() == {ids[2]: "2026-01-01T01:00:00.000Z"}
+        replayed = JobStore()
+        replayed.replay(chain.records)
+        assert replayed.open_requests() == live.open_requests()
+        assert _snapshot(replayed) == _snapshot(live)
+        cut = live.cut()
+        loaded = JobStore()
+        loaded.load(entries=cut.entries, results=cut.results, engine_logs=cut.engine_logs, seq=cut.seq, head=cut.head)
+        assert loaded.open_requests() == live.open_requests()
+
+    def test_request_records_of_a_job_that_is_not_ready_are_refused(self) -> None:
+        """A run request record for a RUNNING job does not apply and changes nothing."""
+        store, chain = JobStore(), Chain()
+        rec = chain.created()
+        assert rec.job_id is not None
+        store.apply(rec)
+        entry = store.apply(chain.add("run_requested", rec.job_id, {"runBy": "bob", "reason": None}))
+        data = {"requestId": "r", "at": "2026-01-01T00:00:00.000Z", "expiresAt": "2026-01-01T01:00:00.000Z"}
+        with pytest.raises(StoreError, match="not READY"):
+            store.apply(chain.add("run_request_opened", rec.job_id, {**data, "required": 1}))
+        assert store.get(rec.job_id) == entry

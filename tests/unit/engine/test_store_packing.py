@@ -358,6 +358,32 @@ class TestSnapshotTable:
             _assert_packing_rule(loaded, hot)
             assert _reads(loaded) == _reads(_applied(chain.records, NEVER))
 
+    def test_a_table_from_before_run_requests_loads_with_run_request_null(self, tmp_path: Path) -> None:
+        """Jobs snapshotted before issue 15 (no runRequest, plain or packed) load as the live store serves them."""
+        chain = _lifecycle(30)
+        source = _applied(chain.records, HOT)
+        cut = source.cut()
+
+        def old(stored: bytes) -> bytes:
+            plain = wire_bytes(stored).replace(b',"runRequest":null', b"")
+            return pack(plain) if is_packed(stored) else plain
+
+        before = JobStore(hot_jobs=HOT)
+        before.load(
+            entries=[e._replace(stored=old(e.stored)) for e in cut.entries],
+            results=cut.results,
+            engine_logs=cut.engine_logs,
+            seq=cut.seq,
+            head=cut.head,
+        )
+        snap = _snapshot_of(before, tmp_path)
+        state = {k: v for k, v in snap.state.items() if k != "runRequests"}
+        assert any(is_packed(e.stored) for e in before.cut().entries)
+        assert not any(b"runRequest" in e.encoded for e in before.cut().entries)
+        loaded = JobStore(hot_jobs=HOT)
+        load_snapshot(loaded, Snapshot(seq=snap.seq, head=snap.head, at=snap.at, state=state), tmp_path)
+        assert _reads(loaded) == _reads(source)
+
     def test_format_2_table_still_loads_and_packs_cold_jobs(self, tmp_path: Path) -> None:
         """A snapshot of the line format (before packing) loads and reads the same, before and after packing."""
         chain = _lifecycle(30)
