@@ -44,8 +44,9 @@ _MAX_PAGE_SIZE = 500
 
 
 def can_run(job: dict[str, Any], *, user: User, safe_mode: bool) -> bool:
-    """RUN is offered only to a super_admin, with SAFE_MODE off, on a READY job."""
-    return user.is_super_admin and not safe_mode and job.get("status") == JobStatus.READY
+    """RUN is offered only to a super_admin, with SAFE_MODE off, on a READY job whose run request is not open."""
+    waiting = isinstance(request := job.get("runRequest"), dict) and request.get("state") == "open"
+    return user.is_super_admin and not safe_mode and job.get("status") == JobStatus.READY and not waiting
 
 
 def can_cancel(job: dict[str, Any], *, user: User) -> bool:
@@ -242,6 +243,11 @@ async def job_page(request: web.Request) -> web.StreamResponse:
 
 
 _LOG_LIMIT = 200
+
+
+async def approvals_page(request: web.Request) -> web.StreamResponse:
+    """``GET /admin/engine/approvals``: the runs waiting for approval, listed by static/js/approvals.js."""
+    return await render_template(request, "approvals.html", {"active_nav": "approvals"}, user=request_user(request))
 
 
 async def logs_page(request: web.Request) -> web.StreamResponse:

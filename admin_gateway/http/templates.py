@@ -73,6 +73,7 @@ def setup_templates(app: web.Application) -> None:
     app[TEMPLATES] = make_environment()
     app[NAV] = [
         NavItem(key="jobs", href="/admin/engine/jobs", label="Jobs"),
+        NavItem(key="approvals", href="/admin/engine/approvals", label="Approvals"),
         NavItem(key="logs", href="/admin/engine/logs", label="Engine log"),
         NavItem(key="audit", href="/admin/audit", label="Audit"),
     ]

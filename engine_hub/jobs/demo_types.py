@@ -74,6 +74,7 @@ def demo_types() -> tuple[JobType, ...]:
             description="Print a message, once a second person has approved the run (two-person rule).",
             command=(python, "-I", demo, "guarded"),
             timeout=30.0,
+            plan=(python, "-I", demo, "plan-echo"),
             params=(ParamSpec(name="message", type="str", default="approved", description="The message to print."),),
             approval="required",
         ),

@@ -21,24 +21,29 @@ SECOND = "bob"
 WINDOW_SEEN_MS = 15_000
 
 
-def _stack_with_two_super_admins(make_stack: StackFactory) -> Stack:
-    stack = make_stack(gateways={"safe": True})
+def add_super_admin(stack: Stack, gateway: str, name: str = SECOND) -> None:
+    """Add ``name`` as a second super_admin to ``gateway``'s users (through the CLI; the gateway picks it up)."""
     added = run_cli(
         [
             str(stack.install.bin / "admin-gateway"),
             "users",
             "add",
-            SECOND,
+            name,
             "--role",
             "super_admin",
             "--password-stdin",
             "--data-dir",
-            str(stack.root / "gateway-safe"),
+            str(stack.root / f"gateway-{gateway}"),
         ],
         stdin=PASSWORD + "\n",
         cwd=stack.root,
     )
     assert added.returncode == 0, added.stderr
+
+
+def _stack_with_two_super_admins(make_stack: StackFactory) -> Stack:
+    stack = make_stack(gateways={"safe": True})
+    add_super_admin(stack, "safe")
     return stack
 
 

@@ -8,7 +8,7 @@ from admin_gateway.auth.csrf import FORM_FIELD
 from admin_gateway.auth.csrf import HEADER as CSRF_HEADER
 from admin_gateway.http.audit_page import audit_page
 from admin_gateway.http.login import AFTER_LOGIN, login, login_page, logout
-from admin_gateway.http.pages import index, job_page, jobs_page, logs_page
+from admin_gateway.http.pages import approvals_page, index, job_page, jobs_page, logs_page
 from admin_gateway.http.schemas import (
     AUDIT_FILTERS,
     BAD_FORM,
@@ -181,6 +181,18 @@ PAGES: Final[RouteTable] = (
             parameters=(PANEL_JOB_PATH,),
             summary="One job: fields, status history, audit records (both journals), live log.",
             responses={"200": page("The job."), "404": page("No such job."), **PAGE_GUARDS},
+        ),
+    ),
+    Route(
+        access=Access.SUPER_ADMIN,
+        handler=approvals_page,
+        operation=Operation(
+            method="GET",
+            path="/admin/engine/approvals",
+            operation_id="approvalsPage",
+            tags=PANEL_TAGS,
+            summary="The runs waiting for a second person's approval, with Approve and Reject (never on your own).",
+            responses={"200": page("The page; its script lists the requests."), **PAGE_GUARDS},
         ),
     ),
     Route(

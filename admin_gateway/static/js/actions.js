@@ -27,7 +27,8 @@ function jobFrom(node) {
   };
 }
 
-function paramsView(params) {
+/** The job's params as a small table ("none" without any). */
+export function paramsView(params) {
   const entries = params && typeof params === 'object' ? Object.entries(params) : [];
   if (!entries.length) return el('span', { class: 'muted' }, 'none');
   const body = el('tbody');
@@ -43,35 +44,36 @@ const PLAN_TIMEOUT_MS = 170000;
 
 let typesLoaded = null;
 
-/** Names of the catalog's types that declare a plan (fetched once per page; null when unknown). */
-function plannedTypes() {
+/** The catalog's types by name (fetched once per page; null when unknown). */
+export function catalogTypes() {
   if (!typesLoaded) {
     typesLoaded = api('GET', '/api/admin/engine/types').then((result) => {
       if (!result.ok) {
         typesLoaded = null; // try again at the next dialog
         return null;
       }
-      return new Set(normalizeCatalog(result.data).filter((t) => t.plan).map((t) => t.name));
+      return new Map(normalizeCatalog(result.data).map((t) => [t.name, t]));
     });
   }
   return typesLoaded;
 }
 
 /**
- * Show the job's plan in the run dialog: its output (what the run would do) and its sha256, or
- * why there is none. Resolves to the plan's sha256 or null. `stillCurrent()` is false once the
- * dialog moved on to another job, so a late answer is dropped.
+ * Show the job's plan in a dialog (`#<dialog>-plan`, `-plan-status`, `-plan-output`): its output
+ * (what the run would do) and its sha256, or why there is none. Resolves to the plan's sha256 or
+ * null. `stillCurrent()` is false once the dialog moved on to another job, so a late answer is
+ * dropped.
  */
-async function showPlan(job, stillCurrent) {
-  const section = $('#run-plan');
-  const status = $('#run-plan-status');
-  const output = $('#run-plan-output');
+export async function showPlan(job, stillCurrent, dialog = 'run') {
+  const section = $(`#${dialog}-plan`);
+  const status = $(`#${dialog}-plan-status`);
+  const output = $(`#${dialog}-plan-output`);
   section.hidden = true;
   output.hidden = true;
   output.textContent = '';
   status.classList.remove('bad');
-  const planned = await plannedTypes();
-  if (!stillCurrent() || (planned && !planned.has(job.type))) return null;
+  const types = await catalogTypes();
+  if (!stillCurrent() || (types && !(types.get(job.type) || {}).plan)) return null;
   section.hidden = false;
   status.textContent = 'Making the plan…';
   const result = await api('POST', `/api/admin/engine/jobs/${encodeURIComponent(job.id)}/plan`, {}, PLAN_TIMEOUT_MS);
@@ -148,12 +150,20 @@ export function setupJobActions(root, onChanged) {
       setError($('#run-error'), '');
       const confirm = $('#run-confirm');
       confirm.disabled = true;
+      confirm.textContent = 'Run job';
+      $('#run-approval-note').hidden = true;
       runDialog.showModal();
       $('#run-reason').focus();
       // Confirming waits for the plan: the person runs what they have read.
       const job = current;
       const ticket = ++opened;
       const stillCurrent = () => ticket === opened && runDialog.open;
+      guard(catalogTypes().then((types) => {
+        // A type with approval = "required": RUN opens a request that a second person approves.
+        if (!stillCurrent() || !types || !(types.get(job.type) || {}).approval) return;
+        $('#run-approval-note').hidden = false;
+        confirm.textContent = 'Request run';
+      }));
       guard(showPlan(job, stillCurrent).then((hash) => {
         if (!stillCurrent()) return;
         job.planSha256 = hash;
@@ -185,6 +195,8 @@ export function setupJobActions(root, onChanged) {
     if (kind === 'run') {
       const reason = $('#run-reason').value.trim();
       if (reason) body.reason = reason;
+      // The plan the person read: an approver's plan must match it (docs/governance.md).
+      if (job.planSha256) body.planSha256 = job.planSha256;
     }
     const path = `/api/admin/engine/jobs/${encodeURIComponent(job.id)}/${kind}`;
     const result = await api('POST', path, body);

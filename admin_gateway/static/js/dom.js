@@ -39,7 +39,22 @@ export function pageState() {
  * <body data-override>), on a READY job (the server enforces all of it too).
  */
 export function canRun(job, state) {
-  return state.superAdmin && (!state.safeMode || document.body.dataset.override === 'open') && job.status === 'READY';
+  return state.superAdmin && (!state.safeMode || document.body.dataset.override === 'open') && job.status === 'READY'
+    && !waitingForApproval(job);
+}
+
+/** Whether the job's run request is open: it runs once approved, not by another RUN. */
+export function waitingForApproval(job) {
+  return Boolean(job.runRequest && job.runRequest.state === 'open');
+}
+
+/** The "Waiting for approval" badge (templates/_macros.html approval_badge), or null. */
+export function approvalBadge(job) {
+  if (!waitingForApproval(job)) return null;
+  return el('span', {
+    class: 'badge badge-waiting', 'data-testid': 'approval-badge',
+    title: `Run requested by ${job.runRequest.by}: waiting for approval`,
+  }, 'Waiting for approval');
 }
 
 /** Cancel on RUNNING jobs for a super_admin; SAFE_MODE never blocks stopping work. */
@@ -138,7 +153,7 @@ export function jobRow(job, state) {
   row.append(
     idCell,
     el('td', { class: 'mono' }, job.type ?? ''),
-    el('td', {}, statusBadge(job.status, job.error)),
+    el('td', {}, statusBadge(job.status, job.error), ' ', approvalBadge(job)),
     el('td', {}, timeEl(job.createdAt)),
     el('td', { class: 'col-action' }, actionBox),
   );

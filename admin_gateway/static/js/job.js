@@ -4,7 +4,7 @@
 
 import { api, isEngineOutage } from './api.js';
 import {
-  $, clearError, el, flash, guard, jobActions, localizeTimes, pageState, setBusy, setEngineDown, setJobData,
+  $, approvalBadge, clearError, el, flash, guard, jobActions, localizeTimes, pageState, setBusy, setEngineDown, setJobData, waitingForApproval,
   showError, statusBadge, timeEl,
 } from './dom.js';
 import { setupJobActions } from './actions.js';
@@ -147,7 +147,7 @@ export function initJob() {
     status = String(job.status);
     setJobData(detail, job);
     const badgeHolder = $('#job-status-badge');
-    if (badgeHolder) badgeHolder.replaceChildren(statusBadge(job.status, job.error));
+    if (badgeHolder) badgeHolder.replaceChildren(...[statusBadge(job.status, job.error), approvalBadge(job)].filter(Boolean));
     // Only the job's own fields: the audit table below also marks its cells with data-field.
     for (const node of fields.querySelectorAll('[data-field]')) {
       const field = node.dataset.field;
@@ -242,7 +242,9 @@ export function initJob() {
 
   setupJobActions(detail, (outcome) => {
     if (outcome.ok) {
-      flash(outcome.kind === 'run' ? 'Job started.' : 'Cancel requested: the job is being stopped.');
+      const requested = outcome.job && waitingForApproval(outcome.job);
+      flash(requested ? 'Run requested: it waits for a second super_admin\'s approval (Approvals page).'
+        : outcome.kind === 'run' ? 'Job started.' : 'Cancel requested: the job is being stopped.');
       if (outcome.job) renderJob(outcome.job);
     }
     return guard(refresh);

@@ -3,7 +3,7 @@
 
 import { api } from './api.js';
 import {
-  $, clearError, flash, guard, jobRow, jobUrl, pageState, setBusy, setEngineDown, setSafeMode, showError,
+  $, clearError, flash, guard, jobRow, jobUrl, pageState, setBusy, setEngineDown, setSafeMode, showError, waitingForApproval,
 } from './dom.js';
 import { isNewer, serialized, startLive } from './live.js';
 import { setupJobActions } from './actions.js';
@@ -151,7 +151,8 @@ export function initJobs() {
 
   setupJobActions(body, (outcome) => {
     if (outcome.ok) {
-      const verb = outcome.kind === 'run' ? 'started' : 'is being cancelled';
+      let verb = outcome.kind === 'run' ? 'started' : 'is being cancelled';
+      if (outcome.job && waitingForApproval(outcome.job)) verb = 'requested: it waits for a second super_admin\'s approval';
       flash(`Job ${outcome.jobId} ${verb}.`, { href: jobUrl(outcome.jobId), text: 'Open job page' });
       if (outcome.job) applyJob(outcome.kind, outcome.job);
     }

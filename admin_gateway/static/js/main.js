@@ -7,8 +7,9 @@ import { setupDialogs } from './actions.js';
 import { startBreakGlass } from './breakglass.js';
 import { initJobs } from './jobs.js';
 import { initJob } from './job.js';
+import { initApprovals } from './approvals.js';
 
-const PAGES = { jobs: initJobs, job: initJob };
+const PAGES = { jobs: initJobs, job: initJob, approvals: initApprovals };
 
 window.addEventListener('unhandledrejection', (event) => {
   const reason = event.reason && event.reason.message ? event.reason.message : String(event.reason);

@@ -24,6 +24,7 @@ export function normalizeCatalog(data) {
       timeout: typeof t.timeout === 'number' ? t.timeout : null,
       exclusive: Boolean(t.exclusive),
       plan: t.plan === true,
+      approval: t.approval === 'required',
     }));
 }
 

@@ -63,7 +63,7 @@ DEMO_TYPES_JSON: Final[list[dict[str, Any]]] = [
         "description": "Print a message, once a second person has approved the run (two-person rule).",
         "timeout": 30.0,
         "exclusive": False,
-        "plan": False,
+        "plan": True,
         "params": [
             {
                 "name": "message",
