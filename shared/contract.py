@@ -34,7 +34,7 @@ MAX_NAME_CHARS: Final = 200
 #: Longest ``reason`` given to run or cancel a job (recorded in the journals).
 MAX_REASON_CHARS: Final = 1000
 #: Longest timeout a job type's plan (its dry run) may declare, in seconds, and the most of its
-#: output (stdout and stderr together) a plan answer carries, in bytes (docs/plan.md).
+#: output (stdout and stderr together) a plan answer carries, in bytes (docs/governance.md).
 MAX_PLAN_TIMEOUT: Final = 120.0
 MAX_PLAN_OUTPUT: Final = 64 * 1024
 #: How long the engine may take to answer a plan at most: the plan's timeout, then ending its process

@@ -274,6 +274,6 @@ def _override_schema() -> Schema:
             "endedBy": nullable(text),
             "endedAt": nullable(TIME),
         },
-        description="A break-glass window for SAFE_MODE (docs/breakglass.md): asked for by one super_admin, "
+        description="A break-glass window for SAFE_MODE (docs/governance.md): asked for by one super_admin, "
         "opened by another, closed by time or early.",
     )

@@ -2,7 +2,7 @@
 
 The plan is the type's ``plan`` argv, run by :meth:`engine_hub.jobs.service.JobService.plan`
 (which documents the checks and the audit record); the job itself does not
-change. The route's row is in :data:`engine_hub.http.routes.ROUTES`; docs/plan.md
+change. The route's row is in :data:`engine_hub.http.routes.ROUTES`; docs/governance.md
 is the guide.
 """
 

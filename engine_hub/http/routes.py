@@ -404,7 +404,7 @@ ROUTES: Final[RouteTable] = (
             },
         ),
     ),
-    # -- break-glass for SAFE_MODE (issue 15, docs/breakglass.md) --
+    # -- break-glass for SAFE_MODE (issue 15, docs/governance.md) --
     *override.ROUTES,
     # -- the contract itself: client tokens may read it (they need it too) --
     Route(

@@ -38,7 +38,7 @@ from shared.contract import MAX_PLAN_TIMEOUT
 #: Largest timeout a type may declare (30 days): anything longer is a typo.
 MAX_TIMEOUT: Final = 30 * 24 * 3600.0
 #: A plan's timeout when its type declares none, and the largest it may declare: a plan only
-#: says what the run would do, and a person waits for it before confirming (docs/plan.md).
+#: says what the run would do, and a person waits for it before confirming (docs/governance.md).
 DEFAULT_PLAN_TIMEOUT: Final = 30.0
 #: What a type's ``approval`` may say: runs need no approval, or a second person's (two-person rule).
 APPROVAL_POLICIES: Final = ("none", "required")

@@ -17,7 +17,7 @@ class Action(enum.StrEnum):
     CANCEL_REQUESTED = "cancel_requested"
     JOB_INTERRUPTED = "job_interrupted"
     LOG_EXPIRED = "log_expired"
-    #: A plan (dry run) of a READY job ran: audit only, the job does not change (docs/plan.md).
+    #: A plan (dry run) of a READY job ran: audit only, the job does not change (docs/governance.md).
     JOB_PLANNED = "job_planned"
     RUN_REQUEST_OPENED = "run_request_opened"
     RUN_REQUEST_APPROVED = "run_request_approved"
