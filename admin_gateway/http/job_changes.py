@@ -106,7 +106,7 @@ async def _job_change(
         body["planSha256"] = data["planSha256"] = plan_sha256
     if window is not None:
         data["overrideId"] = window["id"]
-        if operation == "run":
+        if operation in ("run", "approve"):  # what may start the job: the engine records the window with it
             body["overrideId"] = window["id"]
     try:
         return await _mutate(

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from engine_hub.errors import EngineError
 from engine_hub.http.auth import principal, source
-from engine_hub.http.jobs import accepted, json_bytes, optional_text, reject_unknown_query, required_text
+from engine_hub.http.jobs import accepted, json_bytes, open_override, optional_text, reject_unknown_query, required_text
 from engine_hub.http.schemas import (
     ACTOR,
     ADMIN_AUTH,
@@ -84,13 +84,22 @@ async def list_requests(request: web.Request) -> web.Response:
 
 
 async def approve_job(request: web.Request) -> web.Response:
-    """``POST /api/jobs/{id}/approve`` ``{reason?, planSha256?}``: 202; the completing approval starts the job."""
-    body = await read_json_object(request, allowed=("reason", "planSha256"), error=EngineError)
+    """``POST /api/jobs/{id}/approve`` ``{reason?, planSha256?, overrideId?}``: 202; the last approval starts the job.
+
+    ``overrideId`` as for a run (:func:`engine_hub.http.jobs.open_override`): the window the start is made in.
+    """
+    body = await read_json_object(request, allowed=("reason", "planSha256", "overrideId"), error=EngineError)
     reason = optional_text(body, "reason", max_chars=MAX_REASON_CHARS)
     plan = check_plan_sha256(body.get("planSha256"))
+    override_id = await open_override(request, body)
     who = principal(request)
     entry = await request.app[SERVICE].requests.approve(
-        job_id=request.match_info["id"], reason=reason, plan_sha256=plan, actor=who.actor, source=source(request)
+        job_id=request.match_info["id"],
+        reason=reason,
+        plan_sha256=plan,
+        actor=who.actor,
+        source=source(request),
+        override_id=override_id,
     )
     if entry.status is JobStatus.READY:
         return accepted(entry, "Approval recorded: more approvals are needed")
@@ -184,6 +193,9 @@ ROUTES: Final[RouteTable] = (
                     ErrorCase(status=403, code=E.SELF_APPROVAL, when="the actor requested this run"),
                     ErrorCase(status=409, code=E.ALREADY_APPROVED, when="the actor has already approved it"),
                     ErrorCase(status=409, code=E.PLAN_CHANGED, when="the approved plan is not the requested one"),
+                    ErrorCase(
+                        status=409, code=E.OVERRIDE_CLOSED, when="`overrideId` names no SAFE_MODE window open now"
+                    ),
                     ErrorCase(status=409, code=E.TYPE_BUSY, when="an exclusive type already has a RUNNING job"),
                     NOT_READY_NODE,
                 ),

@@ -184,6 +184,18 @@ async def create_job(request: web.Request) -> web.Response:
     return json_bytes(entry.encoded, status=201, headers={"Location": f"/api/jobs/{entry.id}"})
 
 
+async def open_override(request: web.Request, body: dict[str, Any]) -> str | None:
+    """The body's ``overrideId``: the SAFE_MODE break-glass window a change that starts a run is made in.
+
+    ``None`` without one; else the window must be open at this moment (409
+    ``override_closed``), and its id goes into the run's record.
+    """
+    override_id = optional_text(body, "overrideId", max_chars=MAX_NAME_CHARS)
+    if override_id is not None:
+        await request.app[OVERRIDES].require_open(override_id)
+    return override_id
+
+
 async def run_job(request: web.Request) -> web.Response:
     """``POST /api/jobs/{id}/run`` ``{reason?, planSha256?, overrideId?}``: 202 and the job, RUNNING.
 
@@ -196,9 +208,7 @@ async def run_job(request: web.Request) -> web.Response:
     body = await read_json_object(request, allowed=("reason", "planSha256", "overrideId"), error=EngineError)
     reason = optional_text(body, "reason", max_chars=MAX_REASON_CHARS)
     plan = check_plan_sha256(body.get("planSha256"))
-    override_id = optional_text(body, "overrideId", max_chars=MAX_NAME_CHARS)
-    if override_id is not None:
-        await request.app[OVERRIDES].require_open(override_id)
+    override_id = await open_override(request, body)
     who = principal(request)
     entry = await request.app[SERVICE].run(
         job_id=request.match_info["id"],

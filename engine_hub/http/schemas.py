@@ -162,6 +162,14 @@ PLAN_SHA256: Final = {
     "pattern": "^[0-9a-f]{64}$",
     "description": "SHA-256 (hex) of the plan the person saw; an approval with another plan's closes the request.",
 }
+#: The SAFE_MODE break-glass window a run (or a completing approval) is made in (docs/governance.md).
+OVERRIDE_ID: Final = {
+    "type": ["string", "null"],
+    "minLength": 1,
+    "maxLength": MAX_NAME_CHARS,
+    "description": "The SAFE_MODE override window the run is made in (a gateway under SAFE_MODE "
+    "sends it): it must be open now; recorded in the run's record.",
+}
 RUN_BODY: Final = body(
     closed_object(
         {
@@ -172,13 +180,7 @@ RUN_BODY: Final = body(
                 "description": "Why (single line); stored as runReason (and as the run request's reason).",
             },
             "planSha256": PLAN_SHA256,
-            "overrideId": {
-                "type": ["string", "null"],
-                "minLength": 1,
-                "maxLength": MAX_NAME_CHARS,
-                "description": "The SAFE_MODE override window the run is made in (a gateway under SAFE_MODE "
-                "sends it): it must be open now; recorded in the run's record.",
-            },
+            "overrideId": OVERRIDE_ID,
         }
     ),
     required=False,
@@ -212,6 +214,7 @@ APPROVE_BODY: Final = body(
         {
             "reason": {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_REASON_CHARS},
             "planSha256": PLAN_SHA256,
+            "overrideId": OVERRIDE_ID,
         }
     ),
     required=False,

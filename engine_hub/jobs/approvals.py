@@ -178,7 +178,14 @@ class RunRequests:
         return request
 
     async def approve(
-        self, *, job_id: str, reason: str | None, plan_sha256: str | None, actor: str, source: str
+        self,
+        *,
+        job_id: str,
+        reason: str | None,
+        plan_sha256: str | None,
+        actor: str,
+        source: str,
+        override_id: str | None = None,
     ) -> JobEntry:
         """Approve the job's open run request; the approval that completes it starts the job (at most once).
 
@@ -187,6 +194,8 @@ class RunRequests:
         409 ``plan_changed`` (``plan_sha256`` differs from the request's: the
         request is closed as superseded), and what :meth:`run` raises when
         the completing approval cannot start the job (nothing is recorded then).
+        ``override_id`` (the SAFE_MODE window the approval is made in, checked by
+        the caller) goes into the ``run_requested`` record of the start.
         """
         for _ in range(APPROVAL_TRIES):
             async with self._turn(job_id):
@@ -233,6 +242,8 @@ class RunRequests:
                         "approvers": [*(a["by"] for a in approvals), actor],
                         "planSha256": request["planSha256"],
                     }
+                    if override_id:
+                        data["overrideId"] = override_id
                     entry = await self._service.start_run(entry, actor=actor, source=source, data=data)
                     log.info("run_request_approved", job_id=job_id, by=actor, requested_by=request["by"], started=True)
                     return entry

@@ -197,6 +197,24 @@ class TestClosing:
         last = _override_records(await engine.records())[-1]
         assert (last.action, last.data["phase"]) == ("safe_mode_override_expired", "request")
 
+    async def test_the_approval_that_starts_a_run_records_the_window(
+        self, engine: EngineServer, clock: FakeClock
+    ) -> None:
+        """A completing approval inside a window records its id with the start; after ``until`` it is refused."""
+        window = await _approve(engine, (await _request(engine, minutes=1))["id"])
+        guarded = [await engine.create("demo.guarded") for _ in range(2)]
+        for job in guarded:
+            status, body = await _post(engine, f"/api/jobs/{job['id']}/run", "alice", {"reason": "INC-1"})
+            assert status == 202, body
+        status, body = await _post(engine, f"/api/jobs/{guarded[0]['id']}/approve", "bob", {"overrideId": window["id"]})
+        assert status == 202, body
+        started = [r for r in await engine.records() if r.action == "run_requested"][-1]
+        assert (started.job_id, started.data["overrideId"]) == (guarded[0]["id"], window["id"])
+        clock.advance(61)
+        status, body = await _post(engine, f"/api/jobs/{guarded[1]['id']}/approve", "bob", {"overrideId": window["id"]})
+        assert (status, body["code"]) == (409, "override_closed")
+        assert (await engine.job(guarded[1]["id"]))["status"] == "READY"
+
     async def test_a_run_without_override_is_unchanged(self, engine: EngineServer) -> None:
         """The engine knows no SAFE_MODE: a plain run still starts, and its record names no window."""
         status, body = await _run(engine, None)

@@ -130,6 +130,33 @@ class TestBreakGlass:
         assert {"safe_mode_override_request", "safe_mode_override_approve"} <= actions
         assert verify(gateway.audit_dir).ok
 
+    async def test_an_approval_that_starts_a_run_goes_through_the_window(
+        self, engine: UpstreamEngine, make_gateway_server: MakeGatewayServer
+    ) -> None:
+        """Under SAFE_MODE approving is refused; inside a window the approval starts the run, which names it."""
+        gateway = await _gateway(make_gateway_server, engine)
+        alice, carol = await gateway.login(SUPER), await gateway.login(SECOND)
+        job_id = await engine.create("demo.guarded")
+        window = await _request(alice, minutes=5)
+        assert (await _change(carol, window["id"], "approve"))[0] == 200
+        status, body = await _run(alice, job_id)  # a run request, opened through the window
+        assert status == 202, body
+        assert body["job"]["runRequest"]["state"] == "open"
+        assert (await _change(alice, window["id"], "end"))[0] == 200
+        resp = await carol.post(f"/api/admin/engine/jobs/{job_id}/approve", {"reason": "checked"})
+        assert (resp.status, (await resp.json())["code"]) == (403, "safe_mode")
+        window = await _request(alice, minutes=5)
+        assert (await _change(carol, window["id"], "approve"))[0] == 200
+        resp = await carol.post(f"/api/admin/engine/jobs/{job_id}/approve", {"reason": "checked"})
+        assert resp.status == 202, await resp.text()
+        resp = await engine.client.get("/api/audit", params={"limit": "1000"}, headers=_ENGINE_AUTH)
+        started = [r for r in await resp.json() if r["action"] == "run_requested"]
+        assert [r["data"]["overrideId"] for r in started] == [window["id"]]
+        approvals = [
+            r for r in gateway.audit_records() if r.action == "job_approve" and r.data["outcome"] == "accepted"
+        ]
+        assert [r.data["overrideId"] for r in approvals] == [window["id"]]
+
     async def test_two_gateways_agree_on_the_window(
         self, engine: UpstreamEngine, make_gateway_server: MakeGatewayServer
     ) -> None:
