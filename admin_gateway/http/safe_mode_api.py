@@ -42,7 +42,7 @@ def _minutes(raw: dict[str, Any]) -> int | None:
     value = raw.get("minutes")
     if value is None:
         return None
-    if isinstance(value, str) and value.isdigit():  # a form posts text
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 2:  # a form posts text
         value = int(value)
     if type(value) is not int:
         raise GatewayError("minutes must be an integer from 1 to 60", code=ErrorCode.INVALID_FIELD)

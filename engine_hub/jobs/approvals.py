@@ -193,7 +193,9 @@ class RunRequests:
         ``already_approved``, 409 ``no_run_request`` (none open, or expired),
         409 ``plan_changed`` (``plan_sha256`` differs from the request's: the
         request is closed as superseded), and what :meth:`run` raises when
-        the completing approval cannot start the job (nothing is recorded then).
+        the completing approval cannot start the job (nothing is recorded then),
+        and 400 ``invalid_field`` when the request was made on a plan and the
+        approval names none (an approval binds to the plan its approver saw).
         ``override_id`` (the SAFE_MODE window the approval is made in, checked by
         the caller) goes into the ``run_requested`` record of the start.
         """
@@ -207,7 +209,17 @@ class RunRequests:
                 if any(same_person(a["by"], actor) for a in approvals):
                     raise Conflict(f"{actor} has already approved this run request", code=ErrorCode.ALREADY_APPROVED)
                 now = self._now()
-                if plan_sha256 is not None and plan_sha256 != request["planSha256"]:
+                if request["planSha256"] is not None and plan_sha256 is None:
+                    # The request was made on a plan: an approval binds to the plan its approver saw.
+                    raise InvalidField(
+                        "planSha256 is required: this run was requested on a plan; make the plan and approve "
+                        "with its sha256 (POST /api/jobs/{id}/plan)"
+                    )
+                if (
+                    plan_sha256 is not None
+                    and request["planSha256"] is not None
+                    and plan_sha256 != request["planSha256"]
+                ):
                     await self._commit_request(
                         Action.RUN_REQUEST_SUPERSEDED,
                         job_id,

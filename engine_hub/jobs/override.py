@@ -42,6 +42,7 @@ from engine_hub.store.override import (
     Window,
     WindowState,
 )
+from engine_hub.store.requests import same_person
 from shared.contract import ErrorCode, format_time
 
 log = structlog.get_logger("engine.override")
@@ -135,7 +136,7 @@ class OverrideService:
                     f"SAFE_MODE override {window_id} is {window.state_at(now)}, not waiting for approval",
                     code=ErrorCode.OVERRIDE_CLOSED,
                 )
-            if actor == window.requested_by:
+            if same_person(actor, window.requested_by):
                 raise Forbidden(
                     f"{actor} asked for this SAFE_MODE override and cannot approve it: another person must",
                     code=ErrorCode.SELF_APPROVAL,

@@ -31,6 +31,7 @@ from typing import Any, Final
 import attrs
 
 from engine_hub.store.entry import StoreError
+from engine_hub.store.requests import same_person
 from shared.journal.chain import Record
 
 
@@ -175,7 +176,7 @@ def apply_record(current: Window | None, record: Record) -> Window:
         if action is OverrideAction.APPROVED:
             if current.state is not WindowState.REQUESTED:
                 raise StoreError(f"{action}: window {window_id} is {current.state}, not requested")
-            if record.actor == current.requested_by:
+            if same_person(record.actor, current.requested_by):
                 raise StoreError(f"{action}: {record.actor} approved their own request")
             return attrs.evolve(
                 current,

@@ -110,7 +110,8 @@ export function initApprovals() {
     guard(showPlan(job, stillCurrent, 'approve').then((hash) => {
       if (!stillCurrent()) return;
       mine.planSha256 = hash;
-      confirm.disabled = false;
+      // A request made on a plan is approved on a plan: without one (it failed), retry later.
+      confirm.disabled = Boolean(job.runRequest.planSha256) && !hash;
     }));
   });
 

@@ -75,7 +75,9 @@ class TestRequest:
         at, expires = parse_time(request["at"]), parse_time(request["expiresAt"])
         assert at is not None and expires is not None and expires - at == dt.timedelta(hours=1)
         assert not (tmp_path / "runs.txt").exists()
-        status, answer = await post(engine_server, job["id"], "approve", "bob", reason="plan checked")
+        status, answer = await post(
+            engine_server, job["id"], "approve", "bob", reason="plan checked", planSha256=PLAN_A
+        )
         assert status == 202 and answer["job"]["status"] == "RUNNING"
         done = await engine_server.wait_for(job["id"])
         assert done["status"] == "DONE" and (tmp_path / "runs.txt").read_text() == "ran\n"
@@ -243,6 +245,20 @@ class TestClosing:
         status, answer = await post(engine_server, job_id, "approve", "bob", planSha256=PLAN_B)
         assert status == 202 and answer["job"]["status"] == "RUNNING"
         await engine_server.wait_for(job_id)
+
+    async def test_a_request_made_on_a_plan_is_approved_only_on_a_plan(
+        self, engine_server: EngineServer, tmp_path: Path
+    ) -> None:
+        """Without planSha256 the approval is 400 and the request stays open; a request without one takes any."""
+        job_id = await requested(engine_server, tmp_path, planSha256=PLAN_A)
+        status, answer = await post(engine_server, job_id, "approve", "bob")
+        assert (status, answer["code"]) == (400, "invalid_field")
+        job = await engine_server.job(job_id)
+        assert (job["status"], job["runRequest"]["state"], job["runRequest"]["approvals"]) == ("READY", "open", [])
+        planless = await requested(engine_server, tmp_path)
+        status, answer = await post(engine_server, planless, "approve", "bob", planSha256=PLAN_B)
+        assert status == 202 and answer["job"]["status"] == "RUNNING", answer
+        await engine_server.wait_for(planless)
 
 
 class TestExpiry:

@@ -196,3 +196,15 @@ class TestBreakGlass:
         assert engine.count("POST", "safe-mode") == 0
         refused = [r for r in gateway.audit_records() if r.action == "safe_mode_override_request"]
         assert [(r.data["outcome"], r.data["code"]) for r in refused] == [("refused", "safe_mode_off")]
+
+    async def test_bad_minutes_are_400_and_recorded(
+        self, engine: UpstreamEngine, make_gateway_server: MakeGatewayServer
+    ) -> None:
+        """Minutes that are not 1-60 in plain digits ("²", thousands of digits, true) are 400, never a 500."""
+        gateway = await _gateway(make_gateway_server, engine)
+        alice = await gateway.login(SUPER)
+        for minutes in ("\u00b2", "9" * 5000, True, "1.5", -1):
+            resp = await alice.post(OVERRIDE, {"reason": "INC-1", "minutes": minutes})
+            assert (resp.status, (await resp.json())["code"]) == (400, "invalid_field"), minutes
+        refused = [r for r in gateway.audit_records() if r.action == "safe_mode_override_request"]
+        assert len(refused) >= 4 and all(r.data["outcome"] == "refused" for r in refused)
