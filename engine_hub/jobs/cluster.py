@@ -78,6 +78,8 @@ class ClusterNode:
         # starts (before it registers, so a change that could concern its runs is above it), then
         # moved forward by the feed (and back only if the store's head went back: a restore).
         self._cursor = 0
+        # The heartbeat's own connection (see _beat), opened by the first beat.
+        self._beat_conn: psycopg.AsyncConnection[Any] | None = None
 
     @property
     def ready(self) -> bool:
@@ -101,6 +103,9 @@ class ClusterNode:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._beat_conn is not None:
+            await self._beat_conn.close()
+            self._beat_conn = None
         node_id = self.lease.node_id
         if node_id is None:
             return
@@ -156,8 +161,22 @@ class ClusterNode:
             await self._recheck_cancels()
 
     async def _beat(self, node_id: str) -> bool:
-        async with self._backend.connection("heartbeat") as conn:
+        # A connection of its own, not the pool's: a burst of runs holding every pooled connection (their
+        # claims queue on the audit chain's head) must not starve the heartbeat, or the node would judge
+        # itself lost and refuse runs (503 node_not_ready) while it is perfectly alive.
+        conn = self._beat_conn
+        if conn is None or conn.closed:
+            url = self._backend.url
+            conn = self._beat_conn = await psycopg.AsyncConnection.connect(
+                url, **{**connect_kwargs(url), "application_name": f"{HEARTBEAT_NAME} {os.getpid()}"}
+            )
+        try:
             return await nodes.heartbeat(conn, node_id, self.lease.timing.lost_after)
+        except BaseException:
+            # A failed or timed-out (cancelled) beat leaves the connection in an unknown state: start afresh.
+            self._beat_conn = None
+            await conn.close()
+            raise
 
     async def _recheck_cancels(self) -> None:
         """Deliver the cancels of this node's runs from the jobs table: a fallback that needs no listener.
@@ -260,5 +279,7 @@ class ClusterNode:
 #: ``application_name`` of the listener's connection (followed by the process id), so operators
 #: can tell it in pg_stat_activity.
 LISTENER_NAME: Final = "engine-hub listener"
+#: ``application_name`` of a node's heartbeat connection (one per node, beside its pool).
+HEARTBEAT_NAME: Final = "engine-hub heartbeat"
 #: The app's node, in PostgreSQL mode only (absent with the embedded store).
 NODE: Final = web.AppKey("node", ClusterNode)

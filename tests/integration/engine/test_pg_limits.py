@@ -63,6 +63,22 @@ class TestPoolExhaustion:
         created = await create
         assert created.status == 201, await created.text()
 
+    async def test_a_busy_pool_does_not_starve_the_heartbeat(
+        self, make_engine_server: MakeEngineServer, postgres_url: str
+    ) -> None:
+        """With every pooled connection held past the lost threshold, the node stays ready and runs after."""
+        server = await make_engine_server(store_pool_size=1, store_pool_timeout=10.0)
+        job = await server.create("test.count")
+        async with audit_head_locked(postgres_url):
+            create = asyncio.create_task(server.client.post("/api/jobs", json={"type": "test.count"}, headers=auth()))
+            await wait_until(lambda: _waiting_on_a_lock(postgres_url), what="the create holding the connection")
+            await asyncio.sleep(3.5)  # past the fixture's 3 s lost threshold (heartbeat every 0.5 s)
+            ready = await server.client.get("/readyz")
+            assert ready.status == 200, await ready.text()
+        assert (await create).status == 201
+        reply = await server.client.post(f"/api/jobs/{job['id']}/run", json={}, headers=auth())
+        assert reply.status == 202, await reply.text()
+
 
 class TestStatementTimeout:
     async def test_a_change_stuck_on_a_lock_fails_503_and_leaves_nothing(
