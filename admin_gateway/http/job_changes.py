@@ -8,6 +8,7 @@ and forwarded to the engine. docs/gateway.md lists the routes; docs/governance.m
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
@@ -46,14 +47,17 @@ _Operation = Literal["run", "plan", "approve", "reject", "withdraw"]
 
 
 async def _refuse_in_safe_mode(
-    request: web.Request, user: User, job_id: str, operation: _Operation
+    request: web.Request, user: User, job_id: str, operation: _Operation, allowed: tuple[str, ...]
 ) -> dict[str, Any] | None:
     """Under SAFE_MODE with no open break-glass window, record ``safe_mode_refused`` and raise 403 ``safe_mode``.
 
     Returns the open window (its engine JSON) that lets the request through
     under SAFE_MODE, or ``None`` when SAFE_MODE is off. A plan and an
     approval may start a process too, so they are refused exactly like a run
-    (the record's ``operation`` says which); the engine is not called.
+    (the record's ``operation`` says which); the engine is not called. The
+    record keeps the ``reason`` the person typed, read best effort from the
+    body (``allowed`` names its fields): a body that cannot be read is not
+    a second refusal.
     """
     if not request.app[SETTINGS].safe_mode:
         return None
@@ -61,8 +65,18 @@ async def _refuse_in_safe_mode(
     if window is not None:
         return window
     refusal = SafeModeRefused(_SAFE_MODE_MESSAGES[operation])
+    reason = None
+    if "reason" in allowed:
+        with contextlib.suppress(GatewayError):
+            reason = _optional_str(await read_body(request, allowed), "reason", MAX_REASON_CHARS)
     await request.app[AUDIT].record(
-        SAFE_MODE_REFUSED, request=request, actor=user.name, job_id=job_id, operation=operation, **outcome_of(refusal)
+        SAFE_MODE_REFUSED,
+        request=request,
+        actor=user.name,
+        job_id=job_id,
+        operation=operation,
+        reason=reason,
+        **outcome_of(refusal),
     )
     raise refusal
 
@@ -92,7 +106,7 @@ async def _job_change(
     job_id = request.match_info["id"]
     window = None
     if operation in _SAFE_MODE_MESSAGES:
-        window = await _refuse_in_safe_mode(request, user, job_id, operation)
+        window = await _refuse_in_safe_mode(request, user, job_id, operation, allowed)
     async with _refusal_recorded(request, user, action, job_id):
         path = _job_path(request, f"/{operation}")
         raw = await read_body(request, allowed)

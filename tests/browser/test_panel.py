@@ -220,7 +220,7 @@ class TestRun:
             expect(row(page, job["id"]).get_by_test_id("cancel-button")).to_have_count(0)
 
     def test_cancel_from_the_list(self, panel_stack: Stack, page: Page) -> None:
-        """Cancel on a RUNNING row, confirmed in its dialog, ends the job FAILED and its processes."""
+        """Cancel asks for a reason (recorded); confirmed, the job ends FAILED and its processes are gone."""
         api = panel_stack.engine_api()
         job = api.create("demo.sleep", {"seconds": 600})
         api.run(job["id"])
@@ -230,9 +230,14 @@ class TestRun:
         job_row.get_by_test_id("cancel-button").click()
         dialog = page.get_by_test_id("cancel-dialog")
         expect(dialog.get_by_test_id("cancel-dialog-id")).to_have_text(job["id"])
+        expect(dialog.get_by_test_id("cancel-reason")).to_be_focused()
+        dialog.get_by_test_id("cancel-reason").fill("wrong index picked: stop it")
         dialog.get_by_test_id("cancel-confirm").click()
         expect(job_row).to_have_attribute("data-status", "FAILED", timeout=STATUS_TIMEOUT_MS)
         assert api.job(job["id"])["error"] == f"cancelled by {USER}"
+        audit = panel_stack.panel("open").request("GET", f"/api/admin/audit?jobId={job['id']}&journal=gateway").json()
+        cancels = [r for r in audit["records"] if r["action"] == "job_cancel" and r["data"]["outcome"] == "accepted"]
+        assert [r["data"]["reason"] for r in cancels] == ["wrong index picked: stop it"]
         poll(lambda: job_pids(job["id"]), lambda pids: not pids, timeout=15, what="the job's processes to end")
 
 

@@ -173,10 +173,11 @@ export function setupJobActions(root, onChanged) {
       $('#cancel-dialog-id').textContent = current.id;
       $('#cancel-dialog-name').textContent = current.name || '—';
       $('#cancel-dialog-type').textContent = current.type;
+      $('#cancel-reason').value = '';
       setError($('#cancel-error'), '');
       $('#cancel-confirm').disabled = false;
       cancelDialog.showModal();
-      $('#cancel-confirm').focus();
+      $('#cancel-reason').focus();
     }
   });
 
@@ -192,9 +193,9 @@ export function setupJobActions(root, onChanged) {
     confirm.textContent = kind === 'run' ? 'Starting…' : 'Cancelling…';
     setError(errorBox, '');
     const body = {};
+    const reason = $(kind === 'run' ? '#run-reason' : '#cancel-reason').value.trim();
+    if (reason) body.reason = reason;
     if (kind === 'run') {
-      const reason = $('#run-reason').value.trim();
-      if (reason) body.reason = reason;
       // The plan the person read: an approver's plan must match it (docs/governance.md).
       if (job.planSha256) body.planSha256 = job.planSha256;
     }

@@ -167,15 +167,23 @@ class TestRefusalRecords:
     async def test_safe_mode_refusal(
         self, upstream_engine: UpstreamEngine, make_gateway_server: MakeGatewayServer
     ) -> None:
-        """A run under SAFE_MODE is one safe_mode_refused record with the job id; the engine is not called."""
+        """A run under SAFE_MODE: one safe_mode_refused record with the job id and the typed reason; no engine call."""
         gw = await make_gateway_server(upstream_engine.url, safe_mode=True)
         user = await gw.login()
         job_id = await upstream_engine.create()
         before = len(gw.audit_records())
-        resp = await user.post(f"/api/admin/engine/jobs/{job_id}/run", {"reason": "try"})
+        resp = await user.post(f"/api/admin/engine/jobs/{job_id}/run", {"reason": "INC-9: restart the exporter"})
         assert resp.status == 403
         rec = only_new(gw, before, "safe_mode_refused", SUPER, "refused")
         assert rec.job_id == job_id and rec.data["code"] == "safe_mode"
+        assert rec.data["reason"] == "INC-9: restart the exporter"
+        # A body that cannot be read is still one safe_mode refusal (no reason), never a second record.
+        before = len(gw.audit_records())
+        resp = await user.client.post(
+            f"/api/admin/engine/jobs/{job_id}/run", data=b"{not json", headers={"X-CSRF-Token": user.csrf}
+        )
+        assert (resp.status, (await resp.json())["code"]) == (403, "safe_mode")
+        assert "reason" not in only_new(gw, before, "safe_mode_refused", SUPER, "refused").data
         assert upstream_engine.count("POST", "/run$") == 0
 
 
