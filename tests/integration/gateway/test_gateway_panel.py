@@ -29,7 +29,7 @@ from tests.integration.gateway.harness import (
 )
 
 XSS_NAME = "<img src=x onerror=alert(1)>"
-COLUMNS = ["Job ID", "Type", "Status", "CreatedAt", "Action"]
+COLUMNS = ["Job ID", "Type", "Status", "Created", "Action"]
 PAGES = ("/admin/engine/jobs", "/admin/engine/jobs/00000000-0000-4000-8000-000000000000", "/admin/engine/logs")
 
 
@@ -200,7 +200,7 @@ class TestAccess:
         assert page.one("button", data_testid="logout-button")
 
     async def test_super_admin_gets_the_table_with_its_columns(self, down: MakeDown) -> None:
-        """A super_admin sees the jobs table with exactly the columns Job ID, Type, Status, CreatedAt, Action."""
+        """A super_admin sees the jobs table with exactly the columns Job ID, Type, Status, Created, Action."""
         user = await (await down()).login()
         page = await get_page(user, "/admin/engine/jobs")
         table = page.one("table", data_testid="jobs-table")
