@@ -120,6 +120,8 @@ async def _action_rules(request: web.Request, user: User) -> dict[str, Any]:
         held = await request.app[OVERRIDE_WINDOW].open_window(request, user.name) is None
     return {
         "can_run": lambda job: can_run(job, user=user, safe_mode=held),
+        # What SAFE_MODE alone holds back: shown as a RUN that says why instead of nothing.
+        "run_held": lambda job: held and can_run(job, user=user, safe_mode=False),
         "can_cancel": lambda job: can_cancel(job, user=user),
         "override_open": request.app[SETTINGS].safe_mode and not held,
     }

@@ -118,7 +118,7 @@ class TestSignInAndTable:
 
 class TestSafeMode:
     def test_banner_and_no_run_button_anywhere(self, panel_stack: Stack, page: Page) -> None:
-        """With SAFE_MODE on the banner shows and no RUN button is rendered, on the list or the job page."""
+        """SAFE_MODE on: the banner shows; no usable RUN, but a held RUN that says why on hover and focus."""
         ready = panel_stack.engine_api().create("demo.sleep", {"seconds": 1})
         base = panel_stack.gateways["safe"].url
         login(page, base)
@@ -127,12 +127,22 @@ class TestSafeMode:
         expect(page.get_by_test_id("safe-mode-pill")).to_have_text("SAFE_MODE: ON")
         expect(row(page, ready["id"])).to_have_attribute("data-status", "READY")
         expect(page.get_by_test_id("run-button")).to_have_count(0)
+        held = row(page, ready["id"]).get_by_test_id("run-held")
+        expect(held).to_have_attribute("aria-disabled", "true")
+        expect(held).to_have_attribute("title", re.compile("SAFE_MODE is on"))
+        held.focus()
+        expect(held).to_be_focused()
+        tip = held.evaluate("(node) => getComputedStyle(node, '::after').content")
+        assert "SAFE_MODE is on" in tip, tip
+        held.click(force=True)  # aria-disabled: a click does nothing
+        expect(page.get_by_test_id("run-dialog")).to_be_hidden()
 
         # The rows the page renders itself after a refresh follow the same rule.
         page.get_by_test_id("refresh-button").click()
         expect(page.get_by_test_id("last-updated").locator("time")).to_be_visible()
         expect(row(page, ready["id"])).to_be_visible()
         expect(page.get_by_test_id("run-button")).to_have_count(0)
+        expect(row(page, ready["id"]).get_by_test_id("run-held")).to_have_attribute("title", re.compile("SAFE_MODE"))
 
         row(page, ready["id"]).get_by_test_id("job-link").click()
         page.wait_for_url(f"{base}/admin/engine/jobs/{ready['id']}")

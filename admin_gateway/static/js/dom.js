@@ -120,6 +120,9 @@ export function setJobData(node, job) {
   node.setAttribute('data-job-params', JSON.stringify(job.params ?? {}));
 }
 
+/** Why RUN is held under SAFE_MODE (templates/_macros.html held_reason: keep the two in step). */
+export const HELD_REASON = 'SAFE_MODE is on: no job can be started (a break-glass window approved by a second super_admin lifts it)';
+
 export function jobActions(job, state, small = true) {
   const size = small ? ' btn-small' : '';
   const nodes = [];
@@ -127,6 +130,12 @@ export function jobActions(job, state, small = true) {
     nodes.push(el('button', {
       type: 'button', class: `btn btn-primary btn-run${size}`, 'data-action': 'run',
       'data-testid': 'run-button', 'aria-label': `Run job ${job.id}`,
+    }, 'RUN'));
+  } else if (canRun(job, { ...state, safeMode: false })) {
+    // SAFE_MODE alone holds it: a RUN that does nothing and says why on hover and focus.
+    nodes.push(el('button', {
+      type: 'button', class: `btn btn-run btn-held${size}`, 'aria-disabled': 'true', 'data-testid': 'run-held',
+      'data-tip': HELD_REASON, title: HELD_REASON, 'aria-label': `Run job ${job.id}: unavailable. ${HELD_REASON}`,
     }, 'RUN'));
   }
   if (canCancel(job, state)) {
