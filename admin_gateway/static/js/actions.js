@@ -1,7 +1,7 @@
 // RUN and Cancel: open a <dialog> (never window.confirm) with the job's id, type and params,
 // then POST to the API with the CSRF header. Shared by the jobs list and the job page.
 
-import { api } from './api.js';
+import { api, failureText } from './api.js';
 import { $, el, guard } from './dom.js';
 import { normalizeCatalog } from './newjob.js';
 
@@ -102,9 +102,15 @@ export async function showPlan(job, stillCurrent, dialog = 'run') {
   return hash || null;
 }
 
-function setError(node, message) {
+/** Show `message` in a dialog's error box (hidden when empty). */
+export function setError(node, message) {
   node.textContent = message;
   node.hidden = !message;
+}
+
+/** Remember the button that opened a dialog: closing it gives that button the focus back. */
+export function openedBy(button) {
+  lastTrigger = button;
 }
 
 /** Close buttons ([data-close]) and focus return for every dialog on the page. */
@@ -209,7 +215,7 @@ export function setupJobActions(root, onChanged) {
       onChanged({ kind, ok: true, jobId: job.id, job: updated, message: result.data && result.data.message });
     } else {
       const what = kind === 'run' ? 'The job was not started' : 'The job was not cancelled';
-      setError(errorBox, `${what}: ${result.message}${result.code && !result.code.startsWith('http_') ? ` (${result.code})` : ''}`);
+      setError(errorBox, failureText(what, result));
       onChanged({ kind, ok: false, jobId: job.id, job: null, message: result.message });
     }
   }

@@ -67,6 +67,12 @@ export async function api(method, path, body, timeoutMs = TIMEOUT_MS) {
   return { ok: false, status: response.status, data, code, message: describe(response.status, data) };
 }
 
+/** "<what>: <the gateway's message> (<code>)" for a refusal or failure shown to the person. */
+export function failureText(what, result) {
+  const code = result.code && !result.code.startsWith('http_') ? ` (${result.code})` : '';
+  return `${what}: ${result.message}${code}`;
+}
+
 /** True when a failed result means "the engine is down or hung" rather than a refusal. */
 export function isEngineOutage(result) {
   return !result.ok && (result.code === 'engine_unavailable' || result.code === 'engine_timeout'

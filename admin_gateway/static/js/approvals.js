@@ -3,19 +3,10 @@
 // the approval to that plan's sha256) and Reject (a reason is required). Never offered on your own
 // request, nor twice: the engine refuses both anyway (403 self_approval, 409 already_approved).
 
-import { api } from './api.js';
+import { api, failureText } from './api.js';
 import { $, clearError, el, flash, guard, jobUrl, pageState, setBusy, showError, timeEl } from './dom.js';
-import { catalogTypes, paramsView, showPlan } from './actions.js';
+import { catalogTypes, openedBy, paramsView, setError, showPlan } from './actions.js';
 import { serialized, startLive } from './live.js';
-
-function setError(node, message) {
-  node.textContent = message;
-  node.hidden = !message;
-}
-
-function codeText(result) {
-  return result.code && !result.code.startsWith('http_') ? ` (${result.code})` : '';
-}
 
 export function initApprovals() {
   const state = pageState();
@@ -27,7 +18,6 @@ export function initApprovals() {
   let me = null;
   let current = null;
   let opened = 0;
-  let trigger = null;
 
   function actionsFor(job) {
     const request = job.runRequest;
@@ -85,7 +75,7 @@ export function initApprovals() {
     const job = holder ? jobs.get(holder.getAttribute('data-job-id')) : null;
     if (!job) return;
     current = { job, planSha256: null };
-    trigger = button;
+    openedBy(button);
     if (button.dataset.action === 'reject') {
       $('#reject-reason').value = '';
       setError($('#reject-error'), '');
@@ -115,11 +105,6 @@ export function initApprovals() {
     }));
   });
 
-  for (const dialog of [approveDialog, rejectDialog]) {
-    dialog.addEventListener('close', () => {
-      if (trigger && trigger.isConnected) trigger.focus();
-    });
-  }
 
   async function decide(kind) {
     if (!current) return;
@@ -135,7 +120,7 @@ export function initApprovals() {
     if (kind === 'approve' && planSha256) body.planSha256 = planSha256;
     const result = await api('POST', `/api/admin/engine/jobs/${encodeURIComponent(job.id)}/${kind}`, body);
     if (!result.ok) {
-      setError(errorBox, `${kind === 'approve' ? 'Not approved' : 'Not rejected'}: ${result.message}${codeText(result)}`);
+      setError(errorBox, failureText(kind === 'approve' ? 'Not approved' : 'Not rejected', result));
       if (result.code === 'plan_changed' || result.code === 'no_run_request') guard(refresh);
       return;
     }

@@ -4,7 +4,8 @@
 // GET /api/admin/config every few seconds while SAFE_MODE is on, and counts down by itself.
 // The server decides every action: these buttons only spare a person a refused click.
 
-import { api } from './api.js';
+import { api, failureText } from './api.js';
+import { openedBy, setError } from './actions.js';
 import { $, guard, showError } from './dom.js';
 
 const POLL_MS = 5000;
@@ -71,7 +72,7 @@ async function load() {
 
 async function act(path, body, what) {
   const result = await api('POST', path, body);
-  if (!result.ok) showError(`${what}: ${result.message}${result.code && !result.code.startsWith('http_') ? ` (${result.code})` : ''}`);
+  if (!result.ok) showError(failureText(what, result));
   await load();
   return result;
 }
@@ -83,7 +84,8 @@ function setupRequestDialog() {
   button.addEventListener('click', () => {
     $('#override-reason').value = '';
     $('#override-minutes').value = '15';
-    $('#override-error').hidden = true;
+    setError($('#override-error'), '');
+    openedBy(button);
     dialog.showModal();
     $('#override-reason').focus();
   });
@@ -94,14 +96,12 @@ function setupRequestDialog() {
       const minutes = Number.parseInt($('#override-minutes').value, 10);
       const error = $('#override-error');
       if (!reason || !(minutes >= 1 && minutes <= 60)) {
-        error.textContent = 'Give a reason, and a duration from 1 to 60 minutes.';
-        error.hidden = false;
+        setError(error, 'Give a reason, and a duration from 1 to 60 minutes.');
         return;
       }
       const result = await api('POST', '/api/admin/safe-mode/override', { reason, minutes });
       if (!result.ok) {
-        error.textContent = `The request was not made: ${result.message}`;
-        error.hidden = false;
+        setError(error, `The request was not made: ${result.message}`);
         return;
       }
       dialog.close();
@@ -113,8 +113,9 @@ function setupRequestDialog() {
 function setupApproveDialog() {
   const dialog = $('#override-approve-dialog');
   if (!dialog) return;
-  $('#override-approve').addEventListener('click', () => {
+  $('#override-approve').addEventListener('click', (event) => {
     if (!current) return;
+    openedBy(event.currentTarget);
     $('#override-approve-by').textContent = current.requestedBy;
     $('#override-approve-reason').textContent = current.reason;
     $('#override-approve-minutes').textContent = `${current.minutes} min`;
