@@ -15,11 +15,13 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from tests.browser.browsing import Pages, login
 from tests.e2e.harness import Stack, StackFactory
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Locator, Page, Request
+    from playwright.sync_api import Locator, Page, Request, Route
 
 #: How long a run or a recovery may take on a busy machine; the 1 s bound is measured, not waited.
 STATUS_TIMEOUT_MS = 30_000
@@ -68,16 +70,21 @@ def millis(iso: str) -> float:
     return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000
 
 
-def count_list_reads(page: Page) -> list[float]:
-    """From now on, the time of every request ``page`` makes to the list's JSON route."""
+def count_reads(page: Page, route: re.Pattern[str], event: str = "request") -> list[float]:
+    """From now on, the time of every ``event`` (a request, by default) of ``page`` to a URL ``route`` matches."""
     seen: list[float] = []
 
     def on_request(request: Request) -> None:
-        if LIST_API.search(request.url):
+        if route.search(request.url):
             seen.append(time.monotonic())
 
-    page.on("request", on_request)
+    page.on(event, on_request)  # type: ignore[call-overload]
     return seen
+
+
+def count_list_reads(page: Page) -> list[float]:
+    """From now on, the time of every request ``page`` makes to the list's JSON route."""
+    return count_reads(page, LIST_API)
 
 
 def wait_live(page: Page) -> None:
@@ -174,6 +181,61 @@ class TestLiveOutage:
             expect(row(page, job["id"])).to_have_attribute("data-status", "READY")
             expect(row(page, job["id"]).get_by_test_id("run-button")).to_have_count(1)
             assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+
+    @pytest.mark.parametrize("where", ["list", "job page"])
+    def test_a_read_answered_before_the_engine_died_does_not_hide_the_banner(
+        self, make_stack: StackFactory, open_page: Pages, where: str
+    ) -> None:
+        """A read answered "up" but delivered after the stream's "down" is read again, and the banner stays."""
+        stack = make_stack(gateways={"open": False})
+        job = stack.engine_api().create("demo.echo")
+        page = open_page()
+        base = stack.gateways["open"].url
+        read = LIST_API if where == "list" else re.compile(rf"/api/admin/engine/jobs/{job['id']}$")
+        started, finished = count_reads(page, read), count_reads(page, read, "requestfinished")
+        login(page, base)
+        if where == "job page":
+            page.goto(f"{base}/admin/engine/jobs/{job['id']}")
+        wait_live(page)
+        # The re-list the stream's "ready" asks for must be over: the read held below is Refresh's alone.
+        deadline = time.monotonic() + 10
+        while (not started or len(finished) < len(started)) and time.monotonic() < deadline:
+            page.wait_for_timeout(20)
+        page.wait_for_timeout(100)
+        assert started and len(finished) == len(started), "the page did not re-list when its stream opened"
+        held: list[Route] = []
+
+        def hold_the_first(route: Route) -> None:
+            if held:
+                route.continue_()
+            else:
+                held.append(route)
+
+        page.route(read, hold_the_first)
+        page.get_by_test_id("refresh-button").click()
+        deadline = time.monotonic() + 10
+        while not held and time.monotonic() < deadline:
+            page.wait_for_timeout(20)
+        assert held, "Refresh did not read the list"
+        answer = held[0].fetch()  # the engine is up: the answer says so
+        assert answer.status == 200
+        if where == "list":
+            assert b'"engine":"up"' in answer.body()
+
+        open_page.console(page).expect_failed_resource(r"/api/admin/engine/jobs/")  # the job page's reads: 502
+        stack.engine.kill()
+        expect(page.get_by_test_id("engine-down-banner")).to_be_visible(timeout=STATUS_TIMEOUT_MS)
+        reads = count_reads(page, read)
+        held[0].fulfill(response=answer)
+        deadline = time.monotonic() + 10
+        while not reads and time.monotonic() < deadline:
+            page.wait_for_timeout(20)
+        assert reads, "the stale answer was not followed by a second read"
+        page.wait_for_timeout(500)
+        expect(page.get_by_test_id("engine-down-banner")).to_be_visible()
+        if where == "list":
+            expect(page.get_by_test_id("jobs-unavailable")).to_be_visible()
+            expect(row(page, job["id"])).to_have_count(0)
 
 
 class TestFallback:

@@ -177,7 +177,10 @@ export function initJob() {
 
   /** Read the job; false when that failed (the banner says why). */
   async function loadJob() {
+    const notices = live ? live.engineNotices() : 0;
     const result = await api('GET', `/api/admin/engine/jobs/${encodeURIComponent(jobId)}`);
+    // The engine went down or came back while this read was under way: its answer may say the opposite.
+    if (live && live.engineNotices() !== notices) return loadJob();
     if (!result.ok || !result.data || typeof result.data !== 'object') {
       sessionGone = result.status === 401;
       if (isEngineOutage(result)) {

@@ -94,7 +94,10 @@ export function initJobs() {
     setBusy([table, refreshButton], true);
     if (!body.querySelector('tr')) $('#jobs-loading').hidden = false;
     try {
+      const notices = live ? live.engineNotices() : 0;
       const result = await api('GET', `/api/admin/engine/jobs?${listQuery()}`);
+      // The engine went down or came back while this read was under way: its answer may say the opposite.
+      if (live && live.engineNotices() !== notices) return load();
       if (!result.ok || !result.data || typeof result.data !== 'object') {
         showError(`Could not refresh the job list: ${result.message || 'unexpected answer'}`);
         $('#jobs-loading').hidden = true;

@@ -87,6 +87,8 @@ export function startLive(handlers, pollSeconds) {
   let relistTimer = null;
   const downBanner = $('#engine-down-banner');
   let engineUp = !downBanner || downBanner.hidden;
+  // Counts the stream's engine notices: a read that began before the last one is stale (see `engineNotices`).
+  let engineNotices = 0;
   let safeMode = document.body.dataset.safeMode !== 'off';
 
   function describe() {
@@ -159,6 +161,7 @@ export function startLive(handlers, pollSeconds) {
     const data = parse(event);
     const state = data && data.state;
     if (state !== 'up' && state !== 'down') return;
+    engineNotices += 1;
     setEngineDown(state === 'down', '');
     const wasUp = engineUp;
     engineUp = state === 'up';
@@ -214,5 +217,7 @@ export function startLive(handlers, pollSeconds) {
     fallBack();
   }
   updated();
-  return { updated, mode: () => mode, signedOut };
+  // A read that was answered before the engine went down can arrive after the stream said "down":
+  // a page compares this count before and after its read, and reads again when it moved.
+  return { updated, mode: () => mode, signedOut, engineNotices: () => engineNotices };
 }
