@@ -75,23 +75,23 @@ export function canCancel(job, state) {
  */
 export function statusBadge(status, error, outcome) {
   const text = String(status || 'UNKNOWN');
-  const base = { 'data-testid': 'status-badge', 'data-status': text };
+  // Attributes in the macro's order, so that both render the same markup.
+  const badge = (kind, label, extra = {}) => el('span', {
+    class: `badge badge-${kind}`, 'data-testid': 'status-badge', 'data-status': text, ...extra,
+  }, label);
   if (text === 'FAILED' && (outcome === 'interrupted' || (typeof error === 'string' && error.startsWith('interrupted: ')))) {
-    return el('span', {
-      ...base,
-      class: 'badge badge-interrupted',
+    return badge('interrupted', 'FAILED · outcome unknown', {
       'data-outcome': 'unknown',
       title: `${error || 'interrupted'}: the run may have done part or all of its work. Check its effects before running the job again.`,
-    }, 'FAILED · outcome unknown');
+    });
   }
   if (text === 'FAILED' && outcome === 'cancelled') {
-    return el('span', { ...base, class: 'badge badge-cancelled', 'data-outcome': 'cancelled', title: error || null }, 'Cancelled');
+    return badge('cancelled', 'Cancelled', { 'data-outcome': 'cancelled', title: error || null });
   }
   if (text === 'FAILED' && outcome === 'timed_out') {
-    return el('span', { ...base, class: 'badge badge-failed', 'data-outcome': 'timed_out', title: error || null }, 'FAILED · timed out');
+    return badge('failed', 'FAILED · timed out', { 'data-outcome': 'timed_out', title: error || null });
   }
-  const known = STATUSES.includes(text);
-  return el('span', { ...base, class: `badge badge-${known ? text.toLowerCase() : 'unknown'}` }, text);
+  return badge(STATUSES.includes(text) ? text.toLowerCase() : 'unknown', text);
 }
 
 /** The status badge of a whole job (its status, error and outcome). */
