@@ -179,7 +179,7 @@ class TestNameSearch:
 
 class TestRows:
     def test_name_is_the_main_text_and_a_missing_name_is_said(self, list_stack: Stack, open_page: Pages) -> None:
-        """A row's link is the job's name; without one it says "(no name)" muted; the type has its own column."""
+        """A row's link is the job's name; created without one it says "(no name)" muted, not the type again."""
         api = list_stack.engine_api()
         named = api.create("demo.echo", name=f"Quarterly reindex {tag()}")
         unnamed = api.create("demo.fail")

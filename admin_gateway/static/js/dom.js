@@ -167,9 +167,12 @@ export function jobActions(job, state, small = true) {
   return nodes;
 }
 
-/** A job's name as the row's main text, linking to its page; "(no name)" muted when it has none. */
+/**
+ * A job's name as the row's main text, linking to its page; "(no name)" muted when it has none
+ * (the engine names a job created without one after its type: that is no name either).
+ */
 export function jobNameLink(job) {
-  const name = typeof job.name === 'string' && job.name.trim() ? job.name : null;
+  const name = typeof job.name === 'string' && job.name.trim() && job.name !== job.type ? job.name : null;
   return el('a', {
     class: name ? 'job-title' : 'job-title job-title-none', href: jobUrl(job.id), 'data-testid': 'job-link',
   }, name ?? '(no name)');
