@@ -62,6 +62,7 @@ def _clean_job(raw: Any) -> dict[str, Any] | None:
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"]:
         return None
     job = {name: raw.get(name) for name in JOB_FIELDS}
+    job["outcome"] = raw.get("outcome") if isinstance(raw.get("outcome"), str) else None
     if not isinstance(job["params"], dict):
         job["params"] = {}
     history = job["history"] if isinstance(job["history"], list) else []
@@ -159,25 +160,50 @@ def _page_size(request: web.Request) -> int:
     return value if value is not None and 1 <= value <= _MAX_PAGE_SIZE else PAGE_SIZE
 
 
+def _type_names(catalog: Any, jobs: list[dict[str, Any]], chosen: str) -> list[str]:
+    """The Type filter's choices: the catalog's types, plus types seen on the page and the chosen one, sorted.
+
+    A type that left the catalog still has jobs, and a catalog the engine did not
+    answer still leaves the filter usable.
+    """
+    names = (
+        {t["name"] for t in catalog if isinstance(t, dict) and isinstance(t.get("name"), str)}
+        if isinstance(catalog, list)
+        else set()
+    )
+    names.update(job["type"] for job in jobs if isinstance(job.get("type"), str))
+    if chosen:
+        names.add(chosen)
+    return sorted(name for name in names if name)
+
+
 async def jobs_page(request: web.Request) -> web.StreamResponse:
-    """``GET /admin/engine/jobs``: the jobs table (newest first), filters, an "Older" cursor link."""
+    """``GET /admin/engine/jobs``: the jobs table (newest first), filters, an "Older" cursor link.
+
+    ``status`` and ``type`` filter; ``q`` is the engine's case-insensitive name search. Every
+    filter is kept in the paging links.
+    """
     user = request_user(request)
     status = _query_text(request, "status").upper()
     if status not in JobStatus.__members__:
         status = ""
     job_type = _query_text(request, "type")
+    name_query = _query_text(request, "q")
     before = _query_text(request, "before")
     limit = _page_size(request)
     query = {"limit": str(limit)}
-    for name, value in (("status", status), ("type", job_type), ("before", before)):
+    for name, value in (("status", status), ("type", job_type), ("q", name_query), ("before", before)):
         if value:
             query[name] = value
-    read = await _engine_read(request, user, "api/jobs", query)
+    # Both at once: with a hung engine the page waits one timeout, not two.
+    read, types = await asyncio.gather(
+        _engine_read(request, user, "api/jobs", query), _engine_read(request, user, "api/types")
+    )
     raw_jobs = read.data if isinstance(read.data, list) else []
     jobs = [job for job in map(_clean_job, raw_jobs) if job is not None]
 
     def page_url(cursor: str | None) -> str:
-        params = {k: v for k, v in (("status", status), ("type", job_type)) if v}
+        params = {k: v for k, v in (("status", status), ("type", job_type), ("q", name_query)) if v}
         if limit != PAGE_SIZE:
             params["limit"] = str(limit)
         if cursor:
@@ -193,7 +219,9 @@ async def jobs_page(request: web.Request) -> web.StreamResponse:
             "active_nav": "jobs",
             "jobs": jobs,
             "statuses": [s.value for s in JobStatus],
-            "filters": {"status": status, "type": job_type},
+            "filters": {"status": status, "type": job_type, "q": name_query},
+            "type_names": _type_names(types.data, jobs, job_type),
+            "max_filter_chars": MAX_FILTER_CHARS,
             "before": before,
             "next_cursor": read.next_cursor,
             "page_url": page_url,

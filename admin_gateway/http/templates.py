@@ -18,7 +18,7 @@ from aiohttp import web
 from admin_gateway.auth.csrf import csrf_token
 from admin_gateway.auth.guards import User
 from admin_gateway.settings import SETTINGS
-from shared.contract import parse_time
+from shared.contract import parse_time, utcnow
 
 
 @attrs.frozen(kw_only=True)
@@ -47,6 +47,35 @@ def _utc_text(value: str | None) -> str:
     return parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def format_duration(seconds: float) -> str:
+    """Render a span of ``seconds`` as ``45s``, ``3m 05s``, ``2h 03m`` or ``3d 4h`` (negative counts as 0).
+
+    ``static/js/time.js`` ``formatDuration`` renders the same once the page's script runs: keep the two in step.
+    """
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def _duration_text(started: str | None, ended: str | None = None) -> str:
+    """How long from ``started`` to ``ended`` (to now when ``None``); '' when ``started`` is no time."""
+    try:
+        start, end = parse_time(started), parse_time(ended)
+    except ValueError:
+        return ""
+    if start is None:
+        return ""
+    return format_duration(((end or utcnow()) - start).total_seconds())
+
+
 def make_environment() -> jinja2.Environment:
     """Return the panel's Jinja2 environment: package templates, autoescape on, strict undefined.
 
@@ -61,6 +90,7 @@ def make_environment() -> jinja2.Environment:
         lstrip_blocks=False,
     )
     env.filters["utc_text"] = _utc_text
+    env.filters["duration_text"] = _duration_text
     env.globals["static_url"] = lambda path: f"/static/{path}"
     return env
 

@@ -79,7 +79,7 @@ class TestSignInAndTable:
         table = page.get_by_test_id("jobs-table")
         expect(table).to_be_visible()
         headers = [text.strip() for text in table.locator("thead th").all_text_contents()]
-        assert headers == ["Job ID", "Type", "Status", "Created", "Action"]
+        assert headers == ["Job", "Type", "Status", "Created", "Duration", "Action"]
         expect(page.get_by_test_id("current-user")).to_contain_text(USER)
 
         for job, status in ((ready, "READY"), (done, "DONE"), (failed, "FAILED")):

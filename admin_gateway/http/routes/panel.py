@@ -163,6 +163,7 @@ PAGES: Final[RouteTable] = (
             parameters=(
                 query("status", {"type": "string"}, "Filter (ignored unless a status)."),
                 query("type", {"type": "string"}, "Filter."),
+                query("q", {"type": "string"}, "Name search (case-insensitive substring, done by the engine)."),
                 query("before", {"type": "string"}, "Cursor."),
                 query("limit", {"type": "string"}, "Page size (1 to 500; else 50)."),
             ),

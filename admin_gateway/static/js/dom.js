@@ -1,6 +1,11 @@
 // DOM helpers shared by every page. Data from the API only ever reaches the page through
 // textContent and attributes, never innerHTML, so job names and log lines cannot inject markup.
 // jobRow() and statusBadge() mirror templates/_macros.html: keep the two in step.
+// Times, durations and ages are formatted by time.js only (the one rule for time).
+
+import { applyTimes, drawDuration, exactTime, formatTime } from './time.js';
+
+export { formatTime };
 
 export const STATUSES = ['READY', 'RUNNING', 'DONE', 'FAILED'];
 
@@ -62,49 +67,64 @@ export function canCancel(job, state) {
   return state.superAdmin && job.status === 'RUNNING';
 }
 
-/** A job's status badge; a FAILED run whose error starts "interrupted: " says its outcome is unknown. */
-export function statusBadge(status, error) {
+/**
+ * A job's status badge (templates/_macros.html badge). The job's `outcome` refines FAILED: a run a
+ * person cancelled is "Cancelled" (neutral, not an error), one its timeout killed "FAILED · timed
+ * out"; an interrupted run (outcome "interrupted", or an error starting "interrupted: " from an
+ * engine without outcomes) may have done part or all of its work: "FAILED · outcome unknown".
+ */
+export function statusBadge(status, error, outcome) {
   const text = String(status || 'UNKNOWN');
-  if (text === 'FAILED' && typeof error === 'string' && error.startsWith('interrupted: ')) {
-    return el('span', {
-      class: 'badge badge-interrupted',
-      'data-testid': 'status-badge',
-      'data-status': text,
+  // Attributes in the macro's order, so that both render the same markup.
+  const badge = (kind, label, extra = {}) => el('span', {
+    class: `badge badge-${kind}`, 'data-testid': 'status-badge', 'data-status': text, ...extra,
+  }, label);
+  if (text === 'FAILED' && (outcome === 'interrupted' || (typeof error === 'string' && error.startsWith('interrupted: ')))) {
+    return badge('interrupted', 'FAILED · outcome unknown', {
       'data-outcome': 'unknown',
-      title: `${error}: the run may have done part or all of its work. Check its effects before running the job again.`,
-    }, 'FAILED · outcome unknown');
+      title: `${error || 'interrupted'}: the run may have done part or all of its work. Check its effects before running the job again.`,
+    });
   }
-  const known = STATUSES.includes(text);
-  return el('span', {
-    class: `badge badge-${known ? text.toLowerCase() : 'unknown'}`,
-    'data-testid': 'status-badge',
-    'data-status': text,
-  }, text);
+  if (text === 'FAILED' && outcome === 'cancelled') {
+    return badge('cancelled', 'Cancelled', { 'data-outcome': 'cancelled', title: error || null });
+  }
+  if (text === 'FAILED' && outcome === 'timed_out') {
+    return badge('failed', 'FAILED · timed out', { 'data-outcome': 'timed_out', title: error || null });
+  }
+  return badge(STATUSES.includes(text) ? text.toLowerCase() : 'unknown', text);
 }
 
-/** Format an RFC 3339 value in the viewer's local time; the raw value on failure. */
-export function formatLocal(iso) {
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return String(iso);
-  return date.toLocaleString(undefined, {
-    year: 'numeric', month: 'short', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
-  });
+/** The status badge of a whole job (its status, error and outcome). */
+export function jobBadge(job) {
+  return statusBadge(job.status, job.error, job.outcome);
 }
 
-export function timeEl(iso) {
+/**
+ * A <time> of `iso` in the chosen zone (time.js), the exact time with the zone on hover;
+ * `relative`: "3 min ago" as text instead, kept current by time.js.
+ */
+export function timeEl(iso, { relative = false } = {}) {
   if (!iso) return el('span', { class: 'muted' }, '—');
-  return el('time', { datetime: iso, title: `${iso} (UTC)`, 'data-local-time': true }, formatLocal(iso));
+  return el('time', {
+    datetime: iso, title: exactTime(iso), 'data-local-time': true, 'data-relative': relative,
+  }, formatTime(iso));
 }
 
-/** Rewrite every server-rendered <time data-local-time> into the viewer's local time. */
+/** How long a job ran (ticking while RUNNING), drawn by time.js; a muted dash before it starts. */
+export function durationEl(job) {
+  if (!job.startedAt) return el('span', { class: 'muted', 'data-testid': 'duration' }, '—');
+  const node = el('span', {
+    class: 'duration', 'data-testid': 'duration', 'data-duration': true, 'data-started': job.startedAt,
+    // A finished job without endedAt (an old record) shows no ticking clock.
+    'data-ended': job.status === 'RUNNING' ? null : (job.endedAt || job.startedAt),
+  });
+  drawDuration(node);
+  return node;
+}
+
+/** Draw every server-rendered time (and duration) under `root` in the chosen zone (time.js). */
 export function localizeTimes(root = document) {
-  for (const node of root.querySelectorAll('time[data-local-time]')) {
-    const iso = node.getAttribute('datetime');
-    if (iso) {
-      node.textContent = formatLocal(iso);
-      node.setAttribute('title', `${iso} (UTC)`);
-    }
-  }
+  applyTimes(root);
 }
 
 export function jobUrl(id) {
@@ -147,11 +167,20 @@ export function jobActions(job, state, small = true) {
   return nodes;
 }
 
+/**
+ * A job's name as the row's main text, linking to its page; "(no name)" muted when it has none
+ * (the engine names a job created without one after its type: that is no name either).
+ */
+export function jobNameLink(job) {
+  const name = typeof job.name === 'string' && job.name.trim() && job.name !== job.type ? job.name : null;
+  return el('a', {
+    class: name ? 'job-title' : 'job-title job-title-none', href: jobUrl(job.id), 'data-testid': 'job-link',
+  }, name ?? '(no name)');
+}
+
 export function jobRow(job, state) {
   const row = el('tr', { 'data-testid': 'job-row' });
   setJobData(row, job);
-  const idCell = el('td', {}, el('a', { class: 'job-id', href: jobUrl(job.id), 'data-testid': 'job-link' }, job.id));
-  if (job.name) idCell.append(el('span', { class: 'job-name', title: job.name }, job.name));
   const actions = jobActions(job, state);
   const actionBox = el('div', { class: 'row-actions' });
   if (actions.length) {
@@ -160,10 +189,11 @@ export function jobRow(job, state) {
     actionBox.append(el('span', { class: 'muted' }, '—', el('span', { class: 'visually-hidden' }, 'no action available')));
   }
   row.append(
-    idCell,
+    el('td', { class: 'col-job' }, jobNameLink(job), el('span', { class: 'job-id', 'data-testid': 'job-id' }, job.id)),
     el('td', { class: 'mono' }, job.type ?? ''),
-    el('td', {}, statusBadge(job.status, job.error), ' ', approvalBadge(job)),
-    el('td', {}, timeEl(job.createdAt)),
+    el('td', {}, jobBadge(job), ' ', approvalBadge(job)),
+    el('td', {}, timeEl(job.createdAt, { relative: true })),
+    el('td', {}, durationEl(job)),
     el('td', { class: 'col-action' }, actionBox),
   );
   return row;

@@ -1,15 +1,17 @@
 // The jobs list: rows follow the live stream (live.js) in place, re-listing through the JSON API
 // when the stream says so (or polling it when live updates are unavailable), RUN/Cancel through dialogs, "New job" from the type catalog, an "Older" page cursor.
+// Filters live in the URL (the server renders the page from it): the status and type selects apply
+// as soon as they change, the name search (q, matched by the engine) on Enter or Filter.
 
 import { api } from './api.js';
 import {
-  $, clearError, flash, guard, jobRow, jobUrl, pageState, setBusy, setEngineDown, setSafeMode, showError, waitingForApproval,
+  $, clearError, el, flash, guard, jobRow, jobUrl, pageState, setBusy, setEngineDown, setSafeMode, showError, waitingForApproval,
 } from './dom.js';
 import { isNewer, serialized, startLive } from './live.js';
 import { setupJobActions } from './actions.js';
 import { setupNewJob } from './newjob.js';
 
-const FILTERS = ['status', 'type', 'before', 'limit'];
+const FILTERS = ['status', 'type', 'q', 'before', 'limit'];
 
 function listQuery() {
   const current = new URLSearchParams(window.location.search);
@@ -31,6 +33,40 @@ function pageLink(before) {
   if (before) query.set('before', before);
   const text = query.toString();
   return text ? `/admin/engine/jobs?${text}` : '/admin/engine/jobs';
+}
+
+/**
+ * Whether the engine's name search `q` (a case-insensitive substring, by Unicode casefolding) may
+ * match `name`. Only decides whether a re-list is worth it, so when JavaScript's lower-casing
+ * cannot stand in for casefolding (non-ASCII text), it says yes and the engine decides.
+ */
+function mayMatchName(q, name) {
+  if (!q) return true;
+  const text = typeof name === 'string' ? name : '';
+  if (/[^\x00-\x7f]/.test(q + text)) return true;
+  return text.toLowerCase().includes(q.toLowerCase());
+}
+
+/** Submit the filter form as soon as a select marked data-apply-on-change changes (no Filter press). */
+function applyFiltersOnChange() {
+  const form = $('#filter-form');
+  if (!form) return;
+  form.addEventListener('change', (event) => {
+    if (event.target.matches('select[data-apply-on-change]')) form.requestSubmit();
+  });
+}
+
+/** Keep the Type filter's choices a superset of the types on the page (the server lists the catalog's). */
+function addSeenTypes(jobs) {
+  const select = $('#filter-type');
+  if (!select) return;
+  const known = new Set([...select.options].map((option) => option.value));
+  for (const job of jobs) {
+    if (typeof job.type !== 'string' || !job.type || known.has(job.type)) continue;
+    known.add(job.type);
+    const before = [...select.options].slice(1).find((option) => option.value > job.type);
+    select.insertBefore(el('option', { value: job.type }, job.type), before || null);
+  }
 }
 
 /** Start the jobs page. Everything it schedules is caught: a failure shows a banner, never a blank page. */
@@ -70,6 +106,7 @@ export function initJobs() {
     const focusKey = focusRow ? { id: focusRow.dataset.jobId, action: active.dataset.action, link: active.matches('a') } : null;
 
     body.replaceChildren(...jobs.map((job) => jobRow(job, state)));
+    addSeenTypes(jobs);
     $('#empty-state').hidden = down || jobs.length > 0;
     $('#jobs-unavailable').hidden = !down;
     $('#jobs-loading').hidden = true;
@@ -117,7 +154,8 @@ export function initJobs() {
   function matchesFilters(job) {
     const status = filters.get('status');
     const type = filters.get('type');
-    return (!status || status.toUpperCase() === job.status) && (!type || type === job.type);
+    return (!status || status.toUpperCase() === job.status) && (!type || type === job.type)
+      && mayMatchName(filters.get('q'), job.name);
   }
 
   /** One change from the stream: the row in place when it is on the page, else a re-list if it belongs here. */
@@ -149,6 +187,7 @@ export function initJobs() {
   }
 
   refreshButton.addEventListener('click', () => { guard(refresh); });
+  applyFiltersOnChange();
   // A break-glass window opened or closed: RUN buttons come or go (breakglass.js).
   document.addEventListener('override-change', () => { guard(refresh); });
 

@@ -1,7 +1,8 @@
 // Entry point of every panel page (<script type="module">, no inline code: the CSP allows
 // only same-origin scripts). Picks the page controller from <body data-page>.
 
-import { guard, localizeTimes, pageState, showError } from './dom.js';
+import { guard, pageState, showError } from './dom.js';
+import { initTime } from './time.js';
 import { startLive } from './live.js';
 import { setupDialogs } from './actions.js';
 import { startBreakGlass } from './breakglass.js';
@@ -17,7 +18,7 @@ window.addEventListener('unhandledrejection', (event) => {
 });
 
 guard(() => {
-  localizeTimes(document);
+  initTime(); // every time on the page in the chosen zone, the header switch, zone inputs
   setupDialogs();
   startBreakGlass();
   const init = PAGES[document.body.dataset.page];

@@ -29,7 +29,7 @@ from tests.integration.gateway.harness import (
 )
 
 XSS_NAME = "<img src=x onerror=alert(1)>"
-COLUMNS = ["Job ID", "Type", "Status", "Created", "Action"]
+COLUMNS = ["Job", "Type", "Status", "Created", "Duration", "Action"]
 PAGES = ("/admin/engine/jobs", "/admin/engine/jobs/00000000-0000-4000-8000-000000000000", "/admin/engine/logs")
 
 
@@ -200,7 +200,7 @@ class TestAccess:
         assert page.one("button", data_testid="logout-button")
 
     async def test_super_admin_gets_the_table_with_its_columns(self, down: MakeDown) -> None:
-        """A super_admin sees the jobs table with exactly the columns Job ID, Type, Status, Created, Action."""
+        """A super_admin sees the jobs table with exactly the columns Job, Type, Status, Created, Duration, Action."""
         user = await (await down()).login()
         page = await get_page(user, "/admin/engine/jobs")
         table = page.one("table", data_testid="jobs-table")
@@ -423,10 +423,13 @@ class TestEscaping:
     async def test_filter_values_are_escaped(self, down: MakeDown) -> None:
         """Query parameters echoed into the filter form are escaped."""
         user = await (await down()).login()
-        resp = await user.client.get("/admin/engine/jobs", params={"type": '"><script>alert(3)</script>'})
+        evil = '"><script>alert(3)</script>'
+        resp = await user.client.get("/admin/engine/jobs", params={"type": evil, "q": evil})
         html = await resp.text()
         assert "<script>alert(3)" not in html
-        assert parse(html).one("input", name="type").attrs["value"] == '"><script>alert(3)</script>'
+        page = parse(html)
+        assert "selected" in page.one("option", value=evil).attrs
+        assert page.one("input", name="q").attrs["value"] == evil
 
 
 class TestPagination:
