@@ -15,6 +15,7 @@ from shared.journal.chain import GENESIS, AuditQuery, JournalUnavailable
 from shared.journal.postgres import PostgresJournal, verify_chain
 from shared.pg import connect
 from tests.integration.gateway.harness import SUPER, MakeGatewayServer, UpstreamEngine
+from tests.unit.shared.test_journal_audit_filters import fill, seqs
 
 CHAIN = "gw-test"
 
@@ -52,6 +53,19 @@ class TestPostgresJournal:
         assert rows == [(5, journal.head)]
         result = await verify_chain(postgres_url, CHAIN, expected_head=journal.head)
         assert (result.ok, result.count, result.last_seq, result.head) == (True, 5, 5, journal.head)
+
+    async def test_action_outcome_and_actor_prefix_filters(self, postgres_url: str) -> None:
+        """The SQL filters match the journal's: actor prefix (no LIKE wildcards), action, data.outcome."""
+        journal = await PostgresJournal.open(postgres_url, CHAIN)
+        try:
+            await fill(journal)
+            assert await seqs(journal, actor_prefix="ali") == [6, 2, 1]
+            assert await seqs(journal, actor_prefix="al%") == [4]
+            assert await seqs(journal, action="job_run") == [5, 2, 1]
+            assert await seqs(journal, outcome="refused") == [4, 2]
+            assert await seqs(journal, actor_prefix="ali", action="job_run", outcome="accepted") == [1]
+        finally:
+            await journal.close()
 
     async def test_reopen_resumes_head(self, postgres_url: str) -> None:
         """A journal opened after another closed continues its seq and links to its head."""
