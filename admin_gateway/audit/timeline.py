@@ -320,6 +320,20 @@ def details(record: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+#: Detail fields that say most about a record, shown first in its one-line summary.
+_TELLING: Final = ("reason", "error", "code", "status", "name", "type", "count", "format", "filter", "exitCode")
+#: Detail fields every gateway record has: in its summary only when it has nothing else.
+_ROUTINE: Final = frozenset({"userAgent", "requestId", "method", "path", "intentSeq"})
+
+
+def summary(record: dict[str, Any], *, fields: int = 3) -> str:
+    """A record's details in one line (the telling fields first, routine request fields last), for a folded row."""
+    pairs = details(record)
+    rank = {key: i for i, key in enumerate(_TELLING)}
+    pairs.sort(key=lambda kv: (kv[0] in _ROUTINE, rank.get(kv[0], len(rank))))
+    return " · ".join(f"{key}: {value}" for key, value in pairs[:fields])
+
+
 def timeline_context(timeline: Timeline) -> dict[str, Any]:
     """Template context for ``_audit.html`` (the audit page and the job page's audit section)."""
     return {
@@ -327,4 +341,5 @@ def timeline_context(timeline: Timeline) -> dict[str, Any]:
         "audit_engine": timeline.engine,
         "audit_warning": timeline.warning,
         "audit_details": details,
+        "audit_summary": summary,
     }
