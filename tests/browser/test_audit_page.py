@@ -61,6 +61,15 @@ class TestAuditPage:
         expect(section.locator('[data-action="job_run_requested"]')).to_have_count(1)
 
 
+def signed_in_at(panel_stack: Stack, page: Page, path: str, *, jobs: int = 0) -> tuple[str, dict[str, Any]]:
+    """Fill the trail (:func:`fill_audit`), sign in and open ``path``; return the base URL and the named job."""
+    named = fill_audit(panel_stack, jobs)
+    base = panel_stack.gateways["open"].url
+    login(page, base)
+    page.goto(f"{base}{path}")
+    return base, named
+
+
 def fill_audit(panel_stack: Stack, jobs: int) -> dict[str, Any]:
     """A named job run through the gateway plus ``jobs`` more created at the engine; return the named job."""
     engine = panel_stack.engine_api()
@@ -76,10 +85,7 @@ def fill_audit(panel_stack: Stack, jobs: int) -> dict[str, Any]:
 class TestAuditPageDaily:
     def test_fifty_compact_rows_expand_and_name_their_jobs(self, panel_stack: Stack, page: Page) -> None:
         """50 rows fit on about two screens, each one line with its details folded; job names sit next to ids."""
-        named = fill_audit(panel_stack, 55)
-        base = panel_stack.gateways["open"].url
-        login(page, base)
-        page.goto(f"{base}/admin/audit")
+        base, named = signed_in_at(panel_stack, page, "/admin/audit", jobs=55)
         rows = page.get_by_test_id("audit-row")
         expect(rows).to_have_count(50)
         height = rows.evaluate_all("(rows) => rows.reduce((h, r) => h + r.getBoundingClientRect().height, 0)")
@@ -100,10 +106,7 @@ class TestAuditPageDaily:
 
     def test_filters_by_action_outcome_actor_and_time(self, panel_stack: Stack, page: Page) -> None:
         """The selects and the actor prefix narrow the rows; a since in the future leaves none."""
-        fill_audit(panel_stack, 0)
-        base = panel_stack.gateways["open"].url
-        login(page, base)
-        page.goto(f"{base}/admin/audit")
+        signed_in_at(panel_stack, page, "/admin/audit")
         page.get_by_test_id("filter-action").select_option("job_run")
         page.get_by_test_id("filter-outcome").select_option("accepted")
         page.get_by_test_id("filter-actor").fill(USER[:3])
@@ -127,10 +130,7 @@ class TestAuditPageDaily:
 
     def test_export_downloads_the_current_filter(self, panel_stack: Stack, page: Page) -> None:
         """Export saves the filtered records as CSV and as JSON Lines, and the export shows up in the trail."""
-        fill_audit(panel_stack, 0)
-        base = panel_stack.gateways["open"].url
-        login(page, base)
-        page.goto(f"{base}/admin/audit?action=job_run")
+        base, _ = signed_in_at(panel_stack, page, "/admin/audit?action=job_run")
         with page.expect_download() as info:
             page.get_by_test_id("export-button").click()
         download = info.value
@@ -154,9 +154,7 @@ class TestAuditPageDaily:
 class TestEngineLogPaging:
     def test_older_and_newest_links(self, panel_stack: Stack, page: Page) -> None:
         """With more than 50 entries the Engine log shows 50, an Older link to the rest, and Newest back."""
-        fill_audit(panel_stack, 55)
-        base = panel_stack.gateways["open"].url
-        login(page, base)
+        base, _ = signed_in_at(panel_stack, page, "/admin/audit", jobs=55)
         page.get_by_role("link", name="Engine log").click()
         rows = page.get_by_test_id("engine-log-row")
         expect(rows).to_have_count(50)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from admin_gateway.audit.export import CSV_COLUMNS
 from tests.integration.gateway.harness import (
     ADMIN,
     ENGINE_TOKEN,
@@ -171,19 +172,7 @@ class TestExport:
         assert re.fullmatch(r'attachment; filename="audit-\d{8}T\d{6}Z\.csv"', resp.headers["Content-Disposition"])
         assert resp.headers["Cache-Control"] == "no-store" and "Content-Security-Policy" in resp.headers
         table = list(csv.reader(io.StringIO(body)))
-        assert table[0] == [
-            "journal",
-            "seq",
-            "at",
-            "actor",
-            "source",
-            "action",
-            "jobId",
-            "outcome",
-            "data",
-            "prev",
-            "hash",
-        ]
+        assert table[0] == list(CSV_COLUMNS)
         got = [(r[0], int(r[1])) for r in table[1:]]
         assert got[1:] == [(r["journal"], r["seq"]) for r in expected]  # newest first; the export's intent is first
         assert table[1][5] == "audit_export_requested"

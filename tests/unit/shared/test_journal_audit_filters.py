@@ -30,29 +30,27 @@ async def seqs(journal: Journal, **filters: str) -> list[int]:
     return [r.seq for r in await journal.query(AuditQuery(limit=100, **filters))]  # type: ignore[arg-type]
 
 
+async def check_filters(journal: Journal) -> None:
+    """Fill ``journal`` and check each filter and their combination against :data:`ROWS`."""
+    await fill(journal)
+    assert await seqs(journal, actor_prefix="ali") == [6, 2, 1]
+    assert await seqs(journal, actor_prefix="al%") == [4]  # no LIKE wildcards
+    assert await seqs(journal, action="job_run") == [5, 2, 1]
+    assert await seqs(journal, outcome="refused") == [4, 2]
+    assert await seqs(journal, actor_prefix="ali", action="job_run", outcome="accepted") == [1]
+    assert await seqs(journal, outcome="outcome") == []
+
+
 class TestAuditFilters:
     async def test_memory_journal_filters(self) -> None:
         """actor_prefix is a case-sensitive prefix, action and outcome exact, all combinable."""
-        journal = MemoryJournal()
-        await fill(journal)
-        assert await seqs(journal, actor_prefix="ali") == [6, 2, 1]
-        assert await seqs(journal, actor_prefix="al%") == [4]
-        assert await seqs(journal, action="job_run") == [5, 2, 1]
-        assert await seqs(journal, outcome="refused") == [4, 2]
-        assert await seqs(journal, actor_prefix="ali", action="job_run", outcome="accepted") == [1]
-        assert await seqs(journal, outcome="outcome") == []
+        await check_filters(MemoryJournal())
 
     async def test_file_journal_filters_read_from_disk(self, tmp_path: Path) -> None:
         """Past the in-memory window the byte screens keep every match and no other record."""
         journal = FileJournal.open(tmp_path / "j", recent_limit=1)
         list(journal.replay())
-        await fill(journal)
         try:
-            assert await seqs(journal, actor_prefix="ali") == [6, 2, 1]
-            assert await seqs(journal, actor_prefix="al%") == [4]
-            assert await seqs(journal, action="job_run") == [5, 2, 1]
-            assert await seqs(journal, outcome="refused") == [4, 2]
-            assert await seqs(journal, actor_prefix="ali", action="job_run", outcome="accepted") == [1]
-            assert await seqs(journal, outcome="outcome") == []
+            await check_filters(journal)
         finally:
             await journal.close()
