@@ -38,15 +38,20 @@ JOURNALS: Final[tuple[JournalName, ...]] = ("engine", "gateway")
 DEFAULT_LIMIT: Final = DEFAULT_PAGE_LIMIT
 #: Largest timeline page: two journals are read and merged per page, so it stays below the engine's.
 MAX_LIMIT: Final = 500
+#: Filter parameters of the timeline (API, page and export).
+FILTERS: Final = frozenset({"actor", "action", "outcome", "jobId", "since", "until", "journal"})
 #: Query parameters of the timeline (API and page).
-PARAMS: Final = frozenset({"actor", "jobId", "since", "until", "journal", "limit", "before"})
+PARAMS: Final = FILTERS | {"limit", "before"}
 
 #: Data fields shown in their own column rather than among a record's details.
 _COLUMNS: Final = frozenset({"outcome"})
 _MAX_DETAIL = 300
-_JOB_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+#: What a job id looks like (anything else is no job id to filter by or to look up).
+JOB_ID: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
 _CURSOR = re.compile(r"e([0-9]{0,18})\.g([0-9]{0,18})")
-_LOCAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?")
+_LOCAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")
+#: Action names and ``data.outcome`` values: what the journals write (lower case and ``_``).
+_WORD = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def _invalid(message: str) -> GatewayError:
@@ -84,10 +89,11 @@ class Cursor:
 
 
 def parse_time_filter(name: str, raw: str) -> dt.datetime:
-    """Parse a ``since``/``until`` value: RFC 3339 with a zone, ``YYYY-MM-DD``, or a zone-less local time as UTC.
+    """Parse a ``since``/``until`` value: RFC 3339 with a zone, ``YYYY-MM-DD``, or a zone-less time as UTC.
 
-    The zone-less form (``2025-01-31T09:00``) is what a ``datetime-local``
-    input sends; the panel labels it UTC. Raises 400 ``invalid_field``.
+    The zone-less forms are what a ``datetime-local`` input sends without
+    script (``2025-01-31T09:00``) and what the panel shows (``2025-01-31
+    09:00``); both are UTC. Raises 400 ``invalid_field``.
     """
     try:
         if len(raw) == 10:
@@ -100,16 +106,23 @@ def parse_time_filter(name: str, raw: str) -> dt.datetime:
     if parsed is None:
         raise _invalid(
             f"{name} must be a date (YYYY-MM-DD) or a time (RFC 3339, e.g. 2025-01-31T09:00:00Z; "
-            f"without a zone it is UTC)"
+            f"or 2025-01-31 09:00; without a zone it is UTC)"
         )
     return parsed
 
 
 @attrs.frozen(kw_only=True)
 class TimelineQuery:
-    """A filter over both journals (exact ``actor`` and ``job_id``, ``since`` inclusive, ``until`` exclusive)."""
+    """A filter over both journals.
+
+    ``actor`` matches the start of the actor (``ali`` finds ``alice``),
+    ``action``, ``outcome`` (``data.outcome``) and ``job_id`` match exactly,
+    ``since`` is inclusive and ``until`` exclusive.
+    """
 
     actor: str | None = None
+    action: str | None = None
+    outcome: str | None = None
     job_id: str | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
@@ -124,8 +137,12 @@ class TimelineQuery:
         actor, job_id = values.get("actor"), values.get("jobId")
         if actor is not None and (len(actor) > MAX_FILTER_CHARS or not actor.isprintable()):
             raise _invalid(f"actor must be 1 to {MAX_FILTER_CHARS} printable characters")
-        if job_id is not None and not _JOB_ID.fullmatch(job_id):
+        if job_id is not None and not JOB_ID.fullmatch(job_id):
             raise _invalid("jobId must be a job id (letters, digits and -, at most 64)")
+        action, outcome = values.get("action"), values.get("outcome")
+        for name, word in (("action", action), ("outcome", outcome)):
+            if word is not None and not _WORD.fullmatch(word):
+                raise _invalid(f"{name} must be a name such as job_run (a-z, 0-9 and _, at most 64)")
         since = parse_time_filter("since", values["since"]) if "since" in values else None
         until = parse_time_filter("until", values["until"]) if "until" in values else None
         if since is not None and until is not None and until <= since:
@@ -142,12 +159,24 @@ class TimelineQuery:
                 raise _invalid(f"limit must be a number from 1 to {MAX_LIMIT}")
             limit = parsed
         cursor = Cursor.parse(values["before"]) if "before" in values else Cursor()
-        return cls(actor=actor, job_id=job_id, since=since, until=until, journals=journals, limit=limit, cursor=cursor)
+        return cls(
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            job_id=job_id,
+            since=since,
+            until=until,
+            journals=journals,
+            limit=limit,
+            cursor=cursor,
+        )
 
     def params(self) -> dict[str, str]:
         """The query as request parameters (without the cursor and the limit), for links to other pages."""
         out = {
             "actor": self.actor,
+            "action": self.action,
+            "outcome": self.outcome,
             "jobId": self.job_id,
             "since": format_time(self.since),
             "until": format_time(self.until),
@@ -190,7 +219,9 @@ async def _engine_records(
     """The engine's records for ``query`` (newest first), or why they are unavailable."""
     params = {"limit": str(query.limit)}
     for name, value in (
-        ("actor", query.actor),
+        ("actorPrefix", query.actor),
+        ("action", query.action),
+        ("outcome", query.outcome),
         ("jobId", query.job_id),
         ("since", format_time(query.since)),
         ("until", format_time(query.until)),
@@ -224,7 +255,9 @@ async def _gateway_records(request: web.Request, query: TimelineQuery, before: i
     found = await journal.query(
         AuditQuery(
             job_id=query.job_id,
-            actor=query.actor,
+            actor_prefix=query.actor,
+            action=query.action,
+            outcome=query.outcome,
             since=query.since,
             until=query.until,
             before=before,
@@ -287,6 +320,20 @@ def details(record: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+#: Detail fields that say most about a record, shown first in its one-line summary.
+_TELLING: Final = ("reason", "error", "code", "status", "name", "type", "count", "format", "filter", "exitCode")
+#: Detail fields every gateway record has: in its summary only when it has nothing else.
+_ROUTINE: Final = frozenset({"userAgent", "requestId", "method", "path", "intentSeq"})
+
+
+def summary(record: dict[str, Any], *, fields: int = 3) -> str:
+    """A record's details in one line (the telling fields first, routine request fields last), for a folded row."""
+    pairs = details(record)
+    rank = {key: i for i, key in enumerate(_TELLING)}
+    pairs.sort(key=lambda kv: (kv[0] in _ROUTINE, rank.get(kv[0], len(rank))))
+    return " · ".join(f"{key}: {value}" for key, value in pairs[:fields])
+
+
 def timeline_context(timeline: Timeline) -> dict[str, Any]:
     """Template context for ``_audit.html`` (the audit page and the job page's audit section)."""
     return {
@@ -294,4 +341,5 @@ def timeline_context(timeline: Timeline) -> dict[str, Any]:
         "audit_engine": timeline.engine,
         "audit_warning": timeline.warning,
         "audit_details": details,
+        "audit_summary": summary,
     }

@@ -77,6 +77,7 @@ __all__ = [
     "ACCESS_DENIED",
     "ANONYMOUS",
     "AUDIT",
+    "AUDIT_EXPORT",
     "AUDIT_SUBDIR",
     "COALESCED_ACTIONS",
     "CSRF_REFUSED",
@@ -126,6 +127,8 @@ SAFE_MODE_OVERRIDE_END: Final = "safe_mode_override_end"
 JOB_APPROVE: Final = "job_approve"
 JOB_REJECT: Final = "job_reject"
 JOB_WITHDRAW: Final = "job_withdraw"
+#: A super_admin downloaded the audit trail (``GET /api/admin/audit/export``).
+AUDIT_EXPORT: Final = "audit_export"
 
 #: ``data.outcome`` values: an intent recorded before the engine is called, the request
 #: done, refused (with ``code``), failed at the engine (with ``code``), a session expired.

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from admin_gateway.audit.job_names import JOB_NAMES, JobNames
 from admin_gateway.audit.trail import AUDIT, EXPIRED, SESSION_EXPIRED, Audit, audit_journal_ctx
 from admin_gateway.auth.guards import SESSION_USER, USER_STORE
 from admin_gateway.auth.session_backends import make_backend
@@ -53,6 +54,7 @@ def create_app(settings: Settings) -> web.Application:
     app[AUDIT] = audit
     app[USER_STORE] = UserStore(settings.data_dir)
     app[OVERRIDE_WINDOW] = OverrideWindow()
+    app[JOB_NAMES] = JobNames()
     app[LOGIN_THROTTLE] = LoginThrottle(
         clock=settings.clock,
         per_account=settings.login_limit_per_hour,

@@ -32,6 +32,9 @@ from admin_gateway.auth.guards import User
 from admin_gateway.engine_client import ENGINE_CLIENT, request_id_of
 from admin_gateway.errors import GatewayError
 from admin_gateway.http.access import request_user
+from admin_gateway.http.engine_log_page import FETCH as LOG_FETCH
+from admin_gateway.http.engine_log_page import PAGE_SIZE as LOG_PAGE_SIZE
+from admin_gateway.http.engine_log_page import BadCursor, page_of, parse_cursor
 from admin_gateway.http.templates import render_template
 from admin_gateway.safe_mode import OVERRIDE_WINDOW
 from admin_gateway.settings import SETTINGS
@@ -272,18 +275,27 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     )
 
 
-_LOG_LIMIT = 200
-
-
 async def approvals_page(request: web.Request) -> web.StreamResponse:
     """``GET /admin/engine/approvals``: the runs waiting for approval, listed by static/js/approvals.js."""
     return await render_template(request, "approvals.html", {"active_nav": "approvals"}, user=request_user(request))
 
 
 async def logs_page(request: web.Request) -> web.StreamResponse:
-    """``GET /admin/engine/logs``: the engine's latest log entries, newest first."""
+    """``GET /admin/engine/logs?before``: the engine's log entries, newest first, paged (:mod:`.engine_log_page`)."""
     user = request_user(request)
-    read = await _engine_read(request, user, "api/engines/logs", {"limit": str(_LOG_LIMIT)})
+    context: dict[str, Any] = {
+        "active_nav": "logs",
+        "loaded_at": format_time(utcnow()),
+        "paged": False,
+        "log_fetch": LOG_FETCH,
+        "log_page_size": LOG_PAGE_SIZE,
+    }
+    try:
+        before = parse_cursor(_query_text(request, "before"))
+    except BadCursor as exc:
+        context.update(logs=[], older_url=None, error_message=f"Cannot page from there: {exc}.")
+        return await render_template(request, "logs.html", context, user=user, status=400)
+    read = await _engine_read(request, user, "api/engines/logs", {"limit": str(LOG_FETCH)})
     raw = read.data if isinstance(read.data, list) else []
     logs = [
         {
@@ -295,17 +307,7 @@ async def logs_page(request: web.Request) -> web.StreamResponse:
         for e in raw
         if isinstance(e, dict)
     ]
-    # At 3 a.m. the newest entry belongs at the top, whatever order the engine answers in
-    # (RFC 3339 UTC strings sort as times; ties keep the newest first: reversed, then a stable sort).
-    logs = sorted(reversed(logs), key=lambda e: e["timestamp"] or "", reverse=True)  # noqa: C414
-    return await render_template(
-        request,
-        "logs.html",
-        {
-            **read.banners("the log request"),
-            "active_nav": "logs",
-            "logs": logs,
-            "loaded_at": format_time(utcnow()),
-        },
-        user=user,
-    )
+    page = page_of(logs, before)
+    older_url = str(URL("/admin/engine/logs").with_query(before=page.older)) if page.older else None
+    context.update(logs=page.entries, older_url=older_url, paged=before is not None)
+    return await render_template(request, "logs.html", {**read.banners("the log request"), **context}, user=user)

@@ -164,12 +164,27 @@ TIMELINE = closed_object(
 )
 
 #: The audit filters; an empty value means "not given" (the page's form sends every field).
-AUDIT_FILTERS: Final = (
-    query("actor", {"type": "string", "maxLength": MAX_FILTER_CHARS}, "Only records by this actor (exact)."),
+_AUDIT_WORD: Final = {"type": "string", "pattern": "^([a-z][a-z0-9_]{0,63})?$"}
+#: The audit timeline's filters (the page, the API and the export).
+AUDIT_FILTER_PARAMS: Final = (
+    query(
+        "actor",
+        {"type": "string", "maxLength": MAX_FILTER_CHARS},
+        "Only records whose actor starts with this text (`ali` finds `alice`).",
+    ),
+    query("action", _AUDIT_WORD, "Only records of this action (e.g. `job_run`)."),
+    query("outcome", _AUDIT_WORD, "Only records whose `data.outcome` is this (e.g. `refused`)."),
     query("jobId", {"type": "string", "pattern": "^[A-Za-z0-9-]{0,64}$"}, "Only records of this job."),
-    query("since", {"type": "string"}, "From this time on: YYYY-MM-DD, RFC 3339, or a zone-less time (UTC)."),
+    query(
+        "since",
+        {"type": "string"},
+        "From this time on: YYYY-MM-DD, RFC 3339, or a zone-less time as UTC (`2026-12-04 14:37`, `2026-12-04T14:37`).",
+    ),
     query("until", {"type": "string"}, "Before this time (same forms as since)."),
     query("journal", {"type": "string", "enum": ["engine", "gateway", "all", ""]}, "Only one journal's records."),
+)
+AUDIT_FILTERS: Final = (
+    *AUDIT_FILTER_PARAMS,
     query("limit", {"type": "string"}, f"Records per page (1 to {MAX_LIMIT})."),
     query("before", {"type": "string", "pattern": "^(e[0-9]{0,18}\\.g[0-9]{0,18})?$"}, "Cursor: `next` of a page."),
 )

@@ -1,6 +1,7 @@
 """``GET /api/audit``: the engine's journal records, newest first (admin token only).
 
-Query: ``jobId``, ``actor`` (exact matches), ``since`` (inclusive) and
+Query: ``jobId``, ``actor``, ``action`` (exact matches), ``actorPrefix``
+(the start of the actor), ``outcome`` (``data.outcome``), ``since`` (inclusive) and
 ``until`` (exclusive) as RFC 3339 times with a timezone (or a bare
 ``YYYY-MM-DD``, midnight UTC), ``limit`` (1-1000, default 100) and
 ``before`` (a seq: only records older than it). The answer is a bare JSON
@@ -26,7 +27,9 @@ from shared.contract import DEFAULT_PAGE_LIMIT, MAX_FILTER_CHARS, MAX_PAGE_LIMIT
 from shared.journal.chain import AuditQuery
 from shared.web import parse_int_query
 
-AUDIT_QUERY: Final = frozenset({"jobId", "actor", "since", "until", "limit", "before"})
+AUDIT_QUERY: Final = frozenset(
+    {"jobId", "actor", "actorPrefix", "action", "outcome", "since", "until", "limit", "before"}
+)
 
 
 def _time_param(request: web.Request, name: str) -> dt.datetime | None:
@@ -64,6 +67,9 @@ async def audit(request: web.Request) -> web.Response:
     query = AuditQuery(
         job_id=_text_param(request, "jobId"),
         actor=_text_param(request, "actor"),
+        actor_prefix=_text_param(request, "actorPrefix"),
+        action=_text_param(request, "action"),
+        outcome=_text_param(request, "outcome"),
         since=since,
         until=until,
         before=before,

@@ -137,6 +137,9 @@ EVENTS_PARAMS: Final = (
 AUDIT_PARAMS: Final = (
     query("jobId", {"type": "string"}, "Only records of this job."),
     query("actor", {"type": "string"}, "Only records by this actor."),
+    query("actorPrefix", {"type": "string"}, "Only records whose actor starts with this text."),
+    query("action", {"type": "string"}, "Only records of this action (e.g. `job_created`)."),
+    query("outcome", {"type": "string"}, "Only records whose `data.outcome` is this text."),
     query("since", {"type": "string", "format": "date-time"}, "Only records at or after this time."),
     query("until", {"type": "string", "format": "date-time"}, "Only records before this time."),
     limit(100, 1000),

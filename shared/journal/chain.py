@@ -173,11 +173,16 @@ class AuditQuery:
 
     ``since`` is inclusive and ``until`` exclusive (both aware datetimes);
     ``before`` keeps records with ``seq < before`` (the paging cursor: pass the
-    smallest seq of the previous page); ``limit`` caps the answer.
+    smallest seq of the previous page); ``limit`` caps the answer. ``job_id``,
+    ``actor`` and ``action`` match exactly, ``actor_prefix`` the start of the
+    actor, ``outcome`` the record's ``data.outcome`` (a string).
     """
 
     job_id: str | None = None
     actor: str | None = None
+    actor_prefix: str | None = None
+    action: str | None = None
+    outcome: str | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     before: int | None = None
@@ -188,6 +193,7 @@ class AuditQuery:
         since = format_time(self.since)
         until = format_time(self.until)
         job_id, actor, before = self.job_id, self.actor, self.before
+        prefix, action, outcome = self.actor_prefix, self.action, self.outcome
 
         # ``at`` is always ``format_time`` output (fixed width, UTC), so string
         # order is time order.
@@ -196,6 +202,9 @@ class AuditQuery:
                 (before is None or rec.seq < before)
                 and (job_id is None or rec.job_id == job_id)
                 and (actor is None or rec.actor == actor)
+                and (prefix is None or rec.actor.startswith(prefix))
+                and (action is None or rec.action == action)
+                and (outcome is None or rec.data.get("outcome") == outcome)
                 and (since is None or rec.at >= since)
                 and (until is None or rec.at < until)
             )

@@ -216,6 +216,10 @@ def audit_where(chain: str, query: AuditQuery) -> tuple[str, list[str | int]]:
         ("seq < %s", query.before),
         ("job_id = %s", query.job_id),
         ("actor = %s", query.actor),
+        # starts_with, not LIKE: a prefix holding % or _ needs no escaping.
+        ("starts_with(actor, %s)", query.actor_prefix),
+        ("action = %s", query.action),
+        ("data->>'outcome' = %s", query.outcome),
         # ``at`` is fixed-width UTC text, so byte order (COLLATE "C") is time order.
         ('at COLLATE "C" >= %s', format_time(query.since)),
         ('at COLLATE "C" < %s', format_time(query.until)),

@@ -277,10 +277,10 @@ class ExportLines:
             [
                 rec.seq,
                 rec.at,
-                _cell(rec.actor),
-                _cell(rec.source),
-                _cell(rec.action),
-                _cell(rec.job_id or ""),
+                csv_cell(rec.actor),
+                csv_cell(rec.source),
+                csv_cell(rec.action),
+                csv_cell(rec.job_id or ""),
                 canonical_json(rec.data).decode(),
                 rec.prev,
                 rec.hash,
@@ -296,7 +296,8 @@ def _take(buf: io.StringIO) -> str:
     return text
 
 
-def _cell(value: str) -> str:
+def csv_cell(value: str) -> str:
+    """``value`` as a CSV text cell a spreadsheet shows as text: a leading ``'`` when it starts like a formula."""
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
@@ -321,7 +322,7 @@ def newest_first_from_files(directory: Path, query: AuditQuery) -> list[Record]:
     """Answer ``query`` newest first by reading the segments backwards.
 
     Cost: lines are first screened with byte searches (seq, time, jobId,
-    actor) and only candidates are parsed, so a scan runs at roughly disk
+    actor, action, outcome) and only candidates are parsed, so a scan runs at roughly disk
     speed; memory stays within one read block plus ``limit`` records.
     With ``before`` the scan starts in the segment holding that seq; with
     ``since`` it stops after the first segment reaching older records (so a
@@ -337,6 +338,14 @@ def newest_first_from_files(directory: Path, query: AuditQuery) -> list[Record]:
         needles.append(b'"jobId":' + canonical_json(query.job_id))
     if query.actor is not None:
         needles.append(b'"actor":' + canonical_json(query.actor))
+    if query.actor_prefix is not None:
+        # JSON escapes character by character, so the escaped prefix (without its closing
+        # quote) starts the escaped actor.
+        needles.append(b'"actor":' + canonical_json(query.actor_prefix)[:-1])
+    if query.action is not None:
+        needles.append(b'"action":' + canonical_json(query.action))
+    if query.outcome is not None:
+        needles.append(b'"outcome":' + canonical_json(query.outcome))
     found: list[Record] = []
     for seg in reversed(list_segments(directory)):
         if query.before is not None and seg.first_seq >= query.before:

@@ -15,14 +15,17 @@ from admin_gateway.http.admin_api import (
     get_types,
     list_jobs,
 )
-from admin_gateway.http.audit_page import get_audit
+from admin_gateway.http.audit_page import export_audit, get_audit
 from admin_gateway.http.job_changes import run_job
 from admin_gateway.http.routes.governance import GOVERNANCE
 from admin_gateway.http.schemas import (
     API_AUTH,
     API_TAGS,
+    AUDIT_DOWN,
+    AUDIT_FILTER_PARAMS,
     AUDIT_FILTERS,
     CONFIG,
+    ENGINE_DOWN,
     ENGINE_READ,
     JOB_PATH,
     JOBS_ENVELOPE,
@@ -47,6 +50,8 @@ from shared.openapi import (
     body,
     closed_object,
     errors,
+    header,
+    query,
     ref,
     response,
 )
@@ -282,6 +287,39 @@ API: Final[RouteTable] = (
                 **errors(
                     ErrorCase(status=400, code=E.INVALID_FIELD, when="a bad filter value or cursor"),
                     ErrorCase(status=400, code=E.UNKNOWN_FIELD, when="a parameter it does not take"),
+                    *API_AUTH,
+                ),
+            },
+        ),
+    ),
+    Route(
+        access=Access.SUPER_ADMIN,
+        handler=export_audit,
+        operation=Operation(
+            method="GET",
+            path="/api/admin/audit/export",
+            operation_id="exportAudit",
+            tags=API_TAGS,
+            summary="Download the audit trail of a filter as CSV or JSON Lines, newest first (streamed).",
+            description="Recorded in the gateway's journal first (`audit_export_requested`: who, filter, format), "
+            "then `audit_export` with `count`. CSV text cells that start with = + - @ get a leading `'`. "
+            "An export never leaves out the engine's records silently: 502 when they cannot be read.",
+            parameters=(
+                query("format", {"type": "string", "enum": ["csv", "jsonl"]}, "csv or jsonl.", required=True),
+                *AUDIT_FILTER_PARAMS,
+            ),
+            responses={
+                "200": response(
+                    "The records as a file (`Content-Disposition: attachment`).",
+                    {"type": "string"},
+                    media=("text/csv", "application/jsonl"),
+                    headers={"Content-Disposition": header('attachment; filename="audit-<UTC time>.<format>"')},
+                ),
+                **errors(
+                    ErrorCase(status=400, code=E.INVALID_FIELD, when="a bad format or filter value"),
+                    ErrorCase(status=400, code=E.UNKNOWN_FIELD, when="a parameter it does not take"),
+                    ENGINE_DOWN,
+                    AUDIT_DOWN,
                     *API_AUTH,
                 ),
             },

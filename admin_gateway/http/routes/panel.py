@@ -204,8 +204,13 @@ PAGES: Final[RouteTable] = (
             path="/admin/engine/logs",
             operation_id="logsPage",
             tags=PANEL_TAGS,
-            summary="The engine log, newest first.",
-            responses={"200": page("The log, or its outage banner."), **PAGE_GUARDS},
+            parameters=(query("before", {"type": "string"}, "Cursor: an Older link's time (RFC 3339)."),),
+            summary='The engine log, newest first, 50 entries a page with "Older" and "Newest" links.',
+            responses={
+                "200": page("The log, or its outage banner."),
+                "400": page("A `before` that is not a time: the page with the error."),
+                **PAGE_GUARDS,
+            },
         ),
     ),
     Route(

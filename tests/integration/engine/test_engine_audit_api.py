@@ -100,3 +100,32 @@ class TestAuditApi:
         resp = await engine_server.client.get("/api/audit", headers=auth(CLIENT_TOKEN))
         assert (resp.status, (await resp.json())["code"]) == (403, "forbidden")
         assert (await engine_server.client.get("/api/audit")).status == 401
+
+
+class TestAuditFilters:
+    async def test_action_and_actor_prefix(self, engine_server: EngineServer) -> None:
+        """action matches exactly and actorPrefix the start of the actor; both combine with the others."""
+        job = await engine_server.create("demo.echo", headers=auth(actor="alice"))
+        await engine_server.create("demo.echo", headers=auth(actor="alicia"))
+        await engine_server.create("demo.echo", headers=auth(actor="bob"))
+        await engine_server.run(job["id"], headers=auth(actor="alice"))
+        await engine_server.wait_for(job["id"])
+        created, _ = await audit(engine_server, "?action=job_created")
+        assert [r["actor"] for r in created] == ["bob", "alicia", "alice"]
+        by_prefix, _ = await audit(engine_server, "?actorPrefix=ali&action=job_created")
+        assert [r["actor"] for r in by_prefix] == ["alicia", "alice"]
+        assert (await audit(engine_server, "?actorPrefix=ALI"))[0] == []
+        runs, _ = await audit(engine_server, f"?actorPrefix=alice&jobId={job['id']}&action=run_requested")
+        assert [(r["actor"], r["action"]) for r in runs] == [("alice", "run_requested")]
+
+    async def test_outcome_matches_data_outcome(self, engine_server: EngineServer) -> None:
+        """outcome keeps only records whose data.outcome is that text (job records carry none)."""
+        await engine_server.create("demo.echo")
+        assert len((await audit(engine_server))[0]) == 1
+        assert (await audit(engine_server, "?outcome=accepted"))[0] == []
+
+    @pytest.mark.parametrize("query", ["?action=", "?outcome=", "?actorPrefix=", "?actorPrefix=" + "a" * 300])
+    async def test_bad_filters_are_400(self, engine_server: EngineServer, query: str) -> None:
+        """Empty or overlong new filters are a JSON 400."""
+        body, _ = await audit(engine_server, query, status=400)
+        assert body["code"] == "invalid_field"

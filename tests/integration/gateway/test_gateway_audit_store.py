@@ -15,6 +15,7 @@ from shared.journal.chain import GENESIS, AuditQuery, JournalUnavailable
 from shared.journal.postgres import PostgresJournal, verify_chain
 from shared.pg import connect
 from tests.integration.gateway.harness import SUPER, MakeGatewayServer, UpstreamEngine
+from tests.unit.shared.test_journal_audit_filters import check_filters
 
 CHAIN = "gw-test"
 
@@ -52,6 +53,14 @@ class TestPostgresJournal:
         assert rows == [(5, journal.head)]
         result = await verify_chain(postgres_url, CHAIN, expected_head=journal.head)
         assert (result.ok, result.count, result.last_seq, result.head) == (True, 5, 5, journal.head)
+
+    async def test_action_outcome_and_actor_prefix_filters(self, postgres_url: str) -> None:
+        """The SQL filters match the journal's: actor prefix (no LIKE wildcards), action, data.outcome."""
+        journal = await PostgresJournal.open(postgres_url, CHAIN)
+        try:
+            await check_filters(journal)
+        finally:
+            await journal.close()
 
     async def test_reopen_resumes_head(self, postgres_url: str) -> None:
         """A journal opened after another closed continues its seq and links to its head."""
