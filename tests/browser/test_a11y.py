@@ -19,7 +19,7 @@ import pytest
 
 from tests.browser.browsing import Pages, login
 from tests.browser.seeding import seed_jobs
-from tests.browser.test_panel import expect, row
+from tests.browser.test_panel import BADGE_COLOURS, BADGE_ICONS, badge_look, expect, row
 from tests.e2e.harness import Stack
 
 if TYPE_CHECKING:
@@ -188,3 +188,66 @@ class TestDialogKeyboard:
                 page.keyboard.press("Escape")
             expect(dialog).to_be_hidden()
             expect(opener).to_be_focused()
+
+
+def rgb(css: str) -> tuple[int, int, int]:
+    """``rgb(r, g, b)`` or ``rgba(...)`` as three integers."""
+    r, g, b = (int(float(x)) for x in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
+    return r, g, b
+
+
+def luminance(colour: tuple[int, int, int]) -> float:
+    """WCAG relative luminance of an sRGB colour (0 black .. 1 white)."""
+
+    def channel(value: int) -> float:
+        c = value / 255
+        return c / 12.92 if c <= 0.03928 else float(((c + 0.055) / 1.055) ** 2.4)
+
+    r, g, b = (channel(v) for v in colour)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    """WCAG contrast ratio of two colours (1 .. 21; text needs 4.5)."""
+    light, dark = sorted((luminance(a), luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def colours(page: Page, selector: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Background and text colour of the first element matching ``selector``."""
+    seen: dict[str, str] = page.locator(selector).first.evaluate(
+        "(n) => ({ bg: getComputedStyle(n).backgroundColor, fg: getComputedStyle(n).color })"
+    )
+    return rgb(seen["bg"]), rgb(seen["fg"])
+
+
+class TestDarkMode:
+    def test_dark_scheme_dark_page_same_badges_and_banner(
+        self, panel_stack: Stack, seeded: dict[str, str], open_page: Pages
+    ) -> None:
+        """Dark scheme: dark page and table, readable text; badges and the SAFE_MODE banner keep hue and icon."""
+        page = open_page(color_scheme="dark")
+        login(page, panel_stack.gateways["safe"].url)
+        expect(page.get_by_test_id("safe-mode-banner")).to_be_visible()
+        for selector in ("html", ".table-wrap", "th"):
+            background, text = colours(page, selector)
+            # Dark page (the light scheme's is near white: luminance above 0.9), text readable on it.
+            assert luminance(background) < 0.05 and contrast(background, text) >= 4.5, (selector, background, text)
+        for status, (hue, name) in BADGE_COLOURS.items():
+            badge = page.locator(f'[data-testid="status-badge"][data-status="{status}"]').first
+            background, icon = badge_look(badge)
+            assert hue(*background), f"{status} badge is not {name} in the dark scheme: {background}"
+            assert BADGE_ICONS[status] in icon, (status, icon)
+            _, text = colours(page, f'[data-testid="status-badge"][data-status="{status}"]')
+            assert luminance(background) < 0.1 and contrast(background, text) >= 4.5, (status, background, text)
+        banner, banner_text = colours(page, '[data-testid="safe-mode-banner"]')
+        amber = banner[0] > banner[2] + 10 and banner[1] > banner[2]
+        assert amber and luminance(banner) < 0.05 and contrast(banner, banner_text) >= 4.5, (banner, banner_text)
+
+    def test_light_scheme_stays_light(self, panel_stack: Stack, seeded: dict[str, str], open_page: Pages) -> None:
+        """prefers-color-scheme: light keeps the light page: dark text on a near-white page and table."""
+        page = open_page(color_scheme="light")
+        login(page, panel_stack.gateways["safe"].url)
+        for selector in ("html", ".table-wrap", "th"):
+            background, text = colours(page, selector)
+            assert luminance(background) > 0.9 and contrast(background, text) >= 4.5, (selector, background, text)
