@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.browser.browsing import ARTIFACTS, Pages, login
+from tests.browser.browsing import Pages, login
 from tests.browser.seeding import seed_jobs
 from tests.browser.test_a11y import settled
 from tests.browser.test_panel import expect
@@ -33,7 +33,6 @@ PAGES: list[tuple[str, str]] = [
     ("open", "/admin/audit"),
     ("open", "/admin/engine/logs"),
 ]
-SHOT = ARTIFACTS / "panel-mobile.png"
 
 #: What the page measures about itself: its widths, its tables and every badge with its row.
 MEASURE = """() => {
@@ -108,17 +107,3 @@ class TestPhoneWidth:
                 .filter((n) => n.getClientRects().length).map((n) => n.getBoundingClientRect().right))"""
         )
         assert right <= PHONE["width"], right
-
-
-class TestPhoneScreenshot:
-    def test_panel_mobile_screenshot(self, panel_stack: Stack, seeded: dict[str, str], open_page: Pages) -> None:
-        """The jobs list at phone size, jobs in every state, is saved as test-artifacts/panel-mobile.png."""
-        page = phone(open_page, panel_stack, "open")
-        rows = page.get_by_test_id("job-row")
-        expect(rows.first).to_be_visible()
-        assert rows.count() >= 6
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.mouse.move(0, 0)
-        page.screenshot(path=str(SHOT), animations="disabled")
-        data = SHOT.read_bytes()
-        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
