@@ -15,7 +15,7 @@ import pytest
 
 from tests.browser.browsing import Pages, login
 from tests.browser.seeding import seed_jobs
-from tests.browser.test_a11y import settled
+from tests.browser.test_a11y import axe_violations, report, settled
 from tests.browser.test_panel import expect
 from tests.e2e.harness import Stack
 
@@ -81,7 +81,7 @@ class TestPhoneWidth:
     def test_no_sideways_scroll_rows_as_cards_badges_whole(
         self, panel_stack: Stack, seeded: dict[str, str], open_page: Pages, gateway: str, path: str
     ) -> None:
-        """At 390 px the page never scrolls sideways, table rows are cards (no header row) and no badge is cut."""
+        """At 390 px: no sideways scroll, table rows as cards (no header row), no badge cut, no serious axe finding."""
         page = phone(open_page, panel_stack, gateway)
         page.goto(panel_stack.gateways[gateway].url + path.format(**seeded))
         settled(page)
@@ -97,6 +97,9 @@ class TestPhoneWidth:
             assert badge["box"]["left"] >= 0 and badge["box"]["right"] <= PHONE["width"], badge
             assert badge["holder"]["left"] <= badge["box"]["left"], badge
             assert badge["box"]["right"] <= badge["holder"]["right"] + 0.5, badge
+        # The cards keep what the table said: axe-core finds nothing serious at this width either.
+        violations = axe_violations(page)
+        assert not violations, f"{path} at phone width:\n{report(violations)}"
 
     def test_header_and_banner_fit(self, panel_stack: Stack, seeded: dict[str, str], open_page: Pages) -> None:
         """With SAFE_MODE on, the header (nav, pill, user, Log out) and the banner fit the phone's width."""
