@@ -189,6 +189,21 @@ class TestDialogKeyboard:
             expect(dialog).to_be_hidden()
             expect(opener).to_be_focused()
 
+    def test_break_glass_dialog_traps_tab_and_returns_focus(self, panel_stack: Stack, page: Page) -> None:
+        """The break-glass request dialog (SAFE_MODE on) focuses its reason, keeps Tab inside, Close returns focus."""
+        login(page, panel_stack.gateways["safe"].url)
+        opener = page.get_by_test_id("override-request-button")
+        expect(opener).to_be_visible()
+        opener.focus()
+        page.keyboard.press("Enter")
+        dialog = page.get_by_test_id("override-dialog")
+        expect(dialog.get_by_test_id("override-reason")).to_be_focused()
+        walk_focus(page, dialog, "Tab")
+        walk_focus(page, dialog, "Shift+Tab")
+        dialog.get_by_role("button", name="Close").click()
+        expect(dialog).to_be_hidden()
+        expect(opener).to_be_focused()
+
 
 def rgb(css: str) -> tuple[int, int, int]:
     """``rgb(r, g, b)`` or ``rgba(...)`` as three integers."""
