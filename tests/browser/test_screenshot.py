@@ -1,21 +1,25 @@
-"""A picture of the jobs panel on a laptop screen, for the README (``docs/panel.png`` is a copy).
+"""Pictures of the jobs panel for the README, on a laptop and on a phone (``docs/`` holds copies).
 
-Writes ``test-artifacts/panel.png``: jobs in every state, SAFE_MODE off,
-1280×800. To refresh the README's copy, run this test and copy the file to
-``docs/panel.png`` after looking at it.
+Writes ``test-artifacts/panel.png`` (jobs in every state, SAFE_MODE off,
+1280×800) and ``test-artifacts/panel-mobile.png`` (the same states at 390×844,
+rows as cards). To refresh the README's copies, run these tests and copy the
+files to ``docs/`` after looking at them.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tests.browser.browsing import ARTIFACTS, VIEWPORT, login
+from tests.browser.browsing import ARTIFACTS, VIEWPORT, Pages, login
+from tests.browser.seeding import seed_jobs
+from tests.browser.test_mobile import PHONE
 from tests.e2e.harness import StackFactory
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 SHOT = ARTIFACTS / "panel.png"
+MOBILE_SHOT = ARTIFACTS / "panel-mobile.png"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -53,4 +57,22 @@ class TestScreenshot:
         page.mouse.move(0, 0)
         page.screenshot(path=str(SHOT), animations="disabled")
         data = SHOT.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+
+    def test_panel_mobile_screenshot(self, make_stack: StackFactory, open_page: Pages) -> None:
+        """The jobs list at phone size, jobs in every state as cards, is saved as a PNG."""
+        from playwright.sync_api import expect
+
+        stack = make_stack(gateways={"open": False})
+        seed_jobs(stack)
+        page = open_page(viewport=PHONE)
+        login(page, stack.gateways["open"].url)
+        rows = page.get_by_test_id("job-row")
+        expect(rows).to_have_count(5)
+        expect(rows.first).to_have_css("display", "flex")
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.mouse.move(0, 0)
+        page.screenshot(path=str(MOBILE_SHOT), animations="disabled")
+        data = MOBILE_SHOT.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000

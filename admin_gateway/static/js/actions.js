@@ -113,17 +113,99 @@ export function openedBy(button) {
   lastTrigger = button;
 }
 
-/** Close buttons ([data-close]) and focus return for every dialog on the page. */
+// The last element focused outside every dialog: the opener of a dialog whose script did not
+// call openedBy (a pressed button has the focus when its click handler opens the dialog).
+let lastOutside = null;
+
+const FIELDS = 'input:not([type="hidden"]), select, textarea';
+const TABBABLE = 'a[href], button, input:not([type="hidden"]), select, textarea, [tabindex]';
+
+function usable(node) {
+  return !node.disabled && node.tabIndex >= 0 && node.getClientRects().length > 0;
+}
+
+/** The elements of `dialog` that Tab reaches, in document order (shown, enabled, not tabindex=-1). */
+export function tabbables(dialog) {
+  return [...dialog.querySelectorAll(TABBABLE)].filter(usable);
+}
+
+/** Focus the first field of `dialog` (input, select, textarea); without one, its first tabbable element. */
+export function focusFirstField(dialog) {
+  const target = [...dialog.querySelectorAll(FIELDS)].find(usable) || tabbables(dialog)[0];
+  if (target) target.focus();
+}
+
+// Tab and Shift+Tab go round the dialog's own elements: past the last comes the first, and back.
+// showModal() makes the page behind inert, but Chromium would still let the focus leave the dialog
+// for the browser's own UI (or nowhere) between the last element and the first.
+function trapTab(dialog, event) {
+  if (event.key !== 'Tab' || !dialog.open) return;
+  const items = tabbables(dialog);
+  if (!items.length) {
+    event.preventDefault();
+    return;
+  }
+  const first = items[0];
+  const last = items[items.length - 1];
+  const active = document.activeElement;
+  const inside = active !== dialog && dialog.contains(active);
+  if (event.shiftKey && (!inside || active === first)) {
+    event.preventDefault();
+    last.focus();
+  } else if (!event.shiftKey && (!inside || active === last)) {
+    event.preventDefault();
+    first.focus();
+  }
+}
+
+// Opening: the opener is remembered and the first field gets the focus, unless the dialog's
+// script already put it on a field or on a chosen button (its own decision stands). A dialog
+// whose fields appear later (New job: the types load after it opens) moves the focus to the first
+// field then, as long as the person has not moved it since the dialog opened.
+function watchOpening(dialog, state) {
+  new MutationObserver((changes) => {
+    const opened = changes.some((c) => c.target === dialog && c.attributeName === 'open');
+    if (opened && dialog.open) {
+      state.opener = lastTrigger || lastOutside;
+      const active = document.activeElement;
+      const chosen = active !== dialog && dialog.contains(active) && !active.matches('[data-close]');
+      if (!chosen) focusFirstField(dialog);
+      state.placed = document.activeElement;
+    } else if (dialog.open && document.activeElement === state.placed && !state.placed.matches(FIELDS)) {
+      const field = [...dialog.querySelectorAll(FIELDS)].find(usable);
+      if (field) {
+        field.focus();
+        state.placed = field;
+      }
+    }
+  }).observe(dialog, { attributes: true, attributeFilter: ['open', 'hidden'], subtree: true });
+}
+
+/**
+ * Every dialog on the page: [data-close] buttons close it; on open the first field has the focus;
+ * Tab and Shift+Tab stay inside while it is open; closing it (Esc, Close, or the script) gives the
+ * focus back to the element that opened it (the one passed to openedBy, else the last element
+ * focused outside the dialogs). Dialogs added to the page later are not covered.
+ */
 export function setupDialogs() {
+  document.addEventListener('focusin', (event) => {
+    if (event.target instanceof Element && !event.target.closest('dialog')) lastOutside = event.target;
+  });
   for (const dialog of document.querySelectorAll('dialog')) {
+    const state = { opener: null, placed: null };
+    watchOpening(dialog, state);
+    dialog.addEventListener('keydown', (event) => trapTab(dialog, event));
     dialog.addEventListener('click', (event) => {
       const target = event.target instanceof Element ? event.target.closest('[data-close]') : null;
       if (target) dialog.close();
     });
     dialog.addEventListener('close', () => {
-      // Give keyboard users their place back; the trigger may have been re-rendered away.
-      const target = lastTrigger && lastTrigger.isConnected ? lastTrigger : $('#refresh-button');
+      // Give keyboard users their place back; the opener may have been re-rendered away.
+      const opener = state.opener || lastTrigger;
+      const target = opener && opener.isConnected ? opener : $('#refresh-button');
       lastTrigger = null;
+      state.opener = null;
+      state.placed = null;
       if (target) target.focus();
     });
   }
