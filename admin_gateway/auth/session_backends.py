@@ -84,6 +84,9 @@ class SessionBackend(Protocol):
     async def prune(self, is_dead: Callable[[SessionRecord], bool]) -> int:
         """Drop records for which ``is_dead`` holds; return how many."""
 
+    async def scan(self) -> list[tuple[str, SessionRecord]]:
+        """Every stored record with its key (for the Users page and for ending one user's sessions)."""
+
     async def shared_secret(self, candidate: bytes) -> bytes:
         """Return the form-token secret every gateway on this backend uses (``candidate`` if none yet)."""
 
@@ -128,6 +131,10 @@ class MemorySessionBackend:
             del self._records[k]
         return len(dead)
 
+    async def scan(self) -> list[tuple[str, SessionRecord]]:
+        """Every record, least recently used first."""
+        return list(self._records.items())
+
     async def shared_secret(self, candidate: bytes) -> bytes:
         """This process is the only gateway using these sessions: its own secret is the shared one."""
         return candidate
@@ -168,6 +175,31 @@ class RedisSessionBackend:
     async def prune(self, is_dead: Callable[[SessionRecord], bool]) -> int:
         """Nothing to do: Redis expires keys by their TTL."""
         return 0
+
+    async def scan(self) -> list[tuple[str, SessionRecord]]:
+        """Every session record in Redis, whichever gateway wrote it (``SCAN`` in batches, then ``MGET``).
+
+        Costs one pass over the session keys: fine for an administrator's
+        page and action, not for every request.
+        """
+        found: list[tuple[str, SessionRecord]] = []
+        batch: list[bytes] = []
+
+        async def fetch() -> None:
+            values = await self._redis.mget(batch)
+            for raw_key, raw in zip(batch, values, strict=True):
+                record = None if raw is None else SessionRecord.from_json(raw)
+                if record is not None:
+                    found.append((raw_key.decode().removeprefix(_REDIS_PREFIX), record))
+            batch.clear()
+
+        async for key in self._redis.scan_iter(match=_REDIS_PREFIX + "*", count=500):
+            batch.append(key if isinstance(key, bytes) else str(key).encode())
+            if len(batch) >= 500:
+                await fetch()
+        if batch:
+            await fetch()
+        return found
 
     async def shared_secret(self, candidate: bytes) -> bytes:
         """Store ``candidate`` unless a gateway did first, and return the stored secret.

@@ -23,9 +23,9 @@ import re
 import secrets
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 from argon2 import PasswordHasher
@@ -43,12 +43,22 @@ MIN_PASSWORD_LENGTH: Final = 12
 MAX_PASSWORD_LENGTH: Final = 1024
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
+T = TypeVar("T")
+
 USERS_FILE: Final = "users.json"
 _LOCK_FILE: Final = "users.lock"
 
 
 class UserError(ValueError):
     """A user operation cannot be done (message is one line meant for a human)."""
+
+
+class NoSuchUser(UserError):
+    """The named user does not exist."""
+
+
+class UserExists(UserError):
+    """A user of that name (or one too like it) exists already."""
 
 
 class UserFileCorrupt(Exception):
@@ -65,10 +75,15 @@ class UserRecord:
     generation: int = 1
     created_at: str | None = None
     password_changed_at: str | None = None
+    #: The password was generated (first admin, added or reset by someone else): it must be changed first.
+    must_change_password: bool = False
+    #: A disabled user cannot sign in; their sessions ended when they were disabled.
+    disabled: bool = False
+    last_sign_in_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """Return the on-disk shape."""
-        return {
+        """Return the on-disk shape (the flags only when set, so older gateways read the file unchanged)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "role": self.role,
             "hash": self.password_hash,
@@ -76,6 +91,13 @@ class UserRecord:
             "createdAt": self.created_at,
             "passwordChangedAt": self.password_changed_at,
         }
+        if self.must_change_password:
+            out["mustChangePassword"] = True
+        if self.disabled:
+            out["disabled"] = True
+        if self.last_sign_in_at is not None:
+            out["lastSignInAt"] = self.last_sign_in_at
+        return out
 
     @classmethod
     def from_json(cls, raw: Any) -> UserRecord:
@@ -88,12 +110,20 @@ class UserRecord:
                 generation=int(raw.get("generation", 1)),
                 created_at=raw.get("createdAt"),
                 password_changed_at=raw.get("passwordChangedAt"),
+                must_change_password=raw.get("mustChangePassword") is True,
+                disabled=raw.get("disabled") is True,
+                last_sign_in_at=raw.get("lastSignInAt"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserFileCorrupt(f"bad user entry: {exc}") from None
         if rec.role not in ROLES:
             raise UserFileCorrupt(f"user {rec.name!r} has unknown role {rec.role!r}")
         return rec
+
+
+def generate_password() -> str:
+    """A one-time password to show once: 24 URL-safe characters (144 random bits), to be changed at first sign-in."""
+    return secrets.token_urlsafe(18)
 
 
 def first_generation() -> int:
@@ -246,8 +276,22 @@ class UserStore:
         write_durably(self.path, [(body + "\n").encode()])
         self._cache_key = None  # our own write: re-read at the next look
 
-    def add(self, name: str, role: str, password: str) -> UserRecord:
-        """Create a user; raises :class:`UserError` if it exists or an argument is invalid."""
+    def update(self, change: Callable[[dict[str, UserRecord]], T]) -> T:
+        """Apply ``change`` to a fresh copy of all users under the write lock, save, and return its result.
+
+        ``change`` mutates the mapping it gets (add, replace, delete records)
+        or raises (a :class:`UserError`) to save nothing. Every change of users
+        goes through here or the methods below, so two writers never lose each
+        other's changes.
+        """
+        with self._locked() as users:
+            return change(users)
+
+    def add(self, name: str, role: str, password: str, *, must_change: bool = False) -> UserRecord:
+        """Create a user; raises :class:`UserError` if it exists or an argument is invalid.
+
+        ``must_change``: the password was generated for them; they must change it at first sign-in.
+        """
         validate_name(name)
         validate_role(role)
         validate_password(password)
@@ -255,10 +299,10 @@ class UserStore:
         now = format_time(utcnow())
         with self._locked() as users:
             if name in users:
-                raise UserError(f"user {name!r} already exists")
+                raise UserExists(f"user {name!r} already exists")
             twin = _clash(name, users)
             if twin is not None:
-                raise UserError(
+                raise UserExists(
                     f"user name {name!r} is too like the existing user {twin!r} "
                     "(names may not differ only in case or in look-alike characters)"
                 )
@@ -269,6 +313,7 @@ class UserStore:
                 generation=first_generation(),
                 created_at=now,
                 password_changed_at=now,
+                must_change_password=must_change,
             )
             users[name] = rec
         return rec
@@ -277,21 +322,25 @@ class UserStore:
         """Delete a user (their sessions die with them); raises :class:`UserError` if unknown."""
         with self._locked() as users:
             if users.pop(name, None) is None:
-                raise UserError(f"no user {name!r}")
+                raise NoSuchUser(f"no user {name!r}")
 
-    def set_password(self, name: str, password: str) -> UserRecord:
-        """Replace a user's password and end their existing sessions (new generation)."""
+    def set_password(self, name: str, password: str, *, must_change: bool = False) -> UserRecord:
+        """Replace a user's password and end their existing sessions (new generation).
+
+        ``must_change``: a generated password (a reset): it must be changed at the next sign-in.
+        """
         validate_password(password)
         password_hash = self.hasher.hash(password)
         with self._locked() as users:
             rec = users.get(name)
             if rec is None:
-                raise UserError(f"no user {name!r}")
+                raise NoSuchUser(f"no user {name!r}")
             rec = attrs.evolve(
                 rec,
                 password_hash=password_hash,
                 generation=rec.generation + 1,
                 password_changed_at=format_time(utcnow()),
+                must_change_password=must_change,
             )
             users[name] = rec
         return rec
@@ -299,6 +348,7 @@ class UserStore:
     def ensure_admin(self, name: str = "admin") -> str | None:
         """If there is no user at all, create ``name`` as super_admin with a random password.
 
+        The password is generated, so it must be changed at the first sign-in.
         Returns that password (to be shown once), or ``None`` when users exist.
         Raises :class:`UserError` for a name :func:`validate_name` refuses.
         """
@@ -306,7 +356,7 @@ class UserStore:
         with self._locked() as users:
             if users:
                 return None
-            password = secrets.token_urlsafe(18)
+            password = generate_password()
             now = format_time(utcnow())
             users[name] = UserRecord(
                 name=name,
@@ -315,6 +365,7 @@ class UserStore:
                 generation=first_generation(),
                 created_at=now,
                 password_changed_at=now,
+                must_change_password=True,
             )
         return password
 

@@ -20,6 +20,7 @@ from typing import Final
 from admin_gateway.http.health import healthz
 from admin_gateway.http.routes.api import API
 from admin_gateway.http.routes.panel import ASSETS, PAGES, SIGN_IN
+from admin_gateway.http.routes.users import USERS
 from admin_gateway.http.schemas import NO_SESSION, OPERATIONS_TAGS, SESSION
 from shared.openapi import Operation, closed_object, errors, openapi_json, response
 from shared.routes import Access, Route, RouteTable
@@ -68,6 +69,6 @@ OPERATIONS: Final[RouteTable] = (
 )
 
 #: Every route of the gateway, in registration order.
-ROUTES: Final[RouteTable] = (*OPERATIONS, *SIGN_IN, *API, *PAGES, *ASSETS)
+ROUTES: Final[RouteTable] = (*OPERATIONS, *SIGN_IN, *API, *USERS, *PAGES, *ASSETS)
 
 __all__ = ["ROUTES"]
