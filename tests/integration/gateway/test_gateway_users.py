@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -316,11 +317,12 @@ class TestLastSuperAdmin:
         """Removing, disabling or demoting the last active super_admin is refused; with another one it is not."""
         store = UserStore(tmp_path)
         store.add("root1", "super_admin", PASSWORD)
-        for change in (
+        changes: list[Callable[[], object]] = [
             lambda: accounts.remove_user(store, "root1"),
             lambda: accounts.set_disabled(store, "root1", True),
             lambda: accounts.set_role(store, "root1", "admin"),
-        ):
+        ]
+        for change in changes:
             with pytest.raises(accounts.LastSuperAdmin):
                 change()
         store.add("root2", "super_admin", PASSWORD)
