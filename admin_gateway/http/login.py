@@ -39,6 +39,7 @@ from admin_gateway.auth.guards import SESSION_GENERATION, SESSION_USER, USER_STO
 from admin_gateway.auth.password_checks import PASSWORD_CHECKS, HasherBusy, PasswordChecks, password_checks_ctx
 from admin_gateway.auth.sessions import SESSION_STORE, load_session
 from admin_gateway.auth.throttle import LOGIN_THROTTLE, Refusal
+from admin_gateway.auth.user_sync import users_sync_ctx
 from admin_gateway.auth.users import MAX_PASSWORD_LENGTH, UserError, validate_name
 from admin_gateway.errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
 from admin_gateway.http.templates import render_template
@@ -338,7 +339,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 def setup_auth(app: web.Application) -> None:
-    """Give ``app`` the device cookies and password-check threads that ``/login`` uses."""
+    """Give ``app`` the device cookies and password-check threads that ``/login`` uses, and the users' sync."""
     settings = app[SETTINGS]
     app[DEVICE_COOKIES] = DeviceCookies(clock=settings.clock, trusted_proxies=app[TRUSTED_PROXIES])
     app[PASSWORD_CHECKS] = PasswordChecks(
@@ -347,7 +348,7 @@ def setup_auth(app: web.Application) -> None:
         per_address=settings.login_hash_per_address,
         reserved=settings.login_hash_reserved,
     )
-    app.cleanup_ctx.extend([device_key_ctx(settings.data_dir), password_checks_ctx])
+    app.cleanup_ctx.extend([device_key_ctx(settings.data_dir), password_checks_ctx, users_sync_ctx])
 
 
 __all__ = ["render_login", "setup_auth", "wants_json"]

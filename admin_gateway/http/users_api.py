@@ -30,7 +30,7 @@ from admin_gateway.auth import accounts
 from admin_gateway.auth.csrf import check_csrf
 from admin_gateway.auth.guards import SESSION_GENERATION, SESSION_USER, USER_STORE, User
 from admin_gateway.auth.sessions import SESSION_STORE
-from admin_gateway.auth.users import NoSuchUser, UserError, UserExists, UserRecord
+from admin_gateway.auth.users import NoSuchUser, UserError, UserExists, UserRecord, UsersBusy, UsersUnavailable
 from admin_gateway.errors import GatewayError
 from admin_gateway.http.access import request_user
 from admin_gateway.http.admin_api import read_body
@@ -70,8 +70,17 @@ class LastSuperAdminRefused(GatewayError):
     code = ErrorCode.LAST_SUPER_ADMIN
 
 
+class UsersStoreDown(GatewayError):
+    """503 ``store_unavailable``: the users shared through Redis cannot be changed now (nothing was changed)."""
+
+    status = 503
+    code = ErrorCode.STORE_UNAVAILABLE
+
+
 def gateway_error(exc: UserError) -> GatewayError:
     """The API's answer to a refused user change."""
+    if isinstance(exc, UsersUnavailable | UsersBusy):
+        return UsersStoreDown(str(exc))
     if isinstance(exc, NoSuchUser):
         return UnknownUser(str(exc))
     if isinstance(exc, UserExists):

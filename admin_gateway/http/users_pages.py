@@ -25,7 +25,14 @@ from admin_gateway.auth.guards import SESSION_GENERATION, USER_STORE, User
 from admin_gateway.auth.password_checks import PASSWORD_CHECKS, HasherBusy
 from admin_gateway.auth.sessions import SESSION_STORE, load_session
 from admin_gateway.auth.throttle import LOGIN_THROTTLE, Refusal
-from admin_gateway.auth.users import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, ROLES, UserError
+from admin_gateway.auth.users import (
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    ROLES,
+    UserError,
+    UsersBusy,
+    UsersUnavailable,
+)
 from admin_gateway.errors import CsrfRefused, GatewayError
 from admin_gateway.http.access import request_user
 from admin_gateway.http.login import AFTER_LOGIN, NEXT_FIELD, safe_next
@@ -91,6 +98,9 @@ async def change_password(request: web.Request) -> web.StreamResponse:
         return await refuse("Too many password checks right now. Try again in a moment.", "busy", 429)
     except accounts.WrongPassword:
         return await refuse("The current password is wrong.", "wrong_password", 401)
+    except (UsersUnavailable, UsersBusy) as exc:
+        admitted.unchecked()
+        return await refuse(f"Not changed: {exc}.", "unavailable", 503)
     except UserError as exc:
         admitted.signed_in()  # the current password was right: this is no guess
         return await refuse(f"Not changed: {exc}.", "invalid_password", 400)

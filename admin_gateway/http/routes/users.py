@@ -72,7 +72,13 @@ _LAST = ErrorCase(
     status=409, code=E.LAST_SUPER_ADMIN, when="it would leave no active super_admin (remove, disable, demote)"
 )
 _YOURSELF = ErrorCase(status=400, code=E.INVALID_FIELD, when="a bad field value, or the change is of your own account")
-_CHANGE: Final = (*API_AUTH, CSRF, BAD_JSON, BAD_FORM, UNKNOWN_FIELD, TOO_LARGE, AUDIT_DOWN)
+_SHARED_DOWN = ErrorCase(
+    status=503,
+    code=E.STORE_UNAVAILABLE,
+    when="with Redis sessions: the users shared through Redis cannot be read or written, or another gateway "
+    "changed them at this very moment (nothing was changed; try again)",
+)
+_CHANGE: Final = (*API_AUTH, CSRF, BAD_JSON, BAD_FORM, UNKNOWN_FIELD, TOO_LARGE, AUDIT_DOWN, _SHARED_DOWN)
 
 
 def _user_change(verb: str, handler: Handler, operation_id: str, summary: str, answer: dict[str, Any]) -> Route:
@@ -139,6 +145,7 @@ USERS: Final[RouteTable] = (
                 "401": page("The current password is wrong: the form with the error."),
                 "403": page("The CSRF check failed: the form again."),
                 "429": page("Too many wrong passwords, or every password-check thread is busy."),
+                "503": page("With Redis sessions: the users shared through Redis cannot be changed now."),
                 **errors(BAD_FORM, TOO_LARGE),
             },
         ),
