@@ -38,7 +38,7 @@ export function initUsers() {
   function actionButton(user, action, label, danger) {
     return el('button', {
       type: 'button', class: `btn btn-small${danger ? ' btn-danger' : ''}`, 'data-action': action,
-      'data-testid': `user-${action}`, 'aria-label': `${label}: ${user.name}`,
+      'data-testid': `user-action-${action}`, 'aria-label': `${label}: ${user.name}`,
     }, label);
   }
 
