@@ -26,6 +26,7 @@ __all__ = [
     "User",
     "current_user",
     "record_role_refusal",
+    "require_password_changed",
     "require_super_admin",
     "require_user",
     "session_end",
@@ -124,13 +125,27 @@ async def require_super_admin(request: web.Request) -> User:
 
 async def record_role_refusal(request: web.Request, user: User, *, status: int) -> None:
     """Write the ``access_denied`` record of ``user`` refused for their role; ``status`` is what they get."""
+    await _record_denial(request, user, code=ErrorCode.FORBIDDEN, status=status, reason="role", role=user.role)
+
+
+async def require_password_changed(request: web.Request, user: User) -> None:
+    """Raise 403 ``password_change_required`` (recorded) while ``user`` must change a one-time password."""
+    if user.must_change_password:
+        refusal = PasswordChangeRequired("change your one-time password first: /admin/password")
+        await _record_denial(request, user, code=refusal.code, status=refusal.status, reason="password_change_required")
+        raise refusal
+
+
+async def _record_denial(
+    request: web.Request, user: User, *, code: ErrorCode, status: int, reason: str, role: str | None = None
+) -> None:
     await request.app[AUDIT].record(
         ACCESS_DENIED,
         request=request,
         actor=user.name,
         outcome=REFUSED,
-        code=ErrorCode.FORBIDDEN,
+        code=code,
         status=status,
-        reason="role",
-        role=user.role,
+        reason=reason,
+        role=role,
     )

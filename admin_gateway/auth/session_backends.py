@@ -25,6 +25,7 @@ import json
 import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import ModuleType
 from typing import Any, Protocol
 
 import attrs
@@ -143,17 +144,23 @@ class MemorySessionBackend:
         """Nothing to release."""
 
 
+def redis_package() -> ModuleType:
+    """The ``redis`` package, or :class:`SettingsError` saying how to install it (an optional extra)."""
+    try:
+        import redis
+        import redis.asyncio  # the session backend's client; importing it also checks the package is whole
+    except ImportError:
+        raise SettingsError(
+            "session_backend 'redis' needs the redis package: pip install 'engine-jobs[redis]'"
+        ) from None
+    return redis
+
+
 class RedisSessionBackend:
     """Sessions in Redis, shared by every gateway pointed at the same server."""
 
     def __init__(self, url: str) -> None:
-        try:
-            from redis import asyncio as aioredis
-        except ImportError:
-            raise SettingsError(
-                "session_backend 'redis' needs the redis package: pip install 'engine-jobs[redis]'"
-            ) from None
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = redis_package().asyncio.Redis.from_url(url)
 
     async def get(self, key: str) -> SessionRecord | None:
         """Return the record under ``key``, or ``None``."""

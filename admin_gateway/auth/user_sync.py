@@ -34,8 +34,9 @@ import structlog
 from aiohttp import web
 
 from admin_gateway.auth.guards import USER_STORE
+from admin_gateway.auth.session_backends import redis_package
 from admin_gateway.auth.users import UsersUnavailable
-from admin_gateway.settings import SETTINGS, SettingsError
+from admin_gateway.settings import SETTINGS
 
 DOCUMENT_KEY: Final = "admin_gateway:users"
 REVISION_KEY: Final = "admin_gateway:users:revision"
@@ -57,12 +58,7 @@ class RedisUserMirror:
     """The users document in Redis (synchronous client: the user store runs in threads)."""
 
     def __init__(self, url: str) -> None:
-        try:
-            import redis
-        except ImportError:
-            raise SettingsError(
-                "session_backend 'redis' needs the redis package: pip install 'engine-jobs[redis]'"
-            ) from None
+        redis = redis_package()
         self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
         self._redis: Any = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._publish: Any = self._redis.register_script(_PUBLISH)

@@ -40,12 +40,11 @@ from typing import Final
 from aiohttp import web
 from yarl import URL
 
-from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, REFUSED
 from admin_gateway.auth.guards import (
-    PasswordChangeRequired,
     User,
     current_user,
     record_role_refusal,
+    require_password_changed,
     require_super_admin,
     require_user,
 )
@@ -103,17 +102,7 @@ def authorize_hook(table: Iterable[Route]) -> Authorize:
 async def _api_access(request: web.Request, *, super_admin: bool) -> None:
     # Each raises 401 and writes the access_denied record.
     user = await require_user(request)
-    if user.must_change_password:
-        await request.app[AUDIT].record(
-            ACCESS_DENIED,
-            request=request,
-            actor=user.name,
-            outcome=REFUSED,
-            code=PasswordChangeRequired.code,
-            status=PasswordChangeRequired.status,
-            reason="password_change_required",
-        )
-        raise PasswordChangeRequired(f"change your one-time password first: {PASSWORD_PATH}")
+    await require_password_changed(request, user)
     request[REQUEST_USER] = await require_super_admin(request) if super_admin else user
 
 

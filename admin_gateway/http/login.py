@@ -196,35 +196,25 @@ async def login(request: web.Request) -> web.StreamResponse:
             reason="busy",
             limit="address" if busy.per_address else None,
         )
-    if record is None:
-        # The reservation stays: this attempt is a counted failure.
+    if record is None or record.disabled:
+        # The reservation stays: this attempt is a counted failure. A disabled account's right
+        # password is told so (a guesser without it learns nothing).
+        disabled = record is not None
         await audit.record(
             LOGIN_FAILED,
             request=request,
-            actor=attempted,
+            actor=record.name if record is not None else attempted,
             outcome=REFUSED,
             code=Unauthorized.code,
             status=401,
-            reason="bad_credentials",
+            reason="disabled" if disabled else "bad_credentials",
             usernameInvalid=invalid_name,
             trustedDevice=True if device is not None else None,
         )
-        message = "Invalid username or password."
-        if json_mode:
-            raise Unauthorized(message)
-        return await render_login(request, message, username=username, next_page=next_page, status=401)
-    if record.disabled:
-        # The right password of a disabled account: say so (a guesser without it learns nothing).
-        await audit.record(
-            LOGIN_FAILED,
-            request=request,
-            actor=record.name,
-            outcome=REFUSED,
-            code=Unauthorized.code,
-            status=401,
-            reason="disabled",
-        )
-        message = "This account is disabled. Ask a super_admin to enable it."
+        if disabled:
+            message = "This account is disabled. Ask a super_admin to enable it."
+        else:
+            message = "Invalid username or password."
         if json_mode:
             raise Unauthorized(message)
         return await render_login(request, message, username=username, next_page=next_page, status=401)
