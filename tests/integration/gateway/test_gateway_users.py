@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from admin_gateway.auth import accounts
 from admin_gateway.auth.guards import USER_STORE
+from admin_gateway.auth.sessions import SESSION_STORE
 from admin_gateway.auth.users import UserStore
 from tests.integration.gateway.harness import (
     ADMIN,
@@ -261,8 +262,10 @@ class TestUsersApi:
         resp = await alice.post(f"/api/admin/users/{ADMIN}/{verb}", body)
         assert resp.status == 200, await resp.text()
         assert check(_store(gateway_server).get(ADMIN))
+        # Deleted from the backend at once, before bob comes back (with Redis: every gateway's; see _redis tests).
+        stored = await gateway_server.app[SESSION_STORE].backend.scan()
+        assert [key for key, rec in stored if rec.data.get("user") == ADMIN] == []
         assert (await bob.client.get("/api/admin/config")).status == 401
-        # Gone from the backend too, not only refused: the list counts no session.
         users = {u["name"]: u for u in (await (await alice.client.get("/api/admin/users")).json())["users"]}
         assert ADMIN not in users or users[ADMIN]["sessions"] == 0
         records = [d for a, d in _actions(gateway_server, "user_") if not a.endswith("_requested")]
