@@ -195,11 +195,14 @@ async def add_user(request: web.Request) -> web.Response:
     return web.json_response({"user": user_json(rec, 0), "password": password}, status=201)
 
 
-async def _target(request: web.Request, user: User, action: str) -> str:
+async def _target(request: web.Request, user: User, action: str, *, takes_body: bool = False) -> str:
+    """The user a change names, after the CSRF check and the self check; a change without a body refuses one."""
     name = request.match_info["name"]
     try:
         await check_csrf(request)
         _not_yourself(user, name)
+        if not takes_body:
+            await read_body(request, ())
     except GatewayError as exc:
         await _refused_early(request, user, action, name, exc)
         raise
@@ -209,7 +212,7 @@ async def _target(request: web.Request, user: User, action: str) -> str:
 async def change_role(request: web.Request) -> web.Response:
     """``POST /api/admin/users/{name}/role`` ``{role}``: 200 ``{user}``; a real change ends their sessions."""
     user = request_user(request)
-    name = await _target(request, user, USER_ROLE)
+    name = await _target(request, user, USER_ROLE, takes_body=True)
     try:
         role = _str_field(await read_body(request, ("role",), required=True), "role")
     except GatewayError as exc:

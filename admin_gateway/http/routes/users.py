@@ -34,7 +34,7 @@ from admin_gateway.http.users_api import (
     reset_password,
 )
 from admin_gateway.http.users_pages import change_password, password_page, users_page
-from shared.openapi import FORM, ErrorCase, Operation, body, closed_object, errors, path, query, response
+from shared.openapi import FORM, HTML, ErrorCase, Operation, body, closed_object, errors, path, query, response
 from shared.routes import Access, Route, RouteTable
 from shared.web import Handler
 
@@ -141,12 +141,24 @@ USERS: Final[RouteTable] = (
             ),
             responses={
                 "303": redirect("Changed (or not signed in: to the sign-in form)", "next, the panel or /login"),
-                "400": page("The new passwords differ, or break the password rules: the form with the error."),
-                "401": page("The current password is wrong: the form with the error."),
-                "403": page("The CSRF check failed: the form again."),
-                "429": page("Too many wrong passwords, or every password-check thread is busy."),
-                "503": page("With Redis sessions: the users shared through Redis cannot be changed now."),
-                **errors(BAD_FORM, TOO_LARGE),
+                **errors(
+                    BAD_FORM,
+                    TOO_LARGE,
+                    *(
+                        ErrorCase(status=status, code=code, when=when, media=(HTML,))
+                        for status, code, when in (
+                            (400, E.INVALID_FIELD, "the form again: the new passwords differ or break the rules"),
+                            (401, E.UNAUTHORIZED, "the form again: the current password is wrong"),
+                            (403, E.CSRF, "the form again: the CSRF check failed"),
+                            (429, E.THROTTLED, "the form again: too many wrong passwords, or the checks are busy"),
+                            (
+                                503,
+                                E.STORE_UNAVAILABLE,
+                                "the form again: the users shared through Redis are unreachable",
+                            ),
+                        )
+                    ),
+                ),
             },
         ),
     ),
