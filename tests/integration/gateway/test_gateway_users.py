@@ -82,6 +82,8 @@ class TestForcedPasswordChange:
         api = await carol.get("/api/admin/engine/jobs")
         assert api.status == 403
         assert (await api.json())["code"] == "password_change_required"
+        for path in ("/api/admin/config", "/openapi.json", "/api/admin/users"):  # any role's routes too
+            assert (await carol.get(path)).status == 403, path
         changed = await _change_password(carol, password, NEW_PASSWORD)
         assert changed.status == 303 and changed.headers["Location"] == "/admin/engine/jobs"
         assert (await carol.get("/api/admin/engine/jobs")).status == 200
