@@ -6,11 +6,17 @@ and a running gateway (rehash-on-verify) never lose each other's writes.
 Readers never lock: they see the old file or the new one, and a running
 gateway notices a change by the file's identity (inode, size, mtime).
 
-Each user has a ``generation`` that grows with every password change or
-role change; sessions remember it, so changing a password ends the
-sessions opened with the old one. A new user's first generation is random,
+Each user has a ``generation`` that grows with every password change,
+role change and disabling; sessions remember it, so such a change ends the
+sessions opened before it. A new user's first generation is random,
 so removing a user and creating one of the same name does not revive the
 removed user's sessions.
+
+The file carries a ``revision`` that every write increments. Several
+gateways share one users document through Redis (:attr:`UserStore.mirror`,
+:mod:`admin_gateway.auth.user_sync`): a write publishes to the mirror by a
+compare-and-set on that revision before touching the file, and
+:meth:`UserStore.sync` brings file and mirror to the newer revision.
 """
 
 from __future__ import annotations
