@@ -132,9 +132,16 @@ def _str_field(body: dict[str, Any], name: str) -> str:
 
 
 async def _change(
-    request: web.Request, user: User, action: str, target: str, work: Callable[[], T], **fields: Any
+    request: web.Request,
+    user: User,
+    action: str,
+    target: str,
+    work: Callable[[], T],
+    *,
+    ends_sessions: bool = False,
+    **fields: Any,
 ) -> tuple[T, int]:
-    """Run ``work`` in a thread between its intent and outcome records; end ``target``'s sessions when it takes rights.
+    """Run ``work`` in a thread between its intent and outcome records; then end ``target``'s sessions if asked.
 
     Returns ``work``'s result and how many sessions were ended.
     """
@@ -151,9 +158,7 @@ async def _change(
             action, request=request, actor=user.name, targetUser=target, intentSeq=seq, **outcome_of(error)
         )
         raise error from None
-    ended = 0
-    if action in (USER_ROLE, USER_DISABLE, USER_REMOVE, USER_RESET):
-        ended = await request.app[SESSION_STORE].end_user_sessions(target)
+    ended = await request.app[SESSION_STORE].end_user_sessions(target) if ends_sessions else 0
     await audit.record(
         action,
         request=request,
@@ -219,7 +224,12 @@ async def change_role(request: web.Request) -> web.Response:
         await _refused_early(request, user, USER_ROLE, name, exc)
         raise
     store = request.app[USER_STORE]
-    rec, _ = await _change(request, user, USER_ROLE, name, lambda: accounts.set_role(store, name, role), role=role)
+    before = store.get(name)
+    # Only a real change of role ends the sessions (set_role gives a new generation only then).
+    changes = before is not None and before.role != role
+    rec, _ = await _change(
+        request, user, USER_ROLE, name, lambda: accounts.set_role(store, name, role), ends_sessions=changes, role=role
+    )
     return web.json_response({"user": user_json(rec, 0)})
 
 
@@ -237,7 +247,9 @@ async def _set_disabled(request: web.Request, action: str, *, disabled: bool) ->
     user = request_user(request)
     name = await _target(request, user, action)
     store = request.app[USER_STORE]
-    rec, ended = await _change(request, user, action, name, lambda: accounts.set_disabled(store, name, disabled))
+    rec, ended = await _change(
+        request, user, action, name, lambda: accounts.set_disabled(store, name, disabled), ends_sessions=disabled
+    )
     return web.json_response({"user": user_json(rec, 0), "sessionsEnded": ended})
 
 
@@ -246,7 +258,9 @@ async def remove_user(request: web.Request) -> web.Response:
     user = request_user(request)
     name = await _target(request, user, USER_REMOVE)
     store = request.app[USER_STORE]
-    _, ended = await _change(request, user, USER_REMOVE, name, lambda: accounts.remove_user(store, name))
+    _, ended = await _change(
+        request, user, USER_REMOVE, name, lambda: accounts.remove_user(store, name), ends_sessions=True
+    )
     return web.json_response({"name": name, "sessionsEnded": ended})
 
 
@@ -255,7 +269,9 @@ async def reset_password(request: web.Request) -> web.Response:
     user = request_user(request)
     name = await _target(request, user, USER_RESET)
     store = request.app[USER_STORE]
-    password, ended = await _change(request, user, USER_RESET, name, lambda: accounts.reset_password(store, name))
+    password, ended = await _change(
+        request, user, USER_RESET, name, lambda: accounts.reset_password(store, name), ends_sessions=True
+    )
     rec = store.get(name)
     if rec is None:  # removed in the instant since: the password opens nothing
         raise UnknownUser(f"no user {name!r}")
