@@ -42,6 +42,7 @@ from admin_gateway.auth.throttle import LOGIN_THROTTLE, Refusal
 from admin_gateway.auth.user_sync import users_sync_ctx
 from admin_gateway.auth.users import MAX_PASSWORD_LENGTH, UserError, validate_name
 from admin_gateway.errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
+from admin_gateway.http.access import PASSWORD_PATH
 from admin_gateway.http.templates import render_template
 from admin_gateway.peer import TRUSTED_PROXIES, client_address
 from admin_gateway.settings import SETTINGS
@@ -49,8 +50,6 @@ from shared.web import read_form
 
 #: Where a successful login lands (unless ``next=`` names a page).
 AFTER_LOGIN = "/admin/engine/jobs"
-#: Where a user with a generated password lands first.
-PASSWORD_PAGE = "/admin/password"
 #: The login form's field (and query parameter) naming the page to land on.
 NEXT_FIELD = "next"
 MAX_NEXT_CHARS = 2048
@@ -79,7 +78,7 @@ def safe_next(value: object) -> str | None:
 def after_login(next_page: str | None, *, must_change: bool) -> str:
     """Where a successful sign-in goes: the password page first when it must change, then ``next_page``."""
     if must_change:
-        return f"{PASSWORD_PAGE}?{NEXT_FIELD}={_quote(next_page)}" if next_page else PASSWORD_PAGE
+        return f"{PASSWORD_PATH}?{NEXT_FIELD}={_quote(next_page)}" if next_page else PASSWORD_PATH
     return next_page or AFTER_LOGIN
 
 
