@@ -235,13 +235,13 @@ def make_backend(settings: Settings) -> SessionBackend:
 
 
 @contextlib.asynccontextmanager
-async def pruning(backend: SessionBackend, prune: Callable[[], Awaitable[int]]) -> AsyncIterator[None]:
-    """While inside: await ``prune()`` every :data:`PRUNE_EVERY` seconds; on leaving, close ``backend``."""
+async def every(seconds: float, job: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
+    """While inside: await ``job()`` every ``seconds`` (first after one interval); stop it on leaving."""
 
     async def loop() -> None:
         while True:
-            await asyncio.sleep(PRUNE_EVERY)
-            await prune()
+            await asyncio.sleep(seconds)
+            await job()
 
     task = asyncio.create_task(loop())
     try:
@@ -250,4 +250,13 @@ async def pruning(backend: SessionBackend, prune: Callable[[], Awaitable[int]]) 
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.asynccontextmanager
+async def pruning(backend: SessionBackend, prune: Callable[[], Awaitable[int]]) -> AsyncIterator[None]:
+    """While inside: await ``prune()`` every :data:`PRUNE_EVERY` seconds; on leaving, close ``backend``."""
+    try:
+        async with every(PRUNE_EVERY, prune):
+            yield
+    finally:
         await backend.close()

@@ -26,7 +26,6 @@ the same revision: Redis's wins and the other is logged at ERROR
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -34,7 +33,7 @@ import structlog
 from aiohttp import web
 
 from admin_gateway.auth.guards import USER_STORE
-from admin_gateway.auth.session_backends import redis_package
+from admin_gateway.auth.session_backends import every, redis_package
 from admin_gateway.auth.users import UsersUnavailable
 from admin_gateway.settings import SETTINGS
 
@@ -109,18 +108,10 @@ async def users_sync_ctx(app: web.Application) -> AsyncIterator[None]:
         elif done is not None:
             _log.info("users_synced", direction=done)
 
-    async def loop() -> None:
-        while True:
-            await sync_once()
-            await asyncio.sleep(SYNC_EVERY)
-
     await sync_once()
-    task = asyncio.create_task(loop())
     try:
-        yield
+        async with every(SYNC_EVERY, sync_once):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         store.mirror = None
         await asyncio.to_thread(mirror.close)
