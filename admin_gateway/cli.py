@@ -23,7 +23,15 @@ import structlog
 from aiohttp import web
 
 from admin_gateway.audit.trail import AUDIT_SUBDIR
-from admin_gateway.auth.users import ROLES, UserError, UserFileCorrupt, UserStore, validate_password
+from admin_gateway.auth.accounts import remove_user
+from admin_gateway.auth.users import (
+    ROLES,
+    UserError,
+    UserFileCorrupt,
+    UserStore,
+    generate_password,
+    validate_password,
+)
 from admin_gateway.config import resolve_settings
 from admin_gateway.settings import DEFAULT_AUDIT_CHAIN, Settings, SettingsError
 from shared.connection_limits import ConnectionLimits
@@ -170,13 +178,25 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--role", choices=ROLES, required=True)
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.add_argument(
+        "--generate-password",
+        action="store_true",
+        help="make a one-time password, print it once; it must be changed at the first sign-in",
+    )
     lst = with_data_dir(users_sub.add_parser("list", help="list users"))
     lst.add_argument("--json", action="store_true")
-    rm = with_data_dir(users_sub.add_parser("remove", help="delete a user (ends their sessions)"))
+    rm = with_data_dir(
+        users_sub.add_parser("remove", help="delete a user (ends their sessions; never the last active super_admin)")
+    )
     rm.add_argument("name")
     pw = with_data_dir(users_sub.add_parser("set-password", help="change a password (ends their sessions)"))
     pw.add_argument("name")
     pw.add_argument("--password-stdin", action="store_true")
+    pw.add_argument(
+        "--generate-password",
+        action="store_true",
+        help="make a one-time password, print it once; it must be changed at the next sign-in",
+    )
     ensure = with_data_dir(
         users_sub.add_parser(
             "ensure-admin", help="if there is no user, create a super_admin with a random password and print it"
@@ -208,9 +228,14 @@ def _users(args: argparse.Namespace) -> None:
     store = UserStore(args.data_dir)
     cmd = args.users_command
     if cmd == "add":
-        password = read_password(args.password_stdin)
-        store.add(args.name, args.role, password)
-        print(f"created user {args.name} ({args.role})")
+        if args.generate_password:
+            password = generate_password()
+            store.add(args.name, args.role, password, must_change=True)
+            print(f"created user {args.name} ({args.role}) with one-time password: {password}")
+            print("It is shown only once and must be changed at the first sign-in.")
+        else:
+            store.add(args.name, args.role, read_password(args.password_stdin))
+            print(f"created user {args.name} ({args.role})")
     elif cmd == "list":
         users = store.list_users()
         if args.json:
@@ -222,6 +247,9 @@ def _users(args: argparse.Namespace) -> None:
                             "role": u.role,
                             "createdAt": u.created_at,
                             "passwordChangedAt": u.password_changed_at,
+                            "lastSignInAt": u.last_sign_in_at,
+                            "disabled": u.disabled,
+                            "mustChangePassword": u.must_change_password,
                         }
                         for u in users
                     ]
@@ -232,14 +260,24 @@ def _users(args: argparse.Namespace) -> None:
         else:
             width = max(len(u.name) for u in users)
             for u in users:
-                print(f"{u.name:<{width}}  {u.role}")
+                flags = "".join(
+                    f"  {flag}"
+                    for flag, on in (("disabled", u.disabled), ("must-change-password", u.must_change_password))
+                    if on
+                )
+                print(f"{u.name:<{width}}  {u.role}{flags}")
     elif cmd == "remove":
-        store.remove(args.name)
+        remove_user(store, args.name)
         print(f"removed user {args.name}")
     elif cmd == "set-password":
         if store.get(args.name) is None:
             raise CliError(f"no user {args.name!r}")
-        store.set_password(args.name, read_password(args.password_stdin))
+        if args.generate_password:
+            password = generate_password()
+            store.set_password(args.name, password, must_change=True)
+            print(f"one-time password for {args.name}: {password} (shown once; to be changed at the next sign-in)")
+        else:
+            store.set_password(args.name, read_password(args.password_stdin))
         print(f"password changed for {args.name}; their sessions have ended")
     elif cmd == "ensure-admin":
         generated = store.ensure_admin(args.name)
@@ -247,10 +285,7 @@ def _users(args: argparse.Namespace) -> None:
             print("users exist; nothing to do")
         else:
             print(f"created user {args.name} (super_admin) with password: {generated}")
-            print(
-                "This password is shown only once. Change it with: "
-                f"{PROG} users set-password {args.name} --data-dir {args.data_dir}"
-            )
+            print("This password is shown only once; it must be changed at the first sign-in (the panel asks).")
 
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:

@@ -232,7 +232,7 @@ def _banner(
     if password is not None:
         lines += [
             f"  login:   admin / {password}   (shown only this once)",
-            f"           change it: .venv/bin/admin-gateway users set-password admin --data-dir {layout.gateway_dir}",
+            "           a one-time password: the panel has you choose your own at the first sign-in",
         ]
     lines += [
         "  SAFE_MODE: "

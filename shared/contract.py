@@ -85,6 +85,10 @@ class ErrorCode(enum.StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
+    #: Gateway users (issue 16): a one-time password not yet changed; the last active super_admin; a taken name.
+    PASSWORD_CHANGE_REQUIRED = "password_change_required"
+    LAST_SUPER_ADMIN = "last_super_admin"
+    USER_EXISTS = "user_exists"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     ALREADY_RUNNING = "already_running"

@@ -13,25 +13,27 @@ import attrs
 from aiohttp import web
 
 from admin_gateway.audit.trail import ACCESS_DENIED, AUDIT, REFUSED
-from admin_gateway.auth.sessions import SESSION_STORE, discard_session, load_session
+from admin_gateway.auth.sessions import SESSION_STORE, SESSION_USER_KEY, discard_session, load_session
 from admin_gateway.auth.users import ROLE_ADMIN, ROLE_SUPER_ADMIN, UserStore
-from admin_gateway.errors import Unauthorized
+from admin_gateway.errors import GatewayError, Unauthorized
 from shared.contract import ErrorCode
 
 __all__ = [
     "ROLE_ADMIN",
     "ROLE_SUPER_ADMIN",
     "USER_STORE",
+    "PasswordChangeRequired",
     "User",
     "current_user",
     "record_role_refusal",
+    "require_password_changed",
     "require_super_admin",
     "require_user",
     "session_end",
 ]
 
 #: Session keys.
-SESSION_USER = "user"
+SESSION_USER = SESSION_USER_KEY
 SESSION_GENERATION = "gen"
 
 #: The app's user store.
@@ -40,10 +42,12 @@ USER_STORE = web.AppKey("user_store", UserStore)
 
 @attrs.frozen(kw_only=True)
 class User:
-    """The signed-in user of a request: name and role (as stored now, not as at login)."""
+    """The signed-in user of a request: name, role and whether they must change their password (as stored now)."""
 
     name: str
     role: str
+    #: Signed in with a generated password: nothing but changing it is allowed yet.
+    must_change_password: bool = False
 
     @property
     def is_super_admin(self) -> bool:
@@ -54,8 +58,8 @@ class User:
 async def current_user(request: web.Request) -> User | None:
     """Return the user of the request's valid, unexpired session, or ``None``.
 
-    A session whose user no longer exists, or whose password changed since
-    the session was opened, is deleted here. Cheap enough to call more than
+    A session whose user no longer exists, was disabled, or whose password
+    or role changed since the session was opened, is deleted here. Cheap enough to call more than
     once per request (the session is loaded once: :func:`load_session`).
     """
     session = await load_session(request)
@@ -63,8 +67,8 @@ async def current_user(request: web.Request) -> User | None:
     if not isinstance(name, str):
         return None
     stored = request.app[USER_STORE].get(name)
-    if stored is not None and stored.generation == session.get(SESSION_GENERATION):
-        return _user(stored.name, stored.role)
+    if stored is not None and not stored.disabled and stored.generation == session.get(SESSION_GENERATION):
+        return _user(stored.name, stored.role, stored.must_change_password)
     await discard_session(request)
     return None
 
@@ -81,15 +85,22 @@ async def session_end(request: web.Request, session_id: str) -> str | None:
         return reason
     name = data.get(SESSION_USER)
     stored = request.app[USER_STORE].get(name) if isinstance(name, str) else None
-    if stored is None or stored.generation != data.get(SESSION_GENERATION):
+    if stored is None or stored.disabled or stored.generation != data.get(SESSION_GENERATION):
         return "signed_out"
     return None
 
 
 @functools.lru_cache(maxsize=1024)
-def _user(name: str, role: str) -> User:
-    # Users are immutable values: one object per (name, role) instead of one per request.
-    return User(name=name, role=role)
+def _user(name: str, role: str, must_change_password: bool) -> User:
+    # Users are immutable values: one object per (name, role, flag) instead of one per request.
+    return User(name=name, role=role, must_change_password=must_change_password)
+
+
+class PasswordChangeRequired(GatewayError):
+    """403 ``password_change_required``: signed in with a generated password, which must be changed first."""
+
+    status = 403
+    code = ErrorCode.PASSWORD_CHANGE_REQUIRED
 
 
 async def require_user(request: web.Request) -> User:
@@ -114,13 +125,27 @@ async def require_super_admin(request: web.Request) -> User:
 
 async def record_role_refusal(request: web.Request, user: User, *, status: int) -> None:
     """Write the ``access_denied`` record of ``user`` refused for their role; ``status`` is what they get."""
+    await _record_denial(request, user, code=ErrorCode.FORBIDDEN, status=status, reason="role", role=user.role)
+
+
+async def require_password_changed(request: web.Request, user: User) -> None:
+    """Raise 403 ``password_change_required`` (recorded) while ``user`` must change a one-time password."""
+    if user.must_change_password:
+        refusal = PasswordChangeRequired("change your one-time password first: /admin/password")
+        await _record_denial(request, user, code=refusal.code, status=refusal.status, reason="password_change_required")
+        raise refusal
+
+
+async def _record_denial(
+    request: web.Request, user: User, *, code: ErrorCode, status: int, reason: str, role: str | None = None
+) -> None:
     await request.app[AUDIT].record(
         ACCESS_DENIED,
         request=request,
         actor=user.name,
         outcome=REFUSED,
-        code=ErrorCode.FORBIDDEN,
+        code=code,
         status=status,
-        reason="role",
-        role=user.role,
+        reason=reason,
+        role=role,
     )

@@ -25,6 +25,7 @@ import json
 import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import ModuleType
 from typing import Any, Protocol
 
 import attrs
@@ -84,6 +85,9 @@ class SessionBackend(Protocol):
     async def prune(self, is_dead: Callable[[SessionRecord], bool]) -> int:
         """Drop records for which ``is_dead`` holds; return how many."""
 
+    async def scan(self) -> list[tuple[str, SessionRecord]]:
+        """Every stored record with its key (for the Users page and for ending one user's sessions)."""
+
     async def shared_secret(self, candidate: bytes) -> bytes:
         """Return the form-token secret every gateway on this backend uses (``candidate`` if none yet)."""
 
@@ -128,6 +132,10 @@ class MemorySessionBackend:
             del self._records[k]
         return len(dead)
 
+    async def scan(self) -> list[tuple[str, SessionRecord]]:
+        """Every record, least recently used first."""
+        return list(self._records.items())
+
     async def shared_secret(self, candidate: bytes) -> bytes:
         """This process is the only gateway using these sessions: its own secret is the shared one."""
         return candidate
@@ -136,17 +144,23 @@ class MemorySessionBackend:
         """Nothing to release."""
 
 
+def redis_package() -> ModuleType:
+    """The ``redis`` package, or :class:`SettingsError` saying how to install it (an optional extra)."""
+    try:
+        import redis
+        import redis.asyncio  # the session backend's client; importing it also checks the package is whole
+    except ImportError:
+        raise SettingsError(
+            "session_backend 'redis' needs the redis package: pip install 'engine-jobs[redis]'"
+        ) from None
+    return redis
+
+
 class RedisSessionBackend:
     """Sessions in Redis, shared by every gateway pointed at the same server."""
 
     def __init__(self, url: str) -> None:
-        try:
-            from redis import asyncio as aioredis
-        except ImportError:
-            raise SettingsError(
-                "session_backend 'redis' needs the redis package: pip install 'engine-jobs[redis]'"
-            ) from None
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = redis_package().asyncio.Redis.from_url(url)
 
     async def get(self, key: str) -> SessionRecord | None:
         """Return the record under ``key``, or ``None``."""
@@ -168,6 +182,31 @@ class RedisSessionBackend:
     async def prune(self, is_dead: Callable[[SessionRecord], bool]) -> int:
         """Nothing to do: Redis expires keys by their TTL."""
         return 0
+
+    async def scan(self) -> list[tuple[str, SessionRecord]]:
+        """Every session record in Redis, whichever gateway wrote it (``SCAN`` in batches, then ``MGET``).
+
+        Costs one pass over the session keys: fine for an administrator's
+        page and action, not for every request.
+        """
+        found: list[tuple[str, SessionRecord]] = []
+        batch: list[bytes] = []
+
+        async def fetch() -> None:
+            values = await self._redis.mget(batch)
+            for raw_key, raw in zip(batch, values, strict=True):
+                record = None if raw is None else SessionRecord.from_json(raw)
+                if record is not None:
+                    found.append((raw_key.decode().removeprefix(_REDIS_PREFIX), record))
+            batch.clear()
+
+        async for key in self._redis.scan_iter(match=_REDIS_PREFIX + "*", count=500):
+            batch.append(key if isinstance(key, bytes) else str(key).encode())
+            if len(batch) >= 500:
+                await fetch()
+        if batch:
+            await fetch()
+        return found
 
     async def shared_secret(self, candidate: bytes) -> bytes:
         """Store ``candidate`` unless a gateway did first, and return the stored secret.
@@ -196,13 +235,13 @@ def make_backend(settings: Settings) -> SessionBackend:
 
 
 @contextlib.asynccontextmanager
-async def pruning(backend: SessionBackend, prune: Callable[[], Awaitable[int]]) -> AsyncIterator[None]:
-    """While inside: await ``prune()`` every :data:`PRUNE_EVERY` seconds; on leaving, close ``backend``."""
+async def every(seconds: float, job: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
+    """While inside: await ``job()`` every ``seconds`` (first after one interval); stop it on leaving."""
 
     async def loop() -> None:
         while True:
-            await asyncio.sleep(PRUNE_EVERY)
-            await prune()
+            await asyncio.sleep(seconds)
+            await job()
 
     task = asyncio.create_task(loop())
     try:
@@ -211,4 +250,13 @@ async def pruning(backend: SessionBackend, prune: Callable[[], Awaitable[int]]) 
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.asynccontextmanager
+async def pruning(backend: SessionBackend, prune: Callable[[], Awaitable[int]]) -> AsyncIterator[None]:
+    """While inside: await ``prune()`` every :data:`PRUNE_EVERY` seconds; on leaving, close ``backend``."""
+    try:
+        async with every(PRUNE_EVERY, prune):
+            yield
+    finally:
         await backend.close()

@@ -51,6 +51,9 @@ SECURE_FORM_COOKIE_NAME = "__Host-gw_form"
 _MAX_ID_LENGTH = 128
 _ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 
+#: The session key naming its user (the guards' ``SESSION_USER``; here so the store can find a user's sessions).
+SESSION_USER_KEY = "user"
+
 #: A form nonce made for this request, to be set as a cookie on its response.
 _NEW_FORM_NONCE = web.RequestKey("new_form_nonce", str)
 
@@ -334,6 +337,25 @@ class SessionStore:
         if response.prepared:
             raise RuntimeError("Cannot save session data into prepared response")
         return self.save(request, response, state)
+
+    async def live_sessions(self) -> list[dict[str, Any]]:
+        """The data of every unexpired session in the backend (all gateways' with Redis)."""
+        now = self._clock()
+        return [rec.data for _, rec in await self.backend.scan() if self.expiry_reason(rec, now) is None]
+
+    async def end_user_sessions(self, user: str) -> int:
+        """Delete, now, every session of ``user`` in the backend; return how many there were.
+
+        With Redis that is every gateway's session of theirs: their next
+        request anywhere finds none. Used when a user is disabled, removed,
+        demoted or has their password reset or changed (the generation check
+        of :func:`admin_gateway.auth.guards.current_user` would refuse those
+        sessions anyway; this also frees them and makes the counts true).
+        """
+        keys = [key for key, rec in await self.backend.scan() if rec.data.get(SESSION_USER_KEY) == user]
+        for key in keys:
+            await self.backend.delete(key)
+        return len(keys)
 
     async def prune(self) -> int:
         """Drop expired sessions (the memory backend; Redis expires keys itself)."""

@@ -6,11 +6,17 @@ and a running gateway (rehash-on-verify) never lose each other's writes.
 Readers never lock: they see the old file or the new one, and a running
 gateway notices a change by the file's identity (inode, size, mtime).
 
-Each user has a ``generation`` that grows with every password change or
-role change; sessions remember it, so changing a password ends the
-sessions opened with the old one. A new user's first generation is random,
+Each user has a ``generation`` that grows with every password change,
+role change and disabling; sessions remember it, so such a change ends the
+sessions opened before it. A new user's first generation is random,
 so removing a user and creating one of the same name does not revive the
 removed user's sessions.
+
+The file carries a ``revision`` that every write increments. Several
+gateways share one users document through Redis (:attr:`UserStore.mirror`,
+:mod:`admin_gateway.auth.user_sync`): a write publishes to the mirror by a
+compare-and-set on that revision before touching the file, and
+:meth:`UserStore.sync` brings file and mirror to the newer revision.
 """
 
 from __future__ import annotations
@@ -19,149 +25,107 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import secrets
 import time
-import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final, Protocol, TypeVar
 
 import attrs
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from admin_gateway.auth.user_records import (
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    NAME_RE,
+    RESERVED_NAMES,
+    ROLE_ADMIN,
+    ROLE_SUPER_ADMIN,
+    ROLES,
+    NoSuchUser,
+    UserError,
+    UserExists,
+    UserFileCorrupt,
+    UserRecord,
+    clash,
+    first_generation,
+    generate_password,
+    name_keys,
+    validate_name,
+    validate_password,
+    validate_role,
+)
 from shared.contract import format_time, utcnow
 from shared.journal.snapshot import write_durably
 
-ROLE_SUPER_ADMIN: Final = "super_admin"
-ROLE_ADMIN: Final = "admin"
-ROLES: Final = (ROLE_SUPER_ADMIN, ROLE_ADMIN)
+__all__ = [
+    "MAX_PASSWORD_LENGTH",
+    "MIN_PASSWORD_LENGTH",
+    "RESERVED_NAMES",
+    "ROLES",
+    "ROLE_ADMIN",
+    "ROLE_SUPER_ADMIN",
+    "USERS_FILE",
+    "NoSuchUser",
+    "UserError",
+    "UserExists",
+    "UserFileCorrupt",
+    "UserRecord",
+    "UserStore",
+    "first_generation",
+    "generate_password",
+    "name_keys",
+    "validate_name",
+    "validate_password",
+    "validate_role",
+]
 
-MIN_PASSWORD_LENGTH: Final = 12
-#: Longer input is refused before hashing: nobody types that, and it bounds the work per attempt.
-MAX_PASSWORD_LENGTH: Final = 1024
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+T = TypeVar("T")
+
+
+class UsersBusy(UserError):
+    """Another gateway changed the users at the same moment: nothing was changed, try again."""
+
+
+class UsersUnavailable(UserError):
+    """The users mirror (Redis) cannot be reached: no change can be made that the other gateways would miss."""
+
+
+class UserMirror(Protocol):
+    """Where several gateways keep their one users document (Redis); every call may block and may raise
+    :class:`UsersUnavailable`."""
+
+    def fetch(self) -> tuple[int, str] | None:
+        """The stored document (its revision and its text), or ``None``."""
+
+    def publish(self, expected: int | None, revision: int, text: str) -> bool:
+        """Store ``text`` as ``revision`` if the stored revision is still ``expected`` (``None``: none); say if so."""
+
+
+def document_text(revision: int, users: dict[str, UserRecord]) -> str:
+    """The users file's text: version, revision and the users by name."""
+    body = {"version": 1, "revision": revision, "users": [users[n].to_json() for n in sorted(users)]}
+    return json.dumps(body, indent=2) + "\n"
+
+
+def parse_document(text: str, where: str) -> tuple[int, dict[str, UserRecord]]:
+    """Parse :func:`document_text`'s shape (a file without ``revision`` is revision 0)."""
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise UserFileCorrupt(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("users"), list):
+        raise UserFileCorrupt(f"{where} has no 'users' list")
+    revision = raw.get("revision", 0)
+    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+        raise UserFileCorrupt(f"{where} has a bad revision {revision!r}")
+    users = [UserRecord.from_json(u) for u in raw["users"]]
+    return revision, {u.name: u for u in users}
+
 
 USERS_FILE: Final = "users.json"
 _LOCK_FILE: Final = "users.lock"
-
-
-class UserError(ValueError):
-    """A user operation cannot be done (message is one line meant for a human)."""
-
-
-class UserFileCorrupt(Exception):
-    """The users file exists but cannot be read as a users file."""
-
-
-@attrs.frozen(kw_only=True)
-class UserRecord:
-    """One stored user: name, role, argon2id hash and credential generation."""
-
-    name: str
-    role: str
-    password_hash: str = attrs.field(repr=False)
-    generation: int = 1
-    created_at: str | None = None
-    password_changed_at: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the on-disk shape."""
-        return {
-            "name": self.name,
-            "role": self.role,
-            "hash": self.password_hash,
-            "generation": self.generation,
-            "createdAt": self.created_at,
-            "passwordChangedAt": self.password_changed_at,
-        }
-
-    @classmethod
-    def from_json(cls, raw: Any) -> UserRecord:
-        """Parse the on-disk shape; raises :class:`UserFileCorrupt` on anything else."""
-        try:
-            rec = cls(
-                name=str(raw["name"]),
-                role=str(raw["role"]),
-                password_hash=str(raw["hash"]),
-                generation=int(raw.get("generation", 1)),
-                created_at=raw.get("createdAt"),
-                password_changed_at=raw.get("passwordChangedAt"),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise UserFileCorrupt(f"bad user entry: {exc}") from None
-        if rec.role not in ROLES:
-            raise UserFileCorrupt(f"user {rec.name!r} has unknown role {rec.role!r}")
-        return rec
-
-
-def first_generation() -> int:
-    """A new user's first credential generation: random, so no session of an earlier same-named user matches."""
-    return secrets.randbits(52) + 1
-
-
-#: Names nobody may take: ``system`` is the actor the engine records its own transitions under.
-RESERVED_NAMES: Final = frozenset({"system"})
-#: The entries of Unicode TR39's confusables.txt among the characters a name may hold (ASCII
-#: letters, digits and ``. _ @ -``): each character to the prototype it is mistaken for.
-_CONFUSABLE_PROTOTYPES: Final = str.maketrans({"0": "O", "1": "l", "I": "l", "m": "rn"})
-
-
-def name_keys(name: str) -> tuple[str, str]:
-    """Return the two forms under which people cannot tell names apart; equal in either means a clash.
-
-    Both start from NFKC (full-width and compatibility forms become plain
-    ones): the case-folded form (``Alice``/``ALICE``), and TR39's skeleton
-    with the confusable prototypes (``0``/``O``, ``1``/``I``/``l``,
-    ``m``/``rn``), then case-folded. Letters of other scripts that look Latin
-    (Cyrillic ``а``) never reach a name: the name pattern admits ASCII only.
-    """
-    plain = unicodedata.normalize("NFKC", name)
-    return plain.casefold(), plain.translate(_CONFUSABLE_PROTOTYPES).casefold().translate(_CONFUSABLE_PROTOTYPES)
-
-
-def _clash(name: str, others: Iterable[str]) -> str | None:
-    """The first of ``others`` that ``name`` cannot be told apart from (:func:`name_keys`), or ``None``."""
-    folded, skeleton = name_keys(name)
-    for other in others:
-        other_folded, other_skeleton = name_keys(other)
-        if folded == other_folded or skeleton == other_skeleton:
-            return other
-    return None
-
-
-def validate_name(name: str) -> str:
-    """Return ``name`` if it is a valid user name, else raise :class:`UserError`.
-
-    Valid: 1-64 ASCII letters, digits and ``. _ @ -`` starting with a letter
-    or digit, and not a reserved name (:data:`RESERVED_NAMES`) in any case or
-    confusable spelling (:func:`name_keys`).
-    """
-    if not _NAME_RE.fullmatch(name):
-        raise UserError(
-            "user name must be 1-64 characters of letters, digits and . _ @ -, starting with a letter or digit"
-        )
-    reserved = _clash(name, RESERVED_NAMES)
-    if reserved is not None:
-        raise UserError(f"user name {name!r} is reserved (it reads as {reserved!r}, a name the system uses)")
-    return name
-
-
-def validate_role(role: str) -> str:
-    """Return ``role`` if it is a known role, else raise :class:`UserError`."""
-    if role not in ROLES:
-        raise UserError(f"role must be one of: {', '.join(ROLES)}")
-    return role
-
-
-def validate_password(password: str) -> str:
-    """Return ``password`` if acceptable (12 to 1024 characters), else raise :class:`UserError`."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise UserError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise UserError(f"password must be at most {MAX_PASSWORD_LENGTH} characters")
-    return password
 
 
 class UserStore:
@@ -180,6 +144,8 @@ class UserStore:
         #: Seconds between checks of the file for changes by another process.
         self.recheck = 1.0
         self._cache: dict[str, UserRecord] = {}
+        #: Where several gateways share their users (:mod:`admin_gateway.auth.user_sync`); ``None``: this file only.
+        self.mirror: UserMirror | None = None
         self._dummy_hash: str | None = None
 
     # -- reading -----------------------------------------------------------
@@ -207,16 +173,17 @@ class UserStore:
         return self._cache
 
     def _read(self) -> dict[str, UserRecord]:
+        return self._read_document()[1]
+
+    def _read_document(self) -> tuple[int, dict[str, UserRecord]]:
+        """The file's revision (0 for a file older than revisions) and its users."""
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return {}
-        except (ValueError, UnicodeDecodeError) as exc:
+            return 0, {}
+        except UnicodeDecodeError as exc:
             raise UserFileCorrupt(f"{self.path} is not valid JSON: {exc}") from None
-        if not isinstance(raw, dict) or not isinstance(raw.get("users"), list):
-            raise UserFileCorrupt(f"{self.path} has no 'users' list")
-        users = [UserRecord.from_json(u) for u in raw["users"]]
-        return {u.name: u for u in users}
+        return parse_document(text, str(self.path))
 
     def get(self, name: str) -> UserRecord | None:
         """Return the user called ``name``, or ``None``."""
@@ -229,25 +196,84 @@ class UserStore:
     # -- writing -----------------------------------------------------------
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, UserRecord]]:
-        """Hold the write lock and yield a fresh copy of the users; the copy is saved on exit."""
+    def _file_lock(self) -> Iterator[None]:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.data_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            users = dict(self._read())
-            yield users
-            self._write(users)
+            yield
         finally:
             os.close(fd)  # closing releases the flock
 
-    def _write(self, users: dict[str, UserRecord]) -> None:
-        body = json.dumps({"version": 1, "users": [users[n].to_json() for n in sorted(users)]}, indent=2)
-        write_durably(self.path, [(body + "\n").encode()])
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, UserRecord]]:
+        """Hold the write lock and yield a fresh copy of the users; the copy is saved on exit.
+
+        With a :attr:`mirror` (several gateways), the copy starts from the
+        newest of the file and the mirror, and the result is published to the
+        mirror (compare-and-set on its revision) before the file is written:
+        a change another gateway published meanwhile makes this one fail
+        (:class:`UsersBusy`) rather than undo it.
+        """
+        with self._file_lock():
+            revision, users = self._read_document()
+            expected: int | None = None
+            if self.mirror is not None:
+                remote = self.mirror.fetch()
+                if remote is not None:
+                    expected = remote[0]
+                    if remote[0] >= revision:
+                        revision, users = parse_document(remote[1], "the users mirror")
+            users = dict(users)
+            yield users
+            text = document_text(revision + 1, users)
+            if self.mirror is not None and not self.mirror.publish(expected, revision + 1, text):
+                raise UsersBusy("the users were changed on another gateway at this moment: try again")
+            self._write_text(text)
+
+    def _write_text(self, text: str) -> None:
+        write_durably(self.path, [text.encode()])
         self._cache_key = None  # our own write: re-read at the next look
 
-    def add(self, name: str, role: str, password: str) -> UserRecord:
-        """Create a user; raises :class:`UserError` if it exists or an argument is invalid."""
+    def sync(self) -> str | None:
+        """Bring the users file and the :attr:`mirror` to the same revision; say what was done.
+
+        Returns ``"pulled"`` (another gateway's newer users written here),
+        ``"pushed"`` (this file is newer, e.g. changed by the CLI, or the
+        mirror was empty), ``"conflict"`` (same revision, other users: the
+        mirror's win, this file's change is lost), or ``None`` (in step).
+        Raises :class:`UsersUnavailable` when the mirror cannot be reached.
+        """
+        if self.mirror is None:
+            return None
+        with self._file_lock():
+            revision, users = self._read_document()
+            remote = self.mirror.fetch()
+            if remote is None or remote[0] < revision:
+                pushed = self.mirror.publish(remote[0] if remote else None, revision, document_text(revision, users))
+                return "pushed" if pushed else None
+            remote_revision, remote_users = parse_document(remote[1], "the users mirror")
+            if remote_revision == revision and remote_users == users:
+                return None
+            self._write_text(remote[1])
+            return "conflict" if remote_revision == revision else "pulled"
+
+    def update(self, change: Callable[[dict[str, UserRecord]], T]) -> T:
+        """Apply ``change`` to a fresh copy of all users under the write lock, save, and return its result.
+
+        ``change`` mutates the mapping it gets (add, replace, delete records)
+        or raises (a :class:`UserError`) to save nothing. Every change of users
+        goes through here or the methods below, so two writers never lose each
+        other's changes.
+        """
+        with self._locked() as users:
+            return change(users)
+
+    def add(self, name: str, role: str, password: str, *, must_change: bool = False) -> UserRecord:
+        """Create a user; raises :class:`UserError` if it exists or an argument is invalid.
+
+        ``must_change``: the password was generated for them; they must change it at first sign-in.
+        """
         validate_name(name)
         validate_role(role)
         validate_password(password)
@@ -255,10 +281,10 @@ class UserStore:
         now = format_time(utcnow())
         with self._locked() as users:
             if name in users:
-                raise UserError(f"user {name!r} already exists")
-            twin = _clash(name, users)
+                raise UserExists(f"user {name!r} already exists")
+            twin = clash(name, users)
             if twin is not None:
-                raise UserError(
+                raise UserExists(
                     f"user name {name!r} is too like the existing user {twin!r} "
                     "(names may not differ only in case or in look-alike characters)"
                 )
@@ -269,6 +295,7 @@ class UserStore:
                 generation=first_generation(),
                 created_at=now,
                 password_changed_at=now,
+                must_change_password=must_change,
             )
             users[name] = rec
         return rec
@@ -277,21 +304,25 @@ class UserStore:
         """Delete a user (their sessions die with them); raises :class:`UserError` if unknown."""
         with self._locked() as users:
             if users.pop(name, None) is None:
-                raise UserError(f"no user {name!r}")
+                raise NoSuchUser(f"no user {name!r}")
 
-    def set_password(self, name: str, password: str) -> UserRecord:
-        """Replace a user's password and end their existing sessions (new generation)."""
+    def set_password(self, name: str, password: str, *, must_change: bool = False) -> UserRecord:
+        """Replace a user's password and end their existing sessions (new generation).
+
+        ``must_change``: a generated password (a reset): it must be changed at the next sign-in.
+        """
         validate_password(password)
         password_hash = self.hasher.hash(password)
         with self._locked() as users:
             rec = users.get(name)
             if rec is None:
-                raise UserError(f"no user {name!r}")
+                raise NoSuchUser(f"no user {name!r}")
             rec = attrs.evolve(
                 rec,
                 password_hash=password_hash,
                 generation=rec.generation + 1,
                 password_changed_at=format_time(utcnow()),
+                must_change_password=must_change,
             )
             users[name] = rec
         return rec
@@ -299,6 +330,7 @@ class UserStore:
     def ensure_admin(self, name: str = "admin") -> str | None:
         """If there is no user at all, create ``name`` as super_admin with a random password.
 
+        The password is generated, so it must be changed at the first sign-in.
         Returns that password (to be shown once), or ``None`` when users exist.
         Raises :class:`UserError` for a name :func:`validate_name` refuses.
         """
@@ -306,7 +338,7 @@ class UserStore:
         with self._locked() as users:
             if users:
                 return None
-            password = secrets.token_urlsafe(18)
+            password = generate_password()
             now = format_time(utcnow())
             users[name] = UserRecord(
                 name=name,
@@ -315,6 +347,7 @@ class UserStore:
                 generation=first_generation(),
                 created_at=now,
                 password_changed_at=now,
+                must_change_password=True,
             )
         return password
 
@@ -334,7 +367,12 @@ class UserStore:
         """
         self.warm()
         assert self._dummy_hash is not None
-        rec = self.get(name) if _NAME_RE.fullmatch(name) else None
+        if self.mirror is not None:
+            # A sign-in sees a change made on another gateway a moment ago; without the mirror, the
+            # file as last synced decides (the session store, in the same Redis, is down too then).
+            with contextlib.suppress(UsersUnavailable):
+                self.sync()
+        rec = self.get(name) if NAME_RE.fullmatch(name) else None
         if rec is None or len(password) > MAX_PASSWORD_LENGTH:
             with contextlib.suppress(VerificationError, InvalidHashError):
                 self.hasher.verify(self._dummy_hash, password[:MAX_PASSWORD_LENGTH])

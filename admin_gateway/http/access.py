@@ -13,8 +13,14 @@ How a refusal looks depends on what the path serves. The JSON API (every
 path outside the panel) answers 401 ``unauthorized`` without a session and
 401 ``forbidden`` for another role, each with its ``access_denied`` audit
 record (:mod:`admin_gateway.auth.guards`). The panel's pages (``/admin``
-and below) redirect a signed-out browser to ``/login`` and show another
+and below) redirect a signed-out browser to ``/login?next=<the page>``
+(a GET's path and query, so the sign-in lands there) and show another
 role the "no access" page (403, recorded).
+
+A user signed in with a generated password (``must_change_password``) gets
+nothing but the Change password page (:data:`PASSWORD_PATH`) until they
+change it: every other page redirects there, and the API answers 403
+``password_change_required`` (recorded as ``access_denied``).
 
 Unknown paths and methods reach the catch-all route, whose rule is
 ``None``: they get the rule of their prefix, so that an unknown path or a
@@ -32,8 +38,16 @@ from collections.abc import Awaitable, Iterable
 from typing import Final
 
 from aiohttp import web
+from yarl import URL
 
-from admin_gateway.auth.guards import User, current_user, record_role_refusal, require_super_admin, require_user
+from admin_gateway.auth.guards import (
+    User,
+    current_user,
+    record_role_refusal,
+    require_password_changed,
+    require_super_admin,
+    require_user,
+)
 from admin_gateway.http.templates import render_template
 from shared.routes import Access, Route
 from shared.web import Authorize
@@ -45,6 +59,8 @@ API_PREFIX: Final = API_ROOT + "/"
 PANEL_ROOT: Final = "/admin"
 PANEL_PREFIX: Final = PANEL_ROOT + "/"
 LOGIN_PATH: Final = "/login"
+#: The Change password page: the only page (and nothing of the API) open to a user who must change theirs.
+PASSWORD_PATH: Final = "/admin/password"
 #: The rules the gateway can check; a route with any other refuses to start the app.
 GATEWAY_RULES: Final = frozenset({Access.PUBLIC, Access.SESSION, Access.SUPER_ADMIN})
 #: The user the route's rule verified for this request (see :func:`request_user`).
@@ -85,13 +101,24 @@ def authorize_hook(table: Iterable[Route]) -> Authorize:
 
 async def _api_access(request: web.Request, *, super_admin: bool) -> None:
     # Each raises 401 and writes the access_denied record.
-    request[REQUEST_USER] = await (require_super_admin(request) if super_admin else require_user(request))
+    user = await require_user(request)
+    await require_password_changed(request, user)
+    request[REQUEST_USER] = await require_super_admin(request) if super_admin else user
+
+
+def login_redirect(request: web.Request) -> str:
+    """Where a signed-out visitor of a page goes: ``/login``, with ``next=`` naming the page for a GET."""
+    if request.method not in ("GET", "HEAD"):
+        return LOGIN_PATH
+    return str(URL(LOGIN_PATH).with_query(next=request.rel_url.path_qs))
 
 
 async def _page_access(request: web.Request, *, super_admin: bool) -> web.StreamResponse | None:
     user = await current_user(request)
     if user is None:
-        raise web.HTTPSeeOther(LOGIN_PATH)
+        raise web.HTTPSeeOther(login_redirect(request))
+    if user.must_change_password and request.path != PASSWORD_PATH:
+        raise web.HTTPSeeOther(PASSWORD_PATH)
     if super_admin and not user.is_super_admin:
         await record_role_refusal(request, user, status=403)
         return await render_template(request, "no_access.html", {}, user=user, status=403)

@@ -29,7 +29,7 @@ from admin_gateway.auth.sessions import load_session
 from admin_gateway.errors import GatewayError, Throttled
 from admin_gateway.http.access import request_user
 from admin_gateway.http.hardening import security_headers
-from admin_gateway.http.schemas import API_TAGS, NO_SESSION, E
+from admin_gateway.http.schemas import API_TAGS, NO_SESSION, PASSWORD_FIRST, E
 from admin_gateway.relay import RELAY
 from admin_gateway.settings import SETTINGS
 from shared.openapi import ErrorCase, Operation, errors, query, response
@@ -74,6 +74,7 @@ OPERATION: Final = Operation(
             ErrorCase(status=400, code=E.UNKNOWN_FIELD, when="a query parameter other than `after`"),
             ErrorCase(status=400, code=E.INVALID_FIELD, when="`after` or `Last-Event-ID` is not an event id"),
             NO_SESSION,
+            PASSWORD_FIRST,
             ErrorCase(
                 status=429, code=E.THROTTLED, when="the session or the gateway has as many streams open as it allows"
             ),

@@ -23,26 +23,69 @@ The page is the panel's ``login.html``, in the layout every page shares
 
 from __future__ import annotations
 
+import asyncio
 import math
+import re
+from urllib.parse import quote
 
+import structlog
 from aiohttp import web
 
 from admin_gateway.audit.trail import ACCEPTED, AUDIT, LOGIN_FAILED, LOGIN_SUCCEEDED, LOGOUT, REFUSED
+from admin_gateway.auth.accounts import record_sign_in
 from admin_gateway.auth.csrf import SESSION_CSRF, check_csrf, new_csrf_token
 from admin_gateway.auth.device_cookies import DEVICE_COOKIES, DeviceCookies, device_key_ctx
 from admin_gateway.auth.guards import SESSION_GENERATION, SESSION_USER, USER_STORE, current_user
 from admin_gateway.auth.password_checks import PASSWORD_CHECKS, HasherBusy, PasswordChecks, password_checks_ctx
 from admin_gateway.auth.sessions import SESSION_STORE, load_session
 from admin_gateway.auth.throttle import LOGIN_THROTTLE, Refusal
+from admin_gateway.auth.user_sync import users_sync_ctx
 from admin_gateway.auth.users import MAX_PASSWORD_LENGTH, UserError, validate_name
 from admin_gateway.errors import AuditUnavailable, CsrfRefused, GatewayError, Throttled, Unauthorized
+from admin_gateway.http.access import PASSWORD_PATH
 from admin_gateway.http.templates import render_template
 from admin_gateway.peer import TRUSTED_PROXIES, client_address
 from admin_gateway.settings import SETTINGS
 from shared.web import read_form
 
-#: Where a successful login lands.
+#: Where a successful login lands (unless ``next=`` names a page).
 AFTER_LOGIN = "/admin/engine/jobs"
+#: The login form's field (and query parameter) naming the page to land on.
+NEXT_FIELD = "next"
+MAX_NEXT_CHARS = 2048
+#: Control characters and whitespace (browsers drop tabs and newlines: ``/\t/evil`` becomes ``//evil``).
+_UNSAFE_NEXT = re.compile(r"[\x00-\x20\x7f\\]")
+_log = structlog.get_logger("gateway")
+
+
+def safe_next(value: object) -> str | None:
+    """``value`` if it is a path of this site to land on after signing in, else ``None``.
+
+    Only a same-origin path is taken: it starts with one ``/`` (not ``//``,
+    which a browser reads as another host), has no backslash (``/\\host``
+    is read the same way), no whitespace or control character, and is at
+    most :data:`MAX_NEXT_CHARS` long. Anything else (``https://evil``,
+    ``javascript:``, a relative path) is dropped: the sign-in lands on
+    :data:`AFTER_LOGIN` as usual.
+    """
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
+        return None
+    if len(value) > MAX_NEXT_CHARS or _UNSAFE_NEXT.search(value):
+        return None
+    return value
+
+
+def after_login(next_page: str | None, *, must_change: bool) -> str:
+    """Where a successful sign-in goes: the password page first when it must change, then ``next_page``."""
+    if must_change:
+        return f"{PASSWORD_PATH}?{NEXT_FIELD}={_quote(next_page)}" if next_page else PASSWORD_PATH
+    return next_page or AFTER_LOGIN
+
+
+def _quote(path: str) -> str:
+    return quote(path, safe="/")
+
+
 _MAX_USERNAME_FIELD = 256
 #: Seconds a client is asked to wait when every password-check thread is busy.
 _BUSY_RETRY_AFTER = 1
@@ -59,12 +102,14 @@ async def render_login(
     error: str | None = None,
     *,
     username: str = "",
+    next_page: str | None = None,
     status: int = 200,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    """Return the login page (with ``error`` shown, if any) with ``status``."""
+    """Return the login page (with ``error`` shown, if any) with ``status``; ``next_page`` rides in a hidden field."""
     # render_template adds the form's CSRF token, as it does for every page.
-    response = await render_template(request, "login.html", {"error": error, "username": username}, status=status)
+    context = {"error": error, "username": username, "next_page": next_page or ""}
+    response = await render_template(request, "login.html", context, status=status)
     if headers:
         response.headers.update(headers)
     return response
@@ -82,10 +127,12 @@ def _loggable_name(username: str) -> str | None:
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:
-    """``GET /login``: the form, or straight to the panel when already signed in."""
-    if await current_user(request) is not None:
-        raise web.HTTPSeeOther(AFTER_LOGIN)
-    return await render_login(request)
+    """``GET /login[?next=/path]``: the form, or straight on (to ``next``) when already signed in."""
+    next_page = safe_next(request.query.get(NEXT_FIELD))
+    user = await current_user(request)
+    if user is not None:
+        raise web.HTTPSeeOther(after_login(next_page, must_change=user.must_change_password))
+    return await render_login(request, next_page=next_page)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -96,8 +143,12 @@ async def login(request: web.Request) -> web.StreamResponse:
     except CsrfRefused:
         if json_mode:
             raise
-        return await render_login(request, "This sign-in form has expired. Please sign in again.", status=403)
+        next_page = safe_next(request.query.get(NEXT_FIELD))
+        return await render_login(
+            request, "This sign-in form has expired. Please sign in again.", next_page=next_page, status=403
+        )
     form = await read_form(request, error=GatewayError)
+    next_page = safe_next(form.get(NEXT_FIELD))
     raw_name, raw_password = form.get("username"), form.get("password")
     username = raw_name[:_MAX_USERNAME_FIELD] if isinstance(raw_name, str) else ""
     password = raw_password if isinstance(raw_password, str) else ""
@@ -144,23 +195,28 @@ async def login(request: web.Request) -> web.StreamResponse:
             reason="busy",
             limit="address" if busy.per_address else None,
         )
-    if record is None:
-        # The reservation stays: this attempt is a counted failure.
+    if record is None or record.disabled:
+        # The reservation stays: this attempt is a counted failure. A disabled account's right
+        # password is told so (a guesser without it learns nothing).
+        disabled = record is not None
         await audit.record(
             LOGIN_FAILED,
             request=request,
-            actor=attempted,
+            actor=record.name if record is not None else attempted,
             outcome=REFUSED,
             code=Unauthorized.code,
             status=401,
-            reason="bad_credentials",
+            reason="disabled" if disabled else "bad_credentials",
             usernameInvalid=invalid_name,
             trustedDevice=True if device is not None else None,
         )
-        message = "Invalid username or password."
+        if disabled:
+            message = "This account is disabled. Ask a super_admin to enable it."
+        else:
+            message = "Invalid username or password."
         if json_mode:
             raise Unauthorized(message)
-        return await render_login(request, message, username=username, status=401)
+        return await render_login(request, message, username=username, next_page=next_page, status=401)
     admitted.signed_in()
 
     try:
@@ -181,6 +237,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             request,
             "Sign-in is unavailable: the audit trail cannot be written. Try again later or tell the operators.",
             username=username,
+            next_page=next_page,
             status=503,
         )
     # A sign-in starts a fresh session under a fresh id: nothing of an earlier one carries over.
@@ -190,11 +247,22 @@ async def login(request: web.Request) -> web.StreamResponse:
     session[SESSION_USER] = record.name
     session[SESSION_GENERATION] = record.generation
     session[SESSION_CSRF] = new_csrf_token()
+    try:
+        await asyncio.to_thread(record_sign_in, store, record.name)
+    except (OSError, UserError) as exc:  # only the "last sign-in" column misses it: not worth refusing the sign-in
+        _log.warning("last_sign_in_not_saved", user=record.name, error=str(exc))
     done: web.StreamResponse
     if json_mode:
-        done = web.json_response({"user": record.name, "role": record.role, "csrfToken": session[SESSION_CSRF]})
+        done = web.json_response(
+            {
+                "user": record.name,
+                "role": record.role,
+                "csrfToken": session[SESSION_CSRF],
+                "mustChangePassword": record.must_change_password,
+            }
+        )
     else:
-        done = web.HTTPSeeOther(AFTER_LOGIN)
+        done = web.HTTPSeeOther(after_login(next_page, must_change=record.must_change_password))
     devices.set_cookie(request, done, record.name)
     request.app[SESSION_STORE].clear_form_cookie(request, done)
     if isinstance(done, web.HTTPException):
@@ -260,7 +328,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 def setup_auth(app: web.Application) -> None:
-    """Give ``app`` the device cookies and password-check threads that ``/login`` uses."""
+    """Give ``app`` the device cookies and password-check threads that ``/login`` uses, and the users' sync."""
     settings = app[SETTINGS]
     app[DEVICE_COOKIES] = DeviceCookies(clock=settings.clock, trusted_proxies=app[TRUSTED_PROXIES])
     app[PASSWORD_CHECKS] = PasswordChecks(
@@ -269,7 +337,7 @@ def setup_auth(app: web.Application) -> None:
         per_address=settings.login_hash_per_address,
         reserved=settings.login_hash_reserved,
     )
-    app.cleanup_ctx.extend([device_key_ctx(settings.data_dir), password_checks_ctx])
+    app.cleanup_ctx.extend([device_key_ctx(settings.data_dir), password_checks_ctx, users_sync_ctx])
 
 
 __all__ = ["render_login", "setup_auth", "wants_json"]

@@ -68,8 +68,13 @@ AUDIT_DOWN = ErrorCase(
     status=503, code=E.JOURNAL_UNAVAILABLE, when="the audit trail cannot record, so nothing was done (fail closed)"
 )
 
+PASSWORD_FIRST = ErrorCase(
+    status=403,
+    code=E.PASSWORD_CHANGE_REQUIRED,
+    when="signed in with a one-time password that must be changed first (/admin/password)",
+)
 #: Failures of every engine route and of each kind of them.
-API_AUTH: Final = (NO_SESSION, ROLE)
+API_AUTH: Final = (NO_SESSION, ROLE, PASSWORD_FIRST)
 ENGINE_READ: Final = (ENGINE_DOWN, ENGINE_BROKEN, ENGINE_SLOW)
 MUTATION: Final = (*API_AUTH, CSRF, BAD_JSON, BAD_FORM, UNKNOWN_FIELD, BAD_FIELD, TOO_LARGE, *ENGINE_READ, AUDIT_DOWN)
 

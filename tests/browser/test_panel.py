@@ -373,7 +373,7 @@ class TestLogout:
         console.expect_failed_resource(rf"^{re.escape(base)}/api/admin/config$")
         stale.context.add_cookies(cast(Any, cookies))
         stale.goto(f"{base}/admin/engine/jobs")
-        stale.wait_for_url(f"{base}/login")
+        stale.wait_for_url(f"{base}/login?next=/admin/engine/jobs")
         expect(stale.get_by_test_id("login-form")).to_be_visible()
         status = stale.evaluate("fetch('/api/admin/config', {credentials: 'same-origin'}).then((r) => r.status)")
         assert status == 401

@@ -101,7 +101,21 @@ class Admin:
         form = urllib.parse.urlencode(
             {"username": "admin", "password": password.group(1), "csrf_token": csrf.group(1)}
         ).encode()
-        self.opener.open(urllib.request.Request(url + "/login", data=form), timeout=10)
+        landed = self.opener.open(urllib.request.Request(url + "/login", data=form), timeout=10)
+        # The printed password is a one-time password: the sign-in lands on Change password first.
+        assert landed.url == url + "/admin/password", landed.url
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', landed.read().decode())
+        assert csrf
+        change = urllib.parse.urlencode(
+            {
+                "current_password": password.group(1),
+                "new_password": "the first admin's own passphrase",
+                "new_password_again": "the first admin's own passphrase",
+                "csrf_token": csrf.group(1),
+            }
+        ).encode()
+        changed = self.opener.open(urllib.request.Request(url + "/admin/password", data=change), timeout=10)
+        assert changed.url == url + "/admin/engine/jobs", changed.url
         self.config: dict[str, Any] = self.get("/api/admin/config")
 
     def get(self, path: str) -> Any:

@@ -20,7 +20,8 @@ from typing import Final
 from admin_gateway.http.health import healthz
 from admin_gateway.http.routes.api import API
 from admin_gateway.http.routes.panel import ASSETS, PAGES, SIGN_IN
-from admin_gateway.http.schemas import NO_SESSION, OPERATIONS_TAGS, SESSION
+from admin_gateway.http.routes.users import USERS
+from admin_gateway.http.schemas import NO_SESSION, OPERATIONS_TAGS, PASSWORD_FIRST, SESSION
 from shared.openapi import Operation, closed_object, errors, openapi_json, response
 from shared.routes import Access, Route, RouteTable
 
@@ -62,12 +63,15 @@ OPERATIONS: Final[RouteTable] = (
             tags=OPERATIONS_TAGS,
             security=(SESSION,),
             summary="This document (any signed-in user).",
-            responses={"200": response("The OpenAPI 3.1 document.", {"type": "object"}), **errors(NO_SESSION)},
+            responses={
+                "200": response("The OpenAPI 3.1 document.", {"type": "object"}),
+                **errors(NO_SESSION, PASSWORD_FIRST),
+            },
         ),
     ),
 )
 
 #: Every route of the gateway, in registration order.
-ROUTES: Final[RouteTable] = (*OPERATIONS, *SIGN_IN, *API, *PAGES, *ASSETS)
+ROUTES: Final[RouteTable] = (*OPERATIONS, *SIGN_IN, *API, *USERS, *PAGES, *ASSETS)
 
 __all__ = ["ROUTES"]

@@ -49,10 +49,11 @@ SIGN_IN: Final[RouteTable] = (
             operation_id="loginForm",
             tags=SIGN_IN_TAGS,
             security=(),
+            parameters=(query("next", {"type": "string"}, "A path of this site to land on after signing in."),),
             summary="The sign-in form (it carries a signed CSRF token in a hidden field).",
             responses={
                 "200": page("The form; its token is bound to the gw_form cookie, nothing is stored on the server."),
-                "303": redirect("Already signed in: to the panel", AFTER_LOGIN),
+                "303": redirect("Already signed in: to `next` or the panel", AFTER_LOGIN),
             },
         ),
     ),
@@ -73,6 +74,10 @@ SIGN_IN: Final[RouteTable] = (
                     {
                         "username": {"type": "string"},
                         "password": {"type": "string"},
+                        "next": {
+                            "type": "string",
+                            "description": "A path of this site to land on (only `/…`, not `//…`; else ignored).",
+                        },
                         FORM_FIELD: {"type": "string", "description": f"Or the {CSRF_HEADER} header."},
                     }
                 ),
@@ -86,12 +91,25 @@ SIGN_IN: Final[RouteTable] = (
                             "user": {"type": "string"},
                             "role": {"type": "string", "enum": ["super_admin", "admin"]},
                             "csrfToken": {"type": "string"},
+                            "mustChangePassword": {
+                                "type": "boolean",
+                                "description": "A one-time password: only POST /admin/password is open until it is "
+                                "changed (the API answers 403 password_change_required).",
+                            },
                         }
                     ),
                 ),
-                "303": redirect("Browsers: signed in, to the panel", AFTER_LOGIN),
+                "303": redirect(
+                    "Browsers: signed in, to `next`, the panel, or first /admin/password for a one-time password",
+                    AFTER_LOGIN,
+                ),
                 **errors(
-                    ErrorCase(status=401, code=E.UNAUTHORIZED, when="wrong user name or password", media=(JSON, HTML)),
+                    ErrorCase(
+                        status=401,
+                        code=E.UNAUTHORIZED,
+                        when="wrong user name or password, or a disabled account",
+                        media=(JSON, HTML),
+                    ),
                     ErrorCase(
                         status=403,
                         code=E.CSRF,

@@ -1,7 +1,28 @@
 // Calls to the gateway's JSON API. Never throws: every outcome, network failures included,
 // comes back as {ok, status, data, code, message} so that a page can always show something.
 
+import { showError } from './dom.js';
+
 const TIMEOUT_MS = 15000;
+/** What an old tab says when its CSRF token died with its session (a sign-in elsewhere, a password change). */
+export const SESSION_CHANGED = 'Your session changed; reloading';
+/** How long the message stays up before the page reloads (long enough to be read). */
+const RELOAD_DELAY_MS = 1500;
+let reloading = false;
+
+/**
+ * A 403 `csrf` answer to a page's own request means its token is stale: the session it was issued
+ * with ended or was replaced. Say so and reload, once, which brings the live session's token (or
+ * the sign-in form, coming back here afterwards). The raw CSRF refusal is never shown.
+ */
+function sessionChanged() {
+  if (!reloading) {
+    reloading = true;
+    showError(`${SESSION_CHANGED}…`);
+    setTimeout(() => window.location.reload(), RELOAD_DELAY_MS);
+  }
+  return { ok: false, status: 403, data: null, code: 'session_changed', message: SESSION_CHANGED };
+}
 
 function csrfToken() {
   const meta = document.querySelector('meta[name="csrf-token"]');
@@ -64,12 +85,16 @@ export async function api(method, path, body, timeoutMs = TIMEOUT_MS) {
     return { ok: true, status: response.status, data, code: null, message: '' };
   }
   const code = data && typeof data.code === 'string' ? data.code : `http_${response.status}`;
+  if (response.status === 403 && code === 'csrf') {
+    return sessionChanged();
+  }
   return { ok: false, status: response.status, data, code, message: describe(response.status, data) };
 }
 
 /** "<what>: <the gateway's message> (<code>)" for a refusal or failure shown to the person. */
 export function failureText(what, result) {
-  const code = result.code && !result.code.startsWith('http_') ? ` (${result.code})` : '';
+  const quiet = !result.code || result.code.startsWith('http_') || result.code === 'session_changed';
+  const code = quiet ? '' : ` (${result.code})`;
   return `${what}: ${result.message}${code}`;
 }
 

@@ -9,8 +9,9 @@ import { startBreakGlass } from './breakglass.js';
 import { initJobs } from './jobs.js';
 import { initJob } from './job.js';
 import { initApprovals } from './approvals.js';
+import { initUsers } from './users.js';
 
-const PAGES = { jobs: initJobs, job: initJob, approvals: initApprovals };
+const PAGES = { jobs: initJobs, job: initJob, approvals: initApprovals, users: initUsers };
 
 window.addEventListener('unhandledrejection', (event) => {
   const reason = event.reason && event.reason.message ? event.reason.message : String(event.reason);
@@ -19,6 +20,8 @@ window.addEventListener('unhandledrejection', (event) => {
 
 guard(() => {
   initTime(); // every time on the page in the chosen zone, the header switch, zone inputs
+  // The password page is a plain form, and its user may not use the API until the password is changed.
+  if (document.body.dataset.page === 'password') return;
   setupDialogs();
   startBreakGlass();
   const init = PAGES[document.body.dataset.page];

@@ -24,8 +24,9 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def _sweep_template(path: str) -> str:
-    # The ids the sweep fills in: cancel needs a RUNNING job, every other job route a READY one.
-    return path.replace("{id}", "{running}" if path.endswith("/cancel") else "{ready}")
+    # The ids the sweep fills in: cancel needs a RUNNING job, every other job route a READY one;
+    # the Users routes name the admin user.
+    return path.replace("{id}", "{running}" if path.endswith("/cancel") else "{ready}").replace("{name}", "{user}")
 
 
 def _api_matrix() -> dict[str, dict[str, str]]:
@@ -54,6 +55,10 @@ SUPER_STATUS = {
     ("/api/admin/engine/jobs/{ready}/approve", "POST"): 409,
     ("/api/admin/engine/jobs/{ready}/reject", "POST"): 400,
     ("/api/admin/engine/jobs/{ready}/withdraw", "POST"): 409,
+    # Users, in table order: an empty body names nobody and no role; bob is removed before his reset.
+    ("/api/admin/users", "POST"): 400,
+    ("/api/admin/users/{user}/role", "POST"): 400,
+    ("/api/admin/users/{user}/reset-password", "POST"): 404,
 }
 
 
@@ -61,7 +66,7 @@ async def _prepare(upstream_engine: UpstreamEngine) -> dict[str, str]:
     ready = await upstream_engine.create("demo.echo")
     running = await upstream_engine.create("demo.sleep", {"seconds": 60})
     await upstream_engine.run(running)
-    return {"ready": ready, "running": running}
+    return {"ready": ready, "running": running, "user": ADMIN}
 
 
 async def _sweep(

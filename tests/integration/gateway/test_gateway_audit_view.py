@@ -79,7 +79,7 @@ class TestAccess:
         """/admin/audit: anonymous → /login, admin → the no-access page (403), super_admin → the page and nav item."""
         anon = await gateway_server.client()
         resp = await anon.get("/admin/audit", allow_redirects=False)
-        assert (resp.status, resp.headers["Location"]) == (303, "/login")
+        assert (resp.status, resp.headers["Location"]) == (303, "/login?next=/admin/audit")
         bob = await gateway_server.login(ADMIN)
         resp = await bob.client.get("/admin/audit")
         assert resp.status == 403 and 'data-testid="no-access"' in await resp.text()

@@ -178,7 +178,7 @@ class TestAccess:
         client = await gw.client()
         resp = await client.get(path, allow_redirects=False)
         assert resp.status == 303
-        assert resp.headers["Location"] == "/login"
+        assert resp.headers["Location"] == f"/login?next={path}"  # back to the page after signing in
         assert "jobs-table" not in await resp.text()
 
     async def test_root_redirects_to_jobs(self, down: MakeDown) -> None:
@@ -220,7 +220,7 @@ class TestAccess:
         resp = await user.client.post("/logout", data={"csrf_token": token}, allow_redirects=False)
         assert resp.status == 303
         resp = await user.client.get("/admin/engine/jobs", allow_redirects=False)
-        assert resp.status == 303 and resp.headers["Location"] == "/login"
+        assert resp.status == 303 and resp.headers["Location"] == "/login?next=/admin/engine/jobs"
 
 
 class TestBanners:
