@@ -36,6 +36,8 @@ PAGES: list[tuple[str, str]] = [
     ("open", "/admin/engine/approvals"),
     ("open", "/admin/audit"),
     ("open", "/admin/engine/logs"),
+    ("open", "/admin/users"),
+    ("open", "/admin/password"),
 ]
 #: Pages checked signed out.
 SIGNED_OUT_PAGES: list[tuple[str, str]] = [("open", "/login")]
@@ -68,7 +70,8 @@ def settled(page: Page) -> None:
     page.wait_for_load_state("load")
     page.wait_for_function(
         """() => !document.querySelector('[aria-busy="true"]')
-            && !document.querySelector('[data-testid="approvals-loading"]')"""
+            && !document.querySelector('[data-testid="approvals-loading"]:not([hidden])')
+            && !document.querySelector('[data-testid="users-loading"]')"""
     )
 
 
