@@ -59,6 +59,8 @@ SUPER_STATUS = {
     ("/api/admin/users", "POST"): 400,
     ("/api/admin/users/{user}/role", "POST"): 400,
     ("/api/admin/users/{user}/reset-password", "POST"): 404,
+    # Run again needs a finished job; the sweep's ready job is running by then (the engine's 409 not_finished).
+    ("/api/admin/engine/jobs/{ready}/copy", "POST"): 409,
 }
 
 
