@@ -141,7 +141,7 @@ export function initJob() {
     status = String(job.status);
     setJobData(detail, job);
     const badgeHolder = $('#job-status-badge');
-    if (badgeHolder) badgeHolder.replaceChildren(...[statusBadge(job.status, job.error), approvalBadge(job)].filter(Boolean));
+    if (badgeHolder) badgeHolder.replaceChildren(...[statusBadge(job.status, job.error, job.outcome), approvalBadge(job)].filter(Boolean));
     // Only the job's own fields: the audit table below also marks its cells with data-field.
     for (const node of fields.querySelectorAll('[data-field]')) {
       const field = node.dataset.field;
@@ -149,7 +149,7 @@ export function initJob() {
       if (field === 'copyOf' || field === 'copies') {
         jobLinks(node, job[field], field === 'copyOf' ? 'copy-of-link' : 'copy-link');
       } else if (field === 'status') {
-        node.replaceChildren(statusBadge(value, job.error));
+        node.replaceChildren(statusBadge(value, job.error, job.outcome));
       } else if (field.endsWith('At')) {
         node.replaceChildren(timeEl(value));
       } else {
@@ -157,8 +157,9 @@ export function initJob() {
       }
     }
     const history = Array.isArray(job.history) ? job.history : [];
-    $('#job-history-body').replaceChildren(...history.map((entry) => el('tr', { 'data-testid': 'history-row', 'data-status': entry.status },
-      el('td', {}, statusBadge(entry.status)),
+    // The last entry is the job's end: it says what the job's badge says (Cancelled, timed out).
+    $('#job-history-body').replaceChildren(...history.map((entry, i) => el('tr', { 'data-testid': 'history-row', 'data-status': entry.status },
+      el('td', {}, i === history.length - 1 ? statusBadge(entry.status, job.error, job.outcome) : statusBadge(entry.status)),
       el('td', {}, timeEl(entry.at)),
       el('td', {}, entry.by ?? '—'),
       el('td', {}, entry.reason || '—'))));

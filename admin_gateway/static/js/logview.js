@@ -2,7 +2,7 @@
 // that marks every hit and moves between them ("3 of 12"). Text only ever enters the page through
 // text nodes: a hit is a <mark> around a piece of the line's own text node, never markup.
 
-import { el, formatLocal } from './dom.js';
+import { el, timeEl } from './dom.js';
 
 /** Hits marked at most: a one-letter search in a long log must not freeze the tab. */
 const MAX_HITS = 5000;
@@ -13,19 +13,16 @@ function escapeRegExp(text) {
 
 /**
  * One log line: its number (the engine's `seq`, so numbers stay true after older lines were
- * dropped), its time (hover: the full date and time), its text. Returns null for a non-object.
+ * dropped), its time (dom.js timeEl: the page's one time rule, the exact time on hover), its
+ * text. Returns null for a non-object.
  */
 function lineItem(line) {
   if (!line || typeof line !== 'object') return null;
   const stream = line.stream === 'stderr' ? 'stderr' : 'stdout';
-  const at = line.at ? new Date(line.at) : null;
-  const valid = at !== null && !Number.isNaN(at.getTime());
   const seq = Number.isSafeInteger(line.seq) ? line.seq : null;
   return el('li', { class: `log-${stream}`, 'data-testid': 'log-line', 'data-seq': seq, 'data-stream': stream },
     el('span', { class: 'log-no', 'data-testid': 'log-line-number', 'aria-hidden': 'true' }, seq ?? ''),
-    valid
-      ? el('time', { class: 'log-time', datetime: line.at, title: formatLocal(line.at), 'data-testid': 'log-line-time' }, at.toLocaleTimeString())
-      : el('span', { class: 'log-time' }),
+    el('span', { class: 'log-time', 'data-testid': 'log-line-time' }, timeEl(typeof line.at === 'string' ? line.at : null)),
     el('span', { class: 'log-text' }, typeof line.text === 'string' ? line.text : String(line.text ?? '')));
 }
 
