@@ -85,7 +85,12 @@ export function createLogView({ list, search, counter, prev, next, autoscroll, m
     current = ((index % hits.length) + hits.length) % hits.length;
     const mark = hits[current];
     mark.classList.add('log-hit-current');
-    mark.scrollIntoView({ block: 'center', inline: 'nearest' });
+    // Centre it in the log box by the box's own scroll, then let the window move only as far as
+    // needed: the search box above the log stays where the reader's eyes are.
+    const box = list.getBoundingClientRect();
+    const spot = mark.getBoundingClientRect();
+    list.scrollTop += spot.top - box.top - (list.clientHeight - spot.height) / 2;
+    mark.scrollIntoView({ block: 'nearest', inline: 'nearest' });
     showCount();
   }
 
