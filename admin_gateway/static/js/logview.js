@@ -147,8 +147,8 @@ export function createLogView({ list, search, counter, prev, next, autoscroll, m
       list.append(fragment);
       // Bounded DOM: a chatty job must not freeze the tab.
       let excess = list.querySelectorAll('li[data-seq]').length - maxLines;
-      while (excess > 0 && list.firstElementChild) {
-        list.firstElementChild.remove();
+      for (let oldest = list.querySelector('li[data-seq]'); excess > 0 && oldest; oldest = list.querySelector('li[data-seq]')) {
+        oldest.remove(); // the oldest line, never the note above the lines
         excess -= 1;
       }
       if (received > maxLines && !list.querySelector('.log-trimmed')) {
