@@ -176,7 +176,7 @@ class TestRunAgain:
         page.get_by_test_id("run-again-button").click()
         page.wait_for_url(re.compile(rf"{re.escape(base)}/admin/engine/jobs/(?!{re.escape(original['id'])}$)[^/]+$"))
         copy_id = page.url.rsplit("/", 1)[1]
-        expect(page.get_by_test_id("job-status-badge")).to_contain_text("READY")
+        expect(page.locator("#job-status-badge")).to_contain_text("READY")
         expect(page.get_by_test_id("job-field-name")).to_have_text("touch the marker")
         expect(page.get_by_test_id("job-field-type")).to_have_text(TOUCH_TYPE)
         expect(page.get_by_test_id("copy-of-link")).to_have_text(original["id"])
@@ -216,7 +216,7 @@ class TestRunAgain:
         page.get_by_test_id("run-again-button").click()
         page.wait_for_url(re.compile(rf"{re.escape(base)}/admin/engine/jobs/(?!{re.escape(failed['id'])}$)[^/]+$"))
         expect(page.get_by_test_id("copy-of-link")).to_have_text(failed["id"])
-        expect(page.get_by_test_id("job-status-badge")).to_contain_text("READY")
+        expect(page.locator("#job-status-badge")).to_contain_text("READY")
 
 
 class TestCancelled:
@@ -232,10 +232,10 @@ class TestCancelled:
         dialog = page.get_by_test_id("cancel-dialog")
         dialog.get_by_test_id("cancel-reason").fill("wrong window")
         dialog.get_by_test_id("cancel-confirm").click()
-        badge = page.get_by_test_id("job-status-badge")
+        badge = page.locator("#job-status-badge")
         expect(badge).to_have_text("Cancelled", timeout=STATUS_TIMEOUT_MS)
         assert api.job(job["id"])["outcome"] == "cancelled"
         expect(page.get_by_test_id("job-field-status")).to_have_text("Cancelled")
         page.reload()
-        expect(page.get_by_test_id("job-status-badge")).to_have_text("Cancelled")
+        expect(page.locator("#job-status-badge")).to_have_text("Cancelled")
         expect(page.get_by_test_id("job-field-status")).to_have_text("Cancelled")
