@@ -261,8 +261,10 @@ class EngineClient:
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     @contextlib.asynccontextmanager
-    async def stream(self, target: str, *, actor: str, idle: float) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Open a GET that does not end (an event stream) at the first engine that takes the connection.
+    async def stream(
+        self, target: str, *, actor: str, idle: float, accept: str = "text/event-stream"
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Open a GET read as it comes (an event stream, a log download) at the first engine that takes the connection.
 
         The current engine is tried first, then the others in turn; the one
         that connected becomes current. ``target`` is the encoded path and
@@ -272,7 +274,7 @@ class EngineClient:
         """
         assert self._session is not None, "EngineClient.start() was not called"
         headers = self._headers(actor, None, False)
-        headers["Accept"] = "text/event-stream"
+        headers["Accept"] = accept
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self._timeout.sock_connect, sock_read=idle, ceil_threshold=idle + 1
         )

@@ -91,6 +91,7 @@ class ErrorCode(enum.StrEnum):
     TYPE_BUSY = "type_busy"
     NOT_READY = "not_ready"
     NOT_RUNNING = "not_running"
+    NOT_FINISHED = "not_finished"
     NO_PLAN = "no_plan"
     LOG_EXPIRED = "log_expired"
     JOURNAL_UNAVAILABLE = "journal_unavailable"

@@ -1,4 +1,5 @@
-"""The gateway's job changes that may start a process or decide on one: run, plan, approve, reject, withdraw.
+"""The gateway's job changes that may start a process or decide on one (run, plan, approve, reject, withdraw),
+and Run again (a copy: a create, which starts nothing).
 
 Each is guarded in order (session and role by the route, then CSRF, then
 SAFE_MODE for what may start a process, unless a break-glass window is
@@ -17,6 +18,7 @@ from aiohttp import web
 from admin_gateway.audit.trail import (
     AUDIT,
     JOB_APPROVE,
+    JOB_CREATE,
     JOB_PLAN,
     JOB_REJECT,
     JOB_RUN,
@@ -189,3 +191,20 @@ async def reject_job(request: web.Request) -> web.Response:
 async def withdraw_job(request: web.Request) -> web.Response:
     """``POST /api/admin/engine/jobs/{id}/withdraw`` ``{reason?}``: 202; never blocked by SAFE_MODE."""
     return await _job_change(request, JOB_WITHDRAW, "withdraw", allowed=("reason",))
+
+
+async def copy_job(request: web.Request) -> web.Response:
+    """``POST /api/admin/engine/jobs/{id}/copy`` (no body, or ``{}``): Run again, 201 with the new READY job.
+
+    Guarded and audited like a create (CSRF; allowed under SAFE_MODE, as a
+    create is: it starts nothing): ``job_create_requested`` then ``job_create``
+    with ``copyOf`` naming the finished job, the outcome's ``jobId`` the new one.
+    The engine's 404 and 409 ``not_finished`` pass through.
+    """
+    user = request_user(request)
+    await check_csrf(request)
+    job_id = request.match_info["id"]
+    async with _refusal_recorded(request, user, JOB_CREATE, None):
+        path = _job_path(request, "/copy")
+        await read_body(request, ())
+    return await _mutate(request, user, JOB_CREATE, path, {}, job_id=None, success=201, data={"copyOf": job_id})

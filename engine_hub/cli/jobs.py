@@ -107,6 +107,12 @@ def add_jobs(sub: Any) -> None:
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=_cmd_cancel)
 
+    p = jsub.add_parser(
+        "copy", parents=[common], help="run again: a new READY job like a finished one (it does not run)"
+    )
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=_cmd_copy)
+
     p = jsub.add_parser("show", parents=[common], help="show one job with its history")
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=_cmd_show)
@@ -309,6 +315,12 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_copy(args: argparse.Namespace) -> int:
+    job, _ = _client(args).request("POST", f"/api/jobs/{_id(args.id)}/copy", body={})
+    _print_job(job, args.json)
+    return 0
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     job, _ = _client(args).request("GET", f"/api/jobs/{_id(args.id)}")
     _print_job(job, args.json)
@@ -335,6 +347,12 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
     ]
     for label, key in fields:
         print(f"{label + ':':<12}{_v(job[key])}")
+    # Issue 16's fields, each only when it says something (and absent from older engines' answers).
+    for label, key in (("outcome", "outcome"), ("copy of", "copyOf")):
+        if job.get(key) is not None:
+            print(f"{label + ':':<12}{_v(job[key])}")
+    if job.get("copies"):
+        print(f"{'copies:':<12}{', '.join(_v(c) for c in job['copies'])}")
     request = job.get("runRequest")
     if request is not None:
         approvals = ", ".join(_v(a["by"]) for a in request["approvals"]) or "none yet"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from engine_hub.http import approvals, audit, events, jobs, legacy, override, plans
+from engine_hub.http import approvals, audit, copies, events, jobs, legacy, override, plans, raw_logs
 from engine_hub.http.schemas import (
     ACTOR,
     ADMIN_AUTH,
@@ -310,6 +310,7 @@ ROUTES: Final[RouteTable] = (
             ),
         ),
     ),
+    Route(name="job_copy", handler=copies.copy_job, access=Access.SUBMIT, operation=copies.OPERATION),
     Route(name="job_plan", handler=plans.plan_job, access=Access.ADMIN_TOKEN, operation=plans.OPERATION),
     Route(
         name="job_run",
@@ -404,6 +405,7 @@ ROUTES: Final[RouteTable] = (
             },
         ),
     ),
+    Route(name="job_log_text", handler=raw_logs.job_log_text, access=Access.SUBMIT, operation=raw_logs.OPERATION),
     # -- break-glass for SAFE_MODE (issue 15, docs/governance.md) --
     *override.ROUTES,
     # -- the contract itself: client tokens may read it (they need it too) --

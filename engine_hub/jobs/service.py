@@ -183,8 +183,12 @@ class JobService:
 
     # -- commands ----------------------------------------------------------------
 
-    async def create(self, *, type_name: str, name: str | None, params: object, actor: str, source: str) -> JobEntry:
+    async def create(
+        self, *, type_name: str, name: str | None, params: object, actor: str, source: str, copy_of: str | None = None
+    ) -> JobEntry:
         """Create a READY job of a catalog type with validated params (defaults filled in).
+
+        ``copy_of`` names the finished job this one runs again (:mod:`engine_hub.jobs.copies` checks it).
 
         Raises 400 ``unknown_type`` / ``invalid_param`` saying what is allowed,
         503 ``journal_unavailable`` when the journal refuses the record.
@@ -204,6 +208,7 @@ class JobService:
             created_at=now,
             created_by=actor,
             history=(HistoryEntry(status=JobStatus.READY, at=now, by=actor, reason=None),),
+            copy_of=copy_of,
         )
         entry = await self._commit(
             action=Action.JOB_CREATED, actor=actor, source=source, job_id=job.id, data=job.to_json()

@@ -269,6 +269,9 @@ class JobStore(StoreViews):
         job_id = wire["id"]
         if job_id in self._entries:
             raise StoreError(f"job_created: job {job_id} already exists")
+        original = self._entries.get(wire["copyOf"]) if wire["copyOf"] is not None else None
+        if wire["copyOf"] is not None and (original is None or TRANSITIONS[original.status]):
+            raise StoreError(f"job_created: copyOf {wire['copyOf']!r} is not a finished job")
         # One string object per type name, shared by every job of that type.
         type_name = sys.intern(wire["type"])
         if self._bulk is not None:
@@ -287,6 +290,10 @@ class JobStore(StoreViews):
             self._cool_oldest_hot()
         elif len(self._bulk) >= 2 * BULK_OPEN_JOBS:
             self._encode_bulk(len(self._bulk) - BULK_OPEN_JOBS)
+        if original is not None:
+            # "Run again": the same record links the finished job to its copy (its copies, oldest first).
+            copies = self._wire_of(original)["copies"]
+            self._put(original, self._rewire(original, {"copies": [*copies, job_id]}))
         self._legacy_log(record)
         return entry
 
@@ -342,6 +349,11 @@ class JobStore(StoreViews):
         """The job's current ``runRequest`` (from its bulk dict during a replay)."""
         wire = self._bulk.get(entry.id) if self._bulk is not None else None
         return wire.get("runRequest") if wire is not None else request_of(entry)
+
+    def _wire_of(self, entry: JobEntry) -> dict[str, Any]:
+        """The job's current wire JSON: its bulk dict during a replay, else a freshly decoded copy."""
+        wire = self._bulk.get(entry.id) if self._bulk is not None else None
+        return wire if wire is not None else entry.wire()
 
     def _rewire(self, entry: JobEntry, changes: dict[str, Any]) -> JobEntry:
         """Return ``entry`` with ``changes`` made to its wire JSON, its status unchanged (see :meth:`_transition`)."""

@@ -18,7 +18,7 @@ from typing import Any, Final
 import psycopg
 from psycopg.types.json import Jsonb
 
-from engine_hub.store.entry import JobEntry, encode_wire, name_key
+from engine_hub.store.entry import JobEntry, StoreError, encode_wire, name_key
 from shared.contract import JobStatus, format_time, outcome_of, parse_time
 
 #: The columns :func:`entry_from_row` reads, in its order: select them with this text.
@@ -199,3 +199,21 @@ def node_of_row(row: Sequence[Any]) -> str | None:
     """The id of the node that claimed the run of a row selected with :data:`JOB_COLUMNS` (``None`` before)."""
     node: str | None = row[19]
     return node
+
+
+async def link_copy(conn: psycopg.AsyncConnection[Any], original: str, copy: str) -> JobEntry:
+    """Append ``copy`` to finished job ``original``'s ``copies`` (Run again, in the copy's transaction); its new entry.
+
+    Raises :class:`StoreError` when ``original`` is no finished job: the
+    service checked it, so only a bug (or a hand-edited row) gets there, and
+    the copy's transaction is rolled back with it.
+    """
+    cur = await conn.execute(
+        "UPDATE jobs SET copies = copies || jsonb_build_array(%(copy)s::text) "
+        f"WHERE id = %(id)s AND status IN ('DONE', 'FAILED') RETURNING {JOB_COLUMNS}",
+        {"id": original, "copy": copy},
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise StoreError(f"job_created: copyOf {original!r} is not a finished job")
+    return entry_from_row(row)

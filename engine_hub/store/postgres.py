@@ -46,6 +46,7 @@ from engine_hub.store.pg_rows import (
     entry_from_row,
     history_json,
     keep_wire,
+    link_copy,
     listed_entry,
     request_json,
     row_from_wire,
@@ -224,8 +225,11 @@ class PostgresBackend:
         async with self.connection("changed") as conn, conn.transaction():
             row = await self._change(conn, action, key, actor, at, data, exclusive)
             entry = entry_from_row(row)
+            changed = [entry]
+            if action is Action.JOB_CREATED and data.get("copyOf") is not None:
+                changed.append(await link_copy(conn, str(data["copyOf"]), job_id))
             if action is not Action.JOB_PLANNED:  # audit only: the row was read, not changed
-                await keep_wire(conn, [entry])
+                await keep_wire(conn, changed)
             await append_to_chain(
                 conn, ENGINE_CHAIN, action=str(action), actor=actor, source=source, job_id=job_id, data=data, at=at
             )

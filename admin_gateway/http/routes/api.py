@@ -16,7 +16,8 @@ from admin_gateway.http.admin_api import (
     list_jobs,
 )
 from admin_gateway.http.audit_page import get_audit
-from admin_gateway.http.job_changes import run_job
+from admin_gateway.http.job_changes import copy_job, run_job
+from admin_gateway.http.log_download import get_job_log_text
 from admin_gateway.http.routes.governance import GOVERNANCE
 from admin_gateway.http.schemas import (
     API_AUTH,
@@ -47,6 +48,7 @@ from shared.openapi import (
     body,
     closed_object,
     errors,
+    header,
     ref,
     response,
 )
@@ -139,6 +141,33 @@ API: Final[RouteTable] = (
     ),
     Route(
         access=Access.SUPER_ADMIN,
+        handler=get_job_log_text,
+        operation=Operation(
+            method="GET",
+            path="/api/admin/engine/jobs/{id}/logs.txt",
+            operation_id="getJobLogText",
+            tags=API_TAGS,
+            parameters=(JOB_PATH,),
+            summary="A job's captured output as a plain-text download (`job-<id>.log`), streamed from the engine.",
+            responses={
+                "200": {
+                    "description": "The job's output, its lines joined by a newline (empty when it printed nothing).",
+                    "headers": {"Content-Disposition": header('`attachment; filename="job-<id>.log"`.')},
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **errors(
+                    NO_JOB,
+                    ErrorCase(
+                        status=404, code=E.LOG_EXPIRED, when="the engine's log retention deleted the job's output"
+                    ),
+                    *API_AUTH,
+                    *ENGINE_READ,
+                ),
+            },
+        ),
+    ),
+    Route(
+        access=Access.SUPER_ADMIN,
         handler=get_job_logs,
         operation=Operation(
             method="GET",
@@ -203,6 +232,31 @@ API: Final[RouteTable] = (
                     ErrorCase(status=409, code=E.ALREADY_RUNNING, when="the job is already running"),
                     ErrorCase(status=409, code=E.TYPE_BUSY, when="an exclusive type is busy"),
                     ErrorCase(status=409, code=E.APPROVAL_REQUIRED, when="a run request waits for approval"),
+                ),
+            },
+        ),
+    ),
+    Route(
+        access=Access.SUPER_ADMIN,
+        handler=copy_job,
+        operation=Operation(
+            method="POST",
+            path="/api/admin/engine/jobs/{id}/copy",
+            operation_id="copyJob",
+            tags=API_TAGS,
+            parameters=(JOB_PATH,),
+            security=(SESSION_CSRF,),
+            summary="Run again: a new READY job with the type, name and params of a finished one (runs nothing; "
+            "allowed under SAFE_MODE like a create). Audited as `job_create` with `copyOf`.",
+            request_body=body(closed_object({}), required=False, media=MUTATION_MEDIA),
+            responses={
+                "201": response("The new job, READY, its `copyOf` the old job.", ref("Job")),
+                **errors(
+                    *MUTATION,
+                    NO_JOB,
+                    ErrorCase(status=409, code=E.NOT_FINISHED, when="the job is READY or RUNNING"),
+                    ErrorCase(status=400, code=E.UNKNOWN_TYPE, when="the job's type left the catalog"),
+                    ErrorCase(status=400, code=E.INVALID_PARAM, when="the job's params no longer fit its type"),
                 ),
             },
         ),

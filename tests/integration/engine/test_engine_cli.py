@@ -126,6 +126,18 @@ class TestJobsCommands:
         follow = cli("jobs", "logs", job["id"], "--follow", *server.args())
         assert_one_line_error(follow, 1, "FAILED", "cancelled by oncall")
 
+    def test_copy_makes_a_ready_job_like_a_finished_one(self, server: CliServer) -> None:
+        """jobs copy prints the new READY job (copy of the old); a READY job is refused in one line."""
+        job = json_output(cli("jobs", "create", "demo.echo", "--name", "hello", "--json", *server.args()))
+        assert_one_line_error(cli("jobs", "copy", job["id"], *server.args()), 1, "not_finished")
+        assert cli("jobs", "run", job["id"], *server.args()).returncode == 0
+        wait_for_job(server, job["id"], {"DONE"})
+        result = cli("jobs", "copy", job["id"], "--actor", "oncall", *server.args())
+        assert result.returncode == 0, result.stderr
+        assert "status:     READY" in result.stdout and f"copy of:    {job['id']}" in result.stdout
+        shown = cli("jobs", "show", job["id"], *server.args())
+        assert "outcome:    succeeded" in shown.stdout and "copies:" in shown.stdout
+
     def test_list_pages_and_json(self, server: CliServer) -> None:
         """list --limit prints a hint for the next page on stderr; --json prints the array."""
         for _ in range(2):

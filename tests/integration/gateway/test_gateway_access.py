@@ -54,6 +54,8 @@ SUPER_STATUS = {
     ("/api/admin/engine/jobs/{ready}/approve", "POST"): 409,
     ("/api/admin/engine/jobs/{ready}/reject", "POST"): 400,
     ("/api/admin/engine/jobs/{ready}/withdraw", "POST"): 409,
+    # Run again needs a finished job; the sweep's ready job is running by then (the engine's 409 not_finished).
+    ("/api/admin/engine/jobs/{ready}/copy", "POST"): 409,
 }
 
 
