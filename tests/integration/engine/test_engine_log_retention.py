@@ -80,6 +80,8 @@ class TestLogRetention:
         for job_id in (done1, done2):
             status, body = logs_answer(engine, job_id)
             assert (status, body["code"]) == (404, "log_expired"), body
+            status, body, _ = engine.request("GET", f"/api/jobs/{job_id}/logs.txt")  # the download says the same
+            assert (status, body["code"]) == (404, "log_expired"), body
             assert engine.ok("GET", f"/api/jobs/{job_id}")["status"] == "DONE"  # the job itself stays
             records = engine.ok("GET", f"/api/audit?jobId={job_id}&actor=system")
             expired = [r for r in records if r["action"] == "log_expired"]

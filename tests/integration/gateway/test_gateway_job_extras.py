@@ -4,7 +4,6 @@ Run again (``/copy``) and the raw log download (``/logs.txt``)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 from urllib.parse import quote
 
 from shared.contract import MAX_FILTER_CHARS
@@ -17,6 +16,7 @@ from tests.integration.gateway.harness import (
     UpstreamEngine,
     wait_for_status,
 )
+from tests.integration.gateway.test_gateway_approvals import answer
 
 JOBS = "/api/admin/engine/jobs"
 
@@ -28,12 +28,6 @@ async def named(upstream_engine: UpstreamEngine, name: str, job_type: str = "dem
     assert resp.status == 201, await resp.text()
     job_id: str = (await resp.json())["id"]
     return job_id
-
-
-async def answer(resp: Any) -> tuple[int, dict[str, Any]]:
-    """The status and JSON body of a gateway answer."""
-    body: dict[str, Any] = await resp.json()
-    return resp.status, body
 
 
 class TestSearch:

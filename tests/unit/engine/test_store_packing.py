@@ -7,6 +7,7 @@ import json
 import random
 import re
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -348,6 +349,34 @@ def _write_format_2(store: JobStore, directory: Path) -> Snapshot:
     return Snapshot(seq=cut.seq, head=cut.head, at="2026-01-01T00:00:00.000Z", state=state)
 
 
+def _reload_as_older(
+    source: JobStore, tmp_path: Path, old: Callable[[bytes], bytes], flags: tuple[str, ...], gone: bytes
+) -> JobStore:
+    """``source`` snapshotted as an older engine wrote it (each job's JSON through ``old``, packed jobs
+    packed again; the snapshot without the state ``flags`` that say its jobs are newer), then loaded."""
+    cut = source.cut()
+
+    def older(stored: bytes) -> bytes:
+        plain = old(wire_bytes(stored))
+        return pack(plain) if is_packed(stored) else plain
+
+    before = JobStore(hot_jobs=HOT)
+    before.load(
+        entries=[e._replace(stored=older(e.stored)) for e in cut.entries],
+        results=cut.results,
+        engine_logs=cut.engine_logs,
+        seq=cut.seq,
+        head=cut.head,
+    )
+    assert any(is_packed(e.stored) for e in before.cut().entries)
+    assert not any(gone in e.encoded for e in before.cut().entries)
+    snap = _snapshot_of(before, tmp_path)
+    state = {k: v for k, v in snap.state.items() if k not in flags}
+    loaded = JobStore(hot_jobs=HOT)
+    load_snapshot(loaded, Snapshot(seq=snap.seq, head=snap.head, at=snap.at, state=state), tmp_path)
+    return loaded
+
+
 class TestSnapshotTable:
     def test_packed_table_round_trips_without_repacking(self, tmp_path: Path) -> None:
         """A format 3 table loads the very bytes the store held (packed stay packed) and reads the same."""
@@ -375,56 +404,26 @@ class TestSnapshotTable:
 
     def test_a_table_from_before_run_requests_loads_with_run_request_null(self, tmp_path: Path) -> None:
         """Jobs snapshotted before issue 15 (no runRequest, plain or packed) load as the live store serves them."""
-        chain = _lifecycle(30)
-        source = _applied(chain.records, HOT)
-        cut = source.cut()
+        source = _applied(_lifecycle(30).records, HOT)
 
-        def old(stored: bytes) -> bytes:
-            plain = _NEW_FIELDS.sub(b"}", wire_bytes(stored)).replace(b',"runRequest":null', b"")
-            return pack(plain) if is_packed(stored) else plain
+        def old(plain: bytes) -> bytes:
+            return _NEW_FIELDS.sub(b"}", plain).replace(b',"runRequest":null', b"")
 
-        before = JobStore(hot_jobs=HOT)
-        before.load(
-            entries=[e._replace(stored=old(e.stored)) for e in cut.entries],
-            results=cut.results,
-            engine_logs=cut.engine_logs,
-            seq=cut.seq,
-            head=cut.head,
-        )
-        snap = _snapshot_of(before, tmp_path)
-        state = {k: v for k, v in snap.state.items() if k not in ("runRequests", "outcomes")}
-        assert any(is_packed(e.stored) for e in before.cut().entries)
-        assert not any(b"runRequest" in e.encoded for e in before.cut().entries)
-        loaded = JobStore(hot_jobs=HOT)
-        load_snapshot(loaded, Snapshot(seq=snap.seq, head=snap.head, at=snap.at, state=state), tmp_path)
+        loaded = _reload_as_older(source, tmp_path, old, ("runRequests", "outcomes"), b"runRequest")
         assert _reads(loaded) == _reads(source)
 
     def test_a_table_from_before_outcomes_loads_with_the_derived_outcome(self, tmp_path: Path) -> None:
         """Jobs snapshotted before issue 16 (no outcome, copyOf, copies) load with each outcome as live jobs have it."""
-        chain = _lifecycle(60)
-        source = _applied(chain.records, HOT)
+        source = _applied(_lifecycle(60).records, HOT)
         outcomes = {json.loads(b)["outcome"] for b in _all_pages(source, None, None)}
         assert outcomes == {None, "succeeded", "failed", "cancelled", "timed_out", "interrupted"}
-        cut = source.cut()
 
-        def old(stored: bytes) -> bytes:
-            plain, count = _NEW_FIELDS.subn(b"}", wire_bytes(stored))
+        def old(plain: bytes) -> bytes:
+            older, count = _NEW_FIELDS.subn(b"}", plain)
             assert count == 1
-            return pack(plain) if is_packed(stored) else plain
+            return older
 
-        before = JobStore(hot_jobs=HOT)
-        before.load(
-            entries=[e._replace(stored=old(e.stored)) for e in cut.entries],
-            results=cut.results,
-            engine_logs=cut.engine_logs,
-            seq=cut.seq,
-            head=cut.head,
-        )
-        snap = _snapshot_of(before, tmp_path)
-        state = {k: v for k, v in snap.state.items() if k != "outcomes"}
-        assert not any(b'"outcome"' in e.encoded for e in before.cut().entries)
-        loaded = JobStore(hot_jobs=HOT)
-        load_snapshot(loaded, Snapshot(seq=snap.seq, head=snap.head, at=snap.at, state=state), tmp_path)
+        loaded = _reload_as_older(source, tmp_path, old, ("outcomes",), b'"outcome"')
         assert _reads(loaded) == _reads(source)
 
     def test_format_2_table_still_loads_and_packs_cold_jobs(self, tmp_path: Path) -> None:
