@@ -1,5 +1,6 @@
 // RUN and Cancel: open a <dialog> (never window.confirm) with the job's id, type and params,
-// then POST to the API with the CSRF header. Shared by the jobs list and the job page.
+// then POST to the API with the CSRF header. Shared by the jobs list and the job page. Run again
+// (job page) posts at once: it only makes a READY copy, which needs its own RUN.
 
 import { api, failureText } from './api.js';
 import { $, el, guard } from './dom.js';
@@ -211,8 +212,45 @@ export function setupDialogs() {
   }
 }
 
+/** Whether Run again is offered: a super_admin, on a finished job (the gateway decides again). */
+export function canRunAgain(job, state) {
+  return state.superAdmin && (job.status === 'DONE' || job.status === 'FAILED');
+}
+
+/** The Run again button (templates/job.html renders the same), or null when it is not offered. */
+export function runAgainButton(job, state) {
+  if (!canRunAgain(job, state)) return null;
+  return el('button', {
+    type: 'button', class: 'btn', 'data-action': 'copy', 'data-testid': 'run-again-button',
+    title: 'Make a new READY job with the same type, name and params; it does not run until someone presses its RUN',
+    'aria-label': `Run again: make a new READY copy of job ${job.id}`,
+  }, 'Run again');
+}
+
 /**
- * Wire RUN/Cancel buttons inside `root` (event delegation, so re-rendered rows keep working).
+ * Run again: ask the gateway for a READY copy of `job` (nothing runs, so no dialog: the copy
+ * needs its own RUN). Reports `{kind: 'copy', ok, job: <the copy>|null, message}`; the button
+ * stays disabled after a success, as the page moves on to the copy.
+ */
+async function runAgain(button, job, onChanged) {
+  if (button.disabled) return;
+  button.disabled = true;
+  button.setAttribute('aria-busy', 'true');
+  const result = await api('POST', `/api/admin/engine/jobs/${encodeURIComponent(job.id)}/copy`, {});
+  button.removeAttribute('aria-busy');
+  const data = result.ok && result.data && typeof result.data === 'object' ? result.data : null;
+  const copy = data && data.job && typeof data.job === 'object' ? data.job : data;
+  if (copy && typeof copy.id === 'string' && copy.id) {
+    onChanged({ kind: 'copy', ok: true, jobId: job.id, job: copy, message: '' });
+    return;
+  }
+  button.disabled = false;
+  const refused = result.ok ? { ...result, message: 'unexpected answer', code: null } : result;
+  onChanged({ kind: 'copy', ok: false, jobId: job.id, job: null, message: failureText('The job was not copied', refused) });
+}
+
+/**
+ * Wire RUN/Cancel (and Run again) buttons inside `root` (event delegation, so re-rendered rows keep working).
  * `onChanged(job|null)` runs after an accepted or refused action so the caller can refresh.
  */
 export function setupJobActions(root, onChanged) {
@@ -257,6 +295,8 @@ export function setupJobActions(root, onChanged) {
         job.planSha256 = hash;
         confirm.disabled = false;
       }));
+    } else if (button.dataset.action === 'copy') {
+      guard(runAgain(button, current, onChanged));
     } else if (button.dataset.action === 'cancel') {
       $('#cancel-dialog-id').textContent = current.id;
       $('#cancel-dialog-name').textContent = current.name || '—';

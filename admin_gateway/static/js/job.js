@@ -4,10 +4,11 @@
 
 import { api, isEngineOutage } from './api.js';
 import {
-  $, approvalBadge, clearError, el, flash, guard, jobActions, localizeTimes, pageState, setBusy, setEngineDown, setJobData, waitingForApproval,
-  showError, statusBadge, timeEl,
+  $, approvalBadge, clearError, el, flash, guard, jobActions, jobUrl, localizeTimes, pageState, setBusy, setEngineDown, setJobData, waitingForApproval,
+  jobBadge, showError, statusBadge, timeEl,
 } from './dom.js';
-import { setupJobActions } from './actions.js';
+import { canRunAgain, runAgainButton, setupJobActions } from './actions.js';
+import { createLogView } from './logview.js';
 import { isNewer, serialized, startLive } from './live.js';
 
 const MAX_LOG_LINES = 5000;
@@ -40,6 +41,22 @@ async function loadAudit() {
   return true;
 }
 
+/**
+ * Fill a "Copy of" / "Copies" field with links to those jobs (`ids`: one id, a list, or null);
+ * the field and its label are hidden when there is none.
+ */
+function jobLinks(node, ids, testid) {
+  const list = (Array.isArray(ids) ? ids : [ids]).filter((id) => typeof id === 'string' && id);
+  const nodes = [];
+  for (const id of list) {
+    if (nodes.length) nodes.push(', ');
+    nodes.push(el('a', { class: 'mono', href: jobUrl(id), 'data-testid': testid }, id));
+  }
+  node.replaceChildren(...nodes);
+  node.hidden = !list.length;
+  if (node.previousElementSibling) node.previousElementSibling.hidden = !list.length;
+}
+
 /** Start the job page. */
 export function initJob() {
   const detail = $('#job-detail');
@@ -65,14 +82,20 @@ export function initJob() {
   const state = pageState();
   const jobId = detail.dataset.jobId;
   const fields = $('#job-fields');
-  const logList = $('#job-log');
   const logState = $('#log-state');
-  const autoscroll = $('#log-autoscroll');
+  const log = createLogView({
+    list: $('#job-log'),
+    search: $('#log-search'),
+    counter: $('#log-search-count'),
+    prev: $('#log-search-prev'),
+    next: $('#log-search-next'),
+    autoscroll: $('#log-autoscroll'),
+    maxLines: MAX_LOG_LINES,
+  });
   let status = detail.dataset.status;
   // The newest state seen of the job: neither a slow read nor a late event takes it back.
   let current = { status };
   let logNext = 0;
-  let logCount = 0;
   let timer = null;
   let engineUp = true;
   let stopped = false;
@@ -83,38 +106,11 @@ export function initJob() {
     logState.textContent = text;
   }
 
-  function appendLines(lines) {
-    const nearBottom = logList.scrollHeight - logList.scrollTop - logList.clientHeight < 40;
-    const fragment = document.createDocumentFragment();
-    for (const line of lines) {
-      if (!line || typeof line !== 'object') continue;
-      const stream = line.stream === 'stderr' ? 'stderr' : 'stdout';
-      const at = line.at ? new Date(line.at) : null;
-      fragment.append(el('li', { class: `log-${stream}`, 'data-testid': 'log-line', 'data-seq': line.seq, 'data-stream': stream },
-        el('span', { class: 'log-time', title: line.at ? `${line.at} (UTC)` : null },
-          at && !Number.isNaN(at.getTime()) ? at.toLocaleTimeString() : ''),
-        el('span', { class: 'log-text' }, typeof line.text === 'string' ? line.text : String(line.text ?? ''))));
-      logCount += 1;
-    }
-    const note = logList.querySelector('.log-note');
-    if (note) note.remove();
-    logList.append(fragment);
-    // Bounded DOM: a chatty job must not freeze the tab.
-    let excess = logList.querySelectorAll('li[data-seq]').length - MAX_LOG_LINES;
-    while (excess > 0 && logList.firstElementChild) {
-      logList.firstElementChild.remove();
-      excess -= 1;
-    }
-    if (excess < 0 && logCount > MAX_LOG_LINES && !logList.querySelector('.log-trimmed')) {
-      logList.prepend(el('li', { class: 'log-note log-trimmed' }, `Older lines are not shown (only the last ${MAX_LOG_LINES}).`));
-    }
-    if (autoscroll.checked && nearBottom) logList.scrollTop = logList.scrollHeight;
-  }
-
   function describeLogState() {
     if (status === 'RUNNING') return 'Following live…';
     if (status === 'READY') return 'The job has not run yet.';
-    return `Complete (${logCount} line${logCount === 1 ? '' : 's'}).`;
+    const count = log.count();
+    return `Complete (${count} line${count === 1 ? '' : 's'}).`;
   }
 
   async function loadLogs() {
@@ -126,7 +122,7 @@ export function initJob() {
         return false;
       }
       const lines = Array.isArray(result.data.lines) ? result.data.lines : [];
-      if (lines.length) appendLines(lines);
+      if (lines.length) log.append(lines);
       const next = Number(result.data.next);
       if (!lines.length || !Number.isFinite(next) || next <= logNext) {
         if (Number.isFinite(next) && next > logNext) logNext = next;
@@ -134,9 +130,7 @@ export function initJob() {
       }
       logNext = next;
     }
-    if (logCount === 0 && !logList.querySelector('.log-note')) {
-      logList.append(el('li', { class: 'log-note' }, status === 'READY' ? 'No output: the job has not run.' : 'No output yet.'));
-    }
+    log.note(status === 'READY' ? 'No output: the job has not run.' : 'No output yet.');
     setLogState(describeLogState());
     return true;
   }
@@ -147,13 +141,15 @@ export function initJob() {
     status = String(job.status);
     setJobData(detail, job);
     const badgeHolder = $('#job-status-badge');
-    if (badgeHolder) badgeHolder.replaceChildren(...[statusBadge(job.status, job.error), approvalBadge(job)].filter(Boolean));
+    if (badgeHolder) badgeHolder.replaceChildren(...[jobBadge(job), approvalBadge(job)].filter(Boolean));
     // Only the job's own fields: the audit table below also marks its cells with data-field.
     for (const node of fields.querySelectorAll('[data-field]')) {
       const field = node.dataset.field;
       const value = job[field];
-      if (field === 'status') {
-        node.replaceChildren(statusBadge(value, job.error));
+      if (field === 'copyOf' || field === 'copies') {
+        jobLinks(node, job[field], field === 'copyOf' ? 'copy-of-link' : 'copy-link');
+      } else if (field === 'status') {
+        node.replaceChildren(statusBadge(value, job.error, job.outcome));
       } else if (field.endsWith('At')) {
         node.replaceChildren(timeEl(value));
       } else {
@@ -161,8 +157,9 @@ export function initJob() {
       }
     }
     const history = Array.isArray(job.history) ? job.history : [];
-    $('#job-history-body').replaceChildren(...history.map((entry) => el('tr', { 'data-testid': 'history-row', 'data-status': entry.status },
-      el('td', {}, statusBadge(entry.status)),
+    // The last entry is the job's end: it says what the job's badge says (Cancelled, timed out).
+    $('#job-history-body').replaceChildren(...history.map((entry, i) => el('tr', { 'data-testid': 'history-row', 'data-status': entry.status },
+      el('td', {}, i === history.length - 1 ? statusBadge(entry.status, job.error, job.outcome) : statusBadge(entry.status)),
       el('td', {}, timeEl(entry.at)),
       el('td', {}, entry.by ?? '—'),
       el('td', {}, entry.reason || '—'))));
@@ -172,6 +169,10 @@ export function initJob() {
       const hadFocus = actions.contains(document.activeElement);
       actions.replaceChildren(...jobActions(job, state, false));
       if (hadFocus) (actions.querySelector('button') || refreshButton).focus();
+    }
+    const copyAction = $('#job-copy-action');
+    if (copyAction && Boolean(copyAction.querySelector('button')) !== canRunAgain(job, state)) {
+      copyAction.replaceChildren(...[runAgainButton(job, state)].filter(Boolean));
     }
   }
 
@@ -244,6 +245,12 @@ export function initJob() {
   document.addEventListener('override-change', () => { guard(refresh); });
 
   setupJobActions(detail, (outcome) => {
+    if (outcome.kind === 'copy') {
+      // The copy is READY and has not run: its own page is where it gets (or not) its RUN.
+      if (outcome.ok) window.location.assign(jobUrl(outcome.job.id));
+      else showError(outcome.message);
+      return outcome.ok ? null : guard(refresh);
+    }
     if (outcome.ok) {
       const requested = outcome.job && waitingForApproval(outcome.job);
       flash(requested ? 'Run requested: it waits for a second super_admin\'s approval (Approvals page).'
