@@ -114,6 +114,53 @@ class ErrorCode(enum.StrEnum):
     SAFE_MODE_OFF = "safe_mode_off"
 
 
+class JobOutcome(enum.StrEnum):
+    """How a finished job ended, for people: the wire ``outcome`` (``null`` while READY or RUNNING).
+
+    ``status`` stays DONE/FAILED on the wire; the outcome tells a cancel by a
+    person or a timeout apart from a failure of the job itself.
+    """
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"
+
+
+#: Prefixes of the ``error`` the engine writes when it ends a run (engine_hub/run/runner.py,
+#: engine_hub/jobs/service.py, engine_hub/store/nodes.py): what :func:`outcome_of` reads.
+CANCELLED_PREFIX: Final = "cancelled by "
+TIMED_OUT_PREFIX: Final = "timed out after "
+INTERRUPTED_PREFIX: Final = "interrupted: "
+#: The ``error`` of a run the engine itself stopped as it shut down (no person cancelled it).
+SHUTDOWN_ERROR: Final = "cancelled by engine shutdown"
+
+
+def outcome_of(status: JobStatus | str, error: str | None) -> str | None:
+    """The wire ``outcome`` of a job from its ``status`` and ``error``: one rule for both stores and every replay.
+
+    ``None`` while READY or RUNNING; ``succeeded`` for DONE; for FAILED,
+    ``interrupted`` (the engine or its node stopped under the run, including
+    a run ended by the engine's own shutdown), ``cancelled`` (a person
+    cancelled it), ``timed_out`` (killed by its type's timeout), else
+    ``failed``. Derived from what the journal and the rows already hold,
+    so jobs finished before the field existed get the same value.
+    """
+    if status == JobStatus.DONE:
+        return JobOutcome.SUCCEEDED.value
+    if status != JobStatus.FAILED:
+        return None
+    text = error or ""
+    if text.startswith(INTERRUPTED_PREFIX) or text == SHUTDOWN_ERROR:
+        return JobOutcome.INTERRUPTED.value
+    if text.startswith(CANCELLED_PREFIX):
+        return JobOutcome.CANCELLED.value
+    if text.startswith(TIMED_OUT_PREFIX):
+        return JobOutcome.TIMED_OUT.value
+    return JobOutcome.FAILED.value
+
+
 def utcnow() -> dt.datetime:
     """Return the current time as an aware UTC datetime."""
     return dt.datetime.now(dt.UTC)
@@ -165,7 +212,10 @@ class Job:
     Instances are immutable; the engine store is the only place that derives
     a new version (with ``attrs.evolve``) and only along ``TRANSITIONS``.
     ``run_request`` is the job's latest run request (a type that needs approval:
-    :mod:`engine_hub.store.requests`), its wire JSON, or ``None``.
+    :mod:`engine_hub.store.requests`), its wire JSON, or ``None``. ``copy_of``
+    is the id of the job this one was made from by "Run again" (``None`` for
+    a job created anew) and ``copies`` the ids of the jobs made from this one,
+    oldest first. The wire ``outcome`` is derived (:func:`outcome_of`).
     """
 
     id: str
@@ -183,6 +233,8 @@ class Job:
     error: str | None = None
     history: tuple[HistoryEntry, ...] = ()
     run_request: dict[str, Any] | None = None
+    copy_of: str | None = None
+    copies: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Return the camelCase wire shape; absent values are ``null``."""
@@ -203,6 +255,9 @@ class Job:
             "error": self.error,
             "history": [h.to_json() for h in self.history],
             "runRequest": self.run_request,
+            "outcome": outcome_of(self.status, self.error),
+            "copyOf": self.copy_of,
+            "copies": list(self.copies),
         }
 
 
@@ -224,6 +279,9 @@ JOB_FIELDS: tuple[str, ...] = (
     "error",
     "history",
     "runRequest",
+    "outcome",
+    "copyOf",
+    "copies",
 )
 
 

@@ -17,6 +17,7 @@ from shared.contract import (
     MAX_PLAN_OUTPUT,
     RUN_REQUEST_STATES,
     ErrorCode,
+    JobOutcome,
     JobStatus,
     LogLevel,
 )
@@ -84,6 +85,19 @@ def _job_schema() -> Schema:
         "error": nullable({"type": "string", "description": "Why the job FAILED."}),
         "history": {"type": "array", "items": ref("HistoryEntry")},
         "runRequest": nullable(ref("RunRequest")),
+        "outcome": {
+            "type": ["string", "null"],
+            "enum": [*JobOutcome, None],
+            "description": "How a finished job ended (null while READY or RUNNING): `succeeded` (DONE), "
+            "`cancelled` (by a person), `timed_out` (killed by its type's timeout), `interrupted` (the engine or "
+            "its node stopped under it; `error` starts `interrupted: `), `failed` (any other FAILED).",
+        },
+        "copyOf": nullable({**JOB_ID, "description": "The job this one was made from by Run again."}),
+        "copies": {
+            "type": "array",
+            "items": JOB_ID,
+            "description": "The jobs made from this one by Run again, oldest first.",
+        },
     }
     if tuple(fields) != JOB_FIELDS:  # the contract's field list is the authority
         raise RuntimeError(f"the Job schema's fields {tuple(fields)} differ from shared.contract.JOB_FIELDS")

@@ -49,7 +49,7 @@ from shared.web import read_form, read_json_object
 log = structlog.get_logger("api")
 
 #: Query parameters of the job list passed through to the engine.
-LIST_PARAMS = ("limit", "status", "type", "before")
+LIST_PARAMS = ("limit", "status", "type", "before", "q")
 _JOB_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 _PLAIN_PARAM = rf"(?:{'|'.join(LIST_PARAMS)})=[A-Za-z0-9._~-]{{1,{MAX_FILTER_CHARS}}}"
 #: A list query of known parameters with values that need no quoting, forwarded unchanged.

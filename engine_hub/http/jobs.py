@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
+from urllib.parse import quote
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -28,6 +29,7 @@ from engine_hub.store.embedded import JobEntry
 from engine_hub.store.page_cache import PAGE_CACHE, Page
 from shared.contract import (
     DEFAULT_PAGE_LIMIT,
+    MAX_FILTER_CHARS,
     MAX_NAME_CHARS,
     MAX_PAGE_LIMIT,
     MAX_REASON_CHARS,
@@ -85,7 +87,7 @@ def accepted(entry: JobEntry, message: str) -> web.Response:
 
 # -- jobs ---------------------------------------------------------------------------
 
-LIST_QUERY: Final = frozenset({"limit", "status", "type", "before"})
+LIST_QUERY: Final = frozenset({"limit", "status", "type", "before", "q"})
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -121,7 +123,8 @@ async def _build_page(request: web.Request, service: JobService) -> Page:
         before = await service.backend.get(cursor)
         if before is None:
             raise InvalidField(f"before: unknown job id {cursor!r}")
-    items, more = await service.backend.page(limit=limit, status=status, type_name=type_name, before=before)
+    q = _name_filter(query.get("q"))
+    items, more = await service.backend.page(limit=limit, status=status, type_name=type_name, before=before, q=q)
     link = None
     if more is not None:
         # Built by hand (urlencode costs as much as the rest of the handler). Nothing needs
@@ -130,12 +133,21 @@ async def _build_page(request: web.Request, service: JobService) -> Page:
         filters = "" if status is None else f"&status={status}"
         if type_name is not None:
             filters += f"&type={type_name}"
+        if q is not None:  # free text: the one value that needs quoting
+            filters += f"&q={quote(q, safe='')}"
         link = f'<{request.path}?limit={limit}{filters}&before={more.id}>; rel="next"'
     if items:  # brackets on the (small) end items of our list: the page body is copied once, by the join
         items[0] = b"[" + items[0]
         items[-1] += b"]"
         return Page(b",".join(items), link)
     return Page(b"[]", link)
+
+
+def _name_filter(raw: str | None) -> str | None:
+    """The ``q`` of a list: 1 to :data:`MAX_FILTER_CHARS` characters, else 400 ``invalid_field``."""
+    if raw is not None and not 1 <= len(raw) <= MAX_FILTER_CHARS:
+        raise InvalidField(f"q must be 1 to {MAX_FILTER_CHARS} characters (a part of the job name)")
+    return raw
 
 
 def _status_filter(raw: str | None) -> JobStatus | None:

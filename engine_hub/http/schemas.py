@@ -17,6 +17,7 @@ from engine_hub.settings import ACTOR_HEADER
 from shared.contract import (
     DEFAULT_PAGE_LIMIT,
     MAX_BODY,
+    MAX_FILTER_CHARS,
     MAX_JSON_DEPTH,
     MAX_NAME_CHARS,
     MAX_PAGE_LIMIT,
@@ -106,6 +107,11 @@ LIST_PARAMS: Final = (
     ),
     query("type", {"type": "string"}, "Only jobs of this type (a catalog type, or one a stored job has)."),
     query("before", JOB_ID, "Cursor: the page after this job (from the `Link` header)."),
+    query(
+        "q",
+        {"type": "string", "minLength": 1, "maxLength": MAX_FILTER_CHARS},
+        "Only jobs whose name contains this text, in any case (a substring; no wildcards).",
+    ),
     ACTOR,
 )
 JOB_PATH = path("id", {"type": "string"}, "The job's id.")

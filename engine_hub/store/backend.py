@@ -77,9 +77,18 @@ class Backend(Protocol):
         """The job's entry, or ``None`` for an id no job has."""
 
     async def page(
-        self, *, limit: int, status: JobStatus | None, type_name: str | None, before: JobEntry | None
+        self,
+        *,
+        limit: int,
+        status: JobStatus | None,
+        type_name: str | None,
+        before: JobEntry | None,
+        q: str | None = None,
     ) -> tuple[list[bytes], JobEntry | None]:
-        """Up to ``limit`` encoded jobs created before ``before``, newest first, and the next page's cursor entry."""
+        """Up to ``limit`` encoded jobs created before ``before``, newest first, and the next page's cursor entry.
+
+        ``q`` keeps only jobs whose name contains it, case-insensitively (docs/api.md says how each store compares).
+        """
 
     async def has_type(self, type_name: str) -> bool:
         """Whether any job of this type exists."""
@@ -178,10 +187,16 @@ class EmbeddedBackend:
         return self.store.get(job_id)
 
     async def page(
-        self, *, limit: int, status: JobStatus | None, type_name: str | None, before: JobEntry | None
+        self,
+        *,
+        limit: int,
+        status: JobStatus | None,
+        type_name: str | None,
+        before: JobEntry | None,
+        q: str | None = None,
     ) -> tuple[list[bytes], JobEntry | None]:
-        """See :class:`Backend` (O(log n + limit))."""
-        return self.store.page(limit=limit, status=status, type_name=type_name, before=before)
+        """See :class:`Backend` (O(log n + limit); with ``q``, a scan: :meth:`JobStore.page`)."""
+        return self.store.page(limit=limit, status=status, type_name=type_name, before=before, q=q)
 
     async def has_type(self, type_name: str) -> bool:
         """See :class:`Backend`."""

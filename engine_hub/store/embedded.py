@@ -39,14 +39,22 @@ import attrs
 import structlog
 
 from engine_hub.store.actions import ACTIONS, REQUEST_ACTIONS, Action
-from engine_hub.store.entry import Index, JobEntry, StoreError, encode_wire, log_transition, wire_from_created
+from engine_hub.store.entry import (
+    Index,
+    JobEntry,
+    StoreError,
+    encode_wire,
+    log_transition,
+    name_key,
+    wire_from_created,
+)
 from engine_hub.store.heap import paused_gc
 from engine_hub.store.legacy_views import RESULT_OK, engine_log_of, result_of
 from engine_hub.store.override import OVERRIDE_ACTIONS, Window, apply_record
 from engine_hub.store.packing import is_packed, pack, unpack
 from engine_hub.store.requests import is_open, next_request, request_of
 from engine_hub.store.views import ENGINE_LOG_SIZE, RESULTS_SIZE, StoreViews
-from shared.contract import TRANSITIONS, JobStatus
+from shared.contract import TRANSITIONS, JobStatus, outcome_of
 from shared.journal.chain import GENESIS, Record
 
 log = structlog.get_logger("engine.store")
@@ -237,6 +245,7 @@ class JobStore(StoreViews):
                 entry.cancel_requested_by,
                 entry.log_truncated,
                 entry.log_expired,
+                entry.name_key,
             )
         elif action is Action.CANCEL_REQUESTED:
             # Audit-only when the run ended meanwhile (the request raced the exit): no change.
@@ -267,7 +276,10 @@ class JobStore(StoreViews):
             encoded = b""  # encoded once, when the replay ends or the job leaves the bulk dicts
         else:
             encoded = encode_wire(wire)
-        entry = JobEntry(record.seq, job_id, type_name, JobStatus.READY, encoded)
+        name = wire["name"]
+        if type(name) is not str:
+            raise StoreError("malformed job data: name must be a string")
+        entry = JobEntry(record.seq, job_id, type_name, JobStatus.READY, encoded, name_key=name_key(name))
         self._entries[job_id] = entry
         if self._bulk is None:
             self._all.add(entry)
@@ -298,6 +310,7 @@ class JobStore(StoreViews):
             wire = entry.wire()
         wire["status"] = str(to)
         wire.update(changes)
+        wire["outcome"] = outcome_of(to, wire["error"])
         wire["history"].append({"status": str(to), "at": at, "by": by, "reason": reason})
         if bulk is not None and TRANSITIONS[to]:
             bulk[entry.id] = wire
@@ -322,6 +335,7 @@ class JobStore(StoreViews):
             entry.cancel_requested_by,
             entry.log_truncated,
             entry.log_expired,
+            entry.name_key,
         )
 
     def _request_of(self, entry: JobEntry) -> dict[str, Any] | None:

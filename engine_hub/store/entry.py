@@ -17,8 +17,10 @@ the store (what a snapshot writes from a worker thread).
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import operator
+import sys
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
@@ -28,8 +30,9 @@ from shared.contract import JOB_FIELDS, HistoryEntry, Job, JobStatus, parse_time
 #: Compact UTF-8 JSON, built once: ``json.dumps`` with options builds an encoder per call.
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
-#: Wire fields a job written by an older engine may lack (they were added later); they read as ``null``.
-OPTIONAL_FIELDS: Final = frozenset({"runRequest"})
+#: Wire fields a job written by an older engine may lack (they were added later), with the value they
+#: read as. ``outcome`` is derived from status and error wherever a job's JSON is built or changed.
+OPTIONAL_FIELDS: Final = frozenset({"runRequest", "outcome", "copyOf", "copies"})
 
 
 def log_transition(
@@ -66,7 +69,9 @@ class JobEntry(NamedTuple):
     ``pid`` is the run's process id while it runs,
     ``cancel_requested_by`` the first canceller of the run, ``log_truncated``
     whether the run's output hit its cap, ``log_expired`` whether log
-    retention deleted the run's output (``log_expired`` record).
+    retention deleted the run's output (``log_expired`` record). ``name_key``
+    is the job's name casefolded (:func:`name_key`), what a name search
+    (``q=``) compares: kept here so that a search reads no job's JSON.
     """
 
     seq: int
@@ -78,6 +83,7 @@ class JobEntry(NamedTuple):
     cancel_requested_by: str | None = None
     log_truncated: bool = False
     log_expired: bool = False
+    name_key: str = ""
 
     @property
     def encoded(self) -> bytes:
@@ -93,6 +99,11 @@ class JobEntry(NamedTuple):
         """A fresh copy of the job's wire JSON as a dict."""
         data: dict[str, Any] = json.loads(self.encoded)
         return data
+
+
+def name_key(name: str) -> str:
+    """What a name search compares: the name casefolded, interned (jobs often share a name: one string for all)."""
+    return sys.intern(name.casefold())
 
 
 def encode_wire(wire: Mapping[str, Any]) -> bytes:
@@ -119,6 +130,11 @@ def wire_from_created(data: Mapping[str, Any], *, job_id: str | None) -> dict[st
     wire = {name: data.get(name) for name in JOB_FIELDS}
     if wire["runRequest"] is not None:
         raise StoreError("job_created: a new job has no run request")
+    if wire["outcome"] is not None or wire["copies"] not in (None, []):
+        raise StoreError("job_created: a new job has no outcome and no copies")
+    wire["copies"] = []
+    if wire["copyOf"] is not None and type(wire["copyOf"]) is not str:
+        raise StoreError("malformed job data: copyOf must be a job id or null")
     if type(wire["id"]) is not str or type(wire["type"]) is not str or type(wire["params"]) is not dict:
         raise StoreError("malformed job data: id, type and params must be a string, a string and an object")
     if job_id != wire["id"]:
@@ -170,6 +186,8 @@ def job_from_json(data: Mapping[str, Any]) -> Job:
             error=data["error"],
             history=history,
             run_request=data.get("runRequest"),
+            copy_of=data.get("copyOf"),
+            copies=tuple(str(c) for c in data.get("copies") or ()),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise StoreError(f"malformed job data: {exc}") from None
@@ -183,7 +201,10 @@ def _time(value: Any) -> Any:
 
 
 _SEQ: Final = operator.itemgetter(0)  # JobEntry.seq, as a C-level key for bisect
-_STORED: Final = operator.itemgetter(4)  # JobEntry.stored, read without a Python-level call per entry
+_STORED: Final = operator.itemgetter(4)
+_NAME_KEY: Final = operator.itemgetter(
+    9
+)  # JobEntry.name_key  # JobEntry.stored, read without a Python-level call per entry
 
 
 class Index:
@@ -249,3 +270,17 @@ class Index:
         if chunk and chunk[-1].seq < hot_from:
             items = list(map(wire_bytes, items))
         return items, (chunk[-1] if start > 0 and chunk else None)
+
+    def search(self, needle: str, limit: int, before: int | None) -> tuple[list[bytes], JobEntry | None]:
+        """Like :meth:`page`, for the entries whose ``name_key`` contains ``needle`` (casefolded by the caller).
+
+        Walks down from ``before`` until ``limit`` + 1 matches are found: the
+        cost is the number of entries walked, not the page's size.
+        """
+        entries = self.entries
+        end = len(entries) if before is None else bisect.bisect_left(entries, before, key=_SEQ)
+        newest_first = itertools.islice(reversed(entries), len(entries) - end, None)
+        # e[9] is e.name_key: indexing a tuple is about twice as fast as the named field's descriptor.
+        found = list(itertools.islice((e for e in newest_first if needle in e[9]), limit + 1))
+        more = found[limit - 1] if len(found) > limit else None
+        return [wire_bytes(e.stored) for e in found[:limit]], more

@@ -18,14 +18,14 @@ from typing import Any, Final
 import psycopg
 from psycopg.types.json import Jsonb
 
-from engine_hub.store.entry import JobEntry, encode_wire
-from shared.contract import JobStatus, format_time, parse_time
+from engine_hub.store.entry import JobEntry, encode_wire, name_key
+from shared.contract import JobStatus, format_time, outcome_of, parse_time
 
 #: The columns :func:`entry_from_row` reads, in its order: select them with this text.
 JOB_COLUMNS: Final = (
     "seq, id::text, type, name, params, status, created_at, created_by, started_at, run_by, run_reason, "
     "ended_at, exit_code, error, history, pid, cancel_requested_by, log_truncated, log_expired, node_id::text, "
-    "run_request"
+    "run_request, copy_of::text, copies"
 )
 
 #: The columns :func:`row_from_wire` fills, in its order (for an ``INSERT`` or ``COPY``).
@@ -45,6 +45,8 @@ WIRE_COLUMNS: Final = (
     "error",
     "history",
     "run_request",
+    "copy_of",
+    "copies",
 )
 
 _STATUSES: Final = {s.value: s for s in JobStatus}
@@ -88,6 +90,8 @@ def row_from_wire(wire: Mapping[str, Any]) -> dict[str, Any]:
         "error": wire["error"],
         "history": Jsonb(list(wire["history"])),
         "run_request": request_json(wire.get("runRequest")),
+        "copy_of": wire.get("copyOf"),
+        "copies": Jsonb(list(wire.get("copies") or ())),
     }
 
 
@@ -120,7 +124,7 @@ def wire_from_row(row: Sequence[Any]) -> dict[str, Any]:
         history,
         *_,
     ) = row
-    request = row[20]
+    request, copy_of, copies = row[20], row[21], row[22]
     return {
         "id": job_id,
         "type": type_name,
@@ -138,6 +142,9 @@ def wire_from_row(row: Sequence[Any]) -> dict[str, Any]:
         "error": error,
         "history": [{"status": h["status"], "at": h["at"], "by": h["by"], "reason": h.get("reason")} for h in history],
         "runRequest": None if request is None else _request_wire(request),
+        "outcome": outcome_of(status, error),
+        "copyOf": copy_of,
+        "copies": list(copies),
     }
 
 
@@ -161,6 +168,7 @@ def entry_from_row(row: Sequence[Any]) -> JobEntry:
         canceller,
         truncated,
         expired,
+        name_key(row[3]),
     )
 
 

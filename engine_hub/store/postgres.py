@@ -406,11 +406,25 @@ class PostgresBackend:
         return None if row is None else row[0]
 
     async def page(
-        self, *, limit: int, status: JobStatus | None, type_name: str | None, before: JobEntry | None
+        self,
+        *,
+        limit: int,
+        status: JobStatus | None,
+        type_name: str | None,
+        before: JobEntry | None,
+        q: str | None = None,
     ) -> tuple[list[bytes], JobEntry | None]:
-        """See :class:`engine_hub.store.backend.Backend`: one index walk (migration 0001's indexes), limit + 1 rows."""
+        """See :class:`engine_hub.store.backend.Backend`: one index walk (migration 0001's indexes), limit + 1 rows.
+
+        ``q`` is an ``ILIKE`` with its wildcards escaped (a literal substring, compared by the database's
+        case rules): the walk then reads rows down the index until ``limit`` + 1 match, as the embedded
+        store does.
+        """
         where: list[str] = []
         params: dict[str, Any] = {"limit": limit + 1}
+        if q is not None:
+            where.append("name ILIKE %(q)s ESCAPE '\\'")
+            params["q"] = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         if status is not None:
             where.append("status = %(status)s")
             params["status"] = str(status)

@@ -55,8 +55,8 @@ import structlog
 from engine_hub.errors import StartupError
 from engine_hub.store.embedded import JobEntry, JobStore, StoreCut
 from engine_hub.store.override import Window
-from engine_hub.store.packing import PACKING, is_packed, pack
-from shared.contract import JobStatus
+from engine_hub.store.packing import PACKING, is_packed, pack, wire_bytes
+from shared.contract import JobStatus, outcome_of
 from shared.journal.chain import Snapshot
 from shared.journal.file import FileJournal
 from shared.journal.snapshot import snapshot_files, sync_dir, write_durably
@@ -105,6 +105,7 @@ def _columns(entries: list[JobEntry]) -> bytes:
         "truncated": [int(e.log_truncated) for e in entries],
         "size": [len(e.stored) for e in entries],
         "logExpired": [int(e.log_expired) for e in entries],
+        "nameKey": [e.name_key for e in entries],
     }
     return json.dumps(columns, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
@@ -151,6 +152,8 @@ def snapshot_state(cut: StoreCut, jobs: JobsFile) -> dict[str, Any]:
         "safeModeOverride": cut.override.to_json() if cut.override is not None else None,
         # Every job's JSON has "runRequest" (issue 15); older snapshots' jobs get it at load.
         "runRequests": True,
+        # ... and "outcome", "copyOf" and "copies" (issue 16); older snapshots' jobs get them at load.
+        "outcomes": True,
     }
 
 
@@ -196,6 +199,8 @@ def load_snapshot(store: JobStore, snapshot: Snapshot, directory: Path) -> None:
         raise StartupError(f"{path} holds {len(entries)} jobs, its snapshot says {state.get('jobCount')}; {hint}")
     if not state.get("runRequests"):
         entries = [_with_run_request(entry) for entry in entries]
+    if not state.get("outcomes"):
+        entries = [_with_outcome(entry) for entry in entries]
     store.load(
         entries=entries,
         results=[str(r) for r in state.get("results", [])],
@@ -213,6 +218,16 @@ def _with_run_request(entry: JobEntry) -> JobEntry:
         return entry
     # The wire JSON is an object whose last field (history) is followed by the closing brace only.
     added = plain[:-1] + b',"runRequest":null}'
+    return entry._replace(stored=pack(added) if is_packed(entry.stored) else added)
+
+
+def _with_outcome(entry: JobEntry) -> JobEntry:
+    """``entry`` with ``outcome`` (derived), ``"copyOf":null`` and ``"copies":[]`` last in its JSON, as jobs
+    written before issue 16 lack them (after ``runRequest``, which :func:`_with_run_request` put last)."""
+    plain = entry.encoded  # the snapshot's flag says no job has the fields: no per-job check
+    error = json.loads(plain).get("error") if entry.status is JobStatus.FAILED else None
+    outcome = json.dumps(outcome_of(entry.status, error)).encode()
+    added = plain[:-1] + b',"outcome":' + outcome + b',"copyOf":null,"copies":[]}'
     return entry._replace(stored=pack(added) if is_packed(entry.stored) else added)
 
 
@@ -249,6 +264,12 @@ def _build(columns: dict[str, Any], stored: list[bytes]) -> list[JobEntry]:
     expired = columns.get("logExpired") or [0] * count
     if len(expired) != count:
         raise ValueError("columns and jobs differ in length")
+    # Snapshots written before name search (issue 16) have no nameKey column: read each job's name once.
+    names = columns.get("nameKey")
+    if names is None:
+        names = [json.loads(wire_bytes(b))["name"].casefold() for b in stored]
+    if len(names) != count or not all(type(n) is str for n in names):
+        raise ValueError("columns and jobs differ in length")
     return list(
         map(
             JobEntry,
@@ -261,6 +282,7 @@ def _build(columns: dict[str, Any], stored: list[bytes]) -> list[JobEntry]:
             columns["canceller"],
             [bool(t) for t in columns["truncated"]],
             [bool(e) for e in expired],
+            [sys.intern(n) for n in names],
         )
     )
 

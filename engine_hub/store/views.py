@@ -74,6 +74,7 @@ class StoreViews:
         status: JobStatus | None = None,
         type_name: str | None = None,
         before: JobEntry | None = None,
+        q: str | None = None,
     ) -> tuple[list[bytes], JobEntry | None]:
         """Return one page of encoded jobs, newest first, and the cursor of the next page.
 
@@ -81,6 +82,13 @@ class StoreViews:
         are returned, whether or not it matches the filter itself. The second
         value is the last entry of the page when older matches exist, else
         ``None``. Costs O(log n + limit).
+
+        ``q`` keeps only jobs whose casefolded name contains ``q`` casefolded.
+        No index can answer a substring, so this walks the filter's index from
+        the cursor down until ``limit`` + 1 matches are found: O(log n + the
+        jobs walked), all of the filter's older jobs when few match (each a
+        string test on the entry's :attr:`JobEntry.name_key`, no JSON read;
+        docs/performance.md has the figure per million jobs).
         """
         index: Index | None
         if status is not None and type_name is not None:
@@ -93,6 +101,8 @@ class StoreViews:
             index = self._all
         if index is None:
             return [], None
+        if q is not None:
+            return index.search(q.casefold(), limit, None if before is None else before.seq)
         return index.page(limit, None if before is None else before.seq, self._hot_from())
 
     def engine_logs(self, limit: int) -> list[dict[str, Any]]:

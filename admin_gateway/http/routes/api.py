@@ -79,6 +79,7 @@ API: Final[RouteTable] = (
                 passthrough("status", "READY, RUNNING, DONE or FAILED."),
                 passthrough("type", "A job type."),
                 passthrough("before", "Cursor: `next` of a page."),
+                passthrough("q", "Only jobs whose name contains this text, in any case (1 to 200 characters)."),
             ),
             summary='Jobs, newest first. 200 even when the engine is down (`engine: "down"`, a `warning`).',
             responses={

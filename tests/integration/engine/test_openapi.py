@@ -200,9 +200,14 @@ class TestShapes:
             "error": None,
             "history": [],
             "runRequest": None,
+            "outcome": None,
+            "copyOf": None,
+            "copies": [],
         }
         validator = _validator(engine_document, {"$ref": "#/components/schemas/Job"})
         assert validator.is_valid(job)
+        assert validator.is_valid({**job, "outcome": "timed_out", "copyOf": job["id"], "copies": [job["id"]]})
+        assert not validator.is_valid({**job, "outcome": "paused"})
         assert not validator.is_valid({**job, "surprise": 1})
         assert not validator.is_valid({k: v for k, v in job.items() if k != "history"})
         assert not validator.is_valid({**job, "status": "PAUSED"})

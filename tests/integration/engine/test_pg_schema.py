@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +18,17 @@ import psycopg
 import pytest
 from psycopg import AsyncConnection
 
-from engine_hub.store.schema import MIGRATE_LOCK, SchemaError, check_schema, known_version, migrate, migrations
+from engine_hub.store.entry import encode_wire
+from engine_hub.store.pg_rows import JOB_COLUMNS, entry_from_row, wire_from_row
+from engine_hub.store.schema import (
+    _CREATE_TABLE,
+    MIGRATE_LOCK,
+    SchemaError,
+    check_schema,
+    known_version,
+    migrate,
+    migrations,
+)
 from shared.contract import TRANSITIONS, JobStatus
 from shared.pg import connect
 from tests.postgres import PostgresServer
@@ -70,10 +81,10 @@ class TestMigrate:
         c = await connect(empty_url)
         try:
             first = await migrate(c)
-            assert [m.name for m in first] == ["0001_initial", "0002_run_requests"]
-            assert await _versions(c) == [(1, "0001_initial"), (2, "0002_run_requests")]
+            assert [m.name for m in first] == ["0001_initial", "0002_run_requests", "0003_outcome_copies"]
+            assert await _versions(c) == [(1, "0001_initial"), (2, "0002_run_requests"), (3, "0003_outcome_copies")]
             assert await migrate(c) == []
-            assert await _versions(c) == [(1, "0001_initial"), (2, "0002_run_requests")]
+            assert await _versions(c) == [(1, "0001_initial"), (2, "0002_run_requests"), (3, "0003_outcome_copies")]
             cur = await c.execute("SELECT seq, hash FROM audit_head WHERE chain = 'engine'")
             assert await cur.fetchall() == [(0, "0" * 64)]
         finally:
@@ -103,7 +114,7 @@ class TestMigrate:
             cur = await holder.execute("SELECT to_regclass('jobs') IS NULL")
             assert await cur.fetchone() == (True,)
             await holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
-            assert [m.version for m in await asyncio.wait_for(task, 10)] == [1, 2]
+            assert [m.version for m in await asyncio.wait_for(task, 10)] == [1, 2, 3]
         finally:
             await holder.close()
             await migrator.close()
@@ -209,3 +220,52 @@ class TestClaim:
         finally:
             for c in conns:
                 await c.close()
+
+
+class TestMigration0003:
+    async def test_rows_written_before_get_outcome_and_copies_as_the_engine_builds_them(self, empty_url: str) -> None:
+        """A database at version 2: after 0003 each row's stored JSON is the one the engine builds (outcome too)."""
+        c = await connect(empty_url)
+        try:
+            await c.execute(_CREATE_TABLE)
+            for migration in migrations()[:2]:
+                await c.execute(migration.sql.encode())
+                await c.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (migration.version, migration.name)
+                )
+            cases = {
+                ("READY", None): None,
+                ("DONE", None): "succeeded",
+                ("FAILED", "exited with code 1"): "failed",
+                ("FAILED", "cancelled by alice"): "cancelled",
+                ("FAILED", "cancelled by engine shutdown"): "interrupted",
+                ("FAILED", "timed out after 5s"): "timed_out",
+                ("FAILED", "interrupted: node lost"): "interrupted",
+            }
+            ids = {}
+            for status, error in cases:
+                ids[(status, error)] = job = str(uuid.uuid4())
+                await c.execute(
+                    "INSERT INTO jobs (id, type, name, status, created_at, created_by, error)"
+                    " VALUES (%s, 'demo.echo', 'j', %s, now(), 'u', %s)",
+                    (job, status, error),
+                )
+            # The JSON an engine of version 2 stored: the fields of that time, runRequest last.
+            old_columns = JOB_COLUMNS.replace(", copy_of::text, copies", "")
+            cur = await c.execute(f"SELECT {old_columns} FROM jobs")
+            for row in await cur.fetchall():
+                wire = {
+                    k: v for k, v in wire_from_row((*row, None, [])).items() if k not in ("outcome", "copyOf", "copies")
+                }
+                assert list(wire)[-1] == "runRequest"
+                await c.execute("UPDATE jobs SET wire = %s WHERE id = %s", (encode_wire(wire).decode(), row[1]))
+            assert [m.name for m in await migrate(c)] == ["0003_outcome_copies"]
+            cur = await c.execute(f"SELECT {JOB_COLUMNS}, wire FROM jobs")
+            rows = await cur.fetchall()
+            assert len(rows) == len(cases)
+            for row in rows:
+                assert row[-1] == entry_from_row(row[:-1]).encoded.decode()
+            stored = {row[1]: json.loads(row[-1]) for row in rows}
+            assert {key: stored[job]["outcome"] for key, job in ids.items()} == cases
+        finally:
+            await c.close()

@@ -242,10 +242,14 @@ class TestSnapshotColumns:
             "canceller": [None, None],
             "truncated": [0, 1],
         }
-        assert [e.log_expired for e in _build(columns, [b"{}", b"{}"])] == [False, False]
-        assert [e.log_expired for e in _build({**columns, "logExpired": [0, 1]}, [b"{}", b"{}"])] == [False, True]
+        jobs = [b'{"name":"Nightly"}', b'{"name":"STRASSE"}']
+        assert [e.log_expired for e in _build(columns, jobs)] == [False, False]
+        assert [e.log_expired for e in _build({**columns, "logExpired": [0, 1]}, jobs)] == [False, True]
         with pytest.raises(ValueError, match="differ in length"):
-            _build({**columns, "logExpired": [1]}, [b"{}", b"{}"])
+            _build({**columns, "logExpired": [1]}, jobs)
+        # Nor a nameKey column (before issue 16): each job's name is read from its JSON.
+        assert [e.name_key for e in _build(columns, jobs)] == ["nightly", "strasse"]
+        assert [e.name_key for e in _build({**columns, "nameKey": ["n", "s"]}, jobs)] == ["n", "s"]
 
 
 class TestRunRequests:

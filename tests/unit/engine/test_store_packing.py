@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -59,9 +60,21 @@ def _advance(chain: Chain, job_id: str, rng: random.Random) -> None:
     elif rng.random() < 0.5:
         chain.add("job_finished", job_id, {"status": "DONE", "exitCode": 0, "error": None}, actor="system")
     else:
-        chain.add(
-            "job_finished", job_id, {"status": "FAILED", "exitCode": 1, "error": "exited with code 1"}, actor="system"
-        )
+        # Every kind of failure, so that each outcome is packed, snapshotted and upgraded (no rng draw: the
+        # sequence of the other steps stays as it was).
+        failed = sum(1 for r in chain.records if r.action == "job_finished" and r.data["status"] == "FAILED")
+        error = _FAILURES[failed % len(_FAILURES)]
+        chain.add("job_finished", job_id, {"status": "FAILED", "exitCode": 1, "error": error}, actor="system")
+
+
+_FAILURES: Final = (
+    "exited with code 1",
+    "cancelled by alice",
+    "timed out after 5s",
+    "interrupted: engine restarted",
+    "cancelled by engine shutdown",
+)
+_NEW_FIELDS: Final = re.compile(rb',"outcome":(null|"[a-z_]+"),"copyOf":null,"copies":\[\]}$')
 
 
 def _applied(records: list[Record], hot_jobs: int) -> JobStore:
@@ -319,7 +332,8 @@ def _write_format_2(store: JobStore, directory: Path) -> Snapshot:
         "canceller": [e.cancel_requested_by for e in entries],
         "truncated": [int(e.log_truncated) for e in entries],
     }
-    raw = json.dumps(columns).encode() + b"\n" + b"".join(e.encoded + b"\n" for e in entries)
+    # Jobs as an engine of that time wrote them: without the fields of issue 16.
+    raw = json.dumps(columns).encode() + b"\n" + b"".join(_NEW_FIELDS.sub(b"}", e.encoded) + b"\n" for e in entries)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / jobs_file_name(cut.seq)).write_bytes(raw)
     state = {
@@ -344,6 +358,7 @@ class TestSnapshotTable:
         loaded = JobStore(hot_jobs=HOT)
         load_snapshot(loaded, snap, tmp_path)
         assert [e.stored for e in loaded.cut().entries] == [e.stored for e in source.cut().entries]
+        assert [e.name_key for e in loaded.cut().entries] == [e.name_key for e in source.cut().entries]
         assert _reads(loaded) == _reads(_applied(chain.records, NEVER))
 
     def test_a_smaller_window_after_loading_unpacks_and_packs_to_fit(self, tmp_path: Path) -> None:
@@ -365,7 +380,7 @@ class TestSnapshotTable:
         cut = source.cut()
 
         def old(stored: bytes) -> bytes:
-            plain = wire_bytes(stored).replace(b',"runRequest":null', b"")
+            plain = _NEW_FIELDS.sub(b"}", wire_bytes(stored)).replace(b',"runRequest":null', b"")
             return pack(plain) if is_packed(stored) else plain
 
         before = JobStore(hot_jobs=HOT)
@@ -377,9 +392,37 @@ class TestSnapshotTable:
             head=cut.head,
         )
         snap = _snapshot_of(before, tmp_path)
-        state = {k: v for k, v in snap.state.items() if k != "runRequests"}
+        state = {k: v for k, v in snap.state.items() if k not in ("runRequests", "outcomes")}
         assert any(is_packed(e.stored) for e in before.cut().entries)
         assert not any(b"runRequest" in e.encoded for e in before.cut().entries)
+        loaded = JobStore(hot_jobs=HOT)
+        load_snapshot(loaded, Snapshot(seq=snap.seq, head=snap.head, at=snap.at, state=state), tmp_path)
+        assert _reads(loaded) == _reads(source)
+
+    def test_a_table_from_before_outcomes_loads_with_the_derived_outcome(self, tmp_path: Path) -> None:
+        """Jobs snapshotted before issue 16 (no outcome, copyOf, copies) load with each outcome as live jobs have it."""
+        chain = _lifecycle(60)
+        source = _applied(chain.records, HOT)
+        outcomes = {json.loads(b)["outcome"] for b in _all_pages(source, None, None)}
+        assert outcomes == {None, "succeeded", "failed", "cancelled", "timed_out", "interrupted"}
+        cut = source.cut()
+
+        def old(stored: bytes) -> bytes:
+            plain, count = _NEW_FIELDS.subn(b"}", wire_bytes(stored))
+            assert count == 1
+            return pack(plain) if is_packed(stored) else plain
+
+        before = JobStore(hot_jobs=HOT)
+        before.load(
+            entries=[e._replace(stored=old(e.stored)) for e in cut.entries],
+            results=cut.results,
+            engine_logs=cut.engine_logs,
+            seq=cut.seq,
+            head=cut.head,
+        )
+        snap = _snapshot_of(before, tmp_path)
+        state = {k: v for k, v in snap.state.items() if k != "outcomes"}
+        assert not any(b'"outcome"' in e.encoded for e in before.cut().entries)
         loaded = JobStore(hot_jobs=HOT)
         load_snapshot(loaded, Snapshot(seq=snap.seq, head=snap.head, at=snap.at, state=state), tmp_path)
         assert _reads(loaded) == _reads(source)
@@ -391,6 +434,8 @@ class TestSnapshotTable:
         loaded = JobStore(hot_jobs=HOT)
         load_snapshot(loaded, snap, tmp_path)
         assert _reads(loaded) == _reads(_applied(chain.records, NEVER))
+        # No nameKey column then: each job's name is read from its JSON, so a name search still works.
+        assert {e.name_key for e in loaded.cut().entries} == {"t.a", "t.b"}
         _pack_all(loaded)
         _assert_packing_rule(loaded, HOT)
         assert _reads(loaded) == _reads(_applied(chain.records, NEVER))
