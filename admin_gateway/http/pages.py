@@ -65,7 +65,6 @@ def _clean_job(raw: Any) -> dict[str, Any] | None:
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"]:
         return None
     job = {name: raw.get(name) for name in JOB_FIELDS}
-    job["outcome"] = raw.get("outcome") if isinstance(raw.get("outcome"), str) else None
     if not isinstance(job["params"], dict):
         job["params"] = {}
     history = job["history"] if isinstance(job["history"], list) else []
