@@ -56,6 +56,7 @@ def add_jobs(sub: Any) -> None:
     p.add_argument("--type", help="only jobs of this type")
     p.add_argument("--limit", type=int, default=None, help="page size (1-1000, default 100)")
     p.add_argument("--before", help="the page after this job id (from the previous page)")
+    p.add_argument("--q", help="only jobs whose name contains this text, in any case")
     p.set_defaults(func=_cmd_list)
 
     p = jsub.add_parser("create", parents=[common], help="create a READY job (it does not run)")
@@ -166,7 +167,7 @@ def _v(value: Any) -> str:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     query: dict[str, str | int] = {}
-    for key in ("status", "type", "limit", "before"):
+    for key in ("status", "type", "limit", "before", "q"):
         if getattr(args, key) is not None:
             query[key] = getattr(args, key)
     jobs, headers = _client(args).request("GET", "/api/jobs", query=query)

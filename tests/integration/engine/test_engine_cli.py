@@ -146,6 +146,9 @@ class TestJobsCommands:
         jobs = json_output(result)
         assert len(jobs) == 1
         assert f"--before {jobs[0]['id']}" in result.stderr
+        named = json_output(cli("jobs", "create", "demo.echo", "--name", "Nightly Sweep", "--json", *server.args()))
+        found = json_output(cli("jobs", "list", "--q", "nightly s", "--json", *server.args()))
+        assert [j["id"] for j in found] == [named["id"]]
         types = json_output(cli("jobs", "types", "--json", *server.args()))
         assert "demo.sleep" in {t["name"] for t in types}
 
