@@ -1,6 +1,6 @@
 """The audit timeline as a download: CSV or JSON Lines, streamed page by page, and audited as an export.
 
-``GET /api/admin/audit/export?format=csv|jsonl&<filters>`` (the handler is
+``GET /api/admin/audit/export?format=csv|jsonl&<filters>`` (``csv`` by default; the handler is
 :func:`admin_gateway.http.audit_page.export_audit`) writes the records the
 audit page's filter selects, newest first, reading the timeline
 :data:`PAGE` records at a time: memory stays within one page however long
@@ -64,8 +64,8 @@ class EngineGone(GatewayError):
 
 
 def export_format(raw: str | None) -> ExportFormat:
-    """The ``format`` parameter; 400 ``invalid_field`` unless ``csv`` or ``jsonl``."""
-    if raw == "csv":
+    """The ``format`` parameter (``csv`` when not given); 400 ``invalid_field`` unless ``csv`` or ``jsonl``."""
+    if raw is None or raw == "csv":
         return "csv"
     if raw == "jsonl":
         return "jsonl"

@@ -145,8 +145,12 @@ class TestAuditPageDaily:
         lines = Path(info.value.path()).read_text(encoding="utf-8").splitlines()
         assert lines and {json.loads(line)["action"] for line in lines} == {"job_run"}
 
-        page.goto(f"{base}/admin/audit?action=audit_export")
         exports = page.get_by_test_id("audit-row")
+        for _ in range(20):  # each count is recorded once its last byte is out: the download may finish first
+            page.goto(f"{base}/admin/audit?action=audit_export")
+            if exports.count() == 2:
+                break
+            page.wait_for_timeout(100)
         expect(exports).to_have_count(2)
         expect(exports.first).to_contain_text("count: ")
 

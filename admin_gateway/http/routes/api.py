@@ -359,7 +359,7 @@ API: Final[RouteTable] = (
             "then `audit_export` with `count`. CSV text cells that start with = + - @ get a leading `'`. "
             "An export never leaves out the engine's records silently: 502 when they cannot be read.",
             parameters=(
-                query("format", {"type": "string", "enum": ["csv", "jsonl"]}, "csv or jsonl.", required=True),
+                query("format", {"type": "string", "enum": ["csv", "jsonl"]}, "csv (the default) or jsonl."),
                 *AUDIT_FILTER_PARAMS,
             ),
             responses={
