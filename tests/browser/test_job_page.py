@@ -54,7 +54,8 @@ def in_view(node: Locator, box: Locator) -> bool:
     inside: bool = node.evaluate(
         """(node, box) => {
             const r = node.getBoundingClientRect(), b = box.getBoundingClientRect();
-            return r.top >= b.top && r.bottom <= b.bottom && r.top >= 0 && r.bottom <= window.innerHeight;
+            // 1 px of slack: the window scrolls by whole pixels, the lines sit on fractional ones.
+            return r.top >= b.top - 1 && r.bottom <= b.bottom + 1 && r.top >= -1 && r.bottom <= window.innerHeight + 1;
         }""",
         box.element_handle(),
     )

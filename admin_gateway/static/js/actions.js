@@ -183,6 +183,19 @@ function watchOpening(dialog, state) {
 }
 
 /**
+ * `node` if it is still on the page; else, when a live update re-rendered its job's row or panel
+ * while the dialog was open, the same control (data-action) of the same job; else null.
+ */
+function successor(node) {
+  if (node.isConnected) return node;
+  const holder = node.closest('[data-job-id]');
+  const action = node.dataset ? node.dataset.action : null;
+  if (!holder || !action) return null;
+  const id = CSS.escape(holder.dataset.jobId);
+  return document.querySelector(`[data-job-id="${id}"] [data-action="${CSS.escape(action)}"]`);
+}
+
+/**
  * Every dialog on the page: [data-close] buttons close it; on open the first field has the focus;
  * Tab and Shift+Tab stay inside while it is open; closing it (Esc, Close, or the script) gives the
  * focus back to the element that opened it (the one passed to openedBy, else the last element
@@ -203,7 +216,7 @@ export function setupDialogs() {
     dialog.addEventListener('close', () => {
       // Give keyboard users their place back; the opener may have been re-rendered away.
       const opener = state.opener || lastTrigger;
-      const target = opener && opener.isConnected ? opener : $('#refresh-button');
+      const target = (opener && successor(opener)) || $('#refresh-button');
       lastTrigger = null;
       state.opener = null;
       state.placed = null;

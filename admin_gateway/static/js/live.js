@@ -161,7 +161,7 @@ export function startLive(handlers, pollSeconds) {
     const data = parse(event);
     const state = data && data.state;
     if (state !== 'up' && state !== 'down') return;
-    engineNotices += 1;
+    if ((state === 'up') !== engineUp) engineNotices += 1; // a change (each stream opens with the state)
     setEngineDown(state === 'down', '');
     const wasUp = engineUp;
     engineUp = state === 'up';
