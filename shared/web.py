@@ -393,7 +393,8 @@ async def read_json_object(
 ) -> dict[str, Any]:
     """Read a request body as a JSON object of at most ``MAX_BODY`` bytes and ``MAX_JSON_DEPTH`` levels.
 
-    An empty body reads as ``{}`` unless ``required``. Raises ``error`` (400
+    An empty body (no bytes at all) reads as ``{}`` unless ``required``; a body
+    of only whitespace is not a JSON text and is refused like any other. Raises ``error`` (400
     ``invalid_json`` also for a body nested too deeply, 413
     ``payload_too_large``, 400 ``unknown_field``) for anything else, so that
     bad input never reaches a handler.
@@ -406,7 +407,7 @@ async def read_json_object(
         raw += chunk
     if len(raw) > MAX_BODY:
         raise error(f"body is larger than {MAX_BODY} bytes", status=413, code=ErrorCode.PAYLOAD_TOO_LARGE)
-    if not raw.strip():
+    if not raw:
         if required:
             raise error("a JSON object body is required", code=ErrorCode.INVALID_JSON)
         return {}

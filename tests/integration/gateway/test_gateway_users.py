@@ -283,6 +283,16 @@ class TestUsersApi:
         _, signed = await _sign_in(gateway_server, ADMIN, PASSWORD)
         assert signed.status == 303
 
+    @pytest.mark.parametrize("body", [b"\n\n", b" ", b"null"])
+    async def test_body_that_is_not_a_json_object_is_refused(self, gateway_server: GatewayServer, body: bytes) -> None:
+        """A body-less change given whitespace or non-object JSON is 400 invalid_json and changes nothing."""
+        alice = await gateway_server.login()
+        assert (await alice.post(f"/api/admin/users/{ADMIN}/disable")).status == 200
+        headers = {**alice.headers(), "Content-Type": "application/json"}
+        resp = await alice.client.post(f"/api/admin/users/{ADMIN}/enable", data=body, headers=headers)
+        assert (resp.status, (await resp.json())["code"]) == (400, "invalid_json")
+        assert _store(gateway_server).get(ADMIN).disabled is True  # type: ignore[union-attr]
+
     async def test_reset_password_gives_a_new_one_time_password(self, gateway_server: GatewayServer) -> None:
         """After a reset the old password fails and the new one must be changed first."""
         alice = await gateway_server.login()
