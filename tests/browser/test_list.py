@@ -236,6 +236,30 @@ class TestRows:
         expect(created).to_have_attribute("title", exact)
         expect(created).to_have_attribute("datetime", job["createdAt"])
 
+    def test_a_row_drawn_live_is_relative_from_the_start(self, list_stack: Stack, open_page: Pages) -> None:
+        """A row the live list adds shows "just now" as it appears, not the exact time until the next tick."""
+        page, _ = signed_in(list_stack, open_page)
+        # The Created texts of job rows as they are added (observers run before the next timer task).
+        page.evaluate(
+            """() => {
+              window.createdAsAdded = [];
+              new MutationObserver((changes) => {
+                for (const change of changes) for (const node of change.addedNodes) {
+                  if (node.nodeType !== 1) continue;
+                  const rows = node.matches('[data-testid=job-row]') ? [node]
+                    : [...node.querySelectorAll('[data-testid=job-row]')];
+                  for (const tr of rows) {
+                    window.createdAsAdded.push([tr.dataset.jobId, tr.querySelectorAll('td')[3].textContent]);
+                  }
+                }
+              }).observe(document.body, { childList: true, subtree: true });
+            }"""
+        )
+        job = list_stack.engine_api().create("demo.echo", name=f"live row {tag()}")
+        expect(row(page, job["id"])).to_be_visible()
+        added = [text for job_id, text in page.evaluate("window.createdAsAdded") if job_id == job["id"]]
+        assert added and all(re.fullmatch(r"just now|\d+ s ago", text) for text in added), added
+
 
 class TestOutcomeBadges:
     def test_a_cancelled_job_shows_cancelled_not_a_red_failed(self, list_stack: Stack, open_page: Pages) -> None:

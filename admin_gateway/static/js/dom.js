@@ -3,7 +3,7 @@
 // jobRow() and statusBadge() mirror templates/_macros.html: keep the two in step.
 // Times, durations and ages are formatted by time.js only (the one rule for time).
 
-import { applyTimes, drawDuration, exactTime, formatTime } from './time.js';
+import { applyTimes, drawDuration, exactTime, formatTime, relativeTime } from './time.js';
 
 export { formatTime };
 
@@ -107,7 +107,7 @@ export function timeEl(iso, { relative = false } = {}) {
   if (!iso) return el('span', { class: 'muted' }, '—');
   return el('time', {
     datetime: iso, title: exactTime(iso), 'data-local-time': true, 'data-relative': relative,
-  }, formatTime(iso));
+  }, relative ? relativeTime(iso) : formatTime(iso)); // relative at once, not a tick later
 }
 
 /** How long a job ran (ticking while RUNNING), drawn by time.js; a muted dash before it starts. */
