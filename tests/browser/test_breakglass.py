@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tests.browser.browsing import Pages, login
 from tests.browser.test_panel import expect, row
+from tests.browser.test_time import ZONE, shown
 from tests.e2e.harness import ENGINE_TOKEN, PASSWORD, USER, Stack, StackFactory, http, run_cli
 
 if TYPE_CHECKING:
@@ -130,3 +131,16 @@ class TestBreakGlass:
         expect(page.get_by_test_id("override-banner")).to_be_hidden(timeout=75_000)
         expect(row(page, job["id"]).get_by_test_id("run-button")).to_have_count(0, timeout=WINDOW_SEEN_MS)
         expect(page.get_by_test_id("override-request-button")).to_be_visible()
+
+    def test_window_times_follow_the_chosen_zone(self, make_stack: StackFactory, open_page: Pages) -> None:
+        """The banner writes the window's end in the zone the header names: local time once switched."""
+        stack = _stack_with_two_super_admins(make_stack)
+        window = _engine(stack, "POST", "/api/safe-mode/override", USER, {"reason": "zone check", "minutes": 5})
+        opened = _engine(stack, "POST", f"/api/safe-mode/override/{window['window']['id']}/approve", SECOND)
+        until = opened["window"]["until"]
+        page: Page = open_page(timezone_id=ZONE)
+        login(page, stack.gateways["safe"].url)
+        text = page.get_by_test_id("override-text")
+        expect(text).to_contain_text(f"until {shown(until)} UTC, reason: zone check")
+        page.get_by_test_id("time-zone-switch").click()
+        expect(text).to_contain_text(f"until {shown(until, ZONE)} {ZONE}, reason: zone check")

@@ -83,6 +83,9 @@ class TestZone:
             expect(page.get_by_test_id("time-zone-switch")).to_have_text(f"Times in {ZONE}")
             for node in page.locator("main time[data-local-time]:not([data-relative])").all():
                 expect(node).to_have_text(shown(node.get_attribute("datetime") or "", ZONE))
+        # The approvals page's own "Updated" line too (drawn by its script, not the live list's).
+        updated = page.get_by_test_id("last-updated").locator("time")
+        expect(updated).to_have_text(shown(updated.get_attribute("datetime") or "", ZONE))
 
         # A second tab of the same browser follows the choice too, and back to UTC.
         other = page.context.new_page()

@@ -63,7 +63,7 @@ export function initApprovals() {
       for (const job of open) jobs.set(job.id, job);
       body.replaceChildren(...(open.length ? open.map(row) : [el('tr', { class: 'placeholder-row', 'data-testid': 'empty-state' },
         el('td', { colspan: '6' }, el('strong', {}, 'Nothing waits for approval'), ' Runs of a type that needs a second person appear here when requested.'))]));
-      $('#last-updated').textContent = `Updated ${new Date().toISOString().slice(11, 19)} UTC`;
+      $('#last-updated').replaceChildren('Updated ', timeEl(new Date().toISOString()));
     } finally {
       setBusy([refreshButton], false);
     }

@@ -7,19 +7,12 @@
 import { api, failureText } from './api.js';
 import { openedBy, setError } from './actions.js';
 import { $, guard, showError } from './dom.js';
+import { exactTime } from './time.js';
 
 const POLL_MS = 5000;
 
 let current = null; // the window requested or open now, or null
 let me = '';
-
-/** "14:32 UTC" for an RFC 3339 time (the panel names the zone of every time it shows). */
-function clock(iso) {
-  const at = new Date(iso);
-  if (Number.isNaN(at.getTime())) return String(iso);
-  const pad = (n) => String(n).padStart(2, '0');
-  return `${pad(at.getUTCHours())}:${pad(at.getUTCMinutes())} UTC`;
-}
 
 function left(iso) {
   const seconds = Math.max(0, Math.ceil((Date.parse(iso) - Date.now()) / 1000));
@@ -46,12 +39,12 @@ function render() {
   banner.dataset.state = state;
   if (state === 'open') {
     $('#override-text').textContent = `SAFE_MODE overridden by ${current.requestedBy} (approved by ${current.approvedBy})`
-      + ` until ${clock(current.until)}, reason: ${current.reason}`;
+      + ` until ${exactTime(current.until)}, reason: ${current.reason}`;
     $('#override-countdown').textContent = left(current.until);
   } else if (state === 'requested') {
     $('#override-text').textContent = `Break-glass requested by ${current.requestedBy} for ${current.minutes} min,`
       + ` reason: ${current.reason}. A second super_admin must approve it (the request lapses at`
-      + ` ${clock(current.requestExpiresAt)}).`;
+      + ` ${exactTime(current.requestExpiresAt)}).`;
     $('#override-countdown').textContent = '';
   }
   const mine = state !== 'none' && current.requestedBy === me;
