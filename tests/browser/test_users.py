@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from tests.browser.browsing import Pages, login
 from tests.browser.test_breakglass import SECOND, add_super_admin
 from tests.browser.test_panel import expect
-from tests.e2e.harness import PASSWORD, Stack, StackFactory
+from tests.e2e.harness import PASSWORD, USER, Stack, StackFactory
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
@@ -165,6 +165,21 @@ class TestSignInAndPassword:
         there.wait_for_url(re.compile(r".*/login"))
 
 
+def _wait_for_reload(page: Page) -> None:
+    """Wait until ``page`` reloaded: it forgets the ``window.__beforeReload`` marker set before."""
+    from playwright.sync_api import Error
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if not page.evaluate("() => window.__beforeReload === true"):
+                return
+        except Error:  # asked while the reload replaced the page: ask the new one
+            pass
+        assert time.monotonic() < deadline, "the tab did not reload"
+        time.sleep(0.1)
+
+
 class TestOldTab:
     def test_csrf_death_says_session_changed_and_reloads(self, make_stack: StackFactory, open_page: Pages) -> None:
         """An old tab whose session was replaced says "Your session changed; reloading" and reloads, working again."""
@@ -187,11 +202,33 @@ class TestOldTab:
         expect(old.get_by_test_id("user-confirm-error")).to_contain_text("Your session changed; reloading")
         expect(old.get_by_test_id("error-banner")).to_contain_text("Your session changed; reloading")
         expect(old.get_by_text(re.compile("CSRF", re.IGNORECASE))).to_have_count(0)
-        deadline = time.monotonic() + 20
-        while old.evaluate("() => window.__beforeReload === true"):  # a reload forgets the marker
-            assert time.monotonic() < deadline, "the old tab did not reload"
-            time.sleep(0.1)
+        _wait_for_reload(old)
         expect(_user_row(old, SECOND).get_by_test_id("user-state")).to_have_text("active")
         # Reloaded, the tab works with the live session's token.
         _confirm(old, SECOND, "disable")
         expect(_user_row(old, SECOND).get_by_test_id("user-state")).to_have_text("disabled")
+
+    def test_log_out_from_an_old_tab_says_session_changed_then_works(
+        self, make_stack: StackFactory, open_page: Pages
+    ) -> None:
+        """Log out in a tab whose session was replaced: "Your session changed; reloading", then Log out works."""
+        stack = _stack(make_stack)
+        base = stack.gateways["open"].url
+        old: Page = open_page()
+        login(old, base)
+        open_page.console(old).expect_failed_resource(r"/logout")
+        new = old.context.new_page()
+        new.goto(f"{base}/admin/engine/jobs")
+        new.get_by_test_id("logout-button").click()
+        new.wait_for_url(re.compile(r".*/login"))
+        login(new, base)
+        old.evaluate("window.__beforeReload = true")
+        old.get_by_test_id("logout-button").click()
+        expect(old.get_by_test_id("error-banner")).to_contain_text("Your session changed; reloading")
+        expect(old.get_by_text(re.compile("CSRF", re.IGNORECASE))).to_have_count(0)
+        _wait_for_reload(old)
+        expect(old.get_by_test_id("current-user")).to_contain_text(USER)
+        old.get_by_test_id("logout-button").click()
+        old.wait_for_url(re.compile(r".*/login"))
+        new.goto(f"{base}/admin/engine/jobs")
+        new.wait_for_url(re.compile(r".*/login.*"))  # the one session of this browser ended

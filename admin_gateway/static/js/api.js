@@ -91,6 +91,39 @@ export async function api(method, path, body, timeoutMs = TIMEOUT_MS) {
   return { ok: false, status: response.status, data, code, message: describe(response.status, data) };
 }
 
+/**
+ * The header's Log out form, posted by script so that an old tab whose token died with its session
+ * says so and reloads (then Log out works with the live token) instead of showing the raw CSRF
+ * refusal. Without JavaScript the form posts as it is.
+ */
+export function setupLogout() {
+  for (const form of document.querySelectorAll('form[action="/logout"]')) {
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      let response;
+      try {
+        response = await fetch(form.action, {
+          method: 'POST', body: new URLSearchParams(new FormData(form)), credentials: 'same-origin',
+          cache: 'no-store', headers: { Accept: 'application/json' },
+        });
+      } catch {
+        showError(describe(0, null));
+        return;
+      }
+      if (response.ok) {
+        window.location.assign('/login');
+        return;
+      }
+      const data = await response.json().catch(() => null);
+      if (response.status === 403 && data && data.code === 'csrf') {
+        sessionChanged();
+      } else {
+        showError(`Log out: ${describe(response.status, data)}`);
+      }
+    });
+  }
+}
+
 /** "<what>: <the gateway's message> (<code>)" for a refusal or failure shown to the person. */
 export function failureText(what, result) {
   const quiet = !result.code || result.code.startsWith('http_') || result.code === 'session_changed';

@@ -1,6 +1,7 @@
 // Entry point of every panel page (<script type="module">, no inline code: the CSP allows
 // only same-origin scripts). Picks the page controller from <body data-page>.
 
+import { setupLogout } from './api.js';
 import { guard, pageState, showError } from './dom.js';
 import { initTime } from './time.js';
 import { startLive } from './live.js';
@@ -20,6 +21,7 @@ window.addEventListener('unhandledrejection', (event) => {
 
 guard(() => {
   initTime(); // every time on the page in the chosen zone, the header switch, zone inputs
+  setupLogout();
   // The password page is a plain form, and its user may not use the API until the password is changed.
   if (document.body.dataset.page === 'password') return;
   setupDialogs();
