@@ -165,6 +165,17 @@ class TestSignInAndPassword:
         there.wait_for_url(re.compile(r".*/login"))
 
 
+def _replace_session(old: Page, base: str) -> Page:
+    """Sign out and in again in a new tab of ``old``'s browser (``old``'s token is dead); mark ``old``."""
+    new = old.context.new_page()
+    new.goto(f"{base}/admin/engine/jobs")
+    new.get_by_test_id("logout-button").click()
+    new.wait_for_url(re.compile(r".*/login"))
+    login(new, base)
+    old.evaluate("window.__beforeReload = true")
+    return new
+
+
 def _wait_for_reload(page: Page) -> None:
     """Wait until ``page`` reloaded: it forgets the ``window.__beforeReload`` marker set before."""
     from playwright.sync_api import Error
@@ -190,13 +201,7 @@ class TestOldTab:
         old.goto(f"{base}/admin/users")
         expect(_user_row(old, SECOND)).to_be_visible()
         open_page.console(old).expect_failed_resource(r"/api/admin/users/bob/disable")
-        # The same browser signs out and in again in another tab: the old tab's token is dead.
-        new = old.context.new_page()
-        new.goto(f"{base}/admin/engine/jobs")
-        new.get_by_test_id("logout-button").click()
-        new.wait_for_url(re.compile(r".*/login"))
-        login(new, base)
-        old.evaluate("window.__beforeReload = true")
+        _replace_session(old, base)
         _user_row(old, SECOND).get_by_test_id("user-action-disable").click()
         old.get_by_test_id("user-confirm-submit").click()
         expect(old.get_by_test_id("user-confirm-error")).to_contain_text("Your session changed; reloading")
@@ -217,12 +222,7 @@ class TestOldTab:
         old: Page = open_page()
         login(old, base)
         open_page.console(old).expect_failed_resource(r"/logout")
-        new = old.context.new_page()
-        new.goto(f"{base}/admin/engine/jobs")
-        new.get_by_test_id("logout-button").click()
-        new.wait_for_url(re.compile(r".*/login"))
-        login(new, base)
-        old.evaluate("window.__beforeReload = true")
+        new = _replace_session(old, base)
         old.get_by_test_id("logout-button").click()
         expect(old.get_by_test_id("error-banner")).to_contain_text("Your session changed; reloading")
         expect(old.get_by_text(re.compile("CSRF", re.IGNORECASE))).to_have_count(0)
