@@ -92,33 +92,19 @@ export async function api(method, path, body, timeoutMs = TIMEOUT_MS) {
 }
 
 /**
- * The header's Log out form, posted by script so that an old tab whose token died with its session
- * says so and reloads (then Log out works with the live token) instead of showing the raw CSRF
- * refusal. Without JavaScript the form posts as it is.
+ * The header's Log out form, posted through api() so that an old tab whose token died with its
+ * session says so and reloads (then Log out works with the live token) instead of showing the raw
+ * CSRF refusal. Without JavaScript the form posts as it is.
  */
 export function setupLogout() {
   for (const form of document.querySelectorAll('form[action="/logout"]')) {
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
-      let response;
-      try {
-        response = await fetch(form.action, {
-          method: 'POST', body: new URLSearchParams(new FormData(form)), credentials: 'same-origin',
-          cache: 'no-store', headers: { Accept: 'application/json' },
-        });
-      } catch {
-        showError(describe(0, null));
-        return;
-      }
-      if (response.ok) {
+      const result = await api('POST', form.action);
+      if (result.ok) {
         window.location.assign('/login');
-        return;
-      }
-      const data = await response.json().catch(() => null);
-      if (response.status === 403 && data && data.code === 'csrf') {
-        sessionChanged();
-      } else {
-        showError(`Log out: ${describe(response.status, data)}`);
+      } else if (result.code !== 'session_changed') { // api() already said so and reloads
+        showError(failureText('Log out', result));
       }
     });
   }
