@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
@@ -17,7 +18,7 @@ from tests.browser.test_panel import expect, row
 from tests.e2e.harness import Stack
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Locator, Page
 
 ZONE = "Europe/Berlin"
 STORAGE_KEY = "engineJobs.timeZone"
@@ -33,6 +34,22 @@ def berlin_page(open_page: Pages, **options: Any) -> Page:
     return open_page(timezone_id=ZONE, **options)
 
 
+def expect_time_in(node: Locator, zone: str = "UTC") -> None:
+    """``node`` (a <time data-local-time>) shows its own datetime in ``zone``: as text unless relative, on hover.
+
+    Each try reads the node at once: a live update may redraw it (a new datetime) between two reads.
+    """
+    deadline = time.monotonic() + 5
+    while True:
+        iso, text, title, relative = node.evaluate(
+            "(n) => [n.getAttribute('datetime'), n.textContent, n.title, n.hasAttribute('data-relative')]"
+        )
+        if (relative or text == shown(iso, zone)) and title == f"{shown(iso, zone)} {zone}":
+            return
+        assert time.monotonic() < deadline, (zone, iso, text, title)
+        time.sleep(0.1)
+
+
 def created_time(page: Page, job_id: str) -> Any:
     """The <time> of a row's Created cell."""
     return row(page, job_id).locator("td").nth(3).locator("time")
@@ -46,9 +63,7 @@ class TestZone:
         login(page, panel_stack.gateways["open"].url)
         expect(page.get_by_test_id("time-zone-switch")).to_have_text("Times in UTC")
         expect(created_time(page, job["id"])).to_have_attribute("title", f"{shown(job['createdAt'])} UTC")
-        updated = page.get_by_test_id("last-updated").locator("time")
-        iso = updated.get_attribute("datetime") or ""
-        expect(updated).to_have_text(shown(iso))
+        expect_time_in(page.get_by_test_id("last-updated").locator("time"))
 
     def test_switch_to_local_time_is_remembered_on_every_page(self, panel_stack: Stack, open_page: Pages) -> None:
         """The header switch shows local time, names the zone, and every page of this browser keeps the choice."""
@@ -61,8 +76,7 @@ class TestZone:
         expect(switch).to_have_text(f"Times in {ZONE}")
         assert page.evaluate(f"localStorage.getItem('{STORAGE_KEY}')") == "local"
         expect(created_time(page, job["id"])).to_have_attribute("title", f"{shown(job['createdAt'], ZONE)} {ZONE}")
-        updated = page.get_by_test_id("last-updated").locator("time")
-        expect(updated).to_have_text(shown(updated.get_attribute("datetime") or "", ZONE))
+        expect_time_in(page.get_by_test_id("last-updated").locator("time"), ZONE)
 
         page.reload()
         expect(page.get_by_test_id("time-zone-switch")).to_have_text(f"Times in {ZONE}")
@@ -73,21 +87,15 @@ class TestZone:
         times = page.locator("main time[data-local-time]")
         expect(times.first).to_be_visible()
         for node in times.all():
-            # One read of each time: a live update may redraw it (a new datetime) between two reads.
-            iso, text, title, relative = node.evaluate(
-                "(n) => [n.getAttribute('datetime'), n.textContent, n.title, n.hasAttribute('data-relative')]"
-            )
-            assert relative or text == shown(iso, ZONE), (iso, text)
-            assert title == f"{shown(iso, ZONE)} {ZONE}", (iso, title)
+            expect_time_in(node, ZONE)
 
         for path in ("/admin/engine/logs", "/admin/audit", "/admin/engine/approvals"):
             page.goto(base + path)
             expect(page.get_by_test_id("time-zone-switch")).to_have_text(f"Times in {ZONE}")
             for node in page.locator("main time[data-local-time]:not([data-relative])").all():
-                expect(node).to_have_text(shown(node.get_attribute("datetime") or "", ZONE))
+                expect_time_in(node, ZONE)
         # The approvals page's own "Updated" line too (drawn by its script, not the live list's).
-        updated = page.get_by_test_id("last-updated").locator("time")
-        expect(updated).to_have_text(shown(updated.get_attribute("datetime") or "", ZONE))
+        expect_time_in(page.get_by_test_id("last-updated").locator("time"), ZONE)
 
         # A second tab of the same browser follows the choice too, and back to UTC.
         other = page.context.new_page()

@@ -228,6 +228,8 @@ class TestOldTab:
         expect(old.get_by_text(re.compile("CSRF", re.IGNORECASE))).to_have_count(0)
         _wait_for_reload(old)
         expect(old.get_by_test_id("current-user")).to_contain_text(USER)
+        # A relist in flight when the session ends is answered 401 (the page is leaving for /login).
+        open_page.console(old).expect_failed_resource(r"/api/admin/engine/jobs")
         old.get_by_test_id("logout-button").click()
         old.wait_for_url(re.compile(r".*/login"))
         new.goto(f"{base}/admin/engine/jobs")
