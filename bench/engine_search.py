@@ -57,12 +57,12 @@ def fastest(call: Callable[[], object], rounds: int, repeat: int) -> float:
     return best
 
 
-def main() -> None:
-    """Build the index, time the three cases side by side, print a Markdown table."""
+def main(argv: list[str] | None = None) -> int:
+    """Build the index, time the three cases side by side, print a Markdown table; 0."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     started = time.perf_counter()
     index = build(args.jobs)
@@ -85,7 +85,8 @@ def main() -> None:
         print(f"| {name} | {seconds * 1000:.3f} | {seconds / results['page']:.0f} |")
     per_million = results["search, none"] / args.jobs * 1_000_000
     print(f"\nworst case: {per_million:.2f} s per million entries walked")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
